@@ -1,0 +1,77 @@
+"""Integer reference model: exactly what the inference engine computes, layer by layer.
+
+``reference(model, x)`` is the golden twin of :class:`nmflow.rtl.engine.InferenceEngine`: the
+cocotb checker compares every hidden activation, every score and every class with ``==``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NmflowError
+
+__all__ = ["Trace", "reference", "activate", "argmax_lowest", "check_inputs"]
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """Everything the engine produces for a batch of N inputs.
+
+    Members
+    -------
+    preacts : list of int64 [N, out], one per layer
+    acts : list of int8 [N, out], one per hidden layer, values in {-1, 0, +1}
+    scores : int64 [N, classes]
+    classes : int64 [N]
+    """
+    preacts: list
+    acts: list
+    scores: np.ndarray
+    classes: np.ndarray
+
+
+def activate(a, layer):
+    """Apply a hidden layer's activation rule (contract 1) to integer pre-activations."""
+    a = np.asarray(a, dtype=np.int64)
+    if layer.activation == "sign":
+        return np.where(a >= layer.t_hi, 1, -1).astype(np.int8)
+    if layer.activation == "ternary":
+        return np.where(a >= layer.t_hi, 1, np.where(a < layer.t_lo, -1, 0)).astype(np.int8)
+    raise ValueError(f"activation must be 'sign' or 'ternary', not {layer.activation!r}")
+
+
+def argmax_lowest(scores):
+    """Index of the largest score per row, the lowest index on ties (what ``np.argmax`` does)."""
+    return np.argmax(np.asarray(scores), axis=-1).astype(np.int64)
+
+
+def check_inputs(model, x):
+    """Return ``x`` as an int64 [N, n_inputs] array, or refuse it with one line."""
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != model.n_inputs:
+        raise NmflowError(f"inputs must have shape [N, {model.n_inputs}], not {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise NmflowError(f"inputs must be integers, not {x.dtype}")
+    top = (1 << model.input_bits) - 1
+    bad = (x < 0) | (x > top)
+    if bad.any():
+        raise NmflowError(f"inputs must be unsigned {model.input_bits}-bit integers (0 to {top}), "
+                          f"not {int(x[bad][0])}")
+    return x.astype(np.int64)
+
+
+def reference(model, x):
+    """Run the integer network on inputs ``x`` ([N, n_inputs] or [n_inputs]); return a :class:`Trace`."""
+    h = check_inputs(model, x)
+    preacts, acts = [], []
+    for layer in model.layers:
+        a = h @ layer.weights.astype(np.int64).T
+        preacts.append(a)
+        if layer.activation == "none":
+            scores = a * layer.scale + layer.offset
+            return Trace(preacts, acts, scores, argmax_lowest(scores))
+        h = activate(a, layer).astype(np.int64)
+        acts.append(h.astype(np.int8))
+    raise AssertionError("the last layer of a validated model has activation 'none'")

@@ -1,0 +1,362 @@
+"""Training of the float BNN/TNN models (:mod:`nmflow.golden.layers`) and their checkpoints.
+
+``train(config, dataset)`` builds a :class:`~nmflow.golden.layers.QuantNet` of
+``[features, *config.hidden, classes]`` neurons and trains it with Adam and cross-entropy on one
+CPU thread; the same configuration and dataset give the same network, bit for bit.
+
+A checkpoint (``model.pt``) holds the hidden weights and BatchNorm state, the configuration, the
+optimizer state, the history and a summary of the dataset; :func:`load_checkpoint` rebuilds the
+network from it and refuses a missing, corrupt or foreign file with one line.
+"""
+
+import math
+import pickle
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import NmflowError
+from ..fileio import atomic_path
+from .layers import ACTIVATIONS, WEIGHT_KINDS, QuantNet
+
+__all__ = ["TrainConfig", "History", "Checkpoint", "train", "evaluate", "predict",
+           "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "nmflow.checkpoint"
+CHECKPOINT_VERSION = 1
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run.
+
+    The defaults train the small TNN 64-128-128-10 on digits; ``TrainConfig.bnn()`` gives the
+    matching BNN.
+    """
+    #: Neurons of each hidden layer; the input and class counts come from the dataset.
+    hidden: tuple = (128, 128)
+    #: ``"ternary"`` (weights in {-1, 0, +1}) or ``"binary"`` (weights in {-1, +1}).
+    weight_kind: str = "ternary"
+    #: Hidden activation: ``"ternary"`` ({-1, 0, +1}) or ``"sign"`` ({-1, +1}).
+    activation: str = "ternary"
+    #: Passes over the training images.
+    epochs: int = 60
+    #: Adam's (initial) learning rate.
+    lr: float = 0.005
+    #: Learning-rate schedule over all steps: ``"constant"`` or ``"cosine"`` (lr down to 0).
+    schedule: str = "cosine"
+    #: Images per Adam step (a last batch of a single image is skipped: BatchNorm needs two).
+    batch: int = 100
+    #: Seed of the weight initialisation and of the batch order.
+    seed: int = 0
+    #: Ternary weights: a hidden weight with ``|W_h| <= delta`` is 0.
+    delta: float = 0.05
+    #: Ternary activations: a BatchNorm output with ``|y| <= act_threshold`` gives 0.
+    act_threshold: float = 0.5
+
+    @classmethod
+    def bnn(cls, **changes):
+        """The default configuration with binary weights and sign activations."""
+        return cls(**{"weight_kind": "binary", "activation": "sign", **changes})
+
+    @classmethod
+    def tnn(cls, **changes):
+        """The default configuration with ternary weights and ternary activations."""
+        return cls(**{"weight_kind": "ternary", "activation": "ternary", **changes})
+
+    def __post_init__(self):
+        hidden = self.hidden
+        if isinstance(hidden, list):
+            hidden = tuple(hidden)
+            object.__setattr__(self, "hidden", hidden)
+        if not isinstance(hidden, tuple) or any(
+                isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden):
+            raise NmflowError(f"hidden must be a tuple of positive integers, not {self.hidden!r}")
+        if self.weight_kind not in WEIGHT_KINDS:
+            raise NmflowError(f"weight_kind must be one of {', '.join(WEIGHT_KINDS)}, "
+                              f"not {self.weight_kind!r}")
+        if self.activation not in ACTIVATIONS:
+            raise NmflowError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                              f"not {self.activation!r}")
+        if self.schedule not in SCHEDULES:
+            raise NmflowError(f"schedule must be one of {', '.join(SCHEDULES)}, "
+                              f"not {self.schedule!r}")
+        for name in ("epochs", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NmflowError(f"{name} must be a positive integer, not {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise NmflowError(f"seed must be a non-negative integer, not {self.seed!r}")
+        for name, minimum, strict in (("lr", 0.0, True), ("delta", 0.0, False),
+                                      ("act_threshold", 0.0, False)):
+            value = getattr(self, name)
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+                  and math.isfinite(value) and (value > minimum if strict else value >= minimum))
+            if not ok:
+                rule = "a finite number > 0" if strict else "a finite number >= 0"
+                raise NmflowError(f"{name} must be {rule}, not {value!r}")
+
+    def to_dict(self):
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a configuration; refuse unknown or missing fields with one line."""
+        if not isinstance(data, dict):
+            raise NmflowError(f"training configuration must be a dict, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise NmflowError(f"training configuration has unknown field {unknown[0]!r}")
+        data = dict(data)
+        if isinstance(data.get("hidden"), list):
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+
+@dataclass(eq=False)
+class History:
+    """What happened during training, one entry per epoch.
+
+    Members
+    -------
+    loss : list of float
+        Mean training cross-entropy of the epoch (training-mode BatchNorm).
+    train_accuracy : list of float
+        Fraction of training images classified right during the epoch (training mode).
+    test_accuracy : list of float
+        Fraction of test images classified right after the epoch (eval mode).
+    lr : list of float
+        Learning rate of the epoch's last step.
+    seconds : float
+        Wall time of the whole run.
+    optimizer_state : dict
+        Adam's final state (for a checkpoint); not part of :meth:`to_dict`.
+    """
+    loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    seconds: float = 0.0
+    optimizer_state: dict = field(default_factory=dict, repr=False)
+
+    def to_dict(self):
+        return {"loss": list(self.loss), "train_accuracy": list(self.train_accuracy),
+                "test_accuracy": list(self.test_accuracy), "lr": list(self.lr),
+                "seconds": float(self.seconds)}
+
+
+def _inputs(x):
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(net, x):
+    """Classes (int64 ndarray [N]) the float model gives inputs ``x`` in eval mode."""
+    _, logits = net.trace(_inputs(x))
+    return logits.argmax(dim=1).numpy().astype(np.int64)
+
+
+def evaluate(net, x, y):
+    """Fraction (0 to 1) of inputs ``x`` that the float model in eval mode classifies as ``y``."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise NmflowError("y must hold at least one label, not 0")
+    return float((predict(net, x) == y).mean())
+
+
+def _check_dataset(dataset):
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        if not hasattr(dataset, name):
+            raise NmflowError(f"dataset must have member {name!r} (a nmflow Dataset), "
+                              f"not {type(dataset).__name__}")
+    if len(dataset.y_train) < 2:
+        raise NmflowError(f"dataset must hold at least 2 training images, "
+                          f"not {len(dataset.y_train)}")
+
+
+def train(config, dataset, progress=None):
+    """Train a float BNN/TNN on ``dataset`` as ``config`` says.
+
+    Runs on one CPU thread (``torch.set_num_threads(1)``) and seeds torch's global generator with
+    ``config.seed``; the batch order comes from a separate generator with the same seed.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : nmflow.golden.datasets.Dataset
+    progress : callable, optional
+        Called after every epoch as ``progress(epoch, epochs, record)`` with ``record`` a dict of
+        the epoch's ``loss``, ``train_accuracy``, ``test_accuracy`` and ``lr``.
+
+    Returns
+    -------
+    net : QuantNet
+        The trained network of ``[features, *config.hidden, classes]`` neurons, in eval mode.
+    history : History
+    """
+    if not isinstance(config, TrainConfig):
+        raise NmflowError(f"config must be a TrainConfig, not {type(config).__name__}")
+    _check_dataset(dataset)
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # Adam's moments of always-zero pixels decay into denormals
+    torch.manual_seed(config.seed)
+    order = torch.Generator().manual_seed(config.seed)
+
+    x = _inputs(dataset.x_train)
+    y = torch.as_tensor(np.asarray(dataset.y_train), dtype=torch.int64)
+    classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
+    sizes = [x.shape[1], *config.hidden, classes]
+    net = QuantNet(sizes, config.weight_kind, config.activation, config.delta,
+                   config.act_threshold)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    n = len(y)
+    per_epoch = n // config.batch + (1 if n % config.batch >= 2 else 0)
+    total = per_epoch * config.epochs
+    loss_fn = nn.CrossEntropyLoss()
+    history = History()
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(config.epochs):
+        net.train()
+        permutation = torch.randperm(n, generator=order)
+        loss_sum, right, seen = 0.0, 0, 0
+        for first in range(0, n, config.batch):
+            index = permutation[first:first + config.batch]
+            if len(index) < 2:
+                continue
+            lr = config.lr
+            if config.schedule == "cosine":
+                lr = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = net(x[index])
+            loss = loss_fn(logits, y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(index)
+            right += int((logits.argmax(dim=1) == y[index]).sum())
+            seen += len(index)
+        record = {"loss": loss_sum / seen, "train_accuracy": right / seen,
+                  "test_accuracy": evaluate(net, dataset.x_test, dataset.y_test), "lr": lr}
+        for key, value in record.items():
+            getattr(history, key).append(value)
+        if progress is not None:
+            progress(epoch + 1, config.epochs, record)
+    net.eval()
+    history.seconds = time.perf_counter() - start
+    history.optimizer_state = optimizer.state_dict()
+    return net, history
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Members
+    -------
+    net : QuantNet (eval mode)
+    config : TrainConfig
+    optimizer_state : dict
+    history : dict (see :meth:`History.to_dict`)
+    dataset : dict (see :meth:`nmflow.golden.datasets.Dataset.info`)
+    """
+    net: QuantNet
+    config: TrainConfig
+    optimizer_state: dict
+    history: dict
+    dataset: dict
+
+
+def save_checkpoint(path, net, config, optimizer_state, history, dataset_info):
+    """Write a float checkpoint atomically (a reader never sees half a file); return its path.
+
+    Parameters
+    ----------
+    path : str or Path
+    net : QuantNet
+    config : TrainConfig
+    optimizer_state : dict
+        ``optimizer.state_dict()`` (``History.optimizer_state`` after :func:`train`).
+    history : History or dict
+    dataset_info : dict
+        ``Dataset.info()``.
+    """
+    if isinstance(history, History):
+        history = history.to_dict()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "net": net.describe(),
+        "state_dict": net.state_dict(),
+        "config": config.to_dict(),
+        "optimizer_state": optimizer_state,
+        "history": history,
+        "dataset": dataset_info,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint` and rebuild its network.
+
+    Loads with ``weights_only=True`` (no arbitrary code runs from the file).
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    NmflowError
+        One line when the file is missing, unreadable (truncated, corrupt), foreign (not an nmflow
+        checkpoint), of another version, or holds weights that do not fit its own description.
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise NmflowError(f"checkpoint {name!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
+            zipfile.BadZipFile, AttributeError, TypeError) as error:
+        raise NmflowError(f"checkpoint {name!r} is unreadable (truncated or not a torch file: "
+                          f"{_first_line(error)})") from None
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise NmflowError(f"checkpoint {name!r} must have format {CHECKPOINT_FORMAT!r}, "
+                          f"not {found!r}")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise NmflowError(f"checkpoint version must be {CHECKPOINT_VERSION}, "
+                          f"not {payload.get('version')!r} (in {name!r})")
+    config = TrainConfig.from_dict(payload.get("config"))
+    describe = payload.get("net")
+    if not isinstance(describe, dict):
+        raise NmflowError(f"checkpoint {name!r} must describe its network, not {describe!r}")
+    try:
+        net = QuantNet(**describe)
+        net.load_state_dict(payload.get("state_dict"))
+    except (TypeError, RuntimeError, AttributeError) as error:
+        raise NmflowError(f"checkpoint {name!r} weights do not fit its network "
+                          f"{describe.get('sizes')!r} ({_first_line(error)})") from None
+    net.eval()
+    return Checkpoint(net=net, config=config, optimizer_state=payload.get("optimizer_state") or {},
+                      history=payload.get("history") or {}, dataset=payload.get("dataset") or {})
