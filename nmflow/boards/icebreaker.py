@@ -4,12 +4,13 @@ The iCEBreaker (1BitSquared) carries a Lattice iCE40UP5K-SG48 (5,280 logic cells
 4 kbit, 4 SPRAMs of 256 kbit, 8 DSPs), a 12 MHz oscillator and an FTDI FT2232H whose second channel
 is a UART to the host (pins 6 = FPGA receives, 9 = FPGA transmits).
 
-:class:`BoardTop` is shared by every nmflow board: it takes any platform-free component with the two
-pin ports ``rx: In(1)`` and ``tx: Out(1)``, constructs it for the board's clock, requests the board's
-``uart`` resource at the top level and connects it through :class:`amaranth.lib.io.Buffer` s.
+:class:`BoardTop` is shared by every nmflow board: it takes any platform-free component with the
+two pin ports ``rx: In(1)`` and ``tx: Out(1)``, constructs it for the board's clock, requests the
+board's ``uart`` resource at the top level and connects it through :class:`amaranth.lib.io.Buffer`
+instances.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth_boards.icebreaker import ICEBreakerPlatform
@@ -51,6 +52,7 @@ class BoardTop(wiring.Component):
 
     def __init__(self, top_factory):
         if not callable(top_factory):
+            self._MustUse__silence = True   # refused, so never elaborated: no "unused" warning
             raise NmflowError(f"top_factory must be a callable taking clk_freq= and returning a "
                               f"component with ports rx and tx, not {top_factory!r}")
         self._top_factory = top_factory
@@ -62,16 +64,22 @@ class BoardTop(wiring.Component):
         members = getattr(getattr(core, "signature", None), "members", None)
         found = dict(members.items()) if members is not None else None
         if not isinstance(core, wiring.Component) or found != expected:
-            shown = (", ".join(f"{name}: {member!r}" for name, member in found.items())
-                     if found is not None else type(core).__name__)
+            if isinstance(core, Elaboratable):
+                core._MustUse__silence = True   # refused, so never elaborated
+            if found is None or not isinstance(core, wiring.Component):
+                shown = f"a {type(core).__name__}"
+            else:
+                ports = ", ".join(f"{name}: {member!r}" for name, member in found.items())
+                shown = f"a component with {ports or 'no ports'}"
             raise NmflowError(f"top_factory must return a component with exactly the ports "
-                              f"rx: In(1) and tx: Out(1), not one with {shown or 'no ports'}")
+                              f"rx: In(1) and tx: Out(1), not {shown}")
         return core
 
     def elaborate(self, platform):
-        m = Module()
+        core = self._make_core(platform.default_clk_frequency)
 
-        m.submodules.core = core = self._make_core(platform.default_clk_frequency)
+        m = Module()
+        m.submodules.core = core
 
         uart = platform.request(self.uart_resource, 0, dir="-")
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
@@ -80,12 +88,7 @@ class BoardTop(wiring.Component):
             core.rx.eq(rx_buffer.i),
             tx_buffer.o.eq(core.tx),
         ]
-
-        self.elaborate_board(m, platform)
         return m
-
-    def elaborate_board(self, m, platform):
-        """Add board-specific wiring beyond the UART to ``m`` (nothing by default)."""
 
 
 class ICEBreakerTop(BoardTop):

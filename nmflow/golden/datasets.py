@@ -70,7 +70,8 @@ def _check_split(seed, test_size):
         raise NmflowError(f"seed must be a non-negative integer, not {seed!r}")
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) \
             or not 0.0 < test_size < 1.0:
-        raise NmflowError(f"test_size must be a fraction strictly between 0 and 1, not {test_size!r}")
+        raise NmflowError(f"test_size must be a fraction strictly between 0 and 1, "
+                          f"not {test_size!r}")
 
 
 def _split(x, y, seed, test_size, name, input_bits):

@@ -18,6 +18,7 @@ ternary activation  ``+1 if y > act_threshold``, ``-1 if y < -act_threshold``, e
 Activations pass the gradient where ``|y| <= 1`` and block it elsewhere; weights pass it unchanged.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -171,11 +172,12 @@ class QuantNet(nn.Module):
     def __init__(self, sizes, weight_kind="ternary", activation="ternary", delta=0.05,
                  act_threshold=0.5):
         super().__init__()
-        sizes = list(sizes) if isinstance(sizes, (list, tuple)) else sizes
-        if not isinstance(sizes, list) or len(sizes) < 2 or any(
-                isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2 or any(
+                isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
+                for n in sizes):
             raise NmflowError(f"sizes must be a list of at least two positive integers, "
                               f"not {sizes!r}")
+        sizes = [int(n) for n in sizes]
         if weight_kind not in WEIGHT_KINDS:
             raise NmflowError(f"weight_kind must be one of {', '.join(WEIGHT_KINDS)}, "
                               f"not {weight_kind!r}")

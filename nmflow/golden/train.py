@@ -46,7 +46,7 @@ class TrainConfig:
     #: Hidden activation: ``"ternary"`` ({-1, 0, +1}) or ``"sign"`` ({-1, +1}).
     activation: str = "ternary"
     #: Passes over the training images.
-    epochs: int = 60
+    epochs: int = 50
     #: Adam's (initial) learning rate.
     lr: float = 0.005
     #: Learning-rate schedule over all steps: ``"constant"`` or ``"cosine"`` (lr down to 0).
@@ -186,8 +186,10 @@ def _check_dataset(dataset):
 def train(config, dataset, progress=None):
     """Train a float BNN/TNN on ``dataset`` as ``config`` says.
 
-    Runs on one CPU thread (``torch.set_num_threads(1)``) and seeds torch's global generator with
-    ``config.seed``; the batch order comes from a separate generator with the same seed.
+    Runs on one CPU thread (``torch.set_num_threads(1)``, with ``torch.set_flush_denormal(True)``:
+    both stay set for the process) and seeds torch's global generator with ``config.seed``; the
+    batch order comes from a separate generator with the same seed. With the defaults on digits
+    it takes 1.5 to 3 seconds.
 
     Parameters
     ----------
@@ -347,7 +349,10 @@ def load_checkpoint(path):
     if payload.get("version") != CHECKPOINT_VERSION:
         raise NmflowError(f"checkpoint version must be {CHECKPOINT_VERSION}, "
                           f"not {payload.get('version')!r} (in {name!r})")
-    config = TrainConfig.from_dict(payload.get("config"))
+    try:
+        config = TrainConfig.from_dict(payload.get("config"))
+    except NmflowError as error:
+        raise NmflowError(f"checkpoint {name!r} holds a bad configuration: {error}") from None
     describe = payload.get("net")
     if not isinstance(describe, dict):
         raise NmflowError(f"checkpoint {name!r} must describe its network, not {describe!r}")

@@ -186,11 +186,21 @@ class InferenceEngine(wiring.Component):
                                                init=aff_init)
         aff_port = aff_mem.read_port()
 
-        in_len = self._per[0] * lanes
-        inbuf = Array(Signal(unsigned(model.input_bits), name=f"in{n}") for n in range(in_len))
-        hid_len = max(self._per[1:], default=1) * lanes
-        banks = [Array(Signal(signed(2), name=f"act{b}_{n}") for n in range(max(hid_len, 1)))
-                 for b in range(2)]
+        # Activation buffers, banked by lane: value n of a layer lives in lane n % lanes, row
+        # n // lanes, so one read of every bank at row ``chunk`` gives the whole chunk.
+        shift = exact_log2(lanes)
+        hidden_rows = max(self._per[1:], default=1)
+
+        def banked(name, shape, depth):
+            banks = []
+            for p in range(lanes):
+                mem = Memory(shape=shape, depth=depth, init=[])
+                m.submodules[f"{name}{p}"] = mem
+                banks.append((mem.write_port(), mem.read_port()))
+            return banks
+
+        in_banks = banked("input", unsigned(model.input_bits), self._per[0])
+        act_banks = [banked(f"act{b}_", signed(2), hidden_rows) for b in range(2)]
 
         # -- per-layer constants ----------------------------------------------------------------
         layer = Signal(range(max(n_layers, 2)))
@@ -216,7 +226,9 @@ class InferenceEngine(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += inbuf[in_count].eq(self.i.payload)
+                    for p, (write, _) in enumerate(in_banks):
+                        m.d.comb += [write.addr.eq(in_count >> shift), write.data.eq(self.i.payload),
+                                     write.en.eq(in_count[:shift] == p if shift else 1)]
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_count == model.n_inputs - 1):
                         m.d.sync += [in_count.eq(0), layer.eq(0), neuron.eq(0), chunk.eq(0),
@@ -262,24 +274,23 @@ class InferenceEngine(wiring.Component):
         x_chunk = Signal(data.ArrayLayout(signed(self._x_bits), lanes))
         s1_valid = Signal()
         s1_tag = Signal(self._tag)
+        s1_layer0 = Signal()
+        s1_parity = Signal()
         m.d.sync += [
-            s1_valid.eq(issue),
+            s1_valid.eq(issue), s1_layer0.eq(layer == 0), s1_parity.eq(layer[0]),
             s1_tag.layer.eq(layer), s1_tag.neuron.eq(neuron), s1_tag.hidden.eq(hidden_index),
             s1_tag.first.eq(chunk == 0), s1_tag.last.eq(chunk == per_last),
         ]
-        parity = layer[0]
         for p in range(lanes):
-            pixel = Array(inbuf[r * lanes + p] for r in range(self._per[0]))[chunk]
-            if hid_len:
-                per_hidden = max(self._per[1:], default=1)
-                act0 = Array(banks[0][r * lanes + p] for r in range(per_hidden))[chunk]
-                act1 = Array(banks[1][r * lanes + p] for r in range(per_hidden))[chunk]
-            with m.If(layer == 0):
-                m.d.sync += x_chunk[p].eq(pixel)
-            with m.Elif(parity):            # odd layers read what layer 0, 2, ... wrote (bank 0)
-                m.d.sync += x_chunk[p].eq(act0)
+            pixel, act0, act1 = (banks[p][1] for banks in (in_banks, *act_banks))
+            for port in (pixel, act0, act1):
+                m.d.comb += [port.addr.eq(chunk), port.en.eq(issue)]
+            with m.If(s1_layer0):
+                m.d.comb += x_chunk[p].eq(pixel.data)
+            with m.Elif(s1_parity):         # odd layers read what layer 0, 2, ... wrote (bank 0)
+                m.d.comb += x_chunk[p].eq(act0.data)
             with m.Else():
-                m.d.sync += x_chunk[p].eq(act1)
+                m.d.comb += x_chunk[p].eq(act1.data)
 
         # -- stage 2: PCSA read, GXNOR lanes, popcount tree -------------------------------------
         m.d.comb += [
@@ -314,11 +325,13 @@ class InferenceEngine(wiring.Component):
             threshold.i.payload.tag.eq(done_tag),
         ]
         act = threshold.o.payload
-        with m.If(threshold.o.valid):
-            with m.If(act.tag.layer[0]):
-                m.d.sync += banks[1][act.tag.neuron].eq(act.act)
-            with m.Else():
-                m.d.sync += banks[0][act.tag.neuron].eq(act.act)
+        for b, banks in enumerate(act_banks):
+            for p, (write, _) in enumerate(banks):
+                lane_hit = act.tag.neuron[:shift] == p if shift else 1
+                m.d.comb += [
+                    write.addr.eq(act.tag.neuron >> shift), write.data.eq(act.act),
+                    write.en.eq(threshold.o.valid & (act.tag.layer[0] == b) & lane_hit),
+                ]
         m.d.comb += [
             self.trace.valid.eq(threshold.o.valid),
             self.trace.payload.layer.eq(act.tag.layer),

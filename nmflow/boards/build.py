@@ -1,0 +1,401 @@
+"""Build a bitstream for a board: Amaranth platform files, Yosys, nextpnr, the packer.
+
+:func:`build` prepares the design with the board's Amaranth platform, runs the tool commands of
+Amaranth's build plan one by one in a temporary directory beside ``out_dir`` (capturing every log),
+reads utilisation and Fmax from the nextpnr log, and only then moves the products into ``out_dir``.
+A reader of ``out_dir`` never sees a half-written bitstream, and a bitstream there always sits
+beside the logs and the ``build.json`` of the run that made it.
+
+Products in ``out_dir``
+    ``<name>.bin`` (iCE40) or ``<name>.bit`` (ECP5)   the bitstream
+    ``build.json``                                    :class:`BuildResult`, written last
+    ``yosys.log``, ``nextpnr.log``, ``build.log``     Yosys' log, nextpnr's log, all tool output
+    ``nextpnr_report.json``                           nextpnr's own JSON timing/utilisation report
+    ``<name>.il``, ``<name>.ys``, ``<name>.pcf``/``.lpf``, ``build_<name>.sh``
+                                                      the inputs, to read or to rerun by hand
+
+After a failed build ``out_dir`` holds the logs and inputs of the failed run and no bitstream and no
+``build.json`` (a previous bitstream there is removed: it no longer matches the logs beside it).
+
+Timing target
+    The design runs on the board clock (12 MHz on the iCEBreaker), but nextpnr is asked for more
+    (``target_mhz``, 50 MHz on iCE40 and 130 MHz on ECP5 by default) with ``--timing-allow-fail``,
+    so that it optimises for speed and reports the Fmax the design reaches. The board clock's
+    constraint in the generated ``.pcf``/``.lpf`` is raised by the same ratio (nextpnr's ``--freq``,
+    also passed, only covers clocks that have no constraint). The Fmax is then checked against the
+    board clock, not the target.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import NmflowError
+from ..fileio import write_text
+from . import icebreaker, ulx3s
+from .report import (BoardInfo, fit_error, parse_errors, parse_fmax, parse_fmax_by_clock,
+                     parse_utilisation)
+from .toolchain import TOOLS, check_tools, tool_environment
+
+__all__ = ["BOARDS", "BuildResult", "build", "get_board"]
+
+#: The boards nmflow builds for, name -> :class:`~nmflow.boards.report.BoardInfo`.
+BOARDS = {
+    "icebreaker": icebreaker.INFO,
+    "ulx3s": ulx3s.INFO,
+}
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PCF_FREQUENCY = re.compile(r"^(\s*set_frequency\s+\S+\s+)([0-9.eE+-]+)(\s*)$")
+_LPF_FREQUENCY = re.compile(r'^(\s*FREQUENCY\s+(?:PORT|NET)\s+"[^"]*"\s+)([0-9.eE+-]+)'
+                            r'(\s*HZ\s*;\s*)$')
+
+
+def get_board(board):
+    """Return the :class:`~nmflow.boards.report.BoardInfo` of ``board`` (a name or a BoardInfo).
+
+    Raises
+    ------
+    NmflowError
+        If ``board`` is not a known board name.
+    """
+    if isinstance(board, BoardInfo):
+        return board
+    if not isinstance(board, str) or board not in BOARDS:
+        raise NmflowError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
+    return BOARDS[board]
+
+
+@dataclass
+class BuildResult:
+    """What a successful build produced and what nextpnr said about it.
+
+    Members
+    -------
+    board, device : str
+        Board name and FPGA device.
+    bitstream : Path
+        The bitstream in ``out_dir``.
+    logic_cells, logic_cells_total : int
+        Logic cells used / present (iCE40 ``ICESTORM_LC``; ECP5 LUT4s, ``TRELLIS_COMB``).
+    block_rams, block_rams_total : int
+        Block RAMs used / present (``ICESTORM_RAM``, ``DP16KD``).
+    dsps, dsps_total : int
+        Multiplier blocks used / present (``ICESTORM_DSP``, ``MULT18X18D``).
+    fmax_mhz : float or None
+        Post-route maximum frequency (the lowest over the clocks); None without a timing report.
+    fmax_by_clock : dict
+        Clock net -> post-route Fmax in MHz.
+    clock_mhz, target_mhz : float
+        The board clock the design runs on, and the target nextpnr was given.
+    utilisation : dict
+        Every line of nextpnr's device utilisation: cell type -> ``{"used", "total", "percent"}``.
+    seconds : float
+        Wall time of the whole build; ``step_seconds`` has it per step (prepare, yosys, ...).
+    seed : int or None
+        The nextpnr seed, None for nextpnr's default.
+    out_dir, yosys_log, nextpnr_log, build_log : Path
+        Where the products and logs are.
+    """
+    board: str
+    device: str
+    bitstream: Path
+    logic_cells: int
+    logic_cells_total: int
+    block_rams: int
+    block_rams_total: int
+    dsps: int
+    dsps_total: int
+    fmax_mhz: float | None
+    clock_mhz: float
+    target_mhz: float
+    utilisation: dict
+    seconds: float
+    seed: int | None
+    out_dir: Path
+    yosys_log: Path
+    nextpnr_log: Path
+    build_log: Path
+    fmax_by_clock: dict = field(default_factory=dict)
+    step_seconds: dict = field(default_factory=dict)
+
+    @property
+    def meets_clock(self):
+        """True if the post-route Fmax reaches the board clock (None without a timing report)."""
+        return None if self.fmax_mhz is None else self.fmax_mhz >= self.clock_mhz
+
+    def to_dict(self):
+        """The result as plain JSON types (paths as strings), in field order."""
+        result = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            result[name] = str(value) if isinstance(value, Path) else value
+        result["meets_clock"] = self.meets_clock
+        return result
+
+    def to_json(self):
+        """The result as a JSON document (the content of ``build.json``)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def _check_args(name, seed, target_mhz, board, timeout):
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise NmflowError(f"name must be letters, digits and underscores, not starting with a "
+                          f"digit, not {name!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < 2 ** 31):
+        raise NmflowError(f"seed must be None or an integer between 0 and {2 ** 31 - 1}, "
+                          f"not {seed!r}")
+    if target_mhz is None:
+        target_mhz = board.target_mhz
+    if (isinstance(target_mhz, bool) or not isinstance(target_mhz, (int, float))
+            or not math.isfinite(target_mhz) or target_mhz < board.clock_mhz):
+        raise NmflowError(f"target_mhz must be a number at least the {board.name} clock "
+                          f"({board.clock_mhz:g} MHz), not {target_mhz!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0):
+        raise NmflowError(f"timeout must be None or a positive number of seconds, "
+                          f"not {timeout!r}")
+    return float(target_mhz)
+
+
+def _options(value, parameter):
+    """Normalise extra tool options given as a string or a sequence of strings."""
+    if isinstance(value, str):
+        return tuple(value.split())
+    if not all(isinstance(item, str) for item in value):
+        raise NmflowError(f"{parameter} must be a string or a sequence of strings, not {value!r}")
+    return tuple(value)
+
+
+def _retarget(text, ratio, target_mhz, pattern):
+    """Scale every clock frequency of a constraint file by ``ratio``, keeping the original."""
+    lines = []
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match:
+            head, value, tail = match.groups()
+            lines.append(f"# board clock: {line.strip()} (nmflow asks nextpnr for "
+                         f"{target_mhz:g} MHz, so that it reports the Fmax the design reaches)")
+            lines.append(f"{head}{float(value) * ratio:.10g}{tail}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _run(tool, argv, cwd, env, log, timeout, log_hint):
+    """Run one tool command, appending its output to ``log``.
+
+    Returns ``(exit status, None)``, or ``(None, message)`` if the tool could not run or did not
+    finish in time.
+    """
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    try:
+        completed = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, timeout=timeout)
+    except FileNotFoundError:
+        return None, f"{argv[0]} not found: run 'make setup' (pip install -r requirements.txt)"
+    except subprocess.TimeoutExpired:
+        return None, f"{tool} did not finish within {timeout:g} s; see {log_hint}"
+    finally:
+        log.write("\n")
+        log.flush()
+    return completed.returncode, None
+
+
+def _first_error(path):
+    try:
+        errors = parse_errors(Path(path).read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    return errors[0] if errors else None
+
+
+def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None,
+          synth_opts=(), nextpnr_opts=(), check_timing=True, timeout=None):
+    """Synthesise, place, route and pack a design for a board; return what nextpnr reported.
+
+    Parameters
+    ----------
+    top_factory : callable
+        ``top_factory(clk_freq=hz)`` returns the platform-free top, a component with exactly the
+        pin ports ``rx: In(1)`` and ``tx: Out(1)``; it is called with the board's
+        ``default_clk_frequency``.
+    board : str or BoardInfo
+        ``"icebreaker"`` or ``"ulx3s"`` (a key of :data:`BOARDS`).
+    out_dir : path
+        Directory for the products (created if needed); other files in it are left alone.
+    name : str
+        Design name: the stem of the bitstream and of the generated files.
+    seed : int, optional
+        nextpnr placement seed (0 to 2**31-1); nextpnr's default when None.
+    target_mhz : float, optional
+        nextpnr's timing target, at least the board clock; the board's default when None.
+    synth_opts, nextpnr_opts : str or sequence of str
+        Extra options for Yosys' ``synth_<family>`` and for nextpnr, after the board's own.
+    check_timing : bool
+        Refuse a design whose post-route Fmax is below the board clock (it would run unreliably).
+    timeout : float, optional
+        Seconds each tool may run, unlimited when None.
+
+    Returns
+    -------
+    BuildResult
+
+    Raises
+    ------
+    NmflowError
+        One line, for a bad argument, a missing tool (with the install hint), a design that does
+        not fit (``design does not fit icebreaker (iCE40UP5K): needs 6017 logic cells
+        (ICESTORM_LC), the device has 5280``), a design too slow for the board clock, or a tool
+        failure (naming the tool, its first error and the log file).
+    """
+    board = get_board(board)
+    target_mhz = _check_args(name, seed, target_mhz, board, timeout)
+    synth_opts = board.synth_opts + _options(synth_opts, "synth_opts")
+    nextpnr_opts = _options(nextpnr_opts, "nextpnr_opts")
+    started = time.monotonic()
+    step_seconds = {}
+
+    tool_environment()
+    tool_paths = check_tools(board.name)
+    env = dict(os.environ)
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
+    try:
+        # Amaranth: elaborate, write RTLIL, the Yosys script, constraints and tool commands.
+        platform = board.platform()
+        overrides = {"nextpnr_opts": ["--timing-allow-fail", "--freq", f"{target_mhz:g}",
+                                      "--report", f"{name}_report.json",
+                                      *(["--seed", str(seed)] if seed is not None else []),
+                                      *nextpnr_opts]}
+        if synth_opts:
+            overrides["synth_opts"] = list(synth_opts)
+        plan = platform.prepare(board.top(top_factory), name, **overrides)
+        ratio = target_mhz / board.clock_mhz
+        for filename in list(plan.files):
+            if filename.endswith(".pcf"):
+                plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
+                                                 _PCF_FREQUENCY)
+            elif filename.endswith(".lpf"):
+                plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
+                                                 _LPF_FREQUENCY)
+        for filename, content in plan.files.items():
+            path = work / filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                path.write_text(content)
+            else:
+                path.write_bytes(content)
+        commands = json.loads(plan.files[f"{plan.script}.json"])["commands"]
+        unknown = [argv[0] for argv in commands if argv[0] not in TOOLS]
+        if unknown:
+            raise NmflowError(f"the {board.name} build plan runs {unknown[0]!r}, a tool nmflow "
+                              f"does not know; expected one of {', '.join(TOOLS)}")
+        step_seconds["prepare"] = round(time.monotonic() - started, 3)
+
+        logs = {"yosys": f"{name}.rpt", "nextpnr": f"{name}.tim"}
+        hints = {"yosys": out_dir / "yosys.log", "nextpnr": out_dir / "nextpnr.log"}
+        failure = None
+        with open(work / "build.log", "w") as log:
+            for argv in commands:
+                tool = argv[0]
+                step = "yosys" if tool == "yosys" else (
+                    "nextpnr" if tool.startswith("nextpnr") else "pack")
+                step_started = time.monotonic()
+                status, message = _run(tool, [tool_paths[tool], *argv[1:]], work, env, log,
+                                       timeout, hints.get(step, out_dir / "build.log"))
+                step_seconds[step] = round(time.monotonic() - step_started, 3)
+                if status != 0:
+                    failure = (step, tool, status, message)
+                    break
+
+        nextpnr_text = ""
+        if (work / logs["nextpnr"]).exists():
+            nextpnr_text = (work / logs["nextpnr"]).read_text(errors="replace")
+        utilisation = parse_utilisation(nextpnr_text)
+        fmax_by_clock = parse_fmax_by_clock(nextpnr_text)
+        fmax = parse_fmax(nextpnr_text)
+
+        error = None
+        if failure is not None:
+            step, tool, status, message = failure
+            error = (fit_error(utilisation, board) if step == "nextpnr" else None) or message
+            if error is None:
+                has_log = step in logs and (work / logs[step]).exists()
+                log_path = hints[step] if has_log else out_dir / "build.log"
+                first = _first_error(work / logs[step]) if has_log else None
+                detail = first if first else f"exit status {status}"
+                error = f"{tool} failed for {board.name}: {detail}; see {log_path}"
+        elif check_timing and fmax is not None and fmax < board.clock_mhz:
+            error = (f"design too slow for {board.name}: reaches {fmax:.2f} MHz after routing, "
+                     f"the board clock is {board.clock_mhz:g} MHz; see {hints['nextpnr']}")
+
+        _install(work, out_dir, name, board, logs, success=error is None)
+        if error is not None:
+            raise NmflowError(error)
+
+        def used(cell_type, default_total):
+            row = utilisation.get(cell_type, {"used": 0, "total": default_total})
+            return row["used"], row["total"]
+
+        logic_cells, logic_cells_total = used(board.logic_cell_type, board.logic_cells)
+        block_rams, block_rams_total = used(board.block_ram_type, board.block_rams)
+        dsps, dsps_total = used(board.dsp_type, board.dsps)
+        result = BuildResult(
+            board=board.name, device=board.device,
+            bitstream=out_dir / f"{name}{board.bitstream_suffix}",
+            logic_cells=logic_cells, logic_cells_total=logic_cells_total,
+            block_rams=block_rams, block_rams_total=block_rams_total,
+            dsps=dsps, dsps_total=dsps_total,
+            fmax_mhz=fmax, clock_mhz=board.clock_mhz, target_mhz=target_mhz,
+            utilisation=utilisation, seconds=round(time.monotonic() - started, 3), seed=seed,
+            out_dir=out_dir, yosys_log=out_dir / "yosys.log",
+            nextpnr_log=out_dir / "nextpnr.log", build_log=out_dir / "build.log",
+            fmax_by_clock=fmax_by_clock, step_seconds=step_seconds)
+        write_text(out_dir / "build.json", result.to_json())
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _install(work, out_dir, name, board, logs, *, success):
+    """Move the products of ``work`` into ``out_dir``: the bitstream last, only on success."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bitstream = f"{name}{board.bitstream_suffix}"
+    # Whatever happens next, a previous bitstream no longer matches the logs about to arrive.
+    for stale in ("build.json", bitstream):
+        try:
+            (out_dir / stale).unlink()
+        except FileNotFoundError:
+            pass
+    renames = {
+        logs["yosys"]: "yosys.log",
+        logs["nextpnr"]: "nextpnr.log",
+        "build.log": "build.log",
+        f"{name}_report.json": "nextpnr_report.json",
+    }
+    for source in (f"{name}.il", f"{name}.ys", f"{name}.pcf", f"{name}.lpf",
+                   f"build_{name}.sh"):
+        renames[source] = source
+    for source, target in renames.items():
+        if (work / source).exists():
+            os.replace(work / source, out_dir / target)
+        else:
+            # A product this run did not make must not be taken for one of this run.
+            try:
+                (out_dir / target).unlink()
+            except FileNotFoundError:
+                pass
+    if success:
+        os.replace(work / bitstream, out_dir / bitstream)

@@ -1,0 +1,210 @@
+"""The host driver: talk to an nmflow board (or its simulation) over a serial port.
+
+::
+
+    with EngineLink("/dev/ttyUSB1") as link:          # or "socket://127.0.0.1:PORT"
+        print(link.info())
+        cls, scores = link.infer([3, 0, 15, ...])
+
+The protocol is specified in :mod:`nmflow.rtl.hostlink`; frames are built and checked with
+:mod:`nmflow.boards.protocol`. Every failure (bad inputs, an error reply, a corrupted reply, no reply
+in time) raises :class:`~nmflow.errors.NmflowError` with one line; nothing blocks longer than the
+timeout.
+"""
+
+import time
+from numbers import Real
+
+import numpy as np
+import serial
+
+from ..errors import NmflowError
+from . import protocol
+from .protocol import Command, ErrorCode, Reply
+
+__all__ = ["EngineLink"]
+
+#: Longest single wait on the port; reads loop until the request's deadline.
+_POLL = 0.05
+
+
+class EngineLink:
+    """A connection to an inference engine behind a :class:`~nmflow.rtl.top.HostTop`.
+
+    Parameters
+    ----------
+    port : str
+        A pyserial port name or URL: ``/dev/ttyUSB1``, ``COM3``, ``socket://127.0.0.1:PORT``.
+    baudrate : int
+        Serial baud rate (ignored by ``socket://``).
+    timeout : float
+        Seconds to wait for a complete reply to one request.
+
+    Raises
+    ------
+    NmflowError
+        If the port cannot be opened or ``timeout`` is not a positive number.
+
+    Notes
+    -----
+    One request at a time: each call sends one frame and reads its reply. The board is asked for
+    its sizes (INFO) once, on the first call that needs them.
+    """
+
+    def __init__(self, port, *, baudrate=115200, timeout=2.0):
+        if not isinstance(timeout, Real) or isinstance(timeout, bool) or not timeout > 0:
+            raise NmflowError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self._port = port
+        self._timeout = float(timeout)
+        self._info = None
+        try:
+            self._serial = serial.serial_for_url(port, baudrate=baudrate,
+                                                 timeout=min(self._timeout, _POLL),
+                                                 write_timeout=self._timeout)
+        except (serial.SerialException, ValueError, OSError) as error:
+            raise NmflowError(f"cannot open port {port!r}: {error}") from None
+
+    # -- connection -------------------------------------------------------------------------------
+
+    @property
+    def port(self):
+        return self._port
+
+    def close(self):
+        """Close the port (idempotent)."""
+        if self._serial.is_open:
+            self._serial.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def info(self):
+        """The board's :class:`~nmflow.boards.protocol.Info` (asked once, then cached).
+
+        Raises
+        ------
+        NmflowError
+            If the board does not answer, answers with an error or speaks another protocol version.
+        """
+        if self._info is None:
+            payload = self._request(Command.INFO, b"", Reply.INFO)
+            info = protocol.decode_info(payload)
+            if info.version != protocol.VERSION:
+                raise NmflowError(f"board protocol version must be {protocol.VERSION}, not "
+                                  f"{info.version} (port {self._port!r})")
+            self._info = info
+        return self._info
+
+    def infer(self, values):
+        """Run one inference.
+
+        Parameters
+        ----------
+        values : sequence of int
+            ``n_inputs`` unsigned integers below ``2 ** input_bits``.
+
+        Returns
+        -------
+        (int, numpy.ndarray)
+            The class (argmax, lowest index on ties) and every score as int64 ``[n_classes]``.
+
+        Raises
+        ------
+        NmflowError
+            If ``values`` has the wrong length or type or a value out of range (checked before
+            anything is sent), or the request fails (see :meth:`info`).
+        """
+        x = self._check(values, batch=False)
+        return self._infer_one(x[0])
+
+    def infer_many(self, array):
+        """Run one inference per row of ``array`` ([N, n_inputs]); every row is checked first.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            Classes int64 ``[N]`` and scores int64 ``[N, n_classes]``.
+        """
+        x = self._check(array, batch=True)
+        info = self.info()
+        classes = np.zeros(len(x), dtype=np.int64)
+        scores = np.zeros((len(x), info.n_classes), dtype=np.int64)
+        for n, row in enumerate(x):
+            classes[n], scores[n] = self._infer_one(row)
+        return classes, scores
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _check(self, values, *, batch):
+        info = self.info()
+        name = "array" if batch else "values"
+        x = np.asarray(values)
+        shape = f"[N, {info.n_inputs}]" if batch else f"[{info.n_inputs}]"
+        if x.ndim != (2 if batch else 1) or x.shape[-1] != info.n_inputs:
+            raise NmflowError(f"{name} must have shape {shape} (n_inputs = {info.n_inputs}), not "
+                              f"{list(x.shape)}")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise NmflowError(f"{name} must hold integers, not {x.dtype}")
+        top = (1 << info.input_bits) - 1
+        bad = (x < 0) | (x > top)
+        if bad.any():
+            raise NmflowError(f"{name} must hold unsigned {info.input_bits}-bit integers (0 to "
+                              f"{top}), not {int(x[bad][0])}")
+        return x.astype(np.int64).reshape(-1, info.n_inputs)
+
+    def _infer_one(self, row):
+        info = self.info()
+        payload = self._request(Command.INFER, bytes(int(v) for v in row), Reply.INFER)
+        cls, scores = protocol.decode_result(payload, info.n_classes, info.score_bytes)
+        if cls >= info.n_classes:
+            raise NmflowError(f"reply class must be below n_classes = {info.n_classes}, not {cls}")
+        return cls, np.array(scores, dtype=np.int64)
+
+    def _request(self, command, payload, reply):
+        frame = protocol.encode_frame(command, payload)
+        try:
+            self._serial.reset_input_buffer()
+            self._serial.write(frame)
+            self._serial.flush()
+            got, data = self._read_frame(time.monotonic() + self._timeout)
+        except serial.SerialException as error:
+            raise NmflowError(f"serial port {self._port!r} failed: {error}") from None
+        if got == Reply.ERROR:
+            code = data[0] if len(data) == 1 else None
+            try:
+                text = f"{ErrorCode(code).name} ({protocol.ERROR_TEXT[ErrorCode(code)]})"
+            except ValueError:
+                text = f"unknown error code {data.hex()!r}"
+            raise NmflowError(f"board replied with error {text} to {Command(command).name}")
+        if got != reply:
+            raise NmflowError(f"reply command must be 0x{reply:02X} ({reply.name}), "
+                              f"not 0x{got:02X}")
+        return data
+
+    def _read_frame(self, deadline):
+        """Read one frame: skip to SYNC, read the header, the payload and the CRC; check it."""
+        while True:
+            head = self._read(1, deadline)
+            if head[0] == protocol.SYNC:
+                break
+        head += self._read(3, deadline)
+        length = int.from_bytes(head[2:4], "little")
+        frame = head + self._read(length + 1, deadline)
+        try:
+            return protocol.decode_frame(frame)
+        except NmflowError as error:
+            raise NmflowError(f"corrupted reply from {self._port!r}: {error}") from None
+
+    def _read(self, n, deadline):
+        data = bytearray()
+        while len(data) < n:
+            if time.monotonic() >= deadline:
+                raise NmflowError(f"no complete reply from {self._port!r} within "
+                                  f"{self._timeout:g} s")
+            data += self._serial.read(n - len(data))
+        return bytes(data)

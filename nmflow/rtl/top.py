@@ -1,0 +1,136 @@
+"""The platform-free host top: inference engine, host link and UART behind two pins."""
+
+from numbers import Real
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..boards.protocol import VERSION, Info, score_bytes
+from ..golden.hwmodel import HardwareModel
+from .engine import InferenceEngine
+from .hostlink import HostLink, check_parameters
+from .lanes import check_lanes
+from .uart import UARTRx, UARTTx
+
+__all__ = ["HostTop", "uart_divisor", "BAUD_TOLERANCE"]
+
+#: Largest relative baud error accepted between the requested and the generated baud rate.
+BAUD_TOLERANCE = 0.02
+#: Smallest inter-byte timeout, in character times (10 bits each).
+MIN_TIMEOUT_CHARS = 2
+
+
+def _check_positive(name, value, unit):
+    if not isinstance(value, Real) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of {unit}, not {value!r}")
+
+
+def _num(value):
+    """``value`` for a message: integral floats without their ``.0``."""
+    return int(value) if float(value).is_integer() else value
+
+
+def uart_divisor(clk_freq, baud):
+    """Clock cycles per bit, ``round(clk_freq / baud)``, checked against :data:`BAUD_TOLERANCE`.
+
+    Raises
+    ------
+    ValueError
+        If either rate is not a positive number, a bit would last fewer than 4 cycles, or the
+        generated baud rate ``clk_freq / divisor`` is more than 2 % away from ``baud``.
+    """
+    _check_positive("clk_freq", clk_freq, "hertz")
+    _check_positive("baud", baud, "bits per second")
+    divisor = round(clk_freq / baud)
+    if divisor < 4:
+        raise ValueError(f"baud must be at most clk_freq / 4 = {_num(clk_freq / 4)} (4 cycles per "
+                         f"bit), not {_num(baud)} at clk_freq {_num(clk_freq)}")
+    actual = clk_freq / divisor
+    error = abs(actual - baud) / baud
+    if error > BAUD_TOLERANCE:
+        raise ValueError(f"baud {_num(baud)} is out of reach from clk_freq {_num(clk_freq)}: the nearest "
+                         f"divisor {divisor} gives {actual:.0f} baud, {error:.1%} off (the limit "
+                         f"is {BAUD_TOLERANCE:.0%})")
+    return divisor
+
+
+class HostTop(wiring.Component):
+    """An inference engine reachable over a UART: the core every board top wraps.
+
+    ``UARTRx -> HostLink -> InferenceEngine -> HostLink -> UARTTx``, speaking the protocol of
+    :mod:`nmflow.rtl.hostlink`. Platform-free: the board top owns the pins and the clock.
+
+    Parameters
+    ----------
+    model : :class:`~nmflow.golden.hwmodel.HardwareModel`
+    lanes : int
+        GXNOR lanes of the engine.
+    clk_freq : float
+        Frequency of the ``sync`` clock, in Hz.
+    baud : float
+        UART baud rate; ``divisor = round(clk_freq / baud)`` must come within 2 %.
+    timeout : float
+        Inter-byte timeout of the link in seconds (at least 2 character times).
+
+    Members
+    -------
+    rx : In(1)
+        UART input pin (idle high).
+    tx : Out(1)
+        UART output pin (idle high).
+
+    Attributes
+    ----------
+    idle, receiving : Signal
+        The link's :attr:`~nmflow.rtl.hostlink.HostLink.idle` and
+        :attr:`~nmflow.rtl.hostlink.HostLink.receiving` (for simulation bridges; not ports).
+    """
+
+    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
+        if not isinstance(model, HardwareModel):
+            raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
+        check_lanes(lanes)
+        self._divisor = uart_divisor(clk_freq, baud)
+        _check_positive("timeout", timeout, "seconds")
+        self._timeout_cycles = round(timeout * clk_freq)
+        minimum = MIN_TIMEOUT_CHARS * 10 * self._divisor
+        if self._timeout_cycles < minimum:
+            raise ValueError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
+                             f"({minimum / clk_freq:g} s at baud {_num(baud)}), not {timeout!r}")
+        check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
+                         timeout=self._timeout_cycles)
+        self._model = model
+        self._lanes = lanes
+        super().__init__({"rx": In(1), "tx": Out(1)})
+        self.idle = Signal()
+        self.receiving = Signal()
+
+    model = property(lambda self: self._model)
+    lanes = property(lambda self: self._lanes)
+    divisor = property(lambda self: self._divisor)
+    timeout_cycles = property(lambda self: self._timeout_cycles)
+
+    @property
+    def info(self):
+        """The :class:`~nmflow.boards.protocol.Info` the board reports to INFO."""
+        model = self._model
+        return Info(VERSION, model.n_inputs, model.n_classes, model.input_bits,
+                    score_bytes(model.score_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        model = self._model
+        m.submodules.engine = engine = InferenceEngine(model, lanes=self._lanes)
+        m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
+                                            model.score_bits, timeout=self._timeout_cycles)
+        m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
+        m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
+
+        m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
+        wiring.connect(m, uart_rx.o, link.rx)
+        wiring.connect(m, link.tx, uart_tx.i)
+        wiring.connect(m, link.engine_i, engine.i)
+        wiring.connect(m, engine.o, link.engine_o)
+        m.d.comb += [self.idle.eq(link.idle), self.receiving.eq(link.receiving)]
+        return m

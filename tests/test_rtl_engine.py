@@ -1,0 +1,107 @@
+"""The inference engine in Amaranth's simulator against the integer reference model (==)."""
+
+import re
+
+import numpy as np
+import pytest
+
+from nmflow.golden.hwmodel import HardwareModel, Layer
+from nmflow.golden.reference import reference
+from nmflow.golden.synthetic import random_inputs, random_model
+from nmflow.rtl.engine import InferenceEngine
+from nmflow.rtl.lanes import GXNORPopcount
+from nmflow.sim.pysim import run_engine
+
+
+def check_against_reference(engine, inputs, **kwargs):
+    run = run_engine(engine, inputs, **kwargs)
+    golden = reference(engine.model, inputs)
+    assert run.classes.tolist() == golden.classes.tolist()
+    assert run.scores.tolist() == golden.scores.tolist()
+    for got, expected in zip(run.acts, golden.acts):
+        assert got.tolist() == expected.tolist()
+    # every hidden activation is reported exactly once per inference
+    per_image = sum(layer.n_out for layer in engine.model.layers[:-1])
+    assert len(run.trace_events) == len(set(run.trace_events)) == per_image * len(inputs)
+    return run
+
+
+@pytest.mark.parametrize("sizes, kind, lanes", [
+    ([16, 12, 8, 5], "ternary", 4),      # several chunks per neuron, three layers
+    ([20, 9, 3], "binary", 8),           # binary weights, sign activations, padded last chunk
+    ([7, 4], "ternary", 2),              # a single layer: inputs straight to scores
+    ([6, 5, 4], "ternary", 8),           # every layer fits in one row (one chunk per neuron)
+    ([9, 6, 3], "ternary", 1),           # one lane: the tree degenerates to a register
+    ([33, 17, 16, 10], "binary", 16),
+])
+def test_engine_matches_reference(sizes, kind, lanes):
+    model = random_model(sizes, weight_kind=kind, input_bits=4, seed=sum(sizes))
+    engine = InferenceEngine(model, lanes=lanes)
+    inputs = random_inputs(model, 6, seed=lanes)
+    run = check_against_reference(engine, inputs)
+    assert run.cycles.tolist() == [engine.cycles_per_inference] * len(inputs)
+
+
+def test_engine_extreme_inputs_and_ties():
+    # All-zero and all-maximum pixels; identical scores in every class make the argmax a tie,
+    # which the lowest index must win.
+    w0 = np.array([[1, -1, 0, 1], [-1, -1, -1, -1], [1, 1, 1, 1]], dtype=np.int8)
+    w1 = np.ones((3, 3), dtype=np.int8)
+    model = HardwareModel(
+        input_bits=8, weight_kind="ternary",
+        layers=[Layer(w0, "ternary", t_hi=np.array([1, 0, 1020], dtype=np.int64),
+                      t_lo=np.array([0, -1020, -5], dtype=np.int64)),
+                Layer(w1, "none", scale=np.full(3, 7, dtype=np.int64),
+                      offset=np.zeros(3, dtype=np.int64))])
+    inputs = np.array([[0, 0, 0, 0], [255, 255, 255, 255], [255, 0, 0, 0], [0, 255, 0, 0]])
+    run = check_against_reference(InferenceEngine(model, lanes=2), inputs)
+    assert run.classes.tolist() == [0, 0, 0, 0]
+
+
+def test_engine_respects_backpressure():
+    model = random_model([12, 10, 6], weight_kind="ternary", seed=5)
+    engine = InferenceEngine(model, lanes=4)
+    run = check_against_reference(engine, random_inputs(model, 5, seed=9), ready=0.3, seed=2)
+    assert (run.cycles > engine.cycles_per_inference).any()
+
+
+def test_logic_memory_kind_matches_reference():
+    model = random_model([10, 8, 4], weight_kind="ternary", seed=11)
+    check_against_reference(InferenceEngine(model, lanes=4, memory="logic"),
+                            random_inputs(model, 4, seed=3))
+
+
+def test_cycle_figures():
+    model = random_model([64, 128, 128, 10], input_bits=5, seed=1)
+    engine = InferenceEngine(model, lanes=16)
+    assert engine.ideal_cycles == 4 * 128 + 8 * 128 + 8 * 10
+    assert engine.weight_rows == engine.ideal_cycles
+    assert engine.weight_bits == engine.weight_rows * 32
+    assert engine.cycles_per_inference <= 1.10 * engine.ideal_cycles
+    assert GXNORPopcount(16, 2).latency == 5
+
+
+@pytest.mark.parametrize("lanes", [0, 3, 48, 512, 2.0])
+def test_lanes_validated(lanes):
+    model = random_model([8, 4], seed=0)
+    with pytest.raises(ValueError, match=rf"^lanes must be a power of two between 1 and 256, "
+                                         rf"not {re.escape(repr(lanes))}$"):
+        InferenceEngine(model, lanes=lanes)
+
+
+def test_memory_kind_validated():
+    with pytest.raises(ValueError, match=r"^memory must be one of 'block', 'logic', not 'sram'$"):
+        InferenceEngine(random_model([8, 4], seed=0), memory="sram")
+
+
+def test_memory_budget_refused():
+    model = random_model([64, 128, 128, 10], input_bits=5, seed=1)
+    with pytest.raises(ValueError, match=r"^network does not fit the memory budget: its weights "
+                                         r"need 51712 bits \(1616 rows of 16 pair codes\), the "
+                                         r"budget is 40000 bits$"):
+        InferenceEngine(model, lanes=16, max_weight_bits=40000)
+
+
+def test_model_type_checked():
+    with pytest.raises(TypeError, match=r"^model must be a HardwareModel, not dict$"):
+        InferenceEngine({}, lanes=4)

@@ -1,0 +1,354 @@
+"""HostLink + InferenceEngine at the byte-stream level, against the protocol's golden twin.
+
+Every reply is compared byte for byte with :class:`nmflow.boards.protocol.LinkModel` (which runs
+:func:`nmflow.golden.reference.reference` for INFER), and every value the engine receives is
+compared with the vectors of the valid INFER requests: the engine is never fed a partial or
+invalid vector.
+"""
+
+import gc
+import re
+import warnings
+from collections import deque
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment, Module, Signal, UnusedElaboratable
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from nmflow.boards import protocol
+from nmflow.boards.protocol import Command, ErrorCode, LinkModel
+from nmflow.golden.hwmodel import HardwareModel, Layer
+from nmflow.golden.reference import reference
+from nmflow.rtl.engine import InferenceEngine
+from nmflow.rtl.hostlink import HostLink, crc8_update
+from nmflow.rtl.top import HostTop, uart_divisor
+
+TIMEOUT = 40        # link timeout in cycles: longer than any gap between the bytes of a burst
+MAX_GAP = 5         # idle cycles between two bytes of a burst, at most
+TX_CHAR = 8         # cycles the stand-in transmitter is busy after each byte it accepts
+
+
+def random_model(seed=0, sizes=(16, 12, 8, 5), input_bits=4):
+    """A random ternary HardwareModel whose scores need 3 bytes on the link."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = rng.choice([-1, 0, 1], size=(n_out, n_in)).astype(np.int8)
+        if index == len(sizes) - 2:
+            layers.append(Layer(w, "none",
+                                scale=rng.integers(-3000, 3001, n_out).astype(np.int64),
+                                offset=rng.integers(-100000, 100001, n_out).astype(np.int64)))
+        else:
+            bound = n_in * ((1 << input_bits) - 1 if index == 0 else 1)
+            t_hi = rng.integers(-bound // 4, bound // 4 + 1, n_out).astype(np.int64)
+            t_lo = t_hi - rng.integers(0, 4, n_out).astype(np.int64)
+            layers.append(Layer(w, "ternary", t_hi=t_hi, t_lo=t_lo))
+    return HardwareModel(input_bits=input_bits, weight_kind="ternary", layers=layers)
+
+
+def reference_infer(model):
+    def infer(values):
+        trace = reference(model, np.array(values, dtype=np.int64))
+        return int(trace.classes[0]), [int(s) for s in trace.scores[0]]
+    return infer
+
+
+MODEL = random_model()
+
+
+def refuses(make, error, message):
+    """``make()`` raises ``error`` with exactly ``message``; the half-built component it leaves
+    behind is collected here, so Amaranth's unused-elaboratable warning does not leak into a
+    later test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
+            make()
+        info.value.__traceback__ = None
+        del info
+        gc.collect()
+
+
+
+
+class LinkBench:
+    """HostLink and the real engine; bytes in, reply bytes and engine inputs out."""
+
+    def __init__(self, model=MODEL, *, seed=0):
+        self.model = model
+        self.rng = np.random.default_rng(seed)
+        self.engine = InferenceEngine(model, lanes=16)
+        self.link = HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
+                             timeout=TIMEOUT)
+        self.golden = LinkModel(model.n_inputs, model.input_bits, model.n_classes,
+                                model.score_bits, reference_infer(model))
+        self.m = Module()
+        self.m.submodules.engine = self.engine
+        self.m.submodules.link = self.link
+        wiring.connect(self.m, self.link.engine_i, self.engine.i)
+        wiring.connect(self.m, self.engine.o, self.link.engine_o)
+
+    def run(self, bursts):
+        """Send each burst (random gaps of 0 to MAX_GAP cycles between its bytes), then wait until
+        the line has been quiet for longer than the timeout and the link is idle again.
+
+        Returns the reply bytes received during each burst and the list of input vectors the
+        engine received (its beats cut into vectors of ``n_inputs``).
+        """
+        link, rng = self.link, self.rng
+        replies, beats = [], []
+
+        async def tb(ctx):
+            since_tx = TX_CHAR
+            for burst in bursts:
+                queue = deque(burst)
+                wait = int(rng.integers(0, MAX_GAP + 1))
+                quiet = 0
+                reply = bytearray()
+                for _ in range(100 * len(burst) + 4000):
+                    send = bool(queue) and wait == 0
+                    ctx.set(link.rx.valid, send)
+                    if send:
+                        ctx.set(link.rx.payload, queue.popleft())
+                        wait = int(rng.integers(0, MAX_GAP + 1))
+                    elif queue:
+                        wait -= 1
+                    ready = since_tx >= TX_CHAR
+                    ctx.set(link.tx.ready, ready)
+                    sent = ready and ctx.get(link.tx.valid)
+                    if sent:
+                        reply.append(ctx.get(link.tx.payload))
+                    if ctx.get(link.engine_i.valid) and ctx.get(self.engine.i.ready):
+                        beats.append(ctx.get(link.engine_i.payload))
+                    await ctx.tick()
+                    since_tx = 0 if sent else since_tx + 1
+                    quiet = 0 if send or queue else quiet + 1
+                    if quiet > TIMEOUT and ctx.get(link.idle):
+                        break
+                else:
+                    raise AssertionError(f"link did not settle after burst {burst.hex(' ')}")
+                replies.append(bytes(reply))
+            ctx.set(link.rx.valid, 0)
+
+        sim = Simulator(self.m)
+        sim.add_clock(1e-6)
+        sim.add_testbench(tb)
+        sim.run()
+        n = self.model.n_inputs
+        assert len(beats) % n == 0, f"engine fed {len(beats)} values, not a multiple of {n}"
+        return replies, [beats[k:k + n] for k in range(0, len(beats), n)]
+
+    def expected(self, bursts):
+        self.golden.fed = []
+        return [self.golden.burst(burst) for burst in bursts], self.golden.fed
+
+
+def good_vector(seed):
+    return np.random.default_rng(seed).integers(0, 1 << MODEL.input_bits, MODEL.n_inputs).tolist()
+
+
+def reference_reply(values):
+    trace = reference(MODEL, np.array(values))
+    return protocol.infer_reply(int(trace.classes[0]), trace.scores[0].tolist(),
+                                protocol.score_bytes(MODEL.score_bits))
+
+
+# -- parameters --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_inputs": 0}, "n_inputs must be an integer between 1 and 65535, not 0"),
+    ({"n_inputs": 65536}, "n_inputs must be an integer between 1 and 65535, not 65536"),
+    ({"input_bits": 9}, "input_bits must be an integer between 1 and 8, not 9"),
+    ({"n_classes": 257}, "n_classes must be an integer between 1 and 256, not 257"),
+    ({"score_bits": 65}, "score_bits must be an integer between 1 and 64, not 65"),
+    ({"score_bits": 8.0}, "score_bits must be an integer between 1 and 64, not 8.0"),
+    ({"timeout": 0}, "timeout must be an integer number of cycles >= 1, not 0"),
+    ({"timeout": 0.5}, "timeout must be an integer number of cycles >= 1, not 0.5"),
+])
+def test_parameters_are_validated(kwargs, message):
+    args = {"n_inputs": 16, "input_bits": 4, "n_classes": 5, "score_bits": 14, "timeout": 100}
+    args.update(kwargs)
+    timeout = args.pop("timeout")
+    refuses(lambda: HostLink(**args, timeout=timeout), ValueError, message)
+
+
+def test_sizes_are_read_back():
+    link = HostLink(16, 4, 5, 18, timeout=100)
+    assert link.info == protocol.Info(1, 16, 5, 4, 3)
+    assert (link.request_bytes, link.reply_bytes) == (5 + 16, 5 + 1 + 5 * 3)
+    assert link.rx.signature.members["payload"].shape == 8
+    Fragment.get(link, None)        # elaborates
+
+
+@pytest.mark.parametrize("clk_freq, baud, timeout, message", [
+    (1e6, 115200, 0.02, "baud 115200 is out of reach from clk_freq 1000000: the nearest "
+                        "divisor 9 gives 111111 baud, 3.5% off (the limit is 2%)"),
+    (12e6, 4e6, 0.02, "baud must be at most clk_freq / 4 = 3000000 (4 cycles per bit), not "
+                      "4000000 at clk_freq 12000000"),
+    (0, 115200, 0.02, "clk_freq must be a positive number of hertz, not 0"),
+    (12e6, -1, 0.02, "baud must be a positive number of bits per second, not -1"),
+    (12e6, 115200, 0.0001, "timeout must be at least 2 character times (0.000173333 s at baud "
+                           "115200), not 0.0001"),
+])
+def test_host_top_checks_its_clocking(clk_freq, baud, timeout, message):
+    refuses(lambda: HostTop(MODEL, clk_freq=clk_freq, baud=baud, timeout=timeout), ValueError,
+            message)
+
+
+def test_host_top_divisors_of_the_boards():
+    assert uart_divisor(12e6, 115200) == 104           # iCEBreaker, 0.16 % off
+    assert uart_divisor(25e6, 115200) == 217           # ULX3S, 0.01 % off
+    top = HostTop(MODEL, clk_freq=12e6)
+    assert (top.divisor, top.timeout_cycles) == (104, 240000)
+    assert top.info == protocol.Info(1, 16, 5, 4, 3)
+    assert dict(top.signature.members.items()) == {"rx": wiring.In(1), "tx": wiring.Out(1)}
+    Fragment.get(top, None)         # elaborates
+
+
+# -- the CRC network ----------------------------------------------------------------------------
+
+def test_crc8_reference_and_gateware_agree():
+    assert protocol.crc8(b"123456789") == 0xF4             # CRC-8/SMBUS check value
+    crc, byte = Signal(8), Signal(8)
+    out = Signal(8)
+    m = Module()
+    m.d.comb += out.eq(crc8_update(crc, byte))
+    rng = np.random.default_rng(5)
+    pairs = [(0, b) for b in range(256)] + [tuple(p) for p in rng.integers(0, 256, (256, 2))]
+    got = []
+
+    async def tb(ctx):
+        for c, b in pairs:
+            ctx.set(crc, int(c))
+            ctx.set(byte, int(b))
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == [protocol.crc8(bytes([int(b)]), int(c)) for c, b in pairs]
+
+
+# -- good requests ------------------------------------------------------------------------------
+
+def test_info_reply_bytes():
+    bench = LinkBench()
+    replies, fed = bench.run([protocol.info_request()])
+    assert protocol.info_request() == bytes.fromhex("a5 01 00 00 6b")
+    assert replies == [bytes.fromhex("a5 81 07 00 01 10 00 05 00 04 03 de")]
+    assert fed == []
+
+
+def test_infer_replies_equal_the_reference():
+    top = (1 << MODEL.input_bits) - 1
+    vectors = ([[0] * 16, [top] * 16, [top, 0] * 8]
+               + [good_vector(seed) for seed in range(6)])
+    bench = LinkBench()
+    replies, fed = bench.run([protocol.infer_request(v) for v in vectors])
+    trace = reference(MODEL, np.array(vectors))
+    n_bytes = protocol.score_bytes(MODEL.score_bits)
+    assert n_bytes == 3
+    decoded = [protocol.decode_result(protocol.decode_frame(r)[1], MODEL.n_classes, n_bytes)
+               for r in replies]
+    assert [cls for cls, _ in decoded] == trace.classes.tolist()
+    assert np.array_equal(np.array([scores for _, scores in decoded]), trace.scores)
+    assert replies == [reference_reply(v) for v in vectors]
+    assert fed == vectors
+    assert (trace.scores < 0).any() and (trace.scores > 0).any()      # both signs on the link
+
+
+def test_bytes_after_a_request_in_the_same_burst_are_discarded():
+    x = good_vector(11)
+    info = protocol.info_request()
+    bursts = [info + protocol.infer_request(x),
+              protocol.infer_request(x) + b"\x00\xa5\x01",
+              info + bytes(150) + info,           # still arriving after the reply: drained
+              protocol.infer_request(x)]
+    bench = LinkBench()
+    replies, fed = bench.run(bursts)
+    info_reply = protocol.info_reply(bench.link.info)
+    assert replies == [info_reply, reference_reply(x), info_reply, reference_reply(x)]
+    assert fed == [x, x]
+    assert (replies, fed) == bench.expected(bursts)
+
+
+# -- bad requests -------------------------------------------------------------------------------
+
+X = good_vector(1)
+GOOD = protocol.infer_request(X)
+
+
+def _with_value(index, value):
+    values = list(X)
+    values[index] = value
+    return protocol.encode_frame(Command.INFER, bytes(values))
+
+
+BAD_FRAMES = {
+    "bad checksum": (GOOD[:-1] + bytes([GOOD[-1] ^ 0x01]), ErrorCode.BAD_CHECKSUM),
+    "bad checksum on INFO": (bytes.fromhex("a5 01 00 00 6a"), ErrorCode.BAD_CHECKSUM),
+    "payload one short": (protocol.encode_frame(Command.INFER, bytes(X[:-1])),
+                          ErrorCode.BAD_LENGTH),
+    "length high byte": (bytes([protocol.SYNC, Command.INFER, 16, 1]) + bytes(X),
+                         ErrorCode.BAD_LENGTH),
+    "INFO with a payload": (protocol.encode_frame(Command.INFO, b"\x00"), ErrorCode.BAD_LENGTH),
+    "unknown command": (protocol.encode_frame(0x03), ErrorCode.BAD_COMMAND),
+    "reply command as request": (protocol.encode_frame(0x81), ErrorCode.BAD_COMMAND),
+    "input 16 of 4 bits": (_with_value(5, 16), ErrorCode.BAD_VALUE),
+    "input 255 last": (_with_value(15, 255), ErrorCode.BAD_VALUE),
+    "truncated payload": (GOOD[:9], ErrorCode.TIMEOUT),
+    "truncated before checksum": (GOOD[:-1], ErrorCode.TIMEOUT),
+    "sync alone": (b"\xa5", ErrorCode.TIMEOUT),
+}
+
+
+def test_error_reply_bytes():
+    assert protocol.error_reply(ErrorCode.BAD_CHECKSUM) == bytes.fromhex("a5 ff 01 00 04 a6")
+
+
+@pytest.mark.parametrize("name", list(BAD_FRAMES))
+def test_bad_frame_gets_its_error_and_the_next_frame_is_answered(name):
+    bad, code = BAD_FRAMES[name]
+    bench = LinkBench(seed=len(name))
+    replies, fed = bench.run([bad, GOOD])
+    assert replies == [protocol.error_reply(code), reference_reply(X)]
+    assert fed == [X]
+
+
+def test_garbage_without_sync_gets_no_reply():
+    garbage = bytes(b for b in np.random.default_rng(2).integers(0, 256, 40).tolist()
+                    if b != protocol.SYNC)
+    bench = LinkBench()
+    replies, fed = bench.run([garbage, GOOD])
+    assert replies == [b"", reference_reply(X)]
+    assert fed == [X]
+
+
+def _garbage(rng):
+    """Random bytes, biased towards the bytes that start frames."""
+    pool = [protocol.SYNC, Command.INFO, Command.INFER, 0x00, 0x10]
+    out = bytearray()
+    for _ in range(int(rng.integers(1, 30))):
+        out.append(int(rng.choice(pool)) if rng.random() < 0.4 else int(rng.integers(0, 256)))
+    if rng.random() < 0.3:                       # a valid frame's prefix, cut anywhere
+        frame = protocol.infer_request(good_vector(int(rng.integers(1000))))
+        out += frame[:int(rng.integers(1, len(frame) + 1))]
+    return bytes(out)
+
+
+def test_random_garbage_then_a_valid_frame():
+    rng = np.random.default_rng(2024)
+    bursts = []
+    for trial in range(20):
+        bursts += [_garbage(rng), protocol.infer_request(good_vector(100 + trial))]
+    bench = LinkBench(seed=3)
+    replies, fed = bench.run(bursts)
+    expected_replies, expected_fed = bench.expected(bursts)
+    assert replies == expected_replies
+    assert fed == expected_fed
+    for k in range(1, len(bursts), 2):
+        assert replies[k] == reference_reply(list(bursts[k][4:-1]))
+    codes = {r[4] for r in replies[::2] if r[1:2] == b"\xff"}
+    assert len(codes) >= 3                  # the garbage hit several error classes
