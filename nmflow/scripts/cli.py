@@ -1,0 +1,268 @@
+"""The ``nmflow`` command line: one subcommand per step of the flow, plus ``demo`` and ``bench``.
+
+Every subcommand reads and writes the artifacts of a run folder (``--run``, ``build/run`` by
+default) and takes explicit paths to start from files a user brings. Bad input ends with one line,
+``nmflow: error: ...``, and exit status 2.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import NmflowError
+
+DEFAULT_RUN = "build/run"
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def _hidden(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers such as 128,128, not {text!r}") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers such as 128,128, not {text!r}")
+    return sizes
+
+
+def _console():
+    from rich.console import Console
+    return Console(highlight=False)
+
+
+def _print_json(data):
+    print(json.dumps(data, indent=2))
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+def _dataset_spec(args):
+    from ..flow import DatasetSpec
+    if args.dataset == "idx" and not (args.images and args.labels):
+        raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
+    if args.dataset == "digits" and (args.images or args.labels):
+        raise NmflowError("--images and --labels go with --dataset idx, not digits")
+    return DatasetSpec(args.dataset, args.images, args.labels, seed=args.split_seed)
+
+
+def _train_config(args):
+    from ..golden.train import TrainConfig
+    make = TrainConfig.bnn if args.kind == "bnn" else TrainConfig.tnn
+    changes = {name: getattr(args, name) for name in ("hidden", "epochs", "lr", "batch", "seed")
+               if getattr(args, name) is not None}
+    return make(**changes)
+
+
+def _train(args, console, quiet=False):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..flow import train_step
+    config = _train_config(args)
+    spec = _dataset_spec(args)
+    with Progress(TextColumn("train {task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
+                  console=console, transient=True, disable=quiet) as progress:
+        task = progress.add_task(f"{args.kind.upper()} {spec.name}", total=config.epochs)
+        summary = train_step(args.run, config, spec,
+                             progress=lambda epoch, epochs, record: progress.update(
+                                 task, completed=epoch))
+    return summary
+
+
+def cmd_train(args):
+    summary = _train(args, _console())
+    _print_json({key: summary[key] for key in ("checkpoint", "float_accuracy", "train_accuracy",
+                                               "seconds")})
+
+
+def cmd_export(args):
+    from ..flow import export_step
+    _print_json(export_step(args.run, args.checkpoint, args.out))
+
+
+def cmd_verilog(args):
+    from ..flow import verilog_step
+    _print_json(verilog_step(args.run, args.model, lanes=args.lanes, memory=args.memory,
+                             out=args.out))
+
+
+def cmd_sim(args):
+    from ..flow import sim_step
+    summary = sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
+                       lanes=args.lanes, waves=args.waves, out=args.out, rtl=args.rtl)
+    _print_json(summary)
+    if not summary["passed"]:
+        raise NmflowError(f"RTL and golden model disagree: see {summary['log']}")
+
+
+def cmd_compare(args):
+    from ..flow import compare_step
+    result = compare_step(args.run, args.model, sim=args.sim, out=args.out)
+    shown = {key: value for key, value in result.items() if key != "mismatch_list"}
+    shown["first_mismatches"] = result["mismatch_list"][:10]
+    _print_json(shown)
+    if result["mismatches"]:
+        raise NmflowError(f"{result['mismatches']} RTL outputs differ from the golden model")
+
+
+def cmd_build(args):
+    from ..flow import build_step
+    summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, out=args.out,
+                         seed=args.seed)
+    _print_json({key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
+                                               "logic_cells_total", "block_rams", "dsps",
+                                               "fmax_mhz", "seconds")})
+
+
+def cmd_demo(args):
+    from ..scripts.demo import run_demo
+    run_demo(Path(args.run), lanes=args.lanes, limit=args.limit, board=args.board)
+
+
+def cmd_bench(args):
+    from ..scripts.bench import run_bench
+    result = run_bench(Path(args.run), lanes=args.lanes, images=args.images,
+                       boards=args.boards, out=args.out)
+    _print_json(result)
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+def _add_run(p, default=DEFAULT_RUN):
+    p.add_argument("--run", default=default,
+                   help=f"run folder holding the artifacts (default: {default})")
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="nmflow", description="Binarized and ternary networks from PyTorch to verified, "
+        "synthesized near-memory engines on open FPGA boards.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a float BNN/TNN (writes model.pt)",
+                       description="Train a binary (BNN) or ternary (TNN) network with hidden "
+                       "weights, BatchNorm and the straight-through estimator.")
+    _add_run(p)
+    p.add_argument("--kind", choices=("tnn", "bnn"), default="tnn",
+                   help="ternary weights+activations or binary weights+sign (default: tnn)")
+    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
+                   help="scikit-learn's bundled digits, or MNIST-format IDX files (default: digits)")
+    p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
+    p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the stratified 80/20 split (default: 0)")
+    p.add_argument("--hidden", type=_hidden, help="hidden layer sizes (default: 128,128)")
+    p.add_argument("--epochs", type=_positive_int, help="epochs (default: 50)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 0.005)")
+    p.add_argument("--batch", type=_positive_int, help="batch size (default: 100)")
+    p.add_argument("--seed", type=int, help="training seed (default: 0)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="fold BatchNorm into the integer hardware model",
+                       description="Export a checkpoint to hwmodel.{npz,json} and check the "
+                       "integer model against the float model on the test split.")
+    _add_run(p)
+    p.add_argument("--checkpoint", help="checkpoint to export (default: RUN/model.pt)")
+    p.add_argument("--out", help="hardware model stem (default: RUN/hwmodel)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verilog", help="generate the engine's Verilog with Amaranth",
+                       description="Elaborate the inference engine for a hardware model and "
+                       "write RUN/rtl/engine.v with the configuration beside it.")
+    _add_run(p)
+    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes, a power of two (default: 16)")
+    p.add_argument("--memory", choices=("block", "logic"), default="block",
+                   help="weight memory kind (default: block)")
+    p.add_argument("--out", help="output folder (default: RUN/rtl)")
+    p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("sim", help="simulate the engine under cocotb against the golden model",
+                       description="Run the cocotb engine testbench (Icarus by default; SIM "
+                       "selects another) on every test vector; fails on any mismatch.")
+    _add_run(p)
+    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    p.add_argument("--rtl", help="folder with engine.v (default: RUN/rtl, generated if missing)")
+    p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
+                   "model's test split")
+    p.add_argument("--limit", type=_positive_int, help="simulate only the first N vectors")
+    p.add_argument("--lanes", type=int, default=16, help="lanes if the Verilog is generated here")
+    p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
+    p.add_argument("--out", help="simulation folder (default: RUN/sim)")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("compare", help="compare RTL outputs with the golden model (==)",
+                       description="Compare every class, score and hidden activation the RTL "
+                       "produced with the integer reference; writes RUN/compare.json.")
+    _add_run(p)
+    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    p.add_argument("--sim", help="simulation folder (default: RUN/sim)")
+    p.add_argument("--out", help="output file (default: RUN/compare.json)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("build", help="synthesize a bitstream with Yosys and nextpnr",
+                       description="Build the engine with its UART host link for a board.")
+    _add_run(p)
+    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+                   help="target board (default: icebreaker)")
+    p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
+    p.add_argument("--seed", type=int, help="nextpnr placement seed")
+    p.add_argument("--out", help="output folder (default: RUN/<board>)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("demo", help="the whole flow on digits, with a summary table",
+                       description="Train a TNN on digits, export it, generate the engine, "
+                       "simulate it on every test image, compare, build an iCEBreaker bitstream "
+                       "and write RUN/report.json.")
+    _add_run(p, "build/demo")
+    p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
+    p.add_argument("--limit", type=_positive_int, help="simulate only the first N test images")
+    p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks as JSON (cycles, memory bound, Fmax, speed)",
+                       description="Measure cycles per inference against the ideal, the memory "
+                       "bound, Fmax and logic cells per board, simulation speed, images/s.")
+    _add_run(p, "build/bench")
+    p.add_argument("--lanes", type=int, default=16)
+    p.add_argument("--images", type=_positive_int, default=20,
+                   help="test images simulated under cocotb for the speed figures (default: 20)")
+    p.add_argument("--boards", default="icebreaker,ulx3s",
+                   help="comma-separated boards to build (default: icebreaker,ulx3s)")
+    p.add_argument("--out", help="JSON output (default: RUN/bench.json)")
+    p.set_defaults(func=cmd_bench)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    from ..boards.toolchain import tool_environment
+    tool_environment()
+    try:
+        args.func(args)
+    except NmflowError as error:
+        print(f"nmflow: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nmflow: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
