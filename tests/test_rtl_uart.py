@@ -34,7 +34,8 @@ def line(chars, bit_cycles, gaps=None, lead=4, tail=None):
     """Per-cycle levels of a line carrying ``chars`` (``(byte, stop)`` pairs).
 
     ``bit_cycles`` may be fractional (a transmitter at a slightly different baud): bit ``k`` of a
-    character starting at cycle ``t`` covers ``[t + round(k * bit_cycles), t + round((k+1) * ...))``.
+    character starting at cycle ``t`` covers cycles ``t + round(k * bit_cycles)`` up to
+    ``t + round((k + 1) * bit_cycles)``.
     """
     levels = [1] * lead
     for n, (byte, stop) in enumerate(chars):
@@ -78,7 +79,8 @@ def run_rx(divisor, levels, ready=None, dut=None):
 @pytest.mark.parametrize("divisor", [3, 0, -8, 4.0, 4.5, "8", True, None])
 def test_divisor_is_validated(divisor):
     for cls in (UARTRx, UARTTx):
-        refuses(lambda: cls(divisor), ValueError, f"divisor must be an integer >= 4, not {divisor!r}")
+        refuses(lambda: cls(divisor), ValueError,
+                f"divisor must be an integer >= 4, not {divisor!r}")
 
 
 @pytest.mark.parametrize("divisor", [4, 7])

@@ -7,9 +7,9 @@
         cls, scores = link.infer([3, 0, 15, ...])
 
 The protocol is specified in :mod:`nmflow.rtl.hostlink`; frames are built and checked with
-:mod:`nmflow.boards.protocol`. Every failure (bad inputs, an error reply, a corrupted reply, no reply
-in time) raises :class:`~nmflow.errors.NmflowError` with one line; nothing blocks longer than the
-timeout.
+:mod:`nmflow.boards.protocol`. Every failure (bad inputs, an error reply, a corrupted reply, no
+reply in time) raises :class:`~nmflow.errors.NmflowError` with one line; nothing blocks longer
+than the timeout.
 """
 
 import time

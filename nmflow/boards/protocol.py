@@ -1,9 +1,10 @@
-"""The host link protocol in plain Python: the golden twin of :class:`nmflow.rtl.hostlink.HostLink`.
+"""The host link protocol in plain Python: the golden twin of
+:class:`nmflow.rtl.hostlink.HostLink`.
 
-The byte-exact specification is in the docstring of :mod:`nmflow.rtl.hostlink`; this module holds the
-same facts as code. The host driver (:mod:`nmflow.boards.host`) encodes its requests and decodes the
-board's replies with it, and the tests compare the gateware's reply bytes with :class:`LinkModel`
-using ``==``.
+The byte-exact specification is in the docstring of :mod:`nmflow.rtl.hostlink`; this module holds
+the same facts as code. The host driver (:mod:`nmflow.boards.host`) encodes its requests and
+decodes the board's replies with it, and the tests compare the gateware's reply bytes with
+:class:`LinkModel` using ``==``.
 
 Summary: a frame is ``SYNC CMD LEN_LO LEN_HI PAYLOAD... CRC`` with ``SYNC = 0xA5``, a little-endian
 16-bit payload length and ``CRC`` = CRC-8/SMBUS (polynomial 0x07, initial value 0, no reflection, no

@@ -75,7 +75,8 @@ class InferenceEngine(wiring.Component):
     input beat to its last result beat when the streams never stall, against
     :attr:`ideal_cycles` = sum over layers of ``ceil(in / lanes) * out`` row reads. The difference
     is the input load (``n_inputs``), the pipeline drain at each layer boundary
-    (:attr:`drain_cycles`) and the result beats (``n_classes``). One inference at a time.
+    (:attr:`drain_cycles`) and the result beats (``n_classes``, plus one to load the first into
+    the output register). One inference at a time.
     """
 
     def __init__(self, model, *, lanes=16, memory="block", max_weight_bits=None):
@@ -158,7 +159,7 @@ class InferenceEngine(wiring.Component):
     @property
     def cycles_per_inference(self):
         """Cycles from the first input beat to the last result beat, with streams that never stall."""
-        return (self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.n_classes)
+        return (self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.n_classes + 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -186,21 +187,20 @@ class InferenceEngine(wiring.Component):
                                                init=aff_init)
         aff_port = aff_mem.read_port()
 
-        # Activation buffers, banked by lane: value n of a layer lives in lane n % lanes, row
-        # n // lanes, so one read of every bank at row ``chunk`` gives the whole chunk.
+        # Activation buffers: one row of ``lanes`` values per word, written one value at a time
+        # (value n of a layer goes to lane n % lanes of row n // lanes), read a whole chunk per
+        # cycle. Block RAM with a per-lane write mask when the memory kind is "block".
         shift = exact_log2(lanes)
         hidden_rows = max(self._per[1:], default=1)
+        attrs = {"ram_style": "block"} if self._memory == "block" else {"ram_style": "logic"}
 
-        def banked(name, shape, depth):
-            banks = []
-            for p in range(lanes):
-                mem = Memory(shape=shape, depth=depth, init=[])
-                m.submodules[f"{name}{p}"] = mem
-                banks.append((mem.write_port(), mem.read_port()))
-            return banks
+        def buffer(name, bits, depth):
+            mem = Memory(shape=unsigned(bits * lanes), depth=depth, init=[], attrs=attrs)
+            m.submodules[name] = mem
+            return mem.write_port(granularity=bits), mem.read_port()
 
-        in_banks = banked("input", unsigned(model.input_bits), self._per[0])
-        act_banks = [banked(f"act{b}_", signed(2), hidden_rows) for b in range(2)]
+        in_write, in_read = buffer("inputs", model.input_bits, self._per[0])
+        act_ports = [buffer(f"acts{b}", 2, hidden_rows) for b in range(2)]
 
         # -- per-layer constants ----------------------------------------------------------------
         layer = Signal(range(max(n_layers, 2)))
@@ -218,17 +218,25 @@ class InferenceEngine(wiring.Component):
         hidden_index = Signal(self._tag.members["hidden"])
         pending = Signal(range(max(ly.n_out for ly in layers) + 2))
         emit = Signal(range(max(model.n_classes, 2)))
+        emit_done = Signal()
         issue = Signal()
         completed = Signal()
         issued_neuron = Signal()
+
+        score_shape = signed(model.score_bits)
+        scores = Array(Signal(score_shape, name=f"score{j}") for j in range(model.n_classes))
+        best = Signal(score_shape)
+        best_index = Signal(self.o.payload.cls.shape())
 
         with m.FSM(name="seq"):
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    for p, (write, _) in enumerate(in_banks):
-                        m.d.comb += [write.addr.eq(in_count >> shift), write.data.eq(self.i.payload),
-                                     write.en.eq(in_count[:shift] == p if shift else 1)]
+                    m.d.comb += [
+                        in_write.addr.eq(in_count >> shift),
+                        in_write.data.eq(self.i.payload.replicate(lanes)),
+                        in_write.en.eq(1 << in_count[:shift] if shift else 1),
+                    ]
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_count == model.n_inputs - 1):
                         m.d.sync += [in_count.eq(0), layer.eq(0), neuron.eq(0), chunk.eq(0),
@@ -257,12 +265,24 @@ class InferenceEngine(wiring.Component):
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "RUN"
             with m.State("EMIT"):
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    m.d.sync += emit.eq(emit + 1)
-                    with m.If(emit == model.n_classes - 1):
-                        m.d.sync += emit.eq(0)
-                        m.next = "LOAD"
+                # The payload comes from registers (one score per beat), loaded ahead of the
+                # transfer: nothing combinational reaches the consumer.
+                with m.If(~self.o.valid | self.o.ready):
+                    with m.If(emit_done):
+                        m.d.sync += self.o.valid.eq(0)
+                        with m.If(~self.o.valid | self.o.payload.last):
+                            m.d.sync += [emit.eq(0), emit_done.eq(0)]
+                            m.next = "LOAD"
+                    with m.Else():
+                        m.d.sync += [
+                            self.o.valid.eq(1),
+                            self.o.payload.index.eq(emit),
+                            self.o.payload.score.eq(scores[emit]),
+                            self.o.payload.cls.eq(best_index),
+                            self.o.payload.last.eq(emit == model.n_classes - 1),
+                            emit.eq(emit + 1),
+                            emit_done.eq(emit == model.n_classes - 1),
+                        ]
 
         with m.If(issued_neuron & ~completed):
             m.d.sync += pending.eq(pending + 1)
@@ -281,16 +301,19 @@ class InferenceEngine(wiring.Component):
             s1_tag.layer.eq(layer), s1_tag.neuron.eq(neuron), s1_tag.hidden.eq(hidden_index),
             s1_tag.first.eq(chunk == 0), s1_tag.last.eq(chunk == per_last),
         ]
+        for _, port in (in_write, in_read), *act_ports:
+            m.d.comb += [port.addr.eq(chunk), port.en.eq(issue)]
+        ib = model.input_bits
         for p in range(lanes):
-            pixel, act0, act1 = (banks[p][1] for banks in (in_banks, *act_banks))
-            for port in (pixel, act0, act1):
-                m.d.comb += [port.addr.eq(chunk), port.en.eq(issue)]
+            pixel = in_read.data[p * ib:(p + 1) * ib]
+            act0 = act_ports[0][1].data[2 * p:2 * p + 2].as_signed()
+            act1 = act_ports[1][1].data[2 * p:2 * p + 2].as_signed()
             with m.If(s1_layer0):
-                m.d.comb += x_chunk[p].eq(pixel.data)
+                m.d.comb += x_chunk[p].eq(pixel)
             with m.Elif(s1_parity):         # odd layers read what layer 0, 2, ... wrote (bank 0)
-                m.d.comb += x_chunk[p].eq(act0.data)
+                m.d.comb += x_chunk[p].eq(act0)
             with m.Else():
-                m.d.comb += x_chunk[p].eq(act1.data)
+                m.d.comb += x_chunk[p].eq(act1)
 
         # -- stage 2: PCSA read, GXNOR lanes, popcount tree -------------------------------------
         m.d.comb += [
@@ -325,13 +348,13 @@ class InferenceEngine(wiring.Component):
             threshold.i.payload.tag.eq(done_tag),
         ]
         act = threshold.o.payload
-        for b, banks in enumerate(act_banks):
-            for p, (write, _) in enumerate(banks):
-                lane_hit = act.tag.neuron[:shift] == p if shift else 1
-                m.d.comb += [
-                    write.addr.eq(act.tag.neuron >> shift), write.data.eq(act.act),
-                    write.en.eq(threshold.o.valid & (act.tag.layer[0] == b) & lane_hit),
-                ]
+        for b, (write, _) in enumerate(act_ports):
+            m.d.comb += [
+                write.addr.eq(act.tag.neuron >> shift),
+                write.data.eq(act.act.as_unsigned().replicate(lanes)),
+                write.en.eq(Mux(threshold.o.valid & (act.tag.layer[0] == b),
+                                1 << act.tag.neuron[:shift] if shift else 1, 0)),
+            ]
         m.d.comb += [
             self.trace.valid.eq(threshold.o.valid),
             self.trace.payload.layer.eq(act.tag.layer),
@@ -340,7 +363,6 @@ class InferenceEngine(wiring.Component):
         ]
 
         # -- stage 4b: scores = scale * a + offset, running argmax ------------------------------
-        score_shape = signed(model.score_bits)
         product = Signal(signed(aw + sw))
         offset = Signal(signed(ow))
         p_valid = Signal()
@@ -355,9 +377,6 @@ class InferenceEngine(wiring.Component):
         s_valid = Signal()
         s_index = Signal(self._neuron_bits)
         m.d.sync += [score.eq(product + offset), s_valid.eq(p_valid), s_index.eq(p_index)]
-        scores = Array(Signal(score_shape, name=f"score{j}") for j in range(model.n_classes))
-        best = Signal(score_shape)
-        best_index = Signal(self.o.payload.cls.shape())
         with m.If(s_valid):
             m.d.sync += scores[s_index].eq(score)
             with m.If((s_index == 0) | (score > best)):
@@ -365,11 +384,4 @@ class InferenceEngine(wiring.Component):
 
         m.d.comb += completed.eq(threshold.o.valid | s_valid)
 
-        # -- result stream ----------------------------------------------------------------------
-        m.d.comb += [
-            self.o.payload.index.eq(emit),
-            self.o.payload.score.eq(scores[emit]),
-            self.o.payload.cls.eq(best_index),
-            self.o.payload.last.eq(emit == model.n_classes - 1),
-        ]
         return m

@@ -49,9 +49,9 @@ def uart_divisor(clk_freq, baud):
     actual = clk_freq / divisor
     error = abs(actual - baud) / baud
     if error > BAUD_TOLERANCE:
-        raise ValueError(f"baud {_num(baud)} is out of reach from clk_freq {_num(clk_freq)}: the nearest "
-                         f"divisor {divisor} gives {actual:.0f} baud, {error:.1%} off (the limit "
-                         f"is {BAUD_TOLERANCE:.0%})")
+        raise ValueError(f"baud {_num(baud)} is out of reach from clk_freq {_num(clk_freq)}: "
+                         f"the nearest divisor {divisor} gives {actual:.0f} baud, {error:.1%} off "
+                         f"(the limit is {BAUD_TOLERANCE:.0%})")
     return divisor
 
 

@@ -1,0 +1,99 @@
+"""``nmflow bench``: the engine's figures as JSON.
+
+Cycles per inference (measured in RTL simulation) against the ideal ``sum ceil(in/P) * out``; the
+memory bound of each board (bits per cycle its block RAMs deliver); Fmax and logic cells from
+nextpnr on iCE40UP5K and ECP5-85F; simulation speed (cocotb + Icarus, and Amaranth's simulator);
+images per second = Fmax / cycles per inference.
+"""
+
+import time
+from pathlib import Path
+
+from ..errors import NmflowError
+from ..fileio import write_json
+
+#: Widest read port of one block RAM, in bits, per FPGA family.
+PORT_BITS = {"ice40": 16, "ecp5": 36}
+
+
+def memory_bound(info, engine):
+    from ..flow import block_rams_needed
+    bits_per_cycle = info.block_rams * PORT_BITS[info.family]
+    return {
+        "block_rams": info.block_rams, "block_ram_bits": info.block_ram_bits,
+        "bits_per_cycle": bits_per_cycle, "pair_codes_per_cycle": bits_per_cycle // 2,
+        "engine_pair_codes_per_cycle": engine.lanes,
+        "engine_fraction_of_bound": round(engine.lanes / (bits_per_cycle // 2), 4),
+        "weight_bits": engine.weight_bits,
+        "weight_block_rams": block_rams_needed(engine.weight_rows, 2 * engine.lanes, info.family),
+        "device_block_ram_bits": info.block_rams * info.block_ram_bits,
+    }
+
+
+def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=None):
+    from ..boards.build import get_board
+    from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
+                        verilog_step)
+    from ..golden import hwmodel
+    from ..golden.train import TrainConfig
+    from ..rtl.engine import InferenceEngine
+    from ..sim.pysim import run_engine
+
+    run_dir = Path(run_dir)
+    board_names = [name.strip() for name in boards.split(",") if name.strip()]
+    infos = [get_board(name) for name in board_names]
+    result = {"network": None, "lanes": lanes}
+
+    train_step(run_dir, TrainConfig.tnn(), DatasetSpec("digits"))
+    golden = export_step(run_dir)
+    model = hwmodel.load(run_dir / "hwmodel")
+    result["network"] = {"sizes": model.sizes, "weight_kind": model.weight_kind,
+                         "int_accuracy": golden["int_accuracy"]}
+    try:
+        engine = InferenceEngine(model, lanes=lanes)
+    except ValueError as error:
+        raise NmflowError(str(error)) from None
+
+    # Cycles: cocotb + Icarus on real test images.
+    verilog_step(run_dir, lanes=lanes)
+    sim = sim_step(run_dir, limit=images, lanes=lanes)
+    if not sim["passed"]:
+        raise NmflowError(f"benchmark simulation disagrees with the golden model: {sim['log']}")
+    cycles = sim["cycles_per_inference"]
+    result["cycles"] = {
+        "per_inference": cycles, "ideal_per_inference": engine.ideal_cycles,
+        "ratio_to_ideal": round(cycles / engine.ideal_cycles, 4),
+        "predicted_per_inference": engine.cycles_per_inference,
+        "breakdown": {"input_load": engine.n_inputs, "row_reads": engine.ideal_cycles,
+                      "pipeline_drain": sum(engine.drain_cycles),
+                      "result_beats": engine.n_classes},
+    }
+
+    # Simulation speed: cocotb/Icarus and Amaranth's simulator on the same images.
+    x = load_dataset(DatasetSpec("digits")).x_test[:images]
+    start = time.monotonic()
+    run = run_engine(InferenceEngine(model, lanes=lanes), x)
+    pysim_seconds = time.monotonic() - start
+    result["simulation"] = {
+        "images": images,
+        "cocotb_icarus_cycles_per_second": sim["sim_cycles_per_second"],
+        "cocotb_icarus_seconds": sim["seconds"],
+        "amaranth_cycles_per_second": round(int(run.cycles.sum()) / pysim_seconds, 1),
+        "amaranth_seconds": round(pysim_seconds, 2),
+    }
+
+    result["boards"] = {}
+    for info in infos:
+        entry = {"device": info.device, "memory_bound": memory_bound(info, engine)}
+        build = build_step(run_dir, board=info.name, lanes=lanes)
+        entry.update({key: build[key] for key in ("logic_cells", "logic_cells_total",
+                                                  "block_rams", "block_rams_total", "dsps",
+                                                  "fmax_mhz", "clock_mhz", "seconds")})
+        entry["logic_cell_fraction"] = round(build["logic_cells"] / build["logic_cells_total"], 4)
+        if build["fmax_mhz"]:
+            entry["images_per_second_at_fmax"] = round(build["fmax_mhz"] * 1e6 / cycles, 1)
+        entry["images_per_second_at_board_clock"] = round(build["clock_mhz"] * 1e6 / cycles, 1)
+        result["boards"][info.name] = entry
+
+    write_json(Path(out or run_dir / "bench.json"), result)
+    return result

@@ -1,0 +1,151 @@
+"""The nmflow command line: every step on its own, end to end on digits, and bad input."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nmflow.golden import hwmodel
+from nmflow.golden.synthetic import random_model
+from nmflow.scripts.cli import main
+
+
+def nmflow(*args):
+    return subprocess.run([sys.executable, "-m", "nmflow.scripts.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The flow step by step, as a user runs it, into one run folder."""
+    run = tmp_path_factory.mktemp("run")
+    for step in (["train"], ["export"], ["verilog"], ["sim"], ["compare"],
+                 ["build", "--board", "icebreaker"]):
+        result = nmflow(*step, "--run", run)
+        assert result.returncode == 0, f"nmflow {step[0]} failed:\n{result.stderr[-3000:]}"
+    return run
+
+
+def test_golden_targets(run):
+    golden = json.loads((run / "golden.json").read_text())
+    assert golden["test_images"] == 360
+    assert golden["float_accuracy"] >= 0.965 and golden["int_accuracy"] >= 0.965
+    assert abs(golden["int_accuracy"] - golden["float_accuracy"]) <= 0.003
+    assert golden["agreement"] >= 0.995
+
+
+def test_every_test_image_matches_in_rtl(run):
+    compare = json.loads((run / "compare.json").read_text())
+    assert compare["images"] == 360
+    assert compare["mismatches"] == 0 and compare["mismatch_list"] == []
+    # classes + 10 scores + 256 hidden activations per image were all compared
+    assert compare["outputs_checked"] == 360 * (1 + 10 + 128 + 128)
+    golden = json.loads((run / "golden.json").read_text())
+    assert compare["accuracy"] == golden["int_accuracy"]
+    engine = json.loads((run / "rtl" / "engine.json").read_text())
+    assert compare["cycles_per_inference"] == engine["cycles_per_inference"]
+    assert compare["cycles_per_inference"] <= 1.10 * engine["ideal_cycles_per_inference"]
+
+
+def test_bitstream_built(run):
+    build = json.loads((run / "icebreaker" / "build.json").read_text())
+    bitstream = run / "icebreaker" / "nmflow_top.bin"
+    assert build["bitstream"] == str(bitstream)
+    assert bitstream.stat().st_size > 100_000          # an iCE40UP5K image is ~104 kB
+    assert 0 < build["logic_cells"] <= build["logic_cells_total"] == 5280
+    assert build["block_rams"] >= 7 and build["fmax_mhz"] > 12
+
+
+def test_compare_catches_a_changed_rtl_output(run, tmp_path):
+    # Tamper with one RTL output: compare must report exactly that mismatch and exit 2.
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    (sim / "vectors.npz").write_bytes((run / "sim" / "vectors.npz").read_bytes())
+    with np.load(run / "sim" / "rtl_outputs.npz") as f:
+        outputs = {name: f[name] for name in f.files}
+    outputs["acts1"][17, 3] = -outputs["acts1"][17, 3] or 1
+    np.savez(sim / "rtl_outputs.npz", **outputs)
+    result = nmflow("compare", "--run", run, "--sim", sim, "--out", tmp_path / "c.json")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "nmflow: error: 1 RTL outputs differ from the golden model"
+    listed = json.loads((tmp_path / "c.json").read_text())["mismatch_list"]
+    assert [(m["what"], m["image"], m["index"]) for m in listed] == [
+        ("layer 1 activation", 17, [3])]
+
+
+def error_line(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_missing_checkpoint(capsys, tmp_path):
+    line = error_line(capsys, ["export", "--run", str(tmp_path)])
+    assert re.fullmatch(r"nmflow: error: .*model\.pt.*", line)
+
+
+def test_tampered_model_refused(capsys, tmp_path):
+    model = random_model([8, 6, 3], seed=1)
+    npz, _ = hwmodel.save(model, tmp_path / "hw")
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    line = error_line(capsys, ["verilog", "--run", str(tmp_path), "--model", str(tmp_path / "hw")])
+    assert line.startswith("nmflow: error: hardware model ")
+
+
+def test_bad_lanes_refused(capsys, tmp_path):
+    hwmodel.save(random_model([8, 6, 3], seed=1), tmp_path / "hwmodel")
+    line = error_line(capsys, ["verilog", "--run", str(tmp_path), "--lanes", "48"])
+    assert line == "nmflow: error: lanes must be a power of two between 1 and 256, not 48"
+
+
+def test_design_too_big_for_the_board_refused(capsys, tmp_path):
+    # 64-512-512-10 ternary at 16 lanes: 4*512 + 32*512 + 32*10 = 18752 rows of 32 bits; in
+    # 256x16 blocks that is 2 blocks wide and ceil(18752 / 256) = 74 deep: 148 of the 30 blocks.
+    hwmodel.save(random_model([64, 512, 512, 10], input_bits=5, seed=2), tmp_path / "hwmodel")
+    line = error_line(capsys, ["build", "--run", str(tmp_path), "--board", "icebreaker"])
+    assert line == ("nmflow: error: design does not fit icebreaker (iCE40UP5K): the weight "
+                    "memory needs 148 block RAMs (ICESTORM_RAM) for 18752 rows of 32 bits, the "
+                    "device has 30")
+    assert not (tmp_path / "icebreaker").exists()
+
+
+def test_bad_inputs_file_refused(capsys, tmp_path):
+    hwmodel.save(random_model([8, 6, 3], input_bits=4, seed=1), tmp_path / "hwmodel")
+    np.savez(tmp_path / "x.npz", x=np.full((2, 8), 16))
+    line = error_line(capsys, ["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "x.npz")])
+    assert line == "nmflow: error: inputs must be unsigned 4-bit integers (0 to 15), not 16"
+    np.savez(tmp_path / "y.npz", y=np.zeros(3))
+    line = error_line(capsys, ["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "y.npz")])
+    assert "must be an .npz with an array 'x'" in line
+
+
+def test_compare_without_simulation(capsys, tmp_path):
+    hwmodel.save(random_model([8, 6, 3], seed=1), tmp_path / "hwmodel")
+    line = error_line(capsys, ["compare", "--run", str(tmp_path)])
+    assert re.fullmatch(r"nmflow: error: simulation output '.*' does not exist: run 'nmflow sim'",
+                        line)
+
+
+def test_idx_needs_files(capsys, tmp_path):
+    line = error_line(capsys, ["train", "--run", str(tmp_path), "--dataset", "idx"])
+    assert line == ("nmflow: error: --dataset idx needs --images and --labels (MNIST-format IDX "
+                    "files)")
+
+
+def test_argument_errors_exit_2():
+    result = nmflow("train", "--epochs", "0")
+    assert result.returncode == 2 and "must be a positive integer, not '0'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "export", "verilog", "sim", "compare", "build",
+                                     "demo", "bench"])
+def test_help(command):
+    result = nmflow(command, "--help")
+    assert result.returncode == 0 and f"usage: nmflow {command}" in result.stdout

