@@ -161,14 +161,17 @@ class UARTTx(wiring.Component):
         left = Signal(range(10))            # bits still to put on the line after the current one
         shreg = Signal(9)                   # data bits then the stop bit, shifted out LSB first
         bit_done = timer == 0
+        # ``ready`` is ``bit_done & (left == 0)`` computed a cycle ahead into a register, so that
+        # no combinational path runs from the transmitter's counters into the producer.
+        ready = Signal(init=1)
 
-        m.d.comb += self.i.ready.eq(bit_done & (left == 0))
+        m.d.comb += self.i.ready.eq(ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.i.payload, Const(1, 1))),
-                         left.eq(9), timer.eq(divisor - 1)]
+                         left.eq(9), timer.eq(divisor - 1), ready.eq(0)]
         with m.Elif(~bit_done):
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), ready.eq((timer == 1) & (left == 0))]
         with m.Elif(left != 0):
             m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), left.eq(left - 1),
-                         timer.eq(divisor - 1)]
+                         timer.eq(divisor - 1), ready.eq(0)]
         return m
