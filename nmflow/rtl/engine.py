@@ -101,6 +101,7 @@ class InferenceEngine(wiring.Component):
         self._acc_bits = max(bits_for(model.preact_bound(index) + 1, require_sign_bit=True)
                              for index in range(len(layers)))
         self._acc_bits = max(self._acc_bits, 2)
+        self._split_argmax = int(self._per[-1] >= 2)
         hidden = [layer.n_out for layer in layers[:-1]]
         self._hidden_max = max(hidden, default=1)
         self._hidden_total = sum(hidden)
@@ -153,7 +154,7 @@ class InferenceEngine(wiring.Component):
     def drain_cycles(self):
         """Cycles from a layer's last row read to the first read of the next stage, per layer."""
         hidden = self.popcount_latency + 4      # read, lanes+tree, accumulate, threshold, write
-        last = self.popcount_latency + 5        # ... accumulate, multiply, add, store
+        last = self.popcount_latency + 5 + self._split_argmax  # ... multiply, add, argmax
         return [hidden] * (len(self._model.layers) - 1) + [last]
 
     @property
@@ -377,11 +378,26 @@ class InferenceEngine(wiring.Component):
         s_valid = Signal()
         s_index = Signal(self._neuron_bits)
         m.d.sync += [score.eq(product + offset), s_valid.eq(p_valid), s_index.eq(p_index)]
-        with m.If(s_valid):
-            m.d.sync += scores[s_index].eq(score)
-            with m.If((s_index == 0) | (score > best)):
-                m.d.sync += [best.eq(score), best_index.eq(s_index)]
+        if self._split_argmax:
+            # The last layer's scores come at least two cycles apart: compare in one cycle and
+            # update the running maximum in the next, a shorter path than both in one cycle.
+            a_valid, a_greater = Signal(), Signal()
+            a_index = Signal.like(s_index)
+            a_score = Signal(score_shape)
+            m.d.sync += [a_valid.eq(s_valid), a_index.eq(s_index), a_score.eq(score),
+                         a_greater.eq((s_index == 0) | (score > best))]
+            with m.If(a_valid):
+                m.d.sync += scores[a_index].eq(a_score)
+                with m.If(a_greater):
+                    m.d.sync += [best.eq(a_score), best_index.eq(a_index)]
+            stored = a_valid
+        else:
+            with m.If(s_valid):
+                m.d.sync += scores[s_index].eq(score)
+                with m.If((s_index == 0) | (score > best)):
+                    m.d.sync += [best.eq(score), best_index.eq(s_index)]
+            stored = s_valid
 
-        m.d.comb += completed.eq(threshold.o.valid | s_valid)
+        m.d.comb += completed.eq(threshold.o.valid | stored)
 
         return m

@@ -208,13 +208,15 @@ class HostLink(wiring.Component):
         dirty = Signal()                    # a byte arrived while busy: drain before hunting
 
         # -- inter-byte timer: cycles since the last received byte, saturating ------------------
+        # ``quiet`` is ``idle_time == timeout`` kept in a register (set a cycle ahead), so the
+        # wide comparison is off the paths that decide what the link does next.
         idle_time = Signal(range(self._timeout + 1))
-        quiet = idle_time == self._timeout
+        quiet = Signal()
         m.d.comb += rx.ready.eq(1)
         with m.If(rx.valid):
-            m.d.sync += idle_time.eq(0)
+            m.d.sync += [idle_time.eq(0), quiet.eq(0)]
         with m.Elif(~quiet):
-            m.d.sync += idle_time.eq(idle_time + 1)
+            m.d.sync += [idle_time.eq(idle_time + 1), quiet.eq(idle_time == self._timeout - 1)]
 
         # -- input buffer: the engine sees a payload only after its CRC checked ------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(self._input_bits), depth=n_inputs,
