@@ -153,8 +153,10 @@ class InferenceEngine(wiring.Component):
     @property
     def drain_cycles(self):
         """Cycles from a layer's last row read to the first read of the next stage, per layer."""
-        hidden = self.popcount_latency + 4      # read, lanes+tree, accumulate, threshold, write
-        last = self.popcount_latency + 5 + self._split_argmax  # ... multiply, add, argmax
+        # read, register, lanes + tree, accumulate, parameters, threshold, write
+        hidden = self.popcount_latency + 6
+        # read, register, lanes + tree, accumulate, parameters, multiply, add, argmax
+        last = self.popcount_latency + 7 + self._split_argmax
         return [hidden] * (len(self._model.layers) - 1) + [last]
 
     @property
@@ -292,7 +294,6 @@ class InferenceEngine(wiring.Component):
 
         # -- stage 1: weight row read and activation chunk --------------------------------------
         m.d.comb += [weights.addr.eq(addr), weights.en.eq(issue)]
-        x_chunk = Signal(data.ArrayLayout(signed(self._x_bits), lanes))
         s1_valid = Signal()
         s1_tag = Signal(self._tag)
         s1_layer0 = Signal()
@@ -304,27 +305,41 @@ class InferenceEngine(wiring.Component):
         ]
         for _, port in (in_write, in_read), *act_ports:
             m.d.comb += [port.addr.eq(chunk), port.en.eq(issue)]
+
+        # -- stage 2: register every block RAM output as it comes (they are slow, and a register
+        # right behind a block RAM can become its output register) --------------------------------
+        s2_valid, s2_layer0, s2_parity = Signal(), Signal(), Signal()
+        s2_tag = Signal(self._tag)
+        s2_codes = Signal.like(weights.data)
+        s2_pixels = Signal.like(in_read.data)
+        s2_acts = [Signal.like(read.data, name=f"s2_acts{b}") for b, (_, read) in enumerate(act_ports)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_tag.eq(s1_tag), s2_layer0.eq(s1_layer0),
+                     s2_parity.eq(s1_parity), s2_codes.eq(weights.data),
+                     s2_pixels.eq(in_read.data)]
+        m.d.sync += [reg.eq(read.data) for reg, (_, read) in zip(s2_acts, act_ports)]
+
+        x_chunk = Signal(data.ArrayLayout(signed(self._x_bits), lanes))
         ib = model.input_bits
         for p in range(lanes):
-            pixel = in_read.data[p * ib:(p + 1) * ib]
-            act0 = act_ports[0][1].data[2 * p:2 * p + 2].as_signed()
-            act1 = act_ports[1][1].data[2 * p:2 * p + 2].as_signed()
-            with m.If(s1_layer0):
+            pixel = s2_pixels[p * ib:(p + 1) * ib]
+            act0 = s2_acts[0][2 * p:2 * p + 2].as_signed()
+            act1 = s2_acts[1][2 * p:2 * p + 2].as_signed()
+            with m.If(s2_layer0):
                 m.d.comb += x_chunk[p].eq(pixel)
-            with m.Elif(s1_parity):         # odd layers read what layer 0, 2, ... wrote (bank 0)
+            with m.Elif(s2_parity):         # odd layers read what layer 0, 2, ... wrote (bank 0)
                 m.d.comb += x_chunk[p].eq(act0)
             with m.Else():
                 m.d.comb += x_chunk[p].eq(act1)
 
-        # -- stage 2: PCSA read, GXNOR lanes, popcount tree -------------------------------------
+        # -- stage 3: PCSA read, GXNOR lanes, popcount tree -------------------------------------
         m.d.comb += [
-            popcount.i.valid.eq(s1_valid),
-            popcount.i.payload.codes.eq(weights.data),
+            popcount.i.valid.eq(s2_valid),
+            popcount.i.payload.codes.eq(s2_codes),
             popcount.i.payload.x.eq(x_chunk),
-            popcount.i.payload.tag.eq(s1_tag),
+            popcount.i.payload.tag.eq(s2_tag),
         ]
 
-        # -- stage 3: accumulate the rows of a neuron -------------------------------------------
+        # -- stage 4: accumulate the rows of a neuron -------------------------------------------
         acc = Signal(signed(aw))
         done = Signal()
         done_tag = Signal(self._tag)
@@ -338,15 +353,24 @@ class InferenceEngine(wiring.Component):
         ]
         done_final = done_tag.layer == n_layers - 1
 
-        # -- stage 4a: threshold, activation buffer write ---------------------------------------
+        # -- stage 5: register the neuron with its parameters (the block RAM outputs) ----------
+        n_valid, n_final = Signal(), Signal()
+        n_tag = Signal(self._tag)
+        n_acc = Signal(signed(aw))
+        n_thr = Signal.like(thr_port.data)
+        n_aff = Signal.like(aff_port.data)
+        m.d.sync += [n_valid.eq(done), n_final.eq(done_final), n_tag.eq(done_tag), n_acc.eq(acc),
+                     n_thr.eq(thr_port.data), n_aff.eq(aff_port.data)]
+
+        # -- stage 6a: threshold, activation buffer write ---------------------------------------
         m.d.comb += [
-            threshold.i.valid.eq(done & ~done_final),
-            threshold.i.payload.acc.eq(acc),
-            threshold.i.payload.t_hi.eq(thr_port.data[:aw].as_signed()),
-            threshold.i.payload.t_lo.eq(thr_port.data[aw:].as_signed()),
+            threshold.i.valid.eq(n_valid & ~n_final),
+            threshold.i.payload.acc.eq(n_acc),
+            threshold.i.payload.t_hi.eq(n_thr[:aw].as_signed()),
+            threshold.i.payload.t_lo.eq(n_thr[aw:].as_signed()),
             threshold.i.payload.ternary.eq(
-                Array(Const(ly.activation == "ternary") for ly in layers)[done_tag.layer]),
-            threshold.i.payload.tag.eq(done_tag),
+                Array(Const(ly.activation == "ternary") for ly in layers)[n_tag.layer]),
+            threshold.i.payload.tag.eq(n_tag),
         ]
         act = threshold.o.payload
         for b, (write, _) in enumerate(act_ports):
@@ -363,16 +387,16 @@ class InferenceEngine(wiring.Component):
             self.trace.payload.act.eq(act.act),
         ]
 
-        # -- stage 4b: scores = scale * a + offset, running argmax ------------------------------
+        # -- stage 6b: scores = scale * a + offset, running argmax ------------------------------
         product = Signal(signed(aw + sw))
         offset = Signal(signed(ow))
         p_valid = Signal()
         p_index = Signal(self._neuron_bits)
         m.d.sync += [
-            product.eq(acc * aff_port.data[:sw].as_signed()),
-            offset.eq(aff_port.data[sw:].as_signed()),
-            p_valid.eq(done & done_final),
-            p_index.eq(done_tag.neuron),
+            product.eq(n_acc * n_aff[:sw].as_signed()),
+            offset.eq(n_aff[sw:].as_signed()),
+            p_valid.eq(n_valid & n_final),
+            p_index.eq(n_tag.neuron),
         ]
         score = Signal(score_shape)
         s_valid = Signal()
