@@ -108,12 +108,14 @@ class LinkBench:
                 quiet = 0
                 reply = bytearray()
                 for _ in range(100 * len(burst) + 4000):
-                    send = bool(queue) and wait == 0
+                    # a stream: a byte goes when the link is ready for it (the UART's bytes are
+                    # ten bit times apart, far more than the link needs)
+                    send = bool(queue) and wait == 0 and bool(ctx.get(link.rx.ready))
                     ctx.set(link.rx.valid, send)
                     if send:
                         ctx.set(link.rx.payload, queue.popleft())
                         wait = int(rng.integers(0, MAX_GAP + 1))
-                    elif queue:
+                    elif queue and wait:
                         wait -= 1
                     ready = since_tx >= TX_CHAR
                     ctx.set(link.tx.ready, ready)

@@ -128,7 +128,9 @@ class HostLink(wiring.Component):
     Members
     -------
     rx : In(stream.Signature(8))
-        Bytes from the UART receiver. Always ready: the link never stalls it.
+        Bytes from the UART receiver. Ready except in the cycle after a byte is taken (each byte
+        is checked on arrival and acted on a cycle later): one byte per two cycles at most,
+        far above a UART's rate.
     tx : Out(stream.Signature(8))
         Bytes to the UART transmitter.
     engine_i : Out(stream.Signature(unsigned(input_bits)))
@@ -212,11 +214,31 @@ class HostLink(wiring.Component):
         # wide comparison is off the paths that decide what the link does next.
         idle_time = Signal(range(self._timeout + 1))
         quiet = Signal()
-        m.d.comb += rx.ready.eq(1)
-        with m.If(rx.valid):
+        got = Signal()                      # a byte was taken last cycle; its flags are ready
+        take = Signal()
+        m.d.comb += [rx.ready.eq(~got), take.eq(rx.valid & rx.ready)]
+        with m.If(take):
             m.d.sync += [idle_time.eq(0), quiet.eq(0)]
         with m.Elif(~quiet):
             m.d.sync += [idle_time.eq(idle_time + 1), quiet.eq(idle_time == self._timeout - 1)]
+
+        # -- received bytes: checked as they arrive, into flags the frame states act on one
+        # cycle later (bytes are at least 10 bit times apart), keeping those checks off the
+        # paths through the state machine. A byte is taken at most every other cycle ----------
+        byte = Signal(8)
+        is_sync, is_info_cmd, is_infer_cmd = Signal(), Signal(), Signal()
+        len_ok, value_ok, crc_ok = Signal(), Signal(), Signal()
+        m.d.sync += got.eq(take)
+        with m.If(take):
+            m.d.sync += [
+                byte.eq(rx.payload),
+                is_sync.eq(rx.payload == protocol.SYNC),
+                is_info_cmd.eq(rx.payload == Command.INFO),
+                is_infer_cmd.eq(rx.payload == Command.INFER),
+                len_ok.eq(Cat(len_lo, rx.payload) == Mux(is_infer, n_inputs, 0)),
+                value_ok.eq(rx.payload[self._input_bits:] == 0),
+                crc_ok.eq(rx.payload == crc),
+            ]
 
         # -- input buffer: the engine sees a payload only after its CRC checked ------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(self._input_bits), depth=n_inputs,
@@ -225,7 +247,7 @@ class HostLink(wiring.Component):
         rd = buffer.read_port()
         feed = ei.valid & ei.ready
         m.d.comb += [
-            wr.addr.eq(count), wr.data.eq(rx.payload),
+            wr.addr.eq(count), wr.data.eq(byte),
             rd.addr.eq(count + feed),       # rd.data is buffer[count] in FEED (addr 0 in CHECK)
             ei.payload.eq(rd.data),
         ]
@@ -250,15 +272,15 @@ class HostLink(wiring.Component):
 
         def receive(then):
             """Common to the frame states: take a byte into the CRC, or time out."""
-            m.d.comb += [self.receiving.eq(1), crc_in.eq(rx.payload)]
-            with m.If(rx.valid):
+            m.d.comb += [self.receiving.eq(1), crc_in.eq(byte)]
+            with m.If(got):
                 m.d.sync += crc.eq(crc_next)
                 then()
             with m.Elif(quiet):
                 fail(ErrorCode.TIMEOUT)
 
         def busy():
-            with m.If(rx.valid):
+            with m.If(got):
                 m.d.sync += dirty.eq(1)
 
         def send(byte):
@@ -268,14 +290,14 @@ class HostLink(wiring.Component):
         with m.FSM():
             with m.State("HUNT"):
                 m.d.comb += self.idle.eq(1)
-                with m.If(rx.valid & (rx.payload == protocol.SYNC)):
+                with m.If(got & is_sync):
                     m.d.sync += [crc.eq(0), count.eq(0)]
                     m.next = "CMD"
 
             with m.State("CMD"):
                 def on_cmd():
-                    m.d.sync += is_infer.eq(rx.payload == Command.INFER)
-                    with m.If((rx.payload == Command.INFO) | (rx.payload == Command.INFER)):
+                    m.d.sync += is_infer.eq(is_infer_cmd)
+                    with m.If(is_info_cmd | is_infer_cmd):
                         m.next = "LEN_LO"
                     with m.Else():
                         fail(ErrorCode.BAD_COMMAND)
@@ -283,14 +305,13 @@ class HostLink(wiring.Component):
 
             with m.State("LEN_LO"):
                 def on_len_lo():
-                    m.d.sync += len_lo.eq(rx.payload)
+                    m.d.sync += len_lo.eq(byte)
                     m.next = "LEN_HI"
                 receive(on_len_lo)
 
             with m.State("LEN_HI"):
                 def on_len_hi():
-                    expected = Mux(is_infer, n_inputs, 0)
-                    with m.If(Cat(len_lo, rx.payload) != expected):
+                    with m.If(~len_ok):
                         fail(ErrorCode.BAD_LENGTH)
                     with m.Elif(is_infer):
                         m.next = "PAYLOAD"
@@ -300,7 +321,7 @@ class HostLink(wiring.Component):
 
             with m.State("PAYLOAD"):
                 def on_payload():
-                    with m.If(rx.payload[self._input_bits:] != 0):
+                    with m.If(~value_ok):
                         fail(ErrorCode.BAD_VALUE)
                     with m.Else():
                         m.d.comb += wr.en.eq(1)
@@ -312,7 +333,7 @@ class HostLink(wiring.Component):
 
             with m.State("CHECK"):
                 def on_check():
-                    with m.If(rx.payload != crc):
+                    with m.If(~crc_ok):
                         fail(ErrorCode.BAD_CHECKSUM)
                     with m.Elif(is_infer):
                         m.next = "FEED"
@@ -392,7 +413,7 @@ class HostLink(wiring.Component):
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
                     m.d.sync += [error.eq(0), dirty.eq(0)]
-                    with m.If(dirty | rx.valid):
+                    with m.If(dirty | got | take):
                         m.next = "DRAIN"
                     with m.Else():
                         m.next = "HUNT"
