@@ -149,3 +149,45 @@ def test_argument_errors_exit_2():
 def test_help(command):
     result = nmflow(command, "--help")
     assert result.returncode == 0 and f"usage: nmflow {command}" in result.stdout
+
+
+def test_flow_from_idx_files_a_user_brings(tmp_path):
+    # MNIST-format files written here (gzipped images, raw labels): 8-bit inputs through the
+    # whole flow, the RTL checked against the golden model on the first test vectors.
+    import gzip
+    import struct
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 30)
+    images = rng.integers(0, 40, size=(300, 6, 6), dtype=np.uint8)
+    for digit in range(10):                       # a learnable pattern per class
+        images[labels == digit, digit // 6, digit % 6] = 255
+    with gzip.open(tmp_path / "images.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, 300, 6, 6) + images.tobytes())
+    (tmp_path / "labels").write_bytes(struct.pack(">II", 0x801, 300) + labels.tobytes())
+    run = tmp_path / "run"
+    steps = [["train", "--dataset", "idx", "--images", tmp_path / "images.gz", "--labels",
+              tmp_path / "labels", "--hidden", "32,16", "--epochs", "20"],
+             ["export"], ["verilog", "--lanes", "8"], ["sim", "--limit", "12"], ["compare"]]
+    for step in steps:
+        result = nmflow(*step, "--run", run)
+        assert result.returncode == 0, f"nmflow {step[0]} failed:\n{result.stderr[-3000:]}"
+    model = hwmodel.load(run / "hwmodel")
+    assert model.input_bits == 8 and model.sizes == [36, 32, 16, 10]
+    compare = json.loads((run / "compare.json").read_text())
+    assert compare["images"] == 12 and compare["mismatches"] == 0
+    golden = json.loads((run / "golden.json").read_text())
+    assert golden["test_images"] == 60 and golden["float_accuracy"] > 0.5
+
+
+def test_bnn_engine_in_rtl(tmp_path):
+    # The binary network (binary weights, sign activations) through the RTL as well.
+    run = tmp_path / "bnn"
+    for step in (["train", "--kind", "bnn"], ["export"], ["sim", "--limit", "40"], ["compare"]):
+        result = nmflow(*step, "--run", run)
+        assert result.returncode == 0, f"nmflow {step[0]} failed:\n{result.stderr[-3000:]}"
+    golden = json.loads((run / "golden.json").read_text())
+    assert golden["weight_kind"] == "binary" and golden["int_accuracy"] >= 0.95
+    assert golden["agreement"] >= 0.995
+    compare = json.loads((run / "compare.json").read_text())
+    assert compare["images"] == 40 and compare["mismatches"] == 0
+    assert np.isin(hwmodel.load(run / "hwmodel").layers[1].weights, [-1, 1]).all()
