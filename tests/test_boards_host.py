@@ -16,7 +16,7 @@ import serial
 
 from nmflow.boards import protocol
 from nmflow.boards.host import EngineLink
-from nmflow.boards.protocol import Command, ErrorCode, Info, LinkModel, Reply
+from nmflow.boards.protocol import Command, ErrorCode, Info, LinkModel
 from nmflow.errors import NmflowError
 from nmflow.golden.hwmodel import HardwareModel, Layer
 from nmflow.golden.reference import reference

@@ -1,6 +1,5 @@
 """cocotb testbenches under Icarus (or SIM): unit blocks and the engine, exact against the models."""
 
-import os
 from pathlib import Path
 
 import numpy as np

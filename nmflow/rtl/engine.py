@@ -211,7 +211,6 @@ class InferenceEngine(wiring.Component):
         out_last = Array(Const(ly.n_out - 1, range(max(ly.n_out for ly in layers)))
                          for ly in layers)[layer]
         is_final = layer == n_layers - 1
-        ternary = Array(Const(ly.activation == "ternary") for ly in layers)[layer]
 
         # -- sequencer ---------------------------------------------------------------------------
         in_count = Signal(range(max(model.n_inputs, 2)))

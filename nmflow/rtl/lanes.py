@@ -1,9 +1,9 @@
 """GXNOR lanes and the pipelined popcount adder tree next to the weight memory."""
 
-from amaranth.hdl import Module, Shape, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import exact_log2
 
 from .pcsa import PCSARead
 from .weights import pair_row

@@ -7,9 +7,7 @@ default) and takes explicit paths to start from files a user brings. Bad input e
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 from ..errors import NmflowError

@@ -1,6 +1,7 @@
 """``nmflow demo``: the whole flow on digits, ending in ``report.json`` and a summary table."""
 
-import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
                         verilog_step)
     from ..golden.train import TrainConfig
 
-    console = Console(highlight=False)
+    # Wide enough for the table when the output is a file or a CI log (no terminal width).
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     run_dir = Path(run_dir)
     started = time.monotonic()
     spec = DatasetSpec("digits")
@@ -58,7 +60,7 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
             "cycles_per_inference": compare.get("cycles_per_inference"),
             "ideal_cycles_per_inference": rtl["ideal_cycles_per_inference"],
             "lanes": rtl["lanes"], "weight_bits": rtl["weight_bits"],
-            "simulator": "icarus", "sim_cycles_per_second": sim.get("sim_cycles_per_second"),
+            "simulator": os.environ.get("SIM", "icarus"), "sim_cycles_per_second": sim.get("sim_cycles_per_second"),
             "verilog": rtl["verilog"],
         },
         "build": {key: build[key] for key in ("board", "device", "bitstream", "logic_cells",
