@@ -308,3 +308,50 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
     write_json(out / "build.json", summary)
     return summary
+
+
+# -- host: the board over its UART ------------------------------------------------------------------
+
+def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=115200, timeout=2.0,
+              out=None, progress=None):
+    """Send test vectors to a board over its UART and compare every reply with the golden model.
+
+    ``port`` is a serial device (``/dev/ttyUSB1``) or any pyserial URL (``socket://host:port``,
+    as the simulated board serves). Writes ``board.json``; returns it.
+    """
+    from .boards.host import EngineLink
+    from .golden import hwmodel
+    from .golden.reference import reference
+
+    run_dir = Path(run_dir)
+    hw = hwmodel.load(_model_path(run_dir, model))
+    x, y = _test_vectors(hw, inputs, limit)
+    golden = reference(hw, x)
+    with EngineLink(port, baudrate=baudrate, timeout=timeout) as link:
+        info = link.info()
+        for name, board, ours in (("inputs", info.n_inputs, hw.n_inputs),
+                                  ("classes", info.n_classes, hw.n_classes),
+                                  ("input bits", info.input_bits, hw.input_bits)):
+            if board != ours:
+                raise NmflowError(f"the board at {port} has {board} {name}, the hardware model "
+                                  f"{ours}: build and load the bitstream of this model")
+        start = time.monotonic()
+        classes = np.zeros(len(x), dtype=np.int64)
+        scores = np.zeros((len(x), hw.n_classes), dtype=np.int64)
+        for n, row in enumerate(x):
+            classes[n], scores[n] = link.infer(row)
+            if progress:
+                progress(n + 1, len(x))
+        seconds = time.monotonic() - start
+    class_mismatches = [int(n) for n in np.flatnonzero(classes != golden.classes)]
+    score_mismatches = [[int(n), int(j)] for n, j in zip(*np.nonzero(scores != golden.scores))]
+    result = {
+        "port": port, "images": int(len(x)),
+        "mismatches": len(class_mismatches) + len(score_mismatches),
+        "class_mismatches": class_mismatches, "score_mismatches": score_mismatches,
+        "accuracy": None if y is None else float((classes == y).mean()),
+        "seconds": round(seconds, 2),
+        "inferences_per_second": round(len(x) / seconds, 2) if seconds else None,
+    }
+    write_json(Path(out or run_dir / "board.json"), result)
+    return result

@@ -145,7 +145,7 @@ def test_argument_errors_exit_2():
 
 
 @pytest.mark.parametrize("command", ["train", "export", "verilog", "sim", "compare", "build",
-                                     "demo", "bench"])
+                                     "host", "demo", "bench"])
 def test_help(command):
     result = nmflow(command, "--help")
     assert result.returncode == 0 and f"usage: nmflow {command}" in result.stdout
@@ -191,3 +191,35 @@ def test_bnn_engine_in_rtl(tmp_path):
     compare = json.loads((run / "compare.json").read_text())
     assert compare["images"] == 40 and compare["mismatches"] == 0
     assert np.isin(hwmodel.load(run / "hwmodel").layers[1].weights, [-1, 1]).all()
+
+
+def test_host_step_against_the_simulated_board(capsys, tmp_path):
+    # The path a user takes with a real board: `nmflow host --port ...` sends INFER frames over
+    # the UART (here the board's gateware in simulation behind a loopback socket) and compares
+    # the class and every score with the golden model.
+    from nmflow.sim.uart_bridge import simulated_board
+    model = random_model([12, 10, 4], input_bits=4, weight_kind="ternary", seed=21)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    x = np.random.default_rng(1).integers(0, 16, size=(3, 12))
+    np.savez(tmp_path / "x.npz", x=x)
+    with simulated_board(model, lanes=4) as url:
+        assert main(["host", "--run", str(tmp_path), "--port", url,
+                     "--inputs", str(tmp_path / "x.npz"), "--timeout", "30"]) == 0
+    board = json.loads((tmp_path / "board.json").read_text())
+    assert board["images"] == 3 and board["mismatches"] == 0
+    other = random_model([12, 10, 5], input_bits=4, seed=22)      # five classes, not four
+    hwmodel.save(other, tmp_path / "other")
+    with simulated_board(model, lanes=4) as url:
+        line = error_line(capsys, ["host", "--run", str(tmp_path), "--port", url, "--model",
+                                   str(tmp_path / "other"), "--inputs", str(tmp_path / "x.npz"),
+                                   "--timeout", "30"])
+    assert line == (f"nmflow: error: the board at {url} has 4 classes, the hardware model 5: "
+                    f"build and load the bitstream of this model")
+
+
+def test_host_step_without_a_board(capsys, tmp_path):
+    hwmodel.save(random_model([12, 10, 4], input_bits=4, seed=21), tmp_path / "hwmodel")
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 12), dtype=int))
+    line = error_line(capsys, ["host", "--run", str(tmp_path), "--port", "/dev/nonexistent-tty",
+                               "--inputs", str(tmp_path / "x.npz")])
+    assert line.startswith("nmflow: error: ") and "/dev/nonexistent-tty" in line

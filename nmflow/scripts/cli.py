@@ -126,6 +126,18 @@ def cmd_build(args):
                                                "fmax_mhz", "seconds")})
 
 
+def cmd_host(args):
+    from ..flow import host_step
+    result = host_step(args.run, args.port, args.model, inputs=args.inputs, limit=args.limit,
+                       baudrate=args.baud, timeout=args.timeout, out=args.out)
+    shown = dict(result)
+    shown["class_mismatches"] = shown["class_mismatches"][:10]
+    shown["score_mismatches"] = shown["score_mismatches"][:10]
+    _print_json(shown)
+    if result["mismatches"]:
+        raise NmflowError(f"{result['mismatches']} board outputs differ from the golden model")
+
+
 def cmd_demo(args):
     from ..scripts.demo import run_demo
     run_demo(Path(args.run), lanes=args.lanes, limit=args.limit, board=args.board)
@@ -222,6 +234,23 @@ def parser():
     p.add_argument("--seed", type=int, help="nextpnr placement seed")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("host", help="run test vectors on a board over its UART, compare (==)",
+                       description="Send each test vector to a board running the nmflow "
+                       "bitstream (INFER frames over its UART) and compare the class and every "
+                       "score with the golden model; writes RUN/board.json.")
+    _add_run(p)
+    p.add_argument("--port", required=True,
+                   help="serial port (/dev/ttyUSB1) or pyserial URL (socket://127.0.0.1:PORT)")
+    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
+                   "model's test split")
+    p.add_argument("--limit", type=_positive_int, help="send only the first N vectors")
+    p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default: 115200)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds to wait for each reply (default: 2)")
+    p.add_argument("--out", help="output file (default: RUN/board.json)")
+    p.set_defaults(func=cmd_host)
 
     p = sub.add_parser("demo", help="the whole flow on digits, with a summary table",
                        description="Train a TNN on digits, export it, generate the engine, "
