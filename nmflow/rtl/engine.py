@@ -302,8 +302,10 @@ class InferenceEngine(wiring.Component):
             s1_tag.layer.eq(layer), s1_tag.neuron.eq(neuron), s1_tag.hidden.eq(hidden_index),
             s1_tag.first.eq(chunk == 0), s1_tag.last.eq(chunk == per_last),
         ]
+        # The activation buffers read every cycle (only tagged rows are used downstream): no
+        # read-enable logic between a block RAM and the register behind it.
         for _, port in (in_write, in_read), *act_ports:
-            m.d.comb += [port.addr.eq(chunk), port.en.eq(issue)]
+            m.d.comb += [port.addr.eq(chunk), port.en.eq(1)]
 
         # -- stage 2: register every block RAM output as it comes (they are slow, and a register
         # right behind a block RAM can become its output register) --------------------------------

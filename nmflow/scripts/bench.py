@@ -51,6 +51,7 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
                          "int_accuracy": golden["int_accuracy"]}
     try:
         engine = InferenceEngine(model, lanes=lanes)
+        engine._MustUse__silence = True     # read for its figures, never elaborated
     except ValueError as error:
         raise NmflowError(str(error)) from None
 
