@@ -18,30 +18,13 @@ from nmflow.boards import protocol
 from nmflow.boards.host import EngineLink
 from nmflow.boards.protocol import Command, ErrorCode, Info, LinkModel
 from nmflow.errors import NmflowError
-from nmflow.golden.hwmodel import HardwareModel, Layer
 from nmflow.golden.reference import reference
 from nmflow.sim.uart_bridge import SimulatedBoard, simulated_board
 
-
-def random_model(seed=0, sizes=(16, 12, 8, 5), input_bits=4):
-    """A random ternary HardwareModel whose scores need 3 bytes on the link."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = rng.choice([-1, 0, 1], size=(n_out, n_in)).astype(np.int8)
-        if index == len(sizes) - 2:
-            layers.append(Layer(w, "none",
-                                scale=rng.integers(-3000, 3001, n_out).astype(np.int64),
-                                offset=rng.integers(-100000, 100001, n_out).astype(np.int64)))
-        else:
-            bound = n_in * ((1 << input_bits) - 1 if index == 0 else 1)
-            t_hi = rng.integers(-bound // 4, bound // 4 + 1, n_out).astype(np.int64)
-            t_lo = t_hi - rng.integers(0, 4, n_out).astype(np.int64)
-            layers.append(Layer(w, "ternary", t_hi=t_hi, t_lo=t_lo))
-    return HardwareModel(input_bits=input_bits, weight_kind="ternary", layers=layers)
+from helpers import link_model
 
 
-MODEL = random_model(seed=4)
+MODEL = link_model(seed=4)
 INFO = Info(1, 16, 5, 4, 3)
 
 
@@ -291,7 +274,7 @@ def test_gateware_error_reply_then_good_request(board):
 
 
 def test_simulated_board_stops_cleanly():
-    small = random_model(seed=9, sizes=(4, 3), input_bits=2)
+    small = link_model(seed=9, sizes=(4, 3), input_bits=2)
     start = time.monotonic()
     with simulated_board(small, lanes=4, divisor=5) as url:
         with EngineLink(url, timeout=10) as link:

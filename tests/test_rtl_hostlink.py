@@ -6,46 +6,26 @@ compared with the vectors of the valid INFER requests: the engine is never fed a
 invalid vector.
 """
 
-import gc
-import re
-import warnings
 from collections import deque
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Module, Signal, UnusedElaboratable
+from amaranth.hdl import Fragment, Module, Signal
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from nmflow.boards import protocol
 from nmflow.boards.protocol import Command, ErrorCode, LinkModel
-from nmflow.golden.hwmodel import HardwareModel, Layer
 from nmflow.golden.reference import reference
 from nmflow.rtl.engine import InferenceEngine
 from nmflow.rtl.hostlink import HostLink, crc8_update
 from nmflow.rtl.top import HostTop, uart_divisor
 
+from helpers import link_model, refuses
+
 TIMEOUT = 40        # link timeout in cycles: longer than any gap between the bytes of a burst
 MAX_GAP = 5         # idle cycles between two bytes of a burst, at most
 TX_CHAR = 8         # cycles the stand-in transmitter is busy after each byte it accepts
-
-
-def random_model(seed=0, sizes=(16, 12, 8, 5), input_bits=4):
-    """A random ternary HardwareModel whose scores need 3 bytes on the link."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = rng.choice([-1, 0, 1], size=(n_out, n_in)).astype(np.int8)
-        if index == len(sizes) - 2:
-            layers.append(Layer(w, "none",
-                                scale=rng.integers(-3000, 3001, n_out).astype(np.int64),
-                                offset=rng.integers(-100000, 100001, n_out).astype(np.int64)))
-        else:
-            bound = n_in * ((1 << input_bits) - 1 if index == 0 else 1)
-            t_hi = rng.integers(-bound // 4, bound // 4 + 1, n_out).astype(np.int64)
-            t_lo = t_hi - rng.integers(0, 4, n_out).astype(np.int64)
-            layers.append(Layer(w, "ternary", t_hi=t_hi, t_lo=t_lo))
-    return HardwareModel(input_bits=input_bits, weight_kind="ternary", layers=layers)
 
 
 def reference_infer(model):
@@ -55,20 +35,7 @@ def reference_infer(model):
     return infer
 
 
-MODEL = random_model()
-
-
-def refuses(make, error, message):
-    """``make()`` raises ``error`` with exactly ``message``; the half-built component it leaves
-    behind is collected here, so Amaranth's unused-elaboratable warning does not leak into a
-    later test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
-            make()
-        info.value.__traceback__ = None
-        del info
-        gc.collect()
+MODEL = link_model()
 
 
 

@@ -1,28 +1,14 @@
 """UARTRx / UARTTx against a bit-level model of 8N1 framing, cycle by cycle."""
 
-import gc
-import re
-import warnings
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from nmflow.rtl.uart import UARTRx, UARTTx
 
-
-def refuses(make, error, message):
-    """``make()`` raises ``error`` with exactly ``message``; the half-built component it leaves
-    behind is collected here, so Amaranth's unused-elaboratable warning does not leak into a
-    later test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
-            make()
-        info.value.__traceback__ = None
-        del info
-        gc.collect()
+from helpers import refuses
 
 
 def frame_bits(byte, stop=1):

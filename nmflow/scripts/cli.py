@@ -157,6 +157,13 @@ def _add_run(p, default=DEFAULT_RUN):
                    help=f"run folder holding the artifacts (default: {default})")
 
 
+def _add_vectors(p, verb):
+    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
+                   "model's test split")
+    p.add_argument("--limit", type=_positive_int, help=f"{verb} only the first N vectors")
+
+
 def parser():
     top = argparse.ArgumentParser(
         prog="nmflow", description="Binarized and ternary networks from PyTorch to verified, "
@@ -205,11 +212,8 @@ def parser():
                        description="Run the cocotb engine testbench (Icarus by default; SIM "
                        "selects another) on every test vector; fails on any mismatch.")
     _add_run(p)
-    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
+    _add_vectors(p, "simulate")
     p.add_argument("--rtl", help="folder with engine.v (default: RUN/rtl, generated if missing)")
-    p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
-                   "model's test split")
-    p.add_argument("--limit", type=_positive_int, help="simulate only the first N vectors")
     p.add_argument("--lanes", type=int, default=16, help="lanes if the Verilog is generated here")
     p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
@@ -242,10 +246,7 @@ def parser():
     _add_run(p)
     p.add_argument("--port", required=True,
                    help="serial port (/dev/ttyUSB1) or pyserial URL (socket://127.0.0.1:PORT)")
-    p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
-    p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
-                   "model's test split")
-    p.add_argument("--limit", type=_positive_int, help="send only the first N vectors")
+    _add_vectors(p, "send")
     p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default: 115200)")
     p.add_argument("--timeout", type=float, default=2.0,
                    help="seconds to wait for each reply (default: 2)")

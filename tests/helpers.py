@@ -1,0 +1,42 @@
+"""Helpers shared by the test modules (imported as ``helpers``: pytest puts tests/ on the path)."""
+
+import gc
+import re
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
+
+from nmflow.golden.hwmodel import HardwareModel, Layer
+
+
+def link_model(seed=0, sizes=(16, 12, 8, 5), input_bits=4):
+    """A random ternary HardwareModel whose scores need 3 bytes on the host link."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = rng.choice([-1, 0, 1], size=(n_out, n_in)).astype(np.int8)
+        if index == len(sizes) - 2:
+            layers.append(Layer(w, "none",
+                                scale=rng.integers(-3000, 3001, n_out).astype(np.int64),
+                                offset=rng.integers(-100000, 100001, n_out).astype(np.int64)))
+        else:
+            bound = n_in * ((1 << input_bits) - 1 if index == 0 else 1)
+            t_hi = rng.integers(-bound // 4, bound // 4 + 1, n_out).astype(np.int64)
+            t_lo = t_hi - rng.integers(0, 4, n_out).astype(np.int64)
+            layers.append(Layer(w, "ternary", t_hi=t_hi, t_lo=t_lo))
+    return HardwareModel(input_bits=input_bits, weight_kind="ternary", layers=layers)
+
+
+def refuses(make, error, message):
+    """``make()`` raises ``error`` with exactly ``message``; the half-built component it leaves
+    behind is collected here, so Amaranth's unused-elaboratable warning does not leak into a
+    later test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
+            make()
+        info.value.__traceback__ = None
+        del info
+        gc.collect()
