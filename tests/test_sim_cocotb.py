@@ -35,8 +35,11 @@ def test_engine_with_backpressure(tmp_path):
     model = random_model([24, 20, 12, 6], input_bits=4, weight_kind="ternary", seed=4)
     hwmodel.save(model, tmp_path / "hw")
     inputs = random_inputs(model, 12, seed=5)
-    summary = simulate_engine(tmp_path / "hw", inputs, tmp_path / "sim", lanes=8, ready=0.5)
+    summary = simulate_engine(tmp_path / "hw", inputs, tmp_path / "sim", lanes=8, ready=0.5,
+                              waves=True)
     assert summary["passed"], Path(summary["log"]).read_text()[-3000:]
+    waves = list((tmp_path / "sim").rglob("*.fst"))
+    assert len(waves) == 1 and waves[0].stat().st_size > 1000
     with np.load(summary["outputs"]) as out:
         golden = reference(model, inputs)
         assert out["classes"].tolist() == golden.classes.tolist()
