@@ -33,6 +33,8 @@ def check_against_reference(engine, inputs, **kwargs):
     ([6, 5, 4], "ternary", 8),           # every layer fits in one row (one chunk per neuron)
     ([9, 6, 3], "ternary", 1),           # one lane: the tree degenerates to a register
     ([33, 17, 16, 10], "binary", 16),
+    ([10, 9, 8, 7, 6, 3], "ternary", 2),  # four hidden layers: the buffers alternate twice
+    ([1, 3, 2], "ternary", 4),           # a single input
 ])
 def test_engine_matches_reference(sizes, kind, lanes):
     model = random_model(sizes, weight_kind=kind, input_bits=4, seed=sum(sizes))
