@@ -223,3 +223,22 @@ def test_host_step_without_a_board(capsys, tmp_path):
     line = error_line(capsys, ["host", "--run", str(tmp_path), "--port", "/dev/nonexistent-tty",
                                "--inputs", str(tmp_path / "x.npz")])
     assert line.startswith("nmflow: error: ") and "/dev/nonexistent-tty" in line
+
+
+def test_bench_writes_its_figures(tmp_path):
+    # The benchmark's JSON holds every figure it promises, consistent with each other (the
+    # figures themselves are measured by `nmflow bench`, not asserted here).
+    out = tmp_path / "bench.json"
+    result = nmflow("bench", "--run", tmp_path / "bench", "--images", "2", "--boards",
+                    "icebreaker", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads(out.read_text())
+    cycles = bench["cycles"]
+    assert cycles["ideal_per_inference"] == 4 * 128 + 8 * 128 + 8 * 10
+    assert cycles["per_inference"] == cycles["predicted_per_inference"]
+    assert cycles["per_inference"] == sum(cycles["breakdown"].values()) + 1
+    board = bench["boards"]["icebreaker"]
+    assert board["memory_bound"]["bits_per_cycle"] == 30 * 16
+    assert board["images_per_second_at_fmax"] == round(
+        board["fmax_mhz"] * 1e6 / cycles["per_inference"], 1)
+    assert bench["simulation"]["cocotb_icarus_cycles_per_second"] > 0
