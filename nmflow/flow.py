@@ -257,10 +257,12 @@ def compare_step(run_dir, model=None, *, sim=None, out=None):
 
 # -- build -----------
 
-#: Block RAM shapes (depth, width) each block can take, per FPGA family.
+#: Block RAM shapes (depth, width) each block takes with one read and one write port, per FPGA
+#: family, as Yosys maps them (SB_RAM40_4K; DP16KD, whose 36-bit mode needs both ports to read).
+#: The iCE40 count matches what nextpnr places; on ECP5 it is an estimate.
 BLOCK_RAM_MODES = {
     "ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
-    "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)],
+    "ecp5": [(1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)],
 }
 
 
@@ -270,15 +272,23 @@ def block_rams_needed(depth, width, family):
 
 
 def check_memory_fits(hw, lanes, info):
-    """Refuse, before synthesis, an engine whose weight memory exceeds the board's block RAM."""
-    from .golden.pairs import memory_image
-    rows, _ = memory_image(hw, lanes)
-    needed = block_rams_needed(len(rows), 2 * lanes, info.family)
-    if needed > info.block_rams:
+    """Refuse, before synthesis, an engine whose memories exceed the board's block RAM.
+
+    Returns the block RAMs the engine's memories need, by memory.
+    """
+    from .rtl.engine import InferenceEngine
+    engine = InferenceEngine(hw, lanes=lanes)
+    engine._MustUse__silence = True         # read for its memories, never elaborated
+    memories = dict(engine.memories, **{"host link buffer": (hw.n_inputs, hw.input_bits)})
+    needed = {name: block_rams_needed(depth, width, info.family)
+              for name, (depth, width) in memories.items()}
+    total = sum(needed.values())
+    if total > info.block_rams:
+        depth, width = engine.memories["weights"]
         raise NmflowError(
-            f"design does not fit {info.name} ({info.device}): the weight memory needs {needed} "
-            f"block RAMs ({info.block_ram_type}) for {len(rows)} rows of {2 * lanes} bits, the "
-            f"device has {info.block_rams}")
+            f"design does not fit {info.name} ({info.device}): the engine needs {total} block "
+            f"RAMs ({info.block_ram_type}), {needed['weights']} of them for the weights "
+            f"({depth} rows of {width} bits); the device has {info.block_rams}")
     return needed
 
 

@@ -142,6 +142,20 @@ class InferenceEngine(wiring.Component):
         return len(self._rows) * 2 * self._lanes
 
     @property
+    def memories(self):
+        """The engine's block RAM memories as ``{name: (depth, width)}``, each read a whole row
+        at a time (what block RAM budgets are checked against). The per-class score affine is
+        built from logic and is not listed."""
+        lanes = self._lanes
+        return {
+            "weights": (len(self._rows), 2 * lanes),
+            "inputs": (self._per[0], self._model.input_bits * lanes),
+            "activations 0": (max(self._per[1:], default=1), 2 * lanes),
+            "activations 1": (max(self._per[1:], default=1), 2 * lanes),
+            "thresholds": (max(self._hidden_total, 1), 2 * self._acc_bits),
+        }
+
+    @property
     def popcount_latency(self):
         return 1 + exact_log2(self._lanes)
 
@@ -179,15 +193,17 @@ class InferenceEngine(wiring.Component):
         thr_init = [_twos(layer.t_hi[j], aw) | _twos(
                         layer.t_lo[j] if layer.t_lo is not None else layer.t_hi[j], aw) << aw
                     for layer in hidden_layers for j in range(layer.n_out)] or [0]
+        block = {"ram_style": "block" if self._memory == "block" else "logic"}
         m.submodules.thresholds = thr_mem = Memory(shape=unsigned(2 * aw), depth=len(thr_init),
-                                                   init=thr_init)
+                                                   init=thr_init, attrs=block)
         thr_port = thr_mem.read_port()
         sw, ow = self._scale_bits, self._offset_bits
         last = layers[-1]
         aff_init = [_twos(last.scale[j], sw) | _twos(last.offset[j], ow) << sw
                     for j in range(last.n_out)]
+        # One entry per class: a few flip-flops, not a block RAM.
         m.submodules.affine = aff_mem = Memory(shape=unsigned(sw + ow), depth=len(aff_init),
-                                               init=aff_init)
+                                               init=aff_init, attrs={"ram_style": "logic"})
         aff_port = aff_mem.read_port()
 
         # Activation buffers: one row of ``lanes`` values per word, written one value at a time

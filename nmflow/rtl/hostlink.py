@@ -242,7 +242,7 @@ class HostLink(wiring.Component):
 
         # -- input buffer: the engine sees a payload only after its CRC checked ------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(self._input_bits), depth=n_inputs,
-                                              init=[])
+                                              init=[], attrs={"ram_style": "block"})
         wr = buffer.write_port()
         rd = buffer.read_port()
         feed = ei.valid & ei.ready
