@@ -67,8 +67,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir=None, lanes=16, 
                         waves=waves, env={
                             "NMFLOW_TB_MODEL": Path(model_path).resolve(),
                             "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_OUT": out_path,
-                            "NMFLOW_TB_READY": ready, "NMFLOW_TB_SEED": seed,
-                            "NMFLOW_TB_LANES": lanes})
+                            "NMFLOW_TB_READY": ready, "NMFLOW_TB_SEED": seed})
     seconds = time.monotonic() - start
     summary = {"images": int(len(inputs)), "passed": result.passed, "tests": result.tests,
                "failed": result.failed, "log": str(result.log), "seconds": round(seconds, 2),

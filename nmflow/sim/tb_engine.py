@@ -3,7 +3,6 @@
 Run through :func:`nmflow.sim.engine_sim.simulate_engine`. Settings come from the environment:
 
 ``NMFLOW_TB_MODEL``   hardware model (.json/.npz stem) the engine was generated from
-``NMFLOW_TB_LANES``   lanes the engine was generated with
 ``NMFLOW_TB_INPUTS``  .npz with ``x`` [N, n_inputs]
 ``NMFLOW_TB_OUT``     .npz written with what the RTL produced (classes, scores, acts, cycles)
 ``NMFLOW_TB_READY``   probability that the result stream is ready in a cycle (default 1.0)
