@@ -193,9 +193,10 @@ class InferenceEngine(wiring.Component):
         thr_init = [_twos(layer.t_hi[j], aw) | _twos(
                         layer.t_lo[j] if layer.t_lo is not None else layer.t_hi[j], aw) << aw
                     for layer in hidden_layers for j in range(layer.n_out)] or [0]
-        block = {"ram_style": "block" if self._memory == "block" else "logic"}
+        # The memory kind decides where the thresholds and the activation buffers go too.
+        attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
         m.submodules.thresholds = thr_mem = Memory(shape=unsigned(2 * aw), depth=len(thr_init),
-                                                   init=thr_init, attrs=block)
+                                                   init=thr_init, attrs=attrs)
         thr_port = thr_mem.read_port()
         sw, ow = self._scale_bits, self._offset_bits
         last = layers[-1]
@@ -211,7 +212,6 @@ class InferenceEngine(wiring.Component):
         # cycle. Block RAM with a per-lane write mask when the memory kind is "block".
         shift = exact_log2(lanes)
         hidden_rows = max(self._per[1:], default=1)
-        attrs = {"ram_style": "block"} if self._memory == "block" else {"ram_style": "logic"}
 
         def buffer(name, bits, depth):
             mem = Memory(shape=unsigned(bits * lanes), depth=depth, init=[], attrs=attrs)
