@@ -313,8 +313,11 @@ def save_checkpoint(path, net, config, optimizer_state, history, dataset_info):
 
 
 def _first_line(error):
+    """The error's first sentence, at most 120 characters (torch's messages run long)."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    line = text[0] if text else type(error).__name__
+    line = line.split(". ")[0].rstrip(".")
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 def load_checkpoint(path):
