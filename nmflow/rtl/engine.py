@@ -235,6 +235,7 @@ class InferenceEngine(wiring.Component):
         addr = Signal.like(weights.addr)
         hidden_index = Signal(self._tag.members["hidden"])
         pending = Signal(range(max(ly.n_out for ly in layers) + 2))
+        drained = Signal(init=1)
         emit = Signal(range(max(model.n_classes, 2)))
         emit_done = Signal()
         issue = Signal()
@@ -276,7 +277,7 @@ class InferenceEngine(wiring.Component):
                     m.d.sync += chunk.eq(chunk + 1)
                 m.d.sync += addr.eq(addr + 1)
             with m.State("DRAIN"):
-                with m.If((pending == 0) & ~completed):
+                with m.If(drained):             # nothing in flight, so nothing completes
                     with m.If(is_final):
                         m.next = "EMIT"
                     with m.Else():
@@ -302,10 +303,16 @@ class InferenceEngine(wiring.Component):
                             emit_done.eq(emit == model.n_classes - 1),
                         ]
 
+        # Neurons issued but not yet written back; ``drained`` is ``pending == 0`` kept in a
+        # register (computed from the next count), off the sequencer's decision paths.
+        pending_next = Signal.like(pending)
         with m.If(issued_neuron & ~completed):
-            m.d.sync += pending.eq(pending + 1)
+            m.d.comb += pending_next.eq(pending + 1)
         with m.Elif(~issued_neuron & completed):
-            m.d.sync += pending.eq(pending - 1)
+            m.d.comb += pending_next.eq(pending - 1)
+        with m.Else():
+            m.d.comb += pending_next.eq(pending)
+        m.d.sync += [pending.eq(pending_next), drained.eq(pending_next == 0)]
 
         # -- stage 1: weight row read and activation chunk --------------------------------------
         m.d.comb += [weights.addr.eq(addr), weights.en.eq(issue)]

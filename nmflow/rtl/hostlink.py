@@ -263,8 +263,18 @@ class HostLink(wiring.Component):
             m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(protocol.INFO_BYTES)]
         header = Array([Const(protocol.SYNC, 8), reply_cmd, reply_len[:8], reply_len[8:]])
         info_bytes = Array(Const(b, 8) for b in protocol.encode_info(info))
-        score = Signal(signed(8 * sb))
-        m.d.comb += score.eq(eo.payload.score)
+        # The engine's result beat being sent, held in registers: the engine's handshake never
+        # waits on the byte-level logic of the transmitter.
+        beat = Signal()                     # a result beat is held
+        beat_score = Signal(signed(8 * sb))
+        beat_cls = Signal(8)
+        beat_last = Signal()
+
+        def take_beat():
+            m.d.comb += eo.ready.eq(1)
+            with m.If(eo.valid):
+                m.d.sync += [beat.eq(1), beat_score.eq(eo.payload.score),
+                             beat_cls.eq(eo.payload.cls), beat_last.eq(eo.payload.last)]
 
         def fail(error_code):
             m.d.sync += [code.eq(error_code), error.eq(1)]
@@ -391,22 +401,30 @@ class HostLink(wiring.Component):
                         m.next = "CRC"
 
             with m.State("CLASS"):
-                send(eo.payload.cls)
-                m.d.comb += tx.valid.eq(eo.valid)
-                with m.If(tx.valid & tx.ready):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(0)]
-                    m.next = "SCORE"
+                # The class comes with the first result beat, which stays held for SCORE.
+                with m.If(~beat):
+                    busy()
+                    take_beat()
+                with m.Else():
+                    send(beat_cls)
+                    m.d.comb += tx.valid.eq(1)
+                    with m.If(tx.ready):
+                        m.d.sync += [crc.eq(crc_next), idx.eq(0)]
+                        m.next = "SCORE"
 
             with m.State("SCORE"):
-                send(score.word_select(idx, 8))
-                last_byte = idx == sb - 1
-                m.d.comb += [tx.valid.eq(eo.valid), eo.ready.eq(tx.ready & last_byte)]
-                with m.If(tx.valid & tx.ready):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
-                    with m.If(last_byte):
-                        m.d.sync += idx.eq(0)
-                        with m.If(eo.payload.last):
-                            m.next = "CRC"
+                with m.If(~beat):
+                    busy()
+                    take_beat()
+                with m.Else():
+                    send(beat_score.word_select(idx, 8))
+                    m.d.comb += tx.valid.eq(1)
+                    with m.If(tx.ready):
+                        m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
+                        with m.If(idx == sb - 1):
+                            m.d.sync += [idx.eq(0), beat.eq(0)]
+                            with m.If(beat_last):
+                                m.next = "CRC"
 
             with m.State("CRC"):
                 send(crc)
