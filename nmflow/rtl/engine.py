@@ -221,12 +221,31 @@ class InferenceEngine(wiring.Component):
         in_write, in_read = buffer("inputs", model.input_bits, self._per[0])
         act_ports = [buffer(f"acts{b}", 2, hidden_rows) for b in range(2)]
 
-        # -- per-layer constants ----------------------------------------------------------------
+        # -- per-layer constants, held in registers while a layer runs ----------------------------
+        # Every end-of-count test the sequencer acts on is a register computed a cycle ahead, so
+        # that no comparison sits on the paths that decide the next state.
         layer = Signal(range(max(n_layers, 2)))
-        per_last = Array(Const(per - 1, range(max(self._per))) for per in self._per)[layer]
-        out_last = Array(Const(ly.n_out - 1, range(max(ly.n_out for ly in layers)))
-                         for ly in layers)[layer]
-        is_final = layer == n_layers - 1
+        max_out = max(ly.n_out for ly in layers)
+        per_last_of = Array(Const(per - 1, range(max(self._per))) for per in self._per)
+        out_last_of = Array(Const(ly.n_out - 1, range(max_out)) for ly in layers)
+        cur_per_last = Signal(range(max(self._per)))
+        cur_out_last = Signal(range(max_out))
+        cur_final = Signal()
+        chunk_end = Signal()                # chunk == cur_per_last
+        neuron_end = Signal()               # neuron == cur_out_last
+        in_end = Signal(init=model.n_inputs == 1)   # in_count == n_inputs - 1
+
+        def enter_layer(index):
+            """Load the registers of layer ``index`` (its first neuron, first chunk)."""
+            if isinstance(index, int):
+                per_last, out_last = Const(self._per[index] - 1), Const(layers[index].n_out - 1)
+            else:
+                per_last, out_last = per_last_of[index], out_last_of[index]
+            m.d.sync += [
+                layer.eq(index), cur_per_last.eq(per_last), cur_out_last.eq(out_last),
+                cur_final.eq(index == n_layers - 1),
+                chunk_end.eq(per_last == 0), neuron_end.eq(out_last == 0),
+            ]
 
         # -- sequencer ---------------------------------------------------------------------------
         in_count = Signal(range(max(model.n_inputs, 2)))
@@ -256,32 +275,35 @@ class InferenceEngine(wiring.Component):
                         in_write.data.eq(self.i.payload.replicate(lanes)),
                         in_write.en.eq(1 << in_count[:shift] if shift else 1),
                     ]
-                    m.d.sync += in_count.eq(in_count + 1)
-                    with m.If(in_count == model.n_inputs - 1):
-                        m.d.sync += [in_count.eq(0), layer.eq(0), neuron.eq(0), chunk.eq(0),
-                                     addr.eq(0), hidden_index.eq(0)]
+                    m.d.sync += [in_count.eq(in_count + 1),
+                                 in_end.eq(in_count == model.n_inputs - 2)]
+                    with m.If(in_end):
+                        m.d.sync += [in_count.eq(0), in_end.eq(model.n_inputs == 1),
+                                     neuron.eq(0), chunk.eq(0), addr.eq(0), hidden_index.eq(0)]
+                        enter_layer(0)
                         m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
-                with m.If(chunk == per_last):
+                with m.If(chunk_end):
                     m.d.comb += issued_neuron.eq(1)
-                    m.d.sync += chunk.eq(0)
-                    with m.If(~is_final):
+                    m.d.sync += [chunk.eq(0), chunk_end.eq(cur_per_last == 0)]
+                    with m.If(~cur_final):
                         m.d.sync += hidden_index.eq(hidden_index + 1)
-                    with m.If(neuron == out_last):
+                    with m.If(neuron_end):
                         m.d.sync += neuron.eq(0)
                         m.next = "DRAIN"
                     with m.Else():
-                        m.d.sync += neuron.eq(neuron + 1)
+                        m.d.sync += [neuron.eq(neuron + 1),
+                                     neuron_end.eq(neuron + 1 == cur_out_last)]
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    m.d.sync += [chunk.eq(chunk + 1), chunk_end.eq(chunk + 1 == cur_per_last)]
                 m.d.sync += addr.eq(addr + 1)
             with m.State("DRAIN"):
                 with m.If(drained):             # nothing in flight, so nothing completes
-                    with m.If(is_final):
+                    with m.If(cur_final):
                         m.next = "EMIT"
                     with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
+                        enter_layer(layer + 1)
                         m.next = "RUN"
             with m.State("EMIT"):
                 # The payload comes from registers (one score per beat), loaded ahead of the
@@ -323,7 +345,7 @@ class InferenceEngine(wiring.Component):
         m.d.sync += [
             s1_valid.eq(issue), s1_layer0.eq(layer == 0), s1_parity.eq(layer[0]),
             s1_tag.layer.eq(layer), s1_tag.neuron.eq(neuron), s1_tag.hidden.eq(hidden_index),
-            s1_tag.first.eq(chunk == 0), s1_tag.last.eq(chunk == per_last),
+            s1_tag.first.eq(chunk == 0), s1_tag.last.eq(chunk_end),
         ]
         # The activation buffers read every cycle (only tagged rows are used downstream): no
         # read-enable logic between a block RAM and the register behind it.

@@ -11,6 +11,7 @@ from ..golden.hwmodel import HardwareModel
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
 from .lanes import check_lanes
+from .pipe import StreamRegister
 from .uart import UARTRx, UARTTx
 
 __all__ = ["HostTop", "uart_divisor", "BAUD_TOLERANCE"]
@@ -130,7 +131,11 @@ class HostTop(wiring.Component):
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
         wiring.connect(m, uart_rx.o, link.rx)
         wiring.connect(m, link.tx, uart_tx.i)
-        wiring.connect(m, link.engine_i, engine.i)
+        # The link's input beats come out of its state machine; the engine acts on them with its
+        # own: a register between the two keeps that path short.
+        m.submodules.feed = feed = StreamRegister(model.input_bits)
+        wiring.connect(m, link.engine_i, feed.i)
+        wiring.connect(m, feed.o, engine.i)
         wiring.connect(m, engine.o, link.engine_o)
         m.d.comb += [self.idle.eq(link.idle), self.receiving.eq(link.receiving)]
         return m
