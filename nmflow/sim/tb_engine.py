@@ -17,8 +17,7 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+from cocotb.triggers import FallingEdge, First, RisingEdge
 from cocotb.utils import get_sim_time
 
 from nmflow.fileio import atomic_path
@@ -26,8 +25,7 @@ from nmflow.golden import hwmodel
 from nmflow.golden.reference import reference
 from nmflow.rtl.engine import result_layout, trace_layout
 from nmflow.sim.payload import unpack
-
-PERIOD_NS = 10
+from nmflow.sim.tbutil import PERIOD_NS, start
 
 
 class Driver:
@@ -154,13 +152,7 @@ async def engine_matches_golden(dut):
 
     monitor = Monitor(dut, model, ready, seed, finished)
 
-    Clock(dut.clk, PERIOD_NS, unit="ns").start()
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut, i__valid=0, o__ready=0)
 
     # One step per clock cycle while something moves on a port; in between, sleep until the
     # engine raises a valid or a ready (the compute phase, where most cycles pass).

@@ -11,12 +11,12 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge
 
 from nmflow.golden.pairs import MINUS, PLUS, ZERO, encode, pcsa_read
 from nmflow.rtl.lanes import GXNORPopcount
 from nmflow.sim.payload import pack, unpack
+from nmflow.sim.tbutil import start
 
 TAG_BITS = 16
 
@@ -56,12 +56,7 @@ async def popcount_matches_model(dut):
         rows.append((codes, x))
     expected = [int((pcsa_read(c).astype(np.int64) * x).sum()) for c, x in rows]
 
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    await ClockCycles(dut.clk, 2)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut, i__valid=0)
 
     errors, received, sent, cycle = 0, 0, 0, 0
     idle = random.Random(1)

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge
 
 from nmflow.golden.reference import activate
 from nmflow.rtl.threshold import ThresholdUnit
 from nmflow.sim.payload import pack, unpack
+from nmflow.sim.tbutil import start
 
 
 def cases(acc_bits, rng):
@@ -51,12 +51,7 @@ async def threshold_at_and_around_thresholds(dut):
                                 t_hi=np.int64(t_hi), t_lo=np.int64(t_lo))
         expected.append(int(activate(acc, layer)))
 
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    await ClockCycles(dut.clk, 2)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut, i__valid=0)
     errors, received, sent = 0, 0, 0
     while received < len(vectors):
         await FallingEdge(dut.clk)
