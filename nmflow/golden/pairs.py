@@ -1,4 +1,5 @@
-"""2T2R pair codes and the weight-memory image (DESIGN.md, contract 2).
+"""2T2R pair codes, the weight-memory image and the read seam (docs/contracts.md, contracts 2
+and 6).
 
 Each weight is stored in two resistive devices (BL, BLb); 1 means LRS (low resistance):
 
@@ -14,14 +15,24 @@ value  BL  BLb  code
 (:func:`pcsa_read`) reads it as 0, like HRS/HRS, since neither branch wins the race reliably.
 
 The memory image lays layer after layer, neuron after neuron, ``ceil(in / lanes)`` rows per
-neuron; lane ``p`` of row ``r`` of neuron ``j`` holds weight ``w[j, r * lanes + p]``, and the lanes
-past the last input hold code 0 (a zero weight adds nothing). Lane ``p`` occupies bits
-``[2p + 1 : 2p]`` of a row (BL in the upper bit).
+neuron (:class:`MemoryMap`); lane ``p`` of row ``r`` of neuron ``j`` holds weight
+``w[j, r * lanes + p]``, and the lanes past the last input hold code 0 (a zero weight adds
+nothing). Lane ``p`` occupies bits ``[2p + 1 : 2p]`` of a row (BL in the upper bit).
+
+The read seam: the engine reads each row through a read stage (pair codes to ternary weights);
+the golden reference reads the same image through a *read function* of the same kind
+(:class:`ReadFunction`), so that a read-error model plugs into both sides.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PLUS", "MINUS", "ZERO", "encode", "pcsa_read", "rows_per_neuron", "memory_image"]
+from ..errors import NmflowError
+
+__all__ = ["PLUS", "MINUS", "ZERO", "encode", "pcsa_read", "rows_per_neuron", "MemoryMap",
+           "memory_codes", "pack_rows", "memory_image", "ReadFunction", "IdealRead",
+           "read_weights"]
 
 PLUS, MINUS, ZERO = 0b10, 0b01, 0b00
 
@@ -43,16 +54,118 @@ def rows_per_neuron(n_in, lanes):
     return -(-n_in // lanes)
 
 
+@dataclass(frozen=True)
+class MemoryMap:
+    """Where each layer's weights lie in a memory of ``lanes`` pair codes per row.
+
+    Members
+    -------
+    lanes : int
+    sizes : tuple of int
+        ``[n_inputs, layer 0 outputs, layer 1 outputs, ...]``.
+    per : tuple of int
+        Rows per neuron of each layer, ``ceil(in / lanes)``.
+    bases : tuple of int
+        First row of each layer.
+    rows : int
+        Rows in all.
+    """
+    lanes: int
+    sizes: tuple
+
+    @property
+    def per(self):
+        return tuple(rows_per_neuron(n_in, self.lanes) for n_in in self.sizes[:-1])
+
+    @property
+    def bases(self):
+        bases, row = [], 0
+        for per, n_out in zip(self.per, self.sizes[1:]):
+            bases.append(row)
+            row += per * n_out
+        return tuple(bases)
+
+    @property
+    def rows(self):
+        return sum(per * n_out for per, n_out in zip(self.per, self.sizes[1:]))
+
+    def row(self, layer, neuron, chunk=0):
+        """The address of row ``chunk`` of ``neuron`` in ``layer``."""
+        return self.bases[layer] + neuron * self.per[layer] + chunk
+
+    def layer_rows(self, layer):
+        """The slice of rows that holds ``layer``."""
+        start = self.bases[layer]
+        return slice(start, start + self.per[layer] * self.sizes[layer + 1])
+
+
+def memory_codes(weights, mmap):
+    """The memory image as pair codes, uint8 ``[rows, lanes]``, of per-layer weight matrices."""
+    codes = np.zeros((mmap.rows, mmap.lanes), dtype=np.uint8)
+    for index, w in enumerate(weights):
+        n_out, n_in = w.shape
+        per = mmap.per[index]
+        padded = np.zeros((n_out, per * mmap.lanes), dtype=np.int8)
+        padded[:, :n_in] = w
+        codes[mmap.layer_rows(index)] = encode(padded).reshape(n_out * per, mmap.lanes)
+    return codes
+
+
+def pack_rows(codes):
+    """Rows of pair codes (``[rows, lanes]``) as Python ints, lane ``p`` at bits ``2p+1:2p``."""
+    codes = np.asarray(codes)
+    shifts = np.array([1 << (2 * p) for p in range(codes.shape[1])], dtype=object)
+    return [int(v) for v in (codes.astype(object) * shifts).sum(axis=1)]
+
+
 def memory_image(model, lanes):
     """Return ``(rows, bases)``: the rows as Python ints (2 * lanes bits each) and each layer's
     first row."""
-    rows, bases = [], []
-    for layer in model.layers:
-        bases.append(len(rows))
-        per = rows_per_neuron(layer.n_in, lanes)
-        padded = np.zeros((layer.n_out, per * lanes), dtype=np.int8)
-        padded[:, :layer.n_in] = layer.weights
-        codes = encode(padded).reshape(layer.n_out * per, lanes).astype(object)
-        shifts = np.array([1 << (2 * p) for p in range(lanes)], dtype=object)
-        rows.extend(int(v) for v in (codes * shifts).sum(axis=1))
-    return rows, bases
+    mmap = MemoryMap(lanes, tuple(model.sizes))
+    codes = memory_codes([layer.weights for layer in model.layers], mmap)
+    return pack_rows(codes), list(mmap.bases)
+
+
+class ReadFunction:
+    """The golden side of the read seam: a row of pair codes to a row of ternary weights.
+
+    ``read(codes, addr)`` takes pair codes, uint8 ``[n, lanes]``, with their row addresses,
+    int64 ``[n]``, and returns the weights read, int8 ``[n, lanes]`` in {-1, 0, +1}. The golden
+    reference calls it with every row of the memory in address order, which is the order in which
+    the engine reads them in one inference. A read function whose result depends on earlier
+    reads (a pseudo-random error source, say) sets :attr:`per_inference`; the reference then
+    calls it once per inference, as the engine reads the memory once per inference. Otherwise the
+    reference may call it once for a whole batch.
+    """
+
+    #: True if the result depends on how many reads came before (a stateful model).
+    per_inference = False
+
+    def __call__(self, codes, addr):
+        raise NotImplementedError
+
+
+class IdealRead(ReadFunction):
+    """The ideal precharge sense amplifier of :func:`pcsa_read` (what :class:`PCSARead` does)."""
+
+    def __call__(self, codes, addr):
+        return pcsa_read(codes)
+
+
+def read_weights(codes, mmap, read=None):
+    """Per-layer weight matrices (int8 ``[out, in]``) as ``read`` (an ideal read by default)
+    sees the memory image ``codes``; padding lanes are dropped."""
+    read = IdealRead() if read is None else read
+    codes = np.asarray(codes, dtype=np.uint8)
+    if codes.shape != (mmap.rows, mmap.lanes):
+        raise NmflowError(f"memory image must have shape [{mmap.rows}, {mmap.lanes}], "
+                          f"not {list(codes.shape)}")
+    got = np.asarray(read(codes, np.arange(mmap.rows, dtype=np.int64)))
+    if got.shape != codes.shape:
+        raise NmflowError(f"read function must return shape {list(codes.shape)}, "
+                          f"not {list(got.shape)}")
+    weights = []
+    for index, (n_in, n_out) in enumerate(zip(mmap.sizes[:-1], mmap.sizes[1:])):
+        rows = got[mmap.layer_rows(index)].reshape(n_out, mmap.per[index] * mmap.lanes)
+        weights.append(rows[:, :n_in].astype(np.int8))
+    return weights

@@ -1,7 +1,11 @@
 """Integer reference model: exactly what the inference engine computes, layer by layer.
 
 ``reference(model, x)`` is the golden twin of :class:`nmflow.rtl.engine.InferenceEngine`: the
-cocotb checker compares every hidden activation, every score and every class with ``==``.
+cocotb checker compares every hidden activation, every score and every class with ``==``. Like the
+engine, it reads its weights from the 2T2R memory image through a read function (the read seam of
+docs/contracts.md, contract 6): the ideal PCSA read by default, or any
+:class:`~nmflow.golden.pairs.ReadFunction` (a device-error model, say) that the engine's read
+stage mirrors.
 """
 
 from dataclasses import dataclass
@@ -9,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NmflowError
+from .pairs import IdealRead, MemoryMap, memory_codes, read_weights
 
 __all__ = ["Trace", "reference", "activate", "argmax_lowest", "check_inputs"]
 
@@ -62,12 +67,41 @@ def check_inputs(model, x):
     return x.astype(np.int64)
 
 
-def reference(model, x):
-    """Run the integer network on inputs ``x`` ([N, n_inputs] or [n_inputs]); return a :class:`Trace`."""
+def reference(model, x, *, lanes=16, read=None, codes=None):
+    """Run the integer network on inputs ``x`` ([N, n_inputs] or [n_inputs]); return a :class:`Trace`.
+
+    Parameters
+    ----------
+    model : :class:`~nmflow.golden.hwmodel.HardwareModel`
+    x : integer array
+    lanes : int
+        Pair codes per memory row: the layout of the memory image the weights are read from.
+    read : :class:`~nmflow.golden.pairs.ReadFunction` or None
+        How a row of pair codes is read (the ideal PCSA read by default). A read function with
+        ``per_inference`` set is called once per input, in input order, as the engine reads its
+        memory once per inference.
+    codes : uint8 array [rows, lanes] or None
+        The memory image, if it differs from the model's weights (after an on-chip write, say).
+    """
     h = check_inputs(model, x)
+    mmap = MemoryMap(lanes, tuple(model.sizes))
+    if codes is None:
+        codes = memory_codes([layer.weights for layer in model.layers], mmap)
+    read = IdealRead() if read is None else read
+    if not read.per_inference or len(h) <= 1:
+        return _forward(model, h, read_weights(codes, mmap, read))
+    traces = [_forward(model, h[n:n + 1], read_weights(codes, mmap, read)) for n in range(len(h))]
+    return Trace([np.concatenate([t.preacts[k] for t in traces]) for k in range(len(model.layers))],
+                 [np.concatenate([t.acts[k] for t in traces]) for k in range(len(model.layers) - 1)],
+                 np.concatenate([t.scores for t in traces]),
+                 np.concatenate([t.classes for t in traces]))
+
+
+def _forward(model, h, weights):
+    """The integer network on inputs ``h`` with the weight matrices ``weights`` as read."""
     preacts, acts = [], []
-    for layer in model.layers:
-        a = h @ layer.weights.astype(np.int64).T
+    for layer, w in zip(model.layers, weights):
+        a = h @ w.astype(np.int64).T
         preacts.append(a)
         if layer.activation == "none":
             scores = a * layer.scale + layer.offset

@@ -5,24 +5,18 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from .pcsa import PCSARead
-from .weights import pair_row
+from ..golden.plan import check_lanes
+from .pcsa import ternary_row
 
 __all__ = ["GXNORPopcount", "check_lanes"]
 
 
-def check_lanes(lanes):
-    if not isinstance(lanes, int) or lanes < 1 or lanes > 256 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two between 1 and 256, not {lanes!r}")
-    return lanes
-
-
 class GXNORPopcount(wiring.Component):
-    """``lanes`` GXNOR lanes and a pipelined adder tree: the sum of one memory row times one chunk
-    of activations.
+    """``lanes`` GXNOR lanes and a pipelined adder tree: the sum of one row of ternary weights times
+    one chunk of activations.
 
-    Each lane reads a pair code through the :class:`~nmflow.rtl.pcsa.PCSARead` stage and gates its
-    activation ``x``: the product is 0 if the weight is 0, ``x`` if it is +1 and ``-x`` if it is -1
+    Each lane takes a ternary weight (from the engine's read stage, see :mod:`nmflow.rtl.pcsa`)
+    and gates its activation ``x``: the product is 0 if the weight is 0, ``x`` if it is +1 and ``-x`` if it is -1
     (for ``x`` in {-1, 0, +1} this is the GXNOR of Table 4.1 of the thesis; for the first layer,
     ``x`` is a k-bit pixel). The tree adds the products, one register per level: for hidden layers
     it is the popcount of the +1 products minus the popcount of the -1 products.
@@ -38,7 +32,7 @@ class GXNORPopcount(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature({"codes", "x", "tag"}, always_ready=True))
+    i : In(stream.Signature({"weights", "x", "tag"}, always_ready=True))
     o : Out(stream.Signature({"sum", "tag"}, always_ready=True))
 
     Latency: :attr:`latency` = 1 + log2(lanes) cycles. Throughput: one row per cycle.
@@ -53,7 +47,7 @@ class GXNORPopcount(wiring.Component):
         self._tag_shape = tag_shape
         self._levels = exact_log2(lanes)
         in_layout = data.StructLayout({
-            "codes": pair_row(lanes),
+            "weights": ternary_row(lanes),
             "x": data.ArrayLayout(signed(x_bits), lanes),
             "tag": tag_shape,
         })
@@ -74,13 +68,10 @@ class GXNORPopcount(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.pcsa = pcsa = PCSARead(self._lanes)
-        m.d.comb += pcsa.codes.eq(self.i.payload.codes)
-
         # Lanes: gate and sign each activation by its ternary weight, registered.
         width = self._x_bits
         level = [Signal(signed(width), name=f"product{p}") for p in range(self._lanes)]
-        for p, (weight, x) in enumerate(zip(pcsa.weights, self.i.payload.x)):
+        for p, (weight, x) in enumerate(zip(self.i.payload.weights, self.i.payload.x)):
             with m.If(~weight.nz):
                 m.d.sync += level[p].eq(0)
             with m.Elif(weight.neg):

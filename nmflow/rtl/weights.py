@@ -1,21 +1,20 @@
-"""Weight memory holding 2T2R pair codes, one row of ``lanes`` codes per read."""
+"""Weight memory holding 2T2R pair codes, one row of ``lanes`` codes per read, optionally writable."""
 
-from amaranth.hdl import Module, unsigned
+import numpy as np
+from amaranth.hdl import Module
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import Out
+
+from ..golden.pairs import pack_rows
+from ..golden.plan import MEMORY_KINDS, index_bits
 
 __all__ = ["PairCode", "pair_row", "WeightMemory", "MEMORY_KINDS"]
 
-#: How the weight rows are stored: ``"block"`` infers block RAM (EBR on iCE40, DP16KD on ECP5) with
-#: a synchronous read port, initialised with the bitstream; ``"logic"`` builds the same synchronous
-#: port from flip-flops and LUTs (tiny networks, or a device without block RAM).
-MEMORY_KINDS = ("block", "logic")
-
 
 class PairCode(data.Struct):
-    """A 2T2R pair: ``blb`` in bit 0, ``bl`` in bit 1, 1 meaning LRS (DESIGN.md, contract 2)."""
+    """A 2T2R pair: ``blb`` in bit 0, ``bl`` in bit 1, 1 meaning LRS (docs/contracts.md,
+    contract 2)."""
     blb: 1
     bl: 1
 
@@ -26,50 +25,58 @@ def pair_row(lanes):
 
 
 class WeightMemory(wiring.Component):
-    """Read-only weight memory of pair-code rows, initialised from the hardware model.
+    """Weight memory of pair-code rows, initialised from the memory image; optionally writable.
 
     Parameters
     ----------
-    lanes : int
-        Pair codes per row.
-    rows : list of int
-        Initial contents (see :func:`nmflow.golden.pairs.memory_image`).
+    codes : uint8 array [rows, lanes]
+        Initial contents, pair codes (see :func:`nmflow.golden.pairs.memory_codes`).
     kind : ``"block"`` or ``"logic"``
         See :data:`MEMORY_KINDS`.
+    writable : bool
+        Add the write port ``write``.
 
     Members
     -------
-    addr : In(ceil_log2(depth))
-    en : In(1)
-        Read enable; ``data`` keeps its value while low.
-    data : Out(pair_row(lanes))
-        The row at ``addr``, :attr:`latency` cycles after ``en``.
+    read : Out(ReadPort.Signature(addr_width, pair_row(lanes)))
+        ``addr``, ``en`` in; ``data`` out, :attr:`latency` cycles after ``en`` (``data`` keeps
+        its value while ``en`` is low).
+    write : Out(WritePort.Signature(addr_width, pair_row(lanes), granularity=1))
+        Only if ``writable``: ``addr``, ``data`` and one enable bit per lane; a row (or any of its
+        lanes) per cycle. A read of the row written in the same cycle returns the old contents.
 
-    Throughput: one row per cycle.
+    Throughput: one row read and one row written per cycle.
     """
 
-    def __init__(self, lanes, rows, *, kind="block"):
+    def __init__(self, codes, *, kind="block", writable=False):
         if kind not in MEMORY_KINDS:
             raise ValueError(f"memory kind must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
                              f"not {kind!r}")
-        if not rows:
-            raise ValueError("rows must hold at least one row, not 0")
-        self._lanes = lanes
-        self._rows = list(rows)
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
+            raise ValueError(f"codes must be a [rows, lanes] array with at least one row, "
+                             f"not shape {list(codes.shape)}")
+        if (codes > 0b11).any() or (codes < 0).any():
+            raise ValueError(f"codes must be 2-bit pair codes (0 to 3), "
+                             f"not {int(codes[(codes > 3) | (codes < 0)][0])}")
+        self._codes = codes.astype(np.uint8)
         self._kind = kind
-        super().__init__({
-            "addr": In(max(1, ceil_log2(len(self._rows)))),
-            "en": In(1),
-            "data": Out(pair_row(lanes)),
-        })
+        self._writable = bool(writable)
+        depth, lanes = codes.shape
+        members = {"read": Out(ReadPort.Signature(addr_width=index_bits(depth),
+                                                  shape=pair_row(lanes)))}
+        if writable:
+            members["write"] = Out(WritePort.Signature(addr_width=index_bits(depth),
+                                                       shape=pair_row(lanes), granularity=1))
+        super().__init__(members)
 
-    @property
-    def depth(self):
-        return len(self._rows)
+    depth = property(lambda self: self._codes.shape[0])
+    lanes = property(lambda self: self._codes.shape[1])
+    writable = property(lambda self: self._writable)
 
     @property
     def width(self):
-        return 2 * self._lanes
+        return 2 * self.lanes
 
     @property
     def bits(self):
@@ -82,15 +89,20 @@ class WeightMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=unsigned(self.width), depth=self.depth,
-                                        init=self._rows)
+        layout = pair_row(self.lanes)
+        init = [layout.from_bits(row) for row in pack_rows(self._codes)]
+        m.submodules.mem = mem = Memory(shape=layout, depth=self.depth, init=init)
         if self._kind == "block":
             port = mem.read_port()
-            m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en),
-                         self.data.eq(port.data)]
+            m.d.comb += [port.addr.eq(self.read.addr), port.en.eq(self.read.en),
+                         self.read.data.eq(port.data)]
         else:
             port = mem.read_port(domain="comb")
-            m.d.comb += port.addr.eq(self.addr)
-            with m.If(self.en):
-                m.d.sync += self.data.eq(port.data)
+            m.d.comb += port.addr.eq(self.read.addr)
+            with m.If(self.read.en):
+                m.d.sync += self.read.data.eq(port.data)
+        if self._writable:
+            write = mem.write_port(granularity=1)
+            m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data),
+                         write.en.eq(self.write.en)]
         return m

@@ -2,8 +2,8 @@
 
 Environment: ``NMFLOW_TB_LANES``, ``NMFLOW_TB_XBITS`` (signed activation width; 2 for hidden layers,
 input bits + 1 for the first layer), ``NMFLOW_TB_ROWS`` (random rows, default 10,000),
-``NMFLOW_TB_SEED``. The model is :func:`nmflow.golden.pairs.pcsa_read` followed by a dot product;
-every output is checked with ``==`` and matched to its row by a sequence-number tag.
+``NMFLOW_TB_SEED``. The lanes take ternary weights (what the read stage gives); the model is a dot
+product; every output is checked with ``==`` and matched to its row by a sequence-number tag.
 """
 
 import os
@@ -13,7 +13,6 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge
 
-from nmflow.golden.pairs import MINUS, PLUS, ZERO, encode, pcsa_read
 from nmflow.rtl.lanes import GXNORPopcount
 from nmflow.sim.payload import pack, unpack
 from nmflow.sim.tbutil import start
@@ -31,10 +30,14 @@ def directed_rows(lanes, x_bits, rng):
     for w in (np.full(lanes, -1), np.full(lanes, 1), np.zeros(lanes, int),
               np.resize([1, -1, 0], lanes), rng.integers(-1, 2, lanes)):
         for x in xs:
-            rows.append((encode(w), np.asarray(x)))
-    # (LRS, LRS) is never programmed; the ideal PCSA reads it as 0.
-    rows.append((np.full(lanes, 0b11, dtype=np.uint8), xs[-1]))
+            rows.append((w, np.asarray(x)))
     return rows
+
+
+def weights_value(w):
+    """A row of ternary weights as the lanes take it: lane ``p`` holds ``nz`` at bit ``2p`` and
+    ``neg`` at bit ``2p + 1`` (:class:`~nmflow.rtl.pcsa.TernaryWeight`)."""
+    return sum((int(v != 0) | int(v < 0) << 1) << (2 * p) for p, v in enumerate(w))
 
 
 @cocotb.test()
@@ -51,10 +54,10 @@ async def popcount_matches_model(dut):
     rows = directed_rows(lanes, x_bits, rng)
     top = (1 << (x_bits - 1)) - 1
     for _ in range(count):
-        codes = rng.choice(np.array([PLUS, MINUS, ZERO], dtype=np.uint8), lanes)
+        w = rng.integers(-1, 2, lanes)
         x = rng.integers(-1, 2, lanes) if x_bits == 2 else rng.integers(0, top + 1, lanes)
-        rows.append((codes, x))
-    expected = [int((pcsa_read(c).astype(np.int64) * x).sum()) for c, x in rows]
+        rows.append((w, x))
+    expected = [int((np.asarray(w, dtype=np.int64) * x).sum()) for w, x in rows]
 
     await start(dut, i__valid=0)
 
@@ -73,10 +76,9 @@ async def popcount_matches_model(dut):
                                    index, expected[received])
             received += 1
         if sent < len(rows) and idle.random() < 0.9:    # bubbles between rows now and then
-            codes, x = rows[sent]
-            codes_value = sum(int(c) << (2 * p) for p, c in enumerate(codes))
+            w, x = rows[sent]
             x_value = sum((int(v) & ((1 << x_bits) - 1)) << (x_bits * p) for p, v in enumerate(x))
-            dut.i__payload.value = pack(in_layout, codes=codes_value, x=x_value,
+            dut.i__payload.value = pack(in_layout, weights=weights_value(w), x=x_value,
                                         tag=sent % (1 << TAG_BITS))
             dut.i__valid.value = 1
             sent += 1

@@ -1,0 +1,231 @@
+"""The inference engine's plan: widths, memory map, pipeline and figures, computed once.
+
+:class:`EnginePlan` is plain Python (no Amaranth, no torch). The engine's components are built from
+it, the golden reference reads its weights through the same :class:`~nmflow.golden.pairs.MemoryMap`,
+and the flow, the benchmarks and the board fit checks read their figures (cycles per inference,
+memories and their block RAM needs) from it without building a component.
+"""
+
+from ..errors import NmflowError
+from ..fixedpoint import FixedFormat, integer_format
+from .hwmodel import HardwareModel
+from .pairs import MemoryMap, memory_codes
+
+__all__ = ["EnginePlan", "check_lanes", "index_bits", "MEMORY_KINDS", "PIPELINE"]
+
+#: How the engine's memories are built: ``"block"`` infers block RAM (EBR on iCE40, DP16KD on
+#: ECP5) with synchronous read ports, initialised with the bitstream; ``"logic"`` builds the same
+#: synchronous ports from flip-flops and LUTs (tiny networks, or a device without block RAM).
+MEMORY_KINDS = ("block", "logic")
+
+#: The engine's pipeline, stage by stage, with the cycles each stage takes. ``read stage`` and
+#: ``lanes and adder tree`` depend on the read stage and the lane count; ``argmax`` takes one
+#: more cycle when the last layer's scores come at least two cycles apart.
+PIPELINE = {
+    "hidden": ("weight read", "register", "read stage", "lanes and adder tree", "accumulate",
+               "parameters", "threshold", "activation write"),
+    "last": ("weight read", "register", "read stage", "lanes and adder tree", "accumulate",
+             "parameters", "multiply", "add offset", "argmax"),
+}
+
+
+def check_lanes(lanes):
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or lanes > 256 \
+            or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two between 1 and 256, not {lanes!r}")
+    return lanes
+
+
+def index_bits(count):
+    """Bits of an index into ``count`` things (at least 1)."""
+    return max(1, (count - 1).bit_length())
+
+
+class EnginePlan:
+    """Everything about an inference engine that follows from its model and lane count.
+
+    Parameters
+    ----------
+    model : :class:`~nmflow.golden.hwmodel.HardwareModel`
+    lanes : int
+        GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle.
+    read_latency : int
+        Cycles the read stage (pair codes to ternary weights) takes; 0 for the ideal PCSA read.
+
+    Members
+    -------
+    mmap : :class:`~nmflow.golden.pairs.MemoryMap`
+        Layer bases and rows per neuron of the weight memory.
+    x_format, acc_format, score_format, scale_format, offset_format : :class:`FixedFormat`
+        Integer formats of a lane's activation (a pixel or {-1, 0, +1}), of the pre-activation
+        (and thresholds), of a score, and of the last layer's ``scale`` and ``offset``.
+    """
+
+    def __init__(self, model, lanes=16, *, read_latency=0):
+        if not isinstance(model, HardwareModel):
+            raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
+        check_lanes(lanes)
+        if not isinstance(read_latency, int) or isinstance(read_latency, bool) \
+                or not 0 <= read_latency <= 64:
+            raise ValueError(f"read stage latency must be an integer between 0 and 64, "
+                             f"not {read_latency!r}")
+        self.model = model
+        self.lanes = lanes
+        self.read_latency = read_latency
+        self.mmap = MemoryMap(lanes, tuple(model.sizes))
+        layers = model.layers
+        bound = max(model.preact_bound(index) for index in range(len(layers)))
+        # Thresholds lie within the pre-activation bound plus one (contract 1).
+        self.x_format = FixedFormat(True, model.input_bits, 0)
+        self.acc_format = integer_format(-(bound + 1), bound + 1)
+        self.score_format = FixedFormat(True, model.score_bits - 1, 0)
+        last = layers[-1]
+        self.scale_format = _magnitude_format(int(abs(last.scale).max(initial=0)))
+        self.offset_format = _magnitude_format(int(abs(last.offset).max(initial=0)))
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def per(self):
+        """Rows per neuron of each layer, ``ceil(in / lanes)``."""
+        return self.mmap.per
+
+    n_inputs = property(lambda self: self.model.n_inputs)
+    n_classes = property(lambda self: self.model.n_classes)
+    n_layers = property(lambda self: len(self.model.layers))
+    x_bits = property(lambda self: self.x_format.width)
+    acc_bits = property(lambda self: self.acc_format.width)
+
+    @property
+    def hidden_sizes(self):
+        return [layer.n_out for layer in self.model.layers[:-1]]
+
+    @property
+    def hidden_total(self):
+        return sum(self.hidden_sizes)
+
+    @property
+    def hidden_max(self):
+        return max(self.hidden_sizes, default=1)
+
+    @property
+    def max_out(self):
+        return max(layer.n_out for layer in self.model.layers)
+
+    @property
+    def neuron_bits(self):
+        return index_bits(self.max_out)
+
+    @property
+    def layer_bits(self):
+        return index_bits(self.n_layers)
+
+    @property
+    def hidden_bits(self):
+        return index_bits(max(self.hidden_total, 1))
+
+    @property
+    def class_bits(self):
+        return index_bits(self.n_classes)
+
+    @property
+    def hidden_rows(self):
+        """Rows of an activation buffer: the most chunks a hidden layer's output fills."""
+        return max(self.per[1:], default=1)
+
+    @property
+    def weight_rows(self):
+        return self.mmap.rows
+
+    @property
+    def weight_bits(self):
+        return self.mmap.rows * 2 * self.lanes
+
+    @property
+    def addr_bits(self):
+        return index_bits(self.mmap.rows)
+
+    @property
+    def split_argmax(self):
+        """True when the last layer's scores come at least two cycles apart, so the argmax can
+        compare in one cycle and update in the next."""
+        return self.per[-1] >= 2
+
+    def memory_codes(self):
+        """The weight memory image as pair codes, uint8 ``[rows, lanes]``."""
+        return memory_codes([layer.weights for layer in self.model.layers], self.mmap)
+
+    # -- the pipeline and the figures --------------------------------------------------------------
+    @property
+    def popcount_latency(self):
+        """Cycles of the GXNOR lanes and the adder tree: a register per lane, one per level."""
+        return 1 + (self.lanes.bit_length() - 1)
+
+    def stage_cycles(self, stage):
+        """Cycles of one stage of :data:`PIPELINE`."""
+        if stage == "read stage":
+            return self.read_latency
+        if stage == "lanes and adder tree":
+            return self.popcount_latency
+        if stage == "argmax":
+            return 1 + int(self.split_argmax)
+        if stage in ("weight read", "register", "accumulate", "parameters", "threshold",
+                     "activation write", "multiply", "add offset"):
+            return 1
+        raise NmflowError(f"stage must be one of the engine's pipeline stages, not {stage!r}")
+
+    def latency(self, kind):
+        """Cycles from a row's read to its neuron's result: ``kind`` is ``"hidden"`` (the
+        activation written) or ``"last"`` (the score stored and compared)."""
+        return sum(self.stage_cycles(stage) for stage in PIPELINE[kind])
+
+    @property
+    def ideal_cycles(self):
+        """Row reads per inference: sum of ``ceil(in / lanes) * out`` over the layers."""
+        return self.mmap.rows
+
+    @property
+    def drain_cycles(self):
+        """Cycles from a layer's last row read to the first read of the next stage, per layer."""
+        return [self.latency("hidden")] * (self.n_layers - 1) + [self.latency("last")]
+
+    @property
+    def cycles_per_inference(self):
+        """Cycles from the first input beat to the last result beat, with streams that never
+        stall: the input load, the row reads, the drains, the result beats and one cycle to load
+        the first result beat."""
+        return self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.n_classes + 1
+
+    @property
+    def memories(self):
+        """The engine's block RAM memories as ``{name: (depth, width)}``, each read a whole row
+        at a time (what block RAM budgets are checked against). The per-class score affine is
+        built from logic and is not listed."""
+        lanes = self.lanes
+        return {
+            "weights": (self.weight_rows, 2 * lanes),
+            "inputs": (self.per[0], self.model.input_bits * lanes),
+            "activations 0": (self.hidden_rows, 2 * lanes),
+            "activations 1": (self.hidden_rows, 2 * lanes),
+            "thresholds": (max(self.hidden_total, 1), 2 * self.acc_bits),
+        }
+
+    def to_dict(self):
+        """The plan's figures as plain JSON types."""
+        return {
+            "lanes": self.lanes, "sizes": self.model.sizes, "input_bits": self.model.input_bits,
+            "weight_kind": self.model.weight_kind, "score_bits": self.model.score_bits,
+            "acc_bits": self.acc_bits, "read_latency": self.read_latency,
+            "weight_rows": self.weight_rows, "weight_bits": self.weight_bits,
+            "layer_bases": list(self.mmap.bases), "rows_per_neuron": list(self.per),
+            "ideal_cycles_per_inference": self.ideal_cycles,
+            "drain_cycles": self.drain_cycles,
+            "cycles_per_inference": self.cycles_per_inference,
+            "memories": {name: list(shape) for name, shape in self.memories.items()},
+            "formats": {name: getattr(self, f"{name}_format").to_dict()
+                        for name in ("x", "acc", "score", "scale", "offset")},
+        }
+
+
+def _magnitude_format(largest):
+    """The signed integer format of a constant whose magnitude is at most ``largest``."""
+    return FixedFormat(True, largest.bit_length(), 0)

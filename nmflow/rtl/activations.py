@@ -1,0 +1,136 @@
+"""Activation store: the input buffer and the two hidden-activation buffers of the engine."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ActivationStore", "ActivationReadSignature", "chunk_layout"]
+
+
+def chunk_layout(plan):
+    """A chunk of ``lanes`` activations as the GXNOR lanes take them (signed, ``x_bits`` each)."""
+    return data.ArrayLayout(plan.x_format.shape(), plan.lanes)
+
+
+class ActivationReadSignature(wiring.Signature):
+    """The store's read port, from the store's side.
+
+    Members
+    -------
+    chunk : In(range(max(per)))
+        The chunk (row of ``lanes`` values) to read.
+    layer : In(layer_bits)
+        The layer that reads it: layer 0 reads the inputs, odd layers the buffer that even layers
+        write (bank 0), even layers above 0 the other one (bank 1).
+    x : Out(chunk_layout(plan))
+        The chunk, :attr:`ActivationStore.read_latency` cycles after ``chunk`` and ``layer``.
+    """
+
+    def __init__(self, plan):
+        super().__init__({
+            "chunk": In(range(max(max(plan.per), 2))),
+            "layer": In(plan.layer_bits),
+            "x": Out(chunk_layout(plan)),
+        })
+
+
+class ActivationStore(wiring.Component):
+    """The inputs of an inference and the activations of its hidden layers, a chunk per read.
+
+    Three buffers of rows of ``lanes`` values, each read a whole row per cycle and written one
+    value at a time (value ``n`` of a layer goes to lane ``n % lanes`` of row ``n // lanes``, with a
+    per-lane write enable): the input buffer (unsigned ``input_bits`` values) and two activation
+    buffers ({-1, 0, +1} as 2-bit values), used in turn by successive layers. Block RAM when the
+    memory kind is ``"block"``.
+
+    Parameters
+    ----------
+    plan : :class:`~nmflow.golden.plan.EnginePlan`
+    memory : ``"block"`` or ``"logic"``
+
+    Members
+    -------
+    load : In(stream.Signature({"index", "value"}, always_ready=True))
+        Input value ``index`` of the next inference.
+    write : In(stream.Signature({"layer", "neuron", "act"}, always_ready=True))
+        A hidden activation; layer ``k`` writes bank ``k % 2``.
+    read : Out(:class:`ActivationReadSignature`)
+
+    Latency: :attr:`read_latency` = 2 cycles from ``read.chunk`` to ``read.x`` (the block RAM read,
+    and a register right behind it; the buffer is selected after that register). A value written
+    is read correctly from the next cycle on.
+    """
+
+    read_latency = 2
+
+    def __init__(self, plan, *, memory="block"):
+        self._plan = plan
+        self._memory = memory
+        super().__init__({
+            "load": In(stream.Signature(data.StructLayout({
+                "index": range(max(plan.n_inputs, 2)),
+                "value": unsigned(plan.model.input_bits),
+            }), always_ready=True)),
+            "write": In(stream.Signature(data.StructLayout({
+                "layer": plan.layer_bits, "neuron": plan.neuron_bits, "act": signed(2),
+            }), always_ready=True)),
+            "read": Out(ActivationReadSignature(plan)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        lanes = plan.lanes
+        shift = lanes.bit_length() - 1
+        attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
+
+        def buffer(name, shape, depth):
+            mem = Memory(shape=data.ArrayLayout(shape, lanes), depth=depth, init=[], attrs=attrs)
+            m.submodules[name] = mem
+            return mem.write_port(granularity=1), mem.read_port()
+
+        def lane_enable(index):
+            return 1 << index[:shift] if shift else 1
+
+        in_write, in_read = buffer("inputs", unsigned(plan.model.input_bits), plan.per[0])
+        banks = [buffer(f"acts{b}", signed(2), plan.hidden_rows) for b in range(2)]
+
+        load = self.load.payload
+        m.d.comb += [
+            in_write.addr.eq(load.index >> shift),
+            in_write.data.eq(load.value.replicate(lanes)),
+            in_write.en.eq(Mux(self.load.valid, lane_enable(load.index), 0)),
+        ]
+        act = self.write.payload
+        for b, (write, _) in enumerate(banks):
+            m.d.comb += [
+                write.addr.eq(act.neuron >> shift),
+                write.data.eq(act.act.as_unsigned().replicate(lanes)),
+                write.en.eq(Mux(self.write.valid & (act.layer[0] == b),
+                                lane_enable(act.neuron), 0)),
+            ]
+
+        # Every buffer reads every cycle (only the rows the datapath tags are used): no
+        # read-enable logic between a block RAM and the register behind it.
+        for _, port in (in_write, in_read), *banks:
+            m.d.comb += [port.addr.eq(self.read.chunk), port.en.eq(1)]
+
+        # Register every block RAM output as it comes (a register right behind a block RAM can
+        # become its output register), then select the buffer.
+        layer0, parity = Signal(), Signal()
+        r_layer0, r_parity = Signal(), Signal()
+        m.d.sync += [layer0.eq(self.read.layer == 0), parity.eq(self.read.layer[0]),
+                     r_layer0.eq(layer0), r_parity.eq(parity)]
+        pixels = Signal.like(in_read.data)
+        acts = [Signal.like(read.data, name=f"acts{b}_data") for b, (_, read) in enumerate(banks)]
+        m.d.sync += pixels.eq(in_read.data)
+        m.d.sync += [reg.eq(read.data) for reg, (_, read) in zip(acts, banks)]
+        for p in range(lanes):
+            with m.If(r_layer0):
+                m.d.comb += self.read.x[p].eq(pixels[p])
+            with m.Elif(r_parity):          # odd layers read what layer 0, 2, ... wrote (bank 0)
+                m.d.comb += self.read.x[p].eq(acts[0][p])
+            with m.Else():
+                m.d.comb += self.read.x[p].eq(acts[1][p])
+        return m

@@ -1,0 +1,185 @@
+"""MAC datapath of the inference engine: weight memory, read stage, GXNOR lanes, accumulator."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory, WritePort
+from amaranth.lib.wiring import In, Out
+
+from .activations import ActivationReadSignature, ActivationStore
+from .lanes import GXNORPopcount
+from .pcsa import PCSARead
+from .sequencer import command_layout, tag_layout
+from .weights import WeightMemory, pair_row
+
+__all__ = ["MACDatapath", "neuron_layout", "threshold_layout", "affine_layout"]
+
+
+def threshold_layout(plan):
+    """A hidden neuron's thresholds (contract 1): ``+1 if acc >= t_hi``, ``-1 if acc < t_lo``."""
+    return data.StructLayout({"t_hi": plan.acc_format.shape(), "t_lo": plan.acc_format.shape()})
+
+
+def affine_layout(plan):
+    """A class's score affine: ``score = scale * acc + offset``."""
+    return data.StructLayout({"scale": plan.scale_format.shape(),
+                              "offset": plan.offset_format.shape()})
+
+
+def neuron_layout(plan):
+    """A completed neuron: its pre-activation, its parameters and its tag."""
+    return data.StructLayout({
+        "acc": plan.acc_format.shape(), "thr": threshold_layout(plan),
+        "aff": affine_layout(plan), "final": 1, "tag": tag_layout(plan),
+    })
+
+
+class MACDatapath(wiring.Component):
+    """Row by row: weight memory, read stage, GXNOR lanes and adder tree, accumulator.
+
+    For each command (one row of a neuron) it reads the row of pair codes and the matching chunk
+    of activations (from the :class:`~nmflow.rtl.activations.ActivationStore` through ``acts``),
+    registers both, turns the codes into ternary weights through the read stage, multiplies and
+    adds them in the :class:`~nmflow.rtl.lanes.GXNORPopcount` lanes and tree, and accumulates the
+    rows of a neuron. When a neuron's last row is in, it reads the neuron's parameters (thresholds
+    of a hidden neuron, score affine of a class) and hands the neuron on.
+
+    Parameters
+    ----------
+    plan : :class:`~nmflow.golden.plan.EnginePlan`
+        Its ``read_latency`` must be the read stage's latency.
+    codes : uint8 array [rows, lanes]
+        The weight memory image (pair codes).
+    memory : ``"block"`` or ``"logic"``
+    read_stage : callable
+        ``read_stage(lanes=, addr_bits=)`` returns the read stage, a component with the signature
+        of :class:`~nmflow.rtl.pcsa.ReadStageSignature` and a ``latency`` (:class:`PCSARead`
+        by default).
+    writable : bool
+        Expose the weight memory's write port as ``weights``.
+
+    Members
+    -------
+    cmd : In(stream.Signature(command_layout(plan), always_ready=True))
+    acts : In(:class:`~nmflow.rtl.activations.ActivationReadSignature`)
+        The activation store's read port (this datapath drives it).
+    o : Out(stream.Signature(neuron_layout(plan), always_ready=True))
+        One beat per neuron.
+    weights : Out(WritePort.Signature(...)), only if ``writable``
+        Rewrites rows of pair codes (per-lane enables); use it while the engine is idle.
+
+    Latency: from a neuron's last command to its beat on ``o``, the stages ``weight read``
+    through ``parameters`` of :data:`nmflow.golden.plan.PIPELINE`. Throughput: one row per cycle.
+    """
+
+    def __init__(self, plan, codes, *, memory="block", read_stage=None, writable=False):
+        self._plan = plan
+        self._codes = codes
+        self._memory = memory
+        self._read_stage = read_stage or PCSARead
+        self._writable = writable
+        members = {
+            "cmd": In(stream.Signature(command_layout(plan), always_ready=True)),
+            "acts": In(ActivationReadSignature(plan)),
+            "o": Out(stream.Signature(neuron_layout(plan), always_ready=True)),
+        }
+        if writable:
+            members["weights"] = Out(WritePort.Signature(addr_width=plan.addr_bits,
+                                                         shape=pair_row(plan.lanes),
+                                                         granularity=1))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        layers = plan.model.layers
+        tag_shape = tag_layout(plan)
+
+        m.submodules.weights = weights = WeightMemory(self._codes, kind=self._memory,
+                                                      writable=self._writable)
+        if self._writable:
+            wiring.connect(m, wiring.flipped(self.weights), weights.write)
+        m.submodules.read_stage = read_stage = self._read_stage(lanes=plan.lanes,
+                                                                addr_bits=plan.addr_bits)
+        if read_stage.latency != plan.read_latency:
+            raise ValueError(f"read stage latency must be the plan's read_latency "
+                             f"{plan.read_latency}, not {read_stage.latency!r}")
+        m.submodules.popcount = popcount = GXNORPopcount(plan.lanes, plan.x_bits, tag_shape)
+
+        # Neuron parameters: one entry per hidden neuron, one per class (a few flip-flops).
+        aw = plan.acc_bits
+        thr_init = [{"t_hi": int(ly.t_hi[j]),
+                     "t_lo": int(ly.t_lo[j] if ly.t_lo is not None else ly.t_hi[j])}
+                    for ly in layers[:-1] for j in range(ly.n_out)] or [{"t_hi": 0, "t_lo": 0}]
+        attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
+        m.submodules.thresholds = thr_mem = Memory(shape=threshold_layout(plan),
+                                                   depth=len(thr_init), init=thr_init, attrs=attrs)
+        thr_port = thr_mem.read_port()
+        last = layers[-1]
+        aff_init = [{"scale": int(last.scale[j]), "offset": int(last.offset[j])}
+                    for j in range(last.n_out)]
+        m.submodules.affine = aff_mem = Memory(shape=affine_layout(plan), depth=len(aff_init),
+                                               init=aff_init, attrs={"ram_style": "logic"})
+        aff_port = aff_mem.read_port()
+
+        # -- stage 1: read the weight row and the activation chunk --------------------------------
+        cmd = self.cmd.payload
+        m.d.comb += [
+            weights.read.addr.eq(cmd.addr), weights.read.en.eq(self.cmd.valid),
+            self.acts.chunk.eq(cmd.chunk), self.acts.layer.eq(cmd.tag.layer),
+        ]
+        s1_valid = Signal()
+        s1_tag = Signal(tag_shape)
+        s1_addr = Signal.like(cmd.addr)
+        m.d.sync += [s1_valid.eq(self.cmd.valid), s1_tag.eq(cmd.tag), s1_addr.eq(cmd.addr)]
+
+        # -- stage 2: register the block RAM output (the store registers its own) -------------------
+        assert ActivationStore.read_latency == 2
+        s2_valid = Signal()
+        s2_tag = Signal(tag_shape)
+        s2_addr = Signal.like(cmd.addr)
+        s2_codes = Signal.like(weights.read.data)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_tag.eq(s1_tag), s2_addr.eq(s1_addr),
+                     s2_codes.eq(weights.read.data)]
+
+        # -- stage 3: the read stage; the activations and the tag wait for it ---------------------
+        m.d.comb += [
+            read_stage.i.valid.eq(s2_valid),
+            read_stage.i.payload.codes.eq(s2_codes),
+            read_stage.i.payload.addr.eq(s2_addr),
+        ]
+        x, tag = self.acts.x, s2_tag
+        for n in range(plan.read_latency):
+            x_next = Signal.like(x, name=f"x_read{n}")
+            tag_next = Signal.like(tag, name=f"tag_read{n}")
+            m.d.sync += [x_next.eq(x), tag_next.eq(tag)]
+            x, tag = x_next, tag_next
+
+        # -- stage 4: GXNOR lanes and popcount tree ------------------------------------------------
+        m.d.comb += [
+            popcount.i.valid.eq(read_stage.o.valid),
+            popcount.i.payload.weights.eq(read_stage.o.payload),
+            popcount.i.payload.x.eq(x),
+            popcount.i.payload.tag.eq(tag),
+        ]
+
+        # -- stage 5: accumulate the rows of a neuron; read its parameters at its last row --------
+        acc = Signal(signed(aw))
+        done = Signal()
+        done_tag = Signal(tag_shape)
+        row = popcount.o.payload
+        with m.If(popcount.o.valid):
+            m.d.sync += acc.eq(row.sum + Mux(row.tag.first, 0, acc))
+        m.d.sync += [done.eq(popcount.o.valid & row.tag.last), done_tag.eq(row.tag)]
+        m.d.comb += [
+            thr_port.addr.eq(row.tag.hidden), thr_port.en.eq(popcount.o.valid & row.tag.last),
+            aff_port.addr.eq(row.tag.neuron), aff_port.en.eq(popcount.o.valid & row.tag.last),
+        ]
+
+        # -- stage 6: the neuron with its parameters (registered block RAM outputs) ----------------
+        out = self.o.payload
+        m.d.sync += [
+            self.o.valid.eq(done), out.final.eq(done_tag.layer == plan.n_layers - 1),
+            out.tag.eq(done_tag), out.acc.eq(acc),
+            out.thr.eq(thr_port.data), out.aff.eq(aff_port.data),
+        ]
+        return m

@@ -1,0 +1,174 @@
+"""Layer sequencer of the inference engine: input load, row issue, drain, result emission."""
+
+from amaranth.hdl import Array, Const, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Sequencer", "tag_layout", "command_layout"]
+
+
+def tag_layout(plan):
+    """What travels with a row through the datapath: its layer and neuron, the neuron's index
+    among all hidden neurons (for its thresholds), and whether the row is the neuron's first or
+    last."""
+    return data.StructLayout({
+        "layer": unsigned(plan.layer_bits), "neuron": unsigned(plan.neuron_bits),
+        "hidden": unsigned(plan.hidden_bits), "first": 1, "last": 1,
+    })
+
+
+def command_layout(plan):
+    """A row to compute: its weight-memory address, its chunk of activations, and its tag."""
+    return data.StructLayout({
+        "addr": unsigned(plan.addr_bits), "chunk": range(max(max(plan.per), 2)),
+        "tag": tag_layout(plan),
+    })
+
+
+class Sequencer(wiring.Component):
+    """Walks the memory map of an :class:`~nmflow.golden.plan.EnginePlan`, one row per cycle.
+
+    ``LOAD`` takes ``n_inputs`` input beats into the activation store; ``RUN`` issues every row of a
+    layer (layer after layer, neuron after neuron, chunk after chunk: the weight-memory address
+    counts up, as the memory map lays the rows); ``DRAIN`` waits until every issued neuron has
+    completed before the next layer reads its inputs; after the last layer ``EMIT`` has the score
+    unit send the results, then the sequencer loads the next inference.
+
+    Every end-of-count test the sequencer acts on is a register computed a cycle ahead, so that no
+    comparison sits on the paths that decide the next state.
+
+    Parameters
+    ----------
+    plan : :class:`~nmflow.golden.plan.EnginePlan`
+
+    Members
+    -------
+    i : In(stream.Signature(unsigned(input_bits)))
+        Input values; ready while loading.
+    load : Out(stream.Signature({"index", "value"}, always_ready=True))
+        Each input beat taken, with its index.
+    cmd : Out(stream.Signature(command_layout(plan), always_ready=True))
+        One row per cycle while running.
+    completed : In(1)
+        Strobe: a neuron issued earlier has completed (activation written, or score stored).
+    emit : Out(1)
+        Strobe: every score is stored; send the results.
+    emitted : In(1)
+        Strobe: the last result beat went out.
+    idle : Out(1)
+        Waiting for the first input beat of an inference, nothing in flight.
+    """
+
+    def __init__(self, plan):
+        self._plan = plan
+        super().__init__({
+            "i": In(stream.Signature(unsigned(plan.model.input_bits))),
+            "load": Out(stream.Signature(data.StructLayout({
+                "index": range(max(plan.n_inputs, 2)),
+                "value": unsigned(plan.model.input_bits),
+            }), always_ready=True)),
+            "cmd": Out(stream.Signature(command_layout(plan), always_ready=True)),
+            "completed": In(1),
+            "emit": Out(1),
+            "emitted": In(1),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        layers = plan.model.layers
+        n_layers, n_inputs, per = plan.n_layers, plan.n_inputs, plan.per
+
+        # -- per-layer constants, held in registers while a layer runs --------------------------
+        layer = Signal(range(max(n_layers, 2)))
+        per_last_of = Array(Const(p - 1, range(max(per))) for p in per)
+        out_last_of = Array(Const(ly.n_out - 1, range(plan.max_out)) for ly in layers)
+        cur_per_last = Signal(range(max(per)))
+        cur_out_last = Signal(range(plan.max_out))
+        cur_final = Signal()
+        chunk_end = Signal()                # chunk == cur_per_last
+        neuron_end = Signal()               # neuron == cur_out_last
+        in_end = Signal(init=n_inputs == 1)  # in_count == n_inputs - 1
+
+        def enter_layer(index):
+            """Load the registers of layer ``index`` (its first neuron, first chunk)."""
+            if isinstance(index, int):
+                per_last, out_last = Const(per[index] - 1), Const(layers[index].n_out - 1)
+            else:
+                per_last, out_last = per_last_of[index], out_last_of[index]
+            m.d.sync += [
+                layer.eq(index), cur_per_last.eq(per_last), cur_out_last.eq(out_last),
+                cur_final.eq(index == n_layers - 1),
+                chunk_end.eq(per_last == 0), neuron_end.eq(out_last == 0),
+            ]
+
+        in_count = Signal(range(max(n_inputs, 2)))
+        neuron = Signal(plan.neuron_bits)
+        chunk = Signal(range(max(max(per), 2)))
+        addr = Signal(plan.addr_bits)
+        hidden_index = Signal(plan.hidden_bits)
+        pending = Signal(range(plan.max_out + 2))
+        drained = Signal(init=1)
+        issue = Signal()
+        issued_neuron = Signal()
+
+        m.d.comb += [self.load.payload.index.eq(in_count), self.load.payload.value.eq(self.i.payload)]
+        with m.FSM(name="seq"):
+            with m.State("LOAD"):
+                m.d.comb += [self.i.ready.eq(1), self.load.valid.eq(self.i.valid),
+                             self.idle.eq(in_count == 0)]
+                with m.If(self.i.valid):
+                    m.d.sync += [in_count.eq(in_count + 1), in_end.eq(in_count == n_inputs - 2)]
+                    with m.If(in_end):
+                        m.d.sync += [in_count.eq(0), in_end.eq(n_inputs == 1),
+                                     neuron.eq(0), chunk.eq(0), addr.eq(0), hidden_index.eq(0)]
+                        enter_layer(0)
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += issue.eq(1)
+                with m.If(chunk_end):
+                    m.d.comb += issued_neuron.eq(1)
+                    m.d.sync += [chunk.eq(0), chunk_end.eq(cur_per_last == 0)]
+                    with m.If(~cur_final):
+                        m.d.sync += hidden_index.eq(hidden_index + 1)
+                    with m.If(neuron_end):
+                        m.d.sync += neuron.eq(0)
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += [neuron.eq(neuron + 1),
+                                     neuron_end.eq(neuron + 1 == cur_out_last)]
+                with m.Else():
+                    m.d.sync += [chunk.eq(chunk + 1), chunk_end.eq(chunk + 1 == cur_per_last)]
+                m.d.sync += addr.eq(addr + 1)
+            with m.State("DRAIN"):
+                with m.If(drained):             # nothing in flight, so nothing completes
+                    with m.If(cur_final):
+                        m.d.comb += self.emit.eq(1)
+                        m.next = "EMIT"
+                    with m.Else():
+                        enter_layer(layer + 1)
+                        m.next = "RUN"
+            with m.State("EMIT"):
+                with m.If(self.emitted):
+                    m.next = "LOAD"
+
+        # Neurons issued but not yet completed; ``drained`` is ``pending == 0`` kept in a
+        # register (computed from the next count), off the sequencer's decision paths.
+        pending_next = Signal.like(pending)
+        with m.If(issued_neuron & ~self.completed):
+            m.d.comb += pending_next.eq(pending + 1)
+        with m.Elif(~issued_neuron & self.completed):
+            m.d.comb += pending_next.eq(pending - 1)
+        with m.Else():
+            m.d.comb += pending_next.eq(pending)
+        m.d.sync += [pending.eq(pending_next), drained.eq(pending_next == 0)]
+
+        cmd = self.cmd.payload
+        m.d.comb += [
+            self.cmd.valid.eq(issue),
+            cmd.addr.eq(addr), cmd.chunk.eq(chunk),
+            cmd.tag.layer.eq(layer), cmd.tag.neuron.eq(neuron), cmd.tag.hidden.eq(hidden_index),
+            cmd.tag.first.eq(chunk == 0), cmd.tag.last.eq(chunk_end),
+        ]
+        return m
