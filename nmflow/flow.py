@@ -135,18 +135,24 @@ def _model_path(run_dir, model):
     return path
 
 
+def _write_verilog(hw, out, lanes, memory):
+    from .rtl.verilog import write_engine_verilog
+    try:
+        verilog = write_engine_verilog(hw, out, lanes=lanes, memory=memory)
+    except ValueError as error:
+        raise NmflowError(str(error)) from None
+    return dict(verilog.config, verilog=str(verilog.path))
+
+
 def verilog_step(run_dir, model=None, *, lanes=16, memory="block", out=None):
-    """Generate the engine's Verilog with Amaranth into ``rtl/``; return the configuration."""
+    """Generate the engine's Verilog with Amaranth into ``rtl/``: ``engine.v`` and ``engine.json``
+    (the configuration, the engine's figures and the SHA-256 of ``engine.v``); return the
+    configuration with the Verilog's path."""
     from .golden import hwmodel
-    from .sim.engine_sim import write_engine_verilog
 
     hw = hwmodel.load(_model_path(run_dir, model))
     out = Path(out or Path(run_dir) / ARTIFACTS["rtl"])
-    try:
-        path, engine = write_engine_verilog(hw, out, lanes=lanes, memory=memory)
-    except ValueError as error:
-        raise NmflowError(str(error)) from None
-    return json.loads((out / "engine.json").read_text()) | {"verilog": str(path)}
+    return _write_verilog(hw, out, lanes, memory)
 
 
 # -- sim -------------------------------------------------------------------------------------------
@@ -179,10 +185,20 @@ def _test_vectors(hw, inputs, limit):
     return check_inputs(hw, x), y
 
 
-def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=16, waves=False, out=None,
-             rtl=None):
-    """Simulate the engine's Verilog under cocotb on every test vector; return the summary."""
+def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=False, out=None,
+             rtl=None, ready=1.0, seed=0, progress=None):
+    """Simulate the engine's Verilog under cocotb on every test vector; return the summary.
+
+    Simulates ``rtl/engine.v`` as the ``verilog`` step wrote it. If neither ``engine.v`` nor
+    ``engine.json`` exists, the ``verilog`` step runs first (with ``lanes``, 16 if not given);
+    Verilog whose configuration is unknown (``engine.json`` missing, or recording another
+    ``engine.v``), made from another model, or with other lanes than ``lanes`` is refused with one
+    line. Writes ``sim/`` (vectors, RTL outputs, ``summary.json`` with the SHA-256 of the Verilog
+    simulated, labels when known). ``progress(images_done, images, sim_cycles_per_second)`` is
+    called while the simulation runs. The summary's ``passed`` says whether every output matched.
+    """
     from .golden import hwmodel
+    from .sim.engine_sim import simulate_engine
 
     run_dir = Path(run_dir)
     model_path = _model_path(run_dir, model)
@@ -190,25 +206,58 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=16, waves=Fa
     x, y = _test_vectors(hw, inputs, limit)
     sim_dir = Path(out or run_dir / ARTIFACTS["sim"])
     rtl_dir = Path(rtl or run_dir / ARTIFACTS["rtl"])
-    if not (rtl_dir / "engine.v").is_file():
-        verilog_step(run_dir, model_path, lanes=lanes, out=rtl_dir)
-    from .sim.engine_sim import simulate_engine
-    summary = simulate_engine(model_path, x, sim_dir, verilog_dir=rtl_dir, lanes=lanes,
-                              waves=waves)
+    if not (rtl_dir / "engine.v").exists() and not (rtl_dir / "engine.json").exists():
+        _write_verilog(hw, rtl_dir, 16 if lanes is None else lanes, "block")
+    summary = simulate_engine(model_path, x, sim_dir, verilog_dir=rtl_dir, model=hw, lanes=lanes,
+                              waves=waves, ready=ready, seed=seed, progress=progress)
     if y is not None:
         np.save(sim_dir / "labels.npy", y)
+    else:
+        (sim_dir / "labels.npy").unlink(missing_ok=True)
     write_json(sim_dir / "summary.json", summary)
     if not summary["passed"] and summary["outputs"] is None:
-        raise NmflowError(f"simulation did not finish: see {summary['log']}")
+        reason = next((message for message in summary["failures"] if message), None)
+        raise NmflowError(f"simulation did not finish{': ' + reason if reason else ''} (see "
+                          f"{summary['log']})")
     return summary
 
 
 # -- compare ---------------------------------------------------------------------------------------
 
-def compare_step(run_dir, model=None, *, sim=None, out=None):
+def _simulated_verilog(sim_dir, rtl_dir):
+    """The SHA-256 of the Verilog the simulation in ``sim_dir`` ran, checked to be that of the
+    run folder's ``rtl/engine.v``; refused with one line otherwise."""
+    from .rtl.verilog import sha256_bytes
+
+    summary_path, verilog = sim_dir / "summary.json", rtl_dir / "engine.v"
+    if not summary_path.is_file():
+        raise NmflowError(f"simulation summary {str(summary_path)!r} does not exist: run "
+                          f"'nmflow sim'")
+    try:
+        simulated = json.loads(summary_path.read_text()).get("verilog_sha256")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        simulated = None
+    if not isinstance(simulated, str):
+        raise NmflowError(f"simulation summary {str(summary_path)!r} records no sha256 of the "
+                          f"Verilog simulated: run 'nmflow sim' again")
+    if not verilog.is_file():
+        raise NmflowError(f"Verilog {str(verilog)!r} does not exist, so the simulation in "
+                          f"{str(sim_dir)!r} cannot be traced to it: run 'nmflow verilog' and "
+                          f"'nmflow sim'")
+    actual = sha256_bytes(verilog.read_bytes())
+    if actual != simulated:
+        raise NmflowError(f"the simulation in {str(sim_dir)!r} ran other Verilog than "
+                          f"{str(verilog)!r} (sha256 {simulated[:16]}..., the file has "
+                          f"{actual[:16]}...): run 'nmflow sim' again")
+    return actual
+
+
+def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
     """Compare the RTL outputs with the golden integer model, output by output, with ``==``.
 
-    Writes ``compare.json`` with the counts and every mismatch; returns it.
+    The simulation must have run the run folder's Verilog (``rtl/engine.v``, or ``rtl``): the
+    SHA-256 its ``summary.json`` records is checked against the file. Writes ``compare.json``
+    with the counts and every mismatch; returns it.
     """
     from .golden import hwmodel
     from .golden.reference import reference
@@ -220,6 +269,7 @@ def compare_step(run_dir, model=None, *, sim=None, out=None):
     for path in (outputs, vectors):
         if not path.is_file():
             raise NmflowError(f"simulation output {str(path)!r} does not exist: run 'nmflow sim'")
+    verilog_sha256 = _simulated_verilog(sim_dir, Path(rtl or run_dir / ARTIFACTS["rtl"]))
     with np.load(vectors) as f:
         x = f["x"]
     with np.load(outputs) as f:
@@ -244,7 +294,8 @@ def compare_step(run_dir, model=None, *, sim=None, out=None):
         compare(f"layer {layer} activation", rtl.get(f"acts{layer}", np.zeros(0)), acts)
     outputs_checked = golden.classes.size + golden.scores.size + sum(a.size for a in golden.acts)
     result = {"images": int(len(x)), "outputs_checked": int(outputs_checked),
-              "mismatches": len(mismatches), "mismatch_list": mismatches}
+              "mismatches": len(mismatches), "verilog_sha256": verilog_sha256,
+              "mismatch_list": mismatches}
     labels = sim_dir / "labels.npy"
     if labels.is_file():
         y = np.load(labels)
@@ -257,34 +308,22 @@ def compare_step(run_dir, model=None, *, sim=None, out=None):
 
 # -- build -----------
 
-#: Block RAM shapes (depth, width) each block takes with one read and one write port, per FPGA
-#: family, as Yosys maps them (SB_RAM40_4K; DP16KD, whose 36-bit mode needs both ports to read).
-#: The iCE40 count matches what nextpnr places; on ECP5 it is an estimate.
-BLOCK_RAM_MODES = {
-    "ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
-    "ecp5": [(1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)],
-}
-
-
-def block_rams_needed(depth, width, family):
-    """Fewest block RAMs that hold a ``depth`` x ``width`` memory read a whole row at a time."""
-    return min(-(-width // w) * -(-depth // d) for d, w in BLOCK_RAM_MODES[family])
-
-
 def check_memory_fits(hw, lanes, info):
     """Refuse, before synthesis, an engine whose memories exceed the board's block RAM.
 
     Returns the block RAMs the engine's memories need, by memory.
     """
-    from .rtl.engine import InferenceEngine
-    engine = InferenceEngine(hw, lanes=lanes)
-    engine._MustUse__silence = True         # read for its memories, never elaborated
-    memories = dict(engine.memories, **{"host link buffer": (hw.n_inputs, hw.input_bits)})
-    needed = {name: block_rams_needed(depth, width, info.family)
+    from .golden.plan import EnginePlan
+    try:
+        plan = EnginePlan(hw, lanes)
+    except ValueError as error:
+        raise NmflowError(str(error)) from None
+    memories = dict(plan.memories, **{"host link buffer": (hw.n_inputs, hw.input_bits)})
+    needed = {name: info.block_rams_needed(depth, width)
               for name, (depth, width) in memories.items()}
     total = sum(needed.values())
     if total > info.block_rams:
-        depth, width = engine.memories["weights"]
+        depth, width = plan.memories["weights"]
         raise NmflowError(
             f"design does not fit {info.name} ({info.device}): the engine needs {total} block "
             f"RAMs ({info.block_ram_type}), {needed['weights']} of them for the weights "
@@ -296,7 +335,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     """Build the board bitstream (engine + UART host link); return the build summary."""
     from .boards.build import build, get_board
     from .golden import hwmodel
-    from .rtl.top import HostTop
+    from .rtl.top import HostTop, check_host_top
 
     run_dir = Path(run_dir)
     info = get_board(board)
@@ -307,10 +346,9 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
         return HostTop(hw, lanes=lanes, clk_freq=clk_freq)
 
     try:
-        core = top(info.clock_hz)
+        check_host_top(hw, lanes=lanes, clk_freq=info.clock_hz)
     except ValueError as error:
         raise NmflowError(str(error)) from None
-    core._MustUse__silence = True        # built only to check its parameters
     check_memory_fits(hw, lanes, info)
     start = time.monotonic()
     result = build(top, board, out, name="nmflow_top", seed=seed)

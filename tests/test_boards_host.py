@@ -1,4 +1,4 @@
-"""The protocol's golden twin, the host driver, and the driver against simulated gateware.
+"""The host driver, against scripted servers and against simulated gateware.
 
 ``EngineLink`` talks to ``HostTop`` running in Amaranth's simulator through
 :func:`nmflow.sim.uart_bridge.simulated_board` (pyserial ``socket://``), and to small scripted TCP
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import serial
 
-from nmflow.boards import protocol
+from nmflow import protocol
 from nmflow.boards.host import EngineLink
-from nmflow.boards.protocol import Command, ErrorCode, Info, LinkModel
 from nmflow.errors import NmflowError
 from nmflow.golden.reference import reference
+from nmflow.protocol import Command, ErrorCode, Info
 from nmflow.sim.uart_bridge import SimulatedBoard, simulated_board
 
 from helpers import link_model
@@ -26,65 +26,6 @@ from helpers import link_model
 
 MODEL = link_model(seed=4)
 INFO = Info(1, 16, 5, 4, 3)
-
-
-# -- the golden twin ----------------------------------------------------------------------------
-
-def test_crc8_check_value_and_frames():
-    assert protocol.crc8(b"123456789") == 0xF4
-    assert protocol.crc8(b"") == 0
-    frame = protocol.encode_frame(Command.INFER, bytes(range(16)))
-    assert frame[:4] == bytes([0xA5, 0x02, 16, 0]) and len(frame) == 21
-    assert frame[-1] == protocol.crc8(frame[1:-1])
-    assert protocol.decode_frame(frame) == (Command.INFER, bytes(range(16)))
-    assert protocol.decode_frame(protocol.encode_frame(0x81, b"x" * 300)) == (0x81, b"x" * 300)
-
-
-@pytest.mark.parametrize("frame, message", [
-    (bytes.fromhex("5a 01 00 00 6b"),
-     "frame must start with the sync byte 0xA5 and hold at least 5 bytes, not 5a 01 00 00 6b"),
-    (bytes.fromhex("a5 01 00"),
-     "frame must start with the sync byte 0xA5 and hold at least 5 bytes, not a5 01 00"),
-    (bytes.fromhex("a5 01 01 00 6b"), "frame must hold 6 bytes (LEN = 1), not 5"),
-    (bytes.fromhex("a5 01 00 00 6c"), "frame checksum must be 0x6B, not 0x6C"),
-])
-def test_decode_frame_refuses_bad_frames(frame, message):
-    with pytest.raises(NmflowError, match=f"^{re.escape(message)}$"):
-        protocol.decode_frame(frame)
-
-
-def test_info_and_result_payloads():
-    assert protocol.encode_info(INFO) == bytes([1, 16, 0, 5, 0, 4, 3])
-    assert protocol.decode_info(protocol.encode_info(INFO)) == INFO
-    assert INFO.infer_reply_length == 16
-    payload = protocol.encode_result(2, [-1, 0, 8388607, -8388608, 300], 3)
-    assert payload[:7] == bytes([2, 0xFF, 0xFF, 0xFF, 0, 0, 0])
-    assert protocol.decode_result(payload, 5, 3) == (2, [-1, 0, 8388607, -8388608, 300])
-    assert [protocol.score_bytes(b) for b in (1, 8, 9, 16, 17, 64)] == [1, 1, 2, 2, 3, 8]
-    with pytest.raises(NmflowError, match=r"^INFER reply payload must hold 16 bytes, not 15$"):
-        protocol.decode_result(payload[:-1], 5, 3)
-
-
-def test_link_model_bursts():
-    calls = []
-
-    def infer(values):
-        calls.append(values)
-        return 1, [10, -20, 30, 0, 5]
-
-    lm = LinkModel(16, 4, 5, 20, infer)
-    good = protocol.infer_request(range(16))
-    err = protocol.error_reply
-    assert lm.burst(b"\x00\x01\x02") == b""
-    assert lm.burst(b"\x00" + protocol.info_request() + b"\xa5\x07") == protocol.info_reply(INFO)
-    assert lm.burst(b"\xa5\x09") == err(ErrorCode.BAD_COMMAND)
-    assert lm.burst(b"\xa5\x02\x10") == err(ErrorCode.TIMEOUT)
-    assert lm.burst(b"\xa5\x02\x10\x01") == err(ErrorCode.BAD_LENGTH)
-    assert lm.burst(good[:6] + b"\x10") == err(ErrorCode.BAD_VALUE)
-    assert lm.burst(good[:-1] + b"\x00") == err(ErrorCode.BAD_CHECKSUM)
-    assert calls == []
-    assert lm.burst(good + good) == protocol.infer_reply(1, [10, -20, 30, 0, 5], 3)
-    assert calls == [list(range(16))] and lm.fed == [list(range(16))]
 
 
 # -- the driver against scripted servers --------------------------------------------------------

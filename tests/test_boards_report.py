@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from nmflow.boards.build import BOARDS
+from nmflow.boards.catalog import BOARDS
 from nmflow.boards.report import (fit_error, overflows, parse_errors, parse_fmax,
                                   parse_fmax_by_clock, parse_utilisation, parse_yosys_cells)
 

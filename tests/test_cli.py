@@ -1,5 +1,6 @@
 """The nmflow command line: every step on its own, end to end on digits, and bad input."""
 
+import hashlib
 import json
 import re
 import subprocess
@@ -47,6 +48,9 @@ def test_every_test_image_matches_in_rtl(run):
     assert compare["accuracy"] == golden["int_accuracy"]
     engine = json.loads((run / "rtl" / "engine.json").read_text())
     assert compare["cycles_per_inference"] == engine["cycles_per_inference"]
+    # what was compared was simulated from the run's own Verilog
+    summary = json.loads((run / "sim" / "summary.json").read_text())
+    assert summary["verilog_sha256"] == compare["verilog_sha256"] == engine["verilog_sha256"]
     assert compare["cycles_per_inference"] <= 1.10 * engine["ideal_cycles_per_inference"]
 
 
@@ -63,7 +67,8 @@ def test_compare_catches_a_changed_rtl_output(run, tmp_path):
     # Tamper with one RTL output: compare must report exactly that mismatch and exit 2.
     sim = tmp_path / "sim"
     sim.mkdir()
-    (sim / "vectors.npz").write_bytes((run / "sim" / "vectors.npz").read_bytes())
+    for name in ("vectors.npz", "summary.json"):
+        (sim / name).write_bytes((run / "sim" / name).read_bytes())
     with np.load(run / "sim" / "rtl_outputs.npz") as f:
         outputs = {name: f[name] for name in f.files}
     outputs["acts1"][17, 3] = -outputs["acts1"][17, 3] or 1
@@ -135,6 +140,89 @@ def test_bad_inputs_file_refused(capsys, tmp_path):
     np.savez(tmp_path / "y.npz", y=np.zeros(3))
     line = error_line(capsys, ["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "y.npz")])
     assert "must be an .npz with an array 'x'" in line
+
+
+@pytest.fixture
+def small_rtl(tmp_path):
+    """A run folder with a small model, its Verilog (4 lanes) and three input vectors."""
+    model = random_model([8, 6, 3], input_bits=4, seed=1)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    assert main(["verilog", "--run", str(tmp_path), "--lanes", "4"]) == 0
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).integers(0, 16, size=(3, 8)))
+    return tmp_path
+
+
+def test_sim_refuses_verilog_without_its_configuration(capsys, small_rtl):
+    # engine.v without engine.json: a hand-edited or foreign file whose configuration is unknown
+    # is never simulated, and never overwritten.
+    rtl = small_rtl / "rtl"
+    text = (rtl / "engine.v").read_bytes()
+    (rtl / "engine.json").unlink()
+    capsys.readouterr()
+    line = error_line(capsys, ["sim", "--run", str(small_rtl), "--inputs",
+                               str(small_rtl / "x.npz")])
+    assert re.fullmatch(rf"nmflow: error: '{re.escape(str(rtl))}/engine\.json' does not exist, so "
+                        rf"the configuration of '{re.escape(str(rtl))}/engine\.v' is unknown: run "
+                        rf"'nmflow verilog' to generate both, or restore engine\.json", line), line
+    assert (rtl / "engine.v").read_bytes() == text
+    (rtl / "engine.v").unlink()
+    assert main(["verilog", "--run", str(small_rtl), "--lanes", "4"]) == 0
+    (rtl / "engine.v").unlink()
+    capsys.readouterr()
+    line = error_line(capsys, ["sim", "--run", str(small_rtl), "--inputs",
+                               str(small_rtl / "x.npz")])
+    assert re.fullmatch(rf"nmflow: error: Verilog '{re.escape(str(rtl))}/engine\.v' does not "
+                        rf"exist: run 'nmflow verilog'", line), line
+
+
+def test_sim_refuses_edited_verilog(capsys, small_rtl):
+    rtl = small_rtl / "rtl"
+    recorded = json.loads((rtl / "engine.json").read_text())["verilog_sha256"]
+    with open(rtl / "engine.v", "a") as f:
+        f.write("// edited by hand\n")
+    actual = hashlib.sha256((rtl / "engine.v").read_bytes()).hexdigest()
+    capsys.readouterr()
+    line = error_line(capsys, ["sim", "--run", str(small_rtl), "--inputs",
+                               str(small_rtl / "x.npz")])
+    assert re.fullmatch(rf"nmflow: error: '{re.escape(str(rtl))}/engine\.v' is not the Verilog "
+                        rf"engine\.json describes \(its sha256 is {actual[:16]}\.\.\., "
+                        rf"engine\.json records {recorded[:16]}\.\.\.\): run 'nmflow verilog', "
+                        rf"or record the new verilog_sha256 in engine\.json if you edited "
+                        rf"engine\.v on purpose", line), line
+    assert not (small_rtl / "sim").exists()
+
+
+def test_sim_refuses_other_lanes(capsys, small_rtl):
+    capsys.readouterr()
+    line = error_line(capsys, ["sim", "--run", str(small_rtl), "--lanes", "8", "--inputs",
+                               str(small_rtl / "x.npz")])
+    rtl = re.escape(str(small_rtl / "rtl"))
+    assert re.fullmatch(rf"nmflow: error: lanes must match the Verilog: '{rtl}/engine\.v' was "
+                        rf"generated with 4 lanes, not 8; run 'nmflow verilog --lanes 8' or leave "
+                        rf"lanes out", line), line
+
+
+def test_compare_checks_the_verilog_simulated(capsys, small_rtl):
+    # sim records the checksum of the Verilog it ran; compare refuses outputs of other Verilog.
+    assert main(["sim", "--run", str(small_rtl), "--lanes", "4", "--inputs",
+                 str(small_rtl / "x.npz")]) == 0
+    engine = json.loads((small_rtl / "rtl" / "engine.json").read_text())
+    summary = json.loads((small_rtl / "sim" / "summary.json").read_text())
+    assert summary["verilog_sha256"] == engine["verilog_sha256"] == hashlib.sha256(
+        (small_rtl / "rtl" / "engine.v").read_bytes()).hexdigest()
+    assert main(["compare", "--run", str(small_rtl)]) == 0
+    assert main(["verilog", "--run", str(small_rtl), "--lanes", "2"]) == 0
+    other = json.loads((small_rtl / "rtl" / "engine.json").read_text())["verilog_sha256"]
+    capsys.readouterr()
+    line = error_line(capsys, ["compare", "--run", str(small_rtl)])
+    sim, rtl = (re.escape(str(small_rtl / name)) for name in ("sim", "rtl"))
+    assert re.fullmatch(rf"nmflow: error: the simulation in '{sim}' ran other Verilog than "
+                        rf"'{rtl}/engine\.v' \(sha256 {summary['verilog_sha256'][:16]}\.\.\., "
+                        rf"the file has {other[:16]}\.\.\.\): run 'nmflow sim' again", line), line
+    (small_rtl / "sim" / "summary.json").unlink()
+    line = error_line(capsys, ["compare", "--run", str(small_rtl)])
+    assert re.fullmatch(rf"nmflow: error: simulation summary '{sim}/summary\.json' does not "
+                        rf"exist: run 'nmflow sim'", line), line
 
 
 def test_compare_without_simulation(capsys, tmp_path):

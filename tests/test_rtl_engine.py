@@ -4,13 +4,16 @@ import re
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from nmflow.golden.hwmodel import HardwareModel, Layer
 from nmflow.golden.reference import reference
 from nmflow.golden.synthetic import random_inputs, random_model
-from nmflow.rtl.engine import InferenceEngine
+from nmflow.rtl.engine import InferenceEngine, result_layout, trace_layout
 from nmflow.rtl.lanes import GXNORPopcount
-from nmflow.sim.pysim import run_engine
+from nmflow.sim.pysim import EngineStalled, run_engine
 
 
 def check_against_reference(engine, inputs, **kwargs):
@@ -41,7 +44,10 @@ def test_engine_matches_reference(sizes, kind, lanes):
     engine = InferenceEngine(model, lanes=lanes)
     inputs = random_inputs(model, 6, seed=lanes)
     run = check_against_reference(engine, inputs)
-    assert run.cycles.tolist() == [engine.cycles_per_inference] * len(inputs)
+    # The harness offers each vector as soon as it can: the first inference takes
+    # cycles_per_inference, every later one is offered right behind another.
+    assert run.cycles.tolist() == [engine.cycles_per_inference] + [
+        engine.plan.cycles_back_to_back] * (len(inputs) - 1)
 
 
 def test_engine_extreme_inputs_and_ties():
@@ -65,6 +71,39 @@ def test_engine_respects_backpressure():
     engine = InferenceEngine(model, lanes=4)
     run = check_against_reference(engine, random_inputs(model, 5, seed=9), ready=0.3, seed=2)
     assert (run.cycles > engine.cycles_per_inference).any()
+
+
+def test_engine_with_input_gaps_and_backpressure():
+    # Gaps between input beats and backpressure on the results at once: only the cycles change.
+    model = random_model([10, 8, 5], weight_kind="binary", seed=6)
+    engine = InferenceEngine(model, lanes=2)
+    run = check_against_reference(engine, random_inputs(model, 4, seed=1), ready=0.5, valid=0.5,
+                                  seed=3)
+    assert (run.cycles > engine.cycles_per_inference).all()
+
+
+class StuckEngine(wiring.Component):
+    """The engine's ports, taking every input beat and never offering a result."""
+
+    def __init__(self, model):
+        self.model, self.cycles_per_inference = model, 20
+        super().__init__({
+            "i": In(stream.Signature(unsigned(model.input_bits))),
+            "o": Out(stream.Signature(result_layout(model.n_classes, model.score_bits))),
+            "trace": Out(stream.Signature(trace_layout(len(model.layers), 8), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(1)
+        return m
+
+
+def test_harness_watchdog_ends_a_stalled_engine():
+    model = random_model([4, 3, 2], seed=2)
+    with pytest.raises(EngineStalled, match=r"^engine stalled: no inference finished in 1081 "
+                                            r"cycles \(0 of 2 done\)$"):
+        run_engine(StuckEngine(model), random_inputs(model, 2, seed=0))
 
 
 def test_logic_memory_kind_matches_reference():

@@ -1,31 +1,34 @@
 """HostLink + InferenceEngine at the byte-stream level, against the protocol's golden twin.
 
-Every reply is compared byte for byte with :class:`nmflow.boards.protocol.LinkModel` (which runs
+Every reply is compared byte for byte with :class:`nmflow.protocol.LinkModel` (which runs
 :func:`nmflow.golden.reference.reference` for INFER), and every value the engine receives is
 compared with the vectors of the valid INFER requests: the engine is never fed a partial or
-invalid vector.
+invalid vector. The bench moves bytes with :mod:`nmflow.sim.streams`: random gaps between the
+bytes of a burst, random backpressure from the stand-in transmitter.
 """
 
-from collections import deque
+import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Module, Signal
+from amaranth.hdl import Fragment, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from nmflow.boards import protocol
-from nmflow.boards.protocol import Command, ErrorCode, LinkModel
+from nmflow import protocol
 from nmflow.golden.reference import reference
+from nmflow.protocol import Command, ErrorCode, LinkModel
 from nmflow.rtl.engine import InferenceEngine
-from nmflow.rtl.hostlink import HostLink, crc8_update
+from nmflow.rtl.hostlink import HostLink
 from nmflow.rtl.top import HostTop, uart_divisor
+from nmflow.sim.streams import stream_get, stream_put
 
 from helpers import link_model, refuses
 
-TIMEOUT = 40        # link timeout in cycles: longer than any gap between the bytes of a burst
-MAX_GAP = 5         # idle cycles between two bytes of a burst, at most
-TX_CHAR = 8         # cycles the stand-in transmitter is busy after each byte it accepts
+TIMEOUT = 40        # link timeout in cycles: far longer than any gap between the bytes of a burst
+SEND = 0.4          # chance that a byte of a burst is offered in a given cycle (mean gap 1.5)
+TAKE = 0.25         # chance that the stand-in transmitter is ready in a given cycle
+SETTLE = 4000       # cycles after a burst within which the link must be hunting again
 
 
 def reference_infer(model):
@@ -38,14 +41,12 @@ def reference_infer(model):
 MODEL = link_model()
 
 
-
-
 class LinkBench:
     """HostLink and the real engine; bytes in, reply bytes and engine inputs out."""
 
     def __init__(self, model=MODEL, *, seed=0):
         self.model = model
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.engine = InferenceEngine(model, lanes=16)
         self.link = HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                              timeout=TIMEOUT)
@@ -58,52 +59,49 @@ class LinkBench:
         wiring.connect(self.m, self.engine.o, self.link.engine_o)
 
     def run(self, bursts):
-        """Send each burst (random gaps of 0 to MAX_GAP cycles between its bytes), then wait until
-        the line has been quiet for longer than the timeout and the link is idle again.
+        """Send each burst (random gaps between its bytes, each far shorter than the timeout),
+        then wait until the line has been quiet for longer than the timeout and the link is idle
+        again. The reply bytes are taken with random backpressure throughout.
 
         Returns the reply bytes received during each burst and the list of input vectors the
         engine received (its beats cut into vectors of ``n_inputs``).
         """
-        link, rng = self.link, self.rng
-        replies, beats = [], []
+        link = self.link
+        send_rng, take_rng = random.Random(self.seed), random.Random(self.seed + 1)
+        replies, beats, reply = [], [], bytearray()
 
-        async def tb(ctx):
-            since_tx = TX_CHAR
+        async def sender(ctx):
             for burst in bursts:
-                queue = deque(burst)
-                wait = int(rng.integers(0, MAX_GAP + 1))
+                for byte in burst:
+                    await stream_put(ctx, link.rx, byte, rng=send_rng, valid=SEND)
                 quiet = 0
-                reply = bytearray()
-                for _ in range(100 * len(burst) + 4000):
-                    # a stream: a byte goes when the link is ready for it (the UART's bytes are
-                    # ten bit times apart, far more than the link needs)
-                    send = bool(queue) and wait == 0 and bool(ctx.get(link.rx.ready))
-                    ctx.set(link.rx.valid, send)
-                    if send:
-                        ctx.set(link.rx.payload, queue.popleft())
-                        wait = int(rng.integers(0, MAX_GAP + 1))
-                    elif queue and wait:
-                        wait -= 1
-                    ready = since_tx >= TX_CHAR
-                    ctx.set(link.tx.ready, ready)
-                    sent = ready and ctx.get(link.tx.valid)
-                    if sent:
-                        reply.append(ctx.get(link.tx.payload))
-                    if ctx.get(link.engine_i.valid) and ctx.get(self.engine.i.ready):
-                        beats.append(ctx.get(link.engine_i.payload))
-                    await ctx.tick()
-                    since_tx = 0 if sent else since_tx + 1
-                    quiet = 0 if send or queue else quiet + 1
-                    if quiet > TIMEOUT and ctx.get(link.idle):
+                for _ in range(SETTLE):
+                    *_, idle = await ctx.tick().sample(link.idle)
+                    quiet += 1
+                    if quiet > TIMEOUT and idle:
                         break
                 else:
                     raise AssertionError(f"link did not settle after burst {burst.hex(' ')}")
+                await ctx.tick()            # the receiver has stored the reply's last byte
                 replies.append(bytes(reply))
-            ctx.set(link.rx.valid, 0)
+                reply.clear()
+
+        async def receiver(ctx):
+            while True:
+                reply.append(await stream_get(ctx, link.tx, rng=take_rng, ready=TAKE))
+
+        async def engine_monitor(ctx):
+            ei = link.engine_i
+            async for *_, valid, ready, payload in ctx.tick().sample(ei.valid, ei.ready,
+                                                                     ei.payload):
+                if valid and ready:
+                    beats.append(payload)
 
         sim = Simulator(self.m)
         sim.add_clock(1e-6)
-        sim.add_testbench(tb)
+        sim.add_testbench(sender)
+        sim.add_testbench(receiver, background=True)
+        sim.add_testbench(engine_monitor, background=True)
         sim.run()
         n = self.model.n_inputs
         assert len(beats) % n == 0, f"engine fed {len(beats)} values, not a multiple of {n}"
@@ -148,6 +146,8 @@ def test_sizes_are_read_back():
     assert link.info == protocol.Info(1, 16, 5, 4, 3)
     assert (link.request_bytes, link.reply_bytes) == (5 + 16, 5 + 1 + 5 * 3)
     assert link.rx.signature.members["payload"].shape == 8
+    assert (link.signature.members["idle"], link.signature.members["receiving"]) == (
+        wiring.Out(1), wiring.Out(1))
     Fragment.get(link, None)        # elaborates
 
 
@@ -172,32 +172,9 @@ def test_host_top_divisors_of_the_boards():
     top = HostTop(MODEL, clk_freq=12e6)
     assert (top.divisor, top.timeout_cycles) == (104, 240000)
     assert top.info == protocol.Info(1, 16, 5, 4, 3)
-    assert dict(top.signature.members.items()) == {"rx": wiring.In(1), "tx": wiring.Out(1)}
+    assert dict(top.signature.members.items()) == {
+        "rx": wiring.In(1), "tx": wiring.Out(1), "idle": wiring.Out(1), "receiving": wiring.Out(1)}
     Fragment.get(top, None)         # elaborates
-
-
-# -- the CRC network ----------------------------------------------------------------------------
-
-def test_crc8_reference_and_gateware_agree():
-    assert protocol.crc8(b"123456789") == 0xF4             # CRC-8/SMBUS check value
-    crc, byte = Signal(8), Signal(8)
-    out = Signal(8)
-    m = Module()
-    m.d.comb += out.eq(crc8_update(crc, byte))
-    rng = np.random.default_rng(5)
-    pairs = [(0, b) for b in range(256)] + [tuple(p) for p in rng.integers(0, 256, (256, 2))]
-    got = []
-
-    async def tb(ctx):
-        for c, b in pairs:
-            ctx.set(crc, int(c))
-            ctx.set(byte, int(b))
-            got.append(ctx.get(out))
-
-    sim = Simulator(m)
-    sim.add_testbench(tb)
-    sim.run()
-    assert got == [protocol.crc8(bytes([int(b)]), int(c)) for c, b in pairs]
 
 
 # -- good requests ------------------------------------------------------------------------------

@@ -1,5 +1,11 @@
-"""UARTRx / UARTTx against a bit-level model of 8N1 framing, cycle by cycle."""
+"""UARTRx / UARTTx against a bit-level model of 8N1 framing, cycle by cycle.
 
+The byte streams are driven with :mod:`nmflow.sim.streams`: the receiver's bytes are taken with
+random backpressure, the transmitter's bytes offered with random gaps (or back to back where the
+test times them).
+"""
+
+import random
 
 import numpy as np
 import pytest
@@ -7,8 +13,13 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from nmflow.rtl.uart import UARTRx, UARTTx
+from nmflow.sim.streams import stream_get, stream_put
 
 from helpers import refuses
+
+#: Chance that a consumer of received bytes is ready in a given cycle. A byte waits on the
+#: receiver's output for a whole character time (40 cycles or more) before the next replaces it.
+TAKE = 0.5
 
 
 def frame_bits(byte, stop=1):
@@ -33,31 +44,45 @@ def line(chars, bit_cycles, gaps=None, lead=4, tail=None):
     return levels
 
 
-def run_rx(divisor, levels, ready=None, dut=None):
-    """Drive ``levels`` onto ``rx``; return (bytes received, cycles of o.valid rising, cycles of
-    frame_error)."""
+def run_rx(divisor, levels, *, consume=None, dut=None, seed=0):
+    """Drive ``levels`` onto ``rx``, one per cycle; return (bytes received, cycles in which a new
+    beat appears on ``o``, cycles of ``frame_error``).
+
+    ``consume(ctx, dut, got)`` takes the bytes into ``got``; by default every byte is taken, with
+    random backpressure.
+    """
     dut = UARTRx(divisor) if dut is None else dut
     got, valid_rises, frame_errors = [], [], []
+    rng = random.Random(seed)
 
-    async def tb(ctx):
-        was_valid = 0
-        for cycle, level in enumerate(levels):
+    async def line(ctx):
+        for level in levels:
             ctx.set(dut.rx, level)
-            r = 1 if ready is None else ready(cycle)
-            ctx.set(dut.o.ready, r)
-            valid = ctx.get(dut.o.valid)
-            if valid and not was_valid:
-                valid_rises.append(cycle)
-            if valid and r:
-                got.append(ctx.get(dut.o.payload))
-            if ctx.get(dut.frame_error):
-                frame_errors.append(cycle)
-            was_valid = valid and not r
             await ctx.tick()
+
+    async def take_all(ctx, dut, got):
+        while True:
+            got.append(await stream_get(ctx, dut.o, rng=rng, ready=TAKE))
+
+    async def monitor(ctx):
+        cycle, pending = 0, False
+        async for *_, valid, ready, frame_error in ctx.tick().sample(dut.o.valid, dut.o.ready,
+                                                                     dut.frame_error):
+            if valid and not pending:
+                valid_rises.append(cycle)
+            if frame_error:
+                frame_errors.append(cycle)
+            pending = valid and not ready
+            cycle += 1
+
+    async def consumer(ctx):
+        await (consume or take_all)(ctx, dut, got)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(tb)
+    sim.add_testbench(line)
+    sim.add_testbench(consumer, background=True)
+    sim.add_testbench(monitor, background=True)
     sim.run()
     return got, valid_rises, frame_errors
 
@@ -134,7 +159,12 @@ def test_rx_rejects_start_glitches_up_to_half_a_bit(divisor):
 def test_rx_unaccepted_byte_is_replaced_by_the_next():
     divisor = 4
     levels = line([(0x11, 1), (0x22, 1)], divisor, gaps=[0, 0])
-    got, _, _ = run_rx(divisor, levels, ready=lambda cycle: cycle >= len(levels) - 2)
+
+    async def take_late(ctx, dut, got):         # ready only in the last two cycles
+        await ctx.tick().repeat(len(levels) - 2)
+        got.append(await stream_get(ctx, dut.o))
+
+    got, _, _ = run_rx(divisor, levels, consume=take_late)
     assert got == [0x22]
 
 
@@ -145,21 +175,23 @@ def test_tx_waveform_is_exact_and_back_to_back():
     dut = UARTTx(divisor)
     levels, accepted = [], []
 
-    async def tb(ctx):
-        pending = list(data)
-        for cycle in range(len(data) * 10 * divisor + 20):
-            ctx.set(dut.i.valid, bool(pending))
-            if pending:
-                ctx.set(dut.i.payload, pending[0])
-                if ctx.get(dut.i.ready):
-                    accepted.append(cycle)
-                    pending.pop(0)
-            levels.append(ctx.get(dut.tx))
-            await ctx.tick()
+    async def producer(ctx):
+        for byte in data:
+            await stream_put(ctx, dut.i, byte)          # back to back: no gaps
+        await ctx.tick().repeat(10 * divisor + 20)
+
+    async def monitor(ctx):
+        cycle = 0
+        async for *_, tx, valid, ready in ctx.tick().sample(dut.tx, dut.i.valid, dut.i.ready):
+            levels.append(tx)
+            if valid and ready:
+                accepted.append(cycle)
+            cycle += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(tb)
+    sim.add_testbench(producer)
+    sim.add_testbench(monitor, background=True)
     sim.run()
     expected = [1] * dut.latency
     for byte in data:
@@ -173,7 +205,7 @@ def test_tx_waveform_is_exact_and_back_to_back():
 def test_tx_to_rx_round_trip(divisor):
     rng = np.random.default_rng(100 + divisor)
     data = list(range(256)) + rng.integers(0, 256, 200).tolist()
-    idle = rng.random(len(data) * 10 * divisor * 2) < 0.3       # cycles the source holds back
+    put_rng, get_rng = random.Random(divisor), random.Random(divisor + 1)
 
     m = Module()
     m.submodules.tx = tx = UARTTx(divisor)
@@ -181,27 +213,27 @@ def test_tx_to_rx_round_trip(divisor):
     m.d.comb += rx.rx.eq(tx.tx)
     got, frame_errors = [], []
 
-    async def tb(ctx):
-        pending = list(data)
-        ctx.set(rx.o.ready, 1)
-        cycle = 0
-        while len(got) < len(data) and cycle < len(idle):
-            offer = bool(pending) and not idle[cycle]
-            ctx.set(tx.i.valid, offer)
-            if offer:
-                ctx.set(tx.i.payload, pending[0])
-                if ctx.get(tx.i.ready):
-                    pending.pop(0)
-            if ctx.get(rx.o.valid):
-                got.append(ctx.get(rx.o.payload))
-            if ctx.get(rx.frame_error):
-                frame_errors.append(cycle)
-            await ctx.tick()
-            cycle += 1
+    async def producer(ctx):
+        for byte in data:
+            await stream_put(ctx, tx.i, byte, rng=put_rng, valid=0.7)
+
+    async def consumer(ctx):
+        while True:
+            got.append(await stream_get(ctx, rx.o, rng=get_rng, ready=TAKE))
+
+    async def watch(ctx):                       # frame errors, and a bound on the cycles
+        for _ in range(len(data) * 10 * divisor * 2):
+            *_, frame_error = await ctx.tick().sample(rx.frame_error)
+            if frame_error:
+                frame_errors.append(frame_error)
+            if len(got) == len(data):
+                break
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
-    sim.add_testbench(tb)
+    sim.add_testbench(watch)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer, background=True)
     sim.run()
     assert got == data
     assert frame_errors == []

@@ -1,5 +1,7 @@
 """cocotb testbenches under Icarus (or SIM): unit blocks and the engine, exact against the models."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,9 @@ from nmflow.errors import NmflowError
 from nmflow.golden import hwmodel
 from nmflow.golden.reference import reference
 from nmflow.golden.synthetic import random_inputs, random_model
+from nmflow.rtl.verilog import read_engine_verilog, sha256_bytes, write_engine_verilog
 from nmflow.sim import runner
-from nmflow.sim.engine_sim import simulate_engine
+from nmflow.sim.engine_sim import read_progress, simulate_engine
 from nmflow.sim.units import simulate_popcount, simulate_threshold
 
 
@@ -31,20 +34,51 @@ def test_threshold_unit_at_and_around_thresholds(tmp_path):
     assert result.passed, result.log.read_text()[-3000:]
 
 
-def test_engine_with_backpressure(tmp_path):
+def test_engine_with_backpressure_and_gaps(tmp_path):
+    # Random backpressure on the results and random gaps on the inputs: the engine stalls (more
+    # cycles than cycles_per_inference) and every output still matches the golden model.
     model = random_model([24, 20, 12, 6], input_bits=4, weight_kind="ternary", seed=4)
     hwmodel.save(model, tmp_path / "hw")
+    verilog = write_engine_verilog(model, tmp_path / "rtl", lanes=8)
     inputs = random_inputs(model, 12, seed=5)
-    summary = simulate_engine(tmp_path / "hw", inputs, tmp_path / "sim", lanes=8, ready=0.5,
-                              waves=True)
+    progress = []
+    summary = simulate_engine(tmp_path / "hw", inputs, tmp_path / "sim",
+                              verilog_dir=tmp_path / "rtl", ready=0.3, valid=0.6, seed=1,
+                              waves=True, progress=lambda *state: progress.append(state))
     assert summary["passed"], Path(summary["log"]).read_text()[-3000:]
+    assert summary["verilog_sha256"] == verilog.config["verilog_sha256"] == verilog.sha256
     waves = list((tmp_path / "sim").rglob("*.fst"))
     assert len(waves) == 1 and waves[0].stat().st_size > 1000
     with np.load(summary["outputs"]) as out:
         golden = reference(model, inputs)
         assert out["classes"].tolist() == golden.classes.tolist()
         assert out["scores"].tolist() == golden.scores.tolist()
-        assert out["acts1"].tolist() == golden.acts[1].tolist()
+        for layer, acts in enumerate(golden.acts):
+            assert out[f"acts{layer}"].tolist() == acts.tolist()
+        cycles = out["cycles"]
+    assert (cycles >= verilog.config["cycles_per_inference"]).all()
+    assert (cycles > verilog.config["cycles_per_inference"]).any()
+    # The testbench reported its progress, ending with every image done.
+    assert progress and progress[-1][:2] == (12, 12)
+    assert read_progress(tmp_path / "sim" / "work" / "progress.txt")[0] == 12
+
+
+@pytest.mark.parametrize("sizes", [[12, 10, 4], [3, 6, 5]])
+def test_engine_without_stalls_takes_cycles_per_inference(tmp_path, sizes):
+    # The next vector is offered while the engine is busy; with a result stream that is always
+    # ready the first inference takes the engine's cycles_per_inference, and every later one,
+    # offered right behind another, cycles_back_to_back (more when a short input load must wait
+    # for the last results to go out: [3, 6, 5]).
+    model = random_model(sizes, input_bits=3, weight_kind="binary", seed=8)
+    hwmodel.save(model, tmp_path / "hw")
+    config = write_engine_verilog(model, tmp_path / "rtl", lanes=4).config
+    summary = simulate_engine(tmp_path / "hw", random_inputs(model, 6, seed=9), tmp_path / "sim",
+                              verilog_dir=tmp_path / "rtl")
+    assert summary["passed"], Path(summary["log"]).read_text()[-3000:]
+    with np.load(summary["outputs"]) as out:
+        assert out["cycles"].tolist() == [config["cycles_per_inference"]] + [
+            config["cycles_back_to_back"]] * 5
+    assert (config["cycles_back_to_back"] > config["cycles_per_inference"]) == (sizes[0] < 7)
 
 
 def test_engine_testbench_catches_a_wrong_model(tmp_path):
@@ -52,7 +86,6 @@ def test_engine_testbench_catches_a_wrong_model(tmp_path):
     # from one model while the testbench checks against another (one weight flipped).
     model = random_model([16, 8, 4], input_bits=4, weight_kind="ternary", seed=6)
     hwmodel.save(model, tmp_path / "good")
-    from nmflow.sim.engine_sim import write_engine_verilog
     write_engine_verilog(model, tmp_path / "rtl", lanes=4)
     layers = list(model.layers)
     w = layers[0].weights.copy()
@@ -61,7 +94,6 @@ def test_engine_testbench_catches_a_wrong_model(tmp_path):
     bad = hwmodel.HardwareModel(model.input_bits, model.weight_kind, layers, model.score_frac_bits)
     hwmodel.save(bad, tmp_path / "bad")
     config = tmp_path / "rtl" / "engine.json"
-    import json
     data = json.loads(config.read_text())
     data["model_sha256"] = hwmodel.checksum(bad.arrays())
     config.write_text(json.dumps(data))
@@ -70,6 +102,53 @@ def test_engine_testbench_catches_a_wrong_model(tmp_path):
     summary = simulate_engine(tmp_path / "bad", inputs, tmp_path / "sim",
                               verilog_dir=tmp_path / "rtl")
     assert summary["tests"] == 1 and summary["failed"] == 1
+    assert re.fullmatch(r"\d+ mismatches against the golden model, the first: image \d+: .*",
+                        summary["failures"][0]), summary["failures"]
+
+
+def stuck_result_stream(text):
+    """The engine's Verilog with ``o__valid`` tied to 0: a design that never offers a result."""
+    header, end, body = text.partition(";\n")          # the module line lists the ports
+    body = re.sub(r"(?<![\w$.\\])o__valid(?![\w$])", "o__valid_stuck", body)
+    assert "output o__valid_stuck;" in body
+    body = body.replace("output o__valid_stuck;", "output o__valid;\n  assign o__valid = 1'h0;")
+    return header + end + body
+
+
+def test_watchdog_ends_a_stalled_design(tmp_path):
+    # A user edits the Verilog (and records its new checksum in engine.json, as the refusal
+    # tells them to) so that the result stream never becomes valid: the testbench's watchdog
+    # ends the simulation after its cycle budget with a clear message, instead of hanging.
+    model = random_model([8, 6, 3], input_bits=3, weight_kind="ternary", seed=10)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    verilog = write_engine_verilog(model, tmp_path / "rtl", lanes=4)
+    text = stuck_result_stream(verilog.text.decode()).encode()
+    (tmp_path / "rtl" / "engine.v").write_bytes(text)
+    config = dict(verilog.config, verilog_sha256=sha256_bytes(text))
+    (tmp_path / "rtl" / "engine.json").write_text(json.dumps(config))
+    summary = simulate_engine(tmp_path / "hwmodel", random_inputs(model, 3, seed=11),
+                              tmp_path / "sim", verilog_dir=tmp_path / "rtl")
+    assert not summary["passed"] and summary["outputs"] is None
+    budget = 4 * verilog.config["cycles_per_inference"] + 1000 + 1
+    assert summary["failures"] == [f"engine stalled: no inference finished in {budget} cycles "
+                                   f"(0 of 3 done)"]
+    assert summary["seconds"] < 60
+    # The flow says so in one line.
+    from nmflow.flow import sim_step
+    np.savez(tmp_path / "x.npz", x=random_inputs(model, 2, seed=12))
+    with pytest.raises(NmflowError, match=rf"^simulation did not finish: engine stalled: no "
+                                          rf"inference finished in {budget} cycles \(0 of 2 "
+                                          rf"done\) \(see .*sim\.log\)$"):
+        sim_step(tmp_path, inputs=tmp_path / "x.npz")
+
+
+def test_engine_verilog_records_its_checksum(tmp_path):
+    model = random_model([8, 6, 3], seed=1)
+    verilog = write_engine_verilog(model, tmp_path, lanes=2)
+    assert verilog.sha256 == sha256_bytes((tmp_path / "engine.v").read_bytes())
+    assert json.loads((tmp_path / "engine.json").read_text()) == verilog.config
+    again = read_engine_verilog(tmp_path, model=model, lanes=2)
+    assert again.sha256 == verilog.sha256 and again.config == verilog.config
 
 
 def test_missing_simulator_is_a_clear_error(monkeypatch, tmp_path):

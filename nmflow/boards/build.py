@@ -39,38 +39,18 @@ from pathlib import Path
 
 from ..errors import NmflowError
 from ..fileio import write_text
-from . import icebreaker, ulx3s
-from .report import (BoardInfo, fit_error, parse_errors, parse_fmax, parse_fmax_by_clock,
-                     parse_utilisation)
-from .toolchain import TOOLS, check_tools, tool_environment
+from ..toolchain import TOOLS, check_tools, tool_environment
+from .catalog import BOARDS, get_board
+from .report import fit_error, parse_errors, parse_fmax, parse_fmax_by_clock, parse_utilisation
 
+# BOARDS and get_board live in :mod:`nmflow.boards.catalog`; they are re-exported here for the
+# callers that build.
 __all__ = ["BOARDS", "BuildResult", "build", "get_board"]
-
-#: The boards nmflow builds for, name -> :class:`~nmflow.boards.report.BoardInfo`.
-BOARDS = {
-    "icebreaker": icebreaker.INFO,
-    "ulx3s": ulx3s.INFO,
-}
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PCF_FREQUENCY = re.compile(r"^(\s*set_frequency\s+\S+\s+)([0-9.eE+-]+)(\s*)$")
 _LPF_FREQUENCY = re.compile(r'^(\s*FREQUENCY\s+(?:PORT|NET)\s+"[^"]*"\s+)([0-9.eE+-]+)'
                             r'(\s*HZ\s*;\s*)$')
-
-
-def get_board(board):
-    """Return the :class:`~nmflow.boards.report.BoardInfo` of ``board`` (a name or a BoardInfo).
-
-    Raises
-    ------
-    NmflowError
-        If ``board`` is not a known board name.
-    """
-    if isinstance(board, BoardInfo):
-        return board
-    if not isinstance(board, str) or board not in BOARDS:
-        raise NmflowError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
-    return BOARDS[board]
 
 
 @dataclass
@@ -226,11 +206,13 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     Parameters
     ----------
     top_factory : callable
-        ``top_factory(clk_freq=hz)`` returns the platform-free top, a component with exactly the
-        pin ports ``rx: In(1)`` and ``tx: Out(1)``; it is called with the board's
+        ``top_factory(clk_freq=hz)`` returns the platform-free top, a component with the pin
+        ports ``rx: In(1)`` and ``tx: Out(1)`` and otherwise only outputs (see
+        :class:`~nmflow.boards.top.BoardTop`); it is called with the board's
         ``default_clk_frequency``.
-    board : str or BoardInfo
-        ``"icebreaker"`` or ``"ulx3s"`` (a key of :data:`BOARDS`).
+    board : str or Board
+        ``"icebreaker"`` or ``"ulx3s"`` (a key of :data:`~nmflow.boards.catalog.BOARDS`), or a
+        :class:`~nmflow.boards.board.Board`.
     out_dir : path
         Directory for the products (created if needed); other files in it are left alone.
     name : str
@@ -266,7 +248,7 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     step_seconds = {}
 
     tool_environment()
-    tool_paths = check_tools(board.name)
+    tool_paths = check_tools(board.tools)
     env = dict(os.environ)
 
     out_dir = Path(out_dir)

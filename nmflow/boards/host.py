@@ -6,10 +6,9 @@
         print(link.info())
         cls, scores = link.infer([3, 0, 15, ...])
 
-The protocol is specified in :mod:`nmflow.rtl.hostlink`; frames are built and checked with
-:mod:`nmflow.boards.protocol`. Every failure (bad inputs, an error reply, a corrupted reply, no
-reply in time) raises :class:`~nmflow.errors.NmflowError` with one line; nothing blocks longer
-than the timeout.
+The protocol is specified in :mod:`nmflow.protocol`, and frames are built and checked with it.
+Every failure (bad inputs, an error reply, a corrupted reply, no reply in time) raises
+:class:`~nmflow.errors.NmflowError` with one line; nothing blocks longer than the timeout.
 """
 
 import time
@@ -18,9 +17,9 @@ from numbers import Real
 import numpy as np
 import serial
 
+from .. import protocol
 from ..errors import NmflowError
-from . import protocol
-from .protocol import Command, ErrorCode, Reply
+from ..protocol import Command, ErrorCode, Reply
 
 __all__ = ["EngineLink"]
 
@@ -84,7 +83,7 @@ class EngineLink:
     # -- requests ---------------------------------------------------------------------------------
 
     def info(self):
-        """The board's :class:`~nmflow.boards.protocol.Info` (asked once, then cached).
+        """The board's :class:`~nmflow.protocol.Info` (asked once, then cached).
 
         Raises
         ------

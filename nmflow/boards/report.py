@@ -1,4 +1,4 @@
-"""Board facts and the parsers of Yosys and nextpnr logs (pure functions, no tools run here).
+"""The parsers of Yosys and nextpnr logs (pure functions, no tools run here).
 
 The parsers read the log text nextpnr writes with ``--log`` (Amaranth's ``{name}.tim``) and Yosys
 writes with ``-l`` (Amaranth's ``{name}.rpt``). The formats, copied from nextpnr 0.11 and
@@ -21,80 +21,9 @@ Yosys 0.70:
 """
 
 import re
-from dataclasses import dataclass
 
-__all__ = ["BoardInfo", "CELL_NAMES", "parse_utilisation", "parse_fmax", "parse_fmax_by_clock",
+__all__ = ["CELL_NAMES", "parse_utilisation", "parse_fmax", "parse_fmax_by_clock",
            "parse_errors", "parse_yosys_cells", "overflows", "fit_error"]
-
-
-@dataclass(frozen=True)
-class BoardInfo:
-    """Facts about one board, used for budget checks and builds.
-
-    Members
-    -------
-    name : str
-        Registry key and directory name, e.g. ``"icebreaker"``.
-    title : str
-        Human name, e.g. ``"iCEBreaker"``.
-    family : str
-        FPGA family as nextpnr names it, ``"ice40"`` or ``"ecp5"``.
-    device : str
-        FPGA device, e.g. ``"iCE40UP5K"``.
-    platform : type
-        The amaranth-boards platform class.
-    top : type
-        The board top class (a :class:`~nmflow.boards.icebreaker.BoardTop`).
-    clock_hz : int
-        Frequency of the board clock the design runs on.
-    logic_cells : int
-        Logic cells (iCE40: LUT4 + flip-flop cells) or LUT4s (ECP5) of the device.
-    logic_cell_type : str
-        The nextpnr cell type counting them (``ICESTORM_LC``, ``TRELLIS_COMB``).
-    block_rams, block_ram_bits : int
-        Number of block RAMs and the data bits of each (4096 on iCE40, 18432 on ECP5).
-    block_ram_type : str
-        The nextpnr cell type counting them (``ICESTORM_RAM``, ``DP16KD``).
-    dsps : int
-        Multiplier blocks (iCE40 ``SB_MAC16``, ECP5 ``MULT18X18D``).
-    dsp_type : str
-        The nextpnr cell type counting them (``ICESTORM_DSP``, ``MULT18X18D``).
-    target_mhz : float
-        Default nextpnr target frequency: above the board clock, so that nextpnr optimises for
-        speed and reports what the design could reach.
-    bitstream_suffix : str
-        ``".bin"`` (iCE40) or ``".bit"`` (ECP5).
-    synth_opts : tuple of str
-        Options added to Yosys' ``synth_<family>`` command.
-    """
-    name: str
-    title: str
-    family: str
-    device: str
-    platform: type
-    top: type
-    clock_hz: int
-    logic_cells: int
-    logic_cell_type: str
-    block_rams: int
-    block_ram_bits: int
-    block_ram_type: str
-    dsps: int
-    dsp_type: str
-    target_mhz: float
-    bitstream_suffix: str
-    synth_opts: tuple = ()
-
-    @property
-    def clock_mhz(self):
-        """The board clock in MHz."""
-        return self.clock_hz / 1e6
-
-    @property
-    def block_ram_bits_total(self):
-        """Data bits of all block RAMs together."""
-        return self.block_rams * self.block_ram_bits
-
 
 #: nextpnr cell type -> what a person calls it, for error messages.
 CELL_NAMES = {
@@ -224,7 +153,7 @@ def fit_error(utilisation, board):
     ----------
     utilisation : dict
         As returned by :func:`parse_utilisation`.
-    board : BoardInfo
+    board : :class:`~nmflow.boards.board.Board`
 
     Returns
     -------

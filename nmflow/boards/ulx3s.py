@@ -1,4 +1,4 @@
-"""The ULX3S-85F board top: a platform-free design with a UART, on the LFE5U-85F.
+"""The ULX3S-85F board: its top and its description, on the LFE5U-85F.
 
 The ULX3S (Radiona) carries a Lattice ECP5 LFE5U-85F-6BG381C (83,640 LUT4s, 208 block RAMs of
 18 kbit, 156 multipliers of 18x18 bits), a 25 MHz oscillator and an FTDI FT231X as a UART to the
@@ -12,35 +12,41 @@ lines (used by the board's programming logic) are requested with the resource bu
 
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-from .icebreaker import BoardTop
-from .report import BoardInfo
+from .board import Board
+from .top import BoardTop
 
-__all__ = ["ULX3STop", "INFO"]
+__all__ = ["ULX3STop", "BOARD"]
 
 
 class ULX3STop(BoardTop):
     """The ULX3S top: the core's ``rx``/``tx`` on the FT231X UART (pins M1 and L4).
 
-    See :class:`~nmflow.boards.icebreaker.BoardTop` for the parameters.
+    See :class:`~nmflow.boards.top.BoardTop` for the parameters.
     """
 
 
-#: Facts about the ULX3S-85F used for budget checks and builds.
-INFO = BoardInfo(
+#: The ULX3S-85F, as nmflow builds for it (device LFE5U-85F, package BG381 and the 25 MHz clock
+#: come from ``ULX3S_85F_Platform``).
+BOARD = Board(
     name="ulx3s",
     title="ULX3S-85F",
     family="ecp5",
-    device="LFE5U-85F",
     platform=ULX3S_85F_Platform,
     top=ULX3STop,
-    clock_hz=25_000_000,
     logic_cells=83640,
     logic_cell_type="TRELLIS_COMB",
     block_rams=208,
     block_ram_bits=18432,
     block_ram_type="DP16KD",
+    # DP16KD with one read and one write port (the 36-bit mode needs both ports to read); an
+    # estimate of what Yosys maps, not checked against nextpnr.
+    block_ram_modes=((1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+    # Both ports of a DP16KD read together deliver 36 bits per cycle.
+    block_ram_port_bits=36,
     dsps=156,
     dsp_type="MULT18X18D",
+    # Amaranth's ULX3S platform also lists openFPGALoader, which a build never runs.
+    tools=("yosys", "nextpnr-ecp5", "ecppack"),
     target_mhz=130.0,
     bitstream_suffix=".bit",
     # synth_ecp5 infers MULT18X18D by default; nothing to add.

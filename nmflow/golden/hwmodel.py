@@ -1,4 +1,4 @@
-"""The integer hardware model: the contract between ``golden/`` and ``rtl/`` (DESIGN.md, contract 1).
+"""The integer hardware model: the contract between ``golden/`` and ``rtl/`` (docs/contracts.md, contract 1).
 
 A hardware model is what the engine computes, stated in integers only.
 

@@ -196,6 +196,25 @@ class EnginePlan:
         return self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.n_classes + 1
 
     @property
+    def load_wait_cycles(self):
+        """Cycles an inference offered right behind another waits, after its inputs are in, for
+        the other's results to go out: the next inference loads while they do, and computes once
+        they are out (none when ``n_inputs >= n_classes + 2``)."""
+        return max(0, self.n_classes + 2 - self.n_inputs)
+
+    @property
+    def cycles_back_to_back(self):
+        """Cycles from the first input beat to the last result beat of an inference offered
+        right behind another, with streams that never stall."""
+        return self.cycles_per_inference + self.load_wait_cycles
+
+    @property
+    def interval_cycles(self):
+        """Cycles between the starts of back-to-back inferences (the throughput): the result
+        beats of one overlap the input load of the next."""
+        return self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.load_wait_cycles
+
+    @property
     def memories(self):
         """The engine's block RAM memories as ``{name: (depth, width)}``, each read a whole row
         at a time (what block RAM budgets are checked against). The per-class score affine is
@@ -220,6 +239,7 @@ class EnginePlan:
             "ideal_cycles_per_inference": self.ideal_cycles,
             "drain_cycles": self.drain_cycles,
             "cycles_per_inference": self.cycles_per_inference,
+            "interval_cycles": self.interval_cycles,
             "memories": {name: list(shape) for name, shape in self.memories.items()},
             "formats": {name: getattr(self, f"{name}_format").to_dict()
                         for name in ("x", "acc", "score", "scale", "offset")},

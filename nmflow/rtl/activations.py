@@ -13,6 +13,16 @@ def chunk_layout(plan):
     return data.ArrayLayout(plan.x_format.shape(), plan.lanes)
 
 
+def _register(m, value, name):
+    """``value`` (a view of an array layout) registered. The register is a plain bit vector
+    seen through a view: a signal with the layout shape itself would make the netlist name its
+    elements ``name[k]``, the same names as its bits, and nextpnr-ecp5 would then merge them."""
+    layout = value.shape()
+    reg = Signal(layout.size, name=name)
+    m.d.sync += reg.eq(value)
+    return data.View(layout, reg)
+
+
 class ActivationReadSignature(wiring.Signature):
     """The store's read port, from the store's side.
 
@@ -122,10 +132,8 @@ class ActivationStore(wiring.Component):
         r_layer0, r_parity = Signal(), Signal()
         m.d.sync += [layer0.eq(self.read.layer == 0), parity.eq(self.read.layer[0]),
                      r_layer0.eq(layer0), r_parity.eq(parity)]
-        pixels = Signal.like(in_read.data)
-        acts = [Signal.like(read.data, name=f"acts{b}_data") for b, (_, read) in enumerate(banks)]
-        m.d.sync += pixels.eq(in_read.data)
-        m.d.sync += [reg.eq(read.data) for reg, (_, read) in zip(acts, banks)]
+        pixels = _register(m, in_read.data, "pixels")
+        acts = [_register(m, read.data, f"acts{b}_data") for b, (_, read) in enumerate(banks)]
         for p in range(lanes):
             with m.If(r_layer0):
                 m.d.comb += self.read.x[p].eq(pixels[p])

@@ -137,7 +137,7 @@ class MACDatapath(wiring.Component):
         s2_valid = Signal()
         s2_tag = Signal(tag_shape)
         s2_addr = Signal.like(cmd.addr)
-        s2_codes = Signal.like(weights.read.data)
+        s2_codes = Signal(weights.read.data.shape().size)       # plain bits: see activations
         m.d.sync += [s2_valid.eq(s1_valid), s2_tag.eq(s1_tag), s2_addr.eq(s1_addr),
                      s2_codes.eq(weights.read.data)]
 
@@ -149,7 +149,7 @@ class MACDatapath(wiring.Component):
         ]
         x, tag = self.acts.x, s2_tag
         for n in range(plan.read_latency):
-            x_next = Signal.like(x, name=f"x_read{n}")
+            x_next = data.View(x.shape(), Signal(x.shape().size, name=f"x_read{n}"))
             tag_next = Signal.like(tag, name=f"tag_read{n}")
             m.d.sync += [x_next.eq(x), tag_next.eq(tag)]
             x, tag = x_next, tag_next

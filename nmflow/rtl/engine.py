@@ -83,8 +83,8 @@ class InferenceEngine(wiring.Component):
     trace : Out(stream.Signature(trace_layout(...), always_ready=True))
         Every hidden activation as it is written (for verification; unused on a board).
     idle : Out(1)
-        High while the engine waits for the first input beat of an inference: the time to use
-        ``weights``.
+        High while the engine waits for the first input beat of an inference: nothing reads the
+        weight memory, the time to use ``weights`` (results may still be going out on ``o``).
     weights : Out(WritePort.Signature(addr_width, pair_row(lanes), granularity=1)), if writable
         Rewrites a row of pair codes (one enable per lane) per cycle; an inference started after
         the write reads the new codes. Write only while ``idle``.
@@ -94,8 +94,10 @@ class InferenceEngine(wiring.Component):
     :attr:`ideal_cycles` = sum over layers of ``ceil(in / lanes) * out`` row reads. The difference
     is the input load (``n_inputs``), the pipeline drain at each layer boundary
     (:attr:`drain_cycles`, from the stages of :data:`nmflow.golden.plan.PIPELINE`) and the result
-    beats (``n_classes``, plus one to load the first into the output register). One inference at a
-    time; the figures are the plan's (:attr:`plan`).
+    beats (``n_classes``, plus one to load the first into the output register). One inference
+    computes at a time, but the next one loads its inputs while the results of the last go out
+    (when ``n_inputs <= n_classes`` it waits for them before it computes). The figures are the
+    plan's (:attr:`plan`).
     """
 
     def __init__(self, model, *, lanes=16, memory="block", max_weight_bits=None,
@@ -207,6 +209,6 @@ class InferenceEngine(wiring.Component):
         m.d.comb += [
             seq.completed.eq(threshold.o.valid | scores.stored),
             scores.start.eq(seq.emit),
-            seq.emitted.eq(scores.done),
+            seq.busy.eq(scores.busy),
         ]
         return m

@@ -1,93 +1,22 @@
 """The host link: a framed request/reply protocol between UART byte streams and the engine.
 
-Protocol, version 1
-===================
-
-Every frame, in both directions, is::
-
-    offset   size   field
-    0        1      SYNC    0xA5
-    1        1      CMD     command (requests) or reply command (replies)
-    2        2      LEN     payload length in bytes, little-endian (0 to 65535)
-    4        LEN    PAYLOAD
-    4+LEN    1      CRC     CRC-8/SMBUS of CMD, LEN and PAYLOAD (every byte but SYNC and CRC):
-                            polynomial 0x07, initial value 0x00, not reflected, no final XOR
-                            (the CRC of the ASCII bytes "123456789" is 0xF4)
-
-Requests (host to board)::
-
-    CMD   name    LEN        PAYLOAD
-    0x01  INFO    0          -
-    0x02  INFER   n_inputs   one byte per input value, in input order, each < 2**input_bits
-
-Replies (board to host)::
-
-    CMD   name    LEN                          PAYLOAD
-    0x81  INFO    7                            version (1), n_inputs (u16 LE), n_classes (u16 LE),
-                                               input_bits (u8), score_bytes (u8)
-    0x82  INFER   1 + n_classes * score_bytes  class (u8, the argmax, lowest index on ties), then
-                                               score 0 .. score n_classes-1, each score_bytes
-                                               bytes, little-endian two's complement
-    0xFF  ERROR   1                            error code
-
-``score_bytes = ceil(score_bits / 8)``. Error codes::
-
-    0x01  BAD_COMMAND    CMD is not a request command
-    0x02  BAD_LENGTH     LEN is not the command's length (INFO 0, INFER n_inputs)
-    0x03  BAD_VALUE      an INFER payload byte is >= 2**input_bits
-    0x04  BAD_CHECKSUM   CRC does not match
-    0x05  TIMEOUT        a frame stopped mid-way: no byte for ``timeout`` cycles after its SYNC
-
-Rules of the receiver:
-
-1. While waiting for a frame, bytes other than SYNC are skipped silently (resynchronisation).
-2. A frame is checked field by field as it arrives, in the order CMD, LEN, each payload byte, CRC;
-   the first check that fails ends the frame with that error. A frame in progress with no new byte
-   for ``timeout`` cycles ends with ``TIMEOUT``.
-3. After an error the link discards every byte until the line has been quiet for ``timeout``
-   cycles, then sends the ERROR reply. A burst of garbage therefore gets at most one reply (none if
-   it holds no SYNC byte), and when any reply arrives the link is already waiting for the next
-   frame. The line never stays blocked: at most ``timeout`` cycles after the last byte of any
-   burst the link is hunting again (once its reply, if any, is out).
-4. One request at a time: the host sends a frame and waits for its reply. Bytes that arrive while
-   a good request is executed or answered are discarded, and so is everything after them until the
-   line has been quiet for ``timeout`` cycles; they get no reply.
-5. The engine only ever sees complete, valid input vectors: an INFER payload is buffered and fed to
-   the engine only once its CRC has checked.
-6. A character with a bad stop bit is dropped by the UART receiver; the frame it belonged to then
-   fails its length, CRC or timeout check.
-
-The timeout counts clock cycles since the last received byte (:class:`~nmflow.rtl.top.HostTop`
-sets it from seconds, 20 ms by default). Hosts send each request as one burst and read its reply
-before sending the next; they may resend after an ERROR reply at once.
-
-:class:`nmflow.boards.protocol.LinkModel` is the plain-Python twin of these rules.
+:class:`HostLink` implements, byte for byte, the protocol specified in the docstring of
+:mod:`nmflow.protocol` (frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO and
+INFER, ERROR replies, resynchronisation and the inter-byte timeout). It takes its commands, reply
+commands and error codes from the enumerations there and its CRC from ``protocol.CRC.create()``;
+:class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..boards import protocol
-from ..boards.protocol import Command, ErrorCode, Reply
+from .. import protocol
+from ..protocol import Command, ErrorCode, Reply
 from .engine import result_layout
 
-__all__ = ["HostLink", "check_parameters", "crc8_update"]
-
-
-def crc8_update(crc, byte):
-    """The CRC-8/SMBUS of ``crc`` after one more ``byte`` (both 8-bit values): an XOR network."""
-    v = crc ^ byte
-    return Cat(*[_xor(v[i] for i in taps) for taps in protocol.crc8_matrix()])
-
-
-def _xor(bits):
-    bits = list(bits)
-    out = bits[0]
-    for b in bits[1:]:
-        out = out ^ b
-    return out
+__all__ = ["HostLink", "check_parameters"]
 
 
 def _check_int(name, value, low, high, rule=None):
@@ -109,7 +38,7 @@ def check_parameters(n_inputs, input_bits, n_classes, score_bits, *, timeout):
 class HostLink(wiring.Component):
     """Frame parser, input buffer and reply serializer between a UART and the engine.
 
-    Implements the protocol of this module's docstring exactly (see :mod:`nmflow.rtl.hostlink`).
+    Implements the protocol specified in :mod:`nmflow.protocol` exactly.
 
     Parameters
     ----------
@@ -137,13 +66,10 @@ class HostLink(wiring.Component):
         Input values to the engine, ``n_inputs`` beats per valid INFER request.
     engine_o : In(stream.Signature(result_layout(n_classes, score_bits)))
         The engine's results, consumed as they are serialized.
-
-    Attributes
-    ----------
-    idle : Signal
+    idle : Out(1)
         High while the link waits for a frame and has nothing pending (for simulation bridges and
-        status LEDs; not a port).
-    receiving : Signal
+        status LEDs).
+    receiving : Out(1)
         High while a frame is being received (after its SYNC, before its CRC).
 
     Timing: an INFER payload is fed to the engine at one value per cycle (when the engine is
@@ -165,9 +91,9 @@ class HostLink(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "engine_i": Out(stream.Signature(unsigned(input_bits))),
             "engine_o": In(stream.Signature(result_layout(n_classes, score_bits))),
+            "idle": Out(1),
+            "receiving": Out(1),
         })
-        self.idle = Signal()
-        self.receiving = Signal()
 
     n_inputs = property(lambda self: self._n_inputs)
     input_bits = property(lambda self: self._input_bits)
@@ -177,7 +103,7 @@ class HostLink(wiring.Component):
 
     @property
     def info(self):
-        """The :class:`~nmflow.boards.protocol.Info` this link reports."""
+        """The :class:`~nmflow.protocol.Info` this link reports."""
         return protocol.Info(protocol.VERSION, self._n_inputs, self._n_classes, self._input_bits,
                              protocol.score_bytes(self._score_bits))
 
@@ -198,15 +124,35 @@ class HostLink(wiring.Component):
         rx, tx, ei, eo = self.rx, self.tx, self.engine_i, self.engine_o
 
         # -- state shared by the receiver and the transmitter ------------------------------------
-        crc = Signal(8)
+        # The CRC of the frame being received or sent: ``crc_clear`` clears it (at SYNC), ``valid``
+        # adds ``crc_in`` (each byte from CMD to the end of the payload), one byte per cycle.
+        # ``crc_clear`` restarts it through the flip-flops' synchronous reset, which costs no logic
+        # (the processor's own ``start`` would enter every bit's XOR network).
+        crc_clear = Signal()
+        crc_unit = protocol.CRC.create()
+        m.submodules.crc = ResetInserter(crc_clear)(crc_unit)
+        crc = crc_unit.crc
         crc_in = Signal(8)                  # the byte being received or sent, in CMD..PAYLOAD
-        crc_next = crc8_update(crc, crc_in)
+        m.d.comb += crc_unit.data.eq(crc_in)
         count = Signal(range(max(n_inputs, 2)))     # payload byte being received / fed
         idx = Signal(range(8))                      # header, INFO or score byte being sent
+        # End-of-count tests kept in registers, set a cycle ahead with the counters, so that no
+        # comparison sits on the paths into the state machine.
+        count_last = Signal(init=n_inputs == 1)     # count == n_inputs - 1
+        idx_marks = (0, 3, protocol.INFO_BYTES - 1, sb - 1)
+        idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(idx_marks)}
+
+        def set_count(zero):
+            m.d.sync += [count.eq(0 if zero else count + 1),
+                         count_last.eq(n_inputs == 1 if zero else count == n_inputs - 2)]
+
+        def set_idx(zero):
+            m.d.sync += idx.eq(0 if zero else idx + 1)
+            m.d.sync += [flag.eq(k == 0 if zero else idx == k - 1) for k, flag in idx_is.items()]
         is_infer = Signal()
         len_lo = Signal(8)
         error = Signal()
-        code = Signal(3)
+        code = Signal(ErrorCode, init=ErrorCode.TIMEOUT)
         dirty = Signal()                    # a byte arrived while busy: drain before hunting
 
         # -- inter-byte timer: cycles since the last received byte, saturating ------------------
@@ -253,7 +199,7 @@ class HostLink(wiring.Component):
         ]
 
         # -- reply header bytes -----------------------------------------------------------------
-        reply_cmd = Signal(8)
+        reply_cmd = Signal(Reply, init=Reply.INFO)
         reply_len = Signal(16)
         with m.If(error):
             m.d.comb += [reply_cmd.eq(Reply.ERROR), reply_len.eq(1)]
@@ -284,7 +230,7 @@ class HostLink(wiring.Component):
             """Common to the frame states: take a byte into the CRC, or time out."""
             m.d.comb += [self.receiving.eq(1), crc_in.eq(byte)]
             with m.If(got):
-                m.d.sync += crc.eq(crc_next)
+                m.d.comb += crc_unit.valid.eq(1)
                 then()
             with m.Elif(quiet):
                 fail(ErrorCode.TIMEOUT)
@@ -293,15 +239,19 @@ class HostLink(wiring.Component):
             with m.If(got):
                 m.d.sync += dirty.eq(1)
 
-        def send(byte):
-            m.d.comb += [tx.payload.eq(byte), crc_in.eq(byte)]
+        def send(byte, *, covered=True):
+            """Offer ``byte`` to the transmitter; ``covered``: it goes into the CRC when taken."""
+            m.d.comb += tx.payload.eq(byte)
+            if covered:
+                m.d.comb += crc_in.eq(byte)
             busy()
 
         with m.FSM():
             with m.State("HUNT"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(got & is_sync):
-                    m.d.sync += [crc.eq(0), count.eq(0)]
+                    m.d.comb += crc_clear.eq(1)
+                    set_count(zero=True)
                     m.next = "CMD"
 
             with m.State("CMD"):
@@ -335,9 +285,9 @@ class HostLink(wiring.Component):
                         fail(ErrorCode.BAD_VALUE)
                     with m.Else():
                         m.d.comb += wr.en.eq(1)
-                        m.d.sync += count.eq(count + 1)
-                        with m.If(count == n_inputs - 1):
-                            m.d.sync += count.eq(0)
+                        set_count(zero=False)
+                        with m.If(count_last):
+                            set_count(zero=True)
                             m.next = "CHECK"
                 receive(on_payload)
 
@@ -348,7 +298,7 @@ class HostLink(wiring.Component):
                     with m.Elif(is_infer):
                         m.next = "FEED"
                     with m.Else():
-                        m.d.sync += idx.eq(0)
+                        set_idx(zero=True)
                         m.next = "HEAD"
                 receive(on_check)
 
@@ -356,14 +306,16 @@ class HostLink(wiring.Component):
                 busy()
                 m.d.comb += ei.valid.eq(1)
                 with m.If(feed):
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == n_inputs - 1):
-                        m.d.sync += [count.eq(0), idx.eq(0)]
+                    set_count(zero=False)
+                    with m.If(count_last):
+                        set_count(zero=True)
+                        set_idx(zero=True)
                         m.next = "HEAD"
 
             with m.State("DRAIN"):
                 with m.If(quiet):
-                    m.d.sync += [dirty.eq(0), idx.eq(0)]
+                    m.d.sync += dirty.eq(0)
+                    set_idx(zero=True)
                     with m.If(error):
                         m.next = "HEAD"
                     with m.Else():
@@ -373,11 +325,13 @@ class HostLink(wiring.Component):
                 send(header[idx])
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
-                    with m.If(idx == 0):
-                        m.d.sync += crc.eq(0)
-                    with m.If(idx == 3):
-                        m.d.sync += idx.eq(0)
+                    set_idx(zero=False)
+                    with m.If(idx_is[0]):
+                        m.d.comb += crc_clear.eq(1)       # SYNC is not covered
+                    with m.Else():
+                        m.d.comb += crc_unit.valid.eq(1)
+                    with m.If(idx_is[3]):
+                        set_idx(zero=True)
                         with m.If(error):
                             m.next = "ERROR_BODY"
                         with m.Elif(is_infer):
@@ -389,15 +343,16 @@ class HostLink(wiring.Component):
                 send(code)
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
-                    m.d.sync += crc.eq(crc_next)
+                    m.d.comb += crc_unit.valid.eq(1)
                     m.next = "CRC"
 
             with m.State("INFO_BODY"):
                 send(info_bytes[idx])
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
-                    with m.If(idx == protocol.INFO_BYTES - 1):
+                    m.d.comb += crc_unit.valid.eq(1)
+                    set_idx(zero=False)
+                    with m.If(idx_is[protocol.INFO_BYTES - 1]):
                         m.next = "CRC"
 
             with m.State("CLASS"):
@@ -409,7 +364,8 @@ class HostLink(wiring.Component):
                     send(beat_cls)
                     m.d.comb += tx.valid.eq(1)
                     with m.If(tx.ready):
-                        m.d.sync += [crc.eq(crc_next), idx.eq(0)]
+                        m.d.comb += crc_unit.valid.eq(1)
+                        set_idx(zero=True)
                         m.next = "SCORE"
 
             with m.State("SCORE"):
@@ -420,14 +376,16 @@ class HostLink(wiring.Component):
                     send(beat_score.word_select(idx, 8))
                     m.d.comb += tx.valid.eq(1)
                     with m.If(tx.ready):
-                        m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
-                        with m.If(idx == sb - 1):
-                            m.d.sync += [idx.eq(0), beat.eq(0)]
+                        m.d.comb += crc_unit.valid.eq(1)
+                        set_idx(zero=False)
+                        with m.If(idx_is[sb - 1]):
+                            set_idx(zero=True)
+                            m.d.sync += beat.eq(0)
                             with m.If(beat_last):
                                 m.next = "CRC"
 
             with m.State("CRC"):
-                send(crc)
+                send(crc, covered=False)
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
                     m.d.sync += [error.eq(0), dirty.eq(0)]

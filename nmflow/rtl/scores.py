@@ -21,8 +21,8 @@ class ScoreArgmax(wiring.Component):
     Each class's pre-activation arrives with its affine; the unit multiplies (a DSP multiplier),
     adds the offset, stores the score and keeps the running maximum, the lowest index winning ties
     (the first class always loads the maximum). When the sequencer raises ``start``, the unit sends
-    ``n_classes`` result beats from registers (nothing combinational reaches the consumer) and
-    strobes ``done`` as the last one goes.
+    ``n_classes`` result beats from registers (nothing combinational reaches the consumer),
+    ``busy`` until the last one is taken.
 
     Parameters
     ----------
@@ -40,8 +40,9 @@ class ScoreArgmax(wiring.Component):
     o : Out(stream.Signature(result_layout(n_classes, score_bits)))
         ``n_classes`` beats: class ``index``, its ``score``, the argmax ``cls`` (on every beat) and
         ``last`` on the final beat. Backpressure is respected.
-    done : Out(1)
-        Strobe: the last result beat was taken.
+    busy : Out(1)
+        From the cycle after ``start`` until the last result beat was taken (a register): no
+        score may be stored meanwhile.
 
     Latency: the stages ``multiply``, ``add offset`` and ``argmax`` of
     :data:`nmflow.golden.plan.PIPELINE` from a beat on ``i`` to ``stored``.
@@ -57,7 +58,7 @@ class ScoreArgmax(wiring.Component):
             "stored": Out(1),
             "start": In(1),
             "o": Out(stream.Signature(result_layout(plan.n_classes, plan.model.score_bits))),
-            "done": Out(1),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -102,7 +103,7 @@ class ScoreArgmax(wiring.Component):
             m.d.comb += self.stored.eq(s_valid)
 
         # -- result beats --------------------------------------------------------------------------
-        emitting = Signal()
+        emitting = self.busy
         emit = Signal(range(max(n_classes, 2)))
         emit_done = Signal()
         with m.If(self.start):
@@ -111,7 +112,6 @@ class ScoreArgmax(wiring.Component):
             with m.If(emit_done):
                 m.d.sync += self.o.valid.eq(0)
                 with m.If(~self.o.valid | self.o.payload.last):
-                    m.d.comb += self.done.eq(1)
                     m.d.sync += [emit.eq(0), emit_done.eq(0), emitting.eq(0)]
             with m.Else():
                 m.d.sync += [

@@ -31,8 +31,10 @@ class Sequencer(wiring.Component):
     ``LOAD`` takes ``n_inputs`` input beats into the activation store; ``RUN`` issues every row of a
     layer (layer after layer, neuron after neuron, chunk after chunk: the weight-memory address
     counts up, as the memory map lays the rows); ``DRAIN`` waits until every issued neuron has
-    completed before the next layer reads its inputs; after the last layer ``EMIT`` has the score
-    unit send the results, then the sequencer loads the next inference.
+    completed before the next layer reads its inputs. After the last layer it has the score unit
+    send the results (``emit``) and goes back to ``LOAD`` at once: the next inference loads while
+    the results go out. If that inference's inputs are in before the score unit is done
+    (``busy``), ``WAIT`` holds it back, so that the scores being sent are never overwritten.
 
     Every end-of-count test the sequencer acts on is a register computed a cycle ahead, so that no
     comparison sits on the paths that decide the next state.
@@ -53,10 +55,10 @@ class Sequencer(wiring.Component):
         Strobe: a neuron issued earlier has completed (activation written, or score stored).
     emit : Out(1)
         Strobe: every score is stored; send the results.
-    emitted : In(1)
-        Strobe: the last result beat went out.
+    busy : In(1)
+        The score unit is still sending results (a register).
     idle : Out(1)
-        Waiting for the first input beat of an inference, nothing in flight.
+        Waiting for the first input beat of an inference: nothing reads the weight memory.
     """
 
     def __init__(self, plan):
@@ -70,7 +72,7 @@ class Sequencer(wiring.Component):
             "cmd": Out(stream.Signature(command_layout(plan), always_ready=True)),
             "completed": In(1),
             "emit": Out(1),
-            "emitted": In(1),
+            "busy": In(1),
             "idle": Out(1),
         })
 
@@ -113,18 +115,28 @@ class Sequencer(wiring.Component):
         issue = Signal()
         issued_neuron = Signal()
 
-        m.d.comb += [self.load.payload.index.eq(in_count), self.load.payload.value.eq(self.i.payload)]
+        # ``loading`` is "in LOAD" kept in a register of its own, so that the input stream's ready
+        # comes straight from a flip-flop.
+        loading = Signal(init=1)
+        m.d.comb += [self.load.payload.index.eq(in_count), self.load.payload.value.eq(self.i.payload),
+                     self.i.ready.eq(loading)]
         with m.FSM(name="seq"):
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), self.load.valid.eq(self.i.valid),
-                             self.idle.eq(in_count == 0)]
+                m.d.comb += [self.load.valid.eq(self.i.valid), self.idle.eq(in_count == 0)]
                 with m.If(self.i.valid):
                     m.d.sync += [in_count.eq(in_count + 1), in_end.eq(in_count == n_inputs - 2)]
                     with m.If(in_end):
                         m.d.sync += [in_count.eq(0), in_end.eq(n_inputs == 1),
                                      neuron.eq(0), chunk.eq(0), addr.eq(0), hidden_index.eq(0)]
                         enter_layer(0)
-                        m.next = "RUN"
+                        m.d.sync += loading.eq(0)
+                        with m.If(self.busy):
+                            m.next = "WAIT"
+                        with m.Else():
+                            m.next = "RUN"
+            with m.State("WAIT"):               # the results of the last inference go out
+                with m.If(~self.busy):
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
                 with m.If(chunk_end):
@@ -145,13 +157,11 @@ class Sequencer(wiring.Component):
                 with m.If(drained):             # nothing in flight, so nothing completes
                     with m.If(cur_final):
                         m.d.comb += self.emit.eq(1)
-                        m.next = "EMIT"
+                        m.d.sync += loading.eq(1)
+                        m.next = "LOAD"
                     with m.Else():
                         enter_layer(layer + 1)
                         m.next = "RUN"
-            with m.State("EMIT"):
-                with m.If(self.emitted):
-                    m.next = "LOAD"
 
         # Neurons issued but not yet completed; ``drained`` is ``pending == 0`` kept in a
         # register (computed from the next count), off the sequencer's decision paths.

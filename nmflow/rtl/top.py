@@ -2,19 +2,19 @@
 
 from numbers import Real
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..boards.protocol import VERSION, Info, score_bytes
 from ..golden.hwmodel import HardwareModel
+from ..protocol import VERSION, Info, score_bytes
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
 from .lanes import check_lanes
 from .pipe import StreamRegister
 from .uart import UARTRx, UARTTx
 
-__all__ = ["HostTop", "uart_divisor", "BAUD_TOLERANCE"]
+__all__ = ["HostTop", "check_host_top", "uart_divisor", "BAUD_TOLERANCE"]
 
 #: Largest relative baud error accepted between the requested and the generated baud rate.
 BAUD_TOLERANCE = 0.02
@@ -56,11 +56,38 @@ def uart_divisor(clk_freq, baud):
     return divisor
 
 
+def check_host_top(model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
+    """Check the parameters of :class:`HostTop` without building it.
+
+    Returns
+    -------
+    (divisor, timeout_cycles) : (int, int)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the first parameter that is wrong, its rule and its value.
+    """
+    if not isinstance(model, HardwareModel):
+        raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
+    check_lanes(lanes)
+    divisor = uart_divisor(clk_freq, baud)
+    _check_positive("timeout", timeout, "seconds")
+    timeout_cycles = round(timeout * clk_freq)
+    minimum = MIN_TIMEOUT_CHARS * 10 * divisor
+    if timeout_cycles < minimum:
+        raise ValueError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
+                         f"({minimum / clk_freq:g} s at baud {_num(baud)}), not {timeout!r}")
+    check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
+                     timeout=timeout_cycles)
+    return divisor, timeout_cycles
+
+
 class HostTop(wiring.Component):
     """An inference engine reachable over a UART: the core every board top wraps.
 
     ``UARTRx -> HostLink -> InferenceEngine -> HostLink -> UARTTx``, speaking the protocol of
-    :mod:`nmflow.rtl.hostlink`. Platform-free: the board top owns the pins and the clock.
+    :mod:`nmflow.protocol`. Platform-free: the board top owns the pins and the clock.
 
     Parameters
     ----------
@@ -80,32 +107,17 @@ class HostTop(wiring.Component):
         UART input pin (idle high).
     tx : Out(1)
         UART output pin (idle high).
-
-    Attributes
-    ----------
-    idle, receiving : Signal
-        The link's :attr:`~nmflow.rtl.hostlink.HostLink.idle` and
-        :attr:`~nmflow.rtl.hostlink.HostLink.receiving` (for simulation bridges; not ports).
+    idle, receiving : Out(1)
+        The link's ``idle`` and ``receiving`` status (for simulation bridges and status LEDs;
+        board tops leave them unconnected).
     """
 
     def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
-        if not isinstance(model, HardwareModel):
-            raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
-        check_lanes(lanes)
-        self._divisor = uart_divisor(clk_freq, baud)
-        _check_positive("timeout", timeout, "seconds")
-        self._timeout_cycles = round(timeout * clk_freq)
-        minimum = MIN_TIMEOUT_CHARS * 10 * self._divisor
-        if self._timeout_cycles < minimum:
-            raise ValueError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
-                             f"({minimum / clk_freq:g} s at baud {_num(baud)}), not {timeout!r}")
-        check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
-                         timeout=self._timeout_cycles)
+        self._divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
+                                                             baud=baud, timeout=timeout)
         self._model = model
         self._lanes = lanes
-        super().__init__({"rx": In(1), "tx": Out(1)})
-        self.idle = Signal()
-        self.receiving = Signal()
+        super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
 
     model = property(lambda self: self._model)
     lanes = property(lambda self: self._lanes)
@@ -114,7 +126,7 @@ class HostTop(wiring.Component):
 
     @property
     def info(self):
-        """The :class:`~nmflow.boards.protocol.Info` the board reports to INFO."""
+        """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
         model = self._model
         return Info(VERSION, model.n_inputs, model.n_classes, model.input_bits,
                     score_bytes(model.score_bits))

@@ -12,20 +12,16 @@ from pathlib import Path
 from ..errors import NmflowError
 from ..fileio import write_json
 
-#: Widest read port of one block RAM, in bits, per FPGA family.
-PORT_BITS = {"ice40": 16, "ecp5": 36}
 
-
-def memory_bound(info, engine):
-    from ..flow import block_rams_needed
-    bits_per_cycle = info.block_rams * PORT_BITS[info.family]
+def memory_bound(info, plan):
+    bits_per_cycle = info.block_ram_bits_per_cycle
     return {
         "block_rams": info.block_rams, "block_ram_bits": info.block_ram_bits,
         "bits_per_cycle": bits_per_cycle, "pair_codes_per_cycle": bits_per_cycle // 2,
-        "engine_pair_codes_per_cycle": engine.lanes,
-        "engine_fraction_of_bound": round(engine.lanes / (bits_per_cycle // 2), 4),
-        "weight_bits": engine.weight_bits,
-        "weight_block_rams": block_rams_needed(engine.weight_rows, 2 * engine.lanes, info.family),
+        "engine_pair_codes_per_cycle": plan.lanes,
+        "engine_fraction_of_bound": round(plan.lanes / (bits_per_cycle // 2), 4),
+        "weight_bits": plan.weight_bits,
+        "weight_block_rams": info.block_rams_needed(plan.weight_rows, 2 * plan.lanes),
         "device_block_ram_bits": info.block_rams * info.block_ram_bits,
     }
 
@@ -36,6 +32,7 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
                         verilog_step)
     from ..golden import hwmodel
     from ..golden.train import TrainConfig
+    from ..golden.plan import EnginePlan
     from ..rtl.engine import InferenceEngine
     from ..sim.pysim import run_engine
 
@@ -50,8 +47,7 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
     result["network"] = {"sizes": model.sizes, "weight_kind": model.weight_kind,
                          "int_accuracy": golden["int_accuracy"]}
     try:
-        engine = InferenceEngine(model, lanes=lanes)
-        engine._MustUse__silence = True     # read for its figures, never elaborated
+        plan = EnginePlan(model, lanes)      # the figures, without building the engine
     except ValueError as error:
         raise NmflowError(str(error)) from None
 
@@ -62,12 +58,12 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
         raise NmflowError(f"benchmark simulation disagrees with the golden model: {sim['log']}")
     cycles = sim["cycles_per_inference"]
     result["cycles"] = {
-        "per_inference": cycles, "ideal_per_inference": engine.ideal_cycles,
-        "ratio_to_ideal": round(cycles / engine.ideal_cycles, 4),
-        "predicted_per_inference": engine.cycles_per_inference,
-        "breakdown": {"input_load": engine.n_inputs, "row_reads": engine.ideal_cycles,
-                      "pipeline_drain": sum(engine.drain_cycles),
-                      "result_beats": engine.n_classes},
+        "per_inference": cycles, "ideal_per_inference": plan.ideal_cycles,
+        "ratio_to_ideal": round(cycles / plan.ideal_cycles, 4),
+        "predicted_per_inference": plan.cycles_per_inference,
+        "breakdown": {"input_load": plan.n_inputs, "row_reads": plan.ideal_cycles,
+                      "pipeline_drain": sum(plan.drain_cycles),
+                      "result_beats": plan.n_classes},
     }
 
     # Simulation speed: cocotb/Icarus and Amaranth's simulator on the same images.
@@ -85,7 +81,7 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
 
     result["boards"] = {}
     for info in infos:
-        entry = {"device": info.device, "memory_bound": memory_bound(info, engine)}
+        entry = {"device": info.device, "memory_bound": memory_bound(info, plan)}
         build = build_step(run_dir, board=info.name, lanes=lanes)
         entry.update({key: build[key] for key in ("logic_cells", "logic_cells_total",
                                                   "block_rams", "block_rams_total", "dsps",

@@ -98,18 +98,37 @@ def cmd_verilog(args):
                              out=args.out))
 
 
-def cmd_sim(args):
+def _sim(args, console, quiet=False):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ..flow import sim_step
-    summary = sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
-                       lanes=args.lanes, waves=args.waves, out=args.out, rtl=args.rtl)
+    with Progress(TextColumn("sim"), BarColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=quiet) as progress:
+        task = progress.add_task("sim", total=None, status="compiling")
+
+        def show(done, images, rate):
+            progress.update(task, completed=done, total=images,
+                            status=f"{done}/{images} images, {rate:,.0f} cycles/s")
+
+        summary = sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
+                           lanes=args.lanes, waves=args.waves, out=args.out, rtl=args.rtl,
+                           progress=show)
+    return summary
+
+
+def cmd_sim(args):
+    summary = _sim(args, _console())
     _print_json(summary)
     if not summary["passed"]:
-        raise NmflowError(f"RTL and golden model disagree: see {summary['log']}")
+        reason = next((message for message in summary["failures"] if message), None)
+        raise NmflowError(f"RTL and golden model disagree{': ' + reason if reason else ''} (see "
+                          f"{summary['log']})")
 
 
 def cmd_compare(args):
     from ..flow import compare_step
-    result = compare_step(args.run, args.model, sim=args.sim, out=args.out)
+    result = compare_step(args.run, args.model, sim=args.sim, out=args.out, rtl=args.rtl)
     shown = {key: value for key, value in result.items() if key != "mismatch_list"}
     shown["first_mismatches"] = result["mismatch_list"][:10]
     _print_json(shown)
@@ -210,11 +229,16 @@ def parser():
 
     p = sub.add_parser("sim", help="simulate the engine under cocotb against the golden model",
                        description="Run the cocotb engine testbench (Icarus by default; SIM "
-                       "selects another) on every test vector; fails on any mismatch.")
+                       "selects another) on every test vector; fails on any mismatch. Simulates "
+                       "RUN/rtl/engine.v as 'nmflow verilog' wrote it (run first if RUN/rtl holds "
+                       "neither engine.v nor engine.json); refuses Verilog whose engine.json is "
+                       "missing or records another file.")
     _add_run(p)
     _add_vectors(p, "simulate")
-    p.add_argument("--rtl", help="folder with engine.v (default: RUN/rtl, generated if missing)")
-    p.add_argument("--lanes", type=int, default=16, help="lanes if the Verilog is generated here")
+    p.add_argument("--rtl", help="folder with engine.v and engine.json (default: RUN/rtl; "
+                   "generated first with 'nmflow verilog' if both are missing)")
+    p.add_argument("--lanes", type=int, help="lanes of the Verilog generated when RUN/rtl is "
+                   "empty (default: 16); otherwise they must be those of engine.json")
     p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
     p.set_defaults(func=cmd_sim)
@@ -225,6 +249,8 @@ def parser():
     _add_run(p)
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--sim", help="simulation folder (default: RUN/sim)")
+    p.add_argument("--rtl", help="folder with the engine.v the simulation must have run "
+                   "(default: RUN/rtl)")
     p.add_argument("--out", help="output file (default: RUN/compare.json)")
     p.set_defaults(func=cmd_compare)
 
@@ -279,7 +305,7 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    from ..boards.toolchain import tool_environment
+    from ..toolchain import tool_environment
     tool_environment()
     try:
         args.func(args)

@@ -1,81 +1,150 @@
-"""Generate the engine's Verilog and simulate it under cocotb against the golden model."""
+"""Simulate the engine's Verilog under cocotb against the golden model.
 
-import json
+The Verilog comes from :func:`nmflow.rtl.verilog.write_engine_verilog` (the ``verilog`` step):
+simulation reads it, checked against its ``engine.json``, and never writes it.
+"""
+
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import NmflowError
-from ..fileio import atomic_path, write_json
-from ..golden import hwmodel
-from ..rtl.engine import InferenceEngine
-from .runner import run_cocotb, to_verilog
+from ..fileio import atomic_path, write_bytes, write_json
+from ..rtl.verilog import read_engine_verilog
+from .runner import run_cocotb
 
-__all__ = ["write_engine_verilog", "simulate_engine"]
-
-TOPLEVEL = "nmflow_engine"
+__all__ = ["simulate_engine", "read_progress"]
 
 
-def write_engine_verilog(model, out_dir, *, lanes=16, memory="block"):
-    """Write ``engine.v`` and ``engine.json`` (the configuration it came from) into ``out_dir``."""
-    engine = InferenceEngine(model, lanes=lanes, memory=memory)
-    out_dir = Path(out_dir)
-    path = to_verilog(engine, TOPLEVEL, out_dir / "engine.v")
-    write_json(out_dir / "engine.json", {
-        "toplevel": TOPLEVEL, "lanes": lanes, "memory": memory, "sizes": model.sizes,
-        "input_bits": model.input_bits, "weight_kind": model.weight_kind,
-        "score_bits": model.score_bits, "acc_bits": engine.acc_bits,
-        "weight_rows": engine.weight_rows, "weight_bits": engine.weight_bits,
-        "ideal_cycles_per_inference": engine.ideal_cycles,
-        "cycles_per_inference": engine.cycles_per_inference,
-        "model_sha256": hwmodel.checksum(model.arrays()),
-    })
-    return path, engine
+def read_progress(path):
+    """The last complete line of a testbench's progress file as ``(images_done, sim_cycles,
+    seconds)``, or ``None`` if there is none yet."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    lines = text.split("\n")[:-1]           # a line without its newline is still being written
+    if not lines:
+        return None
+    try:
+        done, cycles, seconds = lines[-1].split()
+        return int(done), int(cycles), float(seconds)
+    except ValueError:
+        return None
 
 
-def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir=None, lanes=16, memory="block",
-                    waves=False, ready=1.0, seed=0):
-    """Run the engine testbench on ``inputs`` ([N, n_inputs]); return a summary dict.
+def _run_watching(run, progress_path, images, progress, poll=0.25):
+    """Run ``run()`` in a thread; meanwhile call ``progress(done, images, cycles_per_second)``
+    whenever the testbench's progress file says something new. Returns what ``run`` returned."""
+    box = {}
 
-    The RTL outputs (classes, scores, hidden activations, cycles per inference) go to
-    ``sim_dir/rtl_outputs.npz``; the testbench fails on any mismatch with the golden model.
+    def target():
+        try:
+            box["result"] = run()
+        except BaseException as error:           # handed over to the caller's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="nmflow-sim", daemon=True)
+    thread.start()
+    last = None
+    while thread.is_alive():
+        thread.join(poll)
+        state = read_progress(progress_path)
+        if state is not None and state != last:
+            done, cycles, seconds = state
+            progress(done, images, round(cycles / seconds, 1) if seconds > 0 else 0.0)
+            last = state
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None,
+                    waves=False, ready=1.0, valid=1.0, seed=0, progress=None):
+    """Run the engine testbench (:mod:`nmflow.sim.tb_engine`) on ``inputs``; return a summary.
+
+    Parameters
+    ----------
+    model_path : path
+        The hardware model the testbench (another process) loads as its golden model.
+    inputs : integer array [N, n_inputs]
+    sim_dir : path
+        Where the vectors, the RTL outputs, the testbench's work folder and log go.
+    verilog_dir : path
+        The folder with ``engine.v`` and ``engine.json``, checked by
+        :func:`~nmflow.rtl.verilog.read_engine_verilog` (refused with one line if they do not
+        belong together, come from another model, or have other lanes than ``lanes``).
+    model : :class:`~nmflow.golden.hwmodel.HardwareModel`, optional
+        ``model_path`` already loaded (loaded here if not given).
+    lanes : int, optional
+        If given, the lanes the Verilog must have been generated with.
+    waves : bool
+        Record waves (FST with Icarus) in ``sim_dir/work``.
+    ready, valid : float
+        Probabilities that the result stream is ready in a cycle (random backpressure) and that
+        the driver offers its next input beat in a cycle (random gaps).
+    seed : int
+        Seed of both patterns.
+    progress : callable, optional
+        ``progress(images_done, images, sim_cycles_per_second)``, called from this thread while
+        the simulation runs (in another thread) whenever the testbench reports progress.
+
+    Returns
+    -------
+    dict
+        ``images``, ``passed``, ``tests``, ``failed``, ``failures`` (messages), ``log``,
+        ``seconds`` (wall clock, compilation included), ``outputs`` (``rtl_outputs.npz`` with
+        classes, scores, ``acts{n}``, cycles and sim_cycles, or ``None`` if the testbench did not
+        finish), ``lanes``, ``verilog`` and ``verilog_sha256`` (the file simulated and the
+        checksum of what was compiled), ``ready``, ``valid``, ``seed``, and when the outputs
+        exist ``cycles_per_inference`` (mean), ``sim_cycles``, ``sim_cycles_per_second``.
     """
-    model = hwmodel.load(model_path)
-    sim_dir = Path(sim_dir).resolve()
-    verilog_dir = Path(verilog_dir or sim_dir / "rtl")
-    config_path = verilog_dir / "engine.json"
-    verilog_path = verilog_dir / "engine.v"
-    if verilog_path.is_file() and config_path.is_file():
-        config = json.loads(config_path.read_text())
-        if config.get("model_sha256") != hwmodel.checksum(model.arrays()):
-            raise NmflowError(f"Verilog in {str(verilog_dir)!r} was generated from another hardware "
-                              f"model: run 'nmflow verilog' again")
-        lanes, memory = config["lanes"], config["memory"]
-    else:
-        write_engine_verilog(model, verilog_dir, lanes=lanes, memory=memory)
+    from ..golden import hwmodel
+
+    model = hwmodel.load(model_path) if model is None else model
+    verilog = read_engine_verilog(verilog_dir, model=model, lanes=lanes)
     inputs = np.asarray(inputs, dtype=np.int64)
+    sim_dir = Path(sim_dir).resolve()
+    work = sim_dir / "work"
     inputs_path = sim_dir / "vectors.npz"
     sim_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(inputs_path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, x=inputs)
+    # The simulator compiles the very bytes whose checksum was checked and is recorded.
+    source, config = work / "engine.v", work / "engine.json"
+    write_bytes(source, verilog.text)
+    write_json(config, verilog.config)
     out_path = sim_dir / "rtl_outputs.npz"
     out_path.unlink(missing_ok=True)
+    progress_path = work / "progress.txt"
+    progress_path.unlink(missing_ok=True)
+    env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
+           "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_OUT": out_path,
+           "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid, "NMFLOW_TB_SEED": seed,
+           "NMFLOW_TB_PROGRESS": progress_path}
+
+    def run():
+        return run_cocotb(source, verilog.config["toplevel"], "nmflow.sim.tb_engine", work,
+                          waves=waves, env=env)
+
     start = time.monotonic()
-    result = run_cocotb(verilog_path, TOPLEVEL, "nmflow.sim.tb_engine", sim_dir / "work",
-                        waves=waves, env={
-                            "NMFLOW_TB_MODEL": Path(model_path).resolve(),
-                            "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_OUT": out_path,
-                            "NMFLOW_TB_READY": ready, "NMFLOW_TB_SEED": seed})
+    if progress is None:
+        result = run()
+    else:
+        result = _run_watching(run, progress_path, len(inputs), progress)
     seconds = time.monotonic() - start
     summary = {"images": int(len(inputs)), "passed": result.passed, "tests": result.tests,
-               "failed": result.failed, "log": str(result.log), "seconds": round(seconds, 2),
-               "outputs": str(out_path) if out_path.is_file() else None, "lanes": lanes}
+               "failed": result.failed, "failures": result.failures, "log": str(result.log),
+               "seconds": round(seconds, 2),
+               "outputs": str(out_path) if out_path.is_file() else None,
+               "lanes": verilog.config["lanes"], "verilog": str(verilog.path.resolve()),
+               "verilog_sha256": verilog.sha256, "ready": ready, "valid": valid, "seed": seed}
     if out_path.is_file():
         with np.load(out_path) as f:
             cycles = f["cycles"]
-            summary["cycles_per_inference"] = float(cycles.mean())
+            summary["cycles_per_inference"] = float(cycles.mean()) if len(cycles) else None
             summary["sim_cycles"] = int(f["sim_cycles"])
             summary["sim_cycles_per_second"] = round(int(f["sim_cycles"]) / seconds, 1)
     return summary

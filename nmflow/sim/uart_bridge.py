@@ -11,11 +11,12 @@ each byte is sent back on the socket. So the host driver runs unchanged::
             cls, scores = link.infer(x)
 
 The simulated clock is 1 MHz (``1 / SIM_CLOCK_HZ`` per cycle); the baud rate is
-``SIM_CLOCK_HZ / divisor``. Simulated time does not follow wall time: while the link is idle the
-simulation waits for bytes without advancing; while a frame is half received it advances slowly
-(a few cycles per millisecond of waiting for the rest), so a host's write split by the operating
-system does not trip the link's timeout, yet a truly truncated frame times out within a bounded
-wall time; while the gateware is busy it runs as fast as it can.
+``SIM_CLOCK_HZ / divisor``. Simulated time does not follow wall time; the top's ``idle`` and
+``receiving`` status outputs pace it. While the link is idle the simulation waits for bytes
+without advancing; while a frame is half received it advances slowly (a few cycles per
+millisecond of waiting for the rest), so a host's write split by the operating system does not
+trip the link's timeout, yet a truly truncated frame times out within a bounded wall time; while
+the gateware is busy it runs as fast as it can.
 """
 
 import contextlib

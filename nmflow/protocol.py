@@ -1,24 +1,88 @@
-"""The host link protocol in plain Python: the golden twin of
-:class:`nmflow.rtl.hostlink.HostLink`.
+"""The host link protocol: the contract between the gateware and the host, below both
+(docs/contracts.md, contract 5).
 
-The byte-exact specification is in the docstring of :mod:`nmflow.rtl.hostlink`; this module holds
-the same facts as code. The host driver (:mod:`nmflow.boards.host`) encodes its requests and
-decodes the board's replies with it, and the tests compare the gateware's reply bytes with
-:class:`LinkModel` using ``==``.
+:class:`nmflow.rtl.hostlink.HostLink` implements it in gateware,
+:class:`nmflow.boards.host.EngineLink` speaks it from the host, and :class:`LinkModel` is its
+plain-Python twin, which the tests compare with the gateware's reply bytes using ``==``.
 
-Summary: a frame is ``SYNC CMD LEN_LO LEN_HI PAYLOAD... CRC`` with ``SYNC = 0xA5``, a little-endian
-16-bit payload length and ``CRC`` = CRC-8/SMBUS (polynomial 0x07, initial value 0, no reflection, no
-final XOR) of every byte from ``CMD`` to the end of the payload.
+The commands, reply commands and error codes are :mod:`amaranth.lib.enum` enumerations with an
+8-bit shape, so the same members are Python ints on the host and constants in the gateware; the
+frame check is Amaranth's catalogued CRC-8/SMBUS (:data:`CRC`), computed with ``CRC.compute()``
+on the host and by ``CRC.create()`` in the gateware. This module imports nothing of nmflow but
+:mod:`nmflow.errors`.
+
+Protocol, version 1
+===================
+
+Every frame, in both directions, is::
+
+    offset   size   field
+    0        1      SYNC    0xA5
+    1        1      CMD     command (requests) or reply command (replies)
+    2        2      LEN     payload length in bytes, little-endian (0 to 65535)
+    4        LEN    PAYLOAD
+    4+LEN    1      CRC     CRC-8/SMBUS of CMD, LEN and PAYLOAD (every byte but SYNC and CRC):
+                            polynomial 0x07, initial value 0x00, not reflected, no final XOR
+                            (the CRC of the ASCII bytes "123456789" is 0xF4)
+
+Requests (host to board), :class:`Command`::
+
+    CMD   name    LEN        PAYLOAD
+    0x01  INFO    0          -
+    0x02  INFER   n_inputs   one byte per input value, in input order, each < 2**input_bits
+
+Replies (board to host), :class:`Reply`::
+
+    CMD   name    LEN                          PAYLOAD
+    0x81  INFO    7                            version (1), n_inputs (u16 LE), n_classes (u16 LE),
+                                               input_bits (u8), score_bytes (u8)
+    0x82  INFER   1 + n_classes * score_bytes  class (u8, the argmax, lowest index on ties), then
+                                               score 0 .. score n_classes-1, each score_bytes
+                                               bytes, little-endian two's complement
+    0xFF  ERROR   1                            error code
+
+``score_bytes = ceil(score_bits / 8)``. Error codes, :class:`ErrorCode`::
+
+    0x01  BAD_COMMAND    CMD is not a request command
+    0x02  BAD_LENGTH     LEN is not the command's length (INFO 0, INFER n_inputs)
+    0x03  BAD_VALUE      an INFER payload byte is >= 2**input_bits
+    0x04  BAD_CHECKSUM   CRC does not match
+    0x05  TIMEOUT        a frame stopped mid-way: no byte for ``timeout`` cycles after its SYNC
+
+Rules of the receiver:
+
+1. While waiting for a frame, bytes other than SYNC are skipped silently (resynchronisation).
+2. A frame is checked field by field as it arrives, in the order CMD, LEN, each payload byte, CRC;
+   the first check that fails ends the frame with that error. A frame in progress with no new byte
+   for ``timeout`` cycles ends with ``TIMEOUT``.
+3. After an error the link discards every byte until the line has been quiet for ``timeout``
+   cycles, then sends the ERROR reply. A burst of garbage therefore gets at most one reply (none if
+   it holds no SYNC byte), and when any reply arrives the link is already waiting for the next
+   frame. The line never stays blocked: at most ``timeout`` cycles after the last byte of any
+   burst the link is hunting again (once its reply, if any, is out).
+4. One request at a time: the host sends a frame and waits for its reply. Bytes that arrive while
+   a good request is executed or answered are discarded, and so is everything after them until the
+   line has been quiet for ``timeout`` cycles; they get no reply.
+5. The engine only ever sees complete, valid input vectors: an INFER payload is buffered and fed to
+   the engine only once its CRC has checked.
+6. A character with a bad stop bit is dropped by the UART receiver; the frame it belonged to then
+   fails its length, CRC or timeout check.
+
+The timeout counts clock cycles since the last received byte (:class:`~nmflow.rtl.top.HostTop`
+sets it from seconds, 20 ms by default). Hosts send each request as one burst and read its reply
+before sending the next; they may resend after an ERROR reply at once.
 """
 
-import enum
 from dataclasses import dataclass
 
-from ..errors import NmflowError
+from amaranth.lib import enum
+from amaranth.lib.crc import catalog
 
-__all__ = ["SYNC", "VERSION", "Command", "Reply", "ErrorCode", "ERROR_TEXT", "Info",
+from .errors import NmflowError
+
+__all__ = ["SYNC", "VERSION", "CRC", "Command", "Reply", "ErrorCode", "ERROR_TEXT", "Info",
            "HEADER_BYTES", "INFO_BYTES", "MAX_CLASSES", "MAX_INPUTS", "MAX_SCORE_BITS",
-           "crc8", "crc8_matrix", "score_bytes", "encode_frame", "decode_frame",
+           "score_bytes", "encode_frame", "decode_frame",
            "info_request", "infer_request", "info_reply", "infer_reply", "error_reply",
            "encode_info", "decode_info", "encode_result", "decode_result", "LinkModel"]
 
@@ -35,23 +99,26 @@ MAX_CLASSES = 256
 MAX_INPUTS = 0xFFFF
 MAX_SCORE_BITS = 64
 
-_CRC_POLY = 0x07
+#: The frame check, CRC-8/SMBUS over bytes (:class:`amaranth.lib.crc.Parameters`): polynomial
+#: 0x07, initial value 0, no reflection, no final XOR. ``CRC.compute(data)`` on the host,
+#: ``CRC.create()`` (a byte per cycle) in the gateware; ``CRC.compute(b"123456789") == 0xF4``.
+CRC = catalog.CRC8_SMBUS(data_width=8)
 
 
-class Command(enum.IntEnum):
+class Command(enum.IntEnum, shape=8):
     """Request commands (host to board)."""
     INFO = 0x01
     INFER = 0x02
 
 
-class Reply(enum.IntEnum):
+class Reply(enum.IntEnum, shape=8):
     """Reply commands (board to host): a request's command with bit 7 set, or ``ERROR``."""
     INFO = 0x81
     INFER = 0x82
     ERROR = 0xFF
 
 
-class ErrorCode(enum.IntEnum):
+class ErrorCode(enum.IntEnum, shape=8):
     """The one-byte payload of an ``ERROR`` reply."""
     BAD_COMMAND = 0x01
     BAD_LENGTH = 0x02
@@ -70,42 +137,26 @@ ERROR_TEXT = {
 }
 
 
-def crc8(data, crc=0):
-    """CRC-8/SMBUS of ``data``: polynomial 0x07, initial value ``crc``, no reflection, no final XOR.
-
-    ``crc8(b"123456789") == 0xF4`` (the catalogue's check value).
-    """
-    for byte in bytes(data):
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ _CRC_POLY) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
-def crc8_matrix():
-    """The byte update of :func:`crc8` as a GF(2) matrix, for the gateware.
-
-    ``crc8(bytes([b]), c)`` is linear in ``v = c ^ b``: output bit ``k`` is the XOR of the bits of
-    ``v`` listed in ``crc8_matrix()[k]``.
-    """
-    columns = [crc8(bytes([1 << i])) for i in range(8)]
-    return [tuple(i for i in range(8) if columns[i] >> k & 1) for k in range(8)]
-
-
 def score_bytes(score_bits):
     """Bytes per score on the link: ``ceil(score_bits / 8)``, sign-extended two's complement."""
     return (score_bits + 7) // 8
 
 
 def encode_frame(command, payload=b""):
-    """One frame: ``SYNC, command, len(payload) (u16 LE), payload, CRC``."""
+    """One frame: ``SYNC, command, len(payload) (u16 LE), payload, CRC``.
+
+    Raises
+    ------
+    ValueError
+        If ``command`` is not a byte or ``payload`` is longer than 65535 bytes.
+    """
     payload = bytes(payload)
     if not 0 <= command <= 0xFF:
         raise ValueError(f"command must be a byte (0 to 255), not {command!r}")
     if len(payload) > 0xFFFF:
         raise ValueError(f"payload must be at most 65535 bytes long, not {len(payload)}")
     body = bytes([command]) + len(payload).to_bytes(2, "little") + payload
-    return bytes([SYNC]) + body + bytes([crc8(body)])
+    return bytes([SYNC]) + body + bytes([CRC.compute(body)])
 
 
 def decode_frame(frame):
@@ -125,7 +176,7 @@ def decode_frame(frame):
     if len(frame) != HEADER_BYTES + length:
         raise NmflowError(f"frame must hold {HEADER_BYTES + length} bytes (LEN = {length}), "
                           f"not {len(frame)}")
-    expected = crc8(frame[1:-1])
+    expected = CRC.compute(frame[1:-1])
     if frame[-1] != expected:
         raise NmflowError(f"frame checksum must be 0x{expected:02X}, not 0x{frame[-1]:02X}")
     return frame[1], frame[4:-1]
@@ -197,6 +248,7 @@ def decode_result(payload, n_classes, n_bytes):
 
 
 def info_request():
+    """An INFO request frame."""
     return encode_frame(Command.INFO)
 
 
@@ -206,14 +258,17 @@ def infer_request(values):
 
 
 def info_reply(info):
+    """The INFO reply frame for an :class:`Info`."""
     return encode_frame(Reply.INFO, encode_info(info))
 
 
 def infer_reply(cls, scores, n_bytes):
+    """The INFER reply frame for a class and its scores, ``n_bytes`` bytes per score."""
     return encode_frame(Reply.INFER, encode_result(cls, scores, n_bytes))
 
 
 def error_reply(code):
+    """The ERROR reply frame carrying an :class:`ErrorCode`."""
     return encode_frame(Reply.ERROR, bytes([code]))
 
 
@@ -222,7 +277,8 @@ class LinkModel:
 
     A *burst* is a run of bytes sent back to back (each byte's start bit right after the previous
     stop bit), followed by a quiet line long enough for the link's timeout to expire and any reply
-    to finish. The link answers each burst with at most one frame:
+    to finish. The link answers each burst with at most one frame (the receiver rules of this
+    module's docstring):
 
     * bytes before a SYNC byte are skipped, silently;
     * a frame is checked field by field as it arrives (command, length, each input value, CRC);
@@ -269,7 +325,7 @@ class LinkModel:
                 return error_reply(ErrorCode.BAD_VALUE)
         if len(frame) < 3 + length + 1:
             return error_reply(ErrorCode.TIMEOUT)
-        if frame[3 + length] != crc8(frame[:3 + length]):
+        if frame[3 + length] != CRC.compute(frame[:3 + length]):
             return error_reply(ErrorCode.BAD_CHECKSUM)
         if frame[0] == Command.INFO:
             return info_reply(info)

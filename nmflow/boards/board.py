@@ -1,0 +1,147 @@
+"""What nmflow knows about a board: one :class:`Board` description per board.
+
+Everything a budget check, a build, a report or a benchmark needs about a board lives in its one
+description (:data:`nmflow.boards.icebreaker.BOARD`, :data:`nmflow.boards.ulx3s.BOARD`, gathered by
+name in :data:`nmflow.boards.catalog.BOARDS`): the FPGA and its resources, the block RAM modes
+and port width, the tools a build runs, the synthesis options, the platform and top classes, the
+timing target and the bitstream suffix. The device, the package and the clock are not restated:
+they are read from the amaranth-boards platform class.
+"""
+
+import operator
+from dataclasses import dataclass
+from functools import cached_property
+
+__all__ = ["Board"]
+
+
+def _count(name, value):
+    """``value`` as an int if it is a positive integer (NumPy's included), else ValueError."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or number < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Board:
+    """One board: its FPGA, its resources and how nmflow builds for it.
+
+    Members
+    -------
+    name : str
+        Registry key and directory name, e.g. ``"icebreaker"``.
+    title : str
+        Human name, e.g. ``"iCEBreaker"``.
+    family : str
+        FPGA family as nextpnr names it, ``"ice40"`` or ``"ecp5"``.
+    platform : type
+        The amaranth-boards platform class; :attr:`device`, :attr:`package` and :attr:`clock_hz`
+        come from it.
+    top : type
+        The board top class (a :class:`~nmflow.boards.top.BoardTop`).
+    logic_cells : int
+        Logic cells (iCE40: LUT4 + flip-flop cells) or LUT4s (ECP5) of the device.
+    logic_cell_type : str
+        The nextpnr cell type counting them (``ICESTORM_LC``, ``TRELLIS_COMB``).
+    block_rams, block_ram_bits : int
+        Number of block RAMs and the data bits of each (4096 on iCE40, 18432 on ECP5).
+    block_ram_type : str
+        The nextpnr cell type counting them (``ICESTORM_RAM``, ``DP16KD``).
+    block_ram_modes : tuple of (int, int)
+        The ``(depth, width)`` shapes one block RAM takes with one read and one write port, as
+        Yosys maps them (``SB_RAM40_4K``; ``DP16KD``, whose 36-bit mode needs both ports to read).
+    block_ram_port_bits : int
+        The widest read of one block RAM in one cycle, in bits (using both ports on ECP5).
+    dsps : int
+        Multiplier blocks (iCE40 ``SB_MAC16``, ECP5 ``MULT18X18D``).
+    dsp_type : str
+        The nextpnr cell type counting them (``ICESTORM_DSP``, ``MULT18X18D``).
+    tools : tuple of str
+        The Amaranth tool names a bitstream build runs (keys of :data:`nmflow.toolchain.TOOLS`).
+    target_mhz : float
+        Default nextpnr target frequency: above the board clock, so that nextpnr optimises for
+        speed and reports what the design could reach.
+    bitstream_suffix : str
+        ``".bin"`` (iCE40) or ``".bit"`` (ECP5).
+    synth_opts : tuple of str
+        Options added to Yosys' ``synth_<family>`` command.
+
+    Raises
+    ------
+    ValueError
+        If a block RAM mode holds more bits than a block RAM, or is wider than its port.
+    """
+    name: str
+    title: str
+    family: str
+    platform: type
+    top: type
+    logic_cells: int
+    logic_cell_type: str
+    block_rams: int
+    block_ram_bits: int
+    block_ram_type: str
+    block_ram_modes: tuple
+    block_ram_port_bits: int
+    dsps: int
+    dsp_type: str
+    tools: tuple
+    target_mhz: float
+    bitstream_suffix: str
+    synth_opts: tuple = ()
+
+    def __post_init__(self):
+        for depth, width in self.block_ram_modes:
+            if depth * width > self.block_ram_bits or width > self.block_ram_port_bits:
+                raise ValueError(f"block_ram_modes must fit a block RAM of {self.block_ram_bits} "
+                                 f"bits read {self.block_ram_port_bits} bits at a time, not "
+                                 f"({depth}, {width})")
+
+    @property
+    def device(self):
+        """The FPGA device, e.g. ``"iCE40UP5K"`` (the platform's ``device``)."""
+        return self.platform.device
+
+    @property
+    def package(self):
+        """The FPGA package, e.g. ``"SG48"`` (the platform's ``package``)."""
+        return self.platform.package
+
+    @cached_property
+    def clock_hz(self):
+        """Frequency of the board clock the design runs on, in Hz (the platform's
+        ``default_clk_frequency``)."""
+        return int(self.platform().default_clk_frequency)
+
+    @property
+    def clock_mhz(self):
+        """The board clock in MHz."""
+        return self.clock_hz / 1e6
+
+    @property
+    def block_ram_bits_total(self):
+        """Data bits of all block RAMs together."""
+        return self.block_rams * self.block_ram_bits
+
+    @property
+    def block_ram_bits_per_cycle(self):
+        """Bits all block RAMs together deliver per cycle: the memory bound of an engine."""
+        return self.block_rams * self.block_ram_port_bits
+
+    def block_rams_needed(self, depth, width):
+        """Fewest block RAMs that hold a ``depth`` x ``width`` memory read a whole row at a time.
+
+        Each block RAM takes one of :attr:`block_ram_modes`; a memory wider or deeper than the
+        mode is split over several.
+
+        Raises
+        ------
+        ValueError
+            If ``depth`` or ``width`` is not a positive integer.
+        """
+        depth, width = _count("depth", depth), _count("width", width)
+        return min(-(-width // w) * -(-depth // d) for d, w in self.block_ram_modes)
