@@ -25,6 +25,8 @@ from nmflow.boards.ulx3s import ULX3STop
 from nmflow.errors import NmflowError
 from nmflow.toolchain import check_iverilog, check_tools, tool_environment
 
+pytestmark = pytest.mark.slow       # runs Yosys and nextpnr
+
 HINT = r"run 'make setup' \(pip install -r requirements\.txt\)"
 
 

@@ -13,6 +13,8 @@ from nmflow.golden import hwmodel
 from nmflow.golden.synthetic import random_model
 from nmflow.scripts.cli import main
 
+pytestmark = pytest.mark.slow       # the command line runs whole flow steps (training, simulation, builds)
+
 
 def nmflow(*args):
     return subprocess.run([sys.executable, "-m", "nmflow.scripts.cli", *map(str, args)],

@@ -192,6 +192,7 @@ def trained(request, digits):
     return request.param, config, net, model
 
 
+@pytest.mark.slow
 def test_integer_model_matches_the_float_model_on_digits(trained, digits):
     kind, _, net, model = trained
     acts, logits = net.trace(digits.x_test)
@@ -208,6 +209,7 @@ def test_integer_model_matches_the_float_model_on_digits(trained, digits):
     assert int_accuracy >= {"tnn": 0.965, "bnn": 0.95}[kind]
 
 
+@pytest.mark.slow
 def test_exported_weights_and_thresholds(trained):
     kind, _, net, model = trained
     assert model.weight_kind == ("ternary" if kind == "tnn" else "binary")
@@ -222,6 +224,7 @@ def test_exported_weights_and_thresholds(trained):
     assert np.all(model.layers[-1].scale < 2 ** 15)
 
 
+@pytest.mark.slow
 def test_meta_records_the_training_provenance(trained, digits):
     kind, config, net, model = trained
     meta = model.meta
@@ -234,6 +237,7 @@ def test_meta_records_the_training_provenance(trained, digits):
     json.dumps(meta)
 
 
+@pytest.mark.slow
 def test_export_save_load_round_trip(trained, digits, tmp_path):
     _, _, _, model = trained
     npz, header = hwmodel.save(model, tmp_path / "hwmodel")

@@ -190,6 +190,7 @@ def test_evaluate_counts_right_answers(digits):
 
 @pytest.mark.parametrize("config, target", [(TrainConfig.tnn(), 0.965), (TrainConfig.bnn(), 0.95)],
                          ids=["tnn", "bnn"])
+@pytest.mark.slow
 def test_default_training_meets_the_accuracy_target_on_digits(digits, config, target):
     net, history = train(config, digits)
     accuracy = evaluate(net, digits.x_test, digits.y_test)

@@ -16,6 +16,8 @@ from nmflow.sim import runner
 from nmflow.sim.engine_sim import read_progress, simulate_engine
 from nmflow.sim.units import simulate_popcount, simulate_threshold
 
+pytestmark = pytest.mark.slow       # runs cocotb under Icarus
+
 
 def test_popcount_lanes_hidden_layers(tmp_path):
     # 10,000 random rows of 32 GXNOR lanes plus the directed all -1/+1/0 and mixed rows.

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from .. import protocol
 from ..protocol import Command, ErrorCode, Reply
 from .engine import result_layout
+from .onehot import OneHotFSM
 
 __all__ = ["HostLink", "check_parameters"]
 
@@ -224,7 +225,7 @@ class HostLink(wiring.Component):
 
         def fail(error_code):
             m.d.sync += [code.eq(error_code), error.eq(1)]
-            m.next = "DRAIN"
+            fsm.next("DRAIN")
 
         def receive(then):
             """Common to the frame states: take a byte into the CRC, or time out."""
@@ -246,151 +247,153 @@ class HostLink(wiring.Component):
                 m.d.comb += crc_in.eq(byte)
             busy()
 
-        with m.FSM():
-            with m.State("HUNT"):
-                m.d.comb += self.idle.eq(1)
-                with m.If(got & is_sync):
-                    m.d.comb += crc_clear.eq(1)
-                    set_count(zero=True)
-                    m.next = "CMD"
+        fsm = OneHotFSM(m, ["HUNT", "CMD", "LEN_LO", "LEN_HI", "PAYLOAD", "CHECK", "FEED", "DRAIN",
+                             "HEAD", "ERROR_BODY", "INFO_BODY", "CLASS", "SCORE", "CRC"],
+                        init="HUNT", name="link")
+        with fsm.State("HUNT"):
+            m.d.comb += self.idle.eq(1)
+            with m.If(got & is_sync):
+                m.d.comb += crc_clear.eq(1)
+                set_count(zero=True)
+                fsm.next("CMD")
 
-            with m.State("CMD"):
-                def on_cmd():
-                    m.d.sync += is_infer.eq(is_infer_cmd)
-                    with m.If(is_info_cmd | is_infer_cmd):
-                        m.next = "LEN_LO"
-                    with m.Else():
-                        fail(ErrorCode.BAD_COMMAND)
-                receive(on_cmd)
+        with fsm.State("CMD"):
+            def on_cmd():
+                m.d.sync += is_infer.eq(is_infer_cmd)
+                with m.If(is_info_cmd | is_infer_cmd):
+                    fsm.next("LEN_LO")
+                with m.Else():
+                    fail(ErrorCode.BAD_COMMAND)
+            receive(on_cmd)
 
-            with m.State("LEN_LO"):
-                def on_len_lo():
-                    m.d.sync += len_lo.eq(byte)
-                    m.next = "LEN_HI"
-                receive(on_len_lo)
+        with fsm.State("LEN_LO"):
+            def on_len_lo():
+                m.d.sync += len_lo.eq(byte)
+                fsm.next("LEN_HI")
+            receive(on_len_lo)
 
-            with m.State("LEN_HI"):
-                def on_len_hi():
-                    with m.If(~len_ok):
-                        fail(ErrorCode.BAD_LENGTH)
-                    with m.Elif(is_infer):
-                        m.next = "PAYLOAD"
-                    with m.Else():
-                        m.next = "CHECK"
-                receive(on_len_hi)
+        with fsm.State("LEN_HI"):
+            def on_len_hi():
+                with m.If(~len_ok):
+                    fail(ErrorCode.BAD_LENGTH)
+                with m.Elif(is_infer):
+                    fsm.next("PAYLOAD")
+                with m.Else():
+                    fsm.next("CHECK")
+            receive(on_len_hi)
 
-            with m.State("PAYLOAD"):
-                def on_payload():
-                    with m.If(~value_ok):
-                        fail(ErrorCode.BAD_VALUE)
-                    with m.Else():
-                        m.d.comb += wr.en.eq(1)
-                        set_count(zero=False)
-                        with m.If(count_last):
-                            set_count(zero=True)
-                            m.next = "CHECK"
-                receive(on_payload)
-
-            with m.State("CHECK"):
-                def on_check():
-                    with m.If(~crc_ok):
-                        fail(ErrorCode.BAD_CHECKSUM)
-                    with m.Elif(is_infer):
-                        m.next = "FEED"
-                    with m.Else():
-                        set_idx(zero=True)
-                        m.next = "HEAD"
-                receive(on_check)
-
-            with m.State("FEED"):
-                busy()
-                m.d.comb += ei.valid.eq(1)
-                with m.If(feed):
+        with fsm.State("PAYLOAD"):
+            def on_payload():
+                with m.If(~value_ok):
+                    fail(ErrorCode.BAD_VALUE)
+                with m.Else():
+                    m.d.comb += wr.en.eq(1)
                     set_count(zero=False)
                     with m.If(count_last):
                         set_count(zero=True)
-                        set_idx(zero=True)
-                        m.next = "HEAD"
+                        fsm.next("CHECK")
+            receive(on_payload)
 
-            with m.State("DRAIN"):
-                with m.If(quiet):
-                    m.d.sync += dirty.eq(0)
+        with fsm.State("CHECK"):
+            def on_check():
+                with m.If(~crc_ok):
+                    fail(ErrorCode.BAD_CHECKSUM)
+                with m.Elif(is_infer):
+                    fsm.next("FEED")
+                with m.Else():
+                    set_idx(zero=True)
+                    fsm.next("HEAD")
+            receive(on_check)
+
+        with fsm.State("FEED"):
+            busy()
+            m.d.comb += ei.valid.eq(1)
+            with m.If(feed):
+                set_count(zero=False)
+                with m.If(count_last):
+                    set_count(zero=True)
+                    set_idx(zero=True)
+                    fsm.next("HEAD")
+
+        with fsm.State("DRAIN"):
+            with m.If(quiet):
+                m.d.sync += dirty.eq(0)
+                set_idx(zero=True)
+                with m.If(error):
+                    fsm.next("HEAD")
+                with m.Else():
+                    fsm.next("HUNT")
+
+        with fsm.State("HEAD"):
+            send(header[idx])
+            m.d.comb += tx.valid.eq(1)
+            with m.If(tx.ready):
+                set_idx(zero=False)
+                with m.If(idx_is[0]):
+                    m.d.comb += crc_clear.eq(1)       # SYNC is not covered
+                with m.Else():
+                    m.d.comb += crc_unit.valid.eq(1)
+                with m.If(idx_is[3]):
                     set_idx(zero=True)
                     with m.If(error):
-                        m.next = "HEAD"
+                        fsm.next("ERROR_BODY")
+                    with m.Elif(is_infer):
+                        fsm.next("CLASS")
                     with m.Else():
-                        m.next = "HUNT"
+                        fsm.next("INFO_BODY")
 
-            with m.State("HEAD"):
-                send(header[idx])
-                m.d.comb += tx.valid.eq(1)
-                with m.If(tx.ready):
-                    set_idx(zero=False)
-                    with m.If(idx_is[0]):
-                        m.d.comb += crc_clear.eq(1)       # SYNC is not covered
-                    with m.Else():
-                        m.d.comb += crc_unit.valid.eq(1)
-                    with m.If(idx_is[3]):
-                        set_idx(zero=True)
-                        with m.If(error):
-                            m.next = "ERROR_BODY"
-                        with m.Elif(is_infer):
-                            m.next = "CLASS"
-                        with m.Else():
-                            m.next = "INFO_BODY"
+        with fsm.State("ERROR_BODY"):
+            send(code)
+            m.d.comb += tx.valid.eq(1)
+            with m.If(tx.ready):
+                m.d.comb += crc_unit.valid.eq(1)
+                fsm.next("CRC")
 
-            with m.State("ERROR_BODY"):
-                send(code)
+        with fsm.State("INFO_BODY"):
+            send(info_bytes[idx])
+            m.d.comb += tx.valid.eq(1)
+            with m.If(tx.ready):
+                m.d.comb += crc_unit.valid.eq(1)
+                set_idx(zero=False)
+                with m.If(idx_is[protocol.INFO_BYTES - 1]):
+                    fsm.next("CRC")
+
+        with fsm.State("CLASS"):
+            # The class comes with the first result beat, which stays held for SCORE.
+            with m.If(~beat):
+                busy()
+                take_beat()
+            with m.Else():
+                send(beat_cls)
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
                     m.d.comb += crc_unit.valid.eq(1)
-                    m.next = "CRC"
+                    set_idx(zero=True)
+                    fsm.next("SCORE")
 
-            with m.State("INFO_BODY"):
-                send(info_bytes[idx])
+        with fsm.State("SCORE"):
+            with m.If(~beat):
+                busy()
+                take_beat()
+            with m.Else():
+                send(beat_score.word_select(idx, 8))
                 m.d.comb += tx.valid.eq(1)
                 with m.If(tx.ready):
                     m.d.comb += crc_unit.valid.eq(1)
                     set_idx(zero=False)
-                    with m.If(idx_is[protocol.INFO_BYTES - 1]):
-                        m.next = "CRC"
-
-            with m.State("CLASS"):
-                # The class comes with the first result beat, which stays held for SCORE.
-                with m.If(~beat):
-                    busy()
-                    take_beat()
-                with m.Else():
-                    send(beat_cls)
-                    m.d.comb += tx.valid.eq(1)
-                    with m.If(tx.ready):
-                        m.d.comb += crc_unit.valid.eq(1)
+                    with m.If(idx_is[sb - 1]):
                         set_idx(zero=True)
-                        m.next = "SCORE"
+                        m.d.sync += beat.eq(0)
+                        with m.If(beat_last):
+                            fsm.next("CRC")
 
-            with m.State("SCORE"):
-                with m.If(~beat):
-                    busy()
-                    take_beat()
+        with fsm.State("CRC"):
+            send(crc, covered=False)
+            m.d.comb += tx.valid.eq(1)
+            with m.If(tx.ready):
+                m.d.sync += [error.eq(0), dirty.eq(0)]
+                with m.If(dirty | got | take):
+                    fsm.next("DRAIN")
                 with m.Else():
-                    send(beat_score.word_select(idx, 8))
-                    m.d.comb += tx.valid.eq(1)
-                    with m.If(tx.ready):
-                        m.d.comb += crc_unit.valid.eq(1)
-                        set_idx(zero=False)
-                        with m.If(idx_is[sb - 1]):
-                            set_idx(zero=True)
-                            m.d.sync += beat.eq(0)
-                            with m.If(beat_last):
-                                m.next = "CRC"
-
-            with m.State("CRC"):
-                send(crc, covered=False)
-                m.d.comb += tx.valid.eq(1)
-                with m.If(tx.ready):
-                    m.d.sync += [error.eq(0), dirty.eq(0)]
-                    with m.If(dirty | got | take):
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "HUNT"
+                    fsm.next("HUNT")
         return m

@@ -1,6 +1,6 @@
 """Score-and-argmax unit: the last layer's integer scores, the running argmax, the result stream."""
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,8 +31,9 @@ class ScoreArgmax(wiring.Component):
     Members
     -------
     i : In(stream.Signature({"acc", "scale", "offset", "index"}, always_ready=True))
-        One class per beat, class 0 first; at least one cycle apart, and two apart when
-        ``plan.split_argmax`` (then the compare and the update of the maximum take a cycle each).
+        One class per beat, every class once and in class order; at least one cycle apart, and two
+        apart when ``plan.split_argmax`` (then the compare and the update of the maximum take a
+        cycle each); none from ``start`` until ``busy`` falls.
     stored : Out(1)
         Strobe: a score was stored (the class has completed).
     start : In(1)
@@ -66,7 +67,13 @@ class ScoreArgmax(wiring.Component):
         plan = self._plan
         n_classes = plan.n_classes
         score_shape = plan.score_format.shape()
-        scores = Array(Signal(score_shape, name=f"score{j}") for j in range(n_classes))
+        # The scores wait in a shift register, in class order: a score stored shifts them along,
+        # and so does a result beat sent. No read multiplexer, and no write decoder.
+        scores = [Signal(score_shape, name=f"score{j}") for j in range(n_classes)]
+        shift, shift_in = Signal(), Signal(score_shape)
+        with m.If(shift):
+            m.d.sync += [scores[j].eq(scores[j + 1]) for j in range(n_classes - 1)]
+            m.d.sync += scores[-1].eq(shift_in)
         best = Signal(score_shape)
         best_index = Signal(self.o.payload.cls.shape())
 
@@ -90,14 +97,14 @@ class ScoreArgmax(wiring.Component):
             a_score = Signal(score_shape)
             m.d.sync += [a_valid.eq(s_valid), a_index.eq(s_index), a_score.eq(score),
                          a_greater.eq((s_index == 0) | (score > best))]
+            m.d.comb += [shift.eq(a_valid), shift_in.eq(a_score)]
             with m.If(a_valid):
-                m.d.sync += scores[a_index].eq(a_score)
                 with m.If(a_greater):
                     m.d.sync += [best.eq(a_score), best_index.eq(a_index)]
             m.d.comb += self.stored.eq(a_valid)
         else:
+            m.d.comb += [shift.eq(s_valid), shift_in.eq(score)]
             with m.If(s_valid):
-                m.d.sync += scores[s_index].eq(score)
                 with m.If((s_index == 0) | (score > best)):
                     m.d.sync += [best.eq(score), best_index.eq(s_index)]
             m.d.comb += self.stored.eq(s_valid)
@@ -114,10 +121,11 @@ class ScoreArgmax(wiring.Component):
                 with m.If(~self.o.valid | self.o.payload.last):
                     m.d.sync += [emit.eq(0), emit_done.eq(0), emitting.eq(0)]
             with m.Else():
+                m.d.comb += shift.eq(1)         # (nothing is stored while the results go out)
                 m.d.sync += [
                     self.o.valid.eq(1),
                     self.o.payload.index.eq(emit),
-                    self.o.payload.score.eq(scores[emit]),
+                    self.o.payload.score.eq(scores[0]),
                     self.o.payload.cls.eq(best_index),
                     self.o.payload.last.eq(emit == n_classes - 1),
                     emit.eq(emit + 1),
