@@ -10,7 +10,7 @@ demo: setup
 	$(VENV)/bin/nmflow demo
 
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto
 
 bench: setup
 	$(VENV)/bin/nmflow bench

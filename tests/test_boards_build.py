@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Fragment, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -100,6 +100,16 @@ def test_board_top_builds_the_core_for_the_board_clock(platform_class, top_class
     assert "uart_tx_enable" not in constraints
 
 
+def made_by(make):
+    """A top factory that keeps what it made, so that the test can dispose of a refused core."""
+    made = []
+
+    def factory(clk_freq):
+        made.append(make())
+        return made[-1]
+    return factory, made
+
+
 @pytest.mark.parametrize("members, shown", [
     ({"data": Out(8)}, r"a component with data: Out\(8\)"),
     ({"rx": In(1), "tx": Out(2)}, r"a component with rx: In\(1\), tx: Out\(2\)"),
@@ -108,19 +118,23 @@ def test_board_top_builds_the_core_for_the_board_clock(platform_class, top_class
     ({}, r"a component with no ports"),
 ])
 def test_board_top_refuses_a_core_without_uart_ports_or_with_other_inputs(members, shown):
-    top = ICEBreakerTop(lambda clk_freq: Ports(members))
+    factory, made = made_by(lambda: Ports(members))
+    top = ICEBreakerTop(factory)
     with pytest.raises(NmflowError, match=r"^top_factory must return a component with the ports "
                                           r"rx: In\(1\) and tx: Out\(1\) and otherwise only "
                                           rf"outputs, not {shown}$"):
         ICEBreakerPlatform().prepare(top, "top")
+    Fragment.get(made[0], None)                 # the refused core, disposed of
 
 
 def test_board_top_refuses_what_is_not_a_component():
-    top = ICEBreakerTop(lambda clk_freq: Module())
+    factory, made = made_by(Module)
+    top = ICEBreakerTop(factory)
     with pytest.raises(NmflowError, match=r"^top_factory must return a component with the ports "
                                           r"rx: In\(1\) and tx: Out\(1\) and otherwise only "
                                           r"outputs, not a Module$"):
         ICEBreakerPlatform().prepare(top, "top")
+    Fragment.get(made[0], None)                 # the refused core, disposed of
 
 
 def test_board_top_refuses_a_non_callable():

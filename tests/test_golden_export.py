@@ -294,10 +294,10 @@ def rewrite(npz, header, change_arrays=None, change_header=None, rehash=True):
         np.savez(buffer, **arrays)
         npz.write_bytes(buffer.getvalue())
     head = json.loads(header.read_text())
-    if rehash:
-        head["sha256"] = hwmodel.checksum(arrays)
     if change_header:
         change_header(head)
+    if rehash:
+        head["sha256"] = hwmodel.checksum(head, arrays)
     header.write_text(json.dumps(head))
 
 
@@ -340,8 +340,42 @@ def test_load_refuses_foreign_schema(saved):
 
 def test_load_refuses_wrong_version(saved):
     npz, header = saved
-    rewrite(npz, header, change_header=lambda h: h.__setitem__("version", 2))
-    assert load_error(header) == f"hardware model version must be 1, not 2 (in {str(header)!r})"
+    rewrite(npz, header, change_header=lambda h: h.__setitem__("version", 1))
+    assert load_error(header) == f"hardware model version must be 2, not 1 (in {str(header)!r})"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("input_bits", 5), ("score_bits", 40), ("sizes", [4, 3, 2]), ("score_frac_bits", 3),
+    ("weight_kind", "binary"),
+])
+def test_header_fields_are_under_the_checksum(saved, field, value):
+    # A field the hardware is built from, changed without renewing the checksum, is tampering.
+    npz, header = saved
+    rewrite(npz, header, change_header=lambda h: h.__setitem__(field, value), rehash=False)
+    assert load_error(header) == (f"hardware model checksum mismatch: {str(npz)!r} does not match "
+                                  f"the sha256 in {str(header)!r} (file changed or tampered)")
+
+
+def test_header_sizes_and_score_bits_must_match_the_arrays(saved):
+    # Even with the checksum renewed, a header that disagrees with its arrays is refused.
+    npz, header = saved
+    model = hwmodel.load(header)
+    rewrite(npz, header, change_header=lambda h: h.__setitem__("score_bits", model.score_bits + 1))
+    assert load_error(header) == (f"hardware model header score_bits must be {model.score_bits} "
+                                  f"(what the arrays give), not {model.score_bits + 1}")
+
+
+def test_meta_must_be_an_object(saved):
+    npz, header = saved
+    rewrite(npz, header, change_header=lambda h: h.__setitem__("meta", [1, 2]))
+    assert load_error(header) == "hardware model header meta must be an object, not list"
+
+
+def test_deeply_nested_header_refused(saved):
+    npz, header = saved
+    header.write_text("[" * 100000 + "]" * 100000)
+    assert load_error(header) == (f"hardware model header {str(header)!r} is nested too deeply "
+                                  f"to be a header")
 
 
 def test_load_refuses_weight_out_of_range(saved):

@@ -220,3 +220,21 @@ def test_read_stage_latency_must_be_an_integer():
         pass
     refuses(lambda: InferenceEngine(random_model([8, 4], seed=0), read_stage=NoLatency),
             ValueError, "read_stage must have an integer latency, not None")
+
+
+@pytest.mark.parametrize("sizes, lanes", [([24, 10, 6], 4), ([3, 5, 6], 2), ([16, 12, 8, 5], 8)])
+def test_back_to_back_inferences_start_every_interval(sizes, lanes):
+    # The result beats of one inference overlap the input load of the next; when the inputs are
+    # fewer than the result beats plus two, the next inference waits for them.
+    model = random_model(sizes, weight_kind="ternary", input_bits=3, seed=len(sizes) + lanes)
+    engine = InferenceEngine(model, lanes=lanes)
+    plan = engine.plan
+    run = check(engine, random_inputs(model, 5, seed=1), reference(model, random_inputs(model, 5,
+                                                                                      seed=1)))
+    # (the first inference did not wait, so the second starts earlier by that wait)
+    assert np.diff(run.starts).tolist() == ([plan.interval_cycles - plan.load_wait_cycles]
+                                            + [plan.interval_cycles] * 3)
+    assert run.cycles.tolist() == [plan.cycles_per_inference] + [plan.cycles_back_to_back] * 4
+    n_in, n_cls = sizes[0], sizes[-1]
+    assert plan.interval_cycles == (plan.ideal_cycles + sum(plan.drain_cycles)
+                                    + max(n_in, n_cls + 2))

@@ -97,7 +97,7 @@ def test_engine_testbench_catches_a_wrong_model(tmp_path):
     hwmodel.save(bad, tmp_path / "bad")
     config = tmp_path / "rtl" / "engine.json"
     data = json.loads(config.read_text())
-    data["model_sha256"] = hwmodel.checksum(bad.arrays())
+    data["model_sha256"] = hwmodel.model_checksum(bad)
     config.write_text(json.dumps(data))
     inputs = random_inputs(model, 8, seed=7)
     assert (reference(model, inputs).acts[0] != reference(bad, inputs).acts[0]).any()

@@ -38,7 +38,12 @@ from ..fileio import write_bytes, write_json
 __all__ = ["Layer", "HardwareModel", "save", "load", "SCHEMA", "VERSION", "ACTIVATIONS"]
 
 SCHEMA = "nmflow.hwmodel"
-VERSION = 1
+#: Version 2: the checksum covers the header fields the hardware is built from (version 1 covered
+#: the arrays only).
+VERSION = 2
+#: The header fields the checksum covers besides the arrays (docs/contracts.md, section 1.5).
+COVERED = ("schema", "version", "input_bits", "weight_kind", "sizes", "layers",
+           "score_frac_bits", "score_bits")
 ACTIVATIONS = ("sign", "ternary", "none")
 WEIGHT_KINDS = ("binary", "ternary")
 #: Bounds on the last layer's fixed-point affine (fits the 16x16 DSP multipliers of iCE40 and ECP5).
@@ -227,14 +232,38 @@ def validate(model):
         _fail(f"score_frac_bits must be an integer between 0 and 40, not {model.score_frac_bits!r}")
 
 
-def checksum(arrays):
-    """SHA-256 over every array's name, dtype, shape and bytes, in name order."""
+def header_fields(model):
+    """The header fields of ``model`` that the checksum covers, as stored."""
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "input_bits": model.input_bits,
+        "weight_kind": model.weight_kind,
+        "sizes": model.sizes,
+        "layers": [{"in": layer.n_in, "out": layer.n_out, "activation": layer.activation}
+                   for layer in model.layers],
+        "score_frac_bits": model.score_frac_bits,
+        "score_bits": model.score_bits,
+    }
+
+
+def checksum(fields, arrays):
+    """SHA-256 over the covered header fields (canonical JSON) and then every array's name,
+    dtype, shape and bytes, in name order (docs/contracts.md, section 1.5)."""
     digest = hashlib.sha256()
+    covered = {key: fields.get(key) for key in COVERED}
+    digest.update(json.dumps(covered, sort_keys=True, separators=(",", ":"),
+                             ensure_ascii=True).encode("ascii"))
     for name in sorted(arrays):
         value = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+def model_checksum(model):
+    """The checksum of ``model`` as :func:`save` writes it: what identifies a hardware model."""
+    return checksum(header_fields(model), model.arrays())
 
 
 def _paths(path):
@@ -249,22 +278,14 @@ def save(model, path):
     arrays = model.arrays()
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    header = {
-        "schema": SCHEMA,
-        "version": VERSION,
-        "input_bits": model.input_bits,
-        "weight_kind": model.weight_kind,
-        "sizes": model.sizes,
-        "layers": [{"in": layer.n_in, "out": layer.n_out, "activation": layer.activation}
-                   for layer in model.layers],
-        "score_frac_bits": model.score_frac_bits,
-        "score_bits": model.score_bits,
+    fields = header_fields(model)
+    header = dict(fields, **{
         "rules": ZERO_RULE,
         "arrays": {name: {"dtype": value.dtype.name, "shape": list(value.shape)}
                    for name, value in sorted(arrays.items())},
-        "sha256": checksum(arrays),
+        "sha256": checksum(fields, arrays),
         "meta": model.meta,
-    }
+    })
     write_bytes(npz_path, buffer.getvalue())
     write_json(json_path, header)
     return npz_path, json_path
@@ -280,6 +301,8 @@ def load(path):
         header = json.loads(json_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         _fail(f"hardware model header {str(json_path)!r} is not valid JSON ({error})")
+    except RecursionError:
+        _fail(f"hardware model header {str(json_path)!r} is nested too deeply to be a header")
     if not isinstance(header, dict) or header.get("schema") != SCHEMA:
         found = header.get("schema") if isinstance(header, dict) else type(header).__name__
         _fail(f"hardware model header {str(json_path)!r} must have schema {SCHEMA!r}, not {found!r}")
@@ -302,7 +325,7 @@ def load(path):
                 or spec.get("shape") != list(value.shape):
             _fail(f"hardware model array {name!r} must be {spec!r} as the header says, not "
                   f"{value.dtype.name} of shape {list(value.shape)}")
-    if header.get("sha256") != checksum(arrays):
+    if header.get("sha256") != checksum(header, arrays):
         _fail(f"hardware model checksum mismatch: {str(npz_path)!r} does not match the sha256 in "
               f"{str(json_path)!r} (file changed or tampered)")
     layers_spec = header.get("layers")
@@ -317,6 +340,14 @@ def load(path):
         if [layers[-1].n_in, layers[-1].n_out] != [spec.get("in"), spec.get("out")]:
             _fail(f"hardware model layer {index} must be {spec.get('in')}x{spec.get('out')} as the "
                   f"header says, not {layers[-1].n_in}x{layers[-1].n_out}")
-    return HardwareModel(input_bits=header.get("input_bits"), weight_kind=header.get("weight_kind"),
-                         layers=layers, score_frac_bits=header.get("score_frac_bits", 0),
-                         meta=header.get("meta") or {})
+    meta = header.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        _fail(f"hardware model header meta must be an object, not {type(meta).__name__}")
+    model = HardwareModel(input_bits=header.get("input_bits"),
+                          weight_kind=header.get("weight_kind"), layers=layers,
+                          score_frac_bits=header.get("score_frac_bits", 0), meta=meta or {})
+    for name in ("sizes", "score_bits"):
+        if header.get(name) != getattr(model, name):
+            _fail(f"hardware model header {name} must be {getattr(model, name)!r} (what the "
+                  f"arrays give), not {header.get(name)!r}")
+    return model

@@ -16,9 +16,9 @@ class GXNORPopcount(wiring.Component):
     one chunk of activations.
 
     Each lane takes a ternary weight (from the engine's read stage, see :mod:`nmflow.rtl.pcsa`)
-    and gates its activation ``x``: the product is 0 if the weight is 0, ``x`` if it is +1 and ``-x`` if it is -1
-    (for ``x`` in {-1, 0, +1} this is the GXNOR of Table 4.1 of the thesis; for the first layer,
-    ``x`` is a k-bit pixel). The tree adds the products, one register per level: for hidden layers
+    and gates its activation ``x``: the product is 0 if the weight is 0, ``x`` if it is +1 and
+    ``-x`` if it is -1 (for ``x`` in {-1, 0, +1} this is the GXNOR of Laborieux's thesis, Table
+    4.1: reference [T] of docs/contracts.md; for the first layer, ``x`` is a k-bit pixel). The tree adds the products, one register per level: for hidden layers
     it is the popcount of the +1 products minus the popcount of the -1 products.
 
     Parameters

@@ -178,7 +178,7 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block"):
         "ideal_cycles_per_inference": engine.ideal_cycles,
         "cycles_per_inference": engine.cycles_per_inference,
         "cycles_back_to_back": engine.plan.cycles_back_to_back,
-        "model_sha256": hwmodel.checksum(model.arrays()),
+        "model_sha256": hwmodel.model_checksum(model),
         "verilog_sha256": sha256_bytes(text),
     }
     write_json(out_dir / "engine.json", config)
@@ -239,7 +239,7 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
                           f"engine.json if you edited engine.v on purpose")
     if model is not None:
         from ..golden import hwmodel
-        if config["model_sha256"] != hwmodel.checksum(model.arrays()):
+        if config["model_sha256"] != hwmodel.model_checksum(model):
             raise NmflowError(f"Verilog in {str(verilog_dir)!r} was generated from another "
                               f"hardware model: run 'nmflow verilog' again")
     if lanes is not None and lanes != config["lanes"]:

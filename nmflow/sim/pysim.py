@@ -30,12 +30,16 @@ class EngineRun:
         Cycles from each inference's first input beat to its last result beat (both counted).
     trace_events : list of (image, layer, neuron)
         Every trace beat, in order.
+    starts : int64 [N]
+        The cycle of each inference's first input beat (differences: the interval between
+        inferences).
     """
     classes: np.ndarray
     scores: np.ndarray
     acts: list
     cycles: np.ndarray
     trace_events: list
+    starts: np.ndarray = None
 
 
 class EngineStalled(RuntimeError):
@@ -65,7 +69,9 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
     vcd : path, optional
         Write waves there.
 
-    With ``ready=valid=1`` every inference takes exactly ``engine.cycles_per_inference`` cycles.
+    With ``ready=valid=1`` the first inference takes exactly ``engine.cycles_per_inference``
+    cycles, the later ones ``engine.plan.cycles_back_to_back``, one every
+    ``engine.plan.interval_cycles``.
     """
     model = engine.model
     inputs = np.asarray(inputs, dtype=np.int64)
@@ -133,4 +139,4 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
             sim.run()
     else:
         sim.run()
-    return EngineRun(classes, scores, acts, cycles, events)
+    return EngineRun(classes, scores, acts, cycles, events, starts)
