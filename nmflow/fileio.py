@@ -6,12 +6,31 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import NmflowError
+
+__all__ = ["make_folder", "atomic_path", "write_bytes", "write_text", "write_json"]
+
+
+def make_folder(path):
+    """Create the folder ``path`` (and its parents) if missing; one line if a file stands where a
+    folder must be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise NmflowError(f"folder {str(path)!r} cannot be made: {str(blocker)!r} is a file, "
+                          f"not a folder") from None
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
+    if path.is_dir():
+        raise NmflowError(f"file {str(path)!r} cannot be written: it is a folder")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -15,6 +15,7 @@ Artifacts in a run folder (``build/<run>/``)::
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,13 +164,8 @@ def _test_vectors(hw, inputs, limit):
         path = Path(inputs)
         if not path.is_file():
             raise NmflowError(f"inputs file {str(path)!r} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                x = f["x"]
-                y = f["y"] if "y" in f.files else None
-        except (OSError, ValueError, KeyError) as error:
-            raise NmflowError(f"inputs file {str(path)!r} must be an .npz with an array 'x' "
-                              f"({error})") from None
+        arrays = read_npz(path, "inputs file", required=("x",), optional=("y",))
+        x, y = arrays["x"], arrays.get("y")
     else:
         source = hw.meta.get("dataset_source")
         if not source:
@@ -182,7 +178,47 @@ def _test_vectors(hw, inputs, limit):
         x = x[:limit]
         y = None if y is None else y[:limit]
     from .golden.reference import check_inputs
-    return check_inputs(hw, x), y
+    x = check_inputs(hw, x)
+    if len(x) == 0:
+        raise NmflowError("inputs must hold at least one vector to simulate, not 0")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+            raise NmflowError(f"labels 'y' must be {len(x)} integers, one per input vector, "
+                              f"not {y.dtype} of shape {list(y.shape)}")
+        bad = (y < 0) | (y >= hw.n_classes)
+        if bad.any():
+            raise NmflowError(f"labels 'y' must be classes 0 to {hw.n_classes - 1}, "
+                              f"not {int(y[bad][0])}")
+    return x, y
+
+
+def read_npz(path, what, *, required=(), optional=()):
+    """The arrays of an .npz file a user or an earlier step wrote, checked: one line for a file
+    that is missing, a directory, truncated, not an npz, pickled, or lacking a required array."""
+    path = Path(path)
+    if path.is_dir():
+        raise NmflowError(f"{what} {str(path)!r} is a directory, not an .npz file")
+    if not path.is_file():
+        raise NmflowError(f"{what} {str(path)!r} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive of named arrays")
+        with loaded as f:
+            missing = [name for name in required if name not in f.files]
+            if missing:
+                raise NmflowError(f"{what} {str(path)!r} must hold the arrays "
+                                  f"{', '.join(map(repr, required))}; {missing[0]!r} is missing")
+            return {name: f[name] for name in (*required, *optional) if name in f.files}
+    except NmflowError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        reason = str(error).split("\n")[0]
+        if "pickle" in reason.lower():
+            reason = "not a NumPy .npz archive"
+        raise NmflowError(f"{what} {str(path)!r} is unreadable (truncated or not an .npz file: "
+                          f"{reason})") from None
 
 
 def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=False, out=None,
@@ -270,10 +306,14 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
         if not path.is_file():
             raise NmflowError(f"simulation output {str(path)!r} does not exist: run 'nmflow sim'")
     verilog_sha256 = _simulated_verilog(sim_dir, Path(rtl or run_dir / ARTIFACTS["rtl"]))
-    with np.load(vectors) as f:
-        x = f["x"]
-    with np.load(outputs) as f:
-        rtl = {name: f[name] for name in f.files}
+    from .golden.reference import check_inputs
+    x = check_inputs(hw, read_npz(vectors, "simulation vectors", required=("x",))["x"])
+    if len(x) == 0:
+        raise NmflowError(f"simulation vectors {str(vectors)!r} hold no vector: nothing was "
+                          f"verified")
+    acts_names = tuple(f"acts{k}" for k in range(len(hw.layers) - 1))
+    rtl = read_npz(outputs, "simulation outputs", required=("classes", "scores", *acts_names),
+                   optional=("cycles",))
     golden = reference(hw, x)
     mismatches = []
 
@@ -291,15 +331,22 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
     compare("class", rtl["classes"], golden.classes)
     compare("score", rtl["scores"], golden.scores)
     for layer, acts in enumerate(golden.acts):
-        compare(f"layer {layer} activation", rtl.get(f"acts{layer}", np.zeros(0)), acts)
+        compare(f"layer {layer} activation", rtl[f"acts{layer}"], acts)
     outputs_checked = golden.classes.size + golden.scores.size + sum(a.size for a in golden.acts)
     result = {"images": int(len(x)), "outputs_checked": int(outputs_checked),
               "mismatches": len(mismatches), "verilog_sha256": verilog_sha256,
               "mismatch_list": mismatches}
     labels = sim_dir / "labels.npy"
     if labels.is_file():
-        y = np.load(labels)
-        result["accuracy"] = float((rtl["classes"] == y).mean())
+        try:
+            y = np.load(labels, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise NmflowError(f"simulation labels {str(labels)!r} are unreadable ({error})") from None
+        if y.shape != golden.classes.shape:
+            raise NmflowError(f"simulation labels {str(labels)!r} must hold one label per vector "
+                              f"({len(x)}), not shape {list(y.shape)}")
+        if rtl["classes"].shape == y.shape:
+            result["accuracy"] = float((rtl["classes"] == y).mean())
     if "cycles" in rtl:
         result["cycles_per_inference"] = float(rtl["cycles"].mean())
     write_json(Path(out or run_dir / ARTIFACTS["compare"]), result)

@@ -83,6 +83,61 @@ def test_compare_catches_a_changed_rtl_output(run, tmp_path):
         ("layer 1 activation", 17, [3])]
 
 
+def tampered_sim(run, tmp_path, change):
+    """A copy of the run's sim folder with ``change(folder)`` applied to it."""
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    for name in ("vectors.npz", "summary.json", "rtl_outputs.npz", "labels.npy"):
+        (sim / name).write_bytes((run / "sim" / name).read_bytes())
+    change(sim)
+    return sim
+
+
+def drop_array(name):
+    def change(sim):
+        with np.load(sim / "rtl_outputs.npz") as f:
+            outputs = {key: f[key] for key in f.files if key != name}
+        np.savez(sim / "rtl_outputs.npz", **outputs)
+    return change
+
+
+def truncate(name):
+    def change(sim):
+        data = (sim / name).read_bytes()
+        (sim / name).write_bytes(data[:len(data) // 2])
+    return change
+
+
+def write(name, data):
+    return lambda sim: (sim / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("change, message", [
+    (truncate("rtl_outputs.npz"), lambda sim: f"simulation outputs {str(sim / 'rtl_outputs.npz')!r} "
+                                              f"is unreadable (truncated or not an .npz file: "),
+    (drop_array("acts1"), lambda sim: f"simulation outputs {str(sim / 'rtl_outputs.npz')!r} must "
+                                      f"hold the arrays 'classes', 'scores', 'acts0', 'acts1'; "
+                                      f"'acts1' is missing"),
+    (write("vectors.npz", b"garbage, not a zip archive at all" * 10),
+     lambda sim: f"simulation vectors {str(sim / 'vectors.npz')!r} is unreadable (truncated or "
+                 f"not an .npz file: "),
+    (write("vectors.npz", b"x = [1, 2, 3]\n"),
+     lambda sim: f"simulation vectors {str(sim / 'vectors.npz')!r} is unreadable (truncated or "
+                 f"not an .npz file: not a NumPy .npz archive)"),
+    (lambda sim: np.save(sim / "labels.npy", np.zeros(361, dtype=np.int64)),
+     lambda sim: f"simulation labels {str(sim / 'labels.npy')!r} must hold one label per vector "
+                 f"(360), not shape [361]"),
+], ids=["truncated outputs", "missing array", "garbage vectors", "text as npz", "labels too long"])
+def test_compare_refuses_damaged_simulation_files(run, tmp_path, change, message):
+    sim = tampered_sim(run, tmp_path, change)
+    result = nmflow("compare", "--run", run, "--sim", sim, "--out", tmp_path / "c.json")
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("nmflow: error: " + message(sim)), line
+    assert not (tmp_path / "c.json").exists()
+
+
 def error_line(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -141,7 +196,8 @@ def test_bad_inputs_file_refused(capsys, tmp_path):
     assert line == "nmflow: error: inputs must be unsigned 4-bit integers (0 to 15), not 16"
     np.savez(tmp_path / "y.npz", y=np.zeros(3))
     line = error_line(capsys, ["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "y.npz")])
-    assert "must be an .npz with an array 'x'" in line
+    assert line == (f"nmflow: error: inputs file {str(tmp_path / 'y.npz')!r} must hold the arrays "
+                    f"'x'; 'x' is missing")
 
 
 @pytest.fixture

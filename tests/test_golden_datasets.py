@@ -145,6 +145,16 @@ def test_read_idx_refuses_truncated_header_and_trailing_bytes(tmp_path):
         read_idx(long)
 
 
+def test_read_idx_dimensions_whose_product_overflows(tmp_path):
+    # 65536 ** 4 = 2 ** 64 wraps to 0 in a 64-bit product: a header with no data must not pass.
+    header = b"\x00\x00\x08\x04" + (65536).to_bytes(4, "big") * 4
+    path = write(tmp_path / "huge", header)
+    with pytest.raises(NmflowError, match=r"^IDX file '.*huge' must hold 18446744073709551616 data "
+                                          r"bytes for shape \[65536, 65536, 65536, 65536\], not 0 "
+                                          r"\(truncated\)$"):
+        read_idx(path)
+
+
 def test_read_idx_refuses_corrupt_gzip(tmp_path):
     data = gzip.compress(idx_bytes(np.arange(200) % 7))
     path = write(tmp_path / "broken.gz", data[: len(data) // 2])

@@ -230,12 +230,17 @@ def checkpoint_bytes(tmp_path_factory, digits):
 def test_checkpoint_refuses_missing_file(tmp_path):
     with pytest.raises(NmflowError, match=r"^checkpoint '.*absent.pt' does not exist$"):
         load_checkpoint(tmp_path / "absent.pt")
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(NmflowError, match=r"^checkpoint '.*dir.pt' is a directory, not a "
+                                          r"checkpoint file$"):
+        load_checkpoint(tmp_path / "dir.pt")
 
 
-@pytest.mark.parametrize("cut", ["half", "garbage"])
+@pytest.mark.parametrize("cut", ["half", "garbage", "text", "empty"])
 def test_checkpoint_refuses_corrupt_file(tmp_path, checkpoint_bytes, cut):
     path = tmp_path / "model.pt"
-    data = checkpoint_bytes[: len(checkpoint_bytes) // 2] if cut == "half" else b"\x00junk" * 40
+    data = {"half": checkpoint_bytes[: len(checkpoint_bytes) // 2], "garbage": b"\x00junk" * 40,
+            "text": b"hello\n", "empty": b""}[cut]
     path.write_bytes(data)
     with pytest.raises(NmflowError, match=r"^checkpoint '.*model.pt' is unreadable \(truncated or "
                                           r"not a torch file: [^\n]*\)$"):

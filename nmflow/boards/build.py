@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NmflowError
-from ..fileio import write_text
+from ..fileio import make_folder, write_text
 from ..toolchain import TOOLS, check_tools, tool_environment
 from .catalog import BOARDS, get_board
 from .report import fit_error, parse_errors, parse_fmax, parse_fmax_by_clock, parse_utilisation
@@ -252,7 +252,9 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     env = dict(os.environ)
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir.parent)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NmflowError(f"output folder {str(out_dir)!r} is a file, not a folder")
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
         # Amaranth: elaborate, write RTLIL, the Yosys script, constraints and tool commands.
@@ -353,7 +355,7 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
 
 def _install(work, out_dir, name, board, logs, *, success):
     """Move the products of ``work`` into ``out_dir``: the bitstream last, only on success."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     bitstream = f"{name}{board.bitstream_suffix}"
     # Whatever happens next, a previous bitstream no longer matches the logs about to arrive.
     for stale in ("build.json", bitstream):

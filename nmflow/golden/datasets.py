@@ -9,6 +9,7 @@ fixed by ``seed``, so the same call gives the same split on every machine.
 """
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,7 @@ def read_idx(path, magic=None):
         raise NmflowError(f"IDX file {name!r} header must hold {ndim} dimensions ({header} bytes), "
                           f"not {len(data)} bytes (truncated)")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)            # Python integers: no overflow
     body = len(data) - header
     if body != expected:
         rule = "truncated" if body < expected else "trailing bytes"

@@ -295,6 +295,8 @@ def load(path):
     """Read and check a hardware model; raise :class:`NmflowError` with one line if it is bad."""
     npz_path, json_path = _paths(path)
     for p in (json_path, npz_path):
+        if p.is_dir():
+            _fail(f"hardware model file {str(p)!r} is a directory, not a file")
         if not p.is_file():
             _fail(f"hardware model file {str(p)!r} does not exist")
     try:

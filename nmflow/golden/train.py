@@ -314,6 +314,8 @@ def save_checkpoint(path, net, config, optimizer_state, history, dataset_info):
 
 def _first_line(error):
     """The error's first sentence, at most 120 characters (torch's messages run long)."""
+    if isinstance(error, (KeyError, IndexError)):      # torch's legacy reader on foreign bytes
+        return "no torch archive or pickle in it"
     text = str(error).strip().splitlines()
     line = text[0] if text else type(error).__name__
     line = line.split(". ")[0].rstrip(".")
@@ -337,12 +339,15 @@ def load_checkpoint(path):
     """
     path = Path(path)
     name = str(path)
+    if path.is_dir():
+        raise NmflowError(f"checkpoint {name!r} is a directory, not a checkpoint file")
     if not path.is_file():
         raise NmflowError(f"checkpoint {name!r} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
-            zipfile.BadZipFile, AttributeError, TypeError) as error:
+            zipfile.BadZipFile, AttributeError, TypeError, KeyError, IndexError,
+            UnicodeDecodeError) as error:
         raise NmflowError(f"checkpoint {name!r} is unreadable (truncated or not a torch file: "
                           f"{_first_line(error)})") from None
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path, write_bytes, write_json
+from ..fileio import atomic_path, make_folder, write_bytes, write_json
 from ..rtl.verilog import read_engine_verilog
 from .runner import run_cocotb
 
@@ -108,7 +108,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     sim_dir = Path(sim_dir).resolve()
     work = sim_dir / "work"
     inputs_path = sim_dir / "vectors.npz"
-    sim_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(sim_dir)
     with atomic_path(inputs_path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, x=inputs)
