@@ -15,7 +15,10 @@ from nmflow.golden.reference import reference
 from nmflow.golden.synthetic import random_inputs, random_model
 from nmflow.rtl.engine import InferenceEngine
 from nmflow.rtl.lanes import GXNORPopcount
+from nmflow.rtl.activations import ActivationStore
 from nmflow.rtl.pcsa import PCSARead, ReadStageSignature
+from nmflow.rtl.threshold import ThresholdUnit
+from nmflow.rtl.weights import WeightMemory
 from nmflow.sim.pysim import run_engine
 from nmflow.sim.streams import stream_get, stream_put
 
@@ -210,7 +213,13 @@ def test_component_latencies_are_the_plans():
         popcount = GXNORPopcount(lanes, plan.x_bits)
         Fragment.get(popcount, None)            # elaborated, as a design would
         assert popcount.latency == plan.popcount_latency
-    assert PCSARead.latency == EnginePlan(model, 4).read_latency == 0
+    plan = EnginePlan(model, 4)
+    assert PCSARead.latency == plan.read_latency == 0
+    assert ThresholdUnit.latency == plan.stage_cycles("threshold")
+    assert WeightMemory.latency == plan.stage_cycles("weight read")
+    # the activation store answers as the weight row arrives, registered: read plus register
+    assert ActivationStore.read_latency == (plan.stage_cycles("weight read")
+                                            + plan.stage_cycles("register"))
 
 
 def test_read_stage_latency_must_be_an_integer():

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import NmflowError
-from .hwmodel import OFFSET_LIMIT, SCALE_LIMIT, HardwareModel, Layer
+from .hwmodel import OFFSET_LIMIT, SCALE_LIMIT, HardwareModel, Layer, preact_bound
 from .layers import QuantNet
 
 __all__ = ["export", "training_meta", "MAX_FRAC_BITS"]
@@ -208,8 +208,7 @@ def export(net, input_bits, meta=None):
         frac_bits = 0
         for index, (weights, norm) in enumerate(zip(net.quantized_weights(), net.norms)):
             w = weights.numpy().astype(np.int8)
-            top = (1 << input_bits) - 1 if index == 0 else 1
-            bound = int(np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)) * top
+            bound = preact_bound(w, input_bits, index)
             if bound >= FLOAT32_EXACT:
                 raise NmflowError(f"layer {index} pre-activation bound must be below "
                                   f"{FLOAT32_EXACT} (exact in float32), not {bound}")

@@ -35,7 +35,8 @@ import numpy as np
 from ..errors import NmflowError
 from ..fileio import write_bytes, write_json
 
-__all__ = ["Layer", "HardwareModel", "save", "load", "SCHEMA", "VERSION", "ACTIVATIONS"]
+__all__ = ["Layer", "HardwareModel", "save", "load", "checksum", "model_checksum", "header_fields",
+           "preact_bound", "SCHEMA", "VERSION", "COVERED", "ACTIVATIONS"]
 
 SCHEMA = "nmflow.hwmodel"
 #: Version 2: the checksum covers the header fields the hardware is built from (version 1 covered
@@ -53,6 +54,14 @@ OFFSET_LIMIT = 1 << 31
 ZERO_RULE = ("sign: +1 if a >= t_hi else -1 (a at the threshold gives +1, never 0); "
              "ternary: +1 if a >= t_hi, -1 if a < t_lo, else 0; "
              "scores: scale * a + offset, class = argmax with the lowest index on ties")
+
+
+def preact_bound(weights, input_bits, index):
+    """Largest ``|a|`` that layer ``index`` with ``weights`` can produce on any legal input: the
+    one place the pre-activation bound is computed (the plan's widths, the loader's threshold
+    bounds and export's thresholds all start from it)."""
+    top = (1 << input_bits) - 1 if index == 0 else 1
+    return int(np.abs(np.asarray(weights, dtype=np.int64)).sum(axis=1).max(initial=0)) * top
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,9 +135,7 @@ class HardwareModel:
 
     def preact_bound(self, index):
         """Largest ``|a|`` that layer ``index`` can produce on any legal input."""
-        layer = self.layers[index]
-        row_mass = np.abs(layer.weights.astype(np.int64)).sum(axis=1)
-        return int(row_mass.max(initial=0)) * self.input_bound(index)
+        return preact_bound(self.layers[index].weights, self.input_bits, index)
 
     @property
     def score_bound(self):
@@ -192,8 +199,7 @@ def validate(model):
                   f"not {layer.activation!r}")
         if not last and layer.activation not in expected:
             _fail(f"{name} activation must be 'sign' or 'ternary', not {layer.activation!r}")
-        bound = (int(np.abs(w.astype(np.int64)).sum(axis=1).max())
-                 * ((1 << model.input_bits) - 1 if index == 0 else 1))
+        bound = preact_bound(w, model.input_bits, index)
         needed = {"sign": ("t_hi",), "ternary": ("t_hi", "t_lo"), "none": ("scale", "offset")}
         for member in ("t_hi", "t_lo", "scale", "offset"):
             value = getattr(layer, member)

@@ -82,10 +82,8 @@ class WeightMemory(wiring.Component):
     def bits(self):
         return self.depth * self.width
 
-    @property
-    def latency(self):
-        """Cycles from ``addr``/``en`` to ``data``."""
-        return 1
+    #: Cycles from ``addr``/``en`` to ``data``.
+    latency = 1
 
     def elaborate(self, platform):
         m = Module()
