@@ -3,12 +3,22 @@
 import contextlib
 import json
 import os
+import struct
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 from .errors import NmflowError
 
-__all__ = ["make_folder", "atomic_path", "write_bytes", "write_text", "write_json"]
+__all__ = ["make_folder", "atomic_path", "write_bytes", "write_text", "write_json",
+           "UNREADABLE"]
+
+#: What NumPy, zipfile and zlib raise on a damaged or foreign archive (found by fuzzing:
+#: tests/test_fuzz.py): a reader of user files turns these into one line.
+UNREADABLE = (OSError, ValueError, EOFError, KeyError, IndexError, zipfile.BadZipFile,
+              NotImplementedError, RuntimeError, zlib.error, struct.error, UnicodeDecodeError,
+              OverflowError)
 
 
 def make_folder(path):

@@ -15,14 +15,13 @@ Artifacts in a run folder (``build/<run>/``)::
 
 import json
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import NmflowError
-from .fileio import write_json
+from .fileio import UNREADABLE, write_json
 
 __all__ = ["DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step", "sim_step",
            "compare_step", "build_step", "ARTIFACTS"]
@@ -213,7 +212,7 @@ def read_npz(path, what, *, required=(), optional=()):
             return {name: f[name] for name in (*required, *optional) if name in f.files}
     except NmflowError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    except UNREADABLE as error:
         reason = str(error).split("\n")[0]
         if "pickle" in reason.lower():
             reason = "not a NumPy .npz archive"

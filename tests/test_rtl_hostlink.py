@@ -7,10 +7,13 @@ invalid vector. The bench moves bytes with :mod:`nmflow.sim.streams`: random gap
 bytes of a burst, random backpressure from the stand-in transmitter.
 """
 
+import os
 import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from amaranth.hdl import Fragment, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -298,3 +301,44 @@ def test_random_garbage_then_a_valid_frame():
         assert replies[k] == reference_reply(list(bursts[k][4:-1]))
     codes = {r[4] for r in replies[::2] if r[1:2] == b"\xff"}
     assert len(codes) >= 3                  # the garbage hit several error classes
+
+
+# -- fuzzing: the gateware's frame parser against its twin ----------------------------------------
+
+def _near_frames():
+    """Bursts near valid frames: a good INFO or INFER request with a few bytes flipped, cut or
+    inserted, or plain bytes with SYNC among them."""
+    good = [protocol.info_request(), protocol.infer_request(good_vector(7))]
+    edit = st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 63),
+                     st.integers(0, 255))
+
+    def apply(args):
+        frame, edits = args
+        out = bytearray(frame)
+        for kind, at, value in edits:
+            at %= max(len(out), 1)
+            if kind == "flip" and out:
+                out[at] ^= 1 << (value % 8)
+            elif kind == "cut":
+                del out[at:]
+            else:
+                out[at:at] = bytes([value])
+        return bytes(out)
+
+    mutated = st.tuples(st.sampled_from(good), st.lists(edit, max_size=3)).map(apply)
+    noise = st.lists(st.sampled_from([protocol.SYNC, 0x01, 0x02, 0x00, 0xFF, 0x10]),
+                     max_size=12).map(bytes)
+    return mutated | noise
+
+
+@settings(max_examples=int(os.environ.get("NMFLOW_FUZZ_EXAMPLES", "300")) // 10, deadline=None,
+          derandomize=True)
+@given(bursts=st.lists(_near_frames(), min_size=1, max_size=4))
+def test_fuzzed_bursts_get_what_the_twin_answers(bursts):
+    # Whatever arrives, the gateware answers each burst exactly as LinkModel does, feeds the
+    # engine exactly the vectors LinkModel accepts, and is hunting again after every burst.
+    bench = LinkBench(seed=len(bursts))
+    replies, fed = bench.run(bursts)
+    expected_replies, expected_fed = bench.expected(bursts)
+    assert replies == expected_replies
+    assert fed == expected_fed

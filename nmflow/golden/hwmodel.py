@@ -26,14 +26,13 @@ of it and refuses a truncated, tampered or foreign file with one line naming wha
 import hashlib
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import NmflowError
-from ..fileio import write_bytes, write_json
+from ..fileio import UNREADABLE, write_bytes, write_json
 
 __all__ = ["Layer", "HardwareModel", "save", "load", "checksum", "model_checksum", "header_fields",
            "preact_bound", "SCHEMA", "VERSION", "COVERED", "ACTIVATIONS"]
@@ -320,7 +319,7 @@ def load(path):
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as error:
+    except UNREADABLE as error:
         _fail(f"hardware model arrays {str(npz_path)!r} are unreadable (truncated or not an npz "
               f"file: {error})")
     listed = header.get("arrays")
