@@ -221,7 +221,7 @@ def read_npz(path, what, *, required=(), optional=()):
 
 
 def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=False, out=None,
-             rtl=None, ready=1.0, seed=0, progress=None):
+             rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None):
     """Simulate the engine's Verilog under cocotb on every test vector; return the summary.
 
     Simulates ``rtl/engine.v`` as the ``verilog`` step wrote it. If neither ``engine.v`` nor
@@ -244,7 +244,8 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     if not (rtl_dir / "engine.v").exists() and not (rtl_dir / "engine.json").exists():
         _write_verilog(hw, rtl_dir, 16 if lanes is None else lanes, "block")
     summary = simulate_engine(model_path, x, sim_dir, verilog_dir=rtl_dir, model=hw, lanes=lanes,
-                              waves=waves, ready=ready, seed=seed, progress=progress)
+                              waves=waves, ready=ready, seed=seed, progress=progress,
+                              wall_seconds=wall_seconds)
     if y is not None:
         np.save(sim_dir / "labels.npy", y)
     else:
@@ -252,6 +253,9 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     write_json(sim_dir / "summary.json", summary)
     if not summary["passed"] and summary["outputs"] is None:
         reason = next((message for message in summary["failures"] if message), None)
+        if summary.get("killed_after") is not None:
+            reason = (f"the simulator was killed after {summary['killed_after']:g} s "
+                      f"(wall-clock limit)")
         raise NmflowError(f"simulation did not finish{': ' + reason if reason else ''} (see "
                           f"{summary['log']})")
     return summary

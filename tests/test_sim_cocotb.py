@@ -144,6 +144,30 @@ def test_watchdog_ends_a_stalled_design(tmp_path):
         sim_step(tmp_path, inputs=tmp_path / "x.npz")
 
 
+def test_wall_clock_limit_ends_a_simulator_that_never_returns(tmp_path):
+    # A zero-delay loop keeps Icarus busy at one instant for ever: no clock edge, so the
+    # testbench's cycle watchdog never runs. The wall-clock limit kills the simulator.
+    model = random_model([8, 6, 3], input_bits=3, weight_kind="ternary", seed=10)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    verilog = write_engine_verilog(model, tmp_path / "rtl", lanes=4)
+    head, tail = verilog.text.decode().rsplit("endmodule", 1)
+    text = (head + "  reg nmflow_loop;\n  initial #1 nmflow_loop = 1'b0;\n"
+            "  always @(nmflow_loop) nmflow_loop <= ~nmflow_loop;\nendmodule" + tail).encode()
+    (tmp_path / "rtl" / "engine.v").write_bytes(text)
+    config = dict(verilog.config, verilog_sha256=sha256_bytes(text))
+    (tmp_path / "rtl" / "engine.json").write_text(json.dumps(config))
+    summary = simulate_engine(tmp_path / "hwmodel", random_inputs(model, 2, seed=11),
+                              tmp_path / "sim", verilog_dir=tmp_path / "rtl", wall_seconds=15)
+    assert not summary["passed"] and summary["outputs"] is None
+    assert summary["killed_after"] == 15
+    assert 15 <= summary["seconds"] < 60
+    from nmflow.flow import sim_step
+    np.savez(tmp_path / "x.npz", x=random_inputs(model, 1, seed=12))
+    with pytest.raises(NmflowError, match=r"^simulation did not finish: the simulator was killed "
+                                          r"after 10 s \(wall-clock limit\) \(see .*sim\.log\)$"):
+        sim_step(tmp_path, inputs=tmp_path / "x.npz", wall_seconds=10)
+
+
 def test_engine_verilog_records_its_checksum(tmp_path):
     model = random_model([8, 6, 3], seed=1)
     verilog = write_engine_verilog(model, tmp_path, lanes=2)

@@ -61,7 +61,7 @@ def _run_watching(run, progress_path, images, progress, poll=0.25):
 
 
 def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None,
-                    waves=False, ready=1.0, valid=1.0, seed=0, progress=None):
+                    waves=False, ready=1.0, valid=1.0, seed=0, progress=None, wall_seconds=None):
     """Run the engine testbench (:mod:`nmflow.sim.tb_engine`) on ``inputs``; return a summary.
 
     Parameters
@@ -89,6 +89,11 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     progress : callable, optional
         ``progress(images_done, images, sim_cycles_per_second)``, called from this thread while
         the simulation runs (in another thread) whenever the testbench reports progress.
+    wall_seconds : float, optional
+        Kill the simulator after this long: the last resort behind the testbench's cycle
+        watchdog (a simulator stuck in a zero-delay loop never reaches it). By default 60 s
+        for start-up and compilation plus one second per 1,000 cycles the inputs should take
+        (the simulation runs at 6,000-14,000 cycles per second).
 
     Returns
     -------
@@ -125,9 +130,13 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
            "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid, "NMFLOW_TB_SEED": seed,
            "NMFLOW_TB_PROGRESS": progress_path}
 
+    if wall_seconds is None:
+        expected = len(inputs) * verilog.config["cycles_per_inference"] / (ready * valid)
+        wall_seconds = 60 + expected / 1000
+
     def run():
         return run_cocotb(source, verilog.config["toplevel"], "nmflow.sim.tb_engine", work,
-                          waves=waves, env=env)
+                          waves=waves, env=env, wall_seconds=wall_seconds)
 
     start = time.monotonic()
     if progress is None:
@@ -140,7 +149,8 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
                "seconds": round(seconds, 2),
                "outputs": str(out_path) if out_path.is_file() else None,
                "lanes": verilog.config["lanes"], "verilog": str(verilog.path.resolve()),
-               "verilog_sha256": verilog.sha256, "ready": ready, "valid": valid, "seed": seed}
+               "verilog_sha256": verilog.sha256, "ready": ready, "valid": valid, "seed": seed,
+               "killed_after": result.killed_after}
     if out_path.is_file():
         with np.load(out_path) as f:
             cycles = f["cycles"]
