@@ -10,13 +10,17 @@ STAMP="$VENV/.nmflow-setup"
 
 say() { printf 'setup: %s\n' "$*"; }
 
-if ! command -v iverilog >/dev/null 2>&1; then
+# Icarus Verilog (cocotb's simulator) and z3 (the solver of the formal proofs) from Debian.
+missing=""
+command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
+command -v z3 >/dev/null 2>&1 || missing="$missing z3"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
-        say "installing Icarus Verilog (apt-get install iverilog)"
+        say "installing$missing (apt-get install$missing)"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "setup: iverilog not found: run 'sudo apt-get install iverilog' (or run this as root)" >&2
+        echo "setup: not found:$missing: run 'sudo apt-get install$missing' (or run this as root)" >&2
         exit 1
     fi
 fi
