@@ -9,10 +9,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from .errors import NmflowError
 
 __all__ = ["make_folder", "atomic_path", "write_bytes", "write_text", "write_json",
-           "UNREADABLE"]
+           "read_npz", "UNREADABLE"]
 
 #: What NumPy, zipfile and zlib raise on a damaged or foreign archive (found by fuzzing:
 #: tests/test_fuzz.py): a reader of user files turns these into one line.
@@ -63,3 +65,32 @@ def write_text(path, text: str):
 
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_npz(path, what, *, required=(), optional=()):
+    """The arrays of an .npz file a user or an earlier step wrote, checked: one line for a file
+    that is missing, a directory, truncated, not an npz, pickled, or lacking a required array."""
+    path = Path(path)
+    if path.is_dir():
+        raise NmflowError(f"{what} {str(path)!r} is a directory, not an .npz file")
+    if not path.is_file():
+        raise NmflowError(f"{what} {str(path)!r} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive of named arrays")
+        with loaded as f:
+            missing = [name for name in required if name not in f.files]
+            if missing:
+                raise NmflowError(f"{what} {str(path)!r} must hold the arrays "
+                                  f"{', '.join(map(repr, required))}; {missing[0]!r} is missing")
+            return {name: f[name] for name in (*required, *optional) if name in f.files}
+    except NmflowError:
+        raise
+    except UNREADABLE as error:
+        reason = str(error).split("\n")[0]
+        if "pickle" in reason.lower():
+            reason = "not a NumPy .npz archive"
+        raise NmflowError(f"{what} {str(path)!r} is unreadable (truncated or not an .npz file: "
+                          f"{reason})") from None
+

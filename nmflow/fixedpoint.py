@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NmflowError
+from .errors import NmflowError, check_choice
 
 __all__ = ["FixedFormat", "ROUNDINGS", "OVERFLOWS", "integer_format", "shift_right"]
 
@@ -63,8 +63,7 @@ def shift_right(raw, shift, rounding="floor", rng=None):
     raw = np.asarray(raw, dtype=np.int64)
     if shift == 0:
         return raw.copy()
-    if rounding not in ROUNDINGS:
-        raise NmflowError(f"rounding must be one of {', '.join(ROUNDINGS)}, not {rounding!r}")
+    check_choice("rounding", rounding, ROUNDINGS)
     floor = raw >> shift
     rest = raw - (floor << shift)                  # 0 <= rest < 2**shift
     half = 1 << (shift - 1)
@@ -121,12 +120,8 @@ class FixedFormat:
         if self.width < 1 or self.width > 63:
             raise NmflowError(f"width (int_bits + frac_bits + sign) must be between 1 and 63, "
                               f"not {self.width}")
-        if self.rounding not in ROUNDINGS:
-            raise NmflowError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
-                              f"not {self.rounding!r}")
-        if self.overflow not in OVERFLOWS:
-            raise NmflowError(f"overflow must be one of {', '.join(OVERFLOWS)}, "
-                              f"not {self.overflow!r}")
+        check_choice("rounding", self.rounding, ROUNDINGS)
+        check_choice("overflow", self.overflow, OVERFLOWS)
 
     # -- the numbers --------------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import NmflowError
-from .fileio import UNREADABLE, write_json
+from .fileio import read_npz, write_json
 
 __all__ = ["DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step", "sim_step",
            "compare_step", "build_step", "ARTIFACTS"]
@@ -190,34 +190,6 @@ def _test_vectors(hw, inputs, limit):
             raise NmflowError(f"labels 'y' must be classes 0 to {hw.n_classes - 1}, "
                               f"not {int(y[bad][0])}")
     return x, y
-
-
-def read_npz(path, what, *, required=(), optional=()):
-    """The arrays of an .npz file a user or an earlier step wrote, checked: one line for a file
-    that is missing, a directory, truncated, not an npz, pickled, or lacking a required array."""
-    path = Path(path)
-    if path.is_dir():
-        raise NmflowError(f"{what} {str(path)!r} is a directory, not an .npz file")
-    if not path.is_file():
-        raise NmflowError(f"{what} {str(path)!r} does not exist")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an archive of named arrays")
-        with loaded as f:
-            missing = [name for name in required if name not in f.files]
-            if missing:
-                raise NmflowError(f"{what} {str(path)!r} must hold the arrays "
-                                  f"{', '.join(map(repr, required))}; {missing[0]!r} is missing")
-            return {name: f[name] for name in (*required, *optional) if name in f.files}
-    except NmflowError:
-        raise
-    except UNREADABLE as error:
-        reason = str(error).split("\n")[0]
-        if "pickle" in reason.lower():
-            reason = "not a NumPy .npz archive"
-        raise NmflowError(f"{what} {str(path)!r} is unreadable (truncated or not an .npz file: "
-                          f"{reason})") from None
 
 
 def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=False, out=None,

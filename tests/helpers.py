@@ -40,3 +40,13 @@ def refuses(make, error, message):
         info.value.__traceback__ = None
         del info
         gc.collect()
+
+
+def error_line(capsys, argv):
+    """Run ``nmflow argv`` in-process; it must exit with status 2 and print exactly one line,
+    which is returned."""
+    from nmflow.scripts.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]

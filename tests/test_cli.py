@@ -13,6 +13,8 @@ from nmflow.golden import hwmodel
 from nmflow.golden.synthetic import random_model
 from nmflow.scripts.cli import main
 
+from helpers import error_line
+
 pytestmark = pytest.mark.slow       # the command line runs whole flow steps (training, simulation, builds)
 
 
@@ -136,13 +138,6 @@ def test_compare_refuses_damaged_simulation_files(run, tmp_path, change, message
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith("nmflow: error: " + message(sim)), line
     assert not (tmp_path / "c.json").exists()
-
-
-def error_line(capsys, argv):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_missing_checkpoint(capsys, tmp_path):

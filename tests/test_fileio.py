@@ -10,7 +10,8 @@ from nmflow.errors import NmflowError
 from nmflow.fileio import make_folder, write_json, write_text
 from nmflow.golden import hwmodel
 from nmflow.golden.synthetic import random_model
-from nmflow.scripts.cli import main
+
+from helpers import error_line
 
 
 def test_a_file_where_a_folder_must_be(tmp_path):
@@ -34,24 +35,17 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def one_line(capsys, argv):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
 @pytest.mark.parametrize("step", [["train"], ["verilog"], ["export"]])
 def test_run_folder_that_is_a_file(capsys, tmp_path, step):
     (tmp_path / "afile").write_text("x")
-    line = one_line(capsys, [*step, "--run", str(tmp_path / "afile")])
+    line = error_line(capsys, [*step, "--run", str(tmp_path / "afile")])
     assert line.startswith("nmflow: error: ") and "afile" in line
 
 
 def test_verilog_out_that_is_a_file(capsys, tmp_path):
     hwmodel.save(random_model([8, 5, 3], seed=1), tmp_path / "hwmodel")
     (tmp_path / "afile").write_text("x")
-    line = one_line(capsys, ["verilog", "--run", str(tmp_path), "--out", str(tmp_path / "afile")])
+    line = error_line(capsys, ["verilog", "--run", str(tmp_path), "--out", str(tmp_path / "afile")])
     assert line == (f"nmflow: error: folder {str(tmp_path / 'afile')!r} cannot be made: "
                     f"{str(tmp_path / 'afile')!r} is a file, not a folder")
 
@@ -59,6 +53,6 @@ def test_verilog_out_that_is_a_file(capsys, tmp_path):
 def test_model_that_is_a_folder(capsys, tmp_path):
     (tmp_path / "hw.json").mkdir()
     np.savez(tmp_path / "hw.npz", x=np.zeros(1))
-    line = one_line(capsys, ["verilog", "--run", str(tmp_path), "--model", str(tmp_path / "hw.json")])
+    line = error_line(capsys, ["verilog", "--run", str(tmp_path), "--model", str(tmp_path / "hw.json")])
     assert line == (f"nmflow: error: hardware model file {str(tmp_path / 'hw.json')!r} is a "
                     f"directory, not a file")

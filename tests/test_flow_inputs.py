@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from nmflow.errors import NmflowError
-from nmflow.flow import _test_vectors, read_npz
+from nmflow.fileio import read_npz
+from nmflow.flow import _test_vectors
 from nmflow.golden.synthetic import random_model
 
 MODEL = random_model([6, 5, 3], input_bits=3, seed=2)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NmflowError
+from ..errors import NmflowError, check_choice
 from ..fileio import UNREADABLE, write_bytes, write_json
 
 __all__ = ["Layer", "HardwareModel", "save", "load", "checksum", "model_checksum", "header_fields",
@@ -168,8 +168,7 @@ def validate(model):
     """Check every rule of contract 1; raise :class:`NmflowError` on the first one broken."""
     if not isinstance(model.input_bits, int) or not 1 <= model.input_bits <= 8:
         _fail(f"input_bits must be an integer between 1 and 8, not {model.input_bits!r}")
-    if model.weight_kind not in WEIGHT_KINDS:
-        _fail(f"weight_kind must be one of {', '.join(WEIGHT_KINDS)}, not {model.weight_kind!r}")
+    check_choice("weight_kind", model.weight_kind, WEIGHT_KINDS)
     if len(model.layers) < 1:
         _fail("layers must hold at least one layer, not 0")
     previous = None

@@ -156,9 +156,14 @@ class EnginePlan:
 
     # -- the pipeline and the figures --------------------------------------------------------------
     @property
+    def lane_bits(self):
+        """``log2(lanes)``: the bits of a lane index, and the levels of the adder tree."""
+        return self.lanes.bit_length() - 1
+
+    @property
     def popcount_latency(self):
         """Cycles of the GXNOR lanes and the adder tree: a register per lane, one per level."""
-        return 1 + (self.lanes.bit_length() - 1)
+        return 1 + self.lane_bits
 
     def stage_cycles(self, stage):
         """Cycles of one stage of :data:`PIPELINE`."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NmflowError
+from ..errors import NmflowError, check_choice
 from ..fileio import atomic_path
 from .layers import ACTIVATIONS, WEIGHT_KINDS, QuantNet
 
@@ -78,15 +78,9 @@ class TrainConfig:
         if not isinstance(hidden, tuple) or any(
                 isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden):
             raise NmflowError(f"hidden must be a tuple of positive integers, not {self.hidden!r}")
-        if self.weight_kind not in WEIGHT_KINDS:
-            raise NmflowError(f"weight_kind must be one of {', '.join(WEIGHT_KINDS)}, "
-                              f"not {self.weight_kind!r}")
-        if self.activation not in ACTIVATIONS:
-            raise NmflowError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
-                              f"not {self.activation!r}")
-        if self.schedule not in SCHEDULES:
-            raise NmflowError(f"schedule must be one of {', '.join(SCHEDULES)}, "
-                              f"not {self.schedule!r}")
+        check_choice("weight_kind", self.weight_kind, WEIGHT_KINDS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         for name in ("epochs", "batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -92,7 +92,7 @@ class ActivationStore(wiring.Component):
         m = Module()
         plan = self._plan
         lanes = plan.lanes
-        shift = lanes.bit_length() - 1
+        shift = plan.lane_bits
         attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
 
         def buffer(name, shape, depth):

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .activations import ActivationReadSignature, ActivationStore
+from .activations import ActivationReadSignature
 from .lanes import GXNORPopcount
 from .pcsa import PCSARead
 from .sequencer import command_layout, tag_layout
@@ -132,8 +132,9 @@ class MACDatapath(wiring.Component):
         s1_addr = Signal.like(cmd.addr)
         m.d.sync += [s1_valid.eq(self.cmd.valid), s1_tag.eq(cmd.tag), s1_addr.eq(cmd.addr)]
 
-        # -- stage 2: register the block RAM output (the store registers its own) -------------------
-        assert ActivationStore.read_latency == 2
+        # -- stage 2: register the block RAM output (the store registers its own): the row's codes
+        # and its activations arrive together, ``ActivationStore.read_latency`` cycles after the
+        # command (checked against the plan's stages in tests/test_rtl_seams.py) ----------------
         s2_valid = Signal()
         s2_tag = Signal(tag_shape)
         s2_addr = Signal.like(cmd.addr)

@@ -4,12 +4,14 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.plan import index_bits
+
 __all__ = ["ScoreArgmax", "result_layout"]
 
 
 def result_layout(n_classes, score_bits):
     """One beat of the engine's result stream: a class index, its score, the argmax, the last flag."""
-    cw = max(1, (n_classes - 1).bit_length())
+    cw = index_bits(n_classes)
     return data.StructLayout({
         "index": unsigned(cw), "score": signed(score_bits), "cls": unsigned(cw), "last": unsigned(1),
     })
