@@ -57,6 +57,9 @@ class MACDatapath(wiring.Component):
     writable : bool
         Expose the weight memory's write port as ``weights``.
 
+    A read stage with a ``config`` member (the error injector,
+    :class:`~nmflow.rtl.injector.PCSAErrorRead`) has it forwarded as ``read_config``.
+
     Members
     -------
     cmd : In(stream.Signature(command_layout(plan), always_ready=True))
@@ -66,6 +69,7 @@ class MACDatapath(wiring.Component):
         One beat per neuron.
     weights : Out(WritePort.Signature(...)), only if ``writable``
         Rewrites rows of pair codes (per-lane enables); use it while the engine is idle.
+    read_config : In(the read stage's ``config`` signature), only if the read stage has one
 
     Latency: from a neuron's last command to its beat on ``o``, the stages ``weight read``
     through ``parameters`` of :data:`nmflow.golden.plan.PIPELINE`. Throughput: one row per cycle.
@@ -75,7 +79,10 @@ class MACDatapath(wiring.Component):
         self._plan = plan
         self._codes = codes
         self._memory = memory
-        self._read_stage = read_stage or PCSARead
+        self._read_stage = (read_stage or PCSARead)(lanes=plan.lanes, addr_bits=plan.addr_bits)
+        if self._read_stage.latency != plan.read_latency:
+            raise ValueError(f"read stage latency must be the plan's read_latency "
+                             f"{plan.read_latency}, not {self._read_stage.latency!r}")
         self._writable = writable
         members = {
             "cmd": In(stream.Signature(command_layout(plan), always_ready=True)),
@@ -86,6 +93,9 @@ class MACDatapath(wiring.Component):
             members["weights"] = Out(WritePort.Signature(addr_width=plan.addr_bits,
                                                          shape=pair_row(plan.lanes),
                                                          granularity=1))
+        stage_members = self._read_stage.signature.members
+        if "config" in stage_members:
+            members["read_config"] = stage_members["config"]
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -98,11 +108,9 @@ class MACDatapath(wiring.Component):
                                                       writable=self._writable)
         if self._writable:
             wiring.connect(m, wiring.flipped(self.weights), weights.write)
-        m.submodules.read_stage = read_stage = self._read_stage(lanes=plan.lanes,
-                                                                addr_bits=plan.addr_bits)
-        if read_stage.latency != plan.read_latency:
-            raise ValueError(f"read stage latency must be the plan's read_latency "
-                             f"{plan.read_latency}, not {read_stage.latency!r}")
+        m.submodules.read_stage = read_stage = self._read_stage
+        if "read_config" in self.signature.members:
+            wiring.connect(m, wiring.flipped(self.read_config), read_stage.config)
         m.submodules.popcount = popcount = GXNORPopcount(plan.lanes, plan.x_bits, tag_shape)
 
         # Neuron parameters: one entry per hidden neuron, one per class (a few flip-flops).

@@ -13,15 +13,19 @@ The engine is a few components joined by streams, built from one
            ActivationStore
 """
 
+from functools import partial
+
 from amaranth.hdl import Array, Const, Module, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
+from ..golden.injector import ErrorInjection
 from ..golden.plan import MEMORY_KINDS, EnginePlan, check_lanes, index_bits
 from .activations import ActivationStore
 from .datapath import MACDatapath
+from .injector import PCSAErrorRead, error_config_layout
 from .pcsa import PCSARead
 from .scores import ScoreArgmax, result_layout
 from .sequencer import Sequencer, tag_layout
@@ -72,6 +76,10 @@ class InferenceEngine(wiring.Component):
         The class itself may be passed (``PCSARead``, the default).
     writable : bool
         Add the weight memory's write port ``weights``.
+    errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
+        Read through the error-injecting :class:`~nmflow.rtl.injector.PCSAErrorRead` (one more
+        cycle of read latency) with this configuration after reset, and add the ``errors`` port
+        to change it at run time. ``None`` (the default) is the engine without an injector.
 
     Members
     -------
@@ -88,6 +96,9 @@ class InferenceEngine(wiring.Component):
     weights : Out(WritePort.Signature(addr_width, pair_row(lanes), granularity=1)), if writable
         Rewrites a row of pair codes (one enable per lane) per cycle; an inference started after
         the write reads the new codes. Write only while ``idle``.
+    errors : In(stream.Signature(error_config_layout(rate_bits), always_ready=True)), if errors
+        Sets the injector's thresholds, seed and mode (see
+        :func:`~nmflow.rtl.injector.config_payload`); send it while ``idle``.
 
     Latency and throughput: one inference takes :attr:`cycles_per_inference` cycles from its first
     input beat to its last result beat when the streams never stall, against
@@ -101,13 +112,19 @@ class InferenceEngine(wiring.Component):
     """
 
     def __init__(self, model, *, lanes=16, memory="block", max_weight_bits=None,
-                 read_stage=None, writable=False):
+                 read_stage=None, writable=False, errors=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
         check_lanes(lanes)
         if memory not in MEMORY_KINDS:
             raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
                              f"not {memory!r}")
+        if errors is not None:
+            if read_stage is not None:
+                raise ValueError("give either read_stage or errors, not both")
+            if not isinstance(errors, ErrorInjection):
+                raise TypeError(f"errors must be an ErrorInjection, not {type(errors).__name__}")
+            read_stage = PCSAErrorRead
         read_stage = PCSARead if read_stage is None else read_stage
         if not callable(read_stage):
             raise TypeError(f"read_stage must be a callable taking lanes= and addr_bits=, "
@@ -122,7 +139,10 @@ class InferenceEngine(wiring.Component):
                              f"codes), the budget is {max_weight_bits} bits")
         self._plan = plan
         self._memory = memory
+        if errors is not None:
+            read_stage = partial(PCSAErrorRead, injection=errors, last_row=plan.weight_rows - 1)
         self._read_stage = read_stage
+        self._errors = errors
         self._writable = bool(writable)
         members = {
             "i": In(stream.Signature(unsigned(model.input_bits))),
@@ -134,6 +154,9 @@ class InferenceEngine(wiring.Component):
         if writable:
             members["weights"] = Out(WritePort.Signature(addr_width=plan.addr_bits,
                                                          shape=pair_row(lanes), granularity=1))
+        if errors is not None:
+            members["errors"] = In(stream.Signature(error_config_layout(errors.rate_bits),
+                                                    always_ready=True))
         super().__init__(members)
 
     # -- parameters read back by tests, benches and board builds -------------------------------
@@ -141,6 +164,7 @@ class InferenceEngine(wiring.Component):
     model = property(lambda self: self._plan.model)
     lanes = property(lambda self: self._plan.lanes)
     memory = property(lambda self: self._memory)
+    injection = property(lambda self: self._errors)
     n_inputs = property(lambda self: self._plan.n_inputs)
     n_classes = property(lambda self: self._plan.n_classes)
     input_bits = property(lambda self: self._plan.model.input_bits)
@@ -174,6 +198,8 @@ class InferenceEngine(wiring.Component):
         wiring.connect(m, scores.o, wiring.flipped(self.o))
         if self._writable:
             wiring.connect(m, wiring.flipped(self.weights), datapath.weights)
+        if self._errors is not None:
+            wiring.connect(m, wiring.flipped(self.errors), datapath.read_config)
         m.d.comb += self.idle.eq(seq.idle)
 
         # A completed neuron goes to the threshold unit (hidden layers) or the score unit (last).

@@ -1,0 +1,124 @@
+"""The PCSA read stage with read-error injection (types 1, 2 and 3 of the thesis, Table 4.2).
+
+:class:`PCSAErrorRead` is a read stage (docs/contracts.md, contract 6) that reads pair codes like
+the ideal :class:`~nmflow.rtl.pcsa.PCSARead` and makes, lane by lane, the errors of an
+:class:`~nmflow.golden.injector.ErrorInjection`: the arithmetic (fixed-point thresholds, one
+31-bit LFSR per lane, the seeding, the two modes) is specified once in
+:mod:`nmflow.golden.injector`, whose :class:`~nmflow.golden.injector.InjectedRead` is its golden
+twin, bit for bit.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.injector import LFSR_BITS, LFSR_TAP, SEED_BITS, ErrorInjection, lane_salt
+from .pcsa import read_row, ternary_row
+
+__all__ = ["PCSAErrorRead", "error_config_layout", "config_payload"]
+
+
+def error_config_layout(rate_bits):
+    """A run-time configuration of the injector: thresholds ``t1``, ``t12``, ``t3`` (fractions of
+    ``2^rate_bits``), the seed and the mode (``static`` = 1 for a static error map)."""
+    t = unsigned(rate_bits + 1)
+    return data.StructLayout({"t1": t, "t12": t, "t3": t, "seed": unsigned(SEED_BITS),
+                              "static": 1})
+
+
+def config_payload(injection):
+    """The configuration beat (a dict for the layout) that sets ``injection`` at run time."""
+    t1, t12, t3 = injection.thresholds()
+    return {"t1": t1, "t12": t12, "t3": t3, "seed": injection.seed,
+            "static": int(injection.mode == "static")}
+
+
+class PCSAErrorRead(wiring.Component):
+    """PCSA read of a row of pair codes with injected read errors.
+
+    Parameters
+    ----------
+    lanes : int
+    addr_bits : int
+    injection : :class:`~nmflow.golden.injector.ErrorInjection`
+        The configuration after reset: rates, seed, mode and ``rate_bits``.
+    last_row : int
+        Address of the memory's last row: in ``"static"`` mode the sources restart from the seed
+        after it is read.
+
+    Members
+    -------
+    i, o : see :class:`~nmflow.rtl.pcsa.ReadStageSignature`
+    config : In(stream.Signature(error_config_layout(rate_bits), always_ready=True))
+        A beat sets new thresholds, seed and mode; the sources restart from the new seed one
+        cycle later. Send it while no read is under way (the engine idle).
+
+    Latency: :attr:`latency` = 1 cycle (the decision is registered). Throughput: one row per
+    cycle. Cost per lane: a 31-bit LFSR and three ``rate_bits``-bit comparators.
+    """
+
+    latency = 1
+
+    def __init__(self, *, lanes, addr_bits, injection, last_row):
+        if not isinstance(injection, ErrorInjection):
+            raise TypeError(f"injection must be an ErrorInjection, not "
+                            f"{type(injection).__name__}")
+        if not isinstance(last_row, int) or not 0 <= last_row < (1 << addr_bits):
+            raise ValueError(f"last_row must be a row address of {addr_bits} bits, "
+                             f"not {last_row!r}")
+        self._lanes = lanes
+        self._injection = injection
+        self._last_row = last_row
+        super().__init__({
+            "i": In(stream.Signature(read_row(lanes, addr_bits), always_ready=True)),
+            "o": Out(stream.Signature(ternary_row(lanes), always_ready=True)),
+            "config": In(stream.Signature(error_config_layout(injection.rate_bits),
+                                          always_ready=True)),
+        })
+
+    injection = property(lambda self: self._injection)
+
+    def elaborate(self, platform):
+        m = Module()
+        inj = self._injection
+        bits = inj.rate_bits
+        t1_0, t12_0, t3_0 = inj.thresholds()
+
+        t1 = Signal(bits + 1, init=t1_0)
+        t12 = Signal(bits + 1, init=t12_0)
+        t3 = Signal(bits + 1, init=t3_0)
+        seed = Signal(SEED_BITS, init=inj.seed)
+        static = Signal(init=int(inj.mode == "static"))
+        pending = Signal()          # a new seed waits to be loaded into the sources
+        cfg = self.config.payload
+        m.d.sync += pending.eq(self.config.valid)
+        with m.If(self.config.valid):
+            m.d.sync += [t1.eq(cfg.t1), t12.eq(cfg.t12), t3.eq(cfg.t3), seed.eq(cfg.seed),
+                         static.eq(cfg.static)]
+
+        read = self.i.valid
+        restart = pending | (static & read & (self.i.payload.addr == self._last_row))
+
+        m.d.sync += self.o.valid.eq(read)
+        step = inj.step
+        for p, (code, weight) in enumerate(zip(self.i.payload.codes, self.o.payload)):
+            # The lane's source: a 31-bit Fibonacci LFSR, ``step`` bits per read.
+            start = (seed ^ Const(lane_salt(p), LFSR_BITS)) | 1
+            state = Signal(LFSR_BITS, name=f"lfsr{p}", init=inj.states(self._lanes)[p].item())
+            new = (state >> LFSR_TAP ^ state)[:step]
+            with m.If(restart):
+                m.d.sync += state.eq(start)
+            with m.Elif(read):
+                m.d.sync += state.eq(Cat(state[step:], new))
+            u, sign = state[:bits], state[bits]
+
+            # The ideal read, then the decision (see nmflow.golden.injector).
+            nz, neg = code.bl ^ code.blb, code.blb & ~code.bl
+            flip = u < t1
+            drop = ~flip & (u < t12)
+            appear = u < t3
+            read_nz = Mux(nz, ~drop, appear)
+            read_neg = Mux(nz, neg ^ flip, sign)
+            with m.If(read):
+                m.d.sync += [weight.nz.eq(read_nz), weight.neg.eq(read_nz & read_neg)]
+        return m
