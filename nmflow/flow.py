@@ -135,24 +135,26 @@ def _model_path(run_dir, model):
     return path
 
 
-def _write_verilog(hw, out, lanes, memory):
+def _write_verilog(hw, out, lanes, memory, errors=None):
     from .rtl.verilog import write_engine_verilog
     try:
-        verilog = write_engine_verilog(hw, out, lanes=lanes, memory=memory)
+        verilog = write_engine_verilog(hw, out, lanes=lanes, memory=memory, errors=errors)
     except ValueError as error:
         raise NmflowError(str(error)) from None
     return dict(verilog.config, verilog=str(verilog.path))
 
 
-def verilog_step(run_dir, model=None, *, lanes=16, memory="block", out=None):
+def verilog_step(run_dir, model=None, *, lanes=16, memory="block", out=None, errors=None):
     """Generate the engine's Verilog with Amaranth into ``rtl/``: ``engine.v`` and ``engine.json``
     (the configuration, the engine's figures and the SHA-256 of ``engine.v``); return the
-    configuration with the Verilog's path."""
+    configuration with the Verilog's path. ``errors`` (an
+    :class:`~nmflow.golden.injector.ErrorInjection`) builds the engine with the read-error
+    injector."""
     from .golden import hwmodel
 
     hw = hwmodel.load(_model_path(run_dir, model))
     out = Path(out or Path(run_dir) / ARTIFACTS["rtl"])
-    return _write_verilog(hw, out, lanes, memory)
+    return _write_verilog(hw, out, lanes, memory, errors)
 
 
 # -- sim -------------------------------------------------------------------------------------------
@@ -280,7 +282,10 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
     for path in (outputs, vectors):
         if not path.is_file():
             raise NmflowError(f"simulation output {str(path)!r} does not exist: run 'nmflow sim'")
-    verilog_sha256 = _simulated_verilog(sim_dir, Path(rtl or run_dir / ARTIFACTS["rtl"]))
+    rtl_dir = Path(rtl or run_dir / ARTIFACTS["rtl"])
+    verilog_sha256 = _simulated_verilog(sim_dir, rtl_dir)
+    from .rtl.verilog import engine_read_function, read_engine_verilog
+    config = read_engine_verilog(rtl_dir, model=hw).config
     from .golden.reference import check_inputs
     x = check_inputs(hw, read_npz(vectors, "simulation vectors", required=("x",))["x"])
     if len(x) == 0:
@@ -289,7 +294,8 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
     acts_names = tuple(f"acts{k}" for k in range(len(hw.layers) - 1))
     rtl = read_npz(outputs, "simulation outputs", required=("classes", "scores", *acts_names),
                    optional=("cycles",))
-    golden = reference(hw, x)
+    # the golden model reads its weights as the simulated engine did (with its injector's twin)
+    golden = reference(hw, x, lanes=config["lanes"], read=engine_read_function(config))
     mismatches = []
 
     def compare(what, got, expected):

@@ -58,6 +58,27 @@ def test_every_test_image_matches_in_rtl(run):
     assert compare["cycles_per_inference"] <= 1.10 * engine["ideal_cycles_per_inference"]
 
 
+def test_every_test_image_matches_with_read_errors_injected(run):
+    # The engine with the read-error injector at the rates of the thesis's 1 us programming
+    # condition (Table 4.2; type 1 at 1e-3 so that some sign flips are made): every output of
+    # every digits test image equals the golden model run with the injector's twin.
+    rtl, sim = run / "rtl_errors", run / "sim_errors"
+    for step in (["verilog", "--errors", "0.001,0.01,0.185", "--error-seed", "2021",
+                  "--out", rtl],
+                 ["sim", "--rtl", rtl, "--out", sim],
+                 ["compare", "--rtl", rtl, "--sim", sim, "--out", run / "compare_errors.json"]):
+        result = nmflow(*step, "--run", run)
+        assert result.returncode == 0, f"nmflow {step[0]} failed:\n{result.stderr[-3000:]}"
+    compare = json.loads((run / "compare_errors.json").read_text())
+    assert compare["images"] == 360 and compare["mismatches"] == 0
+    # the errors were made: the RTL's activations differ from those of the clean engine
+    with np.load(sim / "rtl_outputs.npz") as errors, \
+            np.load(run / "sim" / "rtl_outputs.npz") as clean:
+        assert (errors["acts0"] != clean["acts0"]).any()
+    clean_accuracy = json.loads((run / "compare.json").read_text())["accuracy"]
+    assert compare["accuracy"] >= clean_accuracy - 0.03
+
+
 def test_bitstream_built(run):
     build = json.loads((run / "icebreaker" / "build.json").read_text())
     bitstream = run / "icebreaker" / "nmflow_top.bin"

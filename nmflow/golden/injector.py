@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import NmflowError, check_choice
 from .pairs import ReadFunction, pcsa_read
-from .readerrors import ErrorRates
+from .readerrors import ERROR_TYPES, ErrorRates
 
 __all__ = ["ErrorInjection", "InjectedRead", "MODES", "SEED_BITS", "LFSR_BITS", "lane_salt",
            "lane_state", "lfsr_step", "max_rate_bits"]
@@ -136,6 +136,24 @@ class ErrorInjection:
     def step(self):
         """LFSR steps per read of a row: the draw's bits and the sign bit."""
         return self.rate_bits + 1
+
+    def to_dict(self):
+        """The configuration as JSON-ready fields (what ``engine.json`` records)."""
+        return {"rates": self.rates.as_dict(), "seed": self.seed, "mode": self.mode,
+                "rate_bits": self.rate_bits}
+
+    @classmethod
+    def from_dict(cls, data):
+        """The configuration :meth:`to_dict` wrote; refused with one line if malformed."""
+        if not isinstance(data, dict) or set(data) != {"rates", "seed", "mode", "rate_bits"}:
+            raise NmflowError(f"an error injection must be an object with rates, seed, mode and "
+                              f"rate_bits, not {data!r:.80}")
+        rates = data["rates"]
+        if not isinstance(rates, dict) or not set(rates) <= set(ERROR_TYPES):
+            raise NmflowError(f"error injection rates must be an object with type1, type2 and "
+                              f"type3, not {rates!r:.80}")
+        return cls(ErrorRates(**rates), seed=data["seed"], mode=data["mode"],
+                   rate_bits=data["rate_bits"])
 
     def states(self, lanes):
         """The lanes' start states, uint64 ``[lanes]``."""

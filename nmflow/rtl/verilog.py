@@ -25,7 +25,7 @@ from ..fileio import write_bytes, write_json
 from ..toolchain import find_tool
 
 __all__ = ["TOPLEVEL", "EngineVerilog", "component_ports", "to_verilog", "write_engine_verilog",
-           "read_engine_verilog", "sha256_bytes"]
+           "read_engine_verilog", "engine_read_function", "sha256_bytes"]
 
 #: Module name of the engine in ``engine.v``.
 TOPLEVEL = "nmflow_engine"
@@ -135,7 +135,7 @@ class EngineVerilog:
         ``engine.v``.
     config : dict
         ``engine.json``: toplevel, lanes, memory, the model's sizes and checksum, the engine's
-        figures (``cycles_per_inference``, ...) and ``verilog_sha256``.
+        figures (``cycles_per_inference``, ...), ``errors`` and ``verilog_sha256``.
     text : bytes
         ``engine.v`` as read (or written): what a simulation of it compiles.
     sha256 : str
@@ -147,13 +147,16 @@ class EngineVerilog:
     sha256: str
 
 
-def write_engine_verilog(model, out_dir, *, lanes=16, memory="block"):
+def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=None):
     """Write the inference engine for ``model`` as ``out_dir/engine.v`` and ``engine.json``.
 
     ``engine.json`` records the configuration (lanes, memory kind), the model's sizes and
     checksum, the engine's figures (``acc_bits``, ``weight_rows``, ``weight_bits``,
     ``ideal_cycles_per_inference``, ``cycles_per_inference``, ``cycles_back_to_back`` for an
-    inference offered right behind another) and the SHA-256 of ``engine.v`` as written. Both files are written atomically, ``engine.v`` first.
+    inference offered right behind another), the read-error injection (``errors``: the fields of
+    an :class:`~nmflow.golden.injector.ErrorInjection`, or ``None`` for the engine without an
+    injector) and the SHA-256 of ``engine.v`` as written. Both files are written atomically,
+    ``engine.v`` first.
 
     Returns
     -------
@@ -167,7 +170,7 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block"):
     from ..golden import hwmodel
     from .engine import InferenceEngine
 
-    engine = InferenceEngine(model, lanes=lanes, memory=memory)
+    engine = InferenceEngine(model, lanes=lanes, memory=memory, errors=errors)
     out_dir = Path(out_dir)
     path, text = to_verilog(engine, TOPLEVEL, out_dir / "engine.v")
     config = {
@@ -179,6 +182,7 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block"):
         "cycles_per_inference": engine.cycles_per_inference,
         "cycles_back_to_back": engine.plan.cycles_back_to_back,
         "model_sha256": hwmodel.model_checksum(model),
+        "errors": None if errors is None else errors.to_dict(),
         "verilog_sha256": sha256_bytes(text),
     }
     write_json(out_dir / "engine.json", config)
@@ -224,6 +228,12 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
                           ("model_sha256", str)):
             if not isinstance(config.get(key), kind):
                 raise ValueError(f"{key} must be {kind.__name__}, not {config.get(key)!r}")
+        if config.get("errors") is not None:
+            from ..golden.injector import ErrorInjection
+            try:
+                ErrorInjection.from_dict(config["errors"])
+            except NmflowError as error:
+                raise ValueError(str(error)) from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise NmflowError(f"{str(config_path)!r} is not an engine configuration ({error}): run "
                           f"'nmflow verilog'") from None
@@ -247,3 +257,12 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
                           f"{config['lanes']} lanes, not {lanes}; run 'nmflow verilog --lanes "
                           f"{lanes}' or leave lanes out")
     return EngineVerilog(path, config, text, actual)
+
+
+def engine_read_function(config):
+    """The golden read function of the engine an ``engine.json`` describes: the injector's twin
+    if it records an error injection, else ``None`` (the ideal read)."""
+    if config.get("errors") is None:
+        return None
+    from ..golden.injector import ErrorInjection, InjectedRead
+    return InjectedRead(ErrorInjection.from_dict(config["errors"]), config["lanes"])

@@ -92,10 +92,37 @@ def cmd_export(args):
     _print_json(export_step(args.run, args.checkpoint, args.out))
 
 
+def _injection(args):
+    """The read-error injection the options ask for, or ``None``."""
+    if args.errors is None:
+        for option, value in (("--error-seed", args.error_seed), ("--error-mode", args.error_mode),
+                              ("--rate-bits", args.rate_bits)):
+            if value is not None:
+                raise NmflowError(f"{option} goes with --errors (the injector's rates)")
+        return None
+    from ..golden.injector import ErrorInjection
+    from ..golden.readerrors import ErrorRates
+    return ErrorInjection(ErrorRates(*args.errors),
+                          seed=1 if args.error_seed is None else args.error_seed,
+                          mode=args.error_mode or "per_read",
+                          rate_bits=16 if args.rate_bits is None else args.rate_bits)
+
+
+def _rates(text):
+    try:
+        rates = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        rates = ()
+    if len(rates) != 3:
+        raise argparse.ArgumentTypeError(f"must be three comma-separated rates (type 1, 2, 3) "
+                                         f"such as 0,0.01,0.065, not {text!r}")
+    return rates
+
+
 def cmd_verilog(args):
     from ..flow import verilog_step
     _print_json(verilog_step(args.run, args.model, lanes=args.lanes, memory=args.memory,
-                             out=args.out))
+                             out=args.out, errors=_injection(args)))
 
 
 def _sim(args, console, quiet=False):
@@ -225,6 +252,16 @@ def parser():
     p.add_argument("--memory", choices=("block", "logic"), default="block",
                    help="weight memory kind (default: block)")
     p.add_argument("--out", help="output folder (default: RUN/rtl)")
+    p.add_argument("--errors", type=_rates, metavar="T1,T2,T3",
+                   help="add the PCSA read-error injector with these type 1 (sign flip), type 2 "
+                   "(+-1 read as 0) and type 3 (0 read as +-1) rates, as fractions; 'nmflow sim' "
+                   "then checks against the golden model with the same errors")
+    p.add_argument("--error-seed", type=int, help="seed of the injector's LFSRs (default: 1)")
+    p.add_argument("--error-mode", choices=("per_read", "static"),
+                   help="errors drawn anew on every read, or a static map per seed (default: "
+                   "per_read)")
+    p.add_argument("--rate-bits", type=int,
+                   help="fraction bits of the rates in hardware (default: 16)")
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("sim", help="simulate the engine under cocotb against the golden model",

@@ -3,7 +3,8 @@
 Run through :func:`nmflow.sim.engine_sim.simulate_engine`. Settings come from the environment:
 
 ``NMFLOW_TB_MODEL``     hardware model (.json/.npz stem) the engine was generated from
-``NMFLOW_TB_CONFIG``    ``engine.json`` of the Verilog (lanes, ``cycles_per_inference``)
+``NMFLOW_TB_CONFIG``    ``engine.json`` of the Verilog (lanes, ``cycles_per_inference``, the read-error
+                        injection the golden model then reads with: its bit-exact twin)
 ``NMFLOW_TB_INPUTS``    .npz with ``x`` [N, n_inputs]
 ``NMFLOW_TB_OUT``       .npz written with what the RTL produced (classes, scores, acts, cycles)
 ``NMFLOW_TB_READY``     probability that the result stream is ready in a cycle (default 1.0)
@@ -43,6 +44,7 @@ from nmflow.fileio import atomic_path
 from nmflow.golden import hwmodel
 from nmflow.golden.reference import reference
 from nmflow.rtl.engine import result_layout, trace_layout
+from nmflow.rtl.verilog import engine_read_function
 from nmflow.sim.payload import field
 from nmflow.sim.streams import watchdog_cycles
 from nmflow.sim.tbutil import PERIOD_NS, start
@@ -221,11 +223,12 @@ class Model:
     """The golden model on each input vector the input monitor saw; its outputs go into the
     scoreboard's expected queue."""
 
-    def __init__(self, model, lanes, scoreboard):
-        self.model, self.lanes, self.scoreboard = model, lanes, scoreboard
+    def __init__(self, model, lanes, scoreboard, read=None):
+        self.model, self.lanes, self.scoreboard, self.read = model, lanes, scoreboard, read
 
     def __call__(self, vector, first):
-        self.scoreboard.expect(reference(self.model, np.array([vector]), lanes=self.lanes), first)
+        self.scoreboard.expect(reference(self.model, np.array([vector]), lanes=self.lanes,
+                                         read=self.read), first)
 
 
 class Scoreboard:
@@ -347,9 +350,13 @@ async def engine_matches_golden(dut):
 
     progress = ProgressFile(os.environ.get("NMFLOW_TB_PROGRESS"), len(inputs))
     scoreboard = Scoreboard(model, len(inputs), dut._log, on_inference=progress)
-    await start(dut, i__valid=0, o__ready=0)
+    idle = {"i__valid": 0, "o__ready": 0}
+    read = engine_read_function(config)     # the injector's twin, if the engine has one
+    if read is not None:
+        idle["errors__valid"] = 0           # the configuration after reset stays
+    await start(dut, **idle)
     progress.started = time.monotonic()
-    monitor = InputMonitor(dut, model.n_inputs, Model(model, config["lanes"], scoreboard))
+    monitor = InputMonitor(dut, model.n_inputs, Model(model, config["lanes"], scoreboard, read))
     monitor.start()
     OutputMonitor(dut, model, scoreboard.actual).start()
     Backpressure(dut, rng=random.Random(f"{seed}/ready"), ready=ready).start()
