@@ -359,8 +359,10 @@ def check_memory_fits(hw, lanes, info):
     return needed
 
 
-def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None):
-    """Build the board bitstream (engine + UART host link); return the build summary."""
+def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None,
+               errors=None):
+    """Build the board bitstream (engine + UART host link, with the read-error injector in the
+    configuration ``errors`` if given); return the build summary."""
     from .boards.build import build, get_board
     from .golden import hwmodel
     from .rtl.top import HostTop, check_host_top
@@ -371,7 +373,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     out = Path(out or run_dir / info.name)
 
     def top(clk_freq):
-        return HostTop(hw, lanes=lanes, clk_freq=clk_freq)
+        return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors)
 
     try:
         check_host_top(hw, lanes=lanes, clk_freq=info.clock_hz)
@@ -382,6 +384,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     result = build(top, board, out, name="nmflow_top", seed=seed)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
+    summary["errors"] = None if errors is None else errors.to_dict()
     write_json(out / "build.json", summary)
     return summary
 

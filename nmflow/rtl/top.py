@@ -100,6 +100,8 @@ class HostTop(wiring.Component):
         UART baud rate; ``divisor = round(clk_freq / baud)`` must come within 2 %.
     timeout : float
         Inter-byte timeout of the link in seconds (at least 2 character times).
+    errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
+        Build the engine with the read-error injector, in this configuration.
 
     Members
     -------
@@ -112,11 +114,12 @@ class HostTop(wiring.Component):
         board tops leave them unconnected).
     """
 
-    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
+    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None):
         self._divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
                                                              baud=baud, timeout=timeout)
         self._model = model
         self._lanes = lanes
+        self._errors = errors
         super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
 
     model = property(lambda self: self._model)
@@ -134,7 +137,8 @@ class HostTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         model = self._model
-        m.submodules.engine = engine = InferenceEngine(model, lanes=self._lanes)
+        m.submodules.engine = engine = InferenceEngine(model, lanes=self._lanes,
+                                                       errors=self._errors)
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles)
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)

@@ -166,7 +166,7 @@ def cmd_compare(args):
 def cmd_build(args):
     from ..flow import build_step
     summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, out=args.out,
-                         seed=args.seed)
+                         seed=args.seed, errors=_injection(args))
     _print_json({key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
                                                "logic_cells_total", "block_rams", "dsps",
                                                "fmax_mhz", "seconds")})
@@ -208,6 +208,18 @@ def _add_vectors(p, verb):
     p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
                    "model's test split")
     p.add_argument("--limit", type=_positive_int, help=f"{verb} only the first N vectors")
+
+
+def _add_errors(p, then):
+    p.add_argument("--errors", type=_rates, metavar="T1,T2,T3",
+                   help="add the PCSA read-error injector with these type 1 (sign flip), type 2 "
+                   f"(+-1 read as 0) and type 3 (0 read as +-1) rates, as fractions; {then}")
+    p.add_argument("--error-seed", type=int, help="seed of the injector's LFSRs (default: 1)")
+    p.add_argument("--error-mode", choices=("per_read", "static"),
+                   help="errors drawn anew on every read, or a static map per seed (default: "
+                   "per_read)")
+    p.add_argument("--rate-bits", type=int,
+                   help="fraction bits of the rates in hardware (default: 16)")
 
 
 def parser():
@@ -252,16 +264,7 @@ def parser():
     p.add_argument("--memory", choices=("block", "logic"), default="block",
                    help="weight memory kind (default: block)")
     p.add_argument("--out", help="output folder (default: RUN/rtl)")
-    p.add_argument("--errors", type=_rates, metavar="T1,T2,T3",
-                   help="add the PCSA read-error injector with these type 1 (sign flip), type 2 "
-                   "(+-1 read as 0) and type 3 (0 read as +-1) rates, as fractions; 'nmflow sim' "
-                   "then checks against the golden model with the same errors")
-    p.add_argument("--error-seed", type=int, help="seed of the injector's LFSRs (default: 1)")
-    p.add_argument("--error-mode", choices=("per_read", "static"),
-                   help="errors drawn anew on every read, or a static map per seed (default: "
-                   "per_read)")
-    p.add_argument("--rate-bits", type=int,
-                   help="fraction bits of the rates in hardware (default: 16)")
+    _add_errors(p, "'nmflow sim' then checks against the golden model with the same errors")
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("sim", help="simulate the engine under cocotb against the golden model",
@@ -300,6 +303,7 @@ def parser():
     p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
     p.add_argument("--seed", type=int, help="nextpnr placement seed")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
+    _add_errors(p, "the rates hold from reset")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("host", help="run test vectors on a board over its UART, compare (==)",
@@ -337,6 +341,10 @@ def parser():
                    help="comma-separated boards to build (default: icebreaker,ulx3s)")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json)")
     p.set_defaults(func=cmd_bench)
+
+    from . import bersweep, pcsa
+    pcsa.add_parser(sub)
+    bersweep.add_parser(sub)
     return top
 
 
