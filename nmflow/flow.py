@@ -392,20 +392,34 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
 # -- host: the board over its UART ------------------------------------------------------------------
 
 def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=115200, timeout=2.0,
-              out=None, progress=None):
+              out=None, progress=None, errors=None, lanes=16):
     """Send test vectors to a board over its UART and compare every reply with the golden model.
 
     ``port`` is a serial device (``/dev/ttyUSB1``) or any pyserial URL (``socket://host:port``,
-    as the simulated board serves). Writes ``board.json``; returns it.
+    as the simulated board serves). With ``errors`` (an
+    :class:`~nmflow.golden.injector.ErrorInjection`) the board's read-error injector is set first
+    (ERRORS request; refused if the board has none) and the golden model reads through its twin
+    :class:`~nmflow.golden.injector.InjectedRead` with the same seed and rates, the vectors in the
+    same order; ``lanes`` must be the board's (the memory layout the errors fall on). Writes
+    ``board.json``; returns it.
     """
     from .boards.host import EngineLink
     from .golden import hwmodel
+    from .golden.injector import InjectedRead
+    from .golden.plan import check_lanes
     from .golden.reference import reference
 
     run_dir = Path(run_dir)
     hw = hwmodel.load(_model_path(run_dir, model))
     x, y = _test_vectors(hw, inputs, limit)
-    golden = reference(hw, x)
+    read = None
+    if errors is not None:
+        try:
+            check_lanes(lanes)
+        except ValueError as error:
+            raise NmflowError(str(error)) from None
+        read = InjectedRead(errors, lanes)
+    golden = reference(hw, x, lanes=lanes, read=read)
     with EngineLink(port, baudrate=baudrate, timeout=timeout) as link:
         info = link.info()
         for name, board, ours in (("inputs", info.n_inputs, hw.n_inputs),
@@ -414,6 +428,8 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
             if board != ours:
                 raise NmflowError(f"the board at {port} has {board} {name}, the hardware model "
                                   f"{ours}: build and load the bitstream of this model")
+        if errors is not None:
+            link.set_errors(errors)
         start = time.monotonic()
         classes = np.zeros(len(x), dtype=np.int64)
         scores = np.zeros((len(x), hw.n_classes), dtype=np.int64)
@@ -426,6 +442,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     score_mismatches = [[int(n), int(j)] for n, j in zip(*np.nonzero(scores != golden.scores))]
     result = {
         "port": port, "images": int(len(x)),
+        "errors": None if errors is None else dict(errors.to_dict(), lanes=lanes),
         "mismatches": len(class_mismatches) + len(score_mismatches),
         "class_mismatches": class_mismatches, "score_mismatches": score_mismatches,
         "accuracy": None if y is None else float((classes == y).mean()),

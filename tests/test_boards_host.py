@@ -5,6 +5,7 @@
 servers for the failure paths that correct gateware never produces.
 """
 
+import json
 import re
 import socket
 import threading
@@ -17,6 +18,10 @@ import serial
 from nmflow import protocol
 from nmflow.boards.host import EngineLink
 from nmflow.errors import NmflowError
+from nmflow.flow import host_step
+from nmflow.golden import hwmodel
+from nmflow.golden.injector import ErrorInjection, InjectedRead
+from nmflow.golden.readerrors import ErrorRates
 from nmflow.golden.reference import reference
 from nmflow.protocol import Command, ErrorCode, Info
 from nmflow.sim.uart_bridge import SimulatedBoard, simulated_board
@@ -25,7 +30,7 @@ from helpers import link_model
 
 
 MODEL = link_model(seed=4)
-INFO = Info(1, 16, 5, 4, 3)
+INFO = Info(2, 16, 5, 4, 3)
 
 
 # -- the driver against scripted servers --------------------------------------------------------
@@ -114,7 +119,7 @@ def test_corrupted_reply_is_refused():
         with EngineLink(server.url, timeout=1.0) as link:
             with pytest.raises(NmflowError, match=f"^corrupted reply from "
                                                   f"{re.escape(repr(server.url))}: frame checksum "
-                                                  f"must be 0x[0-9A-F]{{2}}, not 0xDE$"):
+                                                  f"must be 0x[0-9A-F]{{2}}, not 0x77$"):
                 link.info()
 
 
@@ -122,8 +127,8 @@ def test_error_reply_raises_with_its_code():
     answer = answer_info_then(lambda frame: protocol.error_reply(ErrorCode.BAD_VALUE))
     with ScriptedServer(answer) as server:
         with EngineLink(server.url, timeout=1.0) as link:
-            with pytest.raises(NmflowError, match=r"^board replied with error BAD_VALUE \(an input "
-                                                  r"value does not fit input_bits\) to INFER$"):
+            with pytest.raises(NmflowError, match=r"^board replied with error BAD_VALUE \(a payload "
+                                                  r"value is out of range\) to INFER$"):
                 link.infer([0] * 16)
 
 
@@ -133,10 +138,10 @@ def test_wrong_reply_command_and_version_are_refused():
             with pytest.raises(NmflowError, match=r"^reply command must be 0x82 \(INFER\), "
                                                   r"not 0x81$"):
                 link.infer([0] * 16)
-    v2 = Info(2, 16, 5, 4, 3)
-    with ScriptedServer(lambda frame: protocol.info_reply(v2)) as server:
+    v1 = Info(1, 16, 5, 4, 3)
+    with ScriptedServer(lambda frame: protocol.info_reply(v1)) as server:
         with EngineLink(server.url, timeout=1.0) as link:
-            with pytest.raises(NmflowError, match=r"^board protocol version must be 1, not 2 "):
+            with pytest.raises(NmflowError, match=r"^board protocol version must be 2, not 1 "):
                 link.info()
 
 
@@ -219,10 +224,78 @@ def test_simulated_board_stops_cleanly():
     start = time.monotonic()
     with simulated_board(small, lanes=4, divisor=5) as url:
         with EngineLink(url, timeout=10) as link:
-            assert link.info() == Info(1, 4, 3, 2, protocol.score_bytes(small.score_bits))
+            assert link.info() == Info(2, 4, 3, 2, protocol.score_bytes(small.score_bits))
             cls, scores = link.infer([3, 0, 1, 2])
     trace = reference(small, np.array([3, 0, 1, 2]))
     assert (cls, scores.tolist()) == (trace.classes[0], trace.scores[0].tolist())
     assert time.monotonic() - start < 30
     port = url.rsplit(":", 1)[1]
     assert [t.name for t in threading.enumerate() if t.name.endswith(f"-{port}")] == []
+
+
+# -- read errors set at run time ----------------------------------------------------------------
+
+ERRORS = ErrorInjection(ErrorRates(0.02, 0.05, 0.1), seed=77, rate_bits=8)
+
+
+def test_set_errors_is_refused_by_a_board_without_injector(board):
+    with EngineLink(board.url, timeout=10) as link:
+        with pytest.raises(NmflowError, match=f"^the board at {re.escape(board.url)} has no "
+                                              f"read-error injector: build it with --errors "):
+            link.set_errors(ERRORS)
+
+
+def test_set_errors_sends_the_thresholds_and_reports_refusals():
+    with_injector = Info(2, 16, 5, 4, 3, 8)
+
+    def answer(frame):
+        if frame[1] == Command.INFO:
+            return protocol.info_reply(with_injector)
+        return protocol.error_reply(ErrorCode.BAD_VALUE)
+    with ScriptedServer(answer) as server:
+        with EngineLink(server.url, timeout=1.0) as link:
+            with pytest.raises(NmflowError, match=r"^the board's injector has rate_bits 8, not "
+                                                  r"16: give --rate-bits 8$"):
+                link.set_errors(ErrorInjection(ErrorRates(0, 0.01, 0)))
+            with pytest.raises(NmflowError, match=r"^board replied with error BAD_VALUE \(a "
+                                                  r"payload value is out of range\) to ERRORS$"):
+                link.set_errors(ERRORS)
+    t1, t12, t3 = ERRORS.thresholds()
+    assert bytes(server.received).endswith(protocol.errors_request(
+        protocol.ErrorsConfig(t1, t12 - t1, t3, 77, 0)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["per_read", "static"])
+def test_host_step_with_errors_set_at_run_time(tmp_path, mode):
+    # The board is built with an injector making no errors; `nmflow host --errors` sets rates,
+    # seed and mode over the link and the golden model reads through InjectedRead, in order.
+    errors = ErrorInjection(ERRORS.rates, seed=77, mode=mode, rate_bits=8)
+    hwmodel.save(MODEL, tmp_path / "hwmodel")
+    x = np.random.default_rng(3).integers(0, 16, size=(6, 16))
+    np.savez(tmp_path / "x.npz", x=x)
+    reset = ErrorInjection(ErrorRates(0, 0, 0), seed=3, rate_bits=8)
+    with simulated_board(MODEL, lanes=16, divisor=4, errors=reset) as url:
+        with EngineLink(url, timeout=30) as link:
+            assert link.info() == Info(2, 16, 5, 4, 3, 8)
+            clean = link.infer_many(x[:2])          # the reset rates: no errors
+        result = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30, errors=errors,
+                           lanes=16)
+        assert result["mismatches"] == 0 and result["images"] == 6
+        assert result["errors"] == dict(errors.to_dict(), lanes=16)
+        again = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30, errors=errors,
+                          lanes=16, out=tmp_path / "again.json")
+        assert again["mismatches"] == 0                 # ERRORS restarted the sources
+    golden = reference(MODEL, x)
+    assert clean[1].tolist() == golden.scores[:2].tolist()
+    injected = reference(MODEL, x, read=InjectedRead(errors, 16))
+    assert not np.array_equal(injected.scores, golden.scores)      # the errors show
+    assert json.loads((tmp_path / "board.json").read_text())["mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_host_step_with_errors_on_a_board_without_injector(board, tmp_path):
+    hwmodel.save(MODEL, tmp_path / "hwmodel")
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 16), dtype=int))
+    with pytest.raises(NmflowError, match=r"^the board at .* has no read-error injector: "):
+        host_step(tmp_path, board.url, inputs=tmp_path / "x.npz", timeout=10, errors=ERRORS)

@@ -12,7 +12,7 @@ from nmflow import protocol
 from nmflow.errors import NmflowError
 from nmflow.protocol import Command, ErrorCode, Info, LinkModel, Reply
 
-INFO = Info(1, 16, 5, 4, 3)
+INFO = Info(2, 16, 5, 4, 3)
 
 
 # -- the shared enumerations -------------------------------------------------------------------
@@ -88,9 +88,12 @@ def test_frames():
 def test_the_examples_of_the_contract():
     # docs/contracts.md, 5.8
     assert protocol.info_request().hex(" ") == "a5 01 00 00 6b"
-    assert protocol.info_reply(Info(1, 64, 10, 5, 4)).hex(" ") == (
-        "a5 81 07 00 01 40 00 0a 00 05 04 e4")
+    assert protocol.info_reply(Info(2, 64, 10, 5, 4, 16)).hex(" ") == (
+        "a5 81 08 00 02 40 00 0a 00 05 04 10 a1")
     assert protocol.infer_request([3, 0, 16, 7]).hex(" ") == "a5 02 04 00 03 00 10 07 65"
+    assert protocol.errors_request(protocol.ErrorsConfig(0, 655, 4260, 7, 0)).hex(" ") == (
+        "a5 03 11 00 00 00 00 00 8f 02 00 00 a4 10 00 00 07 00 00 00 00 37")
+    assert protocol.errors_reply().hex(" ") == "a5 83 00 00 b6"
     assert protocol.infer_reply(2, [-5, 300], 2).hex(" ") == "a5 82 05 00 02 fb ff 2c 01 00"
     assert [protocol.error_reply(code).hex(" ") for code in ErrorCode] == [
         "a5 ff 01 00 01 bd", "a5 ff 01 00 02 b4", "a5 ff 01 00 03 b3", "a5 ff 01 00 04 a6",
@@ -122,7 +125,8 @@ def test_decode_frame_refuses_bad_frames(frame, message):
 
 
 def test_info_and_result_payloads():
-    assert protocol.encode_info(INFO) == bytes([1, 16, 0, 5, 0, 4, 3])
+    assert protocol.encode_info(INFO) == bytes([2, 16, 0, 5, 0, 4, 3, 0])
+    assert protocol.decode_info(bytes([2, 16, 0, 5, 0, 4, 3, 12])).rate_bits == 12
     assert protocol.decode_info(protocol.encode_info(INFO)) == INFO
     assert INFO.infer_reply_length == 16
     payload = protocol.encode_result(2, [-1, 0, 8388607, -8388608, 300], 3)
@@ -131,8 +135,8 @@ def test_info_and_result_payloads():
     assert [protocol.score_bytes(b) for b in (1, 8, 9, 16, 17, 64)] == [1, 1, 2, 2, 3, 8]
     with pytest.raises(NmflowError, match=r"^INFER reply payload must hold 16 bytes, not 15$"):
         protocol.decode_result(payload[:-1], 5, 3)
-    with pytest.raises(NmflowError, match=r"^INFO reply payload must hold 7 bytes, not 6$"):
-        protocol.decode_info(bytes(6))
+    with pytest.raises(NmflowError, match=r"^INFO reply payload must hold 8 bytes, not 7$"):
+        protocol.decode_info(bytes(7))
 
 
 # -- the golden twin ---------------------------------------------------------------------------
@@ -157,3 +161,51 @@ def test_link_model_bursts():
     assert calls == []
     assert lm.burst(good + good) == protocol.infer_reply(1, [10, -20, 30, 0, 5], 3)
     assert calls == [list(range(16))] and lm.fed == [list(range(16))]
+
+
+# -- ERRORS ------------------------------------------------------------------------------------
+
+def test_errors_payload():
+    config = protocol.ErrorsConfig(1, 0x0203, 65536, 0x7FFFFFFF, 1)
+    payload = protocol.encode_errors(config)
+    assert payload.hex(" ") == ("01 00 00 00 03 02 00 00 00 00 01 00 ff ff ff 7f 01")
+    assert len(payload) == protocol.ERRORS_BYTES
+    assert protocol.decode_errors(payload) == config
+    assert protocol.errors_request(config)[:4] == bytes([0xA5, 0x03, 17, 0])
+    assert protocol.errors_reply() == protocol.encode_frame(0x83)
+    with pytest.raises(NmflowError, match=r"^ERRORS payload must hold 17 bytes, not 16$"):
+        protocol.decode_errors(payload[:-1])
+
+
+@pytest.mark.parametrize("config, problem", [
+    ((257, 0, 0, 1, 0), "t1 must be at most 2**rate_bits = 256, not 257"),
+    ((0, 257, 0, 1, 0), "t2 must be at most 2**rate_bits = 256, not 257"),
+    ((0, 0, 1 << 31, 1, 0), "t3 must be at most 2**rate_bits = 256, not 2147483648"),
+    ((128, 129, 0, 1, 0), "t1 + t2 must be at most 2**rate_bits = 256, not 257"),
+    ((0, 0, 0, 1 << 31, 0), "seed must be below 2**31, not 2147483648"),
+    ((0, 0, 0, 1, 2), "mode must be 0 (per_read) or 1 (static), not 2"),
+    ((128, 128, 256, (1 << 31) - 1, 1), None),
+])
+def test_errors_ranges(config, problem):
+    assert protocol.ErrorsConfig(*config).problem(8) == problem
+
+
+def test_link_model_errors():
+    configured = []
+    good = protocol.ErrorsConfig(0, 16, 32, 99, 1)
+    plain = LinkModel(16, 4, 5, 20, lambda values: (0, [0] * 5))
+    assert plain.burst(protocol.errors_request(good)) == protocol.error_reply(
+        ErrorCode.BAD_COMMAND)
+    lm = LinkModel(16, 4, 5, 20, lambda values: (0, [0] * 5), rate_bits=8,
+                   configure=configured.append)
+    err = protocol.error_reply
+    assert lm.burst(protocol.info_request()) == protocol.info_reply(Info(2, 16, 5, 4, 3, 8))
+    assert lm.burst(protocol.encode_frame(Command.ERRORS, bytes(16))) == err(
+        ErrorCode.BAD_LENGTH)
+    bad = protocol.errors_request(protocol.ErrorsConfig(0, 0, 0, 1, 2))
+    assert lm.burst(bad) == err(ErrorCode.BAD_VALUE)
+    assert lm.burst(bad[:-1] + bytes([bad[-1] ^ 1])) == err(ErrorCode.BAD_CHECKSUM)
+    assert lm.burst(bad[:-1]) == err(ErrorCode.TIMEOUT)
+    assert configured == [] and lm.configured == []
+    assert lm.burst(protocol.errors_request(good)) == protocol.errors_reply()
+    assert configured == [good] and lm.configured == [good] and lm.fed == []

@@ -19,6 +19,8 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from nmflow import protocol
+from nmflow.golden.injector import ErrorInjection, InjectedRead
+from nmflow.golden.readerrors import ErrorRates
 from nmflow.golden.reference import reference
 from nmflow.protocol import Command, ErrorCode, LinkModel
 from nmflow.rtl.engine import InferenceEngine
@@ -47,19 +49,37 @@ MODEL = link_model()
 class LinkBench:
     """HostLink and the real engine; bytes in, reply bytes and engine inputs out."""
 
-    def __init__(self, model=MODEL, *, seed=0):
+    def __init__(self, model=MODEL, *, seed=0, errors=None):
         self.model = model
         self.seed = seed
-        self.engine = InferenceEngine(model, lanes=16)
+        self.engine = InferenceEngine(model, lanes=16, errors=errors)
+        rate_bits = None if errors is None else errors.rate_bits
         self.link = HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
-                             timeout=TIMEOUT)
-        self.golden = LinkModel(model.n_inputs, model.input_bits, model.n_classes,
-                                model.score_bits, reference_infer(model))
+                             timeout=TIMEOUT, rate_bits=rate_bits)
+        if errors is None:
+            self.golden = LinkModel(model.n_inputs, model.input_bits, model.n_classes,
+                                    model.score_bits, reference_infer(model))
+        else:
+            # The twin reads through the injector's golden twin, made afresh on each ERRORS.
+            self.read = InjectedRead(errors, 16)
+
+            def infer(values):
+                trace = reference(model, np.array(values, dtype=np.int64), read=self.read)
+                return int(trace.classes[0]), [int(s) for s in trace.scores[0]]
+
+            def configure(config):
+                self.read = InjectedRead(injection_of(config, errors.rate_bits), 16)
+
+            self.golden = LinkModel(model.n_inputs, model.input_bits, model.n_classes,
+                                    model.score_bits, infer, rate_bits=rate_bits,
+                                    configure=configure)
         self.m = Module()
         self.m.submodules.engine = self.engine
         self.m.submodules.link = self.link
         wiring.connect(self.m, self.link.engine_i, self.engine.i)
         wiring.connect(self.m, self.engine.o, self.link.engine_o)
+        if errors is not None:
+            wiring.connect(self.m, self.link.errors, self.engine.errors)
 
     def run(self, bursts):
         """Send each burst (random gaps between its bytes, each far shorter than the timeout),
@@ -115,6 +135,13 @@ class LinkBench:
         return [self.golden.burst(burst) for burst in bursts], self.golden.fed
 
 
+def injection_of(config, rate_bits):
+    """The ErrorInjection an ERRORS payload sets (its thresholds are exact binary fractions)."""
+    one = 1 << rate_bits
+    return ErrorInjection(ErrorRates(config.t1 / one, config.t2 / one, config.t3 / one),
+                          seed=config.seed, mode=protocol.MODES[config.mode], rate_bits=rate_bits)
+
+
 def good_vector(seed):
     return np.random.default_rng(seed).integers(0, 1 << MODEL.input_bits, MODEL.n_inputs).tolist()
 
@@ -146,7 +173,11 @@ def test_parameters_are_validated(kwargs, message):
 
 def test_sizes_are_read_back():
     link = HostLink(16, 4, 5, 18, timeout=100)
-    assert link.info == protocol.Info(1, 16, 5, 4, 3)
+    assert link.info == protocol.Info(2, 16, 5, 4, 3, 0)
+    assert "errors" not in link.signature.members
+    with_injector = HostLink(16, 4, 5, 18, timeout=100, rate_bits=12)
+    assert with_injector.info.rate_bits == 12
+    Fragment.get(with_injector, None)
     assert (link.request_bytes, link.reply_bytes) == (5 + 16, 5 + 1 + 5 * 3)
     assert link.rx.signature.members["payload"].shape == 8
     assert (link.signature.members["idle"], link.signature.members["receiving"]) == (
@@ -174,7 +205,7 @@ def test_host_top_divisors_of_the_boards():
     assert uart_divisor(25e6, 115200) == 217           # ULX3S, 0.01 % off
     top = HostTop(MODEL, clk_freq=12e6)
     assert (top.divisor, top.timeout_cycles) == (104, 240000)
-    assert top.info == protocol.Info(1, 16, 5, 4, 3)
+    assert top.info == protocol.Info(2, 16, 5, 4, 3, 0)
     assert dict(top.signature.members.items()) == {
         "rx": wiring.In(1), "tx": wiring.Out(1), "idle": wiring.Out(1), "receiving": wiring.Out(1)}
     Fragment.get(top, None)         # elaborates
@@ -186,7 +217,7 @@ def test_info_reply_bytes():
     bench = LinkBench()
     replies, fed = bench.run([protocol.info_request()])
     assert protocol.info_request() == bytes.fromhex("a5 01 00 00 6b")
-    assert replies == [bytes.fromhex("a5 81 07 00 01 10 00 05 00 04 03 de")]
+    assert replies == [bytes.fromhex("a5 81 08 00 02 10 00 05 00 04 03 00 77")]
     assert fed == []
 
 
@@ -243,7 +274,9 @@ BAD_FRAMES = {
     "length high byte": (bytes([protocol.SYNC, Command.INFER, 16, 1]) + bytes(X),
                          ErrorCode.BAD_LENGTH),
     "INFO with a payload": (protocol.encode_frame(Command.INFO, b"\x00"), ErrorCode.BAD_LENGTH),
-    "unknown command": (protocol.encode_frame(0x03), ErrorCode.BAD_COMMAND),
+    "unknown command": (protocol.encode_frame(0x04), ErrorCode.BAD_COMMAND),
+    "ERRORS without injector": (protocol.errors_request(protocol.ErrorsConfig(0, 0, 0, 1)),
+                                ErrorCode.BAD_COMMAND),
     "reply command as request": (protocol.encode_frame(0x81), ErrorCode.BAD_COMMAND),
     "input 16 of 4 bits": (_with_value(5, 16), ErrorCode.BAD_VALUE),
     "input 255 last": (_with_value(15, 255), ErrorCode.BAD_VALUE),
@@ -342,3 +375,71 @@ def test_fuzzed_bursts_get_what_the_twin_answers(bursts):
     expected_replies, expected_fed = bench.expected(bursts)
     assert replies == expected_replies
     assert fed == expected_fed
+
+
+# -- ERRORS: the injector's rates, seed and mode at run time ------------------------------------
+
+RATE_BITS = 8
+RESET = ErrorInjection(ErrorRates(0, 0, 0), seed=5, rate_bits=RATE_BITS)
+ErrorsConfig = protocol.ErrorsConfig
+ONE = 1 << RATE_BITS
+BAD_ERRORS = {
+    "t1 above one": ErrorsConfig(ONE + 1, 0, 0, 1),
+    "t2 above one": ErrorsConfig(0, ONE + 1, 0, 1),
+    "t3 above one": ErrorsConfig(0, 0, ONE + 1, 1),
+    "t3 high byte": ErrorsConfig(0, 0, 1 << 24, 1),
+    "t1 + t2 above one": ErrorsConfig(ONE // 2, ONE // 2 + 1, 0, 1),
+    "seed 2**31": ErrorsConfig(0, 0, 0, 1 << 31),
+    "mode 2": ErrorsConfig(0, 0, 0, 1, 2),
+    "mode 0x80": ErrorsConfig(0, 0, 0, 1, 0x80),
+}
+
+
+def test_errors_link_parameters():
+    refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, rate_bits=3), ValueError,
+            "rate_bits must be an integer between 4 and 27, not 3")
+    link = HostLink(1, 4, 5, 14, timeout=100, rate_bits=RATE_BITS)
+    assert link.signature.members["errors"].signature.always_ready
+    Fragment.get(link, None)
+
+
+def test_errors_refusals_are_the_twins():
+    for name, config in BAD_ERRORS.items():
+        assert config.problem(RATE_BITS) is not None, name
+    frames = [protocol.errors_request(c) for c in BAD_ERRORS.values()]
+    good = protocol.errors_request(ErrorsConfig(ONE, 0, ONE, 0x7FFFFFFF, 1))
+    bursts = frames + [
+        protocol.encode_frame(Command.ERRORS, bytes(16)),             # one byte short
+        protocol.encode_frame(Command.ERRORS, bytes(18)),
+        good[:-1] + bytes([good[-1] ^ 0x20]),                         # bad checksum
+        good[:12],                                                    # truncated
+        good]
+    bench = LinkBench(seed=5, errors=RESET)
+    replies, fed = bench.run(bursts)
+    assert replies == [protocol.error_reply(ErrorCode.BAD_VALUE)] * len(BAD_ERRORS) + [
+        protocol.error_reply(ErrorCode.BAD_LENGTH)] * 2 + [
+        protocol.error_reply(ErrorCode.BAD_CHECKSUM), protocol.error_reply(ErrorCode.TIMEOUT),
+        protocol.errors_reply()]
+    assert (replies, fed) == bench.expected(bursts)
+    assert bench.golden.configured == [ErrorsConfig(ONE, 0, ONE, 0x7FFFFFFF, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [0, 1])
+def test_errors_set_at_run_time_match_the_golden_twin(mode):
+    vectors = [good_vector(seed) for seed in range(3)]
+    config = ErrorsConfig(ONE // 16, ONE // 8, ONE // 8, 12345, mode)
+    bursts = ([protocol.infer_request(vectors[0]), protocol.info_request(),
+               protocol.errors_request(config)]
+              + [protocol.infer_request(v) for v in vectors + vectors]
+              + [protocol.errors_request(config), protocol.infer_request(vectors[0])])
+    bench = LinkBench(seed=7, errors=RESET)
+    replies, fed = bench.run(bursts)
+    assert replies[1] == protocol.info_reply(protocol.Info(2, 16, 5, 4, 3, RATE_BITS))
+    assert replies[2] == protocol.errors_reply()
+    assert (replies, fed) == bench.expected(bursts)
+    assert replies[0] == reference_reply(vectors[0])        # reset rates are 0
+    assert replies[3:6] != [reference_reply(v) for v in vectors]    # the errors show
+    assert replies[-1] == replies[3]                        # ERRORS restarts the sources
+    if mode == 1:
+        assert replies[3:6] == replies[6:9]                 # a static map

@@ -5,6 +5,7 @@
     with EngineLink("/dev/ttyUSB1") as link:          # or "socket://127.0.0.1:PORT"
         print(link.info())
         cls, scores = link.infer([3, 0, 15, ...])
+        link.set_errors(ErrorInjection(ErrorRates(0, 0.01, 0.065), seed=7))   # injector boards
 
 The protocol is specified in :mod:`nmflow.protocol`, and frames are built and checked with it.
 Every failure (bad inputs, an error reply, a corrupted reply, no reply in time) raises
@@ -19,6 +20,7 @@ import serial
 
 from .. import protocol
 from ..errors import NmflowError
+from ..golden.injector import ErrorInjection
 from ..protocol import Command, ErrorCode, Reply
 
 __all__ = ["EngineLink"]
@@ -136,6 +138,34 @@ class EngineLink:
         for n, row in enumerate(x):
             classes[n], scores[n] = self._infer_one(row)
         return classes, scores
+
+    def set_errors(self, injection):
+        """Set the board's read-error injector (ERRORS request): rates, seed and mode of an
+        :class:`~nmflow.golden.injector.ErrorInjection`; its sources restart from the seed, so the
+        next inferences match a fresh :class:`~nmflow.golden.injector.InjectedRead` of it.
+
+        Raises
+        ------
+        NmflowError
+            If the board has no injector, its ``rate_bits`` differ from the injection's, or the
+            board refuses the configuration (see :meth:`info`).
+        """
+        if not isinstance(injection, ErrorInjection):
+            raise NmflowError(f"injection must be an ErrorInjection, not "
+                              f"{type(injection).__name__}")
+        info = self.info()
+        if not info.rate_bits:
+            raise NmflowError(f"the board at {self._port} has no read-error injector: build it "
+                              f"with --errors to set error rates at run time")
+        if injection.rate_bits != info.rate_bits:
+            raise NmflowError(f"the board's injector has rate_bits {info.rate_bits}, not "
+                              f"{injection.rate_bits}: give --rate-bits {info.rate_bits}")
+        t1, t12, t3 = injection.thresholds()
+        config = protocol.ErrorsConfig(t1, t12 - t1, t3, injection.seed,
+                                       protocol.MODES.index(injection.mode))
+        payload = self._request(Command.ERRORS, protocol.encode_errors(config), Reply.ERRORS)
+        if payload:
+            raise NmflowError(f"ERRORS reply payload must be empty, not {len(payload)} bytes")
 
     # -- internals --------------------------------------------------------------------------------
 

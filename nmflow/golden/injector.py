@@ -5,7 +5,8 @@ like the ideal PCSA (:func:`nmflow.golden.pairs.pcsa_read`) and then, lane by la
 read errors of :mod:`nmflow.golden.readerrors` at the rates of an :class:`ErrorInjection`:
 
 * Rates are fixed-point probabilities of ``rate_bits`` fraction bits (16 by default, a resolution
-  of 2^-16 = 1.5e-5): ``t = round(p * 2^rate_bits)``. The thresholds the hardware holds are
+  of 2^-16 = 1.5e-5): ``t = round(p * 2^rate_bits)``, to nearest even
+  (:attr:`ErrorInjection.rate_format`, contract 3). The thresholds the hardware holds are
   ``t1 = t(type1)``, ``t12 = min(t1 + t(type2), 2^rate_bits)`` and ``t3 = t(type3)``
   (:meth:`ErrorInjection.thresholds`); the rates it realises are ``t / 2^rate_bits``
   (:attr:`ErrorInjection.realised`). A rate below half a step, such as the chip's type 1
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NmflowError, check_choice
+from ..fixedpoint import FixedFormat
 from .pairs import ReadFunction, pcsa_read
 from .readerrors import ERROR_TYPES, ErrorRates
 
@@ -119,10 +121,16 @@ class ErrorInjection:
         """Probability 1 in the fixed-point format: ``2^rate_bits``."""
         return 1 << self.rate_bits
 
+    @property
+    def rate_format(self):
+        """The fixed-point format of a probability (contract 3): unsigned, one integer bit (so
+        that 1 is exact), ``rate_bits`` fraction bits, rounded to nearest even."""
+        return FixedFormat(False, 1, self.rate_bits, "nearest_even", "saturate")
+
     def thresholds(self):
         """``(t1, t12, t3)``: the integer thresholds the hardware compares its draws with."""
         def q(p):
-            return int(round(p * self.one))
+            return int(self.rate_format.quantize(p))
         t1 = q(self.rates.type1)
         return t1, min(t1 + q(self.rates.type2), self.one), q(self.rates.type3)
 

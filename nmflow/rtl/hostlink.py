@@ -2,7 +2,7 @@
 
 :class:`HostLink` implements, byte for byte, the protocol specified in the docstring of
 :mod:`nmflow.protocol` (frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO and
-INFER, ERROR replies, resynchronisation and the inter-byte timeout). It takes its commands, reply
+INFER and ERRORS, ERROR replies, resynchronisation and the inter-byte timeout). It takes its commands, reply
 commands and error codes from the enumerations there and its CRC from ``protocol.CRC.create()``;
 :class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
 """
@@ -14,7 +14,9 @@ from amaranth.lib.wiring import In, Out
 
 from .. import protocol
 from ..protocol import Command, ErrorCode, Reply
+from ..golden.injector import max_rate_bits
 from .engine import result_layout
+from .injector import error_config_layout
 from .onehot import OneHotFSM
 
 __all__ = ["HostLink", "check_parameters"]
@@ -54,6 +56,10 @@ class HostLink(wiring.Component):
     timeout : int
         Inter-byte timeout inside a frame, and the quiet time that ends a discarded burst, in clock
         cycles (at least 1; use a few character times, ``>= 20 * divisor``).
+    rate_bits : int or None
+        The engine's read-error injector's ``rate_bits``: the link then accepts ERRORS requests
+        and has the ``errors`` output. ``None`` (the default): no injector, ERRORS is refused with
+        BAD_COMMAND and the link is exactly the link of protocol version 1 but for INFO.
 
     Members
     -------
@@ -72,6 +78,9 @@ class HostLink(wiring.Component):
         status LEDs).
     receiving : Out(1)
         High while a frame is being received (after its SYNC, before its CRC).
+    errors : Out(stream.Signature(error_config_layout(rate_bits), always_ready=True)), if rate_bits
+        One beat per accepted ERRORS request (after its CRC and range checks, before its reply),
+        for the engine's ``errors`` input. The engine is idle then: requests come one at a time.
 
     Timing: an INFER payload is fed to the engine at one value per cycle (when the engine is
     ready) right after its CRC byte; the reply header is then handed to the transmitter while the
@@ -80,33 +89,41 @@ class HostLink(wiring.Component):
     line takes :attr:`request_bytes` + :attr:`reply_bytes` characters plus the engine's latency.
     """
 
-    def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout):
+    def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout, rate_bits=None):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
+        if rate_bits is not None:
+            _check_int("rate_bits", rate_bits, 4, max_rate_bits())
+        self._rate_bits = rate_bits
         self._n_inputs = n_inputs
         self._input_bits = input_bits
         self._n_classes = n_classes
         self._score_bits = score_bits
         self._timeout = timeout
-        super().__init__({
+        members = {
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "engine_i": Out(stream.Signature(unsigned(input_bits))),
             "engine_o": In(stream.Signature(result_layout(n_classes, score_bits))),
             "idle": Out(1),
             "receiving": Out(1),
-        })
+        }
+        if rate_bits is not None:
+            members["errors"] = Out(stream.Signature(error_config_layout(rate_bits),
+                                                     always_ready=True))
+        super().__init__(members)
 
     n_inputs = property(lambda self: self._n_inputs)
     input_bits = property(lambda self: self._input_bits)
     n_classes = property(lambda self: self._n_classes)
     score_bits = property(lambda self: self._score_bits)
     timeout = property(lambda self: self._timeout)
+    rate_bits = property(lambda self: self._rate_bits)
 
     @property
     def info(self):
         """The :class:`~nmflow.protocol.Info` this link reports."""
         return protocol.Info(protocol.VERSION, self._n_inputs, self._n_classes, self._input_bits,
-                             protocol.score_bytes(self._score_bits))
+                             protocol.score_bytes(self._score_bits), self._rate_bits or 0)
 
     @property
     def request_bytes(self):
@@ -123,6 +140,9 @@ class HostLink(wiring.Component):
         info = self.info
         n_inputs, sb = self._n_inputs, info.score_bytes
         rx, tx, ei, eo = self.rx, self.tx, self.engine_i, self.engine_o
+        rb = self._rate_bits
+        inj = rb is not None                # the ERRORS command exists
+        n_errors = protocol.ERRORS_BYTES
 
         # -- state shared by the receiver and the transmitter ------------------------------------
         # The CRC of the frame being received or sent: ``crc_clear`` clears it (at SYNC), ``valid``
@@ -135,7 +155,7 @@ class HostLink(wiring.Component):
         crc = crc_unit.crc
         crc_in = Signal(8)                  # the byte being received or sent, in CMD..PAYLOAD
         m.d.comb += crc_unit.data.eq(crc_in)
-        count = Signal(range(max(n_inputs, 2)))     # payload byte being received / fed
+        count = Signal(range(max(n_inputs, n_errors if inj else 0, 2)))    # payload byte
         idx = Signal(range(8))                      # header, INFO or score byte being sent
         # End-of-count tests kept in registers, set a cycle ahead with the counters, so that no
         # comparison sits on the paths into the state machine.
@@ -144,13 +164,17 @@ class HostLink(wiring.Component):
         idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(idx_marks)}
 
         def set_count(zero):
+            last = count == n_inputs - 2
+            if inj:
+                last = Mux(is_errors, count == n_errors - 2, last)
             m.d.sync += [count.eq(0 if zero else count + 1),
-                         count_last.eq(n_inputs == 1 if zero else count == n_inputs - 2)]
+                         count_last.eq(n_inputs == 1 if zero else last)]
 
         def set_idx(zero):
             m.d.sync += idx.eq(0 if zero else idx + 1)
             m.d.sync += [flag.eq(k == 0 if zero else idx == k - 1) for k, flag in idx_is.items()]
         is_infer = Signal()
+        is_errors = Signal()                # stays 0 without injector
         len_lo = Signal(8)
         error = Signal()
         code = Signal(ErrorCode, init=ErrorCode.TIMEOUT)
@@ -173,7 +197,7 @@ class HostLink(wiring.Component):
         # cycle later (bytes are at least 10 bit times apart), keeping those checks off the
         # paths through the state machine. A byte is taken at most every other cycle ----------
         byte = Signal(8)
-        is_sync, is_info_cmd, is_infer_cmd = Signal(), Signal(), Signal()
+        is_sync, is_info_cmd, is_infer_cmd, is_errors_cmd = Signal(), Signal(), Signal(), Signal()
         len_ok, value_ok, crc_ok = Signal(), Signal(), Signal()
         m.d.sync += got.eq(take)
         with m.If(take):
@@ -182,10 +206,58 @@ class HostLink(wiring.Component):
                 is_sync.eq(rx.payload == protocol.SYNC),
                 is_info_cmd.eq(rx.payload == Command.INFO),
                 is_infer_cmd.eq(rx.payload == Command.INFER),
-                len_ok.eq(Cat(len_lo, rx.payload) == Mux(is_infer, n_inputs, 0)),
+                len_ok.eq(Cat(len_lo, rx.payload) == Mux(is_infer, n_inputs,
+                                                         Mux(is_errors, n_errors, 0) if inj else 0)),
                 value_ok.eq(rx.payload[self._input_bits:] == 0),
                 crc_ok.eq(rx.payload == crc),
             ]
+            if inj:
+                m.d.sync += is_errors_cmd.eq(rx.payload == Command.ERRORS)
+
+        # -- the ERRORS payload: t1, t2, t3, seed (u32 LE each), mode (u8). Only the bits the
+        # injector takes are stored (rate_bits + 1 of each threshold, 31 of the seed, 1 of the
+        # mode); a sticky flag records any set bit above them. The range checks are registered
+        # every cycle from the stored fields, ready long before the CRC byte arrives.
+        if inj:
+            one = 1 << rb
+            widths = [rb + 1] * 3 + [protocol.SEED_BITS]
+            fields = [Signal(w, name=f"cfg_{n}") for w, n in zip(widths, ("t1", "t2", "t3", "seed"))]
+            cfg_static = Signal()
+            cfg_over = Signal()                 # a bit above a field's width is set
+            cfg_ok = Signal()
+            over_masks = []                     # per payload byte: the bits that must be zero
+            for k in range(n_errors):
+                if k < 16:
+                    low = max(0, min(8, widths[k // 4] - 8 * (k % 4)))
+                else:
+                    low = 1
+                over_masks.append(0xFF & ~((1 << low) - 1))
+            over = Signal()
+            with m.If(take):
+                m.d.sync += over.eq((rx.payload & Array(Const(v, 8) for v in over_masks)[count])
+                                    != 0)
+            t1, t2, t3, seed = fields
+            t12 = Signal(rb + 2)
+            m.d.comb += t12.eq(t1 + t2)
+            m.d.sync += cfg_ok.eq(~cfg_over & (t1 <= one) & (t2 <= one) & (t3 <= one)
+                                  & (t12 <= one))
+            cfg = self.errors.payload
+            m.d.comb += [cfg.t1.eq(t1), cfg.t12.eq(t12), cfg.t3.eq(t3), cfg.seed.eq(seed),
+                         cfg.static.eq(cfg_static)]
+
+            def store_errors_byte():
+                m.d.sync += cfg_over.eq(cfg_over | over)
+                with m.Switch(count):
+                    for k in range(n_errors):
+                        if k < 16:
+                            field, at = fields[k // 4], 8 * (k % 4)
+                            if at >= len(field):
+                                continue
+                            with m.Case(k):
+                                m.d.sync += field[at:at + 8].eq(byte)
+                        else:
+                            with m.Case(k):
+                                m.d.sync += cfg_static.eq(byte[0])
 
         # -- input buffer: the engine sees a payload only after its CRC checked ------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(self._input_bits), depth=n_inputs,
@@ -206,6 +278,9 @@ class HostLink(wiring.Component):
             m.d.comb += [reply_cmd.eq(Reply.ERROR), reply_len.eq(1)]
         with m.Elif(is_infer):
             m.d.comb += [reply_cmd.eq(Reply.INFER), reply_len.eq(info.infer_reply_length)]
+        if inj:
+            with m.Elif(is_errors):
+                m.d.comb += [reply_cmd.eq(Reply.ERRORS), reply_len.eq(0)]
         with m.Else():
             m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(protocol.INFO_BYTES)]
         header = Array([Const(protocol.SYNC, 8), reply_cmd, reply_len[:8], reply_len[8:]])
@@ -255,12 +330,20 @@ class HostLink(wiring.Component):
             with m.If(got & is_sync):
                 m.d.comb += crc_clear.eq(1)
                 set_count(zero=True)
+                if inj:
+                    m.d.sync += cfg_over.eq(0)
                 fsm.next("CMD")
 
         with fsm.State("CMD"):
             def on_cmd():
                 m.d.sync += is_infer.eq(is_infer_cmd)
-                with m.If(is_info_cmd | is_infer_cmd):
+                accepted = is_info_cmd | is_infer_cmd
+                if inj:
+                    m.d.sync += is_errors.eq(is_errors_cmd)
+                    accepted |= is_errors_cmd
+                    if n_inputs == 1:           # count_last was set for a 1-byte payload
+                        m.d.sync += count_last.eq(~is_errors_cmd)
+                with m.If(accepted):
                     fsm.next("LEN_LO")
                 with m.Else():
                     fail(ErrorCode.BAD_COMMAND)
@@ -276,7 +359,7 @@ class HostLink(wiring.Component):
             def on_len_hi():
                 with m.If(~len_ok):
                     fail(ErrorCode.BAD_LENGTH)
-                with m.Elif(is_infer):
+                with m.Elif(is_infer | is_errors if inj else is_infer):
                     fsm.next("PAYLOAD")
                 with m.Else():
                     fsm.next("CHECK")
@@ -284,10 +367,15 @@ class HostLink(wiring.Component):
 
         with fsm.State("PAYLOAD"):
             def on_payload():
-                with m.If(~value_ok):
+                with m.If(~value_ok & ~is_errors if inj else ~value_ok):
                     fail(ErrorCode.BAD_VALUE)
                 with m.Else():
-                    m.d.comb += wr.en.eq(1)
+                    if inj:
+                        m.d.comb += wr.en.eq(~is_errors)
+                        with m.If(is_errors):
+                            store_errors_byte()
+                    else:
+                        m.d.comb += wr.en.eq(1)
                     set_count(zero=False)
                     with m.If(count_last):
                         set_count(zero=True)
@@ -300,7 +388,12 @@ class HostLink(wiring.Component):
                     fail(ErrorCode.BAD_CHECKSUM)
                 with m.Elif(is_infer):
                     fsm.next("FEED")
+                if inj:
+                    with m.Elif(is_errors & ~cfg_ok):
+                        fail(ErrorCode.BAD_VALUE)
                 with m.Else():
+                    if inj:
+                        m.d.comb += self.errors.valid.eq(is_errors)
                     set_idx(zero=True)
                     fsm.next("HEAD")
             receive(on_check)
@@ -339,6 +432,9 @@ class HostLink(wiring.Component):
                         fsm.next("ERROR_BODY")
                     with m.Elif(is_infer):
                         fsm.next("CLASS")
+                    if inj:
+                        with m.Elif(is_errors):
+                            fsm.next("CRC")
                     with m.Else():
                         fsm.next("INFO_BODY")
 

@@ -101,7 +101,9 @@ class HostTop(wiring.Component):
     timeout : float
         Inter-byte timeout of the link in seconds (at least 2 character times).
     errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
-        Build the engine with the read-error injector, in this configuration.
+        Build the engine with the read-error injector, in this configuration after reset; the
+        host can change its rates, seed and mode with the ERRORS request (the link then reports
+        the injector's ``rate_bits`` in INFO).
 
     Members
     -------
@@ -124,6 +126,7 @@ class HostTop(wiring.Component):
 
     model = property(lambda self: self._model)
     lanes = property(lambda self: self._lanes)
+    injection = property(lambda self: self._errors)
     divisor = property(lambda self: self._divisor)
     timeout_cycles = property(lambda self: self._timeout_cycles)
 
@@ -132,7 +135,8 @@ class HostTop(wiring.Component):
         """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
         model = self._model
         return Info(VERSION, model.n_inputs, model.n_classes, model.input_bits,
-                    score_bytes(model.score_bits))
+                    score_bytes(model.score_bits),
+                    0 if self._errors is None else self._errors.rate_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -140,7 +144,9 @@ class HostTop(wiring.Component):
         m.submodules.engine = engine = InferenceEngine(model, lanes=self._lanes,
                                                        errors=self._errors)
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
-                                            model.score_bits, timeout=self._timeout_cycles)
+                                            model.score_bits, timeout=self._timeout_cycles,
+                                            rate_bits=None if self._errors is None
+                                            else self._errors.rate_bits)
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
 
@@ -153,5 +159,7 @@ class HostTop(wiring.Component):
         wiring.connect(m, link.engine_i, feed.i)
         wiring.connect(m, feed.o, engine.i)
         wiring.connect(m, engine.o, link.engine_o)
+        if self._errors is not None:
+            wiring.connect(m, link.errors, engine.errors)
         m.d.comb += [self.idle.eq(link.idle), self.receiving.eq(link.receiving)]
         return m

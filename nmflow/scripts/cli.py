@@ -175,7 +175,8 @@ def cmd_build(args):
 def cmd_host(args):
     from ..flow import host_step
     result = host_step(args.run, args.port, args.model, inputs=args.inputs, limit=args.limit,
-                       baudrate=args.baud, timeout=args.timeout, out=args.out)
+                       baudrate=args.baud, timeout=args.timeout, out=args.out,
+                       errors=_injection(args), lanes=args.lanes)
     shown = dict(result)
     shown["class_mismatches"] = shown["class_mismatches"][:10]
     shown["score_mismatches"] = shown["score_mismatches"][:10]
@@ -318,6 +319,11 @@ def parser():
     p.add_argument("--timeout", type=float, default=2.0,
                    help="seconds to wait for each reply (default: 2)")
     p.add_argument("--out", help="output file (default: RUN/board.json)")
+    p.add_argument("--lanes", type=int, default=16,
+                   help="GXNOR lanes the board was built with, for the golden model of its "
+                   "read errors (default: 16)")
+    _add_errors(p, "set on the board's injector at run time (a board built with --errors) and "
+                "compared with the golden model run with the same seed and rates")
     p.set_defaults(func=cmd_host)
 
     p = sub.add_parser("demo", help="the whole flow on digits, with a summary table",

@@ -118,6 +118,8 @@ class SimulatedBoard:
         Clock cycles per UART bit (small, 4 to 8, keeps the simulation fast).
     timeout : int or None
         The link's inter-byte timeout in cycles; ``None`` for 40 character times.
+    errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
+        Build the engine with the read-error injector (see :class:`~nmflow.rtl.top.HostTop`).
 
     Attributes
     ----------
@@ -129,12 +131,13 @@ class SimulatedBoard:
         Characters on ``tx`` with a low stop bit (0 for correct gateware).
     """
 
-    def __init__(self, model, *, lanes=16, divisor=4, timeout=None):
+    def __init__(self, model, *, lanes=16, divisor=4, timeout=None, errors=None):
         self._divisor = check_divisor(divisor)
         if timeout is None:
             timeout = DEFAULT_TIMEOUT_CHARS * 10 * divisor
         self.top = HostTop(model, lanes=lanes, clk_freq=SIM_CLOCK_HZ,
-                           baud=SIM_CLOCK_HZ / divisor, timeout=timeout / SIM_CLOCK_HZ)
+                           baud=SIM_CLOCK_HZ / divisor, timeout=timeout / SIM_CLOCK_HZ,
+                           errors=errors)
         self._stop = threading.Event()
         self._incoming = queue.Queue()
         self._conn = None
@@ -295,12 +298,12 @@ class SimulatedBoard:
 
 
 @contextlib.contextmanager
-def simulated_board(model, *, lanes=16, divisor=4, timeout=None):
+def simulated_board(model, *, lanes=16, divisor=4, timeout=None, errors=None):
     """Run ``HostTop(model)`` in simulation behind a loopback TCP port; yield its ``socket://`` URL.
 
     Parameters are those of :class:`SimulatedBoard`. On exit the simulation and the server stop
     (bounded waits); a failure of the simulation is raised there as :class:`RuntimeError`.
     """
-    board = SimulatedBoard(model, lanes=lanes, divisor=divisor, timeout=timeout)
+    board = SimulatedBoard(model, lanes=lanes, divisor=divisor, timeout=timeout, errors=errors)
     with board:
         yield board.url
