@@ -420,3 +420,7 @@ def test_bench_writes_its_figures(tmp_path):
     assert board["images_per_second_at_fmax"] == round(
         board["fmax_mhz"] * 1e6 / cycles["interval_per_inference"], 1)
     assert bench["simulation"]["cocotb_icarus_cycles_per_second"] > 0
+    # the injector's cost comes from a second build of the same engine with --errors
+    injector = board["injector"]
+    assert injector["logic_cells_added"] == injector["logic_cells"] - board["logic_cells"] > 0
+    assert injector["block_rams"] == board["block_rams"]

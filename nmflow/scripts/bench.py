@@ -3,7 +3,8 @@
 Cycles per inference (measured in RTL simulation) against the ideal ``sum ceil(in/P) * out``; the
 memory bound of each board (bits per cycle its block RAMs deliver); Fmax and logic cells from
 nextpnr on iCE40UP5K and ECP5-85F; simulation speed (cocotb + Icarus, and Amaranth's simulator);
-images per second = Fmax / cycles per inference.
+images per second = Fmax / cycles per inference; the logic cells and Fmax the read-error
+injector costs (``injector``, a second build with ``--errors``; ``--no-injector`` skips it).
 """
 
 import time
@@ -26,7 +27,8 @@ def memory_bound(info, plan):
     }
 
 
-def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=None):
+def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=None,
+              injector=True):
     from ..boards.build import get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
@@ -80,6 +82,11 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
         "amaranth_seconds": round(pysim_seconds, 2),
     }
 
+    errors = None
+    if injector:
+        from ..golden.injector import ErrorInjection
+        from ..golden.readerrors import ErrorRates
+        errors = ErrorInjection(ErrorRates(0.0, 0.01, 0.185))     # Table 4.2, 1 us pulses
     result["boards"] = {}
     for info in infos:
         entry = {"device": info.device, "memory_bound": memory_bound(info, plan)}
@@ -94,6 +101,19 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
         if build["fmax_mhz"]:
             entry["images_per_second_at_fmax"] = round(build["fmax_mhz"] * 1e6 / interval, 1)
         entry["images_per_second_at_board_clock"] = round(build["clock_mhz"] * 1e6 / interval, 1)
+        if errors is not None:
+            # The cost of the read-error injector (rates settable through the host link).
+            with_errors = build_step(run_dir, board=info.name, lanes=lanes, errors=errors,
+                                     out=run_dir / f"{info.name}_errors")
+            entry["injector"] = {
+                "logic_cells": with_errors["logic_cells"], "fmax_mhz": with_errors["fmax_mhz"],
+                "block_rams": with_errors["block_rams"],
+                "logic_cells_added": with_errors["logic_cells"] - build["logic_cells"],
+                "logic_cell_ratio": round(with_errors["logic_cells"] / build["logic_cells"], 4),
+            }
+            if build["fmax_mhz"] and with_errors["fmax_mhz"]:
+                entry["injector"]["fmax_ratio"] = round(with_errors["fmax_mhz"]
+                                                        / build["fmax_mhz"], 4)
         result["boards"][info.name] = entry
 
     write_json(Path(out or run_dir / "bench.json"), result)

@@ -193,7 +193,7 @@ def cmd_demo(args):
 def cmd_bench(args):
     from ..scripts.bench import run_bench
     result = run_bench(Path(args.run), lanes=args.lanes, images=args.images,
-                       boards=args.boards, out=args.out)
+                       boards=args.boards, out=args.out, injector=not args.no_injector)
     _print_json(result)
 
 
@@ -345,6 +345,9 @@ def parser():
                    help="test images simulated under cocotb for the speed figures (default: 20)")
     p.add_argument("--boards", default="icebreaker,ulx3s",
                    help="comma-separated boards to build (default: icebreaker,ulx3s)")
+    p.add_argument("--no-injector", action="store_true",
+                   help="skip the second build per board that measures the read-error "
+                   "injector's cost")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json)")
     p.set_defaults(func=cmd_bench)
 
