@@ -17,6 +17,7 @@ from nmflow.golden.readerrors import ErrorRates
 from nmflow.golden.reference import reference
 from nmflow.golden.synthetic import random_inputs, random_model
 from nmflow.scripts import bersweep as command
+from nmflow.scripts import cli
 
 
 def refuses(message, make):
@@ -187,7 +188,7 @@ def models(tmp_path_factory):
 
 
 def sweep(models, out, *extra):
-    return command.main(["--tnn", str(models[0]), "--bnn", str(models[1]), "--out", str(out),
+    return cli.main(["ber-sweep", "--tnn", str(models[0]), "--bnn", str(models[1]), "--out", str(out),
                          "--rates", "0.01,0.1", "--passes", "2", "--limit", "40", "--jobs", "2",
                          *map(str, extra)])
 
@@ -241,7 +242,7 @@ def test_command_refusals(models, tmp_path, fake_device, capsys, extra, message)
 
 
 def test_command_refuses_a_model_of_the_wrong_kind(models, tmp_path, fake_device, capsys):
-    code = command.main(["--tnn", str(models[1]), "--bnn", str(models[1]), "--out",
+    code = cli.main(["ber-sweep", "--tnn", str(models[1]), "--bnn", str(models[1]), "--out",
                          str(tmp_path), "--rates", "0.1"])
     assert code == 2
     assert capsys.readouterr().err == (f"nmflow: error: --tnn must be a ternary hardware model, "

@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -404,22 +403,3 @@ def add_parser(sub):
     p.set_defaults(func=cmd_ber_sweep)
     return p
 
-
-def main(argv=None):
-    """``python -m nmflow.scripts.bersweep ARGS``: the subcommand on its own."""
-    top = argparse.ArgumentParser(prog="nmflow")
-    add_parser(top.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = top.parse_args(["ber-sweep", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        args.func(args)
-    except NmflowError as error:
-        print(f"nmflow: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nmflow: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
