@@ -105,7 +105,7 @@ def test_swapping_the_lines_swaps_the_sign(r_a, r_b, corner):
     assert t_ab == t_ba and dv_ab == -dv_ba
     p = outcome_probabilities(r_a, r_b, corner=corner)
     q = outcome_probabilities(r_b, r_a, corner=corner)
-    assert np.allclose([p[0], p[1], p[2]], [q[1], q[0], q[2]], rtol=1e-9, atol=0)
+    assert np.allclose([p[0], p[1], p[2]], [q[1], q[0], q[2]], rtol=1e-9, atol=1e-12)
     assert math.isclose(float(p[0] + p[1] + p[2]), 1.0, rel_tol=1e-9)
     if r_a < r_b:
         assert dv_ab > 0 and p[0] >= p[1]
