@@ -400,8 +400,9 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     :class:`~nmflow.golden.injector.ErrorInjection`) the board's read-error injector is set first
     (ERRORS request; refused if the board has none) and the golden model reads through its twin
     :class:`~nmflow.golden.injector.InjectedRead` with the same seed and rates, the vectors in the
-    same order; ``lanes`` must be the board's (the memory layout the errors fall on). Writes
-    ``board.json``; returns it.
+    same order; ``lanes`` must be the board's (the memory layout the errors fall on). Without
+    ``errors``, a board with an injector has its rates set to 0 first. Writes ``board.json``;
+    returns it.
     """
     from .boards.host import EngineLink
     from .golden import hwmodel
@@ -430,6 +431,11 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
                                   f"{ours}: build and load the bitstream of this model")
         if errors is not None:
             link.set_errors(errors)
+        elif info.rate_bits:
+            # A board built with an injector: read ideally, as the golden model does, whatever
+            # rates it was built with.
+            from .golden.injector import ErrorInjection
+            link.set_errors(ErrorInjection(rate_bits=info.rate_bits))
         start = time.monotonic()
         classes = np.zeros(len(x), dtype=np.int64)
         scores = np.zeros((len(x), hw.n_classes), dtype=np.int64)

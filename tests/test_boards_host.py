@@ -299,3 +299,20 @@ def test_host_step_with_errors_on_a_board_without_injector(board, tmp_path):
     np.savez(tmp_path / "x.npz", x=np.zeros((1, 16), dtype=int))
     with pytest.raises(NmflowError, match=r"^the board at .* has no read-error injector: "):
         host_step(tmp_path, board.url, inputs=tmp_path / "x.npz", timeout=10, errors=ERRORS)
+
+
+@pytest.mark.slow
+def test_host_step_without_errors_reads_a_board_with_injector_ideally(tmp_path):
+    # A board built with non-zero reset rates: `nmflow host` without --errors sets its rates to 0
+    # first, so it is compared with the clean golden model and matches it.
+    built = ErrorInjection(ErrorRates(0.1, 0.1, 0.3), seed=5, rate_bits=8)
+    hwmodel.save(MODEL, tmp_path / "hwmodel")
+    x = np.random.default_rng(4).integers(0, 16, size=(4, 16))
+    np.savez(tmp_path / "x.npz", x=x)
+    with simulated_board(MODEL, lanes=16, divisor=4, errors=built) as url:
+        with EngineLink(url, timeout=30) as link:
+            _, as_built = link.infer_many(x[:1])         # the reset rates make errors
+        result = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30)
+    golden = reference(MODEL, x)
+    assert as_built.tolist() != golden.scores[:1].tolist()
+    assert result["mismatches"] == 0 and result["errors"] is None

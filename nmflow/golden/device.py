@@ -160,20 +160,22 @@ def _check_seed(seed):
     return int(seed)
 
 
+def _named(kind, value, cls, table):
+    """``value`` if it is a ``cls``, else the entry of ``table`` it names (refused with one line
+    if it names none)."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, str):
+        raise NmflowError(f"{kind} must be one of {', '.join(table)}, not {value!r}")
+    return table[check_choice(kind, value, tuple(table))]
+
+
 def _corner(corner):
-    if isinstance(corner, Corner):
-        return corner
-    if not isinstance(corner, str):
-        raise NmflowError(f"corner must be one of {', '.join(CORNERS)}, not {corner!r}")
-    return CORNERS[check_choice("corner", corner, tuple(CORNERS))]
+    return _named("corner", corner, Corner, CORNERS)
 
 
 def _condition(condition):
-    if isinstance(condition, ProgrammingCondition):
-        return condition
-    if not isinstance(condition, str):
-        raise NmflowError(f"condition must be one of {', '.join(CONDITIONS)}, not {condition!r}")
-    return CONDITIONS[check_choice("condition", condition, tuple(CONDITIONS))]
+    return _named("condition", condition, ProgrammingCondition, CONDITIONS)
 
 
 def _rng(seed):
