@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import NmflowError, check_choice
 from ..fixedpoint import FixedFormat
 from .pairs import ReadFunction, pcsa_read
-from .readerrors import ERROR_TYPES, ErrorRates
+from .readerrors import ERROR_TYPES, ErrorRates, decide
 
 __all__ = ["ErrorInjection", "InjectedRead", "MODES", "SEED_BITS", "LFSR_BITS", "lane_salt",
            "lane_state", "lfsr_step", "max_rate_bits"]
@@ -215,11 +215,7 @@ class InjectedRead(ReadFunction):
     def decide(self, ideal, u, sign):
         """The weights read, from the ideal read and the draws (the injector's decision)."""
         t1, t12, t3 = (np.uint64(t) for t in self.injection.thresholds())
-        w = np.asarray(ideal, dtype=np.int8)
-        nonzero = w != 0
-        out = np.where(nonzero & (u < t1), -w, w)
-        out = np.where(nonzero & (u >= t1) & (u < t12), 0, out)
-        return np.where(~nonzero & (u < t3), np.where(sign, -1, 1), out).astype(np.int8)
+        return decide(ideal, u, sign, t1, t12, t3)
 
     def read_rows(self, codes, addr, last_row):
         """Read rows of pair codes (uint8 ``[n, lanes]``) in the given order, as the hardware

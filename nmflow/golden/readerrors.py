@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import NmflowError
 
-__all__ = ["ErrorRates", "ERROR_TYPES", "inject"]
+__all__ = ["ErrorRates", "ERROR_TYPES", "inject", "decide"]
 
 #: The error types, in the order of the thesis.
 ERROR_TYPES = ("type1", "type2", "type3")
@@ -91,11 +91,19 @@ def inject(weights, rates, rng):
         raise NmflowError("weights must be ternary (-1, 0 or +1) to inject read errors")
     w = w.astype(np.int8)
     u = rng.random(w.shape)
+    negative = rng.random(w.shape) < 0.5
+    return decide(w, u, negative, rates.type1, rates.type1 + rates.type2, rates.type3)
+
+
+def decide(w, u, negative, t1, t12, t3):
+    """The weights read, from the ideal reads ``w`` and one uniform draw ``u`` per read (with
+    ``negative``, the sign of a type 3 error): a non-zero ``w`` reads ``-w`` if ``u < t1``, 0 if
+    ``t1 <= u < t12``; a zero reads -1 or +1 (``negative`` or not) if ``u < t3``. The draws and
+    thresholds may be floats in [0, 1) or integers of a fixed-point format."""
+    w = np.asarray(w, dtype=np.int8)
     nonzero = w != 0
-    flip = nonzero & (u < rates.type1)
-    drop = nonzero & ~flip & (u < rates.type1 + rates.type2)
-    appear = ~nonzero & (u < rates.type3)
-    out = np.where(flip, -w, w)
-    out = np.where(drop, 0, out)
-    sign = np.where(rng.random(w.shape) < 0.5, -1, 1).astype(np.int8)
-    return np.where(appear, sign, out).astype(np.int8)
+    flip = nonzero & (u < t1)
+    drop = nonzero & ~flip & (u < t12)
+    appear = ~nonzero & (u < t3)
+    out = np.where(flip, -w, np.where(drop, 0, w))
+    return np.where(appear, np.where(negative, -1, 1), out).astype(np.int8)

@@ -107,15 +107,11 @@ def _grid(args):
 
 
 def _dataset_spec(args):
-    from ..flow import DatasetSpec
-    if args.dataset == "idx" and not (args.images and args.labels):
-        raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
-    if args.dataset == "digits" and (args.images or args.labels):
-        raise NmflowError("--images and --labels go with --dataset idx, not digits")
-    spec = DatasetSpec(args.dataset, args.images, args.labels, seed=args.split_seed)
-    if spec.name == "idx":
-        spec.images, spec.labels = str(Path(spec.images).resolve()), str(
-            Path(spec.labels).resolve())
+    from .cli import dataset_spec
+    spec = dataset_spec(args)
+    if spec.name == "idx":          # recorded in ber.json: absolute paths
+        spec.images, spec.labels = (str(Path(spec.images).resolve()),
+                                    str(Path(spec.labels).resolve()))
     return spec
 
 
@@ -130,22 +126,10 @@ def _load_model(option, path, kind):
 
 
 def _chip_rates(samples, seed):
-    """The device model's rates per programming condition, as dicts; one line if it is missing."""
-    try:
-        from ..golden import device
-    except ImportError as error:
-        raise NmflowError(f"the device model nmflow.golden.device cannot be imported ({error}): "
-                          f"the chip entry needs chip_rates()") from None
-    from ..golden.readerrors import ErrorRates
+    """The device model's rates per programming condition, as dicts."""
+    from ..golden import device
     rates = device.chip_rates(samples=samples, seed=seed)
-    out = {}
-    for condition in CONDITIONS:
-        value = rates.get(condition) if isinstance(rates, dict) else None
-        if not isinstance(value, ErrorRates):
-            raise NmflowError(f"device.chip_rates() must give ErrorRates for {condition!r}, "
-                              f"not {type(value).__name__}")
-        out[condition] = value.as_dict()
-    return out
+    return {condition: rates[condition].as_dict() for condition in CONDITIONS}
 
 
 # -- the sweep ---------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def _print_json(data):
 
 # -- steps -----------------------------------------------------------------------------------------
 
-def _dataset_spec(args):
+def dataset_spec(args):
+    """The dataset the --dataset, --images, --labels and --split-seed options name."""
     from ..flow import DatasetSpec
     if args.dataset == "idx" and not (args.images and args.labels):
         raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
@@ -70,7 +71,7 @@ def _train(args, console, quiet=False):
 
     from ..flow import train_step
     config = _train_config(args)
-    spec = _dataset_spec(args)
+    spec = dataset_spec(args)
     with Progress(TextColumn("train {task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
                   console=console, transient=True, disable=quiet) as progress:
