@@ -256,3 +256,12 @@ def test_real_device_model_gives_chip_rates():
     for value in rates.values():
         assert set(value) == {"type1", "type2", "type3"}
         assert all(0 <= r <= 1 for r in value.values())
+
+
+def test_hidden_sizes_are_checked(tmp_path, fake_device):
+    refuses("--hidden must be positive layer sizes such as 256,256, not (0,)",
+            lambda: command.run_sweep(tmp_path, hidden=(0,), quiet=True))
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["ber-sweep", "--hidden", "64,x"])
+    assert cli.parser().parse_args(["ber-sweep"]).hidden == command.DEFAULT_HIDDEN
+    assert cli.parser().parse_args(["ber-sweep", "--hidden", "32,16"]).hidden == (32, 16)

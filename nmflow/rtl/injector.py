@@ -12,7 +12,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.injector import LFSR_BITS, LFSR_TAP, SEED_BITS, ErrorInjection, lane_salt
+from ..golden.injector import (LFSR_BITS, LFSR_TAP, SEED_BITS, ErrorInjection, lane_salt,
+                               lfsr_step)
 from .pcsa import read_row, ternary_row
 
 __all__ = ["PCSAErrorRead", "error_config_layout", "config_payload"]
@@ -50,11 +51,14 @@ class PCSAErrorRead(wiring.Component):
     -------
     i, o : see :class:`~nmflow.rtl.pcsa.ReadStageSignature`
     config : In(stream.Signature(error_config_layout(rate_bits), always_ready=True))
-        A beat sets new thresholds, seed and mode; the sources restart from the new seed one
-        cycle later. Send it while no read is under way (the engine idle).
+        A beat sets new thresholds, seed and mode; the sources restart from the new seed. Send
+        it while no read is under way (the engine idle); reads from the third cycle after the
+        beat on use the new configuration.
 
     Latency: :attr:`latency` = 1 cycle (the decision is registered). Throughput: one row per
-    cycle. Cost per lane: a 31-bit LFSR and three ``rate_bits``-bit comparators.
+    cycle. Cost per lane: a 31-bit LFSR, three ``rate_bits``-bit comparators and four flags:
+    the comparisons are made one read ahead, on the state the next read uses, so that a read
+    only selects among registered flags and the injector stays off the engine's critical path.
     """
 
     latency = 1
@@ -97,27 +101,53 @@ class PCSAErrorRead(wiring.Component):
                          static.eq(cfg.static)]
 
         read = self.i.valid
-        restart = pending | (static & read & (self.i.payload.addr == self._last_row))
+        # The sources run one read ahead: ``ahead`` holds the state of the read after next and
+        # ``flags`` the comparisons of the next read's draw, registered, so that a read only
+        # selects among registered flags (the comparators' carry chains stay off the
+        # memory-to-lanes path and the row address never reaches them). After a configuration
+        # beat, ``pending`` loads the seed states and ``prime`` makes their comparisons; those
+        # are also kept in ``seed_flags``, which a ``static`` restart (after the read of the last
+        # row) puts back in one cycle, with the states one step past the seed.
+        prime = Signal()
+        m.d.sync += prime.eq(pending)
+        # The engine reads the rows in address order (docs/contracts.md, contract 6), so whether
+        # a read is of the last row is known one read before, and held in a register: the
+        # restart that fans out to every lane's state then starts at a flip-flop.
+        to_last = Signal(init=self._last_row == 0)
+        with m.If(read):
+            m.d.sync += to_last.eq(self.i.payload.addr == self._last_row - 1
+                                   if self._last_row else 1)
+        restart = static & read & to_last
 
         m.d.sync += self.o.valid.eq(read)
         step = inj.step
+        init = inj.states(self._lanes)
         for p, (code, weight) in enumerate(zip(self.i.payload.codes, self.o.payload)):
             # The lane's source: a 31-bit Fibonacci LFSR, ``step`` bits per read.
+            def advance(state):
+                return Cat(state[step:], (state >> LFSR_TAP ^ state)[:step])
             start = (seed ^ Const(lane_salt(p), LFSR_BITS)) | 1
-            state = Signal(LFSR_BITS, name=f"lfsr{p}", init=inj.states(self._lanes)[p].item())
-            new = (state >> LFSR_TAP ^ state)[:step]
-            with m.If(restart):
-                m.d.sync += state.eq(start)
+            ahead = Signal(LFSR_BITS, name=f"lfsr{p}",
+                          init=int(lfsr_step(int(init[p]), step)))
+            u0, sign0 = int(init[p]) & (inj.one - 1), int(init[p]) >> bits & 1
+            first = (u0 < t1_0) | (u0 < t12_0) << 1 | (u0 < t3_0) << 2 | sign0 << 3
+            flags = Signal(4, name=f"flags{p}", init=first)
+            seed_flags = Signal(4, name=f"seed_flags{p}", init=first)
+            u = ahead[:bits]
+            draw = Cat(u < t1, u < t12, u < t3, ahead[bits])
+            with m.If(pending):
+                m.d.sync += ahead.eq(start)
+            with m.Elif(prime):
+                m.d.sync += [ahead.eq(advance(ahead)), flags.eq(draw), seed_flags.eq(draw)]
+            with m.Elif(restart):
+                m.d.sync += [ahead.eq(advance(start)), flags.eq(seed_flags)]
             with m.Elif(read):
-                m.d.sync += state.eq(Cat(state[step:], new))
-            u, sign = state[:bits], state[bits]
+                m.d.sync += [ahead.eq(advance(ahead)), flags.eq(draw)]
+            flip, below12, appear, sign = flags
 
             # The ideal read, then the decision (see nmflow.golden.injector).
             nz, neg = code.bl ^ code.blb, code.blb & ~code.bl
-            flip = u < t1
-            drop = ~flip & (u < t12)
-            appear = u < t3
-            read_nz = Mux(nz, ~drop, appear)
+            read_nz = Mux(nz, flip | ~below12, appear)
             read_neg = Mux(nz, neg ^ flip, sign)
             with m.If(read):
                 m.d.sync += [weight.nz.eq(read_nz), weight.neg.eq(read_nz & read_neg)]
