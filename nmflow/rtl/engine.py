@@ -98,7 +98,8 @@ class InferenceEngine(wiring.Component):
         the write reads the new codes. Write only while ``idle``.
     errors : In(stream.Signature(error_config_layout(rate_bits), always_ready=True)), if errors
         Sets the injector's thresholds, seed and mode (see
-        :func:`~nmflow.rtl.injector.config_payload`); send it while ``idle``.
+        :func:`~nmflow.rtl.injector.config_payload`); send it while ``idle``, and start the
+        next inference no earlier than the third cycle after the beat.
 
     Latency and throughput: one inference takes :attr:`cycles_per_inference` cycles from its first
     input beat to its last result beat when the streams never stall, against
