@@ -244,8 +244,19 @@ BAD_PATHS = [str(CLI_FILES / name) for name in (
     "garbage.json", "garbage.npz", "garbage.pt", "garbage.idx", "garbage.idx.gz", "hw.json")]
 ANY_PATH = BAD_PATHS + [str(CLI_FILES / "x.npz"), "", "-", "/dev/null", "nul\x01char"]
 
-COMMANDS = {action.dest: action.choices for action in cli.parser()._actions
-            if isinstance(action, __import__("argparse")._SubParsersAction)}["command"]
+def _subcommands(parser):
+    return next((action.choices for action in parser._actions
+                 if isinstance(action, __import__("argparse")._SubParsersAction)), None)
+
+
+#: Every command line's parser, by its words: "train", ..., and "eqprop train" for a command with
+#: actions of its own.
+TOP = _subcommands(cli.parser())
+COMMANDS = {}
+for _name, _parser in TOP.items():
+    _inner = _subcommands(_parser)
+    COMMANDS.update({f"{_name} {action}": parser for action, parser in _inner.items()}
+                    if _inner else {_name: _parser})
 # Options that must fail validation early, appended last (argparse keeps the last value).
 GUARDS = {
     "train": lambda p: ["--dataset", "idx", "--images", p, "--labels", p],
@@ -257,7 +268,8 @@ GUARDS = {
     "host": lambda p: ["--model", p],
 }
 REFUSED = {"demo": ["--lanes", "x"], "bench": ["--images", "0"], "pcsa": ["--samples", "x"],
-           "ber-sweep": ["--passes", "x"]}
+           "ber-sweep": ["--passes", "x"], "continual": ["--tasks", "x"],
+           "eqprop train": ["--epochs", "x"]}
 
 
 def _options(command):
@@ -291,7 +303,7 @@ def _value(action):
 def cli_argv(draw):
     command = draw(st.sampled_from(sorted(COMMANDS)))
     options = _options(command)
-    argv = [command]
+    argv = command.split()
     for _ in range(draw(st.integers(0, 5))):
         if draw(st.integers(0, 19)) == 0:       # now and then an option of another command
             argv.append(draw(st.sampled_from(["--lanes", "--verbose", "--model", "--errors"])))
@@ -319,15 +331,18 @@ def _alarm(signum, frame):
 
 
 CLI_DEADLINE = 60       # seconds per example (a first import of torch or amaranth takes a few)
-USAGE_ERROR = re.compile(r"^nmflow( [\w-]+)?: error: .+$", re.DOTALL)
+USAGE_ERROR = re.compile(r"^nmflow( [\w-]+)*: error: .+$", re.DOTALL)
 
 
 def run_cli(argv, run):
     """Run ``cli.main(argv)`` with ``--run``/``--out`` in ``run``; check the property."""
     out, err = io.StringIO(), io.StringIO()
-    own = {option for action in COMMANDS[argv[0]]._actions for option in action.option_strings}
+    words = 2 if " ".join(argv[:2]) in COMMANDS else 1
+    own = {option for action in COMMANDS[" ".join(argv[:words])]._actions
+           for option in action.option_strings}
     folders = [option for option in ("--run", "--out") if option in own]
-    argv = argv[:1] + [x for option in folders for x in (option, str(run / option[2:]))] + argv[1:]
+    argv = (argv[:words] + [x for option in folders for x in (option, str(run / option[2:]))]
+            + argv[words:])
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CLI_DEADLINE)
     try:
@@ -367,9 +382,9 @@ def test_cli_refuses_bad_arguments_with_one_line(argv):
 
 
 @CLI_FUZZ
-@given(argv=st.lists(st.sampled_from(sorted(COMMANDS)) | VALUES
+@given(argv=st.lists(st.sampled_from(sorted(TOP)) | VALUES
                      | st.sampled_from(["--help", "-h", "--version", "--run", "--out"]),
-                     max_size=4).filter(lambda argv: not set(argv) & set(COMMANDS)
+                     max_size=4).filter(lambda argv: not set(argv) & set(TOP)
                                         or "--help" in argv or "-h" in argv))
 def test_cli_top_level_arguments(argv):
     # No subcommand, an unknown one, or help: argparse answers before any step runs.

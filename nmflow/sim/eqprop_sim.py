@@ -1,0 +1,210 @@
+"""Simulate the EP unit (:class:`~nmflow.rtl.eqprop.EqPropUnit`) against the fixed-point twin.
+
+* :func:`expected_trace` runs the twin (:mod:`nmflow.golden.eqprop_fixed`, which knows nothing of
+  the RTL) one sample and one settling step at a time and lists what the unit's observation
+  stream must show: the states of every layer after every step, the prediction, and the
+  parameters after every update.
+* :func:`run_pysim` drives the unit in Amaranth's simulator (inputs with random gaps, random
+  backpressure on ``obs`` and ``o``) and returns what it observed.
+* :func:`simulate_eqprop` converts the unit to Verilog and runs the cocotb testbench
+  :mod:`nmflow.sim.tb_eqprop` under Icarus Verilog.
+"""
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..golden import eqprop_fixed as ef
+
+__all__ = ["SampleTrace", "expected_trace", "input_beats", "run_pysim", "simulate_eqprop",
+           "config_to_json", "config_from_json", "compare"]
+
+
+@dataclass
+class SampleTrace:
+    """What the twin computes for one sample: ``states`` is a list (one per settling step, free,
+    then ``+beta``, then ``-beta``) of lists of int arrays (layers 1..N); ``prediction`` the
+    argmax after the free phase (lowest index on ties); ``params`` after the update (None
+    for an inference)."""
+    states: list
+    prediction: int
+    params: dict | None
+
+
+def expected_trace(config, params, x, y, train, lfsr):
+    """The twin on one sample ``x`` (raw states, ``[n_0]``) with label ``y``, step by step
+    (``relax`` one step at a time is ``relax`` over many steps: the step is a function of the
+    state). ``lfsr`` is the :class:`~nmflow.golden.eqprop_fixed.Lfsr32` of the training run.
+    Returns ``(SampleTrace, new params)``."""
+    xb = np.asarray(x, dtype=np.int64).reshape(1, -1)
+    s = [np.zeros((1, n), dtype=np.int64) for n in config.sizes[1:]]
+    states = []
+    for _ in range(config.T):
+        s = ef.relax(config, params, xb, s, 1)
+        states.append([v[0].copy() for v in s])
+    s_star = s
+    prediction = int(s_star[-1].argmax(axis=1)[0])
+    assert prediction == int(ef.predict(config, params, xb)[0])
+    if not train:
+        return SampleTrace(states, prediction, None), params
+    phases = {}
+    for sign in (+1, -1):
+        s = s_star
+        for _ in range(config.K):
+            s = ef.relax(config, params, xb, s, 1, sign, [y])
+            states.append([v[0].copy() for v in s])
+        phases[sign] = s
+    new = ef.update(config, params, xb, phases[+1], phases[-1], lfsr)
+    return SampleTrace(states, prediction, new), new
+
+
+def input_beats(x, lanes):
+    """The sample ``x`` as the ``i`` stream's ``x`` fields: lists of ``lanes`` raw states."""
+    x = [int(v) for v in x]
+    return [x[c:c + lanes] for c in range(0, len(x), lanes)]
+
+
+def config_to_json(config):
+    return json.dumps({"sizes": list(config.sizes), "T": config.T, "K": config.K,
+                       "beta_shift": config.beta_shift, "lr_shifts": list(config.lr_shifts),
+                       "half": config.half, "seed": config.seed, "lfsr_seed": config.lfsr_seed})
+
+
+def config_from_json(text):
+    fields = json.loads(text)
+    return ef.FixedEqPropConfig(sizes=tuple(fields["sizes"]), T=fields["T"], K=fields["K"],
+                                beta_shift=fields["beta_shift"],
+                                lr_shifts=tuple(fields["lr_shifts"]), half=fields["half"],
+                                seed=fields["seed"], lfsr_seed=fields["lfsr_seed"], batch=1)
+
+
+def compare(layout, config, trace, observed):
+    """Mismatch messages (empty if all equal) between a :class:`SampleTrace` and what the unit
+    showed: ``observed = {"states": [[row words] per step], "prediction": int,
+    "weights": [beats], "biases": [words]}``."""
+    problems = []
+    N = layout.N
+    if len(observed["states"]) != len(trace.states):
+        problems.append(f"{len(observed['states'])} steps observed, twin made "
+                        f"{len(trace.states)}")
+    for step, (rows, want) in enumerate(zip(observed["states"], trace.states)):
+        flat = [v for row in rows for v in row]
+        for k in range(1, N + 1):
+            start = layout.soff[k] * layout.lanes
+            got = flat[start:start + config.sizes[k]]
+            if list(map(int, want[k - 1])) != got:
+                problems.append(f"step {step} layer {k}: unit {got}, twin "
+                                f"{list(map(int, want[k - 1]))}")
+            pad = flat[start + config.sizes[k]:start + layout.padded[k]]
+            if any(pad):
+                problems.append(f"step {step} layer {k}: padding states {pad} are not 0")
+    if observed["prediction"] != trace.prediction:
+        problems.append(f"prediction: unit {observed['prediction']}, twin {trace.prediction}")
+    if trace.params is not None:
+        W, b = layout.decode_weights(observed["weights"], observed["biases"])
+        for k in range(N):
+            bad = np.argwhere(W[k] != trace.params["W"][k])
+            if len(bad):
+                r, i = bad[0]
+                problems.append(f"W{k}: {len(bad)} weights differ, first [{r}, {i}]: unit "
+                                f"{W[k][r, i]}, twin {trace.params['W'][k][r, i]}")
+            if (b[k] != trace.params["b"][k]).any():
+                problems.append(f"b{k}: unit {b[k].tolist()}, twin "
+                                f"{trace.params['b'][k].tolist()}")
+    return problems
+
+
+def _signed(value, bits):
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_000):
+    """Run ``unit`` (without ``observe``, only the predictions are read) in Amaranth's simulator on ``samples`` (a list
+    of ``(x, label, train)``). Returns ``(observed per sample, step_cycles)``: the dicts
+    :func:`compare` takes, and the cycle numbers of the ``step`` pulses."""
+    from amaranth.sim import Simulator
+    from .streams import stream_get, stream_put
+
+    lay, cfg = unit.layout, unit.config
+    ww = cfg.weight.width
+    rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
+    observed = []
+    pulses = []
+
+    async def producer(ctx):
+        for x, label, train in samples:
+            for beat in input_beats(x, unit.lanes):
+                await stream_put(ctx, unit.i, {"x": beat, "label": int(label),
+                                               "train": int(train)},
+                                 rng=rng_in, valid=valid)
+
+    async def consumer(ctx):
+        for x, label, train in samples:
+            steps = cfg.T + (2 * cfg.K if train else 0)
+            record = {"states": [], "weights": [], "biases": []}
+            for _ in range(steps if unit.observe else 0):
+                rows = []
+                for _ in range(lay.region_rows):
+                    beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
+                    rows.append([int(beat[b]) for b in range(unit.lanes)])
+                record["states"].append(rows)
+            if train and unit.observe:
+                nw, nb = lay.dump_words()
+                for _ in range(nw):
+                    beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
+                    record["weights"].append([_signed(int(beat[b]), ww) for b in range(unit.lanes)])
+                for _ in range(nb):
+                    beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
+                    record["biases"].append(_signed(int(beat[0]), ww))
+            beat = await stream_get(ctx, unit.o, rng=rng_out, ready=ready)
+            record["prediction"] = int(beat.label)
+            observed.append(record)
+
+    async def watch(ctx):
+        cycle = 0
+        async for _, _, step in ctx.tick().sample(unit.step):
+            cycle += 1
+            if step:
+                pulses.append(cycle)
+            if cycle > max_cycles:
+                raise RuntimeError(f"the unit did not finish within {max_cycles} cycles")
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    return observed, pulses
+
+
+def simulate_eqprop(work_dir, config, samples, *, lanes=4, seed=0, ready=0.6, valid=0.7,
+                    waves=False, wall_seconds=None):
+    """Run the cocotb testbench :mod:`nmflow.sim.tb_eqprop` on the unit built from ``config``
+    (its :func:`~nmflow.golden.eqprop_fixed.init_params`) with ``lanes``, over ``samples``
+    (``(x, label, train)``, raw inputs). Returns ``(CocotbResult, report)``: the report (JSON
+    written by the testbench) holds the numbers of steps, states and weights compared, the
+    mismatches and the cycles per sample."""
+    from ..rtl.eqprop import EqPropUnit
+    from ..rtl.verilog import to_verilog
+    from .runner import run_cocotb
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    unit = EqPropUnit(config, lanes=lanes, observe=True)
+    path, _ = to_verilog(unit, "nmflow_eqprop", work_dir / "eqprop.v")
+    data = work_dir / "samples.json"
+    data.write_text(json.dumps([[list(map(int, x)), int(y), int(t)] for x, y, t in samples]))
+    report = (work_dir / "eqprop_report.json").resolve()
+    report.unlink(missing_ok=True)
+    result = run_cocotb(path, "nmflow_eqprop", "nmflow.sim.tb_eqprop", work_dir / "work",
+                        waves=waves, wall_seconds=wall_seconds,
+                        env={"NMFLOW_TB_CONFIG": config_to_json(config),
+                             "NMFLOW_TB_LANES": lanes, "NMFLOW_TB_SAMPLES": data.resolve(),
+                             "NMFLOW_TB_SEED": seed, "NMFLOW_TB_READY": ready,
+                             "NMFLOW_TB_VALID": valid, "NMFLOW_TB_REPORT": report})
+    return result, (json.loads(report.read_text()) if report.exists() else None)

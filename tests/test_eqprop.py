@@ -1,0 +1,186 @@
+"""Float Equilibrium Propagation: EP estimates against BPTT, the dynamics, the command line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nmflow.errors import NmflowError
+from nmflow.golden import eqprop as ep
+from nmflow.scripts import cli
+
+torch.set_num_threads(1)
+
+
+# -- EP against BPTT -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_ep_matches_bptt_with_the_expected_order_in_beta(loss):
+    # Smooth activation, float64, long phases: the one-sided error shrinks like beta, the
+    # symmetric like beta**2 ([T] eq. 3.13-3.14).
+    r = ep.gradient_check(sizes=(16, 20, 12, 5), activation="logistic", loss=loss, T=200, K=200)
+    assert 0.8 <= r["one_sided_slope"] <= 1.2, r
+    assert 1.8 <= r["symmetric_slope"] <= 2.2, r
+    assert r["symmetric"][-1] < 1e-2 and r["one_sided"][-1] < 0.05, r
+    # Table 3.1's order in gradient terms: the symmetric estimate is the closer one at every beta
+    assert all(s < o for s, o in zip(r["symmetric"], r["one_sided"])), r
+
+
+def test_hard_sigmoid_errors_are_small_but_not_second_order():
+    r = ep.gradient_check(sizes=(16, 20, 12, 5), activation="hard", T=200, K=200)
+    assert max(r["symmetric"]) < 0.5 and max(r["one_sided"]) < 0.5
+    assert r["one_sided"][-1] < r["one_sided"][0]
+
+
+def test_bptt_gradient_equals_finite_differences():
+    config = ep.EqPropConfig(sizes=(5, 6, 3), activation="logistic", T=30, K=5, dtype="float64",
+                             lrs=(1.0, 1.0))
+    net = ep.EqPropNet.init(config)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.random((4, 5)))
+    y = torch.tensor([0, 1, 2, 1])
+    _, grads = ep.bptt_gradient(net, x, y)
+    for p, g in zip(net.parameters(), grads):
+        index = (0,) * p.dim()
+        h = 1e-6
+        with torch.no_grad():
+            p[index] += h
+            up = float(ep.loss_of(net, ep.free_phase(net, x), y))
+            p[index] -= 2 * h
+            down = float(ep.loss_of(net, ep.free_phase(net, x), y))
+            p[index] += h
+        assert abs((up - down) / (2 * h) - float(g[index])) < 1e-6
+
+
+def test_one_step_is_the_stated_dynamics():
+    config = ep.EqPropConfig(sizes=(4, 3, 2), dtype="float64")
+    net = ep.EqPropNet.init(config)
+    W0, W1 = (w.numpy() for w in net.W)
+    b0, b1 = (v.numpy() for v in net.b)
+    x = np.array([[0.2, 0.9, 0.0, 1.0]])
+    h = np.array([[0.3, 0.0, 1.0]])
+    o = np.array([[0.5, 0.25]])
+    y = np.array([1])
+    beta = 0.3
+    s = ep.relax(net, torch.tensor(x), [torch.tensor(h), torch.tensor(o)], 1, beta,
+                 ep.one_hot(y, 2, torch.float64))
+    h_new = np.clip(x @ W0.T + b0 + o @ W1, 0, 1)             # odd layer first
+    o_new = np.clip(h_new @ W1.T + b1 + beta * (np.eye(2)[y] - o), 0, 1)
+    assert np.allclose(s[0].numpy(), h_new) and np.allclose(s[1].numpy(), o_new)
+
+
+def test_alternating_dynamics_settle():
+    config = ep.EqPropConfig(sizes=(10, 32, 32, 5), T=60, dtype="float64", lrs=(1.0, 1.0, 1.0))
+    net = ep.EqPropNet.init(config)
+    x = torch.tensor(np.random.default_rng(1).random((8, 10)))
+    s = ep.free_phase(net, x)
+    again = ep.relax(net, x, s, 1)
+    assert max(float((a - b).abs().max()) for a, b in zip(s, again)) < 1e-9
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"beta": 0.0}, "beta"), ({"T": 0}, "T must"), ({"K": 0}, "K must"),
+    ({"sizes": (64,)}, "sizes"), ({"lrs": (0.1,)}, "lrs"), ({"loss": "hinge"}, "loss"),
+    ({"loss": "cross_entropy", "sizes": (64, 10), "lrs": (0.1,)}, "hidden"),
+    ({"activation": "relu"}, "activation"), ({"batch": 0}, "batch"),
+])
+def test_config_refuses_impossible_settings(changes, words):
+    with pytest.raises(NmflowError, match=words) as error:
+        ep.EqPropConfig(**changes)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_symmetric_ep_learns_a_digits_subset():
+    from nmflow.golden.datasets import load_digits
+    d = load_digits()
+    x_train, x_test = ep.prepare_inputs(d.x_train, 16), ep.prepare_inputs(d.x_test, 16)
+    config = ep.EqPropConfig(epochs=2, sizes=(64, 32, 10))
+    _, history = ep.train(config, "symmetric", x_train, d.y_train, x_test, d.y_test)
+    assert history[-1]["test_accuracy"] > 0.75
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+TINY = ["--epochs", "1", "--hidden", "8", "--check-steps", "40", "--fixed-epochs", "1"]
+
+
+@pytest.mark.slow
+def test_eqprop_train_writes_its_files(tmp_path, capsys):
+    out = tmp_path / "eq"
+    assert cli.main(["eqprop", "train", "--out", str(out), *TINY]) == 0
+    result = json.loads((out / "eqprop.json").read_text())
+    assert result["dataset"]["name"] == "digits"
+    acc = result["test_accuracy"]
+    assert set(acc) == {"bptt", "one_sided", "random_sign", "symmetric",
+                        "symmetric_fixed_point"}
+    assert all(0.0 <= value <= 1.0 for value in acc.values())
+    assert set(result["test_accuracy_by_loss"]) == {"squared", "cross_entropy"}
+    check = result["gradient_check"]
+    assert 0.8 <= check["one_sided_slope"] <= 1.2 and 1.8 <= check["symmetric_slope"] <= 2.2
+    assert "hard_sigmoid" in check and "timings" in result and "settings" in result
+    assert result["fixed_point"]["config"]["state"]["width"] == 8
+    header = (out / "eqprop.csv").read_text().splitlines()[0]
+    assert header.startswith("loss,method,seed_index,epoch,test_accuracy")
+    assert (out / "eqprop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(capsys.readouterr().out)["out"].endswith("eqprop.json")
+
+
+def test_eqprop_train_on_idx_files(tmp_path, capsys):
+    import struct
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 6).astype(np.uint8)
+    images = (rng.integers(0, 256, (60, 4, 4))).astype(np.uint8)
+    (tmp_path / "img").write_bytes(struct.pack(">IIII", 0x803, 60, 4, 4) + images.tobytes())
+    (tmp_path / "lab").write_bytes(struct.pack(">II", 0x801, 60) + labels.tobytes())
+    out = tmp_path / "eq"
+    code = cli.main(["eqprop", "train", "--out", str(out), "--dataset", "idx", "--images",
+                     str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), *TINY,
+                     "--methods", "symmetric", "--losses", "squared", "--fixed-batch", "1"])
+    assert code == 0
+    result = json.loads((out / "eqprop.json").read_text())
+    assert result["dataset"]["name"].startswith("idx") and result["dataset"]["input_scale"] == 255
+    assert result["settings"]["sizes"] == [16, 8, 10]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--beta", "0"], "--beta"),
+    (["--T", "0"], "--T"),
+    (["--K", "-3"], "--K"),
+    (["--state-bits", "1"], "--state-bits"),
+    (["--fixed-beta", "0.3"], "--fixed-beta"),
+    (["--fixed-beta", "0"], "--fixed-beta"),
+    (["--fixed-batch", "3"], "batch"),
+    (["--lrs", "0.1"], "--lrs"),
+    (["--hidden", "x"], "--hidden"),
+    (["--methods", "adam"], "--methods"),
+    (["--dataset", "idx"], "--images"),
+    (["--weight-frac", "20"], "--weight-frac"),
+    (["--activation", "logistic"], "no-fixed"),
+])
+def test_eqprop_train_refuses_bad_arguments(tmp_path, capsys, argv, words):
+    code = cli.main(["eqprop", "train", "--out", str(tmp_path / "eq"), *argv])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nmflow: error: ") and words in err[0], err
+    assert not (tmp_path / "eq" / "eqprop.json").exists()
+
+
+def test_symmetric_phases_both_start_from_the_free_state():
+    # K = 1 makes the starting point visible: both nudged phases take one step from s*.
+    config = ep.EqPropConfig(sizes=(4, 5, 3), dtype="float64", K=1, beta=0.5)
+    net = ep.EqPropNet.init(config)
+    x = torch.tensor(np.random.default_rng(2).random((3, 4)))
+    y = torch.tensor([0, 2, 1])
+    y1h = ep.one_hot(y, 3, torch.float64)
+    s_star = ep.free_phase(net, x)
+    plus = ep.relax(net, x, s_star, 1, 0.5, y1h)
+    minus = ep.relax(net, x, s_star, 1, -0.5, y1h)
+    got = ep.ep_estimate(net, x, y, "symmetric", s_free=s_star)
+    layers_p, layers_m = [x, *plus], [x, *minus]
+    for k in range(2):
+        want = (layers_p[k + 1].T @ layers_p[k] - layers_m[k + 1].T @ layers_m[k]) / 3 / 1.0
+        assert torch.allclose(got[k], want)
+        assert torch.allclose(got[2 + k], (layers_p[k + 1] - layers_m[k + 1]).mean(0) / 1.0)

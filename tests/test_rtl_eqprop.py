@@ -1,0 +1,225 @@
+"""The EP settling and learning unit (nmflow/rtl/eqprop.py) against the fixed-point twin: the
+memory layout, the refusals, bit-exact runs in Amaranth's simulator on small networks (every
+state after every step, every weight after every update, predictions), the cycles per settling
+step, and a cocotb run of on-chip training of a 64-32-10 network on 50 digits."""
+
+import numpy as np
+import pytest
+
+from nmflow.errors import NmflowError
+from nmflow.fixedpoint import FixedFormat
+from nmflow.golden import eqprop_fixed as ef
+from nmflow.rtl.eqprop import EqPropLayout, EqPropUnit, lfsr_jump_columns
+from nmflow.sim.eqprop_sim import compare, expected_trace, run_pysim
+
+from helpers import refuses
+
+
+# -- layout and LFSR ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes, lanes", [((8, 8, 3), 4), ((16, 8, 8, 5), 8), ((4, 6), 2)])
+def test_row_and_column_chunks_hit_every_bank_once(sizes, lanes):
+    lay = EqPropLayout(sizes, lanes)
+    seen = set()
+    for k in range(len(sizes) - 1):
+        rows, cols = sizes[k + 1], sizes[k]
+        for r in range(rows):
+            for c in range(cols // lanes):
+                banks = {lay.bank(k, r, c * lanes + t) for t in range(lanes)}
+                addrs = {lay.address(k, r, c * lanes + t) for t in range(lanes)}
+                assert len(banks) == lanes and len(addrs) == 1
+        for i in range(cols):
+            for c in range(lay.chunks[k + 1]):
+                rs = [r for r in range(c * lanes, c * lanes + lanes) if r < rows]
+                assert len({lay.bank(k, r, i) for r in rs}) == len(rs)
+        for r in range(rows):
+            for i in range(cols):
+                key = (lay.bank(k, r, i), lay.address(k, r, i))
+                assert key not in seen
+                seen.add(key)
+
+
+def test_weight_image_decodes_back():
+    cfg = ef.FixedEqPropConfig(sizes=(8, 4, 8, 3), batch=1, lr_shifts=(1, 1, 1))
+    params = ef.init_params(cfg)
+    lay = EqPropLayout(cfg.sizes, 4)
+    banks = lay.weight_image(params)
+    beats = []
+    for k in range(3):
+        for r in range(cfg.sizes[k + 1]):
+            for c in range(cfg.sizes[k] // 4):
+                beats.append([banks[b][lay.wbase[k] + r * cfg.sizes[k] // 4 + c]
+                              for b in range(4)])
+    W, b = lay.decode_weights(beats, lay.bias_image(params))
+    for k in range(3):
+        assert (W[k] == params["W"][k]).all() and (b[k] == params["b"][k]).all()
+
+
+def test_lfsr_jump_is_sixteen_steps_of_the_twin():
+    cols = lfsr_jump_columns(16)
+    lfsr = ef.Lfsr32(0x1234567)
+    state = lfsr.state
+    for draw in lfsr.draws(50):
+        nxt = 0
+        for bit in range(32):
+            if state >> bit & 1:
+                nxt ^= cols[bit]
+        assert nxt & 0xFFFF == draw
+        state = nxt
+
+
+# -- refusals ---------------------------------------------------------------------------------------
+
+def config(**kwargs):
+    fields = dict(sizes=(8, 8, 3), T=3, K=2, batch=1, lr_shifts=(2, 3))
+    fields.update(kwargs)
+    return ef.FixedEqPropConfig(**fields)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: EqPropUnit(config(), lanes=3), NmflowError,
+     "lanes must be a power of two from 1 to 64, not 3"),
+    (lambda: EqPropUnit(config(sizes=(10, 8, 3)), lanes=4), NmflowError,
+     "sizes[0] must be a multiple of lanes (4) for every layer but the last, not 10"),
+    (lambda: EqPropUnit(config(sizes=(64, 128, 10)), lanes=4), NmflowError,
+     "network 64-128-10 with 4 lanes needs 45 block RAMs of 4 kbit, the budget is 30"),
+    (lambda: EqPropUnit(config(batch=2), lanes=4), NmflowError,
+     "batch must be 1 (the unit learns sample by sample), not 2"),
+    (lambda: EqPropUnit(config(estimate="one_sided"), lanes=4), NmflowError,
+     "estimate must be symmetric, not 'one_sided'"),
+    (lambda: EqPropUnit(config(update_rounding="floor"), lanes=4), NmflowError,
+     "update_rounding must be stochastic, not 'floor'"),
+    (lambda: EqPropUnit(config(T=0)), NmflowError, "T must be an integer >= 1, not 0"),
+    (lambda: EqPropUnit(config(beta_shift=14)), NmflowError,
+     "beta_shift must be an integer in [0, 13], not 14"),
+    (lambda: EqPropUnit(config(state=FixedFormat(False, 0, 1, overflow="saturate"))),
+     NmflowError, "state format must have at least 2 bits, not 1"),
+    (lambda: EqPropUnit(object()), NmflowError, "config must be a FixedEqPropConfig, not object"),
+])
+def test_impossible_settings_are_refused(make, error, message):
+    refuses(make, error, message)
+
+
+# -- bit-exact runs in Amaranth's simulator -----------------------------------------------------------
+
+def scaled_params(cfg, scale):
+    p = ef.init_params(cfg)
+    w = cfg.weight
+    return {"W": [np.clip(v * scale, w.min_raw, w.max_raw) for v in p["W"]],
+            "b": [np.clip(v * scale, w.min_raw, w.max_raw) for v in p["b"]]}
+
+
+def run_and_compare(cfg, lanes, params, samples, seed=0):
+    unit = EqPropUnit(cfg, lanes=lanes, params=params, observe=True)
+    observed, _ = run_pysim(unit, samples, seed=seed, valid=0.7, ready=0.6)
+    assert len(observed) == len(samples)
+    lfsr = ef.Lfsr32(cfg.lfsr_seed)
+    traces = []
+    for (x, y, train), seen in zip(samples, observed):
+        trace, params = expected_trace(cfg, params, x, y, train, lfsr)
+        assert compare(unit.layout, cfg, trace, seen) == []
+        traces.append(trace)
+    return traces, params
+
+
+CASES = {
+    # sizes, lanes, half, beta_shift, lr_shifts, weight scale
+    "one hidden, 4 lanes, left-shifted bias update": ((8, 8, 3), 4, False, 2, (0, 3), 1),
+    "two hidden, 2 lanes": ((8, 4, 8, 3), 2, False, 1, (1, 1, 2), 2),
+    "8 lanes, clip(x/2)": ((16, 8, 5), 8, True, 0, (3, 4), 2),
+    "no hidden layer, 1 lane": ((4, 3), 1, False, 3, (2,), 4),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_unit_matches_the_twin_step_by_step(name):
+    sizes, lanes, half, beta_shift, lr, scale = CASES[name]
+    cfg = ef.FixedEqPropConfig(sizes=sizes, T=4, K=3, lr_shifts=lr, batch=1, half=half,
+                               beta_shift=beta_shift, seed=5, lfsr_seed=0xACE1)
+    rng = np.random.default_rng(len(name))
+    samples = [(rng.integers(0, 256, sizes[0]), int(rng.integers(0, sizes[-1])), train)
+               for train in (1, 1, 0, 1, 1)]
+    params = scaled_params(cfg, scale)
+    traces, final = run_and_compare(cfg, lanes, params, samples, seed=len(name))
+    # the run was not vacuous: parameters moved, states took values inside (0, max)
+    moved = sum(int((a != b).sum()) for a, b in zip(params["W"] + params["b"],
+                                                     final["W"] + final["b"]))
+    assert moved > 0
+    inside = [v for t in traces for step in t.states for layer in step for v in layer
+              if 0 < v < cfg.state.max_raw]
+    assert len(inside) > 10
+
+
+def test_ties_and_saturation_on_the_output():
+    # weights x16: outputs saturate at 255 together, the prediction takes the lowest index;
+    # large learning rates push weights to the ends of the s2.13 range (saturating update)
+    cfg = ef.FixedEqPropConfig(sizes=(8, 8, 3), T=3, K=2, lr_shifts=(0, 0), batch=1,
+                               beta_shift=0, seed=0, lfsr_seed=7)
+    rng = np.random.default_rng(3)
+    samples = [(rng.integers(100, 256, 8), int(rng.integers(0, 3)), 1) for _ in range(4)]
+    params = scaled_params(cfg, 16)
+    traces, final = run_and_compare(cfg, 4, params, samples, seed=9)
+    outputs = [t.states[cfg.T - 1][-1] for t in traces]
+    assert any((o == o.max()).sum() > 1 for o in outputs)        # a tie was resolved
+    w = cfg.weight
+    assert any(((v == w.max_raw) | (v == w.min_raw)).any() for v in final["W"] + final["b"])
+
+
+def test_cycles_per_step_of_the_default_configuration():
+    cfg = ef.FixedEqPropConfig(sizes=(64, 32, 10), T=3, K=2, batch=1)
+    unit = EqPropUnit(cfg, lanes=4)
+    x = np.random.default_rng(0).integers(0, 256, 64)
+    _, pulses = run_pysim(unit, [(x, 3, 1)], valid=1.0, ready=1.0)
+    steps = np.diff(pulses)
+    free, nudged = steps[:cfg.T - 1], steps[cfg.T:cfg.T + cfg.K - 1]
+    assert set(free.tolist()) == {unit.issue_cycles_per_step()}
+    assert set(nudged.tolist()) == {unit.issue_cycles_per_step(nudged=True)}
+    ideal = unit.ideal_cycles_per_step()
+    assert ideal == (32 * (64 + 10) + 10 * 32) / 4
+    assert unit.issue_cycles_per_step() / ideal <= 1.1
+    assert unit.issue_cycles_per_step(nudged=True) / ideal <= 1.1
+
+
+# -- cocotb: on-chip training over 50 digits ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_unit_under_cocotb_trains_like_the_twin(tmp_path):
+    from nmflow.golden.datasets import load_digits
+    from nmflow.sim.eqprop_sim import simulate_eqprop
+    cfg = ef.FixedEqPropConfig(sizes=(64, 32, 10), T=16, K=6, lr_shifts=(5, 6), batch=1)
+    data = load_digits()
+    x = ef.inputs_to_raw(data.x_train[:52], 16)
+    y = data.y_train[:52]
+    # 50 training samples, two inferences in between
+    samples = [(x[i], int(y[i]), 0 if i in (10, 31) else 1) for i in range(52)]
+    result, report = simulate_eqprop(tmp_path, cfg, samples, lanes=4, seed=4, wall_seconds=600)
+    assert result.passed, (result.failures, result.log.read_text()[-2000:])
+    assert report["samples"] == 52 and report["training_samples"] == 50
+    assert report["steps"] == 50 * (16 + 12) + 2 * 16
+    # the weights after the last on-chip update equal the twin's own training run
+    params, lfsr = ef.init_params(cfg), ef.Lfsr32(cfg.lfsr_seed)
+    for xi, yi, train in samples:
+        if train:
+            params, _ = ef.train_step(cfg, params, xi.reshape(1, -1), [yi], lfsr)
+    assert params["W"][0].tolist() != ef.init_params(cfg)["W"][0].tolist()
+    for k in range(2):
+        assert report["rtl_final_params"]["W"][k] == params["W"][k].tolist()
+        assert report["rtl_final_params"]["b"][k] == params["b"][k].tolist()
+
+
+def test_rescale_ties_round_up():
+    # weights that are multiples of 2**12 make half of the pre-activations land exactly halfway
+    # between two states (acc = 2**12 mod 2**13): the rounding's tie rule decides them
+    cfg = ef.FixedEqPropConfig(sizes=(8, 8, 3), T=3, K=2, lr_shifts=(4, 4), batch=1, seed=2)
+    rng = np.random.default_rng(11)
+    params = {"W": [4096 * rng.integers(-2, 3, (8, 8)), 4096 * rng.integers(-2, 3, (3, 8))],
+              "b": [8192 * rng.integers(-1, 2, 8), 8192 * rng.integers(-1, 2, 3)]}
+    samples = [(rng.integers(0, 40, 8), int(rng.integers(0, 3)), train)
+               for train in (0, 0, 0, 1)]
+    lfsr, ties = ef.Lfsr32(cfg.lfsr_seed), 0
+    for x, y, train in samples[:3]:
+        s = ef.free_phase(cfg, params, x.reshape(1, -1))
+        acc = x @ params["W"][0].T + (params["b"][0] << 8) + s[1][0] @ params["W"][1]
+        ties += int((acc % 8192 == 4096).sum())
+    assert ties > 5
+    run_and_compare(cfg, 4, params, samples, seed=2)
