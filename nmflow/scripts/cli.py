@@ -352,9 +352,10 @@ def parser():
     p.add_argument("--out", help="JSON output (default: RUN/bench.json)")
     p.set_defaults(func=cmd_bench)
 
-    from . import bersweep, eqprop, pcsa
+    from . import bersweep, continual, eqprop, pcsa
     pcsa.add_parser(sub)
     bersweep.add_parser(sub)
+    continual.add_parser(sub)
     eqprop.add_parser(sub)
     return top
 

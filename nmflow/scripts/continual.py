@@ -1,0 +1,307 @@
+"""``nmflow continual``: continual learning of permuted tasks with metaplastic binarized networks
+(Laborieux et al. 2021, thesis chapter 2), against m = 0, EWC on binary weights and learning-rate
+decay between tasks.
+
+Prints the task-accuracy matrix of every run (row i: accuracy on each task after learning task i)
+and writes, atomically:
+
+``DIR/continual.json``  settings, dataset, seeds, timings and per run: ``method``, ``m``, ``final``
+                        (accuracy of task 1..N after the last task, fractions), ``matrix``,
+                        ``learned``, ``curve`` (every task's accuracy over training);
+``DIR/continual.csv``   one row per run and task: final accuracy and accuracy right after
+                        learning it;
+``DIR/continual.png``   one panel per run: each task's test accuracy over the training steps.
+
+``--stream K`` also runs stream learning (one dataset as K class-balanced subsets, thesis
+Fig. 2.5; m = 0 and the largest --m, --steps per subset) and adds ``stream`` to the JSON and
+``DIR/stream.png``. ``--fixed-point`` adds a
+``meta_fixed`` run per m: the same training with hidden weights stored in fixed point and updated
+by the integer twin of the rule (nmflow.golden.metafixed).
+"""
+
+import argparse
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+from ..errors import NmflowError
+from ..fileio import make_folder, write_bytes, write_json, write_text
+
+__all__ = ["add_parser", "cmd_continual", "DEFAULT_OUT"]
+
+DEFAULT_OUT = "build/continual"
+
+
+def _number_list(text):
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated numbers such as 0,5,20, not {text!r}") from None
+
+
+def _word_list(text):
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+
+
+def _hidden(text):
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers such as 256,256, not {text!r}") from None
+
+
+def _check_positive(name, value, limit=None):
+    if value < 1:
+        raise NmflowError(f"{name} must be a positive integer, not {value!r}")
+    if limit is not None and value > limit:
+        raise NmflowError(f"{name} must be at most {limit}, not {value!r}")
+
+
+def _config(args):
+    from ..golden.continual import METHODS, ContinualConfig
+    _check_positive("--tasks", args.tasks, 100)
+    _check_positive("--steps", args.steps, 10_000_000)
+    _check_positive("--batch", args.batch, 1_000_000)
+    if args.batch < 2:
+        raise NmflowError(f"--batch must be at least 2 (BatchNorm needs two images), "
+                          f"not {args.batch}")
+    if not args.hidden or any(n < 1 or n > 100_000 for n in args.hidden):
+        raise NmflowError(f"--hidden must be positive integers up to 100000, "
+                          f"not {','.join(map(str, args.hidden))}")
+    if not 0 <= args.seed < 2 ** 31:
+        raise NmflowError(f"--seed must be an integer in [0, 2**31), not {args.seed}")
+    for m in args.m:
+        if not (math.isfinite(m) and m >= 0):
+            raise NmflowError(f"--m must be finite numbers >= 0, not {m!r}")
+    if not args.methods:
+        raise NmflowError(f"--methods must name at least one of {', '.join(METHODS)}, not none")
+    for method in args.methods:
+        if method not in METHODS:
+            raise NmflowError(f"--methods must be among {', '.join(METHODS)}, not {method!r}")
+    if "meta" in args.methods and not [m for m in args.m if m > 0]:
+        raise NmflowError("--m must hold at least one m > 0 for the meta method, not "
+                          f"{','.join(f'{m:g}' for m in args.m)}")
+    for name, value, low in (("--lr", args.lr, 0.0), ("--ewc-lambda", args.ewc_lambda, 0.0),
+                             ("--lr-decay", args.lr_decay, 1.0)):
+        if not (math.isfinite(value) and (value > low if name == "--lr" else value >= low)):
+            rule = f"> {low:g}" if name == "--lr" else f">= {low:g}"
+            raise NmflowError(f"{name} must be a finite number {rule}, not {value!r}")
+    if args.fixed_point and "meta" not in args.methods:
+        raise NmflowError("--fixed-point goes with the meta method (add meta to --methods)")
+    _check_positive("--fisher-samples", args.fisher_samples, 1_000_000)
+    ms = tuple(m for m in args.m if m > 0)
+    return ContinualConfig(tasks=args.tasks, steps=args.steps, batch=args.batch,
+                           hidden=tuple(args.hidden), lr=args.lr, ms=ms,
+                           methods=tuple(dict.fromkeys(args.methods)), seed=args.seed,
+                           ewc_lambda=args.ewc_lambda, lr_decay=args.lr_decay,
+                           fisher_samples=args.fisher_samples, bn_stats=args.bn_stats,
+                           fmeta=args.fmeta, fixed_point=args.fixed_point)
+
+
+def _dataset(args):
+    from ..golden.datasets import load_digits, load_idx
+    if args.dataset == "idx" and not (args.images and args.labels):
+        raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
+    if args.dataset == "digits" and (args.images or args.labels):
+        raise NmflowError("--images and --labels go with --dataset idx, not digits")
+    if args.dataset == "idx":
+        return load_idx(args.images, args.labels, seed=args.split_seed)
+    return load_digits(seed=args.split_seed)
+
+
+def _label(run):
+    return run["method"] if run["method"] in ("plain", "ewc", "lr_decay", "complex") else \
+        f"{run['method']} m={run['m']:g}"
+
+
+def _matrix_text(run):
+    tasks = len(run["final"])
+    lines = [f"{_label(run)}  ({run['seconds']:.1f} s, mean final "
+             f"{100 * run['mean_final']:.1f}%)",
+             "  after  " + "".join(f"  task{j + 1:<3d}" for j in range(tasks))]
+    for i, row in enumerate(run["matrix"]):
+        lines.append(f"  task{i + 1:<3d}" + "".join(f"  {100 * a:6.1f}%" for a in row))
+    return "\n".join(lines)
+
+
+def _csv(result):
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["method", "m", "task", "final_accuracy", "learned_accuracy"])
+    for run in result["runs"]:
+        for task, (final, learned) in enumerate(zip(run["final"], run["learned"]), start=1):
+            writer.writerow([run["method"], f"{run['m']:g}", task, f"{final:.6f}",
+                             f"{learned:.6f}"])
+    return out.getvalue()
+
+
+def _png(figure):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _plot(result):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    runs = result["runs"]
+    tasks = result["settings"]["tasks"]
+    steps = result["settings"]["steps"]
+    cols = min(3, len(runs))
+    rows = math.ceil(len(runs) / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                                sharey=True)
+    for ax, run in zip(axes.flat, runs):
+        x = run["curve"]["steps"]
+        for task in range(tasks):
+            y = [100 * row[task] for row in run["curve"]["accuracy"]]
+            ax.plot(x, y, label=f"task {task + 1}")
+        for boundary in range(1, tasks):
+            ax.axvline(boundary * steps, color="0.85", linewidth=0.8)
+        ax.axhline(100 * result["chance"], color="0.6", linestyle=":", linewidth=0.8)
+        ax.set_title(f"{_label(run)}: mean {100 * run['mean_final']:.1f}%", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylim(0, 100)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    for ax in list(axes.flat)[len(runs):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    figure.tight_layout()
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def _plot_stream(stream):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(5, 3.4))
+    x = list(range(1, stream["subsets"] + 1))
+    for run in stream["runs"]:
+        ax.plot(x, [100 * a for a in run["accuracy"]], marker="o", label=f"stream m={run['m']:g}")
+    ax.plot(x, [100 * a for a in stream["baseline"]["accuracy"]], linestyle="--", color="k",
+            label="whole dataset, m=0")
+    ax.set_xlabel("subsets learned")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def cmd_continual(args):
+    config = _config(args)
+    if args.stream is not None:
+        _check_positive("--stream", args.stream, 10_000)
+    dataset = _dataset(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NmflowError(f"--out must be a folder, not the file {str(out)!r}")
+    from ..golden.continual import run_continual, run_stream
+
+    start = time.perf_counter()
+
+    def progress(method, m, done, tasks):
+        if not args.quiet:
+            print(f"  {method} m={m:g}: task {done}/{tasks} learned", flush=True)
+
+    result = run_continual(config, dataset, progress=progress)
+    if args.stream is not None:
+        meta_m = max(config.ms) if config.ms else 0.0
+        result["stream"] = run_stream(dataset, subsets=args.stream, steps=config.steps,
+                                      ms=(0.0, meta_m) if meta_m else (0.0,),
+                                      hidden=config.hidden, batch=config.batch, lr=config.lr,
+                                      seed=config.seed)
+    result["seconds"] = time.perf_counter() - start
+    result["torch_threads"] = 1
+    if args.dataset == "idx":
+        result["dataset"]["images"] = str(Path(args.images).resolve())
+        result["dataset"]["labels"] = str(Path(args.labels).resolve())
+    make_folder(out)
+    write_json(out / "continual.json", result)
+    write_text(out / "continual.csv", _csv(result))
+    write_bytes(out / "continual.png", _plot(result))
+    if "stream" in result:
+        write_bytes(out / "stream.png", _plot_stream(result["stream"]))
+    for run in result["runs"]:
+        print(_matrix_text(run))
+    for row in result.get("fixed_vs_float", []):
+        print(f"fixed point m={row['m']:g} ({row['rule']['w_format']} weights, "
+              f"{row['rule']['table_size']}-entry table, max error {row['table_error']:.4f}): "
+              f"mean {100 * row['mean_fixed']:.1f}% vs float {100 * row['mean_float']:.1f}% "
+              f"({100 * row['mean_difference']:+.1f} points), task 1 "
+              f"{100 * row['task1_fixed']:.1f}% vs {100 * row['task1_float']:.1f}%")
+    if "stream" in result:
+        stream = result["stream"]
+        parts = ", ".join(f"m={run['m']:g} {100 * run['final']:.1f}%" for run in stream["runs"])
+        print(f"stream ({stream['subsets']} subsets): {parts}; whole dataset "
+              f"{100 * stream['baseline']['final']:.1f}%")
+    print(f"wrote {out / 'continual.json'}, continual.csv, continual.png "
+          f"({result['seconds']:.1f} s)")
+
+
+def add_parser(sub):
+    p = sub.add_parser("continual", help="continual learning with metaplastic BNNs (json, csv, "
+                       "png)", description="Learn permuted versions of a dataset one after the "
+                       "other with a binarized network and metaplastic Adam (several m), "
+                       "against m = 0, EWC on binary weights and learning-rate decay; print "
+                       "and save the task-accuracy matrix and each task's accuracy over "
+                       "training.")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--tasks", type=_int, default=5, help="permuted tasks (default: 5)")
+    p.add_argument("--steps", type=_int, default=600, help="Adam steps per task (default: 600)")
+    p.add_argument("--batch", type=_int, default=100, help="images per step (default: 100)")
+    p.add_argument("--hidden", type=_hidden, default=(256, 256),
+                   help="hidden layer sizes (default: 256,256)")
+    p.add_argument("--m", type=_number_list, default=[5.0, 20.0, 40.0],
+                   help="metaplasticity values, one meta run each; with --fmeta hard, the "
+                   "thresholds on |W_h| such as 0.2,0.4 (default: 5,20,40)")
+    p.add_argument("--methods", type=_word_list, default=["plain", "meta", "ewc", "lr_decay"],
+                   help="comma-separated among plain, meta, ewc, lr_decay, complex (the "
+                   "four-variable synapse of thesis section 2.6) (default: "
+                   "plain,meta,ewc,lr_decay)")
+    p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate (default: 0.005)")
+    p.add_argument("--fmeta", choices=("tanh", "hard"), default="tanh",
+                   help="f_meta: 1 - tanh^2(m W_h), or the hard threshold |W_h| < m "
+                   "(default: tanh)")
+    p.add_argument("--ewc-lambda", type=float, default=5e3,
+                   help="EWC strength (default: 5000, as in the thesis)")
+    p.add_argument("--fisher-samples", type=_int, default=300,
+                   help="training images per Fisher estimate (default: 300)")
+    p.add_argument("--lr-decay", type=float, default=10.0,
+                   help="learning-rate divisor per new task for lr_decay (default: 10)")
+    p.add_argument("--bn-stats", choices=("running", "batch"), default="running",
+                   help="BatchNorm statistics when testing: running (foldable into hardware "
+                   "thresholds) or the test batch's (default: running)")
+    p.add_argument("--seed", type=_int, default=0, help="seed of weights, batches and "
+                   "permutations (default: 0)")
+    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
+                   help="scikit-learn's bundled digits, or MNIST-format IDX files "
+                   "(default: digits)")
+    p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
+    p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
+    p.add_argument("--split-seed", type=_int, default=0,
+                   help="seed of the stratified 80/20 split (default: 0)")
+    p.add_argument("--stream", type=_int, metavar="K",
+                   help="also run stream learning with K class-balanced subsets")
+    p.add_argument("--fixed-point", action="store_true",
+                   help="also run each meta m with the fixed-point twin of the rule in the loop")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_continual)
