@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..errors import NmflowError, check_choice
-from .layers import QuantLinear, sign_activation
+from .layers import QuantLinear, binarize, sign_activation
 from .metaplastic import (DEFAULT_WEIGHT_DECAY, ComplexSynapseRule, MetaplasticAdam, check_m,
                           layer_groups)
 
@@ -312,7 +312,7 @@ def _one_run(config, dataset, method, m, perms, classes, progress=None, fixed=Fa
                 penalty = 0.0
                 for fisher, anchors in ewc_terms:
                     for w, f, a in zip(net.shared_weights(), fisher, anchors):
-                        penalty = penalty + (f * (BinarizeSTE.apply(w) - a) ** 2).sum()
+                        penalty = penalty + (f * (binarize(w) - a) ** 2).sum()
                 loss = loss + 0.5 * config.ewc_lambda * penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -342,18 +342,6 @@ def _one_run(config, dataset, method, m, perms, classes, progress=None, fixed=Fa
                                                               for k in range(config.tasks)],
             "matrix": matrix, "curve": {"steps": curve_steps, "accuracy": curve_acc},
             "mean_abs_hidden": hidden_abs, "seconds": seconds, "seed": config.seed}
-
-
-class BinarizeSTE(torch.autograd.Function):
-    """``+1 if w >= 0 else -1`` with the gradient passed straight through (EWC penalty)."""
-
-    @staticmethod
-    def forward(ctx, w):
-        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
 
 
 def _check_dataset(dataset):

@@ -72,6 +72,16 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def check_sizes(sizes):
+    """The layer sizes of a network as a tuple: inputs, any hidden layers and the classes, each a
+    positive integer; refused with one line otherwise."""
+    sizes = tuple(sizes)
+    if len(sizes) < 2:
+        raise NmflowError(f"sizes must list the inputs, any hidden layers and the classes "
+                          f"(at least 2 numbers), not {list(sizes)}")
+    return tuple(_check_int("sizes", n, 1) for n in sizes)
+
+
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value <= 0:
@@ -101,12 +111,7 @@ class EqPropConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        sizes = tuple(self.sizes)
-        if len(sizes) < 2:
-            raise NmflowError(f"sizes must list the inputs, any hidden layers and the classes "
-                              f"(at least 2 numbers), not {list(sizes)}")
-        for n in sizes:
-            _check_int("sizes", n, 1)
+        sizes = check_sizes(self.sizes)
         check_choice("loss", self.loss, LOSSES)
         if self.loss == "cross_entropy" and len(sizes) < 3:
             raise NmflowError(f"loss 'cross_entropy' needs at least one hidden layer (the "

@@ -72,6 +72,7 @@ import numpy as np
 
 from ..errors import NmflowError, check_choice
 from ..fixedpoint import FixedFormat, shift_right
+from .eqprop import check_sizes
 
 __all__ = ["STATE_FORMAT", "WEIGHT_FORMAT", "LFSR_MASK", "UPDATE_ROUNDINGS", "FIXED_ESTIMATES",
            "FixedEqPropConfig", "Lfsr32", "accumulator_format", "init_params", "from_float",
@@ -117,12 +118,7 @@ class FixedEqPropConfig:
     lfsr_seed: int = 1
 
     def __post_init__(self):
-        sizes = tuple(self.sizes)
-        if len(sizes) < 2:
-            raise NmflowError(f"sizes must list the inputs, any hidden layers and the classes "
-                              f"(at least 2 numbers), not {list(sizes)}")
-        for n in sizes:
-            _int("sizes", n, 1)
+        sizes = check_sizes(self.sizes)
         for name in ("state", "weight"):
             if not isinstance(getattr(self, name), FixedFormat):
                 raise NmflowError(f"{name} must be a FixedFormat, not {getattr(self, name)!r}")
