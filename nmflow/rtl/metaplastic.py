@@ -1,0 +1,509 @@
+"""The fixed-point metaplastic update unit: hidden weights beside the engine's pair-code memory.
+
+The unit applies the integer rule of :mod:`nmflow.golden.metafixed` (its golden twin,
+:class:`~nmflow.golden.metafixed.MetaFixedRule`, bit for bit) to hidden weights ``W_h`` stored in
+``w_format`` and, in the same pass, rewrites the binary weight ``sign(W_h)`` (+1 at zero) as a
+pair code through the engine's write port, so that the next inference reads the new weights.
+
+Addressing. The engine's memory holds ``engine_lanes`` pair codes per row (contract 2 of
+docs/contracts.md). The unit has ``lanes`` lanes (a power of two dividing ``engine_lanes``): a
+*group* is ``lanes`` consecutive synapses of one row, and group ``g`` is lanes
+``[(g % k) * lanes, (g % k + 1) * lanes)`` of engine row ``g // k``, ``k = engine_lanes / lanes``
+(:func:`group_of`). The hidden memory has one word of ``lanes`` hidden weights per group.
+
+One beat of ``i`` (:func:`beat_layout`): ``addr`` (a group), ``op`` (``OP_UPDATE`` or
+``OP_LOAD``), ``en`` (one bit per lane: a lane whose bit is 0, padding say, is neither read
+into the rule nor written anywhere) and ``value`` (per lane: the update ``d`` in ``u_format``
+for an update, the new ``W_h`` in ``w_format`` for a load; the low bits of the field). An
+update with ``d = 0`` reads the hidden weights back unchanged. One beat of ``o``: the hidden
+weights of the group after the beat (the stored ones in lanes whose ``en`` is 0).
+
+Pipeline (no stall inside; ``o`` has a FIFO and ``i.ready`` keeps room for every beat in flight)::
+
+    cycle t     beat accepted, hidden word read (address to the memory)
+    cycle t+1   W_h out of the memory; |W_h|, table index (clamped) to the f_meta ROM
+    cycle t+2   f out of the ROM; p = d * f registered, plain = round(d, s_plain) registered
+    cycle t+3   scaled = round(p, s_scaled), delta, saturating W_h - delta: W_h' written to the
+                hidden memory, pair code to the engine's memory, W_h' pushed into the FIFO
+    cycle t+4   (at the earliest) the beat on ``o``
+
+Latency: the write of a beat taken in cycle ``t`` happens in cycle ``t + 3`` (:attr:`latency`);
+its result can be on ``o`` from cycle ``t + 4``. Throughput: one beat (``lanes`` synapses) per
+cycle for consecutive groups, when ``o`` is drained.
+
+Storage (``storage``):
+
+* ``"memory"``: one :class:`amaranth.lib.memory.Memory` of ``groups`` words (block RAM on the
+  ECP5), initialised with ``init`` and writable through loads; a read and a write each cycle.
+* ``"spram"``: single-port 16K x 16 SPRAMs (``SB_SPRAM256KA`` on the iCE40UP5K; the behavioural
+  :class:`SPRAMModel` elsewhere, in Amaranth's simulator and in Verilog for Icarus). Each lane
+  has two banks: even groups in bank 0, odd groups in bank 1, at address ``g >> 1``. The pipeline
+  latency is odd (3), so for consecutive groups the read of cycle ``c`` (group ``g``) and the
+  write of cycle ``c`` (group ``g - 3``) always hit different banks; a beat whose bank is being
+  written in its cycle waits (``i.ready`` low for that cycle). SPRAM cannot be initialised by the
+  bitstream: load the hidden weights with ``OP_LOAD`` beats (:func:`load_beats`).
+
+Hazards: a beat whose group is still in the pipeline (cycles t+1 .. t+3) waits until it is
+written, so a read always sees every earlier write. ``i.ready`` therefore depends on ``i.valid``'s
+payload (the group), never the other way round, as ``amaranth.lib.stream`` allows.
+
+The engine: accept beats only while the engine is ``idle`` (input ``idle``) and start no
+inference while ``busy`` is high (the integrator gates the engine's input with it).
+"""
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory, WritePort
+from amaranth.lib.wiring import In, Out
+
+from ..errors import NmflowError
+from ..golden.metafixed import DEFAULT_U_FORMAT, DEFAULT_W_FORMAT, MetaFixedRule
+from ..golden.pairs import MINUS, PLUS, MemoryMap
+from ..golden.plan import EnginePlan, index_bits
+from .weights import pair_row
+
+__all__ = ["MetaplasticUnit", "SPRAMModel", "SPRAM", "MetaplasticSynthTop", "beat_layout",
+           "OP_UPDATE", "OP_LOAD", "STORAGES", "SPRAM_WORDS", "SPRAM_BITS", "SPRAM_COUNT",
+           "group_of", "hidden_groups", "load_beats", "update_beats", "check_signs"]
+
+OP_UPDATE, OP_LOAD = 0, 1
+STORAGES = ("memory", "spram")
+#: One SB_SPRAM256KA: 16,384 words of 16 bits; the iCE40UP5K has four.
+SPRAM_WORDS, SPRAM_BITS, SPRAM_COUNT = 16384, 16, 4
+
+
+def _is_pow2(n):
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
+
+
+def beat_layout(lanes, addr_bits, value_bits):
+    """One beat of the update stream."""
+    return data.StructLayout({"addr": unsigned(addr_bits), "op": 1, "en": unsigned(lanes),
+                              "value": data.ArrayLayout(signed(value_bits), lanes)})
+
+
+def group_of(row, lane, engine_lanes, lanes):
+    """The group holding synapse ``lane`` of engine row ``row``, and its lane in the group."""
+    k = engine_lanes // lanes
+    return row * k + lane // lanes, lane % lanes
+
+
+def hidden_groups(hidden, mmap, lanes):
+    """Hidden weights (a list of int arrays ``[out, in]`` per layer, raw ``w_format``) laid out
+    as the unit's memory: ``(words [groups, lanes] int64, en [groups, lanes] bool)``; padding
+    synapses are 0 and not enabled."""
+    rows, E = mmap.rows, mmap.lanes
+    words = np.zeros((rows, E), dtype=np.int64)
+    en = np.zeros((rows, E), dtype=bool)
+    for k, w in enumerate(hidden):
+        w = np.asarray(w, dtype=np.int64)
+        n_out, n_in = w.shape
+        per = mmap.per[k]
+        for j in range(n_out):
+            base = mmap.row(k, j, 0)
+            flat = np.zeros(per * E, dtype=np.int64)
+            flat[:n_in] = w[j]
+            words[base:base + per] = flat.reshape(per, E)
+            en[base:base + per].reshape(-1)[:n_in] = True
+    return words.reshape(-1, lanes), en.reshape(-1, lanes)
+
+
+def check_signs(hidden, model):
+    """Refuse hidden weights whose binary weights (+1 at zero) are not the model's."""
+    for k, (w, layer) in enumerate(zip(hidden, model.layers)):
+        w = np.asarray(w)
+        if w.shape != layer.weights.shape:
+            raise NmflowError(f"hidden weights of layer {k} must have shape "
+                              f"{list(layer.weights.shape)}, not {list(w.shape)}")
+        bad = np.argwhere(np.where(w >= 0, 1, -1) != layer.weights)
+        if len(bad):
+            r, i = bad[0]
+            raise NmflowError(f"hidden weights must have the signs of the model's weights: "
+                              f"layer {k} [{r}, {i}] is {int(w[r, i])}, weight "
+                              f"{int(layer.weights[r, i])}")
+
+
+def load_beats(words, en):
+    """``OP_LOAD`` beats (dicts for :func:`beat_layout`) writing every group."""
+    return [{"addr": g, "op": OP_LOAD, "en": sum(int(b) << p for p, b in enumerate(en[g])),
+             "value": [int(v) for v in words[g]]} for g in range(len(words))]
+
+
+def update_beats(d, en, groups=None):
+    """``OP_UPDATE`` beats applying updates ``d`` ([groups, lanes], raw ``u_format``)."""
+    groups = range(len(d)) if groups is None else groups
+    return [{"addr": int(g), "op": OP_UPDATE,
+             "en": sum(int(b) << p for p, b in enumerate(en[g])),
+             "value": [int(v) for v in d[g]]} for g in groups]
+
+
+def _round_shift(x, s):
+    """The twin's ``round_shift`` on an Amaranth signed value: nearest, ties toward +inf."""
+    if s > 0:
+        return (x + (1 << (s - 1))) >> s
+    return x << (-s)
+
+
+class _RegisterFIFO(Elaboratable):
+    """A first-word-fall-through FIFO in flip-flops (no block RAM: the iCE40UP5K's 30 are
+    taken by the engine and the f_meta tables). ``w_en`` must only be raised with room
+    (the unit's credit rule guarantees it)."""
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        self.w_data, self.w_en = Signal(width), Signal()
+        self.r_data, self.r_en, self.r_rdy = Signal(width), Signal(), Signal()
+        self.level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Array
+        m = Module()
+        slots = Array(Signal(self.width, name=f"slot{n}") for n in range(self.depth))
+        wp, rp = Signal(range(self.depth)), Signal(range(self.depth))
+        push = self.w_en
+        pop = self.r_en & self.r_rdy
+        m.d.comb += [self.r_rdy.eq(self.level != 0), self.r_data.eq(slots[rp])]
+        with m.If(push):
+            m.d.sync += [slots[wp].eq(self.w_data), wp.eq(wp + 1)]
+        with m.If(pop):
+            m.d.sync += rp.eq(rp + 1)
+        m.d.sync += self.level.eq(self.level + push - pop)
+        return m
+
+
+class SPRAMModel(Elaboratable):
+    """A behavioural model of the iCE40UP5K's ``SB_SPRAM256KA`` for simulation (not a
+    description of the silicon): 16,384 words of 16 bits, one port, the primitive's port names.
+
+    In a cycle with ``CHIPSELECT`` high and ``WREN`` high, the nibbles whose ``MASKWREN`` bit is
+    set take ``DATAIN`` at ``ADDRESS``; with ``WREN`` low, ``DATAOUT`` shows the word at
+    ``ADDRESS`` from the next cycle on (one cycle of read latency). ``DATAOUT`` holds its value
+    otherwise. ``STANDBY``, ``SLEEP`` and ``POWEROFF`` (active low) are accepted and must be
+    0, 0, 1: the model does not model power states. ``depth`` may be smaller than 16,384 to keep
+    simulations light (addresses beyond it are not stored).
+    """
+
+    def __init__(self, depth=SPRAM_WORDS):
+        self.depth = depth
+        self.ADDRESS = Signal(14)
+        self.DATAIN = Signal(16)
+        self.MASKWREN = Signal(4)
+        self.WREN = Signal()
+        self.CHIPSELECT = Signal()
+        self.STANDBY = Signal()
+        self.SLEEP = Signal()
+        self.POWEROFF = Signal(init=1)
+        self.DATAOUT = Signal(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=unsigned(16), depth=self.depth, init=[])
+        wr = mem.write_port(granularity=4)
+        rd = mem.read_port(transparent_for=())
+        active = self.CHIPSELECT & ~self.STANDBY & ~self.SLEEP & self.POWEROFF
+        m.d.comb += [wr.addr.eq(self.ADDRESS), wr.data.eq(self.DATAIN), rd.addr.eq(self.ADDRESS),
+                     wr.en.eq(Mux(active & self.WREN, self.MASKWREN, 0)),
+                     rd.en.eq(active & ~self.WREN), self.DATAOUT.eq(rd.data)]
+        return m
+
+
+class SPRAM(Elaboratable):
+    """One 16K x 16 single-port RAM: ``SB_SPRAM256KA`` on an iCE40 platform, else
+    :class:`SPRAMModel`. The same signals either way."""
+
+    def __init__(self, depth=SPRAM_WORDS):
+        self.model = SPRAMModel(depth)
+        for name in ("ADDRESS", "DATAIN", "MASKWREN", "WREN", "CHIPSELECT", "STANDBY", "SLEEP",
+                     "POWEROFF", "DATAOUT"):
+            setattr(self, name, getattr(self.model, name))
+
+    def elaborate(self, platform):
+        if str(getattr(platform, "device", "")).startswith("iCE40"):
+            from amaranth.hdl import Instance
+            m = Module()
+            m.submodules.spram = Instance(
+                "SB_SPRAM256KA", i_ADDRESS=self.ADDRESS, i_DATAIN=self.DATAIN,
+                i_MASKWREN=self.MASKWREN, i_WREN=self.WREN, i_CHIPSELECT=self.CHIPSELECT,
+                i_CLOCK=self._clock(), i_STANDBY=self.STANDBY, i_SLEEP=self.SLEEP,
+                i_POWEROFF=self.POWEROFF, o_DATAOUT=self.DATAOUT)
+            return m
+        return self.model
+
+    @staticmethod
+    def _clock():
+        from amaranth.hdl import ClockSignal
+        return ClockSignal("sync")
+
+
+class MetaplasticUnit(wiring.Component):
+    """The metaplastic update unit (see the module text for the beats, pipeline and storage).
+
+    Parameters
+    ----------
+    mmap : :class:`~nmflow.golden.pairs.MemoryMap` or :class:`~nmflow.golden.plan.EnginePlan`
+        The engine's memory map: its lanes and rows.
+    m : float
+        Metaplasticity (>= 0); the ``f_meta`` table is built from it at elaboration by
+        :func:`~nmflow.golden.metafixed.build_table`.
+    lanes : int
+        Synapses per beat, a power of two dividing the engine's lanes.
+    w_format, u_format, table_size, input_bits, f_bits, kind :
+        As :class:`~nmflow.golden.metafixed.MetaFixedRule`.
+    storage : ``"memory"`` or ``"spram"``
+    init : int array [groups, lanes], optional
+        Initial hidden weights (``"memory"`` only; see :func:`hidden_groups`).
+    fifo_depth : int
+        Depth of the result FIFO (>= 4; 8 keeps a drained ``o`` at full throughput).
+    spram_depth : int
+        Words of each simulated SPRAM (the model only; the silicon has 16,384).
+
+    Members
+    -------
+    i : In(stream.Signature(beat_layout(lanes, group_bits, value_bits)))
+    o : Out(stream.Signature(ArrayLayout(signed(w_width), lanes)))
+    weights : In(WritePort.Signature(addr_bits, pair_row(engine_lanes), granularity=1))
+        Connect to :class:`~nmflow.rtl.engine.InferenceEngine`'s ``weights`` (writable=True).
+    idle : In(1)
+        The engine's ``idle``: beats are taken only while it is high.
+    busy : Out(1)
+        A beat is in the pipeline (its writes are not all done).
+    """
+
+    latency = 3
+
+    def __init__(self, mmap, m, *, lanes=2, w_format=DEFAULT_W_FORMAT,
+                 u_format=DEFAULT_U_FORMAT, table_size=512, input_bits=None, f_bits=12,
+                 kind="tanh", storage="memory", init=None, fifo_depth=8,
+                 spram_depth=SPRAM_WORDS):
+        if isinstance(mmap, EnginePlan):
+            mmap = mmap.mmap
+        if not isinstance(mmap, MemoryMap):
+            raise NmflowError(f"mmap must be a MemoryMap or an EnginePlan, not "
+                              f"{type(mmap).__name__}")
+        if not _is_pow2(lanes):
+            raise NmflowError(f"lanes must be a power of two, not {lanes!r}")
+        if lanes > mmap.lanes:
+            raise NmflowError(f"lanes must be at most the engine's lanes ({mmap.lanes}), "
+                              f"not {lanes}")
+        if storage not in STORAGES:
+            raise NmflowError(f"storage must be one of {', '.join(STORAGES)}, not {storage!r}")
+        self.rule = MetaFixedRule(m, w_format, u_format, table_size, input_bits, f_bits, kind)
+        wf, uf = self.rule.w_format, self.rule.u_format
+        # One update must not be able to cross more than the hidden weights' whole range.
+        if uf.int_bits > wf.int_bits:
+            raise NmflowError(f"w_format is too narrow for the update: {wf.describe()} spans "
+                              f"[-{2 ** wf.int_bits}, {2 ** wf.int_bits}), an update of "
+                              f"{uf.describe()} up to {2 ** uf.int_bits}")
+        if not _is_pow2(fifo_depth) or fifo_depth < 4:
+            raise NmflowError(f"fifo_depth must be a power of two >= 4, not {fifo_depth!r}")
+        self.mmap, self.lanes, self.storage = mmap, lanes, storage
+        self.engine_lanes = mmap.lanes
+        self.k = mmap.lanes // lanes
+        self.groups = mmap.rows * self.k
+        self.group_bits = index_bits(self.groups)
+        self.addr_bits = index_bits(mmap.rows)
+        self.fifo_depth = fifo_depth
+        self.value_bits = max(wf.width, uf.width)
+        if storage == "spram":
+            if wf.width > SPRAM_BITS:
+                raise NmflowError(f"w_format must be at most {SPRAM_BITS} bits wide with "
+                                  f"storage 'spram', not {wf.describe()} ({wf.width} bits)")
+            if 2 * lanes > SPRAM_COUNT:
+                raise NmflowError(f"lanes must be at most {SPRAM_COUNT // 2} with storage "
+                                  f"'spram' (two banks per lane, {SPRAM_COUNT} SPRAMs), "
+                                  f"not {lanes}")
+            bank_words = -(-self.groups // 2)
+            if bank_words > SPRAM_WORDS:
+                raise NmflowError(f"network does not fit the SPRAMs: {self.groups * lanes} "
+                                  f"synapses need {bank_words} words per bank with {lanes} "
+                                  f"lanes, an SPRAM holds {SPRAM_WORDS}")
+            if not _is_pow2(spram_depth) or spram_depth > SPRAM_WORDS or spram_depth < bank_words:
+                raise NmflowError(f"spram_depth must be a power of two from {bank_words} to "
+                                  f"{SPRAM_WORDS}, not {spram_depth!r}")
+            if init is not None:
+                raise NmflowError("init must be None with storage 'spram' (SPRAM has no "
+                                  "initial contents: load the hidden weights with OP_LOAD beats)")
+        self.spram_depth = spram_depth
+        if init is not None:
+            init = np.asarray(init, dtype=np.int64)
+            if init.shape != (self.groups, lanes):
+                raise NmflowError(f"init must have shape [{self.groups}, {lanes}], not "
+                                  f"{list(init.shape)}")
+            if not wf.contains(init).all():
+                raise NmflowError(f"init must lie in {wf.describe()}'s range "
+                                  f"[{wf.min_raw}, {wf.max_raw}]")
+        self.init = init
+        super().__init__({
+            "i": In(stream.Signature(beat_layout(lanes, self.group_bits, self.value_bits))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(wf.width), lanes))),
+            "weights": In(WritePort.Signature(addr_width=self.addr_bits,
+                                              shape=pair_row(mmap.lanes), granularity=1)),
+            "idle": In(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rule, U = self.rule, self.lanes
+        wf, uf = rule.w_format, rule.u_format
+        ww, uw = wf.width, uf.width
+        mag_bits = ww - 1
+        beat = self.i.payload
+
+        # -- pipeline registers (stage n holds the beat taken n cycles ago) --------------------
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        g1, g2, g3 = (Signal(self.group_bits, name=f"g{n}") for n in (1, 2, 3))
+        op1, op2, op3 = Signal(), Signal(), Signal()
+        en1, en2, en3 = (Signal(U, name=f"en{n}") for n in (1, 2, 3))
+        val1 = [Signal(signed(self.value_bits), name=f"val1_{p}") for p in range(U)]
+        val2 = [Signal(signed(self.value_bits), name=f"val2_{p}") for p in range(U)]
+        val3 = [Signal(signed(self.value_bits), name=f"val3_{p}") for p in range(U)]
+
+        fifo = _RegisterFIFO(U * ww, self.fifo_depth)
+        m.submodules.fifo = fifo
+        inflight = v1 + v2 + v3
+        room = (fifo.level + inflight) < self.fifo_depth
+        hazard = ((v1 & (g1 == beat.addr)) | (v2 & (g2 == beat.addr))
+                  | (v3 & (g3 == beat.addr)))
+        ready = self.idle & room & ~hazard
+        if self.storage == "spram":
+            ready = ready & ~(v3 & (en3 != 0) & (g3[0] == beat.addr[0]))
+        take = Signal()
+        m.d.comb += [self.i.ready.eq(ready), take.eq(self.i.valid & ready),
+                     self.busy.eq(v1 | v2 | v3)]
+        m.d.sync += [v1.eq(take), v2.eq(v1), v3.eq(v2),
+                     g1.eq(beat.addr), g2.eq(g1), g3.eq(g2),
+                     op1.eq(beat.op), op2.eq(op1), op3.eq(op2),
+                     en1.eq(beat.en), en2.eq(en1), en3.eq(en2)]
+        for p in range(U):
+            m.d.sync += [val1[p].eq(beat.value[p]), val2[p].eq(val1[p]), val3[p].eq(val2[p])]
+
+        # -- hidden storage: read in cycle t (data in t+1), write in t+3 -----------------------
+        w_new = [Signal(signed(ww), name=f"w_new_{p}") for p in range(U)]
+        w1 = [Signal(signed(ww), name=f"w1_{p}") for p in range(U)]
+        write_en = [Signal(name=f"wen_{p}") for p in range(U)]
+        for p in range(U):
+            m.d.comb += write_en[p].eq(v3 & en3[p])
+        if self.storage == "memory":
+            init = [] if self.init is None else [
+                [int(v) for v in row] for row in self.init]
+            mem = Memory(shape=data.ArrayLayout(signed(ww), U), depth=self.groups, init=init)
+            m.submodules.hidden = mem
+            rd = mem.read_port(transparent_for=())
+            wr = mem.write_port(granularity=1)
+            m.d.comb += [rd.addr.eq(beat.addr), rd.en.eq(take), wr.addr.eq(g3)]
+            for p in range(U):
+                m.d.comb += [w1[p].eq(rd.data[p]), wr.data[p].eq(w_new[p]),
+                             wr.en[p].eq(write_en[p])]
+        else:
+            for p in range(U):
+                outs = []
+                for b in range(2):
+                    ram = SPRAM(self.spram_depth)
+                    m.submodules[f"spram_l{p}_b{b}"] = ram
+                    write = write_en[p] & (g3[0] == b)
+                    read = take & (beat.addr[0] == b)
+                    m.d.comb += [
+                        ram.ADDRESS.eq(Mux(write, g3[1:], beat.addr[1:])),
+                        ram.DATAIN.eq(w_new[p].as_unsigned()),
+                        ram.MASKWREN.eq(0b1111), ram.WREN.eq(write),
+                        ram.CHIPSELECT.eq(write | read),
+                        ram.STANDBY.eq(0), ram.SLEEP.eq(0), ram.POWEROFF.eq(1)]
+                    outs.append(ram.DATAOUT[:ww].as_signed())
+                m.d.comb += w1[p].eq(Mux(g1[0], outs[1], outs[0]))
+
+        # -- per lane: the rule ----------------------------------------------------------------
+        table = [int(v) for v in rule.table]
+        f_shape = unsigned(max(1, max(table).bit_length()))
+        w3s = []
+        for p in range(U):
+            d1 = val1[p][:uw].as_signed()
+            # cycle t+1: |w|, index, ROM address; shrink
+            a = Signal(unsigned(mag_bits + 1), name=f"a_{p}")
+            m.d.comb += a.eq(Mux(w1[p] < 0, -w1[p], w1[p]))
+            raw_index = a >> rule.shift
+            index = Signal(range(rule.table_size), name=f"index_{p}")
+            m.d.comb += index.eq(Mux(raw_index > rule.table_size - 1, rule.table_size - 1,
+                                     raw_index))
+            rom = Memory(shape=f_shape, depth=rule.table_size, init=table)
+            m.submodules[f"fmeta_{p}"] = rom
+            rp = rom.read_port(transparent_for=())
+            m.d.comb += [rp.addr.eq(index), rp.en.eq(1)]
+            w2, w3 = Signal(signed(ww), name=f"w2_{p}"), Signal(signed(ww), name=f"w3_{p}")
+            sh2, sh3 = Signal(name=f"shrink2_{p}"), Signal(name=f"shrink3_{p}")
+            shrink = ((w1[p] > 0) & (d1 > 0)) | ((w1[p] < 0) & (d1 < 0))
+            m.d.sync += [w2.eq(w1[p]), sh2.eq(shrink), w3.eq(w2), sh3.eq(sh2)]
+            w3s.append(w3)
+            # cycle t+2: product and the plain step, registered
+            d2 = val2[p][:uw].as_signed()
+            prod = Signal(signed(uw + f_shape.width + 1), name=f"prod_{p}")
+            plain_w = uw + max(0, -rule.s_plain) + 1
+            plain = Signal(signed(plain_w), name=f"plain_{p}")
+            m.d.sync += [prod.eq(d2 * rp.data), plain.eq(_round_shift(d2, rule.s_plain))]
+            # cycle t+3: round, choose, saturating subtract
+            scaled = _round_shift(prod, rule.s_scaled)
+            delta = Mux(sh3, scaled, plain)
+            diff = Signal(signed(max(ww, len(delta)) + 2), name=f"diff_{p}")
+            m.d.comb += diff.eq(w3 - delta)
+            upd = Mux(diff > wf.max_raw, wf.max_raw, Mux(diff < wf.min_raw, wf.min_raw, diff))
+            loaded = val3[p][:ww].as_signed()
+            m.d.comb += w_new[p].eq(Mux(op3, loaded, upd))
+
+        # -- cycle t+3: pair codes to the engine, the result into the FIFO ----------------------
+        seg = g3[:self.k.bit_length() - 1] if self.k > 1 else Const(0, 1)
+        m.d.comb += self.weights.addr.eq(g3 >> (self.k.bit_length() - 1))
+        for q in range(self.engine_lanes):
+            p = q % U
+            code = Mux(w_new[p] >= 0, PLUS, MINUS)
+            m.d.comb += [self.weights.data[q].as_value().eq(code),
+                         self.weights.en[q].eq(write_en[p] & (seg == q // U))]
+        # lanes not enabled report the stored weight (read in t+1)
+        out = [Mux(en3[p], w_new[p], w3s[p]).as_unsigned()[:ww] for p in range(U)]
+        m.d.comb += [fifo.w_data.eq(Cat(*out)), fifo.w_en.eq(v3),
+                     self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready),
+                     self.o.payload.as_value().eq(fifo.r_data)]
+        return m
+
+
+class MetaplasticSynthTop(wiring.Component):
+    """A board core for synthesis figures: an :class:`~nmflow.rtl.engine.InferenceEngine`
+    (``writable=True``) with the unit on its write port, both fed by a 32-bit LFSR (the engine's
+    inputs; the unit's beats on consecutive groups with LFSR updates), the engine's results and
+    the unit's results and ``busy`` XOR-reduced onto ``tx`` (so nothing is optimised away);
+    ``rx`` is mixed into the LFSR. Not a host link: it only gives logic cells, RAMs and Fmax.
+
+    ``MetaplasticSynthTop(model, m, engine_lanes=16, lanes=2, storage="spram", clk_freq=...)``
+    (``clk_freq`` is ignored: the factory signature of :class:`~nmflow.boards.top.BoardTop`).
+    """
+
+    def __init__(self, model, m=10.0, *, engine_lanes=16, lanes=2, storage="spram",
+                 memory="block", clk_freq=None, **rule):
+        from .engine import InferenceEngine
+        self._engine = InferenceEngine(model, lanes=engine_lanes, memory=memory, writable=True)
+        self._unit = MetaplasticUnit(self._engine.plan, m, lanes=lanes, storage=storage, **rule)
+        super().__init__({"rx": In(1), "tx": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = engine = self._engine
+        m.submodules.unit = unit = self._unit
+        wiring.connect(m, unit.weights, engine.weights)
+        src = Signal(32, init=1)
+        m.d.sync += src.eq(Cat(src[1:], src[0] ^ src[1] ^ src[21] ^ src[31] ^ self.rx))
+        group = Signal(unit.group_bits)
+        with m.If(unit.i.valid & unit.i.ready):
+            m.d.sync += group.eq(Mux(group == unit.groups - 1, 0, group + 1))
+        m.d.comb += [unit.idle.eq(engine.idle), unit.i.valid.eq(src[0]),
+                     unit.i.payload.addr.eq(group), unit.i.payload.op.eq(src[1] & src[2]),
+                     unit.i.payload.en.eq(src[3:3 + unit.lanes] | 1), unit.o.ready.eq(src[5]),
+                     engine.i.valid.eq(src[6] & ~unit.busy & ~unit.i.valid),
+                     engine.i.payload.eq(src[8:8 + engine.input_bits]),
+                     engine.o.ready.eq(src[7])]
+        for p in range(unit.lanes):
+            m.d.comb += unit.i.payload.value[p].eq(src.rotate_left(7 * p)[:unit.value_bits])
+        out = Signal()
+        m.d.sync += out.eq(unit.o.payload.as_value().xor() ^ unit.o.valid ^ unit.busy
+                           ^ engine.o.payload.as_value().xor() ^ engine.o.valid)
+        m.d.comb += self.tx.eq(out)
+        return m

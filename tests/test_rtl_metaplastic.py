@@ -1,0 +1,174 @@
+"""The metaplastic update unit (nmflow/rtl/metaplastic.py) against its fixed-point twin
+(nmflow/golden/metafixed.py): bit-exact runs in Amaranth's simulator on small configurations
+(both storages: block RAM and banked SPRAM), m = 0, the throughput of the SPRAM banking, the unit
+on a real InferenceEngine's write port (an inference after the updates equals the golden
+reference of the model with the new binary weights), the refusals, and two cocotb runs: over
+100,000 updates with every corner, and one real training step on digits."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nmflow.errors import NmflowError
+from nmflow.fixedpoint import FixedFormat
+from nmflow.golden.hwmodel import HardwareModel
+from nmflow.golden.metafixed import MetaFixedRule
+from nmflow.golden.pairs import MINUS, PLUS, MemoryMap
+from nmflow.golden.plan import EnginePlan
+from nmflow.golden.reference import reference
+from nmflow.rtl.metaplastic import (OP_UPDATE, MetaplasticUnit, check_signs, hidden_groups,
+                                    load_beats, update_beats)
+from nmflow.sim.metaplastic_sim import (binary_model, expected_results, run_pysim,
+                                        run_with_engine, simulate_metaplastic, stress_beats,
+                                        training_step_updates)
+
+from helpers import refuses
+
+
+def _final_codes_agree(unit, writes, final):
+    k = unit.engine_lanes // unit.lanes
+    assert writes, "the unit wrote no pair code"
+    for (row, q), code in writes.items():
+        g, p = row * k + q // unit.lanes, q % unit.lanes
+        assert code == (PLUS if final[g, p] >= 0 else MINUS), (row, q, code, final[g, p])
+
+
+@pytest.mark.parametrize("storage, m, lanes", [("memory", 10.0, 2), ("spram", 10.0, 2),
+                                               ("spram", 1.35, 1), ("memory", 5.0, 4)])
+def test_unit_matches_twin(storage, m, lanes):
+    mmap = MemoryMap(4, (8, 6, 3))
+    unit = MetaplasticUnit(mmap, m, lanes=lanes, storage=storage, table_size=64,
+                           spram_depth=64)
+    beats = stress_beats(unit.rule, unit.groups, lanes, 700, seed=lanes)
+    want, final = expected_results(unit.rule, np.zeros((unit.groups, lanes), int), beats)
+    got, writes, _ = run_pysim(unit, beats, seed=7, idle=0.9)
+    assert got == want
+    _final_codes_agree(unit, writes, final)
+
+
+def test_m_zero_is_the_plain_rule():
+    mmap = MemoryMap(2, (4, 4))
+    unit = MetaplasticUnit(mmap, 0.0, lanes=2, table_size=16)
+    assert (unit.rule.table == 1 << unit.rule.f_bits).all()
+    beats = stress_beats(unit.rule, unit.groups, 2, 400, seed=3)
+    want, _ = expected_results(unit.rule, np.zeros((unit.groups, 2), int), beats)
+    got, _, _ = run_pysim(unit, beats, seed=1)
+    assert got == want
+
+
+def test_memory_init_and_readback():
+    model, hidden = binary_model((8, 4, 3), seed=2)
+    plan = EnginePlan(model, 4)
+    words, en = hidden_groups(hidden, plan.mmap, 2)
+    unit = MetaplasticUnit(plan, 3.0, lanes=2, table_size=32, init=words)
+    zero = update_beats(np.zeros_like(words), np.ones_like(en))   # d = 0 reads back
+    got, _, _ = run_pysim(unit, zero)
+    assert got == words.tolist()
+
+
+def test_spram_banking_keeps_full_throughput():
+    mmap = MemoryMap(4, (16, 16, 4))
+    unit = MetaplasticUnit(mmap, 10.0, lanes=2, storage="spram", table_size=64,
+                           spram_depth=128)
+    rng = np.random.default_rng(0)
+    d = rng.integers(-2000, 2000, (unit.groups, 2))
+    beats = update_beats(d, np.ones_like(d, dtype=bool)) * 3
+    got, _, cycles = run_pysim(unit, beats, valid=1.0, ready=1.0)
+    want, _ = expected_results(unit.rule, np.zeros((unit.groups, 2), int), beats)
+    assert got == want
+    # one beat per cycle, plus the latency to the first result and a few cycles of start-up
+    assert cycles <= len(beats) + unit.latency + 4, cycles
+
+
+def test_loads_make_signs_agree_with_the_model_and_engine_sees_updates():
+    model, hidden = binary_model((16, 12, 5), seed=1)
+    check_signs(hidden, model)
+    plan = EnginePlan(model, 4)
+    words, en = hidden_groups(hidden, plan.mmap, 2)
+    kw = dict(m=2.0, lanes=2, table_size=64, storage="spram", spram_depth=64)
+    rng = np.random.default_rng(0)
+    d = rng.integers(-3000, 3000, words.shape)
+    x = rng.integers(0, 32, (3, 16))
+    loads, ups = load_beats(words, en), update_beats(d, en)
+    rule = MetaFixedRule(2.0, table_size=64)
+    after_load, _ = expected_results(rule, np.zeros_like(words), loads)
+    after_up, final = expected_results(rule, words, ups)
+    (lo, cls0, sc0), (uo, cls1, sc1) = run_with_engine(model, kw, [(loads, x), (ups, x)],
+                                                       engine_lanes=4)
+    assert lo == after_load and uo == after_up
+    before = reference(model, x, lanes=4)
+    assert (sc0 == before.scores).all() and (cls0 == before.classes).all()
+    flat = final.reshape(plan.mmap.rows, 4)
+    layers = []
+    for k, layer in enumerate(model.layers):
+        base, per = plan.mmap.row(k, 0, 0), plan.mmap.per[k]
+        w = flat[base:base + layer.n_out * per].reshape(layer.n_out, -1)[:, :layer.n_in]
+        layers.append(dataclasses.replace(layer, weights=np.where(w >= 0, 1, -1).astype(np.int8)))
+    assert sum(int((a.weights != b.weights).sum()) for a, b in zip(model.layers, layers)) > 10
+    after = reference(HardwareModel(model.input_bits, "binary", layers), x, lanes=4)
+    assert (sc1 == after.scores).all() and (cls1 == after.classes).all()
+    assert not (sc1 == before.scores).all()
+
+
+def test_refusals():
+    mmap = MemoryMap(4, (8, 6, 3))
+    refuses(lambda: MetaplasticUnit(mmap, -1.0), NmflowError,
+            "m must be a finite number >= 0, not -1.0")
+    with pytest.raises(NmflowError, match="table_size"):
+        MetaplasticUnit(mmap, 1.0, table_size=0)
+    refuses(lambda: MetaplasticUnit(mmap, 1.0, lanes=3), NmflowError,
+            "lanes must be a power of two, not 3")
+    refuses(lambda: MetaplasticUnit(mmap, 1.0, lanes=8), NmflowError,
+            "lanes must be at most the engine's lanes (4), not 8")
+    refuses(lambda: MetaplasticUnit(mmap, 1.0, lanes=4, storage="spram"), NmflowError,
+            "lanes must be at most 2 with storage 'spram' (two banks per lane, 4 SPRAMs), not 4")
+    narrow = FixedFormat(True, 1, 14, rounding="nearest_up")
+    coarse = FixedFormat(True, 2, 13, rounding="nearest_up")
+    refuses(lambda: MetaplasticUnit(mmap, 1.0, w_format=narrow, u_format=coarse), NmflowError,
+            "w_format is too narrow for the update: s1.14 spans [-2, 2), an update of s2.13 "
+            "up to 4")
+    wide = FixedFormat(True, 5, 12, rounding="nearest_up")
+    refuses(lambda: MetaplasticUnit(mmap, 1.0, w_format=wide, storage="spram"), NmflowError,
+            "w_format must be at most 16 bits wide with storage 'spram', not s5.12 (18 bits)")
+    big = MemoryMap(16, (784, 512, 512, 10))
+    refuses(lambda: MetaplasticUnit(big, 1.0, lanes=2, storage="spram"), NmflowError,
+            "network does not fit the SPRAMs: 668672 synapses need 167168 words per bank with "
+            "2 lanes, an SPRAM holds 16384")
+    refuses(lambda: MetaplasticUnit(mmap, 1.0, init=np.zeros((3, 2))), NmflowError,
+            "init must have shape [36, 2], not [3, 2]")
+
+
+# -- cocotb ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cocotb_100k_updates_spram(tmp_path):
+    mmap = MemoryMap(16, (64, 32, 10))
+    unit = MetaplasticUnit(mmap, 10.0, lanes=2, storage="spram", spram_depth=1024)
+    beats = stress_beats(unit.rule, unit.groups, 2, 60_000, seed=11)
+    result, report = simulate_metaplastic(tmp_path, unit, beats, seed=4, ready=0.85, valid=0.9,
+                                          wall_seconds=300)
+    assert result.passed, (result.failures, report and report["mismatches"][:3])
+    c = report["corners"]
+    assert report["beats"] == len(beats) and c["updates"] >= 100_000
+    for corner in ("sat_max", "sat_min", "sign_change", "w_zero", "w_min", "w_max", "shrink",
+                   "d_zero"):
+        assert c[corner] > 0, corner
+    assert report["codes_checked"] == mmap.rows * 16 and report["code_errors"] == 0
+
+
+@pytest.mark.slow
+def test_cocotb_training_step_on_digits(tmp_path):
+    rule = MetaFixedRule(5.0)
+    hidden, d, new = training_step_updates(rule, sizes=(64, 16, 10))
+    mmap = MemoryMap(16, (64, 16, 10))
+    unit = MetaplasticUnit(mmap, 5.0, lanes=2, storage="spram", spram_depth=512)
+    words, en = hidden_groups(hidden, mmap, 2)
+    dwords, _ = hidden_groups(d, mmap, 2)
+    beats = load_beats(words, en) + update_beats(dwords, en)
+    assert sum(b["op"] == OP_UPDATE for b in beats) * 2 >= 1000
+    result, report = simulate_metaplastic(tmp_path, unit, beats, seed=1, wall_seconds=120)
+    assert result.passed, (result.failures, report and report["mismatches"][:3])
+    want, _ = hidden_groups(new, mmap, 2)        # the twin inside the training loop
+    assert (np.array(report["final"]) == want).all()
+    assert sum(int((a != b).sum()) for a, b in zip(hidden, new)) > 500
