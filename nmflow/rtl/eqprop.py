@@ -51,119 +51,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import NmflowError
 from ..golden.eqprop_fixed import FixedEqPropConfig, LFSR_MASK, accumulator_format, init_params
+from ..golden.eqprop_layout import ICE40_BLOCKS, EqPropLayout
 
 __all__ = ["EqPropLayout", "EqPropUnit", "EqPropSynthTop", "PIPELINE_DEPTH",
            "lfsr_jump_columns", "ICE40_BLOCKS"]
 
 #: Cycles from a settling command's issue to its state write (the drain between layer groups).
 PIPELINE_DEPTH = 4
-#: Block RAMs (4 kbit) of the iCE40UP5K.
-ICE40_BLOCKS = 30
-
-
-def _blocks(width, depth):
-    """iCE40 4-kbit blocks for a ``width`` x ``depth`` memory (256x16, 512x8, 1024x4, 2048x2)."""
-    if depth <= 0:
-        return 0
-    for w, d in ((2, 2048), (4, 1024), (8, 512), (16, 256)):
-        if width <= w:
-            return math.ceil(depth / d)
-    return math.ceil(width / 16) * math.ceil(depth / 256)
-
-
-class EqPropLayout:
-    """Where every weight, bias and state of a network lives in the unit's memories (pure
-    Python: the testbenches and the host use it to make memory images and to read dumps)."""
-
-    def __init__(self, sizes, lanes):
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 \
-                or lanes & (lanes - 1) or lanes > 64:
-            raise NmflowError(f"lanes must be a power of two from 1 to 64, not {lanes!r}")
-        sizes = tuple(int(n) for n in sizes)
-        for k, n in enumerate(sizes[:-1]):
-            if n % lanes:
-                raise NmflowError(f"sizes[{k}] must be a multiple of lanes ({lanes}) for every "
-                                  f"layer but the last, not {n}")
-        self.sizes, self.lanes = sizes, lanes
-        self.N = len(sizes) - 1
-        L = lanes
-        self.chunks = [math.ceil(n / L) for n in sizes]          # state rows per layer
-        self.padded = [c * L for c in self.chunks]
-        # weights: layer k has padded(n_{k+1}) rows of n_k / L addresses per bank
-        self.wbase, base = [], 0
-        for k in range(self.N):
-            self.wbase.append(base)
-            base += self.padded[k + 1] * (sizes[k] // L)
-        self.wdepth = max(base, 1)
-        self.bbase, base = [], 0
-        for k in range(self.N):
-            self.bbase.append(base)
-            base += sizes[k + 1]
-        self.bdepth = base
-        # states: x rows, then three regions of the layers 1..N
-        self.x_rows = self.chunks[0]
-        self.soff, off = [None], 0
-        for k in range(1, self.N + 1):
-            self.soff.append(off)
-            off += self.chunks[k]
-        self.region_rows = off
-        self.sdepth = self.x_rows + 3 * off
-
-    def region_base(self, region):
-        return self.x_rows + region * self.region_rows
-
-    def bank(self, k, r, i):
-        return (r + i) % self.lanes
-
-    def address(self, k, r, i):
-        return self.wbase[k] + r * (self.sizes[k] // self.lanes) + i // self.lanes
-
-    def weight_image(self, params):
-        """Per bank, the list of raw words (padding 0) for weights ``params["W"]``."""
-        banks = [[0] * self.wdepth for _ in range(self.lanes)]
-        for k, w in enumerate(params["W"]):
-            rows, cols = w.shape
-            for r in range(rows):
-                for i in range(cols):
-                    banks[self.bank(k, r, i)][self.address(k, r, i)] = int(w[r, i])
-        return banks
-
-    def bias_image(self, params):
-        return [int(v) for b in params["b"] for v in b]
-
-    def dump_words(self):
-        """Number of weight beats and bias beats of a dump."""
-        return sum(self.sizes[k + 1] * (self.sizes[k] // self.lanes) for k in range(self.N)), \
-            self.bdepth
-
-    def decode_weights(self, beats, biases):
-        """Weight matrices and bias vectors from a dump: ``beats`` (lists of ``L`` raw words
-        in dump order) and ``biases`` (raw, in order)."""
-        import numpy as np
-        W, b, n = [], [], 0
-        L = self.lanes
-        for k in range(self.N):
-            rows, cols = self.sizes[k + 1], self.sizes[k]
-            w = np.zeros((rows, cols), dtype=np.int64)
-            for r in range(rows):
-                for c in range(cols // L):
-                    words = beats[n]
-                    n += 1
-                    for bank in range(L):
-                        w[r, c * L + (bank - r) % L] = words[bank]
-            W.append(w)
-        for k in range(self.N):
-            start = self.bbase[k]
-            b.append(np.array(biases[start:start + self.sizes[k + 1]], dtype=np.int64))
-        return W, b
-
-    def blocks(self, weight_bits, state_bits):
-        """iCE40 4-kbit blocks: weight banks, state banks, bias memory."""
-        return (self.lanes * _blocks(weight_bits, self.wdepth)
-                + self.lanes * _blocks(state_bits, self.sdepth)
-                + _blocks(weight_bits, self.bdepth))
-
-
 def lfsr_jump_columns(steps):
     """The images of the 32 unit states after ``steps`` steps of the Galois LFSR (GF(2)-linear)."""
     cols = []
@@ -204,6 +98,8 @@ class EqPropUnit(wiring.Component):
         Add the ``obs`` stream (states after each step, weights after each update).
     max_blocks : int or None
         Refuse a network whose memories need more iCE40 4-kbit blocks (30 for the UP5K).
+    host_port : bool
+        Add the parameter port of the host link (below); without it the unit is unchanged.
 
     Members
     -------
@@ -213,9 +109,15 @@ class EqPropUnit(wiring.Component):
     busy : Out(1)
     step : Out(1)
         High for one cycle at the end of every settling step.
+    p_sel, p_addr, p_we, p_wdata, p_rdata, p_seed, p_seed_we : only with ``host_port``
+        While the sequencer is idle: ``p_addr`` addresses the weight banks (``p_sel`` 0, a write
+        ``p_we`` stores ``p_wdata[b]`` in bank ``b``), the biases (1, ``p_wdata[0]``) or the
+        state banks (2, read only); ``p_rdata`` is the raw word(s) at the previous cycle's
+        address. ``p_seed_we`` loads ``p_seed`` into the LFSR.
     """
 
-    def __init__(self, config, *, lanes=4, params=None, observe=False, max_blocks=ICE40_BLOCKS):
+    def __init__(self, config, *, lanes=4, params=None, observe=False, max_blocks=ICE40_BLOCKS,
+                 host_port=False):
         if not isinstance(config, FixedEqPropConfig):
             raise NmflowError(f"config must be a FixedEqPropConfig, not {type(config).__name__}")
         if config.batch != 1:
@@ -252,6 +154,20 @@ class EqPropUnit(wiring.Component):
         }
         if observe:
             members["obs"] = Out(stream.Signature(self.obs_layout))
+        self.host_port = bool(host_port)
+        if host_port:
+            # parameter access while the unit is idle (the host link's LOAD, READ, SEED)
+            self.p_addr_bits = max(lay_depth.bit_length() for lay_depth in
+                                   (layout.wdepth, layout.bdepth, layout.sdepth, 2))
+            members.update({
+                "p_sel": In(2),              # 0 weight banks, 1 biases, 2 states (read only)
+                "p_addr": In(self.p_addr_bits),
+                "p_we": In(1),
+                "p_wdata": In(data.ArrayLayout(signed(ww), lanes)),
+                "p_rdata": Out(self.obs_layout),
+                "p_seed": In(32),
+                "p_seed_we": In(1),
+            })
         super().__init__(members)
 
     # figures -------------------------------------------------------------------------------
@@ -502,8 +418,10 @@ class EqPropUnit(wiring.Component):
                 return chunk
             return lay.region_base(region_index) + lay.soff[k] + chunk
 
+        in_idle = Signal()
         with m.FSM(name="seq"):
             with m.State("IDLE"):
+                m.d.comb += in_idle.eq(1)
                 m.d.comb += self.i.ready.eq(~o_valid)
                 m.d.sync += count.eq(0)
                 with m.If(self.i.valid & ~o_valid):
@@ -800,6 +718,33 @@ class EqPropUnit(wiring.Component):
             with m.If(post_top):
                 with m.If((post_j == 0) | (new_state > best_val)):
                     m.d.sync += [best_val.eq(new_state), best_idx.eq(post_j)]
+
+        if self.host_port:
+            # The host port overrides the memory addresses only while the sequencer is idle
+            # (no settling or update command is then in flight); read data is the word at the
+            # address of the previous cycle, raw bits (weights two's complement).
+            with m.If(in_idle):
+                m.d.comb += [a.eq(self.p_addr) for a in w_raddr]
+                m.d.comb += [b_raddr.eq(self.p_addr), s_raddr.eq(self.p_addr)]
+                with m.If(self.p_we & (self.p_sel == 0)):
+                    for b in range(L):
+                        m.d.comb += [wwp[b].addr.eq(self.p_addr),
+                                     wwp[b].data.eq(self.p_wdata[b]), wwp[b].en.eq(1)]
+                with m.If(self.p_we & (self.p_sel == 1)):
+                    m.d.comb += [bwp.addr.eq(self.p_addr), bwp.data.eq(self.p_wdata[0]),
+                                 bwp.en.eq(1)]
+                with m.If(self.p_seed_we):
+                    m.d.sync += lfsr.eq(self.p_seed)
+            sel_q = Signal(2)
+            m.d.sync += sel_q.eq(self.p_sel)
+            for b in range(L):
+                with m.Switch(sel_q):
+                    with m.Case(0):
+                        m.d.comb += self.p_rdata[b].eq(wdata[b].as_unsigned())
+                    with m.Case(1):
+                        m.d.comb += self.p_rdata[b].eq(brp.data.as_unsigned() if b == 0 else 0)
+                    with m.Default():
+                        m.d.comb += self.p_rdata[b].eq(sdata[b])
         return m
 
 

@@ -4,6 +4,12 @@ estimates (one-sided, random sign, symmetric), for the squared-error output and 
 read-out with cross-entropy, trains the fixed-point twin (symmetric estimate, integer only), runs
 the gradient check against BPTT, and writes ``DIR/eqprop.json``, ``DIR/eqprop.csv`` (accuracy per
 epoch) and ``DIR/eqprop.png``.
+
+The hardware unit: ``nmflow eqprop sim`` checks :class:`~nmflow.rtl.eqprop.EqPropUnit` bit for
+bit against the twin under cocotb (``DIR/eqprop_sim.json``); ``nmflow eqprop build`` builds
+:class:`~nmflow.rtl.eqprop_link.EqPropHostTop` for a board (``DIR/build.json``); ``nmflow eqprop
+host`` trains on the board over its UART and compares the weights read back with the twin's
+(``DIR/board.json``; ``--port sim`` runs a simulated board instead, slow, for tests and demos).
 """
 
 import csv
@@ -16,7 +22,8 @@ from pathlib import Path
 from ..errors import NmflowError
 from ..fileio import make_folder, write_bytes, write_json, write_text
 
-__all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT"]
+__all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT", "cmd_sim", "cmd_build",
+           "cmd_host", "run_unit_sim", "run_host"]
 
 DEFAULT_OUT = "build/eqprop"
 LOSS_NAMES = ("squared", "cross_entropy")
@@ -349,6 +356,216 @@ def cmd_train(args):
     print(json.dumps(summary, indent=2))
 
 
+# -- the hardware unit: sim, build, host ----------------------------------------------------------
+
+def _unit_settings(args, default_samples):
+    """The network, unit and sample options of sim/build/host, every one checked before work."""
+    from ..golden.eqprop_fixed import FixedEqPropConfig
+    from ..rtl.eqprop import ICE40_BLOCKS, EqPropLayout
+
+    hidden = _list("--hidden", args.hidden, [32], int,
+                   "comma-separated positive integers such as 32 or 32,16")
+    if any(n < 1 for n in hidden):
+        raise NmflowError(f"--hidden must be comma-separated positive integers, not "
+                          f"{args.hidden!r}")
+    lanes = _int("--lanes", args.lanes, 1, 4)
+    if lanes & (lanes - 1) or lanes > 64:
+        raise NmflowError(f"--lanes must be a power of two from 1 to 64, not {args.lanes!r}")
+    layers = len(hidden) + 1
+    lr = _list("--lr-shifts", args.lr_shifts, [5] + [6] * (layers - 1), int,
+               "comma-separated shifts (learning rate 2**-n), one per weight layer")
+    if len(lr) != layers or any(not 0 <= e <= 40 for e in lr):
+        raise NmflowError(f"--lr-shifts must give {layers} shifts from 0 to 40 (one per weight "
+                          f"layer), not {args.lr_shifts!r}")
+    samples = _int("--samples", getattr(args, "samples", None), 1, default_samples)
+    T = _int("--T", args.T, 1, 40)
+    K = _int("--K", args.K, 1, 15)
+    for option, value in (("--T", T), ("--K", K)):
+        if value > 0xFFFF:
+            raise NmflowError(f"{option} must be at most 65535 (INFO carries it in 16 bits), "
+                              f"not {value}")
+    try:
+        config = FixedEqPropConfig(sizes=(64, *hidden, 10), T=T, K=K, lr_shifts=tuple(lr),
+                                   batch=1)
+        layout = EqPropLayout(config.sizes, lanes)
+        blocks = layout.blocks(config.weight.width, config.state.width)
+        if blocks > ICE40_BLOCKS:
+            raise NmflowError(f"the unit needs {blocks} block RAMs of 4 kbit, the budget is "
+                              f"{ICE40_BLOCKS}")
+    except NmflowError as error:
+        raise NmflowError(f"--hidden {','.join(map(str, hidden))} with --lanes {lanes}: "
+                          f"{error}") from None
+    return config, lanes, samples
+
+
+def _digits(samples):
+    from ..golden import eqprop_fixed as ef
+    from ..golden.datasets import load_digits
+    data = load_digits()
+    n = min(samples, len(data.y_train))
+    return ef.inputs_to_raw(data.x_train[:n], 16), [int(v) for v in data.y_train[:n]]
+
+
+def _twin_after(config, x, y):
+    """The twin's parameters and free-phase predictions after training on ``x``, ``y`` in order
+    from ``init_params`` with a fresh LFSR (what the unit does from reset)."""
+    from ..golden import eqprop_fixed as ef
+    params, lfsr, predictions = ef.init_params(config), ef.Lfsr32(config.lfsr_seed), []
+    for xi, yi in zip(x, y):
+        params, s_star = ef.train_step(config, params, xi.reshape(1, -1), [yi], lfsr)
+        predictions.append(int(s_star[-1][0].argmax()))
+    return params, predictions
+
+
+def _param_mismatches(config, got, want):
+    bad = 0
+    for k in range(len(config.sizes) - 1):
+        bad += int((got["W"][k] != want["W"][k]).sum()) + int((got["b"][k] != want["b"][k]).sum())
+    return bad
+
+
+def run_unit_sim(out, config, lanes, samples, *, seed=0):
+    """cocotb bit-exact run of the unit on ``samples`` digits (all training); writes and returns
+    ``out/eqprop_sim.json``."""
+    import numpy as np
+    from ..sim.eqprop_sim import simulate_eqprop
+
+    out = make_folder(out)
+    start = time.monotonic()
+    x, y = _digits(samples)
+    result, report = simulate_eqprop(out / "work", config, [(x[i], y[i], 1) for i in range(len(y))],
+                                     lanes=lanes, seed=seed)
+    twin, _ = _twin_after(config, x, y)
+    final = None
+    if report and report.get("rtl_final_params"):
+        rtl = {key: [np.array(v, dtype=np.int64) for v in report["rtl_final_params"][key]]
+               for key in ("W", "b")}
+        final = _param_mismatches(config, rtl, twin)
+    summary = {"passed": bool(result.passed and final == 0), "cocotb_passed": result.passed,
+               "failures": result.failures[:10], "final_param_mismatches": final,
+               "samples": len(y), "lanes": lanes, "config": config.to_dict(),
+               "report": {k: v for k, v in (report or {}).items() if k != "rtl_final_params"},
+               "log": str(result.log), "seconds": round(time.monotonic() - start, 1)}
+    write_json(out / "eqprop_sim.json", summary)
+    return summary
+
+
+def cmd_sim(args):
+    config, lanes, samples = _unit_settings(args, 50)
+    seed = _int("--seed", args.seed, 0, 0)
+    summary = run_unit_sim(args.out, config, lanes, samples, seed=seed)
+    print(json.dumps({k: summary[k] for k in ("passed", "samples", "final_param_mismatches",
+                                              "seconds")}, indent=2))
+    if not summary["passed"]:
+        raise NmflowError(f"the unit differs from the twin: {summary['failures'][:1] or ''} "
+                          f"(see {Path(args.out) / 'eqprop_sim.json'})")
+
+
+def cmd_build(args):
+    from ..boards.build import build
+    from ..rtl.eqprop_link import EqPropHostTop
+
+    config, lanes, _ = _unit_settings(args, 1)
+    seed = _int("--seed", args.seed, 0, None)
+    baud = _int("--baud", args.baud, 1, 115200)
+    from ..boards.build import get_board
+    from ..rtl.top import uart_divisor
+    try:
+        uart_divisor(get_board(args.board).clock_hz, baud)
+    except ValueError as error:
+        raise NmflowError(f"--baud: {error}") from None
+    out = make_folder(args.out)
+
+    def top(clk_freq):
+        return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud)
+
+    start = time.monotonic()
+    summary = build(top, args.board, out, name="nmflow_eqprop", seed=seed).to_dict()
+    summary.update({"wall_seconds": round(time.monotonic() - start, 1), "lanes": lanes,
+                    "baud": baud, "config": config.to_dict()})
+    write_json(out / "build.json", summary)
+    print(json.dumps({k: summary.get(k) for k in ("board", "device", "bitstream", "logic_cells",
+                                                  "logic_cells_total", "block_rams", "dsps",
+                                                  "fmax_mhz", "wall_seconds")}, indent=2))
+
+
+def run_host(out, port, config, lanes, samples, *, baudrate=115200, timeout=60.0):
+    """Load the twin's initial weights onto the board at ``port`` (``"sim"``: a simulated board
+    started here with all-zero weights), reseed its LFSR, train ``samples`` digits, read the
+    weights back and compare them with the twin's (==); write and return ``out/board.json``."""
+    import contextlib
+
+    from ..boards.eqprop_host import EqPropLink
+    from ..golden import eqprop_fixed as ef
+
+    out = make_folder(out)
+    x, y = _digits(samples)
+    twin, twin_pred = _twin_after(config, x, y)
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        url = port
+        if port == "sim":
+            from ..sim.eqprop_bridge import eqprop_simulated_board
+            init = ef.init_params(config)
+            zero = {"W": [w * 0 for w in init["W"]], "b": [b * 0 for b in init["b"]]}
+            url = stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=zero))
+        link = stack.enter_context(EqPropLink(url, baudrate=baudrate, timeout=timeout))
+        info = link.info()
+        expected = (tuple(config.sizes), lanes, config.T, config.K, config.beta_shift,
+                    tuple(config.lr_shifts))
+        got = (tuple(info.sizes), info.lanes, info.T, info.K, info.beta_shift,
+               tuple(info.lr_shifts))
+        if got != expected:
+            raise NmflowError(f"the board runs sizes {list(info.sizes)}, lanes {info.lanes}, "
+                              f"T {info.T}, K {info.K}, beta_shift {info.beta_shift}, lr shifts "
+                              f"{list(info.lr_shifts)}; the options ask for {list(expected[0])}, "
+                              f"{lanes}, {config.T}, {config.K}, {config.beta_shift}, "
+                              f"{list(config.lr_shifts)}")
+        link.seed(config.lfsr_seed)
+        link.load(ef.init_params(config))
+        loaded = _param_mismatches(config, link.read(), ef.init_params(config))
+        predictions = [int(link.train(x[i], y[i])) for i in range(len(y))]
+        board = link.read()
+    mismatches = _param_mismatches(config, board, twin)
+    result = {"port": port, "samples": len(y), "lanes": lanes, "config": config.to_dict(),
+              "load_mismatches": loaded, "param_mismatches": mismatches,
+              "prediction_mismatches": sum(a != b for a, b in zip(predictions, twin_pred)),
+              "predictions": predictions, "equal": loaded == 0 and mismatches == 0
+              and predictions == twin_pred,
+              "train_accuracy": sum(p == t for p, t in zip(predictions, y)) / len(y),
+              "seconds": round(time.monotonic() - start, 2)}
+    write_json(out / "board.json", result)
+    return result
+
+
+def cmd_host(args):
+    config, lanes, samples = _unit_settings(args, 20)
+    baud = _int("--baud", args.baud, 1, 115200)
+    timeout = _float("--timeout", args.timeout, 60.0)
+    port = str(args.port)
+    if not port.strip():
+        raise NmflowError(f"--port must name a serial port, a pyserial URL or sim, not {port!r}")
+    result = run_host(args.out, port, config, lanes, samples, baudrate=baud, timeout=timeout)
+    print(json.dumps({k: result[k] for k in ("samples", "equal", "param_mismatches",
+                                             "prediction_mismatches", "seconds")}, indent=2))
+    if not result["equal"]:
+        raise NmflowError(f"the board differs from the twin: {result['param_mismatches']} "
+                          f"parameters, {result['prediction_mismatches']} predictions (see "
+                          f"{Path(args.out) / 'board.json'})")
+
+
+def _unit_options(p, samples):
+    p.add_argument("--hidden", help="hidden layer sizes of the 64-...-10 digits network, "
+                   "comma-separated (default: 32)")
+    p.add_argument("--lanes", help="multiply-accumulate lanes, a power of two (default: 4)")
+    p.add_argument("--T", help="free-phase steps (default: 40)")
+    p.add_argument("--K", help="steps of each nudged phase (default: 15)")
+    p.add_argument("--lr-shifts", help="learning rates 2**-n, one n per weight layer "
+                   "(default: 5,6)")
+    if samples:
+        p.add_argument("--samples", help=f"digits training samples (default: {samples})")
+
+
 def add_parser(sub):
     """Register ``eqprop`` (with its ``train`` subcommand) on the argparse subparsers ``sub``."""
     p = sub.add_parser("eqprop", help="Equilibrium Propagation: float, BPTT and fixed point",
@@ -396,4 +613,43 @@ def add_parser(sub):
     t.add_argument("--weight-frac", help="fraction bits of a weight (default: 13)")
     t.add_argument("--lfsr-seed", help="nonzero seed of the 32-bit LFSR (default: 1)")
     t.set_defaults(func=cmd_train)
+
+    u = inner.add_parser(
+        "sim", help="check the EP unit bit for bit against the twin under cocotb",
+        description="Simulate EqPropUnit (Verilog, Icarus, cocotb) training on digits and "
+        "compare every state, prediction and weight with the fixed-point twin. Writes "
+        "DIR/eqprop_sim.json.")
+    u.add_argument("--out", default="build/eqprop_sim", metavar="DIR",
+                   help="output folder (default: build/eqprop_sim)")
+    _unit_options(u, 50)
+    u.add_argument("--seed", help="seed of the testbench's random gaps and backpressure "
+                   "(default: 0)")
+    u.set_defaults(func=cmd_sim)
+
+    b = inner.add_parser(
+        "build", help="build the EP unit with its UART host link for a board",
+        description="Synthesize EqPropHostTop (UART, link, EqPropUnit with the twin's initial "
+        "weights) with Yosys and nextpnr. Writes the bitstream and DIR/build.json.")
+    b.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+                   help="target board (default: icebreaker)")
+    b.add_argument("--out", default="build/eqprop_board", metavar="DIR",
+                   help="output folder (default: build/eqprop_board)")
+    _unit_options(b, 0)
+    b.add_argument("--baud", help="UART baud rate (default: 115200)")
+    b.add_argument("--seed", help="nextpnr placement seed")
+    b.set_defaults(func=cmd_build)
+
+    h = inner.add_parser(
+        "host", help="train on the board over its UART and compare the weights with the twin",
+        description="Load the twin's initial weights onto a board built by 'nmflow eqprop "
+        "build' (same network options), reseed its LFSR, train N digits samples, read the "
+        "weights back and compare them with the twin's (==). Writes DIR/board.json.")
+    h.add_argument("--port", required=True,
+                   help="serial port (/dev/ttyUSB1), pyserial URL, or sim (a simulated board)")
+    h.add_argument("--out", default="build/eqprop_host", metavar="DIR",
+                   help="output folder (default: build/eqprop_host)")
+    _unit_options(h, 20)
+    h.add_argument("--baud", help="baud rate (default: 115200)")
+    h.add_argument("--timeout", help="seconds to wait for each reply (default: 60)")
+    h.set_defaults(func=cmd_host)
     return p
