@@ -220,3 +220,15 @@ def test_cli_host_against_a_simulated_board(tmp_path):
     assert code == 0, lines
     report = json.loads((tmp_path / "board.json").read_text())
     assert report["equal"] and report["param_mismatches"] == 0 and report["samples"] == 2
+
+
+@pytest.mark.slow
+def test_cli_sim_checks_the_unit_against_the_twin(tmp_path):
+    # Icarus + cocotb through the command, on a short schedule: every state, prediction and
+    # weight of two training samples equal to the twin's.
+    code = cli.main(["eqprop", "sim", "--out", str(tmp_path), "--samples", "2", "--T", "4",
+                     "--K", "2"])
+    report = json.loads((tmp_path / "eqprop_sim.json").read_text())
+    assert code == 0, report
+    assert report["passed"] is True and report["samples"] == 2
+    assert report["final_param_mismatches"] == 0
