@@ -158,6 +158,20 @@ def test_cocotb_100k_updates_spram(tmp_path):
 
 
 @pytest.mark.slow
+def test_cocotb_m_zero_on_block_memory(tmp_path):
+    # m = 0: the table is all ones and the unit is the plain rule; block RAM storage, 4 lanes.
+    mmap = MemoryMap(16, (64, 32, 10))
+    unit = MetaplasticUnit(mmap, 0.0, lanes=4, storage="memory")
+    beats = stress_beats(unit.rule, unit.groups, 4, 4_000, seed=5)
+    result, report = simulate_metaplastic(tmp_path, unit, beats, seed=2, wall_seconds=200)
+    assert result.passed, (result.failures, report and report["mismatches"][:3])
+    c = report["corners"]
+    assert c["updates"] >= 10_000
+    for corner in ("sat_max", "sat_min", "sign_change", "w_zero", "shrink"):
+        assert c[corner] > 0, corner
+
+
+@pytest.mark.slow
 def test_cocotb_training_step_on_digits(tmp_path):
     rule = MetaFixedRule(5.0)
     hidden, d, new = training_step_updates(rule, sizes=(64, 16, 10))
