@@ -360,9 +360,11 @@ def check_memory_fits(hw, lanes, info):
 
 
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None,
-               errors=None):
+               errors=None, metaplastic=None):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
-    configuration ``errors`` if given); return the build summary."""
+    configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
+    ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
+    its other parameters at their defaults); return the build summary."""
     from .boards.build import build, get_board
     from .golden import hwmodel
     from .rtl.top import HostTop, check_host_top
@@ -371,20 +373,31 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     info = get_board(board)
     hw = hwmodel.load(_model_path(run_dir, model))
     out = Path(out or run_dir / info.name)
+    unit = None
+    if metaplastic is not None:
+        unit = {"m": metaplastic,
+                "storage": "spram" if info.device.startswith("iCE40") else "memory"}
 
-    def top(clk_freq):
-        return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors)
+    def make(clk_freq):
+        return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors, metaplastic=unit)
 
     try:
         check_host_top(hw, lanes=lanes, clk_freq=info.clock_hz)
+        # With the unit, the top is made now: it refuses a unit that does not fit before
+        # synthesis, and the build uses it.
+        made = [make(info.clock_hz)] if unit is not None else []
     except ValueError as error:
         raise NmflowError(str(error)) from None
+
+    def top(clk_freq):
+        return made.pop() if made and clk_freq == info.clock_hz else make(clk_freq)
     check_memory_fits(hw, lanes, info)
     start = time.monotonic()
     result = build(top, board, out, name="nmflow_top", seed=seed)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
     summary["errors"] = None if errors is None else errors.to_dict()
+    summary["metaplastic"] = None if unit is None else unit
     write_json(out / "build.json", summary)
     return summary
 

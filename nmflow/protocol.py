@@ -11,8 +11,8 @@ frame check is Amaranth's catalogued CRC-8/SMBUS (:data:`CRC`), computed with ``
 on the host and by ``CRC.create()`` in the gateware. This module imports nothing of nmflow but
 :mod:`nmflow.errors`.
 
-Protocol, version 2
-===================
+Protocol, version 2 (3 with the metaplastic unit)
+=================================================
 
 Every frame, in both directions, is::
 
@@ -32,18 +32,32 @@ Requests (host to board), :class:`Command`::
     0x02  INFER   n_inputs   one byte per input value, in input order, each < 2**input_bits
     0x03  ERRORS  17         the read-error injector's configuration (boards built with one):
                              t1, t2, t3 (each u32 LE), seed (u32 LE), mode (u8)
+    0x04  UPDATE  3+lanes*ub group (u16 LE), mask (u8), one update d per lane (raw u_format,
+                             ub = u_bits/8 bytes LE two's complement); metaplastic boards only
+    0x05  LOAD    3+lanes*wb group (u16 LE), mask (u8), one hidden weight per lane (raw w_format,
+                             wb = w_bits/8 bytes); metaplastic boards only
 
 Replies (board to host), :class:`Reply`::
 
     CMD   name    LEN                          PAYLOAD
     0x81  INFO    8                            version (2), n_inputs (u16 LE), n_classes (u16 LE),
                                                input_bits (u8), score_bytes (u8), rate_bits (u8:
-                                               the injector's, 0 for a board without injector)
+                                               the injector's, 0 for a board without injector);
+                                               version 3 (metaplastic unit) adds 7 bytes: lanes
+                                               (u8), groups (u16 LE), w_bits, w_frac, u_bits,
+                                               u_frac (u8 each): LEN 15
     0x82  INFER   1 + n_classes * score_bytes  class (u8, the argmax, lowest index on ties), then
                                                score 0 .. score n_classes-1, each score_bytes
                                                bytes, little-endian two's complement
     0x83  ERRORS  0                            - (the configuration is applied)
+    0x84  UPDATE  lanes * wb                   the group's hidden weights after the update
+    0x85  LOAD    lanes * wb                   the group's hidden weights after the load
     0xFF  ERROR   1                            error code
+
+UPDATE applies the metaplastic rule (:class:`~nmflow.golden.metafixed.MetaFixedRule`) to the
+enabled lanes of a group of the unit's hidden weights, LOAD writes them; both write the binary
+weights ``sign(W_h)`` into the engine in the same pass and reply with the group's hidden weights
+afterwards (an UPDATE of zeros reads them back). See docs/contracts.md, section 5.4.
 
 ERRORS sets the read-error injector (:mod:`nmflow.golden.injector`) at run time: ``t1``, ``t2``
 and ``t3`` are the type 1, 2 and 3 error rates as fixed-point fractions of ``2**rate_bits``
@@ -55,11 +69,13 @@ configuration is applied; the engine is idle then (one request at a time).
 
 ``score_bytes = ceil(score_bits / 8)``. Error codes, :class:`ErrorCode`::
 
-    0x01  BAD_COMMAND    CMD is not a request command (ERRORS on a board without injector)
+    0x01  BAD_COMMAND    CMD is not a request command (ERRORS on a board without injector,
+                         UPDATE and LOAD on a board without the metaplastic unit)
     0x02  BAD_LENGTH     LEN is not the command's length (INFO 0, INFER n_inputs, ERRORS 17)
     0x03  BAD_VALUE      an INFER payload byte is >= 2**input_bits; an ERRORS payload with a
                          threshold > 2**rate_bits, t1 + t2 > 2**rate_bits, seed >= 2**31 or
-                         mode > 1 (checked once the frame's CRC has checked)
+                         mode > 1; an UPDATE or LOAD with group >= groups or a mask bit at or
+                         above lanes (checked once the frame's CRC has checked)
     0x04  BAD_CHECKSUM   CRC does not match
     0x05  TIMEOUT        a frame stopped mid-way: no byte for ``timeout`` cycles after its SYNC
 
@@ -102,7 +118,8 @@ __all__ = ["SYNC", "VERSION", "CRC", "Command", "Reply", "ErrorCode", "ERROR_TEX
            "info_request", "infer_request", "info_reply", "infer_reply", "error_reply",
            "encode_info", "decode_info", "encode_result", "decode_result", "LinkModel",
            "ErrorsConfig", "ERRORS_BYTES", "MODES", "encode_errors", "decode_errors",
-           "errors_request", "errors_reply"]
+           "errors_request", "errors_reply", "META_VERSION", "META_INFO_BYTES", "MetaInfo",
+           "encode_meta", "decode_meta_reply", "update_request", "load_request", "meta_reply"]
 
 #: First byte of every frame, in both directions.
 SYNC = 0xA5
@@ -112,6 +129,10 @@ VERSION = 2
 HEADER_BYTES = 5
 #: Payload bytes of an INFO reply.
 INFO_BYTES = 8
+#: Protocol version reported by a board with the metaplastic unit (version 2 plus UPDATE, LOAD
+#: and the INFO tail), and the payload bytes of its INFO reply.
+META_VERSION = 3
+META_INFO_BYTES = 15
 #: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
 ERRORS_BYTES = 17
 #: ERRORS modes, by their byte value.
@@ -134,6 +155,8 @@ class Command(enum.IntEnum, shape=8):
     INFO = 0x01
     INFER = 0x02
     ERRORS = 0x03
+    UPDATE = 0x04
+    LOAD = 0x05
 
 
 class Reply(enum.IntEnum, shape=8):
@@ -141,6 +164,8 @@ class Reply(enum.IntEnum, shape=8):
     INFO = 0x81
     INFER = 0x82
     ERRORS = 0x83
+    UPDATE = 0x84
+    LOAD = 0x85
     ERROR = 0xFF
 
 
@@ -209,12 +234,80 @@ def decode_frame(frame):
 
 
 @dataclass(frozen=True)
+class MetaInfo:
+    """What a board with the metaplastic update unit tells in the tail of its INFO reply.
+
+    Members
+    -------
+    lanes : int
+        Synapses per group (the unit's lanes), 1 to 8: one mask bit and one value per lane.
+    groups : int
+        Groups of the unit's hidden memory, 1 to 65535 (UPDATE and LOAD address ``0 .. groups-1``).
+    w_bits, w_frac : int
+        Width and fraction bits of a hidden weight (``w_format``); ``w_bits`` is 8, 16, 24 or 32.
+    u_bits, u_frac : int
+        Width and fraction bits of an update (``u_format``); ``u_bits`` is 8, 16, 24 or 32.
+    """
+    lanes: int
+    groups: int
+    w_bits: int
+    w_frac: int
+    u_bits: int
+    u_frac: int
+
+    def problem(self):
+        """Why a link cannot carry these sizes, or ``None``."""
+        checks = (("lanes", 1, 8), ("groups", 1, 0xFFFF), ("w_frac", 0, self.w_bits - 1),
+                  ("u_frac", 0, self.u_bits - 1))
+        for name in ("w_bits", "u_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value not in (8, 16, 24, 32):
+                return f"{name} must be 8, 16, 24 or 32 (whole bytes on the link), not {value!r}"
+        for name, low, high in checks:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                return f"{name} must be an integer between {low} and {high}, not {value!r}"
+        return None
+
+    @property
+    def w_bytes(self):
+        return self.w_bits // 8
+
+    @property
+    def u_bytes(self):
+        return self.u_bits // 8
+
+    @property
+    def update_length(self):
+        """Payload bytes of an UPDATE request: group (u16), mask (u8), one update per lane."""
+        return 3 + self.lanes * self.u_bytes
+
+    @property
+    def load_length(self):
+        """Payload bytes of a LOAD request: group (u16), mask (u8), one hidden weight per lane."""
+        return 3 + self.lanes * self.w_bytes
+
+    @property
+    def reply_length(self):
+        """Payload bytes of an UPDATE or LOAD reply: one hidden weight per lane."""
+        return self.lanes * self.w_bytes
+
+    @classmethod
+    def of_unit(cls, unit):
+        """The sizes of a :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` (or anything with its
+        ``lanes``, ``groups`` and ``rule``)."""
+        wf, uf = unit.rule.w_format, unit.rule.u_format
+        return cls(unit.lanes, unit.groups, wf.width, wf.frac_bits, uf.width, uf.frac_bits)
+
+
+@dataclass(frozen=True)
 class Info:
     """What an INFO reply tells: the protocol version and the engine's sizes.
 
     Members
     -------
     version : int
+        :data:`VERSION`, or :data:`META_VERSION` for a board with the metaplastic unit.
     n_inputs : int
         Input values per inference (the INFER payload length).
     n_classes : int
@@ -226,6 +319,9 @@ class Info:
     rate_bits : int
         Fraction bits of the read-error injector's rates, 0 if the board has no injector (and
         refuses ERRORS).
+    meta : :class:`MetaInfo` or None
+        The metaplastic unit's sizes, ``None`` if the board has no unit (and refuses UPDATE and
+        LOAD).
     """
     version: int
     n_inputs: int
@@ -233,6 +329,7 @@ class Info:
     input_bits: int
     score_bytes: int
     rate_bits: int = 0
+    meta: MetaInfo = None
 
     @property
     def infer_reply_length(self):
@@ -242,20 +339,87 @@ class Info:
 
 def encode_info(info):
     """INFO reply payload: ``version, n_inputs (u16 LE), n_classes (u16 LE), input_bits,
-    score_bytes, rate_bits``."""
-    return (bytes([info.version]) + info.n_inputs.to_bytes(2, "little")
-            + info.n_classes.to_bytes(2, "little")
-            + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
+    score_bytes, rate_bits``, then, with a metaplastic unit, ``lanes, groups (u16 LE), w_bits,
+    w_frac, u_bits, u_frac``."""
+    out = (bytes([info.version]) + info.n_inputs.to_bytes(2, "little")
+           + info.n_classes.to_bytes(2, "little")
+           + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
+    if info.meta is not None:
+        meta = info.meta
+        out += (bytes([meta.lanes]) + meta.groups.to_bytes(2, "little")
+                + bytes([meta.w_bits, meta.w_frac, meta.u_bits, meta.u_frac]))
+    return out
 
 
 def decode_info(payload):
-    """The :class:`Info` of an INFO reply payload; :class:`NmflowError` if it is not 8 bytes."""
+    """The :class:`Info` of an INFO reply payload: 8 bytes, or 15 for version 3 (metaplastic
+    unit); :class:`NmflowError` otherwise."""
     payload = bytes(payload)
-    if len(payload) != INFO_BYTES:
-        raise NmflowError(f"INFO reply payload must hold {INFO_BYTES} bytes, not {len(payload)}")
+    meta = bool(payload) and payload[0] == META_VERSION
+    expected = META_INFO_BYTES if meta else INFO_BYTES
+    if len(payload) != expected:
+        what = f"of version {META_VERSION} " if meta else ""
+        raise NmflowError(f"INFO reply payload {what}must hold {expected} bytes, not "
+                          f"{len(payload)}")
+    tail = None
+    if meta:
+        tail = MetaInfo(lanes=payload[8], groups=int.from_bytes(payload[9:11], "little"),
+                        w_bits=payload[11], w_frac=payload[12], u_bits=payload[13],
+                        u_frac=payload[14])
     return Info(version=payload[0], n_inputs=int.from_bytes(payload[1:3], "little"),
                 n_classes=int.from_bytes(payload[3:5], "little"), input_bits=payload[5],
-                score_bytes=payload[6], rate_bits=payload[7])
+                score_bytes=payload[6], rate_bits=payload[7], meta=tail)
+
+
+def encode_meta(group, mask, values, n_bytes):
+    """UPDATE or LOAD request payload: ``group`` (u16 LE), ``mask`` (u8: bit p enables lane p),
+    then each value as ``n_bytes`` little-endian two's complement bytes (updates in ``u_format``,
+    hidden weights in ``w_format``, raw integers).
+
+    Raises
+    ------
+    ValueError
+        If ``group`` is not a u16, ``mask`` not a byte or a value does not fit ``n_bytes``.
+    """
+    if not 0 <= group <= 0xFFFF:
+        raise ValueError(f"group must be between 0 and 65535, not {group!r}")
+    if not 0 <= mask <= 0xFF:
+        raise ValueError(f"mask must be a byte (0 to 255), not {mask!r}")
+    out = bytearray(int(group).to_bytes(2, "little") + bytes([mask]))
+    for value in values:
+        try:
+            out += int(value).to_bytes(n_bytes, "little", signed=True)
+        except OverflowError:
+            raise ValueError(f"value {int(value)} does not fit {8 * n_bytes} bits") from None
+    return bytes(out)
+
+
+def decode_meta_reply(payload, meta):
+    """The hidden weights (a list of ``meta.lanes`` ints) of an UPDATE or LOAD reply payload."""
+    payload = bytes(payload)
+    if len(payload) != meta.reply_length:
+        raise NmflowError(f"UPDATE or LOAD reply payload must hold {meta.reply_length} bytes, "
+                          f"not {len(payload)}")
+    n = meta.w_bytes
+    return [int.from_bytes(payload[p * n:(p + 1) * n], "little", signed=True)
+            for p in range(meta.lanes)]
+
+
+def update_request(meta, group, mask, d):
+    """An UPDATE request: updates ``d`` (``meta.lanes`` raw ``u_format`` ints) of ``group``."""
+    return encode_frame(Command.UPDATE, encode_meta(group, mask, d, meta.u_bytes))
+
+
+def load_request(meta, group, mask, w):
+    """A LOAD request: hidden weights ``w`` (``meta.lanes`` raw ``w_format`` ints) of ``group``."""
+    return encode_frame(Command.LOAD, encode_meta(group, mask, w, meta.w_bytes))
+
+
+def meta_reply(command, meta, hidden):
+    """The UPDATE or LOAD reply frame (``command`` is the request's) carrying ``hidden``."""
+    reply = Reply.LOAD if command == Command.LOAD else Reply.UPDATE
+    return encode_frame(reply, b"".join(int(w).to_bytes(meta.w_bytes, "little", signed=True)
+                                        for w in hidden))
 
 
 @dataclass(frozen=True)
@@ -384,18 +548,28 @@ class LinkModel:
         ``configure(config)`` is called with the :class:`ErrorsConfig` of each accepted ERRORS
         request, before its reply: the twin's ``infer`` should read with the injector's golden
         twin made afresh from it (:class:`~nmflow.golden.injector.InjectedRead`).
+    meta : :class:`MetaInfo` or None
+        The metaplastic unit's sizes: the link then reports version 3 with the INFO tail and
+        accepts UPDATE and LOAD; ``None`` (the default) refuses them with ``BAD_COMMAND``.
+    apply : callable or None
+        ``apply(command, group, mask, values) -> hidden`` for each accepted UPDATE or LOAD
+        (``command`` a :class:`Command`, ``values`` a list of ``lanes`` ints): the group's hidden
+        weights after it (e.g. from :class:`~nmflow.golden.metafixed.MetaFixedRule`).
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, infer, *, rate_bits=0,
-                 configure=None):
-        self.info = Info(VERSION, n_inputs, n_classes, input_bits, score_bytes(score_bits),
-                         rate_bits)
+                 configure=None, meta=None, apply=None):
+        self.info = Info(VERSION if meta is None else META_VERSION, n_inputs, n_classes,
+                         input_bits, score_bytes(score_bits), rate_bits, meta)
         self._infer = infer
         self._configure = configure
+        self._apply = apply
         #: Every input vector handed to the engine so far, in order.
         self.fed = []
         #: Every ERRORS configuration applied so far, in order.
         self.configured = []
+        #: Every accepted UPDATE or LOAD so far, in order: ``(command, group, mask, values)``.
+        self.applied = []
 
     def burst(self, data):
         """The reply frame (``bytes``, empty if none) to one burst ``data``."""
@@ -407,13 +581,18 @@ class LinkModel:
         frame = data[start + 1:]
         if not frame:
             return error_reply(ErrorCode.TIMEOUT)
+        meta = info.meta
         commands = (Command.INFO, Command.INFER) + ((Command.ERRORS,) if info.rate_bits else ())
+        if meta is not None:
+            commands += (Command.UPDATE, Command.LOAD)
         if frame[0] not in commands:
             return error_reply(ErrorCode.BAD_COMMAND)
         if len(frame) < 3:
             return error_reply(ErrorCode.TIMEOUT)
         length = int.from_bytes(frame[1:3], "little")
         expected = {Command.INFO: 0, Command.INFER: info.n_inputs, Command.ERRORS: ERRORS_BYTES}
+        if meta is not None:
+            expected.update({Command.UPDATE: meta.update_length, Command.LOAD: meta.load_length})
         if length != expected[frame[0]]:
             return error_reply(ErrorCode.BAD_LENGTH)
         payload = frame[3:3 + length]
@@ -426,6 +605,17 @@ class LinkModel:
             return error_reply(ErrorCode.BAD_CHECKSUM)
         if frame[0] == Command.INFO:
             return info_reply(info)
+        if frame[0] in (Command.UPDATE, Command.LOAD):
+            group = int.from_bytes(payload[:2], "little")
+            mask = payload[2]
+            if group >= meta.groups or mask >> meta.lanes:
+                return error_reply(ErrorCode.BAD_VALUE)
+            n = meta.w_bytes if frame[0] == Command.LOAD else meta.u_bytes
+            values = [int.from_bytes(payload[3 + p * n:3 + (p + 1) * n], "little", signed=True)
+                      for p in range(meta.lanes)]
+            hidden = self._apply(Command(frame[0]), group, mask, values)
+            self.applied.append((Command(frame[0]), group, mask, values))
+            return meta_reply(frame[0], meta, hidden)
         if frame[0] == Command.ERRORS:
             config = decode_errors(payload)
             if config.problem(info.rate_bits) is not None:

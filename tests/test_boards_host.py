@@ -141,7 +141,7 @@ def test_wrong_reply_command_and_version_are_refused():
     v1 = Info(1, 16, 5, 4, 3)
     with ScriptedServer(lambda frame: protocol.info_reply(v1)) as server:
         with EngineLink(server.url, timeout=1.0) as link:
-            with pytest.raises(NmflowError, match=r"^board protocol version must be 2, not 1 "):
+            with pytest.raises(NmflowError, match=r"^board protocol version must be 2 or 3, not 1 "):
                 link.info()
 
 

@@ -6,6 +6,8 @@
         print(link.info())
         cls, scores = link.infer([3, 0, 15, ...])
         link.set_errors(ErrorInjection(ErrorRates(0, 0.01, 0.065), seed=7))   # injector boards
+        hidden = link.load(0, [1234, -56])             # metaplastic boards: hidden weights of
+        hidden = link.update(0, [-8, 3])               # group 0 after the load / the update
 
 The protocol is specified in :mod:`nmflow.protocol`, and frames are built and checked with it.
 Every failure (bad inputs, an error reply, a corrupted reply, no reply in time) raises
@@ -95,8 +97,9 @@ class EngineLink:
         if self._info is None:
             payload = self._request(Command.INFO, b"", Reply.INFO)
             info = protocol.decode_info(payload)
-            if info.version != protocol.VERSION:
-                raise NmflowError(f"board protocol version must be {protocol.VERSION}, not "
+            if info.version not in (protocol.VERSION, protocol.META_VERSION):
+                raise NmflowError(f"board protocol version must be {protocol.VERSION} or "
+                                  f"{protocol.META_VERSION}, not "
                                   f"{info.version} (port {self._port!r})")
             self._info = info
         return self._info
@@ -167,6 +170,39 @@ class EngineLink:
         if payload:
             raise NmflowError(f"ERRORS reply payload must be empty, not {len(payload)} bytes")
 
+    def update(self, group, d, mask=None):
+        """Apply one metaplastic update to ``group`` (UPDATE request) and return the group's
+        hidden weights after it; ``d = 0`` in every lane reads them back unchanged.
+
+        Parameters
+        ----------
+        group : int
+            The group (``0 .. groups - 1``, see :func:`~nmflow.rtl.metaplastic.group_of`).
+        d : sequence of int
+            One raw ``u_format`` update per lane.
+        mask : int or None
+            Bit ``p`` enables lane ``p`` (a disabled lane is neither updated nor written);
+            ``None`` enables every lane.
+
+        Returns
+        -------
+        list of int
+            The ``lanes`` hidden weights (raw ``w_format``) after the update.
+
+        Raises
+        ------
+        NmflowError
+            If the board has no metaplastic unit, an argument is out of range (checked before
+            anything is sent) or the request fails (see :meth:`info`).
+        """
+        return self._meta_request(Command.UPDATE, group, d, mask)
+
+    def load(self, group, w, mask=None):
+        """Write the hidden weights ``w`` (one raw ``w_format`` int per lane) of ``group`` (LOAD
+        request), and with them the binary weights ``sign(w)`` (+1 at 0) the engine reads; return
+        the group's hidden weights after the load. Arguments as :meth:`update`."""
+        return self._meta_request(Command.LOAD, group, w, mask)
+
     # -- internals --------------------------------------------------------------------------------
 
     def _check(self, values, *, batch):
@@ -185,6 +221,35 @@ class EngineLink:
             raise NmflowError(f"{name} must hold unsigned {info.input_bits}-bit integers (0 to "
                               f"{top}), not {int(x[bad][0])}")
         return x.astype(np.int64).reshape(-1, info.n_inputs)
+
+    def _meta_request(self, command, group, values, mask):
+        info = self.info()
+        meta = info.meta
+        if meta is None:
+            raise NmflowError(f"the board at {self._port} has no metaplastic unit: build it with "
+                              f"--metaplastic to send {command.name}")
+        name, bits = ("w", meta.w_bits) if command == Command.LOAD else ("d", meta.u_bits)
+        if not isinstance(group, (int, np.integer)) or not 0 <= group < meta.groups:
+            raise NmflowError(f"group must be an integer from 0 to {meta.groups - 1}, not "
+                              f"{group!r}")
+        full = (1 << meta.lanes) - 1
+        mask = full if mask is None else mask
+        if not isinstance(mask, (int, np.integer)) or not 0 <= mask <= full:
+            raise NmflowError(f"mask must be an integer from 0 to {full} ({meta.lanes} lanes), "
+                              f"not {mask!r}")
+        x = np.asarray(values)
+        if x.shape != (meta.lanes,) or not np.issubdtype(x.dtype, np.integer):
+            raise NmflowError(f"{name} must hold {meta.lanes} integers (one per lane), not "
+                              f"{x.dtype} of shape {list(x.shape)}")
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        bad = (x < low) | (x > high)
+        if bad.any():
+            raise NmflowError(f"{name} must hold signed {bits}-bit integers ({low} to {high}), "
+                              f"not {int(x[bad][0])}")
+        n = meta.w_bytes if command == Command.LOAD else meta.u_bytes
+        payload = protocol.encode_meta(int(group), int(mask), x.tolist(), n)
+        reply = Reply.LOAD if command == Command.LOAD else Reply.UPDATE
+        return protocol.decode_meta_reply(self._request(command, payload, reply), meta)
 
     def _infer_one(self, row):
         info = self.info()

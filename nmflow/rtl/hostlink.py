@@ -2,13 +2,14 @@
 
 :class:`HostLink` implements, byte for byte, the protocol specified in the docstring of
 :mod:`nmflow.protocol` (frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO and
-INFER and ERRORS, ERROR replies, resynchronisation and the inter-byte timeout). It takes its commands, reply
-commands and error codes from the enumerations there and its CRC from ``protocol.CRC.create()``;
+INFER, the optional ERRORS, UPDATE and LOAD, ERROR replies, resynchronisation and the inter-byte
+timeout). It takes its commands, reply commands and error codes from the enumerations there
+and its CRC from ``protocol.CRC.create()``;
 :class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -17,6 +18,8 @@ from ..protocol import Command, ErrorCode, Reply
 from ..golden.injector import max_rate_bits
 from .engine import result_layout
 from .injector import error_config_layout
+from .metaplastic import OP_LOAD, OP_UPDATE, beat_layout
+from ..golden.plan import index_bits
 from .onehot import OneHotFSM
 
 __all__ = ["HostLink", "check_parameters"]
@@ -60,6 +63,14 @@ class HostLink(wiring.Component):
         The engine's read-error injector's ``rate_bits``: the link then accepts ERRORS requests
         and has the ``errors`` output. ``None`` (the default): no injector, ERRORS is refused with
         BAD_COMMAND and the link is exactly the link of protocol version 1 but for INFO.
+    meta : :class:`~nmflow.protocol.MetaInfo` or None
+        The metaplastic update unit's sizes: the link then reports protocol version 3 (INFO with
+        the unit's tail), accepts UPDATE and LOAD requests and has the ``meta_i`` and ``meta_o``
+        streams. ``None`` (the default): no unit, UPDATE and LOAD are refused with BAD_COMMAND
+        and the link is built exactly as without this option.
+    buffer : ``"block"`` or ``"logic"``
+        Where the INFER input buffer lives: block RAM (the default) or flip-flops (when the block
+        RAMs are all taken, as on the iCE40UP5K with the metaplastic unit).
 
     Members
     -------
@@ -81,6 +92,12 @@ class HostLink(wiring.Component):
     errors : Out(stream.Signature(error_config_layout(rate_bits), always_ready=True)), if rate_bits
         One beat per accepted ERRORS request (after its CRC and range checks, before its reply),
         for the engine's ``errors`` input. The engine is idle then: requests come one at a time.
+    meta_i : Out(stream.Signature(beat_layout(lanes, group_bits, value_bits))), if meta
+        (``group_bits = index_bits(groups)``, ``value_bits = max(w_bits, u_bits)``, as the unit's)
+        One beat per accepted UPDATE or LOAD request (after its CRC and range checks), for the
+        :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`'s ``i``; valid until taken.
+    meta_o : In(stream.Signature(ArrayLayout(signed(w_bits), lanes))), if meta
+        The unit's ``o``: the group's hidden weights after the beat, sent as the reply payload.
 
     Timing: an INFER payload is fed to the engine at one value per cycle (when the engine is
     ready) right after its CRC byte; the reply header is then handed to the transmitter while the
@@ -89,10 +106,20 @@ class HostLink(wiring.Component):
     line takes :attr:`request_bytes` + :attr:`reply_bytes` characters plus the engine's latency.
     """
 
-    def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout, rate_bits=None):
+    def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout, rate_bits=None,
+                 meta=None, buffer="block"):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
         if rate_bits is not None:
             _check_int("rate_bits", rate_bits, 4, max_rate_bits())
+        if meta is not None:
+            if not isinstance(meta, protocol.MetaInfo):
+                raise TypeError(f"meta must be a MetaInfo, not {type(meta).__name__}")
+            if meta.problem() is not None:
+                raise ValueError(meta.problem())
+        self._meta = meta
+        if buffer not in ("block", "logic"):
+            raise ValueError(f"buffer must be 'block' or 'logic', not {buffer!r}")
+        self._buffer = buffer
         self._rate_bits = rate_bits
         self._n_inputs = n_inputs
         self._input_bits = input_bits
@@ -110,6 +137,11 @@ class HostLink(wiring.Component):
         if rate_bits is not None:
             members["errors"] = Out(stream.Signature(error_config_layout(rate_bits),
                                                      always_ready=True))
+        if meta is not None:
+            members["meta_i"] = Out(stream.Signature(beat_layout(
+                meta.lanes, index_bits(meta.groups), max(meta.w_bits, meta.u_bits))))
+            members["meta_o"] = In(stream.Signature(data.ArrayLayout(signed(meta.w_bits),
+                                                                     meta.lanes)))
         super().__init__(members)
 
     n_inputs = property(lambda self: self._n_inputs)
@@ -118,12 +150,15 @@ class HostLink(wiring.Component):
     score_bits = property(lambda self: self._score_bits)
     timeout = property(lambda self: self._timeout)
     rate_bits = property(lambda self: self._rate_bits)
+    meta = property(lambda self: self._meta)
 
     @property
     def info(self):
         """The :class:`~nmflow.protocol.Info` this link reports."""
-        return protocol.Info(protocol.VERSION, self._n_inputs, self._n_classes, self._input_bits,
-                             protocol.score_bytes(self._score_bits), self._rate_bits or 0)
+        meta = self._meta
+        return protocol.Info(protocol.VERSION if meta is None else protocol.META_VERSION,
+                             self._n_inputs, self._n_classes, self._input_bits,
+                             protocol.score_bytes(self._score_bits), self._rate_bits or 0, meta)
 
     @property
     def request_bytes(self):
@@ -143,6 +178,12 @@ class HostLink(wiring.Component):
         rb = self._rate_bits
         inj = rb is not None                # the ERRORS command exists
         n_errors = protocol.ERRORS_BYTES
+        meta = self._meta
+        mt = meta is not None               # the UPDATE and LOAD commands exist
+        n_info = len(protocol.encode_info(info))
+        n_update = meta.update_length if mt else 0
+        n_load = meta.load_length if mt else 0
+        n_mreply = meta.reply_length if mt else 0
 
         # -- state shared by the receiver and the transmitter ------------------------------------
         # The CRC of the frame being received or sent: ``crc_clear`` clears it (at SYNC), ``valid``
@@ -155,18 +196,20 @@ class HostLink(wiring.Component):
         crc = crc_unit.crc
         crc_in = Signal(8)                  # the byte being received or sent, in CMD..PAYLOAD
         m.d.comb += crc_unit.data.eq(crc_in)
-        count = Signal(range(max(n_inputs, n_errors if inj else 0, 2)))    # payload byte
-        idx = Signal(range(8))                      # header, INFO or score byte being sent
+        count = Signal(range(max(n_inputs, n_errors if inj else 0, n_update, n_load, 2)))
+        idx = Signal(range(max(8, n_info, n_mreply)))   # header, INFO or score byte being sent
         # End-of-count tests kept in registers, set a cycle ahead with the counters, so that no
         # comparison sits on the paths into the state machine.
         count_last = Signal(init=n_inputs == 1)     # count == n_inputs - 1
-        idx_marks = (0, 3, protocol.INFO_BYTES - 1, sb - 1)
+        idx_marks = (0, 3, n_info - 1, sb - 1) + ((n_mreply - 1,) if mt else ())
         idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(idx_marks)}
 
         def set_count(zero):
             last = count == n_inputs - 2
             if inj:
                 last = Mux(is_errors, count == n_errors - 2, last)
+            if mt:
+                last = Mux(is_meta, count == Mux(is_load, n_load - 2, n_update - 2), last)
             m.d.sync += [count.eq(0 if zero else count + 1),
                          count_last.eq(n_inputs == 1 if zero else last)]
 
@@ -175,6 +218,8 @@ class HostLink(wiring.Component):
             m.d.sync += [flag.eq(k == 0 if zero else idx == k - 1) for k, flag in idx_is.items()]
         is_infer = Signal()
         is_errors = Signal()                # stays 0 without injector
+        is_meta = Signal()                  # UPDATE or LOAD; stays 0 without the unit
+        is_load = Signal()
         len_lo = Signal(8)
         error = Signal()
         code = Signal(ErrorCode, init=ErrorCode.TIMEOUT)
@@ -198,7 +243,11 @@ class HostLink(wiring.Component):
         # paths through the state machine. A byte is taken at most every other cycle ----------
         byte = Signal(8)
         is_sync, is_info_cmd, is_infer_cmd, is_errors_cmd = Signal(), Signal(), Signal(), Signal()
+        is_update_cmd, is_load_cmd = Signal(), Signal()
         len_ok, value_ok, crc_ok = Signal(), Signal(), Signal()
+        expected_len = Mux(is_errors, n_errors, 0) if inj else 0
+        if mt:
+            expected_len = Mux(is_meta, Mux(is_load, n_load, n_update), expected_len)
         m.d.sync += got.eq(take)
         with m.If(take):
             m.d.sync += [
@@ -206,13 +255,43 @@ class HostLink(wiring.Component):
                 is_sync.eq(rx.payload == protocol.SYNC),
                 is_info_cmd.eq(rx.payload == Command.INFO),
                 is_infer_cmd.eq(rx.payload == Command.INFER),
-                len_ok.eq(Cat(len_lo, rx.payload) == Mux(is_infer, n_inputs,
-                                                         Mux(is_errors, n_errors, 0) if inj else 0)),
+                len_ok.eq(Cat(len_lo, rx.payload) == Mux(is_infer, n_inputs, expected_len)),
                 value_ok.eq(rx.payload[self._input_bits:] == 0),
                 crc_ok.eq(rx.payload == crc),
             ]
             if inj:
                 m.d.sync += is_errors_cmd.eq(rx.payload == Command.ERRORS)
+            if mt:
+                m.d.sync += [is_update_cmd.eq(rx.payload == Command.UPDATE),
+                             is_load_cmd.eq(rx.payload == Command.LOAD)]
+
+        # -- the UPDATE and LOAD payload: group (u16 LE), mask (u8), one value per lane (LE). The
+        # bytes shift in from the top of ``mbuf``, so the payload ends up in its top bytes; the
+        # range checks (group < groups, no mask bit above the lanes) are registered every cycle,
+        # ready long before the CRC byte arrives.
+        if mt:
+            n_mbuf = max(n_update, n_load)
+            mbuf = Signal(8 * n_mbuf)
+            meta_ok = Signal()
+
+            def meta_field(start, width, n_payload):
+                base = 8 * (n_mbuf - n_payload) + start
+                return mbuf[base:base + width]
+
+            def meta_pick(start, width):
+                return Mux(is_load, meta_field(start, width, n_load),
+                           meta_field(start, width, n_update))
+            m_group, m_mask = meta_pick(0, 16), meta_pick(16, 8)
+            m.d.sync += meta_ok.eq((m_group < meta.groups) & (m_mask >> meta.lanes == 0))
+            mbeat = self.meta_i.payload
+            m.d.comb += [mbeat.addr.eq(m_group), mbeat.en.eq(m_mask),
+                         mbeat.op.eq(Mux(is_load, OP_LOAD, OP_UPDATE))]
+            for p in range(meta.lanes):
+                d = meta_field(24 + p * meta.u_bits, meta.u_bits, n_update).as_signed()
+                w = meta_field(24 + p * meta.w_bits, meta.w_bits, n_load).as_signed()
+                m.d.comb += mbeat.value[p].eq(Mux(is_load, w, d))
+            mres = Signal(meta.lanes * meta.w_bits)     # the unit's result, sent byte by byte
+            mheld = Signal()
 
         # -- the ERRORS payload: t1, t2, t3, seed (u32 LE each), mode (u8). Only the bits the
         # injector takes are stored (rate_bits + 1 of each threshold, 31 of the seed, 1 of the
@@ -261,7 +340,7 @@ class HostLink(wiring.Component):
 
         # -- input buffer: the engine sees a payload only after its CRC checked ------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(self._input_bits), depth=n_inputs,
-                                              init=[], attrs={"ram_style": "block"})
+                                              init=[], attrs={"ram_style": self._buffer})
         wr = buffer.write_port()
         rd = buffer.read_port()
         feed = ei.valid & ei.ready
@@ -281,8 +360,12 @@ class HostLink(wiring.Component):
         if inj:
             with m.Elif(is_errors):
                 m.d.comb += [reply_cmd.eq(Reply.ERRORS), reply_len.eq(0)]
+        if mt:
+            with m.Elif(is_meta):
+                m.d.comb += [reply_cmd.eq(Mux(is_load, Reply.LOAD, Reply.UPDATE)),
+                             reply_len.eq(n_mreply)]
         with m.Else():
-            m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(protocol.INFO_BYTES)]
+            m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(n_info)]
         header = Array([Const(protocol.SYNC, 8), reply_cmd, reply_len[:8], reply_len[8:]])
         info_bytes = Array(Const(b, 8) for b in protocol.encode_info(info))
         # The engine's result beat being sent, held in registers: the engine's handshake never
@@ -323,7 +406,8 @@ class HostLink(wiring.Component):
             busy()
 
         fsm = OneHotFSM(m, ["HUNT", "CMD", "LEN_LO", "LEN_HI", "PAYLOAD", "CHECK", "FEED", "DRAIN",
-                             "HEAD", "ERROR_BODY", "INFO_BODY", "CLASS", "SCORE", "CRC"],
+                             "HEAD", "ERROR_BODY", "INFO_BODY", "CLASS", "SCORE", "CRC"]
+                        + (["META", "META_BODY"] if mt else []),
                         init="HUNT", name="link")
         with fsm.State("HUNT"):
             m.d.comb += self.idle.eq(1)
@@ -343,6 +427,12 @@ class HostLink(wiring.Component):
                     accepted |= is_errors_cmd
                     if n_inputs == 1:           # count_last was set for a 1-byte payload
                         m.d.sync += count_last.eq(~is_errors_cmd)
+                if mt:
+                    m.d.sync += [is_meta.eq(is_update_cmd | is_load_cmd),
+                                 is_load.eq(is_load_cmd)]
+                    accepted |= is_update_cmd | is_load_cmd
+                    if n_inputs == 1:
+                        m.d.sync += count_last.eq(is_infer_cmd)
                 with m.If(accepted):
                     fsm.next("LEN_LO")
                 with m.Else():
@@ -355,11 +445,17 @@ class HostLink(wiring.Component):
                 fsm.next("LEN_HI")
             receive(on_len_lo)
 
+        other = ([is_errors] if inj else []) + ([is_meta] if mt else [])   # payload, not INFER
+        not_infer = None
+        for flag in other:
+            not_infer = flag if not_infer is None else not_infer | flag
+        has_payload = is_infer if not_infer is None else is_infer | not_infer
+
         with fsm.State("LEN_HI"):
             def on_len_hi():
                 with m.If(~len_ok):
                     fail(ErrorCode.BAD_LENGTH)
-                with m.Elif(is_infer | is_errors if inj else is_infer):
+                with m.Elif(has_payload):
                     fsm.next("PAYLOAD")
                 with m.Else():
                     fsm.next("CHECK")
@@ -367,15 +463,19 @@ class HostLink(wiring.Component):
 
         with fsm.State("PAYLOAD"):
             def on_payload():
-                with m.If(~value_ok & ~is_errors if inj else ~value_ok):
+                with m.If(~value_ok if not_infer is None else ~value_ok & ~not_infer):
                     fail(ErrorCode.BAD_VALUE)
                 with m.Else():
+                    if not_infer is None:
+                        m.d.comb += wr.en.eq(1)
+                    else:
+                        m.d.comb += wr.en.eq(~not_infer)
                     if inj:
-                        m.d.comb += wr.en.eq(~is_errors)
                         with m.If(is_errors):
                             store_errors_byte()
-                    else:
-                        m.d.comb += wr.en.eq(1)
+                    if mt:
+                        with m.If(is_meta):
+                            m.d.sync += mbuf.eq(Cat(mbuf[8:], byte))
                     set_count(zero=False)
                     with m.If(count_last):
                         set_count(zero=True)
@@ -391,6 +491,11 @@ class HostLink(wiring.Component):
                 if inj:
                     with m.Elif(is_errors & ~cfg_ok):
                         fail(ErrorCode.BAD_VALUE)
+                if mt:
+                    with m.Elif(is_meta & ~meta_ok):
+                        fail(ErrorCode.BAD_VALUE)
+                    with m.Elif(is_meta):
+                        fsm.next("META")
                 with m.Else():
                     if inj:
                         m.d.comb += self.errors.valid.eq(is_errors)
@@ -407,6 +512,32 @@ class HostLink(wiring.Component):
                     set_count(zero=True)
                     set_idx(zero=True)
                     fsm.next("HEAD")
+
+        if mt:
+            with fsm.State("META"):
+                # The beat is offered at once and held until the unit takes it.
+                busy()
+                m.d.comb += self.meta_i.valid.eq(1)
+                with m.If(self.meta_i.ready):
+                    set_idx(zero=True)
+                    fsm.next("HEAD")
+
+            with fsm.State("META_BODY"):
+                with m.If(~mheld):
+                    busy()
+                    m.d.comb += self.meta_o.ready.eq(1)
+                    with m.If(self.meta_o.valid):
+                        m.d.sync += [mheld.eq(1), mres.eq(self.meta_o.payload.as_value())]
+                with m.Else():
+                    send(mres[:8])
+                    m.d.comb += tx.valid.eq(1)
+                    with m.If(tx.ready):
+                        m.d.comb += crc_unit.valid.eq(1)
+                        m.d.sync += mres.eq(mres >> 8)
+                        set_idx(zero=False)
+                        with m.If(idx_is[n_mreply - 1]):
+                            m.d.sync += mheld.eq(0)
+                            fsm.next("CRC")
 
         with fsm.State("DRAIN"):
             with m.If(quiet):
@@ -435,6 +566,9 @@ class HostLink(wiring.Component):
                     if inj:
                         with m.Elif(is_errors):
                             fsm.next("CRC")
+                    if mt:
+                        with m.Elif(is_meta):
+                            fsm.next("META_BODY")
                     with m.Else():
                         fsm.next("INFO_BODY")
 
@@ -451,7 +585,7 @@ class HostLink(wiring.Component):
             with m.If(tx.ready):
                 m.d.comb += crc_unit.valid.eq(1)
                 set_idx(zero=False)
-                with m.If(idx_is[protocol.INFO_BYTES - 1]):
+                with m.If(idx_is[n_info - 1]):
                     fsm.next("CRC")
 
         with fsm.State("CLASS"):

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The platform-free host top: inference engine, host link and UART behind two pins."""
 
 from numbers import Real
@@ -7,7 +8,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
-from ..protocol import VERSION, Info, score_bytes
+from ..errors import NmflowError
+from ..protocol import META_VERSION, VERSION, Info, MetaInfo, score_bytes
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
 from .lanes import check_lanes
@@ -104,6 +106,14 @@ class HostTop(wiring.Component):
         Build the engine with the read-error injector, in this configuration after reset; the
         host can change its rates, seed and mode with the ERRORS request (the link then reports
         the injector's ``rate_bits`` in INFO).
+    metaplastic : dict or None
+        Add the :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` on the engine's write port (the
+        engine is built ``writable``): the keyword arguments of the unit (``m`` required;
+        ``lanes``, ``storage``, ``w_format``, ``u_format``, ``table_size`` ... as the unit). The
+        link then speaks protocol version 3 (UPDATE and LOAD requests) and no inference starts
+        while the unit is busy. The unit's formats must be whole bytes wide and it must have at
+        most 65535 groups and 8 lanes. With ``storage="spram"`` (the iCE40UP5K), the link's
+        input buffer is kept in flip-flops: the engine and the unit's tables take every block RAM.
 
     Members
     -------
@@ -116,17 +126,38 @@ class HostTop(wiring.Component):
         board tops leave them unconnected).
     """
 
-    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None):
+    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None,
+                 metaplastic=None):
         self._divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
                                                              baud=baud, timeout=timeout)
         self._model = model
         self._lanes = lanes
         self._errors = errors
+        self._engine = self._unit = self._meta = None
+        self._buffer = "block"
+        if metaplastic is not None:
+            from .metaplastic import MetaplasticUnit
+            if not isinstance(metaplastic, dict):
+                raise TypeError(f"metaplastic must be a dict of MetaplasticUnit arguments, not "
+                                f"{type(metaplastic).__name__}")
+            self._engine = InferenceEngine(model, lanes=lanes, errors=errors, writable=True)
+            self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
+            self._meta = MetaInfo.of_unit(self._unit)
+            # Built here to check the configuration and to tell INFO's sizes, elaborated with
+            # the top (the first line of this file keeps an unused top from warning about them).
+            if self._unit.storage == "spram":
+                # The iCE40UP5K's block RAMs are all taken by the engine and the unit's tables.
+                self._buffer = "logic"
+            if self._meta.problem() is not None:
+                raise NmflowError(f"the metaplastic unit cannot be reached over the link: "
+                                  f"{self._meta.problem()}")
         super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
 
     model = property(lambda self: self._model)
     lanes = property(lambda self: self._lanes)
     injection = property(lambda self: self._errors)
+    unit = property(lambda self: self._unit)
+    """The :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`, or ``None``."""
     divisor = property(lambda self: self._divisor)
     timeout_cycles = property(lambda self: self._timeout_cycles)
 
@@ -134,19 +165,23 @@ class HostTop(wiring.Component):
     def info(self):
         """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
         model = self._model
-        return Info(VERSION, model.n_inputs, model.n_classes, model.input_bits,
-                    score_bytes(model.score_bits),
-                    0 if self._errors is None else self._errors.rate_bits)
+        return Info(VERSION if self._meta is None else META_VERSION, model.n_inputs,
+                    model.n_classes, model.input_bits, score_bytes(model.score_bits),
+                    0 if self._errors is None else self._errors.rate_bits, self._meta)
 
     def elaborate(self, platform):
         m = Module()
         model = self._model
-        m.submodules.engine = engine = InferenceEngine(model, lanes=self._lanes,
-                                                       errors=self._errors)
+        if self._engine is None:
+            engine = InferenceEngine(model, lanes=self._lanes, errors=self._errors)
+        else:
+            engine = self._engine
+        m.submodules.engine = engine
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles,
                                             rate_bits=None if self._errors is None
-                                            else self._errors.rate_bits)
+                                            else self._errors.rate_bits, meta=self._meta,
+                                            buffer=self._buffer)
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
 
@@ -157,7 +192,19 @@ class HostTop(wiring.Component):
         # own: a register between the two keeps that path short.
         m.submodules.feed = feed = StreamRegister(model.input_bits)
         wiring.connect(m, link.engine_i, feed.i)
-        wiring.connect(m, feed.o, engine.i)
+        if self._unit is None:
+            wiring.connect(m, feed.o, engine.i)
+        else:
+            # The unit writes the engine's weights only while the engine is idle, and no
+            # inference starts while the unit's writes are pending.
+            m.submodules.unit = unit = self._unit
+            wiring.connect(m, unit.weights, engine.weights)
+            wiring.connect(m, link.meta_i, unit.i)
+            wiring.connect(m, unit.o, link.meta_o)
+            m.d.comb += [unit.idle.eq(engine.idle),
+                         engine.i.valid.eq(feed.o.valid & ~unit.busy),
+                         engine.i.payload.eq(feed.o.payload),
+                         feed.o.ready.eq(engine.i.ready & ~unit.busy)]
         wiring.connect(m, engine.o, link.engine_o)
         if self._errors is not None:
             wiring.connect(m, link.errors, engine.errors)

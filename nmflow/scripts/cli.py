@@ -164,13 +164,28 @@ def cmd_compare(args):
         raise NmflowError(f"{result['mismatches']} RTL outputs differ from the golden model")
 
 
+def _metaplastic_m(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (the metaplasticity m), "
+                                         f"not {text!r}")
+    return value
+
+
 def cmd_build(args):
     from ..flow import build_step
     summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, out=args.out,
-                         seed=args.seed, errors=_injection(args))
-    _print_json({key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
-                                               "logic_cells_total", "block_rams", "dsps",
-                                               "fmax_mhz", "seconds")})
+                         seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic)
+    shown = {key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
+                                           "logic_cells_total", "block_rams", "dsps",
+                                           "fmax_mhz", "seconds")}
+    if args.metaplastic is not None:
+        shown["sprams"] = summary["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
+        shown["metaplastic"] = summary["metaplastic"]
+    _print_json(shown)
 
 
 def cmd_host(args):
@@ -306,6 +321,10 @@ def parser():
     p.add_argument("--seed", type=int, help="nextpnr placement seed")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     _add_errors(p, "the rates hold from reset")
+    p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",
+                   help="add the metaplastic update unit with metaplasticity M (hidden weights "
+                   "in SPRAM on the iCEBreaker, block RAM on the ULX3S; the host streams "
+                   "updates with UPDATE and LOAD requests)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("host", help="run test vectors on a board over its UART, compare (==)",

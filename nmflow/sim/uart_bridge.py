@@ -120,6 +120,8 @@ class SimulatedBoard:
         The link's inter-byte timeout in cycles; ``None`` for 40 character times.
     errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
         Build the engine with the read-error injector (see :class:`~nmflow.rtl.top.HostTop`).
+    metaplastic : dict or None
+        Add the metaplastic update unit (see :class:`~nmflow.rtl.top.HostTop`).
 
     Attributes
     ----------
@@ -131,13 +133,14 @@ class SimulatedBoard:
         Characters on ``tx`` with a low stop bit (0 for correct gateware).
     """
 
-    def __init__(self, model, *, lanes=16, divisor=4, timeout=None, errors=None):
+    def __init__(self, model, *, lanes=16, divisor=4, timeout=None, errors=None,
+                 metaplastic=None):
         self._divisor = check_divisor(divisor)
         if timeout is None:
             timeout = DEFAULT_TIMEOUT_CHARS * 10 * divisor
         self.top = HostTop(model, lanes=lanes, clk_freq=SIM_CLOCK_HZ,
                            baud=SIM_CLOCK_HZ / divisor, timeout=timeout / SIM_CLOCK_HZ,
-                           errors=errors)
+                           errors=errors, metaplastic=metaplastic)
         self._stop = threading.Event()
         self._incoming = queue.Queue()
         self._conn = None
@@ -298,12 +301,13 @@ class SimulatedBoard:
 
 
 @contextlib.contextmanager
-def simulated_board(model, *, lanes=16, divisor=4, timeout=None, errors=None):
+def simulated_board(model, *, lanes=16, divisor=4, timeout=None, errors=None, metaplastic=None):
     """Run ``HostTop(model)`` in simulation behind a loopback TCP port; yield its ``socket://`` URL.
 
     Parameters are those of :class:`SimulatedBoard`. On exit the simulation and the server stop
     (bounded waits); a failure of the simulation is raised there as :class:`RuntimeError`.
     """
-    board = SimulatedBoard(model, lanes=lanes, divisor=divisor, timeout=timeout, errors=errors)
+    board = SimulatedBoard(model, lanes=lanes, divisor=divisor, timeout=timeout, errors=errors,
+                           metaplastic=metaplastic)
     with board:
         yield board.url
