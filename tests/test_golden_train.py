@@ -273,3 +273,17 @@ def test_checkpoint_refuses_other_version_and_mismatched_weights(tmp_path, check
     with pytest.raises(NmflowError, match=r"^checkpoint '.*' weights do not fit its network "
                                           r"\[64, 9, 10\] \([^\n]*\)$"):
         load_checkpoint(path)
+
+
+def test_training_flushes_denormals_only_while_it_runs(digits):
+    # Flushing denormals is a process-wide mode: training turns it on for its own speed and must
+    # give the process back as it found it (Hypothesis's float strategies refuse to run otherwise).
+    def denormals_kept():
+        return (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
+
+    assert denormals_kept()
+    seen = []
+    train(TrainConfig(hidden=(8,), epochs=1), digits,
+          progress=lambda *args: seen.append(denormals_kept()))
+    assert seen == [False]
+    assert denormals_kept()

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..errors import NmflowError, check_choice
-from .layers import QuantLinear, binarize, sign_activation
+from .layers import QuantLinear, binarize, flushing_denormals, sign_activation
 from .metaplastic import (DEFAULT_WEIGHT_DECAY, ComplexSynapseRule, MetaplasticAdam, check_m,
                           layer_groups)
 
@@ -354,6 +354,7 @@ def _check_dataset(dataset):
                           f"{len(dataset.y_train)} and {len(dataset.y_test)}")
 
 
+@flushing_denormals
 def run_continual(config, dataset, progress=None):
     """Run every method of ``config`` on permuted versions of ``dataset``.
 
@@ -378,7 +379,6 @@ def run_continual(config, dataset, progress=None):
         raise NmflowError(f"config must be a ContinualConfig, not {type(config).__name__}")
     _check_dataset(dataset)
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
     classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
     perms = permutations(config.tasks, np.asarray(dataset.x_train).shape[1], config.seed)
     runs = []
@@ -436,6 +436,7 @@ def class_balanced_subsets(y, subsets, seed):
     return [np.array(sorted(p), dtype=np.int64) for p in parts]
 
 
+@flushing_denormals
 def run_stream(dataset, subsets=10, steps=200, ms=(0.0, 5.0), hidden=(512, 512), batch=100,
                lr=0.005, seed=0, weight_decay=DEFAULT_WEIGHT_DECAY):
     """Stream learning (thesis Fig. 2.5): learn ``dataset`` as ``subsets`` class-balanced parts,
@@ -449,7 +450,6 @@ def run_stream(dataset, subsets=10, steps=200, ms=(0.0, 5.0), hidden=(512, 512),
     _check_int("steps", steps)
     _check_int("batch", batch)
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
     classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
     x_train, y_train, x_test, y_test = _task_data(dataset, np.arange(dataset.x_train.shape[1]))
     parts = class_balanced_subsets(np.asarray(dataset.y_train), subsets, seed)

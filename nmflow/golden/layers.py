@@ -18,14 +18,16 @@ ternary activation  ``+1 if y > act_threshold``, ``-1 if y < -act_threshold``, e
 Activations pass the gradient where ``|y| <= 1`` and block it elsewhere; weights pass it unchanged.
 """
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import NmflowError
 
-__all__ = ["BinarizeWeight", "TernarizeWeight", "SignActivation", "TernaryActivation",
-           "binarize", "ternarize", "sign_activation", "ternary_activation",
+__all__ = ["flushing_denormals", "BinarizeWeight", "TernarizeWeight", "SignActivation",
+           "TernaryActivation", "binarize", "ternarize", "sign_activation", "ternary_activation",
            "QuantLinear", "QuantNet", "WEIGHT_KINDS", "ACTIVATIONS"]
 
 WEIGHT_KINDS = ("binary", "ternary")
@@ -104,6 +106,23 @@ def sign_activation(y):
 
 def ternary_activation(y, threshold=0.5):
     return TernaryActivation.apply(y, threshold)
+
+
+def flushing_denormals(function):
+    """Decorate ``function`` to run with denormal floats flushed to zero
+    (``torch.set_flush_denormal(True)``; Adam's moments of always-zero pixels decay into
+    denormals, which are slow on CPUs) and to restore the previous mode after it: the mode is
+    global to the process, and other code (Hypothesis's float strategies) needs denormals."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        tiny = torch.tensor([1e-40], dtype=torch.float32)
+        before = bool((tiny * 1.0).item() == 0.0)
+        torch.set_flush_denormal(True)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.set_flush_denormal(before)
+    return wrapper
 
 
 def _check_number(name, value, minimum=0.0):
