@@ -14,15 +14,11 @@ Frames, error replies, corrupted replies and time-outs are handled as by
 failure is one-line :class:`~nmflow.errors.NmflowError`.
 """
 
-import time
-
 import numpy as np
-import serial
 
-from ..golden.eqprop_protocol import (EQ_VERSION, EqCommand, EqReply, decode_info, image_to_params,
-                               params_to_image)
 from ..errors import NmflowError
-from ..protocol import ERROR_TEXT, ErrorCode, encode_frame
+from ..golden.eqprop_protocol import (EQ_VERSION, EqCommand, EqReply, decode_info, image_to_params,
+                                      params_to_image)
 from .host import EngineLink
 
 __all__ = ["EqPropLink"]
@@ -32,6 +28,8 @@ class EqPropLink(EngineLink):
     """A connection to an :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` (``port``: a pyserial
     name or URL; ``baudrate``; ``timeout``: seconds per reply; a TRAIN on a slow simulated board
     needs a generous one)."""
+
+    commands = EqCommand
 
     def __init__(self, port, *, baudrate=115200, timeout=5.0):
         super().__init__(port, baudrate=baudrate, timeout=timeout)
@@ -162,24 +160,3 @@ class EqPropLink(EngineLink):
 
     def _ask(self, command, payload):
         return self._request(command, payload, EqReply(command | 0x80))
-
-    def _request(self, command, payload, reply):
-        frame = encode_frame(command, payload)
-        try:
-            self._serial.reset_input_buffer()
-            self._serial.write(frame)
-            self._serial.flush()
-            got, data = self._read_frame(time.monotonic() + self._timeout)
-        except serial.SerialException as error:
-            raise NmflowError(f"serial port {self._port!r} failed: {error}") from None
-        if got == EqReply.ERROR:
-            try:
-                code = ErrorCode(data[0]) if len(data) == 1 else None
-                text = f"{code.name} ({ERROR_TEXT[code]})"
-            except (ValueError, AttributeError, KeyError):
-                text = f"unknown error code {data.hex()!r}"
-            raise NmflowError(f"board replied with error {text} to {EqCommand(command).name}")
-        if got != reply:
-            raise NmflowError(f"reply command must be 0x{reply:02X} ({reply.name}), "
-                              f"not 0x{got:02X}")
-        return data

@@ -54,6 +54,10 @@ class EngineLink:
     its sizes (INFO) once, on the first call that needs them.
     """
 
+    #: The protocol's request commands (a subclass speaking another protocol over the same
+    #: framing names its own).
+    commands = Command
+
     def __init__(self, port, *, baudrate=115200, timeout=2.0):
         if not isinstance(timeout, Real) or isinstance(timeout, bool) or not timeout > 0:
             raise NmflowError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -274,7 +278,8 @@ class EngineLink:
                 text = f"{ErrorCode(code).name} ({protocol.ERROR_TEXT[ErrorCode(code)]})"
             except ValueError:
                 text = f"unknown error code {data.hex()!r}"
-            raise NmflowError(f"board replied with error {text} to {Command(command).name}")
+            raise NmflowError(f"board replied with error {text} to "
+                              f"{self.commands(command).name}")
         if got != reply:
             raise NmflowError(f"reply command must be 0x{reply:02X} ({reply.name}), "
                               f"not 0x{got:02X}")

@@ -11,12 +11,9 @@ the engine's top::
 """
 
 import contextlib
-import queue
-import threading
 
 from ..rtl.eqprop_link import EqPropHostTop
-from ..rtl.uart import check_divisor
-from .uart_bridge import DEFAULT_TIMEOUT_CHARS, SIM_CLOCK_HZ, SimulatedBoard, _LineDecoder
+from .uart_bridge import SimulatedBoard
 
 __all__ = ["EqPropSimulatedBoard", "eqprop_simulated_board"]
 
@@ -26,21 +23,8 @@ class EqPropSimulatedBoard(SimulatedBoard):
     ``divisor`` cycles per UART bit; ``timeout`` in cycles (40 character times if None)."""
 
     def __init__(self, config, *, lanes=4, params=None, divisor=4, timeout=None):
-        self._divisor = check_divisor(divisor)
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT_CHARS * 10 * divisor
-        self.top = EqPropHostTop(config, lanes=lanes, clk_freq=SIM_CLOCK_HZ,
-                                 baud=SIM_CLOCK_HZ / divisor, timeout=timeout / SIM_CLOCK_HZ,
-                                 params=params)
-        self._stop = threading.Event()
-        self._incoming = queue.Queue()
-        self._conn = None
-        self._conn_lock = threading.Lock()
-        self._server = None
-        self._threads = []
-        self._error = None
-        self._decoder = _LineDecoder(divisor)
-        self.url = None
+        self._serve_top(lambda **link: EqPropHostTop(config, lanes=lanes, params=params, **link),
+                        divisor, timeout)
 
 
 @contextlib.contextmanager

@@ -135,12 +135,19 @@ class SimulatedBoard:
 
     def __init__(self, model, *, lanes=16, divisor=4, timeout=None, errors=None,
                  metaplastic=None):
+        self._serve_top(lambda **link: HostTop(model, lanes=lanes, errors=errors,
+                                               metaplastic=metaplastic, **link),
+                        divisor, timeout)
+
+    def _serve_top(self, make_top, divisor, timeout):
+        """Build the top, ``make_top(clk_freq=, baud=, timeout=)``, for ``divisor`` cycles per
+        UART bit and an inter-byte ``timeout`` in cycles (40 character times if None); set up
+        the (not yet started) bridge."""
         self._divisor = check_divisor(divisor)
         if timeout is None:
             timeout = DEFAULT_TIMEOUT_CHARS * 10 * divisor
-        self.top = HostTop(model, lanes=lanes, clk_freq=SIM_CLOCK_HZ,
-                           baud=SIM_CLOCK_HZ / divisor, timeout=timeout / SIM_CLOCK_HZ,
-                           errors=errors, metaplastic=metaplastic)
+        self.top = make_top(clk_freq=SIM_CLOCK_HZ, baud=SIM_CLOCK_HZ / divisor,
+                            timeout=timeout / SIM_CLOCK_HZ)
         self._stop = threading.Event()
         self._incoming = queue.Queue()
         self._conn = None
