@@ -68,6 +68,11 @@ def _hidden(text):
     return parse(text)
 
 
+def add_dataset_options(p, used_for):
+    from .cli import add_dataset_options as add
+    add(p, used_for)
+
+
 def _rate(text):
     try:
         value = float(text)
@@ -114,15 +119,6 @@ def _grid(args):
                           f"{args.max_rate!r}")
     _check_int("--per-decade", args.per_decade, 1)
     return rate_grid(args.min_rate, args.max_rate, args.per_decade)
-
-
-def _dataset_spec(args):
-    from .cli import dataset_spec
-    spec = dataset_spec(args)
-    if spec.name == "idx":          # recorded in ber.json: absolute paths
-        spec.images, spec.labels = (str(Path(spec.images).resolve()),
-                                    str(Path(spec.labels).resolve()))
-    return spec
 
 
 def _load_model(option, path, kind):
@@ -341,7 +337,8 @@ def cmd_ber_sweep(args):
             raise NmflowError(f"--{option} must name an existing hardware model file, not "
                               f"{path!r} (no such file)")
     rates = _grid(args)
-    spec = _dataset_spec(args)
+    from .cli import dataset_spec
+    spec = dataset_spec(args, resolve=True)        # recorded in ber.json: absolute paths
     result = run_sweep(args.out, tnn=args.tnn, bnn=args.bnn, spec=spec, rates=rates,
                        passes=args.passes, seed=args.seed, epochs=args.epochs,
                        hidden=args.hidden, limit=args.limit,
@@ -388,13 +385,7 @@ def add_parser(sub):
                    help="highest rate of the log grid (default: 0.5)")
     p.add_argument("--per-decade", type=int, default=3,
                    help="points per decade of the log grid (default: 3)")
-    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
-                   help="evaluation (and training) data: digits or MNIST-format IDX files "
-                   "(default: digits)")
-    p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
-    p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
-    p.add_argument("--split-seed", type=int, default=0,
-                   help="seed of the stratified 80/20 split (default: 0)")
+    add_dataset_options(p, "evaluation (and training)")
     p.add_argument("--limit", type=int, help="evaluate only the first N test images")
     p.add_argument("--epochs", type=int, default=50,
                    help="training epochs when a network is trained here (default: 50)")

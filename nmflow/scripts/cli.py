@@ -48,14 +48,31 @@ def _print_json(data):
 
 # -- steps -----------------------------------------------------------------------------------------
 
-def dataset_spec(args):
-    """The dataset the --dataset, --images, --labels and --split-seed options name."""
+def add_dataset_options(p, used_for="training"):
+    """Add --dataset, --images, --labels and --split-seed (read back by :func:`dataset_spec`)."""
+    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
+                   help=f"{used_for} data: scikit-learn's bundled digits, or MNIST-format IDX "
+                   "files (default: digits)")
+    p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
+    p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the stratified 80/20 split (default: 0)")
+
+
+def dataset_spec(args, *, resolve=False):
+    """The dataset the --dataset, --images, --labels and --split-seed options name; with
+    ``resolve``, IDX paths made absolute (for a report read from elsewhere)."""
     from ..flow import DatasetSpec
     if args.dataset == "idx" and not (args.images and args.labels):
         raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
     if args.dataset == "digits" and (args.images or args.labels):
         raise NmflowError("--images and --labels go with --dataset idx, not digits")
-    return DatasetSpec(args.dataset, args.images, args.labels, seed=args.split_seed)
+    if args.split_seed < 0:
+        raise NmflowError(f"--split-seed must be an integer >= 0, not {args.split_seed}")
+    images, labels = args.images, args.labels
+    if resolve and args.dataset == "idx":
+        images, labels = str(Path(images).resolve()), str(Path(labels).resolve())
+    return DatasetSpec(args.dataset, images, labels, seed=args.split_seed)
 
 
 def _train_config(args):
@@ -251,12 +268,7 @@ def parser():
     _add_run(p)
     p.add_argument("--kind", choices=("tnn", "bnn"), default="tnn",
                    help="ternary weights+activations or binary weights+sign (default: tnn)")
-    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
-                   help="scikit-learn's bundled digits, or MNIST-format IDX files (default: digits)")
-    p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
-    p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
-    p.add_argument("--split-seed", type=int, default=0,
-                   help="seed of the stratified 80/20 split (default: 0)")
+    add_dataset_options(p)
     p.add_argument("--hidden", type=_hidden, help="hidden layer sizes (default: 128,128)")
     p.add_argument("--epochs", type=_positive_int, help="epochs (default: 50)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 0.005)")

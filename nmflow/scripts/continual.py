@@ -110,14 +110,9 @@ def _config(args):
 
 
 def _dataset(args):
-    from ..golden.datasets import load_digits, load_idx
-    if args.dataset == "idx" and not (args.images and args.labels):
-        raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
-    if args.dataset == "digits" and (args.images or args.labels):
-        raise NmflowError("--images and --labels go with --dataset idx, not digits")
-    if args.dataset == "idx":
-        return load_idx(args.images, args.labels, seed=args.split_seed)
-    return load_digits(seed=args.split_seed)
+    from ..flow import load_dataset
+    from .cli import dataset_spec
+    return load_dataset(dataset_spec(args))
 
 
 def _label(run):
@@ -292,13 +287,8 @@ def add_parser(sub):
                    "thresholds) or the test batch's (default: running)")
     p.add_argument("--seed", type=_int, default=0, help="seed of weights, batches and "
                    "permutations (default: 0)")
-    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
-                   help="scikit-learn's bundled digits, or MNIST-format IDX files "
-                   "(default: digits)")
-    p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
-    p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
-    p.add_argument("--split-seed", type=_int, default=0,
-                   help="seed of the stratified 80/20 split (default: 0)")
+    from .cli import add_dataset_options
+    add_dataset_options(p)
     p.add_argument("--stream", type=_int, metavar="K",
                    help="also run stream learning with K class-balanced subsets")
     p.add_argument("--fixed-point", action="store_true",

@@ -90,20 +90,6 @@ def _power_of_two_beta(option, text, default, max_shift):
     return int(shift)
 
 
-def _dataset_spec(args):
-    from ..flow import DatasetSpec
-    if args.dataset not in ("digits", "idx"):
-        raise NmflowError(f"--dataset must be digits or idx, not {args.dataset!r}")
-    if args.dataset == "idx" and not (args.images and args.labels):
-        raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
-    if args.dataset == "digits" and (args.images or args.labels):
-        raise NmflowError("--images and --labels go with --dataset idx, not digits")
-    split_seed = _int("--split-seed", args.split_seed, 0, 0)
-    images = str(Path(args.images).resolve()) if args.images else None
-    labels = str(Path(args.labels).resolve()) if args.labels else None
-    return DatasetSpec(args.dataset, images, labels, seed=split_seed)
-
-
 def _settings(args):
     """Every option checked and converted, before any work starts."""
     from ..fixedpoint import FixedFormat
@@ -332,7 +318,8 @@ def cmd_train(args):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    spec = _dataset_spec(args)
+    from .cli import dataset_spec
+    spec = dataset_spec(args, resolve=True)
     settings = _settings(args)
     with Progress(TextColumn("eqprop {task.description}"), BarColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
@@ -580,10 +567,8 @@ def add_parser(sub):
         "eqprop.csv and eqprop.png.")
     t.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default: {DEFAULT_OUT})")
-    t.add_argument("--dataset", default="digits", help="digits or idx (default: digits)")
-    t.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
-    t.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
-    t.add_argument("--split-seed", help="seed of the stratified 80/20 split (default: 0)")
+    from .cli import add_dataset_options
+    add_dataset_options(t)
     t.add_argument("--hidden", help="hidden layer sizes, comma-separated (default: 128)")
     t.add_argument("--epochs", help="epochs (default: 30)")
     t.add_argument("--batch", help="batch size of the float runs (default: 32)")
