@@ -414,8 +414,10 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     (ERRORS request; refused if the board has none) and the golden model reads through its twin
     :class:`~nmflow.golden.injector.InjectedRead` with the same seed and rates, the vectors in the
     same order; ``lanes`` must be the board's (the memory layout the errors fall on). Without
-    ``errors``, a board with an injector has its rates set to 0 first. Writes ``board.json``;
-    returns it.
+    ``errors``, a board with an injector has its rates set to 0 first. A board with the
+    metaplastic unit (protocol version 3) has its weight memory read back first (READ), and
+    ``weight_mismatches`` counts the synapses whose weight differs from the model's (``None``
+    for other boards). Writes ``board.json``; returns it.
     """
     from .boards.host import EngineLink
     from .golden import hwmodel
@@ -442,6 +444,16 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
             if board != ours:
                 raise NmflowError(f"the board at {port} has {board} {name}, the hardware model "
                                   f"{ours}: build and load the bitstream of this model")
+        weight_mismatches = None
+        if info.meta is not None:
+            # A board with the metaplastic unit reads its weight memory back (READ): its binary
+            # weights must be the model's, or every difference below is explained here.
+            if info.meta.engine_lanes != lanes:
+                raise NmflowError(f"lanes must be the board's {info.meta.engine_lanes}, "
+                                  f"not {lanes}")
+            board_weights = link.read_weights(hw)
+            weight_mismatches = int(sum((b != layer.weights).sum()
+                                        for b, layer in zip(board_weights, hw.layers)))
         if errors is not None:
             link.set_errors(errors)
         elif info.rate_bits:
@@ -464,6 +476,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
         "errors": None if errors is None else dict(errors.to_dict(), lanes=lanes),
         "mismatches": len(class_mismatches) + len(score_mismatches),
         "class_mismatches": class_mismatches, "score_mismatches": score_mismatches,
+        "weight_mismatches": weight_mismatches,
         "accuracy": None if y is None else float((classes == y).mean()),
         "seconds": round(seconds, 2),
         "inferences_per_second": round(len(x) / seconds, 2) if seconds else None,

@@ -36,6 +36,8 @@ Requests (host to board), :class:`Command`::
                              ub = u_bits/8 bytes LE two's complement); metaplastic boards only
     0x05  LOAD    3+lanes*wb group (u16 LE), mask (u8), one hidden weight per lane (raw w_format,
                              wb = w_bits/8 bytes); metaplastic boards only
+    0x06  READ    4          row (u16 LE), count (u16 LE): rows of the engine's pair-code memory
+                             to read back; metaplastic boards only
 
 Replies (board to host), :class:`Reply`::
 
@@ -43,21 +45,26 @@ Replies (board to host), :class:`Reply`::
     0x81  INFO    8                            version (2), n_inputs (u16 LE), n_classes (u16 LE),
                                                input_bits (u8), score_bytes (u8), rate_bits (u8:
                                                the injector's, 0 for a board without injector);
-                                               version 3 (metaplastic unit) adds 7 bytes: lanes
+                                               version 3 (metaplastic unit) adds 9 bytes: lanes
                                                (u8), groups (u16 LE), w_bits, w_frac, u_bits,
-                                               u_frac (u8 each): LEN 15
+                                               u_frac (u8 each), engine_lanes (u16 LE): LEN 17
     0x82  INFER   1 + n_classes * score_bytes  class (u8, the argmax, lowest index on ties), then
                                                score 0 .. score n_classes-1, each score_bytes
                                                bytes, little-endian two's complement
     0x83  ERRORS  0                            - (the configuration is applied)
     0x84  UPDATE  lanes * wb                   the group's hidden weights after the update
     0x85  LOAD    lanes * wb                   the group's hidden weights after the load
+    0x86  READ    count * row_bytes            the rows' pair codes as stored, row after row;
+                                               each row row_bytes = ceil(engine_lanes / 4) bytes,
+                                               little-endian, lane p in bits 2p+1..2p (BL high)
     0xFF  ERROR   1                            error code
 
 UPDATE applies the metaplastic rule (:class:`~nmflow.golden.metafixed.MetaFixedRule`) to the
 enabled lanes of a group of the unit's hidden weights, LOAD writes them; both write the binary
 weights ``sign(W_h)`` into the engine in the same pass and reply with the group's hidden weights
-afterwards (an UPDATE of zeros reads them back). See docs/contracts.md, section 5.4.
+afterwards (an UPDATE of zeros reads them back). READ reads rows of the engine's weight memory
+itself, through the engine's own read port while it is idle: the binary weights the next
+inference will use, as pair codes (:mod:`nmflow.golden.pairs`). See docs/contracts.md, section 5.4.
 
 ERRORS sets the read-error injector (:mod:`nmflow.golden.injector`) at run time: ``t1``, ``t2``
 and ``t3`` are the type 1, 2 and 3 error rates as fixed-point fractions of ``2**rate_bits``
@@ -70,12 +77,13 @@ configuration is applied; the engine is idle then (one request at a time).
 ``score_bytes = ceil(score_bits / 8)``. Error codes, :class:`ErrorCode`::
 
     0x01  BAD_COMMAND    CMD is not a request command (ERRORS on a board without injector,
-                         UPDATE and LOAD on a board without the metaplastic unit)
+                         UPDATE, LOAD and READ on a board without the metaplastic unit)
     0x02  BAD_LENGTH     LEN is not the command's length (INFO 0, INFER n_inputs, ERRORS 17)
     0x03  BAD_VALUE      an INFER payload byte is >= 2**input_bits; an ERRORS payload with a
                          threshold > 2**rate_bits, t1 + t2 > 2**rate_bits, seed >= 2**31 or
                          mode > 1; an UPDATE or LOAD with group >= groups or a mask bit at or
-                         above lanes (checked once the frame's CRC has checked)
+                         above lanes; a READ with count 0, row + count > rows or count *
+                         row_bytes > 65535 (checked once the frame's CRC has checked)
     0x04  BAD_CHECKSUM   CRC does not match
     0x05  TIMEOUT        a frame stopped mid-way: no byte for ``timeout`` cycles after its SYNC
 
@@ -119,7 +127,8 @@ __all__ = ["SYNC", "VERSION", "CRC", "Command", "Reply", "ErrorCode", "ERROR_TEX
            "encode_info", "decode_info", "encode_result", "decode_result", "LinkModel",
            "ErrorsConfig", "ERRORS_BYTES", "MODES", "encode_errors", "decode_errors",
            "errors_request", "errors_reply", "META_VERSION", "META_INFO_BYTES", "MetaInfo",
-           "encode_meta", "decode_meta_reply", "update_request", "load_request", "meta_reply"]
+           "encode_meta", "decode_meta_reply", "update_request", "load_request", "meta_reply",
+           "encode_read", "read_request", "read_reply", "decode_read_reply", "READ_BYTES"]
 
 #: First byte of every frame, in both directions.
 SYNC = 0xA5
@@ -129,10 +138,12 @@ VERSION = 2
 HEADER_BYTES = 5
 #: Payload bytes of an INFO reply.
 INFO_BYTES = 8
-#: Protocol version reported by a board with the metaplastic unit (version 2 plus UPDATE, LOAD
-#: and the INFO tail), and the payload bytes of its INFO reply.
+#: Protocol version reported by a board with the metaplastic unit (version 2 plus UPDATE, LOAD,
+#: READ and the INFO tail), and the payload bytes of its INFO reply.
 META_VERSION = 3
-META_INFO_BYTES = 15
+META_INFO_BYTES = 17
+#: Payload bytes of a READ request: row and count (u16 LE each).
+READ_BYTES = 4
 #: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
 ERRORS_BYTES = 17
 #: ERRORS modes, by their byte value.
@@ -157,6 +168,7 @@ class Command(enum.IntEnum, shape=8):
     ERRORS = 0x03
     UPDATE = 0x04
     LOAD = 0x05
+    READ = 0x06
 
 
 class Reply(enum.IntEnum, shape=8):
@@ -166,6 +178,7 @@ class Reply(enum.IntEnum, shape=8):
     ERRORS = 0x83
     UPDATE = 0x84
     LOAD = 0x85
+    READ = 0x86
     ERROR = 0xFF
 
 
@@ -247,6 +260,10 @@ class MetaInfo:
         Width and fraction bits of a hidden weight (``w_format``); ``w_bits`` is 8, 16, 24 or 32.
     u_bits, u_frac : int
         Width and fraction bits of an update (``u_format``); ``u_bits`` is 8, 16, 24 or 32.
+    engine_lanes : int
+        Pair codes per row of the engine's weight memory (the engine's lanes, a power of two
+        from ``lanes`` to 256, ``groups`` a multiple of ``engine_lanes / lanes``): READ reads
+        :attr:`rows` rows of :attr:`row_bytes` bytes.
     """
     lanes: int
     groups: int
@@ -254,11 +271,12 @@ class MetaInfo:
     w_frac: int
     u_bits: int
     u_frac: int
+    engine_lanes: int
 
     def problem(self):
         """Why a link cannot carry these sizes, or ``None``."""
         checks = (("lanes", 1, 8), ("groups", 1, 0xFFFF), ("w_frac", 0, self.w_bits - 1),
-                  ("u_frac", 0, self.u_bits - 1))
+                  ("u_frac", 0, self.u_bits - 1), ("engine_lanes", 1, 256))
         for name in ("w_bits", "u_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or value not in (8, 16, 24, 32):
@@ -267,6 +285,38 @@ class MetaInfo:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 return f"{name} must be an integer between {low} and {high}, not {value!r}"
+        e = self.engine_lanes
+        if e & (e - 1) or e < self.lanes:
+            return f"engine_lanes must be a power of two and at least lanes = {self.lanes}, not {e}"
+        if self.groups % (e // self.lanes):
+            return (f"groups must be a multiple of engine_lanes / lanes = {e // self.lanes} "
+                    f"(whole rows), not {self.groups}")
+        return None
+
+    @property
+    def rows(self):
+        """Rows of the engine's weight memory."""
+        return self.groups // (self.engine_lanes // self.lanes)
+
+    @property
+    def row_bytes(self):
+        """Bytes of one row in a READ reply: two bits per pair code, ``ceil(engine_lanes / 4)``."""
+        return -(-self.engine_lanes // 4)
+
+    @property
+    def max_read(self):
+        """Most rows one READ can ask for: the reply's payload holds at most 65535 bytes."""
+        return min(self.rows, 0xFFFF // self.row_bytes)
+
+    def read_problem(self, row, count):
+        """Why a board refuses a READ of ``count`` rows from ``row`` (BAD_VALUE), or ``None``."""
+        if count < 1:
+            return f"count must be at least 1, not {count}"
+        if row + count > self.rows:
+            return f"row + count must be at most rows = {self.rows}, not {row + count}"
+        if count * self.row_bytes > 0xFFFF:
+            return (f"count must be at most {0xFFFF // self.row_bytes} (a reply of 65535 bytes), "
+                    f"not {count}")
         return None
 
     @property
@@ -297,7 +347,8 @@ class MetaInfo:
         """The sizes of a :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` (or anything with its
         ``lanes``, ``groups`` and ``rule``)."""
         wf, uf = unit.rule.w_format, unit.rule.u_format
-        return cls(unit.lanes, unit.groups, wf.width, wf.frac_bits, uf.width, uf.frac_bits)
+        return cls(unit.lanes, unit.groups, wf.width, wf.frac_bits, uf.width, uf.frac_bits,
+                   unit.engine_lanes)
 
 
 @dataclass(frozen=True)
@@ -340,19 +391,20 @@ class Info:
 def encode_info(info):
     """INFO reply payload: ``version, n_inputs (u16 LE), n_classes (u16 LE), input_bits,
     score_bytes, rate_bits``, then, with a metaplastic unit, ``lanes, groups (u16 LE), w_bits,
-    w_frac, u_bits, u_frac``."""
+    w_frac, u_bits, u_frac, engine_lanes (u16 LE)``."""
     out = (bytes([info.version]) + info.n_inputs.to_bytes(2, "little")
            + info.n_classes.to_bytes(2, "little")
            + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
     if info.meta is not None:
         meta = info.meta
         out += (bytes([meta.lanes]) + meta.groups.to_bytes(2, "little")
-                + bytes([meta.w_bits, meta.w_frac, meta.u_bits, meta.u_frac]))
+                + bytes([meta.w_bits, meta.w_frac, meta.u_bits, meta.u_frac])
+                + meta.engine_lanes.to_bytes(2, "little"))
     return out
 
 
 def decode_info(payload):
-    """The :class:`Info` of an INFO reply payload: 8 bytes, or 15 for version 3 (metaplastic
+    """The :class:`Info` of an INFO reply payload: 8 bytes, or 17 for version 3 (metaplastic
     unit); :class:`NmflowError` otherwise."""
     payload = bytes(payload)
     meta = bool(payload) and payload[0] == META_VERSION
@@ -365,7 +417,8 @@ def decode_info(payload):
     if meta:
         tail = MetaInfo(lanes=payload[8], groups=int.from_bytes(payload[9:11], "little"),
                         w_bits=payload[11], w_frac=payload[12], u_bits=payload[13],
-                        u_frac=payload[14])
+                        u_frac=payload[14],
+                        engine_lanes=int.from_bytes(payload[15:17], "little"))
     return Info(version=payload[0], n_inputs=int.from_bytes(payload[1:3], "little"),
                 n_classes=int.from_bytes(payload[3:5], "little"), input_bits=payload[5],
                 score_bytes=payload[6], rate_bits=payload[7], meta=tail)
@@ -420,6 +473,50 @@ def meta_reply(command, meta, hidden):
     reply = Reply.LOAD if command == Command.LOAD else Reply.UPDATE
     return encode_frame(reply, b"".join(int(w).to_bytes(meta.w_bytes, "little", signed=True)
                                         for w in hidden))
+
+
+def encode_read(row, count):
+    """READ request payload: ``row``, ``count`` (u16 LE each).
+
+    Raises
+    ------
+    ValueError
+        If either is not a u16.
+    """
+    for name, value in (("row", row), ("count", count)):
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"{name} must be between 0 and 65535, not {value!r}")
+    return int(row).to_bytes(2, "little") + int(count).to_bytes(2, "little")
+
+
+def read_request(row, count):
+    """A READ request: ``count`` rows of the engine's pair-code memory from ``row``."""
+    return encode_frame(Command.READ, encode_read(row, count))
+
+
+def read_reply(meta, codes):
+    """The READ reply frame for ``codes`` (``[count, engine_lanes]`` pair codes, 0 to 3)."""
+    out = bytearray()
+    for row in codes:
+        word = 0
+        for p, code in enumerate(row):
+            word |= (int(code) & 3) << (2 * p)
+        out += word.to_bytes(meta.row_bytes, "little")
+    return encode_frame(Reply.READ, bytes(out))
+
+
+def decode_read_reply(payload, meta, count):
+    """The pair codes (a list of ``count`` lists of ``engine_lanes`` ints) of a READ reply."""
+    payload = bytes(payload)
+    n = meta.row_bytes
+    if len(payload) != count * n:
+        raise NmflowError(f"READ reply payload must hold {count * n} bytes ({count} rows of {n}), "
+                          f"not {len(payload)}")
+    rows = []
+    for r in range(count):
+        word = int.from_bytes(payload[r * n:(r + 1) * n], "little")
+        rows.append([word >> (2 * p) & 3 for p in range(meta.engine_lanes)])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -550,20 +647,24 @@ class LinkModel:
         twin made afresh from it (:class:`~nmflow.golden.injector.InjectedRead`).
     meta : :class:`MetaInfo` or None
         The metaplastic unit's sizes: the link then reports version 3 with the INFO tail and
-        accepts UPDATE and LOAD; ``None`` (the default) refuses them with ``BAD_COMMAND``.
+        accepts UPDATE, LOAD and READ; ``None`` (the default) refuses them with ``BAD_COMMAND``.
     apply : callable or None
         ``apply(command, group, mask, values) -> hidden`` for each accepted UPDATE or LOAD
         (``command`` a :class:`Command`, ``values`` a list of ``lanes`` ints): the group's hidden
         weights after it (e.g. from :class:`~nmflow.golden.metafixed.MetaFixedRule`).
+    read : callable or None
+        ``read(row, count) -> codes`` for each accepted READ: ``count`` rows of
+        ``engine_lanes`` pair codes of the engine's memory as it is then.
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, infer, *, rate_bits=0,
-                 configure=None, meta=None, apply=None):
+                 configure=None, meta=None, apply=None, read=None):
         self.info = Info(VERSION if meta is None else META_VERSION, n_inputs, n_classes,
                          input_bits, score_bytes(score_bits), rate_bits, meta)
         self._infer = infer
         self._configure = configure
         self._apply = apply
+        self._read = read
         #: Every input vector handed to the engine so far, in order.
         self.fed = []
         #: Every ERRORS configuration applied so far, in order.
@@ -584,7 +685,7 @@ class LinkModel:
         meta = info.meta
         commands = (Command.INFO, Command.INFER) + ((Command.ERRORS,) if info.rate_bits else ())
         if meta is not None:
-            commands += (Command.UPDATE, Command.LOAD)
+            commands += (Command.UPDATE, Command.LOAD, Command.READ)
         if frame[0] not in commands:
             return error_reply(ErrorCode.BAD_COMMAND)
         if len(frame) < 3:
@@ -592,7 +693,8 @@ class LinkModel:
         length = int.from_bytes(frame[1:3], "little")
         expected = {Command.INFO: 0, Command.INFER: info.n_inputs, Command.ERRORS: ERRORS_BYTES}
         if meta is not None:
-            expected.update({Command.UPDATE: meta.update_length, Command.LOAD: meta.load_length})
+            expected.update({Command.UPDATE: meta.update_length, Command.LOAD: meta.load_length,
+                             Command.READ: READ_BYTES})
         if length != expected[frame[0]]:
             return error_reply(ErrorCode.BAD_LENGTH)
         payload = frame[3:3 + length]
@@ -605,6 +707,11 @@ class LinkModel:
             return error_reply(ErrorCode.BAD_CHECKSUM)
         if frame[0] == Command.INFO:
             return info_reply(info)
+        if frame[0] == Command.READ:
+            row, count = (int.from_bytes(payload[k:k + 2], "little") for k in (0, 2))
+            if meta.read_problem(row, count) is not None:
+                return error_reply(ErrorCode.BAD_VALUE)
+            return read_reply(meta, self._read(row, count))
         if frame[0] in (Command.UPDATE, Command.LOAD):
             group = int.from_bytes(payload[:2], "little")
             mask = payload[2]

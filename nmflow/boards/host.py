@@ -8,6 +8,8 @@
         link.set_errors(ErrorInjection(ErrorRates(0, 0.01, 0.065), seed=7))   # injector boards
         hidden = link.load(0, [1234, -56])             # metaplastic boards: hidden weights of
         hidden = link.update(0, [-8, 3])               # group 0 after the load / the update
+        codes = link.read_rows()                       # the engine's pair-code memory
+        weights = link.read_weights(model)             # ... read as ternary weights, per layer
 
 The protocol is specified in :mod:`nmflow.protocol`, and frames are built and checked with it.
 Every failure (bad inputs, an error reply, a corrupted reply, no reply in time) raises
@@ -62,6 +64,7 @@ class EngineLink:
         if not isinstance(timeout, Real) or isinstance(timeout, bool) or not timeout > 0:
             raise NmflowError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._port = port
+        self._baudrate = baudrate
         self._timeout = float(timeout)
         self._info = None
         try:
@@ -207,7 +210,77 @@ class EngineLink:
         the group's hidden weights after the load. Arguments as :meth:`update`."""
         return self._meta_request(Command.LOAD, group, w, mask)
 
+    def read_rows(self, row=0, count=None):
+        """Read rows of the engine's weight memory as stored (READ requests): the pair codes
+        the next inference reads, through the engine's own read port.
+
+        Parameters
+        ----------
+        row : int
+            First row (``0 .. rows - 1``; ``rows`` from :meth:`info`'s ``meta``).
+        count : int or None
+            Rows to read; ``None`` reads to the last row. Long reads are split into requests
+            whose replies take at most a quarter of the timeout on the line.
+
+        Returns
+        -------
+        uint8 array [count, engine_lanes]
+            Pair codes (:mod:`nmflow.golden.pairs`: ``0b10`` +1, ``0b01`` -1, ``0b00`` 0).
+
+        Raises
+        ------
+        NmflowError
+            If the board has no metaplastic unit (protocol version 3), the rows are out of range
+            (checked before anything is sent) or a request fails (see :meth:`info`).
+        """
+        meta = self._meta("READ")
+        if not isinstance(row, (int, np.integer)) or not 0 <= row < meta.rows:
+            raise NmflowError(f"row must be an integer from 0 to {meta.rows - 1}, not {row!r}")
+        count = meta.rows - row if count is None else count
+        if (not isinstance(count, (int, np.integer)) or count < 1
+                or row + count > meta.rows):
+            raise NmflowError(f"count must be an integer from 1 to rows - row = "
+                              f"{meta.rows - row}, not {count!r}")
+        per_second = self._baudrate / 10
+        chunk = max(1, min(meta.max_read,
+                           int(per_second * self._timeout / 4) // meta.row_bytes))
+        out = []
+        for start in range(int(row), int(row + count), chunk):
+            n = min(chunk, int(row + count) - start)
+            payload = self._request(Command.READ, protocol.encode_read(start, n),
+                                    Reply.READ)
+            out += protocol.decode_read_reply(payload, meta, n)
+        return np.array(out, dtype=np.uint8).reshape(int(count), meta.engine_lanes)
+
+    def read_weights(self, model):
+        """The ternary weights the engine reads now, per layer (``[out, in]`` int8 arrays, the
+        ideal PCSA read of :func:`~nmflow.golden.pairs.pcsa_read`), read back with
+        :meth:`read_rows` and laid out by ``model``'s sizes (a
+        :class:`~nmflow.golden.hwmodel.HardwareModel`: the model the board was built from).
+
+        Raises
+        ------
+        NmflowError
+            If ``model``'s memory map does not have the board's rows, or as :meth:`read_rows`.
+        """
+        from ..golden.pairs import MemoryMap, read_weights
+        meta = self._meta("READ")
+        sizes = (model.n_inputs,) + tuple(layer.n_out for layer in model.layers)
+        mmap = MemoryMap(meta.engine_lanes, sizes)
+        if mmap.rows != meta.rows:
+            raise NmflowError(f"model does not match the board: layers "
+                              f"{'-'.join(map(str, sizes))} at {meta.engine_lanes} lanes take "
+                              f"{mmap.rows} rows, the board has {meta.rows}")
+        return read_weights(self.read_rows(), mmap)
+
     # -- internals --------------------------------------------------------------------------------
+
+    def _meta(self, what):
+        meta = self.info().meta
+        if meta is None:
+            raise NmflowError(f"the board at {self._port} has no metaplastic unit: build it with "
+                              f"--metaplastic to send {what}")
+        return meta
 
     def _check(self, values, *, batch):
         info = self.info()
@@ -227,11 +300,7 @@ class EngineLink:
         return x.astype(np.int64).reshape(-1, info.n_inputs)
 
     def _meta_request(self, command, group, values, mask):
-        info = self.info()
-        meta = info.meta
-        if meta is None:
-            raise NmflowError(f"the board at {self._port} has no metaplastic unit: build it with "
-                              f"--metaplastic to send {command.name}")
+        meta = self._meta(command.name)
         name, bits = ("w", meta.w_bits) if command == Command.LOAD else ("d", meta.u_bits)
         if not isinstance(group, (int, np.integer)) or not 0 <= group < meta.groups:
             raise NmflowError(f"group must be an integer from 0 to {meta.groups - 1}, not "

@@ -9,7 +9,7 @@ from .activations import ActivationReadSignature
 from .lanes import GXNORPopcount
 from .pcsa import PCSARead
 from .sequencer import command_layout, tag_layout
-from .weights import WeightMemory, pair_row
+from .weights import PairReadSignature, WeightMemory, pair_row
 
 __all__ = ["MACDatapath", "neuron_layout", "threshold_layout", "affine_layout"]
 
@@ -55,7 +55,7 @@ class MACDatapath(wiring.Component):
         of :class:`~nmflow.rtl.pcsa.ReadStageSignature` and a ``latency`` (:class:`PCSARead`
         by default).
     writable : bool
-        Expose the weight memory's write port as ``weights``.
+        Expose the weight memory's write port as ``weights``, and reads of it as ``pairs``.
 
     A read stage with a ``config`` member (the error injector,
     :class:`~nmflow.rtl.injector.PCSAErrorRead`) has it forwarded as ``read_config``.
@@ -69,6 +69,10 @@ class MACDatapath(wiring.Component):
         One beat per neuron.
     weights : Out(WritePort.Signature(...)), only if ``writable``
         Rewrites rows of pair codes (per-lane enables); use it while the engine is idle.
+    pairs : In(:class:`~nmflow.rtl.weights.PairReadSignature`), only if ``writable``
+        Reads a row through the memory's read port (its address is muxed in while no command
+        is valid; commands win) and the stage-2 register: ``valid`` two cycles after ``en``.
+        The read stage does not see it (no read-error draw).
     read_config : In(the read stage's ``config`` signature), only if the read stage has one
 
     Latency: from a neuron's last command to its beat on ``o``, the stages ``weight read``
@@ -93,6 +97,7 @@ class MACDatapath(wiring.Component):
             members["weights"] = Out(WritePort.Signature(addr_width=plan.addr_bits,
                                                          shape=pair_row(plan.lanes),
                                                          granularity=1))
+            members["pairs"] = In(PairReadSignature(plan.addr_bits, plan.lanes))
         stage_members = self._read_stage.signature.members
         if "config" in stage_members:
             members["read_config"] = stage_members["config"]
@@ -131,10 +136,17 @@ class MACDatapath(wiring.Component):
 
         # -- stage 1: read the weight row and the activation chunk --------------------------------
         cmd = self.cmd.payload
-        m.d.comb += [
-            weights.read.addr.eq(cmd.addr), weights.read.en.eq(self.cmd.valid),
-            self.acts.chunk.eq(cmd.chunk), self.acts.layer.eq(cmd.tag.layer),
-        ]
+        m.d.comb += [self.acts.chunk.eq(cmd.chunk), self.acts.layer.eq(cmd.tag.layer)]
+        if self._writable:
+            # Reads from outside (while idle) share the port; the engine's own reads come first.
+            peek = self.pairs
+            m.d.comb += [weights.read.addr.eq(Mux(self.cmd.valid, cmd.addr, peek.addr)),
+                         weights.read.en.eq(self.cmd.valid | peek.en)]
+            peek1, peek2 = Signal(), Signal()
+            m.d.sync += [peek1.eq(peek.en & ~self.cmd.valid), peek2.eq(peek1)]
+            m.d.comb += peek.valid.eq(peek2)
+        else:
+            m.d.comb += [weights.read.addr.eq(cmd.addr), weights.read.en.eq(self.cmd.valid)]
         s1_valid = Signal()
         s1_tag = Signal(tag_shape)
         s1_addr = Signal.like(cmd.addr)
@@ -149,6 +161,8 @@ class MACDatapath(wiring.Component):
         s2_codes = Signal(weights.read.data.shape().size)       # plain bits: see activations
         m.d.sync += [s2_valid.eq(s1_valid), s2_tag.eq(s1_tag), s2_addr.eq(s1_addr),
                      s2_codes.eq(weights.read.data)]
+        if self._writable:
+            m.d.comb += self.pairs.data.eq(s2_codes)
 
         # -- stage 3: the read stage; the activations and the tag wait for it ---------------------
         m.d.comb += [

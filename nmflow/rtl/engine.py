@@ -30,7 +30,7 @@ from .pcsa import PCSARead
 from .scores import ScoreArgmax, result_layout
 from .sequencer import Sequencer, tag_layout
 from .threshold import ThresholdUnit
-from .weights import pair_row
+from .weights import PairReadSignature, pair_row
 
 __all__ = ["InferenceEngine", "result_layout", "trace_layout"]
 
@@ -75,7 +75,7 @@ class InferenceEngine(wiring.Component):
         signature of :class:`~nmflow.rtl.pcsa.ReadStageSignature` and a ``latency`` attribute.
         The class itself may be passed (``PCSARead``, the default).
     writable : bool
-        Add the weight memory's write port ``weights``.
+        Add the weight memory's write port ``weights`` and its read-back port ``pairs``.
     errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
         Read through the error-injecting :class:`~nmflow.rtl.injector.PCSAErrorRead` (one more
         cycle of read latency) with this configuration after reset, and add the ``errors`` port
@@ -96,6 +96,10 @@ class InferenceEngine(wiring.Component):
     weights : Out(WritePort.Signature(addr_width, pair_row(lanes), granularity=1)), if writable
         Rewrites a row of pair codes (one enable per lane) per cycle; an inference started after
         the write reads the new codes. Write only while ``idle``.
+    pairs : In(:class:`~nmflow.rtl.weights.PairReadSignature`), if writable
+        Reads a row of pair codes, as stored, through the memory's own read port; the row comes
+        with ``valid`` two cycles after ``en``. Read only while ``idle`` (the engine's reads take
+        the port first); the read-error injector does not see these reads.
     errors : In(stream.Signature(error_config_layout(rate_bits), always_ready=True)), if errors
         Sets the injector's thresholds, seed and mode (see
         :func:`~nmflow.rtl.injector.config_payload`); send it while ``idle``, and start the
@@ -155,6 +159,7 @@ class InferenceEngine(wiring.Component):
         if writable:
             members["weights"] = Out(WritePort.Signature(addr_width=plan.addr_bits,
                                                          shape=pair_row(lanes), granularity=1))
+            members["pairs"] = In(PairReadSignature(plan.addr_bits, lanes))
         if errors is not None:
             members["errors"] = In(stream.Signature(error_config_layout(errors.rate_bits),
                                                     always_ready=True))
@@ -199,6 +204,7 @@ class InferenceEngine(wiring.Component):
         wiring.connect(m, scores.o, wiring.flipped(self.o))
         if self._writable:
             wiring.connect(m, wiring.flipped(self.weights), datapath.weights)
+            wiring.connect(m, wiring.flipped(self.pairs), datapath.pairs)
         if self._errors is not None:
             wiring.connect(m, wiring.flipped(self.errors), datapath.read_config)
         m.d.comb += self.idle.eq(seq.idle)

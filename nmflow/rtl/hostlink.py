@@ -2,7 +2,7 @@
 
 :class:`HostLink` implements, byte for byte, the protocol specified in the docstring of
 :mod:`nmflow.protocol` (frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO and
-INFER, the optional ERRORS, UPDATE and LOAD, ERROR replies, resynchronisation and the inter-byte
+INFER, the optional ERRORS, UPDATE, LOAD and READ, ERROR replies, resynchronisation and the inter-byte
 timeout). It takes its commands, reply commands and error codes from the enumerations there
 and its CRC from ``protocol.CRC.create()``;
 :class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
@@ -19,6 +19,7 @@ from ..golden.injector import max_rate_bits
 from .engine import result_layout
 from .injector import error_config_layout
 from .metaplastic import OP_LOAD, OP_UPDATE, beat_layout
+from .weights import PairReadSignature
 from ..golden.plan import index_bits
 from .onehot import OneHotFSM
 
@@ -65,9 +66,9 @@ class HostLink(wiring.Component):
         BAD_COMMAND and the link is exactly the link of protocol version 1 but for INFO.
     meta : :class:`~nmflow.protocol.MetaInfo` or None
         The metaplastic update unit's sizes: the link then reports protocol version 3 (INFO with
-        the unit's tail), accepts UPDATE and LOAD requests and has the ``meta_i`` and ``meta_o``
-        streams. ``None`` (the default): no unit, UPDATE and LOAD are refused with BAD_COMMAND
-        and the link is built exactly as without this option.
+        the unit's tail), accepts UPDATE, LOAD and READ requests and has the ``meta_i``,
+        ``meta_o`` and ``pairs`` ports. ``None`` (the default): no unit, UPDATE, LOAD and READ are
+        refused with BAD_COMMAND and the link is built exactly as without this option.
     buffer : ``"block"`` or ``"logic"``
         Where the INFER input buffer lives: block RAM (the default) or flip-flops (when the block
         RAMs are all taken, as on the iCE40UP5K with the metaplastic unit).
@@ -98,6 +99,9 @@ class HostLink(wiring.Component):
         :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`'s ``i``; valid until taken.
     meta_o : In(stream.Signature(ArrayLayout(signed(w_bits), lanes))), if meta
         The unit's ``o``: the group's hidden weights after the beat, sent as the reply payload.
+    pairs : Out(:class:`~nmflow.rtl.weights.PairReadSignature`), if meta
+        To the engine's ``pairs``: one row read per READ row, each after the previous row's
+        bytes are out, with the engine idle (no request is then in flight).
 
     Timing: an INFER payload is fed to the engine at one value per cycle (when the engine is
     ready) right after its CRC byte; the reply header is then handed to the transmitter while the
@@ -142,6 +146,7 @@ class HostLink(wiring.Component):
                 meta.lanes, index_bits(meta.groups), max(meta.w_bits, meta.u_bits))))
             members["meta_o"] = In(stream.Signature(data.ArrayLayout(signed(meta.w_bits),
                                                                      meta.lanes)))
+            members["pairs"] = Out(PairReadSignature(index_bits(meta.rows), meta.engine_lanes))
         super().__init__(members)
 
     n_inputs = property(lambda self: self._n_inputs)
@@ -179,11 +184,13 @@ class HostLink(wiring.Component):
         inj = rb is not None                # the ERRORS command exists
         n_errors = protocol.ERRORS_BYTES
         meta = self._meta
-        mt = meta is not None               # the UPDATE and LOAD commands exist
+        mt = meta is not None               # the UPDATE, LOAD and READ commands exist
         n_info = len(protocol.encode_info(info))
         n_update = meta.update_length if mt else 0
         n_load = meta.load_length if mt else 0
         n_mreply = meta.reply_length if mt else 0
+        n_read = protocol.READ_BYTES if mt else 0
+        n_row = meta.row_bytes if mt else 0
 
         # -- state shared by the receiver and the transmitter ------------------------------------
         # The CRC of the frame being received or sent: ``crc_clear`` clears it (at SYNC), ``valid``
@@ -196,12 +203,12 @@ class HostLink(wiring.Component):
         crc = crc_unit.crc
         crc_in = Signal(8)                  # the byte being received or sent, in CMD..PAYLOAD
         m.d.comb += crc_unit.data.eq(crc_in)
-        count = Signal(range(max(n_inputs, n_errors if inj else 0, n_update, n_load, 2)))
-        idx = Signal(range(max(8, n_info, n_mreply)))   # header, INFO or score byte being sent
+        count = Signal(range(max(n_inputs, n_errors if inj else 0, n_update, n_load, n_read, 2)))
+        idx = Signal(range(max(8, n_info, n_mreply, n_row)))   # header, INFO, score, row byte
         # End-of-count tests kept in registers, set a cycle ahead with the counters, so that no
         # comparison sits on the paths into the state machine.
         count_last = Signal(init=n_inputs == 1)     # count == n_inputs - 1
-        idx_marks = (0, 3, n_info - 1, sb - 1) + ((n_mreply - 1,) if mt else ())
+        idx_marks = (0, 3, n_info - 1, sb - 1) + ((n_mreply - 1, n_row - 1) if mt else ())
         idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(idx_marks)}
 
         def set_count(zero):
@@ -210,6 +217,7 @@ class HostLink(wiring.Component):
                 last = Mux(is_errors, count == n_errors - 2, last)
             if mt:
                 last = Mux(is_meta, count == Mux(is_load, n_load - 2, n_update - 2), last)
+                last = Mux(is_read, count == n_read - 2, last)
             m.d.sync += [count.eq(0 if zero else count + 1),
                          count_last.eq(n_inputs == 1 if zero else last)]
 
@@ -220,6 +228,7 @@ class HostLink(wiring.Component):
         is_errors = Signal()                # stays 0 without injector
         is_meta = Signal()                  # UPDATE or LOAD; stays 0 without the unit
         is_load = Signal()
+        is_read = Signal()                  # READ; stays 0 without the unit
         len_lo = Signal(8)
         error = Signal()
         code = Signal(ErrorCode, init=ErrorCode.TIMEOUT)
@@ -243,11 +252,12 @@ class HostLink(wiring.Component):
         # paths through the state machine. A byte is taken at most every other cycle ----------
         byte = Signal(8)
         is_sync, is_info_cmd, is_infer_cmd, is_errors_cmd = Signal(), Signal(), Signal(), Signal()
-        is_update_cmd, is_load_cmd = Signal(), Signal()
+        is_update_cmd, is_load_cmd, is_read_cmd = Signal(), Signal(), Signal()
         len_ok, value_ok, crc_ok = Signal(), Signal(), Signal()
         expected_len = Mux(is_errors, n_errors, 0) if inj else 0
         if mt:
-            expected_len = Mux(is_meta, Mux(is_load, n_load, n_update), expected_len)
+            expected_len = Mux(is_meta, Mux(is_load, n_load, n_update),
+                               Mux(is_read, n_read, expected_len))
         m.d.sync += got.eq(take)
         with m.If(take):
             m.d.sync += [
@@ -263,7 +273,8 @@ class HostLink(wiring.Component):
                 m.d.sync += is_errors_cmd.eq(rx.payload == Command.ERRORS)
             if mt:
                 m.d.sync += [is_update_cmd.eq(rx.payload == Command.UPDATE),
-                             is_load_cmd.eq(rx.payload == Command.LOAD)]
+                             is_load_cmd.eq(rx.payload == Command.LOAD),
+                             is_read_cmd.eq(rx.payload == Command.READ)]
 
         # -- the UPDATE and LOAD payload: group (u16 LE), mask (u8), one value per lane (LE). The
         # bytes shift in from the top of ``mbuf``, so the payload ends up in its top bytes; the
@@ -292,6 +303,24 @@ class HostLink(wiring.Component):
                 m.d.comb += mbeat.value[p].eq(Mux(is_load, w, d))
             mres = Signal(meta.lanes * meta.w_bits)     # the unit's result, sent byte by byte
             mheld = Signal()
+
+            # READ: row (u16 LE), count (u16 LE), in the top bytes of ``mbuf`` too. The range
+            # check (1 <= count, row + count <= rows, count <= 65535 // row_bytes) is registered
+            # like the others. ``r_row`` and ``r_left`` walk the rows; ``prow`` holds the row
+            # being sent, shifted out a byte at a time.
+            rows, row_shift = meta.rows, (meta.row_bytes - 1).bit_length()
+            r_row_in, r_count_in = meta_field(0, 16, n_read), meta_field(16, 16, n_read)
+            read_ok = Signal()
+            r_end = Signal(17)
+            m.d.comb += r_end.eq(r_row_in + r_count_in)
+            m.d.sync += read_ok.eq((r_count_in != 0) & (r_end <= rows)
+                                   & (r_count_in <= 0xFFFF // meta.row_bytes))
+            r_row = Signal(range(max(rows, 2)))
+            r_left = Signal(16)
+            r_last = Signal()               # r_left == 1, kept in a register
+            prow = Signal(2 * meta.engine_lanes)
+            pheld = Signal()                # prow holds the row being sent
+            preq = Signal()                 # the row's read has been issued
 
         # -- the ERRORS payload: t1, t2, t3, seed (u32 LE each), mode (u8). Only the bits the
         # injector takes are stored (rate_bits + 1 of each threshold, 31 of the seed, 1 of the
@@ -364,6 +393,9 @@ class HostLink(wiring.Component):
             with m.Elif(is_meta):
                 m.d.comb += [reply_cmd.eq(Mux(is_load, Reply.LOAD, Reply.UPDATE)),
                              reply_len.eq(n_mreply)]
+            with m.Elif(is_read):
+                m.d.comb += [reply_cmd.eq(Reply.READ),
+                             reply_len.eq(r_count_in << row_shift)]
         with m.Else():
             m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(n_info)]
         header = Array([Const(protocol.SYNC, 8), reply_cmd, reply_len[:8], reply_len[8:]])
@@ -407,7 +439,7 @@ class HostLink(wiring.Component):
 
         fsm = OneHotFSM(m, ["HUNT", "CMD", "LEN_LO", "LEN_HI", "PAYLOAD", "CHECK", "FEED", "DRAIN",
                              "HEAD", "ERROR_BODY", "INFO_BODY", "CLASS", "SCORE", "CRC"]
-                        + (["META", "META_BODY"] if mt else []),
+                        + (["META", "META_BODY", "ROWS"] if mt else []),
                         init="HUNT", name="link")
         with fsm.State("HUNT"):
             m.d.comb += self.idle.eq(1)
@@ -429,8 +461,8 @@ class HostLink(wiring.Component):
                         m.d.sync += count_last.eq(~is_errors_cmd)
                 if mt:
                     m.d.sync += [is_meta.eq(is_update_cmd | is_load_cmd),
-                                 is_load.eq(is_load_cmd)]
-                    accepted |= is_update_cmd | is_load_cmd
+                                 is_load.eq(is_load_cmd), is_read.eq(is_read_cmd)]
+                    accepted |= is_update_cmd | is_load_cmd | is_read_cmd
                     if n_inputs == 1:
                         m.d.sync += count_last.eq(is_infer_cmd)
                 with m.If(accepted):
@@ -445,7 +477,7 @@ class HostLink(wiring.Component):
                 fsm.next("LEN_HI")
             receive(on_len_lo)
 
-        other = ([is_errors] if inj else []) + ([is_meta] if mt else [])   # payload, not INFER
+        other = ([is_errors] if inj else []) + ([is_meta, is_read] if mt else [])  # not INFER
         not_infer = None
         for flag in other:
             not_infer = flag if not_infer is None else not_infer | flag
@@ -474,7 +506,7 @@ class HostLink(wiring.Component):
                         with m.If(is_errors):
                             store_errors_byte()
                     if mt:
-                        with m.If(is_meta):
+                        with m.If(is_meta | is_read):
                             m.d.sync += mbuf.eq(Cat(mbuf[8:], byte))
                     set_count(zero=False)
                     with m.If(count_last):
@@ -496,6 +528,8 @@ class HostLink(wiring.Component):
                         fail(ErrorCode.BAD_VALUE)
                     with m.Elif(is_meta):
                         fsm.next("META")
+                    with m.Elif(is_read & ~read_ok):
+                        fail(ErrorCode.BAD_VALUE)
                 with m.Else():
                     if inj:
                         m.d.comb += self.errors.valid.eq(is_errors)
@@ -539,6 +573,29 @@ class HostLink(wiring.Component):
                             m.d.sync += mheld.eq(0)
                             fsm.next("CRC")
 
+        if mt:
+            with fsm.State("ROWS"):
+                # Read a row (the engine is idle: no request is in flight), then send its bytes.
+                with m.If(~pheld):
+                    busy()
+                    m.d.comb += [self.pairs.addr.eq(r_row), self.pairs.en.eq(~preq)]
+                    m.d.sync += preq.eq(1)
+                    with m.If(self.pairs.valid):
+                        m.d.sync += [pheld.eq(1), prow.eq(self.pairs.data.as_value())]
+                with m.Else():
+                    send(prow[:8])
+                    m.d.comb += tx.valid.eq(1)
+                    with m.If(tx.ready):
+                        m.d.comb += crc_unit.valid.eq(1)
+                        m.d.sync += prow.eq(prow >> 8)
+                        set_idx(zero=False)
+                        with m.If(idx_is[n_row - 1]):
+                            set_idx(zero=True)
+                            m.d.sync += [pheld.eq(0), preq.eq(0), r_row.eq(r_row + 1),
+                                         r_left.eq(r_left - 1), r_last.eq(r_left == 2)]
+                            with m.If(r_last):
+                                fsm.next("CRC")
+
         with fsm.State("DRAIN"):
             with m.If(quiet):
                 m.d.sync += dirty.eq(0)
@@ -569,6 +626,10 @@ class HostLink(wiring.Component):
                     if mt:
                         with m.Elif(is_meta):
                             fsm.next("META_BODY")
+                        with m.Elif(is_read):
+                            m.d.sync += [r_row.eq(r_row_in), r_left.eq(r_count_in),
+                                         r_last.eq(r_count_in == 1), pheld.eq(0), preq.eq(0)]
+                            fsm.next("ROWS")
                     with m.Else():
                         fsm.next("INFO_BODY")
 

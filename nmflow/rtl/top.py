@@ -110,8 +110,8 @@ class HostTop(wiring.Component):
         Add the :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` on the engine's write port (the
         engine is built ``writable``): the keyword arguments of the unit (``m`` required;
         ``lanes``, ``storage``, ``w_format``, ``u_format``, ``table_size`` ... as the unit). The
-        link then speaks protocol version 3 (UPDATE and LOAD requests) and no inference starts
-        while the unit is busy. The unit's formats must be whole bytes wide and it must have at
+        link then speaks protocol version 3 (UPDATE, LOAD and READ requests) and no inference
+        starts while the unit is busy. The unit's formats must be whole bytes wide and it must have at
         most 65535 groups and 8 lanes. With ``storage="spram"`` (the iCE40UP5K), the link's
         input buffer is kept in flip-flops: the engine and the unit's tables take every block RAM.
 
@@ -201,6 +201,7 @@ class HostTop(wiring.Component):
             wiring.connect(m, unit.weights, engine.weights)
             wiring.connect(m, link.meta_i, unit.i)
             wiring.connect(m, unit.o, link.meta_o)
+            wiring.connect(m, link.pairs, engine.pairs)
             m.d.comb += [unit.idle.eq(engine.idle),
                          engine.i.valid.eq(feed.o.valid & ~unit.busy),
                          engine.i.payload.eq(feed.o.payload),

@@ -4,12 +4,12 @@ import numpy as np
 from amaranth.hdl import Module
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from ..golden.pairs import pack_rows
 from ..golden.plan import MEMORY_KINDS, index_bits
 
-__all__ = ["PairCode", "pair_row", "WeightMemory", "MEMORY_KINDS"]
+__all__ = ["PairCode", "pair_row", "PairReadSignature", "WeightMemory", "MEMORY_KINDS"]
 
 
 class PairCode(data.Struct):
@@ -22,6 +22,20 @@ class PairCode(data.Struct):
 def pair_row(lanes):
     """Layout of one memory row: ``lanes`` pair codes, lane ``p`` at bits ``[2p + 1 : 2p]``."""
     return data.ArrayLayout(PairCode, lanes)
+
+
+class PairReadSignature(wiring.Signature):
+    """Reading rows of the weight memory from outside the engine, as its requester sees it.
+
+    ``addr`` and ``en`` out: raise ``en`` for one cycle with a row's address; ``valid`` comes back
+    high for one cycle, a fixed number of cycles later, with the row's pair codes on ``data``
+    (``data`` keeps them until the next read). Only while the engine is idle: its own reads of
+    the memory take the port first.
+    """
+
+    def __init__(self, addr_bits, lanes):
+        super().__init__({"addr": Out(addr_bits), "en": Out(1),
+                          "data": In(pair_row(lanes)), "valid": In(1)})
 
 
 class WeightMemory(wiring.Component):

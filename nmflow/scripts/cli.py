@@ -214,6 +214,10 @@ def cmd_host(args):
     shown["class_mismatches"] = shown["class_mismatches"][:10]
     shown["score_mismatches"] = shown["score_mismatches"][:10]
     _print_json(shown)
+    if result["weight_mismatches"]:
+        raise NmflowError(f"{result['weight_mismatches']} weights read back from the board "
+                          f"differ from the model's, and {result['mismatches']} outputs: the "
+                          f"board was trained on chip or holds another model's bitstream")
     if result["mismatches"]:
         raise NmflowError(f"{result['mismatches']} board outputs differ from the golden model")
 
@@ -336,7 +340,7 @@ def parser():
     p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",
                    help="add the metaplastic update unit with metaplasticity M (hidden weights "
                    "in SPRAM on the iCEBreaker, block RAM on the ULX3S; the host streams "
-                   "updates with UPDATE and LOAD requests)")
+                   "updates with UPDATE and LOAD requests and reads the weights back with READ)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("host", help="run test vectors on a board over its UART, compare (==)",
