@@ -2,8 +2,8 @@
 
 :class:`HostLink` implements, byte for byte, the protocol specified in the docstring of
 :mod:`nmflow.protocol` (frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO and
-INFER, the optional ERRORS, UPDATE, LOAD and READ, ERROR replies, resynchronisation and the inter-byte
-timeout). It takes its commands, reply commands and error codes from the enumerations there
+INFER, the optional ERRORS, UPDATE, LOAD and READ, ERROR replies, resynchronisation and the
+inter-byte timeout). It takes its commands, reply commands and error codes from the enumerations there
 and its CRC from ``protocol.CRC.create()``;
 :class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
 """
