@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from nmflow.errors import NmflowError
 from nmflow.fixedpoint import FixedFormat
 from nmflow.golden.continual import (ContinualConfig, ContinualNet, class_balanced_subsets,
-                                     fisher_binary, permutations, run_continual, run_stream)
+                                     fisher_binary, permutations, run_continual, run_stream,
+                                     shuffle_importance)
 from nmflow.golden.datasets import Dataset
 from nmflow.golden.metafixed import (DEFAULT_U_FORMAT, DEFAULT_W_FORMAT, MetaFixedRule,
                                      binary_weight, build_table)
@@ -269,6 +270,41 @@ def test_fisher_is_mean_of_squared_per_image_gradients():
     assert fisher[0].abs().sum() > 0
 
 
+def test_random_consolidation_shuffles_each_layers_fisher():
+    torch.manual_seed(2)
+    net = ContinualNet([16, 12, 4], tasks=1)
+    data = _toy_dataset()
+    x = torch.as_tensor(data.x_train[:40], dtype=torch.float32)
+    y = torch.as_tensor(data.y_train[:40])
+    fisher = fisher_binary(net, x, y, 0)
+    shuffled = shuffle_importance(fisher, seed=3, task=1)
+    assert len(shuffled) == len(fisher)
+    for f, s in zip(fisher, shuffled):
+        assert s.shape == f.shape
+        assert len(torch.unique(f)) > 1          # non-constant (the last layer sees +-1 inputs,
+                                                 # so its Fisher only varies from row to row)
+        assert torch.equal(torch.sort(s.flatten()).values, torch.sort(f.flatten()).values)
+        assert (s != f).float().mean() > 0.5                    # most synapses got another value
+    again = shuffle_importance(fisher, seed=3, task=1)
+    assert all(torch.equal(a, b) for a, b in zip(again, shuffled))
+    other = shuffle_importance(fisher, seed=3, task=2)
+    assert not torch.equal(other[0], shuffled[0])
+    with pytest.raises(NmflowError, match="seed must be an integer >= 0, not -1"):
+        shuffle_importance(fisher, seed=-1, task=0)
+
+
+def test_random_consolidation_runs_like_ewc_with_other_synapses():
+    data = _toy_dataset()
+    config = ContinualConfig(tasks=3, steps=15, batch=20, hidden=(16,),
+                             methods=("ewc", "random"), fisher_samples=20, evals_per_task=1)
+    ewc, rand = run_continual(config, data)["runs"]
+    assert rand["method"] == "random" and rand["m"] == 0.0 and len(rand["final"]) == 3
+    assert rand["matrix"][0] == ewc["matrix"][0]          # task 1: no penalty yet, same run
+    assert rand["mean_abs_hidden"] != ewc["mean_abs_hidden"]    # then other synapses are held
+    again = run_continual(config, data)["runs"][1]
+    assert again["matrix"] == rand["matrix"] and again["mean_abs_hidden"] == rand["mean_abs_hidden"]
+
+
 def test_config_refuses_bad_settings():
     with pytest.raises(NmflowError, match="methods must be one of"):
         ContinualConfig(methods=("meta", "si"))
@@ -375,8 +411,8 @@ def test_cli_continual_writes_files(tmp_path, capsys):
     (["--m", "-1"], "--m must be finite numbers >= 0, not -1.0"),
     (["--m", "nan"], "--m must be finite numbers >= 0"),
     (["--m", "0"], "--m must hold at least one m > 0"),
-    (["--methods", "plain,si"], "--methods must be among plain, meta, ewc, lr_decay, complex, "
-                                "not 'si'"),
+    (["--methods", "plain,si"], "--methods must be among plain, meta, ewc, random, lr_decay, "
+                                "complex, not 'si'"),
     (["--methods", ","], "--methods must name at least one"),
     (["--hidden", "0"], "--hidden must be positive integers"),
     (["--seed", "-1"], "--seed must be an integer in [0, 2**31), not -1"),
@@ -394,6 +430,26 @@ def test_cli_bad_arguments(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nmflow: error: ") and message in err[0]
     assert not (tmp_path / "o" / "continual.json").exists()
+
+
+def test_cli_continual_random_consolidation(tmp_path, capsys):
+    out = tmp_path / "cl"
+    code = cli.main(["continual", "--out", str(out), "--tasks", "2", "--steps", "6",
+                     "--batch", "50", "--hidden", "16", "--methods", "plain,random",
+                     "--fisher-samples", "10", "--quiet"])
+    assert code == 0
+    data = json.loads((out / "continual.json").read_text())
+    assert [(r["method"], r["m"]) for r in data["runs"]] == [("plain", 0.0), ("random", 0.0)]
+    assert data["settings"]["methods"] == ["plain", "random"]
+    assert "random,0,1," in (out / "continual.csv").read_text()
+    printed = capsys.readouterr().out
+    assert "random consolidation  (" in printed and "random m=" not in printed
+
+
+def test_cli_default_methods_are_the_librarys():
+    from nmflow.golden.continual import DEFAULT_METHODS
+    args = cli.parser().parse_args(["continual"])
+    assert tuple(args.methods) == DEFAULT_METHODS and "random" in DEFAULT_METHODS
 
 
 def test_cli_missing_idx_file(tmp_path, capsys):

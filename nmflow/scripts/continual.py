@@ -1,6 +1,7 @@
 """``nmflow continual``: continual learning of permuted tasks with metaplastic binarized networks
 (Laborieux et al. 2021, thesis chapter 2), against m = 0, EWC on binary weights and learning-rate
-decay between tasks.
+decay between tasks; ``--methods random`` adds the thesis' random-consolidation control (EWC with
+each layer's importances shuffled across its synapses), labelled "random consolidation".
 
 Prints the task-accuracy matrix of every run (row i: accuracy on each task after learning task i)
 and writes, atomically:
@@ -115,9 +116,14 @@ def _dataset(args):
     return load_dataset(dataset_spec(args))
 
 
+#: Printed and plotted names of the methods that have no m.
+_NAMES = {"plain": "plain", "ewc": "ewc", "random": "random consolidation",
+          "lr_decay": "lr_decay", "complex": "complex"}
+
+
 def _label(run):
-    return run["method"] if run["method"] in ("plain", "ewc", "lr_decay", "complex") else \
-        f"{run['method']} m={run['m']:g}"
+    name = _NAMES.get(run["method"])
+    return name if name is not None else f"{run['method']} m={run['m']:g}"
 
 
 def _matrix_text(run):
@@ -256,9 +262,9 @@ def add_parser(sub):
     p = sub.add_parser("continual", help="continual learning with metaplastic BNNs (json, csv, "
                        "png)", description="Learn permuted versions of a dataset one after the "
                        "other with a binarized network and metaplastic Adam (several m), "
-                       "against m = 0, EWC on binary weights and learning-rate decay; print "
-                       "and save the task-accuracy matrix and each task's accuracy over "
-                       "training.")
+                       "against m = 0, EWC on binary weights, random consolidation and "
+                       "learning-rate decay; print and save the task-accuracy matrix and each "
+                       "task's accuracy over training.")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--tasks", type=_int, default=5, help="permuted tasks (default: 5)")
     p.add_argument("--steps", type=_int, default=600, help="Adam steps per task (default: 600)")
@@ -268,10 +274,12 @@ def add_parser(sub):
     p.add_argument("--m", type=_number_list, default=[5.0, 20.0, 40.0],
                    help="metaplasticity values, one meta run each; with --fmeta hard, the "
                    "thresholds on |W_h| such as 0.2,0.4 (default: 5,20,40)")
-    p.add_argument("--methods", type=_word_list, default=["plain", "meta", "ewc", "lr_decay"],
-                   help="comma-separated among plain, meta, ewc, lr_decay, complex (the "
-                   "four-variable synapse of thesis section 2.6) (default: "
-                   "plain,meta,ewc,lr_decay)")
+    p.add_argument("--methods", type=_word_list,
+                   default=["plain", "meta", "ewc", "random", "lr_decay"],
+                   help="comma-separated among plain, meta, ewc, random (random "
+                   "consolidation: EWC with shuffled importances, the thesis' control), "
+                   "lr_decay, complex (the four-variable synapse of thesis section 2.6) "
+                   "(default: plain,meta,ewc,random,lr_decay)")
     p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate (default: 0.005)")
     p.add_argument("--fmeta", choices=("tanh", "hard"), default="tanh",
                    help="f_meta: 1 - tanh^2(m W_h), or the hard threshold |W_h| < m "
