@@ -345,6 +345,21 @@ def test_complex_method_runs_and_differs_from_plain():
     assert complex_["mean_abs_hidden"] != plain["mean_abs_hidden"]
 
 
+def test_complex_options_default_to_short_task_timescales():
+    from nmflow.golden.metaplastic import COMPLEX_DEFAULTS, COMPLEX_SHORT_TASKS
+    a, b = ContinualConfig(), ContinualConfig()
+    assert a.complex_options == COMPLEX_SHORT_TASKS and a.to_dict()["complex_options"] == \
+        COMPLEX_SHORT_TASKS
+    assert a.complex_options is not b.complex_options                 # one dict per config
+    assert a.complex_options is not COMPLEX_SHORT_TASKS                 # not the module's own
+    # the thesis' values (eq. 2.8, ~10^4 steps per task) stay the rule's own defaults
+    assert COMPLEX_DEFAULTS == dict(g12=1e-2, g23=1e-3, g34=1e-4, eps=3e-5, alpha=5e-3, m=10.0)
+    # every rate of the short setting is the thesis' one times the same factor
+    ratios = {COMPLEX_SHORT_TASKS[k] / COMPLEX_DEFAULTS[k] for k in ("g12", "g23", "g34", "eps",
+                                                                      "alpha")}
+    assert max(ratios) == pytest.approx(min(ratios)) and COMPLEX_SHORT_TASKS["g12"] <= 0.5
+
+
 def test_fixed_point_in_the_loop_follows_fmeta_kind():
     data = _toy_dataset()
     config = ContinualConfig(tasks=2, steps=10, batch=20, hidden=(16,), methods=("meta",),

@@ -309,3 +309,86 @@ def test_complex_rule_keeps_deep_variables_per_parameter():
                           atol=1e-6)
     with pytest.raises(NmflowError, match="complex synapse settings must be among"):
         ComplexSynapseRule(beta=1.0)
+
+
+# -- dynamics of the four-variable synapse, against closed forms derived by hand from eq. 2.8 --
+
+
+def _run_complex(w, steps, u=0.0, **settings):
+    from nmflow.golden.metaplastic import complex_synapse_step
+    w = [np.array([float(v)]) for v in w]
+    for _ in range(steps):
+        w = complex_synapse_step(w, np.array([u]), **settings)
+    return [float(v[0]) for v in w]
+
+
+def test_complex_chain_without_leak_or_feedback_conserves_and_equalizes():
+    # alpha = eps = 0, m = 0 (f_meta = 1) and no updates: eq. 2.8 is the linear diffusion
+    # w <- w + g12 (W2-W1, W1-W2, 0, 0) + g23 (0, W3-W2, W2-W3, 0) + g34 (0, 0, W4-W3, W3-W4):
+    # every exchange moves as much into one variable as out of its neighbour, so the sum is
+    # conserved and the four variables relax to the mean of their initial values.
+    from nmflow.golden.metaplastic import complex_synapse_step
+    g = dict(g12=0.2, g23=0.05, g34=0.01, eps=0.0, alpha=0.0, m=0.0)
+    w = [np.array([1.0]), np.array([-0.2]), np.array([0.3]), np.array([0.1])]
+    for _ in range(100):
+        w = complex_synapse_step(w, np.array([0.0]), **g)
+        assert sum(float(v[0]) for v in w) == pytest.approx(1.2, abs=1e-12)
+    assert max(float(v[0]) for v in w) - min(float(v[0]) for v in w) > 1e-3     # not yet equal
+    assert _run_complex([1.0, -0.2, 0.3, 0.1], 20000, **g) == pytest.approx([0.3] * 4, abs=1e-9)
+
+
+def test_complex_w2_relaxes_toward_w1_at_rate_g12():
+    # only g12: W1 + W2 is conserved and W1 - W2 shrinks by (1 - 2 g12) per step, so
+    # W1(t) = (a + b)/2 + (a - b)/2 (1 - 2 g12)^t with (a, b) = (1, 0), g12 = 0.1, t = 10.
+    w1, w2, w3, w4 = _run_complex([1.0, 0.0, 0.0, 0.0], 10, g12=0.1, g23=0.0, g34=0.0, eps=0.0,
+                                  alpha=0.0, m=0.0)
+    assert w1 == pytest.approx(0.5 + 0.5 * 0.8 ** 10, rel=1e-12)
+    assert w2 == pytest.approx(0.5 - 0.5 * 0.8 ** 10, rel=1e-12)
+    assert (w3, w4) == (0.0, 0.0)
+
+
+def test_complex_w4_leaks_at_rate_eps():
+    # g = 0, alpha = 0: W4(t) = (1 - eps)^t W4(0); W1..W3 untouched.
+    w = _run_complex([0.5, 0.4, 0.3, 2.0], 1000, g12=0.0, g23=0.0, g34=0.0, eps=1e-3, alpha=0.0,
+                     m=10.0)
+    assert w[3] == pytest.approx(2.0 * 0.999 ** 1000, rel=1e-12)
+    assert w[:3] == [0.5, 0.4, 0.3]
+
+
+def test_complex_w4_consolidated_by_fmeta_only_when_it_would_shrink():
+    # g34 only, one step: W3 beyond W4 (|W3| > |W4|) -> W4 += g34 (W3 - W4); W3 inside
+    # -> W4 += g34 (1 - tanh^2(m W4)) (W3 - W4).
+    grow = _run_complex([0.0, 0.0, 2.0, 1.0], 1, g12=0.0, g23=0.0, g34=0.1, eps=0.0, alpha=0.0,
+                        m=1.0)
+    assert grow[3] == pytest.approx(1.0 + 0.1 * 1.0, rel=1e-12)
+    shrink = _run_complex([0.0, 0.0, 0.0, 1.0], 1, g12=0.0, g23=0.0, g34=0.1, eps=0.0, alpha=0.0,
+                          m=1.0)
+    assert shrink[3] == pytest.approx(1.0 - 0.1 * (1 - math.tanh(1.0) ** 2), rel=1e-12)
+
+
+def test_complex_feedback_holds_w1_against_opposing_updates():
+    # g = eps = 0: W4 = 1 stays; a constant step u pushing W1 below W4 meets the feedback
+    # alpha (W4 - W1): W1(t) = W* + (W1(0) - W*) (1 - alpha)^t with W* = W4 - u / alpha.
+    # u = 0.01, alpha = 0.05: W* = 0.8, the binary weight never flips however long u pushes.
+    settings = dict(g12=0.0, g23=0.0, g34=0.0, eps=0.0, alpha=0.05, m=0.0)
+    w1 = _run_complex([1.0, 0.0, 0.0, 1.0], 50, u=0.01, **settings)[0]
+    assert w1 == pytest.approx(0.8 + 0.2 * 0.95 ** 50, rel=1e-12)
+    assert _run_complex([1.0, 0.0, 0.0, 1.0], 5000, u=0.01, **settings)[0] == \
+        pytest.approx(0.8, rel=1e-9)
+    # above W4 (same side) there is no feedback: W1 just moves by -u
+    w1 = _run_complex([1.5, 0.0, 0.0, 1.0], 1, u=0.01, **settings)[0]
+    assert w1 == pytest.approx(1.49, rel=1e-12)
+    # without the feedback the same updates flip the weight (W1 = 1 - 500 * 0.01 < 0)
+    assert _run_complex([1.0, 0.0, 0.0, 1.0], 500, u=0.01, **{**settings, "alpha": 0.0})[0] < 0
+
+
+def test_complex_rule_without_couplings_is_adam():
+    # g = eps = alpha = 0: W1 only takes Adam's step, whatever happens to W2..W4.
+    from nmflow.golden.metaplastic import ComplexSynapseRule
+    a, b = _pair()
+    _train(a, torch.optim.Adam(a.parameters(), lr=0.01, weight_decay=1e-7), 100)
+    rule = ComplexSynapseRule(g12=0.0, g23=0.0, g34=0.0, eps=0.0, alpha=0.0)
+    _train(b, MetaplasticAdam(b.parameters(), lr=0.01, weight_decay=1e-7, weight_rule=rule), 100)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=0, atol=1e-6, msg=name)
+    assert not torch.equal(a.w1, TinyBNN().w1)

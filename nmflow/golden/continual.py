@@ -26,7 +26,8 @@ Methods (one run each, same initial weights, batches and permutations):
 ``lr_decay``  Adam with the learning rate divided by ``lr_decay`` at each new task (thesis: 10);
 ``complex``   (not in the default list) the four-hidden-variable synapse of thesis section 2.6
               (eq. 2.8): Adam's step drives ``W1``, ``W2..W4`` diffuse behind it with a leak
-              and a feedback from ``W4`` (:class:`~nmflow.golden.metaplastic.ComplexSynapseRule`);
+              and a feedback from ``W4`` (:class:`~nmflow.golden.metaplastic.ComplexSynapseRule`;
+              ``complex_options`` defaults to the thesis' rates times 40, for ~300-step tasks);
 ``meta_fixed`` (``fixed_point=True``) the metaplastic run with hidden weights stored in fixed
               point and updated by :class:`~nmflow.golden.metafixed.MetaFixedRule` (Adam's moments
               in float, its step quantized as ``U``).
@@ -57,8 +58,8 @@ from torch import nn
 
 from ..errors import NmflowError, check_choice
 from .layers import QuantLinear, binarize, flushing_denormals, sign_activation
-from .metaplastic import (DEFAULT_WEIGHT_DECAY, ComplexSynapseRule, MetaplasticAdam, check_m,
-                          layer_groups)
+from .metaplastic import (COMPLEX_SHORT_TASKS, DEFAULT_WEIGHT_DECAY, ComplexSynapseRule,
+                          MetaplasticAdam, check_m, layer_groups)
 
 __all__ = ["DEFAULT_METHODS", "ContinualConfig", "ContinualNet", "permutations", "run_continual",
            "run_stream",
@@ -124,8 +125,10 @@ class ContinualConfig:
     fixed_point: bool = False
     #: Settings of the fixed-point twin (keyword arguments of MetaFixedRule besides m).
     fixed_options: dict = field(default_factory=dict)
-    #: Settings of the ``complex`` synapse (keyword arguments of ComplexSynapseRule).
-    complex_options: dict = field(default_factory=dict)
+    #: Settings of the ``complex`` synapse (keyword arguments of ComplexSynapseRule; missing
+    #: ones take the thesis' values). Default: the thesis' timescales shortened for ~300-step
+    #: tasks (``COMPLEX_SHORT_TASKS``; tuned on digits, see docs/metaplastic.md).
+    complex_options: dict = field(default_factory=lambda: dict(COMPLEX_SHORT_TASKS))
 
     def __post_init__(self):
         hidden = tuple(self.hidden) if isinstance(self.hidden, list) else self.hidden
