@@ -336,27 +336,54 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
 
 # -- build -----------
 
-def check_memory_fits(hw, lanes, info):
-    """Refuse, before synthesis, an engine whose memories exceed the board's block RAM.
+#: The activation store's buffers, by the plan's memory names, for :func:`fit_memories`.
+_BUFFERS = {"inputs": ("inputs",), "activations": ("activations 0", "activations 1")}
 
-    Returns the block RAMs the engine's memories need, by memory.
+
+def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True):
+    """Where the engine's memories go on the board: refuse, before synthesis, an engine whose
+    memories cannot fit the board's block RAM.
+
+    The weights and the thresholds are always in block RAM. The activation store's buffers are
+    shallow and wide (``lanes`` values a row), so block RAM holds them poorly: when the engine
+    does not fit with every buffer in block RAM, the buffers that cost the fewest flip-flops are
+    moved to logic, first the input buffer, then the activation banks, then both, until the rest
+    fits. ``extra`` adds other block RAM memories beside the engine (``{name: (depth,
+    width)}``, e.g. the metaplastic unit's); ``link_buffer=False`` leaves out the host link's
+    input buffer (kept in logic).
+
+    Returns
+    -------
+    (needed, buffers)
+        The block RAMs each memory in block RAM needs, and the ``buffers`` argument of
+        :class:`~nmflow.rtl.engine.InferenceEngine` (``{"inputs": kind, "activations": kind}``).
     """
     from .golden.plan import EnginePlan
     try:
         plan = EnginePlan(hw, lanes)
     except ValueError as error:
         raise NmflowError(str(error)) from None
-    memories = dict(plan.memories, **{"host link buffer": (hw.n_inputs, hw.input_bits)})
+    memories = dict(plan.memories, **(extra or {}))
+    if link_buffer:
+        memories["host link buffer"] = (hw.n_inputs, hw.input_bits)
     needed = {name: info.block_rams_needed(depth, width)
               for name, (depth, width) in memories.items()}
-    total = sum(needed.values())
-    if total > info.block_rams:
-        depth, width = plan.memories["weights"]
-        raise NmflowError(
-            f"design does not fit {info.name} ({info.device}): the engine needs {total} block "
-            f"RAMs ({info.block_ram_type}), {needed['weights']} of them for the weights "
-            f"({depth} rows of {width} bits); the device has {info.block_rams}")
-    return needed
+
+    def bits(group):
+        return sum(memories[name][0] * memories[name][1] for name in _BUFFERS[group])
+    choices = sorted([(), ("inputs",), ("activations",), ("inputs", "activations")],
+                     key=lambda moved: sum(bits(group) for group in moved))
+    for moved in choices:
+        gone = {name for group in moved for name in _BUFFERS[group]}
+        kept = {name: n for name, n in needed.items() if name not in gone}
+        if sum(kept.values()) <= info.block_rams:
+            return kept, {group: "logic" if group in moved else "block" for group in _BUFFERS}
+    total = sum(kept.values())
+    depth, width = plan.memories["weights"]
+    raise NmflowError(
+        f"design does not fit {info.name} ({info.device}): the engine needs {total} block "
+        f"RAMs ({info.block_ram_type}) with its buffers in logic, {needed['weights']} of them "
+        f"for the weights ({depth} rows of {width} bits); the device has {info.block_rams}")
 
 
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None,
@@ -378,26 +405,32 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
         unit = {"m": metaplastic,
                 "storage": "spram" if info.device.startswith("iCE40") else "memory"}
 
+    buffers = None
+
     def make(clk_freq):
-        return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors, metaplastic=unit)
+        return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors, metaplastic=unit,
+                       buffers=buffers)
 
     try:
         check_host_top(hw, lanes=lanes, clk_freq=info.clock_hz)
-        # With the unit, the top is made now: it refuses a unit that does not fit before
-        # synthesis, and the build uses it.
-        made = [make(info.clock_hz)] if unit is not None else []
+        # With the unit, a top is made now: it refuses a unit that does not fit, and tells the
+        # unit's memories for the fit check, before synthesis.
+        probe = make(info.clock_hz) if unit is not None else None
     except ValueError as error:
         raise NmflowError(str(error)) from None
-
-    def top(clk_freq):
-        return made.pop() if made and clk_freq == info.clock_hz else make(clk_freq)
-    check_memory_fits(hw, lanes, info)
+    if probe is None:
+        needed, buffers = fit_memories(hw, lanes, info)
+    else:
+        needed, buffers = fit_memories(hw, lanes, info, extra=probe.unit.memories,
+                                       link_buffer=probe.link_buffer == "block")
     start = time.monotonic()
-    result = build(top, board, out, name="nmflow_top", seed=seed)
+    result = build(make, board, out, name="nmflow_top", seed=seed)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
     summary["errors"] = None if errors is None else errors.to_dict()
     summary["metaplastic"] = None if unit is None else unit
+    summary["buffers"] = buffers
+    summary["block_rams_estimated"] = needed
     write_json(out / "build.json", summary)
     return summary
 

@@ -189,7 +189,8 @@ def test_design_too_big_for_the_board_refused(capsys, tmp_path):
     hwmodel.save(random_model([64, 512, 512, 10], input_bits=5, seed=2), tmp_path / "hwmodel")
     line = error_line(capsys, ["build", "--run", str(tmp_path), "--board", "icebreaker"])
     match = re.fullmatch(r"nmflow: error: design does not fit icebreaker \(iCE40UP5K\): the engine "
-                         r"needs (\d+) block RAMs \(ICESTORM_RAM\), 148 of them for the weights "
+                         r"needs (\d+) block RAMs \(ICESTORM_RAM\) with its buffers in logic, "
+                         r"148 of them for the weights "
                          r"\(18752 rows of 32 bits\); the device has 30", line)
     assert match and int(match.group(1)) > 148, line
     assert not (tmp_path / "icebreaker").exists()
@@ -198,11 +199,43 @@ def test_design_too_big_for_the_board_refused(capsys, tmp_path):
 def test_block_ram_estimate_matches_nextpnr(run):
     # The pre-synthesis estimate counts what nextpnr placed for the demo engine.
     from nmflow.boards.build import get_board
-    from nmflow.flow import check_memory_fits
+    from nmflow.flow import fit_memories
     build = json.loads((run / "icebreaker" / "build.json").read_text())
-    needed = check_memory_fits(hwmodel.load(run / "hwmodel"), 16, get_board("icebreaker"))
+    needed, buffers = fit_memories(hwmodel.load(run / "hwmodel"), 16, get_board("icebreaker"))
     assert needed["weights"] == 2 * 7            # 1616 rows of 32 bits in 256x16 blocks
+    assert buffers == {"inputs": "block", "activations": "block"}
     assert sum(needed.values()) == build["block_rams"]
+    assert build["buffers"] == buffers and build["block_rams_estimated"] == needed
+
+
+def test_wider_engines_move_their_buffers_to_logic():
+    # The demo TNN 64-128-128-10 (5-bit inputs) on the iCE40UP5K's 30 block RAMs of 256 x 16.
+    # 32 lanes: weights 808 x 64 (16), inputs 2 x 160 (10), activations 4 x 64 (4 each),
+    # thresholds 256 x 24 (2), link buffer 64 x 5 (1): 37. Moving the inputs (320 bits) leaves 27.
+    # 64 lanes: weights 404 x 128 (16), inputs 1 x 320 (20), activations 2 x 128 (8 each):
+    # only with both moved (19) does it fit.
+    from nmflow.boards.build import get_board
+    from nmflow.flow import fit_memories
+    model = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
+    ice = get_board("icebreaker")
+    needed, buffers = fit_memories(model, 32, ice)
+    assert buffers == {"inputs": "logic", "activations": "block"}
+    assert sum(needed.values()) == 27 and "inputs" not in needed
+    needed, buffers = fit_memories(model, 64, ice)
+    assert buffers == {"inputs": "logic", "activations": "logic"}
+    assert sorted(needed) == ["host link buffer", "thresholds", "weights"]
+    assert sum(needed.values()) == 19
+    assert fit_memories(model, 64, get_board("ulx3s"))[1] == {"inputs": "block",
+                                                              "activations": "block"}
+    # the metaplastic unit's tables count, and a link buffer in logic does not
+    extra = {"f_meta table 0": (512, 13), "f_meta table 1": (512, 13)}
+    needed, buffers = fit_memories(model, 16, ice, extra=extra, link_buffer=False)
+    assert buffers == {"inputs": "block", "activations": "block"}
+    assert needed["f_meta table 0"] == 2 and "host link buffer" not in needed
+    assert sum(needed.values()) == 14 + 5 + 2 + 2 + 2 + 4
+    needed, buffers = fit_memories(model, 16, ice, extra=dict(extra, other=(512, 16)))
+    assert buffers == {"inputs": "logic", "activations": "block"}      # 32 in block: over
+    assert sum(needed.values()) == 14 + 2 + 2 + 2 + 4 + 2 + 1
 
 
 def test_bad_inputs_file_refused(capsys, tmp_path):

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The inference engine in Amaranth's simulator against the integer reference model (==)."""
 
 import numpy as np
@@ -110,6 +111,26 @@ def test_logic_memory_kind_matches_reference():
     model = random_model([10, 8, 4], weight_kind="ternary", seed=11)
     check_against_reference(InferenceEngine(model, lanes=4, memory="logic"),
                             random_inputs(model, 4, seed=3))
+
+
+def test_buffers_in_logic_match_reference():
+    # weights in block RAM, the activation store's buffers in flip-flops (wider engines on the
+    # iCE40UP5K); the engine must compute the same
+    model = random_model([20, 12, 6, 4], weight_kind="ternary", seed=12)
+    engine = InferenceEngine(model, lanes=8, buffers="logic")
+    assert (engine.memory, engine.buffers) == ("block", {"inputs": "logic",
+                                                         "activations": "logic"})
+    check_against_reference(engine, random_inputs(model, 4, seed=4))
+    check_against_reference(InferenceEngine(model, lanes=4, buffers={"inputs": "logic",
+                                                                     "activations": "block"}),
+                            random_inputs(model, 3, seed=5))
+    with pytest.raises(ValueError, match=r"^buffers\['inputs'\] must be one of 'block', "
+                                         r"'logic', not 'bram'$"):
+        InferenceEngine(model, lanes=8, buffers="bram")
+    with pytest.raises(ValueError, match=r"^buffers must be a memory kind or a dict with the "
+                                         r"keys 'inputs' and 'activations', not \{'inputs': "
+                                         r"'logic'\}$"):
+        InferenceEngine(model, lanes=8, buffers={"inputs": "logic"})
 
 
 def test_cycle_figures():

@@ -57,7 +57,9 @@ class ActivationStore(wiring.Component):
     Parameters
     ----------
     plan : :class:`~nmflow.golden.plan.EnginePlan`
-    memory : ``"block"`` or ``"logic"``
+    inputs, activations : ``"block"`` or ``"logic"``
+        How the input buffer and the two activation banks are built (the same synchronous
+        ports, and the same latency, either way).
 
     Members
     -------
@@ -74,9 +76,9 @@ class ActivationStore(wiring.Component):
 
     read_latency = 2
 
-    def __init__(self, plan, *, memory="block"):
+    def __init__(self, plan, *, inputs="block", activations="block"):
         self._plan = plan
-        self._memory = memory
+        self._kinds = {"inputs": inputs, "activations": activations}
         super().__init__({
             "load": In(stream.Signature(data.StructLayout({
                 "index": range(max(plan.n_inputs, 2)),
@@ -93,9 +95,9 @@ class ActivationStore(wiring.Component):
         plan = self._plan
         lanes = plan.lanes
         shift = plan.lane_bits
-        attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
-
         def buffer(name, shape, depth):
+            kind = self._kinds["inputs" if name == "inputs" else "activations"]
+            attrs = {"ram_style": "block" if kind == "block" else "logic"}
             mem = Memory(shape=data.ArrayLayout(shape, lanes), depth=depth, init=[], attrs=attrs)
             m.submodules[name] = mem
             return mem.write_port(granularity=1), mem.read_port()

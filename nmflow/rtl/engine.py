@@ -68,6 +68,12 @@ class InferenceEngine(wiring.Component):
         GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle.
     memory : ``"block"`` or ``"logic"``
         How the memories are built (:data:`~nmflow.golden.plan.MEMORY_KINDS`).
+    buffers : ``"block"``, ``"logic"``, a dict or None
+        How the activation store's buffers are built: the input buffer (``"inputs"``) and the two
+        activation banks (``"activations"``), a kind for all or a dict ``{"inputs": kind,
+        "activations": kind}``; None (the default): as ``memory``. They are shallow and wide
+        (``lanes`` values a row), so block RAM holds them poorly: ``"logic"`` frees block RAMs
+        for the weights of a wider engine, at a flip-flop per bit.
     max_weight_bits : int or None
         Memory budget: refuse a network whose weight memory needs more bits than this.
     read_stage : callable or None
@@ -116,14 +122,22 @@ class InferenceEngine(wiring.Component):
     plan's (:attr:`plan`).
     """
 
-    def __init__(self, model, *, lanes=16, memory="block", max_weight_bits=None,
+    def __init__(self, model, *, lanes=16, memory="block", buffers=None, max_weight_bits=None,
                  read_stage=None, writable=False, errors=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
         check_lanes(lanes)
-        if memory not in MEMORY_KINDS:
-            raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
-                             f"not {memory!r}")
+        buffers = memory if buffers is None else buffers
+        if isinstance(buffers, str):
+            buffers = {"inputs": buffers, "activations": buffers}
+        if not isinstance(buffers, dict) or set(buffers) != {"inputs", "activations"}:
+            raise ValueError(f"buffers must be a memory kind or a dict with the keys 'inputs' and "
+                             f"'activations', not {buffers!r}")
+        kinds = [("memory", memory)] + [(f"buffers[{k!r}]", v) for k, v in buffers.items()]
+        for name, kind in kinds:
+            if kind not in MEMORY_KINDS:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
+                                 f"not {kind!r}")
         if errors is not None:
             if read_stage is not None:
                 raise ValueError("give either read_stage or errors, not both")
@@ -144,6 +158,7 @@ class InferenceEngine(wiring.Component):
                              f"codes), the budget is {max_weight_bits} bits")
         self._plan = plan
         self._memory = memory
+        self._buffers = dict(buffers)
         if errors is not None:
             read_stage = partial(PCSAErrorRead, injection=errors, last_row=plan.weight_rows - 1)
         self._read_stage = read_stage
@@ -170,6 +185,8 @@ class InferenceEngine(wiring.Component):
     model = property(lambda self: self._plan.model)
     lanes = property(lambda self: self._plan.lanes)
     memory = property(lambda self: self._memory)
+    buffers = property(lambda self: dict(self._buffers))
+    """How the store's buffers are built: ``{"inputs": kind, "activations": kind}``."""
     injection = property(lambda self: self._errors)
     n_inputs = property(lambda self: self._plan.n_inputs)
     n_classes = property(lambda self: self._plan.n_classes)
@@ -190,7 +207,7 @@ class InferenceEngine(wiring.Component):
         layers = plan.model.layers
 
         m.submodules.sequencer = seq = Sequencer(plan)
-        m.submodules.store = store = ActivationStore(plan, memory=self._memory)
+        m.submodules.store = store = ActivationStore(plan, **self._buffers)
         m.submodules.datapath = datapath = MACDatapath(
             plan, plan.memory_codes(), memory=self._memory, read_stage=self._read_stage,
             writable=self._writable)

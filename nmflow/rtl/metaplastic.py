@@ -343,6 +343,17 @@ class MetaplasticUnit(wiring.Component):
             "busy": Out(1),
         })
 
+    @property
+    def memories(self):
+        """The unit's block RAM memories as ``{name: (depth, width)}`` (for board fit checks):
+        one f_meta table per lane, and the hidden weights with ``storage="memory"`` (the SPRAMs
+        and the result FIFO are not block RAM)."""
+        width = max(1, max(int(v) for v in self.rule.table).bit_length())
+        out = {f"f_meta table {p}": (self.rule.table_size, width) for p in range(self.lanes)}
+        if self.storage == "memory":
+            out["hidden weights"] = (self.groups, self.lanes * self.rule.w_format.width)
+        return out
+
     def elaborate(self, platform):
         m = Module()
         rule, U = self.rule, self.lanes

@@ -114,6 +114,9 @@ class HostTop(wiring.Component):
         starts while the unit is busy. The unit's formats must be whole bytes wide and it must have at
         most 65535 groups and 8 lanes. With ``storage="spram"`` (the iCE40UP5K), the link's
         input buffer is kept in flip-flops: the engine and the unit's tables take every block RAM.
+    buffers : str, dict or None
+        The engine's ``buffers`` (where its activation store's buffers live; see
+        :class:`~nmflow.rtl.engine.InferenceEngine`).
 
     Members
     -------
@@ -127,12 +130,13 @@ class HostTop(wiring.Component):
     """
 
     def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None,
-                 metaplastic=None):
+                 metaplastic=None, buffers=None):
         self._divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
                                                              baud=baud, timeout=timeout)
         self._model = model
         self._lanes = lanes
         self._errors = errors
+        self._buffers = buffers
         self._engine = self._unit = self._meta = None
         self._buffer = "block"
         if metaplastic is not None:
@@ -140,7 +144,8 @@ class HostTop(wiring.Component):
             if not isinstance(metaplastic, dict):
                 raise TypeError(f"metaplastic must be a dict of MetaplasticUnit arguments, not "
                                 f"{type(metaplastic).__name__}")
-            self._engine = InferenceEngine(model, lanes=lanes, errors=errors, writable=True)
+            self._engine = InferenceEngine(model, lanes=lanes, errors=errors, writable=True,
+                                           buffers=buffers)
             self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
             self._meta = MetaInfo.of_unit(self._unit)
             # Built here to check the configuration and to tell INFO's sizes, elaborated with
@@ -158,6 +163,8 @@ class HostTop(wiring.Component):
     injection = property(lambda self: self._errors)
     unit = property(lambda self: self._unit)
     """The :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`, or ``None``."""
+    link_buffer = property(lambda self: self._buffer)
+    """Where the link's input buffer lives: ``"block"`` or ``"logic"``."""
     divisor = property(lambda self: self._divisor)
     timeout_cycles = property(lambda self: self._timeout_cycles)
 
@@ -173,7 +180,8 @@ class HostTop(wiring.Component):
         m = Module()
         model = self._model
         if self._engine is None:
-            engine = InferenceEngine(model, lanes=self._lanes, errors=self._errors)
+            engine = InferenceEngine(model, lanes=self._lanes, errors=self._errors,
+                                     buffers=self._buffers)
         else:
             engine = self._engine
         m.submodules.engine = engine
