@@ -76,7 +76,8 @@ def test_stand_in_read_stage_matches_the_reference_with_its_twin(latency):
     # the stand-in really reads differently from the ideal read
     assert golden.scores.tolist() != reference(model, inputs, lanes=4).scores.tolist()
     run = check(engine, inputs, golden)
-    assert run.cycles.tolist() == [engine.cycles_per_inference] * len(inputs)
+    assert run.cycles.tolist() == ([engine.cycles_per_inference]
+                                   + [engine.plan.cycles_back_to_back] * (len(inputs) - 1))
     assert engine.cycles_per_inference == EnginePlan(model, 4).cycles_per_inference + 3 * latency
 
 
@@ -231,19 +232,62 @@ def test_read_stage_latency_must_be_an_integer():
             ValueError, "read_stage must have an integer latency, not None")
 
 
-@pytest.mark.parametrize("sizes, lanes", [([24, 10, 6], 4), ([3, 5, 6], 2), ([16, 12, 8, 5], 8)])
-def test_back_to_back_inferences_start_every_interval(sizes, lanes):
-    # The result beats of one inference overlap the input load of the next; when the inputs are
-    # fewer than the result beats plus two, the next inference waits for them.
+@pytest.mark.parametrize("sizes, lanes, interval", [
+    # rows 60 + 18, drains 9 + 11: the reads and drains of one inference, plus one cycle
+    ([24, 10, 6], 4, 60 + 18 + 9 + 11 + 1),
+    # rows 10 + 18, drains 8 + 10
+    ([3, 5, 6], 2, 10 + 18 + 8 + 10 + 1),
+    # rows 24 + 16 + 5, drains 10 + 10 + 11
+    ([16, 12, 8, 5], 8, 24 + 16 + 5 + 10 + 10 + 11 + 1),
+    # 40 inputs load after the first layer's 10 rows: the input load is the bound
+    ([40, 2, 2], 8, 10 + 40),
+    # one layer: the next inference waits for the results (4 beats) to go out
+    ([7, 4], 2, 16 + 10 + 4 + 2),
+])
+def test_back_to_back_inferences_start_every_interval(sizes, lanes, interval):
+    # The next inference's inputs load while the current one computes its later layers: back to
+    # back, the engine reads its weight memory all but the drains and a cycle per inference.
     model = random_model(sizes, weight_kind="ternary", input_bits=3, seed=len(sizes) + lanes)
     engine = InferenceEngine(model, lanes=lanes)
     plan = engine.plan
-    run = check(engine, random_inputs(model, 5, seed=1), reference(model, random_inputs(model, 5,
-                                                                                      seed=1)))
-    # (the first inference did not wait, so the second starts earlier by that wait)
-    assert np.diff(run.starts).tolist() == ([plan.interval_cycles - plan.load_wait_cycles]
+    inputs = random_inputs(model, 5, seed=1)
+    run = check(engine, inputs, reference(model, inputs))
+    assert plan.interval_cycles == interval
+    # the second vector loads once the first inference's first layer is issued
+    assert np.diff(run.starts).tolist() == ([sizes[0] + plan.layer_rows[0]]
                                             + [plan.interval_cycles] * 3)
     assert run.cycles.tolist() == [plan.cycles_per_inference] + [plan.cycles_back_to_back] * 4
-    n_in, n_cls = sizes[0], sizes[-1]
-    assert plan.interval_cycles == (plan.ideal_cycles + sum(plan.drain_cycles)
-                                    + max(n_in, n_cls + 2))
+
+
+def test_interval_figures_hold_on_random_networks():
+    # The plan's figures against the engine on 16 random networks (one to four layers, one to
+    # eight lanes), every output checked, the inputs offered as soon as they can be taken.
+    rng = random.Random(7)
+    for case in range(16):
+        sizes = [rng.randint(1, 40)] + [rng.randint(1, 12) for _ in range(rng.randint(1, 4))]
+        lanes = rng.choice([1, 2, 4, 8])
+        model = random_model(sizes, weight_kind="ternary", input_bits=3, seed=case)
+        engine = InferenceEngine(model, lanes=lanes)
+        plan = engine.plan
+        inputs = random_inputs(model, 4, seed=case)
+        run = check(engine, inputs, reference(model, inputs))
+        assert np.diff(run.starts).tolist() == ([plan.first_interval_cycles]
+                                                + [plan.interval_cycles] * 2), (sizes, lanes)
+        assert run.cycles.tolist() == ([plan.cycles_per_inference]
+                                       + [plan.cycles_back_to_back] * 3), (sizes, lanes)
+
+
+@pytest.mark.parametrize("sizes, lanes", [([1, 1, 12], 1), ([2, 1, 16], 4), ([3, 9], 4)])
+def test_results_are_never_overwritten(sizes, lanes):
+    # Layers before the last so short that the next inference's last layer would begin while
+    # the results still go out: the next inference waits before it starts, and every result
+    # (checked against the reference) is the right one.
+    model = random_model(sizes, weight_kind="ternary", input_bits=3, seed=5)
+    engine = InferenceEngine(model, lanes=lanes)
+    plan = engine.plan
+    assert plan.waits_for_results
+    inputs = random_inputs(model, 5, seed=2)
+    run = check(engine, inputs, reference(model, inputs))
+    compute = plan.ideal_cycles + sum(plan.drain_cycles)
+    assert plan.interval_cycles == compute + sizes[-1] + 2
+    assert np.diff(run.starts).tolist()[1:] == [plan.interval_cycles] * 3

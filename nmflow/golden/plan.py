@@ -201,23 +201,56 @@ class EnginePlan:
         return self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.n_classes + 1
 
     @property
-    def load_wait_cycles(self):
-        """Cycles an inference offered right behind another waits, after its inputs are in, for
-        the other's results to go out: the next inference loads while they do, and computes once
-        they are out (none when ``n_inputs >= n_classes + 2``)."""
-        return max(0, self.n_classes + 2 - self.n_inputs)
+    def layer_rows(self):
+        """Row reads of each layer: ``ceil(in / lanes) * out``."""
+        return [self.mmap.layer_rows(k).stop - self.mmap.layer_rows(k).start
+                for k in range(self.n_layers)]
 
     @property
-    def cycles_back_to_back(self):
-        """Cycles from the first input beat to the last result beat of an inference offered
-        right behind another, with streams that never stall."""
-        return self.cycles_per_inference + self.load_wait_cycles
+    def waits_for_results(self):
+        """Whether an inference must wait, before it starts, for the previous one's result beats
+        to go out (the score unit holds one set of scores). Only when its last layer could
+        otherwise begin while they go out: a one-layer network, or layers before the last so
+        short (their rows and drains) that they pass in fewer than ``n_classes + 1`` cycles."""
+        rows, drains = self.layer_rows, self.drain_cycles
+        before_last = sum(rows[:-1]) + sum(drains[:-1])
+        return self.n_layers == 1 or before_last < self.n_classes + 1
 
     @property
     def interval_cycles(self):
-        """Cycles between the starts of back-to-back inferences (the throughput): the result
-        beats of one overlap the input load of the next."""
-        return self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.load_wait_cycles
+        """Cycles between the starts of back-to-back inferences (the throughput), with streams
+        that never stall. The next inference's inputs load while the current one computes its
+        later layers, so the engine reads its weight memory nearly all the time. It is the
+        largest of:
+
+        * the row reads and drains of one inference, plus a cycle to start the next;
+        * the first layer's rows plus the input load of the next inference (the input buffer is
+          free once the first layer's rows are issued);
+        * if the next inference :attr:`waits_for_results`: the row reads, the drains and the
+          result beats, plus two cycles.
+        """
+        rows, drains = self.layer_rows, self.drain_cycles
+        compute = self.ideal_cycles + sum(drains)
+        bounds = [compute + 1, rows[0] + self.n_inputs]
+        if self.waits_for_results:
+            bounds.append(compute + self.n_classes + 2)
+        return max(bounds)
+
+    @property
+    def first_interval_cycles(self):
+        """Cycles from the first input beat of an inference offered to an idle engine to the
+        first input beat of the next one (offered right behind it): the input load and the first
+        layer's rows, after which the input buffer is free. Later inferences come every
+        :attr:`interval_cycles`."""
+        return self.n_inputs + self.layer_rows[0]
+
+    @property
+    def cycles_back_to_back(self):
+        """Cycles from the first input beat to the last result beat of an inference whose inputs
+        were offered as soon as the engine could take them, behind another (with streams that
+        never stall): its inputs wait, loaded, while the other finishes."""
+        return (self.interval_cycles + self.cycles_per_inference - self.n_inputs
+                - self.layer_rows[0])
 
     @property
     def memories(self):

@@ -28,13 +28,21 @@ def command_layout(plan):
 class Sequencer(wiring.Component):
     """Walks the memory map of an :class:`~nmflow.golden.plan.EnginePlan`, one row per cycle.
 
-    ``LOAD`` takes ``n_inputs`` input beats into the activation store; ``RUN`` issues every row of a
-    layer (layer after layer, neuron after neuron, chunk after chunk: the weight-memory address
-    counts up, as the memory map lays the rows); ``DRAIN`` waits until every issued neuron has
-    completed before the next layer reads its inputs. After the last layer it has the score unit
-    send the results (``emit``) and goes back to ``LOAD`` at once: the next inference loads while
-    the results go out. If that inference's inputs are in before the score unit is done
-    (``busy``), ``WAIT`` holds it back, so that the scores being sent are never overwritten.
+    Two parts. The *loader* takes ``n_inputs`` input beats into the activation store's input
+    buffer whenever the buffer is free: not holding a complete vector that has not started yet,
+    and not being read (from the start of an inference to the end of its first layer's rows).
+    So the next inference's inputs load while the current one computes its later layers.
+
+    The *runner* starts an inference as soon as a complete vector is in (``IDLE``), on the cycle
+    of its last beat. ``RUN`` issues every row of a layer (layer after layer, neuron after neuron,
+    chunk after chunk: the weight-memory address counts up, as the memory map lays the rows);
+    ``DRAIN`` waits until every issued neuron has completed before the next layer reads its
+    inputs. After the last layer it has the score unit send the results (``emit``) and goes back
+    to ``IDLE``. The last layer does not begin while the score unit is still sending the results
+    of the previous inference (``busy``), so that the scores being sent are never overwritten:
+    when the plan says the last layer could come that soon
+    (:attr:`~nmflow.golden.plan.EnginePlan.waits_for_results`), ``WAIT`` holds the inference
+    before it starts.
 
     Every end-of-count test the sequencer acts on is a register computed a cycle ahead, so that no
     comparison sits on the paths that decide the next state.
@@ -46,7 +54,7 @@ class Sequencer(wiring.Component):
     Members
     -------
     i : In(stream.Signature(unsigned(input_bits)))
-        Input values; ready while loading.
+        Input values; ready while the input buffer is free (a register).
     load : Out(stream.Signature({"index", "value"}, always_ready=True))
         Each input beat taken, with its index.
     cmd : Out(stream.Signature(command_layout(plan), always_ready=True))
@@ -58,7 +66,8 @@ class Sequencer(wiring.Component):
     busy : In(1)
         The score unit is still sending results (a register).
     idle : Out(1)
-        Waiting for the first input beat of an inference: nothing reads the weight memory.
+        No inference is running and no input beat of the next one has been taken: nothing reads
+        the weight memory.
     """
 
     def __init__(self, plan):
@@ -115,25 +124,48 @@ class Sequencer(wiring.Component):
         issue = Signal()
         issued_neuron = Signal()
 
-        # ``loading`` is "in LOAD" kept in a register of its own, so that the input stream's ready
-        # comes straight from a flip-flop.
-        loading = Signal(init=1)
-        m.d.comb += [self.load.payload.index.eq(in_count), self.load.payload.value.eq(self.i.payload),
+        # -- the loader: ``have`` (a complete vector waits), ``in_use`` (the running inference
+        # still reads the input buffer: from its start to its first layer's last row) and
+        # ``loading`` (neither: the input stream's ready, straight from a flip-flop), each
+        # register given its next value below --------------------------------------------------
+        have, in_use, loading = Signal(), Signal(), Signal(init=1)
+        have_next, in_use_next = Signal(), Signal()
+        take = Signal()                     # an input beat is taken
+        start = Signal()                    # the runner starts an inference (takes the vector)
+        first_done = Signal()               # the first layer's last row is issued
+        last_beat = take & in_end
+        m.d.comb += [take.eq(self.i.valid & loading),
+                     self.load.valid.eq(take),
+                     self.load.payload.index.eq(in_count),
+                     self.load.payload.value.eq(self.i.payload),
                      self.i.ready.eq(loading)]
+        with m.If(take):
+            m.d.sync += [in_count.eq(in_count + 1), in_end.eq(in_count == n_inputs - 2)]
+            with m.If(in_end):
+                m.d.sync += [in_count.eq(0), in_end.eq(n_inputs == 1)]
+        m.d.comb += [have_next.eq((have | last_beat) & ~start),
+                     in_use_next.eq((in_use | start) & ~first_done)]
+        m.d.sync += [have.eq(have_next), in_use.eq(in_use_next),
+                     loading.eq(~have_next & ~in_use_next)]
+
+        # -- the runner ------------------------------------------------------------------------
+        def begin():
+            m.d.comb += start.eq(1)
+            m.d.sync += [neuron.eq(0), chunk.eq(0), addr.eq(0), hidden_index.eq(0)]
+            enter_layer(0)
+
         with m.FSM(name="seq"):
-            with m.State("LOAD"):
-                m.d.comb += [self.load.valid.eq(self.i.valid), self.idle.eq(in_count == 0)]
-                with m.If(self.i.valid):
-                    m.d.sync += [in_count.eq(in_count + 1), in_end.eq(in_count == n_inputs - 2)]
-                    with m.If(in_end):
-                        m.d.sync += [in_count.eq(0), in_end.eq(n_inputs == 1),
-                                     neuron.eq(0), chunk.eq(0), addr.eq(0), hidden_index.eq(0)]
-                        enter_layer(0)
-                        m.d.sync += loading.eq(0)
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq((in_count == 0) & ~have)
+                with m.If(have | last_beat):
+                    begin()
+                    if plan.waits_for_results:
                         with m.If(self.busy):
                             m.next = "WAIT"
                         with m.Else():
                             m.next = "RUN"
+                    else:
+                        m.next = "RUN"
             with m.State("WAIT"):               # the results of the last inference go out
                 with m.If(~self.busy):
                     m.next = "RUN"
@@ -146,6 +178,7 @@ class Sequencer(wiring.Component):
                         m.d.sync += hidden_index.eq(hidden_index + 1)
                     with m.If(neuron_end):
                         m.d.sync += neuron.eq(0)
+                        m.d.comb += first_done.eq(layer == 0)
                         m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += [neuron.eq(neuron + 1),
@@ -157,8 +190,11 @@ class Sequencer(wiring.Component):
                 with m.If(drained):             # nothing in flight, so nothing completes
                     with m.If(cur_final):
                         m.d.comb += self.emit.eq(1)
-                        m.d.sync += loading.eq(1)
-                        m.next = "LOAD"
+                        m.next = "IDLE"
+                    with m.Elif((layer == max(n_layers - 2, 0)) & self.busy):
+                        # The last layer waits for the results to go. It never does unless the
+                        # plan is wrong about ``waits_for_results``: the figures' tests tell.
+                        pass
                     with m.Else():
                         enter_layer(layer + 1)
                         m.next = "RUN"

@@ -153,7 +153,8 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
     ``engine.json`` records the configuration (lanes, memory kind), the model's sizes and
     checksum, the engine's figures (``acc_bits``, ``weight_rows``, ``weight_bits``,
     ``ideal_cycles_per_inference``, ``cycles_per_inference``, ``cycles_back_to_back`` for an
-    inference offered right behind another), the read-error injection (``errors``: the fields of
+    inference offered right behind another, ``interval_cycles`` between back-to-back starts and
+    ``first_interval_cycles`` between the first two), the read-error injection (``errors``: the fields of
     an :class:`~nmflow.golden.injector.ErrorInjection`, or ``None`` for the engine without an
     injector) and the SHA-256 of ``engine.v`` as written. Both files are written atomically,
     ``engine.v`` first.
@@ -181,6 +182,8 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
         "ideal_cycles_per_inference": engine.ideal_cycles,
         "cycles_per_inference": engine.cycles_per_inference,
         "cycles_back_to_back": engine.plan.cycles_back_to_back,
+        "interval_cycles": engine.plan.interval_cycles,
+        "first_interval_cycles": engine.plan.first_interval_cycles,
         "model_sha256": hwmodel.model_checksum(model),
         "errors": None if errors is None else errors.to_dict(),
         "verilog_sha256": sha256_bytes(text),

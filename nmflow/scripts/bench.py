@@ -95,8 +95,8 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
                                                   "block_rams", "block_rams_total", "dsps",
                                                   "fmax_mhz", "clock_mhz", "seconds")})
         entry["logic_cell_fraction"] = round(build["logic_cells"] / build["logic_cells_total"], 4)
-        # Back to back, one inference starts every ``interval_cycles`` (the result beats of one
-        # overlap the input load of the next).
+        # Back to back, one inference starts every ``interval_cycles`` (the next one's inputs
+        # load while the current one computes).
         interval = plan.interval_cycles
         if build["fmax_mhz"]:
             entry["images_per_second_at_fmax"] = round(build["fmax_mhz"] * 1e6 / interval, 1)

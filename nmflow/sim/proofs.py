@@ -36,9 +36,10 @@ small on purpose: bounded model checking grows steeply with the state of the des
     completed. Completions are free, but never more than the neurons issued.
 ``"idle"``
     With a datapath that completes each neuron ``latency`` cycles after its last row and a score
-    unit that is never busy: ``emit`` comes at most ``bound`` cycles after the last input beat of
-    an inference, and the sequencer is idle in the cycle after ``emit`` (results going out, next
-    inference not begun).
+    unit that is never busy: at most two complete input vectors are ever held (one computing, one
+    waiting); while any is, an ``emit`` comes at most ``bound`` cycles after the last ``emit`` or
+    the last complete vector; and in the cycle after an ``emit`` with no other input taken, whole
+    or in part, the sequencer is idle (results going out, next inference not begun).
 """
 
 from amaranth.hdl import Array, Assert, Assume, Elaboratable, Module, Mux, ResetInserter, Signal
@@ -266,18 +267,28 @@ class SequencerProof(Elaboratable):
                 m.d.comb += Assert((row == rows) & (outstanding == 0))
 
         if self.check == "idle":
-            running = Signal()
-            count = Signal(range(self.bound + 1))
+            # Vectors whose last beat was taken and whose results have not been emitted (the
+            # next one loads while the current one computes: at most two), and beats taken of a
+            # vector not yet complete.
+            loaded = Signal(range(3))
+            partial = Signal(range(max(plan.n_inputs, 2)))
             last_input = seq.load.valid & (seq.load.payload.index == plan.n_inputs - 1)
-            with m.If(seq.emit):
-                m.d.sync += [running.eq(0), count.eq(0)]
-            with m.Elif(last_input):
-                m.d.sync += [running.eq(1), count.eq(0)]
-            with m.Elif(running & (count != self.bound)):
+            m.d.sync += loaded.eq(loaded + last_input - seq.emit)
+            with m.If(seq.load.valid):
+                m.d.sync += partial.eq(Mux(last_input, 0, partial + 1))
+            m.d.comb += Assert(loaded <= 2)
+            # Progress: while a complete vector waits or computes, an emit comes within
+            # ``bound`` cycles of the last emit or last complete vector.
+            count = Signal(range(self.bound + 1))
+            with m.If(seq.emit | last_input):
+                m.d.sync += count.eq(0)
+            with m.Elif((loaded != 0) & (count != self.bound)):
                 m.d.sync += count.eq(count + 1)
-            m.d.comb += Assert(~running | (count != self.bound))
+            m.d.comb += Assert((loaded == 0) | (count != self.bound))
+            # Back to idle: in the cycle after an emit, with no other vector taken in whole or
+            # in part, the sequencer is idle (results going out, nothing else begun).
             after_emit = Signal()
             m.d.sync += after_emit.eq(seq.emit)
-            with m.If(after_emit):
+            with m.If(after_emit & (loaded == 0) & (partial == 0)):
                 m.d.comb += Assert(seq.idle)
         return m

@@ -70,7 +70,8 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
         Write waves there.
 
     With ``ready=valid=1`` the first inference takes exactly ``engine.cycles_per_inference``
-    cycles, the later ones ``engine.plan.cycles_back_to_back``, one every
+    cycles, the later ones ``engine.plan.cycles_back_to_back``; the second's first input beat
+    comes ``engine.plan.first_interval_cycles`` after the first's, and then one every
     ``engine.plan.interval_cycles``.
     """
     model = engine.model
@@ -111,11 +112,16 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
             cycles[image] = ctx.get(cycle) - starts[image]
             done[0] += 1
 
+    # Each inference traces each hidden neuron once, one inference after the other (the next
+    # one's first layers may be traced while the results of the last go out).
+    per_inference = sum(layer.n_out for layer in model.layers[:-1])
+
     async def trace_monitor(ctx):
         async for _, _, is_valid, beat in ctx.tick().sample(engine.trace.valid,
                                                             engine.trace.payload):
             if is_valid:
-                image, layer, neuron = done[0], int(beat.layer), int(beat.neuron)
+                image = len(events) // per_inference
+                layer, neuron = int(beat.layer), int(beat.neuron)
                 events.append((image, layer, neuron))
                 if image < n and layer < len(acts) and neuron < acts[layer].shape[1]:
                     acts[layer][image, neuron] = beat.act

@@ -173,10 +173,13 @@ class OutputMonitor:
     always-ready trace stream (beats: ``valid`` at a rising edge), each in its own coroutine; on
     each result beat flagged ``last`` it hands the inference to ``callback(results, acts, last)``:
     the result beats as ``(index, score, cls, last)``, the trace beats as ``(layer, neuron,
-    act)`` seen since the previous inference, and the clock period of the last beat.
+    act)`` of the inference, and the clock period of the last beat.
 
-    An inference's trace beats all come before its first result beat (the engine computes one
-    inference at a time), so splitting the two streams at each ``last`` beat is exact.
+    The engine computes one inference at a time and traces every hidden neuron once, so the
+    trace stream is each inference's ``sum(hidden)`` beats, inference after inference. The next
+    inference's first layers may already be traced while the results of the last go out, so at
+    each ``last`` result beat the monitor hands over the first ``sum(hidden)`` trace beats not
+    yet handed over and keeps the rest (a missing or extra beat then shows as mismatches).
     """
 
     def __init__(self, dut, model, callback):
@@ -184,6 +187,7 @@ class OutputMonitor:
         self.result = Unpacker(result_layout(model.n_classes, model.score_bits))
         hidden = [layer.n_out for layer in model.layers[:-1]]
         self.trace = Unpacker(trace_layout(len(model.layers), max(hidden, default=1)))
+        self.per_inference = sum(hidden)
         assert self.result.names == ["index", "score", "cls", "last"]
         assert self.trace.names == ["layer", "neuron", "act"]
         self.acts = []
@@ -214,7 +218,8 @@ class OutputMonitor:
                 beat = self.result(payload.value.to_unsigned())
                 results.append(beat)
                 if beat[3]:
-                    acts, self.acts = self.acts, []
+                    n = self.per_inference
+                    acts, self.acts = self.acts[:n], self.acts[n:]
                     self.callback(results, acts, edge_count())
                     results = []
 
