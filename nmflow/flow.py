@@ -14,6 +14,7 @@ Artifacts in a run folder (``build/<run>/``)::
 """
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,7 +341,7 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
 _BUFFERS = {"inputs": ("inputs",), "activations": ("activations 0", "activations 1")}
 
 
-def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True):
+def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
     """Where the engine's memories go on the board: refuse, before synthesis, an engine whose
     memories cannot fit the board's block RAM.
 
@@ -350,7 +351,8 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True):
     moved to logic, first the input buffer, then the activation banks, then both, until the rest
     fits. ``extra`` adds other block RAM memories beside the engine (``{name: (depth,
     width)}``, e.g. the metaplastic unit's); ``link_buffer=False`` leaves out the host link's
-    input buffer (kept in logic).
+    input buffer (kept in logic). ``margin`` block RAMs are kept free: what Yosys maps beyond
+    the estimate (a memory written a lane at a time can take more blocks than the fewest).
 
     Returns
     -------
@@ -376,9 +378,9 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True):
     for moved in choices:
         gone = {name for group in moved for name in _BUFFERS[group]}
         kept = {name: n for name, n in needed.items() if name not in gone}
-        if sum(kept.values()) <= info.block_rams:
+        if sum(kept.values()) + margin <= info.block_rams:
             return kept, {group: "logic" if group in moved else "block" for group in _BUFFERS}
-    total = sum(kept.values())
+    total = sum(kept.values()) + margin
     depth, width = plan.memories["weights"]
     raise NmflowError(
         f"design does not fit {info.name} ({info.device}): the engine needs {total} block "
@@ -418,13 +420,20 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
         probe = make(info.clock_hz) if unit is not None else None
     except ValueError as error:
         raise NmflowError(str(error)) from None
-    if probe is None:
-        needed, buffers = fit_memories(hw, lanes, info)
-    else:
-        needed, buffers = fit_memories(hw, lanes, info, extra=probe.unit.memories,
-                                       link_buffer=probe.link_buffer == "block")
+    fit = {} if probe is None else dict(extra=probe.unit.memories,
+                                        link_buffer=probe.link_buffer == "block")
+    needed, buffers = fit_memories(hw, lanes, info, **fit)
     start = time.monotonic()
-    result = build(make, board, out, name="nmflow_top", seed=seed)
+    try:
+        result = build(make, board, out, name="nmflow_top", seed=seed)
+    except NmflowError as error:
+        # Yosys mapped more block RAMs than estimated: once, move more buffers to logic.
+        over = re.search(r"needs (\d+) block RAMs", str(error))
+        if over is None or set(buffers.values()) == {"logic"}:
+            raise
+        margin = int(over.group(1)) - sum(needed.values())
+        needed, buffers = fit_memories(hw, lanes, info, margin=max(margin, 1), **fit)
+        result = build(make, board, out, name="nmflow_top", seed=seed)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
     summary["errors"] = None if errors is None else errors.to_dict()

@@ -238,6 +238,44 @@ def test_wider_engines_move_their_buffers_to_logic():
     assert sum(needed.values()) == 14 + 2 + 2 + 2 + 4 + 2 + 1
 
 
+def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
+    # Yosys may map a memory into more block RAMs than the estimate (a memory written a lane at
+    # a time): the build then moves more buffers to logic and tries once more.
+    import nmflow.boards.build as boards_build
+    from nmflow.boards.build import get_board
+    from nmflow.errors import NmflowError
+    from nmflow.flow import build_step, fit_memories
+    model = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    ice = get_board("icebreaker")
+    assert fit_memories(model, 16, ice, margin=4)[1] == {"inputs": "block",
+                                                          "activations": "block"}  # 26 + 4
+    assert fit_memories(model, 16, ice, margin=5)[1] == {"inputs": "logic",
+                                                          "activations": "block"}
+    seen = []
+
+    class Result:
+        def to_dict(self):
+            return {"block_rams": 21}
+
+    def fake_build(make, board, out, **kwargs):
+        top = make(ice.clock_hz)
+        seen.append(top)
+        if len(seen) == 1:
+            raise NmflowError("design does not fit icebreaker (iCE40UP5K): needs 31 block RAMs "
+                              "(ICESTORM_RAM), the device has 30")
+        return Result()
+    monkeypatch.setattr(boards_build, "build", fake_build)
+    summary = build_step(tmp_path, board="icebreaker", out=tmp_path / "out")
+    assert len(seen) == 2
+    assert seen[0]._buffers == {"inputs": "block", "activations": "block"}
+    assert seen[1]._buffers == {"inputs": "logic", "activations": "block"}     # what was built
+    # estimated 26, Yosys 31: 5 more kept free, so the input buffer (5 blocks) goes to logic
+    assert summary["buffers"] == {"inputs": "logic", "activations": "block"}
+    assert summary["block_rams_estimated"]["weights"] == 14
+    assert "inputs" not in summary["block_rams_estimated"]
+
+
 def test_bad_inputs_file_refused(capsys, tmp_path):
     hwmodel.save(random_model([8, 6, 3], input_bits=4, seed=1), tmp_path / "hwmodel")
     np.savez(tmp_path / "x.npz", x=np.full((2, 8), 16))
