@@ -294,7 +294,7 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
                           f"verified")
     acts_names = tuple(f"acts{k}" for k in range(len(hw.layers) - 1))
     rtl = read_npz(outputs, "simulation outputs", required=("classes", "scores", *acts_names),
-                   optional=("cycles",))
+                   optional=("cycles", "finish"))
     # the golden model reads its weights as the simulated engine did (with its injector's twin)
     golden = reference(hw, x, lanes=config["lanes"], read=engine_read_function(config))
     mismatches = []
@@ -330,7 +330,8 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
         if rtl["classes"].shape == y.shape:
             result["accuracy"] = float((rtl["classes"] == y).mean())
     if "cycles" in rtl:
-        result["cycles_per_inference"] = float(rtl["cycles"].mean())
+        from .sim.engine_sim import cycle_figures
+        result.update(cycle_figures(rtl["cycles"], rtl.get("finish")))
     write_json(Path(out or run_dir / ARTIFACTS["compare"]), result)
     return result
 

@@ -56,6 +56,10 @@ def test_every_test_image_matches_in_rtl(run):
     summary = json.loads((run / "sim" / "summary.json").read_text())
     assert summary["verilog_sha256"] == compare["verilog_sha256"] == engine["verilog_sha256"]
     assert compare["cycles_per_inference"] <= 1.10 * engine["ideal_cycles_per_inference"]
+    # the later images, offered while the engine computed, came one every interval_cycles
+    assert compare["cycles_back_to_back"] == engine["cycles_back_to_back"]
+    assert compare["interval_cycles"] == engine["interval_cycles"]
+    assert compare["interval_cycles"] <= 1.03 * engine["ideal_cycles_per_inference"]
 
 
 def test_every_test_image_matches_with_read_errors_injected(run):
@@ -489,6 +493,7 @@ def test_bench_writes_its_figures(tmp_path):
     breakdown = cycles["breakdown"]
     assert cycles["interval_per_inference"] == (breakdown["row_reads"]
                                                 + breakdown["pipeline_drain"] + 1)
+    assert cycles["interval_measured"] == cycles["interval_per_inference"]
     assert board["images_per_second_at_fmax"] == round(
         board["fmax_mhz"] * 1e6 / cycles["interval_per_inference"], 1)
     assert bench["simulation"]["cocotb_icarus_cycles_per_second"] > 0

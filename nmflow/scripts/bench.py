@@ -64,6 +64,8 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
         "ratio_to_ideal": round(cycles / plan.ideal_cycles, 4),
         "predicted_per_inference": plan.cycles_per_inference,
         "interval_per_inference": plan.interval_cycles,
+        "interval_measured": sim["interval_cycles"],
+        "interval_ratio_to_ideal": round(plan.interval_cycles / plan.ideal_cycles, 4),
         "breakdown": {"input_load": plan.n_inputs, "row_reads": plan.ideal_cycles,
                       "pipeline_drain": sum(plan.drain_cycles),
                       "result_beats": plan.n_classes},

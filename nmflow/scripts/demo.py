@@ -58,6 +58,7 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
             "images": compare["images"], "mismatches": compare["mismatches"],
             "outputs_checked": compare["outputs_checked"], "accuracy": compare.get("accuracy"),
             "cycles_per_inference": compare.get("cycles_per_inference"),
+            "interval_cycles": compare.get("interval_cycles"),
             "ideal_cycles_per_inference": rtl["ideal_cycles_per_inference"],
             "lanes": rtl["lanes"], "weight_bits": rtl["weight_bits"],
             "simulator": os.environ.get("SIM", "icarus"), "sim_cycles_per_second": sim.get("sim_cycles_per_second"),
@@ -88,6 +89,9 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
     table.add_row("", "RTL accuracy", f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "-")
     table.add_row("", "cycles per inference (ideal)",
                   f"{r['cycles_per_inference']:.0f} ({r['ideal_cycles_per_inference']})")
+    if r["interval_cycles"] is not None:
+        table.add_row("", "back to back: one inference every",
+                      f"{r['interval_cycles']:.0f} cycles")
     table.add_row("build", f"{b['board']} ({b['device']}) logic cells",
                   f"{b['logic_cells']} / {b['logic_cells_total']}")
     table.add_row("", "block RAMs / DSPs", f"{b['block_rams']} / {b['dsps']}")

@@ -17,6 +17,26 @@ from .runner import run_cocotb
 __all__ = ["simulate_engine", "read_progress"]
 
 
+
+def cycle_figures(cycles, finish=None):
+    """What a simulation measured of the engine's speed, from each inference's cycles (first
+    input beat to last result beat) and ``finish`` (the cycle of its last result beat):
+
+    * ``cycles_per_inference``: the first inference's cycles (it found the engine idle);
+    * ``cycles_back_to_back``: the mean of the later ones' (offered behind another, their inputs
+      load while it computes, so they take longer from their first beat), ``None`` for one;
+    * ``interval_cycles``: the mean cycles between consecutive last result beats (the
+      throughput), ``None`` for one inference or without ``finish``.
+    """
+    cycles = np.asarray(cycles)
+    out = {"cycles_per_inference": float(cycles[0]) if len(cycles) else None,
+           "cycles_back_to_back": float(cycles[1:].mean()) if len(cycles) > 1 else None,
+           "interval_cycles": None}
+    if finish is not None and len(finish) > 1:
+        out["interval_cycles"] = float(np.diff(np.asarray(finish)).mean())
+    return out
+
+
 def read_progress(path):
     """The last complete line of a testbench's progress file as ``(images_done, sim_cycles,
     seconds)``, or ``None`` if there is none yet."""
@@ -103,7 +123,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         classes, scores, ``acts{n}``, cycles and sim_cycles, or ``None`` if the testbench did not
         finish), ``lanes``, ``verilog`` and ``verilog_sha256`` (the file simulated and the
         checksum of what was compiled), ``ready``, ``valid``, ``seed``, and when the outputs
-        exist ``cycles_per_inference`` (mean), ``sim_cycles``, ``sim_cycles_per_second``.
+        exist the :func:`cycle_figures`, ``sim_cycles``, ``sim_cycles_per_second``.
     """
     from ..golden import hwmodel
 
@@ -153,8 +173,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
                "killed_after": result.killed_after}
     if out_path.is_file():
         with np.load(out_path) as f:
-            cycles = f["cycles"]
-            summary["cycles_per_inference"] = float(cycles.mean()) if len(cycles) else None
+            summary.update(cycle_figures(f["cycles"], f["finish"] if "finish" in f else None))
             summary["sim_cycles"] = int(f["sim_cycles"])
             summary["sim_cycles_per_second"] = round(int(f["sim_cycles"]) / seconds, 1)
     return summary

@@ -6,7 +6,8 @@ Run through :func:`nmflow.sim.engine_sim.simulate_engine`. Settings come from th
 ``NMFLOW_TB_CONFIG``    ``engine.json`` of the Verilog (lanes, ``cycles_per_inference``, the read-error
                         injection the golden model then reads with: its bit-exact twin)
 ``NMFLOW_TB_INPUTS``    .npz with ``x`` [N, n_inputs]
-``NMFLOW_TB_OUT``       .npz written with what the RTL produced (classes, scores, acts, cycles)
+``NMFLOW_TB_OUT``       .npz written with what the RTL produced (classes, scores, acts, cycles,
+                        finish: the clock period of each inference's last result beat)
 ``NMFLOW_TB_READY``     probability that the result stream is ready in a cycle (default 1.0)
 ``NMFLOW_TB_VALID``     probability that the driver offers its next beat in a cycle (default 1.0)
 ``NMFLOW_TB_SEED``      seed of the ready and gap patterns (default 0)
@@ -254,6 +255,7 @@ class Scoreboard:
         self.scores = np.zeros((images, model.n_classes), dtype=np.int64)
         self.acts = [np.zeros((images, size), dtype=np.int8) for size in sizes[:-1]]
         self.cycles = np.zeros(images, dtype=np.int64)
+        self.finish = np.zeros(images, dtype=np.int64)      # clock period of the last beat
         self.expected = deque()
         self.errors, self.mismatches, self.done = 0, [], 0
         self.finished = Event()
@@ -285,6 +287,7 @@ class Scoreboard:
         else:
             golden, first = self.expected.popleft()
         self.cycles[image] = last - first + 1
+        self.finish[image] = last
         n_classes = self.model.n_classes
         indices = [beat[0] for beat in results]
         if indices != list(range(n_classes)):
@@ -385,7 +388,8 @@ async def engine_matches_golden(dut):
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, classes=scoreboard.classes, scores=scoreboard.scores,
-                         cycles=scoreboard.cycles, sim_cycles=np.int64(cycles),
+                         cycles=scoreboard.cycles, finish=scoreboard.finish,
+                         sim_cycles=np.int64(cycles),
                          **{f"acts{n}": a for n, a in enumerate(scoreboard.acts)})
     dut._log.info("%d inferences, %d errors, %d cycles", len(inputs), scoreboard.errors, cycles)
     first = scoreboard.mismatches[0] if scoreboard.mismatches else None
