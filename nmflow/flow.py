@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The flow: train -> export -> verilog -> sim -> compare -> build, each step a function that reads
 the artifact the previous step wrote (or one a user brings) and writes its own into a run folder.
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Verilog from Amaranth components: the ``verilog`` step of the flow, and the unit testbenches'.
 
 :func:`to_verilog` converts any ``wiring.Component`` into one flat Verilog module whose ports are
