@@ -437,6 +437,18 @@ class HostLink(wiring.Component):
                 m.d.comb += crc_in.eq(byte)
             busy()
 
+        def send_low_byte(held, last, done):
+            """Send the low byte of ``held`` (a reply field held in a register) and shift it
+            down; ``done()`` once the byte sent was the field's last (``last``)."""
+            send(held[:8])
+            m.d.comb += tx.valid.eq(1)
+            with m.If(tx.ready):
+                m.d.comb += crc_unit.valid.eq(1)
+                m.d.sync += held.eq(held >> 8)
+                set_idx(zero=False)
+                with m.If(last):
+                    done()
+
         fsm = OneHotFSM(m, ["HUNT", "CMD", "LEN_LO", "LEN_HI", "PAYLOAD", "CHECK", "FEED", "DRAIN",
                              "HEAD", "ERROR_BODY", "INFO_BODY", "CLASS", "SCORE", "CRC"]
                         + (["META", "META_BODY", "ROWS"] if mt else []),
@@ -563,15 +575,10 @@ class HostLink(wiring.Component):
                     with m.If(self.meta_o.valid):
                         m.d.sync += [mheld.eq(1), mres.eq(self.meta_o.payload.as_value())]
                 with m.Else():
-                    send(mres[:8])
-                    m.d.comb += tx.valid.eq(1)
-                    with m.If(tx.ready):
-                        m.d.comb += crc_unit.valid.eq(1)
-                        m.d.sync += mres.eq(mres >> 8)
-                        set_idx(zero=False)
-                        with m.If(idx_is[n_mreply - 1]):
-                            m.d.sync += mheld.eq(0)
-                            fsm.next("CRC")
+                    def done():
+                        m.d.sync += mheld.eq(0)
+                        fsm.next("CRC")
+                    send_low_byte(mres, idx_is[n_mreply - 1], done)
 
         if mt:
             with fsm.State("ROWS"):
@@ -583,18 +590,13 @@ class HostLink(wiring.Component):
                     with m.If(self.pairs.valid):
                         m.d.sync += [pheld.eq(1), prow.eq(self.pairs.data.as_value())]
                 with m.Else():
-                    send(prow[:8])
-                    m.d.comb += tx.valid.eq(1)
-                    with m.If(tx.ready):
-                        m.d.comb += crc_unit.valid.eq(1)
-                        m.d.sync += prow.eq(prow >> 8)
-                        set_idx(zero=False)
-                        with m.If(idx_is[n_row - 1]):
-                            set_idx(zero=True)
-                            m.d.sync += [pheld.eq(0), preq.eq(0), r_row.eq(r_row + 1),
-                                         r_left.eq(r_left - 1), r_last.eq(r_left == 2)]
-                            with m.If(r_last):
-                                fsm.next("CRC")
+                    def row_done():
+                        set_idx(zero=True)
+                        m.d.sync += [pheld.eq(0), preq.eq(0), r_row.eq(r_row + 1),
+                                     r_left.eq(r_left - 1), r_last.eq(r_left == 2)]
+                        with m.If(r_last):
+                            fsm.next("CRC")
+                    send_low_byte(prow, idx_is[n_row - 1], row_done)
 
         with fsm.State("DRAIN"):
             with m.If(quiet):
