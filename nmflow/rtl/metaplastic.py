@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The fixed-point metaplastic update unit: hidden weights beside the engine's pair-code memory.
 
 The unit applies the integer rule of :mod:`nmflow.golden.metafixed` (its golden twin,
