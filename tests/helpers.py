@@ -11,6 +11,17 @@ from amaranth.hdl import UnusedElaboratable
 from nmflow.golden.hwmodel import HardwareModel, Layer
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread while a test runs: two threads on the busy 2-core machines run 10-100x
+    slower. Autouse in a module that imports it (``from helpers import one_torch_thread``)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def link_model(seed=0, sizes=(16, 12, 8, 5), input_bits=4):
     """A random ternary HardwareModel whose scores need 3 bytes on the host link."""
     rng = np.random.default_rng(seed)

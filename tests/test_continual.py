@@ -26,13 +26,7 @@ from nmflow.golden.metaplastic import MetaplasticAdam, metaplastic_update
 from nmflow.scripts import cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: two threads on the busy 2-core machines run 10-100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from helpers import one_torch_thread  # noqa: F401 (autouse: one torch thread per test)
 
 # -- fixed-point twin --------------------------------------------------------------------------
 

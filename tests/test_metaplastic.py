@@ -17,13 +17,7 @@ from nmflow.golden.metaplastic import (MetaplasticAdam, f_meta, f_meta_hard, lay
                                        metaplastic_update)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: two threads on the busy 2-core machines run 10-100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from helpers import one_torch_thread  # noqa: F401 (autouse: one torch thread per test)
 
 finite = st.floats(-50, 50, allow_nan=False, allow_infinity=False)
 ms = st.floats(0, 30, allow_nan=False, allow_infinity=False)
