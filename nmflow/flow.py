@@ -489,11 +489,11 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
                 raise NmflowError(f"the board at {port} has {board} {name}, the hardware model "
                                   f"{ours}: build and load the bitstream of this model")
         weight_mismatches = None
-        if info.meta is not None:
+        if info.metaplastic is not None:
             # A board with the metaplastic unit reads its weight memory back (READ): its binary
             # weights must be the model's, or every difference below is explained here.
-            if info.meta.engine_lanes != lanes:
-                raise NmflowError(f"lanes must be the board's {info.meta.engine_lanes}, "
+            if info.metaplastic.engine_lanes != lanes:
+                raise NmflowError(f"lanes must be the board's {info.metaplastic.engine_lanes}, "
                                   f"not {lanes}")
             board_weights = link.read_weights(hw)
             weight_mismatches = int(sum((b != layer.weights).sum()

@@ -178,7 +178,7 @@ def test_driver_parameters_and_unreachable_port():
 
 @pytest.fixture(scope="module")
 def board():
-    with SimulatedBoard(MODEL, lanes=16, divisor=4) as simulated:
+    with SimulatedBoard.engine(MODEL, lanes=16, divisor=4) as simulated:
         yield simulated
     assert simulated.frame_errors == 0
 

@@ -1,4 +1,4 @@
-"""The EP unit's host link (nmflow/rtl/eqprop_link.py, protocol nmflow/golden/eqprop_protocol.py):
+"""The EP unit's host link (nmflow/rtl/eqprop_link.py, protocol nmflow/protocol/eqprop.py):
 the gateware's reply bytes against the plain-Python model (which computes with the fixed-point
 twin) over random good and bad frames; a simulated board trained over its UART whose weights
 read back equal the twin's; the ``nmflow eqprop sim|build|host`` refusals and a ``--port sim``
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from nmflow.golden.eqprop_protocol import (EqCommand, EqPropLinkModel, LinkGeometry, decode_info,
-                                    encode_info)
 from nmflow.golden import eqprop_fixed as ef
+from nmflow.golden.eqprop_board import EqPropBoardTwin
+from nmflow.golden.eqprop_layout import EqPropLayout
 from nmflow.protocol import CRC, SYNC, ErrorCode, decode_frame, encode_frame
-from nmflow.rtl.eqprop_link import EqPropLinkCore
+from nmflow.protocol.eqprop import EqCommand, EqPropLinkModel, decode_info, encode_info
+from nmflow.rtl.eqprop_link import EqPropLinkCore, link_geometry
 from nmflow.scripts import cli
 from nmflow.sim.streams import stream_put
 
@@ -33,7 +34,7 @@ def _u16(*values):
 
 def _frames(rng, geometry):
     """Random bursts: good requests of every command and every kind of bad frame."""
-    g, lay = geometry, geometry.layout
+    g, lay = geometry, EqPropLayout(geometry.sizes, geometry.lanes)
     R, RB = g.rows_per_frame, g.biases_per_frame
     out = []
 
@@ -127,14 +128,14 @@ def _run_core(core, bursts, seed):
 
 
 def test_info_encoding_round_trips():
-    g = LinkGeometry(CFG, LANES, BUFFER)
+    g = link_geometry(CFG, LANES, BUFFER)
     assert decode_info(encode_info(g.info)) == g.info
     assert (g.rows_per_frame, g.biases_per_frame) == (7, 11)
 
 
 def test_link_answers_like_the_model_over_random_frames():
     core = EqPropLinkCore(CFG, LANES, timeout=TIMEOUT, buffer_bytes=BUFFER)
-    model = EqPropLinkModel(CFG, LANES, buffer_bytes=BUFFER)
+    model = EqPropLinkModel(link_geometry(CFG, LANES, BUFFER), EqPropBoardTwin(CFG, LANES))
     bursts = _frames(np.random.default_rng(5), core.geometry)
     got = _run_core(core, bursts, seed=6)
     codes = set()
@@ -147,22 +148,22 @@ def test_link_answers_like_the_model_over_random_frames():
                 codes.add(ErrorCode(payload[0]))
     # the random frames reached every error and changed the weights
     assert codes == set(ErrorCode) - set(), codes
-    assert any((w != w0).any() for w, w0 in zip(model.params["W"], ef.init_params(CFG)["W"]))
+    assert any((w != w0).any() for w, w0 in zip(model.board.params["W"], ef.init_params(CFG)["W"]))
 
 
 def test_model_refuses_without_touching_the_weights():
-    model = EqPropLinkModel(CFG, LANES, buffer_bytes=BUFFER)
-    before = [list(b) for b in model.banks]
+    model = EqPropLinkModel(link_geometry(CFG, LANES, BUFFER), EqPropBoardTwin(CFG, LANES))
+    before = [list(b) for b in model.board.banks]
     frame = bytearray(encode_frame(EqCommand.LOAD_W, _u16(0) + bytes(8)))
     frame[-1] ^= 0xFF
     assert decode_frame(model.burst(frame)) == (0xFF, bytes([ErrorCode.BAD_CHECKSUM]))
-    assert model.banks == before
+    assert model.board.banks == before
     assert CRC.compute(b"123456789") == 0xF4
 
 
 def test_simulated_board_trains_like_the_twin():
     from nmflow.boards.eqprop_host import EqPropLink
-    from nmflow.sim.eqprop_bridge import eqprop_simulated_board
+    from nmflow.sim.uart_bridge import eqprop_simulated_board
 
     rng = np.random.default_rng(2)
     params = ef.init_params(CFG)

@@ -9,7 +9,8 @@ layer table below::
     sim                         base, golden, rtl, sim
     rtl                         base, golden, rtl
     golden                      base, golden
-    base                        base: nmflow.errors, fileio, fixedpoint, protocol, toolchain
+    base                        base: nmflow.errors, fileio, fixedpoint, protocol (a package),
+                                toolchain
 
 The host protocol (:mod:`nmflow.protocol`) and the toolchain (:mod:`nmflow.toolchain`) are base
 modules, so the gateware, the simulation and the boards all share them without reaching up.
@@ -31,10 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "nmflow"
 
 #: Modules below every layer: plain Python each layer may import.
-BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.protocol",
-        "nmflow.toolchain"}
+BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.toolchain"}
 #: Module (or package) -> its layer.
-LAYER_OF = {"nmflow.golden": "golden", "nmflow.rtl": "rtl", "nmflow.sim": "sim",
+LAYER_OF = {"nmflow.protocol": "base", "nmflow.golden": "golden", "nmflow.rtl": "rtl", "nmflow.sim": "sim",
             "nmflow.boards": "boards", "nmflow.scripts": "scripts", "nmflow.flow": "scripts"}
 #: Layer -> the layers it may import.
 ALLOWED = {
@@ -250,3 +250,16 @@ def test_imports_go_downwards(module):
 def test_no_private_amaranth_names(path):
     errors = private_amaranth_errors(path, path.read_text())
     assert not errors, "private Amaranth names:\n" + "\n".join(errors)
+
+
+def test_golden_speaks_no_wire_protocol():
+    """The twins of the links live in nmflow.protocol; the golden models compute without bytes."""
+    found = []
+    for module, path in MODULES.items():
+        if layer(module) != "golden":
+            continue
+        tree = ast.parse(path.read_text())
+        found += [f"{module}:{line} imports {name}" for line, name in
+                  nmflow_imports(tree, module, path.name == "__init__.py", set(MODULES))
+                  if name == "nmflow.protocol" or name.startswith("nmflow.protocol.")]
+    assert not found, found

@@ -27,7 +27,8 @@ from nmflow.golden.metafixed import MetaFixedRule
 from nmflow.golden.pairs import MINUS, PLUS, memory_codes, read_weights
 from nmflow.golden.plan import EnginePlan
 from nmflow.golden.reference import reference
-from nmflow.protocol import Command, ErrorCode, Info, LinkModel, MetaInfo
+from nmflow.protocol import Command, ErrorCode, Info, LinkModel, MetaplasticInfo
+from nmflow.protocol import MetaplasticCommand as MCommand
 from nmflow.rtl.engine import InferenceEngine
 from nmflow.rtl.hostlink import HostLink
 from nmflow.rtl.metaplastic import MetaplasticUnit, hidden_groups
@@ -46,7 +47,7 @@ PLAN = EnginePlan(MODEL, ENGINE_LANES)
 WORDS, EN = hidden_groups(HIDDEN, PLAN.mmap, 2)          # [groups, 2] and the real lanes
 MASKS = [int(EN[g, 0]) | int(EN[g, 1]) << 1 for g in range(len(EN))]
 RULE = MetaFixedRule(M, table_size=TABLE)
-META = MetaInfo(lanes=2, groups=len(WORDS), w_bits=16, w_frac=12, u_bits=16, u_frac=15,
+META = MetaplasticInfo(lanes=2, groups=len(WORDS), w_bits=16, w_frac=12, u_bits=16, u_frac=15,
                 engine_lanes=ENGINE_LANES)
 
 
@@ -62,7 +63,7 @@ class Twin:
         k = ENGINE_LANES // lanes_of(self.hidden)
         for p, value in enumerate(values):
             if mask >> p & 1:
-                if command == Command.LOAD:
+                if command == MCommand.LOAD:
                     self.hidden[group, p] = value
                 else:
                     self.hidden[group, p] = RULE.update(np.array([self.hidden[group, p]]),
@@ -125,13 +126,13 @@ def test_info_tail_and_request_bytes():
         "a5 04 07 00 05 00 03 f8 ff 2c 01 0e")
     assert protocol.load_request(META, 0x102, 1, [1234, 0]).hex(" ") == (
         "a5 05 07 00 02 01 01 d2 04 00 00 1f")
-    assert protocol.meta_reply(Command.LOAD, META, [1234, 0]).hex(" ") == (
+    assert protocol.group_reply(MCommand.LOAD, META, [1234, 0]).hex(" ") == (
         "a5 85 04 00 d2 04 00 00 ce")
-    assert protocol.meta_reply(Command.UPDATE, META, [-1, 2])[:7].hex(" ") == (
+    assert protocol.group_reply(MCommand.UPDATE, META, [-1, 2])[:7].hex(" ") == (
         "a5 84 04 00 ff ff 02")
-    assert protocol.decode_meta_reply(bytes.fromhex("ff ff 02 00"), META) == [-1, 2]
+    assert protocol.decode_group_reply(bytes.fromhex("ff ff 02 00"), META) == [-1, 2]
     with pytest.raises(ValueError, match="^value 32768 does not fit 16 bits$"):
-        protocol.encode_meta(0, 3, [32768, 0], 2)
+        protocol.encode_group(0, 3, [32768, 0], 2)
     assert META.problem() is None
     assert dataclasses.replace(META, w_bits=12).problem() == (
         "w_bits must be 8, 16, 24 or 32 (whole bytes on the link), not 12")
@@ -169,23 +170,23 @@ def test_link_model_refuses_and_applies():
     assert plain.burst(protocol.update_request(META, 0, 3, [1, 1])) == \
         protocol.error_reply(ErrorCode.BAD_COMMAND)
     twin = Twin(META.groups, 2)
-    lm = LinkModel(16, 5, 5, 10, twin.infer, meta=META, apply=twin.apply)
-    assert lm.info.version == protocol.META_VERSION
+    lm = LinkModel(16, 5, 5, 10, twin.infer, metaplastic=META, apply=twin.apply)
+    assert lm.info.version == protocol.METAPLASTIC_VERSION
     bad_group = protocol.load_request(META, META.groups, 1, [5, 5])
     assert lm.burst(bad_group) == protocol.error_reply(ErrorCode.BAD_VALUE)
     assert lm.burst(protocol.load_request(META, 0, 4, [5, 5])) == \
         protocol.error_reply(ErrorCode.BAD_VALUE)
-    short = protocol.encode_frame(Command.UPDATE, bytes(6))
+    short = protocol.encode_frame(MCommand.UPDATE, bytes(6))
     assert lm.burst(short) == protocol.error_reply(ErrorCode.BAD_LENGTH)
     assert lm.burst(protocol.load_request(META, 3, 2, [7, -9])) == \
-        protocol.meta_reply(Command.LOAD, META, [0, -9])
-    assert lm.applied == [(Command.LOAD, 3, 2, [7, -9])]
+        protocol.group_reply(MCommand.LOAD, META, [0, -9])
+    assert lm.applied == [(MCommand.LOAD, 3, 2, [7, -9])]
     assert plain.burst(protocol.read_request(0, 1)) == protocol.error_reply(ErrorCode.BAD_COMMAND)
 
 
 def test_link_model_reads_rows():
     twin = Twin(META.groups, 2)
-    lm = LinkModel(16, 5, 5, 10, twin.infer, meta=META, apply=twin.apply, read=twin.read)
+    lm = LinkModel(16, 5, 5, 10, twin.infer, metaplastic=META, apply=twin.apply, read=twin.read)
     image = memory_codes([ly.weights for ly in MODEL.layers], PLAN.mmap)
     assert lm.burst(protocol.read_request(0, META.rows)) == protocol.read_reply(META, image)
     # group 3 is lanes 2..3 of row 1: a negative weight in lane 3 reads back as MINUS
@@ -196,7 +197,7 @@ def test_link_model_reads_rows():
     for row, count in ((0, 0), (0, META.rows + 1), (META.rows, 1), (0xFFFF, 0xFFFF)):
         assert lm.burst(protocol.read_request(row, count)) == \
             protocol.error_reply(ErrorCode.BAD_VALUE), (row, count)
-    assert lm.burst(protocol.encode_frame(Command.READ, bytes(3))) == \
+    assert lm.burst(protocol.encode_frame(MCommand.READ, bytes(3))) == \
         protocol.error_reply(ErrorCode.BAD_LENGTH)
 
 
@@ -214,13 +215,13 @@ class MetaBench:
         self.engine = InferenceEngine(MODEL, lanes=ENGINE_LANES, writable=meta)
         self.unit = MetaplasticUnit(self.engine.plan, M, lanes=2, table_size=TABLE,
                                     storage="memory") if meta else None
-        info = MetaInfo.of_unit(self.unit) if meta else None
+        info = MetaplasticInfo.of_unit(self.unit) if meta else None
         assert info in (META, None)
         self.link = HostLink(MODEL.n_inputs, MODEL.input_bits, MODEL.n_classes,
-                             MODEL.score_bits, timeout=TIMEOUT, meta=info)
+                             MODEL.score_bits, timeout=TIMEOUT, metaplastic=info)
         self.twin = Twin(META.groups, 2)
         self.golden = LinkModel(MODEL.n_inputs, MODEL.input_bits, MODEL.n_classes,
-                                MODEL.score_bits, self.twin.infer, meta=info,
+                                MODEL.score_bits, self.twin.infer, metaplastic=info,
                                 apply=self.twin.apply, read=self.twin.read)
         m = self.m = Module()
         m.submodules.engine, m.submodules.link = self.engine, self.link
@@ -288,7 +289,7 @@ def test_stream_level_replies_equal_the_twin():
         protocol.read_request(0, 0),                                       # BAD_VALUE: count
         protocol.read_request(META.rows - 3, 4),                           # past the last row
         protocol.read_request(0xFFFF, 1),
-        protocol.encode_frame(Command.READ, bytes(5)),                     # BAD_LENGTH
+        protocol.encode_frame(MCommand.READ, bytes(5)),                     # BAD_LENGTH
         protocol.read_request(2, 2)[:-1] + b"\x00",                        # BAD_CHECKSUM (or ok)
         protocol.read_request(2, 2)[:6],                                   # TIMEOUT
     ]
@@ -296,8 +297,8 @@ def test_stream_level_replies_equal_the_twin():
         protocol.update_request(META, META.groups, 3, [1, 1]),             # BAD_VALUE: group
         protocol.update_request(META, 0xFFFF, 3, [1, 1]),
         protocol.load_request(META, 1, 4, [1, 1]),                         # BAD_VALUE: mask
-        protocol.encode_frame(Command.LOAD, bytes(8)),                     # BAD_LENGTH
-        protocol.encode_frame(Command.UPDATE, bytes(3)),
+        protocol.encode_frame(MCommand.LOAD, bytes(8)),                     # BAD_LENGTH
+        protocol.encode_frame(MCommand.UPDATE, bytes(3)),
         good_up[:-1] + bytes([good_up[-1] ^ 1]),                           # BAD_CHECKSUM
         good_up[:9],                                                       # TIMEOUT
         good_up + protocol.info_request(),                                 # trailing: discarded
@@ -326,8 +327,8 @@ def test_link_without_unit_refuses_update_and_load():
 
 def test_host_top_option_and_refusals():
     top = HostTop(MODEL, lanes=4, clk_freq=12e6, metaplastic=dict(m=M, table_size=TABLE))
-    assert top.info.meta == META and top.info.version == 3
-    assert HostTop(MODEL, lanes=4, clk_freq=12e6).info.meta is None
+    assert top.info.metaplastic == META and top.info.version == 3
+    assert HostTop(MODEL, lanes=4, clk_freq=12e6).info.metaplastic is None
     with pytest.raises(NmflowError, match="^the metaplastic unit cannot be reached over the link: "
                                           "w_bits must be 8, 16, 24 or 32"):
         from nmflow.fixedpoint import FixedFormat
@@ -344,21 +345,21 @@ def test_host_streams_updates_and_reads_back():
     rng = np.random.default_rng(11)
     x = rng.integers(0, 32, (4, 8))
     kw = dict(m=M, lanes=2, table_size=TABLE, storage="spram", spram_depth=64)
-    with SimulatedBoard(MODEL, lanes=ENGINE_LANES, divisor=4, metaplastic=kw) as board:
+    with SimulatedBoard.engine(MODEL, lanes=ENGINE_LANES, divisor=4, metaplastic=kw) as board:
         with EngineLink(board.url, timeout=20) as link:
-            assert link.info().meta == META
+            assert link.info().metaplastic == META
             image = memory_codes([ly.weights for ly in MODEL.layers], PLAN.mmap)
             assert link.read_rows().tolist() == image.tolist()         # the bitstream's image
             for g in range(META.groups):
                 got = link.load(g, WORDS[g], mask=MASKS[g])
-                assert got == twin.apply(Command.LOAD, g, MASKS[g], WORDS[g].tolist())
+                assert got == twin.apply(MCommand.LOAD, g, MASKS[g], WORDS[g].tolist())
             classes, scores = link.infer_many(x[:2])
             before = reference(MODEL, x[:2], lanes=ENGINE_LANES)
             assert classes.tolist() == before.classes.tolist()
             assert scores.tolist() == before.scores.tolist()
             for g, d in random_updates(rng, 250):
                 got = link.update(g, d, mask=MASKS[g])
-                assert got == twin.apply(Command.UPDATE, g, MASKS[g], d), (g, d)
+                assert got == twin.apply(MCommand.UPDATE, g, MASKS[g], d), (g, d)
             after = reference(twin.model(), x, lanes=ENGINE_LANES)
             changed = sum(int((a.weights != b.weights).sum())
                           for a, b in zip(twin.model().layers, MODEL.layers))
@@ -397,7 +398,7 @@ def test_host_streams_updates_and_reads_back():
 
 def test_host_refuses_update_without_unit():
     small = link_model(seed=9, sizes=(4, 3), input_bits=2)
-    with SimulatedBoard(small, lanes=4, divisor=5) as board:
+    with SimulatedBoard.engine(small, lanes=4, divisor=5) as board:
         with EngineLink(board.url, timeout=10) as link:
             with pytest.raises(NmflowError, match=r"^the board at .* has no metaplastic unit: "
                                                   r"build it with --metaplastic to send UPDATE$"):
@@ -419,7 +420,7 @@ def test_host_step_reads_the_weights_back(capsys, tmp_path):
     args = ["host", "--run", str(tmp_path), "--inputs", str(tmp_path / "x.npz"),
             "--timeout", "30", "--lanes", str(ENGINE_LANES)]
     kw = dict(m=M, lanes=2, table_size=TABLE, storage="spram", spram_depth=64)
-    with SimulatedBoard(MODEL, lanes=ENGINE_LANES, divisor=4, metaplastic=kw) as board:
+    with SimulatedBoard.engine(MODEL, lanes=ENGINE_LANES, divisor=4, metaplastic=kw) as board:
         assert main(args + ["--port", board.url]) == 0
         report = json.loads((tmp_path / "board.json").read_text())
         assert report["weight_mismatches"] == 0 and report["mismatches"] == 0
@@ -429,7 +430,7 @@ def test_host_step_reads_the_weights_back(capsys, tmp_path):
             for g in (0, 1):
                 w = [-1000 if v > 0 else 1000 for v in MODEL.layers[0].weights[0, 2 * g:2 * g + 2]]
                 link.load(g, w, mask=MASKS[g])
-                twin.apply(Command.LOAD, g, MASKS[g], w)
+                twin.apply(MCommand.LOAD, g, MASKS[g], w)
         now = read_weights(twin.codes, PLAN.mmap)
         flipped = sum(int((w != layer.weights).sum()) for w, layer in zip(now, MODEL.layers))
         assert flipped == 4

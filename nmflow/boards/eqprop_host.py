@@ -1,4 +1,5 @@
-"""The host driver of the EP learning unit's board (protocol: :mod:`nmflow.golden.eqprop_protocol`).
+"""The host driver of the EP learning unit's board (protocol: :mod:`nmflow.protocol.eqprop`,
+specified in docs/eqprop_protocol.md).
 
 ::
 
@@ -9,40 +10,39 @@
         prediction, states = link.infer(x)
         params = link.read()
 
-Frames, error replies, corrupted replies and time-outs are handled as by
-:class:`~nmflow.boards.host.EngineLink` (whose request/reply machinery this class reuses); every
-failure is one-line :class:`~nmflow.errors.NmflowError`.
+Frames, error replies, corrupted replies and time-outs are handled by the shared
+:class:`~nmflow.boards.transport.FramedTransport`; every failure is one-line
+:class:`~nmflow.errors.NmflowError`.
 """
 
 import numpy as np
 
 from ..errors import NmflowError
-from ..golden.eqprop_protocol import (EQ_VERSION, EqCommand, EqReply, decode_info, image_to_params,
-                                      params_to_image)
-from .host import EngineLink
+from ..golden.eqprop_board import image_to_params, params_to_image
+from ..golden.eqprop_layout import EqPropLayout
+from ..protocol.eqprop import EQ_VERSION, EqCommand, EqReply, decode_info
+from ..protocol.framing import encode_words, signed_words
+from .transport import LinkDriver
 
 __all__ = ["EqPropLink"]
 
 
-class EqPropLink(EngineLink):
+class EqPropLink(LinkDriver):
     """A connection to an :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` (``port``: a pyserial
     name or URL; ``baudrate``; ``timeout``: seconds per reply; a TRAIN on a slow simulated board
     needs a generous one)."""
 
-    commands = EqCommand
-
     def __init__(self, port, *, baudrate=115200, timeout=5.0):
         super().__init__(port, baudrate=baudrate, timeout=timeout)
-        self._layout = None
+        self._info = self._layout = None
 
     def info(self):
-        """The board's :class:`~nmflow.golden.eqprop_protocol.EqPropInfo` (asked once)."""
+        """The board's :class:`~nmflow.protocol.eqprop.EqPropInfo` (asked once)."""
         if self._info is None:
             info = decode_info(self._ask(EqCommand.INFO, b""))
             if info.version != EQ_VERSION:
                 raise NmflowError(f"board protocol version must be {EQ_VERSION}, not "
-                                  f"{info.version} (port {self._port!r})")
-            from ..golden.eqprop_layout import EqPropLayout
+                                  f"{info.version} (port {self.port!r})")
             self._layout = EqPropLayout(info.sizes, info.lanes)
             self._info = info
         return self._info
@@ -75,10 +75,10 @@ class EqPropLink(EngineLink):
         for first in range(0, info.wdepth, info.rows_per_frame):
             chunk = rows[first:first + info.rows_per_frame]
             self._ask(EqCommand.LOAD_W, first.to_bytes(2, "little")
-                      + self._words([w for row in chunk for w in row], wb))
+                      + encode_words([w for row in chunk for w in row], wb))
         for first in range(0, info.bdepth, info.biases_per_frame):
             chunk = biases[first:first + info.biases_per_frame]
-            self._ask(EqCommand.LOAD_B, first.to_bytes(2, "little") + self._words(chunk, wb))
+            self._ask(EqCommand.LOAD_B, first.to_bytes(2, "little") + encode_words(chunk, wb))
 
     def read(self):
         """The board's parameters, ``{"W": [...], "b": [...]}`` (int64)."""
@@ -143,20 +143,12 @@ class EqPropLink(EngineLink):
                               f"{int(x.min() if x.min() < 0 else x.max())}")
         return [int(v) for v in x]
 
-    @staticmethod
-    def _words(words, wb):
-        return b"".join((int(w) & ((1 << 8 * wb) - 1)).to_bytes(wb, "little") for w in words)
-
     def _read_words(self, command, first, n, count, wb, bits):
         reply = self._ask(command, first.to_bytes(2, "little") + n.to_bytes(2, "little"))
         if len(reply) != count * wb:
             raise NmflowError(f"{command.name} reply payload must hold {count * wb} bytes, not "
                               f"{len(reply)}")
-        words = []
-        for k in range(count):
-            v = int.from_bytes(reply[k * wb:(k + 1) * wb], "little", signed=True)
-            words.append(v)
-        return words
+        return signed_words(reply, wb, count)
 
     def _ask(self, command, payload):
-        return self._request(command, payload, EqReply(command | 0x80))
+        return self._transport.request(command, payload, EqReply(command | 0x80))

@@ -11,29 +11,25 @@
         codes = link.read_rows()                       # the engine's pair-code memory
         weights = link.read_weights(model)             # ... read as ternary weights, per layer
 
-The protocol is specified in :mod:`nmflow.protocol`, and frames are built and checked with it.
-Every failure (bad inputs, an error reply, a corrupted reply, no reply in time) raises
-:class:`~nmflow.errors.NmflowError` with one line; nothing blocks longer than the timeout.
+The protocol is specified in docs/contracts.md, section 5 (:mod:`nmflow.protocol.engine` and
+:mod:`nmflow.protocol.metaplastic`); frames travel through a
+:class:`~nmflow.boards.transport.FramedTransport`. Every failure (bad inputs, an error reply, a
+corrupted reply, no reply in time) raises :class:`~nmflow.errors.NmflowError` with one line;
+nothing blocks longer than the timeout.
 """
 
-import time
-from numbers import Real
-
 import numpy as np
-import serial
 
 from .. import protocol
 from ..errors import NmflowError
 from ..golden.injector import ErrorInjection
-from ..protocol import Command, ErrorCode, Reply
+from ..protocol import Command, MetaplasticCommand, Reply
+from .transport import LinkDriver
 
 __all__ = ["EngineLink"]
 
-#: Longest single wait on the port; reads loop until the request's deadline.
-_POLL = 0.05
 
-
-class EngineLink:
+class EngineLink(LinkDriver):
     """A connection to an inference engine behind a :class:`~nmflow.rtl.top.HostTop`.
 
     Parameters
@@ -56,40 +52,9 @@ class EngineLink:
     its sizes (INFO) once, on the first call that needs them.
     """
 
-    #: The protocol's request commands (a subclass speaking another protocol over the same
-    #: framing names its own).
-    commands = Command
-
     def __init__(self, port, *, baudrate=115200, timeout=2.0):
-        if not isinstance(timeout, Real) or isinstance(timeout, bool) or not timeout > 0:
-            raise NmflowError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self._port = port
-        self._baudrate = baudrate
-        self._timeout = float(timeout)
+        super().__init__(port, baudrate=baudrate, timeout=timeout)
         self._info = None
-        try:
-            self._serial = serial.serial_for_url(port, baudrate=baudrate,
-                                                 timeout=min(self._timeout, _POLL),
-                                                 write_timeout=self._timeout)
-        except (serial.SerialException, ValueError, OSError) as error:
-            raise NmflowError(f"cannot open port {port!r}: {error}") from None
-
-    # -- connection -------------------------------------------------------------------------------
-
-    @property
-    def port(self):
-        return self._port
-
-    def close(self):
-        """Close the port (idempotent)."""
-        if self._serial.is_open:
-            self._serial.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -102,12 +67,12 @@ class EngineLink:
             If the board does not answer, answers with an error or speaks another protocol version.
         """
         if self._info is None:
-            payload = self._request(Command.INFO, b"", Reply.INFO)
+            payload = self._transport.request(Command.INFO, b"", Reply.INFO)
             info = protocol.decode_info(payload)
-            if info.version not in (protocol.VERSION, protocol.META_VERSION):
+            if info.version not in (protocol.VERSION, protocol.METAPLASTIC_VERSION):
                 raise NmflowError(f"board protocol version must be {protocol.VERSION} or "
-                                  f"{protocol.META_VERSION}, not "
-                                  f"{info.version} (port {self._port!r})")
+                                  f"{protocol.METAPLASTIC_VERSION}, not "
+                                  f"{info.version} (port {self.port!r})")
             self._info = info
         return self._info
 
@@ -165,7 +130,7 @@ class EngineLink:
                               f"{type(injection).__name__}")
         info = self.info()
         if not info.rate_bits:
-            raise NmflowError(f"the board at {self._port} has no read-error injector: build it "
+            raise NmflowError(f"the board at {self.port} has no read-error injector: build it "
                               f"with --errors to set error rates at run time")
         if injection.rate_bits != info.rate_bits:
             raise NmflowError(f"the board's injector has rate_bits {info.rate_bits}, not "
@@ -173,7 +138,8 @@ class EngineLink:
         t1, t12, t3 = injection.thresholds()
         config = protocol.ErrorsConfig(t1, t12 - t1, t3, injection.seed,
                                        protocol.MODES.index(injection.mode))
-        payload = self._request(Command.ERRORS, protocol.encode_errors(config), Reply.ERRORS)
+        payload = self._transport.request(Command.ERRORS, protocol.encode_errors(config),
+                                          Reply.ERRORS)
         if payload:
             raise NmflowError(f"ERRORS reply payload must be empty, not {len(payload)} bytes")
 
@@ -202,13 +168,13 @@ class EngineLink:
             If the board has no metaplastic unit, an argument is out of range (checked before
             anything is sent) or the request fails (see :meth:`info`).
         """
-        return self._meta_request(Command.UPDATE, group, d, mask)
+        return self._group_request(MetaplasticCommand.UPDATE, group, d, mask)
 
     def load(self, group, w, mask=None):
         """Write the hidden weights ``w`` (one raw ``w_format`` int per lane) of ``group`` (LOAD
         request), and with them the binary weights ``sign(w)`` (+1 at 0) the engine reads; return
         the group's hidden weights after the load. Arguments as :meth:`update`."""
-        return self._meta_request(Command.LOAD, group, w, mask)
+        return self._group_request(MetaplasticCommand.LOAD, group, w, mask)
 
     def read_rows(self, row=0, count=None):
         """Read rows of the engine's weight memory as stored (READ requests): the pair codes
@@ -217,7 +183,7 @@ class EngineLink:
         Parameters
         ----------
         row : int
-            First row (``0 .. rows - 1``; ``rows`` from :meth:`info`'s ``meta``).
+            First row (``0 .. rows - 1``; ``rows`` from :meth:`info`'s ``metaplastic``).
         count : int or None
             Rows to read; ``None`` reads to the last row. Long reads are split into requests
             whose replies take at most a quarter of the timeout on the line.
@@ -233,24 +199,25 @@ class EngineLink:
             If the board has no metaplastic unit (protocol version 3), the rows are out of range
             (checked before anything is sent) or a request fails (see :meth:`info`).
         """
-        meta = self._meta("READ")
-        if not isinstance(row, (int, np.integer)) or not 0 <= row < meta.rows:
-            raise NmflowError(f"row must be an integer from 0 to {meta.rows - 1}, not {row!r}")
-        count = meta.rows - row if count is None else count
+        unit = self._metaplastic("READ")
+        if not isinstance(row, (int, np.integer)) or not 0 <= row < unit.rows:
+            raise NmflowError(f"row must be an integer from 0 to {unit.rows - 1}, not {row!r}")
+        count = unit.rows - row if count is None else count
         if (not isinstance(count, (int, np.integer)) or count < 1
-                or row + count > meta.rows):
+                or row + count > unit.rows):
             raise NmflowError(f"count must be an integer from 1 to rows - row = "
-                              f"{meta.rows - row}, not {count!r}")
-        per_second = self._baudrate / 10
-        chunk = max(1, min(meta.max_read,
-                           int(per_second * self._timeout / 4) // meta.row_bytes))
+                              f"{unit.rows - row}, not {count!r}")
+        transport = self._transport
+        per_second = transport.baudrate / 10
+        chunk = max(1, min(unit.max_read,
+                           int(per_second * transport.timeout / 4) // unit.row_bytes))
         out = []
         for start in range(int(row), int(row + count), chunk):
             n = min(chunk, int(row + count) - start)
-            payload = self._request(Command.READ, protocol.encode_read(start, n),
-                                    Reply.READ)
-            out += protocol.decode_read_reply(payload, meta, n)
-        return np.array(out, dtype=np.uint8).reshape(int(count), meta.engine_lanes)
+            payload = transport.request(MetaplasticCommand.READ, protocol.encode_read(start, n),
+                                        protocol.MetaplasticReply.READ)
+            out += protocol.decode_read_reply(payload, unit, n)
+        return np.array(out, dtype=np.uint8).reshape(int(count), unit.engine_lanes)
 
     def read_weights(self, model):
         """The ternary weights the engine reads now, per layer (``[out, in]`` int8 arrays, the
@@ -264,23 +231,23 @@ class EngineLink:
             If ``model``'s memory map does not have the board's rows, or as :meth:`read_rows`.
         """
         from ..golden.pairs import MemoryMap, read_weights
-        meta = self._meta("READ")
+        unit = self._metaplastic("READ")
         sizes = (model.n_inputs,) + tuple(layer.n_out for layer in model.layers)
-        mmap = MemoryMap(meta.engine_lanes, sizes)
-        if mmap.rows != meta.rows:
+        mmap = MemoryMap(unit.engine_lanes, sizes)
+        if mmap.rows != unit.rows:
             raise NmflowError(f"model does not match the board: layers "
-                              f"{'-'.join(map(str, sizes))} at {meta.engine_lanes} lanes take "
-                              f"{mmap.rows} rows, the board has {meta.rows}")
+                              f"{'-'.join(map(str, sizes))} at {unit.engine_lanes} lanes take "
+                              f"{mmap.rows} rows, the board has {unit.rows}")
         return read_weights(self.read_rows(), mmap)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _meta(self, what):
-        meta = self.info().meta
-        if meta is None:
-            raise NmflowError(f"the board at {self._port} has no metaplastic unit: build it with "
+    def _metaplastic(self, what):
+        unit = self.info().metaplastic
+        if unit is None:
+            raise NmflowError(f"the board at {self.port} has no metaplastic unit: build it with "
                               f"--metaplastic to send {what}")
-        return meta
+        return unit
 
     def _check(self, values, *, batch):
         info = self.info()
@@ -299,80 +266,36 @@ class EngineLink:
                               f"{top}), not {int(x[bad][0])}")
         return x.astype(np.int64).reshape(-1, info.n_inputs)
 
-    def _meta_request(self, command, group, values, mask):
-        meta = self._meta(command.name)
-        name, bits = ("w", meta.w_bits) if command == Command.LOAD else ("d", meta.u_bits)
-        if not isinstance(group, (int, np.integer)) or not 0 <= group < meta.groups:
-            raise NmflowError(f"group must be an integer from 0 to {meta.groups - 1}, not "
+    def _group_request(self, command, group, values, mask):
+        unit = self._metaplastic(command.name)
+        load = command == MetaplasticCommand.LOAD
+        name, bits = ("w", unit.w_bits) if load else ("d", unit.u_bits)
+        if not isinstance(group, (int, np.integer)) or not 0 <= group < unit.groups:
+            raise NmflowError(f"group must be an integer from 0 to {unit.groups - 1}, not "
                               f"{group!r}")
-        full = (1 << meta.lanes) - 1
+        full = (1 << unit.lanes) - 1
         mask = full if mask is None else mask
         if not isinstance(mask, (int, np.integer)) or not 0 <= mask <= full:
-            raise NmflowError(f"mask must be an integer from 0 to {full} ({meta.lanes} lanes), "
+            raise NmflowError(f"mask must be an integer from 0 to {full} ({unit.lanes} lanes), "
                               f"not {mask!r}")
         x = np.asarray(values)
-        if x.shape != (meta.lanes,) or not np.issubdtype(x.dtype, np.integer):
-            raise NmflowError(f"{name} must hold {meta.lanes} integers (one per lane), not "
+        if x.shape != (unit.lanes,) or not np.issubdtype(x.dtype, np.integer):
+            raise NmflowError(f"{name} must hold {unit.lanes} integers (one per lane), not "
                               f"{x.dtype} of shape {list(x.shape)}")
         low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         bad = (x < low) | (x > high)
         if bad.any():
             raise NmflowError(f"{name} must hold signed {bits}-bit integers ({low} to {high}), "
                               f"not {int(x[bad][0])}")
-        n = meta.w_bytes if command == Command.LOAD else meta.u_bytes
-        payload = protocol.encode_meta(int(group), int(mask), x.tolist(), n)
-        reply = Reply.LOAD if command == Command.LOAD else Reply.UPDATE
-        return protocol.decode_meta_reply(self._request(command, payload, reply), meta)
+        payload = protocol.encode_group(int(group), int(mask), x.tolist(),
+                                        unit.w_bytes if load else unit.u_bytes)
+        reply = protocol.MetaplasticReply(command | 0x80)
+        return protocol.decode_group_reply(self._transport.request(command, payload, reply), unit)
 
     def _infer_one(self, row):
         info = self.info()
-        payload = self._request(Command.INFER, bytes(int(v) for v in row), Reply.INFER)
+        payload = self._transport.request(Command.INFER, bytes(int(v) for v in row), Reply.INFER)
         cls, scores = protocol.decode_result(payload, info.n_classes, info.score_bytes)
         if cls >= info.n_classes:
             raise NmflowError(f"reply class must be below n_classes = {info.n_classes}, not {cls}")
         return cls, np.array(scores, dtype=np.int64)
-
-    def _request(self, command, payload, reply):
-        frame = protocol.encode_frame(command, payload)
-        try:
-            self._serial.reset_input_buffer()
-            self._serial.write(frame)
-            self._serial.flush()
-            got, data = self._read_frame(time.monotonic() + self._timeout)
-        except serial.SerialException as error:
-            raise NmflowError(f"serial port {self._port!r} failed: {error}") from None
-        if got == Reply.ERROR:
-            code = data[0] if len(data) == 1 else None
-            try:
-                text = f"{ErrorCode(code).name} ({protocol.ERROR_TEXT[ErrorCode(code)]})"
-            except ValueError:
-                text = f"unknown error code {data.hex()!r}"
-            raise NmflowError(f"board replied with error {text} to "
-                              f"{self.commands(command).name}")
-        if got != reply:
-            raise NmflowError(f"reply command must be 0x{reply:02X} ({reply.name}), "
-                              f"not 0x{got:02X}")
-        return data
-
-    def _read_frame(self, deadline):
-        """Read one frame: skip to SYNC, read the header, the payload and the CRC; check it."""
-        while True:
-            head = self._read(1, deadline)
-            if head[0] == protocol.SYNC:
-                break
-        head += self._read(3, deadline)
-        length = int.from_bytes(head[2:4], "little")
-        frame = head + self._read(length + 1, deadline)
-        try:
-            return protocol.decode_frame(frame)
-        except NmflowError as error:
-            raise NmflowError(f"corrupted reply from {self._port!r}: {error}") from None
-
-    def _read(self, n, deadline):
-        data = bytearray()
-        while len(data) < n:
-            if time.monotonic() >= deadline:
-                raise NmflowError(f"no complete reply from {self._port!r} within "
-                                  f"{self._timeout:g} s")
-            data += self._serial.read(n - len(data))
-        return bytes(data)

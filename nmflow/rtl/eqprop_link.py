@@ -1,12 +1,12 @@
-"""The EP learning unit behind a UART host link (protocol: :mod:`nmflow.golden.eqprop_protocol`).
+"""The EP learning unit behind a UART host link (protocol: :mod:`nmflow.protocol.eqprop`,
+specified in docs/eqprop_protocol.md).
 
 :class:`EqPropLinkCore` is the link's state machine with the :class:`~nmflow.rtl.eqprop.EqPropUnit`
 inside, on byte streams (the tests drive it directly); :class:`EqPropHostTop` adds the UART
 receiver and transmitter and has the pin ports ``rx`` and ``tx`` of a
 :class:`~nmflow.boards.top.BoardTop` core.
 
-The link buffers a request's payload (one block RAM of :data:`~nmflow.golden.eqprop_protocol.
-BUFFER_BYTES` bytes, or ``n0 + 1`` if more) and acts on it only once its CRC and its values have
+The link buffers a request's payload (one block RAM of :data:`~nmflow.protocol.eqprop.BUFFER_BYTES` bytes, or ``n0 + 1`` if more) and acts on it only once its CRC and its values have
 checked: a refused LOAD writes nothing, a refused TRAIN does not touch the unit. TRAIN and INFER
 feed the buffered inputs to the unit ``L`` per beat and wait for its prediction; LOAD copies the
 buffer into the weight banks (one row of ``L`` words per write) or the biases through the unit's
@@ -19,14 +19,26 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.eqprop_protocol import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
 from ..errors import NmflowError
-from ..protocol import CRC, SYNC, ErrorCode
+from ..golden.eqprop_layout import EqPropLayout
+from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
+from ..protocol.framing import CRC, SYNC, ErrorCode
 from .eqprop import ICE40_BLOCKS, EqPropUnit
 from .top import MIN_TIMEOUT_CHARS, uart_divisor
 from .uart import UARTRx, UARTTx
 
-__all__ = ["EqPropLinkCore", "EqPropHostTop"]
+__all__ = ["EqPropLinkCore", "EqPropHostTop", "link_geometry"]
+
+
+def link_geometry(config, lanes, buffer_bytes=BUFFER_BYTES):
+    """The :class:`~nmflow.protocol.eqprop.LinkGeometry` of the link in front of the unit built
+    for ``config`` (a :class:`~nmflow.golden.eqprop_fixed.FixedEqPropConfig`) and ``lanes``."""
+    layout = EqPropLayout(config.sizes, lanes)
+    return LinkGeometry(sizes=config.sizes, lanes=lanes, state_format=config.state,
+                        weight_format=config.weight, T=config.T, K=config.K,
+                        beta_shift=config.beta_shift, half=config.half,
+                        lr_shifts=config.lr_shifts, wdepth=layout.wdepth, bdepth=layout.bdepth,
+                        buffer_bytes=buffer_bytes)
 
 
 class EqPropLinkCore(wiring.Component):
@@ -61,7 +73,7 @@ class EqPropLinkCore(wiring.Component):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise NmflowError(f"timeout must be an integer number of cycles >= 1, not "
                               f"{timeout!r}")
-        self.geometry = LinkGeometry(config, lanes, buffer_bytes)
+        self.geometry = link_geometry(config, lanes, buffer_bytes)
         self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True,
                                max_blocks=max_blocks)
         self.config, self.lanes, self.timeout = config, lanes, timeout
@@ -71,8 +83,8 @@ class EqPropLinkCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, cfg, L = self.geometry, self.config, self.lanes
-        lay = g.layout
         m.submodules.unit = unit = self.unit
+        lay = unit.layout
         rx, tx = self.rx, self.tx
         lg = L.bit_length() - 1
         wb, ww, sw = g.word_bytes, cfg.weight.width, cfg.state.width

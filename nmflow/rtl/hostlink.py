@@ -1,10 +1,10 @@
 """The host link: a framed request/reply protocol between UART byte streams and the engine.
 
-:class:`HostLink` implements, byte for byte, the protocol specified in the docstring of
-:mod:`nmflow.protocol` (frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO and
-INFER, the optional ERRORS, UPDATE, LOAD and READ, ERROR replies, resynchronisation and the
-inter-byte timeout). It takes its commands, reply commands and error codes from the enumerations there
-and its CRC from ``protocol.CRC.create()``;
+:class:`HostLink` implements, byte for byte, the protocol specified in docs/contracts.md, section
+5 (:mod:`nmflow.protocol`: frames ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8``, commands INFO
+and INFER, the optional ERRORS, UPDATE, LOAD and READ, ERROR replies, resynchronisation and the
+inter-byte timeout). It takes its commands, reply commands and error codes from the enumerations
+there and its CRC from ``protocol.CRC.create()``;
 :class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
 """
 
@@ -14,7 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..protocol import Command, ErrorCode, Reply
+from ..protocol import Command, ErrorCode, MetaplasticCommand, MetaplasticReply, Reply
 from ..golden.injector import max_rate_bits
 from .engine import result_layout
 from .injector import error_config_layout
@@ -63,8 +63,8 @@ class HostLink(wiring.Component):
     rate_bits : int or None
         The engine's read-error injector's ``rate_bits``: the link then accepts ERRORS requests
         and has the ``errors`` output. ``None`` (the default): no injector, ERRORS is refused with
-        BAD_COMMAND and the link is exactly the link of protocol version 1 but for INFO.
-    meta : :class:`~nmflow.protocol.MetaInfo` or None
+        BAD_COMMAND and the link is built exactly as without this option.
+    metaplastic : :class:`~nmflow.protocol.MetaplasticInfo` or None
         The metaplastic update unit's sizes: the link then reports protocol version 3 (INFO with
         the unit's tail), accepts UPDATE, LOAD and READ requests and has the ``meta_i``,
         ``meta_o`` and ``pairs`` ports. ``None`` (the default): no unit, UPDATE, LOAD and READ are
@@ -111,13 +111,15 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout, rate_bits=None,
-                 meta=None, buffer="block"):
+                 metaplastic=None, buffer="block"):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
         if rate_bits is not None:
             _check_int("rate_bits", rate_bits, 4, max_rate_bits())
+        meta = metaplastic
         if meta is not None:
-            if not isinstance(meta, protocol.MetaInfo):
-                raise TypeError(f"meta must be a MetaInfo, not {type(meta).__name__}")
+            if not isinstance(meta, protocol.MetaplasticInfo):
+                raise TypeError(f"metaplastic must be a MetaplasticInfo, not "
+                                f"{type(meta).__name__}")
             if meta.problem() is not None:
                 raise ValueError(meta.problem())
         self._meta = meta
@@ -161,7 +163,7 @@ class HostLink(wiring.Component):
     def info(self):
         """The :class:`~nmflow.protocol.Info` this link reports."""
         meta = self._meta
-        return protocol.Info(protocol.VERSION if meta is None else protocol.META_VERSION,
+        return protocol.Info(protocol.VERSION if meta is None else protocol.METAPLASTIC_VERSION,
                              self._n_inputs, self._n_classes, self._input_bits,
                              protocol.score_bytes(self._score_bits), self._rate_bits or 0, meta)
 
@@ -272,9 +274,9 @@ class HostLink(wiring.Component):
             if inj:
                 m.d.sync += is_errors_cmd.eq(rx.payload == Command.ERRORS)
             if mt:
-                m.d.sync += [is_update_cmd.eq(rx.payload == Command.UPDATE),
-                             is_load_cmd.eq(rx.payload == Command.LOAD),
-                             is_read_cmd.eq(rx.payload == Command.READ)]
+                m.d.sync += [is_update_cmd.eq(rx.payload == MetaplasticCommand.UPDATE),
+                             is_load_cmd.eq(rx.payload == MetaplasticCommand.LOAD),
+                             is_read_cmd.eq(rx.payload == MetaplasticCommand.READ)]
 
         # -- the UPDATE and LOAD payload: group (u16 LE), mask (u8), one value per lane (LE). The
         # bytes shift in from the top of ``mbuf``, so the payload ends up in its top bytes; the
@@ -380,7 +382,7 @@ class HostLink(wiring.Component):
         ]
 
         # -- reply header bytes -----------------------------------------------------------------
-        reply_cmd = Signal(Reply, init=Reply.INFO)
+        reply_cmd = Signal(8, init=Reply.INFO)
         reply_len = Signal(16)
         with m.If(error):
             m.d.comb += [reply_cmd.eq(Reply.ERROR), reply_len.eq(1)]
@@ -391,10 +393,10 @@ class HostLink(wiring.Component):
                 m.d.comb += [reply_cmd.eq(Reply.ERRORS), reply_len.eq(0)]
         if mt:
             with m.Elif(is_meta):
-                m.d.comb += [reply_cmd.eq(Mux(is_load, Reply.LOAD, Reply.UPDATE)),
+                m.d.comb += [reply_cmd.eq(Mux(is_load, MetaplasticReply.LOAD, MetaplasticReply.UPDATE)),
                              reply_len.eq(n_mreply)]
             with m.Elif(is_read):
-                m.d.comb += [reply_cmd.eq(Reply.READ),
+                m.d.comb += [reply_cmd.eq(MetaplasticReply.READ),
                              reply_len.eq(r_count_in << row_shift)]
         with m.Else():
             m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(n_info)]

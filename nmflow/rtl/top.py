@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
 from ..errors import NmflowError
-from ..protocol import META_VERSION, VERSION, Info, MetaInfo, score_bytes
+from ..protocol import METAPLASTIC_VERSION, VERSION, Info, MetaplasticInfo, score_bytes
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
 from .lanes import check_lanes
@@ -147,7 +147,7 @@ class HostTop(wiring.Component):
             self._engine = InferenceEngine(model, lanes=lanes, errors=errors, writable=True,
                                            buffers=buffers)
             self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
-            self._meta = MetaInfo.of_unit(self._unit)
+            self._meta = MetaplasticInfo.of_unit(self._unit)
             # Built here to check the configuration and to tell INFO's sizes, elaborated with
             # the top (the first line of this file keeps an unused top from warning about them).
             if self._unit.storage == "spram":
@@ -172,7 +172,7 @@ class HostTop(wiring.Component):
     def info(self):
         """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
         model = self._model
-        return Info(VERSION if self._meta is None else META_VERSION, model.n_inputs,
+        return Info(VERSION if self._meta is None else METAPLASTIC_VERSION, model.n_inputs,
                     model.n_classes, model.input_bits, score_bytes(model.score_bits),
                     0 if self._errors is None else self._errors.rate_bits, self._meta)
 
@@ -188,7 +188,7 @@ class HostTop(wiring.Component):
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles,
                                             rate_bits=None if self._errors is None
-                                            else self._errors.rate_bits, meta=self._meta,
+                                            else self._errors.rate_bits, metaplastic=self._meta,
                                             buffer=self._buffer)
         m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)

@@ -86,9 +86,11 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
 
     errors = None
     if injector:
+        from ..golden.device import printed_rates
         from ..golden.injector import ErrorInjection
         from ..golden.readerrors import ErrorRates
-        errors = ErrorInjection(ErrorRates(0.0, 0.01, 0.185))     # Table 4.2, 1 us pulses
+        rates = printed_rates("1us")                    # Table 4.2, 1 us pulses, without type 1
+        errors = ErrorInjection(ErrorRates(0.0, rates["type2"], rates["type3"]))
     result["boards"] = {}
     for info in infos:
         entry = {"device": info.device, "memory_bound": memory_bound(info, plan)}

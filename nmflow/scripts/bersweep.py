@@ -23,8 +23,9 @@ from pathlib import Path
 
 from ..errors import NmflowError
 from ..fileio import make_folder, write_bytes, write_json, write_text
+from ..golden.device import printed_rates
 
-__all__ = ["add_parser", "cmd_ber_sweep", "run_sweep", "main", "TABLE_42", "DEFAULT_OUT"]
+__all__ = ["add_parser", "cmd_ber_sweep", "run_sweep", "TABLE_42", "DEFAULT_OUT"]
 
 DEFAULT_OUT = "build/ber"
 #: Hidden layers of the networks the sweep trains. Wider than the demo's 128-128, because on
@@ -35,9 +36,8 @@ DEFAULT_HIDDEN = (512, 512)
 #: Error types swept per network.
 CURVES = {"tnn": ("type1", "type2", "type3"), "bnn": ("type1",)}
 #: Thesis Table 4.2 (types 1 and 2 at their stated bounds, < 1e-6 and < 1 %).
-TABLE_42 = {"100us": {"type1": 1e-6, "type2": 1e-2, "type3": 0.065},
-            "1us": {"type1": 1e-6, "type2": 1e-2, "type3": 0.185}}
 CONDITIONS = ("100us", "1us")
+TABLE_42 = {condition: printed_rates(condition) for condition in CONDITIONS}
 
 
 # -- workers (module level: the process pool imports them) ------------------------------------------

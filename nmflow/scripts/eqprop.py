@@ -492,7 +492,7 @@ def run_host(out, port, config, lanes, samples, *, baudrate=115200, timeout=60.0
     with contextlib.ExitStack() as stack:
         url = port
         if port == "sim":
-            from ..sim.eqprop_bridge import eqprop_simulated_board
+            from ..sim.uart_bridge import eqprop_simulated_board
             init = ef.init_params(config)
             zero = {"W": [w * 0 for w in init["W"]], "b": [b * 0 for b in init["b"]]}
             url = stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=zero))

@@ -1,7 +1,8 @@
 """A simulated board behind a TCP socket: pyserial's ``socket://`` URL talks to the gateware.
 
-:func:`simulated_board` runs a platform-free :class:`~nmflow.rtl.top.HostTop` in Amaranth's
-simulator, in a background thread, and serves one TCP connection at a time on ``127.0.0.1`` (an
+:class:`SimulatedBoard` runs any board top with UART pins (``rx``, ``tx``) and the status
+outputs ``idle`` and ``receiving`` (the engine's :class:`~nmflow.rtl.top.HostTop`, the EqProp
+unit's :class:`~nmflow.rtl.eqprop_link.EqPropHostTop`) in Amaranth's simulator, in a background thread, and serves one TCP connection at a time on ``127.0.0.1`` (an
 ephemeral port, loopback only). Bytes from the socket are driven onto the ``rx`` pin bit by bit,
 8N1 at ``divisor`` cycles per bit, back to back; the ``tx`` pin is decoded by a software UART and
 each byte is sent back on the socket. So the host driver runs unchanged::
@@ -9,6 +10,10 @@ each byte is sent back on the socket. So the host driver runs unchanged::
     with simulated_board(model, lanes=16, divisor=4) as url:
         with EngineLink(url) as link:
             cls, scores = link.infer(x)
+
+    with eqprop_simulated_board(config, lanes=4) as url:
+        with EqPropLink(url) as link:
+            link.load(params)
 
 The simulated clock is 1 MHz (``1 / SIM_CLOCK_HZ`` per cycle); the baud rate is
 ``SIM_CLOCK_HZ / divisor``. Simulated time does not follow wall time; the top's ``idle`` and
@@ -26,10 +31,11 @@ import threading
 
 from amaranth.sim import Simulator
 
+from ..rtl.eqprop_link import EqPropHostTop
 from ..rtl.top import HostTop
 from ..rtl.uart import check_divisor
 
-__all__ = ["SimulatedBoard", "simulated_board", "SIM_CLOCK_HZ"]
+__all__ = ["SimulatedBoard", "simulated_board", "eqprop_simulated_board", "SIM_CLOCK_HZ"]
 
 #: Frequency of the simulated clock.
 SIM_CLOCK_HZ = 1_000_000
@@ -107,42 +113,30 @@ class _LineDecoder:
 
 
 class SimulatedBoard:
-    """A :class:`~nmflow.rtl.top.HostTop` in simulation, served on a loopback TCP port.
+    """A board top in simulation, served on a loopback TCP port.
 
     Parameters
     ----------
-    model : :class:`~nmflow.golden.hwmodel.HardwareModel`
-    lanes : int
-        GXNOR lanes of the engine.
+    make_top : callable
+        ``make_top(clk_freq=, baud=, timeout=)`` (the clock in Hz, the baud rate, the link's
+        timeout in seconds): the top, with pins ``rx``, ``tx`` and outputs ``idle`` and
+        ``receiving``. :meth:`engine` and :meth:`eqprop` make the two nmflow boards.
     divisor : int
         Clock cycles per UART bit (small, 4 to 8, keeps the simulation fast).
     timeout : int or None
         The link's inter-byte timeout in cycles; ``None`` for 40 character times.
-    errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
-        Build the engine with the read-error injector (see :class:`~nmflow.rtl.top.HostTop`).
-    metaplastic : dict or None
-        Add the metaplastic update unit (see :class:`~nmflow.rtl.top.HostTop`).
 
     Attributes
     ----------
     url : str
         ``socket://127.0.0.1:PORT``, valid after :meth:`start`. The two threads are named
         ``nmflow-sim-PORT`` and ``nmflow-sim-socket-PORT``.
-    top : HostTop
+    top : the board top
     frame_errors : int
         Characters on ``tx`` with a low stop bit (0 for correct gateware).
     """
 
-    def __init__(self, model, *, lanes=16, divisor=4, timeout=None, errors=None,
-                 metaplastic=None):
-        self._serve_top(lambda **link: HostTop(model, lanes=lanes, errors=errors,
-                                               metaplastic=metaplastic, **link),
-                        divisor, timeout)
-
-    def _serve_top(self, make_top, divisor, timeout):
-        """Build the top, ``make_top(clk_freq=, baud=, timeout=)``, for ``divisor`` cycles per
-        UART bit and an inter-byte ``timeout`` in cycles (40 character times if None); set up
-        the (not yet started) bridge."""
+    def __init__(self, make_top, *, divisor=4, timeout=None):
         self._divisor = check_divisor(divisor)
         if timeout is None:
             timeout = DEFAULT_TIMEOUT_CHARS * 10 * divisor
@@ -157,6 +151,22 @@ class SimulatedBoard:
         self._error = None
         self._decoder = _LineDecoder(divisor)
         self.url = None
+
+    @classmethod
+    def engine(cls, model, *, lanes=16, divisor=4, timeout=None, errors=None, metaplastic=None):
+        """The engine's board: ``HostTop(model, lanes=lanes, errors=errors,
+        metaplastic=metaplastic)`` (a :class:`~nmflow.golden.hwmodel.HardwareModel`, the engine's
+        lanes, the read-error injector's :class:`~nmflow.golden.injector.ErrorInjection` and the
+        metaplastic unit's arguments: see :class:`~nmflow.rtl.top.HostTop`)."""
+        return cls(lambda **link: HostTop(model, lanes=lanes, errors=errors,
+                                          metaplastic=metaplastic, **link),
+                   divisor=divisor, timeout=timeout)
+
+    @classmethod
+    def eqprop(cls, config, *, lanes=4, params=None, divisor=4, timeout=None):
+        """The EqProp unit's board: ``EqPropHostTop(config, lanes=lanes, params=params)``."""
+        return cls(lambda **link: EqPropHostTop(config, lanes=lanes, params=params, **link),
+                   divisor=divisor, timeout=timeout)
 
     @property
     def frame_errors(self):
@@ -308,13 +318,20 @@ class SimulatedBoard:
 
 
 @contextlib.contextmanager
-def simulated_board(model, *, lanes=16, divisor=4, timeout=None, errors=None, metaplastic=None):
+def simulated_board(model, **kwargs):
     """Run ``HostTop(model)`` in simulation behind a loopback TCP port; yield its ``socket://`` URL.
 
-    Parameters are those of :class:`SimulatedBoard`. On exit the simulation and the server stop
-    (bounded waits); a failure of the simulation is raised there as :class:`RuntimeError`.
+    Keyword arguments are those of :meth:`SimulatedBoard.engine`. On exit the simulation and the
+    server stop (bounded waits); a failure of the simulation is raised there as
+    :class:`RuntimeError`.
     """
-    board = SimulatedBoard(model, lanes=lanes, divisor=divisor, timeout=timeout, errors=errors,
-                           metaplastic=metaplastic)
-    with board:
+    with SimulatedBoard.engine(model, **kwargs) as board:
+        yield board.url
+
+
+@contextlib.contextmanager
+def eqprop_simulated_board(config, **kwargs):
+    """Run ``EqPropHostTop(config)`` in simulation (keyword arguments of
+    :meth:`SimulatedBoard.eqprop`); yield its ``socket://`` URL, as :func:`simulated_board`."""
+    with SimulatedBoard.eqprop(config, **kwargs) as board:
         yield board.url

@@ -1,7 +1,8 @@
-"""The host link of the EP learning unit: commands, frame layouts, and a plain-Python twin of the
-link (docs/eqprop_protocol.md has the byte-level examples).
+"""The EqProp learning unit's command set: commands, frame layouts, the link's geometry and
+:class:`EqPropLinkModel`, the plain-Python twin of the link (docs/eqprop_protocol.md is the
+specification, with byte-level examples).
 
-The framing is the engine's (:mod:`nmflow.protocol`, docs/contracts.md section 5), unchanged:
+The framing is the engine's (:mod:`nmflow.protocol.framing`, docs/contracts.md section 5):
 ``A5 | CMD | LEN (u16 LE) | PAYLOAD | CRC-8/SMBUS``, the same receiver rules (resynchronisation
 on SYNC, field-by-field checks, the inter-byte timeout, one reply per burst, one request at a
 time) and the same :class:`~nmflow.protocol.ErrorCode` values. Only the command bytes differ:
@@ -43,16 +44,13 @@ R (RB), or a SEED of 0. A refused request changes nothing.
 
 from dataclasses import dataclass
 
-import numpy as np
 from amaranth.lib import enum
 
 from ..errors import NmflowError
-from ..protocol import CRC, SYNC, ErrorCode, encode_frame, error_reply
-from .eqprop_layout import EqPropLayout
+from .framing import ErrorCode, FrameModel, encode_words, signed_words, u16
 
-__all__ = ["EQ_VERSION", "BUFFER_BYTES", "EqCommand", "EqReply", "EqPropInfo", "LinkGeometry",
-           "encode_info", "decode_info", "image_to_params", "params_to_image",
-           "EqPropLinkModel", "INFO_FIXED"]
+__all__ = ["EQ_VERSION", "BUFFER_BYTES", "INFO_FIXED", "EqCommand", "EqReply", "EqPropInfo",
+           "LinkGeometry", "encode_info", "decode_info", "EqPropLinkModel"]
 
 #: Version of this protocol, reported by INFO.
 EQ_VERSION = 1
@@ -114,33 +112,57 @@ class EqPropInfo:
 
 
 class LinkGeometry:
-    """The numbers of a link for ``config`` (a :class:`FixedEqPropConfig`) and ``lanes``: memory
-    depths, buffer size, frame rules. Shared by the gateware, the model and the host."""
+    """The numbers of an EqProp link: memory depths, buffer size, frame rules. Shared by the
+    gateware, the twin and the host; :func:`nmflow.golden.eqprop_board.link_geometry` makes it
+    from a fixed-point configuration and the unit's memory map.
 
-    def __init__(self, config, lanes, buffer_bytes=BUFFER_BYTES):
-        self.config, self.lanes = config, lanes
-        self.layout = lay = EqPropLayout(config.sizes, lanes)
-        sizes = config.sizes
-        if config.state.width > 8:
+    Parameters
+    ----------
+    sizes : tuple of int
+        Neurons per layer, inputs first.
+    lanes : int
+        The unit's lanes (words per weight row).
+    state_format, weight_format : :class:`~nmflow.fixedpoint.FixedFormat`
+        The unit's state (``u0.F``) and weight formats.
+    T, K, beta_shift, half, lr_shifts
+        The unit's settling steps, nudged steps, ``beta = 2**-beta_shift``, hard-sigmoid flag and
+        learning-rate shifts (reported by INFO).
+    wdepth, bdepth : int
+        Rows of the weight banks and biases.
+    buffer_bytes : int
+        The link's payload buffer (at least ``sizes[0] + 1`` bytes are kept).
+
+    Raises
+    ------
+    NmflowError
+        If the network does not fit the link (more than 8-bit states, weights wider than 4 bytes,
+        more than 256 classes, 254 layers or 65535 neurons a layer).
+    """
+
+    def __init__(self, *, sizes, lanes, state_format, weight_format, T, K, beta_shift, half,
+                 lr_shifts, wdepth, bdepth, buffer_bytes=BUFFER_BYTES):
+        self.lanes, self.sizes = lanes, tuple(sizes)
+        self.wdepth, self.bdepth = wdepth, bdepth
+        if state_format.width > 8:
             raise NmflowError(f"state format must have at most 8 bits (one byte per input on "
-                              f"the link), not {config.state.width}")
+                              f"the link), not {state_format.width}")
         if sizes[-1] > 256 or len(sizes) > 255 or max(sizes) > 0xFFFF:
             raise NmflowError(f"sizes must fit the link (at most 256 classes, 254 layers, "
                               f"65535 neurons a layer), not {list(sizes)}")
-        self.word_bytes = (config.weight.width + 7) // 8
+        self.state_bits, self.weight_bits = state_format.width, weight_format.width
+        self.word_bytes = (weight_format.width + 7) // 8
         if self.word_bytes not in (1, 2, 4):
             raise NmflowError(f"weight format must be at most 16 or 25 to 32 bits wide (1, 2 or "
-                              f"4 bytes a word on the link), not {config.weight.width}")
+                              f"4 bytes a word on the link), not {weight_format.width}")
         self.n_inputs, self.n_classes = sizes[0], sizes[-1]
         self.rows_per_frame = max(1, min((buffer_bytes - 2) // (lanes * self.word_bytes),
-                                         lay.wdepth))
-        self.biases_per_frame = max(1, min((buffer_bytes - 2) // self.word_bytes, lay.bdepth))
+                                         wdepth))
+        self.biases_per_frame = max(1, min((buffer_bytes - 2) // self.word_bytes, bdepth))
         self.buffer_bytes = max(buffer_bytes, sizes[0] + 1)
         self.info = EqPropInfo(
-            EQ_VERSION, tuple(sizes), lanes, config.state.width, config.state.frac_bits,
-            config.weight.width, config.weight.frac_bits, config.T, config.K, config.beta_shift,
-            config.half, tuple(config.lr_shifts), lay.wdepth, lay.bdepth, self.rows_per_frame,
-            self.biases_per_frame)
+            EQ_VERSION, tuple(sizes), lanes, state_format.width, state_format.frac_bits,
+            weight_format.width, weight_format.frac_bits, T, K, beta_shift, half,
+            tuple(lr_shifts), wdepth, bdepth, self.rows_per_frame, self.biases_per_frame)
 
     def length_ok(self, command, length):
         """Does LEN ``length`` fit ``command`` (the BAD_LENGTH rule)?"""
@@ -157,6 +179,27 @@ class LinkGeometry:
             else (wb, self.biases_per_frame)
         n, rest = divmod(length - 2, unit)
         return length > 2 and rest == 0 and 1 <= n <= most
+
+    def byte_ok(self, command, index, value):
+        """Is byte ``index`` of a ``command`` payload in range (checked on arrival): an input
+        state below ``2**state_bits``, a TRAIN label below ``n_classes``?"""
+        if command not in (EqCommand.TRAIN, EqCommand.INFER):
+            return True
+        if index < self.n_inputs:
+            return not value >> self.state_bits
+        return value < self.n_classes
+
+    def argument_problem(self, command, first, count):
+        """Why a LOAD or READ of ``count`` rows (biases) from ``first`` is refused after its CRC
+        (BAD_VALUE), or ``None``."""
+        weights = command in (EqCommand.LOAD_W, EqCommand.READ_W)
+        depth, most = (self.wdepth, self.rows_per_frame) if weights \
+            else (self.bdepth, self.biases_per_frame)
+        if command in (EqCommand.READ_W, EqCommand.READ_B) and not 1 <= count <= most:
+            return f"count must be from 1 to {most}, not {count}"
+        if first + count > depth:
+            return f"start + count must be at most {depth}, not {first + count}"
+        return None
 
     def reply_length(self, command, count=0):
         L, wb = self.lanes, self.word_bytes
@@ -197,134 +240,67 @@ def decode_info(payload):
                       u16[3], u16[4], u16[5])
 
 
-def params_to_image(layout, params):
-    """``(banks, biases)``: the weight banks (lists of raw words, padding 0) and the biases."""
-    return layout.weight_image(params), layout.bias_image(params)
-
-
-def image_to_params(layout, banks, biases):
-    """``{"W": [...], "b": [...]}`` (int64) from weight banks and biases (padding ignored)."""
-    W, b = [], []
-    for k in range(layout.N):
-        rows, cols = layout.sizes[k + 1], layout.sizes[k]
-        w = np.zeros((rows, cols), dtype=np.int64)
-        for r in range(rows):
-            for i in range(cols):
-                w[r, i] = banks[layout.bank(k, r, i)][layout.address(k, r, i)]
-        W.append(w)
-        start = layout.bbase[k]
-        b.append(np.array(biases[start:start + rows], dtype=np.int64))
-    return {"W": W, "b": b}
-
-
-def _signed(value, bits):
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-class EqPropLinkModel:
-    """What :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` answers, burst by burst (a burst: bytes
-    back to back, then a quiet line; see :class:`nmflow.protocol.LinkModel`), computed with the
-    fixed-point twin. It holds the unit's memories (weight banks with their padding, biases) and
-    the LFSR, as the board does after reset with ``params`` (the twin's ``init_params`` if None).
+class EqPropLinkModel(FrameModel):
+    """What :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` answers, burst by burst (the receiver
+    rules of :class:`~nmflow.protocol.framing.FrameModel`), for a link of ``geometry`` (a
+    :class:`LinkGeometry`) in front of ``board``: what the board holds and does, without bytes
+    (:class:`nmflow.golden.eqprop_board.EqPropBoardTwin`: ``write_rows``, ``write_biases``,
+    ``read_rows``, ``read_biases``, ``seed``, ``train``, ``infer``).
     """
 
-    def __init__(self, config, lanes, *, params=None, buffer_bytes=BUFFER_BYTES):
-        from . import eqprop_fixed as ef
-        self.ef = ef
-        self.geometry = g = LinkGeometry(config, lanes, buffer_bytes)
-        self.config = config
-        params = ef.init_params(config) if params is None else params
-        self.banks, self.biases = params_to_image(g.layout, params)
-        self.lfsr = ef.Lfsr32(config.lfsr_seed)
+    def __init__(self, geometry, board):
+        self.geometry, self.board = geometry, board
 
-    @property
-    def params(self):
-        return image_to_params(self.geometry.layout, self.banks, self.biases)
+    def accepts(self, command):
+        return command in set(EqCommand)
 
-    def burst(self, data):
-        g, cfg = self.geometry, self.config
-        data = bytes(data)
-        start = data.find(SYNC)
-        if start < 0:
-            return b""
-        frame = data[start + 1:]
-        if not frame:
-            return error_reply(ErrorCode.TIMEOUT)
-        if frame[0] not in set(EqCommand):
-            return error_reply(ErrorCode.BAD_COMMAND)
-        command = EqCommand(frame[0])
-        if len(frame) < 3:
-            return error_reply(ErrorCode.TIMEOUT)
-        length = int.from_bytes(frame[1:3], "little")
-        if not g.length_ok(command, length):
-            return error_reply(ErrorCode.BAD_LENGTH)
-        payload = frame[3:3 + length]
-        if command in (EqCommand.TRAIN, EqCommand.INFER):
-            for n, value in enumerate(payload):
-                if n < g.n_inputs and value >> cfg.state.width:
-                    return error_reply(ErrorCode.BAD_VALUE)
-                if n == g.n_inputs and value >= g.n_classes:
-                    return error_reply(ErrorCode.BAD_VALUE)
-        if len(frame) < 3 + length + 1:
-            return error_reply(ErrorCode.TIMEOUT)
-        if frame[3 + length] != CRC.compute(frame[:3 + length]):
-            return error_reply(ErrorCode.BAD_CHECKSUM)
+    def length_ok(self, command, length):
+        return self.geometry.length_ok(EqCommand(command), length)
+
+    def byte_ok(self, command, index, value):
+        return self.geometry.byte_ok(EqCommand(command), index, value)
+
+    def execute(self, command, payload):
+        command = EqCommand(command)
         reply = self._execute(command, payload)
         if isinstance(reply, ErrorCode):
-            return error_reply(reply)
-        return encode_frame(EqReply(command | 0x80), reply)
+            return reply
+        return EqReply(command | 0x80), reply
 
     def _execute(self, command, payload):
-        g, cfg, ef = self.geometry, self.config, self.ef
-        lay, L, wb, ww = g.layout, g.lanes, g.word_bytes, cfg.weight.width
-        u16 = [int.from_bytes(payload[k:k + 2], "little") for k in range(0, len(payload) - 1, 2)]
+        g, board = self.geometry, self.board
+        L, wb = g.lanes, g.word_bytes
         if command == EqCommand.INFO:
             return encode_info(g.info)
         if command == EqCommand.SEED:
             seed = int.from_bytes(payload, "little")
             if seed == 0:
                 return ErrorCode.BAD_VALUE
-            self.lfsr = ef.Lfsr32(seed)
+            board.seed(seed)
             return b""
         if command in (EqCommand.LOAD_W, EqCommand.LOAD_B):
-            words = [_signed(int.from_bytes(payload[k:k + wb], "little"), ww)
-                     for k in range(2, len(payload), wb)]
-            first = u16[0]
+            words = signed_words(payload, wb, (len(payload) - 2) // wb, bits=g.weight_bits,
+                                 offset=2)
+            first = u16(payload, 0)
+            count = len(words) // L if command == EqCommand.LOAD_W else len(words)
+            if g.argument_problem(command, first, count) is not None:
+                return ErrorCode.BAD_VALUE
             if command == EqCommand.LOAD_W:
-                n = len(words) // L
-                if first + n > lay.wdepth:
-                    return ErrorCode.BAD_VALUE
-                for row in range(n):
-                    for b in range(L):
-                        self.banks[b][first + row] = words[row * L + b]
+                board.write_rows(first, [words[r * L:(r + 1) * L] for r in range(count)])
             else:
-                if first + len(words) > lay.bdepth:
-                    return ErrorCode.BAD_VALUE
-                self.biases[first:first + len(words)] = words
+                board.write_biases(first, words)
             return b""
         if command in (EqCommand.READ_W, EqCommand.READ_B):
-            first, n = u16
-            depth, most = (lay.wdepth, g.rows_per_frame) if command == EqCommand.READ_W \
-                else (lay.bdepth, g.biases_per_frame)
-            if n == 0 or n > most or first + n > depth:
+            first, count = u16(payload, 0), u16(payload, 2)
+            if g.argument_problem(command, first, count) is not None:
                 return ErrorCode.BAD_VALUE
             if command == EqCommand.READ_W:
-                words = [self.banks[b][first + row] for row in range(n) for b in range(L)]
+                words = [w for row in board.read_rows(first, count) for w in row]
             else:
-                words = self.biases[first:first + n]
-            return b"".join((int(w) & ((1 << 8 * wb) - 1)).to_bytes(wb, "little") for w in words)
-        x = np.array(list(payload[:g.n_inputs]), dtype=np.int64).reshape(1, -1)
-        params = self.params
+                words = board.read_biases(first, count)
+            return encode_words(words, wb)
+        x = list(payload[:g.n_inputs])
         if command == EqCommand.INFER:
-            out = ef.free_phase(cfg, params, x)[-1][0]
-            return bytes([int(out.argmax())]) + bytes(int(v) for v in out)
-        new, s_star = ef.train_step(cfg, params, x, [payload[g.n_inputs]], self.lfsr)
-        banks, biases = params_to_image(lay, new)
-        for k in range(lay.N):                  # the update writes the real rows only
-            for r in range(cfg.sizes[k + 1]):
-                for i in range(cfg.sizes[k]):
-                    b, a = lay.bank(k, r, i), lay.address(k, r, i)
-                    self.banks[b][a] = banks[b][a]
-        self.biases = biases
-        return bytes([int(s_star[-1][0].argmax())])
+            prediction, outputs = board.infer(x)
+            return bytes([prediction]) + bytes(int(v) for v in outputs)
+        return bytes([board.train(x, payload[g.n_inputs])])

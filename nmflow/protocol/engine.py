@@ -1,0 +1,327 @@
+"""The engine's command set (protocol version 2): INFO, INFER and the read-error injector's
+ERRORS, on the shared framing (:mod:`nmflow.protocol.framing`); a board with the metaplastic unit
+adds :mod:`nmflow.protocol.metaplastic` (version 3). The specification is docs/contracts.md,
+section 5; this module and its twin :class:`LinkModel` follow it byte for byte.
+
+:class:`nmflow.rtl.hostlink.HostLink` implements it in gateware,
+:class:`nmflow.boards.host.EngineLink` speaks it from the host, and :class:`LinkModel` is its
+plain-Python twin, which the tests compare with the gateware's reply bytes using ``==``. The
+commands and reply commands are :mod:`amaranth.lib.enum` enumerations with an 8-bit shape, so the
+same members are Python ints on the host and constants in the gateware.
+
+Requests and replies::
+
+    CMD   name    LEN        PAYLOAD                                 reply (CMD | 0x80)
+    0x01  INFO    0          -                                       Info (8 bytes; 17 with the
+                                                                     metaplastic unit)
+    0x02  INFER   n_inputs   one byte per input, < 2**input_bits     class, then every score
+    0x03  ERRORS  17         t1, t2, t3, seed (u32 LE), mode (u8)    - (applied)
+
+ERRORS exists on boards built with the read-error injector (INFO's ``rate_bits`` is not 0): the
+injector then holds ``t1``, ``t12 = t1 + t2`` and ``t3`` (fractions of ``2**rate_bits``) and its
+sources restart from ``seed``, so the next inference draws exactly as a fresh
+:class:`~nmflow.golden.injector.InjectedRead` of the same configuration.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.lib import enum
+
+from ..errors import NmflowError
+from .framing import ErrorCode, FrameModel, encode_frame, signed_words, u16
+from .metaplastic import (METAPLASTIC_INFO_BYTES, METAPLASTIC_VERSION, MetaplasticCommand,
+                          MetaplasticInfo, MetaplasticReply, decode_group, encode_hidden,
+                          encode_rows)
+
+__all__ = ["VERSION", "Command", "Reply", "Info", "INFO_BYTES", "MAX_CLASSES", "MAX_INPUTS",
+           "MAX_SCORE_BITS", "score_bytes", "info_request", "infer_request", "info_reply",
+           "infer_reply", "encode_info", "decode_info", "encode_result", "decode_result",
+           "LinkModel", "ErrorsConfig", "ERRORS_BYTES", "MODES", "SEED_BITS", "encode_errors",
+           "decode_errors", "errors_request", "errors_reply"]
+
+#: Protocol version reported by INFO (a board with the metaplastic unit reports
+#: :data:`~nmflow.protocol.metaplastic.METAPLASTIC_VERSION`).
+VERSION = 2
+#: Payload bytes of an INFO reply.
+INFO_BYTES = 8
+#: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
+ERRORS_BYTES = 17
+#: ERRORS modes, by their byte value.
+MODES = ("per_read", "static")
+#: Bits of the injector's seed.
+SEED_BITS = 31
+#: Limits of the link: the class travels in one byte, lengths in two, scores in at most 8 bytes.
+MAX_CLASSES = 256
+MAX_INPUTS = 0xFFFF
+MAX_SCORE_BITS = 64
+
+
+class Command(enum.IntEnum, shape=8):
+    """The engine's requests (host to board); the metaplastic unit's are
+    :class:`~nmflow.protocol.metaplastic.MetaplasticCommand`."""
+    INFO = 0x01
+    INFER = 0x02
+    ERRORS = 0x03
+
+
+class Reply(enum.IntEnum, shape=8):
+    """Reply commands (board to host): a request's command with bit 7 set, or ``ERROR``."""
+    INFO = 0x81
+    INFER = 0x82
+    ERRORS = 0x83
+    ERROR = 0xFF
+
+
+def score_bytes(score_bits):
+    """Bytes per score on the link: ``ceil(score_bits / 8)``, sign-extended two's complement."""
+    return (score_bits + 7) // 8
+
+
+@dataclass(frozen=True)
+class Info:
+    """What an INFO reply tells: the protocol version and the engine's sizes.
+
+    Members
+    -------
+    version : int
+        :data:`VERSION`, or :data:`~nmflow.protocol.metaplastic.METAPLASTIC_VERSION` for a board with the metaplastic unit.
+    n_inputs : int
+        Input values per inference (the INFER payload length).
+    n_classes : int
+        Scores per inference.
+    input_bits : int
+        Each input value is below ``2 ** input_bits``.
+    score_bytes : int
+        Bytes per score in an INFER reply.
+    rate_bits : int
+        Fraction bits of the read-error injector's rates, 0 if the board has no injector (and
+        refuses ERRORS).
+    metaplastic : :class:`~nmflow.protocol.metaplastic.MetaplasticInfo` or None
+        The metaplastic unit's sizes, ``None`` if the board has no unit (and refuses UPDATE,
+        LOAD and READ).
+    """
+    version: int
+    n_inputs: int
+    n_classes: int
+    input_bits: int
+    score_bytes: int
+    rate_bits: int = 0
+    metaplastic: MetaplasticInfo = None
+
+    @property
+    def infer_reply_length(self):
+        """Payload bytes of an INFER reply: the class and every score."""
+        return 1 + self.n_classes * self.score_bytes
+
+
+def encode_info(info):
+    """INFO reply payload: ``version, n_inputs (u16 LE), n_classes (u16 LE), input_bits,
+    score_bytes, rate_bits``, then, with a metaplastic unit, ``lanes, groups (u16 LE), w_bits,
+    w_frac, u_bits, u_frac, engine_lanes (u16 LE)``."""
+    out = (bytes([info.version]) + info.n_inputs.to_bytes(2, "little")
+           + info.n_classes.to_bytes(2, "little")
+           + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
+    if info.metaplastic is not None:
+        out += info.metaplastic.encode()
+    return out
+
+
+def decode_info(payload):
+    """The :class:`Info` of an INFO reply payload: 8 bytes, or 17 for version 3 (metaplastic
+    unit); :class:`NmflowError` otherwise."""
+    payload = bytes(payload)
+    metaplastic = bool(payload) and payload[0] == METAPLASTIC_VERSION
+    expected = METAPLASTIC_INFO_BYTES if metaplastic else INFO_BYTES
+    if len(payload) != expected:
+        what = f"of version {METAPLASTIC_VERSION} " if metaplastic else ""
+        raise NmflowError(f"INFO reply payload {what}must hold {expected} bytes, not "
+                          f"{len(payload)}")
+    tail = MetaplasticInfo.decode(payload[INFO_BYTES:]) if metaplastic else None
+    return Info(version=payload[0], n_inputs=u16(payload, 1), n_classes=u16(payload, 3),
+                input_bits=payload[5], score_bytes=payload[6], rate_bits=payload[7],
+                metaplastic=tail)
+
+
+@dataclass(frozen=True)
+class ErrorsConfig:
+    """The payload of an ERRORS request: thresholds ``t1``, ``t2``, ``t3`` (fractions of
+    ``2**rate_bits``), ``seed`` and ``mode`` (0 ``per_read``, 1 ``static``), as integers (not
+    range-checked here: see :meth:`problem`)."""
+    t1: int
+    t2: int
+    t3: int
+    seed: int
+    mode: int = 0
+
+    def problem(self, rate_bits):
+        """Why a board with ``rate_bits`` refuses this configuration (BAD_VALUE), or ``None``."""
+        one = 1 << rate_bits
+        for name in ("t1", "t2", "t3"):
+            if getattr(self, name) > one:
+                return f"{name} must be at most 2**rate_bits = {one}, not {getattr(self, name)}"
+        if self.t1 + self.t2 > one:
+            return f"t1 + t2 must be at most 2**rate_bits = {one}, not {self.t1 + self.t2}"
+        if self.seed >> SEED_BITS:
+            return f"seed must be below 2**{SEED_BITS}, not {self.seed}"
+        if self.mode >= len(MODES):
+            return f"mode must be 0 (per_read) or 1 (static), not {self.mode}"
+        return None
+
+
+def encode_errors(config):
+    """ERRORS request payload: ``t1, t2, t3, seed`` (u32 LE each), ``mode`` (u8)."""
+    return (b"".join(int(getattr(config, f)).to_bytes(4, "little")
+                     for f in ("t1", "t2", "t3", "seed")) + bytes([config.mode]))
+
+
+def decode_errors(payload):
+    """The :class:`ErrorsConfig` of an ERRORS payload; :class:`NmflowError` if not 17 bytes."""
+    payload = bytes(payload)
+    if len(payload) != ERRORS_BYTES:
+        raise NmflowError(f"ERRORS payload must hold {ERRORS_BYTES} bytes, not {len(payload)}")
+    t1, t2, t3, seed = (int.from_bytes(payload[4 * k:4 * k + 4], "little") for k in range(4))
+    return ErrorsConfig(t1, t2, t3, seed, payload[16])
+
+
+def encode_result(cls, scores, n_bytes):
+    """INFER reply payload: the class (one byte), then each score as ``n_bytes`` little-endian
+    two's complement bytes."""
+    return bytes([cls]) + b"".join(int(s).to_bytes(n_bytes, "little", signed=True)
+                                   for s in scores)
+
+
+def decode_result(payload, n_classes, n_bytes):
+    """``(cls, scores)`` of an INFER reply payload (scores as a list of Python ints)."""
+    payload = bytes(payload)
+    expected = 1 + n_classes * n_bytes
+    if len(payload) != expected:
+        raise NmflowError(f"INFER reply payload must hold {expected} bytes, not {len(payload)}")
+    return payload[0], signed_words(payload, n_bytes, n_classes, offset=1)
+
+
+def info_request():
+    """An INFO request frame."""
+    return encode_frame(Command.INFO)
+
+
+def infer_request(values):
+    """An INFER request carrying ``values`` (one byte each, not range-checked here)."""
+    return encode_frame(Command.INFER, bytes(int(v) for v in values))
+
+
+def errors_request(config):
+    """An ERRORS request carrying an :class:`ErrorsConfig`."""
+    return encode_frame(Command.ERRORS, encode_errors(config))
+
+
+def errors_reply():
+    """The ERRORS reply frame (the acknowledgement, empty payload)."""
+    return encode_frame(Reply.ERRORS)
+
+
+def info_reply(info):
+    """The INFO reply frame for an :class:`Info`."""
+    return encode_frame(Reply.INFO, encode_info(info))
+
+
+def infer_reply(cls, scores, n_bytes):
+    """The INFER reply frame for a class and its scores, ``n_bytes`` bytes per score."""
+    return encode_frame(Reply.INFER, encode_result(cls, scores, n_bytes))
+
+
+class LinkModel(FrameModel):
+    """What :class:`~nmflow.rtl.hostlink.HostLink` answers, burst by burst (the receiver rules
+    of :class:`~nmflow.protocol.framing.FrameModel`) for the engine's command set, with the
+    read-error injector's and the metaplastic unit's commands when the board has them.
+
+    Parameters
+    ----------
+    n_inputs, input_bits, n_classes, score_bits : int
+        The engine's sizes, as given to ``HostLink``.
+    infer : callable
+        ``infer(values) -> (cls, scores)`` for a list of ``n_inputs`` ints: the engine's result
+        (e.g. from :func:`nmflow.golden.reference.reference`).
+    rate_bits : int
+        The injector's ``rate_bits``, 0 (the default) for a link without injector, which refuses
+        ERRORS with ``BAD_COMMAND``.
+    configure : callable or None
+        ``configure(config)`` is called with the :class:`ErrorsConfig` of each accepted ERRORS
+        request, before its reply: the twin's ``infer`` should read with the injector's golden
+        twin made afresh from it (:class:`~nmflow.golden.injector.InjectedRead`).
+    metaplastic : :class:`~nmflow.protocol.metaplastic.MetaplasticInfo` or None
+        The metaplastic unit's sizes: the link then reports version 3 with the INFO tail and
+        accepts UPDATE, LOAD and READ; ``None`` (the default) refuses them with ``BAD_COMMAND``.
+    apply : callable or None
+        ``apply(command, group, mask, values) -> hidden`` for each accepted UPDATE or LOAD
+        (``command`` a :class:`~nmflow.protocol.metaplastic.MetaplasticCommand`, ``values`` a
+        list of ``lanes`` ints): the group's hidden weights after it (e.g. from
+        :class:`~nmflow.golden.metafixed.MetaFixedRule`).
+    read : callable or None
+        ``read(row, count) -> codes`` for each accepted READ: ``count`` rows of
+        ``engine_lanes`` pair codes of the engine's memory as it is then.
+    """
+
+    def __init__(self, n_inputs, input_bits, n_classes, score_bits, infer, *, rate_bits=0,
+                 configure=None, metaplastic=None, apply=None, read=None):
+        self.info = Info(VERSION if metaplastic is None else METAPLASTIC_VERSION, n_inputs,
+                         n_classes, input_bits, score_bytes(score_bits), rate_bits, metaplastic)
+        self._infer = infer
+        self._configure = configure
+        self._apply = apply
+        self._read = read
+        #: Every input vector handed to the engine so far, in order.
+        self.fed = []
+        #: Every ERRORS configuration applied so far, in order.
+        self.configured = []
+        #: Every accepted UPDATE or LOAD so far, in order: ``(command, group, mask, values)``.
+        self.applied = []
+
+    def accepts(self, command):
+        if command in (Command.INFO, Command.INFER):
+            return True
+        if command == Command.ERRORS:
+            return bool(self.info.rate_bits)
+        return self.info.metaplastic is not None and command in set(MetaplasticCommand)
+
+    def length_ok(self, command, length):
+        info = self.info
+        if command in set(MetaplasticCommand):
+            return length == info.metaplastic.length(command)
+        return length == {Command.INFO: 0, Command.INFER: info.n_inputs,
+                          Command.ERRORS: ERRORS_BYTES}[command]
+
+    def byte_ok(self, command, index, value):
+        return command != Command.INFER or not value >> self.info.input_bits
+
+    def execute(self, command, payload):
+        info = self.info
+        if command == Command.INFO:
+            return Reply.INFO, encode_info(info)
+        if command == Command.ERRORS:
+            config = decode_errors(payload)
+            if config.problem(info.rate_bits) is not None:
+                return ErrorCode.BAD_VALUE
+            self.configured.append(config)
+            if self._configure is not None:
+                self._configure(config)
+            return Reply.ERRORS, b""
+        if command == Command.INFER:
+            values = list(payload)
+            self.fed.append(values)
+            cls, scores = self._infer(values)
+            return Reply.INFER, encode_result(cls, scores, info.score_bytes)
+        return self._execute_metaplastic(MetaplasticCommand(command), payload)
+
+    def _execute_metaplastic(self, command, payload):
+        unit = self.info.metaplastic
+        if command == MetaplasticCommand.READ:
+            row, count = u16(payload, 0), u16(payload, 2)
+            if unit.read_problem(row, count) is not None:
+                return ErrorCode.BAD_VALUE
+            return MetaplasticReply.READ, encode_rows(unit, self._read(row, count))
+        group, mask, values = decode_group(unit, command, payload)
+        if group >= unit.groups or mask >> unit.lanes:
+            return ErrorCode.BAD_VALUE
+        hidden = self._apply(command, group, mask, values)
+        self.applied.append((command, group, mask, values))
+        return MetaplasticReply(command | 0x80), encode_hidden(unit, hidden)
