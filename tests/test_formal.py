@@ -1,7 +1,7 @@
 """Bounded model checking (SymbiYosys, z3) through :mod:`nmflow.sim.formal`: the one-hot state
-machine of the host link keeps exactly one state, whatever its inputs do; the host link's frame
-machine and the engine's sequencer keep the properties of :mod:`nmflow.sim.proofs` in small
-configurations. Every proof also runs on a deliberately broken copy of its block and must fail
+machine of the host link keeps exactly one state, whatever its inputs do; the host link, on the
+shared frame receiver and sender (:mod:`nmflow.rtl.framing`), and the engine's sequencer keep the
+properties of :mod:`nmflow.sim.proofs` in small configurations. Every proof also runs on a deliberately broken copy of its block and must fail
 there, at one of the harness's assertions."""
 
 import importlib.util
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import Assert, Elaboratable, Module, Signal
 
+import nmflow.rtl.framing
 import nmflow.rtl.hostlink
 import nmflow.rtl.onehot
 import nmflow.rtl.sequencer
@@ -129,14 +130,13 @@ SEQ_DEPTH = 20
 SEQ_BOUND, SEQ_IDLE_DEPTH = 13, 30
 
 BROKEN = {
-    # the CRC byte is never checked
-    "engine": (nmflow.rtl.hostlink, "with m.If(~crc_ok):", "with m.If(0):"),
-    # after its reply's CRC byte the link starts the reply over
-    "once": (nmflow.rtl.hostlink,
-             'with m.Else():\n                    fsm.next("HUNT")\n        return m',
-             'with m.Else():\n                    fsm.next("HEAD")\n        return m'),
-    # an unfinished frame never times out
-    "idle": (nmflow.rtl.hostlink, "with m.Elif(quiet):", "with m.Elif(0):"),
+    # the shared frame receiver never checks the CRC byte
+    "engine": (nmflow.rtl.framing, "with m.If(~crc_ok):", "with m.If(0):"),
+    # after a reply's CRC byte the shared frame sender starts the reply over
+    "once": (nmflow.rtl.framing, 'm.d.comb += self.done.eq(1)\n                    m.next = "IDLE"',
+             'm.d.comb += self.done.eq(1)\n                    m.next = "HEAD"'),
+    # in the shared frame receiver, an unfinished frame never times out
+    "idle": (nmflow.rtl.framing, "with m.Elif(quiet):", "with m.Elif(0):"),
     # a neuron's last chunk is never seen: rows run on past the layer
     "rows": (nmflow.rtl.sequencer, "chunk_end.eq(chunk + 1 == cur_per_last)",
              "chunk_end.eq(chunk + 2 == cur_per_last)"),
@@ -178,9 +178,13 @@ def test_host_link(check, tmp_path):
 
 @pytest.mark.parametrize("check", ["engine", "once", "idle"])
 def test_host_link_proof_fails_on_a_broken_link(check, tmp_path):
-    bad = broken(*BROKEN[check])
+    """The proofs are of the shared framing: a host link built on a broken copy of the frame
+    receiver or sender fails them."""
+    framing = broken(*BROKEN[check])
+    link = broken(nmflow.rtl.hostlink, "from .framing import",
+                  f"from {framing.__name__} import")
     depth = IDLE_DEPTH if check == "idle" else LINK_DEPTH
-    assert_fails(run(link_harness(check, bad.HostLink), depth, tmp_path))
+    assert_fails(run(link_harness(check, link.HostLink), depth, tmp_path))
 
 
 @pytest.mark.parametrize("check", ["rows", "idle"])

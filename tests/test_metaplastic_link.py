@@ -229,8 +229,8 @@ class MetaBench:
         if meta:
             m.submodules.unit = unit = self.unit
             wiring.connect(m, unit.weights, self.engine.weights)
-            wiring.connect(m, self.link.meta_i, unit.i)
-            wiring.connect(m, unit.o, self.link.meta_o)
+            wiring.connect(m, self.link.metaplastic_i, unit.i)
+            wiring.connect(m, unit.o, self.link.metaplastic_o)
             wiring.connect(m, self.link.pairs, self.engine.pairs)
             ei, li = self.engine.i, self.link.engine_i
             m.d.comb += [unit.idle.eq(self.engine.idle), ei.valid.eq(li.valid & ~unit.busy),

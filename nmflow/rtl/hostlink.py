@@ -8,20 +8,21 @@ there and its CRC from ``protocol.CRC.create()``;
 :class:`nmflow.protocol.LinkModel` is the plain-Python twin the tests compare it with.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..protocol import Command, ErrorCode, MetaplasticCommand, MetaplasticReply, Reply
 from ..golden.injector import max_rate_bits
+from ..golden.plan import index_bits
+from ..protocol import Command, MetaplasticCommand, MetaplasticReply, Reply
 from .engine import result_layout
+from .framing import FrameReceiver, FrameSender, check_timeout
 from .injector import error_config_layout
 from .metaplastic import OP_LOAD, OP_UPDATE, beat_layout
-from .weights import PairReadSignature
-from ..golden.plan import index_bits
 from .onehot import OneHotFSM
+from .weights import PairReadSignature
 
 __all__ = ["HostLink", "check_parameters"]
 
@@ -38,14 +39,14 @@ def check_parameters(n_inputs, input_bits, n_classes, score_bits, *, timeout):
     _check_int("input_bits", input_bits, 1, 8)
     _check_int("n_classes", n_classes, 1, protocol.MAX_CLASSES)
     _check_int("score_bits", score_bits, 1, protocol.MAX_SCORE_BITS)
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
-        raise ValueError(f"timeout must be an integer number of cycles >= 1, not {timeout!r}")
+    check_timeout(timeout)
 
 
 class HostLink(wiring.Component):
-    """Frame parser, input buffer and reply serializer between a UART and the engine.
+    """The engine's command handler between the shared frame receiver and sender
+    (:mod:`nmflow.rtl.framing`), and the input buffer, between a UART and the engine.
 
-    Implements the protocol specified in :mod:`nmflow.protocol` exactly.
+    Implements the protocol of docs/contracts.md, section 5, exactly.
 
     Parameters
     ----------
@@ -66,9 +67,10 @@ class HostLink(wiring.Component):
         BAD_COMMAND and the link is built exactly as without this option.
     metaplastic : :class:`~nmflow.protocol.MetaplasticInfo` or None
         The metaplastic update unit's sizes: the link then reports protocol version 3 (INFO with
-        the unit's tail), accepts UPDATE, LOAD and READ requests and has the ``meta_i``,
-        ``meta_o`` and ``pairs`` ports. ``None`` (the default): no unit, UPDATE, LOAD and READ are
-        refused with BAD_COMMAND and the link is built exactly as without this option.
+        the unit's tail), accepts UPDATE, LOAD and READ requests and has the
+        ``metaplastic_i``, ``metaplastic_o`` and ``pairs`` ports. ``None`` (the default): no
+        unit, UPDATE, LOAD and READ are refused with BAD_COMMAND and the link is built exactly
+        as without this option.
     buffer : ``"block"`` or ``"logic"``
         Where the INFER input buffer lives: block RAM (the default) or flip-flops (when the block
         RAMs are all taken, as on the iCE40UP5K with the metaplastic unit).
@@ -93,13 +95,13 @@ class HostLink(wiring.Component):
     errors : Out(stream.Signature(error_config_layout(rate_bits), always_ready=True)), if rate_bits
         One beat per accepted ERRORS request (after its CRC and range checks, before its reply),
         for the engine's ``errors`` input. The engine is idle then: requests come one at a time.
-    meta_i : Out(stream.Signature(beat_layout(lanes, group_bits, value_bits))), if meta
-        (``group_bits = index_bits(groups)``, ``value_bits = max(w_bits, u_bits)``, as the unit's)
+    metaplastic_i : Out(stream.Signature(beat_layout(lanes, group_bits, value_bits)))
+        If metaplastic (``group_bits = index_bits(groups)``, ``value_bits = max(w_bits, u_bits)``, as the unit's)
         One beat per accepted UPDATE or LOAD request (after its CRC and range checks), for the
         :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`'s ``i``; valid until taken.
-    meta_o : In(stream.Signature(ArrayLayout(signed(w_bits), lanes))), if meta
+    metaplastic_o : In(stream.Signature(ArrayLayout(signed(w_bits), lanes))), if metaplastic
         The unit's ``o``: the group's hidden weights after the beat, sent as the reply payload.
-    pairs : Out(:class:`~nmflow.rtl.weights.PairReadSignature`), if meta
+    pairs : Out(:class:`~nmflow.rtl.weights.PairReadSignature`), if metaplastic
         To the engine's ``pairs``: one row read per READ row, each after the previous row's
         bytes are out, with the engine idle (no request is then in flight).
 
@@ -144,9 +146,9 @@ class HostLink(wiring.Component):
             members["errors"] = Out(stream.Signature(error_config_layout(rate_bits),
                                                      always_ready=True))
         if meta is not None:
-            members["meta_i"] = Out(stream.Signature(beat_layout(
+            members["metaplastic_i"] = Out(stream.Signature(beat_layout(
                 meta.lanes, index_bits(meta.groups), max(meta.w_bits, meta.u_bits))))
-            members["meta_o"] = In(stream.Signature(data.ArrayLayout(signed(meta.w_bits),
+            members["metaplastic_o"] = In(stream.Signature(data.ArrayLayout(signed(meta.w_bits),
                                                                      meta.lanes)))
             members["pairs"] = Out(PairReadSignature(index_bits(meta.rows), meta.engine_lanes))
         super().__init__(members)
@@ -157,7 +159,8 @@ class HostLink(wiring.Component):
     score_bits = property(lambda self: self._score_bits)
     timeout = property(lambda self: self._timeout)
     rate_bits = property(lambda self: self._rate_bits)
-    meta = property(lambda self: self._meta)
+    metaplastic = property(lambda self: self._meta)
+    buffer = property(lambda self: self._buffer)
 
     @property
     def info(self):
@@ -179,516 +182,428 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        info = self.info
-        n_inputs, sb = self._n_inputs, info.score_bytes
-        rx, tx, ei, eo = self.rx, self.tx, self.engine_i, self.engine_o
-        rb = self._rate_bits
-        inj = rb is not None                # the ERRORS command exists
-        n_errors = protocol.ERRORS_BYTES
-        meta = self._meta
-        mt = meta is not None               # the UPDATE, LOAD and READ commands exist
-        n_info = len(protocol.encode_info(info))
-        n_update = meta.update_length if mt else 0
-        n_load = meta.load_length if mt else 0
-        n_mreply = meta.reply_length if mt else 0
-        n_read = protocol.READ_BYTES if mt else 0
-        n_row = meta.row_bytes if mt else 0
+        m.submodules.receiver = receiver = FrameReceiver(self._timeout)
+        m.submodules.sender = sender = FrameSender()
+        wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
+        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
+        m.d.comb += [self.idle.eq(receiver.idle), self.receiving.eq(receiver.receiving),
+                     receiver.done.eq(sender.done), sender.error.eq(receiver.error),
+                     sender.code.eq(receiver.code)]
+        frame = _Frame(m, self, receiver)
+        requests = _Requests(m, self, receiver, sender, frame)
+        self._verdicts(m, receiver, frame, requests)
+        requests.header()
+        requests.execute()
+        m.d.comb += sender.start.eq(receiver.error_start | requests.start)
+        return m
 
-        # -- state shared by the receiver and the transmitter ------------------------------------
-        # The CRC of the frame being received or sent: ``crc_clear`` clears it (at SYNC), ``valid``
-        # adds ``crc_in`` (each byte from CMD to the end of the payload), one byte per cycle.
-        # ``crc_clear`` restarts it through the flip-flops' synchronous reset, which costs no logic
-        # (the processor's own ``start`` would enter every bit's XOR network).
-        crc_clear = Signal()
-        crc_unit = protocol.CRC.create()
-        m.submodules.crc = ResetInserter(crc_clear)(crc_unit)
-        crc = crc_unit.crc
-        crc_in = Signal(8)                  # the byte being received or sent, in CMD..PAYLOAD
-        m.d.comb += crc_unit.data.eq(crc_in)
-        count = Signal(range(max(n_inputs, n_errors if inj else 0, n_update, n_load, n_read, 2)))
-        idx = Signal(range(max(8, n_info, n_mreply, n_row)))   # header, INFO, score, row byte
-        # End-of-count tests kept in registers, set a cycle ahead with the counters, so that no
-        # comparison sits on the paths into the state machine.
-        count_last = Signal(init=n_inputs == 1)     # count == n_inputs - 1
-        idx_marks = (0, 3, n_info - 1, sb - 1) + ((n_mreply - 1, n_row - 1) if mt else ())
-        idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(idx_marks)}
-
-        def set_count(zero):
-            last = count == n_inputs - 2
-            if inj:
-                last = Mux(is_errors, count == n_errors - 2, last)
-            if mt:
-                last = Mux(is_meta, count == Mux(is_load, n_load - 2, n_update - 2), last)
-                last = Mux(is_read, count == n_read - 2, last)
-            m.d.sync += [count.eq(0 if zero else count + 1),
-                         count_last.eq(n_inputs == 1 if zero else last)]
-
-        def set_idx(zero):
-            m.d.sync += idx.eq(0 if zero else idx + 1)
-            m.d.sync += [flag.eq(k == 0 if zero else idx == k - 1) for k, flag in idx_is.items()]
-        is_infer = Signal()
-        is_errors = Signal()                # stays 0 without injector
-        is_meta = Signal()                  # UPDATE or LOAD; stays 0 without the unit
-        is_load = Signal()
-        is_read = Signal()                  # READ; stays 0 without the unit
-        len_lo = Signal(8)
-        error = Signal()
-        code = Signal(ErrorCode, init=ErrorCode.TIMEOUT)
-        dirty = Signal()                    # a byte arrived while busy: drain before hunting
-
-        # -- inter-byte timer: cycles since the last received byte, saturating ------------------
-        # ``quiet`` is ``idle_time == timeout`` kept in a register (set a cycle ahead), so the
-        # wide comparison is off the paths that decide what the link does next.
-        idle_time = Signal(range(self._timeout + 1))
-        quiet = Signal()
-        got = Signal()                      # a byte was taken last cycle; its flags are ready
-        take = Signal()
-        m.d.comb += [rx.ready.eq(~got), take.eq(rx.valid & rx.ready)]
-        with m.If(take):
-            m.d.sync += [idle_time.eq(0), quiet.eq(0)]
-        with m.Elif(~quiet):
-            m.d.sync += [idle_time.eq(idle_time + 1), quiet.eq(idle_time == self._timeout - 1)]
-
-        # -- received bytes: checked as they arrive, into flags the frame states act on one
-        # cycle later (bytes are at least 10 bit times apart), keeping those checks off the
-        # paths through the state machine. A byte is taken at most every other cycle ----------
-        byte = Signal(8)
-        is_sync, is_info_cmd, is_infer_cmd, is_errors_cmd = Signal(), Signal(), Signal(), Signal()
-        is_update_cmd, is_load_cmd, is_read_cmd = Signal(), Signal(), Signal()
-        len_ok, value_ok, crc_ok = Signal(), Signal(), Signal()
-        expected_len = Mux(is_errors, n_errors, 0) if inj else 0
-        if mt:
-            expected_len = Mux(is_meta, Mux(is_load, n_load, n_update),
-                               Mux(is_read, n_read, expected_len))
-        m.d.sync += got.eq(take)
-        with m.If(take):
-            m.d.sync += [
-                byte.eq(rx.payload),
-                is_sync.eq(rx.payload == protocol.SYNC),
-                is_info_cmd.eq(rx.payload == Command.INFO),
-                is_infer_cmd.eq(rx.payload == Command.INFER),
-                len_ok.eq(Cat(len_lo, rx.payload) == Mux(is_infer, n_inputs, expected_len)),
-                value_ok.eq(rx.payload[self._input_bits:] == 0),
-                crc_ok.eq(rx.payload == crc),
-            ]
-            if inj:
-                m.d.sync += is_errors_cmd.eq(rx.payload == Command.ERRORS)
-            if mt:
-                m.d.sync += [is_update_cmd.eq(rx.payload == MetaplasticCommand.UPDATE),
-                             is_load_cmd.eq(rx.payload == MetaplasticCommand.LOAD),
-                             is_read_cmd.eq(rx.payload == MetaplasticCommand.READ)]
-
-        # -- the UPDATE and LOAD payload: group (u16 LE), mask (u8), one value per lane (LE). The
-        # bytes shift in from the top of ``mbuf``, so the payload ends up in its top bytes; the
-        # range checks (group < groups, no mask bit above the lanes) are registered every cycle,
-        # ready long before the CRC byte arrives.
-        if mt:
-            n_mbuf = max(n_update, n_load)
-            mbuf = Signal(8 * n_mbuf)
-            meta_ok = Signal()
-
-            def meta_field(start, width, n_payload):
-                base = 8 * (n_mbuf - n_payload) + start
-                return mbuf[base:base + width]
-
-            def meta_pick(start, width):
-                return Mux(is_load, meta_field(start, width, n_load),
-                           meta_field(start, width, n_update))
-            m_group, m_mask = meta_pick(0, 16), meta_pick(16, 8)
-            m.d.sync += meta_ok.eq((m_group < meta.groups) & (m_mask >> meta.lanes == 0))
-            mbeat = self.meta_i.payload
-            m.d.comb += [mbeat.addr.eq(m_group), mbeat.en.eq(m_mask),
-                         mbeat.op.eq(Mux(is_load, OP_LOAD, OP_UPDATE))]
-            for p in range(meta.lanes):
-                d = meta_field(24 + p * meta.u_bits, meta.u_bits, n_update).as_signed()
-                w = meta_field(24 + p * meta.w_bits, meta.w_bits, n_load).as_signed()
-                m.d.comb += mbeat.value[p].eq(Mux(is_load, w, d))
-            mres = Signal(meta.lanes * meta.w_bits)     # the unit's result, sent byte by byte
-            mheld = Signal()
-
-            # READ: row (u16 LE), count (u16 LE), in the top bytes of ``mbuf`` too. The range
-            # check (1 <= count, row + count <= rows, count <= 65535 // row_bytes) is registered
-            # like the others. ``r_row`` and ``r_left`` walk the rows; ``prow`` holds the row
-            # being sent, shifted out a byte at a time.
-            rows, row_shift = meta.rows, (meta.row_bytes - 1).bit_length()
-            r_row_in, r_count_in = meta_field(0, 16, n_read), meta_field(16, 16, n_read)
-            read_ok = Signal()
-            r_end = Signal(17)
-            m.d.comb += r_end.eq(r_row_in + r_count_in)
-            m.d.sync += read_ok.eq((r_count_in != 0) & (r_end <= rows)
-                                   & (r_count_in <= 0xFFFF // meta.row_bytes))
-            r_row = Signal(range(max(rows, 2)))
-            r_left = Signal(16)
-            r_last = Signal()               # r_left == 1, kept in a register
-            prow = Signal(2 * meta.engine_lanes)
-            pheld = Signal()                # prow holds the row being sent
-            preq = Signal()                 # the row's read has been issued
-
-        # -- the ERRORS payload: t1, t2, t3, seed (u32 LE each), mode (u8). Only the bits the
-        # injector takes are stored (rate_bits + 1 of each threshold, 31 of the seed, 1 of the
-        # mode); a sticky flag records any set bit above them. The range checks are registered
-        # every cycle from the stored fields, ready long before the CRC byte arrives.
-        if inj:
-            one = 1 << rb
-            widths = [rb + 1] * 3 + [protocol.SEED_BITS]
-            fields = [Signal(w, name=f"cfg_{n}") for w, n in zip(widths, ("t1", "t2", "t3", "seed"))]
-            cfg_static = Signal()
-            cfg_over = Signal()                 # a bit above a field's width is set
-            cfg_ok = Signal()
-            over_masks = []                     # per payload byte: the bits that must be zero
-            for k in range(n_errors):
-                if k < 16:
-                    low = max(0, min(8, widths[k // 4] - 8 * (k % 4)))
-                else:
-                    low = 1
-                over_masks.append(0xFF & ~((1 << low) - 1))
-            over = Signal()
-            with m.If(take):
-                m.d.sync += over.eq((rx.payload & Array(Const(v, 8) for v in over_masks)[count])
-                                    != 0)
-            t1, t2, t3, seed = fields
-            t12 = Signal(rb + 2)
-            m.d.comb += t12.eq(t1 + t2)
-            m.d.sync += cfg_ok.eq(~cfg_over & (t1 <= one) & (t2 <= one) & (t3 <= one)
-                                  & (t12 <= one))
-            cfg = self.errors.payload
-            m.d.comb += [cfg.t1.eq(t1), cfg.t12.eq(t12), cfg.t3.eq(t3), cfg.seed.eq(seed),
-                         cfg.static.eq(cfg_static)]
-
-            def store_errors_byte():
-                m.d.sync += cfg_over.eq(cfg_over | over)
-                with m.Switch(count):
-                    for k in range(n_errors):
-                        if k < 16:
-                            field, at = fields[k // 4], 8 * (k % 4)
-                            if at >= len(field):
-                                continue
-                            with m.Case(k):
-                                m.d.sync += field[at:at + 8].eq(byte)
-                        else:
-                            with m.Case(k):
-                                m.d.sync += cfg_static.eq(byte[0])
-
-        # -- input buffer: the engine sees a payload only after its CRC checked ------------------
-        m.submodules.buffer = buffer = Memory(shape=unsigned(self._input_bits), depth=n_inputs,
-                                              init=[], attrs={"ram_style": self._buffer})
-        wr = buffer.write_port()
-        rd = buffer.read_port()
-        feed = ei.valid & ei.ready
+    def _verdicts(self, m, receiver, frame, requests):
+        """The handler's answers to the receiver, field by field (docs/contracts.md, 5.6)."""
+        accepted = frame.is_info_cmd | frame.is_infer_cmd
+        if requests.errors is not None:
+            accepted |= frame.is_errors_cmd
+        if requests.unit is not None:
+            accepted |= frame.is_update_cmd | frame.is_load_cmd | frame.is_read_cmd
+        args_ok = Const(1)
+        if requests.errors is not None:
+            args_ok = ~frame.is_errors | requests.errors.ok
+        if requests.unit is not None:
+            args_ok &= ~frame.is_group | requests.unit.group_ok
+            args_ok &= ~frame.is_read | requests.unit.read_ok
         m.d.comb += [
-            wr.addr.eq(count), wr.data.eq(byte),
-            rd.addr.eq(count + feed),       # rd.data is buffer[count] in FEED (addr 0 in CHECK)
-            ei.payload.eq(rd.data),
+            receiver.cmd_ok.eq(accepted),
+            receiver.len_ok.eq(frame.len_ok),
+            receiver.has_payload.eq(frame.has_payload),
+            receiver.value_ok.eq(frame.value_ok | frame.not_infer),
+            receiver.last.eq(frame.count_last),
+            receiver.args_ok.eq(args_ok),
         ]
 
-        # -- reply header bytes -----------------------------------------------------------------
-        reply_cmd = Signal(8, init=Reply.INFO)
-        reply_len = Signal(16)
-        with m.If(error):
-            m.d.comb += [reply_cmd.eq(Reply.ERROR), reply_len.eq(1)]
-        with m.Elif(is_infer):
-            m.d.comb += [reply_cmd.eq(Reply.INFER), reply_len.eq(info.infer_reply_length)]
-        if inj:
-            with m.Elif(is_errors):
-                m.d.comb += [reply_cmd.eq(Reply.ERRORS), reply_len.eq(0)]
-        if mt:
-            with m.Elif(is_meta):
-                m.d.comb += [reply_cmd.eq(Mux(is_load, MetaplasticReply.LOAD, MetaplasticReply.UPDATE)),
-                             reply_len.eq(n_mreply)]
-            with m.Elif(is_read):
-                m.d.comb += [reply_cmd.eq(MetaplasticReply.READ),
-                             reply_len.eq(r_count_in << row_shift)]
+
+class _Frame:
+    """The link's view of the frame being received: the command's flags, the payload counter
+    and the checks of each byte, registered when the byte is taken (a cycle before the receiver
+    asks for them), so that no comparison sits on the paths into the state machines."""
+
+    def __init__(self, m, link, receiver):
+        self.m = m
+        n_inputs = link.n_inputs
+        has_errors, unit = link.rate_bits is not None, link.metaplastic
+        self.lengths = {"errors": protocol.ERRORS_BYTES if has_errors else 0,
+                        "update": unit.update_length if unit else 0,
+                        "load": unit.load_length if unit else 0,
+                        "read": protocol.READ_BYTES if unit else 0}
+        # the command of the frame (set at CMD), and the flags of the byte taken last
+        for name in ("infer", "errors", "group", "load", "read"):
+            setattr(self, f"is_{name}", Signal(name=f"is_{name}"))
+        for name in ("info", "infer", "errors", "update", "load", "read"):
+            setattr(self, f"is_{name}_cmd", Signal(name=f"is_{name}_cmd"))
+        self.len_ok, self.value_ok = Signal(), Signal()
+        self.count = Signal(range(max(n_inputs, *self.lengths.values(), 2)))
+        self.count_last = Signal(init=n_inputs == 1)        # count == length - 1
+        self.n_inputs = n_inputs
+        incoming = receiver.incoming
+        with m.If(receiver.take):
+            m.d.sync += [
+                self.is_info_cmd.eq(incoming == Command.INFO),
+                self.is_infer_cmd.eq(incoming == Command.INFER),
+                self.len_ok.eq(Cat(receiver.len_lo, incoming)
+                               == Mux(self.is_infer, n_inputs, self._expected_length())),
+                self.value_ok.eq(incoming[link.input_bits:] == 0),
+            ]
+            if has_errors:
+                m.d.sync += self.is_errors_cmd.eq(incoming == Command.ERRORS)
+            if unit:
+                m.d.sync += [self.is_update_cmd.eq(incoming == MetaplasticCommand.UPDATE),
+                             self.is_load_cmd.eq(incoming == MetaplasticCommand.LOAD),
+                             self.is_read_cmd.eq(incoming == MetaplasticCommand.READ)]
+        other = ([self.is_errors] if has_errors else []) + \
+                ([self.is_group, self.is_read] if unit else [])
+        self.not_infer = Const(0)
+        for flag in other:
+            self.not_infer = self.not_infer | flag
+        self.has_payload = self.is_infer | self.not_infer
+        with m.If(receiver.start):
+            self.set_count(zero=True)
+        with m.If(receiver.at_cmd):
+            m.d.sync += self.is_infer.eq(self.is_infer_cmd)
+            if has_errors:
+                m.d.sync += self.is_errors.eq(self.is_errors_cmd)
+                if n_inputs == 1:           # count_last was set for a 1-byte payload
+                    m.d.sync += self.count_last.eq(~self.is_errors_cmd)
+            if unit:
+                m.d.sync += [self.is_group.eq(self.is_update_cmd | self.is_load_cmd),
+                             self.is_load.eq(self.is_load_cmd), self.is_read.eq(self.is_read_cmd)]
+                if n_inputs == 1:
+                    m.d.sync += self.count_last.eq(self.is_infer_cmd)
+        with m.If(receiver.at_payload):
+            self.set_count(zero=False)
+            with m.If(self.count_last):
+                self.set_count(zero=True)
+
+    def _expected_length(self):
+        lengths = self.lengths
+        expected = Mux(self.is_errors, lengths["errors"], 0) if lengths["errors"] else 0
+        if lengths["read"]:
+            expected = Mux(self.is_group, Mux(self.is_load, lengths["load"], lengths["update"]),
+                           Mux(self.is_read, lengths["read"], expected))
+        return expected
+
+    def set_count(self, zero):
+        """Restart the payload counter (at a frame's start or its last byte) or advance it,
+        with ``count_last`` set a cycle ahead."""
+        lengths, count = self.lengths, self.count
+        last = count == self.n_inputs - 2
+        if lengths["errors"]:
+            last = Mux(self.is_errors, count == lengths["errors"] - 2, last)
+        if lengths["read"]:
+            last = Mux(self.is_group, count == Mux(self.is_load, lengths["load"] - 2,
+                                                  lengths["update"] - 2), last)
+            last = Mux(self.is_read, count == lengths["read"] - 2, last)
+        self.m.d.sync += [count.eq(0 if zero else count + 1),
+                          self.count_last.eq(self.n_inputs == 1 if zero else last)]
+
+
+class _ErrorsPayload:
+    """The ERRORS payload: t1, t2, t3, seed (u32 LE each), mode (u8). Only the bits the injector
+    takes are stored (``rate_bits + 1`` of each threshold, 31 of the seed, 1 of the mode); a
+    sticky flag records any set bit above them. The range checks are registered every cycle from
+    the stored fields (``ok``), ready long before the CRC byte arrives; the link's ``errors``
+    port carries the fields."""
+
+    def __init__(self, m, link, receiver, frame):
+        rb, n_errors = link.rate_bits, protocol.ERRORS_BYTES
+        one = 1 << rb
+        widths = [rb + 1] * 3 + [protocol.SEED_BITS]
+        self.fields = [Signal(w, name=f"cfg_{n}") for w, n in zip(widths, ("t1", "t2", "t3",
+                                                                          "seed"))]
+        self.static = Signal()
+        self.over = Signal()                    # a bit above a field's width is set
+        self.ok = Signal()
+        masks = []                              # per payload byte: the bits that must be zero
+        for k in range(n_errors):
+            low = max(0, min(8, widths[k // 4] - 8 * (k % 4))) if k < 16 else 1
+            masks.append(0xFF & ~((1 << low) - 1))
+        over = Signal()
+        with m.If(receiver.take):
+            m.d.sync += over.eq((receiver.incoming & Array(Const(v, 8) for v in masks)[frame.count])
+                                != 0)
+        t1, t2, t3, seed = self.fields
+        t12 = Signal(rb + 2)
+        m.d.comb += t12.eq(t1 + t2)
+        m.d.sync += self.ok.eq(~self.over & (t1 <= one) & (t2 <= one) & (t3 <= one)
+                               & (t12 <= one))
+        cfg = link.errors.payload
+        m.d.comb += [cfg.t1.eq(t1), cfg.t12.eq(t12), cfg.t3.eq(t3), cfg.seed.eq(seed),
+                     cfg.static.eq(self.static)]
+        with m.If(receiver.start):
+            m.d.sync += self.over.eq(0)
+        with m.If(receiver.at_payload & frame.is_errors):
+            m.d.sync += self.over.eq(self.over | over)
+            with m.Switch(frame.count):
+                for k in range(n_errors):
+                    if k >= 16:
+                        with m.Case(k):
+                            m.d.sync += self.static.eq(receiver.byte[0])
+                        continue
+                    field, at = self.fields[k // 4], 8 * (k % 4)
+                    if at < len(field):
+                        with m.Case(k):
+                            m.d.sync += field[at:at + 8].eq(receiver.byte)
+
+
+class _UnitPayload:
+    """The metaplastic unit's payloads: UPDATE and LOAD (group u16 LE, mask u8, one value per
+    lane LE) and READ (row u16 LE, count u16 LE). The bytes shift in from the top of ``buffer``,
+    so a payload ends up in its top bytes; the range checks (``group_ok``: group < groups, no
+    mask bit above the lanes; ``read_ok``: 1 <= count, row + count <= rows, count <= 65535 //
+    row_bytes) are registered every cycle, ready long before the CRC byte arrives."""
+
+    def __init__(self, m, link, receiver, frame):
+        unit, lengths = link.metaplastic, frame.lengths
+        self.size = max(lengths["update"], lengths["load"])
+        self.buffer = Signal(8 * self.size)
+        with m.If(receiver.at_payload & (frame.is_group | frame.is_read)):
+            m.d.sync += self.buffer.eq(Cat(self.buffer[8:], receiver.byte))
+        pick = lambda start, width: Mux(frame.is_load, self.field(start, width, lengths["load"]),
+                                        self.field(start, width, lengths["update"]))
+        group, mask = pick(0, 16), pick(16, 8)
+        self.group_ok = Signal()
+        m.d.sync += self.group_ok.eq((group < unit.groups) & (mask >> unit.lanes == 0))
+        beat = link.metaplastic_i.payload
+        m.d.comb += [beat.addr.eq(group), beat.en.eq(mask),
+                     beat.op.eq(Mux(frame.is_load, OP_LOAD, OP_UPDATE))]
+        for p in range(unit.lanes):
+            d = self.field(24 + p * unit.u_bits, unit.u_bits, lengths["update"]).as_signed()
+            w = self.field(24 + p * unit.w_bits, unit.w_bits, lengths["load"]).as_signed()
+            m.d.comb += beat.value[p].eq(Mux(frame.is_load, w, d))
+        self.first_row = self.field(0, 16, lengths["read"])
+        self.row_count = self.field(16, 16, lengths["read"])
+        self.read_ok = Signal()
+        end = Signal(17)
+        m.d.comb += end.eq(self.first_row + self.row_count)
+        m.d.sync += self.read_ok.eq((self.row_count != 0) & (end <= unit.rows)
+                                    & (self.row_count <= 0xFFFF // unit.row_bytes))
+
+    def field(self, start, width, n_payload):
+        base = 8 * (self.size - n_payload) + start
+        return self.buffer[base:base + width]
+
+
+class _Requests:
+    """Executing a checked request and handing its reply to the sender: INFER feeds the buffered
+    inputs to the engine and sends its result beats as they come; ERRORS hands the configuration
+    to the injector; UPDATE and LOAD hand a beat to the metaplastic unit and send its result;
+    READ reads rows of the engine's memory and sends them; INFO sends the link's sizes."""
+
+    def __init__(self, m, link, receiver, sender, frame):
+        self.m, self.link, self.receiver, self.sender, self.frame = m, link, receiver, sender, frame
+        info = link.info
+        self.info_bytes = protocol.encode_info(info)
+        unit = link.metaplastic
+        self.errors = _ErrorsPayload(m, link, receiver, frame) \
+            if link.rate_bits is not None else None
+        self.unit = _UnitPayload(m, link, receiver, frame) if unit is not None else None
+        self.start = Signal()
+        n_reply = unit.reply_length if unit else 0
+        n_row = unit.row_bytes if unit else 0
+        # the body byte counter, with its end-of-count tests kept in registers (set a cycle
+        # ahead with the counter) so that no comparison sits on the paths into the machine
+        self.idx = Signal(range(max(8, len(self.info_bytes), n_reply, n_row)))
+        marks = (len(self.info_bytes) - 1, info.score_bytes - 1) + \
+            ((n_reply - 1, n_row - 1) if unit else ())
+        self.idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(marks)}
+        if unit is not None:                    # READ: the row being read and the rows left
+            self.row = Signal(range(max(unit.rows, 2)))
+            self.rows_left = Signal(16)
+            self.row_last = Signal()            # rows_left == 1, kept in a register
+        # the input buffer: the engine sees a payload only after its CRC checked
+        m.submodules.buffer = buffer = Memory(shape=unsigned(link.input_bits),
+                                              depth=link.n_inputs, init=[],
+                                              attrs={"ram_style": link.buffer})
+        wr, rd = buffer.write_port(), buffer.read_port()
+        ei = link.engine_i
+        self.feed = ei.valid & ei.ready
+        m.d.comb += [wr.addr.eq(frame.count), wr.data.eq(receiver.byte),
+                     wr.en.eq(receiver.at_payload & frame.is_infer),
+                     rd.addr.eq(frame.count + self.feed),   # buffer[count] in FEED
+                     ei.payload.eq(rd.data)]
+
+    def set_idx(self, zero):
+        self.m.d.sync += self.idx.eq(0 if zero else self.idx + 1)
+        self.m.d.sync += [flag.eq(k == 0 if zero else self.idx == k - 1)
+                          for k, flag in self.idx_is.items()]
+
+    def reply(self):
+        """Start the reply to the frame's command (:meth:`header`)."""
+        self.m.d.comb += self.start.eq(1)
+        self.set_idx(zero=True)
+
+    def header(self):
+        """The reply's command and length, from the frame's flags (held from the frame's CMD
+        until the next frame, so through the header)."""
+        m, frame, sender, unit = self.m, self.frame, self.sender, self.link.metaplastic
+        with m.If(frame.is_infer):
+            m.d.comb += [sender.cmd.eq(Reply.INFER),
+                         sender.length.eq(self.link.info.infer_reply_length)]
+        if self.errors is not None:
+            with m.Elif(frame.is_errors):
+                m.d.comb += [sender.cmd.eq(Reply.ERRORS), sender.empty.eq(1)]
+        if unit is not None:
+            with m.Elif(frame.is_group):
+                m.d.comb += [sender.cmd.eq(Mux(frame.is_load, MetaplasticReply.LOAD,
+                                               MetaplasticReply.UPDATE)),
+                             sender.length.eq(unit.reply_length)]
+            with m.Elif(frame.is_read):
+                shift = (unit.row_bytes - 1).bit_length()
+                m.d.comb += [sender.cmd.eq(MetaplasticReply.READ),
+                             sender.length.eq(self.unit.row_count << shift)]
         with m.Else():
-            m.d.comb += [reply_cmd.eq(Reply.INFO), reply_len.eq(n_info)]
-        header = Array([Const(protocol.SYNC, 8), reply_cmd, reply_len[:8], reply_len[8:]])
-        info_bytes = Array(Const(b, 8) for b in protocol.encode_info(info))
-        # The engine's result beat being sent, held in registers: the engine's handshake never
-        # waits on the byte-level logic of the transmitter.
-        beat = Signal()                     # a result beat is held
-        beat_score = Signal(signed(8 * sb))
-        beat_cls = Signal(8)
-        beat_last = Signal()
+            m.d.comb += [sender.cmd.eq(Reply.INFO), sender.length.eq(len(self.info_bytes))]
+
+    def send(self, data, last, then):
+        """Offer ``data`` as a body byte; ``then()`` once it is taken."""
+        body = self.sender.body
+        self.m.d.comb += [body.valid.eq(1), body.payload.data.eq(data),
+                          body.payload.last.eq(last)]
+        with self.m.If(body.ready):
+            then()
+
+    def execute(self):
+        m, frame, receiver = self.m, self.frame, self.receiver
+        unit = self.unit
+        fsm = OneHotFSM(m, ["IDLE", "FEED", "INFO", "CLASS", "SCORE"]
+                        + (["GROUP", "GROUP_REPLY", "ROWS"] if unit is not None else []),
+                        init="IDLE", name="request")
+        with fsm.State("IDLE"):
+            with m.If(receiver.accepted):
+                with m.If(frame.is_infer):
+                    fsm.next("FEED")
+                if unit is not None:
+                    with m.Elif(frame.is_group):
+                        fsm.next("GROUP")
+                with m.Else():
+                    # INFO, ERRORS (no body: the sender ends the reply) or READ
+                    self.reply()
+                    is_info = Const(1)
+                    if self.errors is not None:
+                        m.d.comb += self.link.errors.valid.eq(frame.is_errors)
+                        is_info = ~frame.is_errors
+                    if unit is not None:
+                        is_info &= ~frame.is_read
+                        with m.If(frame.is_read):
+                            m.d.sync += [self.row.eq(unit.first_row),
+                                         self.rows_left.eq(unit.row_count),
+                                         self.row_last.eq(unit.row_count == 1)]
+                            fsm.next("ROWS")
+                    with m.If(is_info):
+                        fsm.next("INFO")
+        with fsm.State("FEED"):
+            m.d.comb += self.link.engine_i.valid.eq(1)
+            with m.If(self.feed):
+                frame.set_count(zero=False)
+                with m.If(frame.count_last):
+                    frame.set_count(zero=True)
+                    self.reply()
+                    fsm.next("CLASS")
+        with fsm.State("INFO"):
+            last = self.idx_is[len(self.info_bytes) - 1]
+
+            def next_info():
+                self.set_idx(zero=False)
+                with m.If(last):
+                    fsm.next("IDLE")
+            self.send(Array(Const(b, 8) for b in self.info_bytes)[self.idx], last, next_info)
+        self._result(fsm)
+        if unit is not None:
+            self._metaplastic(fsm)
+        return fsm
+
+    def _result(self, fsm):
+        """CLASS and SCORE: the engine's result beats, held in registers (the engine's handshake
+        never waits on the byte-level logic), sent class first, then every score."""
+        m, eo, sb = self.m, self.link.engine_o, self.link.info.score_bytes
+        held, score = Signal(), Signal(signed(8 * sb))
+        cls, beat_last = Signal(8), Signal()
 
         def take_beat():
             m.d.comb += eo.ready.eq(1)
             with m.If(eo.valid):
-                m.d.sync += [beat.eq(1), beat_score.eq(eo.payload.score),
-                             beat_cls.eq(eo.payload.cls), beat_last.eq(eo.payload.last)]
-
-        def fail(error_code):
-            m.d.sync += [code.eq(error_code), error.eq(1)]
-            fsm.next("DRAIN")
-
-        def receive(then):
-            """Common to the frame states: take a byte into the CRC, or time out."""
-            m.d.comb += [self.receiving.eq(1), crc_in.eq(byte)]
-            with m.If(got):
-                m.d.comb += crc_unit.valid.eq(1)
-                then()
-            with m.Elif(quiet):
-                fail(ErrorCode.TIMEOUT)
-
-        def busy():
-            with m.If(got):
-                m.d.sync += dirty.eq(1)
-
-        def send(byte, *, covered=True):
-            """Offer ``byte`` to the transmitter; ``covered``: it goes into the CRC when taken."""
-            m.d.comb += tx.payload.eq(byte)
-            if covered:
-                m.d.comb += crc_in.eq(byte)
-            busy()
-
-        def send_low_byte(held, last, done):
-            """Send the low byte of ``held`` (a reply field held in a register) and shift it
-            down; ``done()`` once the byte sent was the field's last (``last``)."""
-            send(held[:8])
-            m.d.comb += tx.valid.eq(1)
-            with m.If(tx.ready):
-                m.d.comb += crc_unit.valid.eq(1)
-                m.d.sync += held.eq(held >> 8)
-                set_idx(zero=False)
-                with m.If(last):
-                    done()
-
-        fsm = OneHotFSM(m, ["HUNT", "CMD", "LEN_LO", "LEN_HI", "PAYLOAD", "CHECK", "FEED", "DRAIN",
-                             "HEAD", "ERROR_BODY", "INFO_BODY", "CLASS", "SCORE", "CRC"]
-                        + (["META", "META_BODY", "ROWS"] if mt else []),
-                        init="HUNT", name="link")
-        with fsm.State("HUNT"):
-            m.d.comb += self.idle.eq(1)
-            with m.If(got & is_sync):
-                m.d.comb += crc_clear.eq(1)
-                set_count(zero=True)
-                if inj:
-                    m.d.sync += cfg_over.eq(0)
-                fsm.next("CMD")
-
-        with fsm.State("CMD"):
-            def on_cmd():
-                m.d.sync += is_infer.eq(is_infer_cmd)
-                accepted = is_info_cmd | is_infer_cmd
-                if inj:
-                    m.d.sync += is_errors.eq(is_errors_cmd)
-                    accepted |= is_errors_cmd
-                    if n_inputs == 1:           # count_last was set for a 1-byte payload
-                        m.d.sync += count_last.eq(~is_errors_cmd)
-                if mt:
-                    m.d.sync += [is_meta.eq(is_update_cmd | is_load_cmd),
-                                 is_load.eq(is_load_cmd), is_read.eq(is_read_cmd)]
-                    accepted |= is_update_cmd | is_load_cmd | is_read_cmd
-                    if n_inputs == 1:
-                        m.d.sync += count_last.eq(is_infer_cmd)
-                with m.If(accepted):
-                    fsm.next("LEN_LO")
-                with m.Else():
-                    fail(ErrorCode.BAD_COMMAND)
-            receive(on_cmd)
-
-        with fsm.State("LEN_LO"):
-            def on_len_lo():
-                m.d.sync += len_lo.eq(byte)
-                fsm.next("LEN_HI")
-            receive(on_len_lo)
-
-        other = ([is_errors] if inj else []) + ([is_meta, is_read] if mt else [])  # not INFER
-        not_infer = None
-        for flag in other:
-            not_infer = flag if not_infer is None else not_infer | flag
-        has_payload = is_infer if not_infer is None else is_infer | not_infer
-
-        with fsm.State("LEN_HI"):
-            def on_len_hi():
-                with m.If(~len_ok):
-                    fail(ErrorCode.BAD_LENGTH)
-                with m.Elif(has_payload):
-                    fsm.next("PAYLOAD")
-                with m.Else():
-                    fsm.next("CHECK")
-            receive(on_len_hi)
-
-        with fsm.State("PAYLOAD"):
-            def on_payload():
-                with m.If(~value_ok if not_infer is None else ~value_ok & ~not_infer):
-                    fail(ErrorCode.BAD_VALUE)
-                with m.Else():
-                    if not_infer is None:
-                        m.d.comb += wr.en.eq(1)
-                    else:
-                        m.d.comb += wr.en.eq(~not_infer)
-                    if inj:
-                        with m.If(is_errors):
-                            store_errors_byte()
-                    if mt:
-                        with m.If(is_meta | is_read):
-                            m.d.sync += mbuf.eq(Cat(mbuf[8:], byte))
-                    set_count(zero=False)
-                    with m.If(count_last):
-                        set_count(zero=True)
-                        fsm.next("CHECK")
-            receive(on_payload)
-
-        with fsm.State("CHECK"):
-            def on_check():
-                with m.If(~crc_ok):
-                    fail(ErrorCode.BAD_CHECKSUM)
-                with m.Elif(is_infer):
-                    fsm.next("FEED")
-                if inj:
-                    with m.Elif(is_errors & ~cfg_ok):
-                        fail(ErrorCode.BAD_VALUE)
-                if mt:
-                    with m.Elif(is_meta & ~meta_ok):
-                        fail(ErrorCode.BAD_VALUE)
-                    with m.Elif(is_meta):
-                        fsm.next("META")
-                    with m.Elif(is_read & ~read_ok):
-                        fail(ErrorCode.BAD_VALUE)
-                with m.Else():
-                    if inj:
-                        m.d.comb += self.errors.valid.eq(is_errors)
-                    set_idx(zero=True)
-                    fsm.next("HEAD")
-            receive(on_check)
-
-        with fsm.State("FEED"):
-            busy()
-            m.d.comb += ei.valid.eq(1)
-            with m.If(feed):
-                set_count(zero=False)
-                with m.If(count_last):
-                    set_count(zero=True)
-                    set_idx(zero=True)
-                    fsm.next("HEAD")
-
-        if mt:
-            with fsm.State("META"):
-                # The beat is offered at once and held until the unit takes it.
-                busy()
-                m.d.comb += self.meta_i.valid.eq(1)
-                with m.If(self.meta_i.ready):
-                    set_idx(zero=True)
-                    fsm.next("HEAD")
-
-            with fsm.State("META_BODY"):
-                with m.If(~mheld):
-                    busy()
-                    m.d.comb += self.meta_o.ready.eq(1)
-                    with m.If(self.meta_o.valid):
-                        m.d.sync += [mheld.eq(1), mres.eq(self.meta_o.payload.as_value())]
-                with m.Else():
-                    def done():
-                        m.d.sync += mheld.eq(0)
-                        fsm.next("CRC")
-                    send_low_byte(mres, idx_is[n_mreply - 1], done)
-
-        if mt:
-            with fsm.State("ROWS"):
-                # Read a row (the engine is idle: no request is in flight), then send its bytes.
-                with m.If(~pheld):
-                    busy()
-                    m.d.comb += [self.pairs.addr.eq(r_row), self.pairs.en.eq(~preq)]
-                    m.d.sync += preq.eq(1)
-                    with m.If(self.pairs.valid):
-                        m.d.sync += [pheld.eq(1), prow.eq(self.pairs.data.as_value())]
-                with m.Else():
-                    def row_done():
-                        set_idx(zero=True)
-                        m.d.sync += [pheld.eq(0), preq.eq(0), r_row.eq(r_row + 1),
-                                     r_left.eq(r_left - 1), r_last.eq(r_left == 2)]
-                        with m.If(r_last):
-                            fsm.next("CRC")
-                    send_low_byte(prow, idx_is[n_row - 1], row_done)
-
-        with fsm.State("DRAIN"):
-            with m.If(quiet):
-                m.d.sync += dirty.eq(0)
-                set_idx(zero=True)
-                with m.If(error):
-                    fsm.next("HEAD")
-                with m.Else():
-                    fsm.next("HUNT")
-
-        with fsm.State("HEAD"):
-            send(header[idx])
-            m.d.comb += tx.valid.eq(1)
-            with m.If(tx.ready):
-                set_idx(zero=False)
-                with m.If(idx_is[0]):
-                    m.d.comb += crc_clear.eq(1)       # SYNC is not covered
-                with m.Else():
-                    m.d.comb += crc_unit.valid.eq(1)
-                with m.If(idx_is[3]):
-                    set_idx(zero=True)
-                    with m.If(error):
-                        fsm.next("ERROR_BODY")
-                    with m.Elif(is_infer):
-                        fsm.next("CLASS")
-                    if inj:
-                        with m.Elif(is_errors):
-                            fsm.next("CRC")
-                    if mt:
-                        with m.Elif(is_meta):
-                            fsm.next("META_BODY")
-                        with m.Elif(is_read):
-                            m.d.sync += [r_row.eq(r_row_in), r_left.eq(r_count_in),
-                                         r_last.eq(r_count_in == 1), pheld.eq(0), preq.eq(0)]
-                            fsm.next("ROWS")
-                    with m.Else():
-                        fsm.next("INFO_BODY")
-
-        with fsm.State("ERROR_BODY"):
-            send(code)
-            m.d.comb += tx.valid.eq(1)
-            with m.If(tx.ready):
-                m.d.comb += crc_unit.valid.eq(1)
-                fsm.next("CRC")
-
-        with fsm.State("INFO_BODY"):
-            send(info_bytes[idx])
-            m.d.comb += tx.valid.eq(1)
-            with m.If(tx.ready):
-                m.d.comb += crc_unit.valid.eq(1)
-                set_idx(zero=False)
-                with m.If(idx_is[n_info - 1]):
-                    fsm.next("CRC")
+                m.d.sync += [held.eq(1), score.eq(eo.payload.score), cls.eq(eo.payload.cls),
+                             beat_last.eq(eo.payload.last)]
 
         with fsm.State("CLASS"):
-            # The class comes with the first result beat, which stays held for SCORE.
-            with m.If(~beat):
-                busy()
+            with m.If(~held):
                 take_beat()
             with m.Else():
-                send(beat_cls)
-                m.d.comb += tx.valid.eq(1)
-                with m.If(tx.ready):
-                    m.d.comb += crc_unit.valid.eq(1)
-                    set_idx(zero=True)
+                def after_class():
+                    self.set_idx(zero=True)
                     fsm.next("SCORE")
-
+                self.send(cls, 0, after_class)
         with fsm.State("SCORE"):
-            with m.If(~beat):
-                busy()
+            end = self.idx_is[sb - 1]
+            with m.If(~held):
                 take_beat()
             with m.Else():
-                send(beat_score.word_select(idx, 8))
-                m.d.comb += tx.valid.eq(1)
-                with m.If(tx.ready):
-                    m.d.comb += crc_unit.valid.eq(1)
-                    set_idx(zero=False)
-                    with m.If(idx_is[sb - 1]):
-                        set_idx(zero=True)
-                        m.d.sync += beat.eq(0)
+                def after_score():
+                    self.set_idx(zero=False)
+                    with m.If(end):
+                        self.set_idx(zero=True)
+                        m.d.sync += held.eq(0)
                         with m.If(beat_last):
-                            fsm.next("CRC")
+                            fsm.next("IDLE")
+                self.send(score.word_select(self.idx, 8), beat_last & end, after_score)
 
-        with fsm.State("CRC"):
-            send(crc, covered=False)
-            m.d.comb += tx.valid.eq(1)
-            with m.If(tx.ready):
-                m.d.sync += [error.eq(0), dirty.eq(0)]
-                with m.If(dirty | got | take):
-                    fsm.next("DRAIN")
-                with m.Else():
-                    fsm.next("HUNT")
-        return m
+    def _send_held(self, held, value, end, body_last, then):
+        """Send the low byte of ``value`` (a reply field held in a register; ``held`` says it
+        is) and shift it down; ``then()`` after the field's last byte (``end``, a registered
+        end-of-count flag); ``body_last``: that byte ends the body."""
+        m = self.m
+
+        def next_byte():
+            m.d.sync += value.eq(value >> 8)
+            self.set_idx(zero=False)
+            with m.If(end):
+                then()
+        with m.If(held):
+            self.send(value[:8], body_last & end, next_byte)
+
+    def _metaplastic(self, fsm):
+        """GROUP, GROUP_REPLY and ROWS: the metaplastic unit's requests."""
+        m, link, unit = self.m, self.link, self.link.metaplastic
+        with fsm.State("GROUP"):
+            # The beat is offered at once and held until the unit takes it.
+            m.d.comb += link.metaplastic_i.valid.eq(1)
+            with m.If(link.metaplastic_i.ready):
+                self.reply()
+                fsm.next("GROUP_REPLY")
+        hidden, hidden_held = Signal(unit.lanes * unit.w_bits), Signal()
+        with fsm.State("GROUP_REPLY"):
+            with m.If(~hidden_held):
+                m.d.comb += link.metaplastic_o.ready.eq(1)
+                with m.If(link.metaplastic_o.valid):
+                    m.d.sync += [hidden_held.eq(1), hidden.eq(link.metaplastic_o.payload.as_value())]
+
+            def group_done():
+                m.d.sync += hidden_held.eq(0)
+                fsm.next("IDLE")
+            self._send_held(hidden_held, hidden, self.idx_is[unit.reply_length - 1], 1,
+                            group_done)
+        row_codes, row_held, row_asked = Signal(2 * unit.engine_lanes), Signal(), Signal()
+        with fsm.State("ROWS"):
+            # Read a row (the engine is idle: no request is in flight), then send its bytes.
+            with m.If(~row_held):
+                m.d.comb += [link.pairs.addr.eq(self.row), link.pairs.en.eq(~row_asked)]
+                m.d.sync += row_asked.eq(1)
+                with m.If(link.pairs.valid):
+                    m.d.sync += [row_held.eq(1), row_codes.eq(link.pairs.data.as_value())]
+
+            def row_done():
+                self.set_idx(zero=True)
+                m.d.sync += [row_held.eq(0), row_asked.eq(0), self.row.eq(self.row + 1),
+                             self.rows_left.eq(self.rows_left - 1),
+                             self.row_last.eq(self.rows_left == 2)]
+                with m.If(self.row_last):
+                    fsm.next("IDLE")
+            self._send_held(row_held, row_codes, self.idx_is[unit.row_bytes - 1], self.row_last,
+                            row_done)

@@ -207,8 +207,8 @@ class HostTop(wiring.Component):
             # inference starts while the unit's writes are pending.
             m.submodules.unit = unit = self._unit
             wiring.connect(m, unit.weights, engine.weights)
-            wiring.connect(m, link.meta_i, unit.i)
-            wiring.connect(m, unit.o, link.meta_o)
+            wiring.connect(m, link.metaplastic_i, unit.i)
+            wiring.connect(m, unit.o, link.metaplastic_o)
             wiring.connect(m, link.pairs, engine.pairs)
             m.d.comb += [unit.idle.eq(engine.idle),
                          engine.i.valid.eq(feed.o.valid & ~unit.busy),
