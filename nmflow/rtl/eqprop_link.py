@@ -14,7 +14,7 @@ host port; READ streams words from that port into the reply; INFER's output stat
 from the free phase's region of the state banks.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -22,8 +22,8 @@ from amaranth.lib.wiring import In, Out
 from ..errors import NmflowError
 from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
-from ..protocol.framing import CRC, SYNC, ErrorCode
 from .eqprop import ICE40_BLOCKS, EqPropUnit
+from .framing import FrameReceiver, FrameSender
 from .top import MIN_TIMEOUT_CHARS, uart_divisor
 from .uart import UARTRx, UARTTx
 
@@ -82,394 +82,332 @@ class EqPropLinkCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        g, cfg, L = self.geometry, self.config, self.lanes
-        m.submodules.unit = unit = self.unit
-        lay = unit.layout
-        rx, tx = self.rx, self.tx
-        lg = L.bit_length() - 1
-        wb, ww, sw = g.word_bytes, cfg.weight.width, cfg.state.width
-        n0, nN = g.n_inputs, g.n_classes
-        row_bytes = L * wb
-        rb_shift = row_bytes.bit_length() - 1          # row_bytes is a power of two
-        wb_shift = wb.bit_length() - 1
-        info_bytes = encode_info(g.info)
+        m.submodules.unit = self.unit
+        m.submodules.receiver = receiver = FrameReceiver(self.timeout)
+        m.submodules.sender = sender = FrameSender()
+        wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
+        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
+        m.d.comb += [self.idle.eq(receiver.idle), self.receiving.eq(receiver.receiving),
+                     receiver.done.eq(sender.done), sender.error.eq(receiver.error),
+                     sender.code.eq(receiver.code)]
+        handler = _EqPropRequests(m, self, receiver, sender)
+        handler.receive()
+        handler.header()
+        handler.execute()
+        m.d.comb += sender.start.eq(receiver.error_start | handler.start)
+        return m
 
-        # -- CRC of the frame in flight (cleared through its flip-flops' reset) --------------
-        crc_clear = Signal()
-        crc_unit = CRC.create()
-        m.submodules.crc = ResetInserter(crc_clear)(crc_unit)
-        crc = crc_unit.crc
-        crc_in = Signal(8)
-        m.d.comb += crc_unit.data.eq(crc_in)
 
-        # -- received bytes and the inter-byte timer ------------------------------------------
-        byte, got = Signal(8), Signal()
-        take = Signal()
-        m.d.comb += [rx.ready.eq(~got), take.eq(rx.valid & rx.ready)]
-        m.d.sync += got.eq(take)
-        with m.If(take):
-            m.d.sync += byte.eq(rx.payload)
-        idle_time = Signal(range(self.timeout + 1))
-        quiet = Signal()
-        with m.If(take):
-            m.d.sync += [idle_time.eq(0), quiet.eq(0)]
-        with m.Elif(~quiet):
-            m.d.sync += [idle_time.eq(idle_time + 1), quiet.eq(idle_time == self.timeout - 1)]
+class _EqPropRequests:
+    """The EqProp link's command handler: the verdicts on each field of a frame, the payload
+    buffer, and the execution and reply of a checked request, between the shared frame receiver
+    and sender (:mod:`nmflow.rtl.framing`)."""
 
+    def __init__(self, m, core, receiver, sender):
+        self.m, self.core, self.receiver, self.sender = m, core, receiver, sender
+        g, cfg, L = core.geometry, core.config, core.lanes
+        self.g, self.cfg, self.L, self.unit = g, cfg, L, core.unit
+        self.lay = core.unit.layout
+        self.wb, self.ww, self.sw = g.word_bytes, cfg.weight.width, cfg.state.width
+        self.row_bytes = L * self.wb
+        self.rb_shift = self.row_bytes.bit_length() - 1     # row_bytes is a power of two
+        self.wb_shift = self.wb.bit_length() - 1
+        self.info_bytes = encode_info(g.info)
+        self.start = Signal()
         # -- frame registers ------------------------------------------------------------------
-        cmd = Signal(8)
-        is_ = {c: Signal(name=f"is_{c.name.lower()}") for c in EqCommand}
-        for c, flag in is_.items():
-            m.d.comb += flag.eq(cmd == c)
-        is_load = is_[EqCommand.LOAD_W] | is_[EqCommand.LOAD_B]
-        is_read = is_[EqCommand.READ_W] | is_[EqCommand.READ_B]
-        is_bias = is_[EqCommand.LOAD_B] | is_[EqCommand.READ_B]
-        is_sample = is_[EqCommand.TRAIN] | is_[EqCommand.INFER]
-        len_lo = Signal(8)
-        length = Signal(16)
-        count = Signal(16)
-        arg = Signal(32)                    # payload bytes 0..3 (start, count or seed)
-        nrows = Signal(16)                  # rows or biases of a LOAD or READ
-        label = Signal(8)
-        error = Signal()
-        code = Signal(8, init=int(ErrorCode.TIMEOUT))
-        dirty = Signal()
-        pred = Signal(8)
+        self.cmd = Signal(8)
+        self.is_ = {c: Signal(name=f"is_{c.name.lower()}") for c in EqCommand}
+        for c, flag in self.is_.items():
+            m.d.comb += flag.eq(self.cmd == c)
+        is_ = self.is_
+        self.is_load = is_[EqCommand.LOAD_W] | is_[EqCommand.LOAD_B]
+        self.is_read = is_[EqCommand.READ_W] | is_[EqCommand.READ_B]
+        self.is_bias = is_[EqCommand.LOAD_B] | is_[EqCommand.READ_B]
+        self.is_sample = is_[EqCommand.TRAIN] | is_[EqCommand.INFER]
+        self.length = Signal(16)
+        self.count = Signal(16)
+        self.arg = Signal(32)               # payload bytes 0..3 (start, count or seed)
+        self.nrows = Signal(16)             # rows or biases of a LOAD or READ
+        self.label = Signal(8)
+        self.pred = Signal(8)
+        self.buf = Memory(shape=8, depth=g.buffer_bytes, init=[])
+        m.submodules.buffer = self.buf
+        self.bw, self.br = self.buf.write_port(), self.buf.read_port()
+        self.ridx = Signal(range(g.buffer_bytes + 1))
+        m.d.comb += [self.bw.addr.eq(self.count), self.bw.data.eq(receiver.byte),
+                     self.br.addr.eq(self.ridx)]
+        self.k = Signal(range(self.row_bytes + 1))      # byte within a row / word
+        self.lane = Signal(range(L + 1))
+        self.j = Signal(range(max(g.n_classes, L) + 1))
+        self.idx = Signal(range(max(len(self.info_bytes), 4) + 1))
+        self._host_port()
 
-        buf = Memory(shape=8, depth=g.buffer_bytes, init=[])
-        m.submodules.buffer = buf
-        bw, br = buf.write_port(), buf.read_port()
-        ridx = Signal(range(g.buffer_bytes + 1))
-        m.d.comb += [bw.addr.eq(count), bw.data.eq(byte), br.addr.eq(ridx)]
-
-        # -- unit host port ---------------------------------------------------------------------
-        paddr = Signal(unit.p_addr_bits)
-        psel = Signal(2)
-        m.d.comb += [unit.p_addr.eq(paddr), unit.p_sel.eq(psel), unit.p_seed.eq(arg)]
-        wrow = Signal(8 * row_bytes)        # bytes shifted in at the top
-        slots = [wrow[8 * wb * b:8 * wb * (b + 1)][:ww] for b in range(L)]
+    def _host_port(self):
+        """The unit's host port: addresses, write data from the row buffer, input beats."""
+        m, unit, L, cfg = self.m, self.unit, self.L, self.cfg
+        self.paddr = Signal(unit.p_addr_bits)
+        self.psel = Signal(2)
+        m.d.comb += [unit.p_addr.eq(self.paddr), unit.p_sel.eq(self.psel),
+                     unit.p_seed.eq(self.arg)]
+        self.wrow = Signal(8 * self.row_bytes)          # bytes shifted in at the top
+        wb = self.wb
+        slots = [self.wrow[8 * wb * b:8 * wb * (b + 1)][:self.ww] for b in range(L)]
         for b in range(L):
-            m.d.comb += unit.p_wdata[b].eq(Mux(is_bias, slots[L - 1], slots[b]) if b == 0
+            m.d.comb += unit.p_wdata[b].eq(Mux(self.is_bias, slots[L - 1], slots[b]) if b == 0
                                            else slots[b])
-        xrow = Signal(8 * L)
+        self.xrow = Signal(8 * L)
         for b in range(L):
-            m.d.comb += unit.i.payload.x[b].eq(xrow[8 * b:8 * b + sw])
-        m.d.comb += [unit.i.payload.label.eq(label), unit.i.payload.train.eq(is_[EqCommand.TRAIN])]
+            m.d.comb += unit.i.payload.x[b].eq(self.xrow[8 * b:8 * b + self.sw])
+        m.d.comb += [unit.i.payload.label.eq(self.label),
+                     unit.i.payload.train.eq(self.is_[EqCommand.TRAIN])]
 
-        k = Signal(range(row_bytes + 1))    # byte within a row / word, lane
-        lane = Signal(range(L + 1))
-        j = Signal(range(max(nN, L) + 1))
+    # -- receiving ----------------------------------------------------------------------------
 
-        # -- length rule (LEN_HI) and value rules ------------------------------------------------
-        len16 = Signal(16)
-        m.d.comb += len16.eq(Cat(len_lo, byte))
+    def receive(self):
+        """The verdicts on each field, and the payload into the buffer."""
+        m, receiver, g, byte = self.m, self.receiver, self.g, self.receiver.byte
+        is_ = self.is_
+        length = Signal(16)
+        m.d.comb += length.eq(Cat(receiver.len_lo, byte))
         body = Signal(17)
-        m.d.comb += body.eq(len16 - 2)
-        len_ok = Signal()
-        with m.Switch(cmd):
-            with m.Case(EqCommand.INFO):
-                m.d.comb += len_ok.eq(len16 == 0)
-            with m.Case(EqCommand.READ_W, EqCommand.READ_B, EqCommand.SEED):
-                m.d.comb += len_ok.eq(len16 == 4)
-            with m.Case(EqCommand.INFER):
-                m.d.comb += len_ok.eq(len16 == n0)
-            with m.Case(EqCommand.TRAIN):
-                m.d.comb += len_ok.eq(len16 == n0 + 1)
-            with m.Case(EqCommand.LOAD_W):
-                m.d.comb += len_ok.eq((len16 > 2) & (body[:rb_shift] == 0)
-                                      & ((body >> rb_shift) <= g.rows_per_frame)
-                                      if rb_shift else
-                                      (len16 > 2) & (body <= g.rows_per_frame))
-            with m.Case(EqCommand.LOAD_B):
-                m.d.comb += len_ok.eq((len16 > 2) & (body[:wb_shift] == 0)
-                                      & ((body >> wb_shift) <= g.biases_per_frame)
-                                      if wb_shift else
-                                      (len16 > 2) & (body <= g.biases_per_frame))
+        m.d.comb += body.eq(length - 2)
         value_bad = Signal()
-        m.d.comb += value_bad.eq(is_sample & (
-            ((count < n0) & (byte >> sw != 0) if sw < 8 else Const(0))
-            | (is_[EqCommand.TRAIN] & (count == n0) & (byte >= nN))))
-        start = arg[:16]
-        rcount = arg[16:]
-        arg_bad = Signal()
-        with m.Switch(cmd):
+        sw, n0 = self.sw, g.n_inputs
+        m.d.comb += value_bad.eq(self.is_sample & (
+            ((self.count < n0) & (byte >> sw != 0) if sw < 8 else Const(0))
+            | (is_[EqCommand.TRAIN] & (self.count == n0) & (byte >= g.n_classes))))
+        m.d.comb += [
+            receiver.cmd_ok.eq((byte >= min(EqCommand)) & (byte <= max(EqCommand))),
+            receiver.len_ok.eq(self._length_ok(length, body)),
+            receiver.has_payload.eq(length != 0),
+            receiver.value_ok.eq(~value_bad),
+            receiver.last.eq(self.count == self.length - 1),
+            receiver.args_ok.eq(~self._arg_bad()),
+        ]
+        with m.If(receiver.start):
+            m.d.sync += [self.count.eq(0), self.arg.eq(0)]
+        with m.If(receiver.at_cmd):
+            m.d.sync += self.cmd.eq(byte)
+        with m.If(receiver.at_len_hi):
+            m.d.sync += [self.length.eq(length),
+                         self.nrows.eq(Mux(is_[EqCommand.LOAD_W], body >> self.rb_shift,
+                                           body >> self.wb_shift))]
+        with m.If(receiver.at_payload):
+            m.d.comb += self.bw.en.eq(1)
+            with m.Switch(self.count):
+                for n in range(4):
+                    with m.Case(n):
+                        m.d.sync += self.arg[8 * n:8 * n + 8].eq(byte)
+            with m.If(self.count == n0):
+                m.d.sync += self.label.eq(byte)
+            m.d.sync += self.count.eq(self.count + 1)
+
+    def _length_ok(self, length, body):
+        """The BAD_LENGTH rule of :meth:`~nmflow.protocol.eqprop.LinkGeometry.length_ok`."""
+        m, g = self.m, self.g
+        ok = Signal()
+        with m.Switch(self.cmd):
+            with m.Case(EqCommand.INFO):
+                m.d.comb += ok.eq(length == 0)
+            with m.Case(EqCommand.READ_W, EqCommand.READ_B, EqCommand.SEED):
+                m.d.comb += ok.eq(length == 4)
+            with m.Case(EqCommand.INFER):
+                m.d.comb += ok.eq(length == g.n_inputs)
+            with m.Case(EqCommand.TRAIN):
+                m.d.comb += ok.eq(length == g.n_inputs + 1)
+            for command, shift, most in ((EqCommand.LOAD_W, self.rb_shift, g.rows_per_frame),
+                                         (EqCommand.LOAD_B, self.wb_shift, g.biases_per_frame)):
+                with m.Case(command):
+                    whole = (body[:shift] == 0) if shift else Const(1)
+                    m.d.comb += ok.eq((length > 2) & whole & ((body >> shift) <= most))
+        return ok
+
+    def _arg_bad(self):
+        """The BAD_VALUE rule after the CRC (``LinkGeometry.argument_problem``, SEED of 0)."""
+        m, g, lay = self.m, self.g, self.lay
+        start, rcount = self.arg[:16], self.arg[16:]
+        bad = Signal()
+        with m.Switch(self.cmd):
             with m.Case(EqCommand.LOAD_W):
-                m.d.comb += arg_bad.eq(start + nrows > lay.wdepth)
+                m.d.comb += bad.eq(start + self.nrows > lay.wdepth)
             with m.Case(EqCommand.LOAD_B):
-                m.d.comb += arg_bad.eq(start + nrows > lay.bdepth)
+                m.d.comb += bad.eq(start + self.nrows > lay.bdepth)
             with m.Case(EqCommand.READ_W):
-                m.d.comb += arg_bad.eq((rcount == 0) | (rcount > g.rows_per_frame)
-                                       | (start + rcount > lay.wdepth))
+                m.d.comb += bad.eq((rcount == 0) | (rcount > g.rows_per_frame)
+                                   | (start + rcount > lay.wdepth))
             with m.Case(EqCommand.READ_B):
-                m.d.comb += arg_bad.eq((rcount == 0) | (rcount > g.biases_per_frame)
-                                       | (start + rcount > lay.bdepth))
+                m.d.comb += bad.eq((rcount == 0) | (rcount > g.biases_per_frame)
+                                   | (start + rcount > lay.bdepth))
             with m.Case(EqCommand.SEED):
-                m.d.comb += arg_bad.eq(arg == 0)
+                m.d.comb += bad.eq(self.arg == 0)
+        return bad
 
-        # -- reply header ------------------------------------------------------------------------
-        reply_len = Signal(16)
-        with m.If(error):
-            m.d.comb += reply_len.eq(1)
-        with m.Elif(is_[EqCommand.INFO]):
-            m.d.comb += reply_len.eq(len(info_bytes))
+    # -- replying -----------------------------------------------------------------------------
+
+    def header(self):
+        """The reply's command (the request's with bit 7 set) and length."""
+        m, sender, is_ = self.m, self.sender, self.is_
+        length = Signal(16)
+        with m.If(is_[EqCommand.INFO]):
+            m.d.comb += length.eq(len(self.info_bytes))
         with m.Elif(is_[EqCommand.READ_W]):
-            m.d.comb += reply_len.eq(nrows << rb_shift)
+            m.d.comb += length.eq(self.nrows << self.rb_shift)
         with m.Elif(is_[EqCommand.READ_B]):
-            m.d.comb += reply_len.eq(nrows << wb_shift)
+            m.d.comb += length.eq(self.nrows << self.wb_shift)
         with m.Elif(is_[EqCommand.TRAIN]):
-            m.d.comb += reply_len.eq(1)
+            m.d.comb += length.eq(1)
         with m.Elif(is_[EqCommand.INFER]):
-            m.d.comb += reply_len.eq(1 + nN)
-        reply_cmd = Mux(error, 0xFF, cmd | 0x80)
-        header = Array([Const(SYNC, 8), reply_cmd, reply_len[:8], reply_len[8:]])
-        info_rom = Array(Const(v, 8) for v in info_bytes)
-        idx = Signal(range(max(len(info_bytes), 4) + 1))
+            m.d.comb += length.eq(1 + self.g.n_classes)
+        m.d.comb += [sender.cmd.eq(self.cmd | 0x80), sender.length.eq(length),
+                     sender.empty.eq(self.is_load | is_[EqCommand.SEED])]
 
-        # words read back: weights sign-extended to wb bytes, biases in lane 0
-        rd_words = [unit.p_rdata[b][:ww].as_signed() for b in range(L)]
-        rd_word = Signal(8 * wb)
-        m.d.comb += rd_word.eq(Mux(is_bias, rd_words[0], Array(rd_words)[lane]))
-        st_byte = Signal(8)
-        m.d.comb += st_byte.eq(Array(unit.p_rdata[b][:8] for b in range(L))[j[:lg]] if lg
-                               else unit.p_rdata[0][:8])
-        out_base = lay.region_base(0) + lay.soff[lay.N]
+    def send(self, data, last, then):
+        """Offer ``data`` as a body byte (``last`` ends the body); ``then()`` once taken."""
+        body = self.sender.body
+        self.m.d.comb += [body.valid.eq(1), body.payload.data.eq(data),
+                          body.payload.last.eq(last)]
+        with self.m.If(body.ready):
+            then()
 
-        def fail(error_code):
-            m.d.sync += [code.eq(int(error_code)), error.eq(1)]
-            m.next = "DRAIN"
-
-        def receive(then):
-            m.d.comb += [self.receiving.eq(1), crc_in.eq(byte)]
-            with m.If(got):
-                m.d.comb += crc_unit.valid.eq(1)
-                then()
-            with m.Elif(quiet):
-                fail(ErrorCode.TIMEOUT)
-
-        def busy():
-            with m.If(got):
-                m.d.sync += dirty.eq(1)
-
-        def send(value, then, covered=True):
-            m.d.comb += [tx.payload.eq(value), tx.valid.eq(1)]
-            if covered:
-                m.d.comb += crc_in.eq(value)
-            busy()
-            with m.If(tx.ready):
-                if covered:
-                    m.d.comb += crc_unit.valid.eq(1)
-                then()
-
-        with m.FSM(name="eqlink"):
-            with m.State("HUNT"):
-                m.d.comb += self.idle.eq(1)
-                with m.If(got & (byte == SYNC)):
-                    m.d.comb += crc_clear.eq(1)
-                    m.d.sync += [count.eq(0), arg.eq(0)]
-                    m.next = "CMD"
-
-            with m.State("CMD"):
-                def on_cmd():
-                    m.d.sync += cmd.eq(byte)
-                    with m.If((byte >= min(EqCommand)) & (byte <= max(EqCommand))):
-                        m.next = "LEN_LO"
+    def execute(self):
+        m, receiver, unit, is_ = self.m, self.receiver, self.unit, self.is_
+        with m.FSM(name="eqprop_request"):
+            with m.State("IDLE"):
+                with m.If(receiver.accepted):
+                    m.d.sync += [self.idx.eq(0), self.k.eq(0), self.lane.eq(0),
+                                 self.paddr.eq(self.arg[:16]), self.psel.eq(self.is_bias)]
+                    with m.If(self.is_read):
+                        m.d.sync += self.nrows.eq(self.arg[16:])
+                    with m.If(is_[EqCommand.SEED]):
+                        m.d.comb += unit.p_seed_we.eq(1)
+                    with m.If(self.is_load):
+                        m.d.sync += self.ridx.eq(2)
+                        m.next = "LD_READ"
+                    with m.Elif(self.is_sample):
+                        m.d.sync += [self.ridx.eq(0), self.count.eq(0)]
+                        m.next = "F_READ"
                     with m.Else():
-                        fail(ErrorCode.BAD_COMMAND)
-                receive(on_cmd)
+                        self._reply_body_next()
+            self._load()
+            self._sample()
+            self._bodies()
 
-            with m.State("LEN_LO"):
-                def on_len_lo():
-                    m.d.sync += len_lo.eq(byte)
-                    m.next = "LEN_HI"
-                receive(on_len_lo)
+    def _reply_body_next(self):
+        """Start the reply and go to the state that offers its body (none for LOAD and SEED)."""
+        m, is_ = self.m, self.is_
+        m.d.comb += self.start.eq(1)
+        with m.If(is_[EqCommand.INFO]):
+            m.next = "INFO_BODY"
+        with m.Elif(self.is_sample):
+            m.next = "PRED"
+        with m.Elif(self.is_read):
+            m.next = "RD_WAIT"
+        with m.Else():
+            m.next = "IDLE"
 
-            with m.State("LEN_HI"):
-                def on_len_hi():
-                    m.d.sync += [length.eq(len16),
-                                 nrows.eq(Mux(is_[EqCommand.LOAD_W], body >> rb_shift,
-                                              body >> wb_shift))]
-                    with m.If(~len_ok):
-                        fail(ErrorCode.BAD_LENGTH)
-                    with m.Elif(len16 == 0):
-                        m.next = "CHECK"
-                    with m.Else():
-                        m.next = "PAYLOAD"
-                receive(on_len_hi)
+    def _load(self):
+        """LOAD: buffer -> weight rows / biases, through the unit's host port."""
+        m, br = self.m, self.br
+        with m.State("LD_READ"):
+            m.next = "LD_TAKE"
+        with m.State("LD_TAKE"):
+            m.d.sync += [self.wrow.eq(Cat(self.wrow[8:], br.data)), self.ridx.eq(self.ridx + 1),
+                         self.k.eq(self.k + 1)]
+            with m.If(self.k == Mux(self.is_bias, self.wb, self.row_bytes) - 1):
+                m.d.sync += self.k.eq(0)
+                m.next = "LD_WRITE"
+            with m.Else():
+                m.next = "LD_READ"
+        with m.State("LD_WRITE"):
+            m.d.comb += self.unit.p_we.eq(1)
+            m.d.sync += [self.paddr.eq(self.paddr + 1), self.nrows.eq(self.nrows - 1)]
+            with m.If(self.nrows == 1):
+                self._reply_body_next()
+            with m.Else():
+                m.next = "LD_READ"
 
-            with m.State("PAYLOAD"):
-                def on_payload():
-                    with m.If(value_bad):
-                        fail(ErrorCode.BAD_VALUE)
-                    with m.Else():
-                        m.d.comb += bw.en.eq(1)
-                        with m.Switch(count):
-                            for n in range(4):
-                                with m.Case(n):
-                                    m.d.sync += arg[8 * n:8 * n + 8].eq(byte)
-                        with m.If(count == n0):
-                            m.d.sync += label.eq(byte)
-                        m.d.sync += count.eq(count + 1)
-                        with m.If(count == length - 1):
-                            m.next = "CHECK"
-                receive(on_payload)
-
-            with m.State("CHECK"):
-                def on_check():
-                    with m.If(byte != crc):
-                        fail(ErrorCode.BAD_CHECKSUM)
-                    with m.Elif(arg_bad):
-                        fail(ErrorCode.BAD_VALUE)
-                    with m.Else():
-                        m.d.sync += [idx.eq(0), k.eq(0), lane.eq(0), paddr.eq(start),
-                                     psel.eq(is_bias)]
-                        with m.If(is_read):
-                            m.d.sync += nrows.eq(rcount)
-                        with m.If(is_[EqCommand.SEED]):
-                            m.d.comb += unit.p_seed_we.eq(1)
-                        with m.If(is_load):
-                            m.d.sync += ridx.eq(2)
-                            m.next = "LD_READ"
-                        with m.Elif(is_sample):
-                            m.d.sync += [ridx.eq(0), count.eq(0)]
-                            m.next = "F_READ"
-                        with m.Else():
-                            m.next = "HEAD"
-                receive(on_check)
-
-            # LOAD: buffer -> weight rows / biases
-            with m.State("LD_READ"):
-                busy()
-                m.next = "LD_TAKE"
-            with m.State("LD_TAKE"):
-                busy()
-                m.d.sync += [wrow.eq(Cat(wrow[8:], br.data)), ridx.eq(ridx + 1), k.eq(k + 1)]
-                with m.If(k == Mux(is_bias, wb, row_bytes) - 1):
-                    m.d.sync += k.eq(0)
-                    m.next = "LD_WRITE"
-                with m.Else():
-                    m.next = "LD_READ"
-            with m.State("LD_WRITE"):
-                busy()
-                m.d.comb += unit.p_we.eq(1)
-                m.d.sync += [paddr.eq(paddr + 1), nrows.eq(nrows - 1)]
-                with m.If(nrows == 1):
-                    m.next = "HEAD"
-                with m.Else():
-                    m.next = "LD_READ"
-
-            # TRAIN / INFER: buffer -> input beats -> prediction
-            with m.State("F_READ"):
-                busy()
-                m.next = "F_TAKE"
-            with m.State("F_TAKE"):
-                busy()
-                m.d.sync += [xrow.eq(Cat(xrow[8:], br.data)), ridx.eq(ridx + 1), k.eq(k + 1)]
-                with m.If(k == L - 1):
-                    m.d.sync += k.eq(0)
-                    m.next = "F_BEAT"
+    def _sample(self):
+        """TRAIN / INFER: buffer -> input beats -> prediction."""
+        m, br, unit, L = self.m, self.br, self.unit, self.L
+        with m.State("F_READ"):
+            m.next = "F_TAKE"
+        with m.State("F_TAKE"):
+            m.d.sync += [self.xrow.eq(Cat(self.xrow[8:], br.data)), self.ridx.eq(self.ridx + 1),
+                         self.k.eq(self.k + 1)]
+            with m.If(self.k == L - 1):
+                m.d.sync += self.k.eq(0)
+                m.next = "F_BEAT"
+            with m.Else():
+                m.next = "F_READ"
+        with m.State("F_BEAT"):
+            m.d.comb += unit.i.valid.eq(1)
+            with m.If(unit.i.ready):
+                with m.If(self.ridx == self.g.n_inputs):
+                    m.next = "F_WAIT"
                 with m.Else():
                     m.next = "F_READ"
-            with m.State("F_BEAT"):
-                busy()
-                m.d.comb += unit.i.valid.eq(1)
-                with m.If(unit.i.ready):
-                    with m.If(ridx == n0):
-                        m.next = "F_WAIT"
-                    with m.Else():
-                        m.next = "F_READ"
-            with m.State("F_WAIT"):
-                busy()
-                m.d.comb += unit.o.ready.eq(1)
-                with m.If(unit.o.valid):
-                    m.d.sync += pred.eq(unit.o.payload.label)
-                    m.next = "HEAD"
+        with m.State("F_WAIT"):
+            m.d.comb += unit.o.ready.eq(1)
+            with m.If(unit.o.valid):
+                m.d.sync += self.pred.eq(unit.o.payload.label)
+                self._reply_body_next()
 
-            with m.State("DRAIN"):
-                with m.If(quiet):
-                    m.d.sync += [dirty.eq(0), idx.eq(0)]
-                    with m.If(error):
-                        m.next = "HEAD"
-                    with m.Else():
-                        m.next = "HUNT"
+    def _bodies(self):
+        """The reply bodies: INFO's bytes, the prediction and INFER's output states, READ's
+        words (weights sign-extended to whole bytes, biases in lane 0)."""
+        m, unit, L, lay, nN = self.m, self.unit, self.L, self.lay, self.g.n_classes
+        is_, wb, lg = self.is_, self.wb, L.bit_length() - 1
+        with m.State("INFO_BODY"):
+            def after_info():
+                m.d.sync += self.idx.eq(self.idx + 1)
+                with m.If(self.idx == len(self.info_bytes) - 1):
+                    m.next = "IDLE"
+            self.send(Array(Const(v, 8) for v in self.info_bytes)[self.idx],
+                      self.idx == len(self.info_bytes) - 1, after_info)
+        with m.State("PRED"):
+            def after_pred():
+                with m.If(is_[EqCommand.INFER]):
+                    m.d.sync += [self.j.eq(0), self.paddr.eq(lay.region_base(0) + lay.soff[lay.N]),
+                                 self.psel.eq(2)]
+                    m.next = "ST_WAIT"
+                with m.Else():
+                    m.next = "IDLE"
+            self.send(self.pred, is_[EqCommand.TRAIN], after_pred)
+        with m.State("ST_WAIT"):
+            m.next = "ST_SEND"
+        with m.State("ST_SEND"):
+            def after_state():
+                m.d.sync += self.j.eq(self.j + 1)
+                with m.If(self.j == nN - 1):
+                    m.next = "IDLE"
+                with m.Elif(self.j[:lg] == L - 1 if lg else Const(1)):
+                    m.d.sync += self.paddr.eq(self.paddr + 1)
+                    m.next = "ST_WAIT"
+            state_byte = Array(unit.p_rdata[b][:8] for b in range(L))[self.j[:lg]] if lg \
+                else unit.p_rdata[0][:8]
+            self.send(state_byte, self.j == nN - 1, after_state)
+        with m.State("RD_WAIT"):
+            m.next = "RD_SEND"
+        with m.State("RD_SEND"):
+            word_end = self.k == wb - 1
+            row_end = self.is_bias | (self.lane == L - 1)
 
-            with m.State("HEAD"):
-                def after_head():
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 0):
-                        m.d.comb += [crc_clear.eq(1), crc_unit.valid.eq(0)]
-                    with m.If(idx == 3):
-                        m.d.sync += idx.eq(0)
-                        with m.If(error):
-                            m.next = "ERR_BODY"
-                        with m.Elif(is_[EqCommand.INFO]):
-                            m.next = "INFO_BODY"
-                        with m.Elif(is_sample):
-                            m.next = "PRED"
-                        with m.Elif(is_read):
-                            m.next = "RD_WAIT"
+            def after_word_byte():
+                m.d.sync += self.k.eq(self.k + 1)
+                with m.If(word_end):
+                    m.d.sync += [self.k.eq(0), self.lane.eq(self.lane + 1)]
+                    with m.If(row_end):
+                        m.d.sync += [self.lane.eq(0), self.paddr.eq(self.paddr + 1),
+                                     self.nrows.eq(self.nrows - 1)]
+                        with m.If(self.nrows == 1):
+                            m.next = "IDLE"
                         with m.Else():
-                            m.next = "CRC"
-                send(header[idx], after_head)
-
-            with m.State("ERR_BODY"):
-                send(code, lambda: setattr(m, "next", "CRC"))
-
-            with m.State("INFO_BODY"):
-                def after_info():
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == len(info_bytes) - 1):
-                        m.next = "CRC"
-                send(info_rom[idx], after_info)
-
-            with m.State("PRED"):
-                def after_pred():
-                    with m.If(is_[EqCommand.INFER]):
-                        m.d.sync += [j.eq(0), paddr.eq(out_base), psel.eq(2)]
-                        m.next = "ST_WAIT"
-                    with m.Else():
-                        m.next = "CRC"
-                send(pred, after_pred)
-
-            with m.State("ST_WAIT"):
-                busy()
-                m.next = "ST_SEND"
-            with m.State("ST_SEND"):
-                def after_state():
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(j == nN - 1):
-                        m.next = "CRC"
-                    with m.Elif(j[:lg] == L - 1 if lg else Const(1)):
-                        m.d.sync += paddr.eq(paddr + 1)
-                        m.next = "ST_WAIT"
-                send(st_byte, after_state)
-
-            with m.State("RD_WAIT"):
-                busy()
-                m.next = "RD_SEND"
-            with m.State("RD_SEND"):
-                def after_word_byte():
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(k == wb - 1):
-                        m.d.sync += [k.eq(0), lane.eq(lane + 1)]
-                        with m.If(is_bias | (lane == L - 1)):
-                            m.d.sync += [lane.eq(0), paddr.eq(paddr + 1),
-                                         nrows.eq(nrows - 1)]
-                            with m.If(nrows == 1):
-                                m.next = "CRC"
-                            with m.Else():
-                                m.next = "RD_WAIT"
-                send(rd_word.word_select(k[:max(wb_shift, 1)], 8) if wb > 1 else rd_word,
-                     after_word_byte)
-
-            with m.State("CRC"):
-                def after_crc():
-                    m.d.sync += [error.eq(0), dirty.eq(0)]
-                    with m.If(dirty | got | take):
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "HUNT"
-                send(crc, after_crc, covered=False)
-        return m
+                            m.next = "RD_WAIT"
+            words = [unit.p_rdata[b][:self.ww].as_signed() for b in range(L)]
+            word = Signal(8 * wb)
+            m.d.comb += word.eq(Mux(self.is_bias, words[0], Array(words)[self.lane]))
+            self.send(word.word_select(self.k[:max(self.wb_shift, 1)], 8) if wb > 1 else word,
+                      word_end & row_end & (self.nrows == 1), after_word_byte)
 
 
 class EqPropHostTop(wiring.Component):
