@@ -272,8 +272,8 @@ def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
     monkeypatch.setattr(boards_build, "build", fake_build)
     summary = build_step(tmp_path, board="icebreaker", out=tmp_path / "out")
     assert len(seen) == 2
-    assert seen[0]._buffers == {"inputs": "block", "activations": "block"}
-    assert seen[1]._buffers == {"inputs": "logic", "activations": "block"}     # what was built
+    assert seen[0].buffers == {"inputs": "block", "activations": "block"}
+    assert seen[1].buffers == {"inputs": "logic", "activations": "block"}     # what was built
     # estimated 26, Yosys 31: 5 more kept free, so the input buffer (5 blocks) goes to logic
     assert summary["buffers"] == {"inputs": "logic", "activations": "block"}
     assert summary["block_rams_estimated"]["weights"] == 14

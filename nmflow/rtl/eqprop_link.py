@@ -24,8 +24,7 @@ from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
 from .eqprop import ICE40_BLOCKS, EqPropUnit
 from .framing import FrameReceiver, FrameSender
-from .top import MIN_TIMEOUT_CHARS, uart_divisor
-from .uart import UARTRx, UARTTx
+from .top import UARTTop, uart_timing
 
 __all__ = ["EqPropLinkCore", "EqPropHostTop", "link_geometry"]
 
@@ -410,8 +409,9 @@ class _EqPropRequests:
                       word_end & row_end & (self.nrows == 1), after_word_byte)
 
 
-class EqPropHostTop(wiring.Component):
-    """The EP unit reachable over a UART: ``UARTRx -> EqPropLinkCore -> UARTTx``.
+class EqPropHostTop(UARTTop):
+    """The EP unit reachable over a UART: ``UARTRx -> EqPropLinkCore -> UARTTx`` (the core in a
+    :class:`~nmflow.rtl.top.UARTTop`).
 
     ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=115200, timeout=0.02, params=None)``;
     ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop` factory passes
@@ -421,30 +421,12 @@ class EqPropHostTop(wiring.Component):
     def __init__(self, config, *, lanes=4, clk_freq, baud=115200, timeout=0.02, params=None,
                  max_blocks=ICE40_BLOCKS):
         try:
-            self.divisor = uart_divisor(clk_freq, baud)
+            divisor, self.timeout_cycles = uart_timing(clk_freq, baud, timeout)
         except ValueError as error:
             raise NmflowError(str(error)) from None
-        cycles = round(timeout * clk_freq)
-        minimum = MIN_TIMEOUT_CHARS * 10 * self.divisor
-        if cycles < minimum:
-            raise NmflowError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
-                              f"({minimum / clk_freq:g} s), not {timeout!r}")
-        self.core = EqPropLinkCore(config, lanes, timeout=cycles, params=params,
-                                   max_blocks=max_blocks)
-        self.timeout_cycles = cycles
-        super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
+        super().__init__(EqPropLinkCore(config, lanes, timeout=self.timeout_cycles,
+                                        params=params, max_blocks=max_blocks), divisor)
 
     @property
     def geometry(self):
         return self.core.geometry
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.core = core = self.core
-        m.submodules.uart_rx = urx = UARTRx(self.divisor)
-        m.submodules.uart_tx = utx = UARTTx(self.divisor)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
-        wiring.connect(m, urx.o, core.rx)
-        wiring.connect(m, core.tx, utx.i)
-        m.d.comb += [self.idle.eq(core.idle), self.receiving.eq(core.receiving)]
-        return m

@@ -1,10 +1,18 @@
 # amaranth: UnusedElaboratable=no
-"""The platform-free host top: inference engine, host link and UART behind two pins."""
+"""The platform-free host tops: a unit's link behind a UART and two pins.
+
+:class:`UARTTop` is the one wrapper every unit's top is: any link core with byte streams ``rx``
+and ``tx`` (and the status outputs ``idle`` and ``receiving``) behind a UART receiver and
+transmitter, for a clock, a baud rate and a timeout (:func:`uart_timing`). :class:`HostTop` wraps
+the engine's core (:class:`HostCore`: inference engine, host link, the optional read-error
+injector and metaplastic unit); :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` wraps the EqProp
+unit's link.
+"""
 
 from numbers import Real
 
 from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
@@ -16,7 +24,8 @@ from .lanes import check_lanes
 from .pipe import StreamRegister
 from .uart import UARTRx, UARTTx
 
-__all__ = ["HostTop", "check_host_top", "uart_divisor", "BAUD_TOLERANCE"]
+__all__ = ["UARTTop", "HostCore", "HostTop", "check_host_top", "uart_divisor", "uart_timing",
+           "BAUD_TOLERANCE", "MIN_TIMEOUT_CHARS"]
 
 #: Largest relative baud error accepted between the requested and the generated baud rate.
 BAUD_TOLERANCE = 0.02
@@ -58,6 +67,26 @@ def uart_divisor(clk_freq, baud):
     return divisor
 
 
+def uart_timing(clk_freq, baud, timeout):
+    """``(divisor, timeout_cycles)`` of a UART link at ``baud`` on a ``clk_freq`` clock with an
+    inter-byte ``timeout`` in seconds.
+
+    Raises
+    ------
+    ValueError
+        As :func:`uart_divisor`, or if ``timeout`` is not a positive number of seconds of at least
+        :data:`MIN_TIMEOUT_CHARS` character times.
+    """
+    divisor = uart_divisor(clk_freq, baud)
+    _check_positive("timeout", timeout, "seconds")
+    timeout_cycles = round(timeout * clk_freq)
+    minimum = MIN_TIMEOUT_CHARS * 10 * divisor
+    if timeout_cycles < minimum:
+        raise ValueError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
+                         f"({minimum / clk_freq:g} s at baud {_num(baud)}), not {timeout!r}")
+    return divisor, timeout_cycles
+
+
 def check_host_top(model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
     """Check the parameters of :class:`HostTop` without building it.
 
@@ -73,50 +102,22 @@ def check_host_top(model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
     if not isinstance(model, HardwareModel):
         raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
     check_lanes(lanes)
-    divisor = uart_divisor(clk_freq, baud)
-    _check_positive("timeout", timeout, "seconds")
-    timeout_cycles = round(timeout * clk_freq)
-    minimum = MIN_TIMEOUT_CHARS * 10 * divisor
-    if timeout_cycles < minimum:
-        raise ValueError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
-                         f"({minimum / clk_freq:g} s at baud {_num(baud)}), not {timeout!r}")
+    divisor, timeout_cycles = uart_timing(clk_freq, baud, timeout)
     check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                      timeout=timeout_cycles)
     return divisor, timeout_cycles
 
 
-class HostTop(wiring.Component):
-    """An inference engine reachable over a UART: the core every board top wraps.
-
-    ``UARTRx -> HostLink -> InferenceEngine -> HostLink -> UARTTx``, speaking the protocol of
-    :mod:`nmflow.protocol`. Platform-free: the board top owns the pins and the clock.
+class UARTTop(wiring.Component):
+    """A link core behind a UART: the one wrapper of every unit's top.
 
     Parameters
     ----------
-    model : :class:`~nmflow.golden.hwmodel.HardwareModel`
-    lanes : int
-        GXNOR lanes of the engine.
-    clk_freq : float
-        Frequency of the ``sync`` clock, in Hz.
-    baud : float
-        UART baud rate; ``divisor = round(clk_freq / baud)`` must come within 2 %.
-    timeout : float
-        Inter-byte timeout of the link in seconds (at least 2 character times).
-    errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
-        Build the engine with the read-error injector, in this configuration after reset; the
-        host can change its rates, seed and mode with the ERRORS request (the link then reports
-        the injector's ``rate_bits`` in INFO).
-    metaplastic : dict or None
-        Add the :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` on the engine's write port (the
-        engine is built ``writable``): the keyword arguments of the unit (``m`` required;
-        ``lanes``, ``storage``, ``w_format``, ``u_format``, ``table_size`` ... as the unit). The
-        link then speaks protocol version 3 (UPDATE, LOAD and READ requests) and no inference
-        starts while the unit is busy. The unit's formats must be whole bytes wide and it must have at
-        most 65535 groups and 8 lanes. With ``storage="spram"`` (the iCE40UP5K), the link's
-        input buffer is kept in flip-flops: the engine and the unit's tables take every block RAM.
-    buffers : str, dict or None
-        The engine's ``buffers`` (where its activation store's buffers live; see
-        :class:`~nmflow.rtl.engine.InferenceEngine`).
+    core : wiring.Component
+        The link: ``rx: In(stream.Signature(8))``, ``tx: Out(stream.Signature(8))``, ``idle`` and
+        ``receiving: Out(1)``.
+    divisor : int
+        Clock cycles per UART bit.
 
     Members
     -------
@@ -129,73 +130,84 @@ class HostTop(wiring.Component):
         board tops leave them unconnected).
     """
 
-    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None,
-                 metaplastic=None, buffers=None):
-        self._divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
-                                                             baud=baud, timeout=timeout)
-        self._model = model
-        self._lanes = lanes
-        self._errors = errors
+    def __init__(self, core, divisor):
+        self._core, self._divisor = core, divisor
+        super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
+
+    core = property(lambda self: self._core)
+    divisor = property(lambda self: self._divisor)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self._core
+        m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
+        m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
+        m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
+                     self.idle.eq(core.idle), self.receiving.eq(core.receiving)]
+        wiring.connect(m, uart_rx.o, core.rx)
+        wiring.connect(m, core.tx, uart_tx.i)
+        return m
+
+
+class HostCore(wiring.Component):
+    """The engine's link core: ``HostLink -> InferenceEngine -> HostLink`` on byte streams, with
+    the optional read-error injector and metaplastic unit (arguments as :class:`HostTop`, the
+    timeout in cycles).
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+    tx : Out(stream.Signature(8))
+    idle, receiving : Out(1)
+    """
+
+    def __init__(self, model, *, lanes, timeout_cycles, errors, metaplastic, buffers):
+        self._model, self._lanes, self._errors = model, lanes, errors
         self._buffers = buffers
+        self._timeout_cycles = timeout_cycles
         self._engine = self._unit = self._meta = None
         self._buffer = "block"
         if metaplastic is not None:
-            from .metaplastic import MetaplasticUnit
-            if not isinstance(metaplastic, dict):
-                raise TypeError(f"metaplastic must be a dict of MetaplasticUnit arguments, not "
-                                f"{type(metaplastic).__name__}")
-            self._engine = InferenceEngine(model, lanes=lanes, errors=errors, writable=True,
-                                           buffers=buffers)
-            self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
-            self._meta = MetaplasticInfo.of_unit(self._unit)
-            # Built here to check the configuration and to tell INFO's sizes, elaborated with
-            # the top (the first line of this file keeps an unused top from warning about them).
-            if self._unit.storage == "spram":
-                # The iCE40UP5K's block RAMs are all taken by the engine and the unit's tables.
-                self._buffer = "logic"
-            if self._meta.problem() is not None:
-                raise NmflowError(f"the metaplastic unit cannot be reached over the link: "
-                                  f"{self._meta.problem()}")
-        super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
+            self._add_unit(metaplastic)
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                          "idle": Out(1), "receiving": Out(1)})
 
-    model = property(lambda self: self._model)
-    lanes = property(lambda self: self._lanes)
-    injection = property(lambda self: self._errors)
+    def _add_unit(self, metaplastic):
+        from .metaplastic import MetaplasticUnit
+        if not isinstance(metaplastic, dict):
+            raise TypeError(f"metaplastic must be a dict of MetaplasticUnit arguments, not "
+                            f"{type(metaplastic).__name__}")
+        self._engine = InferenceEngine(self._model, lanes=self._lanes, errors=self._errors,
+                                       writable=True, buffers=self._buffers)
+        self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
+        self._meta = MetaplasticInfo.of_unit(self._unit)
+        # Built here to check the configuration and to tell INFO's sizes, elaborated with
+        # the top (the first line of this file keeps an unused top from warning about them).
+        if self._unit.storage == "spram":
+            # The iCE40UP5K's block RAMs are all taken by the engine and the unit's tables.
+            self._buffer = "logic"
+        if self._meta.problem() is not None:
+            raise NmflowError(f"the metaplastic unit cannot be reached over the link: "
+                              f"{self._meta.problem()}")
+
     unit = property(lambda self: self._unit)
-    """The :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`, or ``None``."""
+    metaplastic = property(lambda self: self._meta)
     link_buffer = property(lambda self: self._buffer)
-    """Where the link's input buffer lives: ``"block"`` or ``"logic"``."""
-    divisor = property(lambda self: self._divisor)
-    timeout_cycles = property(lambda self: self._timeout_cycles)
-
-    @property
-    def info(self):
-        """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
-        model = self._model
-        return Info(VERSION if self._meta is None else METAPLASTIC_VERSION, model.n_inputs,
-                    model.n_classes, model.input_bits, score_bytes(model.score_bits),
-                    0 if self._errors is None else self._errors.rate_bits, self._meta)
+    buffers = property(lambda self: self._buffers)
 
     def elaborate(self, platform):
         m = Module()
         model = self._model
-        if self._engine is None:
-            engine = InferenceEngine(model, lanes=self._lanes, errors=self._errors,
-                                     buffers=self._buffers)
-        else:
-            engine = self._engine
+        engine = self._engine or InferenceEngine(model, lanes=self._lanes, errors=self._errors,
+                                                 buffers=self._buffers)
         m.submodules.engine = engine
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles,
                                             rate_bits=None if self._errors is None
                                             else self._errors.rate_bits, metaplastic=self._meta,
                                             buffer=self._buffer)
-        m.submodules.uart_rx = uart_rx = UARTRx(self._divisor)
-        m.submodules.uart_tx = uart_tx = UARTTx(self._divisor)
-
-        m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
-        wiring.connect(m, uart_rx.o, link.rx)
-        wiring.connect(m, link.tx, uart_tx.i)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
         # The link's input beats come out of its state machine; the engine acts on them with its
         # own: a register between the two keeps that path short.
         m.submodules.feed = feed = StreamRegister(model.input_bits)
@@ -219,3 +231,72 @@ class HostTop(wiring.Component):
             wiring.connect(m, link.errors, engine.errors)
         m.d.comb += [self.idle.eq(link.idle), self.receiving.eq(link.receiving)]
         return m
+
+
+class HostTop(UARTTop):
+    """An inference engine reachable over a UART: the core every engine board top wraps.
+
+    ``UARTRx -> HostLink -> InferenceEngine -> HostLink -> UARTTx`` (:class:`HostCore` in a
+    :class:`UARTTop`), speaking the protocol of :mod:`nmflow.protocol`. Platform-free: the board
+    top owns the pins and the clock.
+
+    Parameters
+    ----------
+    model : :class:`~nmflow.golden.hwmodel.HardwareModel`
+    lanes : int
+        GXNOR lanes of the engine.
+    clk_freq : float
+        Frequency of the ``sync`` clock, in Hz.
+    baud : float
+        UART baud rate; ``divisor = round(clk_freq / baud)`` must come within 2 %.
+    timeout : float
+        Inter-byte timeout of the link in seconds (at least 2 character times).
+    errors : :class:`~nmflow.golden.injector.ErrorInjection` or None
+        Build the engine with the read-error injector, in this configuration after reset; the
+        host can change its rates, seed and mode with the ERRORS request (the link then reports
+        the injector's ``rate_bits`` in INFO).
+    metaplastic : dict or None
+        Add the :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` on the engine's write port (the
+        engine is built ``writable``): the keyword arguments of the unit (``m`` required;
+        ``lanes``, ``storage``, ``w_format``, ``u_format``, ``table_size`` ... as the unit). The
+        link then speaks protocol version 3 (UPDATE, LOAD and READ requests) and no inference
+        starts while the unit is busy. The unit's formats must be whole bytes wide and it must
+        have at most 65535 groups and 8 lanes. With ``storage="spram"`` (the iCE40UP5K), the
+        link's input buffer is kept in flip-flops: the engine and the unit's tables take every
+        block RAM.
+    buffers : str, dict or None
+        The engine's ``buffers`` (where its activation store's buffers live; see
+        :class:`~nmflow.rtl.engine.InferenceEngine`).
+
+    Members
+    -------
+    As :class:`UARTTop`.
+    """
+
+    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None,
+                 metaplastic=None, buffers=None):
+        divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
+                                                       baud=baud, timeout=timeout)
+        self._model, self._lanes, self._errors = model, lanes, errors
+        super().__init__(HostCore(model, lanes=lanes, timeout_cycles=self._timeout_cycles,
+                                  errors=errors, metaplastic=metaplastic, buffers=buffers),
+                         divisor)
+
+    model = property(lambda self: self._model)
+    lanes = property(lambda self: self._lanes)
+    injection = property(lambda self: self._errors)
+    unit = property(lambda self: self.core.unit)
+    """The :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`, or ``None``."""
+    link_buffer = property(lambda self: self.core.link_buffer)
+    """Where the link's input buffer lives: ``"block"`` or ``"logic"``."""
+    buffers = property(lambda self: self.core.buffers)
+    """The engine's ``buffers``, as given."""
+    timeout_cycles = property(lambda self: self._timeout_cycles)
+
+    @property
+    def info(self):
+        """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
+        model, unit = self._model, self.core.metaplastic
+        return Info(VERSION if unit is None else METAPLASTIC_VERSION, model.n_inputs,
+                    model.n_classes, model.input_bits, score_bytes(model.score_bits),
+                    0 if self._errors is None else self._errors.rate_bits, unit)
