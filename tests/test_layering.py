@@ -9,10 +9,12 @@ layer table below::
     sim                         base, golden, rtl, sim
     rtl                         base, golden, rtl
     golden                      base, golden
-    base                        base: nmflow.errors, fileio, fixedpoint, protocol, toolchain
+    base                        base: nmflow.errors, fileio, fixedpoint, lfsr, protocol,
+                                toolchain
 
-The host protocol (:mod:`nmflow.protocol`) and the toolchain (:mod:`nmflow.toolchain`) are base
-modules, so the gateware, the simulation and the boards all share them without reaching up.
+The host protocol (:mod:`nmflow.protocol`), the LFSRs (:mod:`nmflow.lfsr`) and the toolchain
+(:mod:`nmflow.toolchain`) are base modules, so the gateware, the simulation and the boards all
+share them without reaching up.
 
 Every file of ``nmflow/`` and ``tests/`` is also checked for private Amaranth names: an import of
 a module path with a component starting with ``_`` under ``amaranth`` (``amaranth._toolchain``,
@@ -31,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "nmflow"
 
 #: Modules below every layer: plain Python each layer may import.
-BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.protocol",
-        "nmflow.toolchain"}
+BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.lfsr",
+        "nmflow.protocol", "nmflow.toolchain"}
 #: Module (or package) -> its layer.
 LAYER_OF = {"nmflow.golden": "golden", "nmflow.rtl": "rtl", "nmflow.sim": "sim",
             "nmflow.boards": "boards", "nmflow.scripts": "scripts", "nmflow.flow": "scripts"}
