@@ -9,6 +9,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from nmflow.errors import NmflowError
+from nmflow.golden import injector
 from nmflow.lfsr import KINDS, SHIFTS, Lfsr, LfsrRegister
 
 from helpers import refuses
@@ -245,3 +246,32 @@ def test_register_draws_as_the_source(lfsr, init):
         elif en:
             assert source.draws(1).tolist() == [expect[-1][1]]
     assert got == expect
+
+
+# -- the project's sources ---------------------------------------------------------------------------
+
+def test_first_states_of_the_injector_source():
+    lfsr = injector.LFSR
+    # From 1 the feedback s[0] ^ s[3] is 1, so bit 30 is set; then the ones walk down.
+    assert lfsr.step(1) == 1 << 30 and lfsr.step(1, 2) == 1 << 29
+    assert [lfsr.step(1, n) for n in range(200)] == [recurrence(1, n) for n in range(200)]
+    assert lfsr.polynomial == (1 << 31) | (1 << 3) | 1
+
+
+@pytest.mark.parametrize("n", [1, 5, 17, 27, 28])
+def test_the_injector_steps_shift_in_and_match_the_recurrence(n):
+    # n <= 28: the new bits come from the old state at once (the twin's fast path)
+    lfsr = injector.LFSR
+    rng = np.random.default_rng(n)
+    states = rng.integers(1, 1 << 31, 40, dtype=np.uint64)
+    assert lfsr.step(states, n).tolist() == [recurrence(int(s), n) for s in states]
+    assert injector.lfsr_step(states, np.uint64(n)).tolist() == lfsr.step(states, n).tolist()
+
+
+def test_next_state_of_a_fibonacci_register_is_wires_and_one_xor_per_new_bit():
+    # 17 steps of x^31 + x^3 + 1: bits 0..13 are wires, bits 14..30 one XOR of two old bits each
+    lfsr, state = injector.LFSR, Signal(31)
+    columns = lfsr.jump(17)
+    weights = [sum(c >> out & 1 for c in columns) for out in range(31)]
+    assert weights == [1] * 14 + [2] * 17
+    assert len(lfsr.next(state, 17)) == 31
