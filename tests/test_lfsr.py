@@ -9,7 +9,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from nmflow.errors import NmflowError
-from nmflow.golden import injector
+from nmflow.golden import eqprop_fixed, injector
 from nmflow.lfsr import KINDS, SHIFTS, Lfsr, LfsrRegister
 
 from helpers import refuses
@@ -275,3 +275,43 @@ def test_next_state_of_a_fibonacci_register_is_wires_and_one_xor_per_new_bit():
     weights = [sum(c >> out & 1 for c in columns) for out in range(31)]
     assert weights == [1] * 14 + [2] * 17
     assert len(lfsr.next(state, 17)) == 31
+
+
+def test_first_states_of_the_eqprop_source():
+    lfsr = eqprop_fixed.LFSR
+    assert lfsr.step(1) == 0x80200003 and lfsr.step(2) == 1
+    seed = 0xACE1
+    assert [lfsr.step(seed, n) for n in range(200)] == \
+        [galois_right(seed, 0x80200003, n) for n in range(200)]
+    # x^32 + x^22 + x^2 + x + 1 names the taps; the state sequence has its reciprocal
+    assert lfsr.polynomial == (1 << 32) | (1 << 31) | (1 << 30) | (1 << 10) | 1
+
+
+def test_lfsr32_is_the_eqprop_source_with_a_state():
+    lfsr = eqprop_fixed.LFSR
+    assert (lfsr.width, lfsr.taps, lfsr.kind, lfsr.shift, lfsr.draw_steps, lfsr.draw_bits) == \
+        (32, eqprop_fixed.LFSR_MASK, "galois", "right", 16, 16)
+    twin = eqprop_fixed.Lfsr32(0x1234567)
+    draws = twin.draws(1000)
+    assert draws.dtype == np.int64
+    assert draws.tolist() == lfsr.source(0x1234567).draws(1000).tolist()
+    assert twin.step() == lfsr.step(0x1234567, 16 * 1000 + 1)
+
+
+def test_the_eqprop_register_draws_what_lfsr32_draws():
+    # The unit's update pipeline: on each issue the state moves one draw on and the draw is the
+    # low 16 bits of the new state; the register advanced every cycle gives Lfsr32's draws.
+    dut = eqprop_fixed.LFSR.register(0xACE1)
+    got = []
+
+    async def testbench(ctx):
+        ctx.set(dut.en, 1)
+        for _ in range(100):
+            got.append(ctx.get(dut.draw))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == eqprop_fixed.Lfsr32(0xACE1).draws(100).tolist()
