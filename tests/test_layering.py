@@ -9,11 +9,12 @@ layer table below::
     sim                         base, golden, rtl, sim
     rtl                         base, golden, rtl
     golden                      base, golden
-    base                        base: nmflow.errors, fileio, fixedpoint, protocol (a package),
-                                toolchain
+    base                        base: nmflow.errors, fileio, fixedpoint, lfsr, protocol (a
+                                package), toolchain
 
-The host protocol (:mod:`nmflow.protocol`) and the toolchain (:mod:`nmflow.toolchain`) are base
-modules, so the gateware, the simulation and the boards all share them without reaching up.
+The host protocol (:mod:`nmflow.protocol`), the LFSRs (:mod:`nmflow.lfsr`) and the toolchain
+(:mod:`nmflow.toolchain`) are base modules, so the gateware, the simulation and the boards all
+share them without reaching up.
 
 Every file of ``nmflow/`` and ``tests/`` is also checked for private Amaranth names: an import of
 a module path with a component starting with ``_`` under ``amaranth`` (``amaranth._toolchain``,
@@ -32,10 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "nmflow"
 
 #: Modules below every layer: plain Python each layer may import.
-BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.toolchain"}
+BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.lfsr",
+        "nmflow.toolchain"}
 #: Module (or package) -> its layer.
-LAYER_OF = {"nmflow.protocol": "base", "nmflow.golden": "golden", "nmflow.rtl": "rtl", "nmflow.sim": "sim",
-            "nmflow.boards": "boards", "nmflow.scripts": "scripts", "nmflow.flow": "scripts"}
+LAYER_OF = {"nmflow.protocol": "base", "nmflow.golden": "golden", "nmflow.rtl": "rtl",
+            "nmflow.sim": "sim", "nmflow.boards": "boards", "nmflow.scripts": "scripts",
+            "nmflow.flow": "scripts"}
 #: Layer -> the layers it may import.
 ALLOWED = {
     "base": {"base"},

@@ -58,10 +58,11 @@ Random source (stochastic rounding)
 -----------------------------------
 :class:`Lfsr32`: a 32-bit Galois LFSR, shifting right: ``lsb = s & 1; s >>= 1; if lsb: s ^=
 0x80200003`` (feedback polynomial ``x^32 + x^22 + x^2 + x + 1``, maximal length 2**32 - 1; the state
-is never 0). A draw advances the LFSR 16 steps and takes its low 16 bits. Every update takes one
-draw per parameter, whether it rounds or not, in this order: layer 0's weights row-major (output
-neuron ``j`` outer, input ``i`` inner), layer 0's biases, then layer 1, and so on; within a batch
-update this is once per parameter (the batch is summed first).
+is never 0). A draw advances the LFSR 16 steps and takes its low 16 bits. :data:`LFSR` (an
+:class:`nmflow.lfsr.Lfsr`) describes it once, for this twin and for the unit. Every update takes
+one draw per parameter, whether it rounds or not, in this order: layer 0's weights row-major
+(output neuron ``j`` outer, input ``i`` inner), layer 0's biases, then layer 1, and so on; within a
+batch update this is once per parameter (the batch is summed first).
 """
 
 import math
@@ -72,11 +73,12 @@ import numpy as np
 
 from ..errors import NmflowError, check_choice
 from ..fixedpoint import FixedFormat, shift_right
+from ..lfsr import Lfsr, LfsrSource
 from .eqprop import check_sizes
 
-__all__ = ["STATE_FORMAT", "WEIGHT_FORMAT", "LFSR_MASK", "UPDATE_ROUNDINGS", "FIXED_ESTIMATES",
-           "FixedEqPropConfig", "Lfsr32", "accumulator_format", "init_params", "from_float",
-           "inputs_to_raw", "relax", "free_phase", "predict", "accuracy", "update",
+__all__ = ["STATE_FORMAT", "WEIGHT_FORMAT", "LFSR", "LFSR_MASK", "UPDATE_ROUNDINGS",
+           "FIXED_ESTIMATES", "FixedEqPropConfig", "Lfsr32", "accumulator_format", "init_params",
+           "from_float", "inputs_to_raw", "relax", "free_phase", "predict", "accuracy", "update",
            "train_step", "train", "round_shift"]
 
 #: Neuron states (and inputs): unsigned 8-bit fraction over [0, 1); round to nearest, ties up;
@@ -89,6 +91,10 @@ LFSR_MASK = 0x80200003
 UPDATE_ROUNDINGS = ("stochastic", "nearest_up", "floor")
 FIXED_ESTIMATES = ("symmetric", "one_sided")
 DRAW_BITS = 16
+#: The random source of stochastic rounding (:class:`nmflow.lfsr.Lfsr`), one description for the
+#: twin (:class:`Lfsr32`) and the unit: a 32-bit Galois LFSR shifting right with the mask
+#: :data:`LFSR_MASK`; a draw is 16 steps on, the low :data:`DRAW_BITS` bits.
+LFSR = Lfsr(32, LFSR_MASK, "galois", draw_steps=16, draw_bits=DRAW_BITS)
 
 
 def _int(name, value, low, high=None):
@@ -213,80 +219,16 @@ def accumulator_format(config):
 
 # -- random source -----------------------------------------------------------------------------------
 
-def _apply(columns, states):
-    """The GF(2)-linear map with the 32 column images ``columns`` applied to uint64 ``states``."""
-    tables = _byte_tables(tuple(columns))
-    v = np.asarray(states, dtype=np.uint64)
-    return (tables[0][v & 0xFF] ^ tables[1][(v >> np.uint64(8)) & 0xFF]
-            ^ tables[2][(v >> np.uint64(16)) & 0xFF] ^ tables[3][(v >> np.uint64(24)) & 0xFF])
-
-
-_TABLES = {}
-
-
-def _byte_tables(columns):
-    if columns not in _TABLES:
-        tables = []
-        for byte in range(4):
-            t = np.zeros(256, dtype=np.uint64)
-            for value in range(256):
-                acc = 0
-                for bit in range(8):
-                    if value >> bit & 1:
-                        acc ^= columns[8 * byte + bit]
-                t[value] = acc
-            tables.append(t)
-        _TABLES[columns] = tables
-    return _TABLES[columns]
-
-
-def _step_scalar(state):
-    lsb = state & 1
-    state >>= 1
-    return state ^ LFSR_MASK if lsb else state
-
-
-def _compose(f, g):
-    """Columns of ``f o g``."""
-    return tuple(int(_apply(f, [c])[0]) for c in g)
-
-
-_ONE = tuple(_step_scalar(1 << i) for i in range(32))
-_DRAW = _ONE
-for _ in range(DRAW_BITS - 1):
-    _DRAW = _compose(_ONE, _DRAW)
-_POWERS = [_DRAW]                          # _POWERS[j] advances 2**j draws
-
-
-def _power(j):
-    while len(_POWERS) <= j:
-        _POWERS.append(_compose(_POWERS[-1], _POWERS[-1]))
-    return _POWERS[j]
-
-
-class Lfsr32:
-    """The 32-bit Galois LFSR of the module docstring. ``draws(n)`` gives the next ``n`` 16-bit
-    draws (each 16 steps on, the low 16 bits) as int64, vectorised by jumping ahead."""
+class Lfsr32(LfsrSource):
+    """The 32-bit Galois LFSR of the module docstring: :data:`LFSR` with a state. ``draws(n)``
+    gives the next ``n`` 16-bit draws (each 16 steps on, the low 16 bits) as int64, vectorised by
+    jumping ahead; ``step()`` advances one step and returns the state."""
 
     def __init__(self, seed=1):
-        self.state = _int("lfsr_seed", seed, 1, 2 ** 32 - 1)
-
-    def step(self):
-        self.state = _step_scalar(self.state)
-        return self.state
+        super().__init__(LFSR, _int("lfsr_seed", seed, 1, 2 ** 32 - 1))
 
     def draws(self, n):
-        n = _int("n", n, 0)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        states = _apply(_DRAW, [self.state])
-        j = 0
-        while len(states) < n:
-            take = min(len(states), n - len(states))
-            states = np.concatenate([states, _apply(_power(j), states[:take])])
-            j += 1
-        self.state = int(states[-1])
-        return (states & np.uint64(0xFFFF)).astype(np.int64)
+        return super().draws(_int("n", n, 0)).astype(np.int64)
 
 
 def round_shift(value, r, rounding, draws=None):

@@ -13,7 +13,9 @@ read errors of :mod:`nmflow.golden.readerrors` at the rates of an :class:`ErrorI
   (< 1e-6), is 0 in hardware.
 * Each lane has its own pseudo-random source: a 31-bit Fibonacci LFSR of the primitive trinomial
   ``x^31 + x^3 + 1`` (the recurrence ``s[t+31] = s[t+3] ^ s[t]``: period 2^31 - 1, the PRBS31
-  sequence read backwards), advanced :data:`STEP` = ``rate_bits + 1`` bits per read of a row.
+  sequence read backwards), advanced :attr:`ErrorInjection.step` = ``rate_bits + 1`` bits per
+  read of a row. :data:`LFSR` (an :class:`nmflow.lfsr.Lfsr`) describes it once for both faces:
+  the twin steps arrays of lane states with it, the gateware takes its next-state wiring.
   A read of a row by lane ``p`` uses the lane's state ``s`` before the step: ``u = s[rate_bits-1:0]``
   is a uniform integer in ``[0, 2^rate_bits)`` and ``s[rate_bits]`` the sign of a type 3 error.
 * The decision, with ``w`` the ideal read: a non-zero ``w`` reads ``-w`` if ``u < t1`` (type 1),
@@ -34,25 +36,29 @@ The engine reads every row of its memory once per inference, in address order
 pattern bit for bit from the same configuration.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import NmflowError, check_choice
 from ..fixedpoint import FixedFormat
+from ..lfsr import Lfsr
 from .pairs import ReadFunction, pcsa_read
 from .readerrors import ERROR_TYPES, ErrorRates, decide
 
-__all__ = ["ErrorInjection", "InjectedRead", "MODES", "SEED_BITS", "LFSR_BITS", "lane_salt",
-           "lane_state", "lfsr_step", "max_rate_bits"]
+__all__ = ["ErrorInjection", "InjectedRead", "MODES", "SEED_BITS", "LFSR", "LFSR_BITS",
+           "lane_salt", "lane_state", "lfsr_step", "max_rate_bits"]
 
 #: Injection modes: errors drawn on every read, or a map drawn once per programming (seed).
 MODES = ("per_read", "static")
 #: Width of the LFSR (and of the seed): x^31 + x^3 + 1.
 LFSR_BITS = 31
 LFSR_TAP = 3
+#: A lane's source (:class:`nmflow.lfsr.Lfsr`): Fibonacci, shifting right, tapping state bits 0
+#: and 3; :attr:`ErrorInjection.lfsr` adds the steps and bits of a read's draw.
+LFSR = Lfsr(LFSR_BITS, 1 | 1 << LFSR_TAP)
 SEED_BITS = LFSR_BITS
-_MASK = (1 << LFSR_BITS) - 1
+_MASK = LFSR.mask
 
 
 def max_rate_bits():
@@ -77,9 +83,8 @@ def lane_state(seed, lane):
 
 def lfsr_step(state, bits):
     """Advance 31-bit states (ints or a uint64 array) by ``bits`` steps of the recurrence
-    ``s[t+31] = s[t+3] ^ s[t]`` (bit 0 is the oldest), ``bits <= 28``."""
-    new = ((state >> LFSR_TAP) ^ state) & ((1 << bits) - 1)
-    return (state >> bits) | (new << (LFSR_BITS - bits))
+    ``s[t+31] = s[t+3] ^ s[t]`` (bit 0 is the oldest): :meth:`LFSR.step <nmflow.lfsr.Lfsr.step>`."""
+    return LFSR.step(state, int(bits))
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,12 @@ class ErrorInjection:
         """LFSR steps per read of a row: the draw's bits and the sign bit."""
         return self.rate_bits + 1
 
+    @property
+    def lfsr(self):
+        """A lane's source, :data:`LFSR`, drawing :attr:`step` bits every :attr:`step` steps (a
+        read uses the state before its draw: ``u`` and the sign are its low bits)."""
+        return replace(LFSR, draw_steps=self.step, draw_bits=self.step)
+
     def to_dict(self):
         """The configuration as JSON-ready fields (what ``engine.json`` records)."""
         return {"rates": self.rates.as_dict(), "seed": self.seed, "mode": self.mode,
@@ -200,6 +211,7 @@ class InjectedRead(ReadFunction):
         """Advance the sources over ``rows`` row reads; return ``(u, sign)``, uint64 and bool
         ``[rows, lanes]``."""
         inj = self.injection
+        lfsr = inj.lfsr
         u = np.empty((rows, self.lanes), dtype=np.uint64)
         sign = np.empty((rows, self.lanes), dtype=bool)
         s = self._state
@@ -208,7 +220,7 @@ class InjectedRead(ReadFunction):
         for r in range(rows):
             u[r] = s & mask
             sign[r] = (s >> bit) & np.uint64(1)
-            s = lfsr_step(s, np.uint64(inj.step))
+            s = lfsr.step(s, lfsr.draw_steps)
         self._state = s
         return u, sign
 

@@ -12,8 +12,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.injector import (LFSR_BITS, LFSR_TAP, SEED_BITS, ErrorInjection, lane_salt,
-                               lfsr_step)
+from ..golden.injector import LFSR_BITS, SEED_BITS, ErrorInjection, lane_salt
 from .pcsa import read_row, ternary_row
 
 __all__ = ["PCSAErrorRead", "error_config_layout", "config_payload"]
@@ -120,15 +119,18 @@ class PCSAErrorRead(wiring.Component):
         restart = static & read & to_last
 
         m.d.sync += self.o.valid.eq(read)
-        step = inj.step
+        # Each lane's source: a 31-bit Fibonacci LFSR, ``step`` bits per read, whose ``step``-step
+        # next state is wiring and ``step`` XORs of two bits (the description's gateware face).
+        lfsr = inj.lfsr
+        step = lfsr.draw_steps
+
+        def advance(state):
+            return lfsr.next(state, step)
+
         init = inj.states(self._lanes)
         for p, (code, weight) in enumerate(zip(self.i.payload.codes, self.o.payload)):
-            # The lane's source: a 31-bit Fibonacci LFSR, ``step`` bits per read.
-            def advance(state):
-                return Cat(state[step:], (state >> LFSR_TAP ^ state)[:step])
             start = (seed ^ Const(lane_salt(p), LFSR_BITS)) | 1
-            ahead = Signal(LFSR_BITS, name=f"lfsr{p}",
-                          init=int(lfsr_step(int(init[p]), step)))
+            ahead = Signal(LFSR_BITS, name=f"lfsr{p}", init=lfsr.step(int(init[p]), step))
             u0, sign0 = int(init[p]) & (inj.one - 1), int(init[p]) >> bits & 1
             first = (u0 < t1_0) | (u0 < t12_0) << 1 | (u0 < t3_0) << 2 | sign0 << 3
             flags = Signal(4, name=f"flags{p}", init=first)

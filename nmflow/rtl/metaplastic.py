@@ -62,6 +62,7 @@ from ..errors import NmflowError
 from ..golden.metafixed import DEFAULT_U_FORMAT, DEFAULT_W_FORMAT, MetaFixedRule
 from ..golden.pairs import MINUS, PLUS, MemoryMap
 from ..golden.plan import EnginePlan, index_bits
+from ..lfsr import Lfsr
 from .weights import pair_row
 
 __all__ = ["MetaplasticUnit", "SPRAMModel", "SPRAM", "MetaplasticSynthTop", "beat_layout",
@@ -72,6 +73,9 @@ OP_UPDATE, OP_LOAD = 0, 1
 STORAGES = ("memory", "spram")
 #: One SB_SPRAM256KA: 16,384 words of 16 bits; the iCE40UP5K has four.
 SPRAM_WORDS, SPRAM_BITS, SPRAM_COUNT = 16384, 16, 4
+#: The stimulus of :class:`MetaplasticSynthTop`: a 32-bit Fibonacci LFSR shifting right, tapping
+#: state bits 0, 1, 21 and 31 (not of maximal length; it only has to keep the logic busy).
+_STIMULUS = Lfsr(32, 1 << 31 | 1 << 21 | 1 << 1 | 1)
 
 
 def _is_pow2(n):
@@ -502,7 +506,7 @@ class MetaplasticSynthTop(wiring.Component):
         m.submodules.unit = unit = self._unit
         wiring.connect(m, unit.weights, engine.weights)
         src = Signal(32, init=1)
-        m.d.sync += src.eq(Cat(src[1:], src[0] ^ src[1] ^ src[21] ^ src[31] ^ self.rx))
+        m.d.sync += src.eq(_STIMULUS.next(src) ^ self.rx << 31)     # rx joins the feedback
         group = Signal(unit.group_bits)
         with m.If(unit.i.valid & unit.i.ready):
             m.d.sync += group.eq(Mux(group == unit.groups - 1, 0, group + 1))
