@@ -30,21 +30,11 @@ __all__ = ["EngineLink"]
 
 
 class EngineLink(LinkDriver):
-    """A connection to an inference engine behind a :class:`~nmflow.rtl.top.HostTop`.
-
-    Parameters
-    ----------
-    port : str
-        A pyserial port name or URL: ``/dev/ttyUSB1``, ``COM3``, ``socket://127.0.0.1:PORT``.
-    baudrate : int
-        Serial baud rate (ignored by ``socket://``).
-    timeout : float
-        Seconds to wait for a complete reply to one request.
-
-    Raises
-    ------
-    NmflowError
-        If the port cannot be opened or ``timeout`` is not a positive number.
+    """A connection to an inference engine behind a :class:`~nmflow.rtl.top.HostTop`: ``port``
+    (a pyserial port name or URL: ``/dev/ttyUSB1``, ``COM3``, ``socket://127.0.0.1:PORT``),
+    ``baudrate`` and ``timeout`` (seconds per reply) as :class:`~nmflow.boards.transport.
+    FramedTransport`, which raises :class:`~nmflow.errors.NmflowError` if the port cannot be
+    opened.
 
     Notes
     -----

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from amaranth.lib import enum
 
 from ..errors import NmflowError
-from .framing import ErrorCode, FrameModel, encode_frame, signed_words, u16
+from .framing import ErrorCode, FrameModel, encode_frame, reply_enum, signed_words, u16
 from .metaplastic import (METAPLASTIC_INFO_BYTES, METAPLASTIC_VERSION, MetaplasticCommand,
                           MetaplasticInfo, MetaplasticReply, decode_group, encode_hidden,
                           encode_rows)
@@ -64,12 +64,8 @@ class Command(enum.IntEnum, shape=8):
     ERRORS = 0x03
 
 
-class Reply(enum.IntEnum, shape=8):
-    """Reply commands (board to host): a request's command with bit 7 set, or ``ERROR``."""
-    INFO = 0x81
-    INFER = 0x82
-    ERRORS = 0x83
-    ERROR = 0xFF
+#: Reply commands (board to host): a request's command with bit 7 set, or ``ERROR``.
+Reply = reply_enum("Reply", Command, error=True, module=__name__)
 
 
 def score_bytes(score_bits):

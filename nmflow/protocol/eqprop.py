@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from amaranth.lib import enum
 
 from ..errors import NmflowError
-from .framing import ErrorCode, FrameModel, encode_words, signed_words, u16
+from .framing import ErrorCode, FrameModel, encode_words, reply_enum, signed_words, u16
 
 __all__ = ["EQ_VERSION", "BUFFER_BYTES", "INFO_FIXED", "EqCommand", "EqReply", "EqPropInfo",
            "LinkGeometry", "encode_info", "decode_info", "EqPropLinkModel"]
@@ -72,17 +72,8 @@ class EqCommand(enum.IntEnum, shape=8):
     SEED = 0x38
 
 
-class EqReply(enum.IntEnum, shape=8):
-    """Replies: the request byte with bit 7 set, or ERROR (payload: an ErrorCode)."""
-    INFO = 0xB1
-    LOAD_W = 0xB2
-    LOAD_B = 0xB3
-    READ_W = 0xB4
-    READ_B = 0xB5
-    TRAIN = 0xB6
-    INFER = 0xB7
-    SEED = 0xB8
-    ERROR = 0xFF
+#: Replies: the request byte with bit 7 set, or ERROR (payload: an ErrorCode).
+EqReply = reply_enum("EqReply", EqCommand, error=True, module=__name__)
 
 
 @dataclass(frozen=True)

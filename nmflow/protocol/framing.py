@@ -17,7 +17,8 @@ from amaranth.lib.crc import catalog
 
 from ..errors import NmflowError
 
-__all__ = ["SYNC", "HEADER_BYTES", "MAX_PAYLOAD", "CRC", "ErrorCode", "ERROR_TEXT",
+__all__ = ["SYNC", "HEADER_BYTES", "MAX_PAYLOAD", "CRC", "ErrorCode", "ERROR_TEXT", "ERROR_REPLY",
+           "reply_enum",
            "encode_frame", "decode_frame", "error_reply", "FrameModel", "u16", "signed_words",
            "encode_words"]
 
@@ -45,6 +46,16 @@ class ErrorCode(enum.IntEnum, shape=8):
 
 #: The reply command of an error, in every link.
 ERROR_REPLY = 0xFF
+
+def reply_enum(name, commands, *, error=False, module=None):
+    """The replies of a command set: an :mod:`amaranth.lib.enum` ``IntEnum`` named ``name`` with
+    each request's member at its byte with bit 7 set (and ``ERROR = 0xFF`` if ``error``), 8 bits
+    wide on the host and in the gateware (every value is at least 0x80)."""
+    members = {command.name: command | 0x80 for command in commands}
+    if error:
+        members["ERROR"] = ERROR_REPLY
+    return enum.IntEnum(name, members, module=module, qualname=name)
+
 
 #: What each error code means, for messages.
 ERROR_TEXT = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from amaranth.lib import enum
 
 from ..errors import NmflowError
-from .framing import encode_frame, signed_words, u16
+from .framing import encode_frame, reply_enum, signed_words, u16
 
 __all__ = ["METAPLASTIC_VERSION", "METAPLASTIC_INFO_BYTES", "READ_BYTES", "MetaplasticCommand",
            "MetaplasticReply", "MetaplasticInfo", "encode_group", "decode_group", "decode_group_reply",
@@ -39,11 +39,8 @@ class MetaplasticCommand(enum.IntEnum, shape=8):
     READ = 0x06
 
 
-class MetaplasticReply(enum.IntEnum, shape=8):
-    """Their replies: the request's command with bit 7 set."""
-    UPDATE = 0x84
-    LOAD = 0x85
-    READ = 0x86
+#: Their replies: the request's command with bit 7 set.
+MetaplasticReply = reply_enum("MetaplasticReply", MetaplasticCommand, module=__name__)
 
 
 @dataclass(frozen=True)
