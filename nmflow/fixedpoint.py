@@ -116,7 +116,7 @@ class FixedFormat:
         for name in ("int_bits", "frac_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 62:
-                raise NmflowError(f"{name} must be an integer between 0 and 62, not {value!r}")
+                raise NmflowError(f"{name} must be an integer from 0 to 62, not {value!r}")
         if self.width < 1 or self.width > 63:
             raise NmflowError(f"width (int_bits + frac_bits + sign) must be between 1 and 63, "
                               f"not {self.width}")

@@ -45,7 +45,7 @@ from amaranth.hdl import Cat, Module, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .errors import NmflowError, check_choice
+from .errors import NmflowError, check_choice, check_int
 
 __all__ = ["Lfsr", "LfsrSource", "LfsrRegister", "KINDS", "SHIFTS", "MAX_WIDTH"]
 
@@ -59,12 +59,6 @@ MAX_WIDTH = 64
 
 def _is_int(value):
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
-def _check_int(name, value, low, high):
-    if not _is_int(value) or not low <= value <= high:
-        raise NmflowError(f"{name} must be an integer from {low} to {high}, not {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -92,17 +86,17 @@ class Lfsr:
     draw_bits: int = None
 
     def __post_init__(self):
-        _check_int("LFSR width", self.width, 2, MAX_WIDTH)
-        _check_int("LFSR taps", self.taps, 1, self.mask)
+        check_int("LFSR width", self.width, 2, MAX_WIDTH)
+        check_int("LFSR taps", self.taps, 1, self.mask)
         check_choice("LFSR kind", self.kind, KINDS)
         check_choice("LFSR shift", self.shift, SHIFTS)
         if not self.taps >> self._out_bit & 1:
             raise NmflowError(f"LFSR taps must hold bit {self._out_bit}, the bit a {self.shift}-"
                               f"shifting {self.kind} register shifts out, not {self.taps:#x}")
-        _check_int("LFSR draw_steps", self.draw_steps, 1, 1 << 62)
+        check_int("LFSR draw_steps", self.draw_steps, 1, 1 << 62)
         if self.draw_bits is None:
             object.__setattr__(self, "draw_bits", self.width)
-        _check_int("LFSR draw_bits", self.draw_bits, 1, self.width)
+        check_int("LFSR draw_bits", self.draw_bits, 1, self.width)
 
     @property
     def mask(self):
@@ -128,7 +122,7 @@ class Lfsr:
     def check_state(self, state, name="LFSR state"):
         """``state`` as an int if it is a state the register leaves (1 to ``mask``), else
         :class:`~nmflow.errors.NmflowError`."""
-        return _check_int(name, state, 1, self.mask)
+        return check_int(name, state, 1, self.mask)
 
     # -- software face -------------------------------------------------------------------------
 
@@ -146,7 +140,7 @@ class Lfsr:
         """The ``n``-step map: a tuple of ``width`` ints, the states ``n`` steps after
         ``1 << b`` for each bit ``b``."""
         return _jump(self.width, self.taps, self.kind, self.shift,
-                     _check_int("LFSR steps", n, 0, 1 << 62))
+                     check_int("LFSR steps", n, 0, 1 << 62))
 
     def step(self, state, n=1):
         """The state(s) ``n`` steps after ``state``.
@@ -160,7 +154,7 @@ class Lfsr:
         -------
         int or uint64 array, as ``state``.
         """
-        n = _check_int("LFSR steps", n, 0, 1 << 62)
+        n = check_int("LFSR steps", n, 0, 1 << 62)
         if n <= self._shift_in_limit:
             return self._shift_in(state, n)
         if isinstance(state, (np.ndarray, np.generic)):
@@ -195,7 +189,7 @@ class Lfsr:
             steps after ``state``. The draws are computed by jumping ahead, doubling the span
             each round, not one at a time.
         """
-        count = _check_int("draw count", count, 0, 1 << 62)
+        count = check_int("draw count", count, 0, 1 << 62)
         if count == 0:
             return np.zeros(0, dtype=np.uint64), state
         states = np.array([self.step(state, self.draw_steps)], dtype=np.uint64)

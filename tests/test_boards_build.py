@@ -202,8 +202,8 @@ def test_check_iverilog_missing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"board": "de10"}, r"^board must be one of icebreaker, ulx3s, not 'de10'$"),
-    ({"seed": -1}, r"^seed must be None or an integer between 0 and 2147483647, not -1$"),
-    ({"seed": 1.5}, r"^seed must be None or an integer between 0 and 2147483647, not 1\.5$"),
+    ({"seed": -1}, r"^seed must be None or an integer from 0 to 2147483647, not -1$"),
+    ({"seed": 1.5}, r"^seed must be None or an integer from 0 to 2147483647, not 1\.5$"),
     ({"target_mhz": 5}, r"^target_mhz must be a number at least the icebreaker clock "
                         r"\(12 MHz\), not 5$"),
     ({"name": "my-top"}, r"^name must be letters, digits and underscores, not starting with a "

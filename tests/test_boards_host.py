@@ -165,7 +165,8 @@ def test_bad_inputs_are_refused_before_sending(values, message):
 
 
 def test_driver_parameters_and_unreachable_port():
-    with pytest.raises(NmflowError, match=r"^timeout must be a positive number of seconds, not 0$"):
+    with pytest.raises(NmflowError,
+                       match=r"^timeout must be a positive finite number \(seconds\), not 0$"):
         EngineLink("socket://127.0.0.1:9", timeout=0)
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]

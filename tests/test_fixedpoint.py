@@ -129,9 +129,9 @@ def test_integer_format_is_the_narrowest():
 @pytest.mark.parametrize("kwargs, message", [
     ({"signed": 1, "int_bits": 2, "frac_bits": 3}, "signed must be True or False, not 1"),
     ({"signed": True, "int_bits": -1, "frac_bits": 3},
-     "int_bits must be an integer between 0 and 62, not -1"),
+     "int_bits must be an integer from 0 to 62, not -1"),
     ({"signed": True, "int_bits": 2, "frac_bits": 3.0},
-     "frac_bits must be an integer between 0 and 62, not 3.0"),
+     "frac_bits must be an integer from 0 to 62, not 3.0"),
     ({"signed": False, "int_bits": 0, "frac_bits": 0},
      "width (int_bits + frac_bits + sign) must be between 1 and 63, not 0"),
     ({"signed": True, "int_bits": 2, "frac_bits": 3, "rounding": "up"},

@@ -263,7 +263,7 @@ def test_export_refuses_bad_arguments():
     net = hand_net("ternary")
     with pytest.raises(NmflowError, match=r"^net must be a QuantNet, not Linear$"):
         export(torch.nn.Linear(3, 3), input_bits=2)
-    with pytest.raises(NmflowError, match=r"^input_bits must be an integer between 1 and 8, "
+    with pytest.raises(NmflowError, match=r"^input_bits must be an integer from 1 to 8, "
                                           r"not 9$"):
         export(net, input_bits=9)
     with pytest.raises(NmflowError, match=r"^meta must be JSON-serialisable, not \(.*set.*\)$"):

@@ -117,7 +117,7 @@ def test_quantnet_trace_gives_quantized_hidden_activations_and_logits():
      r"^weight_kind must be one of binary, ternary, not 'quaternary'$"),
     ({"sizes": [4, 2], "activation": "relu"},
      r"^activation must be one of sign, ternary, not 'relu'$"),
-    ({"sizes": [4, 2], "delta": -0.1}, r"^delta must be a finite number >= 0, not -0.1$"),
+    ({"sizes": [4, 2], "delta": -0.1}, r"^delta must be a non-negative finite number, not -0.1$"),
 ])
 def test_quantnet_refuses_bad_parameters(kwargs, message):
     with pytest.raises(NmflowError, match=message):
@@ -129,13 +129,13 @@ def test_quantnet_refuses_bad_parameters(kwargs, message):
 @pytest.mark.parametrize("changes, message", [
     ({"epochs": 0}, r"^epochs must be a positive integer, not 0$"),
     ({"batch": 1.5}, r"^batch must be a positive integer, not 1.5$"),
-    ({"lr": 0.0}, r"^lr must be a finite number > 0, not 0.0$"),
-    ({"lr": float("nan")}, r"^lr must be a finite number > 0, not nan$"),
+    ({"lr": 0.0}, r"^lr must be a positive finite number, not 0.0$"),
+    ({"lr": float("nan")}, r"^lr must be a positive finite number, not nan$"),
     ({"seed": -2}, r"^seed must be a non-negative integer, not -2$"),
     ({"hidden": (128, 0)}, r"^hidden must be a tuple of positive integers, not \(128, 0\)$"),
     ({"schedule": "step"}, r"^schedule must be one of constant, cosine, not 'step'$"),
     ({"weight_kind": "int4"}, r"^weight_kind must be one of binary, ternary, not 'int4'$"),
-    ({"act_threshold": -1}, r"^act_threshold must be a finite number >= 0, not -1$"),
+    ({"act_threshold": -1}, r"^act_threshold must be a non-negative finite number, not -1$"),
 ])
 def test_train_config_refuses_bad_values(changes, message):
     with pytest.raises(NmflowError, match=message):

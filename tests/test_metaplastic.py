@@ -235,9 +235,9 @@ def test_weight_rule_hook_receives_adam_step():
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "2", True])
 def test_bad_m_refused(bad):
-    with pytest.raises(NmflowError, match="m must be a finite number >= 0"):
+    with pytest.raises(NmflowError, match="m must be a non-negative finite number"):
         f_meta(bad, np.zeros(2))
-    with pytest.raises(NmflowError, match="meta must be a finite number >= 0"):
+    with pytest.raises(NmflowError, match="meta must be a non-negative finite number"):
         MetaplasticAdam([torch.nn.Parameter(torch.zeros(2, 2))], meta=bad)
 
 

@@ -137,7 +137,7 @@ def test_info_tail_and_request_bytes():
     assert dataclasses.replace(META, w_bits=12).problem() == (
         "w_bits must be 8, 16, 24 or 32 (whole bytes on the link), not 12")
     assert dataclasses.replace(META, groups=70000).problem() == (
-        "groups must be an integer between 1 and 65535, not 70000")
+        "groups must be an integer from 1 to 65535, not 70000")
     assert dataclasses.replace(META, engine_lanes=6).problem() == (
         "engine_lanes must be a power of two and at least lanes = 2, not 6")
     assert dataclasses.replace(META, groups=35).problem() == (

@@ -155,14 +155,14 @@ def reference_reply(values):
 # -- parameters --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"n_inputs": 0}, "n_inputs must be an integer between 1 and 65535, not 0"),
-    ({"n_inputs": 65536}, "n_inputs must be an integer between 1 and 65535, not 65536"),
-    ({"input_bits": 9}, "input_bits must be an integer between 1 and 8, not 9"),
-    ({"n_classes": 257}, "n_classes must be an integer between 1 and 256, not 257"),
-    ({"score_bits": 65}, "score_bits must be an integer between 1 and 64, not 65"),
-    ({"score_bits": 8.0}, "score_bits must be an integer between 1 and 64, not 8.0"),
-    ({"timeout": 0}, "timeout must be an integer number of cycles >= 1, not 0"),
-    ({"timeout": 0.5}, "timeout must be an integer number of cycles >= 1, not 0.5"),
+    ({"n_inputs": 0}, "n_inputs must be an integer from 1 to 65535, not 0"),
+    ({"n_inputs": 65536}, "n_inputs must be an integer from 1 to 65535, not 65536"),
+    ({"input_bits": 9}, "input_bits must be an integer from 1 to 8, not 9"),
+    ({"n_classes": 257}, "n_classes must be an integer from 1 to 256, not 257"),
+    ({"score_bits": 65}, "score_bits must be an integer from 1 to 64, not 65"),
+    ({"score_bits": 8.0}, "score_bits must be an integer from 1 to 64, not 8.0"),
+    ({"timeout": 0}, "timeout must be a positive integer number of cycles, not 0"),
+    ({"timeout": 0.5}, "timeout must be a positive integer number of cycles, not 0.5"),
 ])
 def test_parameters_are_validated(kwargs, message):
     args = {"n_inputs": 16, "input_bits": 4, "n_classes": 5, "score_bits": 14, "timeout": 100}
@@ -190,8 +190,8 @@ def test_sizes_are_read_back():
                         "divisor 9 gives 111111 baud, 3.5% off (the limit is 2%)"),
     (12e6, 4e6, 0.02, "baud must be at most clk_freq / 4 = 3000000 (4 cycles per bit), not "
                       "4000000 at clk_freq 12000000"),
-    (0, 115200, 0.02, "clk_freq must be a positive number of hertz, not 0"),
-    (12e6, -1, 0.02, "baud must be a positive number of bits per second, not -1"),
+    (0, 115200, 0.02, "clk_freq must be a positive finite number (hertz), not 0"),
+    (12e6, -1, 0.02, "baud must be a positive finite number (bits per second), not -1"),
     (12e6, 115200, 0.0001, "timeout must be at least 2 character times (0.000173333 s at baud "
                            "115200), not 0.0001"),
 ])
@@ -397,7 +397,7 @@ BAD_ERRORS = {
 
 def test_errors_link_parameters():
     refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, rate_bits=3), ValueError,
-            "rate_bits must be an integer between 4 and 27, not 3")
+            "rate_bits must be an integer from 4 to 27, not 3")
     link = HostLink(1, 4, 5, 14, timeout=100, rate_bits=RATE_BITS)
     assert link.signature.members["errors"].signature.always_ready
     Fragment.get(link, None)

@@ -114,7 +114,7 @@ def test_loads_make_signs_agree_with_the_model_and_engine_sees_updates():
 def test_refusals():
     mmap = MemoryMap(4, (8, 6, 3))
     refuses(lambda: MetaplasticUnit(mmap, -1.0), NmflowError,
-            "m must be a finite number >= 0, not -1.0")
+            "m must be a non-negative finite number, not -1.0")
     with pytest.raises(NmflowError, match="table_size"):
         MetaplasticUnit(mmap, 1.0, table_size=0)
     refuses(lambda: MetaplasticUnit(mmap, 1.0, lanes=3), NmflowError,

@@ -131,7 +131,7 @@ def _check_args(name, seed, target_mhz, board, timeout):
                           f"digit, not {name!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or not 0 <= seed < 2 ** 31):
-        raise NmflowError(f"seed must be None or an integer between 0 and {2 ** 31 - 1}, "
+        raise NmflowError(f"seed must be None or an integer from 0 to {2 ** 31 - 1}, "
                           f"not {seed!r}")
     if target_mhz is None:
         target_mhz = board.target_mhz

@@ -11,11 +11,9 @@ nothing blocks longer than the timeout.
 """
 
 import time
-from numbers import Real
-
 import serial
 
-from ..errors import NmflowError
+from ..errors import NmflowError, check_number
 from ..protocol.framing import ERROR_TEXT, SYNC, ErrorCode, decode_frame, encode_frame
 
 __all__ = ["FramedTransport", "LinkDriver"]
@@ -45,9 +43,8 @@ class FramedTransport:
     """
 
     def __init__(self, port, *, baudrate=115200, timeout=2.0):
-        if not isinstance(timeout, Real) or isinstance(timeout, bool) or not timeout > 0:
-            raise NmflowError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self.port, self.baudrate, self.timeout = port, baudrate, float(timeout)
+        self.timeout = check_number("timeout", timeout, above=0, unit="seconds")
+        self.port, self.baudrate = port, baudrate
         try:
             self._serial = serial.serial_for_url(port, baudrate=baudrate,
                                                  timeout=min(self.timeout, _POLL),

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..errors import NmflowError
+from ..errors import NmflowError, check_int
 from .readerrors import ErrorRates, inject
 from .reference import activate, argmax_lowest, check_inputs
 
@@ -100,18 +100,11 @@ def _check_labels(model, x, y):
     return y
 
 
-def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        rule = "a positive integer" if minimum == 1 else "a non-negative integer"
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-    return int(value)
-
-
 def pass_accuracies(model, x, y, rates, *, passes=5, seed=0):
     """Accuracy (fraction) of each of ``passes`` passes over ``x``; pass ``p`` draws its errors
     from ``numpy.random.default_rng([seed, p])``. Returns float64 [passes]."""
-    passes = _check_count("passes", passes, 1)
-    seed = _check_count("seed", seed, 0)
+    passes = check_int("passes", passes, 1)
+    seed = check_int("seed", seed, 0)
     x = check_inputs(model, x)
     y = _check_labels(model, x, y)
     check_rates(model, rates)
@@ -159,7 +152,7 @@ def rate_grid(low=1e-4, high=0.5, per_decade=3):
             raise NmflowError(f"{name} must be in (0, 1] on a log grid, not {value!r}")
     if low >= high:
         raise NmflowError(f"low rate must be below high rate, not {low!r} >= {high!r}")
-    per_decade = _check_count("points per decade", per_decade, 1)
+    per_decade = check_int("points per decade", per_decade, 1)
     steps = math.floor(per_decade * math.log10(high / low) + 1e-9)
     grid = [low * 10.0 ** (k / per_decade) for k in range(steps + 1)]
     if len(grid) > 1 and high / grid[-1] < 10.0 ** (0.5 / per_decade):

@@ -48,7 +48,6 @@ with the same network trained on the whole training set for the same number of s
 Everything runs on one CPU thread; the same settings give the same numbers.
 """
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -56,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NmflowError, check_choice
+from ..errors import NmflowError, check_choice, check_int, check_number
 from .layers import QuantLinear, binarize, flushing_denormals, sign_activation
 from .metaplastic import (COMPLEX_SHORT_TASKS, DEFAULT_WEIGHT_DECAY, ComplexSynapseRule,
                           MetaplasticAdam, check_m, layer_groups)
@@ -72,20 +71,6 @@ __all__ = ["DEFAULT_METHODS", "ContinualConfig", "ContinualNet", "permutations",
 METHODS = ("plain", "meta", "ewc", "random", "lr_decay", "complex")
 DEFAULT_METHODS = ("plain", "meta", "ewc", "random", "lr_decay")
 BN_STATS = ("running", "batch")
-
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-
-
-def _check_float(name, value, minimum=0.0, strict=False):
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-          and math.isfinite(value) and (value > minimum if strict else value >= minimum))
-    if not ok:
-        rule = f"a finite number {'>' if strict else '>='} {minimum:g}"
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -137,16 +122,16 @@ class ContinualConfig:
                 isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden):
             raise NmflowError(f"hidden must be positive integers, not {self.hidden!r}")
         for name in ("tasks", "steps", "batch", "fisher_samples", "evals_per_task"):
-            _check_int(name, getattr(self, name))
+            check_int(name, getattr(self, name), 1)
         if self.batch < 2:
             raise NmflowError(f"batch must be at least 2 (BatchNorm), not {self.batch!r}")
-        _check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0)
         if self.seed >= 2 ** 31:
             raise NmflowError(f"seed must be below 2**31, not {self.seed!r}")
-        _check_float("lr", self.lr, strict=True)
-        _check_float("ewc_lambda", self.ewc_lambda)
-        _check_float("lr_decay", self.lr_decay, 1.0)
-        _check_float("weight_decay", self.weight_decay)
+        check_number("lr", self.lr, above=0.0)
+        check_number("ewc_lambda", self.ewc_lambda, 0.0)
+        check_number("lr_decay", self.lr_decay, 1.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
         ms = tuple(self.ms) if isinstance(self.ms, list) else self.ms
         object.__setattr__(self, "ms", tuple(check_m(m) for m in ms))
         methods = tuple(self.methods) if isinstance(self.methods, list) else self.methods
@@ -277,8 +262,8 @@ def shuffle_importance(fisher, seed, task):
         layer's synapses; one ``torch.Generator`` seeded with ``seed + 2000 + task`` draws the
         layers' permutations in order, so the same arguments give the same result.
     """
-    _check_int("seed", seed, 0)
-    _check_int("task", task, 0)
+    check_int("seed", seed, 0)
+    check_int("task", task, 0)
     gen = torch.Generator().manual_seed(int(seed) + 2000 + int(task))
     out = []
     for f in fisher:
@@ -461,7 +446,7 @@ def class_balanced_subsets(y, subsets, seed):
     class, so part sizes and per-class counts differ by at most one); refuses more subsets than the
     rarest class has images."""
     y = np.asarray(y)
-    _check_int("subsets", subsets)
+    check_int("subsets", subsets, 1)
     counts = np.bincount(y)
     present = counts[counts > 0]
     if subsets > present.min():
@@ -488,8 +473,8 @@ def run_stream(dataset, subsets=10, steps=200, ms=(0.0, 5.0), hidden=(512, 512),
     ``final``) and ``baseline`` (``accuracy`` at the same step counts, ``final``).
     """
     _check_dataset(dataset)
-    _check_int("steps", steps)
-    _check_int("batch", batch)
+    check_int("steps", steps, 1)
+    check_int("batch", batch, 1)
     torch.set_num_threads(1)
     classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
     x_train, y_train, x_test, y_test = _task_data(dataset, np.arange(dataset.x_train.shape[1]))

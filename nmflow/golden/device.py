@@ -89,7 +89,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import NmflowError, check_choice
+from ..errors import NmflowError, check_choice, check_int, check_number
 from .readerrors import ErrorRates
 
 __all__ = ["printed_rates", "LogNormal", "ProgrammingCondition", "Corner", "PCSAParameters", "PCSA",
@@ -103,30 +103,6 @@ WINDOW = 50e-9
 
 
 # -- checks on user input ------------------------------------------------------------------------
-
-def _check_number(name, value, rule="a finite number"):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-    if not math.isfinite(value):
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-    return float(value)
-
-
-def _check_positive(name, value, unit):
-    rule = f"a positive finite number ({unit})"
-    value = _check_number(name, value, rule)
-    if value <= 0:
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-    return value
-
-
-def _check_nonnegative(name, value, unit):
-    rule = f"a non-negative finite number ({unit})"
-    value = _check_number(name, value, rule)
-    if value < 0:
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-    return value
-
 
 def _check_resistances(name, values):
     """``values`` as a float64 array of positive finite resistances, or one line naming the first
@@ -145,19 +121,7 @@ def _check_resistances(name, values):
 
 
 def _check_window(window):
-    return _check_positive("window", window, "seconds")
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise NmflowError(f"{name} must be an integer >= 1, not {value!r}")
-    return int(value)
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise NmflowError(f"seed must be an integer >= 0, not {seed!r}")
-    return int(seed)
+    return check_number("window", window, above=0, unit="seconds")
 
 
 def _named(kind, value, cls, table):
@@ -179,7 +143,7 @@ def _condition(condition):
 
 
 def _rng(seed):
-    return np.random.default_rng(_check_seed(seed))
+    return np.random.default_rng(check_int("seed", seed, 0))
 
 
 # -- the normal distribution, vectorized, accurate in the tails --------------------------------
@@ -216,8 +180,8 @@ class LogNormal:
     sigma: float
 
     def __post_init__(self):
-        object.__setattr__(self, "median", _check_positive("median", self.median, "ohms"))
-        object.__setattr__(self, "sigma", _check_nonnegative("sigma", self.sigma, "ln ohms"))
+        object.__setattr__(self, "median", check_number("median", self.median, above=0, unit="ohms"))
+        object.__setattr__(self, "sigma", check_number("sigma", self.sigma, 0, unit="ln ohms"))
 
     @property
     def mu(self):
@@ -236,7 +200,7 @@ class LogNormal:
 
     def quantile(self, p):
         """The resistance below which a fraction ``p`` lies (``0 < p < 1``)."""
-        p = _check_number("p", p)
+        p = check_number("p", p)
         if not 0 < p < 1:
             raise NmflowError(f"p must be in (0, 1), not {p!r}")
         lo, hi = -40.0, 40.0                      # bisection on the standard normal quantile
@@ -376,8 +340,8 @@ class Corner:
     temperature: float
 
     def __post_init__(self):
-        _check_positive("vdd", self.vdd, "volts")
-        _check_number("temperature", self.temperature, "a finite number (degrees Celsius)")
+        check_number("vdd", self.vdd, above=0, unit="volts")
+        check_number("temperature", self.temperature, rule="a finite number (degrees Celsius)")
 
 
 #: Fig. 4.6: slow transistors (1.1 V, 0 C), the experiments (1.2 V, 27 C), fast (1.3 V, 60 C).
@@ -428,9 +392,9 @@ class PCSAParameters:
 
     def __post_init__(self):
         for name in ("c_node", "r_transistor", "vth0", "tau_latch", "sigma_offset", "v_floor"):
-            _check_positive(name, getattr(self, name), "SI units")
+            check_number(name, getattr(self, name), above=0, unit="SI units")
         for name in ("vth_tempco", "mobility_exponent", "read_sigma", "read_clip"):
-            _check_nonnegative(name, getattr(self, name), "SI units")
+            check_number(name, getattr(self, name), 0, unit="SI units")
 
     def at(self, corner):
         """``(vdd, r_transistor, trip_factor, tau_latch)`` at ``corner``."""
@@ -480,7 +444,7 @@ def _regeneration(x, vdd, tau_l, pcsa):
 def convergence_time(r_bl, r_blb, *, corner="typical", offset=0.0, pcsa=PCSA):
     """Time for the latch to resolve (3), seconds, for read resistances and a latch noise sample
     ``offset`` (volts; 0: the noiseless time)."""
-    offset = _check_number("offset", offset, "a finite number (volts)")
+    offset = check_number("offset", offset, rule="a finite number (volts)")
     vdd, _, _, tau_l = pcsa.at(corner)
     t_trip, dv = discharge(r_bl, r_blb, corner=corner, pcsa=pcsa)
     return t_trip + _regeneration(dv + offset, vdd, tau_l, pcsa)
@@ -584,7 +548,7 @@ def type1_rate(condition, *, samples=200_000, seed=0, corner="typical", window=W
     its exact flip probability (:func:`outcome_probabilities`). +1 and -1 weights count half each.
     """
     condition = _condition(condition)
-    samples = _check_count("samples", samples)
+    samples = check_int("samples", samples, 1)
     rng = _rng(seed)
     estimates = []
     for lrs, hrs, lrs_on_bl in ((condition.lrs_bl, condition.hrs_blb, True),
@@ -648,8 +612,8 @@ def monte_carlo(condition, *, samples=200_000, seed=0, corner="typical", window=
     errors. Type 1 comes from :func:`type1_rate` (same sample count), the sampled type 1 count is
     kept beside it."""
     condition = _condition(condition)
-    samples = _check_count("samples", samples)
-    seed = _check_seed(seed)
+    samples = check_int("samples", samples, 1)
+    seed = check_int("seed", seed, 0)
     corner_name = _corner(corner).name
     window = _check_window(window)
     rng = np.random.default_rng(seed)
@@ -675,8 +639,8 @@ def chip_rates(*, samples=200_000, seed=0, corner="typical", window=WINDOW):
     """Monte-Carlo error rates of the chip per programming condition (``"100us"``, ``"1us"``, ...)
     at ``corner`` with a sense window of ``window`` seconds, as
     :class:`~nmflow.golden.readerrors.ErrorRates`."""
-    samples = _check_count("samples", samples)
-    seed = _check_seed(seed)
+    samples = check_int("samples", samples, 1)
+    seed = check_int("seed", seed, 0)
     _corner(corner)
     window = _check_window(window)
     return {name: monte_carlo(name, samples=samples, seed=seed, corner=corner,
@@ -700,11 +664,11 @@ def fit_hrs_median(condition, target, *, samples=400_000, seed=12345, corner="ty
     (the BLb median keeps its ratio to it), by bisection on the exact type 3 probability averaged
     over common random numbers."""
     condition = _condition(condition)
-    target = _check_number("target", target)
+    target = check_number("target", target)
     if not 0 < target < 1:
         raise NmflowError(f"target must be in (0, 1), not {target!r}")
     rng = _rng(seed)
-    samples = _check_count("samples", samples)
+    samples = check_int("samples", samples, 1)
     z = rng.standard_normal((2, samples))
     eps = read_noise(rng, (2, samples), pcsa)
     lo, hi = math.log(1e3), math.log(1e8)

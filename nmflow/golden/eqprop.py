@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import NmflowError, check_choice
+from ..errors import NmflowError, check_choice, check_int, check_number
 
 __all__ = ["EqPropConfig", "EqPropNet", "ACTIVATIONS", "LOSSES", "ORDERS", "METHODS",
            "ESTIMATES", "relax", "free_phase", "ep_estimate", "bptt_gradient", "gradient_check",
@@ -65,13 +65,6 @@ ESTIMATES = ("one_sided", "random_sign", "symmetric")
 METHODS = ("bptt",) + ESTIMATES
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise NmflowError(f"{name} must be {rule}, not {value!r}")
-    return int(value)
-
-
 def check_sizes(sizes):
     """The layer sizes of a network as a tuple: inputs, any hidden layers and the classes, each a
     positive integer; refused with one line otherwise."""
@@ -79,14 +72,7 @@ def check_sizes(sizes):
     if len(sizes) < 2:
         raise NmflowError(f"sizes must list the inputs, any hidden layers and the classes "
                           f"(at least 2 numbers), not {list(sizes)}")
-    return tuple(_check_int("sizes", n, 1) for n in sizes)
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise NmflowError(f"{name} must be a finite number above 0, not {value!r}")
-    return float(value)
+    return tuple(check_int("sizes", n, 1) for n in sizes)
 
 
 @dataclass(frozen=True)
@@ -118,18 +104,18 @@ class EqPropConfig:
                               f"read-out reads a hidden layer), not sizes {list(sizes)}")
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("order", self.order, ORDERS)
-        _check_int("T", self.T, 1)
-        _check_int("K", self.K, 1)
-        _check_positive("beta", self.beta)
+        check_int("T", self.T, 1)
+        check_int("K", self.K, 1)
+        check_number("beta", self.beta, above=0)
         lrs = tuple(self.lrs)
         if len(lrs) != len(sizes) - 1:
             raise NmflowError(f"lrs must give one learning rate per weight layer "
                               f"({len(sizes) - 1}), not {len(lrs)}")
         for lr in lrs:
-            _check_positive("lrs", lr)
-        _check_int("batch", self.batch, 1)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("seed", self.seed, 0)
+            check_number("lrs", lr, above=0)
+        check_int("batch", self.batch, 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("seed", self.seed, 0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         object.__setattr__(self, "sizes", tuple(int(n) for n in sizes))
         object.__setattr__(self, "lrs", tuple(float(lr) for lr in lrs))
@@ -300,8 +286,8 @@ def ep_estimate(net, x, y, estimate, beta=None, K=None, rng=None, s_free=None):
     """
     torch = _torch()
     check_choice("estimate", estimate, ESTIMATES)
-    beta = net.config.beta if beta is None else _check_positive("beta", beta)
-    K = net.config.K if K is None else _check_int("K", K, 1)
+    beta = net.config.beta if beta is None else check_number("beta", beta, above=0)
+    K = net.config.K if K is None else check_int("K", K, 1)
     with torch.no_grad():
         s_star = free_phase(net, x) if s_free is None else s_free
         y1h = one_hot(y, net.config.sizes[-1], x.dtype)

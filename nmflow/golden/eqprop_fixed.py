@@ -71,7 +71,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import NmflowError, check_choice
+from ..errors import NmflowError, check_choice, check_int
 from ..fixedpoint import FixedFormat, shift_right
 from ..lfsr import Lfsr, LfsrSource
 from .eqprop import check_sizes
@@ -98,11 +98,7 @@ LFSR = Lfsr(32, LFSR_MASK, "galois", draw_steps=16, draw_bits=DRAW_BITS)
 
 
 def _int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
-            or (high is not None and value > high):
-        span = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise NmflowError(f"{name} must be {span}, not {value!r}")
-    return int(value)
+    return check_int(name, value, low, high)
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ def export(net, input_bits, meta=None):
     if not isinstance(net, QuantNet):
         raise NmflowError(f"net must be a QuantNet, not {type(net).__name__}")
     if isinstance(input_bits, bool) or not isinstance(input_bits, int) or not 1 <= input_bits <= 8:
-        raise NmflowError(f"input_bits must be an integer between 1 and 8, not {input_bits!r}")
+        raise NmflowError(f"input_bits must be an integer from 1 to 8, not {input_bits!r}")
     meta = {} if meta is None else dict(meta)
     was_training = net.training
     net.eval()

@@ -167,7 +167,7 @@ def _fail(message):
 def validate(model):
     """Check every rule of contract 1; raise :class:`NmflowError` on the first one broken."""
     if not isinstance(model.input_bits, int) or not 1 <= model.input_bits <= 8:
-        _fail(f"input_bits must be an integer between 1 and 8, not {model.input_bits!r}")
+        _fail(f"input_bits must be an integer from 1 to 8, not {model.input_bits!r}")
     check_choice("weight_kind", model.weight_kind, WEIGHT_KINDS)
     if len(model.layers) < 1:
         _fail("layers must hold at least one layer, not 0")
@@ -233,7 +233,7 @@ def validate(model):
                 _fail(f"{name} thresholds must satisfy t_lo <= t_hi, not t_lo={int(layer.t_lo[j])} "
                       f"> t_hi={int(layer.t_hi[j])} at neuron {j}")
     if not isinstance(model.score_frac_bits, int) or not 0 <= model.score_frac_bits <= 40:
-        _fail(f"score_frac_bits must be an integer between 0 and 40, not {model.score_frac_bits!r}")
+        _fail(f"score_frac_bits must be an integer from 0 to 40, not {model.score_frac_bits!r}")
 
 
 def header_fields(model):

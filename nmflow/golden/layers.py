@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NmflowError
+from ..errors import NmflowError, check_number
 
 __all__ = ["flushing_denormals", "BinarizeWeight", "TernarizeWeight", "SignActivation",
            "TernaryActivation", "binarize", "ternarize", "sign_activation", "ternary_activation",
@@ -125,12 +125,6 @@ def flushing_denormals(function):
     return wrapper
 
 
-def _check_number(name, value, minimum=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum \
-            or value != value or value == float("inf"):
-        raise NmflowError(f"{name} must be a finite number >= {minimum:g}, not {value!r}")
-
-
 class QuantLinear(nn.Module):
     """A linear layer without bias whose forward pass uses the quantized hidden weights.
 
@@ -203,8 +197,8 @@ class QuantNet(nn.Module):
         if activation not in ACTIVATIONS:
             raise NmflowError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
                               f"not {activation!r}")
-        _check_number("delta", delta)
-        _check_number("act_threshold", act_threshold)
+        check_number("delta", delta, 0.0)
+        check_number("act_threshold", act_threshold, 0.0)
         self.sizes = sizes
         self.weight_kind = weight_kind
         self.activation = activation

@@ -66,7 +66,7 @@ import math
 
 import numpy as np
 
-from ..errors import NmflowError
+from ..errors import NmflowError, check_int
 from ..fixedpoint import FixedFormat
 from .metaplastic import check_m
 
@@ -104,13 +104,6 @@ def _check_format(name, fmt, min_width=1):
                           f"({fmt.width} bits)")
 
 
-def _check_int(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or not low <= value <= high:
-        raise NmflowError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
-    return int(value)
-
-
 def auto_input_bits(m, w_format=DEFAULT_W_FORMAT, table_size=512, f_bits=12):
     """The most index bits (finest bins) for which ``table_size`` bins still reach the ``|W_h|``
     beyond which ``f_meta(m, W_h)`` rounds to 0 with ``f_bits`` fraction bits (``1 - tanh^2(y)
@@ -118,8 +111,8 @@ def auto_input_bits(m, w_format=DEFAULT_W_FORMAT, table_size=512, f_bits=12):
     m = check_m(m)
     _check_format("w_format", w_format, 2)
     mag_bits = w_format.width - 1
-    table_size = _check_int("table_size", table_size, 1, 1 << 20)
-    f_bits = _check_int("f_bits", f_bits, 1, 30)
+    table_size = check_int("table_size", table_size, 1, 1 << 20)
+    f_bits = check_int("f_bits", f_bits, 1, 30)
     if m == 0:
         reach = float(2 ** mag_bits)
     else:
@@ -137,11 +130,11 @@ def build_table(m, w_format=DEFAULT_W_FORMAT, table_size=512, input_bits=None, f
     m = check_m(m)
     _check_format("w_format", w_format, 2)
     mag_bits = w_format.width - 1
-    table_size = _check_int("table_size", table_size, 1, 1 << 20)
-    f_bits = _check_int("f_bits", f_bits, 1, 30)
+    table_size = check_int("table_size", table_size, 1, 1 << 20)
+    f_bits = check_int("f_bits", f_bits, 1, 30)
     if input_bits is None:
         input_bits = auto_input_bits(m, w_format, table_size, f_bits)
-    input_bits = _check_int("input_bits", input_bits, 0, mag_bits)
+    input_bits = check_int("input_bits", input_bits, 0, mag_bits)
     shift = mag_bits - input_bits
     i = np.arange(table_size, dtype=np.float64)
     centre = (i * 2.0 ** shift + (2.0 ** shift - 1) / 2) / 2.0 ** w_format.frac_bits

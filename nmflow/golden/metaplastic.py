@@ -27,12 +27,11 @@ Three pieces:
     every step equals ``torch.optim.Adam``'s (same operations in the same order), bit for bit.
 """
 
-import math
 
 import numpy as np
 import torch
 
-from ..errors import NmflowError, check_choice
+from ..errors import NmflowError, check_choice, check_number
 
 __all__ = ["f_meta", "f_meta_hard", "metaplastic_update", "MetaplasticAdam", "layer_groups",
            "complex_synapse_step", "ComplexSynapseRule", "COMPLEX_DEFAULTS", "COMPLEX_SHORT_TASKS",
@@ -46,10 +45,7 @@ DEFAULT_WEIGHT_DECAY = 1e-7
 
 def check_m(m, name="m"):
     """``m`` as a float if it is a finite number >= 0; else one-line :class:`NmflowError`."""
-    if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(m)) or m < 0:
-        raise NmflowError(f"{name} must be a finite number >= 0, not {m!r}")
-    return float(m)
+    return check_number(name, m, 0)
 
 
 def _is_torch(x):
@@ -105,9 +101,7 @@ def metaplastic_update(w, u, lr, m, kind="tanh"):
     ``u * w > 0``, ``w - lr * u`` elsewhere.
     """
     check_choice("kind", kind, FMETA_KINDS)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-            or lr < 0:
-        raise NmflowError(f"lr must be a finite number >= 0, not {lr!r}")
+    check_number("lr", lr, 0)
     f = _FMETA[kind]
     if _is_torch(w):
         u = torch.as_tensor(u, dtype=w.dtype)
@@ -162,9 +156,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
                  weight_decay=DEFAULT_WEIGHT_DECAY, meta=0.0, fmeta="tanh", weight_rule=None):
         for name, value, low in (("lr", lr, 0.0), ("eps", eps, 0.0),
                                  ("weight_decay", weight_decay, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < low:
-                raise NmflowError(f"{name} must be a finite number >= {low:g}, not {value!r}")
+            check_number(name, value, low)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2
                 and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas)):
             raise NmflowError(f"betas must be two numbers in [0, 1), not {betas!r}")

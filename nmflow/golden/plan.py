@@ -67,7 +67,7 @@ class EnginePlan:
         check_lanes(lanes)
         if not isinstance(read_latency, int) or isinstance(read_latency, bool) \
                 or not 0 <= read_latency <= 64:
-            raise ValueError(f"read stage latency must be an integer between 0 and 64, "
+            raise ValueError(f"read stage latency must be an integer from 0 to 64, "
                              f"not {read_latency!r}")
         self.model = model
         self.lanes = lanes

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NmflowError, check_choice
+from ..errors import NmflowError, check_choice, check_number
 from ..fileio import atomic_path
 from .layers import ACTIVATIONS, WEIGHT_KINDS, QuantNet, flushing_denormals
 
@@ -89,12 +89,10 @@ class TrainConfig:
             raise NmflowError(f"seed must be a non-negative integer, not {self.seed!r}")
         for name, minimum, strict in (("lr", 0.0, True), ("delta", 0.0, False),
                                       ("act_threshold", 0.0, False)):
-            value = getattr(self, name)
-            ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-                  and math.isfinite(value) and (value > minimum if strict else value >= minimum))
-            if not ok:
-                rule = "a finite number > 0" if strict else "a finite number >= 0"
-                raise NmflowError(f"{name} must be {rule}, not {value!r}")
+            if strict:
+                check_number(name, getattr(self, name), above=minimum)
+            else:
+                check_number(name, getattr(self, name), minimum)
 
     def to_dict(self):
         out = asdict(self)

@@ -81,7 +81,7 @@ class MetaplasticInfo:
         for name, low, high in checks:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                return f"{name} must be an integer between {low} and {high}, not {value!r}"
+                return f"{name} must be an integer from {low} to {high}, not {value!r}"
         e = self.engine_lanes
         if e & (e - 1) or e < self.lanes:
             return f"engine_lanes must be a power of two and at least lanes = {self.lanes}, not {e}"

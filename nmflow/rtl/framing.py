@@ -29,6 +29,7 @@ from amaranth.hdl import Array, Const, Module, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..errors import check_int
 from ..protocol.framing import CRC, ERROR_REPLY, SYNC, ErrorCode
 from .onehot import OneHotFSM
 
@@ -39,10 +40,9 @@ BODY_LAYOUT = data.StructLayout({"data": 8, "last": 1})
 
 
 def check_timeout(timeout):
-    """``timeout`` if it is a whole number of cycles >= 1; :class:`ValueError` otherwise."""
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
-        raise ValueError(f"timeout must be an integer number of cycles >= 1, not {timeout!r}")
-    return timeout
+    """``timeout`` if it is a whole number of cycles >= 1; :class:`~nmflow.errors.NmflowError`
+    otherwise."""
+    return check_int("timeout", timeout, 1, rule="a positive integer number of cycles")
 
 
 class FrameReceiver(wiring.Component):

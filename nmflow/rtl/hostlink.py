@@ -14,6 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
+from ..errors import check_int
 from ..golden.injector import max_rate_bits
 from ..golden.plan import index_bits
 from ..protocol import Command, MetaplasticCommand, MetaplasticReply, Reply
@@ -27,18 +28,12 @@ from .weights import PairReadSignature
 __all__ = ["HostLink", "check_parameters"]
 
 
-def _check_int(name, value, low, high, rule=None):
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        rule = rule or f"an integer between {low} and {high}"
-        raise ValueError(f"{name} must be {rule}, not {value!r}")
-
-
 def check_parameters(n_inputs, input_bits, n_classes, score_bits, *, timeout):
     """Raise :class:`ValueError` naming the first parameter :class:`HostLink` cannot take."""
-    _check_int("n_inputs", n_inputs, 1, protocol.MAX_INPUTS)
-    _check_int("input_bits", input_bits, 1, 8)
-    _check_int("n_classes", n_classes, 1, protocol.MAX_CLASSES)
-    _check_int("score_bits", score_bits, 1, protocol.MAX_SCORE_BITS)
+    check_int("n_inputs", n_inputs, 1, protocol.MAX_INPUTS)
+    check_int("input_bits", input_bits, 1, 8)
+    check_int("n_classes", n_classes, 1, protocol.MAX_CLASSES)
+    check_int("score_bits", score_bits, 1, protocol.MAX_SCORE_BITS)
     check_timeout(timeout)
 
 
@@ -116,7 +111,7 @@ class HostLink(wiring.Component):
                  metaplastic=None, buffer="block"):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
         if rate_bits is not None:
-            _check_int("rate_bits", rate_bits, 4, max_rate_bits())
+            check_int("rate_bits", rate_bits, 4, max_rate_bits())
         meta = metaplastic
         if meta is not None:
             if not isinstance(meta, protocol.MetaplasticInfo):

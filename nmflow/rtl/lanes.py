@@ -5,6 +5,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from ..errors import check_int
+
 from ..golden.plan import check_lanes
 from .pcsa import ternary_row
 
@@ -40,8 +42,7 @@ class GXNORPopcount(wiring.Component):
 
     def __init__(self, lanes, x_bits, tag_shape=unsigned(1)):
         check_lanes(lanes)
-        if not isinstance(x_bits, int) or x_bits < 2:
-            raise ValueError(f"x_bits must be an integer >= 2, not {x_bits!r}")
+        check_int("x_bits", x_bits, 2)
         self._lanes = lanes
         self._x_bits = x_bits
         self._tag_shape = tag_shape

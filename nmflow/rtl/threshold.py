@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..errors import check_int
+
 __all__ = ["ThresholdUnit"]
 
 
@@ -31,8 +33,7 @@ class ThresholdUnit(wiring.Component):
     latency = 1
 
     def __init__(self, acc_bits, tag_shape=unsigned(1)):
-        if not isinstance(acc_bits, int) or acc_bits < 2:
-            raise ValueError(f"acc_bits must be an integer >= 2, not {acc_bits!r}")
+        check_int("acc_bits", acc_bits, 2)
         self._tag_shape = tag_shape
         in_layout = data.StructLayout({
             "acc": signed(acc_bits), "t_hi": signed(acc_bits), "t_lo": signed(acc_bits),

@@ -9,14 +9,12 @@ injector and metaplastic unit); :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` w
 unit's link.
 """
 
-from numbers import Real
-
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
-from ..errors import NmflowError
+from ..errors import NmflowError, check_number
 from ..protocol import METAPLASTIC_VERSION, VERSION, Info, MetaplasticInfo, score_bytes
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
@@ -33,11 +31,6 @@ BAUD_TOLERANCE = 0.02
 MIN_TIMEOUT_CHARS = 2
 
 
-def _check_positive(name, value, unit):
-    if not isinstance(value, Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of {unit}, not {value!r}")
-
-
 def _num(value):
     """``value`` for a message: integral floats without their ``.0``."""
     return int(value) if float(value).is_integer() else value
@@ -52,8 +45,8 @@ def uart_divisor(clk_freq, baud):
         If either rate is not a positive number, a bit would last fewer than 4 cycles, or the
         generated baud rate ``clk_freq / divisor`` is more than 2 % away from ``baud``.
     """
-    _check_positive("clk_freq", clk_freq, "hertz")
-    _check_positive("baud", baud, "bits per second")
+    check_number("clk_freq", clk_freq, above=0, unit="hertz")
+    check_number("baud", baud, above=0, unit="bits per second")
     divisor = round(clk_freq / baud)
     if divisor < 4:
         raise ValueError(f"baud must be at most clk_freq / 4 = {_num(clk_freq / 4)} (4 cycles per "
@@ -78,7 +71,7 @@ def uart_timing(clk_freq, baud, timeout):
         :data:`MIN_TIMEOUT_CHARS` character times.
     """
     divisor = uart_divisor(clk_freq, baud)
-    _check_positive("timeout", timeout, "seconds")
+    check_number("timeout", timeout, above=0, unit="seconds")
     timeout_cycles = round(timeout * clk_freq)
     minimum = MIN_TIMEOUT_CHARS * 10 * divisor
     if timeout_cycles < minimum:

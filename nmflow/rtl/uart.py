@@ -9,14 +9,15 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from ..errors import check_int
+
 __all__ = ["UARTRx", "UARTTx", "check_divisor"]
 
 
 def check_divisor(divisor):
-    """Return ``divisor`` if it is an integer >= 4, else raise :class:`ValueError`."""
-    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
-        raise ValueError(f"divisor must be an integer >= 4, not {divisor!r}")
-    return divisor
+    """Return ``divisor`` if it is an integer >= 4, else raise
+    :class:`~nmflow.errors.NmflowError`."""
+    return check_int("divisor", divisor, 4)
 
 
 class UARTRx(wiring.Component):

@@ -68,7 +68,7 @@ def dataset_spec(args, *, resolve=False):
     if args.dataset == "digits" and (args.images or args.labels):
         raise NmflowError("--images and --labels go with --dataset idx, not digits")
     if args.split_seed < 0:
-        raise NmflowError(f"--split-seed must be an integer >= 0, not {args.split_seed}")
+        raise NmflowError(f"--split-seed must be a non-negative integer, not {args.split_seed}")
     images, labels = args.images, args.labels
     if resolve and args.dataset == "idx":
         images, labels = str(Path(images).resolve()), str(Path(labels).resolve())

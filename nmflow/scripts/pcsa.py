@@ -56,9 +56,9 @@ def add_parser(sub):
 def _check_args(args):
     from ..golden.device import CORNERS
     if isinstance(args.samples, bool) or not isinstance(args.samples, int) or args.samples < 1:
-        raise NmflowError(f"--samples must be an integer >= 1, not {args.samples!r}")
+        raise NmflowError(f"--samples must be a positive integer, not {args.samples!r}")
     if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
-        raise NmflowError(f"--seed must be an integer >= 0, not {args.seed!r}")
+        raise NmflowError(f"--seed must be a non-negative integer, not {args.seed!r}")
     window = args.window
     if not isinstance(window, (int, float)) or not math.isfinite(window) or window <= 0:
         raise NmflowError(f"--window must be a positive finite number of nanoseconds, "
