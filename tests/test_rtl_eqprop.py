@@ -6,6 +6,7 @@ step, and a cocotb run of on-chip training of a 64-32-10 network on 50 digits.""
 import numpy as np
 import pytest
 
+from nmflow.boards.catalog import BOARDS
 from nmflow.errors import NmflowError
 from nmflow.fixedpoint import FixedFormat
 from nmflow.golden import eqprop_fixed as ef
@@ -53,6 +54,19 @@ def test_weight_image_decodes_back():
     W, b = lay.decode_weights(beats, lay.bias_image(params))
     for k in range(3):
         assert (W[k] == params["W"][k]).all() and (b[k] == params["b"][k]).all()
+
+
+@pytest.mark.parametrize("sizes, lanes, ice40, ecp5", [
+    ((64, 32, 10), 4, 17, 9), ((64, 32, 10), 2, 13, 7), ((64, 32, 10), 8, 25, 17),
+    ((64, 64, 10), 4, 25, 13), ((64, 64, 10), 2, 23, 9), ((64, 128, 10), 4, 45, 17)])
+def test_plan_block_rams_on_the_boards(sizes, lanes, ice40, ecp5):
+    from nmflow.golden.eqprop_plan import EqPropPlan
+    plan = EqPropPlan(ef.FixedEqPropConfig(sizes=sizes, batch=1, lr_shifts=(5, 6)), lanes)
+    assert len(plan.memories) == 2 * lanes + 1
+    assert plan.block_rams(BOARDS["icebreaker"]) == ice40
+    assert plan.block_rams(BOARDS["ulx3s"]) == ecp5
+    if ice40 <= 30:
+        assert plan.check_fit(BOARDS["icebreaker"]) == ice40
 
 
 def test_lfsr_jump_is_sixteen_steps_of_the_twin():

@@ -2,7 +2,9 @@
 
 :class:`EqPropLayout` is the memory map of :class:`nmflow.rtl.eqprop.EqPropUnit`, described
 without Amaranth so that the unit, its testbenches, the link's model and the host all use the
-same one to make memory images and to read dumps (see docs/eqprop_rtl.md).
+same one to make memory images and to read dumps (see docs/eqprop_rtl.md). The unit's other
+figures (formats, pipeline, cycles, block RAM) are in :class:`~nmflow.golden.eqprop_plan.
+EqPropPlan`, which holds one of these.
 """
 
 import math
