@@ -194,6 +194,36 @@ def test_cycles_per_step_of_the_default_configuration():
     assert unit.issue_cycles_per_step(nudged=True) / ideal <= 1.1
 
 
+@pytest.mark.parametrize("sizes, lanes", [((8, 8, 3), 4), ((8, 4, 8, 3), 2), ((4, 3), 1)])
+def test_update_cycles_of_the_plan(sizes, lanes):
+    from amaranth.sim import Simulator
+    cfg = ef.FixedEqPropConfig(sizes=sizes, T=2, K=1, batch=1,
+                               lr_shifts=(1,) * (len(sizes) - 1))
+    unit = EqPropUnit(cfg, lanes=lanes)
+    pulses, done = [], []
+
+    async def bench(ctx):
+        ctx.set(unit.i.valid, 1)
+        ctx.set(unit.i.payload.train, 1)
+        for _ in range(sizes[0] // lanes):
+            await ctx.tick().until(unit.i.ready)
+        ctx.set(unit.i.valid, 0)
+        cycle = 0
+        while not ctx.get(unit.o.valid):
+            if ctx.get(unit.step):
+                pulses.append(cycle)
+            await ctx.tick()
+            cycle += 1
+        done.append(cycle)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(pulses) == cfg.T + 2 * cfg.K
+    assert done[0] - pulses[-1] == unit.plan.update_cycles
+
+
 # -- cocotb: on-chip training over 50 digits ----------------------------------------------------------
 
 @pytest.mark.slow
