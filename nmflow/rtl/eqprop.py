@@ -63,9 +63,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import NmflowError
 from ..golden.eqprop_fixed import init_params
-from ..golden.eqprop_layout import ICE40_BLOCKS, EqPropLayout
+from ..golden.eqprop_layout import EqPropLayout
 from ..golden.eqprop_plan import PIPELINE_DEPTH, EqPropPlan
 from .eqprop_lfsr import lfsr_jump, lfsr_jump_columns
 from .eqprop_memories import EqPropMemories, host_words, weight_words
@@ -74,7 +73,7 @@ from .eqprop_settling import SettlingDatapath
 from .eqprop_update import UpdateDatapath
 
 __all__ = ["EqPropLayout", "EqPropPlan", "EqPropUnit", "EqPropSynthTop", "PIPELINE_DEPTH",
-           "lfsr_jump_columns", "ICE40_BLOCKS"]
+           "lfsr_jump_columns"]
 
 
 class EqPropUnit(wiring.Component):
@@ -91,8 +90,9 @@ class EqPropUnit(wiring.Component):
         Initial ``{"W": [...], "b": [...]}`` (raw); :func:`init_params` of ``config`` if None.
     observe : bool
         Add the ``obs`` stream (states after each step, weights after each update).
-    max_blocks : int or None
-        Refuse a network whose memories need more iCE40 4-kbit blocks (30 for the UP5K).
+    board : :class:`~nmflow.boards.board.Board`, optional
+        The board the unit is built for: refuse a network whose memories need more block RAMs
+        than it has (:meth:`~nmflow.golden.eqprop_plan.EqPropPlan.check_fit`). None: no check.
     host_port : bool
         Add the parameter port of the host link (below); without it the unit is unchanged.
 
@@ -111,13 +111,11 @@ class EqPropUnit(wiring.Component):
         address. ``p_seed_we`` loads ``p_seed`` into the LFSR.
     """
 
-    def __init__(self, config, *, lanes=4, params=None, observe=False, max_blocks=ICE40_BLOCKS,
+    def __init__(self, config, *, lanes=4, params=None, observe=False, board=None,
                  host_port=False):
         self.plan = plan = EqPropPlan(config, lanes)
-        blocks = plan.layout.blocks(config.weight.width, config.state.width)
-        if max_blocks is not None and blocks > max_blocks:
-            raise NmflowError(f"network {'-'.join(map(str, config.sizes))} with {lanes} lanes "
-                              f"needs {blocks} block RAMs of 4 kbit, the budget is {max_blocks}")
+        if board is not None:
+            plan.check_fit(board)
         self.params = init_params(config) if params is None else params
         self.observe = bool(observe)
         self.host_port = bool(host_port)
@@ -220,12 +218,12 @@ class EqPropSynthTop(wiring.Component):
     optimised away); ``rx`` is mixed into the LFSR. Not a host link: it only gives logic cells,
     block RAMs and Fmax of the unit on a board.
 
-    ``EqPropSynthTop(config, lanes=4, clk_freq=...)`` (``clk_freq`` is ignored: the factory
-    signature of :class:`~nmflow.boards.top.BoardTop`).
+    ``EqPropSynthTop(config, lanes=4, clk_freq=..., board=None)`` (``clk_freq`` is ignored: the
+    factory signature of :class:`~nmflow.boards.top.BoardTop`; ``board`` as for the unit).
     """
 
-    def __init__(self, config, *, lanes=4, clk_freq=None):
-        self._unit = EqPropUnit(config, lanes=lanes)
+    def __init__(self, config, *, lanes=4, clk_freq=None, board=None):
+        self._unit = EqPropUnit(config, lanes=lanes, board=board)
         super().__init__({"rx": In(1), "tx": Out(1)})
 
     def elaborate(self, platform):

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.eqprop_protocol import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
 from ..errors import NmflowError
 from ..protocol import CRC, SYNC, ErrorCode
-from .eqprop import ICE40_BLOCKS, EqPropUnit
+from .eqprop import EqPropUnit
 from .top import MIN_TIMEOUT_CHARS, uart_divisor
 from .uart import UARTRx, UARTTx
 
@@ -42,8 +42,8 @@ class EqPropLinkCore(wiring.Component):
     params : dict, optional
         The weights after reset (the twin's ``init_params`` if None).
     buffer_bytes : int
-    max_blocks : int or None
-        Block RAM budget of the unit (see ``EqPropUnit``).
+    board : :class:`~nmflow.boards.board.Board`, optional
+        The board built for: the unit's memories must fit its block RAM (see ``EqPropUnit``).
 
     Members
     -------
@@ -57,13 +57,12 @@ class EqPropLinkCore(wiring.Component):
     """
 
     def __init__(self, config, lanes=4, *, timeout, params=None, buffer_bytes=BUFFER_BYTES,
-                 max_blocks=ICE40_BLOCKS):
+                 board=None):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise NmflowError(f"timeout must be an integer number of cycles >= 1, not "
                               f"{timeout!r}")
         self.geometry = LinkGeometry(config, lanes, buffer_bytes)
-        self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True,
-                               max_blocks=max_blocks)
+        self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True, board=board)
         self.config, self.lanes, self.timeout = config, lanes, timeout
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "idle": Out(1), "receiving": Out(1)})
@@ -463,13 +462,14 @@ class EqPropLinkCore(wiring.Component):
 class EqPropHostTop(wiring.Component):
     """The EP unit reachable over a UART: ``UARTRx -> EqPropLinkCore -> UARTTx``.
 
-    ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=115200, timeout=0.02, params=None)``;
-    ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop` factory passes
-    the board's). Members: ``rx: In(1)``, ``tx: Out(1)``, ``idle``, ``receiving: Out(1)``.
+    ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=115200, timeout=0.02, params=None,
+    board=None)``; ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop`
+    factory passes the board's), ``board`` the board built for (as for the link core).
+    Members: ``rx: In(1)``, ``tx: Out(1)``, ``idle``, ``receiving: Out(1)``.
     """
 
     def __init__(self, config, *, lanes=4, clk_freq, baud=115200, timeout=0.02, params=None,
-                 max_blocks=ICE40_BLOCKS):
+                 board=None):
         try:
             self.divisor = uart_divisor(clk_freq, baud)
         except ValueError as error:
@@ -479,8 +479,7 @@ class EqPropHostTop(wiring.Component):
         if cycles < minimum:
             raise NmflowError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
                               f"({minimum / clk_freq:g} s), not {timeout!r}")
-        self.core = EqPropLinkCore(config, lanes, timeout=cycles, params=params,
-                                   max_blocks=max_blocks)
+        self.core = EqPropLinkCore(config, lanes, timeout=cycles, params=params, board=board)
         self.timeout_cycles = cycles
         super().__init__({"rx": In(1), "tx": Out(1), "idle": Out(1), "receiving": Out(1)})
 
