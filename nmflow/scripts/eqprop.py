@@ -347,8 +347,10 @@ def cmd_train(args):
 
 def _unit_settings(args, default_samples):
     """The network, unit and sample options of sim/build/host, every one checked before work:
-    the unit's memories must fit the block RAM of ``--board``."""
+    the network is the digits data set's (its features in, its classes out) and its memories
+    must fit the block RAM of ``--board``."""
     from ..boards.catalog import get_board
+    from ..golden.datasets import load_digits
     from ..golden.eqprop_fixed import FixedEqPropConfig
     from ..golden.eqprop_plan import EqPropPlan
 
@@ -374,9 +376,10 @@ def _unit_settings(args, default_samples):
             raise NmflowError(f"{option} must be at most 65535 (INFO carries it in 16 bits), "
                               f"not {value}")
     board = get_board(args.board)
+    data = load_digits()
     try:
-        config = FixedEqPropConfig(sizes=(64, *hidden, 10), T=T, K=K, lr_shifts=tuple(lr),
-                                   batch=1)
+        config = FixedEqPropConfig(sizes=(data.n_features, *hidden, data.n_classes), T=T, K=K,
+                                   lr_shifts=tuple(lr), batch=1)
         EqPropPlan(config, lanes).check_fit(board)
     except NmflowError as error:
         raise NmflowError(f"--hidden {','.join(map(str, hidden))} with --lanes {lanes}: "
@@ -385,11 +388,14 @@ def _unit_settings(args, default_samples):
 
 
 def _digits(samples):
+    """The first ``samples`` digits training images as raw states (scaled by the largest pixel,
+    as ``train`` does) and their labels."""
     from ..golden import eqprop_fixed as ef
     from ..golden.datasets import load_digits
     data = load_digits()
     n = min(samples, len(data.y_train))
-    return ef.inputs_to_raw(data.x_train[:n], 16), [int(v) for v in data.y_train[:n]]
+    scale = max(int(data.x_train.max(initial=0)), 1)
+    return ef.inputs_to_raw(data.x_train[:n], scale), [int(v) for v in data.y_train[:n]]
 
 
 def _twin_after(config, x, y):
@@ -542,8 +548,8 @@ def cmd_host(args):
 def _unit_options(p, samples, board_help):
     p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
                    help=f"{board_help} (default: icebreaker)")
-    p.add_argument("--hidden", help="hidden layer sizes of the 64-...-10 digits network, "
-                   "comma-separated (default: 32)")
+    p.add_argument("--hidden", help="hidden layer sizes of the digits network, comma-separated "
+                   "(default: 32)")
     p.add_argument("--lanes", help="multiply-accumulate lanes, a power of two (default: 4)")
     p.add_argument("--T", help="free-phase steps (default: 40)")
     p.add_argument("--K", help="steps of each nudged phase (default: 15)")
