@@ -94,14 +94,14 @@ class EqPropSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan, cfg, lay = self._plan, self._plan.config, self._plan.layout
-        # the registers (``neuron``, ``chunk`` and ``part`` also walk the update: row, chunk)
+        # the registers: the settling walk (``neuron``, ``chunk`` of its ``part``), the update's
+        # walk (``row``, ``chunk``, ``lane``: column ``chunk L + lane``), ``count`` for rows,
+        # drains and dumps
         r = _Registers(
-            neuron=Signal(neuron_shape(plan)), chunk=Signal(chunk_shape(plan)),
-            part=Signal(2), steps_left=Signal(range(max(cfg.T, cfg.K) + 1)),
-            train=Signal(), o_valid=Signal(), obs_valid=Signal(),
-            obs_data=Signal(host_words(plan)), row=Signal(neuron_shape(plan)),
-            lane=Signal(range(max(plan.lanes, 2))),
-            count=Signal(range(max(lay.sdepth, lay.wdepth, lay.bdepth, PIPELINE_DEPTH) + 2)))
+            neuron=neuron_shape(plan), chunk=chunk_shape(plan), part=2,
+            steps_left=range(max(cfg.T, cfg.K) + 1), train=1, o_valid=1, obs_valid=1,
+            obs_data=host_words(plan), row=neuron_shape(plan), lane=range(max(plan.lanes, 2)),
+            count=range(max(lay.sdepth, lay.wdepth, lay.bdepth, PIPELINE_DEPTH) + 2))
         r.obs_ready = self.obs.ready if self._observe else Const(1)
         if self._observe:
             m.d.comb += [self.obs.valid.eq(r.obs_valid), self.obs.payload.eq(r.obs_data)]
@@ -396,7 +396,8 @@ class EqPropSequencer(wiring.Component):
 
 
 class _Registers:
-    """The sequencer's registers, by name."""
+    """The sequencer's registers, by name: ``_Registers(name=shape, ...)``."""
 
-    def __init__(self, **signals):
-        self.__dict__.update(signals)
+    def __init__(self, **shapes):
+        for name, shape in shapes.items():
+            setattr(self, name, Signal(shape, name=name))

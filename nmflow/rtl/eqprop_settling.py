@@ -161,7 +161,8 @@ class SettlingDatapath(wiring.Component):
         operands = Signal(tag)
         lane_weight = [Signal(weight, name=f"lane_weight{b}") for b in range(L)]
         lane_state = [Signal(state, name=f"lane_state{b}") for b in range(L)]
-        bias, own_state = Signal(weight), Signal(state)
+        bias = Signal(weight, name="operand_bias")
+        own_state = Signal(state, name="operand_own_state")
         rotation = bank_of(reading.neuron, plan)
         for b in range(L):
             source = Array(words)[bank_of(Const(b + L, lg + 2) - rotation, plan)] if lg \
@@ -173,7 +174,8 @@ class SettlingDatapath(wiring.Component):
         products = Signal(tag)
         lane_product = [Signal(plan.product_format.shape(), name=f"lane_product{b}")
                         for b in range(L)]
-        product_bias, product_own = Signal(weight), Signal(state)
+        product_bias = Signal(weight, name="product_bias")
+        product_own = Signal(state, name="product_own_state")
         m.d.sync += [products.eq(operands), product_bias.eq(bias), product_own.eq(own_state)]
         m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
         return products, lane_product, product_bias, product_own
@@ -184,7 +186,8 @@ class SettlingDatapath(wiring.Component):
         products, lane_product, bias, own_state = stage
         plan = self._plan
         acc_shape = plan.acc_register_format.shape()
-        acc, old_state = Signal(acc_shape), Signal(plan.state_format.shape())
+        acc = Signal(acc_shape, name="acc")
+        old_state = Signal(plan.state_format.shape(), name="old_state")
         total = lane_product[0]
         for product in lane_product[1:]:
             total = total + product

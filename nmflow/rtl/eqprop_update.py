@@ -101,7 +101,7 @@ class UpdateDatapath(wiring.Component):
             "weights": [Signal(weight, name=f"weight_chunk{b}") for b in range(L)],
             "plus_chunk": [Signal(state, name=f"plus_chunk{b}") for b in range(L)],
             "minus_chunk": [Signal(state, name=f"minus_chunk{b}") for b in range(L)],
-            "old_bias": Signal(weight),
+            "old_bias": Signal(weight, name="old_bias"),
             "row_state": row_state,
         }
         with m.If(ctl.take_plus_row):
@@ -124,7 +124,8 @@ class UpdateDatapath(wiring.Component):
         lg = plan.lane_bits
         delta_shape = plan.delta_format.shape()
         issuing = Signal()
-        delta, old = Signal(delta_shape), Signal(plan.weight_format.shape())
+        delta = Signal(delta_shape, name="delta")
+        old = Signal(plan.weight_format.shape(), name="old_value")
         bank = Signal(range(max(plan.lanes, 2)))
         m.d.comb += issuing.eq(ctl.issue_weight | ctl.issue_bias)
         with m.If(ctl.issue_weight):
@@ -139,9 +140,10 @@ class UpdateDatapath(wiring.Component):
 
         lfsr = Signal(32, init=plan.config.lfsr_seed)
         lfsr_next = lfsr_jump(lfsr, plan.draw_bits)
-        issued = {"valid": Signal(name="issued_valid"), "kind": Signal.like(ctl.kind),
+        issued = {"valid": Signal(name="issued_valid"),
+                  "kind": Signal.like(ctl.kind, name="issued_kind"),
                   "delta": Signal(delta_shape, name="issued_delta"),
-                  "draw": Signal(plan.draw_bits),
+                  "draw": Signal(plan.draw_bits, name="issued_draw"),
                   "old": Signal(plan.weight_format.shape(), name="issued_old"),
                   "bank": Signal.like(bank, name="issued_bank"),
                   "addr": Signal.like(ctl.addr, name="issued_addr")}
