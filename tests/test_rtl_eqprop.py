@@ -6,6 +6,7 @@ step, and a cocotb run of on-chip training of a 64-32-10 network on 50 digits.""
 import numpy as np
 import pytest
 
+from nmflow.boards.catalog import BOARDS
 from nmflow.errors import NmflowError
 from nmflow.fixedpoint import FixedFormat
 from nmflow.golden import eqprop_fixed as ef
@@ -55,6 +56,19 @@ def test_weight_image_decodes_back():
         assert (W[k] == params["W"][k]).all() and (b[k] == params["b"][k]).all()
 
 
+@pytest.mark.parametrize("sizes, lanes, ice40, ecp5", [
+    ((64, 32, 10), 4, 17, 9), ((64, 32, 10), 2, 13, 7), ((64, 32, 10), 8, 25, 17),
+    ((64, 64, 10), 4, 25, 13), ((64, 64, 10), 2, 23, 9), ((64, 128, 10), 4, 45, 17)])
+def test_plan_block_rams_on_the_boards(sizes, lanes, ice40, ecp5):
+    from nmflow.golden.eqprop_plan import EqPropPlan
+    plan = EqPropPlan(ef.FixedEqPropConfig(sizes=sizes, batch=1, lr_shifts=(5, 6)), lanes)
+    assert len(plan.memories) == 2 * lanes + 1
+    assert plan.block_rams(BOARDS["icebreaker"]) == ice40
+    assert plan.block_rams(BOARDS["ulx3s"]) == ecp5
+    if ice40 <= 30:
+        assert plan.check_fit(BOARDS["icebreaker"]) == ice40
+
+
 def test_lfsr_jump_is_sixteen_steps_of_the_twin():
     cols = lfsr_jump_columns(16)
     lfsr = ef.Lfsr32(0x1234567)
@@ -81,8 +95,12 @@ def config(**kwargs):
      "lanes must be a power of two from 1 to 64, not 3"),
     (lambda: EqPropUnit(config(sizes=(10, 8, 3)), lanes=4), NmflowError,
      "sizes[0] must be a multiple of lanes (4) for every layer but the last, not 10"),
-    (lambda: EqPropUnit(config(sizes=(64, 128, 10)), lanes=4), NmflowError,
-     "network 64-128-10 with 4 lanes needs 45 block RAMs of 4 kbit, the budget is 30"),
+    (lambda: EqPropUnit(config(sizes=(64, 128, 10)), lanes=4, board=BOARDS["icebreaker"]),
+     NmflowError,
+     "network 64-128-10 with 4 lanes needs 45 block RAMs of 4 kbit, the iCEBreaker has 30"),
+    (lambda: EqPropUnit(config(sizes=(64, 2048, 10)), lanes=64, board=BOARDS["ulx3s"]),
+     NmflowError,
+     "network 64-2048-10 with 64 lanes needs 323 block RAMs of 18 kbit, the ULX3S-85F has 208"),
     (lambda: EqPropUnit(config(batch=2), lanes=4), NmflowError,
      "batch must be 1 (the unit learns sample by sample), not 2"),
     (lambda: EqPropUnit(config(estimate="one_sided"), lanes=4), NmflowError,
@@ -178,6 +196,36 @@ def test_cycles_per_step_of_the_default_configuration():
     assert ideal == (32 * (64 + 10) + 10 * 32) / 4
     assert unit.issue_cycles_per_step() / ideal <= 1.1
     assert unit.issue_cycles_per_step(nudged=True) / ideal <= 1.1
+
+
+@pytest.mark.parametrize("sizes, lanes", [((8, 8, 3), 4), ((8, 4, 8, 3), 2), ((4, 3), 1)])
+def test_update_cycles_of_the_plan(sizes, lanes):
+    from amaranth.sim import Simulator
+    cfg = ef.FixedEqPropConfig(sizes=sizes, T=2, K=1, batch=1,
+                               lr_shifts=(1,) * (len(sizes) - 1))
+    unit = EqPropUnit(cfg, lanes=lanes)
+    pulses, done = [], []
+
+    async def bench(ctx):
+        ctx.set(unit.i.valid, 1)
+        ctx.set(unit.i.payload.train, 1)
+        for _ in range(sizes[0] // lanes):
+            await ctx.tick().until(unit.i.ready)
+        ctx.set(unit.i.valid, 0)
+        cycle = 0
+        while not ctx.get(unit.o.valid):
+            if ctx.get(unit.step):
+                pulses.append(cycle)
+            await ctx.tick()
+            cycle += 1
+        done.append(cycle)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(pulses) == cfg.T + 2 * cfg.K
+    assert done[0] - pulses[-1] == unit.plan.update_cycles
 
 
 # -- cocotb: on-chip training over 50 digits ----------------------------------------------------------

@@ -2,27 +2,16 @@
 
 :class:`EqPropLayout` is the memory map of :class:`nmflow.rtl.eqprop.EqPropUnit`, described
 without Amaranth so that the unit, its testbenches, the link's model and the host all use the
-same one to make memory images and to read dumps (see docs/eqprop_rtl.md).
+same one to make memory images and to read dumps (see docs/eqprop_rtl.md). The unit's other
+figures (formats, pipeline, cycles, block RAM) are in :class:`~nmflow.golden.eqprop_plan.
+EqPropPlan`, which holds one of these.
 """
 
 import math
 
 from ..errors import NmflowError
 
-__all__ = ["EqPropLayout", "ICE40_BLOCKS"]
-
-#: Block RAMs (4 kbit) of the iCE40UP5K.
-ICE40_BLOCKS = 30
-
-
-def _blocks(width, depth):
-    """iCE40 4-kbit blocks for a ``width`` x ``depth`` memory (256x16, 512x8, 1024x4, 2048x2)."""
-    if depth <= 0:
-        return 0
-    for w, d in ((2, 2048), (4, 1024), (8, 512), (16, 256)):
-        if width <= w:
-            return math.ceil(depth / d)
-    return math.ceil(width / 16) * math.ceil(depth / 256)
+__all__ = ["EqPropLayout"]
 
 
 class EqPropLayout:
@@ -110,9 +99,3 @@ class EqPropLayout:
             start = self.bbase[k]
             b.append(np.array(biases[start:start + self.sizes[k + 1]], dtype=np.int64))
         return W, b
-
-    def blocks(self, weight_bits, state_bits):
-        """iCE40 4-kbit blocks: weight banks, state banks, bias memory."""
-        return (self.lanes * _blocks(weight_bits, self.wdepth)
-                + self.lanes * _blocks(state_bits, self.sdepth)
-                + _blocks(weight_bits, self.bdepth))

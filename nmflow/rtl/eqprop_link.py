@@ -22,8 +22,8 @@ from amaranth.lib.wiring import In, Out
 from ..errors import NmflowError
 from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
-from .eqprop import ICE40_BLOCKS, EqPropUnit
-from .framing import FrameReceiver, FrameSender
+from .eqprop import EqPropUnit
+from .framing import FrameReceiver, FrameSender, check_timeout
 from .top import UARTTop, uart_timing
 
 __all__ = ["EqPropLinkCore", "EqPropHostTop", "link_geometry"]
@@ -53,8 +53,8 @@ class EqPropLinkCore(wiring.Component):
     params : dict, optional
         The weights after reset (the twin's ``init_params`` if None).
     buffer_bytes : int
-    max_blocks : int or None
-        Block RAM budget of the unit (see ``EqPropUnit``).
+    board : :class:`~nmflow.boards.board.Board`, optional
+        The board built for: the unit's memories must fit its block RAM (see ``EqPropUnit``).
 
     Members
     -------
@@ -68,13 +68,10 @@ class EqPropLinkCore(wiring.Component):
     """
 
     def __init__(self, config, lanes=4, *, timeout, params=None, buffer_bytes=BUFFER_BYTES,
-                 max_blocks=ICE40_BLOCKS):
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-            raise NmflowError(f"timeout must be an integer number of cycles >= 1, not "
-                              f"{timeout!r}")
+                 board=None):
+        check_timeout(timeout)
         self.geometry = link_geometry(config, lanes, buffer_bytes)
-        self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True,
-                               max_blocks=max_blocks)
+        self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True, board=board)
         self.config, self.lanes, self.timeout = config, lanes, timeout
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "idle": Out(1), "receiving": Out(1)})
@@ -143,7 +140,7 @@ class _EqPropRequests:
 
     def _host_port(self):
         """The unit's host port: addresses, write data from the row buffer, input beats."""
-        m, unit, L, cfg = self.m, self.unit, self.L, self.cfg
+        m, unit, L = self.m, self.unit, self.L
         self.paddr = Signal(unit.p_addr_bits)
         self.psel = Signal(2)
         m.d.comb += [unit.p_addr.eq(self.paddr), unit.p_sel.eq(self.psel),
@@ -413,19 +410,20 @@ class EqPropHostTop(UARTTop):
     """The EP unit reachable over a UART: ``UARTRx -> EqPropLinkCore -> UARTTx`` (the core in a
     :class:`~nmflow.rtl.top.UARTTop`).
 
-    ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=115200, timeout=0.02, params=None)``;
-    ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop` factory passes
-    the board's). Members: ``rx: In(1)``, ``tx: Out(1)``, ``idle``, ``receiving: Out(1)``.
+    ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=115200, timeout=0.02, params=None,
+    board=None)``; ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop`
+    factory passes the board's), ``board`` the board built for (as for the link core).
+    Members: ``rx: In(1)``, ``tx: Out(1)``, ``idle``, ``receiving: Out(1)``.
     """
 
     def __init__(self, config, *, lanes=4, clk_freq, baud=115200, timeout=0.02, params=None,
-                 max_blocks=ICE40_BLOCKS):
+                 board=None):
         try:
             divisor, self.timeout_cycles = uart_timing(clk_freq, baud, timeout)
         except ValueError as error:
             raise NmflowError(str(error)) from None
         super().__init__(EqPropLinkCore(config, lanes, timeout=self.timeout_cycles,
-                                        params=params, max_blocks=max_blocks), divisor)
+                                        params=params, board=board), divisor)
 
     @property
     def geometry(self):

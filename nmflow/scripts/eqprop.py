@@ -346,9 +346,13 @@ def cmd_train(args):
 # -- the hardware unit: sim, build, host ----------------------------------------------------------
 
 def _unit_settings(args, default_samples):
-    """The network, unit and sample options of sim/build/host, every one checked before work."""
+    """The network, unit and sample options of sim/build/host, every one checked before work:
+    the network is the digits data set's (its features in, its classes out) and its memories
+    must fit the block RAM of ``--board``."""
+    from ..boards.catalog import get_board
+    from ..golden.datasets import load_digits
     from ..golden.eqprop_fixed import FixedEqPropConfig
-    from ..rtl.eqprop import ICE40_BLOCKS, EqPropLayout
+    from ..golden.eqprop_plan import EqPropPlan
 
     hidden = _list("--hidden", args.hidden, [32], int,
                    "comma-separated positive integers such as 32 or 32,16")
@@ -371,26 +375,27 @@ def _unit_settings(args, default_samples):
         if value > 0xFFFF:
             raise NmflowError(f"{option} must be at most 65535 (INFO carries it in 16 bits), "
                               f"not {value}")
+    board = get_board(args.board)
+    data = load_digits()
     try:
-        config = FixedEqPropConfig(sizes=(64, *hidden, 10), T=T, K=K, lr_shifts=tuple(lr),
-                                   batch=1)
-        layout = EqPropLayout(config.sizes, lanes)
-        blocks = layout.blocks(config.weight.width, config.state.width)
-        if blocks > ICE40_BLOCKS:
-            raise NmflowError(f"the unit needs {blocks} block RAMs of 4 kbit, the budget is "
-                              f"{ICE40_BLOCKS}")
+        config = FixedEqPropConfig(sizes=(data.n_features, *hidden, data.n_classes), T=T, K=K,
+                                   lr_shifts=tuple(lr), batch=1)
+        EqPropPlan(config, lanes).check_fit(board)
     except NmflowError as error:
         raise NmflowError(f"--hidden {','.join(map(str, hidden))} with --lanes {lanes}: "
                           f"{error}") from None
-    return config, lanes, samples
+    return config, lanes, samples, board
 
 
 def _digits(samples):
+    """The first ``samples`` digits training images as raw states (scaled by the largest pixel,
+    as ``train`` does) and their labels."""
     from ..golden import eqprop_fixed as ef
     from ..golden.datasets import load_digits
     data = load_digits()
     n = min(samples, len(data.y_train))
-    return ef.inputs_to_raw(data.x_train[:n], 16), [int(v) for v in data.y_train[:n]]
+    scale = max(int(data.x_train.max(initial=0)), 1)
+    return ef.inputs_to_raw(data.x_train[:n], scale), [int(v) for v in data.y_train[:n]]
 
 
 def _twin_after(config, x, y):
@@ -438,7 +443,7 @@ def run_unit_sim(out, config, lanes, samples, *, seed=0):
 
 
 def cmd_sim(args):
-    config, lanes, samples = _unit_settings(args, 50)
+    config, lanes, samples, _ = _unit_settings(args, 50)
     seed = _int("--seed", args.seed, 0, 0)
     summary = run_unit_sim(args.out, config, lanes, samples, seed=seed)
     print(json.dumps({k: summary[k] for k in ("passed", "samples", "final_param_mismatches",
@@ -452,22 +457,21 @@ def cmd_build(args):
     from ..boards.build import build
     from ..rtl.eqprop_link import EqPropHostTop
 
-    config, lanes, _ = _unit_settings(args, 1)
+    config, lanes, _, board = _unit_settings(args, 1)
     seed = _int("--seed", args.seed, 0, None)
     baud = _int("--baud", args.baud, 1, 115200)
-    from ..boards.build import get_board
     from ..rtl.top import uart_divisor
     try:
-        uart_divisor(get_board(args.board).clock_hz, baud)
+        uart_divisor(board.clock_hz, baud)
     except ValueError as error:
         raise NmflowError(f"--baud: {error}") from None
     out = make_folder(args.out)
 
     def top(clk_freq):
-        return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud)
+        return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud, board=board)
 
     start = time.monotonic()
-    summary = build(top, args.board, out, name="nmflow_eqprop", seed=seed).to_dict()
+    summary = build(top, board, out, name="nmflow_eqprop", seed=seed).to_dict()
     summary.update({"wall_seconds": round(time.monotonic() - start, 1), "lanes": lanes,
                     "baud": baud, "config": config.to_dict()})
     write_json(out / "build.json", summary)
@@ -526,7 +530,7 @@ def run_host(out, port, config, lanes, samples, *, baudrate=115200, timeout=60.0
 
 
 def cmd_host(args):
-    config, lanes, samples = _unit_settings(args, 20)
+    config, lanes, samples, _ = _unit_settings(args, 20)
     baud = _int("--baud", args.baud, 1, 115200)
     timeout = _float("--timeout", args.timeout, 60.0)
     port = str(args.port)
@@ -541,9 +545,11 @@ def cmd_host(args):
                           f"{Path(args.out) / 'board.json'})")
 
 
-def _unit_options(p, samples):
-    p.add_argument("--hidden", help="hidden layer sizes of the 64-...-10 digits network, "
-                   "comma-separated (default: 32)")
+def _unit_options(p, samples, board_help):
+    p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+                   help=f"{board_help} (default: icebreaker)")
+    p.add_argument("--hidden", help="hidden layer sizes of the digits network, comma-separated "
+                   "(default: 32)")
     p.add_argument("--lanes", help="multiply-accumulate lanes, a power of two (default: 4)")
     p.add_argument("--T", help="free-phase steps (default: 40)")
     p.add_argument("--K", help="steps of each nudged phase (default: 15)")
@@ -606,7 +612,7 @@ def add_parser(sub):
         "DIR/eqprop_sim.json.")
     u.add_argument("--out", default="build/eqprop_sim", metavar="DIR",
                    help="output folder (default: build/eqprop_sim)")
-    _unit_options(u, 50)
+    _unit_options(u, 50, "the board whose block RAM the network must fit")
     u.add_argument("--seed", help="seed of the testbench's random gaps and backpressure "
                    "(default: 0)")
     u.set_defaults(func=cmd_sim)
@@ -615,11 +621,9 @@ def add_parser(sub):
         "build", help="build the EP unit with its UART host link for a board",
         description="Synthesize EqPropHostTop (UART, link, EqPropUnit with the twin's initial "
         "weights) with Yosys and nextpnr. Writes the bitstream and DIR/build.json.")
-    b.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
-                   help="target board (default: icebreaker)")
     b.add_argument("--out", default="build/eqprop_board", metavar="DIR",
                    help="output folder (default: build/eqprop_board)")
-    _unit_options(b, 0)
+    _unit_options(b, 0, "target board")
     b.add_argument("--baud", help="UART baud rate (default: 115200)")
     b.add_argument("--seed", help="nextpnr placement seed")
     b.set_defaults(func=cmd_build)
@@ -633,7 +637,7 @@ def add_parser(sub):
                    help="serial port (/dev/ttyUSB1), pyserial URL, or sim (a simulated board)")
     h.add_argument("--out", default="build/eqprop_host", metavar="DIR",
                    help="output folder (default: build/eqprop_host)")
-    _unit_options(h, 20)
+    _unit_options(h, 20, "the board on the port (its block RAM the network must fit)")
     h.add_argument("--baud", help="baud rate (default: 115200)")
     h.add_argument("--timeout", help="seconds to wait for each reply (default: 60)")
     h.set_defaults(func=cmd_host)

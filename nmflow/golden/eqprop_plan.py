@@ -1,0 +1,226 @@
+"""The EqProp learning unit's plan: formats, memory map, pipelines, schedule and figures.
+
+:class:`EqPropPlan` is to :class:`nmflow.rtl.eqprop.EqPropUnit` what
+:class:`~nmflow.golden.plan.EnginePlan` is to the inference engine: plain Python (no Amaranth),
+computed once from the twin's configuration and the lane count. The unit's components take their
+widths, addresses and schedule from it; the tests, the flow and the command line read its cycle
+figures and its block RAM needs from it without building a component.
+
+Block RAM depends on the board: :meth:`EqPropPlan.block_rams` and :meth:`EqPropPlan.check_fit`
+take the board's description (a :class:`nmflow.boards.board.Board`, or any object with its
+``title``, ``block_rams``, ``block_ram_bits`` and ``block_rams_needed(depth, width)``), passed in
+by whoever builds for the board; this module does not import the boards.
+"""
+
+from ..errors import NmflowError
+from ..fixedpoint import FixedFormat
+from .eqprop_fixed import DRAW_BITS, FixedEqPropConfig, accumulator_format
+from .eqprop_layout import EqPropLayout
+
+__all__ = ["EqPropPlan", "SETTLING_PIPELINE", "UPDATE_PIPELINE", "PIPELINE_DEPTH",
+           "STEP_CONTROL_CYCLES", "FREE", "PLUS", "MINUS"]
+
+#: The phases of a training sample, as the unit numbers them: the free phase, the ``+beta``
+#: phase and the ``-beta`` phase (also the nudge a phase applies to the output layer).
+FREE, PLUS, MINUS = 0, 1, 2
+
+#: The settling pipeline, stage by stage; every stage after the issue takes one cycle.
+SETTLING_PIPELINE = ("issue (addresses)", "memory read and rotation", "products",
+                     "adder tree and accumulator", "nudge, rounding, clip and state write")
+
+#: Cycles from a settling command's issue to its state write (the length of a drain).
+PIPELINE_DEPTH = len(SETTLING_PIPELINE) - 1
+
+#: The update pipeline: one parameter per cycle, written back in the cycle after its issue.
+UPDATE_PIPELINE = ("issue (D, old value, address)", "draw, rounding, saturation and write")
+
+#: Cycles of a settling step spent on neither commands nor drains (the sequencer's STEP_END and
+#: STEP_NEXT).
+STEP_CONTROL_CYCLES = 2
+
+
+class EqPropPlan:
+    """Everything about an EqProp unit that follows from its configuration and lane count.
+
+    Parameters
+    ----------
+    config : :class:`~nmflow.golden.eqprop_fixed.FixedEqPropConfig`
+        ``batch`` must be 1, the estimate symmetric and the update rounding stochastic.
+    lanes : int
+        Multiply-accumulate lanes (a power of two from 1 to 64; every size but the last a
+        multiple of it).
+
+    Members
+    -------
+    layout : :class:`~nmflow.golden.eqprop_layout.EqPropLayout`
+        The memory map.
+    state_format, weight_format : :class:`FixedFormat`
+        A neuron state (``u0.8``) and a weight or bias (``s2.13``), the twin's.
+    acc_format : :class:`FixedFormat`
+        Every pre-activation, nudge included (the twin's ``accumulator_format``).
+    acc_register_format : :class:`FixedFormat`
+        The accumulator register: ``acc_format`` and one more integer bit.
+    product_format : :class:`FixedFormat`
+        A lane's product of a weight and a state.
+    delta_format : :class:`FixedFormat`
+        The update's ``D = s+_r s+_i - s-_r s-_i`` (and a bias's ``s+_r - s-_r``).
+    error_format : :class:`FixedFormat`
+        The nudge's ``y - s_N`` of an output neuron.
+    draw_bits : int
+        Bits of one LFSR draw (one per parameter).
+    layer_order : tuple of int
+        State layers in the order a settling step computes them: odd layers, then even ones.
+    drain_after : tuple of bool
+        For each layer of ``layer_order``, whether the pipeline drains after it (at the end of
+        each group of layers, as the next group reads what this one wrote).
+
+    Raises
+    ------
+    NmflowError
+        A configuration the unit cannot run, or a lane count that does not fit the sizes.
+    """
+
+    def __init__(self, config, lanes):
+        if not isinstance(config, FixedEqPropConfig):
+            raise NmflowError(f"config must be a FixedEqPropConfig, not {type(config).__name__}")
+        if config.batch != 1:
+            raise NmflowError(f"batch must be 1 (the unit learns sample by sample), not "
+                              f"{config.batch}")
+        if config.estimate != "symmetric":
+            raise NmflowError(f"estimate must be symmetric, not {config.estimate!r}")
+        if config.update_rounding != "stochastic":
+            raise NmflowError(f"update_rounding must be stochastic, not "
+                              f"{config.update_rounding!r}")
+        self.config = config
+        self.layout = EqPropLayout(config.sizes, lanes)
+        self.lanes = lanes
+        s = self.state_format = config.state
+        w = self.weight_format = config.weight
+        acc = self.acc_format = accumulator_format(config)
+        self.acc_register_format = FixedFormat(True, acc.int_bits + 1, acc.frac_bits)
+        self.product_format = FixedFormat(True, w.int_bits + s.int_bits + 1,
+                                          w.frac_bits + s.frac_bits)
+        self.delta_format = FixedFormat(True, 2 * s.int_bits + 1, 2 * s.frac_bits)
+        self.error_format = FixedFormat(True, 2, s.frac_bits)
+        self.draw_bits = DRAW_BITS
+        N = self.N
+        self.layer_order = tuple([k for k in range(1, N + 1) if k % 2 == 1]
+                                 + [k for k in range(1, N + 1) if k % 2 == 0])
+        order = self.layer_order
+        self.drain_after = tuple(index + 1 == len(order) or order[index + 1] % 2 != k % 2
+                                 for index, k in enumerate(order))
+
+    # -- sizes ---------------------------------------------------------------------------------
+    sizes = property(lambda self: self.config.sizes)
+    N = property(lambda self: len(self.config.sizes) - 1)
+    n_inputs = property(lambda self: self.config.sizes[0])
+    n_classes = property(lambda self: self.config.sizes[-1])
+
+    @property
+    def lane_bits(self):
+        """``log2(lanes)``: the bits of a bank index (0 for one lane)."""
+        return self.lanes.bit_length() - 1
+
+    @property
+    def label_bits(self):
+        """Bits of a class index (at least 1)."""
+        return max(1, (self.n_classes - 1).bit_length())
+
+    @property
+    def word_bits(self):
+        """Bits of a word of the observation stream and the host port: a state or a weight."""
+        return max(self.state_format.width, self.weight_format.width)
+
+    @property
+    def host_addr_bits(self):
+        """Bits of a host port address: the deepest memory's depth."""
+        lay = self.layout
+        return max(depth.bit_length() for depth in (lay.wdepth, lay.bdepth, lay.sdepth, 2))
+
+    @property
+    def max_neurons(self):
+        """Neurons of the widest state layer."""
+        return max(self.sizes[1:])
+
+    def row_chunks(self, k):
+        """Row chunks of a neuron of state layer ``k``: its inputs from layer ``k - 1``, ``L``
+        per chunk."""
+        return self.sizes[k - 1] // self.lanes
+
+    def column_chunks(self, k):
+        """Column chunks of a neuron of state layer ``k``: its feedback from layer ``k + 1``,
+        ``L`` per chunk (the last layer's padded); none for the output layer."""
+        return self.layout.chunks[k + 1] if k < self.N else 0
+
+    # -- cycles --------------------------------------------------------------------------------
+    def ideal_cycles_per_step(self):
+        """Multiply-accumulates of a settling step divided by the lanes: the sum over state
+        layers of fan-in (below and above) times neurons, over ``L``."""
+        s, N = self.sizes, self.N
+        return sum(s[k] * (s[k - 1] + (s[k + 1] if k < N else 0)) for k in range(1, N + 1)) \
+            / self.lanes
+
+    def issue_cycles_per_step(self, nudged=False):
+        """Cycles of one settling step as the unit schedules it: one per command (row and
+        column chunks of every neuron, and in a nudged phase one self-read per output neuron),
+        a drain of :data:`PIPELINE_DEPTH` after each group of layers, and
+        :data:`STEP_CONTROL_CYCLES`."""
+        N = self.N
+        commands = sum(self.sizes[k] * (self.row_chunks(k) + self.column_chunks(k))
+                       for k in range(1, N + 1))
+        if nudged:
+            commands += self.sizes[N]
+        return commands + sum(self.drain_after) * PIPELINE_DEPTH + STEP_CONTROL_CYCLES
+
+    @property
+    def update_cycles(self):
+        """Cycles of a training sample's update (observation off), from the ``step`` pulse of
+        the last ``-beta`` step to the prediction on ``o``: one to end the phase; per weight
+        row three cycles to read ``s+_r`` and ``s-_r``, per chunk three to read the weights and
+        the ``s+`` and ``s-`` chunks and then one parameter a cycle, per bias three cycles;
+        one for the last write, one to finish, and the prediction's register."""
+        L = self.lanes
+        walk = sum(self.sizes[k + 1] * (3 + self.sizes[k] // L * (3 + L) + 3)
+                   for k in range(self.N))
+        return 1 + walk + 3
+
+    # -- memories and block RAM ----------------------------------------------------------------
+    @property
+    def memories(self):
+        """The unit's memories as ``{name: (depth, width)}``: ``L`` weight banks, ``L`` state
+        banks and the bias memory, each read one word at a time."""
+        lay, L = self.layout, self.lanes
+        ww, sw = self.weight_format.width, self.state_format.width
+        out = {f"weight bank {b}": (lay.wdepth, ww) for b in range(L)}
+        out.update({f"state bank {b}": (lay.sdepth, sw) for b in range(L)})
+        out["biases"] = (lay.bdepth, ww)
+        return out
+
+    def block_rams(self, board):
+        """Block RAMs the memories take on ``board`` (its ``block_rams_needed`` for each)."""
+        return sum(board.block_rams_needed(depth, width)
+                   for depth, width in self.memories.values())
+
+    def check_fit(self, board):
+        """Refuse (one-line :class:`NmflowError`) a unit whose memories need more block RAMs
+        than ``board`` has; return the block RAMs needed."""
+        needed = self.block_rams(board)
+        if needed > board.block_rams:
+            raise NmflowError(f"network {'-'.join(map(str, self.sizes))} with {self.lanes} lanes "
+                              f"needs {needed} block RAMs of {board.block_ram_bits / 1024:g} "
+                              f"kbit, the {board.title} has {board.block_rams}")
+        return needed
+
+    def to_dict(self):
+        """The plan's figures as plain JSON types."""
+        return {
+            "sizes": list(self.sizes), "lanes": self.lanes,
+            "layer_order": list(self.layer_order), "pipeline_depth": PIPELINE_DEPTH,
+            "ideal_cycles_per_step": self.ideal_cycles_per_step(),
+            "issue_cycles_per_step": {"free": self.issue_cycles_per_step(),
+                                      "nudged": self.issue_cycles_per_step(nudged=True)},
+            "update_cycles": self.update_cycles,
+            "memories": {name: list(shape) for name, shape in self.memories.items()},
+            "formats": {name: getattr(self, f"{name}_format").to_dict()
+                        for name in ("state", "weight", "acc", "product", "delta")},
+        }

@@ -1,0 +1,246 @@
+"""The EqProp unit's settling datapath: one command a cycle, from its addresses to the new state.
+
+A settling command is one chunk of one neuron's pre-activation (or, in a nudged phase, the
+read of an output neuron's old state). Its stages (:data:`~nmflow.golden.eqprop_plan.
+SETTLING_PIPELINE`): the issue computes the memory addresses; the memories read and the states
+are rotated onto the lanes; the lanes multiply; the adder tree sums the products into the
+accumulator; after the neuron's last command the nudge is added, the sum rounded, clipped and
+written back as the neuron's new state. :data:`~nmflow.golden.eqprop_plan.PIPELINE_DEPTH`
+cycles from the issue to the write.
+"""
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.eqprop_plan import MINUS, PLUS
+from .eqprop_memories import (read_signature, state_addr_shape, state_words, weight_addr_shape,
+                              weight_words, bias_addr_shape, write_signature)
+
+__all__ = ["SettlingDatapath", "settling_command_layout", "SELF", "ROW", "COLUMN",
+           "neuron_shape", "chunk_shape", "bank_of"]
+
+#: ``part`` of a settling command: the output neuron's old state (for the nudge), a row chunk
+#: (``W_{k-1} s_{k-1}``, ``L`` inputs from below), a column chunk (``W_k^T s_{k+1}``, ``L``
+#: feedbacks from above).
+SELF, ROW, COLUMN = 0, 1, 2
+
+
+def neuron_shape(plan):
+    """A neuron index within a state layer (one more value: the update's row counter)."""
+    return range(max(plan.max_neurons + 1, 2))
+
+
+def chunk_shape(plan):
+    return range(max(max(plan.layout.chunks), 2) + 1)
+
+
+def bank_of(value, plan):
+    """The bank of state or weight index ``value``: ``value mod L`` (a 1-bit 0 for one lane)."""
+    lg = plan.lane_bits
+    return value[:lg] if lg else Const(0, 1)
+
+
+def settling_command_layout(plan):
+    """A settling command: ``layer`` one-hot (bit ``k - 1`` for state layer ``k``), its
+    ``part`` (:data:`SELF`, :data:`ROW`, :data:`COLUMN`), ``neuron`` and ``chunk`` within the
+    part, and ``last``: the neuron's last command (its state is written after it)."""
+    return data.StructLayout({
+        "layer": unsigned(plan.N), "part": unsigned(2), "neuron": neuron_shape(plan),
+        "chunk": chunk_shape(plan), "last": 1,
+    })
+
+
+def _tag_layout(plan):
+    """What travels with a command down the pipeline."""
+    return data.StructLayout({
+        "valid": 1, "self_read": 1, "first": 1, "last": 1, "top": 1,
+        "waddr": state_addr_shape(plan), "neuron": neuron_shape(plan),
+    })
+
+
+class SettlingDatapath(wiring.Component):
+    """Settling commands in, new states out (see the module docstring).
+
+    Parameters
+    ----------
+    plan : :class:`~nmflow.golden.eqprop_plan.EqPropPlan`
+
+    Members
+    -------
+    cmd : In(stream.Signature(settling_command_layout(plan), always_ready=True))
+        One command per cycle at most (``valid`` while the sequencer issues).
+    region : In(range(sdepth))
+        Base row of the state region the phase settles in.
+    phase : In(2)
+        :data:`~nmflow.golden.eqprop_plan.FREE`, ``PLUS`` or ``MINUS``: the output layer's nudge.
+    label : In(label_bits)
+        The sample's class (the nudge's target).
+    weights, biases, states : Out(read_signature(...))
+        The memory reads of the issued command: one address per weight bank, the bias of the
+        neuron (with its first row chunk), one state row. Zero while ``cmd`` is not valid.
+    state_write : Out(write_signature(state row address, state_words, one enable per bank))
+        The new state of a neuron, to its bank; taken while ``writing``.
+    writing : Out(1)
+        A neuron's new state is being written (never while the sequencer writes states).
+    prediction : Out(label_bits)
+        Index of the largest output state written since the first output neuron, the lowest
+        on ties (the argmax of the output layer after a full step).
+    """
+
+    def __init__(self, plan):
+        self._plan = plan
+        L = plan.lanes
+        super().__init__({
+            "cmd": In(stream.Signature(settling_command_layout(plan), always_ready=True)),
+            "region": In(state_addr_shape(plan)),
+            "phase": In(2),
+            "label": In(plan.label_bits),
+            "weights": Out(read_signature(data.ArrayLayout(weight_addr_shape(plan), L),
+                                          weight_words(plan))),
+            "biases": Out(read_signature(bias_addr_shape(plan), plan.weight_format.shape())),
+            "states": Out(read_signature(state_addr_shape(plan), state_words(plan))),
+            "state_write": Out(write_signature(state_addr_shape(plan), state_words(plan), L)),
+            "writing": Out(1),
+            "prediction": Out(plan.label_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        issued = Signal(_tag_layout(self._plan))
+        self._issue(m, issued)
+        acc_sum, result = self._accumulate(m, self._read_and_multiply(m, issued))
+        self._write(m, acc_sum, result)
+        return m
+
+    def _issue(self, m, issued):
+        """The addresses of the command's reads, and its tag (stage ``issue``)."""
+        plan, lay, cmd = self._plan, self._plan.layout, self.cmd.payload
+        L, lg, N, sizes = plan.lanes, plan.lane_bits, plan.N, plan.sizes
+        region, neuron, chunk = self.region, cmd.neuron, cmd.chunk
+        m.d.comb += [issued.valid.eq(self.cmd.valid), issued.neuron.eq(neuron),
+                     issued.last.eq(cmd.last)]
+        for k in range(1, N + 1):
+            rows, cols = plan.row_chunks(k), plan.column_chunks(k)
+            own_row = region + lay.soff[k] + (neuron >> lg)
+            with m.If(cmd.layer[k - 1]):
+                m.d.comb += [issued.top.eq(k == N), issued.waddr.eq(own_row)]
+                with m.If(cmd.part == SELF):
+                    m.d.comb += [issued.self_read.eq(1), self.states.addr.eq(own_row)]
+                with m.Elif(cmd.part == ROW):
+                    row_addr = lay.wbase[k - 1] + neuron * rows + chunk
+                    m.d.comb += [a.eq(row_addr) for a in self.weights.addr]
+                    m.d.comb += self.states.addr.eq(chunk if k == 1
+                                                    else region + lay.soff[k - 1] + chunk)
+                    m.d.comb += self.biases.addr.eq(lay.bbase[k - 1] + neuron)
+                    m.d.comb += issued.first.eq(chunk == 0)
+                if cols:
+                    with m.Else():
+                        # column chunk: bank b holds W_k[chunk L + (b - j) mod L, j]
+                        stride = sizes[k] // L
+                        for b in range(L):
+                            offsets = Array([Const(((b - t) % L) * stride, 16)
+                                             for t in range(L)])
+                            m.d.comb += self.weights.addr[b].eq(
+                                lay.wbase[k] + chunk * sizes[k] + (neuron >> lg)
+                                + offsets[bank_of(neuron, plan)])
+                        m.d.comb += self.states.addr.eq(region + lay.soff[k + 1] + chunk)
+
+    def _read_and_multiply(self, m, issued):
+        """Stages ``memory read and rotation`` and ``products``: lane ``b`` takes state bank
+        ``(b - j) mod L``, the state its weight multiplies."""
+        plan = self._plan
+        L, lg = plan.lanes, plan.lane_bits
+        weight, state = plan.weight_format.shape(), plan.state_format.shape()
+        tag = _tag_layout(plan)
+        words = self.states.data
+        # stage: memory read (the tag waits for the words)
+        reading = Signal(tag)
+        m.d.sync += reading.eq(issued)
+        # stage: rotation; the operands of the lanes
+        operands = Signal(tag)
+        lane_weight = [Signal(weight, name=f"lane_weight{b}") for b in range(L)]
+        lane_state = [Signal(state, name=f"lane_state{b}") for b in range(L)]
+        bias = Signal(weight, name="operand_bias")
+        own_state = Signal(state, name="operand_own_state")
+        rotation = bank_of(reading.neuron, plan)
+        for b in range(L):
+            source = Array(words)[bank_of(Const(b + L, lg + 2) - rotation, plan)] if lg \
+                else words[0]
+            m.d.sync += [lane_weight[b].eq(self.weights.data[b]), lane_state[b].eq(source)]
+        m.d.sync += [operands.eq(reading), bias.eq(self.biases.data),
+                     own_state.eq(Array(words)[rotation] if lg else words[0])]
+        # stage: products
+        products = Signal(tag)
+        lane_product = [Signal(plan.product_format.shape(), name=f"lane_product{b}")
+                        for b in range(L)]
+        product_bias = Signal(weight, name="product_bias")
+        product_own = Signal(state, name="product_own_state")
+        m.d.sync += [products.eq(operands), product_bias.eq(bias), product_own.eq(own_state)]
+        m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
+        return products, lane_product, product_bias, product_own
+
+    def _accumulate(self, m, stage):
+        """Stage ``adder tree and accumulator``: the first row chunk starts from the bias; a
+        self-read keeps the output neuron's old state; the last command hands the sum on."""
+        products, lane_product, bias, own_state = stage
+        plan = self._plan
+        acc_shape = plan.acc_register_format.shape()
+        acc = Signal(acc_shape, name="acc")
+        old_state = Signal(plan.state_format.shape(), name="old_state")
+        total = lane_product[0]
+        for product in lane_product[1:]:
+            total = total + product
+        acc_next = Signal(acc_shape)
+        m.d.comb += acc_next.eq(Mux(products.first, bias << plan.state_format.frac_bits, acc)
+                                + total)
+        result = {"valid": Signal(name="result_valid"), "top": Signal(name="result_top"),
+                  "old": Signal(plan.state_format.shape(), name="result_old"),
+                  "waddr": Signal(state_addr_shape(plan), name="result_waddr"),
+                  "neuron": Signal(neuron_shape(plan), name="result_neuron")}
+        acc_sum = Signal(acc_shape)
+        m.d.sync += result["valid"].eq(0)
+        with m.If(products.valid):
+            with m.If(products.self_read):
+                m.d.sync += old_state.eq(own_state)
+            with m.Else():
+                m.d.sync += acc.eq(acc_next)
+                with m.If(products.last):
+                    m.d.sync += [result["valid"].eq(1), acc_sum.eq(acc_next),
+                                 result["old"].eq(old_state), result["waddr"].eq(products.waddr),
+                                 result["neuron"].eq(products.neuron),
+                                 result["top"].eq(products.top)]
+        return acc_sum, result
+
+    def _write(self, m, acc_sum, result):
+        """Stage ``nudge, rounding, clip and state write``: ``(acc + nudge + 2^(h-1)) >> h``
+        clipped to the state range; the argmax of the output layer follows the writes."""
+        plan, cfg = self._plan, self._plan.config
+        L, lg = plan.lanes, plan.lane_bits
+        sfrac, wfrac = plan.state_format.frac_bits, plan.weight_format.frac_bits
+        smax, h = plan.state_format.max_raw, cfg.rescale_shift
+        acc_bits = plan.acc_register_format.width
+        top, neuron = result["top"], result["neuron"]
+        target = Mux(neuron == self.label, 1 << sfrac, 0)
+        error = Signal(plan.error_format.shape())
+        m.d.comb += error.eq(target - result["old"])
+        nudge = Signal(signed(acc_bits))
+        with m.If(top & (self.phase == PLUS)):
+            m.d.comb += nudge.eq(error << (wfrac - cfg.beta_shift))
+        with m.Elif(top & (self.phase == MINUS)):
+            m.d.comb += nudge.eq(-(error << (wfrac - cfg.beta_shift)))
+        biased = Signal(signed(acc_bits + 1))
+        m.d.comb += biased.eq(acc_sum + nudge + (1 << (h - 1)))
+        shifted = Signal(signed(acc_bits + 1))
+        m.d.comb += shifted.eq(biased >> h)
+        new_state = Signal(plan.state_format.shape())
+        m.d.comb += new_state.eq(Mux(shifted < 0, 0, Mux(shifted > smax, smax, shifted)))
+
+        m.d.comb += [self.writing.eq(result["valid"]), self.state_write.addr.eq(result["waddr"])]
+        for b in range(L):
+            m.d.comb += [self.state_write.en[b].eq(bank_of(neuron, plan) == b if lg else 1),
+                         self.state_write.data[b].eq(new_state)]
+        best_state = Signal(plan.state_format.shape())
+        with m.If(result["valid"] & top):
+            with m.If((neuron == 0) | (new_state > best_state)):
+                m.d.sync += [best_state.eq(new_state), self.prediction.eq(neuron)]
