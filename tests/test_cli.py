@@ -284,7 +284,7 @@ def test_bad_inputs_file_refused(capsys, tmp_path):
     hwmodel.save(random_model([8, 6, 3], input_bits=4, seed=1), tmp_path / "hwmodel")
     np.savez(tmp_path / "x.npz", x=np.full((2, 8), 16))
     line = error_line(capsys, ["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "x.npz")])
-    assert line == "nmflow: error: inputs must be unsigned 4-bit integers (0 to 15), not 16"
+    assert line == "nmflow: error: inputs must hold unsigned 4-bit integers (0 to 15), not 16"
     np.savez(tmp_path / "y.npz", y=np.zeros(3))
     line = error_line(capsys, ["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "y.npz")])
     assert line == (f"nmflow: error: inputs file {str(tmp_path / 'y.npz')!r} must hold the arrays "

@@ -23,6 +23,7 @@ import numpy as np
 from .. import protocol
 from ..errors import NmflowError
 from ..golden.injector import ErrorInjection
+from ..golden.reference import check_values
 from ..protocol import Command, MetaplasticCommand, Reply
 from .transport import LinkDriver
 
@@ -241,20 +242,8 @@ class EngineLink(LinkDriver):
 
     def _check(self, values, *, batch):
         info = self.info()
-        name = "array" if batch else "values"
-        x = np.asarray(values)
-        shape = f"[N, {info.n_inputs}]" if batch else f"[{info.n_inputs}]"
-        if x.ndim != (2 if batch else 1) or x.shape[-1] != info.n_inputs:
-            raise NmflowError(f"{name} must have shape {shape} (n_inputs = {info.n_inputs}), not "
-                              f"{list(x.shape)}")
-        if not np.issubdtype(x.dtype, np.integer):
-            raise NmflowError(f"{name} must hold integers, not {x.dtype}")
-        top = (1 << info.input_bits) - 1
-        bad = (x < 0) | (x > top)
-        if bad.any():
-            raise NmflowError(f"{name} must hold unsigned {info.input_bits}-bit integers (0 to "
-                              f"{top}), not {int(x[bad][0])}")
-        return x.astype(np.int64).reshape(-1, info.n_inputs)
+        return check_values(values, info.n_inputs, info.input_bits,
+                            name="array" if batch else "values", batch=batch)
 
     def _group_request(self, command, group, values, mask):
         unit = self._metaplastic(command.name)

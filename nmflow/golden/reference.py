@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import NmflowError
 from .pairs import IdealRead, MemoryMap, memory_codes, read_weights
 
-__all__ = ["Trace", "reference", "activate", "argmax_lowest", "check_inputs"]
+__all__ = ["check_values", "Trace", "reference", "activate", "argmax_lowest", "check_inputs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,21 +50,32 @@ def argmax_lowest(scores):
     return np.argmax(np.asarray(scores), axis=-1).astype(np.int64)
 
 
-def check_inputs(model, x):
-    """Return ``x`` as an int64 [N, n_inputs] array, or refuse it with one line."""
+def check_values(x, n_inputs, input_bits, *, name="inputs", batch=None):
+    """``x`` as an int64 ``[N, n_inputs]`` array of unsigned ``input_bits``-bit integers, or a
+    one-line refusal naming ``name``: ``batch`` True asks for ``[N, n_inputs]``, False for one
+    vector ``[n_inputs]``, None takes either."""
     x = np.asarray(x)
-    if x.ndim == 1:
+    if batch is None and x.ndim == 1:
         x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != model.n_inputs:
-        raise NmflowError(f"inputs must have shape [N, {model.n_inputs}], not {list(x.shape)}")
+    ndim = 1 if batch is False else 2
+    shape = f"[{n_inputs}]" if batch is False else f"[N, {n_inputs}]"
+    if x.ndim != ndim or x.shape[-1] != n_inputs:
+        raise NmflowError(f"{name} must have shape {shape} (n_inputs = {n_inputs}), not "
+                          f"{list(x.shape)}")
     if not np.issubdtype(x.dtype, np.integer):
-        raise NmflowError(f"inputs must be integers, not {x.dtype}")
-    top = (1 << model.input_bits) - 1
+        raise NmflowError(f"{name} must hold integers, not {x.dtype}")
+    top = (1 << input_bits) - 1
     bad = (x < 0) | (x > top)
     if bad.any():
-        raise NmflowError(f"inputs must be unsigned {model.input_bits}-bit integers (0 to {top}), "
+        raise NmflowError(f"{name} must hold unsigned {input_bits}-bit integers (0 to {top}), "
                           f"not {int(x[bad][0])}")
-    return x.astype(np.int64)
+    return x.astype(np.int64).reshape(-1, n_inputs)
+
+
+def check_inputs(model, x):
+    """Return ``x`` (one vector or ``[N, n_inputs]``) as an int64 [N, n_inputs] array of the
+    ``model``'s inputs, or refuse it with one line."""
+    return check_values(x, model.n_inputs, model.input_bits)
 
 
 def reference(model, x, *, lanes=16, read=None, codes=None):

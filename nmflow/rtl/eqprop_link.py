@@ -23,7 +23,7 @@ from ..errors import NmflowError
 from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
 from .eqprop import EqPropUnit
-from .framing import FrameReceiver, FrameSender, check_timeout
+from .framing import add_framing, check_timeout
 from .top import UARTTop, uart_timing
 
 __all__ = ["EqPropLinkCore", "EqPropHostTop", "link_geometry"]
@@ -79,18 +79,11 @@ class EqPropLinkCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.unit = self.unit
-        m.submodules.receiver = receiver = FrameReceiver(self.timeout)
-        m.submodules.sender = sender = FrameSender()
-        wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
-        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
-        m.d.comb += [self.idle.eq(receiver.idle), self.receiving.eq(receiver.receiving),
-                     receiver.done.eq(sender.done), sender.error.eq(receiver.error),
-                     sender.code.eq(receiver.code)]
-        handler = _EqPropRequests(m, self, receiver, sender)
+        receiver, sender, start = add_framing(m, self, self.timeout)
+        handler = _EqPropRequests(m, self, receiver, sender, start)
         handler.receive()
         handler.header()
         handler.execute()
-        m.d.comb += sender.start.eq(receiver.error_start | handler.start)
         return m
 
 
@@ -99,8 +92,9 @@ class _EqPropRequests:
     buffer, and the execution and reply of a checked request, between the shared frame receiver
     and sender (:mod:`nmflow.rtl.framing`)."""
 
-    def __init__(self, m, core, receiver, sender):
+    def __init__(self, m, core, receiver, sender, start):
         self.m, self.core, self.receiver, self.sender = m, core, receiver, sender
+        self.start = start                  # the reply goes out
         g, cfg, L = core.geometry, core.config, core.lanes
         self.g, self.cfg, self.L, self.unit = g, cfg, L, core.unit
         self.lay = core.unit.layout
@@ -109,7 +103,6 @@ class _EqPropRequests:
         self.rb_shift = self.row_bytes.bit_length() - 1     # row_bytes is a power of two
         self.wb_shift = self.wb.bit_length() - 1
         self.info_bytes = encode_info(g.info)
-        self.start = Signal()
         # -- frame registers ------------------------------------------------------------------
         self.cmd = Signal(8)
         self.is_ = {c: Signal(name=f"is_{c.name.lower()}") for c in EqCommand}
@@ -259,11 +252,7 @@ class _EqPropRequests:
 
     def send(self, data, last, then):
         """Offer ``data`` as a body byte (``last`` ends the body); ``then()`` once taken."""
-        body = self.sender.body
-        self.m.d.comb += [body.valid.eq(1), body.payload.data.eq(data),
-                          body.payload.last.eq(last)]
-        with self.m.If(body.ready):
-            then()
+        self.sender.offer(self.m, data, last, then)
 
     def execute(self):
         m, receiver, unit, is_ = self.m, self.receiver, self.unit, self.is_
@@ -301,19 +290,26 @@ class _EqPropRequests:
         with m.Else():
             m.next = "IDLE"
 
+    def _gather(self, read, take, register, end, then):
+        """States ``read`` and ``take``: shift payload bytes from the buffer into the top of
+        ``register``, one every other cycle, until ``end`` (on ``k``); then state ``then``."""
+        m, br = self.m, self.br
+        with m.State(read):
+            m.next = take
+        with m.State(take):
+            m.d.sync += [register.eq(Cat(register[8:], br.data)), self.ridx.eq(self.ridx + 1),
+                         self.k.eq(self.k + 1)]
+            with m.If(end):
+                m.d.sync += self.k.eq(0)
+                m.next = then
+            with m.Else():
+                m.next = read
+
     def _load(self):
         """LOAD: buffer -> weight rows / biases, through the unit's host port."""
-        m, br = self.m, self.br
-        with m.State("LD_READ"):
-            m.next = "LD_TAKE"
-        with m.State("LD_TAKE"):
-            m.d.sync += [self.wrow.eq(Cat(self.wrow[8:], br.data)), self.ridx.eq(self.ridx + 1),
-                         self.k.eq(self.k + 1)]
-            with m.If(self.k == Mux(self.is_bias, self.wb, self.row_bytes) - 1):
-                m.d.sync += self.k.eq(0)
-                m.next = "LD_WRITE"
-            with m.Else():
-                m.next = "LD_READ"
+        m = self.m
+        self._gather("LD_READ", "LD_TAKE", self.wrow,
+                     self.k == Mux(self.is_bias, self.wb, self.row_bytes) - 1, "LD_WRITE")
         with m.State("LD_WRITE"):
             m.d.comb += self.unit.p_we.eq(1)
             m.d.sync += [self.paddr.eq(self.paddr + 1), self.nrows.eq(self.nrows - 1)]
@@ -324,17 +320,8 @@ class _EqPropRequests:
 
     def _sample(self):
         """TRAIN / INFER: buffer -> input beats -> prediction."""
-        m, br, unit, L = self.m, self.br, self.unit, self.L
-        with m.State("F_READ"):
-            m.next = "F_TAKE"
-        with m.State("F_TAKE"):
-            m.d.sync += [self.xrow.eq(Cat(self.xrow[8:], br.data)), self.ridx.eq(self.ridx + 1),
-                         self.k.eq(self.k + 1)]
-            with m.If(self.k == L - 1):
-                m.d.sync += self.k.eq(0)
-                m.next = "F_BEAT"
-            with m.Else():
-                m.next = "F_READ"
+        m, unit = self.m, self.unit
+        self._gather("F_READ", "F_TAKE", self.xrow, self.k == self.L - 1, "F_BEAT")
         with m.State("F_BEAT"):
             m.d.comb += unit.i.valid.eq(1)
             with m.If(unit.i.ready):

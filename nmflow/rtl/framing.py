@@ -33,7 +33,7 @@ from ..errors import check_int
 from ..protocol.framing import CRC, ERROR_REPLY, SYNC, ErrorCode
 from .onehot import OneHotFSM
 
-__all__ = ["FrameReceiver", "FrameSender", "BODY_LAYOUT", "check_timeout"]
+__all__ = ["FrameReceiver", "FrameSender", "BODY_LAYOUT", "check_timeout", "add_framing"]
 
 #: A reply body byte, with ``last`` on the body's last byte.
 BODY_LAYOUT = data.StructLayout({"data": 8, "last": 1})
@@ -43,6 +43,22 @@ def check_timeout(timeout):
     """``timeout`` if it is a whole number of cycles >= 1; :class:`~nmflow.errors.NmflowError`
     otherwise."""
     return check_int("timeout", timeout, 1, rule="a positive integer number of cycles")
+
+
+def add_framing(m, link, timeout):
+    """A :class:`FrameReceiver` and a :class:`FrameSender` in ``m``, between ``link``'s byte
+    streams (``rx``, ``tx``) and status outputs (``idle``, ``receiving``), joined to each other
+    as the module docstring says. Returns ``(receiver, sender, start)``: the handler drives
+    ``start`` (a one-cycle strobe) to send its reply."""
+    m.submodules.receiver = receiver = FrameReceiver(timeout)
+    m.submodules.sender = sender = FrameSender()
+    wiring.connect(m, wiring.flipped(link.rx), receiver.rx)
+    wiring.connect(m, sender.tx, wiring.flipped(link.tx))
+    start = Signal()
+    m.d.comb += [link.idle.eq(receiver.idle), link.receiving.eq(receiver.receiving),
+                 receiver.done.eq(sender.done), sender.error.eq(receiver.error),
+                 sender.code.eq(receiver.code), sender.start.eq(receiver.error_start | start)]
+    return receiver, sender, start
 
 
 class FrameReceiver(wiring.Component):
@@ -264,6 +280,14 @@ class FrameSender(wiring.Component):
             "done": Out(1), "busy": Out(1),
         })
 
+    def offer(self, m, data, last, then):
+        """In the handler's module ``m``: offer ``data`` as a body byte (``last`` ends the body)
+        and call ``then()`` in the cycle it is taken."""
+        body = self.body
+        m.d.comb += [body.valid.eq(1), body.payload.data.eq(data), body.payload.last.eq(last)]
+        with m.If(body.ready):
+            then()
+
     def elaborate(self, platform):
         m = Module()
         tx = self.tx
@@ -281,20 +305,20 @@ class FrameSender(wiring.Component):
         sent = Signal()
         m.d.comb += sent.eq(tx.valid & tx.ready)
 
+        def emit(data, valid=1):
+            m.d.comb += [self.busy.eq(1), tx.payload.eq(data), tx.valid.eq(valid)]
+
         with m.FSM(name="sender"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += idx.eq(0)
                     m.next = "HEAD"
-
             with m.State("HEAD"):
-                m.d.comb += [self.busy.eq(1), tx.payload.eq(header[idx]), tx.valid.eq(1)]
+                emit(header[idx])
                 with m.If(sent):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 0):
-                        m.d.comb += crc_clear.eq(1)         # SYNC is not covered
-                    with m.Else():
-                        m.d.comb += crc_unit.valid.eq(1)
+                    m.d.comb += crc_clear.eq(idx == 0)      # SYNC is not covered
+                    m.d.comb += crc_unit.valid.eq(idx != 0)
                     with m.If(idx == 3):
                         with m.If(self.error):
                             m.next = "CODE"
@@ -302,24 +326,18 @@ class FrameSender(wiring.Component):
                             m.next = "CRC"
                         with m.Else():
                             m.next = "BODY"
-
             with m.State("CODE"):
-                m.d.comb += [self.busy.eq(1), tx.payload.eq(self.code), tx.valid.eq(1)]
+                emit(self.code)
+                m.d.comb += crc_unit.valid.eq(sent)
                 with m.If(sent):
-                    m.d.comb += crc_unit.valid.eq(1)
                     m.next = "CRC"
-
             with m.State("BODY"):
-                body = self.body
-                m.d.comb += [self.busy.eq(1), tx.payload.eq(body.payload.data),
-                             tx.valid.eq(body.valid), body.ready.eq(tx.ready)]
-                with m.If(sent):
-                    m.d.comb += crc_unit.valid.eq(1)
-                    with m.If(body.payload.last):
-                        m.next = "CRC"
-
+                emit(self.body.payload.data, self.body.valid)
+                m.d.comb += [self.body.ready.eq(tx.ready), crc_unit.valid.eq(sent)]
+                with m.If(sent & self.body.payload.last):
+                    m.next = "CRC"
             with m.State("CRC"):
-                m.d.comb += [self.busy.eq(1), tx.payload.eq(crc_unit.crc), tx.valid.eq(1)]
+                emit(crc_unit.crc)
                 with m.If(sent):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"

@@ -19,7 +19,7 @@ from ..golden.injector import max_rate_bits
 from ..golden.plan import index_bits
 from ..protocol import Command, MetaplasticCommand, MetaplasticReply, Reply
 from .engine import result_layout
-from .framing import FrameReceiver, FrameSender, check_timeout
+from .framing import add_framing, check_timeout
 from .injector import error_config_layout
 from .metaplastic import OP_LOAD, OP_UPDATE, beat_layout
 from .onehot import OneHotFSM
@@ -177,19 +177,12 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.receiver = receiver = FrameReceiver(self._timeout)
-        m.submodules.sender = sender = FrameSender()
-        wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
-        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
-        m.d.comb += [self.idle.eq(receiver.idle), self.receiving.eq(receiver.receiving),
-                     receiver.done.eq(sender.done), sender.error.eq(receiver.error),
-                     sender.code.eq(receiver.code)]
+        receiver, sender, start = add_framing(m, self, self._timeout)
         frame = _Frame(m, self, receiver)
-        requests = _Requests(m, self, receiver, sender, frame)
+        requests = _Requests(m, self, receiver, sender, frame, start)
         self._verdicts(m, receiver, frame, requests)
         requests.header()
         requests.execute()
-        m.d.comb += sender.start.eq(receiver.error_start | requests.start)
         return m
 
     def _verdicts(self, m, receiver, frame, requests):
@@ -391,15 +384,15 @@ class _Requests:
     to the injector; UPDATE and LOAD hand a beat to the metaplastic unit and send its result;
     READ reads rows of the engine's memory and sends them; INFO sends the link's sizes."""
 
-    def __init__(self, m, link, receiver, sender, frame):
+    def __init__(self, m, link, receiver, sender, frame, start):
         self.m, self.link, self.receiver, self.sender, self.frame = m, link, receiver, sender, frame
+        self.start = start
         info = link.info
         self.info_bytes = protocol.encode_info(info)
         unit = link.metaplastic
         self.errors = _ErrorsPayload(m, link, receiver, frame) \
             if link.rate_bits is not None else None
         self.unit = _UnitPayload(m, link, receiver, frame) if unit is not None else None
-        self.start = Signal()
         n_reply = unit.reply_length if unit else 0
         n_row = unit.row_bytes if unit else 0
         # the body byte counter, with its end-of-count tests kept in registers (set a cycle
@@ -457,12 +450,8 @@ class _Requests:
             m.d.comb += [sender.cmd.eq(Reply.INFO), sender.length.eq(len(self.info_bytes))]
 
     def send(self, data, last, then):
-        """Offer ``data`` as a body byte; ``then()`` once it is taken."""
-        body = self.sender.body
-        self.m.d.comb += [body.valid.eq(1), body.payload.data.eq(data),
-                          body.payload.last.eq(last)]
-        with self.m.If(body.ready):
-            then()
+        """Offer ``data`` as a body byte (``last`` ends the body); ``then()`` once taken."""
+        self.sender.offer(self.m, data, last, then)
 
     def execute(self):
         m, frame, receiver = self.m, self.frame, self.receiver
