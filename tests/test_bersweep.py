@@ -16,6 +16,7 @@ from nmflow.golden.bersweep import (accuracy_with_errors, classify_with_errors, 
 from nmflow.golden.readerrors import ErrorRates
 from nmflow.golden.reference import reference
 from nmflow.golden.synthetic import random_inputs, random_model
+from nmflow.flow import sweep as sweep_flow
 from nmflow.scripts import bersweep as command
 from nmflow.scripts import cli
 
@@ -251,7 +252,7 @@ def test_command_refuses_a_model_of_the_wrong_kind(models, tmp_path, fake_device
 
 def test_real_device_model_gives_chip_rates():
     """nmflow.golden.device gives what the chip entry needs."""
-    rates = command._chip_rates(2000, 0)
+    rates = sweep_flow._chip_rates(2000, 0)
     assert set(rates) == {"100us", "1us"}
     for value in rates.values():
         assert set(value) == {"type1", "type2", "type3"}

@@ -8,7 +8,7 @@ import pytest
 
 from nmflow.errors import NmflowError
 from nmflow.fileio import read_npz
-from nmflow.flow import _test_vectors
+from nmflow.flow.engine import _test_vectors
 from nmflow.golden.synthetic import random_model
 
 MODEL = random_model([6, 5, 3], input_bits=3, seed=2)

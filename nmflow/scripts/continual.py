@@ -21,18 +21,13 @@ by the integer twin of the rule (nmflow.golden.metafixed).
 """
 
 import argparse
-import csv
-import io
 import math
-import time
 from pathlib import Path
 
 from ..errors import NmflowError
-from ..fileio import make_folder, write_bytes, write_json, write_text
+from ..flow.continual import DEFAULT_OUT, matrix_text, run_continual_step
 
 __all__ = ["add_parser", "cmd_continual", "DEFAULT_OUT"]
-
-DEFAULT_OUT = "build/continual"
 
 
 def _number_list(text):
@@ -116,95 +111,12 @@ def _dataset(args):
     return load_dataset(dataset_spec(args))
 
 
-#: Printed and plotted names of the methods that have no m.
-_NAMES = {"plain": "plain", "ewc": "ewc", "random": "random consolidation",
-          "lr_decay": "lr_decay", "complex": "complex"}
-
-
-def _label(run):
-    name = _NAMES.get(run["method"])
-    return name if name is not None else f"{run['method']} m={run['m']:g}"
-
-
-def _matrix_text(run):
-    tasks = len(run["final"])
-    lines = [f"{_label(run)}  ({run['seconds']:.1f} s, mean final "
-             f"{100 * run['mean_final']:.1f}%)",
-             "  after  " + "".join(f"  task{j + 1:<3d}" for j in range(tasks))]
-    for i, row in enumerate(run["matrix"]):
-        lines.append(f"  task{i + 1:<3d}" + "".join(f"  {100 * a:6.1f}%" for a in row))
-    return "\n".join(lines)
-
-
-def _csv(result):
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", "m", "task", "final_accuracy", "learned_accuracy"])
-    for run in result["runs"]:
-        for task, (final, learned) in enumerate(zip(run["final"], run["learned"]), start=1):
-            writer.writerow([run["method"], f"{run['m']:g}", task, f"{final:.6f}",
-                             f"{learned:.6f}"])
-    return out.getvalue()
-
-
-def _png(figure):
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
-
-
-def _plot(result):
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    runs = result["runs"]
-    tasks = result["settings"]["tasks"]
-    steps = result["settings"]["steps"]
-    cols = min(3, len(runs))
-    rows = math.ceil(len(runs) / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
-                                sharey=True)
-    for ax, run in zip(axes.flat, runs):
-        x = run["curve"]["steps"]
-        for task in range(tasks):
-            y = [100 * row[task] for row in run["curve"]["accuracy"]]
-            ax.plot(x, y, label=f"task {task + 1}")
-        for boundary in range(1, tasks):
-            ax.axvline(boundary * steps, color="0.85", linewidth=0.8)
-        ax.axhline(100 * result["chance"], color="0.6", linestyle=":", linewidth=0.8)
-        ax.set_title(f"{_label(run)}: mean {100 * run['mean_final']:.1f}%", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.set_ylim(0, 100)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
-    for ax in list(axes.flat)[len(runs):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
-    data = _png(figure)
-    plt.close(figure)
-    return data
-
-
-def _plot_stream(stream):
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(5, 3.4))
-    x = list(range(1, stream["subsets"] + 1))
-    for run in stream["runs"]:
-        ax.plot(x, [100 * a for a in run["accuracy"]], marker="o", label=f"stream m={run['m']:g}")
-    ax.plot(x, [100 * a for a in stream["baseline"]["accuracy"]], linestyle="--", color="k",
-            label="whole dataset, m=0")
-    ax.set_xlabel("subsets learned")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8)
-    figure.tight_layout()
-    data = _png(figure)
-    plt.close(figure)
-    return data
+def _dataset_files(args):
+    """The IDX files of the data set as absolute paths (recorded in the JSON), or None."""
+    if args.dataset != "idx":
+        return None
+    return {"images": str(Path(args.images).resolve()),
+            "labels": str(Path(args.labels).resolve())}
 
 
 def cmd_continual(args):
@@ -215,34 +127,14 @@ def cmd_continual(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NmflowError(f"--out must be a folder, not the file {str(out)!r}")
-    from ..golden.continual import run_continual, run_stream
-
-    start = time.perf_counter()
-
     def progress(method, m, done, tasks):
         if not args.quiet:
             print(f"  {method} m={m:g}: task {done}/{tasks} learned", flush=True)
 
-    result = run_continual(config, dataset, progress=progress)
-    if args.stream is not None:
-        meta_m = max(config.ms) if config.ms else 0.0
-        result["stream"] = run_stream(dataset, subsets=args.stream, steps=config.steps,
-                                      ms=(0.0, meta_m) if meta_m else (0.0,),
-                                      hidden=config.hidden, batch=config.batch, lr=config.lr,
-                                      seed=config.seed)
-    result["seconds"] = time.perf_counter() - start
-    result["torch_threads"] = 1
-    if args.dataset == "idx":
-        result["dataset"]["images"] = str(Path(args.images).resolve())
-        result["dataset"]["labels"] = str(Path(args.labels).resolve())
-    make_folder(out)
-    write_json(out / "continual.json", result)
-    write_text(out / "continual.csv", _csv(result))
-    write_bytes(out / "continual.png", _plot(result))
-    if "stream" in result:
-        write_bytes(out / "stream.png", _plot_stream(result["stream"]))
+    result = run_continual_step(out, config, dataset, stream=args.stream, progress=progress,
+                                files=_dataset_files(args))
     for run in result["runs"]:
-        print(_matrix_text(run))
+        print(matrix_text(run))
     for row in result.get("fixed_vs_float", []):
         print(f"fixed point m={row['m']:g} ({row['rule']['w_format']} weights, "
               f"{row['rule']['table_size']}-entry table, max error {row['table_error']:.4f}): "

@@ -12,21 +12,17 @@ host`` trains on the board over its UART and compares the weights read back with
 (``DIR/board.json``; ``--port sim`` runs a simulated board instead, slow, for tests and demos).
 """
 
-import csv
-import io
 import json
 import math
 import time
 from pathlib import Path
 
 from ..errors import NmflowError
-from ..fileio import make_folder, write_bytes, write_json, write_text
+from ..fileio import make_folder, write_json
+from ..flow.eqprop import DEFAULT_OUT, LOSS_NAMES, run_host, run_train, run_unit_sim
 
 __all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT", "cmd_sim", "cmd_build",
            "cmd_host", "run_unit_sim", "run_host"]
-
-DEFAULT_OUT = "build/eqprop"
-LOSS_NAMES = ("squared", "cross_entropy")
 
 
 # -- checks (every one a one-line NmflowError) ------------------------------------------------------
@@ -165,152 +161,6 @@ def _settings(args):
 
 # -- the run ----------------------------------------------------------------------------------------
 
-def run_train(out, spec, settings, progress=None):
-    """Train everything the settings ask for; write ``out/eqprop.{json,csv,png}``; return the
-    result dictionary."""
-    import dataclasses
-
-    import numpy as np
-    import torch
-
-    from ..flow import load_dataset
-    from ..golden import eqprop as ep
-    from ..golden import eqprop_fixed as fx
-
-    start = time.monotonic()
-    out = make_folder(out)
-    torch.set_num_threads(1)
-    data = load_dataset(spec)
-    scale = max(int(data.x_train.max(initial=0)), 1)
-    x_train, x_test = ep.prepare_inputs(data.x_train, scale), ep.prepare_inputs(data.x_test, scale)
-    classes = data.n_classes
-    sizes = (data.n_features, *settings["hidden"], classes)
-    by_loss, histories, timings = {}, {}, {}
-    for loss in settings["losses"]:
-        by_loss[loss], histories[loss] = {}, {}
-        for method in settings["methods"]:
-            runs, hist, seconds = [], [], []
-            for seed in range(settings["seed"], settings["seed"] + settings["seeds"]):
-                config = ep.EqPropConfig(
-                    sizes=sizes, loss=loss, activation=settings["activation"],
-                    order=settings["order"], T=settings["T"], K=settings["K"],
-                    beta=settings["beta"], lrs=tuple(settings["lrs"]), batch=settings["batch"],
-                    epochs=settings["epochs"], seed=seed)
-                _, history = ep.train(config, method, x_train, data.y_train, x_test,
-                                      data.y_test, progress=progress)
-                runs.append(history[-1]["test_accuracy"])
-                hist.append(history)
-                seconds.append(float(np.mean([r["seconds"] for r in history])))
-            by_loss[loss][method] = {"mean": float(np.mean(runs)),
-                                     "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0,
-                                     "runs": runs,
-                                     "final_test_loss": float(np.mean([h[-1]["test_loss"]
-                                                                       for h in hist]))}
-            histories[loss][method] = hist
-            timings[f"{loss}/{method}"] = round(float(np.mean(seconds)), 4)
-
-    fixed = None
-    if settings["fixed"] is not None:
-        fconfig = dataclasses.replace(settings["fixed"], sizes=sizes)
-        fx_train = fx.inputs_to_raw(data.x_train, scale, fconfig.state)
-        fx_test = fx.inputs_to_raw(data.x_test, scale, fconfig.state)
-        _, fhistory = fx.train(fconfig, fx_train, data.y_train, fx_test, data.y_test,
-                               progress=progress)
-        fixed = {"config": fconfig.to_dict(), "history": fhistory,
-                 "test_accuracy": fhistory[-1]["test_accuracy"]}
-        timings["fixed_point/symmetric"] = round(float(np.mean([r["seconds"]
-                                                               for r in fhistory])), 4)
-
-    check_start = time.monotonic()
-    check = ep.gradient_check(activation="logistic", T=settings["check_T"],
-                              K=settings["check_T"])
-    hard = ep.gradient_check(activation="hard", T=settings["check_T"], K=settings["check_T"])
-    timings["gradient_check"] = round(time.monotonic() - check_start, 3)
-
-    primary = "squared" if "squared" in by_loss else settings["losses"][0]
-    accuracy = {method: by_loss[primary][method]["mean"] for method in settings["methods"]}
-    accuracy["symmetric_fixed_point"] = fixed["test_accuracy"] if fixed else None
-    result = {
-        "dataset": {**spec.to_dict(), **data.info(), "input_scale": scale},
-        "test_accuracy": accuracy,
-        "test_accuracy_loss": primary,
-        "test_accuracy_by_loss": by_loss,
-        "gradient_check": {
-            "one_sided_slope": check["one_sided_slope"],
-            "symmetric_slope": check["symmetric_slope"],
-            "betas": check["betas"], "one_sided_error": check["one_sided"],
-            "symmetric_error": check["symmetric"], "settings": check["settings"],
-            "hard_sigmoid": {"one_sided_slope": hard["one_sided_slope"],
-                             "symmetric_slope": hard["symmetric_slope"],
-                             "one_sided_error": hard["one_sided"],
-                             "symmetric_error": hard["symmetric"]},
-            "error": "|EP estimate + BPTT gradient| / |BPTT gradient| over all parameters",
-        },
-        "settings": {**{k: v for k, v in settings.items() if k != "fixed"}, "sizes": list(sizes),
-                     "accuracy": "fraction of the test images classified right, after the "
-                                 "last epoch, mean over seeds"},
-        "fixed_point": fixed,
-        "history": histories,
-        "timings": {"seconds_per_epoch": timings,
-                    "total_seconds": round(time.monotonic() - start, 2)},
-    }
-    write_json(out / "eqprop.json", result)
-    write_text(out / "eqprop.csv", _csv(result))
-    write_bytes(out / "eqprop.png", _png(result))
-    return result
-
-
-def _csv(result):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["loss", "method", "seed_index", "epoch", "test_accuracy", "test_loss",
-                     "train_loss", "seconds"])
-    for loss, methods in result["history"].items():
-        for method, runs in methods.items():
-            for i, history in enumerate(runs):
-                for r in history:
-                    writer.writerow([loss, method, i, r["epoch"], r["test_accuracy"],
-                                     r["test_loss"], r["train_loss"], r["seconds"]])
-    if result["fixed_point"]:
-        for r in result["fixed_point"]["history"]:
-            writer.writerow(["squared", "symmetric_fixed_point", 0, r["epoch"],
-                             r["test_accuracy"], "", "", r["seconds"]])
-    return buffer.getvalue()
-
-
-def _png(result):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    losses = list(result["history"])
-    figure = Figure(figsize=(5 * max(len(losses), 1), 4), dpi=110)
-    FigureCanvasAgg(figure)
-    colors = {"bptt": "black", "one_sided": "tab:purple", "random_sign": "tab:orange",
-              "symmetric": "tab:green"}
-    for i, loss in enumerate(losses):
-        axes = figure.add_subplot(1, len(losses), i + 1)
-        for method, runs in result["history"][loss].items():
-            for j, history in enumerate(runs):
-                axes.plot([r["epoch"] for r in history],
-                          [100 * r["test_accuracy"] for r in history],
-                          color=colors.get(method, "gray"), linewidth=1,
-                          label=method if j == 0 else None)
-        if loss == "squared" and result["fixed_point"]:
-            h = result["fixed_point"]["history"]
-            axes.plot([r["epoch"] for r in h], [100 * r["test_accuracy"] for r in h],
-                      color="tab:green", linestyle="--", linewidth=1,
-                      label="symmetric, fixed point")
-        axes.set_title(f"{loss.replace('_', '-')} loss", fontsize=9)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("test accuracy (%)")
-        axes.set_ylim(50, 100)
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
 
 # -- command line -----------------------------------------------------------------------------------
 
@@ -387,61 +237,6 @@ def _unit_settings(args, default_samples):
     return config, lanes, samples, board
 
 
-def _digits(samples):
-    """The first ``samples`` digits training images as raw states (scaled by the largest pixel,
-    as ``train`` does) and their labels."""
-    from ..golden import eqprop_fixed as ef
-    from ..golden.datasets import load_digits
-    data = load_digits()
-    n = min(samples, len(data.y_train))
-    scale = max(int(data.x_train.max(initial=0)), 1)
-    return ef.inputs_to_raw(data.x_train[:n], scale), [int(v) for v in data.y_train[:n]]
-
-
-def _twin_after(config, x, y):
-    """The twin's parameters and free-phase predictions after training on ``x``, ``y`` in order
-    from ``init_params`` with a fresh LFSR (what the unit does from reset)."""
-    from ..golden import eqprop_fixed as ef
-    params, lfsr, predictions = ef.init_params(config), ef.Lfsr32(config.lfsr_seed), []
-    for xi, yi in zip(x, y):
-        params, s_star = ef.train_step(config, params, xi.reshape(1, -1), [yi], lfsr)
-        predictions.append(int(s_star[-1][0].argmax()))
-    return params, predictions
-
-
-def _param_mismatches(config, got, want):
-    bad = 0
-    for k in range(len(config.sizes) - 1):
-        bad += int((got["W"][k] != want["W"][k]).sum()) + int((got["b"][k] != want["b"][k]).sum())
-    return bad
-
-
-def run_unit_sim(out, config, lanes, samples, *, seed=0):
-    """cocotb bit-exact run of the unit on ``samples`` digits (all training); writes and returns
-    ``out/eqprop_sim.json``."""
-    import numpy as np
-    from ..sim.eqprop_sim import simulate_eqprop
-
-    out = make_folder(out)
-    start = time.monotonic()
-    x, y = _digits(samples)
-    result, report = simulate_eqprop(out / "work", config, [(x[i], y[i], 1) for i in range(len(y))],
-                                     lanes=lanes, seed=seed)
-    twin, _ = _twin_after(config, x, y)
-    final = None
-    if report and report.get("rtl_final_params"):
-        rtl = {key: [np.array(v, dtype=np.int64) for v in report["rtl_final_params"][key]]
-               for key in ("W", "b")}
-        final = _param_mismatches(config, rtl, twin)
-    summary = {"passed": bool(result.passed and final == 0), "cocotb_passed": result.passed,
-               "failures": result.failures[:10], "final_param_mismatches": final,
-               "samples": len(y), "lanes": lanes, "config": config.to_dict(),
-               "report": {k: v for k, v in (report or {}).items() if k != "rtl_final_params"},
-               "log": str(result.log), "seconds": round(time.monotonic() - start, 1)}
-    write_json(out / "eqprop_sim.json", summary)
-    return summary
-
-
 def cmd_sim(args):
     config, lanes, samples, _ = _unit_settings(args, 50)
     seed = _int("--seed", args.seed, 0, 0)
@@ -478,55 +273,6 @@ def cmd_build(args):
     print(json.dumps({k: summary.get(k) for k in ("board", "device", "bitstream", "logic_cells",
                                                   "logic_cells_total", "block_rams", "dsps",
                                                   "fmax_mhz", "wall_seconds")}, indent=2))
-
-
-def run_host(out, port, config, lanes, samples, *, baudrate=115200, timeout=60.0):
-    """Load the twin's initial weights onto the board at ``port`` (``"sim"``: a simulated board
-    started here with all-zero weights), reseed its LFSR, train ``samples`` digits, read the
-    weights back and compare them with the twin's (==); write and return ``out/board.json``."""
-    import contextlib
-
-    from ..boards.eqprop_host import EqPropLink
-    from ..golden import eqprop_fixed as ef
-
-    out = make_folder(out)
-    x, y = _digits(samples)
-    twin, twin_pred = _twin_after(config, x, y)
-    start = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        url = port
-        if port == "sim":
-            from ..sim.uart_bridge import eqprop_simulated_board
-            init = ef.init_params(config)
-            zero = {"W": [w * 0 for w in init["W"]], "b": [b * 0 for b in init["b"]]}
-            url = stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=zero))
-        link = stack.enter_context(EqPropLink(url, baudrate=baudrate, timeout=timeout))
-        info = link.info()
-        expected = (tuple(config.sizes), lanes, config.T, config.K, config.beta_shift,
-                    tuple(config.lr_shifts))
-        got = (tuple(info.sizes), info.lanes, info.T, info.K, info.beta_shift,
-               tuple(info.lr_shifts))
-        if got != expected:
-            raise NmflowError(f"the board runs sizes {list(info.sizes)}, lanes {info.lanes}, "
-                              f"T {info.T}, K {info.K}, beta_shift {info.beta_shift}, lr shifts "
-                              f"{list(info.lr_shifts)}; the options ask for {list(expected[0])}, "
-                              f"{lanes}, {config.T}, {config.K}, {config.beta_shift}, "
-                              f"{list(config.lr_shifts)}")
-        link.seed(config.lfsr_seed)
-        link.load(ef.init_params(config))
-        loaded = _param_mismatches(config, link.read(), ef.init_params(config))
-        predictions = [int(link.train(x[i], y[i])) for i in range(len(y))]
-        board = link.read()
-    mismatches = _param_mismatches(config, board, twin)
-    result = {"port": port, "samples": len(y), "lanes": lanes, "config": config.to_dict(),
-              "load_mismatches": loaded, "param_mismatches": mismatches,
-              "prediction_mismatches": sum(a != b for a, b in zip(predictions, twin_pred)),
-              "predictions": predictions, "equal": loaded == 0 and mismatches == 0
-              and predictions == twin_pred,
-              "train_accuracy": sum(p == t for p, t in zip(predictions, y)) / len(y),
-              "seconds": round(time.monotonic() - start, 2)}
-    write_json(out / "board.json", result)
-    return result
 
 
 def cmd_host(args):

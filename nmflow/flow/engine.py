@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NmflowError
-from .fileio import read_npz, write_json
+from ..errors import NmflowError
+from ..fileio import read_npz, write_json
 
 __all__ = ["DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step", "sim_step",
            "compare_step", "build_step", "ARTIFACTS"]
@@ -56,7 +56,7 @@ class DatasetSpec:
 
 
 def load_dataset(spec):
-    from .golden import datasets
+    from ..golden import datasets
     if spec.name == "digits":
         return datasets.load_digits(seed=spec.seed, test_size=spec.test_size)
     if spec.name == "idx":
@@ -79,7 +79,7 @@ def _resolve(spec):
 
 def train_step(run_dir, config, spec, *, progress=None):
     """Train a float binary/ternary network; write ``model.pt``; return a summary dict."""
-    from .golden.train import evaluate, save_checkpoint, train
+    from ..golden.train import evaluate, save_checkpoint, train
 
     run_dir = Path(run_dir)
     spec = _resolve(spec)
@@ -99,10 +99,10 @@ def train_step(run_dir, config, spec, *, progress=None):
 def export_step(run_dir, checkpoint=None, out=None):
     """Fold the checkpoint into the integer hardware model; check it against the float model on
     the test split. Writes ``hwmodel.{npz,json}`` and ``golden.json``; returns the golden dict."""
-    from .golden import hwmodel
-    from .golden.export import export, training_meta
-    from .golden.reference import reference
-    from .golden.train import load_checkpoint, predict
+    from ..golden import hwmodel
+    from ..golden.export import export, training_meta
+    from ..golden.reference import reference
+    from ..golden.train import load_checkpoint, predict
 
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint or run_dir / ARTIFACTS["checkpoint"])
@@ -138,7 +138,7 @@ def _model_path(run_dir, model):
 
 
 def _write_verilog(hw, out, lanes, memory, errors=None):
-    from .rtl.verilog import write_engine_verilog
+    from ..rtl.verilog import write_engine_verilog
     try:
         verilog = write_engine_verilog(hw, out, lanes=lanes, memory=memory, errors=errors)
     except ValueError as error:
@@ -152,7 +152,7 @@ def verilog_step(run_dir, model=None, *, lanes=16, memory="block", out=None, err
     configuration with the Verilog's path. ``errors`` (an
     :class:`~nmflow.golden.injector.ErrorInjection`) builds the engine with the read-error
     injector."""
-    from .golden import hwmodel
+    from ..golden import hwmodel
 
     hw = hwmodel.load(_model_path(run_dir, model))
     out = Path(out or Path(run_dir) / ARTIFACTS["rtl"])
@@ -180,7 +180,7 @@ def _test_vectors(hw, inputs, limit):
             raise NmflowError(f"limit must be a positive integer, not {limit}")
         x = x[:limit]
         y = None if y is None else y[:limit]
-    from .golden.reference import check_inputs
+    from ..golden.reference import check_inputs
     x = check_inputs(hw, x)
     if len(x) == 0:
         raise NmflowError("inputs must hold at least one vector to simulate, not 0")
@@ -208,8 +208,8 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     simulated, labels when known). ``progress(images_done, images, sim_cycles_per_second)`` is
     called while the simulation runs. The summary's ``passed`` says whether every output matched.
     """
-    from .golden import hwmodel
-    from .sim.engine_sim import simulate_engine
+    from ..golden import hwmodel
+    from ..sim.engine_sim import simulate_engine
 
     run_dir = Path(run_dir)
     model_path = _model_path(run_dir, model)
@@ -242,7 +242,7 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
 def _simulated_verilog(sim_dir, rtl_dir):
     """The SHA-256 of the Verilog the simulation in ``sim_dir`` ran, checked to be that of the
     run folder's ``rtl/engine.v``; refused with one line otherwise."""
-    from .rtl.verilog import sha256_bytes
+    from ..rtl.verilog import sha256_bytes
 
     summary_path, verilog = sim_dir / "summary.json", rtl_dir / "engine.v"
     if not summary_path.is_file():
@@ -274,8 +274,8 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
     SHA-256 its ``summary.json`` records is checked against the file. Writes ``compare.json``
     with the counts and every mismatch; returns it.
     """
-    from .golden import hwmodel
-    from .golden.reference import reference
+    from ..golden import hwmodel
+    from ..golden.reference import reference
 
     run_dir = Path(run_dir)
     hw = hwmodel.load(_model_path(run_dir, model))
@@ -286,9 +286,9 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
             raise NmflowError(f"simulation output {str(path)!r} does not exist: run 'nmflow sim'")
     rtl_dir = Path(rtl or run_dir / ARTIFACTS["rtl"])
     verilog_sha256 = _simulated_verilog(sim_dir, rtl_dir)
-    from .rtl.verilog import engine_read_function, read_engine_verilog
+    from ..rtl.verilog import engine_read_function, read_engine_verilog
     config = read_engine_verilog(rtl_dir, model=hw).config
-    from .golden.reference import check_inputs
+    from ..golden.reference import check_inputs
     x = check_inputs(hw, read_npz(vectors, "simulation vectors", required=("x",))["x"])
     if len(x) == 0:
         raise NmflowError(f"simulation vectors {str(vectors)!r} hold no vector: nothing was "
@@ -331,7 +331,7 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
         if rtl["classes"].shape == y.shape:
             result["accuracy"] = float((rtl["classes"] == y).mean())
     if "cycles" in rtl:
-        from .sim.engine_sim import cycle_figures
+        from ..sim.engine_sim import cycle_figures
         result.update(cycle_figures(rtl["cycles"], rtl.get("finish")))
     write_json(Path(out or run_dir / ARTIFACTS["compare"]), result)
     return result
@@ -362,7 +362,7 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
         The block RAMs each memory in block RAM needs, and the ``buffers`` argument of
         :class:`~nmflow.rtl.engine.InferenceEngine` (``{"inputs": kind, "activations": kind}``).
     """
-    from .golden.plan import EnginePlan
+    from ..golden.plan import EnginePlan
     try:
         plan = EnginePlan(hw, lanes)
     except ValueError as error:
@@ -396,9 +396,9 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
     its other parameters at their defaults); return the build summary."""
-    from .boards.build import build, get_board
-    from .golden import hwmodel
-    from .rtl.top import HostTop, check_host_top
+    from ..boards.build import build, get_board
+    from ..golden import hwmodel
+    from ..rtl.top import HostTop, check_host_top
 
     run_dir = Path(run_dir)
     info = get_board(board)
@@ -463,11 +463,11 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     ``weight_mismatches`` counts the synapses whose weight differs from the model's (``None``
     for other boards). Writes ``board.json``; returns it.
     """
-    from .boards.host import EngineLink
-    from .golden import hwmodel
-    from .golden.injector import InjectedRead
-    from .golden.plan import check_lanes
-    from .golden.reference import reference
+    from ..boards.host import EngineLink
+    from ..golden import hwmodel
+    from ..golden.injector import InjectedRead
+    from ..golden.plan import check_lanes
+    from ..golden.reference import reference
 
     run_dir = Path(run_dir)
     hw = hwmodel.load(_model_path(run_dir, model))
@@ -503,7 +503,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
         elif info.rate_bits:
             # A board built with an injector: read ideally, as the golden model does, whatever
             # rates it was built with.
-            from .golden.injector import ErrorInjection
+            from ..golden.injector import ErrorInjection
             link.set_errors(ErrorInjection(rate_bits=info.rate_bits))
         start = time.monotonic()
         classes = np.zeros(len(x), dtype=np.int64)
