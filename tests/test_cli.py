@@ -247,7 +247,6 @@ def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
     # a time): the build then moves more buffers to logic and tries once more.
     import nmflow.boards.build as boards_build
     from nmflow.boards.build import get_board
-    from nmflow.errors import NmflowError
     from nmflow.flow import build_step, fit_memories
     model = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
     hwmodel.save(model, tmp_path / "hwmodel")
@@ -266,8 +265,10 @@ def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
         top = make(ice.clock_hz)
         seen.append(top)
         if len(seen) == 1:
-            raise NmflowError("design does not fit icebreaker (iCE40UP5K): needs 31 block RAMs "
-                              "(ICESTORM_RAM), the device has 30")
+            raise boards_build.DoesNotFit(
+                "design does not fit icebreaker (iCE40UP5K): needs 31 block RAMs "
+                "(ICESTORM_RAM), the device has 30", board=ice,
+                needs={"ICESTORM_RAM": (31, 30)})
         return Result()
     monkeypatch.setattr(boards_build, "build", fake_build)
     summary = build_step(tmp_path, board="icebreaker", out=tmp_path / "out")

@@ -1,5 +1,6 @@
 """cocotb testbenches under Icarus (or SIM): unit blocks and the engine, exact against the models."""
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -163,11 +164,34 @@ def test_wall_clock_limit_ends_a_simulator_that_never_returns(tmp_path):
     assert not summary["passed"] and summary["outputs"] is None
     assert summary["killed_after"] == 15
     assert 15 <= summary["seconds"] < 60
+    # the simulator went with its process group: nothing of this run is left running
+    left = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and str(tmp_path).encode() in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+    assert left == []
     from nmflow.flow import sim_step
     np.savez(tmp_path / "x.npz", x=random_inputs(model, 1, seed=12))
     with pytest.raises(NmflowError, match=r"^simulation did not finish: the simulator was killed "
                                           r"after 10 s \(wall-clock limit\) \(see .*sim\.log\)$"):
         sim_step(tmp_path, inputs=tmp_path / "x.npz", wall_seconds=10)
+
+
+def test_verilog_that_does_not_compile_is_one_line(tmp_path):
+    # An engine.v cut in half, its checksum renewed: the simulator's compiler refuses it.
+    model = random_model([8, 6, 3], input_bits=3, weight_kind="ternary", seed=10)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    verilog = write_engine_verilog(model, tmp_path / "rtl", lanes=4)
+    text = verilog.text[:len(verilog.text) // 2]
+    (tmp_path / "rtl" / "engine.v").write_bytes(text)
+    config = dict(verilog.config, verilog_sha256=sha256_bytes(text))
+    (tmp_path / "rtl" / "engine.json").write_text(json.dumps(config))
+    from nmflow.flow import sim_step
+    np.savez(tmp_path / "x.npz", x=random_inputs(model, 1, seed=12))
+    with pytest.raises(NmflowError, match=r"^.*engine\.v does not compile \(icarus\): see "
+                                          r".*build\.log$"):
+        sim_step(tmp_path, inputs=tmp_path / "x.npz")
 
 
 def test_engine_verilog_records_its_checksum(tmp_path):

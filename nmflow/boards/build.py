@@ -41,16 +41,39 @@ from ..errors import NmflowError
 from ..fileio import make_folder, write_text
 from ..toolchain import TOOLS, check_tools, tool_environment
 from .catalog import BOARDS, get_board
-from .report import fit_error, parse_errors, parse_fmax, parse_fmax_by_clock, parse_utilisation
+from .report import (fit_error, overflows, parse_errors, parse_fmax, parse_fmax_by_clock,
+                     parse_utilisation)
 
 # BOARDS and get_board live in :mod:`nmflow.boards.catalog`; they are re-exported here for the
 # callers that build.
-__all__ = ["BOARDS", "BuildResult", "build", "get_board"]
+__all__ = ["BOARDS", "BuildResult", "DoesNotFit", "build", "get_board"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PCF_FREQUENCY = re.compile(r"^(\s*set_frequency\s+\S+\s+)([0-9.eE+-]+)(\s*)$")
 _LPF_FREQUENCY = re.compile(r'^(\s*FREQUENCY\s+(?:PORT|NET)\s+"[^"]*"\s+)([0-9.eE+-]+)'
                             r'(\s*HZ\s*;\s*)$')
+
+
+class DoesNotFit(NmflowError):
+    """A design that place and route could not fit on the board: the one-line message, and the
+    numbers, so that a caller can act on them without reading the message.
+
+    Members
+    -------
+    board : :class:`~nmflow.boards.board.Board`
+    needs : dict
+        ``{cell type: (used, available)}`` of every resource that overflowed.
+    """
+
+    def __init__(self, message, *, board, needs):
+        super().__init__(message)
+        self.board, self.needs = board, dict(needs)
+
+    @property
+    def block_rams(self):
+        """Block RAMs the design needs, or ``None`` if they were not what overflowed."""
+        used = self.needs.get(self.board.block_ram_type)
+        return None if used is None else used[0]
 
 
 @dataclass
@@ -327,6 +350,10 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
 
         _install(work, out_dir, name, board, logs, success=error is None)
         if error is not None:
+            over = overflows(utilisation) if failure and failure[0] == "nextpnr" else []
+            if over:
+                raise DoesNotFit(error, board=board,
+                                 needs={cell: (used, total) for cell, used, total in over})
             raise NmflowError(error)
 
         def used(cell_type, default_total):

@@ -15,7 +15,6 @@ Artifacts in a run folder (``build/<run>/``)::
 """
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,7 +395,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
     its other parameters at their defaults); return the build summary."""
-    from ..boards.build import build, get_board
+    from ..boards.build import DoesNotFit, build, get_board
     from ..golden import hwmodel
     from ..rtl.top import HostTop, check_host_top
 
@@ -406,8 +405,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     out = Path(out or run_dir / info.name)
     unit = None
     if metaplastic is not None:
-        unit = {"m": metaplastic,
-                "storage": "spram" if info.device.startswith("iCE40") else "memory"}
+        unit = {"m": metaplastic, "storage": "spram" if info.family == "ice40" else "memory"}
 
     buffers = None
 
@@ -428,12 +426,11 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     start = time.monotonic()
     try:
         result = build(make, board, out, name="nmflow_top", seed=seed)
-    except NmflowError as error:
+    except DoesNotFit as error:
         # Yosys mapped more block RAMs than estimated: once, move more buffers to logic.
-        over = re.search(r"needs (\d+) block RAMs", str(error))
-        if over is None or set(buffers.values()) == {"logic"}:
+        if error.block_rams is None or set(buffers.values()) == {"logic"}:
             raise
-        margin = int(over.group(1)) - sum(needed.values())
+        margin = error.block_rams - sum(needed.values())
         needed, buffers = fit_memories(hw, lanes, info, margin=max(margin, 1), **fit)
         result = build(make, board, out, name="nmflow_top", seed=seed)
     summary = result.to_dict()

@@ -224,7 +224,8 @@ class SPRAM(Elaboratable):
             setattr(self, name, getattr(self.model, name))
 
     def elaborate(self, platform):
-        if str(getattr(platform, "device", "")).startswith("iCE40"):
+        from amaranth.vendor import LatticeICE40Platform
+        if isinstance(platform, LatticeICE40Platform):
             from amaranth.hdl import Instance
             m = Module()
             m.submodules.spram = Instance(

@@ -261,6 +261,7 @@ def _add_errors(p, then):
 
 
 def parser():
+    from ..boards.catalog import BOARDS
     top = argparse.ArgumentParser(
         prog="nmflow", description="Binarized and ternary networks from PyTorch to verified, "
         "synthesized near-memory engines on open FPGA boards.")
@@ -331,7 +332,7 @@ def parser():
                        description="Build the engine with its UART host link for a board.")
     _add_run(p)
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
-    p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+    p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
                    help="target board (default: icebreaker)")
     p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
     p.add_argument("--seed", type=int, help="nextpnr placement seed")
@@ -369,7 +370,7 @@ def parser():
     _add_run(p, "build/demo")
     p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
     p.add_argument("--limit", type=_positive_int, help="simulate only the first N test images")
-    p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker")
+    p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks as JSON (cycles, memory bound, Fmax, speed)",
@@ -379,8 +380,8 @@ def parser():
     p.add_argument("--lanes", type=int, default=16)
     p.add_argument("--images", type=_positive_int, default=20,
                    help="test images simulated under cocotb for the speed figures (default: 20)")
-    p.add_argument("--boards", default="icebreaker,ulx3s",
-                   help="comma-separated boards to build (default: icebreaker,ulx3s)")
+    p.add_argument("--boards", default=",".join(BOARDS),
+                   help=f"comma-separated boards to build (default: {','.join(BOARDS)})")
     p.add_argument("--no-injector", action="store_true",
                    help="skip the second build per board that measures the read-error "
                    "injector's cost")

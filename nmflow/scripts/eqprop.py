@@ -292,7 +292,8 @@ def cmd_host(args):
 
 
 def _unit_options(p, samples, board_help):
-    p.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+    from ..boards.catalog import BOARDS
+    p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
                    help=f"{board_help} (default: icebreaker)")
     p.add_argument("--hidden", help="hidden layer sizes of the digits network, comma-separated "
                    "(default: 32)")

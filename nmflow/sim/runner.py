@@ -5,11 +5,12 @@ simulator is an error with a one-line install hint, never a skipped test.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -85,49 +86,52 @@ def _results(path):
     return tests, failed, failures
 
 
-def _children(pid):
-    """The process ids whose parent is ``pid`` (Linux ``/proc``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
+#: Exit status of the child when the Verilog did not compile.
+_BUILD_FAILED = 3
 
 
-class _WallClockLimit:
-    """Kill this process's child processes (the simulator) once ``seconds`` have passed: the
-    last resort against a simulator that never returns (a zero-delay loop runs Icarus for ever
-    without advancing time, so no cycle watchdog in the testbench ever runs)."""
+def _run_test(sim, build, test, wall_seconds):
+    """Run ``get_runner(sim)``'s ``build(**build)`` and ``test(**test)`` in a child Python
+    process that leads a session (and so a process group) of its own, with the compiler and the
+    simulator below it. Past ``wall_seconds``, end the whole group and return True: the last
+    resort against a simulator that never returns (a zero-delay loop runs Icarus for ever
+    without advancing time, so no cycle watchdog in the testbench ever runs). Verilog that does
+    not compile is a one-line :class:`~nmflow.errors.NmflowError`."""
+    request = json.dumps({"sim": sim, "build": build, "test": test})
+    child = subprocess.Popen([sys.executable, "-c", "import nmflow.sim.runner as r; r._child()"],
+                             stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        child.communicate(request.encode(), timeout=wall_seconds)
+    except BaseException as error:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        if isinstance(error, subprocess.TimeoutExpired):
+            return True
+        raise
+    if child.returncode == _BUILD_FAILED:
+        raise NmflowError(f"{build['sources'][0]} does not compile ({sim}): see "
+                          f"{build['log_file']}")
+    return False
 
-    def __init__(self, seconds):
-        self.seconds = seconds
-        self.fired = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        if self._done.wait(self.seconds):
-            return
-        self.fired = True
-        for pid in _children(os.getpid()):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+def _child():
+    """The child of :func:`_run_test`: read the request from standard input, build and run the
+    test. A failed build is reported on standard error and by the exit status; a failed test or
+    a simulator ending in error leaves its trace in the results file, which the parent reads."""
+    from cocotb_tools.runner import get_runner
 
-    def __enter__(self):
-        if self.seconds is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
+    request = json.loads(sys.stdin.read())
+    runner = get_runner(request["sim"])
+    build = request["build"]
+    build["sources"] = [Path(source) for source in build["sources"]]
+    build["timescale"] = tuple(build["timescale"])
+    try:
+        runner.build(**build)
+    except (SystemExit, RuntimeError, OSError):
+        sys.exit(_BUILD_FAILED)
+    with contextlib.suppress(SystemExit, RuntimeError):
+        runner.test(**request["test"])
 
 
 def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, waves=False,
@@ -143,35 +147,24 @@ def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, wave
     -------
     :class:`CocotbResult`
     """
-    from cocotb_tools.runner import get_runner
-
     sim = simulator()
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    runner = get_runner(sim)
     log = build_dir / "sim.log"
-    runner.build(sources=[Path(verilog_path).resolve()], hdl_toplevel=toplevel,
-                 build_dir=build_dir, timescale=("1ns", "1ps"), waves=waves, always=True,
-                 log_file=build_dir / "build.log")
     project_root = str(Path(__file__).resolve().parents[2])
     extra_env = {"PYTHONPATH": os.pathsep.join(
         [project_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     extra_env.update({key: str(value) for key, value in (env or {}).items()})
     results = build_dir / "results.xml"
     results.unlink(missing_ok=True)
-    with _WallClockLimit(wall_seconds) as limit:
-        try:
-            runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
-                        test_dir=build_dir, extra_env=extra_env, waves=waves, testcase=testcase,
-                        log_file=log, results_xml=str(results))
-        except SystemExit:
-            # The runner exits when a test failed while pytest is running; the results say.
-            pass
-        except RuntimeError:
-            # The simulator ended with an error status (killed, say): no results, not passed.
-            if not limit.fired:
-                raise
+    build = {"sources": [str(Path(verilog_path).resolve())], "hdl_toplevel": toplevel,
+             "build_dir": str(build_dir), "timescale": ["1ns", "1ps"], "waves": waves,
+             "always": True, "log_file": str(build_dir / "build.log")}
+    test = {"test_module": test_module, "hdl_toplevel": toplevel, "build_dir": str(build_dir),
+            "test_dir": str(build_dir), "extra_env": extra_env, "waves": waves,
+            "testcase": testcase, "log_file": str(log), "results_xml": str(results)}
+    killed = _run_test(sim, build, test, wall_seconds)
     tests, failed, failures = _results(results)
-    if limit.fired:
+    if killed:
         return CocotbResult(0, 0, results, log, [], killed_after=wall_seconds)
     return CocotbResult(tests, failed, results, log, failures)
