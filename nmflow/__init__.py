@@ -34,6 +34,7 @@ _API = {
     "run_continual_step": "nmflow.flow.continual",
     "eqprop_train": ("nmflow.flow.eqprop", "run_train"),
     "eqprop_sim": ("nmflow.flow.eqprop", "run_unit_sim"),
+    "eqprop_build": ("nmflow.flow.eqprop", "build_unit"),
     "eqprop_host": ("nmflow.flow.eqprop", "run_host"),
     "TrainConfig": "nmflow.golden.train",
     "ContinualConfig": "nmflow.golden.continual",

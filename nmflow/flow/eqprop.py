@@ -12,7 +12,7 @@ from ..errors import NmflowError
 from ..fileio import make_folder
 from .outputs import write_outputs
 
-__all__ = ["run_train", "run_unit_sim", "run_host", "DEFAULT_OUT", "LOSS_NAMES"]
+__all__ = ["run_train", "run_unit_sim", "build_unit", "run_host", "DEFAULT_OUT", "LOSS_NAMES"]
 
 
 DEFAULT_OUT = "build/eqprop"
@@ -219,6 +219,31 @@ def run_unit_sim(out, config, lanes, samples, *, seed=0):
                "report": {k: v for k, v in (report or {}).items() if k != "rtl_final_params"},
                "log": str(result.log), "seconds": round(time.monotonic() - start, 1)}
     write_outputs(out, {"eqprop_sim.json": summary})
+    return summary
+
+
+def build_unit(out, config, lanes, board, *, baud=115200, seed=None):
+    """Build :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` (UART, link, the unit with the twin's
+    initial weights) for ``board`` (a :class:`~nmflow.boards.board.Board`, whose block RAM the
+    unit's memories must fit); write ``out/build.json`` and return the summary."""
+    from ..boards.build import build
+    from ..rtl.eqprop_link import EqPropHostTop
+    from ..rtl.top import uart_divisor
+
+    try:
+        uart_divisor(board.clock_hz, baud)
+    except ValueError as error:
+        raise NmflowError(f"--baud: {error}") from None
+    out = make_folder(out)
+
+    def top(clk_freq):
+        return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud, board=board)
+
+    start = time.monotonic()
+    summary = build(top, board, out, name="nmflow_eqprop", seed=seed).to_dict()
+    summary.update({"wall_seconds": round(time.monotonic() - start, 1), "lanes": lanes,
+                    "baud": baud, "config": config.to_dict()})
+    write_outputs(out, {"build.json": summary})
     return summary
 
 

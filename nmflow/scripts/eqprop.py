@@ -14,12 +14,11 @@ host`` trains on the board over its UART and compares the weights read back with
 
 import json
 import math
-import time
 from pathlib import Path
 
 from ..errors import NmflowError
-from ..fileio import make_folder, write_json
-from ..flow.eqprop import DEFAULT_OUT, LOSS_NAMES, run_host, run_train, run_unit_sim
+from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
+                           run_unit_sim)
 
 __all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT", "cmd_sim", "cmd_build",
            "cmd_host", "run_unit_sim", "run_host"]
@@ -249,27 +248,10 @@ def cmd_sim(args):
 
 
 def cmd_build(args):
-    from ..boards.build import build
-    from ..rtl.eqprop_link import EqPropHostTop
-
     config, lanes, _, board = _unit_settings(args, 1)
     seed = _int("--seed", args.seed, 0, None)
     baud = _int("--baud", args.baud, 1, 115200)
-    from ..rtl.top import uart_divisor
-    try:
-        uart_divisor(board.clock_hz, baud)
-    except ValueError as error:
-        raise NmflowError(f"--baud: {error}") from None
-    out = make_folder(args.out)
-
-    def top(clk_freq):
-        return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud, board=board)
-
-    start = time.monotonic()
-    summary = build(top, board, out, name="nmflow_eqprop", seed=seed).to_dict()
-    summary.update({"wall_seconds": round(time.monotonic() - start, 1), "lanes": lanes,
-                    "baud": baud, "config": config.to_dict()})
-    write_json(out / "build.json", summary)
+    summary = build_unit(args.out, config, lanes, board, baud=baud, seed=seed)
     print(json.dumps({k: summary.get(k) for k in ("board", "device", "bitstream", "logic_cells",
                                                   "logic_cells_total", "block_rams", "dsps",
                                                   "fmax_mhz", "wall_seconds")}, indent=2))
