@@ -23,7 +23,8 @@ from ..fileio import make_folder
 from ..golden.device import printed_rates
 from .outputs import write_outputs
 
-__all__ = ["run_sweep", "check_rates", "TABLE_42", "CONDITIONS", "CURVES", "DEFAULT_OUT", "DEFAULT_HIDDEN"]
+__all__ = ["run_sweep", "check_rates", "TABLE_42", "CONDITIONS", "CURVES", "DEFAULT_OUT",
+           "DEFAULT_HIDDEN"]
 
 
 DEFAULT_OUT = "build/ber"
@@ -204,7 +205,8 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     result["table42"] = {c: {"rates": TABLE_42[c], "mean": results[("tnn", "table42", c)][0],
                              "std": results[("tnn", "table42", c)][1]} for c in CONDITIONS}
     result["settings"] = {
-        "passes": passes, "seed": seed, "epochs": epochs, "hidden": list(hidden), "rates": rates, "test_images": int(len(y)),
+        "passes": passes, "seed": seed, "epochs": epochs, "hidden": list(hidden), "rates": rates,
+        "test_images": int(len(y)),
         "dataset": spec.to_dict(), "chip_samples": chip_samples, "jobs": jobs,
         "models": {kind: {"sizes": models[kind].sizes, "weight_kind": models[kind].weight_kind,
                           "path": str(paths[kind] or out / kind / "hwmodel.json")}

@@ -236,6 +236,13 @@ def cmd_bench(args):
 
 # -- parser ----------------------------------------------------------------------------------------
 
+def _step_parser(sub, name, help, description, run=DEFAULT_RUN):
+    """A step's sub-command, with its ``--run`` folder."""
+    p = sub.add_parser(name, help=help, description=description)
+    _add_run(p, run)
+    return p
+
+
 def _add_run(p, default=DEFAULT_RUN):
     p.add_argument("--run", default=default,
                    help=f"run folder holding the artifacts (default: {default})")
@@ -267,10 +274,9 @@ def parser():
         "synthesized near-memory engines on open FPGA boards.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a float BNN/TNN (writes model.pt)",
-                       description="Train a binary (BNN) or ternary (TNN) network with hidden "
-                       "weights, BatchNorm and the straight-through estimator.")
-    _add_run(p)
+    p = _step_parser(sub, "train", "train a float BNN/TNN (writes model.pt)",
+                     "Train a binary (BNN) or ternary (TNN) network with hidden "
+                     "weights, BatchNorm and the straight-through estimator.")
     p.add_argument("--kind", choices=("tnn", "bnn"), default="tnn",
                    help="ternary weights+activations or binary weights+sign (default: tnn)")
     add_dataset_options(p)
@@ -281,18 +287,16 @@ def parser():
     p.add_argument("--seed", type=int, help="training seed (default: 0)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="fold BatchNorm into the integer hardware model",
-                       description="Export a checkpoint to hwmodel.{npz,json} and check the "
-                       "integer model against the float model on the test split.")
-    _add_run(p)
+    p = _step_parser(sub, "export", "fold BatchNorm into the integer hardware model",
+                     "Export a checkpoint to hwmodel.{npz,json} and check the "
+                     "integer model against the float model on the test split.")
     p.add_argument("--checkpoint", help="checkpoint to export (default: RUN/model.pt)")
     p.add_argument("--out", help="hardware model stem (default: RUN/hwmodel)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verilog", help="generate the engine's Verilog with Amaranth",
-                       description="Elaborate the inference engine for a hardware model and "
-                       "write RUN/rtl/engine.v with the configuration beside it.")
-    _add_run(p)
+    p = _step_parser(sub, "verilog", "generate the engine's Verilog with Amaranth",
+                     "Elaborate the inference engine for a hardware model and "
+                     "write RUN/rtl/engine.v with the configuration beside it.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes, a power of two (default: 16)")
     p.add_argument("--memory", choices=("block", "logic"), default="block",
@@ -301,13 +305,12 @@ def parser():
     _add_errors(p, "'nmflow sim' then checks against the golden model with the same errors")
     p.set_defaults(func=cmd_verilog)
 
-    p = sub.add_parser("sim", help="simulate the engine under cocotb against the golden model",
-                       description="Run the cocotb engine testbench (Icarus by default; SIM "
-                       "selects another) on every test vector; fails on any mismatch. Simulates "
-                       "RUN/rtl/engine.v as 'nmflow verilog' wrote it (run first if RUN/rtl holds "
-                       "neither engine.v nor engine.json); refuses Verilog whose engine.json is "
-                       "missing or records another file.")
-    _add_run(p)
+    p = _step_parser(sub, "sim", "simulate the engine under cocotb against the golden model",
+                     "Run the cocotb engine testbench (Icarus by default; SIM "
+                     "selects another) on every test vector; fails on any mismatch. Simulates "
+                     "RUN/rtl/engine.v as 'nmflow verilog' wrote it (run first if RUN/rtl holds "
+                     "neither engine.v nor engine.json); refuses Verilog whose engine.json is "
+                     "missing or records another file.")
     _add_vectors(p, "simulate")
     p.add_argument("--rtl", help="folder with engine.v and engine.json (default: RUN/rtl; "
                    "generated first with 'nmflow verilog' if both are missing)")
@@ -317,10 +320,9 @@ def parser():
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
     p.set_defaults(func=cmd_sim)
 
-    p = sub.add_parser("compare", help="compare RTL outputs with the golden model (==)",
-                       description="Compare every class, score and hidden activation the RTL "
-                       "produced with the integer reference; writes RUN/compare.json.")
-    _add_run(p)
+    p = _step_parser(sub, "compare", "compare RTL outputs with the golden model (==)",
+                     "Compare every class, score and hidden activation the RTL "
+                     "produced with the integer reference; writes RUN/compare.json.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--sim", help="simulation folder (default: RUN/sim)")
     p.add_argument("--rtl", help="folder with the engine.v the simulation must have run "
@@ -328,9 +330,8 @@ def parser():
     p.add_argument("--out", help="output file (default: RUN/compare.json)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("build", help="synthesize a bitstream with Yosys and nextpnr",
-                       description="Build the engine with its UART host link for a board.")
-    _add_run(p)
+    p = _step_parser(sub, "build", "synthesize a bitstream with Yosys and nextpnr",
+                     "Build the engine with its UART host link for a board.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
                    help="target board (default: icebreaker)")
@@ -344,11 +345,10 @@ def parser():
                    "updates with UPDATE and LOAD requests and reads the weights back with READ)")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("host", help="run test vectors on a board over its UART, compare (==)",
-                       description="Send each test vector to a board running the nmflow "
-                       "bitstream (INFER frames over its UART) and compare the class and every "
-                       "score with the golden model; writes RUN/board.json.")
-    _add_run(p)
+    p = _step_parser(sub, "host", "run test vectors on a board over its UART, compare (==)",
+                     "Send each test vector to a board running the nmflow "
+                     "bitstream (INFER frames over its UART) and compare the class and every "
+                     "score with the golden model; writes RUN/board.json.")
     p.add_argument("--port", required=True,
                    help="serial port (/dev/ttyUSB1) or pyserial URL (socket://127.0.0.1:PORT)")
     _add_vectors(p, "send")
@@ -363,20 +363,19 @@ def parser():
                 "compared with the golden model run with the same seed and rates")
     p.set_defaults(func=cmd_host)
 
-    p = sub.add_parser("demo", help="the whole flow on digits, with a summary table",
-                       description="Train a TNN on digits, export it, generate the engine, "
-                       "simulate it on every test image, compare, build an iCEBreaker bitstream "
-                       "and write RUN/report.json.")
-    _add_run(p, "build/demo")
+    p = _step_parser(sub, "demo", "the whole flow on digits, with a summary table",
+                     "Train a TNN on digits, export it, generate the engine, "
+                     "simulate it on every test image, compare, build an iCEBreaker bitstream "
+                     "and write RUN/report.json.", run="build/demo")
     p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
     p.add_argument("--limit", type=_positive_int, help="simulate only the first N test images")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="benchmarks as JSON (cycles, memory bound, Fmax, speed)",
-                       description="Measure cycles per inference against the ideal, the memory "
-                       "bound, Fmax and logic cells per board, simulation speed, images/s.")
-    _add_run(p, "build/bench")
+    p = _step_parser(sub, "bench", "benchmarks as JSON (cycles, memory bound, Fmax, speed)",
+                     "Measure cycles per inference against the ideal, the memory "
+                     "bound, Fmax and logic cells per board, simulation speed, images/s.",
+                     run="build/bench")
     p.add_argument("--lanes", type=int, default=16)
     p.add_argument("--images", type=_positive_int, default=20,
                    help="test images simulated under cocotb for the speed figures (default: 20)")

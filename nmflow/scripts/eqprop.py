@@ -288,6 +288,14 @@ def _unit_options(p, samples, board_help):
         p.add_argument("--samples", help=f"digits training samples (default: {samples})")
 
 
+def _unit_parser(inner, name, help, description, out, samples, board_help):
+    """A sub-command of the unit (sim, build, host) with ``--out`` and the network options."""
+    p = inner.add_parser(name, help=help, description=description)
+    p.add_argument("--out", default=out, metavar="DIR", help=f"output folder (default: {out})")
+    _unit_options(p, samples, board_help)
+    return p
+
+
 def add_parser(sub):
     """Register ``eqprop`` (with its ``train`` subcommand) on the argparse subparsers ``sub``."""
     p = sub.add_parser("eqprop", help="Equilibrium Propagation: float, BPTT and fixed point",
@@ -334,39 +342,32 @@ def add_parser(sub):
     t.add_argument("--lfsr-seed", help="nonzero seed of the 32-bit LFSR (default: 1)")
     t.set_defaults(func=cmd_train)
 
-    u = inner.add_parser(
-        "sim", help="check the EP unit bit for bit against the twin under cocotb",
-        description="Simulate EqPropUnit (Verilog, Icarus, cocotb) training on digits and "
-        "compare every state, prediction and weight with the fixed-point twin. Writes "
-        "DIR/eqprop_sim.json.")
-    u.add_argument("--out", default="build/eqprop_sim", metavar="DIR",
-                   help="output folder (default: build/eqprop_sim)")
-    _unit_options(u, 50, "the board whose block RAM the network must fit")
+    u = _unit_parser(
+        inner, "sim", "check the EP unit bit for bit against the twin under cocotb",
+        "Simulate EqPropUnit (Verilog, Icarus, cocotb) training on digits and compare every "
+        "state, prediction and weight with the fixed-point twin. Writes DIR/eqprop_sim.json.",
+        "build/eqprop_sim", 50, "the board whose block RAM the network must fit")
     u.add_argument("--seed", help="seed of the testbench's random gaps and backpressure "
                    "(default: 0)")
     u.set_defaults(func=cmd_sim)
 
-    b = inner.add_parser(
-        "build", help="build the EP unit with its UART host link for a board",
-        description="Synthesize EqPropHostTop (UART, link, EqPropUnit with the twin's initial "
-        "weights) with Yosys and nextpnr. Writes the bitstream and DIR/build.json.")
-    b.add_argument("--out", default="build/eqprop_board", metavar="DIR",
-                   help="output folder (default: build/eqprop_board)")
-    _unit_options(b, 0, "target board")
+    b = _unit_parser(
+        inner, "build", "build the EP unit with its UART host link for a board",
+        "Synthesize EqPropHostTop (UART, link, EqPropUnit with the twin's initial weights) with "
+        "Yosys and nextpnr. Writes the bitstream and DIR/build.json.",
+        "build/eqprop_board", 0, "target board")
     b.add_argument("--baud", help="UART baud rate (default: 115200)")
     b.add_argument("--seed", help="nextpnr placement seed")
     b.set_defaults(func=cmd_build)
 
-    h = inner.add_parser(
-        "host", help="train on the board over its UART and compare the weights with the twin",
-        description="Load the twin's initial weights onto a board built by 'nmflow eqprop "
-        "build' (same network options), reseed its LFSR, train N digits samples, read the "
-        "weights back and compare them with the twin's (==). Writes DIR/board.json.")
+    h = _unit_parser(
+        inner, "host", "train on the board over its UART and compare the weights with the twin",
+        "Load the twin's initial weights onto a board built by 'nmflow eqprop build' (same "
+        "network options), reseed its LFSR, train N digits samples, read the weights back and "
+        "compare them with the twin's (==). Writes DIR/board.json.",
+        "build/eqprop_host", 20, "the board on the port (its block RAM the network must fit)")
     h.add_argument("--port", required=True,
                    help="serial port (/dev/ttyUSB1), pyserial URL, or sim (a simulated board)")
-    h.add_argument("--out", default="build/eqprop_host", metavar="DIR",
-                   help="output folder (default: build/eqprop_host)")
-    _unit_options(h, 20, "the board on the port (its block RAM the network must fit)")
     h.add_argument("--baud", help="baud rate (default: 115200)")
     h.add_argument("--timeout", help="seconds to wait for each reply (default: 60)")
     h.set_defaults(func=cmd_host)
