@@ -14,7 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..errors import check_int
+from ..errors import NmflowError, check_choice, check_int
 from ..golden.injector import max_rate_bits
 from ..golden.plan import index_bits
 from ..protocol import Command, MetaplasticCommand, MetaplasticReply, Reply
@@ -29,7 +29,8 @@ __all__ = ["HostLink", "check_parameters"]
 
 
 def check_parameters(n_inputs, input_bits, n_classes, score_bits, *, timeout):
-    """Raise :class:`ValueError` naming the first parameter :class:`HostLink` cannot take."""
+    """Raise :class:`~nmflow.errors.NmflowError` naming the first parameter :class:`HostLink`
+    cannot take."""
     check_int("n_inputs", n_inputs, 1, protocol.MAX_INPUTS)
     check_int("input_bits", input_bits, 1, 8)
     check_int("n_classes", n_classes, 1, protocol.MAX_CLASSES)
@@ -112,17 +113,15 @@ class HostLink(wiring.Component):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
         if rate_bits is not None:
             check_int("rate_bits", rate_bits, 4, max_rate_bits())
-        meta = metaplastic
-        if meta is not None:
-            if not isinstance(meta, protocol.MetaplasticInfo):
+        unit = metaplastic
+        if unit is not None:
+            if not isinstance(unit, protocol.MetaplasticInfo):
                 raise TypeError(f"metaplastic must be a MetaplasticInfo, not "
-                                f"{type(meta).__name__}")
-            if meta.problem() is not None:
-                raise ValueError(meta.problem())
-        self._meta = meta
-        if buffer not in ("block", "logic"):
-            raise ValueError(f"buffer must be 'block' or 'logic', not {buffer!r}")
-        self._buffer = buffer
+                                f"{type(unit).__name__}")
+            if unit.problem() is not None:
+                raise NmflowError(unit.problem())
+        self._unit_info = unit
+        self._buffer = check_choice("buffer", buffer, ("block", "logic"))
         self._rate_bits = rate_bits
         self._n_inputs = n_inputs
         self._input_bits = input_bits
@@ -140,12 +139,12 @@ class HostLink(wiring.Component):
         if rate_bits is not None:
             members["errors"] = Out(stream.Signature(error_config_layout(rate_bits),
                                                      always_ready=True))
-        if meta is not None:
+        if unit is not None:
             members["metaplastic_i"] = Out(stream.Signature(beat_layout(
-                meta.lanes, index_bits(meta.groups), max(meta.w_bits, meta.u_bits))))
-            members["metaplastic_o"] = In(stream.Signature(data.ArrayLayout(signed(meta.w_bits),
-                                                                     meta.lanes)))
-            members["pairs"] = Out(PairReadSignature(index_bits(meta.rows), meta.engine_lanes))
+                unit.lanes, index_bits(unit.groups), max(unit.w_bits, unit.u_bits))))
+            members["metaplastic_o"] = In(stream.Signature(data.ArrayLayout(signed(unit.w_bits),
+                                                                     unit.lanes)))
+            members["pairs"] = Out(PairReadSignature(index_bits(unit.rows), unit.engine_lanes))
         super().__init__(members)
 
     n_inputs = property(lambda self: self._n_inputs)
@@ -154,16 +153,16 @@ class HostLink(wiring.Component):
     score_bits = property(lambda self: self._score_bits)
     timeout = property(lambda self: self._timeout)
     rate_bits = property(lambda self: self._rate_bits)
-    metaplastic = property(lambda self: self._meta)
+    metaplastic = property(lambda self: self._unit_info)
     buffer = property(lambda self: self._buffer)
 
     @property
     def info(self):
         """The :class:`~nmflow.protocol.Info` this link reports."""
-        meta = self._meta
-        return protocol.Info(protocol.VERSION if meta is None else protocol.METAPLASTIC_VERSION,
+        unit = self._unit_info
+        return protocol.Info(protocol.VERSION if unit is None else protocol.METAPLASTIC_VERSION,
                              self._n_inputs, self._n_classes, self._input_bits,
-                             protocol.score_bytes(self._score_bits), self._rate_bits or 0, meta)
+                             protocol.score_bytes(self._score_bits), self._rate_bits or 0, unit)
 
     @property
     def request_bytes(self):

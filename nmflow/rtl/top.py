@@ -158,7 +158,7 @@ class HostCore(wiring.Component):
         self._model, self._lanes, self._errors = model, lanes, errors
         self._buffers = buffers
         self._timeout_cycles = timeout_cycles
-        self._engine = self._unit = self._meta = None
+        self._engine = self._unit = self._unit_info = None
         self._buffer = "block"
         if metaplastic is not None:
             self._add_unit(metaplastic)
@@ -173,18 +173,18 @@ class HostCore(wiring.Component):
         self._engine = InferenceEngine(self._model, lanes=self._lanes, errors=self._errors,
                                        writable=True, buffers=self._buffers)
         self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
-        self._meta = MetaplasticInfo.of_unit(self._unit)
+        self._unit_info = MetaplasticInfo.of_unit(self._unit)
         # Built here to check the configuration and to tell INFO's sizes, elaborated with
         # the top (the first line of this file keeps an unused top from warning about them).
         if self._unit.storage == "spram":
             # The iCE40UP5K's block RAMs are all taken by the engine and the unit's tables.
             self._buffer = "logic"
-        if self._meta.problem() is not None:
+        if self._unit_info.problem() is not None:
             raise NmflowError(f"the metaplastic unit cannot be reached over the link: "
-                              f"{self._meta.problem()}")
+                              f"{self._unit_info.problem()}")
 
     unit = property(lambda self: self._unit)
-    metaplastic = property(lambda self: self._meta)
+    metaplastic = property(lambda self: self._unit_info)
     link_buffer = property(lambda self: self._buffer)
     buffers = property(lambda self: self._buffers)
 
@@ -197,7 +197,7 @@ class HostCore(wiring.Component):
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles,
                                             rate_bits=None if self._errors is None
-                                            else self._errors.rate_bits, metaplastic=self._meta,
+                                            else self._errors.rate_bits, metaplastic=self._unit_info,
                                             buffer=self._buffer)
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
