@@ -261,7 +261,7 @@ def test_real_device_model_gives_chip_rates():
 
 def test_hidden_sizes_are_checked(tmp_path, fake_device):
     refuses("--hidden must be positive layer sizes such as 256,256, not (0,)",
-            lambda: command.run_sweep(tmp_path, hidden=(0,), quiet=True))
+            lambda: command.run_sweep(tmp_path, hidden=(0,)))
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["ber-sweep", "--hidden", "64,x"])
     assert cli.parser().parse_args(["ber-sweep"]).hidden == command.DEFAULT_HIDDEN

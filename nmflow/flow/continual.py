@@ -9,6 +9,7 @@ import math
 import time
 
 from .outputs import write_outputs
+from .progress import report
 
 __all__ = ["run_continual_step", "matrix_text", "DEFAULT_OUT"]
 
@@ -25,12 +26,13 @@ def run_continual_step(out, config, dataset, *, stream=None, progress=None, file
     :class:`~nmflow.golden.continual.ContinualConfig`) on ``dataset`` (a loaded data set), and
     with ``stream`` (a number of subsets) stream learning as well; write ``out/continual.json``,
     ``continual.csv``, ``continual.png`` (and ``stream.png``) together; return the result.
-    ``progress(method, m, done, tasks)`` is called after each task; ``files`` (the IDX paths)
-    are recorded in the JSON's dataset."""
+    ``progress`` (:mod:`nmflow.flow.progress`) hears of every task learned; ``files`` (the IDX
+    paths) are recorded in the JSON's dataset."""
     from ..golden.continual import run_continual, run_stream
 
     start = time.perf_counter()
-    result = run_continual(config, dataset, progress=progress)
+    result = run_continual(config, dataset, progress=lambda method, m, done, tasks: report(
+        progress, f"{method} m={m:g}", done, tasks, "tasks learned"))
     if stream is not None:
         metaplastic_m = max(config.ms) if config.ms else 0.0
         result["stream"] = run_stream(dataset, subsets=stream, steps=config.steps,

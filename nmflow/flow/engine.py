@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import NmflowError
 from ..fileio import read_npz, write_json
+from .progress import report
 
 __all__ = ["DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step", "sim_step",
            "compare_step", "build_step", "ARTIFACTS"]
@@ -77,13 +78,16 @@ def _resolve(spec):
 # -- train -----------------------------------------------------------------------------------------
 
 def train_step(run_dir, config, spec, *, progress=None):
-    """Train a float binary/ternary network; write ``model.pt``; return a summary dict."""
+    """Train a float binary/ternary network; write ``model.pt``; return a summary dict.
+    ``progress`` (:mod:`nmflow.flow.progress`) hears of every epoch."""
     from ..golden.train import evaluate, save_checkpoint, train
 
     run_dir = Path(run_dir)
     spec = _resolve(spec)
     dataset = load_dataset(spec)
-    net, history = train(config, dataset, progress=progress)
+    task = f"train {'TNN' if config.weight_kind == 'ternary' else 'BNN'} {spec.name}"
+    net, history = train(config, dataset, progress=lambda epoch, epochs, record: report(
+        progress, task, epoch, epochs, "epochs"))
     info = dict(dataset.info(), source=spec.to_dict())
     path = run_dir / ARTIFACTS["checkpoint"]
     save_checkpoint(path, net, config, history.optimizer_state, history, info)
@@ -204,8 +208,9 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     Verilog whose configuration is unknown (``engine.json`` missing, or recording another
     ``engine.v``), made from another model, or with other lanes than ``lanes`` is refused with one
     line. Writes ``sim/`` (vectors, RTL outputs, ``summary.json`` with the SHA-256 of the Verilog
-    simulated, labels when known). ``progress(images_done, images, sim_cycles_per_second)`` is
-    called while the simulation runs. The summary's ``passed`` says whether every output matched.
+    simulated, labels when known). ``progress`` (:mod:`nmflow.flow.progress`) hears of the images
+    simulated while the simulation runs. The summary's ``passed`` says whether every output
+    matched.
     """
     from ..golden import hwmodel
     from ..sim.engine_sim import simulate_engine
@@ -219,7 +224,9 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     if not (rtl_dir / "engine.v").exists() and not (rtl_dir / "engine.json").exists():
         _write_verilog(hw, rtl_dir, 16 if lanes is None else lanes, "block")
     summary = simulate_engine(model_path, x, sim_dir, verilog_dir=rtl_dir, model=hw, lanes=lanes,
-                              waves=waves, ready=ready, seed=seed, progress=progress,
+                              waves=waves, ready=ready, seed=seed,
+                              progress=lambda done, images, rate: report(
+                                  progress, "sim", done, images, f"images, {rate:,.0f} cycles/s"),
                               wall_seconds=wall_seconds)
     if y is not None:
         np.save(sim_dir / "labels.npy", y)
@@ -507,8 +514,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
         scores = np.zeros((len(x), hw.n_classes), dtype=np.int64)
         for n, row in enumerate(x):
             classes[n], scores[n] = link.infer(row)
-            if progress:
-                progress(n + 1, len(x))
+            report(progress, "host", n + 1, len(x), "vectors")
         seconds = time.monotonic() - start
     class_mismatches = [int(n) for n in np.flatnonzero(classes != golden.classes)]
     score_mismatches = [[int(n), int(j)] for n, j in zip(*np.nonzero(scores != golden.scores))]

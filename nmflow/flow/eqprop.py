@@ -11,6 +11,7 @@ import time
 from ..errors import NmflowError
 from ..fileio import make_folder
 from .outputs import write_outputs
+from .progress import report
 
 __all__ = ["run_train", "run_unit_sim", "build_unit", "run_host", "DEFAULT_OUT", "LOSS_NAMES"]
 
@@ -19,6 +20,14 @@ DEFAULT_OUT = "build/eqprop"
 
 
 LOSS_NAMES = ("squared", "cross_entropy")
+
+
+def _epochs(progress):
+    """The golden trainers' ``(method, epoch, epochs, record)`` as :mod:`nmflow.flow.progress`."""
+    def hear(method, epoch, epochs, record):
+        report(progress, f"eqprop {method}", epoch, epochs,
+               f"epochs, {100 * record['test_accuracy']:.1f}%")
+    return hear
 
 
 def run_train(out, spec, settings, progress=None):
@@ -53,7 +62,7 @@ def run_train(out, spec, settings, progress=None):
                     beta=settings["beta"], lrs=tuple(settings["lrs"]), batch=settings["batch"],
                     epochs=settings["epochs"], seed=seed)
                 _, history = ep.train(config, method, x_train, data.y_train, x_test,
-                                      data.y_test, progress=progress)
+                                      data.y_test, progress=_epochs(progress))
                 runs.append(history[-1]["test_accuracy"])
                 hist.append(history)
                 seconds.append(float(np.mean([r["seconds"] for r in history])))
@@ -71,7 +80,7 @@ def run_train(out, spec, settings, progress=None):
         fx_train = fx.inputs_to_raw(data.x_train, scale, fconfig.state)
         fx_test = fx.inputs_to_raw(data.x_test, scale, fconfig.state)
         _, fhistory = fx.train(fconfig, fx_train, data.y_train, fx_test, data.y_test,
-                               progress=progress)
+                               progress=_epochs(progress))
         fixed = {"config": fconfig.to_dict(), "history": fhistory,
                  "test_accuracy": fhistory[-1]["test_accuracy"]}
         timings["fixed_point/symmetric"] = round(float(np.mean([r["seconds"]

@@ -22,6 +22,7 @@ from ..errors import NmflowError, check_int
 from ..fileio import make_folder
 from ..golden.device import printed_rates
 from .outputs import write_outputs
+from .progress import report
 
 __all__ = ["run_sweep", "check_rates", "TABLE_42", "CONDITIONS", "CURVES", "DEFAULT_OUT",
            "DEFAULT_HIDDEN"]
@@ -95,33 +96,25 @@ def _chip_rates(samples, seed):
     return {condition: rates[condition].as_dict() for condition in CONDITIONS}
 
 
-def _train(out, spec, epochs, hidden, kinds, console, quiet):
+def _train(out, spec, epochs, hidden, kinds, progress):
     """Train and export the networks in ``kinds`` into ``out/<kind>``; return their models."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .engine import ARTIFACTS, export_step, train_step
     from ..golden import hwmodel
     from ..golden.train import TrainConfig
+    from .engine import ARTIFACTS, export_step, train_step
 
     models = {}
-    with Progress(TextColumn("train {task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=quiet) as progress:
-        for kind in kinds:
-            config = (TrainConfig.bnn if kind == "bnn" else TrainConfig.tnn)(epochs=epochs,
-                                                                            hidden=hidden)
-            task = progress.add_task(f"{kind.upper()} {spec.name}", total=epochs)
-            run = Path(out) / kind
-            train_step(run, config, spec, progress=lambda epoch, epochs, record, task=task:
-                       progress.update(task, completed=epoch))
-            export_step(run)
-            models[kind] = hwmodel.load(run / ARTIFACTS["hwmodel"])
+    for kind in kinds:
+        config = (TrainConfig.bnn if kind == "bnn" else TrainConfig.tnn)(epochs=epochs,
+                                                                        hidden=hidden)
+        run = Path(out) / kind
+        train_step(run, config, spec, progress=progress)
+        export_step(run)
+        models[kind] = hwmodel.load(run / ARTIFACTS["hwmodel"])
     return models
 
 
 def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=0, epochs=50,
-              hidden=DEFAULT_HIDDEN, limit=None, jobs=None, chip_samples=200_000, console=None,
-              quiet=False):
+              hidden=DEFAULT_HIDDEN, limit=None, jobs=None, chip_samples=200_000, progress=None):
     """Run the sweep and write ``out/ber.{json,csv,png}``; return the JSON dict.
 
     ``tnn`` / ``bnn`` are hardware-model paths (trained into ``out/tnn`` / ``out/bnn`` when
@@ -129,9 +122,6 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     default); ``rates`` the error rates of each curve (the default log grid when None);
     ``epochs`` and ``hidden`` (hidden layer sizes) configure the networks trained here.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
-
     from .engine import DatasetSpec, load_dataset
     from ..golden.bersweep import rate_grid
     from ..golden.reference import check_inputs
@@ -166,7 +156,7 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
         check_inputs(model, x)
     missing = [kind for kind in CURVES if kind not in models]
     if missing:
-        models.update(_train(out, spec, epochs, hidden, missing, console, quiet))
+        models.update(_train(out, spec, epochs, hidden, missing, progress))
     train_seconds = time.monotonic() - start
 
     points = []                                       # (key, rates) in a fixed order
@@ -178,18 +168,14 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     points += [(("tnn", "table42", condition), TABLE_42[condition]) for condition in CONDITIONS]
     results = {}
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(models, x, y)) as pool, \
-            Progress(TextColumn("ber-sweep"), BarColumn(), MofNCompleteColumn(),
-                     TextColumn("points"), TimeElapsedColumn(), console=console,
-                     transient=True, disable=quiet) as progress:
-        task = progress.add_task("points", total=len(points))
+                             initargs=(models, x, y)) as pool:
         futures = [pool.submit(_evaluate, (key, point_rates, passes, seed))
                    for key, point_rates in points]
         try:
             for future in as_completed(futures):
                 key, mean, std = future.result()
                 results[key] = (mean, std)
-                progress.advance(task)
+                report(progress, "ber-sweep", len(results), len(points), "points")
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..errors import NmflowError, check_int
+from .progress import bars
 from ..flow.sweep import (CONDITIONS, CURVES, DEFAULT_HIDDEN, DEFAULT_OUT, TABLE_42, check_rates,
                           run_sweep)
 
@@ -75,8 +76,6 @@ def _grid(args):
 # -- command line ------------------------------------------------------------------------------------
 
 def cmd_ber_sweep(args):
-    from rich.console import Console
-
     for option in ("tnn", "bnn"):
         path = getattr(args, option)
         if path is not None and not Path(path).with_suffix(".json").is_file():
@@ -85,11 +84,11 @@ def cmd_ber_sweep(args):
     rates = _grid(args)
     from .cli import dataset_spec
     spec = dataset_spec(args, resolve=True)        # recorded in ber.json: absolute paths
-    result = run_sweep(args.out, tnn=args.tnn, bnn=args.bnn, spec=spec, rates=rates,
-                       passes=args.passes, seed=args.seed, epochs=args.epochs,
-                       hidden=args.hidden, limit=args.limit,
-                       jobs=args.jobs, chip_samples=args.chip_samples,
-                       console=Console(highlight=False, stderr=True))
+    with bars() as progress:
+        result = run_sweep(args.out, tnn=args.tnn, bnn=args.bnn, spec=spec, rates=rates,
+                           passes=args.passes, seed=args.seed, epochs=args.epochs,
+                           hidden=args.hidden, limit=args.limit, jobs=args.jobs,
+                           chip_samples=args.chip_samples, progress=progress)
 
     def at(curve, rate):
         return min(curve, key=lambda point: abs(point[0] - rate))[1]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import NmflowError
+from .progress import bars
 
 DEFAULT_RUN = "build/run"
 
@@ -84,19 +85,9 @@ def _train_config(args):
 
 
 def _train(args, console, quiet=False):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..flow import train_step
-    config = _train_config(args)
-    spec = dataset_spec(args)
-    with Progress(TextColumn("train {task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=quiet) as progress:
-        task = progress.add_task(f"{args.kind.upper()} {spec.name}", total=config.epochs)
-        summary = train_step(args.run, config, spec,
-                             progress=lambda epoch, epochs, record: progress.update(
-                                 task, completed=epoch))
-    return summary
+    with bars(console, quiet=quiet) as progress:
+        return train_step(args.run, _train_config(args), dataset_spec(args), progress=progress)
 
 
 def cmd_train(args):
@@ -144,22 +135,11 @@ def cmd_verilog(args):
 
 
 def _sim(args, console, quiet=False):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..flow import sim_step
-    with Progress(TextColumn("sim"), BarColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=quiet) as progress:
-        task = progress.add_task("sim", total=None, status="compiling")
-
-        def show(done, images, rate):
-            progress.update(task, completed=done, total=images,
-                            status=f"{done}/{images} images, {rate:,.0f} cycles/s")
-
-        summary = sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
-                           lanes=args.lanes, waves=args.waves, out=args.out, rtl=args.rtl,
-                           progress=show)
-    return summary
+    with bars(console, quiet=quiet) as progress:
+        return sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
+                        lanes=args.lanes, waves=args.waves, out=args.out, rtl=args.rtl,
+                        progress=progress)
 
 
 def cmd_sim(args):
@@ -207,9 +187,11 @@ def cmd_build(args):
 
 def cmd_host(args):
     from ..flow import host_step
-    result = host_step(args.run, args.port, args.model, inputs=args.inputs, limit=args.limit,
-                       baudrate=args.baud, timeout=args.timeout, out=args.out,
-                       errors=_injection(args), lanes=args.lanes)
+    with bars() as progress:
+        result = host_step(args.run, args.port, args.model, inputs=args.inputs,
+                           limit=args.limit, baudrate=args.baud, timeout=args.timeout,
+                           out=args.out, errors=_injection(args), lanes=args.lanes,
+                           progress=progress)
     shown = dict(result)
     shown["class_mismatches"] = shown["class_mismatches"][:10]
     shown["score_mismatches"] = shown["score_mismatches"][:10]

@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 from ..errors import NmflowError
+from .progress import bars
 from ..flow.continual import DEFAULT_OUT, matrix_text, run_continual_step
 
 __all__ = ["add_parser", "cmd_continual", "DEFAULT_OUT"]
@@ -127,12 +128,9 @@ def cmd_continual(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NmflowError(f"--out must be a folder, not the file {str(out)!r}")
-    def progress(method, m, done, tasks):
-        if not args.quiet:
-            print(f"  {method} m={m:g}: task {done}/{tasks} learned", flush=True)
-
-    result = run_continual_step(out, config, dataset, stream=args.stream, progress=progress,
-                                files=_dataset_files(args))
+    with bars(quiet=args.quiet) as progress:
+        result = run_continual_step(out, config, dataset, stream=args.stream,
+                                    progress=progress, files=_dataset_files(args))
     for run in result["runs"]:
         print(matrix_text(run))
     for row in result.get("fixed_vs_float", []):
@@ -193,5 +191,5 @@ def add_parser(sub):
                    help="also run stream learning with K class-balanced subsets")
     p.add_argument("--fixed-point", action="store_true",
                    help="also run each meta m with the fixed-point twin of the rule in the loop")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_continual)

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from ..errors import NmflowError
+from .progress import bars
 from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
                            run_unit_sim)
 
@@ -158,29 +159,14 @@ def _settings(args):
     return out
 
 
-# -- the run ----------------------------------------------------------------------------------------
-
-
 # -- command line -----------------------------------------------------------------------------------
 
 def cmd_train(args):
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .cli import dataset_spec
     spec = dataset_spec(args, resolve=True)
     settings = _settings(args)
-    with Progress(TextColumn("eqprop {task.description}"), BarColumn(),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                  console=Console(highlight=False, stderr=True), transient=True) as progress:
-        task = progress.add_task("train", total=None, status="")
-
-        def show(method, epoch, epochs, record):
-            progress.update(task, description=method, completed=epoch, total=epochs,
-                            status=f"epoch {epoch}/{epochs}: "
-                                   f"{100 * record['test_accuracy']:.1f}%")
-
-        result = run_train(args.out, spec, settings, progress=show)
+    with bars() as progress:
+        result = run_train(args.out, spec, settings, progress=progress)
     summary = {"out": str(Path(args.out) / "eqprop.json"),
                "test_accuracy": result["test_accuracy"],
                "test_accuracy_by_loss": {loss: {m: v["mean"] for m, v in methods.items()}
