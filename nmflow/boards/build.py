@@ -280,35 +280,8 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
         raise NmflowError(f"output folder {str(out_dir)!r} is a file, not a folder")
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
-        # Amaranth: elaborate, write RTLIL, the Yosys script, constraints and tool commands.
-        platform = board.platform()
-        overrides = {"nextpnr_opts": ["--timing-allow-fail", "--freq", f"{target_mhz:g}",
-                                      "--report", f"{name}_report.json",
-                                      *(["--seed", str(seed)] if seed is not None else []),
-                                      *nextpnr_opts]}
-        if synth_opts:
-            overrides["synth_opts"] = list(synth_opts)
-        plan = platform.prepare(board.top(top_factory), name, **overrides)
-        ratio = target_mhz / board.clock_mhz
-        for filename in list(plan.files):
-            if filename.endswith(".pcf"):
-                plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
-                                                 _PCF_FREQUENCY)
-            elif filename.endswith(".lpf"):
-                plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
-                                                 _LPF_FREQUENCY)
-        for filename, content in plan.files.items():
-            path = work / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, str):
-                path.write_text(content)
-            else:
-                path.write_bytes(content)
-        commands = json.loads(plan.files[f"{plan.script}.json"])["commands"]
-        unknown = [argv[0] for argv in commands if argv[0] not in TOOLS]
-        if unknown:
-            raise NmflowError(f"the {board.name} build plan runs {unknown[0]!r}, a tool nmflow "
-                              f"does not know; expected one of {', '.join(TOOLS)}")
+        commands = _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts,
+                            nextpnr_opts)
         step_seconds["prepare"] = round(time.monotonic() - started, 3)
 
         logs = {"yosys": f"{name}.rpt", "nextpnr": f"{name}.tim"}
@@ -378,6 +351,40 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts, nextpnr_opts):
+    """Amaranth: elaborate the board top, write the RTLIL, the Yosys script, the constraints
+    (retargeted to ``target_mhz``) and the tool commands into ``work``; return the commands."""
+    platform = board.platform()
+    overrides = {"nextpnr_opts": ["--timing-allow-fail", "--freq", f"{target_mhz:g}",
+                                  "--report", f"{name}_report.json",
+                                  *(["--seed", str(seed)] if seed is not None else []),
+                                  *nextpnr_opts]}
+    if synth_opts:
+        overrides["synth_opts"] = list(synth_opts)
+    plan = platform.prepare(board.top(top_factory), name, **overrides)
+    ratio = target_mhz / board.clock_mhz
+    for filename in list(plan.files):
+        if filename.endswith(".pcf"):
+            plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
+                                             _PCF_FREQUENCY)
+        elif filename.endswith(".lpf"):
+            plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
+                                             _LPF_FREQUENCY)
+    for filename, content in plan.files.items():
+        path = work / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(content)
+    commands = json.loads(plan.files[f"{plan.script}.json"])["commands"]
+    unknown = [argv[0] for argv in commands if argv[0] not in TOOLS]
+    if unknown:
+        raise NmflowError(f"the {board.name} build plan runs {unknown[0]!r}, a tool nmflow "
+                          f"does not know; expected one of {', '.join(TOOLS)}")
+    return commands
 
 
 def _install(work, out_dir, name, board, logs, *, success):
