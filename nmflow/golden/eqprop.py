@@ -376,29 +376,31 @@ def prepare_inputs(x_uint, scale):
     return np.asarray(x_uint, dtype=np.float64) / float(scale)
 
 
-def accuracy(net, x, y, chunk=1024):
-    """Fraction of ``x`` whose class after ``T`` free steps is ``y`` (ties: lowest index)."""
+def _over_chunks(net, x, y, chunk, measure):
+    """The sum of ``measure(states, labels)`` over ``x`` in chunks of ``chunk`` samples, each
+    after ``T`` free steps (no gradient)."""
     torch = _torch()
     dtype = getattr(torch, net.config.dtype)
-    right = 0
+    total = 0
     with torch.no_grad():
         for start in range(0, len(y), chunk):
             xb = torch.as_tensor(x[start:start + chunk], dtype=dtype)
-            s = free_phase(net, xb)
-            pred = _logits(net, s).argmax(dim=1).numpy()
-            right += int((pred == np.asarray(y[start:start + chunk])).sum())
-    return right / max(len(y), 1)
+            total += measure(free_phase(net, xb), y[start:start + chunk])
+    return total
+
+
+def accuracy(net, x, y, chunk=1024):
+    """Fraction of ``x`` whose class after ``T`` free steps is ``y`` (ties: lowest index)."""
+    def right(s, labels):
+        return int((_logits(net, s).argmax(dim=1).numpy() == np.asarray(labels)).sum())
+    return _over_chunks(net, x, y, chunk, right) / max(len(y), 1)
 
 
 def mean_loss(net, x, y, chunk=1024):
-    torch = _torch()
-    dtype = getattr(torch, net.config.dtype)
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, len(y), chunk):
-            xb = torch.as_tensor(x[start:start + chunk], dtype=dtype)
-            total += float(loss_of(net, free_phase(net, xb), y[start:start + chunk])) * len(xb)
-    return total / max(len(y), 1)
+    """The loss after ``T`` free steps, averaged over ``x``."""
+    def loss(s, labels):
+        return float(loss_of(net, s, labels)) * len(labels)
+    return _over_chunks(net, x, y, chunk, loss) / max(len(y), 1)
 
 
 def train(config, method, x_train, y_train, x_test, y_test, progress=None):

@@ -281,14 +281,11 @@ class _EqPropRequests:
         """Start the reply and go to the state that offers its body (none for LOAD and SEED)."""
         m, is_ = self.m, self.is_
         m.d.comb += self.start.eq(1)
-        with m.If(is_[EqCommand.INFO]):
-            m.next = "INFO_BODY"
-        with m.Elif(self.is_sample):
-            m.next = "PRED"
-        with m.Elif(self.is_read):
-            m.next = "RD_WAIT"
-        with m.Else():
-            m.next = "IDLE"
+        m.next = "IDLE"                     # LOAD and SEED: the reply has no body
+        for flag, state in ((is_[EqCommand.INFO], "INFO_BODY"), (self.is_sample, "PRED"),
+                            (self.is_read, "RD_WAIT")):
+            with m.If(flag):                # one command: the flags exclude each other
+                m.next = state
 
     def _gather(self, read, take, register, end, then):
         """States ``read`` and ``take``: shift payload bytes from the buffer into the top of

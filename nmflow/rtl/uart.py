@@ -122,12 +122,7 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """8N1 UART transmitter.
-
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, at least 4.
+    """8N1 UART transmitter, ``divisor`` clock cycles per bit (at least 4).
 
     Members
     -------
