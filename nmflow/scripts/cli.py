@@ -218,10 +218,11 @@ def cmd_bench(args):
 
 # -- parser ----------------------------------------------------------------------------------------
 
-def _step_parser(sub, name, help, description, run=DEFAULT_RUN):
-    """A step's sub-command, with its ``--run`` folder."""
+def _step_parser(sub, name, func, help, description, run=DEFAULT_RUN):
+    """A step's sub-command, run by ``func``, with its ``--run`` folder."""
     p = sub.add_parser(name, help=help, description=description)
     _add_run(p, run)
+    p.set_defaults(func=func)
     return p
 
 
@@ -256,7 +257,7 @@ def parser():
         "synthesized near-memory engines on open FPGA boards.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _step_parser(sub, "train", "train a float BNN/TNN (writes model.pt)",
+    p = _step_parser(sub, "train", cmd_train, "train a float BNN/TNN (writes model.pt)",
                      "Train a binary (BNN) or ternary (TNN) network with hidden "
                      "weights, BatchNorm and the straight-through estimator.")
     p.add_argument("--kind", choices=("tnn", "bnn"), default="tnn",
@@ -267,27 +268,26 @@ def parser():
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 0.005)")
     p.add_argument("--batch", type=_positive_int, help="batch size (default: 100)")
     p.add_argument("--seed", type=int, help="training seed (default: 0)")
-    p.set_defaults(func=cmd_train)
 
-    p = _step_parser(sub, "export", "fold BatchNorm into the integer hardware model",
+    p = _step_parser(sub, "export", cmd_export, "fold BatchNorm into the integer hardware model",
                      "Export a checkpoint to hwmodel.{npz,json} and check the "
                      "integer model against the float model on the test split.")
     p.add_argument("--checkpoint", help="checkpoint to export (default: RUN/model.pt)")
     p.add_argument("--out", help="hardware model stem (default: RUN/hwmodel)")
-    p.set_defaults(func=cmd_export)
 
-    p = _step_parser(sub, "verilog", "generate the engine's Verilog with Amaranth",
+    p = _step_parser(sub, "verilog", cmd_verilog, "generate the engine's Verilog with Amaranth",
                      "Elaborate the inference engine for a hardware model and "
                      "write RUN/rtl/engine.v with the configuration beside it.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
-    p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes, a power of two (default: 16)")
+    p.add_argument("--lanes", type=int, default=16,
+                   help="GXNOR lanes, a power of two (default: 16)")
     p.add_argument("--memory", choices=("block", "logic"), default="block",
                    help="weight memory kind (default: block)")
     p.add_argument("--out", help="output folder (default: RUN/rtl)")
     _add_errors(p, "'nmflow sim' then checks against the golden model with the same errors")
-    p.set_defaults(func=cmd_verilog)
 
-    p = _step_parser(sub, "sim", "simulate the engine under cocotb against the golden model",
+    p = _step_parser(sub, "sim", cmd_sim,
+                     "simulate the engine under cocotb against the golden model",
                      "Run the cocotb engine testbench (Icarus by default; SIM "
                      "selects another) on every test vector; fails on any mismatch. Simulates "
                      "RUN/rtl/engine.v as 'nmflow verilog' wrote it (run first if RUN/rtl holds "
@@ -300,9 +300,8 @@ def parser():
                    "empty (default: 16); otherwise they must be those of engine.json")
     p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
-    p.set_defaults(func=cmd_sim)
 
-    p = _step_parser(sub, "compare", "compare RTL outputs with the golden model (==)",
+    p = _step_parser(sub, "compare", cmd_compare, "compare RTL outputs with the golden model (==)",
                      "Compare every class, score and hidden activation the RTL "
                      "produced with the integer reference; writes RUN/compare.json.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
@@ -310,9 +309,8 @@ def parser():
     p.add_argument("--rtl", help="folder with the engine.v the simulation must have run "
                    "(default: RUN/rtl)")
     p.add_argument("--out", help="output file (default: RUN/compare.json)")
-    p.set_defaults(func=cmd_compare)
 
-    p = _step_parser(sub, "build", "synthesize a bitstream with Yosys and nextpnr",
+    p = _step_parser(sub, "build", cmd_build, "synthesize a bitstream with Yosys and nextpnr",
                      "Build the engine with its UART host link for a board.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
@@ -325,9 +323,9 @@ def parser():
                    help="add the metaplastic update unit with metaplasticity M (hidden weights "
                    "in SPRAM on the iCEBreaker, block RAM on the ULX3S; the host streams "
                    "updates with UPDATE and LOAD requests and reads the weights back with READ)")
-    p.set_defaults(func=cmd_build)
 
-    p = _step_parser(sub, "host", "run test vectors on a board over its UART, compare (==)",
+    p = _step_parser(sub, "host", cmd_host,
+                     "run test vectors on a board over its UART, compare (==)",
                      "Send each test vector to a board running the nmflow "
                      "bitstream (INFER frames over its UART) and compare the class and every "
                      "score with the golden model; writes RUN/board.json.")
@@ -343,18 +341,17 @@ def parser():
                    "read errors (default: 16)")
     _add_errors(p, "set on the board's injector at run time (a board built with --errors) and "
                 "compared with the golden model run with the same seed and rates")
-    p.set_defaults(func=cmd_host)
 
-    p = _step_parser(sub, "demo", "the whole flow on digits, with a summary table",
+    p = _step_parser(sub, "demo", cmd_demo, "the whole flow on digits, with a summary table",
                      "Train a TNN on digits, export it, generate the engine, "
                      "simulate it on every test image, compare, build an iCEBreaker bitstream "
                      "and write RUN/report.json.", run="build/demo")
     p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
     p.add_argument("--limit", type=_positive_int, help="simulate only the first N test images")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker")
-    p.set_defaults(func=cmd_demo)
 
-    p = _step_parser(sub, "bench", "benchmarks as JSON (cycles, memory bound, Fmax, speed)",
+    p = _step_parser(sub, "bench", cmd_bench,
+                     "benchmarks as JSON (cycles, memory bound, Fmax, speed)",
                      "Measure cycles per inference against the ideal, the memory "
                      "bound, Fmax and logic cells per board, simulation speed, images/s.",
                      run="build/bench")
@@ -367,7 +364,6 @@ def parser():
                    help="skip the second build per board that measures the read-error "
                    "injector's cost")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json)")
-    p.set_defaults(func=cmd_bench)
 
     from . import bersweep, continual, eqprop, pcsa
     pcsa.add_parser(sub)
