@@ -298,34 +298,38 @@ def add_parser(sub):
                    help=f"output folder (default: {DEFAULT_OUT})")
     from .cli import add_dataset_options
     add_dataset_options(t)
-    t.add_argument("--hidden", help="hidden layer sizes, comma-separated (default: 128)")
-    t.add_argument("--epochs", help="epochs (default: 30)")
-    t.add_argument("--batch", help="batch size of the float runs (default: 32)")
-    t.add_argument("--T", help="free-phase steps (default: 40)")
-    t.add_argument("--K", help="steps of each nudged phase (default: 15)")
-    t.add_argument("--beta", help="nudging strength of the float runs (default: 0.2)")
-    t.add_argument("--lrs", help="learning rates, one per weight layer (default: 0.2,0.1)")
-    t.add_argument("--activation", help="hard (clip(x,0,1)), hard_half (clip(x/2,0,1)) or "
-                   "logistic (default: hard)")
-    t.add_argument("--order", help="layer update order: alternate or sync (default: alternate)")
-    t.add_argument("--losses", help="squared and/or cross_entropy (default: both)")
-    t.add_argument("--methods", help="bptt, one_sided, random_sign, symmetric (default: all)")
-    t.add_argument("--seeds", help="seeds per method, from --seed (default: 1)")
-    t.add_argument("--seed", help="first seed (initialisation, batch order; default: 0)")
-    t.add_argument("--check-steps", help="T = K of the gradient check (default: 200)")
+    # every option a string, checked by _settings (one-line errors)
+    for option, text in (
+            ("--hidden", "hidden layer sizes, comma-separated (default: 128)"),
+            ("--epochs", "epochs (default: 30)"),
+            ("--batch", "batch size of the float runs (default: 32)"),
+            ("--T", "free-phase steps (default: 40)"),
+            ("--K", "steps of each nudged phase (default: 15)"),
+            ("--beta", "nudging strength of the float runs (default: 0.2)"),
+            ("--lrs", "learning rates, one per weight layer (default: 0.2,0.1)"),
+            ("--activation", "hard (clip(x,0,1)), hard_half (clip(x/2,0,1)) or logistic (default: "
+             "hard)"),
+            ("--order", "layer update order: alternate or sync (default: alternate)"),
+            ("--losses", "squared and/or cross_entropy (default: both)"),
+            ("--methods", "bptt, one_sided, random_sign, symmetric (default: all)"),
+            ("--seeds", "seeds per method, from --seed (default: 1)"),
+            ("--seed", "first seed (initialisation, batch order; default: 0)"),
+            ("--check-steps", "T = K of the gradient check (default: 200)"),
+            ("--fixed-epochs", "epochs of the fixed-point twin (default: --epochs)"),
+            ("--fixed-batch", "batch of the fixed-point twin, a power of two; the hardware learns "
+             "with 1 (default: 32)"),
+            ("--fixed-beta", "beta of the twin, a power of two (default: 0.25)"),
+            ("--fixed-lr-shifts", "learning rates 2**-n of the twin, one n per layer (default: "
+             "2,3)"),
+            ("--fixed-rounding", "update rounding: stochastic, nearest_up or floor (default: "
+             "stochastic)"),
+            ("--state-bits", "bits of a neuron state, u0.N (default: 8)"),
+            ("--weight-bits", "bits of a weight, signed (default: 16)"),
+            ("--weight-frac", "fraction bits of a weight (default: 13)"),
+            ("--lfsr-seed", "nonzero seed of the 32-bit LFSR (default: 1)"),
+    ):
+        t.add_argument(option, help=text)
     t.add_argument("--no-fixed", action="store_true", help="skip the fixed-point twin")
-    t.add_argument("--fixed-epochs", help="epochs of the fixed-point twin (default: --epochs)")
-    t.add_argument("--fixed-batch", help="batch of the fixed-point twin, a power of two; the "
-                   "hardware learns with 1 (default: 32)")
-    t.add_argument("--fixed-beta", help="beta of the twin, a power of two (default: 0.25)")
-    t.add_argument("--fixed-lr-shifts", help="learning rates 2**-n of the twin, one n per "
-                   "layer (default: 2,3)")
-    t.add_argument("--fixed-rounding", help="update rounding: stochastic, nearest_up or floor "
-                   "(default: stochastic)")
-    t.add_argument("--state-bits", help="bits of a neuron state, u0.N (default: 8)")
-    t.add_argument("--weight-bits", help="bits of a weight, signed (default: 16)")
-    t.add_argument("--weight-frac", help="fraction bits of a weight (default: 13)")
-    t.add_argument("--lfsr-seed", help="nonzero seed of the 32-bit LFSR (default: 1)")
     t.set_defaults(func=cmd_train)
 
     u = _unit_parser(
