@@ -97,10 +97,6 @@ DRAW_BITS = 16
 LFSR = Lfsr(32, LFSR_MASK, "galois", draw_steps=16, draw_bits=DRAW_BITS)
 
 
-def _int(name, value, low, high=None):
-    return check_int(name, value, low, high)
-
-
 @dataclass(frozen=True)
 class FixedEqPropConfig:
     """Settings of the fixed-point twin (checked on construction; impossible ones refused)."""
@@ -135,26 +131,26 @@ class FixedEqPropConfig:
                               f"{w.describe()} ({w.overflow})")
         if w.width < 2:
             raise NmflowError(f"weight format must have at least 2 bits, not {w.width}")
-        _int("T", self.T, 1)
-        _int("K", self.K, 1)
-        _int("beta_shift", self.beta_shift, 0, w.frac_bits)
+        check_int("T", self.T, 1)
+        check_int("K", self.K, 1)
+        check_int("beta_shift", self.beta_shift, 0, w.frac_bits)
         lr = tuple(self.lr_shifts)
         if len(lr) != len(sizes) - 1:
             raise NmflowError(f"lr_shifts must give one shift per weight layer "
                               f"({len(sizes) - 1}), not {len(lr)}")
         for e in lr:
-            _int("lr_shifts", e, 0, 40)
+            check_int("lr_shifts", e, 0, 40)
         if not isinstance(self.half, bool):
             raise NmflowError(f"half must be True or False, not {self.half!r}")
         check_choice("estimate", self.estimate, FIXED_ESTIMATES)
         check_choice("update_rounding", self.update_rounding, UPDATE_ROUNDINGS)
-        _int("batch", self.batch, 1)
+        check_int("batch", self.batch, 1)
         if self.batch & (self.batch - 1):
             raise NmflowError(f"batch must be a power of two (the batch mean is a shift), "
                               f"not {self.batch}")
-        _int("epochs", self.epochs, 1)
-        _int("seed", self.seed, 0)
-        _int("lfsr_seed", self.lfsr_seed, 1, 2 ** 32 - 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("seed", self.seed, 0)
+        check_int("lfsr_seed", self.lfsr_seed, 1, 2 ** 32 - 1)
         object.__setattr__(self, "sizes", tuple(int(n) for n in sizes))
         object.__setattr__(self, "lr_shifts", tuple(int(e) for e in lr))
         accumulator_format(self)                      # refuses layers too wide for int64
@@ -221,10 +217,10 @@ class Lfsr32(LfsrSource):
     jumping ahead; ``step()`` advances one step and returns the state."""
 
     def __init__(self, seed=1):
-        super().__init__(LFSR, _int("lfsr_seed", seed, 1, 2 ** 32 - 1))
+        super().__init__(LFSR, check_int("lfsr_seed", seed, 1, 2 ** 32 - 1))
 
     def draws(self, n):
-        return super().draws(_int("n", n, 0)).astype(np.int64)
+        return super().draws(check_int("n", n, 0)).astype(np.int64)
 
 
 def round_shift(value, r, rounding, draws=None):
