@@ -308,12 +308,21 @@ class Monitor:
         return cocotb.start_soon(self._run())
 
     def reached(self, count):
-        """A trigger that fires once ``count`` beats have moved (at once if they have)."""
+        """A trigger that fires once ``count`` beats have moved (at once if they have); it fires
+        in the read-only phase before the rising edge that moves the last of them."""
         if self._target is None or count > self._target:
             self._target, self._reached = count, Event()
         if self.count >= count:
             self._reached.set()
         return self._reached.wait()
+
+    async def wait(self, count, cycles, message):
+        """Wait until ``count`` beats have moved, failing with ``message`` if ``cycles`` clock
+        periods pass first; return at once if they have, else at the falling edge after the
+        rising edge that moved the last of them (where the testbench may drive again)."""
+        if self.count < count:
+            await within(self.reached(count), cycles, message)
+            await FallingEdge(self.stream.clk)
 
     async def _run(self):
         s = self.stream

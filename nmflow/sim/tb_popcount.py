@@ -13,7 +13,7 @@ import cocotb
 import numpy as np
 
 from nmflow.rtl.lanes import GXNORPopcount
-from nmflow.sim.harness import Driver, Monitor, Scoreboard, Stream, port_shape, within
+from nmflow.sim.harness import Driver, Monitor, Scoreboard, Stream, port_shape
 from nmflow.sim.tbutil import start
 
 TAG_BITS = 16
@@ -68,7 +68,7 @@ async def popcount_matches_model(dut):
     monitor.start()
     # bubbles between rows now and then
     Driver(stream_i, rng=random.Random(1), valid=0.9).start(beats)
-    await within(monitor.reached(len(rows)), 4 * len(rows) + 100, "popcount pipeline lost rows")
+    await monitor.wait(len(rows), 4 * len(rows) + 100, "popcount pipeline lost rows")
     scoreboard.finish()
     dut._log.info("%d rows, %d errors, latency %d", len(rows), scoreboard.errors,
                   component.latency)

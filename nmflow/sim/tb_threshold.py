@@ -13,7 +13,7 @@ import numpy as np
 
 from nmflow.golden.reference import activate
 from nmflow.rtl.threshold import ThresholdUnit
-from nmflow.sim.harness import Driver, Monitor, Scoreboard, Stream, port_shape, within
+from nmflow.sim.harness import Driver, Monitor, Scoreboard, Stream, port_shape
 from nmflow.sim.tbutil import start
 
 TAG_BITS = 16
@@ -59,7 +59,7 @@ async def threshold_at_and_around_thresholds(dut):
     monitor = Monitor(stream_o, lambda beat, _: scoreboard.observe("o", beat))
     monitor.start()
     await Driver(stream_i).send(beats)
-    await within(monitor.reached(len(vectors)), 100, "the threshold unit lost activations")
+    await monitor.wait(len(vectors), 100, "the threshold unit lost activations")
     scoreboard.finish()
     dut._log.info("%d cases, %d errors", len(vectors), scoreboard.errors)
     assert scoreboard.errors == 0, f"{scoreboard.errors} activations differ from the model"
