@@ -205,10 +205,11 @@ async def _sleep_until_high(signal, clk):
 
 async def within(trigger, cycles, message):
     """Wait for ``trigger`` (an :class:`~cocotb.triggers.Event`'s ``wait()``, a
-    :meth:`Monitor.reached`), failing with ``message`` if ``cycles`` clock periods pass first."""
+    :meth:`Monitor.reached`), failing with ``message`` (a string, or a function that makes it)
+    if ``cycles`` clock periods pass first."""
     timer = Timer(cycles * PERIOD_NS, "ns")
     fired = await First(trigger, timer)
-    assert fired is not timer, message
+    assert fired is not timer, message() if callable(message) else message
 
 
 class Stream:
