@@ -294,6 +294,10 @@ class Monitor:
     watches (``ready`` is someone else's: the design's for an input port). An ``always_ready``
     port's beats move whenever ``valid`` is high. :attr:`count` counts the beats; with ``keep``,
     :attr:`beats` lists them.
+
+    It also holds the producer to the stream rules: a beat offered and not taken must still be
+    offered, its payload unchanged, when the monitor looks again (the next cycle; for a passive
+    monitor, when ``ready`` rises). If not, its task fails the test with an ``AssertionError``.
     """
 
     def __init__(self, stream, callback=None, *, rng=None, ready=1.0, passive=False,
@@ -328,22 +332,38 @@ class Monitor:
     async def _run(self):
         s = self.stream
         await _low(s.clk)
-        accept = None
+        accept, held = None, None           # held: the bits of a beat offered, not yet taken
         while True:
             if self.drive:
                 want = self.rng is None or self.rng.random() < self.p_ready
                 if want != accept:
                     s.ready.value, accept = int(want), want
             await ReadOnly()
-            if not s.valid.value:
+            valid = bool(s.valid.value)
+            bits = s.payload.value.to_unsigned() if valid else None
+            if held is not None and bits != held:
+                self._broken(held, bits)
+            held = None
+            if not valid:
                 await _sleep_until_high(s.valid, s.clk)
                 continue
             if s.ready is None or (accept if self.drive else s.ready.value):
-                self._take(s.codec.decode(s.payload.value.to_unsigned()))
-            elif not self.drive:
-                await _sleep_until_high(s.ready, s.clk)
-                continue
+                self._take(s.codec.decode(bits))
+            else:
+                held = bits
+                if not self.drive:
+                    await _sleep_until_high(s.ready, s.clk)
+                    continue
             await FallingEdge(s.clk)
+
+    def _broken(self, held, bits):
+        """The producer broke the stream rules: it dropped ``valid`` or changed the payload of a
+        beat before it was taken."""
+        s = self.stream
+        what = "dropped valid" if bits is None else (
+            f"changed the payload to {s.codec.decode(bits)!r}")
+        raise AssertionError(f"{s.name}: the producer {what} before its beat "
+                             f"{s.codec.decode(held)!r} was taken (cycle {cycle()})")
 
     def _take(self, beat):
         self.count += 1
