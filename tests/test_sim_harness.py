@@ -5,15 +5,15 @@ breaks the stream rules must fail the test."""
 
 import json
 import random
+import re
 
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from nmflow.rtl.engine import result_layout
-from nmflow.rtl.lanes import GXNORPopcount
 from nmflow.rtl.pcsa import read_row, ternary_row
-from nmflow.sim.harness import Codec, Scoreboard, decode, encode, port_shape
+from nmflow.sim.harness import Codec, Scoreboard, decode, encode
 from nmflow.sim.runner import run_cocotb
 from nmflow.sim.tb_harness import IN_LAYOUT, OUT_LAYOUT, StreamAdder, random_beats
 
@@ -28,6 +28,11 @@ def plain(value):
     return int(value)
 
 
+#: The popcount lanes' input layout (nmflow/rtl/lanes.py) with 16 lanes: arrays of structs.
+POPCOUNT_IN = data.StructLayout({"weights": ternary_row(16), "x": data.ArrayLayout(signed(2), 16),
+                                 "tag": unsigned(16)})
+
+
 def popcount_beat(rng, lanes):
     return {"weights": [{"nz": rng.randint(0, 1), "neg": rng.randint(0, 1)} for _ in range(lanes)],
             "x": [rng.randint(-1, 1) for _ in range(lanes)], "tag": rng.randint(0, 65535)}
@@ -35,7 +40,7 @@ def popcount_beat(rng, lanes):
 
 @pytest.mark.parametrize("shape, make", [
     (IN_LAYOUT, lambda rng: random_beats(rng, 1)[0]),
-    (port_shape(GXNORPopcount(16, 2, 16), "i"), lambda rng: popcount_beat(rng, 16)),
+    (POPCOUNT_IN, lambda rng: popcount_beat(rng, 16)),
     (read_row(8, 5), lambda rng: {"codes": [{"blb": rng.randint(0, 1), "bl": rng.randint(0, 1)}
                                             for _ in range(8)], "addr": rng.randint(0, 31)}),
     (result_layout(10, 24), lambda rng: {"index": rng.randint(0, 9), "score": rng.randint(
@@ -127,3 +132,12 @@ def test_monitor_catches_a_producer_breaking_the_stream_rules(tmp_path):
     assert result.tests == 1 and result.failed == 1 and report is None
     assert result.failures[0].startswith("o: the producer dropped valid before its beat "), (
         result.failures)
+
+
+@pytest.mark.slow
+def test_monitor_wait_ends_when_beats_stop_coming(tmp_path):
+    # o is ready in 1 % of the cycles: the 400 beats need far more than the 20 * 400 + 100
+    # cycles the testbench waits, which then fails with how far it got
+    result, report = run(tmp_path, ready=0.01)
+    assert result.tests == 1 and result.failed == 1 and report is None
+    assert re.fullmatch(r"\d+ of 400 beats came out", result.failures[0]), result.failures

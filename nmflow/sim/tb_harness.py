@@ -100,7 +100,7 @@ async def harness_round_trip(dut):
     await start(dut, i__valid=0, o__ready=0)
     taken.start()
     out.start()
-    await driver.send(beats)
+    driver.start(beats)
     await out.wait(count, 20 * count + 100, lambda: f"{out.count} of {count} beats came out")
     scoreboard.finish()
     Path(os.environ["NMFLOW_TB_REPORT"]).write_text(json.dumps({
