@@ -7,8 +7,9 @@ first is the design's reset configuration, each later one is sent on the ``confi
 no read is under way).
 
 Rows of random pair codes (all four codes, never-programmed (1, 1) included) are read with random
-gaps, at addresses that count up and wrap after ``last_row`` as the engine's do. Every weight read
-is compared with ``==`` with the golden twin
+gaps, at addresses that count up and wrap after ``last_row`` as the engine's do, on the harness
+(:mod:`nmflow.sim.harness`: drivers on ``i`` and ``config``, a monitor on ``o``, beats in the
+ports' layouts). Every row read is compared with ``==`` in the scoreboard with the golden twin's
 (:class:`~nmflow.golden.injector.InjectedRead`), and the testbench counts each error type among
 the eligible reads and checks the counts against the binomial 99.9 % interval of the realised
 rates. The counts are written to the JSON file ``NMFLOW_TB_REPORT``.

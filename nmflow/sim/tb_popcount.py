@@ -4,6 +4,8 @@ Environment: ``NMFLOW_TB_LANES``, ``NMFLOW_TB_XBITS`` (signed activation width; 
 input bits + 1 for the first layer), ``NMFLOW_TB_ROWS`` (random rows, default 10,000),
 ``NMFLOW_TB_SEED``. The lanes take ternary weights (what the read stage gives); the model is a dot
 product; every output is checked with ``==`` and matched to its row by a sequence-number tag.
+Rows are driven with bubbles now and then and the sums taken on the harness
+(:mod:`nmflow.sim.harness`), in the ports' layouts.
 """
 
 import os

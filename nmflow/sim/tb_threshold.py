@@ -2,7 +2,8 @@
 
 Environment: ``NMFLOW_TB_ACCBITS``, ``NMFLOW_TB_SEED``. For many threshold pairs (equal, adjacent,
 wide, at the ends of the range) it drives every pre-activation at and around each threshold in
-both modes and checks the activation with ``==`` against :func:`nmflow.golden.reference.activate`.
+both modes and checks the activation with ``==`` against :func:`nmflow.golden.reference.activate`,
+on the harness (:mod:`nmflow.sim.harness`), in the ports' layouts.
 """
 
 import os
