@@ -117,20 +117,16 @@ def compare(layout, config, trace, observed):
     return problems
 
 
-def _signed(value, bits):
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
 def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_000):
     """Run ``unit`` (without ``observe``, only the predictions are read) in Amaranth's simulator on ``samples`` (a list
     of ``(x, label, train)``). Returns ``(observed per sample, step_cycles)``: the dicts
     :func:`compare` takes, and the cycle numbers of the ``step`` pulses."""
+    from amaranth.hdl import Const, signed
     from amaranth.sim import Simulator
     from .streams import stream_get, stream_put
 
     lay, cfg = unit.layout, unit.config
-    ww = cfg.weight.width
+    weight = signed(cfg.weight.width)        # an obs word read as a raw parameter
     rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
     observed = []
     pulses = []
@@ -156,10 +152,11 @@ def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_0
                 nw, nb = lay.dump_words()
                 for _ in range(nw):
                     beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
-                    record["weights"].append([_signed(int(beat[b]), ww) for b in range(unit.lanes)])
+                    record["weights"].append([Const(beat[b], weight).value
+                                               for b in range(unit.lanes)])
                 for _ in range(nb):
                     beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
-                    record["biases"].append(_signed(int(beat[0]), ww))
+                    record["biases"].append(Const(beat[0], weight).value)
             beat = await stream_get(ctx, unit.o, rng=rng_out, ready=ready)
             record["prediction"] = int(beat.label)
             observed.append(record)

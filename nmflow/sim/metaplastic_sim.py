@@ -117,10 +117,9 @@ def run_pysim(unit, beats, *, seed=0, valid=0.8, ready=0.7, idle=1.0, engine=Non
             cycles[0] += 1
             ctx.set(unit.idle, rng_idle.random() < idle)
             en, addr = int(en), int(addr)
-            raw = data_.as_value().value if hasattr(data_, "as_value") else int(data_)
             for q in range(unit.engine_lanes):
                 if (en >> q) & 1:
-                    writes[(addr, q)] = (raw >> (2 * q)) & 3
+                    writes[(addr, q)] = data_[q].as_bits()      # the lane's PairCode
             if cycles[0] > 50 * len(beats) + 1000:
                 raise RuntimeError("the unit stalled")
 

@@ -7,14 +7,15 @@ file: ``[[x raw states], label, train], ...``), ``NMFLOW_TB_SEED`` (of the stall
 ``NMFLOW_TB_READY`` / ``NMFLOW_TB_VALID`` (probabilities of accepting an output beat / of
 offering an input beat in a cycle), ``NMFLOW_TB_REPORT`` (JSON written at the end).
 
-The twin (:func:`nmflow.sim.eqprop_sim.expected_trace`) runs next to the simulation, sample by
-sample, from the same initial parameters and LFSR seed. Every state of every layer after every
-settling step, the prediction of every sample and every weight and bias after every update are
-compared with ``==``. Streams follow ``amaranth.lib.stream``: the input producer raises ``valid``
-after random gaps, never waiting for ``ready``, and holds it until the beat is taken; the
-consumer lowers and raises ``ready`` of ``obs`` and ``o`` at random. The testbench drives and
-samples at falling edges; the unit's ``valid`` outputs are registers and its ``i.ready``
-depends on its state only, so values read at a falling edge are those of the coming rising edge.
+The twin (:func:`nmflow.sim.eqprop_sim.expected_trace`) runs over the samples from the same
+initial parameters and LFSR seed and says what the unit must show, beat by beat, in the ports'
+layouts: on ``obs`` the states of every layer after every settling step (rows of ``L`` states,
+each layer's last row padded with zeros) and, after every update, every weight (row by row, word
+``b`` of a beat from bank ``b``) and every bias (lane 0); on ``o`` the prediction of every
+sample. The streams run on the harness (:mod:`nmflow.sim.harness`): a driver offers the input
+beats on ``i`` after random gaps, never waiting for ``ready``, and holds each until it is taken;
+monitors take the beats of ``obs`` and ``o``, lowering and raising ``ready`` at random, and the
+scoreboard compares every beat with the twin's with ``==``.
 """
 
 import json
@@ -24,52 +25,98 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, RisingEdge
-from cocotb.utils import get_sim_time
+from amaranth.hdl import signed
 
 from nmflow.golden import eqprop_fixed as ef
-from nmflow.rtl.eqprop import EqPropLayout
-from nmflow.sim.eqprop_sim import compare, config_from_json, expected_trace, input_beats
-from nmflow.sim.payload import to_signed
-from nmflow.sim.tbutil import PERIOD_NS, start
+from nmflow.rtl.eqprop import EqPropUnit
+from nmflow.sim.eqprop_sim import config_from_json, expected_trace, input_beats
+from nmflow.sim.harness import Codec, Driver, Monitor, Scoreboard, Stream, cycle, port_shape
+from nmflow.sim.tbutil import start
 
 
-class Streams:
-    def __init__(self, dut, rng, ready):
-        self.dut, self.rng, self.p = dut, rng, ready
-        self.readies = [dut.obs__ready, dut.o__ready]
-
-    async def take(self, valid, ready, payload):
-        """One beat of an output stream (random backpressure); the other stream's ready is low."""
-        while True:
-            await FallingEdge(self.dut.clk)
-            for other in self.readies:
-                other.value = 0
-            if not int(valid.value):
-                await RisingEdge(valid)
-                continue
-            if self.rng.random() < self.p:
-                ready.value = 1
-                return int(payload.value.to_unsigned())
+def state_beats(layout, states):
+    """The ``obs`` beats of one settling step: the states of layers 1..N (``states``), rows of
+    ``L``, each layer's last row padded with zeros."""
+    L, beats = layout.lanes, []
+    for k, values in enumerate(states, start=1):
+        row = [int(v) for v in values] + [0] * (layout.padded[k] - len(values))
+        beats += [row[r * L:(r + 1) * L] for r in range(layout.chunks[k])]
+    return beats
 
 
-async def produce(dut, beats, label, train, rng, p_valid, width, label_bits):
-    """Offer the input beats: random gaps first, then valid held until the beat is taken."""
-    for beat in beats:
-        await FallingEdge(dut.clk)
-        while rng.random() >= p_valid:
-            dut.i__valid.value = 0
-            await FallingEdge(dut.clk)
-        x = sum(int(v) << (width * b) for b, v in enumerate(beat))
-        dut.i__payload.value = (x | (label << (width * len(beat)))
-                                | (train << (width * len(beat) + label_bits)))
-        dut.i__valid.value = 1
-        while not int(dut.i__ready.value):
-            await RisingEdge(dut.i__ready)
-            await FallingEdge(dut.clk)
-        # ready is high in this cycle: the beat is taken at the coming rising edge
-    await FallingEdge(dut.clk)
-    dut.i__valid.value = 0
+def dump_beats(layout, params, word):
+    """The ``obs`` beats of a parameter dump as ``(beat, label)``: the weight banks' words row by
+    row (:meth:`~nmflow.golden.eqprop_layout.EqPropLayout.decode_weights` reads them back), then
+    each bias in lane 0; ``word`` turns a raw parameter into the port's word."""
+    L, beats = layout.lanes, []
+    for k, w in enumerate(params["W"]):
+        rows, cols = w.shape
+        for r in range(rows):
+            for c in range(cols // L):
+                beats.append(([word(int(w[r, c * L + (bank - r) % L])) for bank in range(L)],
+                              f"W{k} row {r} chunk {c}"))
+    for k, b in enumerate(params["b"]):
+        beats += [([word(int(v))] + [0] * (L - 1), f"b{k}[{i}]") for i, v in enumerate(b)]
+    return beats
+
+
+class Twin:
+    """The twin over the samples: queues every beat the unit must show in the scoreboard and
+    counts what the report says was compared."""
+
+    def __init__(self, config, unit, scoreboard):
+        self.config, self.layout, self.scoreboard = config, unit.layout, scoreboard
+        self.word = Codec(signed(config.weight.width)).encode
+        self.params, self.lfsr = ef.init_params(config), ef.Lfsr32(config.lfsr_seed)
+        self.report = {"samples": 0, "training_samples": 0, "steps": 0, "states": 0,
+                       "weights": 0, "predictions_right": 0}
+        self.obs_per_sample, self.trained = [], []
+
+    def sample(self, index, x, label, train):
+        trace, self.params = expected_trace(self.config, self.params, np.array(x), label, train,
+                                            self.lfsr)
+        expect, obs = self.scoreboard.expect, 0
+        for step, states in enumerate(trace.states):
+            for row, beat in enumerate(state_beats(self.layout, states)):
+                expect("obs", beat, f"sample {index}: step {step} row {row}")
+                obs += 1
+        if train:
+            for beat, label_ in dump_beats(self.layout, self.params, self.word):
+                expect("obs", beat, f"sample {index}: {label_}")
+                obs += 1
+        expect("o", {"label": trace.prediction}, f"sample {index}: prediction")
+        self.obs_per_sample.append(obs)
+        self.trained.append(bool(train))
+        r, sizes = self.report, self.config.sizes
+        r["samples"] += 1
+        r["training_samples"] += int(bool(train))
+        r["steps"] += len(trace.states)
+        r["states"] += len(trace.states) * sum(sizes[1:])
+        r["weights"] += (sum(w.size + b.size for w, b in zip(self.params["W"], self.params["b"]))
+                         if train else 0)
+        r["predictions_right"] += int(trace.prediction == label)
+
+    def budget(self, unit, p_ready, p_valid):
+        """Cycles within which a working unit surely shows every beat."""
+        steps, beats = self.report["steps"], sum(self.obs_per_sample)
+        work = steps * unit.issue_cycles_per_step(nudged=True) + 3 * beats \
+            + self.report["weights"] + 100 * len(self.trained)
+        return int(4 * work / (p_ready * p_valid)) + 10_000
+
+
+def final_params(layout, twin, observed, weight_bits):
+    """The weights and biases of the unit's last parameter dump (``observed``: every ``obs``
+    beat), or None if no sample trained."""
+    if not any(twin.trained):
+        return None
+    last = max(n for n, t in enumerate(twin.trained) if t)
+    end = sum(twin.obs_per_sample[:last + 1])
+    nw, nb = layout.dump_words()
+    raw = Codec(signed(weight_bits)).decode
+    dump = observed[end - nw - nb:end]
+    W, b = layout.decode_weights([[raw(v) for v in beat] for beat in dump[:nw]],
+                                 [raw(beat[0]) for beat in dump[nw:]])
+    return {"W": [w.tolist() for w in W], "b": [v.tolist() for v in b]}
 
 
 @cocotb.test()
@@ -80,61 +127,35 @@ async def unit_matches_its_twin(dut):
     seed = int(os.environ.get("NMFLOW_TB_SEED", "0"))
     p_ready = float(os.environ.get("NMFLOW_TB_READY", "0.6"))
     p_valid = float(os.environ.get("NMFLOW_TB_VALID", "0.7"))
-    layout = EqPropLayout(config.sizes, lanes)
-    sw, ww = config.state.width, config.weight.width
-    word = max(sw, ww)
-    label_bits = max(1, (config.sizes[-1] - 1).bit_length())
-    streams = Streams(dut, random.Random(seed + 1), p_ready)
-    rng_in = random.Random(seed)
+    unit = EqPropUnit(config, lanes=lanes, observe=True)
+    scoreboard = Scoreboard("twin", log=dut._log, logged=5)
+    twin = Twin(config, unit, scoreboard)
+    beats = []
+    for index, (x, label, train) in enumerate(samples):
+        twin.sample(index, x, label, train)
+        beats += [{"x": beat, "label": label, "train": train} for beat in input_beats(x, lanes)]
 
     await start(dut, i__valid=0, o__ready=0, obs__ready=0)
-    params = ef.init_params(config)
-    lfsr = ef.Lfsr32(config.lfsr_seed)
-    report = {"samples": 0, "training_samples": 0, "steps": 0, "states": 0, "weights": 0,
-              "predictions_right": 0, "mismatches": [], "sample_ns": []}
-    for index, (x, label, train) in enumerate(samples):
-        t0 = get_sim_time("ns")
-        cocotb.start_soon(produce(dut, input_beats(x, lanes), label, train, rng_in, p_valid, sw,
-                                  label_bits))
-        trace, params = expected_trace(config, params, np.array(x), label, train, lfsr)
-        observed = {"states": [], "weights": [], "biases": []}
-        for _ in range(len(trace.states)):
-            rows = []
-            for _ in range(layout.region_rows):
-                v = await streams.take(dut.obs__valid, dut.obs__ready, dut.obs__payload)
-                rows.append([(v >> (word * b)) & ((1 << sw) - 1) for b in range(lanes)])
-            observed["states"].append(rows)
-        if train:
-            nw, nb = layout.dump_words()
-            for _ in range(nw):
-                v = await streams.take(dut.obs__valid, dut.obs__ready, dut.obs__payload)
-                observed["weights"].append([to_signed(v >> (word * b), ww) for b in range(lanes)])
-            for _ in range(nb):
-                v = await streams.take(dut.obs__valid, dut.obs__ready, dut.obs__payload)
-                observed["biases"].append(to_signed(v, ww))
-        v = await streams.take(dut.o__valid, dut.o__ready, dut.o__payload)
-        observed["prediction"] = v
-        problems = compare(layout, config, trace, observed)
-        if train:
-            W, b = layout.decode_weights(observed["weights"], observed["biases"])
-            report["rtl_final_params"] = {"W": [w.tolist() for w in W],
-                                          "b": [v.tolist() for v in b]}
-        for problem in problems[:5]:
-            dut._log.error("sample %d: %s", index, problem)
-        report["mismatches"] += [f"sample {index}: {p}" for p in problems[:5]]
-        report["samples"] += 1
-        report["training_samples"] += int(bool(train))
-        report["steps"] += len(trace.states)
-        report["states"] += len(trace.states) * sum(config.sizes[1:])
-        report["weights"] += (sum(w.size + b.size for w, b in zip(params["W"], params["b"]))
-                              if train else 0)
-        report["predictions_right"] += int(trace.prediction == label)
-        report["sample_ns"].append(get_sim_time("ns") - t0)
-        if problems:
-            break
-    await FallingEdge(dut.clk)
-    dut.o__ready.value = 0
-    dut.obs__ready.value = 0
-    report["cycles_per_sample_with_observation"] = [t // PERIOD_NS for t in report.pop("sample_ns")]
+    ends = [cycle()]
+    rng_out = random.Random(seed + 1)
+    obs = Monitor(Stream(dut, "obs", port_shape(unit, "obs")),
+                  lambda beat, _: scoreboard.observe("obs", beat), rng=rng_out, ready=p_ready,
+                  keep=True)
+    predictions = Monitor(Stream(dut, "o", port_shape(unit, "o")),
+                          lambda beat, end: (scoreboard.observe("o", beat), ends.append(end)),
+                          rng=rng_out, ready=p_ready)
+    obs.start()
+    predictions.start()
+    Driver(Stream(dut, "i", port_shape(unit, "i")), rng=random.Random(seed),
+           valid=p_valid).start(beats)
+    await predictions.wait(len(samples), twin.budget(unit, p_ready, p_valid),
+                           lambda: f"the unit stalled after {predictions.count} of "
+                                   f"{len(samples)} samples")
+    scoreboard.finish()
+    report = dict(twin.report, mismatches=scoreboard.messages(20),
+                  cycles_per_sample_with_observation=np.diff(ends).tolist())
+    params = final_params(unit.layout, twin, obs.beats, config.weight.width)
+    if params is not None:
+        report["rtl_final_params"] = params
     Path(os.environ["NMFLOW_TB_REPORT"]).write_text(json.dumps(report))
-    assert not report["mismatches"], report["mismatches"][0]
+    scoreboard.assert_clean()

@@ -7,8 +7,9 @@ first is the design's reset configuration, each later one is sent on the ``confi
 no read is under way).
 
 Rows of random pair codes (all four codes, never-programmed (1, 1) included) are read with random
-gaps, at addresses that count up and wrap after ``last_row`` as the engine's do. Every weight read
-is compared with ``==`` with the golden twin
+gaps, at addresses that count up and wrap after ``last_row`` as the engine's do, on the harness
+(:mod:`nmflow.sim.harness`: drivers on ``i`` and ``config``, a monitor on ``o``, beats in the
+ports' layouts). Every row read is compared with ``==`` in the scoreboard with the golden twin's
 (:class:`~nmflow.golden.injector.InjectedRead`), and the testbench counts each error type among
 the eligible reads and checks the counts against the binomial 99.9 % interval of the realised
 rates. The counts are written to the JSON file ``NMFLOW_TB_REPORT``.
@@ -21,16 +22,18 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import ClockCycles, FallingEdge
 from scipy.stats import binom
 
 from nmflow.golden.injector import ErrorInjection, InjectedRead
 from nmflow.golden.pairs import pcsa_read
 from nmflow.golden.readerrors import ErrorRates
-from nmflow.rtl.injector import config_payload, error_config_layout
-from nmflow.rtl.pcsa import read_row
-from nmflow.sim.payload import pack
+from nmflow.rtl.injector import PCSAErrorRead, config_payload
+from nmflow.rtl.weights import PairCode
+from nmflow.sim.harness import Codec, Driver, Monitor, Scoreboard, Stream, port_shape
 from nmflow.sim.tbutil import start
+
+PAIR_CODE = Codec(PairCode)
 
 
 def phase_injection(fields):
@@ -38,18 +41,20 @@ def phase_injection(fields):
     return ErrorInjection(ErrorRates(**fields.pop("rates")), **fields)
 
 
-def codes_value(row):
-    """A row of pair codes as the stage takes it: lane ``p`` at bits ``2p+1:2p``."""
-    return sum(int(c) << (2 * p) for p, c in enumerate(row))
+def pair_codes(row):
+    """A row of pair codes (integers 0..3, ``blb`` in bit 0 and ``bl`` in bit 1) as the
+    :class:`~nmflow.rtl.weights.PairCode` members of a ``codes`` field."""
+    return [PAIR_CODE.decode(int(c)) for c in row]
 
 
-def weights_of(value, lanes):
-    """The ternary row in an output value (``nz`` at bit ``2p``, ``neg`` at ``2p + 1``)."""
-    out = np.zeros(lanes, dtype=np.int8)
-    for p in range(lanes):
-        nz, neg = (value >> (2 * p)) & 1, (value >> (2 * p + 1)) & 1
-        out[p] = 0 if not nz else (-1 if neg else 1)
-    return out
+def ternary_beat(row):
+    """A ternary row as the stage's output beat (:class:`~nmflow.rtl.pcsa.TernaryWeight`)."""
+    return [{"nz": int(w != 0), "neg": int(w < 0)} for w in row]
+
+
+def ternary(beat):
+    """The ternary row in an output beat."""
+    return [(-1 if w["neg"] else 1) if w["nz"] else 0 for w in beat]
 
 
 def count_errors(ideal, got):
@@ -77,45 +82,36 @@ async def injector_matches_its_twin(dut):
     phases = [phase_injection(p) for p in json.loads(os.environ["NMFLOW_TB_PHASES"])]
     rng = np.random.default_rng(int(os.environ.get("NMFLOW_TB_SEED", "0")))
     gaps = random.Random(int(os.environ.get("NMFLOW_TB_SEED", "0")))
-    cfg_layout = error_config_layout(phases[0].rate_bits)
-    row_layout = read_row(lanes, addr_bits)
+    stage = PCSAErrorRead(lanes=lanes, addr_bits=addr_bits, injection=phases[0],
+                          last_row=last_row)
+    reads = Driver(Stream(dut, "i", port_shape(stage, "i")), rng=gaps, valid=0.8)
+    config = Driver(Stream(dut, "config", port_shape(stage, "config")))
+    scoreboard = Scoreboard("twin", log=dut._log, logged=10)
+    got = []
 
+    def read(beat, _):
+        got.append(ternary(beat))
+        scoreboard.observe("o", beat)
+
+    monitor = Monitor(Stream(dut, "o", port_shape(stage, "o")), read)
     await start(dut, i__valid=0, config__valid=0)
-    report, mismatches = [], 0
+    monitor.start()
+    await FallingEdge(dut.clk)
+    report = []
     for index, injection in enumerate(phases):
         if index:                       # a new configuration while no read is under way
-            await FallingEdge(dut.clk)
-            dut.config__payload.value = pack(cfg_layout, **config_payload(injection))
-            dut.config__valid.value = 1
-            await FallingEdge(dut.clk)
-            dut.config__valid.value = 0
-            await FallingEdge(dut.clk)
+            await config.send([config_payload(injection)])
+            await ClockCycles(dut.clk, 2, rising=False)
         twin = InjectedRead(injection, lanes)
         codes = rng.integers(0, 4, size=(rows, lanes), dtype=np.uint8)
         addr = np.arange(rows, dtype=np.int64) % (last_row + 1)
         expected = twin.read_rows(codes, addr, last_row)
-        got = np.zeros_like(expected)
-        sent = received = cycle = 0
-        while received < rows:
-            await FallingEdge(dut.clk)
-            cycle += 1
-            if int(dut.o__valid.value):
-                got[received] = weights_of(dut.o__payload.value.to_unsigned(), lanes)
-                if (got[received] != expected[received]).any():
-                    mismatches += 1
-                    if mismatches <= 10:
-                        dut._log.error("phase %d row %d: read %s, twin %s", index, received,
-                                       got[received].tolist(), expected[received].tolist())
-                received += 1
-            if sent < rows and gaps.random() < 0.8:
-                dut.i__payload.value = pack(row_layout, codes=codes_value(codes[sent]), addr=int(addr[sent]))
-                dut.i__valid.value = 1
-                sent += 1
-            else:
-                dut.i__valid.value = 0
-            assert cycle < 3 * rows + 100, "the read stage lost rows"
-        dut.i__valid.value = 0
-        counts = count_errors(pcsa_read(codes).astype(np.int8), got)
+        for n, row in enumerate(expected):
+            scoreboard.expect("o", ternary_beat(row), f"phase {index} row {n}")
+        reads.start([{"codes": pair_codes(codes[n]), "addr": int(addr[n])} for n in range(rows)])
+        await monitor.wait((index + 1) * rows, 3 * rows + 100, "the read stage lost rows")
+        got_rows = np.array(got[-rows:], dtype=np.int8)
+        counts = count_errors(pcsa_read(codes).astype(np.int8), got_rows)
         realised = injection.realised
         checks = {}
         for kind, trials in (("type1", "nonzero"), ("type2", "nonzero"), ("type3", "zero")):
@@ -129,7 +125,8 @@ async def injector_matches_its_twin(dut):
         dut._log.info("phase %d (%s): %s", index, injection.mode,
                       {k: (v["count"], v["trials"]) for k, v in checks.items()})
     Path(os.environ["NMFLOW_TB_REPORT"]).write_text(json.dumps(report, indent=2))
-    assert mismatches == 0, f"{mismatches} rows differ from the twin"
+    scoreboard.finish()
+    assert scoreboard.errors == 0, f"{scoreboard.errors} rows differ from the twin"
     for index, phase in enumerate(report):
         for kind, check in phase["errors"].items():
             assert check["within"], (f"phase {index} {kind}: {check['count']} errors in "

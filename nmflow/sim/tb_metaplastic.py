@@ -8,12 +8,12 @@ the initial hidden words), ``NMFLOW_TB_SEED``, ``NMFLOW_TB_READY`` / ``NMFLOW_TB
 (probabilities of accepting a result / offering a beat in a cycle), ``NMFLOW_TB_REPORT``.
 
 The twin runs over the same beats (:func:`nmflow.sim.metaplastic_sim.expected_results`); every
-beat's result is compared with ``==`` and, at the end, every pair code the unit wrote to the
-engine's port with the sign of the twin's final hidden weight. Streams follow
-``amaranth.lib.stream``: the producer raises ``valid`` after random gaps without looking at
-``ready`` and holds it until the beat is taken; ``i.ready`` depends on the payload (the group),
-so the testbench drives at the falling edge and samples ``ready``/``valid`` in the read-only
-phase of the same time step, the values the coming rising edge sees. ``idle`` drops at random.
+beat's result is compared with ``==`` in the scoreboard and, at the end, every pair code the unit
+wrote to the engine's port with the sign of the twin's final hidden weight. The streams run on the
+harness (:mod:`nmflow.sim.harness`), beats in the ports' layouts: a driver offers the beats on
+``i`` after random gaps (``i.ready`` depends on the payload, the group: the harness samples
+``ready`` after the payload is set), a monitor takes the results on ``o`` with random
+backpressure. ``idle`` drops at random.
 """
 
 import json
@@ -23,13 +23,16 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from amaranth.hdl import signed
+from amaranth.lib import data
+from cocotb.triggers import FallingEdge, ReadOnly
 
 from nmflow.golden.metafixed import round_shift
 from nmflow.golden.pairs import MINUS, PLUS
 from nmflow.rtl.metaplastic import OP_UPDATE, beat_layout
+from nmflow.rtl.weights import PairCode, pair_row
+from nmflow.sim.harness import Codec, Driver, Monitor, Scoreboard, Stream
 from nmflow.sim.metaplastic_sim import expected_results, rule_from_json
-from nmflow.sim.payload import to_signed
 from nmflow.sim.tbutil import start
 
 
@@ -65,6 +68,35 @@ def corners(rule, words, beats):
     return c
 
 
+async def watch_writes(dut, elanes, rng_idle, writes, cycles):
+    """Every cycle: drive ``idle`` (high 95 % of the time, drawn from ``rng_idle``), count the
+    cycle in ``cycles[0]`` and record the pair code of each of the ``elanes`` lanes the unit
+    writes to the engine's weight memory (``writes[(row, lane)]``, the last write wins)."""
+    codes, enables = Codec(pair_row(elanes)), Codec(data.ArrayLayout(1, elanes))
+    while True:
+        dut.idle.value = int(rng_idle.random() < 0.95)
+        await ReadOnly()
+        cycles[0] += 1
+        en = dut.weights__en.value.to_unsigned()
+        if en:
+            addr = dut.weights__addr.value.to_unsigned()
+            row = codes.decode(dut.weights__data.value.to_unsigned())
+            for lane, enabled in enumerate(enables.decode(en)):
+                if enabled:
+                    writes[(addr, lane)] = row[lane]
+        await FallingEdge(dut.clk)
+
+
+def check_codes(scoreboard, writes, final, lanes, elanes):
+    """Every pair code written is the sign of the twin's final hidden weight."""
+    pair = Codec(PairCode)
+    k = elanes // lanes
+    for (addr, q), code in sorted(writes.items()):
+        g, p = addr * k + q // lanes, q % lanes
+        scoreboard.check(f"pair code row {addr} lane {q}", code,
+                         pair.decode(PLUS if final[g, p] >= 0 else MINUS))
+
+
 @cocotb.test()
 async def unit_matches_its_twin(dut):
     rule = rule_from_json(os.environ["NMFLOW_TB_RULE"])
@@ -77,76 +109,27 @@ async def unit_matches_its_twin(dut):
     seed = int(os.environ.get("NMFLOW_TB_SEED", "0"))
     p_ready = float(os.environ.get("NMFLOW_TB_READY", "0.7"))
     p_valid = float(os.environ.get("NMFLOW_TB_VALID", "0.8"))
-    ww = rule.w_format.width
     want, final = expected_results(rule, init, beats)
-    packed = [layout.const(b).as_value().value for b in beats]
+    scoreboard = Scoreboard("twin", log=dut._log, logged=10)
+    for n, (beat, weights) in enumerate(zip(beats, want)):
+        scoreboard.expect("o", weights, f"beat {n} {beat}")
+    stream_i = Stream(dut, "i", layout)
+    stream_o = Stream(dut, "o", data.ArrayLayout(signed(rule.w_format.width), lanes))
+    writes, cycles = {}, [0]
 
     await start(dut, i__valid=0, o__ready=0, idle=1)
-    rng_in, rng_out, rng_idle = random.Random(seed), random.Random(seed + 1), \
-        random.Random(seed + 2)
-    got = []
-    writes = {}
-    cycles = [0]
-
-    async def produce():
-        for value in packed:
-            while rng_in.random() >= p_valid:
-                dut.i__valid.value = 0
-                await FallingEdge(dut.clk)
-            dut.i__payload.value = value
-            dut.i__valid.value = 1
-            while True:
-                await ReadOnly()
-                taken = int(dut.i__ready.value)
-                await FallingEdge(dut.clk)
-                if taken:
-                    break
-        dut.i__valid.value = 0
-
-    async def consume_and_watch():
-        limit = 40 * len(beats) + 1000
-        while len(got) < len(beats):
-            r = int(rng_out.random() < p_ready)
-            dut.o__ready.value = r
-            dut.idle.value = int(rng_idle.random() < 0.95)
-            await ReadOnly()
-            cycles[0] += 1
-            if r and int(dut.o__valid.value):
-                v = int(dut.o__payload.value.to_unsigned())
-                got.append([to_signed(v >> (ww * p), ww) for p in range(lanes)])
-            en = int(dut.weights__en.value.to_unsigned())
-            if en:
-                addr = int(dut.weights__addr.value.to_unsigned())
-                row = int(dut.weights__data.value.to_unsigned())
-                for q in range(elanes):
-                    if (en >> q) & 1:
-                        writes[(addr, q)] = (row >> (2 * q)) & 3
-            assert cycles[0] < limit, f"the unit stalled after {len(got)} results"
-            await FallingEdge(dut.clk)
-        dut.o__ready.value = 0
-
-    # the producer starts at a falling edge, like the consumer
-    cocotb.start_soon(produce())
-    await consume_and_watch()
-
-    mismatches = []
-    for n, (a, b) in enumerate(zip(got, want)):
-        if a != b:
-            mismatches.append(f"beat {n} {beats[n]}: unit {a}, twin {b}")
-            if len(mismatches) >= 5:
-                break
-    k = elanes // lanes
-    code_errors = 0
-    for (addr, q), code in writes.items():
-        g, p = addr * k + q // lanes, q % lanes
-        expect = PLUS if final[g, p] >= 0 else MINUS
-        if code != expect:
-            code_errors += 1
-            if len(mismatches) < 10:
-                mismatches.append(f"pair code row {addr} lane {q}: unit {code:#04b}, twin "
-                                  f"{expect:#04b}")
-    report = {"beats": len(got), "codes_checked": len(writes), "code_errors": code_errors,
+    monitor = Monitor(stream_o, lambda beat, _: scoreboard.observe("o", beat),
+                      rng=random.Random(seed + 1), ready=p_ready)
+    monitor.start()
+    cocotb.start_soon(watch_writes(dut, elanes, random.Random(seed + 2), writes, cycles))
+    Driver(stream_i, rng=random.Random(seed), valid=p_valid).start(beats)
+    await monitor.wait(len(beats), 40 * len(beats) + 1000,
+                       lambda: f"the unit stalled after {monitor.count} results")
+    check_codes(scoreboard, writes, final, lanes, elanes)
+    scoreboard.finish()
+    code_errors = sum(label.startswith("pair code") for label, _, _ in scoreboard.mismatches)
+    report = {"beats": monitor.count, "codes_checked": len(writes), "code_errors": code_errors,
               "cycles": cycles[0], "corners": corners(rule, init, beats),
-              "mismatches": mismatches, "final": final.tolist()}
+              "mismatches": scoreboard.messages(10), "final": final.tolist()}
     Path(os.environ["NMFLOW_TB_REPORT"]).write_text(json.dumps(report))
-    assert not mismatches, mismatches[0]
+    scoreboard.assert_clean()

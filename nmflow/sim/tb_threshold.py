@@ -2,7 +2,8 @@
 
 Environment: ``NMFLOW_TB_ACCBITS``, ``NMFLOW_TB_SEED``. For many threshold pairs (equal, adjacent,
 wide, at the ends of the range) it drives every pre-activation at and around each threshold in
-both modes and checks the activation with ``==`` against :func:`nmflow.golden.reference.activate`.
+both modes and checks the activation with ``==`` against :func:`nmflow.golden.reference.activate`,
+on the harness (:mod:`nmflow.sim.harness`), in the ports' layouts.
 """
 
 import os
@@ -10,12 +11,13 @@ from types import SimpleNamespace
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge
 
 from nmflow.golden.reference import activate
 from nmflow.rtl.threshold import ThresholdUnit
-from nmflow.sim.payload import pack, unpack
+from nmflow.sim.harness import Driver, Monitor, Scoreboard, Stream, port_shape
 from nmflow.sim.tbutil import start
+
+TAG_BITS = 16
 
 
 def cases(acc_bits, rng):
@@ -40,36 +42,25 @@ def cases(acc_bits, rng):
 async def threshold_at_and_around_thresholds(dut):
     acc_bits = int(os.environ["NMFLOW_TB_ACCBITS"])
     rng = np.random.default_rng(int(os.environ.get("NMFLOW_TB_SEED", "0")))
-    component = ThresholdUnit(acc_bits, 16)
-    in_layout = component.signature.members["i"].signature.members["payload"].shape
-    out_layout = component.signature.members["o"].signature.members["payload"].shape
-    assert len(dut.i__payload) == in_layout.size
+    component = ThresholdUnit(acc_bits, TAG_BITS)
     vectors = cases(acc_bits, rng)
-    expected = []
-    for acc, t_lo, t_hi, ternary in vectors:
+    stream_i = Stream(dut, "i", port_shape(component, "i"))
+    stream_o = Stream(dut, "o", port_shape(component, "o"))
+    scoreboard = Scoreboard("model", log=dut._log, logged=10)
+    beats = []
+    for index, (acc, t_lo, t_hi, ternary) in enumerate(vectors):
+        tag = index % (1 << TAG_BITS)
+        beats.append({"acc": acc, "t_lo": t_lo, "t_hi": t_hi, "ternary": ternary, "tag": tag})
         layer = SimpleNamespace(activation="ternary" if ternary else "sign",
                                 t_hi=np.int64(t_hi), t_lo=np.int64(t_lo))
-        expected.append(int(activate(acc, layer)))
+        scoreboard.expect("o", {"act": int(activate(acc, layer)), "tag": tag},
+                          f"case {vectors[index]!r}")
 
     await start(dut, i__valid=0)
-    errors, received, sent = 0, 0, 0
-    while received < len(vectors):
-        await FallingEdge(dut.clk)
-        if int(dut.o__valid.value):
-            beat = unpack(out_layout, dut.o__payload.value.to_unsigned())
-            if beat["tag"] != received % 65536 or beat["act"] != expected[received]:
-                errors += 1
-                if errors <= 10:
-                    dut._log.error("case %r: act %d, model %d", vectors[received], beat["act"],
-                                   expected[received])
-            received += 1
-        if sent < len(vectors):
-            acc, t_lo, t_hi, ternary = vectors[sent]
-            dut.i__payload.value = pack(in_layout, acc=acc, t_lo=t_lo, t_hi=t_hi,
-                                        ternary=ternary, tag=sent % 65536)
-            dut.i__valid.value = 1
-            sent += 1
-        else:
-            dut.i__valid.value = 0
-    dut._log.info("%d cases, %d errors", len(vectors), errors)
-    assert errors == 0, f"{errors} activations differ from the model"
+    monitor = Monitor(stream_o, lambda beat, _: scoreboard.observe("o", beat))
+    monitor.start()
+    await Driver(stream_i).send(beats)
+    await monitor.wait(len(vectors), 100, "the threshold unit lost activations")
+    scoreboard.finish()
+    dut._log.info("%d cases, %d errors", len(vectors), scoreboard.errors)
+    assert scoreboard.errors == 0, f"{scoreboard.errors} activations differ from the model"
