@@ -122,7 +122,7 @@ def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_0
     of ``(x, label, train)``). Returns ``(observed per sample, step_cycles)``: the dicts
     :func:`compare` takes, and the cycle numbers of the ``step`` pulses."""
     from amaranth.hdl import Const, signed
-    from amaranth.sim import Simulator
+    from .pysim import run_benches
     from .streams import stream_get, stream_put
 
     lay, cfg = unit.layout, unit.config
@@ -170,12 +170,7 @@ def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_0
             if cycle > max_cycles:
                 raise RuntimeError(f"the unit did not finish within {max_cycles} cycles")
 
-    sim = Simulator(unit)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(watch, background=True)
-    sim.run()
+    run_benches(unit, producer, consumer, watch)
     return observed, pulses
 
 

@@ -52,19 +52,21 @@ def stress_beats(rule, groups, lanes, n_beats, seed=0):
     special_w = [wf.min_raw, wf.max_raw, 0, 1, -1, wf.min_raw + 1, wf.max_raw - 1]
     special_d = [uf.min_raw, uf.max_raw, 0, 1, -1, uf.min_raw + 1]
 
-    def weights(k):
+    def mixed(fmt, k, special, small, p_special, p_small):
+        """``k`` values of ``fmt``: a special one with probability ``p_special``, a small one
+        (``|v| <= small``) up to ``p_small``, else any (drawn in this order, as ever)."""
         pick = rng.random(k)
-        w = rng.integers(wf.min_raw, wf.max_raw + 1, k)
-        small = rng.integers(-64, 65, k)
-        sp = rng.choice(special_w, k)
-        return np.where(pick < 0.3, sp, np.where(pick < 0.6, small, w))
+        anything = rng.integers(fmt.min_raw, fmt.max_raw + 1, k)
+        near = rng.integers(-small, small + 1, k)
+        corner = rng.choice(special, k)
+        return np.where(pick < p_special, corner,
+                        np.where(pick < p_small, near, anything))
+
+    def weights(k):
+        return mixed(wf, k, special_w, 64, 0.3, 0.6)
 
     def updates(k):
-        pick = rng.random(k)
-        d = rng.integers(uf.min_raw, uf.max_raw + 1, k)
-        small = rng.integers(-200, 201, k)
-        sp = rng.choice(special_d, k)
-        return np.where(pick < 0.2, sp, np.where(pick < 0.7, small, d))
+        return mixed(uf, k, special_d, 200, 0.2, 0.7)
 
     beats = [{"addr": g, "op": OP_LOAD, "en": full, "value": [int(v) for v in weights(lanes)]}
              for g in range(groups)]
@@ -93,7 +95,7 @@ def run_pysim(unit, beats, *, seed=0, valid=0.8, ready=0.7, idle=1.0, engine=Non
     """Run ``unit`` in Amaranth's simulator over ``beats``. Returns ``(outputs, writes,
     cycles)``: the per-beat raw weights shown on ``o``, the engine writes seen (a dict ``(row,
     lane) -> code``, the last one wins) and the cycles until the last result."""
-    from amaranth.sim import Simulator
+    from .pysim import run_benches
     from .streams import stream_get, stream_put
 
     rng_in, rng_out, rng_idle = random.Random(seed), random.Random(seed + 1), \
@@ -123,12 +125,7 @@ def run_pysim(unit, beats, *, seed=0, valid=0.8, ready=0.7, idle=1.0, engine=Non
             if cycles[0] > 50 * len(beats) + 1000:
                 raise RuntimeError("the unit stalled")
 
-    sim = Simulator(unit)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(watch, background=True)
-    sim.run()
+    run_benches(unit, producer, consumer, watch)
     return outputs, writes, cycles[0]
 
 

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from .streams import stream_get, stream_put, watchdog_cycles
 
-__all__ = ["EngineRun", "EngineStalled", "run_engine"]
+__all__ = ["run_benches", "EngineRun", "EngineStalled", "run_engine"]
 
 #: Clock period of the harness, in seconds (only waves show it).
 PERIOD = 1e-6
@@ -44,6 +44,17 @@ class EngineRun:
 
 class EngineStalled(RuntimeError):
     """The engine finished no inference within :func:`~nmflow.sim.streams.watchdog_cycles`."""
+
+
+def run_benches(dut, producer, consumer, watch):
+    """Amaranth's simulator on ``dut`` (a 1 MHz clock): the ``producer`` and ``consumer``
+    testbenches, and ``watch`` in the background, until both are done."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(watch, background=True)
+    sim.run()
 
 
 def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
