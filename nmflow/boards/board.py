@@ -12,17 +12,19 @@ import operator
 from dataclasses import dataclass
 from functools import cached_property
 
+from ..errors import NmflowError
+
 __all__ = ["Board"]
 
 
 def _count(name, value):
-    """``value`` as an int if it is a positive integer (NumPy's included), else ValueError."""
+    """``value`` as an int if it is a positive integer (NumPy's included), else NmflowError."""
     try:
         number = operator.index(value)
     except TypeError:
         number = None
     if number is None or isinstance(value, bool) or number < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        raise NmflowError(f"{name} must be a positive integer, not {value!r}")
     return number
 
 
@@ -97,7 +99,7 @@ class Board:
     def __post_init__(self):
         for depth, width in self.block_ram_modes:
             if depth * width > self.block_ram_bits or width > self.block_ram_port_bits:
-                raise ValueError(f"block_ram_modes must fit a block RAM of {self.block_ram_bits} "
+                raise NmflowError(f"block_ram_modes must fit a block RAM of {self.block_ram_bits} "
                                  f"bits read {self.block_ram_port_bits} bits at a time, not "
                                  f"({depth}, {width})")
 

@@ -32,7 +32,7 @@ PIPELINE = {
 def check_lanes(lanes):
     if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or lanes > 256 \
             or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two between 1 and 256, not {lanes!r}")
+        raise NmflowError(f"lanes must be a power of two between 1 and 256, not {lanes!r}")
     return lanes
 
 
@@ -67,7 +67,7 @@ class EnginePlan:
         check_lanes(lanes)
         if not isinstance(read_latency, int) or isinstance(read_latency, bool) \
                 or not 0 <= read_latency <= 64:
-            raise ValueError(f"read stage latency must be an integer from 0 to 64, "
+            raise NmflowError(f"read stage latency must be an integer from 0 to 64, "
                              f"not {read_latency!r}")
         self.model = model
         self.lanes = lanes

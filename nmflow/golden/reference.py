@@ -42,7 +42,7 @@ def activate(a, layer):
         return np.where(a >= layer.t_hi, 1, -1).astype(np.int8)
     if layer.activation == "ternary":
         return np.where(a >= layer.t_hi, 1, np.where(a < layer.t_lo, -1, 0)).astype(np.int8)
-    raise ValueError(f"activation must be 'sign' or 'ternary', not {layer.activation!r}")
+    raise NmflowError(f"activation must be 'sign' or 'ternary', not {layer.activation!r}")
 
 
 def argmax_lowest(scores):

@@ -77,9 +77,9 @@ def encode_frame(command, payload=b""):
     """
     payload = bytes(payload)
     if not 0 <= command <= 0xFF:
-        raise ValueError(f"command must be a byte (0 to 255), not {command!r}")
+        raise NmflowError(f"command must be a byte (0 to 255), not {command!r}")
     if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload must be at most {MAX_PAYLOAD} bytes long, not {len(payload)}")
+        raise NmflowError(f"payload must be at most {MAX_PAYLOAD} bytes long, not {len(payload)}")
     body = bytes([command]) + len(payload).to_bytes(2, "little") + payload
     return bytes([SYNC]) + body + bytes([CRC.compute(body)])
 

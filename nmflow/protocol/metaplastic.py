@@ -178,15 +178,15 @@ def encode_group(group, mask, values, n_bytes):
         If ``group`` is not a u16, ``mask`` not a byte or a value does not fit ``n_bytes``.
     """
     if not 0 <= group <= 0xFFFF:
-        raise ValueError(f"group must be between 0 and 65535, not {group!r}")
+        raise NmflowError(f"group must be between 0 and 65535, not {group!r}")
     if not 0 <= mask <= 0xFF:
-        raise ValueError(f"mask must be a byte (0 to 255), not {mask!r}")
+        raise NmflowError(f"mask must be a byte (0 to 255), not {mask!r}")
     out = bytearray(int(group).to_bytes(2, "little") + bytes([mask]))
     for value in values:
         try:
             out += int(value).to_bytes(n_bytes, "little", signed=True)
         except OverflowError:
-            raise ValueError(f"value {int(value)} does not fit {8 * n_bytes} bits") from None
+            raise NmflowError(f"value {int(value)} does not fit {8 * n_bytes} bits") from None
     return bytes(out)
 
 
@@ -236,7 +236,7 @@ def encode_read(row, count):
     """
     for name, value in (("row", row), ("count", count)):
         if not 0 <= value <= 0xFFFF:
-            raise ValueError(f"{name} must be between 0 and 65535, not {value!r}")
+            raise NmflowError(f"{name} must be between 0 and 65535, not {value!r}")
     return int(row).to_bytes(2, "little") + int(count).to_bytes(2, "little")
 
 

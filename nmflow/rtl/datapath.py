@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
+from ..errors import NmflowError
 from .activations import ActivationReadSignature
 from .lanes import GXNORPopcount
 from .pcsa import PCSARead
@@ -85,7 +86,7 @@ class MACDatapath(wiring.Component):
         self._memory = memory
         self._read_stage = (read_stage or PCSARead)(lanes=plan.lanes, addr_bits=plan.addr_bits)
         if self._read_stage.latency != plan.read_latency:
-            raise ValueError(f"read stage latency must be the plan's read_latency "
+            raise NmflowError(f"read stage latency must be the plan's read_latency "
                              f"{plan.read_latency}, not {self._read_stage.latency!r}")
         self._writable = writable
         members = {

@@ -20,6 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
+from ..errors import NmflowError
 from ..golden.hwmodel import HardwareModel
 from ..golden.injector import ErrorInjection
 from ..golden.plan import MEMORY_KINDS, EnginePlan, check_lanes, index_bits
@@ -131,16 +132,16 @@ class InferenceEngine(wiring.Component):
         if isinstance(buffers, str):
             buffers = {"inputs": buffers, "activations": buffers}
         if not isinstance(buffers, dict) or set(buffers) != {"inputs", "activations"}:
-            raise ValueError(f"buffers must be a memory kind or a dict with the keys 'inputs' and "
+            raise NmflowError(f"buffers must be a memory kind or a dict with the keys 'inputs' and "
                              f"'activations', not {buffers!r}")
         kinds = [("memory", memory)] + [(f"buffers[{k!r}]", v) for k, v in buffers.items()]
         for name, kind in kinds:
             if kind not in MEMORY_KINDS:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
+                raise NmflowError(f"{name} must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
                                  f"not {kind!r}")
         if errors is not None:
             if read_stage is not None:
-                raise ValueError("give either read_stage or errors, not both")
+                raise NmflowError("give either read_stage or errors, not both")
             if not isinstance(errors, ErrorInjection):
                 raise TypeError(f"errors must be an ErrorInjection, not {type(errors).__name__}")
             read_stage = PCSAErrorRead
@@ -150,10 +151,10 @@ class InferenceEngine(wiring.Component):
                             f"not {read_stage!r}")
         latency = getattr(read_stage, "latency", None)
         if not isinstance(latency, int):
-            raise ValueError(f"read_stage must have an integer latency, not {latency!r}")
+            raise NmflowError(f"read_stage must have an integer latency, not {latency!r}")
         plan = EnginePlan(model, lanes, read_latency=latency)
         if max_weight_bits is not None and plan.weight_bits > max_weight_bits:
-            raise ValueError(f"network does not fit the memory budget: its weights need "
+            raise NmflowError(f"network does not fit the memory budget: its weights need "
                              f"{plan.weight_bits} bits ({plan.weight_rows} rows of {lanes} pair "
                              f"codes), the budget is {max_weight_bits} bits")
         self._plan = plan

@@ -12,6 +12,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..errors import NmflowError
 from ..golden.injector import LFSR_BITS, SEED_BITS, ErrorInjection, lane_salt
 from .pcsa import read_row, ternary_row
 
@@ -67,7 +68,7 @@ class PCSAErrorRead(wiring.Component):
             raise TypeError(f"injection must be an ErrorInjection, not "
                             f"{type(injection).__name__}")
         if not isinstance(last_row, int) or not 0 <= last_row < (1 << addr_bits):
-            raise ValueError(f"last_row must be a row address of {addr_bits} bits, "
+            raise NmflowError(f"last_row must be a row address of {addr_bits} bits, "
                              f"not {last_row!r}")
         self._lanes = lanes
         self._injection = injection

@@ -41,7 +41,7 @@ def uart_divisor(clk_freq, baud):
 
     Raises
     ------
-    ValueError
+    NmflowError
         If either rate is not a positive number, a bit would last fewer than 4 cycles, or the
         generated baud rate ``clk_freq / divisor`` is more than 2 % away from ``baud``.
     """
@@ -49,12 +49,12 @@ def uart_divisor(clk_freq, baud):
     check_number("baud", baud, above=0, unit="bits per second")
     divisor = round(clk_freq / baud)
     if divisor < 4:
-        raise ValueError(f"baud must be at most clk_freq / 4 = {_num(clk_freq / 4)} (4 cycles per "
+        raise NmflowError(f"baud must be at most clk_freq / 4 = {_num(clk_freq / 4)} (4 cycles per "
                          f"bit), not {_num(baud)} at clk_freq {_num(clk_freq)}")
     actual = clk_freq / divisor
     error = abs(actual - baud) / baud
     if error > BAUD_TOLERANCE:
-        raise ValueError(f"baud {_num(baud)} is out of reach from clk_freq {_num(clk_freq)}: "
+        raise NmflowError(f"baud {_num(baud)} is out of reach from clk_freq {_num(clk_freq)}: "
                          f"the nearest divisor {divisor} gives {actual:.0f} baud, {error:.1%} off "
                          f"(the limit is {BAUD_TOLERANCE:.0%})")
     return divisor
@@ -66,7 +66,7 @@ def uart_timing(clk_freq, baud, timeout):
 
     Raises
     ------
-    ValueError
+    NmflowError
         As :func:`uart_divisor`, or if ``timeout`` is not a positive number of seconds of at least
         :data:`MIN_TIMEOUT_CHARS` character times.
     """
@@ -75,7 +75,7 @@ def uart_timing(clk_freq, baud, timeout):
     timeout_cycles = round(timeout * clk_freq)
     minimum = MIN_TIMEOUT_CHARS * 10 * divisor
     if timeout_cycles < minimum:
-        raise ValueError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
+        raise NmflowError(f"timeout must be at least {MIN_TIMEOUT_CHARS} character times "
                          f"({minimum / clk_freq:g} s at baud {_num(baud)}), not {timeout!r}")
     return divisor, timeout_cycles
 
@@ -89,7 +89,7 @@ def check_host_top(model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, NmflowError
         Naming the first parameter that is wrong, its rule and its value.
     """
     if not isinstance(model, HardwareModel):

@@ -70,7 +70,7 @@ def _check_directions(component, name, rtlil_text):
         port = "__".join(map(str, path))
         if member.flow == wiring.Out and isinstance(Value.cast(value), Signal) \
                 and directions.get(port) != "output":
-            raise ValueError(f"output {port!r} of {type(component).__name__} must be driven by "
+            raise NmflowError(f"output {port!r} of {type(component).__name__} must be driven by "
                              f"the design, not left undriven")
 
 
@@ -166,7 +166,7 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
 
     Raises
     ------
-    ValueError
+    NmflowError
         If the engine refuses the configuration (``lanes``, ``memory``).
     """
     from ..golden import hwmodel
@@ -227,17 +227,17 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
     try:
         config = json.loads(config_path.read_text())
         if not isinstance(config, dict):
-            raise ValueError(f"a JSON object is expected, not {type(config).__name__}")
+            raise NmflowError(f"a JSON object is expected, not {type(config).__name__}")
         for key, kind in (("lanes", int), ("cycles_per_inference", int), ("toplevel", str),
                           ("model_sha256", str)):
             if not isinstance(config.get(key), kind):
-                raise ValueError(f"{key} must be {kind.__name__}, not {config.get(key)!r}")
+                raise NmflowError(f"{key} must be {kind.__name__}, not {config.get(key)!r}")
         if config.get("errors") is not None:
             from ..golden.injector import ErrorInjection
             try:
                 ErrorInjection.from_dict(config["errors"])
             except NmflowError as error:
-                raise ValueError(str(error)) from None
+                raise NmflowError(str(error)) from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise NmflowError(f"{str(config_path)!r} is not an engine configuration ({error}): run "
                           f"'nmflow verilog'") from None

@@ -6,6 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
+from ..errors import NmflowError
 from ..golden.pairs import pack_rows
 from ..golden.plan import MEMORY_KINDS, index_bits
 
@@ -64,14 +65,14 @@ class WeightMemory(wiring.Component):
 
     def __init__(self, codes, *, kind="block", writable=False):
         if kind not in MEMORY_KINDS:
-            raise ValueError(f"memory kind must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
+            raise NmflowError(f"memory kind must be one of {', '.join(map(repr, MEMORY_KINDS))}, "
                              f"not {kind!r}")
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
-            raise ValueError(f"codes must be a [rows, lanes] array with at least one row, "
+            raise NmflowError(f"codes must be a [rows, lanes] array with at least one row, "
                              f"not shape {list(codes.shape)}")
         if (codes > 0b11).any() or (codes < 0).any():
-            raise ValueError(f"codes must be 2-bit pair codes (0 to 3), "
+            raise NmflowError(f"codes must be 2-bit pair codes (0 to 3), "
                              f"not {int(codes[(codes > 3) | (codes < 0)][0])}")
         self._codes = codes.astype(np.uint8)
         self._kind = kind
