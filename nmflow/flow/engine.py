@@ -369,10 +369,7 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
         :class:`~nmflow.rtl.engine.InferenceEngine` (``{"inputs": kind, "activations": kind}``).
     """
     from ..golden.plan import EnginePlan
-    try:
-        plan = EnginePlan(hw, lanes)
-    except ValueError as error:
-        raise NmflowError(str(error)) from None
+    plan = EnginePlan(hw, lanes)                    # a bad plan is one NmflowError line
     memories = dict(plan.memories, **(extra or {}))
     if link_buffer:
         memories["host link buffer"] = (hw.n_inputs, hw.input_bits)
@@ -478,10 +475,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     x, y = _test_vectors(hw, inputs, limit)
     read = None
     if errors is not None:
-        try:
-            check_lanes(lanes)
-        except ValueError as error:
-            raise NmflowError(str(error)) from None
+        check_lanes(lanes)
         read = InjectedRead(errors, lanes)
     golden = reference(hw, x, lanes=lanes, read=read)
     with EngineLink(port, baudrate=baudrate, timeout=timeout) as link:

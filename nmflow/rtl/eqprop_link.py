@@ -19,7 +19,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..errors import NmflowError
 from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
 from .eqprop import EqPropUnit
@@ -402,10 +401,7 @@ class EqPropHostTop(UARTTop):
 
     def __init__(self, config, *, lanes=4, clk_freq, baud=115200, timeout=0.02, params=None,
                  board=None):
-        try:
-            divisor, self.timeout_cycles = uart_timing(clk_freq, baud, timeout)
-        except ValueError as error:
-            raise NmflowError(str(error)) from None
+        divisor, self.timeout_cycles = uart_timing(clk_freq, baud, timeout)   # NmflowError
         super().__init__(EqPropLinkCore(config, lanes, timeout=self.timeout_cycles,
                                         params=params, board=board), divisor)
 
