@@ -396,6 +396,8 @@ class _Requests:
         n_row = unit.row_bytes if unit else 0
         # the body byte counter, with its end-of-count tests kept in registers (set a cycle
         # ahead with the counter) so that no comparison sits on the paths into the machine
+        # the engine's result is wanted (its ``ready``): from the last input fed to the next beat
+        self.want_result = Signal()
         self.idx = Signal(range(max(8, len(self.info_bytes), n_reply, n_row)))
         marks = (len(self.info_bytes) - 1, info.score_bytes - 1) + \
             ((n_reply - 1, n_row - 1) if unit else ())
@@ -488,6 +490,7 @@ class _Requests:
                 with m.If(frame.count_last):
                     frame.set_count(zero=True)
                     self.reply()
+                    m.d.sync += self.want_result.eq(1)
                     fsm.next("CLASS")
         with fsm.State("INFO"):
             last = self.idx_is[len(self.info_bytes) - 1]
@@ -503,38 +506,35 @@ class _Requests:
         return fsm
 
     def _result(self, fsm):
-        """CLASS and SCORE: the engine's result beats, held in registers (the engine's handshake
-        never waits on the byte-level logic), sent class first, then every score."""
+        """CLASS and SCORE: the engine's result beats, held in registers, sent class first, then
+        every score. The engine's ``ready`` is the register ``want_result`` alone (set when the
+        inputs are fed and after each beat's last score byte), so no state decoding reaches the
+        engine's handshake (it drives the score registers' clock enable)."""
         m, eo, sb = self.m, self.link.engine_o, self.link.info.score_bytes
-        held, score = Signal(), Signal(signed(8 * sb))
-        cls, beat_last = Signal(8), Signal()
-
-        def take_beat():
-            m.d.comb += eo.ready.eq(1)
-            with m.If(eo.valid):
-                m.d.sync += [held.eq(1), score.eq(eo.payload.score), cls.eq(eo.payload.cls),
-                             beat_last.eq(eo.payload.last)]
+        want = self.want_result
+        score, cls, beat_last = Signal(signed(8 * sb)), Signal(8), Signal()
+        m.d.comb += eo.ready.eq(want)
+        with m.If(want & eo.valid):
+            m.d.sync += [want.eq(0), score.eq(eo.payload.score), cls.eq(eo.payload.cls),
+                         beat_last.eq(eo.payload.last)]
 
         with fsm.State("CLASS"):
-            with m.If(~held):
-                take_beat()
-            with m.Else():
+            with m.If(~want):
                 def after_class():
                     self.set_idx(zero=True)
                     fsm.next("SCORE")
                 self.send(cls, 0, after_class)
         with fsm.State("SCORE"):
             end = self.idx_is[sb - 1]
-            with m.If(~held):
-                take_beat()
-            with m.Else():
+            with m.If(~want):
                 def after_score():
                     self.set_idx(zero=False)
                     with m.If(end):
                         self.set_idx(zero=True)
-                        m.d.sync += held.eq(0)
                         with m.If(beat_last):
                             fsm.next("IDLE")
+                        with m.Else():
+                            m.d.sync += want.eq(1)
                 self.send(score.word_select(self.idx, 8), beat_last & end, after_score)
 
     def _send_held(self, held, value, end, body_last, then):
