@@ -22,7 +22,7 @@ broken. Each returns the value, converted (``int`` or ``float``), when it passes
 import math
 from numbers import Integral, Real
 
-__all__ = ["NmflowError", "check_choice", "check_int", "check_number"]
+__all__ = ["NmflowError", "check_choice", "check_int", "check_number", "int_rule", "number_rule"]
 
 
 class NmflowError(ValueError):
@@ -37,7 +37,8 @@ def check_choice(name, value, choices):
     return value
 
 
-def _int_rule(low, high):
+def int_rule(low, high):
+    """The phrase after "must be" of :func:`check_int`'s refusal."""
     if low is not None and high is not None:
         return f"an integer from {low} to {high}"
     if low == 1:
@@ -58,12 +59,15 @@ def check_int(name, value, low=None, high=None, *, rule=None):
     ok = isinstance(value, Integral) and not isinstance(value, bool) \
         and (low is None or value >= low) and (high is None or value <= high)
     if not ok:
-        raise NmflowError(f"{name} must be {rule or _int_rule(low, high)}, not {value!r}")
+        raise NmflowError(f"{name} must be {rule or int_rule(low, high)}, not {value!r}")
     return int(value)
 
 
-def _number_rule(low, high, above, unit):
-    if above is not None:
+def number_rule(low, high, above, unit):
+    """The phrase after "must be" of :func:`check_number`'s refusal."""
+    if above is not None and high is not None:
+        rule = f"a finite number above {above:g} and at most {high:g}"
+    elif above is not None:
         rule = "a positive finite number" if above == 0 else f"a finite number above {above:g}"
     elif low is not None and high is not None:
         rule = f"a finite number from {low:g} to {high:g}"
@@ -84,6 +88,6 @@ def check_number(name, value, low=None, high=None, *, above=None, unit=None, rul
         and (low is None or value >= low) and (high is None or value <= high) \
         and (above is None or value > above)
     if not ok:
-        raise NmflowError(f"{name} must be {rule or _number_rule(low, high, above, unit)}, "
+        raise NmflowError(f"{name} must be {rule or number_rule(low, high, above, unit)}, "
                           f"not {value!r}")
     return float(value)

@@ -229,10 +229,12 @@ def test_command_writes_json_csv_png(models, tmp_path, fake_device, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--passes", "0"], "--passes must be a positive integer, not 0"),
+    (["--passes", "0"], "ber-sweep: --passes must be an integer from 1 to 1000, not '0' (see "
+                        "nmflow ber-sweep --help)"),
     (["--rates", "0.1,1.5"], "--rates must be error rates in [0, 1], not 1.5"),
     (["--rates", "-0.01"], "--rates must be error rates in [0, 1], not -0.01"),
-    (["--seed", "-2"], "--seed must be a non-negative integer, not -2"),
+    (["--seed", "-2"], "ber-sweep: --seed must be an integer from 0 to 2147483647, not '-2' "
+                       "(see nmflow ber-sweep --help)"),
     (["--tnn", "no/such/model.json"], "--tnn must name an existing hardware model file, not "
                                       "'no/such/model.json' (no such file)"),
 ])
@@ -260,8 +262,10 @@ def test_real_device_model_gives_chip_rates():
 
 
 def test_hidden_sizes_are_checked(tmp_path, fake_device):
-    refuses("--hidden must be positive layer sizes such as 256,256, not (0,)",
+    refuses("--hidden must be 1 to 16 layer widths from 1 to 65536 such as 256,256, not (0,)",
             lambda: command.run_sweep(tmp_path, hidden=(0,)))
+    refuses("--jobs must be an integer from 1 to 8 (four per usable core), not 0".replace(
+        "8", str(sweep_flow.max_jobs())), lambda: command.run_sweep(tmp_path, jobs=0))
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["ber-sweep", "--hidden", "64,x"])
     assert cli.parser().parse_args(["ber-sweep"]).hidden == command.DEFAULT_HIDDEN

@@ -414,23 +414,24 @@ def test_cli_continual_writes_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--tasks", "0"], "--tasks must be a positive integer, not 0"),
-    (["--steps", "-3"], "--steps must be a positive integer, not -3"),
-    (["--batch", "1"], "--batch must be at least 2"),
+    (["--tasks", "0"], "--tasks must be an integer from 1 to 100, not '0'"),
+    (["--steps", "-3"], "--steps must be an integer from 1 to 10000000, not '-3'"),
+    (["--batch", "1"], "--batch must be an integer from 2 to 65536 (BatchNorm needs two images), "
+                       "not '1'"),
     (["--m", "-1"], "--m must be finite numbers >= 0, not -1.0"),
     (["--m", "nan"], "--m must be finite numbers >= 0"),
     (["--m", "0"], "--m must hold at least one m > 0"),
     (["--methods", "plain,si"], "--methods must be among plain, meta, ewc, random, lr_decay, "
                                 "complex, not 'si'"),
     (["--methods", ","], "--methods must name at least one"),
-    (["--hidden", "0"], "--hidden must be positive integers"),
-    (["--seed", "-1"], "--seed must be an integer in [0, 2**31), not -1"),
+    (["--hidden", "0"], "--hidden must be 1 to 16 comma-separated integers from 1 to 65536"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2147483647, not '-1'"),
     (["--lr", "0"], "--lr must be a finite number > 0"),
     (["--lr-decay", "0.5"], "--lr-decay must be a finite number >= 1"),
     (["--dataset", "idx"], "--dataset idx needs --images and --labels"),
     (["--images", "x"], "--images and --labels go with --dataset idx"),
     (["--methods", "plain", "--fixed-point"], "--fixed-point goes with the meta method"),
-    (["--stream", "0"], "--stream must be a positive integer"),
+    (["--stream", "0"], "--stream must be an integer from 1 to 10000, not '0'"),
 ])
 def test_cli_bad_arguments(tmp_path, capsys, argv, message):
     code = cli.main(["continual", "--out", str(tmp_path / "o"), "--steps", "2", "--tasks", "1",

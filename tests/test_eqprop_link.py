@@ -200,7 +200,7 @@ def _cli(argv):
     (["eqprop", "sim", "--samples", "x"], ["--samples", "'x'"]),
     (["eqprop", "sim", "--lanes", "3"], ["--lanes", "power of two"]),
     (["eqprop", "sim", "--hidden", "30"], ["--hidden", "multiple of lanes"]),
-    (["eqprop", "sim", "--T", "70000"], ["--T", "65535"]),
+    (["eqprop", "sim", "--T", "70000"], ["--T", "from 1 to 10000", "'70000'"]),
     (["eqprop", "build", "--hidden", "200"], ["--hidden", "block RAMs"]),
     (["eqprop", "build", "--baud", "5000000"], ["--baud", "5000000"]),
     (["eqprop", "build", "--lr-shifts", "1"], ["--lr-shifts", "2 shifts"]),

@@ -249,21 +249,21 @@ def test_calibration_reproduces_the_fitted_medians():
     (lambda: pcsa_read(1e4, [1e5, float("nan")]),
      "r_blb must be positive finite resistances in ohms, not nan"),
     (lambda: pcsa_read(1e4, 1e5, window=0),
-     "window must be a positive finite number (seconds), not 0"),
+     "window must be a finite number above 0 and at most 1e-05 (seconds), not 0"),
     (lambda: pcsa_read(1e4, 1e5, window=-5e-9),
-     "window must be a positive finite number (seconds), not -5e-09"),
+     "window must be a finite number above 0 and at most 1e-05 (seconds), not -5e-09"),
     (lambda: pcsa_read(1e4, 1e5, window=float("inf")),
-     "window must be a positive finite number (seconds), not inf"),
+     "window must be a finite number above 0 and at most 1e-05 (seconds), not inf"),
     (lambda: pcsa_read(1e4, 1e5, corner="hot"),
      "corner must be one of slow, typical, fast, not 'hot'"),
     (lambda: monte_carlo("10us", samples=10), "condition must be one of 100us, 1us, not '10us'"),
-    (lambda: monte_carlo("1us", samples=0), "samples must be a positive integer, not 0"),
-    (lambda: chip_rates(samples=2.5), "samples must be a positive integer, not 2.5"),
-    (lambda: chip_rates(seed=-1), "seed must be a non-negative integer, not -1"),
+    (lambda: monte_carlo("1us", samples=0), "samples must be an integer from 2 to 20000000, not 0"),
+    (lambda: chip_rates(samples=2.5), "samples must be an integer from 2 to 20000000, not 2.5"),
+    (lambda: chip_rates(seed=-1), "seed must be an integer from 0 to 2147483647, not -1"),
     (lambda: chip_rates(corner="nominal"),
      "corner must be one of slow, typical, fast, not 'nominal'"),
     (lambda: chip_rates(window=float("nan")),
-     "window must be a positive finite number (seconds), not nan"),
+     "window must be a finite number above 0 and at most 1e-05 (seconds), not nan"),
     (lambda: LogNormal(0, 0.5), "median must be a positive finite number (ohms), not 0"),
     (lambda: LogNormal(1e4, -0.1), "sigma must be a non-negative finite number (ln ohms), not -0.1"),
     (lambda: Corner("x", float("inf"), 27), "vdd must be a positive finite number (volts), not inf"),
@@ -314,13 +314,27 @@ def test_command_defaults():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--samples", "0"], "--samples must be a positive integer, not 0"),
-    (["--seed", "-2"], "--seed must be a non-negative integer, not -2"),
-    (["--window", "0"], "--window must be a positive finite number of nanoseconds, not 0.0"),
-    (["--window", "nan"], "--window must be a positive finite number of nanoseconds, not nan"),
-    (["--corner", "hot"], "--corner must be one of slow, typical, fast, not 'hot'"),
+    (["--samples", "0"], "--samples must be an integer from 2 to 20000000, not '0'"),
+    (["--samples", "1"], "--samples must be an integer from 2 to 20000000, not '1'"),
+    (["--samples", "1000000000000"],
+     "--samples must be an integer from 2 to 20000000, not '1000000000000'"),
+    (["--seed", "-2"], "--seed must be an integer from 0 to 2147483647, not '-2'"),
+    (["--window", "0"], "--window must be a finite number above 0 and at most 10000 "
+                        "(nanoseconds), not '0'"),
+    (["--window", "nan"], "--window must be a finite number above 0 and at most 10000 "
+                          "(nanoseconds), not 'nan'"),
+    (["--window", "1e300"], "--window must be a finite number above 0 and at most 10000 "
+                            "(nanoseconds), not '1e300'"),
 ])
-def test_command_refuses_bad_options(tmp_path, argv, message):
-    args = parse("--out", tmp_path / "x", *argv)
-    refuses(lambda: args.func(args), message)
+def test_command_refuses_bad_options(tmp_path, capsys, argv, message):
+    from nmflow.scripts import cli
+    assert cli.main(["pcsa", "--out", str(tmp_path / "x"), *argv]) == 2
+    assert capsys.readouterr().err == (f"nmflow: error: pcsa: {message} "
+                                       f"(see nmflow pcsa --help)\n")
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_refuses_a_bad_corner(tmp_path):
+    args = parse("--out", tmp_path / "x", "--corner", "hot")
+    refuses(lambda: args.func(args), "--corner must be one of slow, typical, fast, not 'hot'")
     assert not (tmp_path / "x").exists()

@@ -127,12 +127,17 @@ def test_quantnet_refuses_bad_parameters(kwargs, message):
 # ------------------------------------------------------------------------------- configuration
 
 @pytest.mark.parametrize("changes, message", [
-    ({"epochs": 0}, r"^epochs must be a positive integer, not 0$"),
-    ({"batch": 1.5}, r"^batch must be a positive integer, not 1.5$"),
-    ({"lr": 0.0}, r"^lr must be a positive finite number, not 0.0$"),
-    ({"lr": float("nan")}, r"^lr must be a positive finite number, not nan$"),
-    ({"seed": -2}, r"^seed must be a non-negative integer, not -2$"),
-    ({"hidden": (128, 0)}, r"^hidden must be a tuple of positive integers, not \(128, 0\)$"),
+    ({"epochs": 0}, r"^epochs must be an integer from 1 to 10000, not 0$"),
+    ({"epochs": 10**20}, r"^epochs must be an integer from 1 to 10000, not 100000000000000000000$"),
+    ({"batch": 1.5}, r"^batch must be an integer from 1 to 65536, not 1.5$"),
+    ({"lr": 0.0}, r"^lr must be a finite number above 0 and at most 10, not 0.0$"),
+    ({"lr": float("nan")}, r"^lr must be a finite number above 0 and at most 10, not nan$"),
+    ({"seed": -2}, r"^seed must be an integer from 0 to 2147483647, not -2$"),
+    ({"seed": 2**70}, r"^seed must be an integer from 0 to 2147483647, not 1180591620717411303424$"),
+    ({"hidden": (128, 0)}, r"^hidden must be 1 to 16 layer widths from 1 to 65536 such as "
+                           r"128,128, not \(128, 0\)$"),
+    ({"hidden": (10**9,)}, r"^hidden must be 1 to 16 layer widths from 1 to 65536 such as "
+                           r"128,128, not \(1000000000,\)$"),
     ({"schedule": "step"}, r"^schedule must be one of constant, cosine, not 'step'$"),
     ({"weight_kind": "int4"}, r"^weight_kind must be one of binary, ternary, not 'int4'$"),
     ({"act_threshold": -1}, r"^act_threshold must be a non-negative finite number, not -1$"),
@@ -267,7 +272,7 @@ def test_checkpoint_refuses_other_version_and_mismatched_weights(tmp_path, check
         load_checkpoint(path)
     torch.save({**payload, "config": {**payload["config"], "epochs": 0}}, path)
     with pytest.raises(NmflowError, match=r"^checkpoint '.*' holds a bad configuration: "
-                                          r"epochs must be a positive integer, not 0$"):
+                                          r"epochs must be an integer from 1 to 10000, not 0$"):
         load_checkpoint(path)
     torch.save({**payload, "net": {**payload["net"], "sizes": [64, 9, 10]}}, path)
     with pytest.raises(NmflowError, match=r"^checkpoint '.*' weights do not fit its network "

@@ -9,8 +9,8 @@ layer table below::
     sim                         base, golden, rtl, sim
     rtl                         base, golden, rtl
     golden                      base, golden
-    base                        base: nmflow.errors, fileio, fixedpoint, lfsr, protocol (a
-                                package), toolchain
+    base                        base: nmflow.errors, fileio, fixedpoint, lfsr, limits, protocol
+                                (a package), toolchain
 
 The host protocol (:mod:`nmflow.protocol`), the LFSRs (:mod:`nmflow.lfsr`) and the toolchain
 (:mod:`nmflow.toolchain`) are base modules, so the gateware, the simulation and the boards all
@@ -34,7 +34,7 @@ PACKAGE = "nmflow"
 
 #: Modules below every layer: plain Python each layer may import.
 BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.lfsr",
-        "nmflow.toolchain"}
+        "nmflow.limits", "nmflow.toolchain"}
 #: Module (or package) -> its layer.
 LAYER_OF = {"nmflow.protocol": "base", "nmflow.golden": "golden", "nmflow.rtl": "rtl",
             "nmflow.sim": "sim", "nmflow.boards": "boards", "nmflow.scripts": "scripts",

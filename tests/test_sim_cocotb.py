@@ -203,9 +203,13 @@ def test_verilog_that_does_not_compile_is_one_line(tmp_path):
     (tmp_path / "rtl" / "engine.json").write_text(json.dumps(config))
     from nmflow.flow import sim_step
     np.savez(tmp_path / "x.npz", x=random_inputs(model, 1, seed=12))
-    with pytest.raises(NmflowError, match=r"^.*engine\.v does not compile \(icarus\): see "
-                                          r".*build\.log$"):
+    with pytest.raises(NmflowError, match=r"^\S*engine\.v does not compile \(icarus\): \S*engine\.v:"
+                                          r"\d+: syntax error \(see \S*build\.log\)$") as info:
         sim_step(tmp_path, inputs=tmp_path / "x.npz")
+    log = str(info.value).rsplit("(see ", 1)[1][:-1]
+    assert log == str(tmp_path / "sim" / "work" / "build.log")      # kept where the line says
+    assert "syntax error" in Path(log).read_text()
+    assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == ["work"]
 
 
 def test_engine_verilog_records_its_checksum(tmp_path):

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import limits
 from ..errors import NmflowError
 from ..fileio import make_folder, write_text
 from ..toolchain import TOOLS, check_tools, tool_environment
@@ -153,8 +154,8 @@ def _check_args(name, seed, target_mhz, board, timeout):
         raise NmflowError(f"name must be letters, digits and underscores, not starting with a "
                           f"digit, not {name!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                             or not 0 <= seed < 2 ** 31):
-        raise NmflowError(f"seed must be None or an integer from 0 to {2 ** 31 - 1}, "
+                             or not 0 <= seed <= limits.SEED):
+        raise NmflowError(f"seed must be None or an integer from 0 to {limits.SEED}, "
                           f"not {seed!r}")
     if target_mhz is None:
         target_mhz = board.target_mhz

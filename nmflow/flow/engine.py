@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NmflowError
-from ..fileio import read_npz, write_json
+from ..fileio import read_npz, staged_outputs, write_json
 from .progress import report
 
 __all__ = ["DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step", "sim_step",
@@ -116,7 +116,6 @@ def export_step(run_dir, checkpoint=None, out=None):
     meta["dataset_source"] = spec.to_dict()
     model = export(ckpt.net, dataset.input_bits, meta)
     out = Path(out or run_dir / ARTIFACTS["hwmodel"])
-    hwmodel.save(model, out)
 
     float_pred = np.asarray(predict(ckpt.net, dataset.x_test))
     trace = reference(model, dataset.x_test)
@@ -129,7 +128,9 @@ def export_step(run_dir, checkpoint=None, out=None):
         "agreement": float((trace.classes == float_pred).mean()),
         "hwmodel": str(out.with_suffix(".json")),
     }
-    write_json(run_dir / ARTIFACTS["golden"], golden)
+    with staged_outputs() as outputs:          # the model and golden.json: both or neither
+        hwmodel.save(model, outputs.folder(out.parent) / out.name)
+        write_json(outputs.file(run_dir / ARTIFACTS["golden"]), golden)
     return golden
 
 
@@ -223,23 +224,34 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     rtl_dir = Path(rtl or run_dir / ARTIFACTS["rtl"])
     if not (rtl_dir / "engine.v").exists() and not (rtl_dir / "engine.json").exists():
         _write_verilog(hw, rtl_dir, 16 if lanes is None else lanes, "block")
-    summary = simulate_engine(model_path, x, sim_dir, verilog_dir=rtl_dir, model=hw, lanes=lanes,
-                              waves=waves, ready=ready, seed=seed,
-                              progress=lambda done, images, rate: report(
-                                  progress, "sim", done, images, f"images, {rate:,.0f} cycles/s"),
-                              wall_seconds=wall_seconds)
-    if y is not None:
-        np.save(sim_dir / "labels.npy", y)
-    else:
+    # Staged: the vectors, outputs, summary and work folder appear together; a simulation that
+    # did not finish leaves only its work folder (the log its error names).
+    with staged_outputs() as outputs:
+        staging = outputs.folder(sim_dir)
+        try:
+            summary = simulate_engine(model_path, x, staging, verilog_dir=rtl_dir, model=hw,
+                                      lanes=lanes, waves=waves, ready=ready, seed=seed,
+                                      progress=lambda done, images, rate: report(
+                                          progress, "sim", done, images,
+                                          f"images, {rate:,.0f} cycles/s"),
+                                      wall_seconds=wall_seconds)
+        except NmflowError as error:            # Verilog that does not compile: keep its log
+            outputs.keep(staging / "work")
+            raise NmflowError(outputs.final(str(error))) from None
+        summary = outputs.final(summary)
+        if y is not None:
+            np.save(staging / "labels.npy", y)
+        write_json(staging / "summary.json", summary)
+        if not summary["passed"] and summary["outputs"] is None:
+            outputs.keep(staging / "work")
+            reason = next((message for message in summary["failures"] if message), None)
+            if summary.get("killed_after") is not None:
+                reason = (f"the simulator was killed after {summary['killed_after']:g} s "
+                          f"(wall-clock limit)")
+            raise NmflowError(f"simulation did not finish{': ' + reason if reason else ''} "
+                              f"(see {summary['log']})")
+    if y is None:                               # labels of earlier vectors
         (sim_dir / "labels.npy").unlink(missing_ok=True)
-    write_json(sim_dir / "summary.json", summary)
-    if not summary["passed"] and summary["outputs"] is None:
-        reason = next((message for message in summary["failures"] if message), None)
-        if summary.get("killed_after") is not None:
-            reason = (f"the simulator was killed after {summary['killed_after']:g} s "
-                      f"(wall-clock limit)")
-        raise NmflowError(f"simulation did not finish{': ' + reason if reason else ''} (see "
-                          f"{summary['log']})")
     return summary
 
 

@@ -8,6 +8,7 @@ import csv
 import io
 import time
 
+from .. import limits
 from ..errors import NmflowError
 from ..fileio import make_folder
 from .outputs import write_outputs
@@ -30,6 +31,23 @@ def _epochs(progress):
     return hear
 
 
+#: Neurons and batch of the gradient check's network (:func:`nmflow.golden.eqprop.gradient_check`).
+CHECK_NEURONS, CHECK_BATCH = 16 + 20 + 12 + 5, 32
+
+
+def planned_bytes(sizes, settings, images):
+    """The memory :func:`run_train` plans for, in bytes (float64): back-propagation through
+    time keeps about 12 values per neuron, batch row and step of the T + K steps (and of the
+    gradient check's 2 x --check-steps), the weights about 10 copies (gradients, the methods'
+    estimates, the fixed-point twin), and the inputs."""
+    per_step = 12 * 8
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    batch = max(settings["batch"], 1)
+    return (per_step * (settings["T"] + settings["K"]) * batch * sum(sizes)
+            + per_step * 2 * settings["check_T"] * CHECK_BATCH * CHECK_NEURONS
+            + 10 * 8 * weights + 8 * images * sizes[0])
+
+
 def run_train(out, spec, settings, progress=None):
     """Train everything the settings ask for; write ``out/eqprop.{json,csv,png}``; return the
     result dictionary."""
@@ -43,13 +61,17 @@ def run_train(out, spec, settings, progress=None):
     from ..golden import eqprop_fixed as fx
 
     start = time.monotonic()
-    out = make_folder(out)
     torch.set_num_threads(1)
     data = load_dataset(spec)
-    scale = max(int(data.x_train.max(initial=0)), 1)
-    x_train, x_test = ep.prepare_inputs(data.x_train, scale), ep.prepare_inputs(data.x_test, scale)
     classes = data.n_classes
     sizes = (data.n_features, *settings["hidden"], classes)
+    limits.check_memory(f"EqProp training of {'-'.join(map(str, sizes))} with --T "
+                        f"{settings['T']}, --K {settings['K']} and --check-steps "
+                        f"{settings['check_T']}", planned_bytes(sizes, settings, len(data.y_train)
+                                                               + len(data.y_test)))
+    out = make_folder(out)
+    scale = max(int(data.x_train.max(initial=0)), 1)
+    x_train, x_test = ep.prepare_inputs(data.x_train, scale), ep.prepare_inputs(data.x_test, scale)
     by_loss, histories, timings = {}, {}, {}
     for loss in settings["losses"]:
         by_loss[loss], histories[loss] = {}, {}

@@ -13,11 +13,11 @@ process pool over the machine's cores.
 import csv
 import io
 import math
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from .. import limits
 from ..errors import NmflowError, check_int
 from ..fileio import make_folder
 from ..golden.device import printed_rates
@@ -113,6 +113,19 @@ def _train(out, spec, epochs, hidden, kinds, progress):
     return models
 
 
+#: Most error rates on one curve.
+MAX_RATES = 1_000
+
+
+def max_jobs():
+    """The most worker processes of a sweep: four per usable core."""
+    return 4 * limits.usable_cores()
+
+
+def jobs_rule():
+    return f"an integer from 1 to {max_jobs()} (four per usable core)"
+
+
 def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=0, epochs=50,
               hidden=DEFAULT_HIDDEN, limit=None, jobs=None, chip_samples=200_000, progress=None):
     """Run the sweep and write ``out/ber.{json,csv,png}``; return the JSON dict.
@@ -127,18 +140,18 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     from ..golden.reference import check_inputs
 
     start = time.monotonic()
-    passes = check_int("--passes", passes, 1)
-    seed = check_int("--seed", seed, 0)
-    epochs = check_int("--epochs", epochs, 1)
-    if not isinstance(hidden, tuple) or not hidden or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden):
-        raise NmflowError(f"--hidden must be positive layer sizes such as 256,256, "
-                          f"not {hidden!r}")
-    chip_samples = check_int("--chip-samples", chip_samples, 1)
+    passes = check_int("--passes", passes, 1, limits.PASSES)
+    seed = check_int("--seed", seed, 0, limits.SEED)
+    epochs = check_int("--epochs", epochs, 1, limits.EPOCHS)
+    hidden = limits.check_widths("--hidden", hidden, "256,256")
+    chip_samples = check_int("--chip-samples", chip_samples, *limits.PCSA_SAMPLES)
     if limit is not None:
-        check_int("--limit", limit, 1)
-    jobs = check_int("--jobs", jobs or len(os.sched_getaffinity(0)), 1)
+        check_int("--limit", limit, 1, limits.VECTORS)
+    jobs = check_int("--jobs", limits.usable_cores() if jobs is None else jobs, 1, max_jobs(),
+                     rule=jobs_rule())
     rates = rate_grid() if rates is None else check_rates("--rates", list(rates))
+    if len(rates) > MAX_RATES:
+        raise NmflowError(f"--rates must hold at most {MAX_RATES} error rates, not {len(rates)}")
     spec = spec or DatasetSpec()
     out = make_folder(out)
     paths = {"tnn": tnn, "bnn": bnn}

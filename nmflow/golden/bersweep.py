@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from .. import limits
 from ..errors import NmflowError, check_int
 from .readerrors import ErrorRates, inject
 from .reference import activate, argmax_lowest, check_inputs
@@ -152,7 +153,7 @@ def rate_grid(low=1e-4, high=0.5, per_decade=3):
             raise NmflowError(f"{name} must be in (0, 1] on a log grid, not {value!r}")
     if low >= high:
         raise NmflowError(f"low rate must be below high rate, not {low!r} >= {high!r}")
-    per_decade = check_int("points per decade", per_decade, 1)
+    per_decade = check_int("points per decade", per_decade, 1, limits.PER_DECADE)
     steps = math.floor(per_decade * math.log10(high / low) + 1e-9)
     grid = [low * 10.0 ** (k / per_decade) for k in range(steps + 1)]
     if len(grid) > 1 and high / grid[-1] < 10.0 ** (0.5 / per_decade):

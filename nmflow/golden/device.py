@@ -89,6 +89,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import limits
 from ..errors import NmflowError, check_choice, check_int, check_number
 from .readerrors import ErrorRates
 
@@ -121,7 +122,8 @@ def _check_resistances(name, values):
 
 
 def _check_window(window):
-    return check_number("window", window, above=0, unit="seconds")
+    return check_number("window", window, high=limits.PCSA_WINDOW_NS * 1e-9, above=0,
+                        unit="seconds")
 
 
 def _named(kind, value, cls, table):
@@ -143,7 +145,7 @@ def _condition(condition):
 
 
 def _rng(seed):
-    return np.random.default_rng(check_int("seed", seed, 0))
+    return np.random.default_rng(check_int("seed", seed, 0, limits.SEED))
 
 
 # -- the normal distribution, vectorized, accurate in the tails --------------------------------
@@ -548,7 +550,7 @@ def type1_rate(condition, *, samples=200_000, seed=0, corner="typical", window=W
     its exact flip probability (:func:`outcome_probabilities`). +1 and -1 weights count half each.
     """
     condition = _condition(condition)
-    samples = check_int("samples", samples, 1)
+    samples = check_int("samples", samples, *limits.PCSA_SAMPLES)
     rng = _rng(seed)
     estimates = []
     for lrs, hrs, lrs_on_bl in ((condition.lrs_bl, condition.hrs_blb, True),
@@ -612,8 +614,8 @@ def monte_carlo(condition, *, samples=200_000, seed=0, corner="typical", window=
     errors. Type 1 comes from :func:`type1_rate` (same sample count), the sampled type 1 count is
     kept beside it."""
     condition = _condition(condition)
-    samples = check_int("samples", samples, 1)
-    seed = check_int("seed", seed, 0)
+    samples = check_int("samples", samples, *limits.PCSA_SAMPLES)
+    seed = check_int("seed", seed, 0, limits.SEED)
     corner_name = _corner(corner).name
     window = _check_window(window)
     rng = np.random.default_rng(seed)
@@ -626,7 +628,8 @@ def monte_carlo(condition, *, samples=200_000, seed=0, corner="typical", window=
     r_bl, r_blb = sample_pairs(condition, zeros, rng=rng)
     read, _ = pcsa_read(r_bl, r_blb, corner=corner, window=window, rng=rng, pcsa=pcsa)
     appears = int(np.count_nonzero(read != 0))
-    type1, type1_se = type1_rate(condition, samples=samples, seed=seed + 1, corner=corner,
+    type1, type1_se = type1_rate(condition, samples=samples,
+                                 seed=seed + 1 if seed < limits.SEED else 0, corner=corner,
                                  window=window, pcsa=pcsa)
     return MonteCarloResult(
         condition=condition.name, corner=corner_name, window=window, samples=samples, seed=seed,
@@ -639,8 +642,8 @@ def chip_rates(*, samples=200_000, seed=0, corner="typical", window=WINDOW):
     """Monte-Carlo error rates of the chip per programming condition (``"100us"``, ``"1us"``, ...)
     at ``corner`` with a sense window of ``window`` seconds, as
     :class:`~nmflow.golden.readerrors.ErrorRates`."""
-    samples = check_int("samples", samples, 1)
-    seed = check_int("seed", seed, 0)
+    samples = check_int("samples", samples, *limits.PCSA_SAMPLES)
+    seed = check_int("seed", seed, 0, limits.SEED)
     _corner(corner)
     window = _check_window(window)
     return {name: monte_carlo(name, samples=samples, seed=seed, corner=corner,
@@ -668,7 +671,7 @@ def fit_hrs_median(condition, target, *, samples=400_000, seed=12345, corner="ty
     if not 0 < target < 1:
         raise NmflowError(f"target must be in (0, 1), not {target!r}")
     rng = _rng(seed)
-    samples = check_int("samples", samples, 1)
+    samples = check_int("samples", samples, *limits.PCSA_SAMPLES)
     z = rng.standard_normal((2, samples))
     eps = read_noise(rng, (2, samples), pcsa)
     lo, hi = math.log(1e3), math.log(1e8)

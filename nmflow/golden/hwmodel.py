@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NmflowError, check_choice
-from ..fileio import UNREADABLE, write_bytes, write_json
+from ..fileio import UNREADABLE, staged_outputs, write_bytes, write_json
 
 __all__ = ["Layer", "HardwareModel", "save", "load", "checksum", "model_checksum", "header_fields",
            "preact_bound", "SCHEMA", "VERSION", "COVERED", "ACTIVATIONS"]
@@ -277,7 +277,7 @@ def _paths(path):
 
 
 def save(model, path):
-    """Write ``<stem>.npz`` and ``<stem>.json`` atomically; return the two paths."""
+    """Write ``<stem>.npz`` and ``<stem>.json``, both or neither; return the two paths."""
     npz_path, json_path = _paths(path)
     arrays = model.arrays()
     buffer = io.BytesIO()
@@ -290,8 +290,9 @@ def save(model, path):
         "sha256": checksum(fields, arrays),
         "meta": model.meta,
     })
-    write_bytes(npz_path, buffer.getvalue())
-    write_json(json_path, header)
+    with staged_outputs() as outputs:
+        write_bytes(outputs.file(npz_path), buffer.getvalue())
+        write_json(outputs.file(json_path), header)
     return npz_path, json_path
 
 

@@ -9,6 +9,7 @@ optimizer state, the history and a summary of the dataset; :func:`load_checkpoin
 network from it and refuses a missing, corrupt or foreign file with one line.
 """
 
+import io
 import math
 import pickle
 import time
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NmflowError, check_choice, check_number
-from ..fileio import atomic_path
+from .. import limits
+from ..errors import NmflowError, check_choice, check_int, check_number
+from ..fileio import write_bytes
 from .layers import ACTIVATIONS, WEIGHT_KINDS, QuantNet, flushing_denormals
 
 __all__ = ["TrainConfig", "History", "Checkpoint", "train", "evaluate", "predict",
@@ -75,24 +77,28 @@ class TrainConfig:
         if isinstance(hidden, list):
             hidden = tuple(hidden)
             object.__setattr__(self, "hidden", hidden)
-        if not isinstance(hidden, tuple) or any(
-                isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden):
-            raise NmflowError(f"hidden must be a tuple of positive integers, not {self.hidden!r}")
+        if not isinstance(hidden, tuple):
+            raise NmflowError(f"hidden must be a tuple of layer widths, not {self.hidden!r}")
+        limits.check_widths("hidden", hidden)
         check_choice("weight_kind", self.weight_kind, WEIGHT_KINDS)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        for name in ("epochs", "batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NmflowError(f"{name} must be a positive integer, not {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise NmflowError(f"seed must be a non-negative integer, not {self.seed!r}")
-        for name, minimum, strict in (("lr", 0.0, True), ("delta", 0.0, False),
-                                      ("act_threshold", 0.0, False)):
-            if strict:
-                check_number(name, getattr(self, name), above=minimum)
-            else:
-                check_number(name, getattr(self, name), minimum)
+        check_int("epochs", self.epochs, 1, limits.EPOCHS)
+        check_int("batch", self.batch, 1, limits.BATCH)
+        check_int("seed", self.seed, 0, limits.SEED)
+        check_number("lr", self.lr, high=limits.LEARNING_RATE, above=0.0)
+        check_number("delta", self.delta, 0.0)
+        check_number("act_threshold", self.act_threshold, 0.0)
+
+    def planned_bytes(self, inputs, classes, images):
+        """The memory a run on ``images`` images of ``inputs`` features and ``classes`` classes
+        plans for, in bytes: float32 hidden weights with their gradients, Adam's two moments
+        and the quantized copies (6 values per weight), the activations of one batch kept for
+        the backward pass (about 8 values per neuron), and the dataset itself."""
+        sizes = (inputs, *self.hidden, classes)
+        weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+        neurons = sum(sizes)
+        return 4 * (6 * weights + 8 * min(self.batch, images) * neurons + images * inputs)
 
     def to_dict(self):
         out = asdict(self)
@@ -201,13 +207,17 @@ def train(config, dataset, progress=None):
     if not isinstance(config, TrainConfig):
         raise NmflowError(f"config must be a TrainConfig, not {type(config).__name__}")
     _check_dataset(dataset)
+    classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
+    limits.check_memory(
+        f"training {'-'.join(map(str, (dataset.n_features, *config.hidden, classes)))} on "
+        f"{len(dataset.y_train)} images in batches of {config.batch}",
+        config.planned_bytes(dataset.n_features, classes, len(dataset.y_train)))
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)
     order = torch.Generator().manual_seed(config.seed)
 
     x = _inputs(dataset.x_train)
     y = torch.as_tensor(np.asarray(dataset.y_train), dtype=torch.int64)
-    classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
     sizes = [x.shape[1], *config.hidden, classes]
     net = QuantNet(sizes, config.weight_kind, config.activation, config.delta,
                    config.act_threshold)
@@ -299,8 +309,11 @@ def save_checkpoint(path, net, config, optimizer_state, history, dataset_info):
         "dataset": dataset_info,
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Serialised in memory first: torch's own writer reports a full disk as a RuntimeError
+    # without the reason; the atomic write reports it in one line.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -22,7 +22,7 @@ from amaranth.hdl import Signal, Value
 from amaranth.lib import wiring
 
 from ..errors import NmflowError
-from ..fileio import write_bytes, write_json
+from ..fileio import staged_outputs, write_bytes, write_json
 from ..toolchain import find_tool
 
 __all__ = ["TOPLEVEL", "EngineVerilog", "component_ports", "to_verilog", "write_engine_verilog",
@@ -157,8 +157,8 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
     inference offered right behind another, ``interval_cycles`` between back-to-back starts and
     ``first_interval_cycles`` between the first two), the read-error injection (``errors``: the fields of
     an :class:`~nmflow.golden.injector.ErrorInjection`, or ``None`` for the engine without an
-    injector) and the SHA-256 of ``engine.v`` as written. Both files are written atomically,
-    ``engine.v`` first.
+    injector) and the SHA-256 of ``engine.v`` as written. Both files appear together, or
+    neither.
 
     Returns
     -------
@@ -169,13 +169,21 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
     NmflowError
         If the engine refuses the configuration (``lanes``, ``memory``).
     """
-    from ..golden import hwmodel
     from .engine import InferenceEngine
 
     engine = InferenceEngine(model, lanes=lanes, memory=memory, errors=errors)
     out_dir = Path(out_dir)
-    path, text = to_verilog(engine, TOPLEVEL, out_dir / "engine.v")
-    config = {
+    path = out_dir / "engine.v"
+    with staged_outputs() as outputs:
+        _, text = to_verilog(engine, TOPLEVEL, outputs.file(path))
+        config = _engine_config(engine, model, lanes, memory, errors, text)
+        write_json(outputs.file(out_dir / "engine.json"), config)
+    return EngineVerilog(path, config, text, config["verilog_sha256"])
+
+
+def _engine_config(engine, model, lanes, memory, errors, text):
+    from ..golden import hwmodel
+    return {
         "toplevel": TOPLEVEL, "lanes": lanes, "memory": memory, "sizes": model.sizes,
         "input_bits": model.input_bits, "weight_kind": model.weight_kind,
         "score_bits": model.score_bits, "acc_bits": engine.acc_bits,
@@ -189,8 +197,6 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
         "errors": None if errors is None else errors.to_dict(),
         "verilog_sha256": sha256_bytes(text),
     }
-    write_json(out_dir / "engine.json", config)
-    return EngineVerilog(path, config, text, config["verilog_sha256"])
 
 
 def read_engine_verilog(verilog_dir, *, model=None, lanes=None):

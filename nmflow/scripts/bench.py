@@ -10,7 +10,8 @@ injector costs (``injector``, a second build with ``--errors``; ``--no-injector`
 import time
 from pathlib import Path
 
-from ..errors import NmflowError
+from .. import limits
+from ..errors import NmflowError, check_int
 from ..fileio import write_json
 
 
@@ -39,8 +40,13 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
     from ..sim.pysim import run_engine
 
     run_dir = Path(run_dir)
-    board_names = [name.strip() for name in boards.split(",") if name.strip()]
+    board_names = [name.strip() for name in str(boards).split(",") if name.strip()]
+    if not board_names:
+        from ..boards.catalog import BOARDS
+        raise NmflowError(f"boards must name one or more boards from {', '.join(BOARDS)}, "
+                          f"not {boards!r}")
     infos = [get_board(name) for name in board_names]
+    check_int("images", images, 1, limits.BENCH_IMAGES)
     result = {"network": None, "lanes": lanes}
 
     train_step(run_dir, TrainConfig.tnn(), DatasetSpec("digits"))

@@ -16,10 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import limits
 from ..errors import NmflowError, check_int
+from .options import HIDDEN, integer, ranged
 from .progress import bars
 from ..flow.sweep import (CONDITIONS, CURVES, DEFAULT_HIDDEN, DEFAULT_OUT, TABLE_42, check_rates,
-                          run_sweep)
+                          jobs_rule, max_jobs, run_sweep)
 
 __all__ = ["add_parser", "cmd_ber_sweep", "run_sweep", "TABLE_42", "DEFAULT_OUT"]
 
@@ -28,11 +30,6 @@ __all__ = ["add_parser", "cmd_ber_sweep", "run_sweep", "TABLE_42", "DEFAULT_OUT"
 
 
 # -- checks ------------------------------------------------------------------------------------------
-
-def _hidden(text):
-    from .cli import _hidden as parse
-    return parse(text)
-
 
 def add_dataset_options(p, used_for):
     from .cli import add_dataset_options as add
@@ -66,7 +63,7 @@ def _grid(args):
     if args.min_rate >= args.max_rate:
         raise NmflowError(f"--min-rate must be below --max-rate, not {args.min_rate!r} >= "
                           f"{args.max_rate!r}")
-    check_int("--per-decade", args.per_decade, 1)
+    check_int("--per-decade", args.per_decade, 1, limits.PER_DECADE)
     return rate_grid(args.min_rate, args.max_rate, args.per_decade)
 
 
@@ -118,29 +115,30 @@ def add_parser(sub):
                    "sweep (default: train one on the dataset into DIR/tnn)")
     p.add_argument("--bnn", metavar="MODEL", help="binary hardware model to sweep (default: "
                    "train one into DIR/bnn)")
-    p.add_argument("--passes", type=int, default=5,
-                   help="passes over the test images per point, each with fresh errors "
-                   "(default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the error draws (default: 0)")
+    ranged(p, "--passes", integer(1, limits.PASSES), default=5,
+           help="passes over the test images per point, each with fresh errors (default: 5)")
+    ranged(p, "--seed", integer(0, limits.SEED), default=0,
+           help="seed of the error draws (default: 0)")
     p.add_argument("--rates", type=_rate_list,
                    help="comma-separated error rates in [0, 1] (default: a log grid)")
     p.add_argument("--min-rate", type=_rate, default=1e-4,
                    help="lowest rate of the log grid (default: 1e-4)")
     p.add_argument("--max-rate", type=_rate, default=0.5,
                    help="highest rate of the log grid (default: 0.5)")
-    p.add_argument("--per-decade", type=int, default=3,
-                   help="points per decade of the log grid (default: 3)")
+    ranged(p, "--per-decade", integer(1, limits.PER_DECADE), default=3,
+           help="points per decade of the log grid (default: 3)")
     add_dataset_options(p, "evaluation (and training)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N test images")
-    p.add_argument("--epochs", type=int, default=50,
-                   help="training epochs when a network is trained here (default: 50)")
-    p.add_argument("--hidden", type=_hidden, default=DEFAULT_HIDDEN,
-                   help="hidden layer sizes of the networks trained here (default: "
-                   f"{','.join(map(str, DEFAULT_HIDDEN))})")
-    p.add_argument("--jobs", type=int, help="worker processes (default: the usable cores)")
-    p.add_argument("--chip-samples", type=int, default=200_000,
-                   help="device pairs the device model samples for the chip rates "
-                   "(default: 200000)")
+    ranged(p, "--limit", integer(1, limits.VECTORS),
+           help="evaluate only the first N test images")
+    ranged(p, "--epochs", integer(1, limits.EPOCHS), default=50,
+           help="training epochs when a network is trained here (default: 50)")
+    ranged(p, "--hidden", HIDDEN, default=DEFAULT_HIDDEN,
+           help="hidden layer sizes of the networks trained here (default: "
+           f"{','.join(map(str, DEFAULT_HIDDEN))})")
+    ranged(p, "--jobs", integer(1, max_jobs(), rule=jobs_rule()),
+           help="worker processes (default: the usable cores)")
+    ranged(p, "--chip-samples", integer(*limits.PCSA_SAMPLES), default=200_000,
+           help="device pairs the device model samples for the chip rates (default: 200000)")
     p.set_defaults(func=cmd_ber_sweep)
     return p
 

@@ -7,35 +7,64 @@ default) and takes explicit paths to start from files a user brings. Bad input e
 
 import argparse
 import json
+import re
 import sys
+import warnings
 from pathlib import Path
 
 from ..errors import NmflowError
+from .. import limits
+from .options import HIDDEN, LANES, SEED, VECTORS, integer, number, ranged
 from .progress import bars
 
 DEFAULT_RUN = "build/run"
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in nmflow's one line (``nmflow: error: ...``, exit status 2)
+    and in the wording of :mod:`nmflow.errors` (``--epochs must be ..., not '0'``): the usage
+    stays available through ``--help``. Every sub-command's parser is one too."""
+
+    def error(self, message):
+        where = self.prog.removeprefix("nmflow").strip()
+        sys.stderr.write(f"nmflow: error: {where + ': ' if where else ''}{_reworded(message)} "
+                         f"(see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _reworded(message):
+    """argparse's refusal in nmflow's wording: the option first, then the rule and the value."""
+    found = re.fullmatch(r"the following arguments are required: (.+)", message)
+    if found:
+        names = [name if name.startswith("-") else
+                 f"{'an' if name[0] in 'AEIOU' else 'a'} {name.lower()}"
+                 for name in found[1].split(", ")]
+        return f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} required"
+    found = re.fullmatch(r"argument ([^:]+): (.*)", message, re.DOTALL)
+    if not found:
+        return message
+    option, rest = found[1].split("/")[-1], found[2]
+    option = option if option.startswith("-") else option.lower()
+    choice = re.fullmatch(r"invalid choice: (.*) \(choose from (.*)\)", rest, re.DOTALL)
+    if choice:
+        choices = ", ".join(part.strip().strip("'") for part in choice[2].split(","))
+        return f"{option} must be one of {choices}, not {choice[1]}"
+    if rest == "expected one argument":
+        return f"{option} needs a value"
+    return f"{option} {rest}"
 
 
 def _hidden(text):
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated positive integers such as 128,128, not {text!r}") from None
-    if not sizes or any(n < 1 for n in sizes):
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated positive integers such as 128,128, not {text!r}")
-    return sizes
+    return HIDDEN(text)
+
+
+def _boards(text):
+    from ..boards.catalog import BOARDS
+    names = [part.strip() for part in str(text).split(",")]
+    if not all(name in BOARDS for name in names):
+        raise argparse.ArgumentTypeError(f"must be comma-separated boards from "
+                                         f"{', '.join(BOARDS)}, not {text!r}")
+    return ",".join(dict.fromkeys(names))
 
 
 def _console():
@@ -56,8 +85,8 @@ def add_dataset_options(p, used_for="training"):
                    "files (default: digits)")
     p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
     p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
-    p.add_argument("--split-seed", type=int, default=0,
-                   help="seed of the stratified 80/20 split (default: 0)")
+    ranged(p, "--split-seed", SEED, default=0,
+           help="seed of the stratified 80/20 split (default: 0)")
 
 
 def dataset_spec(args, *, resolve=False):
@@ -68,8 +97,6 @@ def dataset_spec(args, *, resolve=False):
         raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
     if args.dataset == "digits" and (args.images or args.labels):
         raise NmflowError("--images and --labels go with --dataset idx, not digits")
-    if args.split_seed < 0:
-        raise NmflowError(f"--split-seed must be a non-negative integer, not {args.split_seed}")
     images, labels = args.images, args.labels
     if resolve and args.dataset == "idx":
         images, labels = str(Path(images).resolve()), str(Path(labels).resolve())
@@ -235,24 +262,24 @@ def _add_vectors(p, verb):
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--inputs", help=".npz with x [N, inputs] (and optional y); default: the "
                    "model's test split")
-    p.add_argument("--limit", type=_positive_int, help=f"{verb} only the first N vectors")
+    ranged(p, "--limit", VECTORS, help=f"{verb} only the first N vectors")
 
 
 def _add_errors(p, then):
     p.add_argument("--errors", type=_rates, metavar="T1,T2,T3",
                    help="add the PCSA read-error injector with these type 1 (sign flip), type 2 "
                    f"(+-1 read as 0) and type 3 (0 read as +-1) rates, as fractions; {then}")
-    p.add_argument("--error-seed", type=int, help="seed of the injector's LFSRs (default: 1)")
+    ranged(p, "--error-seed", SEED, help="seed of the injector's LFSRs (default: 1)")
     p.add_argument("--error-mode", choices=("per_read", "static"),
                    help="errors drawn anew on every read, or a static map per seed (default: "
                    "per_read)")
-    p.add_argument("--rate-bits", type=int,
-                   help="fraction bits of the rates in hardware (default: 16)")
+    ranged(p, "--rate-bits", integer(1, limits.RATE_BITS),
+           help="fraction bits of the rates in hardware (default: 16)")
 
 
 def parser():
     from ..boards.catalog import BOARDS
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="nmflow", description="Binarized and ternary networks from PyTorch to verified, "
         "synthesized near-memory engines on open FPGA boards.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -263,11 +290,12 @@ def parser():
     p.add_argument("--kind", choices=("tnn", "bnn"), default="tnn",
                    help="ternary weights+activations or binary weights+sign (default: tnn)")
     add_dataset_options(p)
-    p.add_argument("--hidden", type=_hidden, help="hidden layer sizes (default: 128,128)")
-    p.add_argument("--epochs", type=_positive_int, help="epochs (default: 50)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: 0.005)")
-    p.add_argument("--batch", type=_positive_int, help="batch size (default: 100)")
-    p.add_argument("--seed", type=int, help="training seed (default: 0)")
+    ranged(p, "--hidden", HIDDEN, help="hidden layer sizes (default: 128,128)")
+    ranged(p, "--epochs", integer(1, limits.EPOCHS), help="epochs (default: 50)")
+    ranged(p, "--lr", number(high=limits.LEARNING_RATE, above=0),
+           help="Adam learning rate (default: 0.005)")
+    ranged(p, "--batch", integer(1, limits.BATCH), help="batch size (default: 100)")
+    ranged(p, "--seed", SEED, help="training seed (default: 0)")
 
     p = _step_parser(sub, "export", cmd_export, "fold BatchNorm into the integer hardware model",
                      "Export a checkpoint to hwmodel.{npz,json} and check the "
@@ -279,8 +307,7 @@ def parser():
                      "Elaborate the inference engine for a hardware model and "
                      "write RUN/rtl/engine.v with the configuration beside it.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
-    p.add_argument("--lanes", type=int, default=16,
-                   help="GXNOR lanes, a power of two (default: 16)")
+    ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes, a power of two (default: 16)")
     p.add_argument("--memory", choices=("block", "logic"), default="block",
                    help="weight memory kind (default: block)")
     p.add_argument("--out", help="output folder (default: RUN/rtl)")
@@ -296,8 +323,8 @@ def parser():
     _add_vectors(p, "simulate")
     p.add_argument("--rtl", help="folder with engine.v and engine.json (default: RUN/rtl; "
                    "generated first with 'nmflow verilog' if both are missing)")
-    p.add_argument("--lanes", type=int, help="lanes of the Verilog generated when RUN/rtl is "
-                   "empty (default: 16); otherwise they must be those of engine.json")
+    ranged(p, "--lanes", LANES, help="lanes of the Verilog generated when RUN/rtl is empty; "
+           "otherwise they must be those of engine.json (default: 16)")
     p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
 
@@ -315,8 +342,8 @@ def parser():
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
                    help="target board (default: icebreaker)")
-    p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
-    p.add_argument("--seed", type=int, help="nextpnr placement seed")
+    ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
+    ranged(p, "--seed", SEED, help="nextpnr placement seed")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     _add_errors(p, "the rates hold from reset")
     p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",
@@ -332,13 +359,13 @@ def parser():
     p.add_argument("--port", required=True,
                    help="serial port (/dev/ttyUSB1) or pyserial URL (socket://127.0.0.1:PORT)")
     _add_vectors(p, "send")
-    p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default: 115200)")
-    p.add_argument("--timeout", type=float, default=2.0,
-                   help="seconds to wait for each reply (default: 2)")
+    ranged(p, "--baud", integer(1, limits.BAUD), default=115200,
+           help="baud rate (default: 115200)")
+    ranged(p, "--timeout", number(high=limits.TIMEOUT, above=0), default=2.0,
+           help="seconds to wait for each reply (default: 2)")
     p.add_argument("--out", help="output file (default: RUN/board.json)")
-    p.add_argument("--lanes", type=int, default=16,
-                   help="GXNOR lanes the board was built with, for the golden model of its "
-                   "read errors (default: 16)")
+    ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes the board was built with, for "
+           "the golden model of its read errors (default: 16)")
     _add_errors(p, "set on the board's injector at run time (a board built with --errors) and "
                 "compared with the golden model run with the same seed and rates")
 
@@ -346,8 +373,8 @@ def parser():
                      "Train a TNN on digits, export it, generate the engine, "
                      "simulate it on every test image, compare, build an iCEBreaker bitstream "
                      "and write RUN/report.json.", run="build/demo")
-    p.add_argument("--lanes", type=int, default=16, help="GXNOR lanes (default: 16)")
-    p.add_argument("--limit", type=_positive_int, help="simulate only the first N test images")
+    ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
+    ranged(p, "--limit", VECTORS, help="simulate only the first N test images")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker")
 
     p = _step_parser(sub, "bench", cmd_bench,
@@ -355,10 +382,10 @@ def parser():
                      "Measure cycles per inference against the ideal, the memory "
                      "bound, Fmax and logic cells per board, simulation speed, images/s.",
                      run="build/bench")
-    p.add_argument("--lanes", type=int, default=16)
-    p.add_argument("--images", type=_positive_int, default=20,
-                   help="test images simulated under cocotb for the speed figures (default: 20)")
-    p.add_argument("--boards", default=",".join(BOARDS),
+    ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
+    ranged(p, "--images", integer(1, limits.BENCH_IMAGES), default=20,
+           help="test images simulated under cocotb for the speed figures (default: 20)")
+    p.add_argument("--boards", type=_boards, default=",".join(BOARDS),
                    help=f"comma-separated boards to build (default: {','.join(BOARDS)})")
     p.add_argument("--no-injector", action="store_true",
                    help="skip the second build per board that measures the read-error "
@@ -374,7 +401,14 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    if not sys.warnoptions:
+        # The libraries' warnings (torch's, NumPy's) are noise to a user of the command line;
+        # ``python -W`` or PYTHONWARNINGS still shows them.
+        warnings.simplefilter("ignore")
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exit_:                 # --help (0), or a refusal in one line (2)
+        return exit_.code
     from ..toolchain import tool_environment
     tool_environment()
     try:

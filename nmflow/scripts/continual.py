@@ -24,7 +24,9 @@ import argparse
 import math
 from pathlib import Path
 
-from ..errors import NmflowError
+from .. import limits
+from ..errors import NmflowError, check_int
+from .options import HIDDEN, SEED, integer, ranged
 from .progress import bars
 from ..flow.continual import DEFAULT_OUT, matrix_text, run_continual_step
 
@@ -43,41 +45,21 @@ def _word_list(text):
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _int(text):
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-
-
-def _hidden(text):
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated positive integers such as 256,256, not {text!r}") from None
-
-
-def _check_positive(name, value, limit=None):
-    if value < 1:
-        raise NmflowError(f"{name} must be a positive integer, not {value!r}")
-    if limit is not None and value > limit:
-        raise NmflowError(f"{name} must be at most {limit}, not {value!r}")
+#: Bounds of the options of their own (the shared ones are in :mod:`nmflow.limits`).
+MAX_TASKS = 100
+MAX_STEPS = 10_000_000
+MAX_FISHER = 1_000_000
+MAX_STREAM = 10_000
+BATCH_RULE = f"an integer from 2 to {limits.BATCH} (BatchNorm needs two images)"
 
 
 def _config(args):
     from ..golden.continual import METHODS, ContinualConfig
-    _check_positive("--tasks", args.tasks, 100)
-    _check_positive("--steps", args.steps, 10_000_000)
-    _check_positive("--batch", args.batch, 1_000_000)
-    if args.batch < 2:
-        raise NmflowError(f"--batch must be at least 2 (BatchNorm needs two images), "
-                          f"not {args.batch}")
-    if not args.hidden or any(n < 1 or n > 100_000 for n in args.hidden):
-        raise NmflowError(f"--hidden must be positive integers up to 100000, "
-                          f"not {','.join(map(str, args.hidden))}")
-    if not 0 <= args.seed < 2 ** 31:
-        raise NmflowError(f"--seed must be an integer in [0, 2**31), not {args.seed}")
+    check_int("--tasks", args.tasks, 1, MAX_TASKS)
+    check_int("--steps", args.steps, 1, MAX_STEPS)
+    check_int("--batch", args.batch, 2, limits.BATCH, rule=BATCH_RULE)
+    limits.check_widths("--hidden", args.hidden, "256,256")
+    check_int("--seed", args.seed, 0, limits.SEED)
     for m in args.m:
         if not (math.isfinite(m) and m >= 0):
             raise NmflowError(f"--m must be finite numbers >= 0, not {m!r}")
@@ -96,7 +78,7 @@ def _config(args):
             raise NmflowError(f"{name} must be a finite number {rule}, not {value!r}")
     if args.fixed_point and "meta" not in args.methods:
         raise NmflowError("--fixed-point goes with the meta method (add meta to --methods)")
-    _check_positive("--fisher-samples", args.fisher_samples, 1_000_000)
+    check_int("--fisher-samples", args.fisher_samples, 1, MAX_FISHER)
     ms = tuple(m for m in args.m if m > 0)
     return ContinualConfig(tasks=args.tasks, steps=args.steps, batch=args.batch,
                            hidden=tuple(args.hidden), lr=args.lr, ms=ms,
@@ -123,8 +105,17 @@ def _dataset_files(args):
 def cmd_continual(args):
     config = _config(args)
     if args.stream is not None:
-        _check_positive("--stream", args.stream, 10_000)
+        check_int("--stream", args.stream, 1, MAX_STREAM)
     dataset = _dataset(args)
+    sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    images = len(dataset.y_train) + len(dataset.y_test)
+    # float32: each weight with its gradient, Adam's moments, the importances and anchors of
+    # EWC and the metaplastic copy (12 values); a batch's activations; the permuted tasks.
+    limits.check_memory(
+        f"continual learning of {'-'.join(map(str, sizes))} over {config.tasks} tasks",
+        4 * (12 * weights + 8 * config.batch * sum(sizes) + config.tasks * images
+             * dataset.n_features))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NmflowError(f"--out must be a folder, not the file {str(out)!r}")
@@ -156,11 +147,12 @@ def add_parser(sub):
                        "learning-rate decay; print and save the task-accuracy matrix and each "
                        "task's accuracy over training.")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--tasks", type=_int, default=5, help="permuted tasks (default: 5)")
-    p.add_argument("--steps", type=_int, default=600, help="Adam steps per task (default: 600)")
-    p.add_argument("--batch", type=_int, default=100, help="images per step (default: 100)")
-    p.add_argument("--hidden", type=_hidden, default=(256, 256),
-                   help="hidden layer sizes (default: 256,256)")
+    ranged(p, "--tasks", integer(1, MAX_TASKS), default=5, help="permuted tasks (default: 5)")
+    ranged(p, "--steps", integer(1, MAX_STEPS), default=600,
+           help="Adam steps per task (default: 600)")
+    ranged(p, "--batch", integer(2, limits.BATCH, rule=BATCH_RULE), default=100,
+           help="images per step (default: 100)")
+    ranged(p, "--hidden", HIDDEN, default=(256, 256), help="hidden layer sizes (default: 256,256)")
     p.add_argument("--m", type=_number_list, default=[5.0, 20.0, 40.0],
                    help="metaplasticity values, one meta run each; with --fmeta hard, the "
                    "thresholds on |W_h| such as 0.2,0.4 (default: 5,20,40)")
@@ -176,18 +168,18 @@ def add_parser(sub):
                    "(default: tanh)")
     p.add_argument("--ewc-lambda", type=float, default=5e3,
                    help="EWC strength (default: 5000, as in the thesis)")
-    p.add_argument("--fisher-samples", type=_int, default=300,
+    ranged(p, "--fisher-samples", integer(1, MAX_FISHER), default=300,
                    help="training images per Fisher estimate (default: 300)")
     p.add_argument("--lr-decay", type=float, default=10.0,
                    help="learning-rate divisor per new task for lr_decay (default: 10)")
     p.add_argument("--bn-stats", choices=("running", "batch"), default="running",
                    help="BatchNorm statistics when testing: running (foldable into hardware "
                    "thresholds) or the test batch's (default: running)")
-    p.add_argument("--seed", type=_int, default=0, help="seed of weights, batches and "
-                   "permutations (default: 0)")
+    ranged(p, "--seed", SEED, default=0,
+           help="seed of weights, batches and permutations (default: 0)")
     from .cli import add_dataset_options
     add_dataset_options(p)
-    p.add_argument("--stream", type=_int, metavar="K",
+    ranged(p, "--stream", integer(1, MAX_STREAM), metavar="K",
                    help="also run stream learning with K class-balanced subsets")
     p.add_argument("--fixed-point", action="store_true",
                    help="also run each meta m with the fixed-point twin of the rule in the loop")

@@ -16,7 +16,8 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import NmflowError
+from .. import limits
+from ..errors import NmflowError, int_rule, number_rule
 from .progress import bars
 from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
                            run_unit_sim)
@@ -27,28 +28,43 @@ __all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT", "cmd_sim", "cm
 
 # -- checks (every one a one-line NmflowError) ------------------------------------------------------
 
-def _int(option, text, minimum, default):
+def _int(option, text, minimum, default, maximum=None):
     if text is None:
         return default
+    rule = int_rule(minimum, maximum)
     try:
         value = int(text)
     except (TypeError, ValueError):
-        raise NmflowError(f"{option} must be an integer >= {minimum}, not {text!r}") from None
-    if value < minimum:
-        raise NmflowError(f"{option} must be an integer >= {minimum}, not {text!r}")
+        raise NmflowError(f"{option} must be {rule}, not {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise NmflowError(f"{option} must be {rule}, not {text!r}")
     return value
 
 
-def _float(option, text, default, above=0.0):
+def _float(option, text, default, above=0.0, maximum=None):
     if text is None:
         return default
+    rule = number_rule(None, maximum, above, None)
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise NmflowError(f"{option} must be a number above {above:g}, not {text!r}") from None
-    if not math.isfinite(value) or value <= above:
-        raise NmflowError(f"{option} must be a finite number above {above:g}, not {text!r}")
+        raise NmflowError(f"{option} must be {rule}, not {text!r}") from None
+    if not math.isfinite(value) or value <= above or (maximum is not None and value > maximum):
+        raise NmflowError(f"{option} must be {rule}, not {text!r}")
     return value
+
+
+def _widths(text, default, example):
+    if text is None:
+        return default
+    try:
+        return list(limits.check_widths("--hidden", [int(part) for part in str(text).split(",")],
+                                        example))
+    except (ValueError, NmflowError):
+        try:
+            limits.check_widths("--hidden", str(text), example)
+        except NmflowError as error:
+            raise NmflowError(str(error)) from None
 
 
 def _list(option, text, default, parse, rule):
@@ -92,25 +108,21 @@ def _settings(args):
     from ..golden.eqprop import ACTIVATIONS, METHODS, ORDERS
     from ..golden.eqprop_fixed import UPDATE_ROUNDINGS, FixedEqPropConfig
 
-    hidden = _list("--hidden", args.hidden, [128], int,
-                   "comma-separated positive integers such as 128 or 128,128")
-    if any(n < 1 for n in hidden):
-        raise NmflowError(f"--hidden must be comma-separated positive integers, not "
-                          f"{args.hidden!r}")
+    hidden = _widths(args.hidden, [128], "128,128")
     out = {
         "hidden": hidden,
-        "epochs": _int("--epochs", args.epochs, 1, 30),
-        "batch": _int("--batch", args.batch, 1, 32),
-        "T": _int("--T", args.T, 1, 40),
-        "K": _int("--K", args.K, 1, 15),
+        "epochs": _int("--epochs", args.epochs, 1, 30, limits.EPOCHS),
+        "batch": _int("--batch", args.batch, 1, 32, limits.BATCH),
+        "T": _int("--T", args.T, 1, 40, limits.SETTLING_STEPS),
+        "K": _int("--K", args.K, 1, 15, limits.SETTLING_STEPS),
         "beta": _float("--beta", args.beta, 0.2),
-        "seeds": _int("--seeds", args.seeds, 1, 1),
-        "seed": _int("--seed", args.seed, 0, 0),
+        "seeds": _int("--seeds", args.seeds, 1, 1, limits.SEEDS),
+        "seed": _int("--seed", args.seed, 0, 0, limits.SEED),
         "activation": _choices("--activation", args.activation, ["hard"], ACTIVATIONS),
         "order": _choices("--order", args.order, ["alternate"], ORDERS),
         "losses": _choices("--losses", args.losses, LOSS_NAMES, LOSS_NAMES),
         "methods": _choices("--methods", args.methods, METHODS, METHODS),
-        "check_T": _int("--check-steps", args.check_steps, 1, 200),
+        "check_T": _int("--check-steps", args.check_steps, 1, 200, limits.SETTLING_STEPS),
     }
     for name in ("activation", "order"):
         if len(out[name]) != 1:
@@ -120,9 +132,10 @@ def _settings(args):
     lrs = _list("--lrs", args.lrs, None, float, "comma-separated learning rates above 0")
     if lrs is None:
         lrs = [0.2] + [0.1] * (n_layers - 1)
-    if len(lrs) != n_layers or not all(math.isfinite(v) and v > 0 for v in lrs):
-        raise NmflowError(f"--lrs must give {n_layers} learning rates above 0 (one per weight "
-                          f"layer), not {args.lrs!r}")
+    if len(lrs) != n_layers or not all(math.isfinite(v) and 0 < v <= limits.LEARNING_RATE
+                                       for v in lrs):
+        raise NmflowError(f"--lrs must give {n_layers} learning rates above 0 and at most "
+                          f"{limits.LEARNING_RATE:g} (one per weight layer), not {args.lrs!r}")
     out["lrs"] = lrs
 
     state_bits = _int("--state-bits", args.state_bits, 2, 8)
@@ -150,9 +163,9 @@ def _settings(args):
             beta_shift=_power_of_two_beta("--fixed-beta", args.fixed_beta, 2, weight_frac),
             lr_shifts=tuple(fixed_lr), half=out["activation"] == "hard_half",
             update_rounding=rounding[0],
-            batch=_int("--fixed-batch", args.fixed_batch, 1, 32),
-            epochs=_int("--fixed-epochs", args.fixed_epochs, 1, out["epochs"]),
-            seed=out["seed"], lfsr_seed=_int("--lfsr-seed", args.lfsr_seed, 1, 1))
+            batch=_int("--fixed-batch", args.fixed_batch, 1, 32, limits.BATCH),
+            epochs=_int("--fixed-epochs", args.fixed_epochs, 1, out["epochs"], limits.EPOCHS),
+            seed=out["seed"], lfsr_seed=_int("--lfsr-seed", args.lfsr_seed, 1, 1, 2**32 - 1))
         if out["activation"] == "logistic":
             raise NmflowError("--activation logistic has no fixed-point twin (the twin is the "
                               "hard sigmoid); add --no-fixed")
@@ -189,11 +202,7 @@ def _unit_settings(args, default_samples):
     from ..golden.eqprop_fixed import FixedEqPropConfig
     from ..golden.eqprop_plan import EqPropPlan
 
-    hidden = _list("--hidden", args.hidden, [32], int,
-                   "comma-separated positive integers such as 32 or 32,16")
-    if any(n < 1 for n in hidden):
-        raise NmflowError(f"--hidden must be comma-separated positive integers, not "
-                          f"{args.hidden!r}")
+    hidden = _widths(args.hidden, [32], "32,16")
     lanes = _int("--lanes", args.lanes, 1, 4)
     if lanes & (lanes - 1) or lanes > 64:
         raise NmflowError(f"--lanes must be a power of two from 1 to 64, not {args.lanes!r}")
@@ -203,13 +212,10 @@ def _unit_settings(args, default_samples):
     if len(lr) != layers or any(not 0 <= e <= 40 for e in lr):
         raise NmflowError(f"--lr-shifts must give {layers} shifts from 0 to 40 (one per weight "
                           f"layer), not {args.lr_shifts!r}")
-    samples = _int("--samples", getattr(args, "samples", None), 1, default_samples)
-    T = _int("--T", args.T, 1, 40)
-    K = _int("--K", args.K, 1, 15)
-    for option, value in (("--T", T), ("--K", K)):
-        if value > 0xFFFF:
-            raise NmflowError(f"{option} must be at most 65535 (INFO carries it in 16 bits), "
-                              f"not {value}")
+    samples = _int("--samples", getattr(args, "samples", None), 1, default_samples,
+                   limits.VECTORS)
+    T = _int("--T", args.T, 1, 40, limits.SETTLING_STEPS)
+    K = _int("--K", args.K, 1, 15, limits.SETTLING_STEPS)
     board = get_board(args.board)
     data = load_digits()
     try:
@@ -224,7 +230,7 @@ def _unit_settings(args, default_samples):
 
 def cmd_sim(args):
     config, lanes, samples, _ = _unit_settings(args, 50)
-    seed = _int("--seed", args.seed, 0, 0)
+    seed = _int("--seed", args.seed, 0, 0, limits.SEED)
     summary = run_unit_sim(args.out, config, lanes, samples, seed=seed)
     print(json.dumps({k: summary[k] for k in ("passed", "samples", "final_param_mismatches",
                                               "seconds")}, indent=2))
@@ -235,8 +241,8 @@ def cmd_sim(args):
 
 def cmd_build(args):
     config, lanes, _, board = _unit_settings(args, 1)
-    seed = _int("--seed", args.seed, 0, None)
-    baud = _int("--baud", args.baud, 1, 115200)
+    seed = _int("--seed", args.seed, 0, None, limits.SEED)
+    baud = _int("--baud", args.baud, 1, 115200, limits.BAUD)
     summary = build_unit(args.out, config, lanes, board, baud=baud, seed=seed)
     print(json.dumps({k: summary.get(k) for k in ("board", "device", "bitstream", "logic_cells",
                                                   "logic_cells_total", "block_rams", "dsps",
@@ -245,8 +251,8 @@ def cmd_build(args):
 
 def cmd_host(args):
     config, lanes, samples, _ = _unit_settings(args, 20)
-    baud = _int("--baud", args.baud, 1, 115200)
-    timeout = _float("--timeout", args.timeout, 60.0)
+    baud = _int("--baud", args.baud, 1, 115200, limits.BAUD)
+    timeout = _float("--timeout", args.timeout, 60.0, maximum=limits.TIMEOUT)
     port = str(args.port)
     if not port.strip():
         raise NmflowError(f"--port must name a serial port, a pyserial URL or sim, not {port!r}")

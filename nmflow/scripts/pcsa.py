@@ -15,10 +15,11 @@ Writes into ``--out`` (``build/pcsa`` by default), each file atomically:
 The error-rate table is printed to the console. ``--window`` is in nanoseconds.
 """
 
-import math
 import sys
 
-from ..errors import NmflowError, check_choice
+from .. import limits
+from ..errors import check_choice, check_int, check_number
+from .options import integer, number, ranged
 from ..flow.pcsa import DEFAULT_OUT, run_pcsa
 
 
@@ -31,12 +32,12 @@ def add_parser(sub):
                        "frontier of the three corners. Writes OUT/pcsa.json, "
                        "OUT/regime_map.png and OUT/pcsa_rates.csv.")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--samples", type=int, default=200_000,
-                   help="+-1 pairs and 0 pairs programmed and read per condition and corner "
-                        "(default: 200000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--window", type=float, default=50.0,
-                   help="sense window in nanoseconds (default: 50)")
+    ranged(p, "--samples", integer(*limits.PCSA_SAMPLES),
+           help="+-1 pairs and 0 pairs programmed and read per condition and corner "
+           "(default: 200000)", default=200_000)
+    ranged(p, "--seed", integer(0, limits.SEED), default=0, help="random seed (default: 0)")
+    ranged(p, "--window", number(high=limits.PCSA_WINDOW_NS, above=0, unit="nanoseconds"),
+           default=50.0, help="sense window in nanoseconds (default: 50)")
     p.add_argument("--corner", default="typical",
                    help="corner of the main table and map: slow, typical or fast "
                         "(default: typical)")
@@ -46,14 +47,10 @@ def add_parser(sub):
 
 def _check_args(args):
     from ..golden.device import CORNERS
-    if isinstance(args.samples, bool) or not isinstance(args.samples, int) or args.samples < 1:
-        raise NmflowError(f"--samples must be a positive integer, not {args.samples!r}")
-    if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
-        raise NmflowError(f"--seed must be a non-negative integer, not {args.seed!r}")
-    window = args.window
-    if not isinstance(window, (int, float)) or not math.isfinite(window) or window <= 0:
-        raise NmflowError(f"--window must be a positive finite number of nanoseconds, "
-                          f"not {window!r}")
+    check_int("--samples", args.samples, *limits.PCSA_SAMPLES)
+    check_int("--seed", args.seed, 0, limits.SEED)
+    window = check_number("--window", args.window, high=limits.PCSA_WINDOW_NS, above=0,
+                          unit="nanoseconds")
     check_choice("--corner", args.corner, tuple(CORNERS))
     return window * 1e-9
 

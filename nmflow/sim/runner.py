@@ -7,6 +7,7 @@ simulator is an error with a one-line install hint, never a skipped test.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,9 +111,24 @@ def _run_test(sim, build, test, wall_seconds):
             return True
         raise
     if child.returncode == _BUILD_FAILED:
-        raise NmflowError(f"{build['sources'][0]} does not compile ({sim}): see "
-                          f"{build['log_file']}")
+        first = first_error_line(build["log_file"])
+        raise NmflowError(f"{build['sources'][0]} does not compile ({sim})"
+                          f"{': ' + first if first else ''} (see {build['log_file']})")
     return False
+
+
+def first_error_line(log):
+    """The first line of the log file ``log`` that reports an error (``error``, ``syntax``,
+    ``ERROR``), stripped and cut to 200 characters; or the log's first non-empty line; or
+    ``None`` if the log cannot be read."""
+    try:
+        lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines()]
+    except OSError:
+        return None
+    lines = [line for line in lines if line]
+    found = next((line for line in lines if re.search(r"error|syntax|failed", line, re.I)),
+                 lines[0] if lines else None)
+    return found[:200] if found else None
 
 
 def _child():
