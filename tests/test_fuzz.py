@@ -471,3 +471,29 @@ def test_staged_outputs_leave_nothing_when_interrupted(stop, error):
                         raise error(errno.EIO, "I/O error") if error is OSError else error("x")
                     outputs.file(out / name).write_text(name)
         assert list(Path(tmp).iterdir()) == []
+
+
+@FUZZ
+@given(stale=st.lists(st.tuples(st.sampled_from(["inside", "beside"]),
+                                st.sampled_from(NAMES + ["out"]), st.booleans(),
+                                st.integers(10**8, 10**9)), max_size=5),
+       sizes=st.lists(st.integers(0, 500), min_size=1, max_size=4))
+def test_the_next_step_sweeps_what_a_killed_one_left(stale, sizes):
+    # What ``kill -9`` leaves at any point: temporary files and staging folders (with part of
+    # the outputs) of a process id no system runs (above any pid_max), inside the destination
+    # folder or beside it. The next step into that folder removes them and writes its set.
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        out.mkdir()
+        for where, name, folder, pid in stale:
+            parent = out if where == "inside" else Path(tmp)
+            entry = parent / f".{name}.nmflow-{pid}-k1ll{'' if folder else '.tmp'}"
+            if folder:
+                entry.mkdir(exist_ok=True)
+                (entry / "a.json").write_text("{half")
+            elif not entry.exists():
+                entry.write_text("half")
+        files = {name: bytes([i]) * size for i, (name, size) in enumerate(zip(NAMES, sizes))}
+        write_outputs(out, files)
+        assert sorted(p.name for p in out.iterdir()) == sorted(files)
+        assert [p.name for p in Path(tmp).iterdir()] == ["out"]

@@ -269,15 +269,16 @@ def _unit_options(p, samples, board_help):
     from ..boards.catalog import BOARDS
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
                    help=f"{board_help} (default: icebreaker)")
-    p.add_argument("--hidden", help="hidden layer sizes of the digits network, comma-separated "
-                   "(default: 32)")
+    p.add_argument("--hidden", help="hidden layer sizes of the digits network, comma-separated, "
+                   "within the board's block RAM (default: 32)")
     p.add_argument("--lanes", help="multiply-accumulate lanes, a power of two (default: 4)")
-    p.add_argument("--T", help="free-phase steps (default: 40)")
-    p.add_argument("--K", help="steps of each nudged phase (default: 15)")
+    p.add_argument("--T", help="free-phase steps [1 to 10_000] (default: 40)")
+    p.add_argument("--K", help="steps of each nudged phase [1 to 10_000] (default: 15)")
     p.add_argument("--lr-shifts", help="learning rates 2**-n, one n per weight layer "
                    "(default: 5,6)")
     if samples:
-        p.add_argument("--samples", help=f"digits training samples (default: {samples})")
+        p.add_argument("--samples", help=f"digits training samples [1 to 10_000_000] (default: "
+                       f"{samples})")
 
 
 def _unit_parser(inner, name, help, description, out, samples, board_help):
@@ -306,22 +307,23 @@ def add_parser(sub):
     add_dataset_options(t)
     # every option a string, checked by _settings (one-line errors)
     for option, text in (
-            ("--hidden", "hidden layer sizes, comma-separated (default: 128)"),
-            ("--epochs", "epochs (default: 30)"),
-            ("--batch", "batch size of the float runs (default: 32)"),
-            ("--T", "free-phase steps (default: 40)"),
-            ("--K", "steps of each nudged phase (default: 15)"),
+            ("--hidden", "hidden layer sizes, comma-separated [1 to 16 layers of 1 to 65_536 neurons] "
+             "(default: 128)"),
+            ("--epochs", "epochs [1 to 10_000] (default: 30)"),
+            ("--batch", "batch size of the float runs [1 to 65_536] (default: 32)"),
+            ("--T", "free-phase steps [1 to 10_000] (default: 40)"),
+            ("--K", "steps of each nudged phase [1 to 10_000] (default: 15)"),
             ("--beta", "nudging strength of the float runs (default: 0.2)"),
-            ("--lrs", "learning rates, one per weight layer (default: 0.2,0.1)"),
+            ("--lrs", "learning rates, one per weight layer [above 0, at most 10] (default: 0.2,0.1)"),
             ("--activation", "hard (clip(x,0,1)), hard_half (clip(x/2,0,1)) or logistic (default: "
              "hard)"),
             ("--order", "layer update order: alternate or sync (default: alternate)"),
             ("--losses", "squared and/or cross_entropy (default: both)"),
             ("--methods", "bptt, one_sided, random_sign, symmetric (default: all)"),
-            ("--seeds", "seeds per method, from --seed (default: 1)"),
-            ("--seed", "first seed (initialisation, batch order; default: 0)"),
-            ("--check-steps", "T = K of the gradient check (default: 200)"),
-            ("--fixed-epochs", "epochs of the fixed-point twin (default: --epochs)"),
+            ("--seeds", "seeds per method, from --seed [1 to 100] (default: 1)"),
+            ("--seed", "first seed (initialisation, batch order) [0 to 2_147_483_647] (default: 0)"),
+            ("--check-steps", "T = K of the gradient check [1 to 10_000] (default: 200)"),
+            ("--fixed-epochs", "epochs of the fixed-point twin [1 to 10_000] (default: --epochs)"),
             ("--fixed-batch", "batch of the fixed-point twin, a power of two; the hardware learns "
              "with 1 (default: 32)"),
             ("--fixed-beta", "beta of the twin, a power of two (default: 0.25)"),
@@ -332,7 +334,7 @@ def add_parser(sub):
             ("--state-bits", "bits of a neuron state, u0.N (default: 8)"),
             ("--weight-bits", "bits of a weight, signed (default: 16)"),
             ("--weight-frac", "fraction bits of a weight (default: 13)"),
-            ("--lfsr-seed", "nonzero seed of the 32-bit LFSR (default: 1)"),
+            ("--lfsr-seed", "nonzero seed of the 32-bit LFSR [1 to 4_294_967_295] (default: 1)"),
     ):
         t.add_argument(option, help=text)
     t.add_argument("--no-fixed", action="store_true", help="skip the fixed-point twin")
@@ -344,7 +346,7 @@ def add_parser(sub):
         "state, prediction and weight with the fixed-point twin. Writes DIR/eqprop_sim.json.",
         "build/eqprop_sim", 50, "the board whose block RAM the network must fit")
     u.add_argument("--seed", help="seed of the testbench's random gaps and backpressure "
-                   "(default: 0)")
+                   "[0 to 2_147_483_647] (default: 0)")
     u.set_defaults(func=cmd_sim)
 
     b = _unit_parser(
@@ -352,8 +354,8 @@ def add_parser(sub):
         "Synthesize EqPropHostTop (UART, link, EqPropUnit with the twin's initial weights) with "
         "Yosys and nextpnr. Writes the bitstream and DIR/build.json.",
         "build/eqprop_board", 0, "target board")
-    b.add_argument("--baud", help="UART baud rate (default: 115200)")
-    b.add_argument("--seed", help="nextpnr placement seed")
+    b.add_argument("--baud", help="UART baud rate [1 to 12_000_000] (default: 115200)")
+    b.add_argument("--seed", help="nextpnr placement seed [0 to 2_147_483_647]")
     b.set_defaults(func=cmd_build)
 
     h = _unit_parser(
@@ -364,7 +366,8 @@ def add_parser(sub):
         "build/eqprop_host", 20, "the board on the port (its block RAM the network must fit)")
     h.add_argument("--port", required=True,
                    help="serial port (/dev/ttyUSB1), pyserial URL, or sim (a simulated board)")
-    h.add_argument("--baud", help="baud rate (default: 115200)")
-    h.add_argument("--timeout", help="seconds to wait for each reply (default: 60)")
+    h.add_argument("--baud", help="baud rate [1 to 12_000_000] (default: 115200)")
+    h.add_argument("--timeout", help="seconds to wait for each reply [above 0, at most 3600] "
+                   "(default: 60)")
     h.set_defaults(func=cmd_host)
     return p
