@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 _API = {
     **{name: "nmflow.flow.engine" for name in (
         "ARTIFACTS", "DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step",
-        "sim_step", "compare_step", "build_step", "host_step", "fit_memories")},
+        "sim_step", "compare_step", "build_step", "host_step", "program_step", "fit_memories")},
     "run_sweep": "nmflow.flow.sweep",
     "run_pcsa": "nmflow.flow.pcsa",
     "run_continual_step": "nmflow.flow.continual",

@@ -396,7 +396,7 @@ def test_argument_errors_exit_2_with_one_line():
 
 
 @pytest.mark.parametrize("command", ["train", "export", "verilog", "sim", "compare", "build",
-                                     "host", "demo", "bench"])
+                                     "program", "host", "demo", "bench"])
 def test_help(command):
     result = nmflow(command, "--help")
     assert result.returncode == 0 and f"usage: nmflow {command}" in result.stdout

@@ -266,6 +266,7 @@ GUARDS = {
     "compare": lambda p: ["--model", p],
     "build": lambda p: ["--model", p],
     "host": lambda p: ["--model", p],
+    "program": lambda p: ["--model", p],
 }
 REFUSED = {"demo": ["--lanes", "x"], "bench": ["--images", "0"], "pcsa": ["--samples", "x"],
            "ber-sweep": ["--passes", "x"], "continual": ["--tasks", "x"],

@@ -71,6 +71,15 @@ class Board:
         ``".bin"`` (iCE40) or ``".bit"`` (ECP5).
     synth_opts : tuple of str
         Options added to Yosys' ``synth_<family>`` command.
+    uart_usb : tuple of (int, int, int)
+        The USB bridge of the board's UART: vendor ID, product ID and the interface that is the
+        UART (``--port auto`` finds it among the serial ports).
+    loader_board : str
+        The board's name for openFPGALoader (``nmflow program``).
+    loads_sram : bool
+        Whether the FPGA takes a bitstream into its SRAM as the board comes; if not (the
+        iCEBreaker: its FPGA boots from the flash, SRAM loading needs its jumpers re-set),
+        ``nmflow program`` writes the flash.
 
     Raises
     ------
@@ -95,6 +104,9 @@ class Board:
     target_mhz: float
     bitstream_suffix: str
     synth_opts: tuple = ()
+    uart_usb: tuple = (0x0403, 0x6010, 1)
+    loader_board: str = ""
+    loads_sram: bool = True
 
     def __post_init__(self):
         for depth, width in self.block_ram_modes:

@@ -26,6 +26,7 @@ Timing target
     board clock, not the target.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -107,6 +108,9 @@ class BuildResult:
         The nextpnr seed, None for nextpnr's default.
     out_dir, yosys_log, nextpnr_log, build_log : Path
         Where the products and logs are.
+    bitstream_sha256 : str
+        Hex SHA-256 of the bitstream (``nmflow program`` loads only the bitstream its build
+        wrote).
     """
     board: str
     device: str
@@ -129,6 +133,7 @@ class BuildResult:
     build_log: Path
     fmax_by_clock: dict = field(default_factory=dict)
     step_seconds: dict = field(default_factory=dict)
+    bitstream_sha256: str | None = None
 
     @property
     def meets_clock(self):
@@ -347,7 +352,9 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
             utilisation=utilisation, seconds=round(time.monotonic() - started, 3), seed=seed,
             out_dir=out_dir, yosys_log=out_dir / "yosys.log",
             nextpnr_log=out_dir / "nextpnr.log", build_log=out_dir / "build.log",
-            fmax_by_clock=fmax_by_clock, step_seconds=step_seconds)
+            fmax_by_clock=fmax_by_clock, step_seconds=step_seconds,
+            bitstream_sha256=hashlib.sha256(
+                (out_dir / f"{name}{board.bitstream_suffix}").read_bytes()).hexdigest())
         write_text(out_dir / "build.json", result.to_json())
         return result
     finally:

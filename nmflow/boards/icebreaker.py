@@ -46,4 +46,8 @@ BOARD = Board(
     # `-dsp` maps wide multiplications onto SB_MAC16 (the UltraPlus DSPs); Amaranth's synth_ice40
     # call does not pass it. `-device u` makes ABC optimise for UltraPlus timing.
     synth_opts=("-dsp", "-device", "u"),
+    # FT2232H: interface A drives the flash (SPI), interface B is the UART (/dev/ttyUSB1).
+    uart_usb=(0x0403, 0x6010, 1),
+    loader_board="ice40_generic",
+    loads_sram=False,
 )

@@ -45,10 +45,15 @@ BOARD = Board(
     block_ram_port_bits=36,
     dsps=156,
     dsp_type="MULT18X18D",
-    # Amaranth's ULX3S platform also lists openFPGALoader, which a build never runs.
+    # Amaranth's ULX3S platform also lists openFPGALoader, which a build never runs (nmflow
+    # program does).
     tools=("yosys", "nextpnr-ecp5", "ecppack"),
     target_mhz=130.0,
     bitstream_suffix=".bit",
     # synth_ecp5 infers MULT18X18D by default; nothing to add.
     synth_opts=(),
+    # FT231X: one interface, the UART; openFPGALoader drives its JTAG by bit-banging.
+    uart_usb=(0x0403, 0x6015, 0),
+    loader_board="ulx3s",
+    loads_sram=True,
 )

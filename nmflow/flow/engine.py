@@ -455,6 +455,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     summary["metaplastic"] = None if unit is None else unit
     summary["buffers"] = buffers
     summary["block_rams_estimated"] = needed
+    summary["model_checksum"] = hwmodel.model_checksum(hw)
     write_json(out / "build.json", summary)
     return summary
 
@@ -462,7 +463,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
 # -- host: the board over its UART ------------------------------------------------------------------
 
 def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=115200, timeout=2.0,
-              out=None, progress=None, errors=None, lanes=16):
+              out=None, progress=None, errors=None, lanes=16, check=False, board=None):
     """Send test vectors to a board over its UART and compare every reply with the golden model.
 
     ``port`` is a serial device (``/dev/ttyUSB1``) or any pyserial URL (``socket://host:port``,
@@ -475,6 +476,11 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     metaplastic unit (protocol version 3) has its weight memory read back first (READ), and
     ``weight_mismatches`` counts the synapses whose weight differs from the model's (``None``
     for other boards). Writes ``board.json``; returns it.
+
+    ``port`` ``"auto"`` finds the UART of ``board`` (any known board if ``None``) among the serial
+    ports (:func:`nmflow.boards.ports.find_port`). With ``check``, only INFO and the first vector
+    go to the board, nothing is written, and a mismatch raises :class:`NmflowError`: the quick
+    check that a board runs this model's bitstream.
     """
     from ..boards.host import EngineLink
     from ..golden import hwmodel
@@ -482,9 +488,12 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
     from ..golden.plan import check_lanes
     from ..golden.reference import reference
 
+    from ..boards.ports import resolve_port
+
+    port = resolve_port(port, board)                 # no board, no work
     run_dir = Path(run_dir)
     hw = hwmodel.load(_model_path(run_dir, model))
-    x, y = _test_vectors(hw, inputs, limit)
+    x, y = _test_vectors(hw, inputs, 1 if check else limit)
     read = None
     if errors is not None:
         check_lanes(lanes)
@@ -534,5 +543,42 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=11
         "seconds": round(seconds, 2),
         "inferences_per_second": round(len(x) / seconds, 2) if seconds else None,
     }
+    if check:
+        result["info"] = {"version": info.version, "inputs": info.n_inputs,
+                          "classes": info.n_classes, "input_bits": info.input_bits,
+                          "injector": bool(info.rate_bits),
+                          "metaplastic": info.metaplastic is not None}
+        if weight_mismatches:
+            raise NmflowError(f"the check failed: the board's weights differ from the model's "
+                              f"in {weight_mismatches} synapses: load this model's bitstream "
+                              f"('nmflow program')")
+        if result["mismatches"]:
+            raise NmflowError(f"the check failed: the board's class and scores for the first "
+                              f"vector are {int(classes[0])}, {scores[0].tolist()}, the golden "
+                              f"model's {int(golden.classes[0])}, {golden.scores[0].tolist()}: "
+                              f"load this model's bitstream ('nmflow program')")
+        result["check"] = "passed"
+        return result
     write_json(Path(out or run_dir / "board.json"), result)
     return result
+
+
+def program_step(run_dir, board="icebreaker", *, build=None, model=None, flash=False):
+    """Load the bitstream built for ``board`` (in ``build``, ``RUN/<board>`` by default) onto the
+    board through openFPGALoader; its SRAM, or its flash with ``flash``. The build must be for
+    ``board``, its bitstream the one the build wrote, and, for an engine build, hold the run's
+    hardware model (``model``, ``RUN/hwmodel.json`` by default, when it exists). Returns the
+    summary of :func:`nmflow.boards.program.program`."""
+    from ..boards.catalog import get_board
+    from ..boards.program import program
+    from ..golden import hwmodel
+
+    run_dir = Path(run_dir)
+    info = get_board(board)
+    build_dir = Path(build or run_dir / info.name)
+    model_path = _model_path(run_dir, model)
+    checksum = None
+    if model is not None or model_path.is_file():
+        checksum = hwmodel.model_checksum(hwmodel.load(model_path))
+    return program(build_dir, info, flash=flash, model_checksum=checksum,
+                   model_required=model is not None)

@@ -214,11 +214,15 @@ def cmd_build(args):
 
 def cmd_host(args):
     from ..flow import host_step
-    with bars() as progress:
+    with bars(quiet=args.check) as progress:
         result = host_step(args.run, args.port, args.model, inputs=args.inputs,
                            limit=args.limit, baudrate=args.baud, timeout=args.timeout,
                            out=args.out, errors=_injection(args), lanes=args.lanes,
-                           progress=progress)
+                           progress=progress, check=args.check, board=args.board)
+    if args.check:
+        _print_json({key: result[key] for key in ("check", "port", "info", "images",
+                                                  "seconds")})
+        return
     shown = dict(result)
     shown["class_mismatches"] = shown["class_mismatches"][:10]
     shown["score_mismatches"] = shown["score_mismatches"][:10]
@@ -229,6 +233,12 @@ def cmd_host(args):
                           f"board was trained on chip or holds another model's bitstream")
     if result["mismatches"]:
         raise NmflowError(f"{result['mismatches']} board outputs differ from the golden model")
+
+
+def cmd_program(args):
+    from ..flow import program_step
+    _print_json(program_step(args.run, args.board, build=args.build, model=args.model,
+                             flash=args.flash))
 
 
 def cmd_demo(args):
@@ -351,13 +361,33 @@ def parser():
                    "in SPRAM on the iCEBreaker, block RAM on the ULX3S; the host streams "
                    "updates with UPDATE and LOAD requests and reads the weights back with READ)")
 
+    p = _step_parser(sub, "program", cmd_program, "load a built bitstream onto a board (USB)",
+                     "Load the bitstream 'nmflow build' wrote for a board into its FPGA with "
+                     "openFPGALoader: into SRAM (the ULX3S), or into flash (--flash; the "
+                     "iCEBreaker always boots from its flash). Refuses a bitstream built for "
+                     "another board or model, or changed since its build.")
+    p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
+                   help="the board on USB (default: icebreaker)")
+    p.add_argument("--build", help="build folder with build.json and the bitstream (default: "
+                   "RUN/<board>; an EqProp build: its --out)")
+    p.add_argument("--model", help="hardware model the bitstream must hold (default: "
+                   "RUN/hwmodel.json, if there is one)")
+    p.add_argument("--flash", action="store_true",
+                   help="write the flash, so that the board keeps the bitstream when powered off")
+
     p = _step_parser(sub, "host", cmd_host,
                      "run test vectors on a board over its UART, compare (==)",
                      "Send each test vector to a board running the nmflow "
                      "bitstream (INFER frames over its UART) and compare the class and every "
                      "score with the golden model; writes RUN/board.json.")
     p.add_argument("--port", required=True,
-                   help="serial port (/dev/ttyUSB1) or pyserial URL (socket://127.0.0.1:PORT)")
+                   help="serial port (/dev/ttyUSB1), pyserial URL (socket://127.0.0.1:PORT), or "
+                   "auto: the one board UART among the serial ports (by its USB ids)")
+    p.add_argument("--board", choices=tuple(BOARDS),
+                   help="with --port auto, look for this board's UART only (default: any)")
+    p.add_argument("--check", action="store_true",
+                   help="only INFO and the first vector, compared with the golden model: the "
+                   "quick check that the board runs this model's bitstream (writes nothing)")
     _add_vectors(p, "send")
     ranged(p, "--baud", integer(1, limits.BAUD), default=115200,
            help="baud rate (default: 115200)")

@@ -250,10 +250,11 @@ def cmd_build(args):
 
 
 def cmd_host(args):
+    from ..boards.ports import resolve_port
     config, lanes, samples, _ = _unit_settings(args, 20)
     baud = _int("--baud", args.baud, 1, 115200, limits.BAUD)
     timeout = _float("--timeout", args.timeout, 60.0, maximum=limits.TIMEOUT)
-    port = str(args.port)
+    port = resolve_port(str(args.port), args.board)
     if not port.strip():
         raise NmflowError(f"--port must name a serial port, a pyserial URL or sim, not {port!r}")
     result = run_host(args.out, port, config, lanes, samples, baudrate=baud, timeout=timeout)
@@ -365,7 +366,8 @@ def add_parser(sub):
         "compare them with the twin's (==). Writes DIR/board.json.",
         "build/eqprop_host", 20, "the board on the port (its block RAM the network must fit)")
     h.add_argument("--port", required=True,
-                   help="serial port (/dev/ttyUSB1), pyserial URL, or sim (a simulated board)")
+                   help="serial port (/dev/ttyUSB1), pyserial URL, sim (a simulated board), or "
+                   "auto (the --board's UART among the serial ports, by its USB ids)")
     h.add_argument("--baud", help="baud rate [1 to 12_000_000] (default: 115200)")
     h.add_argument("--timeout", help="seconds to wait for each reply [above 0, at most 3600] "
                    "(default: 60)")
