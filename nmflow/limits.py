@@ -19,7 +19,7 @@ from numbers import Integral
 
 from .errors import NmflowError
 
-__all__ = ["SEED", "EPOCHS", "BATCH", "WIDTH", "LAYERS", "VECTORS", "LANES", "BAUD", "TIMEOUT",
+__all__ = ["SEED", "EPOCHS", "BATCH", "WIDTH", "LAYERS", "VECTORS", "LANES", "BAUD", "CLOCK_MHZ", "TIMEOUT",
            "BENCH_IMAGES", "PCSA_SAMPLES", "PCSA_WINDOW_NS", "PASSES", "PER_DECADE", "RATE_BITS",
            "SETTLING_STEPS", "SEEDS", "LEARNING_RATE", "check_widths", "usable_cores", "memory_total",
            "memory_budget", "check_memory", "size_text"]
@@ -40,6 +40,9 @@ VECTORS = 10_000_000
 LANES = 256
 #: Fastest UART baud rate a host asks for (the iCEBreaker's and ULX3S's FTDI bridges: 12 Mbaud).
 BAUD = 12_000_000
+#: Fastest run clock a build asks a PLL for, in MHz (the iCE40 PLL's output reaches 275 MHz, the
+#: ECP5's 400 MHz).
+CLOCK_MHZ = 400.0
 #: Longest wait for one reply, in seconds.
 TIMEOUT = 3600.0
 #: Most test images ``nmflow bench`` simulates under cocotb for its speed figures.

@@ -302,3 +302,96 @@ def test_ulx3s_build(tmp_path):
     lpf = (out_dir / "top.lpf").read_text()
     assert re.search(r'^FREQUENCY PORT "clk25_0__io" 130000000 HZ;$', lpf, re.M)
     assert leftovers(tmp_path) == []
+
+
+# -- the run clock from the PLL ----------------------------------------------------------------
+
+class Recorder:
+    """A top factory that remembers the clock frequencies it was called with."""
+
+    def __init__(self):
+        self.clocks = []
+
+    def __call__(self, clk_freq):
+        self.clocks.append(clk_freq)
+        return StandIn(clk_freq=clk_freq)
+
+
+def test_icebreaker_pll_clock(tmp_path):
+    out_dir = tmp_path / "icebreaker"
+    factory = Recorder()
+    result = build(factory, "icebreaker", out_dir, seed=1, clock_mhz=30)
+
+    # 12 MHz * (79 + 1) / ((0 + 1) * 2**5) = 30 MHz, the VCO at 960 MHz.
+    assert result.pll["dividers"] == {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1}
+    assert result.pll["output_mhz"] == 30 and result.pll["vco_mhz"] == 960
+    assert factory.clocks == [30e6]                 # the core's UART divisor is for 30 MHz
+    assert result.clock_mhz == result.run_clock_mhz == 30 and result.oscillator_mhz == 12
+    assert result.utilisation["ICESTORM_PLL"]["used"] == 1
+    assert result.fmax_mhz >= 30 * 1.05 and result.clock_margin == round(result.fmax_mhz / 30, 4)
+    saved = json.loads((out_dir / "build.json").read_text())
+    assert saved["run_clock_mhz"] == 30 and saved["pll"] == result.pll
+
+    # The oscillator keeps its 12 MHz; nextpnr is asked for 50 MHz on the PLL's output.
+    pcf = (out_dir / "top.pcf").read_text()
+    assert re.search(r"^set_frequency clk12_0__io 12\.0$", pcf, re.M)
+    assert re.search(r"^set_frequency core\.clk 50\.0$", pcf, re.M)
+    # nextpnr derives 30 MHz on the PLL's output from its dividers, and takes the 50 MHz asked.
+    assert ("Overriding derived constraint of 30.0 MHz on net clk with user-specified constraint "
+            "of 50.0 MHz") in (out_dir / "nextpnr.log").read_text()
+
+
+def test_ulx3s_pll_clock(tmp_path):
+    out_dir = tmp_path / "ulx3s"
+    result = build(Recorder(), "ulx3s", out_dir, seed=1, clock_mhz=50)
+    # 25 MHz * 2 / 1 = 50 MHz, the VCO at 50 * 12 = 600 MHz.
+    assert {k: result.pll["dividers"][k] for k in ("CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV")} == {
+        "CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12}
+    assert result.utilisation["EHXPLLL"]["used"] == 1
+    assert result.clock_mhz == 50 and result.fmax_mhz >= 52.5
+    lpf = (out_dir / "top.lpf").read_text()
+    assert re.search(r'^FREQUENCY PORT "clk25_0__io" 25000000\.0 HZ;$', lpf, re.M)
+    assert re.search(r'^FREQUENCY NET "core\.clk" 130000000\.0 HZ;$', lpf, re.M)
+
+
+def test_auto_clock_steps_down_to_what_the_design_meets(tmp_path):
+    """A first clock far above the design's Fmax: the second place and route runs at the
+    PLL's highest output at or below Fmax / 1.05, and that one is kept."""
+    out_dir = tmp_path / "icebreaker"
+    factory = Recorder()
+    result = build(factory, "icebreaker", out_dir, seed=1, clock_mhz="auto",
+                   first_clock_mhz=270)
+    first, second = result.clock_attempts
+    assert first["clock_mhz"] == 270 and first["fmax_mhz"] < 270 * 1.05
+    ceiling = first["fmax_mhz"] / 1.05
+    # iCE40 outputs near 100 MHz step by 12 / 8 = 1.5 MHz (DIVQ 3) or finer
+    assert ceiling - 1.5 < second["clock_mhz"] <= ceiling
+    assert result.clock_mhz == second["clock_mhz"] and result.fmax_mhz >= 1.05 * result.clock_mhz
+    assert factory.clocks == [270e6, second["clock_mhz"] * 1e6]
+    assert json.loads((out_dir / "build.json").read_text())["clock_attempts"] == [first, second]
+
+
+def test_a_clock_the_design_misses_is_refused_in_one_line(tmp_path):
+    out_dir = tmp_path / "icebreaker"
+    with pytest.raises(NmflowError) as caught:
+        build(Recorder(), "icebreaker", out_dir, seed=1, clock_mhz=270)
+    message = str(caught.value)
+    assert re.match(r"^design too slow for icebreaker at a 270 MHz run clock: reaches "
+                    r"[0-9.]+ MHz after routing, the clock needs 283\.50 MHz \(1\.05 x, the "
+                    r"margin\); choose a clock of at most [0-9.]+ MHz or 'auto'; see .*"
+                    r"nextpnr\.log$", message)
+    assert not (out_dir / "top.bin").exists() and not (out_dir / "build.json").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"clock_mhz": 10}, r"^clock_mhz must be at least 16\.125 MHz \(the lowest output of the "
+                        r"icebreaker PLL from its 12 MHz oscillator\), not 10 MHz$"),
+    ({"clock_mhz": "fast"}, r"^clock_mhz must be None, 'auto' or a positive number of MHz, "
+                            r"not 'fast'$"),
+    ({"clock_mhz": "auto", "first_clock_mhz": -3},
+     r"^first_clock_mhz must be a positive number of MHz, not -3$"),
+])
+def test_bad_clocks(tmp_path, kwargs, message):
+    with pytest.raises(NmflowError, match=message):
+        build(StandIn, "icebreaker", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()

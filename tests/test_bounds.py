@@ -157,6 +157,9 @@ def test_help_states_the_bounds():
      "sim: --limit must be an integer from 1 to 10000000, not '0' (see nmflow sim --help)"),
     (["build", "--board", "de10"],
      "build: --board must be one of icebreaker, ulx3s, not 'de10' (see nmflow build --help)"),
+    (["build", "--clock", "fast"],
+     "build: --clock must be auto, board or a number of MHz from 1 to 400, not 'fast' (see "
+     "nmflow build --help)"),
     (["train", "--epochs"], "train: --epochs needs a value (see nmflow train --help)"),
     (["host"], "host: --port is required (see nmflow host --help)"),
     (["eqprop"], "eqprop: an action is required (see nmflow eqprop --help)"),

@@ -204,6 +204,8 @@ def _cli(argv):
     (["eqprop", "build", "--hidden", "200"], ["--hidden", "block RAMs"]),
     (["eqprop", "build", "--baud", "5000000"], ["--baud", "5000000"]),
     (["eqprop", "build", "--lr-shifts", "1"], ["--lr-shifts", "2 shifts"]),
+    (["eqprop", "build", "--clock", "9"], ["--clock", "16.125 MHz", "not 9 MHz"]),
+    (["eqprop", "build", "--clock", "fast"], ["--clock", "auto, board", "'fast'"]),
     (["eqprop", "host", "--port", "sim", "--K", "0"], ["--K", "'0'"]),
     (["eqprop", "host", "--port", "sim", "--timeout", "-1"], ["--timeout", "'-1'"]),
     (["eqprop", "host", "--port", "/dev/ttyNONE", "--samples", "1"], ["/dev/ttyNONE"]),

@@ -80,6 +80,11 @@ class Board:
         Whether the FPGA takes a bitstream into its SRAM as the board comes; if not (the
         iCEBreaker: its FPGA boots from the flash, SRAM loading needs its jumpers re-set),
         ``nmflow program`` writes the flash.
+    run_clocks_mhz : dict, optional
+        The PLL run clock a build tries first (``clock_mhz="auto"``), per unit a design holds
+        (``engine``, ``injector``, ``metaplastic``, ``eqprop``): what the unit meets with the
+        margin on this part, as measured; a design starts at the lowest of its units', and a
+        build lowers that to what the design meets. The oscillator for a unit not listed.
 
     Raises
     ------
@@ -107,6 +112,7 @@ class Board:
     uart_usb: tuple = (0x0403, 0x6010, 1)
     loader_board: str = ""
     loads_sram: bool = True
+    run_clocks_mhz: dict = None
 
     def __post_init__(self):
         for depth, width in self.block_ram_modes:
@@ -114,6 +120,12 @@ class Board:
                 raise NmflowError(f"block_ram_modes must fit a block RAM of {self.block_ram_bits} "
                                  f"bits read {self.block_ram_port_bits} bits at a time, not "
                                  f"({depth}, {width})")
+
+    def first_clock_mhz(self, *units):
+        """The run clock a design of ``units`` tries first: the lowest of theirs (the engine's if
+        none is named), the oscillator for a unit :attr:`run_clocks_mhz` does not list."""
+        clocks = self.run_clocks_mhz or {}
+        return min(clocks.get(unit, self.clock_mhz) for unit in (units or ("engine",)))
 
     @property
     def device(self):

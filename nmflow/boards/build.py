@@ -42,13 +42,23 @@ from .. import limits
 from ..errors import NmflowError
 from ..fileio import make_folder, write_text
 from ..toolchain import TOOLS, check_tools, tool_environment
+from . import pll
 from .catalog import BOARDS, get_board
 from .report import (fit_error, overflows, parse_errors, parse_fmax, parse_fmax_by_clock,
                      parse_utilisation)
 
 # BOARDS and get_board live in :mod:`nmflow.boards.catalog`; they are re-exported here for the
 # callers that build.
-__all__ = ["BOARDS", "BuildResult", "DoesNotFit", "build", "get_board"]
+__all__ = ["BOARDS", "BuildResult", "CLOCK_ATTEMPTS", "CLOCK_MARGIN", "DoesNotFit", "TooSlow",
+           "build", "get_board", "pll_for"]
+
+#: A PLL run clock must stay this far below nextpnr's post-route Fmax (nextpnr's timing is
+#: static and worst-case, but the margin covers what it does not model: jitter, the PLL's own
+#: tolerance).
+CLOCK_MARGIN = 1.05
+
+#: Place-and-route runs ``clock_mhz="auto"`` makes at most.
+CLOCK_ATTEMPTS = 3
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PCF_FREQUENCY = re.compile(r"^(\s*set_frequency\s+\S+\s+)([0-9.eE+-]+)(\s*)$")
@@ -99,7 +109,15 @@ class BuildResult:
     fmax_by_clock : dict
         Clock net -> post-route Fmax in MHz.
     clock_mhz, target_mhz : float
-        The board clock the design runs on, and the target nextpnr was given.
+        The clock the design runs on (``run_clock_mhz``: the PLL's output, or the board's
+        oscillator), and the target nextpnr was given.
+    oscillator_mhz : float
+        The board's oscillator.
+    pll : dict or None
+        The PLL settings (:meth:`nmflow.boards.pll.PllSettings.to_dict`), None on the oscillator.
+    clock_attempts : list of dict
+        With ``clock_mhz="auto"``: each place and route tried, ``{"clock_mhz", "fmax_mhz"}``, the
+        last one the build's.
     utilisation : dict
         Every line of nextpnr's device utilisation: cell type -> ``{"used", "total", "percent"}``.
     seconds : float
@@ -134,11 +152,24 @@ class BuildResult:
     fmax_by_clock: dict = field(default_factory=dict)
     step_seconds: dict = field(default_factory=dict)
     bitstream_sha256: str | None = None
+    oscillator_mhz: float | None = None
+    pll: dict | None = None
+    clock_attempts: list = field(default_factory=list)
 
     @property
     def meets_clock(self):
-        """True if the post-route Fmax reaches the board clock (None without a timing report)."""
+        """True if the post-route Fmax reaches the run clock (None without a timing report)."""
         return None if self.fmax_mhz is None else self.fmax_mhz >= self.clock_mhz
+
+    @property
+    def run_clock_mhz(self):
+        """The clock the design runs on: the PLL's output, or the board's oscillator."""
+        return self.clock_mhz
+
+    @property
+    def clock_margin(self):
+        """Post-route Fmax over the run clock (None without a timing report)."""
+        return None if self.fmax_mhz is None else round(self.fmax_mhz / self.clock_mhz, 4)
 
     def to_dict(self):
         """The result as plain JSON types (paths as strings), in field order."""
@@ -147,6 +178,8 @@ class BuildResult:
             value = getattr(self, name)
             result[name] = str(value) if isinstance(value, Path) else value
         result["meets_clock"] = self.meets_clock
+        result["run_clock_mhz"] = self.run_clock_mhz
+        result["clock_margin"] = self.clock_margin
         return result
 
     def to_json(self):
@@ -229,7 +262,8 @@ def _first_error(path):
 
 
 def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None,
-          synth_opts=(), nextpnr_opts=(), check_timing=True, timeout=None):
+          synth_opts=(), nextpnr_opts=(), check_timing=True, timeout=None, clock_mhz=None,
+          first_clock_mhz=None):
     """Synthesise, place, route and pack a design for a board; return what nextpnr reported.
 
     Parameters
@@ -237,8 +271,8 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     top_factory : callable
         ``top_factory(clk_freq=hz)`` returns the platform-free top, a component with the pin
         ports ``rx: In(1)`` and ``tx: Out(1)`` and otherwise only outputs (see
-        :class:`~nmflow.boards.top.BoardTop`); it is called with the board's
-        ``default_clk_frequency``.
+        :class:`~nmflow.boards.top.BoardTop`); it is called with the run clock (the board's
+        ``default_clk_frequency`` without a PLL).
     board : str or Board
         ``"icebreaker"`` or ``"ulx3s"`` (a key of :data:`~nmflow.boards.catalog.BOARDS`), or a
         :class:`~nmflow.boards.board.Board`.
@@ -253,7 +287,18 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     synth_opts, nextpnr_opts : str or sequence of str
         Extra options for Yosys' ``synth_<family>`` and for nextpnr, after the board's own.
     check_timing : bool
-        Refuse a design whose post-route Fmax is below the board clock (it would run unreliably).
+        Refuse a design whose post-route Fmax is below the run clock (it would run unreliably);
+        with a PLL, below the run clock times :data:`CLOCK_MARGIN`.
+    clock_mhz : None, float or "auto"
+        The run clock. ``None``: the board's oscillator, no PLL. A number: the PLL's highest
+        output at or below it (:func:`nmflow.boards.pll.solve`). ``"auto"``: place and route with
+        the PLL at ``first_clock_mhz`` (the board's engine clock by default,
+        :meth:`~nmflow.boards.board.Board.first_clock_mhz`); while the Fmax falls short of the run clock times :data:`CLOCK_MARGIN`,
+        again at the highest PLL output at or below ``Fmax / CLOCK_MARGIN`` (at most
+        :data:`CLOCK_ATTEMPTS` runs; the board's oscillator if the PLL cannot go that low).
+        nextpnr is asked for ``max(target_mhz, run clock)`` on the PLL's output.
+    first_clock_mhz : float, optional
+        With ``clock_mhz="auto"``, the first run clock tried.
     timeout : float, optional
         Seconds each tool may run, unlimited when None.
 
@@ -266,28 +311,112 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     NmflowError
         One line, for a bad argument, a missing tool (with the install hint), a design that does
         not fit (``design does not fit icebreaker (iCE40UP5K): needs 6017 logic cells
-        (ICESTORM_LC), the device has 5280``), a design too slow for the board clock, or a tool
-        failure (naming the tool, its first error and the log file).
+        (ICESTORM_LC), the device has 5280``), a design too slow for its run clock (naming the
+        highest clock it meets), or a tool failure (naming the tool, its first error and the log
+        file).
     """
     board = get_board(board)
     target_mhz = _check_args(name, seed, target_mhz, board, timeout)
     synth_opts = board.synth_opts + _options(synth_opts, "synth_opts")
     nextpnr_opts = _options(nextpnr_opts, "nextpnr_opts")
+    if clock_mhz == "auto":
+        first = board.first_clock_mhz() if first_clock_mhz is None else first_clock_mhz
+        settings = _solve(board, _clock_number("first_clock_mhz", first) * 1e6)
+    elif clock_mhz is not None:
+        settings = pll_for(board, clock_mhz)
     started = time.monotonic()
-    step_seconds = {}
-
     tool_environment()
     tool_paths = check_tools(board.tools)
-    env = dict(os.environ)
-
     out_dir = Path(out_dir)
     make_folder(out_dir.parent)
     if out_dir.exists() and not out_dir.is_dir():
         raise NmflowError(f"output folder {str(out_dir)!r} is a file, not a folder")
+    once = dict(top_factory=top_factory, board=board, out_dir=out_dir, name=name, seed=seed,
+                target_mhz=target_mhz, synth_opts=synth_opts, nextpnr_opts=nextpnr_opts,
+                check_timing=check_timing, timeout=timeout, tool_paths=tool_paths)
+
+    if clock_mhz is None:
+        result = _build_once(pll_settings=None, **once)
+    elif clock_mhz == "auto":
+        attempts = []
+        for attempt in range(CLOCK_ATTEMPTS):
+            try:
+                result = _build_once(pll_settings=settings, **once)
+                attempts.append({"clock_mhz": _mhz(settings), "fmax_mhz": result.fmax_mhz})
+                break
+            except TooSlow as error:
+                attempts.append({"clock_mhz": _mhz(settings), "fmax_mhz": error.fmax_mhz})
+                if attempt == CLOCK_ATTEMPTS - 1:
+                    raise
+                lower = error.fmax_mhz * 1e6 / CLOCK_MARGIN
+                if lower < pll.frequencies(board.family, board.clock_hz)[0]:
+                    # Slower than any PLL output: the oscillator, if the design meets it.
+                    result = _build_once(pll_settings=None, **once)
+                    attempts.append({"clock_mhz": board.clock_mhz,
+                                     "fmax_mhz": result.fmax_mhz})
+                    break
+                settings = _solve(board, lower)
+        result.clock_attempts = attempts
+    else:
+        result = _build_once(pll_settings=settings, **once)
+    result.seconds = round(time.monotonic() - started, 3)
+    write_text(out_dir / "build.json", result.to_json())
+    return result
+
+
+def _mhz(settings):
+    return round(settings.output_mhz, 6)
+
+
+def _clock_number(parameter, value, others=""):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not value > 0):
+        raise NmflowError(f"{parameter} must be {others}a positive number of MHz, not {value!r}")
+    return float(value)
+
+
+def _solve(board, hz, name="clock"):
+    lowest = pll.frequencies(board.family, board.clock_hz)[0]
+    if hz < lowest:
+        raise NmflowError(f"{name} must be at least {float(lowest) / 1e6:g} MHz (the lowest "
+                          f"output of the {board.name} PLL from its {board.clock_mhz:g} MHz "
+                          f"oscillator), not {hz / 1e6:g} MHz")
+    return pll.solve(board.family, board.clock_hz, hz)
+
+
+def pll_for(board, clock_mhz, name="clock_mhz"):
+    """The PLL settings of a run clock of ``clock_mhz`` on ``board`` (its highest output at or
+    below); NmflowError naming ``name`` if the number is not one or the PLL cannot go that low."""
+    board = get_board(board)
+    return _solve(board, _clock_number(name, clock_mhz, "None, 'auto' or ") * 1e6, name)
+
+
+class TooSlow(NmflowError):
+    """A design whose post-route Fmax falls short of what its run clock needs.
+
+    Members
+    -------
+    fmax_mhz : float
+    """
+
+    def __init__(self, message, *, fmax_mhz):
+        super().__init__(message)
+        self.fmax_mhz = fmax_mhz
+
+
+def _build_once(*, top_factory, board, out_dir, name, seed, target_mhz, synth_opts,
+                nextpnr_opts, check_timing, timeout, tool_paths, pll_settings):
+    """One synthesis, place and route and pack, with the run clock from ``pll_settings`` (the
+    oscillator when None); the products installed in ``out_dir``."""
+    started = time.monotonic()
+    step_seconds = {}
+    env = dict(os.environ)
+    run_mhz = board.clock_mhz if pll_settings is None else _mhz(pll_settings)
+    required_mhz = run_mhz if pll_settings is None else run_mhz * CLOCK_MARGIN
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
         commands = _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts,
-                            nextpnr_opts)
+                            nextpnr_opts, pll_settings)
         step_seconds["prepare"] = round(time.monotonic() - started, 3)
 
         logs = {"yosys": f"{name}.rpt", "nextpnr": f"{name}.tim"}
@@ -323,9 +452,17 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
                 first = _first_error(work / logs[step]) if has_log else None
                 detail = first if first else f"exit status {status}"
                 error = f"{tool} failed for {board.name}: {detail}; see {log_path}"
-        elif check_timing and fmax is not None and fmax < board.clock_mhz:
-            error = (f"design too slow for {board.name}: reaches {fmax:.2f} MHz after routing, "
-                     f"the board clock is {board.clock_mhz:g} MHz; see {hints['nextpnr']}")
+        elif check_timing and fmax is not None and fmax < required_mhz:
+            if pll_settings is None:
+                error = (f"design too slow for {board.name}: reaches {fmax:.2f} MHz after "
+                         f"routing, the board clock is {board.clock_mhz:g} MHz; see "
+                         f"{hints['nextpnr']}")
+            else:
+                error = (f"design too slow for {board.name} at a {run_mhz:g} MHz run clock: "
+                         f"reaches {fmax:.2f} MHz after routing, the clock needs "
+                         f"{required_mhz:.2f} MHz ({CLOCK_MARGIN:g} x, the margin); choose a "
+                         f"clock of at most {fmax / CLOCK_MARGIN:.2f} MHz or 'auto'; see "
+                         f"{hints['nextpnr']}")
 
         _install(work, out_dir, name, board, logs, success=error is None)
         if error is not None:
@@ -333,6 +470,8 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
             if over:
                 raise DoesNotFit(error, board=board,
                                  needs={cell: (used, total) for cell, used, total in over})
+            if failure is None and fmax is not None:
+                raise TooSlow(error, fmax_mhz=fmax)
             raise NmflowError(error)
 
         def used(cell_type, default_total):
@@ -348,22 +487,25 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
             logic_cells=logic_cells, logic_cells_total=logic_cells_total,
             block_rams=block_rams, block_rams_total=block_rams_total,
             dsps=dsps, dsps_total=dsps_total,
-            fmax_mhz=fmax, clock_mhz=board.clock_mhz, target_mhz=target_mhz,
+            fmax_mhz=fmax, clock_mhz=run_mhz, target_mhz=target_mhz,
             utilisation=utilisation, seconds=round(time.monotonic() - started, 3), seed=seed,
             out_dir=out_dir, yosys_log=out_dir / "yosys.log",
             nextpnr_log=out_dir / "nextpnr.log", build_log=out_dir / "build.log",
             fmax_by_clock=fmax_by_clock, step_seconds=step_seconds,
             bitstream_sha256=hashlib.sha256(
-                (out_dir / f"{name}{board.bitstream_suffix}").read_bytes()).hexdigest())
-        write_text(out_dir / "build.json", result.to_json())
+                (out_dir / f"{name}{board.bitstream_suffix}").read_bytes()).hexdigest(),
+            oscillator_mhz=board.clock_mhz,
+            pll=None if pll_settings is None else pll_settings.to_dict())
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts, nextpnr_opts):
+def _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts, nextpnr_opts,
+             pll_settings=None):
     """Amaranth: elaborate the board top, write the RTLIL, the Yosys script, the constraints
-    (retargeted to ``target_mhz``) and the tool commands into ``work``; return the commands."""
+    (retargeted to ``target_mhz``: the oscillator's, or with ``pll_settings`` the PLL output's)
+    and the tool commands into ``work``; return the commands."""
     platform = board.platform()
     overrides = {"nextpnr_opts": ["--timing-allow-fail", "--freq", f"{target_mhz:g}",
                                   "--report", f"{name}_report.json",
@@ -371,9 +513,17 @@ def _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts, nextp
                                   *nextpnr_opts]}
     if synth_opts:
         overrides["synth_opts"] = list(synth_opts)
-    plan = platform.prepare(board.top(top_factory), name, **overrides)
-    ratio = target_mhz / board.clock_mhz
-    for filename in list(plan.files):
+    if pll_settings is None:
+        top = board.top(top_factory)
+        ratio = target_mhz / board.clock_mhz
+    else:
+        # The oscillator only feeds the PLL: its constraint stays; the PLL's output carries the
+        # target (or the run clock, if that is higher).
+        constraint = max(target_mhz * 1e6, float(pll_settings.output_hz))
+        top = board.top(top_factory, pll=pll_settings, constraint_hz=constraint)
+        ratio = 1.0
+    plan = platform.prepare(top, name, **overrides)
+    for filename in list(plan.files if ratio != 1.0 else ()):
         if filename.endswith(".pcf"):
             plan.files[filename] = _retarget(plan.files[filename], ratio, target_mhz,
                                              _PCF_FREQUENCY)

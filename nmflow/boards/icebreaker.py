@@ -49,5 +49,9 @@ BOARD = Board(
     # FT2232H: interface A drives the flash (SPI), interface B is the UART (/dev/ttyUSB1).
     uart_usb=(0x0403, 0x6010, 1),
     loader_board="ice40_generic",
+    # First PLL run clocks of a build, from the post-route Fmax: the engine 47-50 MHz, with the
+    # injector 42.6-44.2, with the metaplastic unit 23.4-24.4, the EqProp unit 17.0 (nextpnr
+    # seeds 1-3).
+    run_clocks_mhz={"engine": 42.0, "injector": 39.0, "metaplastic": 21.0, "eqprop": 16.125},
     loads_sram=False,
 )

@@ -8,11 +8,13 @@ through :class:`amaranth.lib.io.Buffer` instances. Each board module subclasses 
 (:class:`~nmflow.boards.icebreaker.ICEBreakerTop`, :class:`~nmflow.boards.ulx3s.ULX3STop`).
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import ClockDomain, Module
 from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ..errors import NmflowError
+from .pll import RunClock
 
 __all__ = ["BoardTop"]
 
@@ -53,8 +55,11 @@ class BoardTop(wiring.Component):
     """A board top: the board's UART pins wired to a platform-free core.
 
     The core is built inside :meth:`elaborate`, when the platform and so the board's clock are
-    known: ``top_factory(clk_freq=platform.default_clk_frequency)``. The core runs in the ``sync``
-    domain, which the platform creates from the board's default clock with a power-on reset.
+    known: ``top_factory(clk_freq=hz)``. The core runs in the ``sync`` domain: without ``pll``,
+    the platform creates it from the board's oscillator with a power-on reset
+    (``hz = platform.default_clk_frequency``); with ``pll``, a
+    :class:`~nmflow.boards.pll.RunClock` makes it from the PLL's output (``hz`` is that output)
+    and resets it until the PLL has locked.
 
     Parameters
     ----------
@@ -63,6 +68,12 @@ class BoardTop(wiring.Component):
         signature has the pin ports ``rx: In(1)`` (UART input, idle high) and ``tx: Out(1)``
         (UART output, idle high) and otherwise only outputs (status, left unconnected), e.g.
         ``lambda clk_freq: HostTop(model, clk_freq=clk_freq)``.
+    pll : :class:`~nmflow.boards.pll.PllSettings`, optional
+        The PLL that makes the run clock of the board's oscillator; the oscillator itself when
+        ``None``.
+    constraint_hz : float, optional
+        With ``pll``: the frequency nextpnr is asked to meet on the run clock (its output
+        frequency when ``None``).
 
     Members
     -------
@@ -79,13 +90,15 @@ class BoardTop(wiring.Component):
     #: Resource name of the host UART on the board.
     uart_resource = "uart"
 
-    def __new__(cls, top_factory):
+    def __new__(cls, top_factory, *, pll=None, constraint_hz=None):
         # Checked before the object exists: a refused board top is never an unused elaboratable.
         _check_factory(top_factory)
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, top_factory):
+    def __init__(self, top_factory, *, pll=None, constraint_hz=None):
         self._top_factory = top_factory
+        self._pll = pll
+        self._constraint_hz = constraint_hz
         super().__init__({})
 
     def _make_core(self, clk_freq):
@@ -97,9 +110,19 @@ class BoardTop(wiring.Component):
         return core
 
     def elaborate(self, platform):
-        core = self._make_core(platform.default_clk_frequency)
-
         m = Module()
+        if self._pll is None:
+            core = self._make_core(platform.default_clk_frequency)
+        else:
+            m.submodules.run_clock = run_clock = RunClock(self._pll)
+            m.domains.sync = sync = ClockDomain("sync")
+            m.d.comb += sync.clk.eq(run_clock.clock)
+            # As the platform's own power-on reset: asserted at once, released on the clock.
+            m.submodules.reset_sync = ResetSynchronizer(~run_clock.ready, domain="sync")
+            # nextpnr times the run clock against this (the net keeps the domain's name).
+            platform.add_clock_constraint(sync.clk, self._constraint_hz
+                                          or float(self._pll.output_hz))
+            core = self._make_core(float(self._pll.output_hz))
         m.submodules.core = core
 
         uart = platform.request(self.uart_resource, 0, dir="-")

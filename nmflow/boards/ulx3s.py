@@ -55,5 +55,8 @@ BOARD = Board(
     # FT231X: one interface, the UART; openFPGALoader drives its JTAG by bit-banging.
     uart_usb=(0x0403, 0x6015, 0),
     loader_board="ulx3s",
+    # First PLL run clocks of a build, from the post-route Fmax: the engine 121-131 MHz, with
+    # the injector 122-123, with the metaplastic unit 48.5-49.7, the EqProp unit 59.4.
+    run_clocks_mhz={"engine": 112.5, "injector": 110.0, "metaplastic": 45.0, "eqprop": 55.0},
     loads_sram=True,
 )

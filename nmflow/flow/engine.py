@@ -405,12 +405,29 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
         f"for the weights ({depth} rows of {width} bits); the device has {info.block_rams}")
 
 
+def clock_options(clock, board, *units):
+    """The ``clock_mhz``/``first_clock_mhz`` arguments of :func:`nmflow.boards.build.build` for
+    a flow's ``clock`` (``"auto"``, ``"board"`` or MHz) and a design of ``units`` on ``board``."""
+    if clock == "auto":
+        return {"clock_mhz": "auto", "first_clock_mhz": board.first_clock_mhz(*units)}
+    if clock == "board":
+        return {"clock_mhz": None}
+    from ..boards.build import pll_for
+    pll_for(board, clock, "clock")                  # refused here, before any other work
+    return {"clock_mhz": clock}
+
+
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None,
-               errors=None, metaplastic=None):
+               errors=None, metaplastic=None, clock="auto"):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
-    its other parameters at their defaults); return the build summary."""
+    its other parameters at their defaults); return the build summary.
+
+    ``clock`` is the run clock: ``"auto"`` (a PLL clock the design meets with the margin,
+    starting from the board's measured clock for its units), ``"board"`` (the oscillator, no
+    PLL) or a frequency in MHz (the PLL's nearest output at or below it); see
+    :func:`nmflow.boards.build.build`."""
     from ..boards.build import DoesNotFit, build, get_board
     from ..golden import hwmodel
     from ..rtl.top import HostTop, check_host_top
@@ -439,16 +456,19 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     fit = {} if probe is None else dict(extra=probe.unit.memories,
                                         link_buffer=probe.link_buffer == "block")
     needed, buffers = fit_memories(hw, lanes, info, **fit)
+    units = ("engine",) + (("injector",) if errors is not None else ()) + (
+        ("metaplastic",) if unit is not None else ())
+    clocking = clock_options(clock, info, *units)
     start = time.monotonic()
     try:
-        result = build(make, board, out, name="nmflow_top", seed=seed)
+        result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
     except DoesNotFit as error:
         # Yosys mapped more block RAMs than estimated: once, move more buffers to logic.
         if error.block_rams is None or set(buffers.values()) == {"logic"}:
             raise
         margin = error.block_rams - sum(needed.values())
         needed, buffers = fit_memories(hw, lanes, info, margin=max(margin, 1), **fit)
-        result = build(make, board, out, name="nmflow_top", seed=seed)
+        result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
     summary["errors"] = None if errors is None else errors.to_dict()

@@ -253,25 +253,28 @@ def run_unit_sim(out, config, lanes, samples, *, seed=0):
     return summary
 
 
-def build_unit(out, config, lanes, board, *, baud=115200, seed=None):
+def build_unit(out, config, lanes, board, *, baud=115200, seed=None, clock="auto"):
     """Build :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` (UART, link, the unit with the twin's
     initial weights) for ``board`` (a :class:`~nmflow.boards.board.Board`, whose block RAM the
-    unit's memories must fit); write ``out/build.json`` and return the summary."""
+    unit's memories must fit) at the run clock ``clock`` (see
+    :func:`~nmflow.flow.engine.build_step`); write ``out/build.json`` and return the summary."""
     from ..boards.build import build
     from ..rtl.eqprop_link import EqPropHostTop
     from ..rtl.top import uart_divisor
+    from .engine import clock_options
 
     try:
         uart_divisor(board.clock_hz, baud)
     except ValueError as error:
         raise NmflowError(f"--baud: {error}") from None
+    clocking = clock_options(clock, board, "eqprop")
     out = make_folder(out)
 
     def top(clk_freq):
         return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud, board=board)
 
     start = time.monotonic()
-    summary = build(top, board, out, name="nmflow_eqprop", seed=seed).to_dict()
+    summary = build(top, board, out, name="nmflow_eqprop", seed=seed, **clocking).to_dict()
     summary.update({"wall_seconds": round(time.monotonic() - start, 1), "lanes": lanes,
                     "baud": baud, "config": config.to_dict()})
     write_outputs(out, {"build.json": summary})

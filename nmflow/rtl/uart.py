@@ -78,10 +78,12 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.rx_sync = FFSynchronizer(self.rx, rx, init=1)
 
-        timer = Signal(range(divisor))
+        # The timer counts down to -1: its sign bit marks the cycle to sample, so no comparator
+        # sits on the count (a compare on a decrementing counter was the board's slowest path).
+        timer = Signal(range(-1, divisor - 1), init=-1)
         bit = Signal(range(8))
         shreg = Signal(8)
-        sample = timer == 0
+        sample = timer[-1]
 
         m.d.sync += self.frame_error.eq(0)
         with m.If(self.o.ready):
@@ -90,19 +92,19 @@ class UARTRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += timer.eq(half - 1)
+                    m.d.sync += timer.eq(half - 2)
                     m.next = "START"
             with m.State("START"):
                 m.d.sync += timer.eq(timer - 1)
                 with m.If(sample):
-                    m.d.sync += [timer.eq(divisor - 1), bit.eq(0)]
+                    m.d.sync += [timer.eq(divisor - 2), bit.eq(0)]
                     m.next = "DATA"
                     with m.If(rx):                      # gone by mid-bit: a glitch
                         m.next = "IDLE"
             with m.State("DATA"):
                 m.d.sync += timer.eq(timer - 1)
                 with m.If(sample):
-                    m.d.sync += [timer.eq(divisor - 1), shreg.eq(Cat(shreg[1:], rx)),
+                    m.d.sync += [timer.eq(divisor - 2), shreg.eq(Cat(shreg[1:], rx)),
                                  bit.eq(bit + 1)]
                     with m.If(bit == 7):
                         m.next = "STOP"
@@ -153,10 +155,12 @@ class UARTTx(wiring.Component):
         m = Module()
         divisor = self._divisor
 
-        timer = Signal(range(divisor))
+        # Counts down to -1, the last cycle of a bit: its sign bit is ``bit_done`` (no comparator
+        # on the count, as in the receiver).
+        timer = Signal(range(-1, divisor - 1), init=-1)
         left = Signal(range(10))            # bits still to put on the line after the current one
         shreg = Signal(9)                   # data bits then the stop bit, shifted out LSB first
-        bit_done = timer == 0
+        bit_done = timer[-1]
         # ``ready`` is ``bit_done & (left == 0)`` computed a cycle ahead into a register, so that
         # no combinational path runs from the transmitter's counters into the producer.
         ready = Signal(init=1)
@@ -164,10 +168,10 @@ class UARTTx(wiring.Component):
         m.d.comb += self.i.ready.eq(ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.i.payload, Const(1, 1))),
-                         left.eq(9), timer.eq(divisor - 1), ready.eq(0)]
+                         left.eq(9), timer.eq(divisor - 2), ready.eq(0)]
         with m.Elif(~bit_done):
-            m.d.sync += [timer.eq(timer - 1), ready.eq((timer == 1) & (left == 0))]
+            m.d.sync += [timer.eq(timer - 1), ready.eq((timer == 0) & (left == 0))]
         with m.Elif(left != 0):
             m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), left.eq(left - 1),
-                         timer.eq(divisor - 1), ready.eq(0)]
+                         timer.eq(divisor - 2), ready.eq(0)]
         return m

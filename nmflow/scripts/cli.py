@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import NmflowError
 from .. import limits
-from .options import HIDDEN, LANES, SEED, VECTORS, integer, number, ranged
+from .options import CLOCK, CLOCK_HELP, HIDDEN, LANES, SEED, VECTORS, integer, number, ranged
 from .progress import bars
 
 DEFAULT_RUN = "build/run"
@@ -200,12 +200,17 @@ def _metaplastic_m(text):
 
 
 def cmd_build(args):
+    from ..boards.build import pll_for
     from ..flow import build_step
+    if args.clock not in ("auto", "board"):
+        pll_for(args.board, args.clock, "--clock")
     summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, out=args.out,
-                         seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic)
+                         seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic,
+                         clock=args.clock)
     shown = {key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
                                            "logic_cells_total", "block_rams", "dsps",
-                                           "fmax_mhz", "seconds")}
+                                           "fmax_mhz", "run_clock_mhz", "clock_margin",
+                                           "seconds")}
     if args.metaplastic is not None:
         shown["sprams"] = summary["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
         shown["metaplastic"] = summary["metaplastic"]
@@ -354,6 +359,7 @@ def parser():
                    help="target board (default: icebreaker)")
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
     ranged(p, "--seed", SEED, help="nextpnr placement seed")
+    ranged(p, "--clock", CLOCK, default="auto", help=CLOCK_HELP)
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     _add_errors(p, "the rates hold from reset")
     p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",

@@ -67,7 +67,8 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
         "build": {key: build[key] for key in ("board", "device", "bitstream", "logic_cells",
                                               "logic_cells_total", "block_rams",
                                               "block_rams_total", "dsps", "fmax_mhz",
-                                              "clock_mhz")},
+                                              "run_clock_mhz", "clock_margin",
+                                              "oscillator_mhz")},
         "steps_seconds": steps,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -96,6 +97,12 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
                   f"{b['logic_cells']} / {b['logic_cells_total']}")
     table.add_row("", "block RAMs / DSPs", f"{b['block_rams']} / {b['dsps']}")
     table.add_row("", "Fmax (nextpnr)", f"{b['fmax_mhz']:.1f} MHz" if b["fmax_mhz"] else "-")
+    table.add_row("", f"run clock (PLL from {b['oscillator_mhz']:g} MHz)"
+                  if b["run_clock_mhz"] != b["oscillator_mhz"] else "run clock (oscillator)",
+                  f"{b['run_clock_mhz']:g} MHz")
+    if r["interval_cycles"]:
+        table.add_row("", "images per second at the run clock",
+                      f"{b['run_clock_mhz'] * 1e6 / r['interval_cycles']:,.0f}")
     table.add_row("", "bitstream", str(b["bitstream"]))
     console.print(table)
     console.print(f"report: {run_dir / 'report.json'} ({report['seconds']} s)")

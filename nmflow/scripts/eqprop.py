@@ -12,12 +12,14 @@ host`` trains on the board over its UART and compares the weights read back with
 (``DIR/board.json``; ``--port sim`` runs a simulated board instead, slow, for tests and demos).
 """
 
+import argparse
 import json
 import math
 from pathlib import Path
 
 from .. import limits
 from ..errors import NmflowError, int_rule, number_rule
+from .options import CLOCK, CLOCK_HELP
 from .progress import bars
 from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
                            run_unit_sim)
@@ -243,10 +245,18 @@ def cmd_build(args):
     config, lanes, _, board = _unit_settings(args, 1)
     seed = _int("--seed", args.seed, 0, None, limits.SEED)
     baud = _int("--baud", args.baud, 1, 115200, limits.BAUD)
-    summary = build_unit(args.out, config, lanes, board, baud=baud, seed=seed)
+    try:
+        clock = CLOCK(args.clock)
+    except argparse.ArgumentTypeError as error:
+        raise NmflowError(f"--clock {error}") from None
+    if clock not in ("auto", "board"):
+        from ..boards.build import pll_for
+        pll_for(board, clock, "--clock")
+    summary = build_unit(args.out, config, lanes, board, baud=baud, seed=seed, clock=clock)
     print(json.dumps({k: summary.get(k) for k in ("board", "device", "bitstream", "logic_cells",
                                                   "logic_cells_total", "block_rams", "dsps",
-                                                  "fmax_mhz", "wall_seconds")}, indent=2))
+                                                  "fmax_mhz", "run_clock_mhz", "clock_margin",
+                                                  "wall_seconds")}, indent=2))
 
 
 def cmd_host(args):
@@ -357,6 +367,8 @@ def add_parser(sub):
         "build/eqprop_board", 0, "target board")
     b.add_argument("--baud", help="UART baud rate [1 to 12_000_000] (default: 115200)")
     b.add_argument("--seed", help="nextpnr placement seed [0 to 2_147_483_647]")
+    b.add_argument("--clock", default="auto", help=CLOCK_HELP.replace(
+        " (default:", f" [{CLOCK.bound()}] (default:"))
     b.set_defaults(func=cmd_build)
 
     h = _unit_parser(

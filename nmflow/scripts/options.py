@@ -11,7 +11,8 @@ import math
 from .. import limits
 from ..errors import int_rule, number_rule
 
-__all__ = ["integer", "number", "widths", "ranged", "HIDDEN", "SEED", "VECTORS", "LANES"]
+__all__ = ["integer", "number", "widths", "clock", "ranged", "HIDDEN", "SEED", "VECTORS", "LANES",
+           "CLOCK", "CLOCK_HELP"]
 
 
 class integer:
@@ -92,6 +93,29 @@ class widths:
         return "widths"
 
 
+class clock:
+    """A run clock: ``auto``, ``board`` or a frequency in MHz from ``low`` to ``high``."""
+
+    def __init__(self, low, high):
+        self.mhz = number(low, high, unit="MHz")
+
+    def bound(self):
+        return f"auto, board or {self.mhz.bound()} MHz"
+
+    def __call__(self, text):
+        if text in ("auto", "board"):
+            return text
+        try:
+            return self.mhz(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be auto, board or a number of MHz from "
+                                             f"{self.mhz.low:g} to {self.mhz.high:g}, "
+                                             f"not {text!r}") from None
+
+    def __repr__(self):
+        return "clock"
+
+
 def ranged(p, option, kind, help, **kwargs):
     """``p.add_argument(option, type=kind, ...)`` with ``kind``'s bound added to ``help``
     (before its "(default: ...)" if it has one)."""
@@ -106,3 +130,7 @@ HIDDEN = widths(limits.WIDTH, limits.LAYERS)
 SEED = integer(0, limits.SEED)
 VECTORS = integer(1, limits.VECTORS)
 LANES = integer(1, limits.LANES)
+CLOCK = clock(1, limits.CLOCK_MHZ)
+CLOCK_HELP = ("run clock: auto (a PLL clock the design meets with a 5 %% margin over nextpnr's "
+              "Fmax, from the clock measured for its units down), board (the board's oscillator, "
+              "no PLL) or MHz (the PLL's nearest output at or below) (default: auto)")

@@ -1,0 +1,128 @@
+"""The PLL dividers of the run clock: the frequencies they give, the ranges they keep, the settings
+icepll and ecppll publish, and the highest output at or below a request."""
+
+import functools
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from nmflow.boards import pll
+from nmflow.boards.catalog import BOARDS
+from nmflow.errors import NmflowError
+
+
+def ice40_output(input_hz, d):
+    # Lattice TN1251, simple feedback: f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)
+    return Fraction(input_hz) * (d["DIVF"] + 1) / ((d["DIVR"] + 1) * 2 ** d["DIVQ"])
+
+
+def ecp5_output(input_hz, d):
+    # Lattice TN1263, feedback from CLKOP: f_in * CLKFB_DIV / CLKI_DIV
+    return Fraction(input_hz) * d["CLKFB_DIV"] / d["CLKI_DIV"]
+
+
+@pytest.mark.parametrize("request_mhz, dividers", [
+    # icepll -i 12 -o 42 (an iCEBreaker design's 42 MHz), -o 30
+    (42, {"DIVR": 0, "DIVF": 55, "DIVQ": 4, "FILTER_RANGE": 1}),
+    (30, {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1}),
+])
+def test_ice40_settings_are_icepll_s(request_mhz, dividers):
+    settings = pll.solve("ice40", 12e6, request_mhz * 1e6)
+    assert settings.dividers == dividers
+    assert settings.output_hz == request_mhz * 10**6
+
+
+@pytest.mark.parametrize("request_mhz, dividers", [
+    # ecppll -i 25 -o 120, -o 100, -o 50 (as published for the ULX3S)
+    (120, {"CLKI_DIV": 5, "CLKFB_DIV": 24, "CLKOP_DIV": 5, "CLKOP_CPHASE": 2}),
+    (100, {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6, "CLKOP_CPHASE": 2}),
+    (50, {"CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12, "CLKOP_CPHASE": 5}),
+])
+def test_ecp5_settings_are_ecppll_s(request_mhz, dividers):
+    settings = pll.solve("ecp5", 25e6, request_mhz * 1e6)
+    assert settings.dividers == dividers
+    assert settings.output_hz == request_mhz * 10**6
+
+
+@functools.cache
+def ice40_outputs():
+    """Every iCE40 output from 12 MHz, by brute force over (DIVR, DIVF, DIVQ) in range."""
+    found = set()
+    for divr in range(16):
+        for divf in range(128):
+            for divq in range(1, 7):
+                pfd = Fraction(12e6) / (divr + 1)
+                vco = pfd * (divf + 1)
+                out = vco / 2 ** divq
+                if 10e6 <= pfd <= 133e6 and 533e6 <= vco <= 1066e6 and 16e6 <= out <= 275e6:
+                    found.add(out)
+    return sorted(found)
+
+
+@functools.cache
+def ecp5_outputs():
+    """Every ECP5 output from 25 MHz: each ratio CLKFB_DIV / CLKI_DIV the phase detector allows
+    (CLKI_DIV <= 8 at 25 MHz) whose output some CLKOP_DIV puts the VCO in range."""
+    found = set()
+    for clki in range(1, 9):
+        for clkfb in range(1, 81):
+            out = Fraction(25e6) * clkfb / clki
+            if out <= 400e6 and any(400e6 <= out * k <= 800e6 for k in range(1, 129)):
+                found.add(out)
+    return sorted(found)
+
+
+def test_the_output_lists_are_the_brute_force_ones():
+    assert pll.frequencies("ice40", 12e6) == ice40_outputs()
+    assert pll.frequencies("ecp5", 25e6) == ecp5_outputs()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(16.2e6, 275e6))
+def test_ice40_output_is_the_highest_at_or_below_the_request(request_hz):
+    settings = pll.solve("ice40", 12e6, request_hz)
+    d = settings.dividers
+    assert settings.output_hz == ice40_output(12e6, d) <= request_hz
+    assert 10e6 <= 12e6 / (d["DIVR"] + 1) <= 133e6
+    assert 533e6 <= settings.vco_hz == Fraction(12e6) * (d["DIVF"] + 1) / (d["DIVR"] + 1) <= 1066e6
+    assert not any(settings.output_hz < out <= request_hz for out in ice40_outputs())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(10e6, 400e6))
+def test_ecp5_output_is_the_highest_at_or_below_the_request(request_hz):
+    settings = pll.solve("ecp5", 25e6, request_hz)
+    d = settings.dividers
+    assert settings.output_hz == ecp5_output(25e6, d) <= request_hz
+    assert 400e6 <= settings.output_hz * d["CLKOP_DIV"] <= 800e6
+    assert 3.125e6 <= Fraction(25e6) / d["CLKI_DIV"]
+    assert not any(settings.output_hz < out <= request_hz for out in ecp5_outputs())
+
+
+def test_a_request_below_the_lowest_output_is_refused():
+    with pytest.raises(NmflowError, match=r"^clock must be at least the ice40 PLL's lowest output "
+                                          r"from 12 MHz \(16\.125 MHz\), not 10 MHz$"):
+        pll.solve("ice40", 12e6, 10e6)
+
+
+def test_an_unknown_family_is_refused():
+    with pytest.raises(NmflowError, match=r"^family must be one of ice40, ecp5, not 'gowin'$"):
+        pll.solve("gowin", 27e6, 50e6)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_first_clock_is_a_pll_output(name):
+    board = BOARDS[name]
+    outputs = pll.frequencies(board.family, board.clock_hz)
+    for unit, mhz in board.run_clocks_mhz.items():
+        assert Fraction(mhz * 10**6) in outputs, (name, unit, mhz)
+    assert board.first_clock_mhz() == board.run_clocks_mhz["engine"]
+    assert board.first_clock_mhz("engine", "metaplastic") == board.run_clocks_mhz["metaplastic"]
+    assert board.first_clock_mhz("engine", "something new") == board.clock_mhz
+
+
+def test_settings_to_dict_is_json_ready():
+    d = pll.solve("ecp5", 25e6, 46.7e6).to_dict()
+    assert d["output_mhz"] == round(25 * 13 / 7, 6) and d["family"] == "ecp5"
+    assert d["dividers"]["CLKI_DIV"] == 7 and d["dividers"]["CLKFB_DIV"] == 13
