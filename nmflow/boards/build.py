@@ -263,7 +263,7 @@ def _first_error(path):
 
 def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None,
           synth_opts=(), nextpnr_opts=(), check_timing=True, timeout=None, clock_mhz=None,
-          first_clock_mhz=None):
+          first_clock_mhz=None, accept_clock=None):
     """Synthesise, place, route and pack a design for a board; return what nextpnr reported.
 
     Parameters
@@ -299,6 +299,10 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
         nextpnr is asked for ``max(target_mhz, run clock)`` on the PLL's output.
     first_clock_mhz : float, optional
         With ``clock_mhz="auto"``, the first run clock tried.
+    accept_clock : callable, optional
+        ``accept_clock(hz)`` is true for the PLL outputs the design can run at (a UART whose baud
+        rate the clock must divide into within its tolerance); the PLL's highest output at or
+        below a request that it accepts is taken.
     timeout : float, optional
         Seconds each tool may run, unlimited when None.
 
@@ -321,9 +325,10 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     nextpnr_opts = _options(nextpnr_opts, "nextpnr_opts")
     if clock_mhz == "auto":
         first = board.first_clock_mhz() if first_clock_mhz is None else first_clock_mhz
-        settings = _solve(board, _clock_number("first_clock_mhz", first) * 1e6)
+        settings = _solve(board, _clock_number("first_clock_mhz", first) * 1e6,
+                          accept=accept_clock)
     elif clock_mhz is not None:
-        settings = pll_for(board, clock_mhz)
+        settings = pll_for(board, clock_mhz, accept=accept_clock)
     started = time.monotonic()
     tool_environment()
     tool_paths = check_tools(board.tools)
@@ -349,13 +354,15 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
                 if attempt == CLOCK_ATTEMPTS - 1:
                     raise
                 lower = error.fmax_mhz * 1e6 / CLOCK_MARGIN
-                if lower < pll.frequencies(board.family, board.clock_hz)[0]:
+                if lower < min((out for out in pll.frequencies(board.family, board.clock_hz)
+                                if accept_clock is None or accept_clock(float(out))),
+                               default=float("inf")):
                     # Slower than any PLL output: the oscillator, if the design meets it.
                     result = _build_once(pll_settings=None, **once)
                     attempts.append({"clock_mhz": board.clock_mhz,
                                      "fmax_mhz": result.fmax_mhz})
                     break
-                settings = _solve(board, lower)
+                settings = _solve(board, lower, accept=accept_clock)
         result.clock_attempts = attempts
     else:
         result = _build_once(pll_settings=settings, **once)
@@ -375,20 +382,24 @@ def _clock_number(parameter, value, others=""):
     return float(value)
 
 
-def _solve(board, hz, name="clock"):
-    lowest = pll.frequencies(board.family, board.clock_hz)[0]
-    if hz < lowest:
-        raise NmflowError(f"{name} must be at least {float(lowest) / 1e6:g} MHz (the lowest "
-                          f"output of the {board.name} PLL from its {board.clock_mhz:g} MHz "
-                          f"oscillator), not {hz / 1e6:g} MHz")
-    return pll.solve(board.family, board.clock_hz, hz)
+def _solve(board, hz, name="clock", accept=None):
+    lowest = [out for out in pll.frequencies(board.family, board.clock_hz)
+              if accept is None or accept(float(out))]
+    if not lowest or hz < lowest[0]:
+        what = "" if accept is None else " the design accepts"
+        first = f"{float(lowest[0]) / 1e6:g} MHz" if lowest else "(none)"
+        raise NmflowError(f"{name} must be at least {first} (the lowest output{what} of the "
+                          f"{board.name} PLL from its {board.clock_mhz:g} MHz oscillator), not "
+                          f"{hz / 1e6:g} MHz")
+    return pll.solve(board.family, board.clock_hz, hz, accept)
 
 
-def pll_for(board, clock_mhz, name="clock_mhz"):
+def pll_for(board, clock_mhz, name="clock_mhz", accept=None):
     """The PLL settings of a run clock of ``clock_mhz`` on ``board`` (its highest output at or
-    below); NmflowError naming ``name`` if the number is not one or the PLL cannot go that low."""
+    below, among those ``accept`` takes); NmflowError naming ``name`` if the number is not one or
+    the PLL cannot go that low."""
     board = get_board(board)
-    return _solve(board, _clock_number(name, clock_mhz, "None, 'auto' or ") * 1e6, name)
+    return _solve(board, _clock_number(name, clock_mhz, "None, 'auto' or ") * 1e6, name, accept)
 
 
 class TooSlow(NmflowError):

@@ -21,7 +21,7 @@ from ..errors import NmflowError
 from ..golden.eqprop_board import image_to_params, params_to_image
 from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import EQ_VERSION, EqCommand, EqReply, decode_info
-from ..protocol.framing import encode_words, signed_words
+from ..protocol.framing import BAUD, encode_words, signed_words
 from .transport import LinkDriver
 
 __all__ = ["EqPropLink"]
@@ -32,7 +32,7 @@ class EqPropLink(LinkDriver):
     name or URL; ``baudrate``; ``timeout``: seconds per reply; a TRAIN on a slow simulated board
     needs a generous one)."""
 
-    def __init__(self, port, *, baudrate=115200, timeout=5.0):
+    def __init__(self, port, *, baudrate=BAUD, timeout=5.0):
         super().__init__(port, baudrate=baudrate, timeout=timeout)
         self._info = self._layout = None
 

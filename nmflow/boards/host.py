@@ -25,6 +25,7 @@ from ..errors import NmflowError
 from ..golden.injector import ErrorInjection
 from ..golden.reference import check_values
 from ..protocol import Command, MetaplasticCommand, Reply
+from ..protocol.framing import BAUD
 from .transport import LinkDriver
 
 __all__ = ["EngineLink"]
@@ -43,7 +44,7 @@ class EngineLink(LinkDriver):
     its sizes (INFO) once, on the first call that needs them.
     """
 
-    def __init__(self, port, *, baudrate=115200, timeout=2.0):
+    def __init__(self, port, *, baudrate=BAUD, timeout=2.0):
         super().__init__(port, baudrate=baudrate, timeout=timeout)
         self._info = None
 

@@ -136,8 +136,9 @@ def frequencies(family, input_hz):
     return [settings.output_hz for settings in _all(family, input_hz)]
 
 
-def solve(family, input_hz, request_hz):
-    """The settings of the highest PLL output at or below ``request_hz``.
+def solve(family, input_hz, request_hz, accept=None):
+    """The settings of the highest PLL output at or below ``request_hz`` (and, with ``accept``, for
+    which ``accept(output_hz)`` is true: a UART that must divide the clock into its baud rate).
 
     Raises
     ------
@@ -146,7 +147,8 @@ def solve(family, input_hz, request_hz):
         its lowest output).
     """
     candidates = _all(family, input_hz)
-    below = [settings for settings in candidates if settings.output_hz <= request_hz]
+    below = [settings for settings in candidates if settings.output_hz <= request_hz
+             and (accept is None or accept(float(settings.output_hz)))]
     if not below:
         lowest = float(candidates[0].output_hz) / 1e6 if candidates else None
         raise NmflowError(f"clock must be at least the {family} PLL's lowest output from "

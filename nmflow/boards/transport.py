@@ -14,7 +14,8 @@ import time
 import serial
 
 from ..errors import NmflowError, check_number
-from ..protocol.framing import ERROR_TEXT, SYNC, ErrorCode, decode_frame, encode_frame
+from ..protocol.framing import (BAUD, ERROR_TEXT, SYNC, ErrorCode, decode_frame,
+                               encode_frame)
 
 __all__ = ["FramedTransport", "LinkDriver"]
 
@@ -42,7 +43,7 @@ class FramedTransport:
         If the port cannot be opened or ``timeout`` is not a positive number.
     """
 
-    def __init__(self, port, *, baudrate=115200, timeout=2.0):
+    def __init__(self, port, *, baudrate=BAUD, timeout=2.0):
         self.timeout = check_number("timeout", timeout, above=0, unit="seconds")
         self.port, self.baudrate = port, baudrate
         try:
@@ -109,7 +110,7 @@ class LinkDriver:
     """A board's driver: a :class:`FramedTransport` it owns, closed with it (``with``).
     Arguments as :class:`FramedTransport`."""
 
-    def __init__(self, port, *, baudrate=115200, timeout=2.0):
+    def __init__(self, port, *, baudrate=BAUD, timeout=2.0):
         self._transport = FramedTransport(port, baudrate=baudrate, timeout=timeout)
 
     @property

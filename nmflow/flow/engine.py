@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import NmflowError
 from ..fileio import read_npz, staged_outputs, write_json
+from ..protocol.framing import BAUD
 from .progress import report
 
 __all__ = ["DatasetSpec", "load_dataset", "train_step", "export_step", "verilog_step", "sim_step",
@@ -405,20 +406,50 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
         f"for the weights ({depth} rows of {width} bits); the device has {info.block_rams}")
 
 
-def clock_options(clock, board, *units):
-    """The ``clock_mhz``/``first_clock_mhz`` arguments of :func:`nmflow.boards.build.build` for
-    a flow's ``clock`` (``"auto"``, ``"board"`` or MHz) and a design of ``units`` on ``board``."""
-    if clock == "auto":
-        return {"clock_mhz": "auto", "first_clock_mhz": board.first_clock_mhz(*units)}
-    if clock == "board":
-        return {"clock_mhz": None}
+def clock_options(clock, board, *units, baud=BAUD):
+    """``(options, hz)``: the ``clock_mhz``/``first_clock_mhz``/``accept_clock`` arguments of
+    :func:`nmflow.boards.build.build` for a flow's ``clock`` (``"auto"``, ``"board"`` or MHz) and
+    a design of ``units`` on ``board`` whose UART runs at ``baud`` (a PLL output the UART cannot
+    divide into ``baud`` within its tolerance is never chosen), and the clock the first place and
+    route runs at (for the checks before synthesis). A clock no PLL output meets, or a baud rate
+    the oscillator cannot make with ``--clock board``, is one NmflowError line."""
+    from ..boards import pll
     from ..boards.build import pll_for
-    pll_for(board, clock, "clock")                  # refused here, before any other work
-    return {"clock_mhz": clock}
+    from ..rtl.top import uart_divisor
+
+    def accept(hz):
+        try:
+            uart_divisor(hz, baud)
+        except NmflowError:
+            return False
+        return True
+
+    if clock == "board":
+        uart_divisor(board.clock_hz, baud)
+        return {"clock_mhz": None}, board.clock_hz
+    if clock == "auto":
+        first = board.first_clock_mhz(*units)
+        options = {"clock_mhz": "auto", "first_clock_mhz": first, "accept_clock": accept}
+    else:
+        first = clock
+        options = {"clock_mhz": clock, "accept_clock": accept}
+    try:
+        settings = pll_for(board, first, "clock", accept)  # refused here, before other work
+    except NmflowError:
+        pll_for(board, first, "clock")                     # a clock no PLL output meets
+        lowest = min((out for out in pll.frequencies(board.family, board.clock_hz)
+                      if accept(float(out))), default=None)
+        if lowest is None:
+            raise NmflowError(f"baud must be one a {board.name} PLL clock divides into within "
+                              f"2 %, not {baud}") from None
+        raise NmflowError(f"baud {baud} needs a run clock of at least {float(lowest) / 1e6:g} "
+                          f"MHz on {board.name}, above the {first:g} MHz asked for: choose a "
+                          f"lower baud or a higher clock") from None
+    return options, float(settings.output_hz)
 
 
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None,
-               errors=None, metaplastic=None, clock="auto"):
+               errors=None, metaplastic=None, clock="auto", baud=BAUD):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
@@ -427,7 +458,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     ``clock`` is the run clock: ``"auto"`` (a PLL clock the design meets with the margin,
     starting from the board's measured clock for its units), ``"board"`` (the oscillator, no
     PLL) or a frequency in MHz (the PLL's nearest output at or below it); see
-    :func:`nmflow.boards.build.build`."""
+    :func:`nmflow.boards.build.build`. ``baud`` is the UART's (recorded in ``build.json``; the
+    host must use the same)."""
     from ..boards.build import DoesNotFit, build, get_board
     from ..golden import hwmodel
     from ..rtl.top import HostTop, check_host_top
@@ -444,21 +476,21 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
 
     def make(clk_freq):
         return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors, metaplastic=unit,
-                       buffers=buffers)
+                       buffers=buffers, baud=baud)
 
+    units = ("engine",) + (("injector",) if errors is not None else ()) + (
+        ("metaplastic",) if unit is not None else ())
+    clocking, first_hz = clock_options(clock, info, *units, baud=baud)
     try:
-        check_host_top(hw, lanes=lanes, clk_freq=info.clock_hz)
+        check_host_top(hw, lanes=lanes, clk_freq=first_hz, baud=baud)
         # With the unit, a top is made now: it refuses a unit that does not fit, and tells the
         # unit's memories for the fit check, before synthesis.
-        probe = make(info.clock_hz) if unit is not None else None
+        probe = make(first_hz) if unit is not None else None
     except ValueError as error:
         raise NmflowError(str(error)) from None
     fit = {} if probe is None else dict(extra=probe.unit.memories,
                                         link_buffer=probe.link_buffer == "block")
     needed, buffers = fit_memories(hw, lanes, info, **fit)
-    units = ("engine",) + (("injector",) if errors is not None else ()) + (
-        ("metaplastic",) if unit is not None else ())
-    clocking = clock_options(clock, info, *units)
     start = time.monotonic()
     try:
         result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
@@ -476,13 +508,14 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     summary["buffers"] = buffers
     summary["block_rams_estimated"] = needed
     summary["model_checksum"] = hwmodel.model_checksum(hw)
+    summary["baud"] = baud
     write_json(out / "build.json", summary)
     return summary
 
 
 # -- host: the board over its UART ------------------------------------------------------------------
 
-def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=115200, timeout=2.0,
+def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BAUD, timeout=2.0,
               out=None, progress=None, errors=None, lanes=16, check=False, board=None):
     """Send test vectors to a board over its UART and compare every reply with the golden model.
 

@@ -11,6 +11,7 @@ import time
 from .. import limits
 from ..errors import NmflowError
 from ..fileio import make_folder
+from ..protocol.framing import BAUD
 from .outputs import write_outputs
 from .progress import report
 
@@ -253,7 +254,7 @@ def run_unit_sim(out, config, lanes, samples, *, seed=0):
     return summary
 
 
-def build_unit(out, config, lanes, board, *, baud=115200, seed=None, clock="auto"):
+def build_unit(out, config, lanes, board, *, baud=BAUD, seed=None, clock="auto"):
     """Build :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` (UART, link, the unit with the twin's
     initial weights) for ``board`` (a :class:`~nmflow.boards.board.Board`, whose block RAM the
     unit's memories must fit) at the run clock ``clock`` (see
@@ -264,10 +265,10 @@ def build_unit(out, config, lanes, board, *, baud=115200, seed=None, clock="auto
     from .engine import clock_options
 
     try:
-        uart_divisor(board.clock_hz, baud)
+        clocking, first_hz = clock_options(clock, board, "eqprop", baud=baud)
+        uart_divisor(first_hz, baud)
     except ValueError as error:
         raise NmflowError(f"--baud: {error}") from None
-    clocking = clock_options(clock, board, "eqprop")
     out = make_folder(out)
 
     def top(clk_freq):
@@ -281,7 +282,7 @@ def build_unit(out, config, lanes, board, *, baud=115200, seed=None, clock="auto
     return summary
 
 
-def run_host(out, port, config, lanes, samples, *, baudrate=115200, timeout=60.0):
+def run_host(out, port, config, lanes, samples, *, baudrate=BAUD, timeout=60.0):
     """Load the twin's initial weights onto the board at ``port`` (``"sim"``: a simulated board
     started here with all-zero weights), reseed its LFSR, train ``samples`` digits, read the
     weights back and compare them with the twin's (==); write and return ``out/board.json``."""

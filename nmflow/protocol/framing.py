@@ -17,10 +17,17 @@ from amaranth.lib.crc import catalog
 
 from ..errors import NmflowError
 
-__all__ = ["SYNC", "HEADER_BYTES", "MAX_PAYLOAD", "CRC", "ErrorCode", "ERROR_TEXT", "ERROR_REPLY",
+__all__ = ["BAUD", "SYNC", "HEADER_BYTES", "MAX_PAYLOAD", "CRC", "ErrorCode", "ERROR_TEXT", "ERROR_REPLY",
            "reply_enum",
            "encode_frame", "decode_frame", "error_reply", "FrameModel", "u16", "signed_words",
            "encode_words"]
+
+#: The links' baud rate unless a build and its host say otherwise: 1 Mbaud, 8.7 times 115,200.
+#: Both boards' FTDI bridges make it exactly (3 MHz / 3: the FT2232H and the FT231X go to
+#: 3 Mbaud), and every run clock the PLL gives divides into it within 1 % (42 MHz: 42 cycles a
+#: bit; 115 MHz: 115; the oscillators, 12 and 25), where 3 Mbaud would be 4 % off on the ULX3S's
+#: 25 MHz oscillator.
+BAUD = 1_000_000
 
 #: First byte of every frame, in both directions.
 SYNC = 0xA5

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
+from ..protocol.framing import BAUD
 from .eqprop import EqPropUnit
 from .framing import add_framing, check_timeout
 from .top import UARTTop, uart_timing
@@ -393,13 +394,13 @@ class EqPropHostTop(UARTTop):
     """The EP unit reachable over a UART: ``UARTRx -> EqPropLinkCore -> UARTTx`` (the core in a
     :class:`~nmflow.rtl.top.UARTTop`).
 
-    ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=115200, timeout=0.02, params=None,
+    ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=BAUD, timeout=0.02, params=None,
     board=None)``; ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop`
     factory passes the board's), ``board`` the board built for (as for the link core).
     Members: ``rx: In(1)``, ``tx: Out(1)``, ``idle``, ``receiving: Out(1)``.
     """
 
-    def __init__(self, config, *, lanes=4, clk_freq, baud=115200, timeout=0.02, params=None,
+    def __init__(self, config, *, lanes=4, clk_freq, baud=BAUD, timeout=0.02, params=None,
                  board=None):
         divisor, self.timeout_cycles = uart_timing(clk_freq, baud, timeout)   # NmflowError
         super().__init__(EqPropLinkCore(config, lanes, timeout=self.timeout_cycles,

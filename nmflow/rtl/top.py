@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.hwmodel import HardwareModel
 from ..errors import NmflowError, check_number
 from ..protocol import METAPLASTIC_VERSION, VERSION, Info, MetaplasticInfo, score_bytes
+from ..protocol.framing import BAUD
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
 from .lanes import check_lanes
@@ -80,7 +81,7 @@ def uart_timing(clk_freq, baud, timeout):
     return divisor, timeout_cycles
 
 
-def check_host_top(model, *, lanes=16, clk_freq, baud=115200, timeout=0.02):
+def check_host_top(model, *, lanes=16, clk_freq, baud=BAUD, timeout=0.02):
     """Check the parameters of :class:`HostTop` without building it.
 
     Returns
@@ -266,7 +267,7 @@ class HostTop(UARTTop):
     As :class:`UARTTop`.
     """
 
-    def __init__(self, model, *, lanes=16, clk_freq, baud=115200, timeout=0.02, errors=None,
+    def __init__(self, model, *, lanes=16, clk_freq, baud=BAUD, timeout=0.02, errors=None,
                  metaplastic=None, buffers=None):
         divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
                                                        baud=baud, timeout=timeout)

