@@ -275,4 +275,21 @@ def test_verilator_environment_names_the_package():
     assert env["VERILATOR_ROOT"] == str(root)
     assert env["PATH"].split(":")[0] == str(root / "bin")
     assert "CXXFLAGS" not in env          # the package's -DVL_TIME_CONTEXT stops cocotb's clock
+    assert "CFG_CXXFLAGS_PCH_I=-include" in env["MAKEFLAGS"].split()
     assert runner.simulator_environment("icarus") == {}
+
+
+def test_a_design_verilator_splits_over_several_files_compiles(tmp_path, monkeypatch):
+    """The read-error injector's read stage is large enough that Verilator splits its C++ and
+    uses a precompiled header, which PyPI's wheel alone does not include (see
+    :func:`nmflow.sim.runner.simulator_environment`); under SIM=verilator it compiles and
+    matches its twin."""
+    from nmflow.golden.injector import ErrorInjection
+    from nmflow.golden.readerrors import ErrorRates
+    from nmflow.sim.units import simulate_injector
+    monkeypatch.setenv("SIM", "verilator")
+    phases = [ErrorInjection(ErrorRates(0.01, 0.03, 0.185), seed=7, mode="per_read")]
+    result, counts = simulate_injector(tmp_path, phases, lanes=16, rows=300, last_row=99)
+    assert result.passed, result.log.read_text()[-3000:]
+    assert "Vtop__pch.h.fast" in (tmp_path / "work" / "build.log").read_text()
+    assert counts[0]["errors"]["type3"]["count"] > 0

