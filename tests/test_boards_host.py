@@ -104,6 +104,24 @@ def test_timeout_when_nothing_answers():
     assert bytes(server.received) == protocol.info_request()
 
 
+def test_a_silent_serial_line_names_the_baud_rate():
+    """On a real serial line (a pseudo-terminal here) silence may be a baud mismatch: the error
+    says which rate the host used and that the bitstream's must be the same."""
+    import os
+    master, slave = os.openpty()
+    try:
+        with EngineLink(os.ttyname(slave), baudrate=115200, timeout=0.3) as link:
+            with pytest.raises(NmflowError, match=r"^no complete reply from '/dev/pts/\d+' within "
+                                                  r"0\.3 s at 115200 baud \(the bitstream's must "
+                                                  r"be the same: 'nmflow build --baud', 1000000 by "
+                                                  r"default\)$"):
+                link.info()
+        assert os.read(master, 64) == protocol.info_request()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_timeout_on_a_reply_cut_short():
     reply = protocol.info_reply(INFO)
     with ScriptedServer(lambda frame: reply[:-3]) as server:

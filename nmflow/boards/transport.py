@@ -53,6 +53,13 @@ class FramedTransport:
         except (serial.SerialException, ValueError, OSError) as error:
             raise NmflowError(f"cannot open port {port!r}: {error}") from None
 
+    def _baud_hint(self):
+        # A serial line at another baud rate than the bitstream's reads as silence or garbage.
+        if "://" in str(self.port):
+            return ""
+        return (f" at {self.baudrate} baud (the bitstream's must be the same: 'nmflow build "
+                f"--baud', {BAUD} by default)")
+
     def close(self):
         """Close the port (idempotent)."""
         if self._serial.is_open:
@@ -94,14 +101,15 @@ class FramedTransport:
         try:
             return decode_frame(frame)
         except NmflowError as error:
-            raise NmflowError(f"corrupted reply from {self.port!r}: {error}") from None
+            raise NmflowError(f"corrupted reply from {self.port!r}: {error}"
+                              f"{self._baud_hint()}") from None
 
     def _read(self, n, deadline):
         data = bytearray()
         while len(data) < n:
             if time.monotonic() >= deadline:
                 raise NmflowError(f"no complete reply from {self.port!r} within "
-                                  f"{self.timeout:g} s")
+                                  f"{self.timeout:g} s{self._baud_hint()}")
             data += self._serial.read(n - len(data))
         return bytes(data)
 
@@ -116,6 +124,13 @@ class LinkDriver:
     @property
     def port(self):
         return self._transport.port
+
+    def _baud_hint(self):
+        # A serial line at another baud rate than the bitstream's reads as silence or garbage.
+        if "://" in str(self.port):
+            return ""
+        return (f" at {self.baudrate} baud (the bitstream's must be the same: 'nmflow build "
+                f"--baud', {BAUD} by default)")
 
     def close(self):
         """Close the port (idempotent)."""
