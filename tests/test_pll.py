@@ -22,25 +22,17 @@ def ecp5_output(input_hz, d):
     return Fraction(input_hz) * d["CLKFB_DIV"] / d["CLKI_DIV"]
 
 
-@pytest.mark.parametrize("request_mhz, dividers", [
+@pytest.mark.parametrize("family, input_mhz, request_mhz, dividers", [
     # icepll -i 12 -o 42 (an iCEBreaker design's 42 MHz), -o 30
-    (42, {"DIVR": 0, "DIVF": 55, "DIVQ": 4, "FILTER_RANGE": 1}),
-    (30, {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1}),
-])
-def test_ice40_settings_are_icepll_s(request_mhz, dividers):
-    settings = pll.solve("ice40", 12e6, request_mhz * 1e6)
-    assert settings.dividers == dividers
-    assert settings.output_hz == request_mhz * 10**6
-
-
-@pytest.mark.parametrize("request_mhz, dividers", [
+    ("ice40", 12, 42, {"DIVR": 0, "DIVF": 55, "DIVQ": 4, "FILTER_RANGE": 1}),
+    ("ice40", 12, 30, {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1}),
     # ecppll -i 25 -o 120, -o 100, -o 50 (as published for the ULX3S)
-    (120, {"CLKI_DIV": 5, "CLKFB_DIV": 24, "CLKOP_DIV": 5, "CLKOP_CPHASE": 2}),
-    (100, {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6, "CLKOP_CPHASE": 2}),
-    (50, {"CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12, "CLKOP_CPHASE": 5}),
+    ("ecp5", 25, 120, {"CLKI_DIV": 5, "CLKFB_DIV": 24, "CLKOP_DIV": 5, "CLKOP_CPHASE": 2}),
+    ("ecp5", 25, 100, {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6, "CLKOP_CPHASE": 2}),
+    ("ecp5", 25, 50, {"CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12, "CLKOP_CPHASE": 5}),
 ])
-def test_ecp5_settings_are_ecppll_s(request_mhz, dividers):
-    settings = pll.solve("ecp5", 25e6, request_mhz * 1e6)
+def test_settings_are_the_published_ones(family, input_mhz, request_mhz, dividers):
+    settings = pll.solve(family, input_mhz * 1e6, request_mhz * 1e6)
     assert settings.dividers == dividers
     assert settings.output_hz == request_mhz * 10**6
 

@@ -354,9 +354,7 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
                 if attempt == CLOCK_ATTEMPTS - 1:
                     raise
                 lower = error.fmax_mhz * 1e6 / CLOCK_MARGIN
-                if lower < min((out for out in pll.frequencies(board.family, board.clock_hz)
-                                if accept_clock is None or accept_clock(float(out))),
-                               default=float("inf")):
+                if lower < _lowest(board, accept_clock):
                     # Slower than any PLL output: the oscillator, if the design meets it.
                     result = _build_once(pll_settings=None, **once)
                     attempts.append({"clock_mhz": board.clock_mhz,
@@ -382,12 +380,17 @@ def _clock_number(parameter, value, others=""):
     return float(value)
 
 
+def _lowest(board, accept=None):
+    """The board PLL's lowest output (Hz) that ``accept`` takes; infinity if it takes none."""
+    return min((float(out) for out in pll.frequencies(board.family, board.clock_hz)
+                if accept is None or accept(float(out))), default=math.inf)
+
+
 def _solve(board, hz, name="clock", accept=None):
-    lowest = [out for out in pll.frequencies(board.family, board.clock_hz)
-              if accept is None or accept(float(out))]
-    if not lowest or hz < lowest[0]:
+    lowest = _lowest(board, accept)
+    if hz < lowest:
         what = "" if accept is None else " the design accepts"
-        first = f"{float(lowest[0]) / 1e6:g} MHz" if lowest else "(none)"
+        first = f"{lowest / 1e6:g} MHz" if lowest < math.inf else "(none)"
         raise NmflowError(f"{name} must be at least {first} (the lowest output{what} of the "
                           f"{board.name} PLL from its {board.clock_mhz:g} MHz oscillator), not "
                           f"{hz / 1e6:g} MHz")
