@@ -131,10 +131,10 @@ def test_zero_rates_read_ideally():
 
 # -- the engine with the injector, in Amaranth's simulator ------------------------------------------
 
-def check_engine(model, lanes, injection, inputs, **kwargs):
-    engine = InferenceEngine(model, lanes=lanes, errors=injection)
+def check_engine(model, lanes, injection, inputs, pe=1, **kwargs):
+    engine = InferenceEngine(model, lanes=lanes, pe=pe, errors=injection)
     run = run_engine(engine, inputs, **kwargs)
-    golden = reference(model, inputs, lanes=lanes, read=InjectedRead(injection, lanes))
+    golden = reference(model, inputs, lanes=lanes, pe=pe, read=InjectedRead(injection, lanes))
     assert run.classes.tolist() == golden.classes.tolist()
     assert run.scores.tolist() == golden.scores.tolist()
     for got, expected in zip(run.acts, golden.acts):
@@ -153,6 +153,17 @@ def test_engine_with_errors_matches_the_reference_with_the_twin(mode):
     clean = reference(model, inputs, lanes=4)
     assert golden.scores.tolist() != clean.scores.tolist()      # errors were made
     assert engine.plan.read_latency == PCSAErrorRead.latency == 1
+
+
+@pytest.mark.parametrize("lanes, pe", [(4, 1), (8, 2), (16, 4)])
+def test_padding_lanes_read_zero_activations_under_errors(lanes, pe):
+    # Layer 2 (3 outputs) writes the bank layer 0 (10 outputs) wrote: the lanes of its row past
+    # its last output must read 0, or type 3 errors on the padding weights (code 0) of layer 3
+    # would add the stale activations of layer 0. Only type 3 errors, at a high rate.
+    model = random_model([12, 10, 6, 3, 4], weight_kind="ternary", input_bits=3, seed=11)
+    inputs = random_inputs(model, 6, seed=4)
+    injection = ErrorInjection(ErrorRates(0, 0, 8 / 16), seed=99, mode="per_read", rate_bits=4)
+    check_engine(model, lanes, injection, inputs, pe=pe)
 
 
 def test_engine_with_zero_rates_computes_the_clean_network():

@@ -7,8 +7,10 @@ from amaranth.hdl import Fragment, Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from nmflow.errors import NmflowError
 from nmflow.golden.hwmodel import HardwareModel, Layer
 from nmflow.golden.reference import reference
+from nmflow.golden.plan import EnginePlan
 from nmflow.golden.synthetic import random_inputs, random_model
 from nmflow.rtl.engine import InferenceEngine, result_layout, trace_layout
 from nmflow.rtl.lanes import GXNORPopcount
@@ -19,13 +21,13 @@ from helpers import refuses
 
 def check_against_reference(engine, inputs, **kwargs):
     run = run_engine(engine, inputs, **kwargs)
-    golden = reference(engine.model, inputs)
+    golden = reference(engine.model, inputs, lanes=engine.lanes, pe=engine.pe)
     assert run.classes.tolist() == golden.classes.tolist()
     assert run.scores.tolist() == golden.scores.tolist()
     for got, expected in zip(run.acts, golden.acts):
         assert got.tolist() == expected.tolist()
-    # every hidden activation is reported exactly once per inference
-    per_image = sum(layer.n_out for layer in engine.model.layers[:-1])
+    # every group of hidden activations is reported exactly once per inference
+    per_image = sum(engine.plan.groups[:-1])
     assert len(run.trace_events) == len(set(run.trace_events)) == per_image * len(inputs)
     return run
 
@@ -49,6 +51,57 @@ def test_engine_matches_reference(sizes, kind, lanes):
     # cycles_per_inference, every later one is offered right behind another.
     assert run.cycles.tolist() == [engine.cycles_per_inference] + [
         engine.plan.cycles_back_to_back] * (len(inputs) - 1)
+
+
+@pytest.mark.parametrize("sizes, kind, lanes, pe", [
+    ([16, 12, 8, 5], "ternary", 16, 4),   # four neurons per row, padded last groups (5 of 8)
+    ([20, 9, 3], "binary", 8, 2),         # binary, padding in every layer (9 and 3 outputs)
+    ([7, 4], "ternary", 4, 2),            # a single layer: two scores per cycle
+    ([33, 17, 16, 10], "ternary", 64, 8), # one row per group, eight neurons a cycle
+    ([10, 9, 8, 7, 6, 3], "ternary", 16, 4),  # the buffers alternate twice, groups cross rows
+    ([64, 32, 10], "ternary", 32, 4),     # several groups per buffer row, one score group split
+    ([5, 40, 6], "binary", 4, 2),         # two lanes per neuron: groups fill a row exactly
+])
+def test_folded_engine_matches_reference(sizes, kind, lanes, pe):
+    # pe neurons side by side, each over lanes / pe inputs: the reference reads the same folded
+    # memory image; the ideal is sum(ceil(in / simd) * ceil(out / pe)).
+    model = random_model(sizes, weight_kind=kind, input_bits=4, seed=sum(sizes) + pe)
+    engine = InferenceEngine(model, lanes=lanes, pe=pe)
+    simd = lanes // pe
+    assert engine.ideal_cycles == sum(-(-n_in // simd) * -(-n_out // pe)
+                                      for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    inputs = random_inputs(model, 6, seed=lanes + pe)
+    run = check_against_reference(engine, inputs)
+    assert run.cycles.tolist() == [engine.cycles_per_inference] + [
+        engine.plan.cycles_back_to_back] * (len(inputs) - 1)
+
+
+def test_folded_engine_ties_within_and_across_groups():
+    # Every class scores the same: the argmax's tree and its running maximum must both keep the
+    # lowest index; then the best two classes share a group, then lie in different groups.
+    w0 = np.ones((4, 4), dtype=np.int8)
+    w1 = np.ones((6, 4), dtype=np.int8)
+    model = HardwareModel(
+        input_bits=4, weight_kind="ternary",
+        layers=[Layer(w0, "ternary", t_hi=np.zeros(4, dtype=np.int64),
+                      t_lo=np.full(4, -1, dtype=np.int64)),
+                Layer(w1, "none", scale=np.ones(6, dtype=np.int64),
+                      offset=np.array([0, 0, 0, 0, 0, 0], dtype=np.int64))])
+    inputs = np.array([[0, 0, 0, 0], [15, 15, 15, 15]])
+    for offsets, want in (([0] * 6, 0), ([0, 3, 3, 0, 0, 0], 1), ([0, 0, 0, 2, 2, 0], 3),
+                          ([0, 0, 0, 0, 0, 9], 5), ([-1, 0, 0, 0, 0, 0], 1)):
+        model.layers[1].offset[:] = offsets
+        for pe in (2, 4):
+            run = check_against_reference(InferenceEngine(model, lanes=16, pe=pe), inputs)
+            assert run.classes.tolist() == [want, want]
+
+
+def test_engine_refuses_a_bad_pe():
+    model = random_model([8, 4, 2], seed=1)
+    for pe in (3, 0, 8, True):
+        refuses(lambda: InferenceEngine(model, lanes=16, pe=pe), NmflowError,
+                f"pe must be a power of two with pe * pe <= lanes = 16 (each of the pe neurons "
+                f"over simd = lanes / pe >= pe lanes), not {pe!r}")
 
 
 def test_engine_extreme_inputs_and_ties():
@@ -87,7 +140,8 @@ class StuckEngine(wiring.Component):
     """The engine's ports, taking every input beat and never offering a result."""
 
     def __init__(self, model):
-        self.model, self.cycles_per_inference = model, 20
+        self.model, self.cycles_per_inference, self.pe = model, 20, 1
+        self.plan = EnginePlan(model, 2)
         super().__init__({
             "i": In(stream.Signature(unsigned(model.input_bits))),
             "o": Out(stream.Signature(result_layout(model.n_classes, model.score_bits))),

@@ -33,6 +33,12 @@ def test_popcount_lanes_first_layer_pixels(tmp_path):
     assert result.passed, result.log.read_text()[-3000:]
 
 
+def test_popcount_lanes_four_neurons_per_row(tmp_path):
+    # pe = 4 trees of 8 lanes each over one shared chunk of 8 activations.
+    result = simulate_popcount(tmp_path, lanes=32, x_bits=6, pe=4, rows=3000, seed=4)
+    assert result.passed, result.log.read_text()[-3000:]
+
+
 def test_threshold_unit_at_and_around_thresholds(tmp_path):
     result = simulate_threshold(tmp_path, acc_bits=10, seed=3)
     assert result.passed, result.log.read_text()[-3000:]

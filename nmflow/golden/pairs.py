@@ -14,10 +14,12 @@ value  BL  BLb  code
 ``code = BL << 1 | BLb``. (1, 1), both LRS, is never programmed; the ideal precharge sense amplifier
 (:func:`pcsa_read`) reads it as 0, like HRS/HRS, since neither branch wins the race reliably.
 
-The memory image lays layer after layer, neuron after neuron, ``ceil(in / lanes)`` rows per
-neuron (:class:`MemoryMap`); lane ``p`` of row ``r`` of neuron ``j`` holds weight
-``w[j, r * lanes + p]``, and the lanes past the last input hold code 0 (a zero weight adds
-nothing). Lane ``p`` occupies bits ``[2p + 1 : 2p]`` of a row (BL in the upper bit).
+The memory image lays layer after layer, group of ``pe`` neurons after group, ``ceil(in / simd)``
+rows per group (:class:`MemoryMap`, ``simd = lanes / pe``); lane ``q * simd + s`` of row ``r`` of
+group ``g`` holds weight ``w[g * pe + q, r * simd + s]``, and the lanes past the last input or
+neuron hold code 0 (a zero weight adds nothing). With ``pe = 1`` lane ``p`` of row ``r`` of neuron
+``j`` holds ``w[j, r * lanes + p]``. Lane ``p`` occupies bits ``[2p + 1 : 2p]`` of a row (BL in
+the upper bit).
 
 The read seam: the engine reads each row through a read stage (pair codes to ternary weights);
 the golden reference reads the same image through a *read function* of the same kind
@@ -58,13 +60,25 @@ def rows_per_neuron(n_in, lanes):
 class MemoryMap:
     """Where each layer's weights lie in a memory of ``lanes`` pair codes per row.
 
+    The engine folds each layer in two dimensions (as FINN's matrix-vector units do): ``pe``
+    neurons at a time (a *group*), each over ``simd = lanes / pe`` inputs at a time (a *chunk*).
+    A row holds one chunk of every neuron of a group, side by side: neuron ``g * pe + q``, input
+    ``c * simd + s`` lies in row ``base + g * per + c``, lane ``q * simd + s``. Layer after layer,
+    group after group, ``per = ceil(in / simd)`` rows per group; lanes past the last input or the
+    last neuron hold code 0 (a zero weight adds nothing).
+
     Members
     -------
     lanes : int
+        Pair codes per row, ``simd * pe``.
     sizes : tuple of int
         ``[n_inputs, layer 0 outputs, layer 1 outputs, ...]``.
+    pe : int
+        Neurons per row (1 by default: a row is a chunk of one neuron).
     per : tuple of int
-        Rows per neuron of each layer, ``ceil(in / lanes)``.
+        Rows per group of each layer, ``ceil(in / simd)``.
+    groups : tuple of int
+        Groups of each layer, ``ceil(out / pe)``.
     bases : tuple of int
         First row of each layer.
     rows : int
@@ -72,42 +86,76 @@ class MemoryMap:
     """
     lanes: int
     sizes: tuple
+    pe: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.pe, int) or self.pe < 1 or self.lanes % self.pe:
+            raise NmflowError(f"pe must be a positive divisor of lanes = {self.lanes}, "
+                              f"not {self.pe!r}")
+
+    @property
+    def simd(self):
+        return self.lanes // self.pe
 
     @property
     def per(self):
-        return tuple(rows_per_neuron(n_in, self.lanes) for n_in in self.sizes[:-1])
+        return tuple(rows_per_neuron(n_in, self.simd) for n_in in self.sizes[:-1])
+
+    @property
+    def groups(self):
+        return tuple(rows_per_neuron(n_out, self.pe) for n_out in self.sizes[1:])
 
     @property
     def bases(self):
         bases, row = [], 0
-        for per, n_out in zip(self.per, self.sizes[1:]):
+        for per, groups in zip(self.per, self.groups):
             bases.append(row)
-            row += per * n_out
+            row += per * groups
         return tuple(bases)
 
     @property
     def rows(self):
-        return sum(per * n_out for per, n_out in zip(self.per, self.sizes[1:]))
+        return sum(per * groups for per, groups in zip(self.per, self.groups))
 
     def row(self, layer, neuron, chunk=0):
-        """The address of row ``chunk`` of ``neuron`` in ``layer``."""
-        return self.bases[layer] + neuron * self.per[layer] + chunk
+        """The address of row ``chunk`` of the group of ``neuron`` in ``layer``."""
+        return self.bases[layer] + (neuron // self.pe) * self.per[layer] + chunk
+
+    def lane(self, neuron, index):
+        """The lane of input ``index`` of ``neuron`` (in the row of its chunk)."""
+        return (neuron % self.pe) * self.simd + index % self.simd
 
     def layer_rows(self, layer):
         """The slice of rows that holds ``layer``."""
         start = self.bases[layer]
-        return slice(start, start + self.per[layer] * self.sizes[layer + 1])
+        return slice(start, start + self.per[layer] * self.groups[layer])
+
+    def scatter(self, layer, matrix, fill=0):
+        """A layer's ``[out, in]`` matrix laid out as its rows, ``[rows of layer, lanes]``
+        (padding lanes hold ``fill``)."""
+        matrix = np.asarray(matrix)
+        n_out, n_in = self.sizes[layer + 1], self.sizes[layer]
+        per, groups, pe, simd = self.per[layer], self.groups[layer], self.pe, self.simd
+        padded = np.full((groups * pe, per * simd), fill, dtype=matrix.dtype)
+        padded[:n_out, :n_in] = matrix
+        return (padded.reshape(groups, pe, per, simd).transpose(0, 2, 1, 3)
+                .reshape(groups * per, pe * simd))
+
+    def gather(self, layer, rows):
+        """The inverse of :meth:`scatter`: a layer's ``[out, in]`` matrix from its rows."""
+        rows = np.asarray(rows)
+        n_out, n_in = self.sizes[layer + 1], self.sizes[layer]
+        per, groups, pe, simd = self.per[layer], self.groups[layer], self.pe, self.simd
+        matrix = (rows.reshape(groups, per, pe, simd).transpose(0, 2, 1, 3)
+                  .reshape(groups * pe, per * simd))
+        return matrix[:n_out, :n_in]
 
 
 def memory_codes(weights, mmap):
     """The memory image as pair codes, uint8 ``[rows, lanes]``, of per-layer weight matrices."""
     codes = np.zeros((mmap.rows, mmap.lanes), dtype=np.uint8)
     for index, w in enumerate(weights):
-        n_out, n_in = w.shape
-        per = mmap.per[index]
-        padded = np.zeros((n_out, per * mmap.lanes), dtype=np.int8)
-        padded[:, :n_in] = w
-        codes[mmap.layer_rows(index)] = encode(padded).reshape(n_out * per, mmap.lanes)
+        codes[mmap.layer_rows(index)] = encode(mmap.scatter(index, np.asarray(w, dtype=np.int8)))
     return codes
 
 
@@ -118,10 +166,10 @@ def pack_rows(codes):
     return [int(v) for v in (codes.astype(object) * shifts).sum(axis=1)]
 
 
-def memory_image(model, lanes):
+def memory_image(model, lanes, pe=1):
     """Return ``(rows, bases)``: the rows as Python ints (2 * lanes bits each) and each layer's
     first row."""
-    mmap = MemoryMap(lanes, tuple(model.sizes))
+    mmap = MemoryMap(lanes, tuple(model.sizes), pe)
     codes = memory_codes([layer.weights for layer in model.layers], mmap)
     return pack_rows(codes), list(mmap.bases)
 
@@ -164,8 +212,5 @@ def read_weights(codes, mmap, read=None):
     if got.shape != codes.shape:
         raise NmflowError(f"read function must return shape {list(codes.shape)}, "
                           f"not {list(got.shape)}")
-    weights = []
-    for index, (n_in, n_out) in enumerate(zip(mmap.sizes[:-1], mmap.sizes[1:])):
-        rows = got[mmap.layer_rows(index)].reshape(n_out, mmap.per[index] * mmap.lanes)
-        weights.append(rows[:, :n_in].astype(np.int8))
-    return weights
+    return [mmap.gather(index, got[mmap.layer_rows(index)]).astype(np.int8)
+            for index in range(len(mmap.sizes) - 1)]

@@ -11,7 +11,7 @@ from ..fixedpoint import FixedFormat, integer_format
 from .hwmodel import HardwareModel
 from .pairs import MemoryMap, memory_codes
 
-__all__ = ["EnginePlan", "check_lanes", "index_bits", "MEMORY_KINDS", "PIPELINE"]
+__all__ = ["EnginePlan", "check_lanes", "check_pe", "index_bits", "MEMORY_KINDS", "PIPELINE"]
 
 #: How the engine's memories are built: ``"block"`` infers block RAM (EBR on iCE40, DP16KD on
 #: ECP5) with synchronous read ports, initialised with the bitstream; ``"logic"`` builds the same
@@ -36,6 +36,17 @@ def check_lanes(lanes):
     return lanes
 
 
+def check_pe(pe, lanes):
+    """``pe`` (neurons per cycle) as the engine takes it: a power of two that leaves each neuron
+    at least as many lanes as it has neurons per cycle (``pe * pe <= lanes``), so that a group's
+    activations are written into one row of a buffer."""
+    if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or pe & (pe - 1) \
+            or pe * pe > lanes:
+        raise NmflowError(f"pe must be a power of two with pe * pe <= lanes = {lanes} (each of "
+                          f"the pe neurons over simd = lanes / pe >= pe lanes), not {pe!r}")
+    return pe
+
+
 def index_bits(count):
     """Bits of an index into ``count`` things (at least 1)."""
     return max(1, (count - 1).bit_length())
@@ -48,7 +59,10 @@ class EnginePlan:
     ----------
     model : :class:`~nmflow.golden.hwmodel.HardwareModel`
     lanes : int
-        GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle.
+        GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle, ``simd * pe``.
+    pe : int
+        Neurons computed side by side (processing elements), each over ``simd = lanes / pe``
+        lanes (:func:`check_pe`).
     read_latency : int
         Cycles the read stage (pair codes to ternary weights) takes; 0 for the ideal PCSA read.
 
@@ -61,10 +75,11 @@ class EnginePlan:
         (and thresholds), of a score, and of the last layer's ``scale`` and ``offset``.
     """
 
-    def __init__(self, model, lanes=16, *, read_latency=0):
+    def __init__(self, model, lanes=16, *, pe=1, read_latency=0):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
         check_lanes(lanes)
+        check_pe(pe, lanes)
         if not isinstance(read_latency, int) or isinstance(read_latency, bool) \
                 or not 0 <= read_latency <= 64:
             raise NmflowError(f"read stage latency must be an integer from 0 to 64, "
@@ -72,7 +87,8 @@ class EnginePlan:
         self.model = model
         self.lanes = lanes
         self.read_latency = read_latency
-        self.mmap = MemoryMap(lanes, tuple(model.sizes))
+        self.pe = pe
+        self.mmap = MemoryMap(lanes, tuple(model.sizes), pe)
         layers = model.layers
         bound = max(model.preact_bound(index) for index in range(len(layers)))
         # Thresholds lie within the pre-activation bound plus one (contract 1).
@@ -85,9 +101,19 @@ class EnginePlan:
 
     # -- sizes ---------------------------------------------------------------------------------
     @property
+    def simd(self):
+        """Lanes per neuron: inputs of a neuron taken per cycle."""
+        return self.lanes // self.pe
+
+    @property
     def per(self):
-        """Rows per neuron of each layer, ``ceil(in / lanes)``."""
+        """Rows per group of each layer, ``ceil(in / simd)``."""
         return self.mmap.per
+
+    @property
+    def groups(self):
+        """Groups of ``pe`` neurons of each layer, ``ceil(out / pe)``."""
+        return self.mmap.groups
 
     n_inputs = property(lambda self: self.model.n_inputs)
     n_classes = property(lambda self: self.model.n_classes)
@@ -120,8 +146,21 @@ class EnginePlan:
         return index_bits(self.n_layers)
 
     @property
+    def hidden_groups(self):
+        """Groups of all hidden layers: the rows of the threshold memory."""
+        return sum(self.groups[:-1])
+
+    @property
     def hidden_bits(self):
-        return index_bits(max(self.hidden_total, 1))
+        return index_bits(max(self.hidden_groups, 1))
+
+    @property
+    def group_bits(self):
+        return index_bits(max(self.groups))
+
+    @property
+    def pe_bits(self):
+        return self.pe.bit_length() - 1
 
     @property
     def class_bits(self):
@@ -129,7 +168,8 @@ class EnginePlan:
 
     @property
     def hidden_rows(self):
-        """Rows of an activation buffer: the most chunks a hidden layer's output fills."""
+        """Rows of an activation buffer: the most chunks (of ``simd`` values) a hidden layer's
+        output fills."""
         return max(self.per[1:], default=1)
 
     @property
@@ -146,8 +186,8 @@ class EnginePlan:
 
     @property
     def split_argmax(self):
-        """True when the last layer's scores come at least two cycles apart, so the argmax can
-        compare in one cycle and update in the next."""
+        """True when the last layer's groups of scores come at least two cycles apart, so the
+        argmax can compare in one cycle and update in the next."""
         return self.per[-1] >= 2
 
     def memory_codes(self):
@@ -157,8 +197,9 @@ class EnginePlan:
     # -- the pipeline and the figures --------------------------------------------------------------
     @property
     def lane_bits(self):
-        """``log2(lanes)``: the bits of a lane index, and the levels of the adder tree."""
-        return self.lanes.bit_length() - 1
+        """``log2(simd)``: the bits of a lane index within a neuron's row, and the levels of
+        the adder tree."""
+        return self.simd.bit_length() - 1
 
     @property
     def popcount_latency(self):
@@ -172,7 +213,8 @@ class EnginePlan:
         if stage == "lanes and adder tree":
             return self.popcount_latency
         if stage == "argmax":
-            return 1 + int(self.split_argmax)
+            # The group's best (a tree over the pe scores), then compare and update.
+            return self.pe_bits + 1 + int(self.split_argmax)
         if stage in ("weight read", "register", "accumulate", "parameters", "threshold",
                      "activation write", "multiply", "add offset"):
             return 1
@@ -185,7 +227,8 @@ class EnginePlan:
 
     @property
     def ideal_cycles(self):
-        """Row reads per inference: sum of ``ceil(in / lanes) * out`` over the layers."""
+        """Row reads per inference: sum of ``ceil(in / simd) * ceil(out / pe)`` over the
+        layers (the folding's ideal)."""
         return self.mmap.rows
 
     @property
@@ -202,7 +245,7 @@ class EnginePlan:
 
     @property
     def layer_rows(self):
-        """Row reads of each layer: ``ceil(in / lanes) * out``."""
+        """Row reads of each layer: ``ceil(in / simd) * ceil(out / pe)``."""
         return [self.mmap.layer_rows(k).stop - self.mmap.layer_rows(k).start
                 for k in range(self.n_layers)]
 
@@ -257,23 +300,23 @@ class EnginePlan:
         """The engine's block RAM memories as ``{name: (depth, width)}``, each read a whole row
         at a time (what block RAM budgets are checked against). The per-class score affine is
         built from logic and is not listed."""
-        lanes = self.lanes
         return {
-            "weights": (self.weight_rows, 2 * lanes),
-            "inputs": (self.per[0], self.model.input_bits * lanes),
-            "activations 0": (self.hidden_rows, 2 * lanes),
-            "activations 1": (self.hidden_rows, 2 * lanes),
-            "thresholds": (max(self.hidden_total, 1), 2 * self.acc_bits),
+            "weights": (self.weight_rows, 2 * self.lanes),
+            "inputs": (self.per[0], self.model.input_bits * self.simd),
+            "activations 0": (self.hidden_rows, 2 * self.simd),
+            "activations 1": (self.hidden_rows, 2 * self.simd),
+            "thresholds": (max(self.hidden_groups, 1), 2 * self.acc_bits * self.pe),
         }
 
     def to_dict(self):
         """The plan's figures as plain JSON types."""
         return {
-            "lanes": self.lanes, "sizes": self.model.sizes, "input_bits": self.model.input_bits,
+            "lanes": self.lanes, "pe": self.pe, "simd": self.simd, "sizes": self.model.sizes, "input_bits": self.model.input_bits,
             "weight_kind": self.model.weight_kind, "score_bits": self.model.score_bits,
             "acc_bits": self.acc_bits, "read_latency": self.read_latency,
             "weight_rows": self.weight_rows, "weight_bits": self.weight_bits,
-            "layer_bases": list(self.mmap.bases), "rows_per_neuron": list(self.per),
+            "layer_bases": list(self.mmap.bases), "rows_per_group": list(self.per),
+            "groups": list(self.groups),
             "ideal_cycles_per_inference": self.ideal_cycles,
             "drain_cycles": self.drain_cycles,
             "cycles_per_inference": self.cycles_per_inference,

@@ -78,7 +78,7 @@ def check_inputs(model, x):
     return check_values(x, model.n_inputs, model.input_bits)
 
 
-def reference(model, x, *, lanes=16, read=None, codes=None):
+def reference(model, x, *, lanes=16, pe=1, read=None, codes=None):
     """Run the integer network on inputs ``x`` ([N, n_inputs] or [n_inputs]); return a :class:`Trace`.
 
     Parameters
@@ -87,6 +87,8 @@ def reference(model, x, *, lanes=16, read=None, codes=None):
     x : integer array
     lanes : int
         Pair codes per memory row: the layout of the memory image the weights are read from.
+    pe : int
+        Neurons per row of that image (:class:`~nmflow.golden.pairs.MemoryMap`).
     read : :class:`~nmflow.golden.pairs.ReadFunction` or None
         How a row of pair codes is read (the ideal PCSA read by default). A read function with
         ``per_inference`` set is called once per input, in input order, as the engine reads its
@@ -95,7 +97,7 @@ def reference(model, x, *, lanes=16, read=None, codes=None):
         The memory image, if it differs from the model's weights (after an on-chip write, say).
     """
     h = check_inputs(model, x)
-    mmap = MemoryMap(lanes, tuple(model.sizes))
+    mmap = MemoryMap(lanes, tuple(model.sizes), pe)
     if codes is None:
         codes = memory_codes([layer.weights for layer in model.layers], mmap)
     read = IdealRead() if read is None else read

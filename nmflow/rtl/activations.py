@@ -1,16 +1,25 @@
 """Activation store: the input buffer and the two hidden-activation buffers of the engine."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ActivationStore", "ActivationReadSignature", "chunk_layout"]
+__all__ = ["ActivationStore", "ActivationReadSignature", "chunk_layout", "write_layout"]
 
 
 def chunk_layout(plan):
-    """A chunk of ``lanes`` activations as the GXNOR lanes take them (signed, ``x_bits`` each)."""
-    return data.ArrayLayout(plan.x_format.shape(), plan.lanes)
+    """A chunk of ``simd`` activations as the GXNOR lanes take them (signed, ``x_bits`` each)."""
+    return data.ArrayLayout(plan.x_format.shape(), plan.simd)
+
+
+def write_layout(plan):
+    """A group of ``pe`` hidden activations as the store takes them (``end``: the layer's last
+    group)."""
+    return data.StructLayout({
+        "layer": plan.layer_bits, "group": plan.group_bits,
+        "acts": data.ArrayLayout(signed(2), plan.pe), "end": 1,
+    })
 
 
 def _register(m, value, name):
@@ -29,7 +38,7 @@ class ActivationReadSignature(wiring.Signature):
     Members
     -------
     chunk : In(range(max(per)))
-        The chunk (row of ``lanes`` values) to read.
+        The chunk (row of ``simd`` values) to read.
     layer : In(layer_bits)
         The layer that reads it: layer 0 reads the inputs, odd layers the buffer that even layers
         write (bank 0), even layers above 0 the other one (bank 1).
@@ -48,11 +57,12 @@ class ActivationReadSignature(wiring.Signature):
 class ActivationStore(wiring.Component):
     """The inputs of an inference and the activations of its hidden layers, a chunk per read.
 
-    Three buffers of rows of ``lanes`` values, each read a whole row per cycle and written one
-    value at a time (value ``n`` of a layer goes to lane ``n % lanes`` of row ``n // lanes``, with a
-    per-lane write enable): the input buffer (unsigned ``input_bits`` values) and two activation
-    buffers ({-1, 0, +1} as 2-bit values), used in turn by successive layers. Block RAM when the
-    memory kind is ``"block"``.
+    Three buffers of rows of ``simd`` values, each read a whole row per cycle, with a per-lane
+    write enable (value ``n`` of a layer goes to lane ``n % simd`` of row ``n // simd``): the
+    input buffer (unsigned ``input_bits`` values, written one at a time) and two activation
+    buffers ({-1, 0, +1} as 2-bit values, written a group of ``pe`` at a time, all in one row
+    since ``pe`` divides ``simd``), used in turn by successive layers. Block RAM when the memory
+    kind is ``"block"``.
 
     Parameters
     ----------
@@ -65,8 +75,10 @@ class ActivationStore(wiring.Component):
     -------
     load : In(stream.Signature({"index", "value"}, always_ready=True))
         Input value ``index`` of the next inference.
-    write : In(stream.Signature({"layer", "neuron", "act"}, always_ready=True))
-        A hidden activation; layer ``k`` writes bank ``k % 2``.
+    write : In(stream.Signature({"layer", "group", "acts", "end"}, always_ready=True))
+        The activations of a group of ``pe`` hidden neurons; layer ``k`` writes bank ``k % 2``.
+        ``end`` marks the layer's last group, which also writes 0 past the layer's last output
+        in its row (padding lanes read 0).
     read : Out(:class:`ActivationReadSignature`)
 
     Latency: :attr:`read_latency` = 2 cycles from ``read.chunk`` to ``read.x`` (the block RAM read,
@@ -84,16 +96,14 @@ class ActivationStore(wiring.Component):
                 "index": range(max(plan.n_inputs, 2)),
                 "value": unsigned(plan.model.input_bits),
             }), always_ready=True)),
-            "write": In(stream.Signature(data.StructLayout({
-                "layer": plan.layer_bits, "neuron": plan.neuron_bits, "act": signed(2),
-            }), always_ready=True)),
+            "write": In(stream.Signature(write_layout(plan), always_ready=True)),
             "read": Out(ActivationReadSignature(plan)),
         })
 
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
-        lanes = plan.lanes
+        lanes, pe = plan.simd, plan.pe
         shift = plan.lane_bits
         def buffer(name, shape, depth):
             kind = self._kinds["inputs" if name == "inputs" else "activations"]
@@ -115,12 +125,35 @@ class ActivationStore(wiring.Component):
             in_write.en.eq(Mux(self.load.valid, lane_enable(load.index), 0)),
         ]
         act = self.write.payload
+        # A group's activations go to its slot of ``pe`` lanes in its row. A layer's last group
+        # also writes 0 into every lane of its row past the layer's last output: padding neurons,
+        # and lanes an earlier, wider layer left in this bank. The next layer multiplies those
+        # lanes by padding weights (code 0), which a read error can turn into +-1: with a 0 there
+        # the product stays 0, as the golden reference (which drops padding) has it.
+        slot_bits = shift - plan.pe_bits
+        slot = act.group[:slot_bits] if slot_bits else 0
+        group_enable = Signal(lanes)
+        m.d.comb += group_enable.eq(Const((1 << pe) - 1, lanes) << (slot * pe) if slot_bits
+                                    else (1 << pe) - 1)
+        end_enable, keep = [], []
+        for ly in plan.model.layers:
+            last_slot = ((ly.n_out - 1) % lanes) // pe
+            real = (ly.n_out - 1) % lanes + 1            # real lanes of the layer's last row
+            end_enable.append(Const(((1 << lanes) - 1) & ~((1 << last_slot * pe) - 1), lanes))
+            keep.append(Const((1 << 2 * real) - 1, 2 * lanes))
+        enable = Signal(lanes)
+        values = Signal(2 * lanes)
+        replicated = act.acts.as_value().replicate(lanes // pe)
+        with m.If(act.end):
+            m.d.comb += [enable.eq(Array(end_enable)[act.layer]),
+                         values.eq(replicated & Array(keep)[act.layer])]
+        with m.Else():
+            m.d.comb += [enable.eq(group_enable), values.eq(replicated)]
         for b, (write, _) in enumerate(banks):
             m.d.comb += [
-                write.addr.eq(act.neuron >> shift),
-                write.data.eq(act.act.as_unsigned().replicate(lanes)),
-                write.en.eq(Mux(self.write.valid & (act.layer[0] == b),
-                                lane_enable(act.neuron), 0)),
+                write.addr.eq(act.group >> slot_bits),
+                write.data.eq(values),
+                write.en.eq(Mux(self.write.valid & (act.layer[0] == b), enable, 0)),
             ]
 
         # Every buffer reads every cycle (only the rows the datapath tags are used): no

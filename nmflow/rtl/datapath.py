@@ -20,6 +20,12 @@ def threshold_layout(plan):
     return data.StructLayout({"t_hi": plan.acc_format.shape(), "t_lo": plan.acc_format.shape()})
 
 
+def _groups_of(plan, rows, fill):
+    """Per-neuron entries of a layer, ``pe`` to a group (padding neurons get ``fill``)."""
+    rows = rows + [fill] * (-len(rows) % plan.pe)
+    return [rows[g:g + plan.pe] for g in range(0, len(rows), plan.pe)]
+
+
 def affine_layout(plan):
     """A class's score affine: ``score = scale * acc + offset``."""
     return data.StructLayout({"scale": plan.scale_format.shape(),
@@ -27,22 +33,26 @@ def affine_layout(plan):
 
 
 def neuron_layout(plan):
-    """A completed neuron: its pre-activation, its parameters and its tag."""
+    """A completed group of ``pe`` neurons: their pre-activations, their parameters and the
+    group's tag."""
+    pe = plan.pe
     return data.StructLayout({
-        "acc": plan.acc_format.shape(), "thr": threshold_layout(plan),
-        "aff": affine_layout(plan), "final": 1, "tag": tag_layout(plan),
+        "acc": data.ArrayLayout(plan.acc_format.shape(), pe),
+        "thr": data.ArrayLayout(threshold_layout(plan), pe),
+        "aff": data.ArrayLayout(affine_layout(plan), pe), "final": 1, "tag": tag_layout(plan),
     })
 
 
 class MACDatapath(wiring.Component):
-    """Row by row: weight memory, read stage, GXNOR lanes and adder tree, accumulator.
+    """Row by row: weight memory, read stage, GXNOR lanes and adder trees, accumulators.
 
-    For each command (one row of a neuron) it reads the row of pair codes and the matching chunk
+    For each command (one row of a group of ``pe`` neurons) it reads the row of pair codes and the matching chunk
     of activations (from the :class:`~nmflow.rtl.activations.ActivationStore` through ``acts``),
     registers both, turns the codes into ternary weights through the read stage, multiplies and
-    adds them in the :class:`~nmflow.rtl.lanes.GXNORPopcount` lanes and tree, and accumulates the
-    rows of a neuron. When a neuron's last row is in, it reads the neuron's parameters (thresholds
-    of a hidden neuron, score affine of a class) and hands the neuron on.
+    adds them in the :class:`~nmflow.rtl.lanes.GXNORPopcount` lanes and trees (one per neuron of
+    the group), and accumulates the rows of a group. When a group's last row is in, it reads the
+    group's parameters (thresholds of hidden neurons, score affines of classes) and hands the
+    group on.
 
     Parameters
     ----------
@@ -67,7 +77,7 @@ class MACDatapath(wiring.Component):
     acts : In(:class:`~nmflow.rtl.activations.ActivationReadSignature`)
         The activation store's read port (this datapath drives it).
     o : Out(stream.Signature(neuron_layout(plan), always_ready=True))
-        One beat per neuron.
+        One beat per group.
     weights : Out(WritePort.Signature(...)), only if ``writable``
         Rewrites rows of pair codes (per-lane enables); use it while the engine is idle.
     pairs : In(:class:`~nmflow.rtl.weights.PairReadSignature`), only if ``writable``
@@ -76,7 +86,7 @@ class MACDatapath(wiring.Component):
         The read stage does not see it (no read-error draw).
     read_config : In(the read stage's ``config`` signature), only if the read stage has one
 
-    Latency: from a neuron's last command to its beat on ``o``, the stages ``weight read``
+    Latency: from a group's last command to its beat on ``o``, the stages ``weight read``
     through ``parameters`` of :data:`nmflow.golden.plan.PIPELINE`. Throughput: one row per cycle.
     """
 
@@ -117,22 +127,28 @@ class MACDatapath(wiring.Component):
         m.submodules.read_stage = read_stage = self._read_stage
         if "read_config" in self.signature.members:
             wiring.connect(m, wiring.flipped(self.read_config), read_stage.config)
-        m.submodules.popcount = popcount = GXNORPopcount(plan.lanes, plan.x_bits, tag_shape)
+        m.submodules.popcount = popcount = GXNORPopcount(plan.lanes, plan.x_bits, tag_shape,
+                                                         pe=plan.pe)
 
-        # Neuron parameters: one entry per hidden neuron, one per class (a few flip-flops).
+        # Group parameters: one row per hidden group, one per group of classes (``pe`` neurons'
+        # worth each; padding neurons get zeros).
         aw = plan.acc_bits
-        thr_init = [{"t_hi": int(ly.t_hi[j]),
-                     "t_lo": int(ly.t_lo[j] if ly.t_lo is not None else ly.t_hi[j])}
-                    for ly in layers[:-1] for j in range(ly.n_out)] or [{"t_hi": 0, "t_lo": 0}]
+        zero_thr = {"t_hi": 0, "t_lo": 0}
+        thr_init = [row for ly in layers[:-1] for row in _groups_of(plan, [
+            {"t_hi": int(ly.t_hi[j]), "t_lo": int(ly.t_lo[j] if ly.t_lo is not None
+                                                  else ly.t_hi[j])}
+            for j in range(ly.n_out)], zero_thr)] or [[zero_thr] * plan.pe]
         attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
-        m.submodules.thresholds = thr_mem = Memory(shape=threshold_layout(plan),
-                                                   depth=len(thr_init), init=thr_init, attrs=attrs)
+        m.submodules.thresholds = thr_mem = Memory(
+            shape=data.ArrayLayout(threshold_layout(plan), plan.pe), depth=len(thr_init),
+            init=thr_init, attrs=attrs)
         thr_port = thr_mem.read_port()
         last = layers[-1]
-        aff_init = [{"scale": int(last.scale[j]), "offset": int(last.offset[j])}
-                    for j in range(last.n_out)]
-        m.submodules.affine = aff_mem = Memory(shape=affine_layout(plan), depth=len(aff_init),
-                                               init=aff_init, attrs={"ram_style": "logic"})
+        aff_init = _groups_of(plan, [{"scale": int(last.scale[j]), "offset": int(last.offset[j])}
+                                     for j in range(last.n_out)], {"scale": 0, "offset": 0})
+        m.submodules.affine = aff_mem = Memory(
+            shape=data.ArrayLayout(affine_layout(plan), plan.pe), depth=len(aff_init),
+            init=aff_init, attrs={"ram_style": "logic"})
         aff_port = aff_mem.read_port()
 
         # -- stage 1: read the weight row and the activation chunk --------------------------------
@@ -186,24 +202,25 @@ class MACDatapath(wiring.Component):
             popcount.i.payload.tag.eq(tag),
         ]
 
-        # -- stage 5: accumulate the rows of a neuron; read its parameters at its last row --------
-        acc = Signal(signed(aw))
+        # -- stage 5: accumulate the rows of a group; read its parameters at its last row ---------
+        accs = [Signal(signed(aw), name=f"acc{q}") for q in range(plan.pe)]
         done = Signal()
         done_tag = Signal(tag_shape)
         row = popcount.o.payload
         with m.If(popcount.o.valid):
-            m.d.sync += acc.eq(row.sum + Mux(row.tag.first, 0, acc))
+            m.d.sync += [acc.eq(row.sums[q] + Mux(row.tag.first, 0, acc))
+                         for q, acc in enumerate(accs)]
         m.d.sync += [done.eq(popcount.o.valid & row.tag.last), done_tag.eq(row.tag)]
         m.d.comb += [
             thr_port.addr.eq(row.tag.hidden), thr_port.en.eq(popcount.o.valid & row.tag.last),
-            aff_port.addr.eq(row.tag.neuron), aff_port.en.eq(popcount.o.valid & row.tag.last),
+            aff_port.addr.eq(row.tag.group), aff_port.en.eq(popcount.o.valid & row.tag.last),
         ]
 
-        # -- stage 6: the neuron with its parameters (registered block RAM outputs) ----------------
+        # -- stage 6: the group with its parameters (registered block RAM outputs) -----------------
         out = self.o.payload
         m.d.sync += [
             self.o.valid.eq(done), out.final.eq(done_tag.layer == plan.n_layers - 1),
-            out.tag.eq(done_tag), out.acc.eq(acc),
-            out.thr.eq(thr_port.data), out.aff.eq(aff_port.data),
+            out.tag.eq(done_tag), out.thr.eq(thr_port.data), out.aff.eq(aff_port.data),
         ]
+        m.d.sync += [out.acc[q].eq(acc) for q, acc in enumerate(accs)]
         return m

@@ -15,7 +15,7 @@ The engine is a few components joined by streams, built from one
 
 from functools import partial
 
-from amaranth.hdl import Array, Const, Module, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
@@ -36,11 +36,13 @@ from .weights import PairReadSignature, pair_row
 __all__ = ["InferenceEngine", "result_layout", "trace_layout"]
 
 
-def trace_layout(n_layers, max_neurons):
-    """One beat of the trace stream: a hidden activation as it is written to its buffer."""
+def trace_layout(n_layers, max_groups, pe=1):
+    """One beat of the trace stream: a group's hidden activations as they are written to their
+    buffer: neuron ``group * pe + q`` has ``acts[q]`` (padding neurons, past the layer's outputs,
+    are to be ignored)."""
     return data.StructLayout({
-        "layer": unsigned(index_bits(n_layers)), "neuron": unsigned(index_bits(max_neurons)),
-        "act": signed(2),
+        "layer": unsigned(index_bits(n_layers)), "group": unsigned(index_bits(max_groups)),
+        "acts": data.ArrayLayout(signed(2), pe),
     })
 
 
@@ -67,6 +69,9 @@ class InferenceEngine(wiring.Component):
     model : :class:`~nmflow.golden.hwmodel.HardwareModel`
     lanes : int
         GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle.
+    pe : int
+        Neurons computed side by side, each over ``lanes / pe`` of the lanes (a power of two,
+        ``pe * pe <= lanes``: :func:`~nmflow.golden.plan.check_pe`). 1 by default.
     memory : ``"block"`` or ``"logic"``
         How the memories are built (:data:`~nmflow.golden.plan.MEMORY_KINDS`).
     buffers : ``"block"``, ``"logic"``, a dict or None
@@ -123,7 +128,7 @@ class InferenceEngine(wiring.Component):
     plan's (:attr:`plan`).
     """
 
-    def __init__(self, model, *, lanes=16, memory="block", buffers=None, max_weight_bits=None,
+    def __init__(self, model, *, lanes=16, pe=1, memory="block", buffers=None, max_weight_bits=None,
                  read_stage=None, writable=False, errors=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
@@ -152,7 +157,7 @@ class InferenceEngine(wiring.Component):
         latency = getattr(read_stage, "latency", None)
         if not isinstance(latency, int):
             raise NmflowError(f"read_stage must have an integer latency, not {latency!r}")
-        plan = EnginePlan(model, lanes, read_latency=latency)
+        plan = EnginePlan(model, lanes, pe=pe, read_latency=latency)
         if max_weight_bits is not None and plan.weight_bits > max_weight_bits:
             raise NmflowError(f"network does not fit the memory budget: its weights need "
                              f"{plan.weight_bits} bits ({plan.weight_rows} rows of {lanes} pair "
@@ -168,7 +173,7 @@ class InferenceEngine(wiring.Component):
         members = {
             "i": In(stream.Signature(unsigned(model.input_bits))),
             "o": Out(stream.Signature(result_layout(model.n_classes, model.score_bits))),
-            "trace": Out(stream.Signature(trace_layout(plan.n_layers, plan.hidden_max),
+            "trace": Out(stream.Signature(trace_layout(plan.n_layers, max(plan.groups), pe),
                                           always_ready=True)),
             "idle": Out(1),
         }
@@ -185,6 +190,7 @@ class InferenceEngine(wiring.Component):
     plan = property(lambda self: self._plan)
     model = property(lambda self: self._plan.model)
     lanes = property(lambda self: self._plan.lanes)
+    pe = property(lambda self: self._plan.pe)
     memory = property(lambda self: self._memory)
     buffers = property(lambda self: dict(self._buffers))
     """How the store's buffers are built: ``{"inputs": kind, "activations": kind}``."""
@@ -212,7 +218,10 @@ class InferenceEngine(wiring.Component):
         m.submodules.datapath = datapath = MACDatapath(
             plan, plan.memory_codes(), memory=self._memory, read_stage=self._read_stage,
             writable=self._writable)
-        m.submodules.threshold = threshold = ThresholdUnit(plan.acc_bits, tag_layout(plan))
+        thresholds = []
+        for q in range(plan.pe):
+            thresholds.append(ThresholdUnit(plan.acc_bits, tag_layout(plan) if q == 0 else 1))
+            m.submodules[f"threshold{q}" if plan.pe > 1 else "threshold"] = thresholds[q]
         m.submodules.scores = scores = ScoreArgmax(plan)
 
         wiring.connect(m, wiring.flipped(self.i), seq.i)
@@ -227,38 +236,50 @@ class InferenceEngine(wiring.Component):
             wiring.connect(m, wiring.flipped(self.errors), datapath.read_config)
         m.d.comb += self.idle.eq(seq.idle)
 
-        # A completed neuron goes to the threshold unit (hidden layers) or the score unit (last).
-        neuron = datapath.o.payload
+        # A completed group goes to the threshold units (hidden layers) or the score unit (last).
+        group = datapath.o.payload
+        ternary = Array(Const(ly.activation == "ternary") for ly in layers)[group.tag.layer]
+        for q, threshold in enumerate(thresholds):
+            m.d.comb += [
+                threshold.i.valid.eq(datapath.o.valid & ~group.final),
+                threshold.i.payload.acc.eq(group.acc[q]),
+                threshold.i.payload.t_hi.eq(group.thr[q].t_hi),
+                threshold.i.payload.t_lo.eq(group.thr[q].t_lo),
+                threshold.i.payload.ternary.eq(ternary),
+                threshold.i.payload.tag.eq(group.tag if q == 0 else 0),
+                scores.i.payload.acc[q].eq(group.acc[q]),
+                scores.i.payload.scale[q].eq(group.aff[q].scale),
+                scores.i.payload.offset[q].eq(group.aff[q].offset),
+            ]
         m.d.comb += [
-            threshold.i.valid.eq(datapath.o.valid & ~neuron.final),
-            threshold.i.payload.acc.eq(neuron.acc),
-            threshold.i.payload.t_hi.eq(neuron.thr.t_hi),
-            threshold.i.payload.t_lo.eq(neuron.thr.t_lo),
-            threshold.i.payload.ternary.eq(
-                Array(Const(ly.activation == "ternary") for ly in layers)[neuron.tag.layer]),
-            threshold.i.payload.tag.eq(neuron.tag),
-            scores.i.valid.eq(datapath.o.valid & neuron.final),
-            scores.i.payload.acc.eq(neuron.acc),
-            scores.i.payload.scale.eq(neuron.aff.scale),
-            scores.i.payload.offset.eq(neuron.aff.offset),
-            scores.i.payload.index.eq(neuron.tag.neuron),
+            scores.i.valid.eq(datapath.o.valid & group.final),
+            scores.i.payload.group.eq(group.tag.group),
+            scores.i.payload.end.eq(group.tag.end),
         ]
 
         # Hidden activations go into the store (and out on the trace stream).
-        act = threshold.o.payload
+        written = thresholds[0].o
+        tag = written.payload.tag
         m.d.comb += [
-            store.write.valid.eq(threshold.o.valid),
-            store.write.payload.layer.eq(act.tag.layer),
-            store.write.payload.neuron.eq(act.tag.neuron),
-            store.write.payload.act.eq(act.act),
-            self.trace.valid.eq(threshold.o.valid),
-            self.trace.payload.layer.eq(act.tag.layer),
-            self.trace.payload.neuron.eq(act.tag.neuron),
-            self.trace.payload.act.eq(act.act),
+            store.write.valid.eq(written.valid),
+            store.write.payload.layer.eq(tag.layer),
+            store.write.payload.group.eq(tag.group),
+            store.write.payload.end.eq(tag.end),
+            self.trace.valid.eq(written.valid),
+            self.trace.payload.layer.eq(tag.layer),
+            self.trace.payload.group.eq(tag.group),
         ]
+        # The trace shows padding neurons (past a layer's outputs, in its last group) as 0.
+        pe = plan.pe
+        real = Array(Const((1 << (ly.n_out % pe or pe)) - 1, pe) for ly in layers)
+        traced = Signal(pe)
+        m.d.comb += traced.eq(Mux(tag.end, real[tag.layer], (1 << pe) - 1))
+        for q, threshold in enumerate(thresholds):
+            m.d.comb += [store.write.payload.acts[q].eq(threshold.o.payload.act),
+                         self.trace.payload.acts[q].eq(Mux(traced[q], threshold.o.payload.act, 0))]
 
         m.d.comb += [
-            seq.completed.eq(threshold.o.valid | scores.stored),
+            seq.completed.eq(written.valid | scores.stored),
             scores.start.eq(seq.emit),
             seq.busy.eq(scores.busy),
         ]

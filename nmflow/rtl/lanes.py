@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from ..errors import check_int
+from ..errors import NmflowError, check_int
 
 from ..golden.plan import check_lanes
 from .pcsa import ternary_row
@@ -14,14 +14,17 @@ __all__ = ["GXNORPopcount", "check_lanes"]
 
 
 class GXNORPopcount(wiring.Component):
-    """``lanes`` GXNOR lanes and a pipelined adder tree: the sum of one row of ternary weights times
-    one chunk of activations.
+    """``lanes`` GXNOR lanes and ``pe`` pipelined adder trees: the sums of one row of ternary
+    weights (``pe`` neurons side by side, ``simd = lanes / pe`` weights each) times one chunk of
+    ``simd`` activations, which every neuron shares.
 
     Each lane takes a ternary weight (from the engine's read stage, see :mod:`nmflow.rtl.pcsa`)
     and gates its activation ``x``: the product is 0 if the weight is 0, ``x`` if it is +1 and
     ``-x`` if it is -1 (for ``x`` in {-1, 0, +1} this is the GXNOR of Laborieux's thesis, Table
-    4.1: reference [T] of docs/contracts.md; for the first layer, ``x`` is a k-bit pixel). The tree adds the products, one register per level: for hidden layers
-    it is the popcount of the +1 products minus the popcount of the -1 products.
+    4.1: reference [T] of docs/contracts.md; for the first layer, ``x`` is a k-bit pixel). Lane
+    ``q * simd + s`` multiplies activation ``s`` for neuron ``q``. Each neuron's tree adds its
+    products, one register per level: for hidden layers it is the popcount of the +1 products
+    minus the popcount of the -1 products.
 
     Parameters
     ----------
@@ -31,28 +34,36 @@ class GXNORPopcount(wiring.Component):
         Width of the signed activations ``x`` (at least 2).
     tag_shape : shape-like
         Side information carried along with each row, unchanged (sequencer flags).
+    pe : int
+        Neurons per row, a power of two dividing ``lanes``.
 
     Members
     -------
     i : In(stream.Signature({"weights", "x", "tag"}, always_ready=True))
-    o : Out(stream.Signature({"sum", "tag"}, always_ready=True))
+    o : Out(stream.Signature({"sums", "tag"}, always_ready=True))
+        ``sums[q]``: neuron ``q``'s sum.
 
-    Latency: :attr:`latency` = 1 + log2(lanes) cycles. Throughput: one row per cycle.
+    Latency: :attr:`latency` = 1 + log2(simd) cycles. Throughput: one row per cycle.
     """
 
-    def __init__(self, lanes, x_bits, tag_shape=unsigned(1)):
+    def __init__(self, lanes, x_bits, tag_shape=unsigned(1), *, pe=1):
         check_lanes(lanes)
         check_int("x_bits", x_bits, 2)
+        if not isinstance(pe, int) or pe < 1 or pe & (pe - 1) or pe > lanes:
+            raise NmflowError(f"pe must be a power of two dividing lanes = {lanes}, not {pe!r}")
         self._lanes = lanes
+        self._pe = pe
+        self._simd = lanes // pe
         self._x_bits = x_bits
         self._tag_shape = tag_shape
-        self._levels = exact_log2(lanes)
+        self._levels = exact_log2(self._simd)
         in_layout = data.StructLayout({
             "weights": ternary_row(lanes),
-            "x": data.ArrayLayout(signed(x_bits), lanes),
+            "x": data.ArrayLayout(signed(x_bits), self._simd),
             "tag": tag_shape,
         })
-        out_layout = data.StructLayout({"sum": self.sum_shape, "tag": tag_shape})
+        out_layout = data.StructLayout({"sums": data.ArrayLayout(self.sum_shape, pe),
+                                        "tag": tag_shape})
         super().__init__({
             "i": In(stream.Signature(in_layout, always_ready=True)),
             "o": Out(stream.Signature(out_layout, always_ready=True)),
@@ -69,35 +80,38 @@ class GXNORPopcount(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Lanes: gate and sign each activation by its ternary weight, registered.
-        width = self._x_bits
-        level = [Signal(signed(width), name=f"product{p}") for p in range(self._lanes)]
-        for p, (weight, x) in enumerate(zip(self.i.payload.weights, self.i.payload.x)):
-            with m.If(~weight.nz):
-                m.d.sync += level[p].eq(0)
-            with m.Elif(weight.neg):
-                m.d.sync += level[p].eq(-x)
-            with m.Else():
-                m.d.sync += level[p].eq(x)
+        simd = self._simd
+        weights, xs = self.i.payload.weights, self.i.payload.x
         valid = Signal(name="valid0")
         tag = Signal(self._tag_shape, name="tag0")
         m.d.sync += [valid.eq(self.i.valid), tag.eq(self.i.payload.tag)]
-
-        # Adder tree: one register per level.
         for depth in range(self._levels):
-            width += 1
-            pairs = [Signal(signed(width), name=f"sum{depth + 1}_{n}")
-                     for n in range(len(level) // 2)]
-            for n, total in enumerate(pairs):
-                m.d.sync += total.eq(level[2 * n] + level[2 * n + 1])
             next_valid = Signal(name=f"valid{depth + 1}")
             next_tag = Signal(self._tag_shape, name=f"tag{depth + 1}")
             m.d.sync += [next_valid.eq(valid), next_tag.eq(tag)]
-            level, valid, tag = pairs, next_valid, next_tag
+            valid, tag = next_valid, next_tag
 
-        m.d.comb += [
-            self.o.valid.eq(valid),
-            self.o.payload.sum.eq(level[0]),
-            self.o.payload.tag.eq(tag),
-        ]
+        for q in range(self._pe):
+            # Lanes: gate and sign each activation by its ternary weight, registered.
+            width = self._x_bits
+            level = [Signal(signed(width), name=f"product{q}_{s}") for s in range(simd)]
+            for s in range(simd):
+                weight, x = weights[q * simd + s], xs[s]
+                with m.If(~weight.nz):
+                    m.d.sync += level[s].eq(0)
+                with m.Elif(weight.neg):
+                    m.d.sync += level[s].eq(-x)
+                with m.Else():
+                    m.d.sync += level[s].eq(x)
+            # Adder tree: one register per level.
+            for depth in range(self._levels):
+                width += 1
+                pairs = [Signal(signed(width), name=f"sum{q}_{depth + 1}_{n}")
+                         for n in range(len(level) // 2)]
+                for n, total in enumerate(pairs):
+                    m.d.sync += total.eq(level[2 * n] + level[2 * n + 1])
+                level = pairs
+            m.d.comb += self.o.payload.sums[q].eq(level[0])
+
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.tag.eq(tag)]
         return m

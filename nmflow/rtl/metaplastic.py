@@ -98,19 +98,12 @@ def hidden_groups(hidden, mmap, lanes):
     """Hidden weights (a list of int arrays ``[out, in]`` per layer, raw ``w_format``) laid out
     as the unit's memory: ``(words [groups, lanes] int64, en [groups, lanes] bool)``; padding
     synapses are 0 and not enabled."""
-    rows, E = mmap.rows, mmap.lanes
-    words = np.zeros((rows, E), dtype=np.int64)
-    en = np.zeros((rows, E), dtype=bool)
+    words = np.zeros((mmap.rows, mmap.lanes), dtype=np.int64)
+    en = np.zeros((mmap.rows, mmap.lanes), dtype=bool)
     for k, w in enumerate(hidden):
         w = np.asarray(w, dtype=np.int64)
-        n_out, n_in = w.shape
-        per = mmap.per[k]
-        for j in range(n_out):
-            base = mmap.row(k, j, 0)
-            flat = np.zeros(per * E, dtype=np.int64)
-            flat[:n_in] = w[j]
-            words[base:base + per] = flat.reshape(per, E)
-            en[base:base + per].reshape(-1)[:n_in] = True
+        words[mmap.layer_rows(k)] = mmap.scatter(k, w)
+        en[mmap.layer_rows(k)] = mmap.scatter(k, np.ones(w.shape, dtype=bool), fill=False)
     return words.reshape(-1, lanes), en.reshape(-1, lanes)
 
 

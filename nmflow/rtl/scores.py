@@ -1,12 +1,12 @@
 """Score-and-argmax unit: the last layer's integer scores, the running argmax, the result stream."""
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.plan import index_bits
 
-__all__ = ["ScoreArgmax", "result_layout"]
+__all__ = ["ScoreArgmax", "result_layout", "score_group_layout"]
 
 
 def result_layout(n_classes, score_bits):
@@ -17,12 +17,26 @@ def result_layout(n_classes, score_bits):
     })
 
 
+def score_group_layout(plan):
+    """A group of ``pe`` classes as the score unit takes it: each pre-activation with its affine,
+    the group's index, and ``end`` on the last group (whose classes past ``n_classes`` are
+    padding)."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(plan.acc_format.shape(), plan.pe),
+        "scale": data.ArrayLayout(plan.scale_format.shape(), plan.pe),
+        "offset": data.ArrayLayout(plan.offset_format.shape(), plan.pe),
+        "group": plan.group_bits, "end": 1,
+    })
+
+
 class ScoreArgmax(wiring.Component):
     """Scores ``scale * acc + offset`` of the last layer, their argmax, and the result beats.
 
-    Each class's pre-activation arrives with its affine; the unit multiplies (a DSP multiplier),
-    adds the offset, stores the score and keeps the running maximum, the lowest index winning ties
-    (the first class always loads the maximum). When the sequencer raises ``start``, the unit sends
+    Each group of ``pe`` classes arrives with their affines; the unit multiplies (a multiplier per
+    class of the group, DSPs), adds the offsets, stores the scores and keeps the running maximum,
+    the lowest index winning ties: a pipelined tree picks the group's best (the lower class on a
+    tie, padding classes never), which then replaces the running maximum if it is greater (the
+    first group always loads it). When the sequencer raises ``start``, the unit sends
     ``n_classes`` result beats from registers (nothing combinational reaches the consumer),
     ``busy`` until the last one is taken.
 
@@ -32,12 +46,12 @@ class ScoreArgmax(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature({"acc", "scale", "offset", "index"}, always_ready=True))
-        One class per beat, every class once and in class order; at least one cycle apart, and two
+    i : In(stream.Signature(score_group_layout(plan), always_ready=True))
+        One group per beat, every group once and in order; at least one cycle apart, and two
         apart when ``plan.split_argmax`` (then the compare and the update of the maximum take a
         cycle each); none from ``start`` until ``busy`` falls.
     stored : Out(1)
-        Strobe: a score was stored (the class has completed).
+        Strobe: a group's scores were stored and compared (the group has completed).
     start : In(1)
         Strobe: send the results (every score is stored).
     o : Out(stream.Signature(result_layout(n_classes, score_bits)))
@@ -54,10 +68,7 @@ class ScoreArgmax(wiring.Component):
     def __init__(self, plan):
         self._plan = plan
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "acc": plan.acc_format.shape(), "scale": plan.scale_format.shape(),
-                "offset": plan.offset_format.shape(), "index": plan.neuron_bits,
-            }), always_ready=True)),
+            "i": In(stream.Signature(score_group_layout(plan), always_ready=True)),
             "stored": Out(1),
             "start": In(1),
             "o": Out(stream.Signature(result_layout(plan.n_classes, plan.model.score_bits))),
@@ -67,49 +78,85 @@ class ScoreArgmax(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
-        n_classes = plan.n_classes
+        n_classes, pe = plan.n_classes, plan.pe
         score_shape = plan.score_format.shape()
-        # The scores wait in a shift register, in class order: a score stored shifts them along,
-        # and so does a result beat sent. No read multiplexer, and no write decoder.
-        scores = [Signal(score_shape, name=f"score{j}") for j in range(n_classes)]
-        shift, shift_in = Signal(), Signal(score_shape)
-        with m.If(shift):
-            m.d.sync += [scores[j].eq(scores[j + 1]) for j in range(n_classes - 1)]
-            m.d.sync += scores[-1].eq(shift_in)
-        best = Signal(score_shape)
-        best_index = Signal(self.o.payload.cls.shape())
+        cls_shape = self.o.payload.cls.shape()
+        # The scores wait in a shift register, in class order: a group stored shifts them along by
+        # ``pe``, and a result beat sent by one. No read multiplexer, and no write decoder.
+        length = plan.groups[-1] * pe
+        scores = [Signal(score_shape, name=f"score{j}") for j in range(length)]
+        store, emit_shift = Signal(), Signal()
+        store_in = [Signal(score_shape, name=f"store_in{q}") for q in range(pe)]
+        with m.If(store):
+            m.d.sync += [scores[j].eq(scores[j + pe]) for j in range(length - pe)]
+            m.d.sync += [scores[length - pe + q].eq(store_in[q]) for q in range(pe)]
+        with m.Elif(emit_shift):
+            m.d.sync += [scores[j].eq(scores[j + 1]) for j in range(length - 1)]
 
-        # -- multiply, add, compare ----------------------------------------------------------------
+        # -- multiply, add ---------------------------------------------------------------------------
         beat = self.i.payload
-        product = Signal(signed(plan.acc_bits + plan.scale_format.width))
-        offset = Signal(plan.offset_format.shape())
-        p_valid = Signal()
-        p_index = Signal(plan.neuron_bits)
-        m.d.sync += [product.eq(beat.acc * beat.scale), offset.eq(beat.offset),
-                     p_valid.eq(self.i.valid), p_index.eq(beat.index)]
-        score = Signal(score_shape)
-        s_valid = Signal()
-        s_index = Signal(plan.neuron_bits)
-        m.d.sync += [score.eq(product + offset), s_valid.eq(p_valid), s_index.eq(p_index)]
+        product_shape = signed(plan.acc_bits + plan.scale_format.width)
+        products = [Signal(product_shape, name=f"product{q}") for q in range(pe)]
+        offsets = [Signal(plan.offset_format.shape(), name=f"offset{q}") for q in range(pe)]
+        p_valid, p_end = Signal(), Signal()
+        p_group = Signal(plan.group_bits)
+        m.d.sync += [products[q].eq(beat.acc[q] * beat.scale[q]) for q in range(pe)]
+        m.d.sync += [offsets[q].eq(beat.offset[q]) for q in range(pe)]
+        m.d.sync += [p_valid.eq(self.i.valid), p_group.eq(beat.group), p_end.eq(beat.end)]
+        group_scores = [Signal(score_shape, name=f"group_score{q}") for q in range(pe)]
+        s_valid, s_end = Signal(), Signal()
+        s_group = Signal(plan.group_bits)
+        m.d.sync += [group_scores[q].eq(products[q] + offsets[q]) for q in range(pe)]
+        m.d.sync += [s_valid.eq(p_valid), s_group.eq(p_group), s_end.eq(p_end)]
+        m.d.comb += [store.eq(s_valid)] + [store_in[q].eq(group_scores[q]) for q in range(pe)]
+
+        # -- the group's best: a tree, one register per level; the left (lower) class wins a tie,
+        # and a padding class (past n_classes, in the last group) never wins -------------------
+        last_real = (n_classes - 1) % pe          # the last group's last real class
+        candidates = []
+        for q in range(pe):
+            present = Signal(name=f"present{q}")
+            m.d.comb += present.eq(1 if q <= last_real else ~s_end)
+            candidates.append((group_scores[q], Const(q, range(max(pe, 2))), present))
+        level = 0
+        valid, group = s_valid, s_group
+        while len(candidates) > 1:
+            level += 1
+            merged = []
+            for n in range(len(candidates) // 2):
+                (ls, li, lp), (rs, ri, rp) = candidates[2 * n], candidates[2 * n + 1]
+                score = Signal(score_shape, name=f"best{level}_{n}")
+                index = Signal(range(max(pe, 2)), name=f"best_index{level}_{n}")
+                present = Signal(name=f"best_present{level}_{n}")
+                right = rp & (~lp | (rs > ls))
+                m.d.sync += [score.eq(Mux(right, rs, ls)), index.eq(Mux(right, ri, li)),
+                             present.eq(lp | rp)]
+                merged.append((score, index, present))
+            next_valid = Signal(name=f"tree_valid{level}")
+            next_group = Signal(plan.group_bits, name=f"tree_group{level}")
+            m.d.sync += [next_valid.eq(valid), next_group.eq(group)]
+            candidates, valid, group = merged, next_valid, next_group
+        g_score, g_index, _ = candidates[0]
+        g_class = Signal(cls_shape)
+        m.d.comb += g_class.eq(Cat(g_index[:plan.pe_bits], group) if pe > 1 else group)
+
+        best = Signal(score_shape)
+        best_index = Signal(cls_shape)
         if plan.split_argmax:
             # Compare in one cycle and update the running maximum in the next: a shorter path
             # than both in one cycle.
             a_valid, a_greater = Signal(), Signal()
-            a_index = Signal.like(s_index)
+            a_class = Signal(cls_shape)
             a_score = Signal(score_shape)
-            m.d.sync += [a_valid.eq(s_valid), a_index.eq(s_index), a_score.eq(score),
-                         a_greater.eq((s_index == 0) | (score > best))]
-            m.d.comb += [shift.eq(a_valid), shift_in.eq(a_score)]
-            with m.If(a_valid):
-                with m.If(a_greater):
-                    m.d.sync += [best.eq(a_score), best_index.eq(a_index)]
+            m.d.sync += [a_valid.eq(valid), a_class.eq(g_class), a_score.eq(g_score),
+                         a_greater.eq((group == 0) | (g_score > best))]
+            with m.If(a_valid & a_greater):
+                m.d.sync += [best.eq(a_score), best_index.eq(a_class)]
             m.d.comb += self.stored.eq(a_valid)
         else:
-            m.d.comb += [shift.eq(s_valid), shift_in.eq(score)]
-            with m.If(s_valid):
-                with m.If((s_index == 0) | (score > best)):
-                    m.d.sync += [best.eq(score), best_index.eq(s_index)]
-            m.d.comb += self.stored.eq(s_valid)
+            with m.If(valid & ((group == 0) | (g_score > best))):
+                m.d.sync += [best.eq(g_score), best_index.eq(g_class)]
+            m.d.comb += self.stored.eq(valid)
 
         # -- result beats --------------------------------------------------------------------------
         emitting = self.busy
@@ -123,7 +170,7 @@ class ScoreArgmax(wiring.Component):
                 with m.If(~self.o.valid | self.o.payload.last):
                     m.d.sync += [emit.eq(0), emit_done.eq(0), emitting.eq(0)]
             with m.Else():
-                m.d.comb += shift.eq(1)         # (nothing is stored while the results go out)
+                m.d.comb += emit_shift.eq(1)    # (nothing is stored while the results go out)
                 m.d.sync += [
                     self.o.valid.eq(1),
                     self.o.payload.index.eq(emit),

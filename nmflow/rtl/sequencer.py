@@ -8,12 +8,13 @@ __all__ = ["Sequencer", "tag_layout", "command_layout"]
 
 
 def tag_layout(plan):
-    """What travels with a row through the datapath: its layer and neuron, the neuron's index
-    among all hidden neurons (for its thresholds), and whether the row is the neuron's first or
-    last."""
+    """What travels with a row through the datapath: its layer and group (of ``pe`` neurons),
+    the group's index among all hidden groups (for its thresholds), whether the row is the
+    group's first or last, and whether the group is its layer's last (whose padding neurons,
+    past the layer's outputs, are not written)."""
     return data.StructLayout({
-        "layer": unsigned(plan.layer_bits), "neuron": unsigned(plan.neuron_bits),
-        "hidden": unsigned(plan.hidden_bits), "first": 1, "last": 1,
+        "layer": unsigned(plan.layer_bits), "group": unsigned(plan.group_bits),
+        "hidden": unsigned(plan.hidden_bits), "first": 1, "last": 1, "end": 1,
     })
 
 
@@ -26,7 +27,8 @@ def command_layout(plan):
 
 
 class Sequencer(wiring.Component):
-    """Walks the memory map of an :class:`~nmflow.golden.plan.EnginePlan`, one row per cycle.
+    """Walks the memory map of an :class:`~nmflow.golden.plan.EnginePlan`, one row per cycle
+    (one chunk of a group of ``pe`` neurons).
 
     Two parts. The *loader* takes ``n_inputs`` input beats into the activation store's input
     buffer whenever the buffer is free: not holding a complete vector that has not started yet,
@@ -34,9 +36,9 @@ class Sequencer(wiring.Component):
     So the next inference's inputs load while the current one computes its later layers.
 
     The *runner* starts an inference as soon as a complete vector is in (``IDLE``), on the cycle
-    of its last beat. ``RUN`` issues every row of a layer (layer after layer, neuron after neuron,
+    of its last beat. ``RUN`` issues every row of a layer (layer after layer, group after group,
     chunk after chunk: the weight-memory address counts up, as the memory map lays the rows);
-    ``DRAIN`` waits until every issued neuron has completed before the next layer reads its
+    ``DRAIN`` waits until every issued group has completed before the next layer reads its
     inputs. After the last layer it has the score unit send the results (``emit``) and goes back
     to ``IDLE``. The last layer does not begin while the score unit is still sending the results
     of the previous inference (``busy``), so that the scores being sent are never overwritten:
@@ -60,7 +62,7 @@ class Sequencer(wiring.Component):
     cmd : Out(stream.Signature(command_layout(plan), always_ready=True))
         One row per cycle while running.
     completed : In(1)
-        Strobe: a neuron issued earlier has completed (activation written, or score stored).
+        Strobe: a group issued earlier has completed (activations written, or scores stored).
     emit : Out(1)
         Strobe: every score is stored; send the results.
     busy : In(1)
@@ -88,24 +90,24 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
-        layers = plan.model.layers
         n_layers, n_inputs, per = plan.n_layers, plan.n_inputs, plan.per
 
         # -- per-layer constants, held in registers while a layer runs --------------------------
         layer = Signal(range(max(n_layers, 2)))
         per_last_of = Array(Const(p - 1, range(max(per))) for p in per)
-        out_last_of = Array(Const(ly.n_out - 1, range(plan.max_out)) for ly in layers)
+        groups = plan.groups
+        out_last_of = Array(Const(g - 1, range(max(groups))) for g in groups)
         cur_per_last = Signal(range(max(per)))
-        cur_out_last = Signal(range(plan.max_out))
+        cur_out_last = Signal(range(max(groups)))
         cur_final = Signal()
         chunk_end = Signal()                # chunk == cur_per_last
-        neuron_end = Signal()               # neuron == cur_out_last
+        neuron_end = Signal()               # group == cur_out_last
         in_end = Signal(init=n_inputs == 1)  # in_count == n_inputs - 1
 
         def enter_layer(index):
             """Load the registers of layer ``index`` (its first neuron, first chunk)."""
             if isinstance(index, int):
-                per_last, out_last = Const(per[index] - 1), Const(layers[index].n_out - 1)
+                per_last, out_last = Const(per[index] - 1), Const(groups[index] - 1)
             else:
                 per_last, out_last = per_last_of[index], out_last_of[index]
             m.d.sync += [
@@ -115,11 +117,11 @@ class Sequencer(wiring.Component):
             ]
 
         in_count = Signal(range(max(n_inputs, 2)))
-        neuron = Signal(plan.neuron_bits)
+        neuron = Signal(plan.group_bits)
         chunk = Signal(range(max(max(per), 2)))
         addr = Signal(plan.addr_bits)
         hidden_index = Signal(plan.hidden_bits)
-        pending = Signal(range(plan.max_out + 2))
+        pending = Signal(range(max(groups) + 2))
         drained = Signal(init=1)
         issue = Signal()
         issued_neuron = Signal()
@@ -199,7 +201,7 @@ class Sequencer(wiring.Component):
                         enter_layer(layer + 1)
                         m.next = "RUN"
 
-        # Neurons issued but not yet completed; ``drained`` is ``pending == 0`` kept in a
+        # Groups issued but not yet completed; ``drained`` is ``pending == 0`` kept in a
         # register (computed from the next count), off the sequencer's decision paths.
         pending_next = Signal.like(pending)
         with m.If(issued_neuron & ~self.completed):
@@ -214,7 +216,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [
             self.cmd.valid.eq(issue),
             cmd.addr.eq(addr), cmd.chunk.eq(chunk),
-            cmd.tag.layer.eq(layer), cmd.tag.neuron.eq(neuron), cmd.tag.hidden.eq(hidden_index),
-            cmd.tag.first.eq(chunk == 0), cmd.tag.last.eq(chunk_end),
+            cmd.tag.layer.eq(layer), cmd.tag.group.eq(neuron), cmd.tag.hidden.eq(hidden_index),
+            cmd.tag.first.eq(chunk == 0), cmd.tag.last.eq(chunk_end), cmd.tag.end.eq(neuron_end),
         ]
         return m

@@ -148,10 +148,10 @@ class EngineVerilog:
     sha256: str
 
 
-def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=None):
+def write_engine_verilog(model, out_dir, *, lanes=16, pe=1, memory="block", errors=None):
     """Write the inference engine for ``model`` as ``out_dir/engine.v`` and ``engine.json``.
 
-    ``engine.json`` records the configuration (lanes, memory kind), the model's sizes and
+    ``engine.json`` records the configuration (lanes, pe, memory kind), the model's sizes and
     checksum, the engine's figures (``acc_bits``, ``weight_rows``, ``weight_bits``,
     ``ideal_cycles_per_inference``, ``cycles_per_inference``, ``cycles_back_to_back`` for an
     inference offered right behind another, ``interval_cycles`` between back-to-back starts and
@@ -167,11 +167,11 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
     Raises
     ------
     NmflowError
-        If the engine refuses the configuration (``lanes``, ``memory``).
+        If the engine refuses the configuration (``lanes``, ``pe``, ``memory``).
     """
     from .engine import InferenceEngine
 
-    engine = InferenceEngine(model, lanes=lanes, memory=memory, errors=errors)
+    engine = InferenceEngine(model, lanes=lanes, pe=pe, memory=memory, errors=errors)
     out_dir = Path(out_dir)
     path = out_dir / "engine.v"
     with staged_outputs() as outputs:
@@ -184,7 +184,8 @@ def write_engine_verilog(model, out_dir, *, lanes=16, memory="block", errors=Non
 def _engine_config(engine, model, lanes, memory, errors, text):
     from ..golden import hwmodel
     return {
-        "toplevel": TOPLEVEL, "lanes": lanes, "memory": memory, "sizes": model.sizes,
+        "toplevel": TOPLEVEL, "lanes": lanes, "pe": engine.pe, "simd": engine.plan.simd,
+        "memory": memory, "sizes": model.sizes,
         "input_bits": model.input_bits, "weight_kind": model.weight_kind,
         "score_bits": model.score_bits, "acc_bits": engine.acc_bits,
         "weight_rows": engine.weight_rows, "weight_bits": engine.weight_bits,
@@ -199,7 +200,7 @@ def _engine_config(engine, model, lanes, memory, errors, text):
     }
 
 
-def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
+def read_engine_verilog(verilog_dir, *, model=None, lanes=None, pe=None):
     """Read ``engine.v`` and ``engine.json`` from ``verilog_dir`` and check they belong together.
 
     Parameters
@@ -210,6 +211,8 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
         If given, the Verilog must have been generated from it (same checksum).
     lanes : int, optional
         If given, the Verilog must have been generated with this many lanes.
+    pe : int, optional
+        If given, the Verilog must have been generated with this many neurons per cycle.
 
     Returns
     -------
@@ -234,7 +237,8 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
         config = json.loads(config_path.read_text())
         if not isinstance(config, dict):
             raise NmflowError(f"a JSON object is expected, not {type(config).__name__}")
-        for key, kind in (("lanes", int), ("cycles_per_inference", int), ("toplevel", str),
+        config.setdefault("pe", 1)              # written before the engine had pe
+        for key, kind in (("lanes", int), ("pe", int), ("cycles_per_inference", int), ("toplevel", str),
                           ("model_sha256", str)):
             if not isinstance(config.get(key), kind):
                 raise NmflowError(f"{key} must be {kind.__name__}, not {config.get(key)!r}")
@@ -266,6 +270,10 @@ def read_engine_verilog(verilog_dir, *, model=None, lanes=None):
         raise NmflowError(f"lanes must match the Verilog: {str(path)!r} was generated with "
                           f"{config['lanes']} lanes, not {lanes}; run 'nmflow verilog --lanes "
                           f"{lanes}' or leave lanes out")
+    if pe is not None and pe != config["pe"]:
+        raise NmflowError(f"pe must match the Verilog: {str(path)!r} was generated with pe "
+                          f"{config['pe']}, not {pe}; run 'nmflow verilog --pe {pe}' or leave "
+                          f"pe out")
     return EngineVerilog(path, config, text, actual)
 
 

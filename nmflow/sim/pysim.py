@@ -28,8 +28,8 @@ class EngineRun:
         The activations the trace stream reported.
     cycles : int64 [N]
         Cycles from each inference's first input beat to its last result beat (both counted).
-    trace_events : list of (image, layer, neuron)
-        Every trace beat, in order.
+    trace_events : list of (image, layer, group)
+        Every trace beat (a group of ``pe`` hidden activations), in order.
     starts : int64 [N]
         The cycle of each inference's first input beat (differences: the interval between
         inferences).
@@ -123,19 +123,22 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
             cycles[image] = ctx.get(cycle) - starts[image]
             done[0] += 1
 
-    # Each inference traces each hidden neuron once, one inference after the other (the next
+    # Each inference traces each hidden group once, one inference after the other (the next
     # one's first layers may be traced while the results of the last go out).
-    per_inference = sum(layer.n_out for layer in model.layers[:-1])
+    pe = engine.pe
+    per_inference = sum(engine.plan.groups[:-1])
 
     async def trace_monitor(ctx):
         async for _, _, is_valid, beat in ctx.tick().sample(engine.trace.valid,
                                                             engine.trace.payload):
             if is_valid:
                 image = len(events) // per_inference
-                layer, neuron = int(beat.layer), int(beat.neuron)
-                events.append((image, layer, neuron))
-                if image < n and layer < len(acts) and neuron < acts[layer].shape[1]:
-                    acts[layer][image, neuron] = beat.act
+                layer, group = int(beat.layer), int(beat.group)
+                events.append((image, layer, group))
+                for q in range(pe):
+                    neuron = group * pe + q
+                    if image < n and layer < len(acts) and neuron < acts[layer].shape[1]:
+                        acts[layer][image, neuron] = beat.acts[q]
 
     async def watchdog(ctx):
         while True:

@@ -59,12 +59,14 @@ class Model:
     """The golden model on each input vector the input monitor saw: queues the result and trace
     beats the engine must show for it in the scoreboard."""
 
-    def __init__(self, model, lanes, scoreboard, read=None):
+    def __init__(self, model, lanes, scoreboard, read=None, pe=1):
         self.model, self.lanes, self.scoreboard, self.read = model, lanes, scoreboard, read
+        self.pe = pe
         self.images = 0
 
     def __call__(self, vector):
-        golden = reference(self.model, np.array([vector]), lanes=self.lanes, read=self.read)
+        golden = reference(self.model, np.array([vector]), lanes=self.lanes, pe=self.pe,
+                           read=self.read)
         image, self.images = self.images, self.images + 1
         n_classes = self.model.n_classes
         for index in range(n_classes):
@@ -72,11 +74,16 @@ class Model:
                 "index": index, "score": int(golden.scores[0, index]),
                 "cls": int(golden.classes[0]), "last": int(index == n_classes - 1),
             }, f"image {image}: result beat {index}")
+        pe = self.pe
         for layer, acts in enumerate(golden.acts):
-            for neuron, act in enumerate(acts[0]):
-                self.scoreboard.expect("trace", {"layer": layer, "neuron": neuron,
-                                                 "act": int(act)},
-                                       f"image {image}: layer {layer} activation {neuron}")
+            padded = np.zeros(-(-len(acts[0]) // pe) * pe, dtype=np.int64)
+            padded[:len(acts[0])] = acts[0]     # padding neurons trace 0
+            for group in range(len(padded) // pe):
+                self.scoreboard.expect("trace", {
+                    "layer": layer, "group": group,
+                    "acts": [int(v) for v in padded[group * pe:(group + 1) * pe]],
+                }, f"image {image}: layer {layer} activations {group * pe} to "
+                   f"{group * pe + pe - 1}")
 
 
 class Inferences:
@@ -86,19 +93,20 @@ class Inferences:
     (:attr:`finish`). Each beat also goes to the scoreboard; ``model_of(vector)`` gets each
     complete input vector.
 
-    The engine computes one inference at a time and traces every hidden neuron once, so the
-    trace stream is each inference's ``sum(hidden)`` beats, inference after inference (the next
-    inference's first layers may already be traced while the results of the last go out).
+    The engine computes one inference at a time and traces every group of ``pe`` hidden neurons
+    once, so the trace stream is each inference's hidden groups, inference after inference (the
+    next inference's first layers may already be traced while the results of the last go out).
     """
 
-    def __init__(self, model, images, scoreboard, model_of, on_inference=None):
+    def __init__(self, model, images, scoreboard, model_of, on_inference=None, pe=1):
         self.model, self.images, self.scoreboard = model, images, scoreboard
         self.model_of, self.on_inference = model_of, on_inference
         sizes = [layer.n_out for layer in model.layers]
         self.classes = np.full(images, -1, dtype=np.int64)
         self.scores = np.zeros((images, model.n_classes), dtype=np.int64)
         self.acts = [np.zeros((images, size), dtype=np.int8) for size in sizes[:-1]]
-        self.per_inference = sum(sizes[:-1])
+        self.pe = pe
+        self.per_inference = sum(-(-size // pe) for size in sizes[:-1])
         self.cycles = np.zeros(images, dtype=np.int64)
         self.finish = np.zeros(images, dtype=np.int64)
         self.vectors, self.vector, self.first = [], [], deque()
@@ -121,10 +129,12 @@ class Inferences:
         self.scoreboard.observe("trace", beat)
         image = self.traced // self.per_inference
         self.traced += 1
-        layer, neuron = beat["layer"], beat["neuron"]
-        if image < self.images and layer < len(self.acts) \
-                and neuron < self.acts[layer].shape[1]:
-            self.acts[layer][image, neuron] = beat["act"]
+        layer, group = beat["layer"], beat["group"]
+        if image < self.images and layer < len(self.acts):
+            for q, act in enumerate(beat["acts"]):
+                neuron = group * self.pe + q
+                if neuron < self.acts[layer].shape[1]:
+                    self.acts[layer][image, neuron] = act
 
     def result_beat(self, beat, period):
         self.scoreboard.observe("o", beat)
@@ -198,13 +208,15 @@ async def engine_matches_golden(dut):
     # The layouts of the engine's ports; the harness checks their widths against the design.
     stream_i = Stream(dut, "i", model.input_bits)
     stream_o = Stream(dut, "o", result_layout(model.n_classes, model.score_bits))
-    stream_trace = Stream(dut, "trace", trace_layout(len(model.layers), max(hidden, default=1)))
+    pe = config.get("pe", 1)
+    stream_trace = Stream(dut, "trace", trace_layout(
+        len(model.layers), max(-(-size // pe) for size in hidden + [model.n_classes]), pe))
 
     progress = ProgressFile(os.environ.get("NMFLOW_TB_PROGRESS"), len(inputs))
     scoreboard = Scoreboard("golden model", log=dut._log)
     read = engine_read_function(config)     # the injector's twin, if the engine has one
-    golden = Model(model, config["lanes"], scoreboard, read)
-    inferences = Inferences(model, len(inputs), scoreboard, golden, on_inference=progress)
+    golden = Model(model, config["lanes"], scoreboard, read, pe=pe)
+    inferences = Inferences(model, len(inputs), scoreboard, golden, on_inference=progress, pe=pe)
     values = [int(v) for v in inputs.reshape(-1)]
     for n, value in enumerate(values):
         scoreboard.expect("i", value, f"image {n // model.n_inputs}: input beat "

@@ -45,25 +45,29 @@ def ternary_beat(w):
 async def popcount_matches_model(dut):
     lanes = int(os.environ["NMFLOW_TB_LANES"])
     x_bits = int(os.environ["NMFLOW_TB_XBITS"])
+    pe = int(os.environ.get("NMFLOW_TB_PE", "1"))
+    simd = lanes // pe
     count = int(os.environ.get("NMFLOW_TB_ROWS", "10000"))
     rng = np.random.default_rng(int(os.environ.get("NMFLOW_TB_SEED", "0")))
-    component = GXNORPopcount(lanes, x_bits, TAG_BITS)
+    component = GXNORPopcount(lanes, x_bits, TAG_BITS, pe=pe)
     stream_i = Stream(dut, "i", port_shape(component, "i"))
     stream_o = Stream(dut, "o", port_shape(component, "o"))
 
-    rows = directed_rows(lanes, x_bits, rng)
+    rows = [(np.resize(w, lanes), x) for w, x in directed_rows(simd, x_bits, rng)]
     top = (1 << (x_bits - 1)) - 1
     for _ in range(count):
         w = rng.integers(-1, 2, lanes)
-        x = rng.integers(-1, 2, lanes) if x_bits == 2 else rng.integers(0, top + 1, lanes)
+        x = rng.integers(-1, 2, simd) if x_bits == 2 else rng.integers(0, top + 1, simd)
         rows.append((w, x))
     scoreboard = Scoreboard("model", log=dut._log, logged=10)
     beats = []
     for index, (w, x) in enumerate(rows):
         tag = index % (1 << TAG_BITS)
         beats.append({"weights": ternary_beat(w), "x": [int(v) for v in x], "tag": tag})
-        scoreboard.expect("o", {"sum": int((np.asarray(w, dtype=np.int64) * x).sum()),
-                                "tag": tag}, f"row {index}")
+        # neuron q takes lanes [q * simd, (q + 1) * simd) against the shared chunk x
+        products = np.asarray(w, dtype=np.int64).reshape(pe, simd) * x
+        scoreboard.expect("o", {"sums": [int(v) for v in products.sum(axis=1)], "tag": tag},
+                          f"row {index}")
 
     await start(dut, i__valid=0)
     monitor = Monitor(stream_o, lambda beat, _: scoreboard.observe("o", beat))

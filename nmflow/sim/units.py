@@ -13,13 +13,13 @@ from .runner import run_cocotb
 __all__ = ["simulate_popcount", "simulate_threshold", "simulate_injector"]
 
 
-def simulate_popcount(work_dir, *, lanes=32, x_bits=2, rows=10000, seed=0, waves=False):
+def simulate_popcount(work_dir, *, lanes=32, x_bits=2, pe=1, rows=10000, seed=0, waves=False):
     from .tb_popcount import TAG_BITS
     work_dir = Path(work_dir)
-    path, _ = to_verilog(GXNORPopcount(lanes, x_bits, TAG_BITS), "nmflow_popcount",
+    path, _ = to_verilog(GXNORPopcount(lanes, x_bits, TAG_BITS, pe=pe), "nmflow_popcount",
                          work_dir / "popcount.v")
     return run_cocotb(path, "nmflow_popcount", "nmflow.sim.tb_popcount", work_dir / "work",
-                      waves=waves, env={"NMFLOW_TB_LANES": lanes, "NMFLOW_TB_XBITS": x_bits,
+                      waves=waves, env={"NMFLOW_TB_LANES": lanes, "NMFLOW_TB_XBITS": x_bits, "NMFLOW_TB_PE": pe,
                                         "NMFLOW_TB_ROWS": rows, "NMFLOW_TB_SEED": seed})
 
 
