@@ -19,7 +19,7 @@ from numbers import Integral
 
 from .errors import NmflowError
 
-__all__ = ["SEED", "EPOCHS", "BATCH", "WIDTH", "LAYERS", "VECTORS", "LANES", "BAUD", "CLOCK_MHZ", "TIMEOUT",
+__all__ = ["SEED", "EPOCHS", "BATCH", "WIDTH", "LAYERS", "VECTORS", "LANES", "PE", "BAUD", "CLOCK_MHZ", "TIMEOUT",
            "BENCH_IMAGES", "PCSA_SAMPLES", "PCSA_WINDOW_NS", "PASSES", "PER_DECADE", "RATE_BITS",
            "SETTLING_STEPS", "SEEDS", "LEARNING_RATE", "check_widths", "usable_cores", "memory_total",
            "memory_budget", "check_memory", "size_text"]
@@ -37,7 +37,9 @@ LAYERS = 16
 #: Most test vectors one step takes (``--limit``); MNIST's test set has 10,000.
 VECTORS = 10_000_000
 #: Most GXNOR lanes of the engine (the component's own rule also asks for a power of two).
-LANES = 256
+LANES = 1024
+#: Most neurons the engine computes side by side (``--pe``; also a power of two, pe * pe <= lanes).
+PE = 16
 #: Fastest UART baud rate a host asks for (the iCEBreaker's and ULX3S's FTDI bridges: 12 Mbaud).
 BAUD = 12_000_000
 #: Fastest run clock a build asks a PLL for, in MHz (the iCE40 PLL's output reaches 275 MHz, the

@@ -183,7 +183,7 @@ def test_tampered_model_refused(capsys, tmp_path):
 def test_bad_lanes_refused(capsys, tmp_path):
     hwmodel.save(random_model([8, 6, 3], seed=1), tmp_path / "hwmodel")
     line = error_line(capsys, ["verilog", "--run", str(tmp_path), "--lanes", "48"])
-    assert line == "nmflow: error: lanes must be a power of two between 1 and 256, not 48"
+    assert line == "nmflow: error: lanes must be a power of two between 1 and 1024, not 48"
 
 
 def test_design_too_big_for_the_board_refused(capsys, tmp_path):
@@ -484,21 +484,38 @@ def test_bench_writes_its_figures(tmp_path):
                     "--boards", "icebreaker", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads(out.read_text())
-    cycles = bench["cycles"]
-    assert cycles["ideal_per_inference"] == 4 * 128 + 8 * 128 + 8 * 10
-    assert cycles["per_inference"] == cycles["predicted_per_inference"]
-    assert cycles["per_inference"] == sum(cycles["breakdown"].values()) + 1
     board = bench["boards"]["icebreaker"]
+    simd, pe = board["simd"], board["pe"]
+    assert (board["lanes"], pe, board["first_layer_bits"]) == tuple(
+        bench["folding"]["icebreaker"].values())
+    passes = -(-5 // board["first_layer_bits"])             # digits' pixels have 5 bits
+    assert simd * pe == board["lanes"]
+
+    def ceil(a, b):
+        return -(-a // b)
+    # the folding's ideal, from the network's sizes (digits TNN 64-128-128-10)
+    assert board["ideal_cycles"] == (ceil(64, simd) * ceil(128, pe) + ceil(128, simd)
+                                     * ceil(128, pe) + ceil(128, simd) * ceil(10, pe))
+    cycles = bench["cycles"]["icebreaker"]
+    assert cycles["ideal_cycles"] == board["ideal_cycles"]
+    assert board["issue_cycles"] == board["ideal_cycles"] + (passes - 1) * ceil(64, simd) * ceil(
+        128, pe)
+    assert cycles["measured_latency_cycles"] == cycles["latency_cycles"]
+    assert cycles["latency_cycles"] == sum(cycles["breakdown"].values()) + 1
     assert board["memory_bound"]["bits_per_cycle"] == 30 * 16
     # back to back, the next inference's inputs load while the current one computes: the row
     # reads, the drains and one cycle to start
     breakdown = cycles["breakdown"]
-    assert cycles["interval_per_inference"] == (breakdown["row_reads"]
-                                                + breakdown["pipeline_drain"] + 1)
-    assert cycles["interval_measured"] == cycles["interval_per_inference"]
+    assert board["cycles_per_inference"] == (breakdown["row_issue"]
+                                             + breakdown["pipeline_drain"] + 1)
+    assert cycles["measured_interval_cycles"] == board["cycles_per_inference"]
+    assert board["ratio_to_ideal"] == round(board["cycles_per_inference"]
+                                            / board["ideal_cycles"], 4)
     assert board["images_per_second_at_fmax"] == round(
-        board["fmax_mhz"] * 1e6 / cycles["interval_per_inference"], 1)
-    assert bench["simulation"]["cocotb_icarus_cycles_per_second"] > 0
+        board["fmax_mhz"] * 1e6 / board["cycles_per_inference"], 1)
+    ops = 64 * 128 + 128 * 128 + 128 * 10
+    assert board["synapse_ops_per_cell_cycle"] == round(
+        ops / board["cycles_per_inference"] / board["logic_cells"], 4)
     speed = bench["simulation"]
     assert speed["testbench_images"] == 3 and "test_set_seconds" not in speed
     for simulator in ("icarus", "verilator"):
@@ -506,7 +523,7 @@ def test_bench_writes_its_figures(tmp_path):
         assert 0 < speed["testbench_seconds"][simulator] < speed["wall_seconds"][simulator]
     assert board["run_clock_mhz"] * 1.05 <= board["fmax_mhz"]
     assert board["images_per_second_at_run_clock"] == round(
-        board["run_clock_mhz"] * 1e6 / cycles["interval_per_inference"], 1)
+        board["run_clock_mhz"] * 1e6 / board["cycles_per_inference"], 1)
     # the injector's cost comes from a second build of the same engine with --errors
     injector = board["injector"]
     assert injector["logic_cells_added"] == injector["logic_cells"] - board["logic_cells"] > 0

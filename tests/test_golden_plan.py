@@ -42,7 +42,7 @@ def test_default_engine_figures():
     assert plan.cycles_per_inference == 64 + 1616 + 35 + 10 + 1 == 1726
     assert plan.memories["weights"] == (1616, 32)
     assert plan.memories["inputs"] == (4, 80)
-    assert plan.memories["activations 0"] == (8, 32)
+    assert plan.memories["activations"] == (16, 32)     # two banks of 8 rows
 
 
 def test_pipeline_accounts_for_the_read_stage():

@@ -131,8 +131,8 @@ def test_zero_rates_read_ideally():
 
 # -- the engine with the injector, in Amaranth's simulator ------------------------------------------
 
-def check_engine(model, lanes, injection, inputs, pe=1, **kwargs):
-    engine = InferenceEngine(model, lanes=lanes, pe=pe, errors=injection)
+def check_engine(model, lanes, injection, inputs, pe=1, first_layer_bits=None, **kwargs):
+    engine = InferenceEngine(model, lanes=lanes, pe=pe, errors=injection, first_layer_bits=first_layer_bits)
     run = run_engine(engine, inputs, **kwargs)
     golden = reference(model, inputs, lanes=lanes, pe=pe, read=InjectedRead(injection, lanes))
     assert run.classes.tolist() == golden.classes.tolist()
@@ -164,6 +164,19 @@ def test_padding_lanes_read_zero_activations_under_errors(lanes, pe):
     inputs = random_inputs(model, 6, seed=4)
     injection = ErrorInjection(ErrorRates(0, 0, 8 / 16), seed=99, mode="per_read", rate_bits=4)
     check_engine(model, lanes, injection, inputs, pe=pe)
+
+
+@pytest.mark.parametrize("mode", ["per_read", "static"])
+def test_bit_serial_engine_with_errors_draws_once_per_row(mode):
+    # The first layer's row is read once for its bit planes: the injector draws once per row,
+    # in address order, as its twin does.
+    model = random_model([12, 10, 6, 4], weight_kind="ternary", input_bits=3, seed=8)
+    inputs = random_inputs(model, 6, seed=5)
+    injection = ErrorInjection(ErrorRates(3 / 16, 2 / 16, 5 / 16), seed=77, mode=mode,
+                               rate_bits=4)
+    _, _, golden = check_engine(model, 8, injection, inputs, pe=2, first_layer_bits=1,
+                                ready=0.6, valid=0.7, seed=4)
+    assert golden.scores.tolist() != reference(model, inputs, lanes=8, pe=2).scores.tolist()
 
 
 def test_engine_with_zero_rates_computes_the_clean_network():

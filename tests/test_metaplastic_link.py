@@ -114,11 +114,11 @@ def random_updates(rng, n):
 # -- the protocol ----------------------------------------------------------------------------------
 
 def test_info_tail_and_request_bytes():
-    info = Info(3, 16, 5, 5, 2, 0, dataclasses.replace(META, groups=126, engine_lanes=16))
+    info = Info(4, 16, 5, 5, 2, 0, dataclasses.replace(META, groups=126, engine_lanes=16))
     payload = protocol.encode_info(info)
-    assert payload.hex(" ") == "03 10 00 05 00 05 02 00 02 7e 00 10 0c 10 0f 10 00"
+    assert payload.hex(" ") == "04 10 00 05 00 05 02 00 02 7e 00 10 0c 10 0f 10 00 01"
     assert protocol.decode_info(payload) == info
-    with pytest.raises(NmflowError, match=r"^INFO reply payload of version 3 must hold 17 "
+    with pytest.raises(NmflowError, match=r"^INFO reply payload of version 4 must hold 18 "
                                           r"bytes, not 8$"):
         protocol.decode_info(payload[:8])
     # UPDATE of group 5, both lanes, d = (-8, 300); LOAD of group 0x0102, lane 0 only, w = 1234
@@ -327,7 +327,7 @@ def test_link_without_unit_refuses_update_and_load():
 
 def test_host_top_option_and_refusals():
     top = HostTop(MODEL, lanes=4, clk_freq=12e6, metaplastic=dict(m=M, table_size=TABLE))
-    assert top.info.metaplastic == META and top.info.version == 3
+    assert top.info.metaplastic == META and top.info.version == 4
     assert HostTop(MODEL, lanes=4, clk_freq=12e6).info.metaplastic is None
     with pytest.raises(NmflowError, match="^the metaplastic unit cannot be reached over the link: "
                                           "w_bits must be 8, 16, 24 or 32"):
@@ -381,7 +381,7 @@ def test_host_streams_updates_and_reads_back():
                 link.read_rows(META.rows - 3, 4)
             other, _ = binary_model((8, 7, 3), seed=1)
             with pytest.raises(NmflowError, match=r"^model does not match the board: layers "
-                                                  r"8-7-3 at 4 lanes take 20 rows, the board "
+                                                  r"8-7-3 at 4 lanes and pe 1 take 20 rows, the board "
                                                   r"has 18$"):
                 link.read_weights(other)
             # read-back of hidden weights: an update of zeros

@@ -95,6 +95,9 @@ def test_the_examples_of_the_contract():
         "a5 03 11 00 00 00 00 00 8f 02 00 00 a4 10 00 00 07 00 00 00 00 37")
     assert protocol.errors_reply().hex(" ") == "a5 83 00 00 b6"
     assert protocol.infer_reply(2, [-5, 300], 2).hex(" ") == "a5 82 05 00 02 fb ff 2c 01 00"
+    assert protocol.info_reply(Info(4, 64, 10, 5, 4, 0, protocol.MetaplasticInfo(
+        2, 12928, 16, 12, 16, 15, 16, 1))).hex(" ") == (
+        "a5 81 12 00 04 40 00 0a 00 05 04 00 02 80 32 10 0c 10 0f 10 00 01 db")
     assert [protocol.error_reply(code).hex(" ") for code in ErrorCode] == [
         "a5 ff 01 00 01 bd", "a5 ff 01 00 02 b4", "a5 ff 01 00 03 b3", "a5 ff 01 00 04 a6",
         "a5 ff 01 00 05 a1"]

@@ -76,6 +76,34 @@ def test_folded_engine_matches_reference(sizes, kind, lanes, pe):
         engine.plan.cycles_back_to_back] * (len(inputs) - 1)
 
 
+@pytest.mark.parametrize("sizes, kind, lanes, pe, bits, digit", [
+    ([16, 12, 8, 5], "ternary", 16, 4, 4, 1),   # bit-serial: four planes a row
+    ([20, 9, 3], "binary", 8, 2, 5, 1),
+    ([7, 4], "ternary", 4, 2, 3, 1),            # a single, bit-serial layer: scores every 6 cycles
+    ([9, 6, 3], "ternary", 1, 1, 2, 1),         # one lane
+    ([33, 17, 16, 10], "ternary", 64, 8, 8, 1), # eight planes of 8-bit pixels (the 255 extremes)
+    ([5, 3], "binary", 4, 2, 1, 1),             # 1-bit inputs: one plane, as the parallel lanes
+    ([20, 9, 3], "ternary", 8, 2, 5, 2),        # digits of 2, 2 and 1 bits (the last one short)
+    ([16, 12, 8, 5], "ternary", 16, 4, 6, 3),   # two 3-bit digits
+    ([16, 12, 5], "binary", 16, 2, 8, 4),       # two 4-bit digits of 8-bit pixels
+])
+def test_digit_serial_first_layer_matches_reference(sizes, kind, lanes, pe, bits, digit):
+    # Lanes digit + 1 bits wide (2 at least: a popcount tree for the hidden layers); the first
+    # layer takes its pixels a digit per cycle, the row's weights read once, each digit's sum
+    # shifted by its place.
+    model = random_model(sizes, weight_kind=kind, input_bits=bits, seed=sum(sizes) + bits)
+    engine = InferenceEngine(model, lanes=lanes, pe=pe, first_layer_bits=digit)
+    assert engine.plan.x_bits == digit + 1
+    passes = -(-bits // digit)
+    assert engine.plan.issue_cycles == engine.ideal_cycles + (passes - 1) * engine.plan.layer_rows[0]
+    top = (1 << bits) - 1
+    inputs = np.concatenate([np.full((1, sizes[0]), top), np.zeros((1, sizes[0]), np.int64),
+                             random_inputs(model, 4, seed=lanes + bits)])
+    run = check_against_reference(engine, inputs)
+    assert run.cycles.tolist() == [engine.cycles_per_inference] + [
+        engine.plan.cycles_back_to_back] * (len(inputs) - 1)
+
+
 def test_folded_engine_ties_within_and_across_groups():
     # Every class scores the same: the argmax's tree and its running maximum must both keep the
     # lowest index; then the best two classes share a group, then lie in different groups.
@@ -200,11 +228,11 @@ def test_cycle_figures():
     assert popcount.latency == 5
 
 
-@pytest.mark.parametrize("lanes", [0, 3, 48, 512, 2.0])
+@pytest.mark.parametrize("lanes", [0, 3, 48, 2048, 2.0])
 def test_lanes_validated(lanes):
     model = random_model([8, 4], seed=0)
     refuses(lambda: InferenceEngine(model, lanes=lanes), ValueError,
-            f"lanes must be a power of two between 1 and 256, not {lanes!r}")
+            f"lanes must be a power of two between 1 and 1024, not {lanes!r}")
 
 
 def test_memory_kind_validated():

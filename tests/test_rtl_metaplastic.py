@@ -81,12 +81,15 @@ def test_spram_banking_keeps_full_throughput():
     assert cycles <= len(beats) + unit.latency + 4, cycles
 
 
-def test_loads_make_signs_agree_with_the_model_and_engine_sees_updates():
+@pytest.mark.parametrize("engine_lanes, pe", [(4, 1), (8, 2)])
+def test_loads_make_signs_agree_with_the_model_and_engine_sees_updates(engine_lanes, pe):
+    # With pe = 2 a row holds two neurons' chunks side by side: the unit's groups follow the
+    # engine's memory map, so the engine reads the signs the unit consolidated.
     model, hidden = binary_model((16, 12, 5), seed=1)
     check_signs(hidden, model)
-    plan = EnginePlan(model, 4)
+    plan = EnginePlan(model, engine_lanes, pe=pe)
     words, en = hidden_groups(hidden, plan.mmap, 2)
-    kw = dict(m=2.0, lanes=2, table_size=64, storage="spram", spram_depth=64)
+    kw = dict(m=2.0, lanes=2, table_size=64, storage="spram", spram_depth=64 * pe)
     rng = np.random.default_rng(0)
     d = rng.integers(-3000, 3000, words.shape)
     x = rng.integers(0, 32, (3, 16))
@@ -95,18 +98,18 @@ def test_loads_make_signs_agree_with_the_model_and_engine_sees_updates():
     after_load, _ = expected_results(rule, np.zeros_like(words), loads)
     after_up, final = expected_results(rule, words, ups)
     (lo, cls0, sc0), (uo, cls1, sc1) = run_with_engine(model, kw, [(loads, x), (ups, x)],
-                                                       engine_lanes=4)
+                                                       engine_lanes=engine_lanes, engine_pe=pe)
     assert lo == after_load and uo == after_up
-    before = reference(model, x, lanes=4)
+    before = reference(model, x, lanes=engine_lanes, pe=pe)
     assert (sc0 == before.scores).all() and (cls0 == before.classes).all()
-    flat = final.reshape(plan.mmap.rows, 4)
+    flat = final.reshape(plan.mmap.rows, engine_lanes)
     layers = []
     for k, layer in enumerate(model.layers):
-        base, per = plan.mmap.row(k, 0, 0), plan.mmap.per[k]
-        w = flat[base:base + layer.n_out * per].reshape(layer.n_out, -1)[:, :layer.n_in]
+        w = plan.mmap.gather(k, flat[plan.mmap.layer_rows(k)])
         layers.append(dataclasses.replace(layer, weights=np.where(w >= 0, 1, -1).astype(np.int8)))
     assert sum(int((a.weights != b.weights).sum()) for a, b in zip(model.layers, layers)) > 10
-    after = reference(HardwareModel(model.input_bits, "binary", layers), x, lanes=4)
+    after = reference(HardwareModel(model.input_bits, "binary", layers), x, lanes=engine_lanes,
+                      pe=pe)
     assert (sc1 == after.scores).all() and (cls1 == after.classes).all()
     assert not (sc1 == before.scores).all()
 

@@ -85,6 +85,10 @@ class Board:
         (``engine``, ``injector``, ``metaplastic``, ``eqprop``): what the unit meets with the
         margin on this part, as measured; a design starts at the lowest of its units', and a
         build lowers that to what the design meets. The oscillator for a unit not listed.
+    engine_folding : tuple of (int, int, int or None)
+        The engine's ``(lanes, pe, first_layer_bits)`` that ran the default digits TNN fastest
+        on this part and fit it, as measured (what ``nmflow bench`` builds when not told
+        otherwise).
 
     Raises
     ------
@@ -113,6 +117,7 @@ class Board:
     loader_board: str = ""
     loads_sram: bool = True
     run_clocks_mhz: dict = None
+    engine_folding: tuple = (16, 1, None)
 
     def __post_init__(self):
         for depth, width in self.block_ram_modes:

@@ -225,10 +225,11 @@ class EngineLink(LinkDriver):
         from ..golden.pairs import MemoryMap, read_weights
         unit = self._metaplastic("READ")
         sizes = (model.n_inputs,) + tuple(layer.n_out for layer in model.layers)
-        mmap = MemoryMap(unit.engine_lanes, sizes)
+        mmap = MemoryMap(unit.engine_lanes, sizes, unit.engine_pe)
         if mmap.rows != unit.rows:
             raise NmflowError(f"model does not match the board: layers "
-                              f"{'-'.join(map(str, sizes))} at {unit.engine_lanes} lanes take "
+                              f"{'-'.join(map(str, sizes))} at {unit.engine_lanes} lanes and pe "
+                              f"{unit.engine_pe} take "
                               f"{mmap.rows} rows, the board has {unit.rows}")
         return read_weights(self.read_rows(), mmap)
 

@@ -142,26 +142,30 @@ def _model_path(run_dir, model):
     return path
 
 
-def _write_verilog(hw, out, lanes, memory, errors=None):
+def _write_verilog(hw, out, lanes, memory, errors=None, pe=1, first_layer_bits=None):
     from ..rtl.verilog import write_engine_verilog
     try:
-        verilog = write_engine_verilog(hw, out, lanes=lanes, memory=memory, errors=errors)
+        verilog = write_engine_verilog(hw, out, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits,
+                                       memory=memory, errors=errors)
     except ValueError as error:
         raise NmflowError(str(error)) from None
     return dict(verilog.config, verilog=str(verilog.path))
 
 
-def verilog_step(run_dir, model=None, *, lanes=16, memory="block", out=None, errors=None):
+def verilog_step(run_dir, model=None, *, lanes=16, pe=1, first_layer_bits=None, memory="block",
+                 out=None, errors=None):
     """Generate the engine's Verilog with Amaranth into ``rtl/``: ``engine.v`` and ``engine.json``
     (the configuration, the engine's figures and the SHA-256 of ``engine.v``); return the
     configuration with the Verilog's path. ``errors`` (an
     :class:`~nmflow.golden.injector.ErrorInjection`) builds the engine with the read-error
-    injector."""
+    injector. ``pe`` neurons are computed side by side, each over ``lanes / pe`` lanes;
+    ``first_layer_bits`` is the input bits the first layer takes per cycle (None: all; fewer
+    make the lanes narrower and the first layer slower)."""
     from ..golden import hwmodel
 
     hw = hwmodel.load(_model_path(run_dir, model))
     out = Path(out or Path(run_dir) / ARTIFACTS["rtl"])
-    return _write_verilog(hw, out, lanes, memory, errors)
+    return _write_verilog(hw, out, lanes, memory, errors, pe, first_layer_bits)
 
 
 # -- sim -------------------------------------------------------------------------------------------
@@ -201,15 +205,16 @@ def _test_vectors(hw, inputs, limit):
     return x, y
 
 
-def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=False, out=None,
+def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=None, waves=False,
+             out=None,
              rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None):
     """Simulate the engine's Verilog under cocotb on every test vector; return the summary.
 
     Simulates ``rtl/engine.v`` as the ``verilog`` step wrote it. If neither ``engine.v`` nor
-    ``engine.json`` exists, the ``verilog`` step runs first (with ``lanes``, 16 if not given);
-    Verilog whose configuration is unknown (``engine.json`` missing, or recording another
-    ``engine.v``), made from another model, or with other lanes than ``lanes`` is refused with one
-    line. Writes ``sim/`` (vectors, RTL outputs, ``summary.json`` with the SHA-256 of the Verilog
+    ``engine.json`` exists, the ``verilog`` step runs first (with ``lanes``, 16 if not given,
+    and ``pe``, 1 if not given); Verilog whose configuration is unknown (``engine.json``
+    missing, or recording another ``engine.v``), made from another model, or with other lanes or
+    pe than given is refused with one line. Writes ``sim/`` (vectors, RTL outputs, ``summary.json`` with the SHA-256 of the Verilog
     simulated, labels when known). ``progress`` (:mod:`nmflow.flow.progress`) hears of the images
     simulated while the simulation runs. The summary's ``passed`` says whether every output
     matched.
@@ -224,14 +229,15 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, waves=
     sim_dir = Path(out or run_dir / ARTIFACTS["sim"])
     rtl_dir = Path(rtl or run_dir / ARTIFACTS["rtl"])
     if not (rtl_dir / "engine.v").exists() and not (rtl_dir / "engine.json").exists():
-        _write_verilog(hw, rtl_dir, 16 if lanes is None else lanes, "block")
+        _write_verilog(hw, rtl_dir, 16 if lanes is None else lanes, "block",
+                       pe=1 if pe is None else pe)
     # Staged: the vectors, outputs, summary and work folder appear together; a simulation that
     # did not finish leaves only its work folder (the log its error names).
     with staged_outputs() as outputs:
         staging = outputs.folder(sim_dir)
         try:
             summary = simulate_engine(model_path, x, staging, verilog_dir=rtl_dir, model=hw,
-                                      lanes=lanes, waves=waves, ready=ready, seed=seed,
+                                      lanes=lanes, pe=pe, waves=waves, ready=ready, seed=seed,
                                       progress=lambda done, images, rate: report(
                                           progress, "sim", done, images,
                                           f"images, {rate:,.0f} cycles/s"),
@@ -316,7 +322,8 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
     rtl = read_npz(outputs, "simulation outputs", required=("classes", "scores", *acts_names),
                    optional=("cycles", "finish"))
     # the golden model reads its weights as the simulated engine did (with its injector's twin)
-    golden = reference(hw, x, lanes=config["lanes"], read=engine_read_function(config))
+    golden = reference(hw, x, lanes=config["lanes"], pe=config["pe"],
+                       read=engine_read_function(config))
     mismatches = []
 
     def compare(what, got, expected):
@@ -359,10 +366,11 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
 # -- build -----------
 
 #: The activation store's buffers, by the plan's memory names, for :func:`fit_memories`.
-_BUFFERS = {"inputs": ("inputs",), "activations": ("activations 0", "activations 1")}
+_BUFFERS = {"inputs": ("inputs",), "activations": ("activations",)}
 
 
-def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
+def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, link_buffer=True,
+                 margin=0):
     """Where the engine's memories go on the board: refuse, before synthesis, an engine whose
     memories cannot fit the board's block RAM.
 
@@ -382,7 +390,7 @@ def fit_memories(hw, lanes, info, *, extra=None, link_buffer=True, margin=0):
         :class:`~nmflow.rtl.engine.InferenceEngine` (``{"inputs": kind, "activations": kind}``).
     """
     from ..golden.plan import EnginePlan
-    plan = EnginePlan(hw, lanes)                    # a bad plan is one NmflowError line
+    plan = EnginePlan(hw, lanes, pe=pe, first_layer_bits=first_layer_bits)   # a bad plan: one line
     memories = dict(plan.memories, **(extra or {}))
     if link_buffer:
         memories["host link buffer"] = (hw.n_inputs, hw.input_bits)
@@ -448,8 +456,8 @@ def clock_options(clock, board, *units, baud=BAUD):
     return options, float(settings.output_hz)
 
 
-def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, seed=None,
-               errors=None, metaplastic=None, clock="auto", baud=BAUD):
+def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first_layer_bits=None,
+               out=None, seed=None, errors=None, metaplastic=None, clock="auto", baud=BAUD):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
@@ -475,14 +483,16 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     buffers = None
 
     def make(clk_freq):
-        return HostTop(hw, lanes=lanes, clk_freq=clk_freq, errors=errors, metaplastic=unit,
+        return HostTop(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, clk_freq=clk_freq,
+                       errors=errors, metaplastic=unit,
                        buffers=buffers, baud=baud)
 
     units = ("engine",) + (("injector",) if errors is not None else ()) + (
         ("metaplastic",) if unit is not None else ())
     clocking, first_hz = clock_options(clock, info, *units, baud=baud)
     try:
-        check_host_top(hw, lanes=lanes, clk_freq=first_hz, baud=baud)
+        check_host_top(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, clk_freq=first_hz,
+                       baud=baud)
         # With the unit, a top is made now: it refuses a unit that does not fit, and tells the
         # unit's memories for the fit check, before synthesis.
         probe = make(first_hz) if unit is not None else None
@@ -490,7 +500,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
         raise NmflowError(str(error)) from None
     fit = {} if probe is None else dict(extra=probe.unit.memories,
                                         link_buffer=probe.link_buffer == "block")
-    needed, buffers = fit_memories(hw, lanes, info, **fit)
+    needed, buffers = fit_memories(hw, lanes, info, pe=pe, first_layer_bits=first_layer_bits, **fit)
     start = time.monotonic()
     try:
         result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
@@ -499,7 +509,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
         if error.block_rams is None or set(buffers.values()) == {"logic"}:
             raise
         margin = error.block_rams - sum(needed.values())
-        needed, buffers = fit_memories(hw, lanes, info, margin=max(margin, 1), **fit)
+        needed, buffers = fit_memories(hw, lanes, info, pe=pe, first_layer_bits=first_layer_bits,
+                                       margin=max(margin, 1), **fit)
         result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
@@ -509,6 +520,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
     summary["block_rams_estimated"] = needed
     summary["model_checksum"] = hwmodel.model_checksum(hw)
     summary["baud"] = baud
+    summary["lanes"], summary["pe"], summary["first_layer_bits"] = lanes, pe, first_layer_bits
     write_json(out / "build.json", summary)
     return summary
 
@@ -516,7 +528,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, out=None, s
 # -- host: the board over its UART ------------------------------------------------------------------
 
 def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BAUD, timeout=2.0,
-              out=None, progress=None, errors=None, lanes=16, check=False, board=None):
+              out=None, progress=None, errors=None, lanes=16, pe=1, check=False, board=None):
     """Send test vectors to a board over its UART and compare every reply with the golden model.
 
     ``port`` is a serial device (``/dev/ttyUSB1``) or any pyserial URL (``socket://host:port``,
@@ -524,7 +536,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
     :class:`~nmflow.golden.injector.ErrorInjection`) the board's read-error injector is set first
     (ERRORS request; refused if the board has none) and the golden model reads through its twin
     :class:`~nmflow.golden.injector.InjectedRead` with the same seed and rates, the vectors in the
-    same order; ``lanes`` must be the board's (the memory layout the errors fall on). Without
+    same order; ``lanes`` and ``pe`` must be the board's (the memory layout the errors fall on). Without
     ``errors``, a board with an injector has its rates set to 0 first. A board with the
     metaplastic unit (protocol version 3) has its weight memory read back first (READ), and
     ``weight_mismatches`` counts the synapses whose weight differs from the model's (``None``
@@ -538,7 +550,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
     from ..boards.host import EngineLink
     from ..golden import hwmodel
     from ..golden.injector import InjectedRead
-    from ..golden.plan import check_lanes
+    from ..golden.plan import check_lanes, check_pe
     from ..golden.reference import reference
 
     from ..boards.ports import resolve_port
@@ -550,8 +562,9 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
     read = None
     if errors is not None:
         check_lanes(lanes)
+        check_pe(pe, lanes)
         read = InjectedRead(errors, lanes)
-    golden = reference(hw, x, lanes=lanes, read=read)
+    golden = reference(hw, x, lanes=lanes, pe=pe, read=read)
     with EngineLink(port, baudrate=baudrate, timeout=timeout) as link:
         info = link.info()
         for name, board, ours in (("inputs", info.n_inputs, hw.n_inputs),
@@ -567,6 +580,9 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
             if info.metaplastic.engine_lanes != lanes:
                 raise NmflowError(f"lanes must be the board's {info.metaplastic.engine_lanes}, "
                                   f"not {lanes}")
+            if info.metaplastic.engine_pe != pe:
+                raise NmflowError(f"pe must be the board's {info.metaplastic.engine_pe}, "
+                                  f"not {pe}")
             board_weights = link.read_weights(hw)
             weight_mismatches = int(sum((b != layer.weights).sum()
                                         for b, layer in zip(board_weights, hw.layers)))
@@ -588,7 +604,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
     score_mismatches = [[int(n), int(j)] for n, j in zip(*np.nonzero(scores != golden.scores))]
     result = {
         "port": port, "images": int(len(x)),
-        "errors": None if errors is None else dict(errors.to_dict(), lanes=lanes),
+        "errors": None if errors is None else dict(errors.to_dict(), lanes=lanes, pe=pe),
         "mismatches": len(class_mismatches) + len(score_mismatches),
         "class_mismatches": class_mismatches, "score_mismatches": score_mismatches,
         "weight_mismatches": weight_mismatches,

@@ -30,9 +30,9 @@ PIPELINE = {
 
 
 def check_lanes(lanes):
-    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or lanes > 256 \
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or lanes > 1024 \
             or lanes & (lanes - 1):
-        raise NmflowError(f"lanes must be a power of two between 1 and 256, not {lanes!r}")
+        raise NmflowError(f"lanes must be a power of two between 1 and 1024, not {lanes!r}")
     return lanes
 
 
@@ -59,12 +59,22 @@ class EnginePlan:
     ----------
     model : :class:`~nmflow.golden.hwmodel.HardwareModel`
     lanes : int
-        GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle, ``simd * pe``.
+        GXNOR lanes, a power of two from 1 to 1024: pair codes read per cycle, ``simd * pe``.
     pe : int
         Neurons computed side by side (processing elements), each over ``simd = lanes / pe``
         lanes (:func:`check_pe`).
     read_latency : int
         Cycles the read stage (pair codes to ternary weights) takes; 0 for the ideal PCSA read.
+    first_layer_bits : int or None
+        Input bits the first layer takes per cycle, from 1 to ``input_bits``; ``None`` (the
+        default) is ``input_bits``. Every lane is ``first_layer_bits + 1`` bits wide (at least 2:
+        a hidden activation's product, the adder tree of the hidden layers then a popcount), and
+        the first layer takes its k-bit inputs a digit of ``first_layer_bits`` bits at a time,
+        ``ceil(input_bits / first_layer_bits)`` cycles per row (the row read once, its weights
+        used for each digit), each digit's sum shifted by its place. With 1, the first layer is
+        bit-serial over 2-bit lanes; with ``input_bits``, every row takes one cycle over lanes
+        as wide as a pixel's product. Narrow lanes cost a fraction of the logic; the first
+        layer costs more cycles.
 
     Members
     -------
@@ -75,7 +85,7 @@ class EnginePlan:
         (and thresholds), of a score, and of the last layer's ``scale`` and ``offset``.
     """
 
-    def __init__(self, model, lanes=16, *, pe=1, read_latency=0):
+    def __init__(self, model, lanes=16, *, pe=1, read_latency=0, first_layer_bits=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
         check_lanes(lanes)
@@ -84,7 +94,15 @@ class EnginePlan:
                 or not 0 <= read_latency <= 64:
             raise NmflowError(f"read stage latency must be an integer from 0 to 64, "
                              f"not {read_latency!r}")
+        bits = model.input_bits
+        if first_layer_bits is None:
+            first_layer_bits = bits
+        if not isinstance(first_layer_bits, int) or isinstance(first_layer_bits, bool) \
+                or not 1 <= first_layer_bits <= bits:
+            raise NmflowError(f"first_layer_bits must be an integer from 1 to input_bits = "
+                              f"{bits}, not {first_layer_bits!r}")
         self.model = model
+        self.first_layer_bits = first_layer_bits
         self.lanes = lanes
         self.read_latency = read_latency
         self.pe = pe
@@ -92,7 +110,7 @@ class EnginePlan:
         layers = model.layers
         bound = max(model.preact_bound(index) for index in range(len(layers)))
         # Thresholds lie within the pre-activation bound plus one (contract 1).
-        self.x_format = FixedFormat(True, model.input_bits, 0)
+        self.x_format = FixedFormat(True, first_layer_bits, 0)
         self.acc_format = integer_format(-(bound + 1), bound + 1)
         self.score_format = FixedFormat(True, model.score_bits - 1, 0)
         last = layers[-1]
@@ -114,6 +132,23 @@ class EnginePlan:
     def groups(self):
         """Groups of ``pe`` neurons of each layer, ``ceil(out / pe)``."""
         return self.mmap.groups
+
+    @property
+    def digit_serial(self):
+        """Whether the first layer takes its inputs in more than one digit (cycle) per row."""
+        return self.first_layer_bits < self.model.input_bits
+
+    @property
+    def passes(self):
+        """Cycles per row of each layer: ``ceil(input_bits / first_layer_bits)`` for the first,
+        1 for the others."""
+        first = -(-self.model.input_bits // self.first_layer_bits)
+        return [first if k == 0 else 1 for k in range(self.n_layers)]
+
+    @property
+    def plane_bits(self):
+        """Bits of a digit index (at least 1)."""
+        return index_bits(max(self.passes))
 
     n_inputs = property(lambda self: self.model.n_inputs)
     n_classes = property(lambda self: self.model.n_classes)
@@ -188,7 +223,7 @@ class EnginePlan:
     def split_argmax(self):
         """True when the last layer's groups of scores come at least two cycles apart, so the
         argmax can compare in one cycle and update in the next."""
-        return self.per[-1] >= 2
+        return self.per[-1] * self.passes[-1] >= 2
 
     def memory_codes(self):
         """The weight memory image as pair codes, uint8 ``[rows, lanes]``."""
@@ -232,6 +267,12 @@ class EnginePlan:
         return self.mmap.rows
 
     @property
+    def issue_cycles(self):
+        """Cycles the sequencer issues rows in one inference: the row reads, times the bit planes
+        of a bit-serial first layer (:attr:`layer_cycles`)."""
+        return sum(self.layer_cycles)
+
+    @property
     def drain_cycles(self):
         """Cycles from a layer's last row read to the first read of the next stage, per layer."""
         return [self.latency("hidden")] * (self.n_layers - 1) + [self.latency("last")]
@@ -241,7 +282,7 @@ class EnginePlan:
         """Cycles from the first input beat to the last result beat, with streams that never
         stall: the input load, the row reads, the drains, the result beats and one cycle to load
         the first result beat."""
-        return self.n_inputs + self.ideal_cycles + sum(self.drain_cycles) + self.n_classes + 1
+        return self.n_inputs + self.issue_cycles + sum(self.drain_cycles) + self.n_classes + 1
 
     @property
     def layer_rows(self):
@@ -250,12 +291,17 @@ class EnginePlan:
                 for k in range(self.n_layers)]
 
     @property
+    def layer_cycles(self):
+        """Cycles the sequencer issues each layer's rows: its row reads times its passes."""
+        return [rows * passes for rows, passes in zip(self.layer_rows, self.passes)]
+
+    @property
     def waits_for_results(self):
         """Whether an inference must wait, before it starts, for the previous one's result beats
         to go out (the score unit holds one set of scores). Only when its last layer could
         otherwise begin while they go out: a one-layer network, or layers before the last so
         short (their rows and drains) that they pass in fewer than ``n_classes + 1`` cycles."""
-        rows, drains = self.layer_rows, self.drain_cycles
+        rows, drains = self.layer_cycles, self.drain_cycles
         before_last = sum(rows[:-1]) + sum(drains[:-1])
         return self.n_layers == 1 or before_last < self.n_classes + 1
 
@@ -272,8 +318,8 @@ class EnginePlan:
         * if the next inference :attr:`waits_for_results`: the row reads, the drains and the
           result beats, plus two cycles.
         """
-        rows, drains = self.layer_rows, self.drain_cycles
-        compute = self.ideal_cycles + sum(drains)
+        rows, drains = self.layer_cycles, self.drain_cycles
+        compute = self.issue_cycles + sum(drains)
         bounds = [compute + 1, rows[0] + self.n_inputs]
         if self.waits_for_results:
             bounds.append(compute + self.n_classes + 2)
@@ -285,7 +331,7 @@ class EnginePlan:
         first input beat of the next one (offered right behind it): the input load and the first
         layer's rows, after which the input buffer is free. Later inferences come every
         :attr:`interval_cycles`."""
-        return self.n_inputs + self.layer_rows[0]
+        return self.n_inputs + self.layer_cycles[0]
 
     @property
     def cycles_back_to_back(self):
@@ -293,7 +339,7 @@ class EnginePlan:
         were offered as soon as the engine could take them, behind another (with streams that
         never stall): its inputs wait, loaded, while the other finishes."""
         return (self.interval_cycles + self.cycles_per_inference - self.n_inputs
-                - self.layer_rows[0])
+                - self.layer_cycles[0])
 
     @property
     def memories(self):
@@ -303,15 +349,16 @@ class EnginePlan:
         return {
             "weights": (self.weight_rows, 2 * self.lanes),
             "inputs": (self.per[0], self.model.input_bits * self.simd),
-            "activations 0": (self.hidden_rows, 2 * self.simd),
-            "activations 1": (self.hidden_rows, 2 * self.simd),
+            # both banks in one memory, the bank the top address bit
+            "activations": (2 << index_bits(self.hidden_rows), 2 * self.simd),
             "thresholds": (max(self.hidden_groups, 1), 2 * self.acc_bits * self.pe),
         }
 
     def to_dict(self):
         """The plan's figures as plain JSON types."""
         return {
-            "lanes": self.lanes, "pe": self.pe, "simd": self.simd, "sizes": self.model.sizes, "input_bits": self.model.input_bits,
+            "lanes": self.lanes, "pe": self.pe, "simd": self.simd,
+            "first_layer_bits": self.first_layer_bits, "passes": self.passes, "sizes": self.model.sizes, "input_bits": self.model.input_bits,
             "weight_kind": self.model.weight_kind, "score_bits": self.model.score_bits,
             "acc_bits": self.acc_bits, "read_latency": self.read_latency,
             "weight_rows": self.weight_rows, "weight_bits": self.weight_bits,

@@ -123,7 +123,7 @@ def encode_info(info):
 
 
 def decode_info(payload):
-    """The :class:`Info` of an INFO reply payload: 8 bytes, or 17 for version 3 (metaplastic
+    """The :class:`Info` of an INFO reply payload: 8 bytes, or 18 for version 4 (metaplastic
     unit); :class:`NmflowError` otherwise."""
     payload = bytes(payload)
     metaplastic = bool(payload) and payload[0] == METAPLASTIC_VERSION

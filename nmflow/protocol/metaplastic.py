@@ -25,9 +25,10 @@ __all__ = ["METAPLASTIC_VERSION", "METAPLASTIC_INFO_BYTES", "READ_BYTES", "Metap
            "read_reply", "decode_read_reply"]
 
 #: Protocol version reported by a board with the metaplastic unit (the engine's version 2 plus
-#: UPDATE, LOAD, READ and the INFO tail), and the payload bytes of its INFO reply.
-METAPLASTIC_VERSION = 3
-METAPLASTIC_INFO_BYTES = 17
+#: UPDATE, LOAD, READ and the INFO tail), and the payload bytes of its INFO reply. Version 4
+#: added the engine's neurons per row (``engine_pe``) to the tail.
+METAPLASTIC_VERSION = 4
+METAPLASTIC_INFO_BYTES = 18
 #: Payload bytes of a READ request: row and count (u16 LE each).
 READ_BYTES = 4
 
@@ -59,8 +60,12 @@ class MetaplasticInfo:
         Width and fraction bits of an update (``u_format``); ``u_bits`` is 8, 16, 24 or 32.
     engine_lanes : int
         Pair codes per row of the engine's weight memory (the engine's lanes, a power of two
-        from ``lanes`` to 256, ``groups`` a multiple of ``engine_lanes / lanes``): READ reads
+        from ``lanes`` to 1024, ``groups`` a multiple of ``engine_lanes / lanes``): READ reads
         :attr:`rows` rows of :attr:`row_bytes` bytes.
+    engine_pe : int
+        Neurons per row of the engine's weight memory (its ``pe``, a power of two with
+        ``engine_pe ** 2 <= engine_lanes``): with ``engine_lanes`` and the model's sizes, where
+        each weight lies (:class:`~nmflow.golden.pairs.MemoryMap`).
     """
     lanes: int
     groups: int
@@ -69,11 +74,12 @@ class MetaplasticInfo:
     u_bits: int
     u_frac: int
     engine_lanes: int
+    engine_pe: int = 1
 
     def problem(self):
         """Why a link cannot carry these sizes, or ``None``."""
         checks = (("lanes", 1, 8), ("groups", 1, 0xFFFF), ("w_frac", 0, self.w_bits - 1),
-                  ("u_frac", 0, self.u_bits - 1), ("engine_lanes", 1, 256))
+                  ("u_frac", 0, self.u_bits - 1), ("engine_lanes", 1, 1024))
         for name in ("w_bits", "u_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or value not in (8, 16, 24, 32):
@@ -85,6 +91,11 @@ class MetaplasticInfo:
         e = self.engine_lanes
         if e & (e - 1) or e < self.lanes:
             return f"engine_lanes must be a power of two and at least lanes = {self.lanes}, not {e}"
+        pe = self.engine_pe
+        if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or pe & (pe - 1) \
+                or pe * pe > e:
+            return (f"engine_pe must be a power of two with engine_pe ** 2 <= engine_lanes = {e}, "
+                    f"not {pe!r}")
         if self.groups % (e // self.lanes):
             return (f"groups must be a multiple of engine_lanes / lanes = {e // self.lanes} "
                     f"(whole rows), not {self.groups}")
@@ -141,16 +152,16 @@ class MetaplasticInfo:
 
     def encode(self):
         """The INFO reply's tail: ``lanes, groups (u16 LE), w_bits, w_frac, u_bits, u_frac,
-        engine_lanes (u16 LE)``."""
+        engine_lanes (u16 LE), engine_pe``."""
         return (bytes([self.lanes]) + self.groups.to_bytes(2, "little")
                 + bytes([self.w_bits, self.w_frac, self.u_bits, self.u_frac])
-                + self.engine_lanes.to_bytes(2, "little"))
+                + self.engine_lanes.to_bytes(2, "little") + bytes([self.engine_pe]))
 
     @classmethod
     def decode(cls, tail):
-        """The sizes in the 9-byte tail of a version 3 INFO reply."""
+        """The sizes in the 10-byte tail of a version 4 INFO reply."""
         return cls(lanes=tail[0], groups=u16(tail, 1), w_bits=tail[3], w_frac=tail[4],
-                   u_bits=tail[5], u_frac=tail[6], engine_lanes=u16(tail, 7))
+                   u_bits=tail[5], u_frac=tail[6], engine_lanes=u16(tail, 7), engine_pe=tail[9])
 
     def length(self, command):
         """Payload bytes of a ``command`` request."""
@@ -164,7 +175,7 @@ class MetaplasticInfo:
         ``lanes``, ``groups`` and ``rule``)."""
         wf, uf = unit.rule.w_format, unit.rule.u_format
         return cls(unit.lanes, unit.groups, wf.width, wf.frac_bits, uf.width, uf.frac_bits,
-                   unit.engine_lanes)
+                   unit.engine_lanes, getattr(unit, "engine_pe", 1))
 
 
 def encode_group(group, mask, values, n_bytes):

@@ -1,9 +1,11 @@
 """Activation store: the input buffer and the two hidden-activation buffers of the engine."""
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from ..golden.plan import index_bits
 
 __all__ = ["ActivationStore", "ActivationReadSignature", "chunk_layout", "write_layout"]
 
@@ -42,6 +44,9 @@ class ActivationReadSignature(wiring.Signature):
     layer : In(layer_bits)
         The layer that reads it: layer 0 reads the inputs, odd layers the buffer that even layers
         write (bank 0), even layers above 0 the other one (bank 1).
+    plane : In(plane_bits)
+        With a digit-serial first layer, the digit of the inputs to read: each input's bits
+        ``[plane * d, plane * d + d)``, ``d = first_layer_bits``.
     x : Out(chunk_layout(plan))
         The chunk, :attr:`ActivationStore.read_latency` cycles after ``chunk`` and ``layer``.
     """
@@ -50,6 +55,7 @@ class ActivationReadSignature(wiring.Signature):
         super().__init__({
             "chunk": In(range(max(max(plan.per), 2))),
             "layer": In(plan.layer_bits),
+            "plane": In(plan.plane_bits),
             "x": Out(chunk_layout(plan)),
         })
 
@@ -116,7 +122,10 @@ class ActivationStore(wiring.Component):
             return 1 << index[:shift] if shift else 1
 
         in_write, in_read = buffer("inputs", unsigned(plan.model.input_bits), plan.per[0])
-        banks = [buffer(f"acts{b}", signed(2), plan.hidden_rows) for b in range(2)]
+        # The two activation banks share one memory, the bank the top address bit: a layer reads
+        # one bank while it writes the other, through the memory's read and write ports.
+        row_bits = index_bits(plan.hidden_rows)
+        acts_write, acts_read = buffer("acts", signed(2), 2 << row_bits)
 
         load = self.load.payload
         m.d.comb += [
@@ -149,31 +158,30 @@ class ActivationStore(wiring.Component):
                          values.eq(replicated & Array(keep)[act.layer])]
         with m.Else():
             m.d.comb += [enable.eq(group_enable), values.eq(replicated)]
-        for b, (write, _) in enumerate(banks):
-            m.d.comb += [
-                write.addr.eq(act.group >> slot_bits),
-                write.data.eq(values),
-                write.en.eq(Mux(self.write.valid & (act.layer[0] == b), enable, 0)),
-            ]
+        m.d.comb += [
+            acts_write.addr.eq(Cat((act.group >> slot_bits)[:row_bits], act.layer[0])),
+            acts_write.data.eq(values),
+            acts_write.en.eq(Mux(self.write.valid, enable, 0)),
+        ]
 
         # Every buffer reads every cycle (only the rows the datapath tags are used): no
         # read-enable logic between a block RAM and the register behind it.
-        for _, port in (in_write, in_read), *banks:
-            m.d.comb += [port.addr.eq(self.read.chunk), port.en.eq(1)]
+        # Layer k reads the bank layer k - 1 wrote: bank (k - 1) % 2.
+        m.d.comb += [in_read.addr.eq(self.read.chunk), in_read.en.eq(1),
+                     acts_read.addr.eq(Cat(self.read.chunk[:row_bits], ~self.read.layer[0])),
+                     acts_read.en.eq(1)]
 
         # Register every block RAM output as it comes (a register right behind a block RAM can
         # become its output register), then select the buffer.
-        layer0, parity = Signal(), Signal()
-        r_layer0, r_parity = Signal(), Signal()
-        m.d.sync += [layer0.eq(self.read.layer == 0), parity.eq(self.read.layer[0]),
-                     r_layer0.eq(layer0), r_parity.eq(parity)]
+        layer0, r_layer0 = Signal(), Signal()
+        plane, r_plane = Signal(plan.plane_bits), Signal(plan.plane_bits)
+        m.d.sync += [layer0.eq(self.read.layer == 0), r_layer0.eq(layer0),
+                     plane.eq(self.read.plane), r_plane.eq(plane)]
         pixels = _register(m, in_read.data, "pixels")
-        acts = [_register(m, read.data, f"acts{b}_data") for b, (_, read) in enumerate(banks)]
+        if plan.digit_serial:               # one digit of each pixel
+            d = plan.first_layer_bits
+            pixels = [(pixel >> (r_plane * d))[:d] for pixel in pixels]
+        acts = _register(m, acts_read.data, "acts_data")
         for p in range(lanes):
-            with m.If(r_layer0):
-                m.d.comb += self.read.x[p].eq(pixels[p])
-            with m.Elif(r_parity):          # odd layers read what layer 0, 2, ... wrote (bank 0)
-                m.d.comb += self.read.x[p].eq(acts[0][p])
-            with m.Else():
-                m.d.comb += self.read.x[p].eq(acts[1][p])
+            m.d.comb += self.read.x[p].eq(Mux(r_layer0, pixels[p], acts[p]))
         return m

@@ -153,7 +153,8 @@ class MACDatapath(wiring.Component):
 
         # -- stage 1: read the weight row and the activation chunk --------------------------------
         cmd = self.cmd.payload
-        m.d.comb += [self.acts.chunk.eq(cmd.chunk), self.acts.layer.eq(cmd.tag.layer)]
+        m.d.comb += [self.acts.chunk.eq(cmd.chunk), self.acts.layer.eq(cmd.tag.layer),
+                     self.acts.plane.eq(cmd.tag.plane)]
         if self._writable:
             # Reads from outside (while idle) share the port; the engine's own reads come first.
             peek = self.pairs
@@ -181,23 +182,29 @@ class MACDatapath(wiring.Component):
         if self._writable:
             m.d.comb += self.pairs.data.eq(s2_codes)
 
-        # -- stage 3: the read stage; the activations and the tag wait for it ---------------------
+        # -- stage 3: the read stage; the activations and the tag wait for it. A row's later
+        # digits (a digit-serial first layer) do not read again: the read stage sees the row once,
+        # so the read-error injector draws once per row, as its twin does --------------------------
         m.d.comb += [
-            read_stage.i.valid.eq(s2_valid),
+            read_stage.i.valid.eq(s2_valid & (s2_tag.plane == 0)),
             read_stage.i.payload.codes.eq(s2_codes),
             read_stage.i.payload.addr.eq(s2_addr),
         ]
-        x, tag = self.acts.x, s2_tag
+        x, tag, valid = self.acts.x, s2_tag, s2_valid
         for n in range(plan.read_latency):
             x_next = data.View(x.shape(), Signal(x.shape().size, name=f"x_read{n}"))
             tag_next = Signal.like(tag, name=f"tag_read{n}")
-            m.d.sync += [x_next.eq(x), tag_next.eq(tag)]
-            x, tag = x_next, tag_next
+            valid_next = Signal(name=f"valid_read{n}")
+            m.d.sync += [x_next.eq(x), tag_next.eq(tag), valid_next.eq(valid)]
+            x, tag, valid = x_next, tag_next, valid_next
+        # The later digits take the weights the read stage holds from the row's read (its
+        # contract, ReadStageSignature): no register of a row's weights here.
+        weights_read = read_stage.o.payload
 
         # -- stage 4: GXNOR lanes and popcount tree ------------------------------------------------
         m.d.comb += [
-            popcount.i.valid.eq(read_stage.o.valid),
-            popcount.i.payload.weights.eq(read_stage.o.payload),
+            popcount.i.valid.eq(valid),
+            popcount.i.payload.weights.eq(weights_read),
             popcount.i.payload.x.eq(x),
             popcount.i.payload.tag.eq(tag),
         ]
@@ -208,8 +215,13 @@ class MACDatapath(wiring.Component):
         done_tag = Signal(tag_shape)
         row = popcount.o.payload
         with m.If(popcount.o.valid):
-            m.d.sync += [acc.eq(row.sums[q] + Mux(row.tag.first, 0, acc))
-                         for q, acc in enumerate(accs)]
+            if plan.digit_serial:           # a digit's sum, weighted by its place
+                place = row.tag.plane * plan.first_layer_bits
+                m.d.sync += [acc.eq((row.sums[q] << place) + Mux(row.tag.first, 0, acc))
+                             for q, acc in enumerate(accs)]
+            else:
+                m.d.sync += [acc.eq(row.sums[q] + Mux(row.tag.first, 0, acc))
+                             for q, acc in enumerate(accs)]
         m.d.sync += [done.eq(popcount.o.valid & row.tag.last), done_tag.eq(row.tag)]
         m.d.comb += [
             thr_port.addr.eq(row.tag.hidden), thr_port.en.eq(popcount.o.valid & row.tag.last),

@@ -68,10 +68,15 @@ class InferenceEngine(wiring.Component):
     ----------
     model : :class:`~nmflow.golden.hwmodel.HardwareModel`
     lanes : int
-        GXNOR lanes, a power of two from 1 to 256: pair codes read per cycle.
+        GXNOR lanes, a power of two from 1 to 1024: pair codes read per cycle.
     pe : int
         Neurons computed side by side, each over ``lanes / pe`` of the lanes (a power of two,
         ``pe * pe <= lanes``: :func:`~nmflow.golden.plan.check_pe`). 1 by default.
+    first_layer_bits : int or None
+        Input bits the first layer takes per cycle (1 to ``input_bits``; None: all of them).
+        The lanes are ``first_layer_bits + 1`` bits wide (2 at least: with 1 the adder trees
+        are popcounts and the first layer is bit-serial); see
+        :class:`~nmflow.golden.plan.EnginePlan`.
     memory : ``"block"`` or ``"logic"``
         How the memories are built (:data:`~nmflow.golden.plan.MEMORY_KINDS`).
     buffers : ``"block"``, ``"logic"``, a dict or None
@@ -128,7 +133,7 @@ class InferenceEngine(wiring.Component):
     plan's (:attr:`plan`).
     """
 
-    def __init__(self, model, *, lanes=16, pe=1, memory="block", buffers=None, max_weight_bits=None,
+    def __init__(self, model, *, lanes=16, pe=1, first_layer_bits=None, memory="block", buffers=None, max_weight_bits=None,
                  read_stage=None, writable=False, errors=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
@@ -157,7 +162,7 @@ class InferenceEngine(wiring.Component):
         latency = getattr(read_stage, "latency", None)
         if not isinstance(latency, int):
             raise NmflowError(f"read_stage must have an integer latency, not {latency!r}")
-        plan = EnginePlan(model, lanes, pe=pe, read_latency=latency)
+        plan = EnginePlan(model, lanes, pe=pe, read_latency=latency, first_layer_bits=first_layer_bits)
         if max_weight_bits is not None and plan.weight_bits > max_weight_bits:
             raise NmflowError(f"network does not fit the memory budget: its weights need "
                              f"{plan.weight_bits} bits ({plan.weight_rows} rows of {lanes} pair "
@@ -191,6 +196,7 @@ class InferenceEngine(wiring.Component):
     model = property(lambda self: self._plan.model)
     lanes = property(lambda self: self._plan.lanes)
     pe = property(lambda self: self._plan.pe)
+    first_layer_bits = property(lambda self: self._plan.first_layer_bits)
     memory = property(lambda self: self._memory)
     buffers = property(lambda self: dict(self._buffers))
     """How the store's buffers are built: ``{"inputs": kind, "activations": kind}``."""

@@ -62,7 +62,7 @@ class HostLink(wiring.Component):
         and has the ``errors`` output. ``None`` (the default): no injector, ERRORS is refused with
         BAD_COMMAND and the link is built exactly as without this option.
     metaplastic : :class:`~nmflow.protocol.MetaplasticInfo` or None
-        The metaplastic update unit's sizes: the link then reports protocol version 3 (INFO with
+        The metaplastic update unit's sizes: the link then reports protocol version 4 (INFO with
         the unit's tail), accepts UPDATE, LOAD and READ requests and has the
         ``metaplastic_i``, ``metaplastic_o`` and ``pairs`` ports. ``None`` (the default): no
         unit, UPDATE, LOAD and READ are refused with BAD_COMMAND and the link is built exactly

@@ -29,7 +29,7 @@ class GXNORPopcount(wiring.Component):
     Parameters
     ----------
     lanes : int
-        Power of two, 1 to 256.
+        Power of two, 1 to 1024.
     x_bits : int
         Width of the signed activations ``x`` (at least 2).
     tag_shape : shape-like

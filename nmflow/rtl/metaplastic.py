@@ -298,6 +298,7 @@ class MetaplasticUnit(wiring.Component):
             raise NmflowError(f"fifo_depth must be a power of two >= 4, not {fifo_depth!r}")
         self.mmap, self.lanes, self.storage = mmap, lanes, storage
         self.engine_lanes = mmap.lanes
+        self.engine_pe = mmap.pe
         self.k = mmap.lanes // lanes
         self.groups = mmap.rows * self.k
         self.group_bits = index_bits(self.groups)

@@ -40,7 +40,11 @@ class ReadStageSignature(wiring.Signature):
     i : In(stream.Signature(read_row(lanes, addr_bits), always_ready=True))
         One row of pair codes per beat, with its row address, in the order the engine reads them.
     o : Out(stream.Signature(ternary_row(lanes), always_ready=True))
-        The ternary weights read, one beat per input beat, ``latency`` cycles later.
+        The ternary weights read, one beat per input beat, ``latency`` cycles later. Between
+        beats ``o.payload`` keeps the last beat's weights as long as ``i.payload`` keeps its row
+        (the engine's digit-serial first layer uses them for a row's later digits, while the
+        datapath holds the row's codes and its address): a registered stage updates its output
+        only on a beat, a combinational one follows its input.
     """
 
     def __init__(self, lanes, addr_bits):

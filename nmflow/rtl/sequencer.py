@@ -10,11 +10,13 @@ __all__ = ["Sequencer", "tag_layout", "command_layout"]
 def tag_layout(plan):
     """What travels with a row through the datapath: its layer and group (of ``pe`` neurons),
     the group's index among all hidden groups (for its thresholds), whether the row is the
-    group's first or last, and whether the group is its layer's last (whose padding neurons,
-    past the layer's outputs, are not written)."""
+    group's first or last, whether the group is its layer's last (whose padding neurons,
+    past the layer's outputs, are not written), and the digit of a digit-serial first layer's
+    row (0 otherwise)."""
     return data.StructLayout({
         "layer": unsigned(plan.layer_bits), "group": unsigned(plan.group_bits),
         "hidden": unsigned(plan.hidden_bits), "first": 1, "last": 1, "end": 1,
+        "plane": unsigned(plan.plane_bits),
     })
 
 
@@ -103,6 +105,11 @@ class Sequencer(wiring.Component):
         chunk_end = Signal()                # chunk == cur_per_last
         neuron_end = Signal()               # group == cur_out_last
         in_end = Signal(init=n_inputs == 1)  # in_count == n_inputs - 1
+        # Digits of a digit-serial first layer: each row is issued ``passes[0]`` times.
+        planes = plan.passes[0]
+        plane = Signal(plan.plane_bits)
+        plane_end = Signal()                # plane == the layer's last plane
+        single = Signal()                   # the layer takes one pass per row
 
         def enter_layer(index):
             """Load the registers of layer ``index`` (its first neuron, first chunk)."""
@@ -110,10 +117,12 @@ class Sequencer(wiring.Component):
                 per_last, out_last = Const(per[index] - 1), Const(groups[index] - 1)
             else:
                 per_last, out_last = per_last_of[index], out_last_of[index]
+            one = (index != 0) if planes > 1 else 1
             m.d.sync += [
                 layer.eq(index), cur_per_last.eq(per_last), cur_out_last.eq(out_last),
                 cur_final.eq(index == n_layers - 1),
                 chunk_end.eq(per_last == 0), neuron_end.eq(out_last == 0),
+                plane.eq(0), single.eq(one), plane_end.eq(one),
             ]
 
         in_count = Signal(range(max(n_inputs, 2)))
@@ -173,7 +182,9 @@ class Sequencer(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
-                with m.If(chunk_end):
+                with m.If(~plane_end):          # the next bit plane of the same row
+                    m.d.sync += [plane.eq(plane + 1), plane_end.eq(plane + 1 == planes - 1)]
+                with m.Elif(chunk_end):
                     m.d.comb += issued_neuron.eq(1)
                     m.d.sync += [chunk.eq(0), chunk_end.eq(cur_per_last == 0)]
                     with m.If(~cur_final):
@@ -187,7 +198,8 @@ class Sequencer(wiring.Component):
                                      neuron_end.eq(neuron + 1 == cur_out_last)]
                 with m.Else():
                     m.d.sync += [chunk.eq(chunk + 1), chunk_end.eq(chunk + 1 == cur_per_last)]
-                m.d.sync += addr.eq(addr + 1)
+                with m.If(plane_end):
+                    m.d.sync += [addr.eq(addr + 1), plane.eq(0), plane_end.eq(single)]
             with m.State("DRAIN"):
                 with m.If(drained):             # nothing in flight, so nothing completes
                     with m.If(cur_final):
@@ -217,6 +229,7 @@ class Sequencer(wiring.Component):
             self.cmd.valid.eq(issue),
             cmd.addr.eq(addr), cmd.chunk.eq(chunk),
             cmd.tag.layer.eq(layer), cmd.tag.group.eq(neuron), cmd.tag.hidden.eq(hidden_index),
-            cmd.tag.first.eq(chunk == 0), cmd.tag.last.eq(chunk_end), cmd.tag.end.eq(neuron_end),
+            cmd.tag.first.eq((chunk == 0) & (plane == 0)), cmd.tag.last.eq(chunk_end & plane_end),
+            cmd.tag.end.eq(neuron_end), cmd.tag.plane.eq(plane),
         ]
         return m

@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
+from ..golden.plan import check_pe
 from ..errors import NmflowError, check_number
 from ..protocol import METAPLASTIC_VERSION, VERSION, Info, MetaplasticInfo, score_bytes
 from ..protocol.framing import BAUD
@@ -81,7 +82,8 @@ def uart_timing(clk_freq, baud, timeout):
     return divisor, timeout_cycles
 
 
-def check_host_top(model, *, lanes=16, clk_freq, baud=BAUD, timeout=0.02):
+def check_host_top(model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, baud=BAUD,
+                   timeout=0.02):
     """Check the parameters of :class:`HostTop` without building it.
 
     Returns
@@ -96,6 +98,12 @@ def check_host_top(model, *, lanes=16, clk_freq, baud=BAUD, timeout=0.02):
     if not isinstance(model, HardwareModel):
         raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
     check_lanes(lanes)
+    check_pe(pe, lanes)
+    if first_layer_bits is not None and (
+            not isinstance(first_layer_bits, int) or isinstance(first_layer_bits, bool)
+            or not 1 <= first_layer_bits <= model.input_bits):
+        raise NmflowError(f"first_layer_bits must be an integer from 1 to input_bits = "
+                          f"{model.input_bits}, not {first_layer_bits!r}")
     divisor, timeout_cycles = uart_timing(clk_freq, baud, timeout)
     check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                      timeout=timeout_cycles)
@@ -155,8 +163,10 @@ class HostCore(wiring.Component):
     idle, receiving : Out(1)
     """
 
-    def __init__(self, model, *, lanes, timeout_cycles, errors, metaplastic, buffers):
+    def __init__(self, model, *, lanes, timeout_cycles, errors, metaplastic, buffers, pe=1,
+                 first_layer_bits=None):
         self._model, self._lanes, self._errors = model, lanes, errors
+        self._pe, self._first_layer_bits = pe, first_layer_bits
         self._buffers = buffers
         self._timeout_cycles = timeout_cycles
         self._engine = self._unit = self._unit_info = None
@@ -171,7 +181,8 @@ class HostCore(wiring.Component):
         if not isinstance(metaplastic, dict):
             raise TypeError(f"metaplastic must be a dict of MetaplasticUnit arguments, not "
                             f"{type(metaplastic).__name__}")
-        self._engine = InferenceEngine(self._model, lanes=self._lanes, errors=self._errors,
+        self._engine = InferenceEngine(self._model, lanes=self._lanes, pe=self._pe,
+                                       first_layer_bits=self._first_layer_bits, errors=self._errors,
                                        writable=True, buffers=self._buffers)
         self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
         self._unit_info = MetaplasticInfo.of_unit(self._unit)
@@ -192,8 +203,9 @@ class HostCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         model = self._model
-        engine = self._engine or InferenceEngine(model, lanes=self._lanes, errors=self._errors,
-                                                 buffers=self._buffers)
+        engine = self._engine or InferenceEngine(model, lanes=self._lanes, pe=self._pe,
+                                                 first_layer_bits=self._first_layer_bits,
+                                                 errors=self._errors, buffers=self._buffers)
         m.submodules.engine = engine
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles,
@@ -239,6 +251,11 @@ class HostTop(UARTTop):
     model : :class:`~nmflow.golden.hwmodel.HardwareModel`
     lanes : int
         GXNOR lanes of the engine.
+    pe : int
+        Neurons the engine computes side by side (each over ``lanes / pe`` lanes).
+    first_layer_bits : int or None
+        Input bits the engine's first layer takes per cycle (None: all; 1: bit-serial over 2-bit
+        lanes).
     clk_freq : float
         Frequency of the ``sync`` clock, in Hz.
     baud : float
@@ -267,17 +284,22 @@ class HostTop(UARTTop):
     As :class:`UARTTop`.
     """
 
-    def __init__(self, model, *, lanes=16, clk_freq, baud=BAUD, timeout=0.02, errors=None,
-                 metaplastic=None, buffers=None):
-        divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, clk_freq=clk_freq,
-                                                       baud=baud, timeout=timeout)
+    def __init__(self, model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, baud=BAUD,
+                 timeout=0.02, errors=None, metaplastic=None, buffers=None):
+        divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, pe=pe,
+                                                       first_layer_bits=first_layer_bits,
+                                                       clk_freq=clk_freq, baud=baud,
+                                                       timeout=timeout)
         self._model, self._lanes, self._errors = model, lanes, errors
-        super().__init__(HostCore(model, lanes=lanes, timeout_cycles=self._timeout_cycles,
+        self._pe = pe
+        super().__init__(HostCore(model, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits,
+                                  timeout_cycles=self._timeout_cycles,
                                   errors=errors, metaplastic=metaplastic, buffers=buffers),
                          divisor)
 
     model = property(lambda self: self._model)
     lanes = property(lambda self: self._lanes)
+    pe = property(lambda self: self._pe)
     injection = property(lambda self: self._errors)
     unit = property(lambda self: self.core.unit)
     """The :class:`~nmflow.rtl.metaplastic.MetaplasticUnit`, or ``None``."""

@@ -148,10 +148,11 @@ class EngineVerilog:
     sha256: str
 
 
-def write_engine_verilog(model, out_dir, *, lanes=16, pe=1, memory="block", errors=None):
+def write_engine_verilog(model, out_dir, *, lanes=16, pe=1, first_layer_bits=None,
+                         memory="block", errors=None):
     """Write the inference engine for ``model`` as ``out_dir/engine.v`` and ``engine.json``.
 
-    ``engine.json`` records the configuration (lanes, pe, memory kind), the model's sizes and
+    ``engine.json`` records the configuration (lanes, pe, first layer, memory kind), the model's sizes and
     checksum, the engine's figures (``acc_bits``, ``weight_rows``, ``weight_bits``,
     ``ideal_cycles_per_inference``, ``cycles_per_inference``, ``cycles_back_to_back`` for an
     inference offered right behind another, ``interval_cycles`` between back-to-back starts and
@@ -171,7 +172,8 @@ def write_engine_verilog(model, out_dir, *, lanes=16, pe=1, memory="block", erro
     """
     from .engine import InferenceEngine
 
-    engine = InferenceEngine(model, lanes=lanes, pe=pe, memory=memory, errors=errors)
+    engine = InferenceEngine(model, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, memory=memory,
+                             errors=errors)
     out_dir = Path(out_dir)
     path = out_dir / "engine.v"
     with staged_outputs() as outputs:
@@ -185,6 +187,7 @@ def _engine_config(engine, model, lanes, memory, errors, text):
     from ..golden import hwmodel
     return {
         "toplevel": TOPLEVEL, "lanes": lanes, "pe": engine.pe, "simd": engine.plan.simd,
+        "first_layer_bits": engine.plan.first_layer_bits,
         "memory": memory, "sizes": model.sizes,
         "input_bits": model.input_bits, "weight_kind": model.weight_kind,
         "score_bits": model.score_bits, "acc_bits": engine.acc_bits,

@@ -46,8 +46,29 @@ def _simulator(name):
             os.environ["SIM"] = before
 
 
-def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=None,
-              injector=True, sim_images=None):
+def _figures(plan):
+    """The cycle figures of a folding, from its plan."""
+    return {
+        "simd": plan.simd, "pe": plan.pe, "lanes": plan.lanes,
+        "first_layer_bits": plan.first_layer_bits, "passes": plan.passes[0],
+        "issue_cycles": plan.issue_cycles,
+        "ideal_cycles": plan.ideal_cycles,
+        "cycles_per_inference": plan.interval_cycles,
+        "ratio_to_ideal": round(plan.interval_cycles / plan.ideal_cycles, 4),
+        "latency_cycles": plan.cycles_per_inference,
+        "breakdown": {"input_load": plan.n_inputs, "row_issue": plan.issue_cycles,
+                      "pipeline_drain": sum(plan.drain_cycles),
+                      "result_beats": plan.n_classes},
+    }
+
+
+def synapse_ops(model):
+    """Multiply-accumulates of one inference: ``sum(in * out)`` over the layers."""
+    return sum(layer.n_in * layer.n_out for layer in model.layers)
+
+
+def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
+              boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None):
     from ..boards.build import get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
@@ -67,35 +88,47 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
     check_int("images", images, 1, limits.BENCH_IMAGES)
     if sim_images is not None:
         check_int("sim_images", sim_images, 1, limits.BENCH_IMAGES)
-    result = {"network": None, "lanes": lanes}
+    if lanes is None and pe is not None:
+        lanes = max(16, pe * pe)
+    given = lanes is not None or first_layer_bits is not None
+    folding = {info.name: (lanes if lanes is not None else info.engine_folding[0],
+                           pe if pe is not None else (1 if given else info.engine_folding[1]),
+                           first_layer_bits if given else info.engine_folding[2])
+               for info in infos}
+    result = {"network": None, "folding": {
+        name: {"lanes": f[0], "pe": f[1], "first_layer_bits": f[2]}
+        for name, f in folding.items()}}
 
     train_step(run_dir, TrainConfig.tnn(), DatasetSpec("digits"))
     golden = export_step(run_dir)
     model = hwmodel.load(run_dir / "hwmodel")
     result["network"] = {"sizes": model.sizes, "weight_kind": model.weight_kind,
                          "int_accuracy": golden["int_accuracy"]}
-    try:
-        plan = EnginePlan(model, lanes)      # the figures, without building the engine
-    except ValueError as error:
-        raise NmflowError(str(error)) from None
+    plans = {}
+    for name, (board_lanes, board_pe, bits) in folding.items():
+        try:                                # the figures, without building the engine
+            plans[name] = EnginePlan(model, board_lanes, pe=board_pe, first_layer_bits=bits)
+        except ValueError as error:
+            raise NmflowError(str(error)) from None
 
-    # Cycles: cocotb + Icarus on real test images.
-    verilog_step(run_dir, lanes=lanes)
-    sim = sim_step(run_dir, limit=images, lanes=lanes)
-    if not sim["passed"]:
-        raise NmflowError(f"benchmark simulation disagrees with the golden model: {sim['log']}")
-    cycles = sim["cycles_per_inference"]
-    result["cycles"] = {
-        "per_inference": cycles, "ideal_per_inference": plan.ideal_cycles,
-        "ratio_to_ideal": round(cycles / plan.ideal_cycles, 4),
-        "predicted_per_inference": plan.cycles_per_inference,
-        "interval_per_inference": plan.interval_cycles,
-        "interval_measured": sim["interval_cycles"],
-        "interval_ratio_to_ideal": round(plan.interval_cycles / plan.ideal_cycles, 4),
-        "breakdown": {"input_load": plan.n_inputs, "row_reads": plan.ideal_cycles,
-                      "pipeline_drain": sum(plan.drain_cycles),
-                      "result_beats": plan.n_classes},
-    }
+    # Cycles: cocotb + Icarus on real test images, at each board's folding: the measured
+    # latency of the first inference and the interval between back-to-back starts.
+    result["cycles"] = {}
+    def tag(plan):
+        return f"{plan.lanes}x{plan.pe}d{plan.first_layer_bits}"
+    for name, plan in plans.items():
+        rtl = run_dir / f"rtl_{tag(plan)}"
+        verilog_step(run_dir, lanes=plan.lanes, pe=plan.pe,
+                     first_layer_bits=plan.first_layer_bits, out=rtl)
+        sim = sim_step(run_dir, limit=images, rtl=rtl, out=run_dir / f"sim_{tag(plan)}")
+        if not sim["passed"]:
+            raise NmflowError(f"benchmark simulation disagrees with the golden model: "
+                              f"{sim['log']}")
+        result["cycles"][name] = dict(_figures(plan), **{
+            "measured_latency_cycles": sim["cycles_per_inference"],
+            "measured_interval_cycles": sim["interval_cycles"],
+        })
+    first = plans[infos[0].name]
 
     # Simulation speed: cocotb on Icarus and on Verilator, the whole digits test set each (the
     # testbench's own seconds and cycles per second, and the wall time with compilation), and
@@ -103,8 +136,8 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
     speed = {"cycles_per_second": {}, "testbench_seconds": {}, "wall_seconds": {}}
     for simulator in ("icarus", "verilator"):
         with _simulator(simulator):
-            run_sim = sim_step(run_dir, lanes=lanes, out=run_dir / f"sim_{simulator}",
-                               limit=sim_images)
+            run_sim = sim_step(run_dir, rtl=run_dir / f"rtl_{tag(first)}",
+                               out=run_dir / f"sim_{simulator}", limit=sim_images)
         if not run_sim["passed"]:
             raise NmflowError(f"benchmark simulation ({simulator}) disagrees with the golden "
                               f"model: {run_sim['log']}")
@@ -117,12 +150,12 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
         speed["test_set_seconds"] = dict(speed["testbench_seconds"])
     x = load_dataset(DatasetSpec("digits")).x_test[:images]
     start = time.monotonic()
-    run = run_engine(InferenceEngine(model, lanes=lanes), x)
+    run = run_engine(InferenceEngine(model, lanes=first.lanes, pe=first.pe,
+                                     first_layer_bits=first.first_layer_bits), x)
     pysim_seconds = time.monotonic() - start
     result["simulation"] = dict(speed, **{
-        "images": images,
-        "cocotb_icarus_cycles_per_second": sim["sim_cycles_per_second"],
-        "cocotb_icarus_seconds": sim["seconds"],
+        "images": images, "lanes": first.lanes, "pe": first.pe,
+        "first_layer_bits": first.first_layer_bits,
         "amaranth_cycles_per_second": round(int(run.cycles.sum()) / pysim_seconds, 1),
         "amaranth_seconds": round(pysim_seconds, 2),
     })
@@ -136,8 +169,11 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
         errors = ErrorInjection(ErrorRates(0.0, rates["type2"], rates["type3"]))
     result["boards"] = {}
     for info in infos:
+        plan = plans[info.name]
         entry = {"device": info.device, "memory_bound": memory_bound(info, plan)}
-        build = build_step(run_dir, board=info.name, lanes=lanes)
+        entry.update(_figures(plan))
+        build = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
+                           first_layer_bits=plan.first_layer_bits)
         entry.update({key: build[key] for key in ("logic_cells", "logic_cells_total",
                                                   "block_rams", "block_rams_total", "dsps",
                                                   "fmax_mhz", "run_clock_mhz", "clock_margin",
@@ -152,9 +188,12 @@ def run_bench(run_dir, *, lanes=16, images=20, boards="icebreaker,ulx3s", out=No
                                                         1)
         entry["images_per_second_at_oscillator"] = round(build["oscillator_mhz"] * 1e6
                                                          / interval, 1)
+        entry["synapse_ops_per_cell_cycle"] = round(
+            synapse_ops(model) / interval / build["logic_cells"], 4)
         if errors is not None:
             # The cost of the read-error injector (rates settable through the host link).
-            with_errors = build_step(run_dir, board=info.name, lanes=lanes, errors=errors,
+            with_errors = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
+                                     first_layer_bits=plan.first_layer_bits, errors=errors,
                                      out=run_dir / f"{info.name}_errors")
             entry["injector"] = {
                 "logic_cells": with_errors["logic_cells"], "fmax_mhz": with_errors["fmax_mhz"],

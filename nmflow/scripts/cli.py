@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import NmflowError
 from .. import limits
 from ..protocol.framing import BAUD
-from .options import CLOCK, CLOCK_HELP, HIDDEN, LANES, SEED, VECTORS, integer, number, ranged
+from .options import CLOCK, CLOCK_HELP, FIRST_BITS, HIDDEN, LANES, PE, SEED, VECTORS, integer, number, ranged
 from .progress import bars
 
 DEFAULT_RUN = "build/run"
@@ -156,9 +156,19 @@ def _rates(text):
     return rates
 
 
+PE_HELP = ("neurons computed side by side, each over lanes / pe lanes: a power of two with "
+           "pe * pe <= lanes (default: 1)")
+
+
+FIRST_LAYER_HELP = ("input bits the first layer takes per cycle, 1 to the model's input bits: "
+                    "the lanes are one bit wider (1: 2-bit lanes, a popcount tree, a fraction of "
+                    "the logic, the first layer bit-serial; default: all the bits)")
+
+
 def cmd_verilog(args):
     from ..flow import verilog_step
-    _print_json(verilog_step(args.run, args.model, lanes=args.lanes, memory=args.memory,
+    _print_json(verilog_step(args.run, args.model, lanes=args.lanes, pe=args.pe,
+                             first_layer_bits=args.first_layer_bits, memory=args.memory,
                              out=args.out, errors=_injection(args)))
 
 
@@ -166,7 +176,8 @@ def _sim(args, console, quiet=False):
     from ..flow import sim_step
     with bars(console, quiet=quiet) as progress:
         return sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
-                        lanes=args.lanes, waves=args.waves, out=args.out, rtl=args.rtl,
+                        lanes=args.lanes, pe=args.pe, waves=args.waves, out=args.out,
+                        rtl=args.rtl,
                         progress=progress)
 
 
@@ -205,10 +216,13 @@ def cmd_build(args):
     from ..flow import build_step
     if args.clock not in ("auto", "board"):
         pll_for(args.board, args.clock, "--clock")
-    summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, out=args.out,
+    summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, pe=args.pe,
+                         first_layer_bits=args.first_layer_bits, out=args.out,
                          seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic,
                          clock=args.clock, baud=args.baud)
-    shown = {key: summary[key] for key in ("board", "device", "bitstream", "logic_cells",
+    shown = {key: summary[key] for key in ("board", "device", "bitstream", "lanes", "pe",
+                                           "first_layer_bits",
+                                           "logic_cells",
                                            "logic_cells_total", "block_rams", "dsps",
                                            "fmax_mhz", "run_clock_mhz", "clock_margin",
                                            "baud", "seconds")}
@@ -223,7 +237,7 @@ def cmd_host(args):
     with bars(quiet=args.check) as progress:
         result = host_step(args.run, args.port, args.model, inputs=args.inputs,
                            limit=args.limit, baudrate=args.baud, timeout=args.timeout,
-                           out=args.out, errors=_injection(args), lanes=args.lanes,
+                           out=args.out, errors=_injection(args), lanes=args.lanes, pe=args.pe,
                            progress=progress, check=args.check, board=args.board)
     if args.check:
         _print_json({key: result[key] for key in ("check", "port", "info", "images",
@@ -254,7 +268,8 @@ def cmd_demo(args):
 
 def cmd_bench(args):
     from ..scripts.bench import run_bench
-    result = run_bench(Path(args.run), lanes=args.lanes, images=args.images,
+    result = run_bench(Path(args.run), lanes=args.lanes, pe=args.pe,
+                       first_layer_bits=args.first_layer_bits, images=args.images,
                        boards=args.boards, out=args.out, injector=not args.no_injector,
                        sim_images=args.sim_images)
     _print_json(result)
@@ -325,6 +340,8 @@ def parser():
                      "write RUN/rtl/engine.v with the configuration beside it.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes, a power of two (default: 16)")
+    ranged(p, "--pe", PE, default=1, help=PE_HELP)
+    ranged(p, "--first-layer-bits", FIRST_BITS, help=FIRST_LAYER_HELP)
     p.add_argument("--memory", choices=("block", "logic"), default="block",
                    help="weight memory kind (default: block)")
     p.add_argument("--out", help="output folder (default: RUN/rtl)")
@@ -342,6 +359,8 @@ def parser():
                    "generated first with 'nmflow verilog' if both are missing)")
     ranged(p, "--lanes", LANES, help="lanes of the Verilog generated when RUN/rtl is empty; "
            "otherwise they must be those of engine.json (default: 16)")
+    ranged(p, "--pe", PE, help="neurons per cycle of the Verilog generated when RUN/rtl is "
+           "empty; otherwise that of engine.json (default: 1)")
     p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
 
@@ -360,6 +379,8 @@ def parser():
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker",
                    help="target board (default: icebreaker)")
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
+    ranged(p, "--pe", PE, default=1, help=PE_HELP)
+    ranged(p, "--first-layer-bits", FIRST_BITS, help=FIRST_LAYER_HELP)
     ranged(p, "--seed", SEED, help="nextpnr placement seed")
     ranged(p, "--clock", CLOCK, default="auto", help=CLOCK_HELP)
     ranged(p, "--baud", integer(1, limits.BAUD), default=BAUD,
@@ -406,6 +427,8 @@ def parser():
     p.add_argument("--out", help="output file (default: RUN/board.json)")
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes the board was built with, for "
            "the golden model of its read errors (default: 16)")
+    ranged(p, "--pe", PE, default=1, help="neurons per cycle the board was built with, for "
+           "the golden model of its read errors (default: 1)")
     _add_errors(p, "set on the board's injector at run time (a board built with --errors) and "
                 "compared with the golden model run with the same seed and rates")
 
@@ -422,7 +445,11 @@ def parser():
                      "Measure cycles per inference against the ideal, the memory "
                      "bound, Fmax and logic cells per board, simulation speed, images/s.",
                      run="build/bench")
-    ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
+    ranged(p, "--lanes", LANES, help="GXNOR lanes (default: each board's fastest folding that "
+           "fits)")
+    ranged(p, "--pe", PE, help="neurons per cycle (default: each board's fastest folding)")
+    ranged(p, "--first-layer-bits", FIRST_BITS, help="input bits the first layer takes per "
+           "cycle (default: each board's fastest folding)")
     ranged(p, "--images", integer(1, limits.BENCH_IMAGES), default=20,
            help="test images simulated under cocotb for the cycle figures (default: 20)")
     ranged(p, "--sim-images", integer(1, limits.BENCH_IMAGES),

@@ -130,6 +130,8 @@ HIDDEN = widths(limits.WIDTH, limits.LAYERS)
 SEED = integer(0, limits.SEED)
 VECTORS = integer(1, limits.VECTORS)
 LANES = integer(1, limits.LANES)
+PE = integer(1, limits.PE)
+FIRST_BITS = integer(1, 8)
 CLOCK = clock(1, limits.CLOCK_MHZ)
 CLOCK_HELP = ("run clock: auto (a PLL clock the design meets with a 5 %% margin over nextpnr's "
               "Fmax, from the clock measured for its units down), board (the board's oscillator, "

@@ -81,7 +81,7 @@ def _run_watching(run, progress_path, images, progress, poll=0.25):
     return box["result"]
 
 
-def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None,
+def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None, pe=None,
                     waves=False, ready=1.0, valid=1.0, seed=0, progress=None, wall_seconds=None):
     """Run the engine testbench (:mod:`nmflow.sim.tb_engine`) on ``inputs``; return a summary.
 
@@ -100,6 +100,8 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         ``model_path`` already loaded (loaded here if not given).
     lanes : int, optional
         If given, the lanes the Verilog must have been generated with.
+    pe : int, optional
+        If given, the neurons per cycle the Verilog must have been generated with.
     waves : bool
         Record waves (FST with Icarus) in ``sim_dir/work``.
     ready, valid : float
@@ -129,7 +131,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     from ..golden import hwmodel
 
     model = hwmodel.load(model_path) if model is None else model
-    verilog = read_engine_verilog(verilog_dir, model=model, lanes=lanes)
+    verilog = read_engine_verilog(verilog_dir, model=model, lanes=lanes, pe=pe)
     inputs = np.asarray(inputs, dtype=np.int64)
     sim_dir = Path(sim_dir).resolve()
     work = sim_dir / "work"
@@ -169,7 +171,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
                "failed": result.failed, "failures": result.failures, "log": str(result.log),
                "seconds": round(seconds, 2),
                "outputs": str(out_path) if out_path.is_file() else None,
-               "lanes": verilog.config["lanes"], "verilog": str(verilog.path.resolve()),
+               "lanes": verilog.config["lanes"], "pe": verilog.config["pe"], "verilog": str(verilog.path.resolve()),
                "verilog_sha256": verilog.sha256, "ready": ready, "valid": valid, "seed": seed,
                "killed_after": result.killed_after}
     if out_path.is_file():

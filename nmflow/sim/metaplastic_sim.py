@@ -200,7 +200,7 @@ def binary_model(sizes=(64, 128, 128, 10), seed=0, input_bits=5):
     return HardwareModel(input_bits=input_bits, weight_kind="binary", layers=layers), hidden
 
 
-def run_with_engine(model, unit_kwargs, rounds, *, engine_lanes=4, seed=0):
+def run_with_engine(model, unit_kwargs, rounds, *, engine_lanes=4, engine_pe=1, seed=0):
     """An :class:`~nmflow.rtl.engine.InferenceEngine` (``writable=True``) with a
     :class:`~nmflow.rtl.metaplastic.MetaplasticUnit` on its write port, in Amaranth's simulator.
     ``rounds`` is a list of ``(beats, inputs)``: the beats are streamed (random gaps and
@@ -214,7 +214,8 @@ def run_with_engine(model, unit_kwargs, rounds, *, engine_lanes=4, seed=0):
     from ..rtl.metaplastic import MetaplasticUnit
     from .streams import stream_get, stream_put
 
-    engine = InferenceEngine(model, lanes=engine_lanes, memory="block", writable=True)
+    engine = InferenceEngine(model, lanes=engine_lanes, pe=engine_pe, memory="block",
+                             writable=True)
     unit = MetaplasticUnit(engine.plan, **unit_kwargs)
     top = Module()
     top.submodules.engine, top.submodules.unit = engine, unit
