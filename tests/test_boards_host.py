@@ -159,7 +159,7 @@ def test_wrong_reply_command_and_version_are_refused():
     v1 = Info(1, 16, 5, 4, 3)
     with ScriptedServer(lambda frame: protocol.info_reply(v1)) as server:
         with EngineLink(server.url, timeout=1.0) as link:
-            with pytest.raises(NmflowError, match=r"^board protocol version must be 2 or 3, not 1 "):
+            with pytest.raises(NmflowError, match=r"^board protocol version must be 2 or 4, not 1 "):
                 link.info()
 
 
@@ -301,7 +301,7 @@ def test_host_step_with_errors_set_at_run_time(tmp_path, mode):
         result = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30, errors=errors,
                            lanes=16)
         assert result["mismatches"] == 0 and result["images"] == 6
-        assert result["errors"] == dict(errors.to_dict(), lanes=16)
+        assert result["errors"] == dict(errors.to_dict(), lanes=16, pe=1)
         again = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30, errors=errors,
                           lanes=16, out=tmp_path / "again.json")
         assert again["mismatches"] == 0                 # ERRORS restarted the sources

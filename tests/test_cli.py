@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from nmflow.errors import NmflowError
 from nmflow.golden import hwmodel
 from nmflow.golden.synthetic import random_model
 from nmflow.scripts.cli import main
@@ -214,21 +215,27 @@ def test_block_ram_estimate_matches_nextpnr(run):
 
 def test_wider_engines_move_their_buffers_to_logic():
     # The demo TNN 64-128-128-10 (5-bit inputs) on the iCE40UP5K's 30 block RAMs of 256 x 16.
-    # 32 lanes: weights 808 x 64 (16), inputs 2 x 160 (10), activations 4 x 64 (4 each),
-    # thresholds 256 x 24 (2), link buffer 64 x 5 (1): 37. Moving the inputs (320 bits) leaves 27.
-    # 64 lanes: weights 404 x 128 (16), inputs 1 x 320 (20), activations 2 x 128 (8 each):
-    # only with both moved (19) does it fit.
+    # 32 lanes: weights 808 x 64 (16), inputs 2 x 160 (10), the two activation banks in one
+    # memory 8 x 64 (4), thresholds 256 x 24 (2), link buffer 64 x 5 (1): 33. Moving the inputs
+    # (320 bits) leaves 23. 64 lanes: weights 404 x 128 (16), inputs 1 x 320 (20), activations
+    # 4 x 128 (8): with the inputs moved, 27.
     from nmflow.boards.build import get_board
     from nmflow.flow import fit_memories
     model = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
     ice = get_board("icebreaker")
     needed, buffers = fit_memories(model, 32, ice)
     assert buffers == {"inputs": "logic", "activations": "block"}
-    assert sum(needed.values()) == 27 and "inputs" not in needed
+    assert sum(needed.values()) == 23 and "inputs" not in needed
     needed, buffers = fit_memories(model, 64, ice)
-    assert buffers == {"inputs": "logic", "activations": "logic"}
-    assert sorted(needed) == ["host link buffer", "thresholds", "weights"]
-    assert sum(needed.values()) == 19
+    assert buffers == {"inputs": "logic", "activations": "block"}
+    assert sorted(needed) == ["activations", "host link buffer", "thresholds", "weights"]
+    assert sum(needed.values()) == 27
+    # 128 lanes in one neuron: the weights alone (266 rows of 256 bits) take 32 block RAMs
+    with pytest.raises(NmflowError, match=r"^design does not fit icebreaker \(iCE40UP5K\): the "
+                                          r"engine needs 35 block RAMs \(ICESTORM_RAM\) with its "
+                                          r"buffers in logic, 32 of them for the weights \(266 "
+                                          r"rows of 256 bits\); the device has 30$"):
+        fit_memories(model, 128, ice)
     assert fit_memories(model, 64, get_board("ulx3s"))[1] == {"inputs": "block",
                                                               "activations": "block"}
     # the metaplastic unit's tables count, and a link buffer in logic does not
@@ -236,10 +243,10 @@ def test_wider_engines_move_their_buffers_to_logic():
     needed, buffers = fit_memories(model, 16, ice, extra=extra, link_buffer=False)
     assert buffers == {"inputs": "block", "activations": "block"}
     assert needed["f_meta table 0"] == 2 and "host link buffer" not in needed
-    assert sum(needed.values()) == 14 + 5 + 2 + 2 + 2 + 4
-    needed, buffers = fit_memories(model, 16, ice, extra=dict(extra, other=(512, 16)))
+    assert sum(needed.values()) == 14 + 5 + 2 + 2 + 4
+    needed, buffers = fit_memories(model, 16, ice, extra=dict(extra, other=(1024, 16)))
     assert buffers == {"inputs": "logic", "activations": "block"}      # 32 in block: over
-    assert sum(needed.values()) == 14 + 2 + 2 + 2 + 4 + 2 + 1
+    assert sum(needed.values()) == 14 + 2 + 2 + 4 + 4 + 1
 
 
 def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
@@ -251,9 +258,9 @@ def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
     model = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
     hwmodel.save(model, tmp_path / "hwmodel")
     ice = get_board("icebreaker")
-    assert fit_memories(model, 16, ice, margin=4)[1] == {"inputs": "block",
-                                                          "activations": "block"}  # 26 + 4
-    assert fit_memories(model, 16, ice, margin=5)[1] == {"inputs": "logic",
+    assert fit_memories(model, 16, ice, margin=6)[1] == {"inputs": "block",
+                                                          "activations": "block"}  # 24 + 6
+    assert fit_memories(model, 16, ice, margin=7)[1] == {"inputs": "logic",
                                                           "activations": "block"}
     seen = []
 
@@ -275,7 +282,7 @@ def test_build_retries_with_more_buffers_in_logic(monkeypatch, tmp_path):
     assert len(seen) == 2
     assert seen[0].buffers == {"inputs": "block", "activations": "block"}
     assert seen[1].buffers == {"inputs": "logic", "activations": "block"}     # what was built
-    # estimated 26, Yosys 31: 5 more kept free, so the input buffer (5 blocks) goes to logic
+    # estimated 24, Yosys 31: 7 more kept free, so the input buffer (5 blocks) goes to logic
     assert summary["buffers"] == {"inputs": "logic", "activations": "block"}
     assert summary["block_rams_estimated"]["weights"] == 14
     assert "inputs" not in summary["block_rams_estimated"]
@@ -480,12 +487,16 @@ def test_bench_writes_its_figures(tmp_path):
     # The benchmark's JSON holds every figure it promises, consistent with each other (the
     # figures themselves are measured by `nmflow bench`, not asserted here).
     out = tmp_path / "bench.json"
+    # a small folding (the board's own is a long place and route): 16 lanes, two neurons a
+    # cycle, a bit-serial first layer (the injector's second build must fit too)
     result = nmflow("bench", "--run", tmp_path / "bench", "--images", "2", "--sim-images", "3",
-                    "--boards", "icebreaker", "--out", out)
+                    "--boards", "icebreaker", "--lanes", "16", "--pe", "2",
+                    "--first-layer-bits", "1", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads(out.read_text())
     board = bench["boards"]["icebreaker"]
     simd, pe = board["simd"], board["pe"]
+    assert (simd, pe, board["first_layer_bits"]) == (8, 2, 1)
     assert (board["lanes"], pe, board["first_layer_bits"]) == tuple(
         bench["folding"]["icebreaker"].values())
     passes = -(-5 // board["first_layer_bits"])             # digits' pixels have 5 bits
@@ -528,3 +539,32 @@ def test_bench_writes_its_figures(tmp_path):
     injector = board["injector"]
     assert injector["logic_cells_added"] == injector["logic_cells"] - board["logic_cells"] > 0
     assert injector["block_rams"] == board["block_rams"]
+
+
+def test_bench_sweep_records_each_folding_and_its_limit(tmp_path):
+    # One folding that builds and one whose weight rows (512 bits) the iCE40's block RAMs cannot
+    # deliver: the sweep records both, the second with what stopped it, and draws the plot.
+    out = tmp_path / "sweep.json"
+    result = nmflow("bench", "--run", tmp_path / "run", "--boards", "icebreaker", "--sweep",
+                    "16x1,256x8d1", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = json.loads(out.read_text())
+    small, wide = sweep["boards"]["icebreaker"]
+    assert (small["simd"], small["pe"], small["passes"]) == (16, 1, 1)
+    assert small["ideal_cycles"] == 4 * 128 + 8 * 128 + 8 * 10
+    assert small["images_per_second_at_run_clock"] == round(
+        small["run_clock_mhz"] * 1e6 / small["cycles_per_inference"], 1)
+    assert small["limit"] == "none" and 0 < small["logic_cell_fraction"] < 0.85
+    assert (wide["simd"], wide["pe"], wide["passes"]) == (32, 8, 5)
+    assert wide["refused"] == "memory" and wide["limit"] == "memory"
+    assert "logic_cells" not in wide and wide["error"].startswith("design does not fit")
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_bench_sweep_refuses_a_bad_point(tmp_path):
+    result = nmflow("bench", "--run", tmp_path / "run", "--sweep", "64x4,16x8")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "nmflow: error: bench: --sweep pe must be a power of two with pe * pe <= lanes = 16 "
+        "(each of the pe neurons over simd = lanes / pe >= pe lanes), not 8 (see nmflow bench "
+        "--help)")

@@ -112,6 +112,15 @@ def test_every_first_clock_is_a_pll_output(name):
     assert board.first_clock_mhz() == board.run_clocks_mhz["engine"]
     assert board.first_clock_mhz("engine", "metaplastic") == board.run_clocks_mhz["metaplastic"]
     assert board.first_clock_mhz("engine", "something new") == board.clock_mhz
+    # a measured folding starts at its own clock; the engine's with the metaplastic unit at the
+    # unit's, the lower
+    for folding, mhz in board.folding_clocks_mhz.items():
+        assert Fraction(mhz * 10**6) in outputs, (name, folding, mhz)
+        assert board.first_clock_mhz(folding=folding) == mhz
+        assert board.first_clock_mhz("engine", "metaplastic", folding=folding) == min(
+            mhz, board.run_clocks_mhz["metaplastic"])
+    assert board.engine_folding in board.folding_clocks_mhz
+    assert board.first_clock_mhz(folding=(2, 1, None)) == board.run_clocks_mhz["engine"]
 
 
 def test_settings_to_dict_is_json_ready():

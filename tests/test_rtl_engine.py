@@ -223,9 +223,12 @@ def test_cycle_figures():
     assert engine.weight_bits == engine.weight_rows * 32
     assert engine.cycles_per_inference <= 1.10 * engine.ideal_cycles
     Fragment.get(engine, None)                  # elaborated, as a design would
+    # 2-bit activations: the products go straight into the first adder (4 levels, 4 cycles);
+    # pixels of 5 bits (6-bit products) have a register of their own
     popcount = GXNORPopcount(16, 2)
     Fragment.get(popcount, None)
-    assert popcount.latency == 5
+    assert popcount.latency == 4 and GXNORPopcount(16, 6).latency == 5
+    assert GXNORPopcount(1, 2).latency == 1
 
 
 @pytest.mark.parametrize("lanes", [0, 3, 48, 2048, 2.0])

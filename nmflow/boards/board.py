@@ -89,6 +89,11 @@ class Board:
         The engine's ``(lanes, pe, first_layer_bits)`` that ran the default digits TNN fastest
         on this part and fit it, as measured (what ``nmflow bench`` builds when not told
         otherwise).
+    folding_clocks_mhz : dict, optional
+        ``{(lanes, pe, first_layer_bits): MHz}``: the run clock an engine of that folding met on
+        this part, as measured; a build of the engine alone at that folding tries it first
+        instead of ``run_clocks_mhz["engine"]`` (a wide engine meets less than a narrow one, and
+        each place and route of it is long).
 
     Raises
     ------
@@ -118,6 +123,7 @@ class Board:
     loads_sram: bool = True
     run_clocks_mhz: dict = None
     engine_folding: tuple = (16, 1, None)
+    folding_clocks_mhz: dict = None
 
     def __post_init__(self):
         for depth, width in self.block_ram_modes:
@@ -126,10 +132,15 @@ class Board:
                                  f"bits read {self.block_ram_port_bits} bits at a time, not "
                                  f"({depth}, {width})")
 
-    def first_clock_mhz(self, *units):
+    def first_clock_mhz(self, *units, folding=None):
         """The run clock a design of ``units`` tries first: the lowest of theirs (the engine's if
-        none is named), the oscillator for a unit :attr:`run_clocks_mhz` does not list."""
-        clocks = self.run_clocks_mhz or {}
+        none is named), the oscillator for a unit :attr:`run_clocks_mhz` does not list; for the
+        engine, the clock measured for its ``folding`` ``(lanes, pe, first_layer_bits)`` if
+        :attr:`folding_clocks_mhz` has it."""
+        clocks = dict(self.run_clocks_mhz or {})
+        measured = (self.folding_clocks_mhz or {}).get(folding)
+        if measured is not None:
+            clocks["engine"] = measured
         return min(clocks.get(unit, self.clock_mhz) for unit in (units or ("engine",)))
 
     @property

@@ -188,7 +188,7 @@ class EngineLink(LinkDriver):
         Raises
         ------
         NmflowError
-            If the board has no metaplastic unit (protocol version 3), the rows are out of range
+            If the board has no metaplastic unit (protocol version 4), the rows are out of range
             (checked before anything is sent) or a request fails (see :meth:`info`).
         """
         unit = self._metaplastic("READ")

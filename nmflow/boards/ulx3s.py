@@ -59,4 +59,8 @@ BOARD = Board(
     # the injector 122-123, with the metaplastic unit 48.5-49.7, the EqProp unit 59.4.
     run_clocks_mhz={"engine": 112.5, "injector": 110.0, "metaplastic": 45.0, "eqprop": 55.0},
     loads_sram=True,
+    # 512 lanes, 8 neurons a cycle: 17,371 LUTs, 55 block RAMs, Fmax 102.7 MHz (256 x 8: 7823
+    # LUTs, 103.4 MHz).
+    engine_folding=(512, 8, None),
+    folding_clocks_mhz={(512, 8, None): 87.5, (256, 8, None): 93.75},
 )

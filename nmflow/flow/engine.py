@@ -414,7 +414,7 @@ def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, li
         f"for the weights ({depth} rows of {width} bits); the device has {info.block_rams}")
 
 
-def clock_options(clock, board, *units, baud=BAUD):
+def clock_options(clock, board, *units, baud=BAUD, folding=None):
     """``(options, hz)``: the ``clock_mhz``/``first_clock_mhz``/``accept_clock`` arguments of
     :func:`nmflow.boards.build.build` for a flow's ``clock`` (``"auto"``, ``"board"`` or MHz) and
     a design of ``units`` on ``board`` whose UART runs at ``baud`` (a PLL output the UART cannot
@@ -436,7 +436,7 @@ def clock_options(clock, board, *units, baud=BAUD):
         uart_divisor(board.clock_hz, baud)
         return {"clock_mhz": None}, board.clock_hz
     if clock == "auto":
-        first = board.first_clock_mhz(*units)
+        first = board.first_clock_mhz(*units, folding=folding)
         options = {"clock_mhz": "auto", "first_clock_mhz": first, "accept_clock": accept}
     else:
         first = clock
@@ -489,7 +489,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
 
     units = ("engine",) + (("injector",) if errors is not None else ()) + (
         ("metaplastic",) if unit is not None else ())
-    clocking, first_hz = clock_options(clock, info, *units, baud=baud)
+    clocking, first_hz = clock_options(clock, info, *units, baud=baud,
+                                       folding=(lanes, pe, first_layer_bits))
     try:
         check_host_top(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, clk_freq=first_hz,
                        baud=baud)

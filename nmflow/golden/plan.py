@@ -238,8 +238,10 @@ class EnginePlan:
 
     @property
     def popcount_latency(self):
-        """Cycles of the GXNOR lanes and the adder tree: a register per lane, one per level."""
-        return 1 + self.lane_bits
+        """Cycles of the GXNOR lanes and the adder tree: a register per lane, one per level (no
+        register per lane for 2-bit lanes of at least two a neuron: the product goes straight
+        into the first adder)."""
+        return self.lane_bits + int(self.x_bits > 2 or self.lane_bits == 0)
 
     def stage_cycles(self, stage):
         """Cycles of one stage of :data:`PIPELINE`."""

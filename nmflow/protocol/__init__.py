@@ -9,7 +9,7 @@ it byte for byte and the tests compare the gateware with their twins using ``==`
 * :mod:`~nmflow.protocol.engine`: the inference engine's command set, INFO, INFER and the
   read-error injector's ERRORS (version 2), and :class:`~nmflow.protocol.engine.LinkModel`;
 * :mod:`~nmflow.protocol.metaplastic`: the metaplastic unit's UPDATE, LOAD and READ on the
-  engine's link (version 3);
+  engine's link (version 4);
 * :mod:`~nmflow.protocol.eqprop`: the EqProp unit's command set and its link's twin.
 
 The names of the first three are also importable from here (``from nmflow.protocol import

@@ -1,6 +1,6 @@
 """The engine's command set (protocol version 2): INFO, INFER and the read-error injector's
 ERRORS, on the shared framing (:mod:`nmflow.protocol.framing`); a board with the metaplastic unit
-adds :mod:`nmflow.protocol.metaplastic` (version 3). The specification is docs/contracts.md,
+adds :mod:`nmflow.protocol.metaplastic` (version 4). The specification is docs/contracts.md,
 section 5; this module and its twin :class:`LinkModel` follow it byte for byte.
 
 :class:`nmflow.rtl.hostlink.HostLink` implements it in gateware,
@@ -245,7 +245,7 @@ class LinkModel(FrameModel):
         request, before its reply: the twin's ``infer`` should read with the injector's golden
         twin made afresh from it (:class:`~nmflow.golden.injector.InjectedRead`).
     metaplastic : :class:`~nmflow.protocol.metaplastic.MetaplasticInfo` or None
-        The metaplastic unit's sizes: the link then reports version 3 with the INFO tail and
+        The metaplastic unit's sizes: the link then reports version 4 with the INFO tail and
         accepts UPDATE, LOAD and READ; ``None`` (the default) refuses them with ``BAD_COMMAND``.
     apply : callable or None
         ``apply(command, group, mask, values) -> hidden`` for each accepted UPDATE or LOAD

@@ -1,4 +1,4 @@
-"""The metaplastic unit's command set on the engine's link (protocol version 3): UPDATE, LOAD and
+"""The metaplastic unit's command set on the engine's link (protocol version 4): UPDATE, LOAD and
 READ, and the unit's sizes in the tail of the INFO reply (docs/contracts.md, section 5.4).
 
 A board built with the metaplastic update unit (:mod:`nmflow.rtl.metaplastic`) speaks the

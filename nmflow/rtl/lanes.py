@@ -43,7 +43,9 @@ class GXNORPopcount(wiring.Component):
     o : Out(stream.Signature({"sums", "tag"}, always_ready=True))
         ``sums[q]``: neuron ``q``'s sum.
 
-    Latency: :attr:`latency` = 1 + log2(simd) cycles. Throughput: one row per cycle.
+    Latency: :attr:`latency` = 1 + log2(simd) cycles; log2(simd) with 2-bit activations and
+    at least two lanes a neuron (a ternary product is a function of four bits: it goes straight
+    into the first adder, saving a register per lane). Throughput: one row per cycle.
     """
 
     def __init__(self, lanes, x_bits, tag_shape=unsigned(1), *, pe=1):
@@ -75,16 +77,22 @@ class GXNORPopcount(wiring.Component):
         return signed(self._x_bits + self._levels)
 
     @property
+    def registered_products(self):
+        """Whether the products have a register of their own (all but 2-bit activations)."""
+        return self._x_bits > 2 or self._levels == 0
+
+    @property
     def latency(self):
-        return 1 + self._levels
+        return int(self.registered_products) + self._levels
 
     def elaborate(self, platform):
         m = Module()
         simd = self._simd
         weights, xs = self.i.payload.weights, self.i.payload.x
-        valid = Signal(name="valid0")
-        tag = Signal(self._tag_shape, name="tag0")
-        m.d.sync += [valid.eq(self.i.valid), tag.eq(self.i.payload.tag)]
+        valid, tag = self.i.valid, self.i.payload.tag
+        if self.registered_products:
+            valid, tag = Signal(name="valid0"), Signal(self._tag_shape, name="tag0")
+            m.d.sync += [valid.eq(self.i.valid), tag.eq(self.i.payload.tag)]
         for depth in range(self._levels):
             next_valid = Signal(name=f"valid{depth + 1}")
             next_tag = Signal(self._tag_shape, name=f"tag{depth + 1}")
@@ -92,17 +100,19 @@ class GXNORPopcount(wiring.Component):
             valid, tag = next_valid, next_tag
 
         for q in range(self._pe):
-            # Lanes: gate and sign each activation by its ternary weight, registered.
+            # Lanes: gate and sign each activation by its ternary weight (registered, unless
+            # the product goes straight into the first adder).
             width = self._x_bits
+            domain = m.d.sync if self.registered_products else m.d.comb
             level = [Signal(signed(width), name=f"product{q}_{s}") for s in range(simd)]
             for s in range(simd):
                 weight, x = weights[q * simd + s], xs[s]
                 with m.If(~weight.nz):
-                    m.d.sync += level[s].eq(0)
+                    domain += level[s].eq(0)
                 with m.Elif(weight.neg):
-                    m.d.sync += level[s].eq(-x)
+                    domain += level[s].eq(-x)
                 with m.Else():
-                    m.d.sync += level[s].eq(x)
+                    domain += level[s].eq(x)
             # Adder tree: one register per level.
             for depth in range(self._levels):
                 width += 1

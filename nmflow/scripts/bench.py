@@ -10,6 +10,7 @@ injector costs (``injector``, a second build with ``--errors``; ``--no-injector`
 """
 
 import contextlib
+import re
 import os
 import time
 from pathlib import Path
@@ -209,3 +210,136 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
 
     write_json(Path(out or run_dir / "bench.json"), result)
     return result
+
+
+# -- the SIMD x PE sweep ------------------------------------------------------------------------------
+
+#: The foldings ``nmflow bench --sweep`` builds by default on each board: ``(lanes, pe,
+#: first_layer_bits)``, from one neuron of 16 parallel lanes up past what the part holds.
+SWEEP_POINTS = {
+    "icebreaker": ((16, 1, None), (32, 2, None), (64, 4, None), (64, 4, 1), (128, 4, 1),
+                   (128, 4, 2), (128, 8, 1), (256, 8, 1)),
+    "ulx3s": ((16, 1, None), (64, 4, None), (256, 8, None), (512, 8, None), (1024, 16, None),
+              (1024, 16, 1)),
+}
+
+
+def parse_points(text):
+    """Foldings from ``LANESxPE[dBITS],...`` (``128x4d1``: 128 lanes, 4 neurons, a bit-serial
+    first layer); one NmflowError line for a malformed one."""
+    from ..golden.plan import check_lanes, check_pe
+    points = []
+    for part in str(text).split(","):
+        match = re.fullmatch(r"\s*(\d+)x(\d+)(?:d(\d+))?\s*", part)
+        if not match:
+            raise NmflowError(f"sweep points must be LANESxPE or LANESxPEdBITS, comma-separated "
+                              f"(such as 64x4,128x4d1), not {part.strip()!r}")
+        lanes, pe, bits = (None if v is None else int(v) for v in match.groups())
+        check_lanes(lanes)
+        check_pe(pe, lanes)
+        points.append((lanes, pe, bits))
+    return tuple(points)
+
+
+def _limit(info, plan, entry, first_mhz):
+    """The resource that stops a folding going further: ``logic`` (over 85 % of the logic
+    cells, or not placed), ``memory`` (block RAMs or their ports), ``timing`` (Fmax under the
+    board's first engine clock) or ``none``."""
+    if entry.get("refused") == "logic" or entry.get("logic_cell_fraction", 0) > 0.85:
+        return "logic"
+    if entry.get("refused") == "memory" or plan.lanes * 2 > info.block_ram_bits_per_cycle:
+        return "memory"
+    if entry.get("fmax_mhz") is not None and entry["fmax_mhz"] < first_mhz:
+        return "timing"
+    return "none"
+
+
+def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot=None,
+              progress=None):
+    """Build the default digits TNN at each folding on each board: cycles (the plan's, which
+    the tests hold the RTL to), logic, block RAMs, DSPs, Fmax, run clock, images per second and
+    the limit each point hits; write ``sweep.json`` and a plot. A point that does not fit is
+    recorded with what overflowed, not an error."""
+    from ..boards.build import DoesNotFit, get_board
+    from ..flow import DatasetSpec, build_step, export_step, train_step
+    from ..golden import hwmodel
+    from ..golden.plan import EnginePlan
+    from ..golden.train import TrainConfig
+
+    run_dir = Path(run_dir)
+    infos = [get_board(name.strip()) for name in str(boards).split(",") if name.strip()]
+    if not (run_dir / "hwmodel.json").is_file():
+        train_step(run_dir, TrainConfig.tnn(), DatasetSpec("digits"))
+        export_step(run_dir)
+    model = hwmodel.load(run_dir / "hwmodel")
+    result = {"network": {"sizes": model.sizes, "weight_kind": model.weight_kind,
+                          "synapse_ops": synapse_ops(model)}, "boards": {}}
+    for info in infos:
+        rows = []
+        first_mhz = info.first_clock_mhz("engine")
+        for lanes, pe, bits in (points or SWEEP_POINTS.get(info.name, SWEEP_POINTS["ulx3s"])):
+            plan = EnginePlan(model, lanes, pe=pe, first_layer_bits=bits)
+            entry = _figures(plan)
+            del entry["breakdown"]
+            tag = f"{lanes}x{pe}d{plan.first_layer_bits}"
+            try:
+                build = build_step(run_dir, board=info.name, lanes=lanes, pe=pe,
+                                   first_layer_bits=bits, out=run_dir / f"sweep_{info.name}_{tag}")
+            except DoesNotFit as error:
+                entry["refused"] = "memory" if error.block_rams is not None else "logic"
+                entry["error"] = str(error)
+            except NmflowError as error:
+                entry["refused"] = "memory" if "block RAM" in str(error) else "other"
+                entry["error"] = str(error)
+            else:
+                entry.update({key: build[key] for key in (
+                    "logic_cells", "logic_cells_total", "block_rams", "block_rams_total", "dsps",
+                    "fmax_mhz", "run_clock_mhz")})
+                entry["logic_cell_fraction"] = round(build["logic_cells"]
+                                                     / build["logic_cells_total"], 4)
+                entry["images_per_second_at_run_clock"] = round(
+                    build["run_clock_mhz"] * 1e6 / plan.interval_cycles, 1)
+                entry["synapse_ops_per_cell_cycle"] = round(
+                    synapse_ops(model) / plan.interval_cycles / build["logic_cells"], 4)
+            entry["limit"] = _limit(info, plan, entry, first_mhz)
+            rows.append(entry)
+            if progress:
+                progress(info.name, tag, entry)
+        result["boards"][info.name] = rows
+    out = Path(out or run_dir / "sweep.json")
+    write_json(out, result)
+    _plot_sweep(result, Path(plot) if plot else out.with_suffix(".png"))
+    return result
+
+
+def _plot_sweep(result, path):
+    """Images per second against logic cells, one point per folding, labelled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..fileio import staged_outputs
+
+    boards = result["boards"]
+    fig, axes = plt.subplots(1, len(boards), figsize=(6 * len(boards), 4.5), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], boards.items()):
+        for row in rows:
+            label = f"{row['simd']}x{row['pe']}" + (
+                f" d{row['first_layer_bits']}" if row["passes"] > 1 else "")
+            if "logic_cells" in row:
+                ax.scatter(row["logic_cells"], row["images_per_second_at_run_clock"],
+                           color="C0" if row["limit"] == "none" else "C3")
+                ax.annotate(label, (row["logic_cells"], row["images_per_second_at_run_clock"]),
+                            fontsize=8, xytext=(3, 3), textcoords="offset points")
+        built = [row for row in rows if "logic_cells" in row]
+        if built:
+            ax.axvline(built[0]["logic_cells_total"] * 0.85, color="grey", linestyle=":",
+                       label="85 % of the logic cells")
+        ax.set_xlabel("logic cells (LUTs)")
+        ax.set_ylabel("images per second at the run clock")
+        ax.set_title(f"{name}: SIMD x PE (red: a limit reached)")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with staged_outputs() as outputs:
+        fig.savefig(outputs.file(path), dpi=120)
+    plt.close(fig)

@@ -266,8 +266,27 @@ def cmd_demo(args):
     run_demo(Path(args.run), lanes=args.lanes, limit=args.limit, board=args.board)
 
 
+def _sweep_points(text):
+    from ..scripts.bench import parse_points
+    if text == "default":
+        return None
+    try:
+        return parse_points(text)
+    except NmflowError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_bench(args):
-    from ..scripts.bench import run_bench
+    from ..scripts.bench import run_bench, run_sweep
+    if args.sweep is not False:
+        console = _console()
+        result = run_sweep(Path(args.run), boards=args.boards, points=args.sweep, out=args.out,
+                           progress=lambda board, tag, entry: console.print(
+                               f"{board} {tag}: {entry.get('images_per_second_at_run_clock', '-')}"
+                               f" images/s, {entry.get('logic_cells', '-')} cells, limit "
+                               f"{entry['limit']}"))
+        _print_json(result)
+        return
     result = run_bench(Path(args.run), lanes=args.lanes, pe=args.pe,
                        first_layer_bits=args.first_layer_bits, images=args.images,
                        boards=args.boards, out=args.out, injector=not args.no_injector,
@@ -460,7 +479,12 @@ def parser():
     p.add_argument("--no-injector", action="store_true",
                    help="skip the second build per board that measures the read-error "
                    "injector's cost")
-    p.add_argument("--out", help="JSON output (default: RUN/bench.json)")
+    p.add_argument("--sweep", nargs="?", const="default", default=False, type=_sweep_points,
+                   metavar="POINTS", help="instead of the benchmark, build the foldings POINTS "
+                   "(LANESxPE[dBITS],...; default: each board's sweep from 16 lanes to past what "
+                   "it holds) and write their cycles, logic, block RAMs, Fmax, images/s and the "
+                   "limit each hits to RUN/sweep.json and a plot beside it")
+    p.add_argument("--out", help="JSON output (default: RUN/bench.json, or RUN/sweep.json)")
 
     from . import bersweep, continual, eqprop, pcsa
     pcsa.add_parser(sub)
