@@ -240,7 +240,7 @@ def test_lanes_validated(lanes):
 
 def test_memory_kind_validated():
     refuses(lambda: InferenceEngine(random_model([8, 4], seed=0), memory="sram"), ValueError,
-            "memory must be one of 'block', 'logic', not 'sram'")
+            "memory must be one of 'block', 'logic', 'spram', not 'sram'")
 
 
 def test_memory_budget_refused():

@@ -11,12 +11,30 @@ from ..fixedpoint import FixedFormat, integer_format
 from .hwmodel import HardwareModel
 from .pairs import MemoryMap, memory_codes
 
-__all__ = ["EnginePlan", "check_lanes", "check_pe", "index_bits", "MEMORY_KINDS", "PIPELINE"]
+__all__ = ["EnginePlan", "check_lanes", "check_pe", "index_bits", "spram_tiles", "MEMORY_KINDS",
+           "WEIGHT_KINDS", "SPRAM_WORDS", "SPRAM_BITS", "PIPELINE"]
 
 #: How the engine's memories are built: ``"block"`` infers block RAM (EBR on iCE40, DP16KD on
 #: ECP5) with synchronous read ports, initialised with the bitstream; ``"logic"`` builds the same
 #: synchronous ports from flip-flops and LUTs (tiny networks, or a device without block RAM).
 MEMORY_KINDS = ("block", "logic")
+
+#: How the weight memory can be built: a :data:`MEMORY_KINDS` kind, or ``"spram"``: the iCE40UP5K's
+#: single-port 16K x 16 SPRAMs (``SB_SPRAM256KA``), tiled :func:`spram_tiles` to the row width and
+#: depth. SPRAM cannot be initialised with the bitstream: its rows are written at run time (the host
+#: link's WEIGHTS command on a board, the testbench in simulation) before the first inference. The
+#: engine's other memories are then block RAM.
+WEIGHT_KINDS = MEMORY_KINDS + ("spram",)
+
+#: Words and bits of one SPRAM (``SB_SPRAM256KA``: 256 kbit).
+SPRAM_WORDS, SPRAM_BITS = 16384, 16
+
+
+def spram_tiles(rows, width):
+    """``(columns, banks)``: the SPRAMs side by side that make a row of ``width`` bits, and the
+    banks of :data:`SPRAM_WORDS` rows stacked to hold ``rows`` rows; ``columns * banks`` SPRAMs
+    in all."""
+    return -(-width // SPRAM_BITS), -(-rows // SPRAM_WORDS)
 
 #: The engine's pipeline, stage by stage, with the cycles each stage takes. ``read stage`` and
 #: ``lanes and adder tree`` depend on the read stage and the lane count; ``argmax`` takes one
@@ -355,6 +373,12 @@ class EnginePlan:
             "activations": (2 << index_bits(self.hidden_rows), 2 * self.simd),
             "thresholds": (max(self.hidden_groups, 1), 2 * self.acc_bits * self.pe),
         }
+
+    @property
+    def weight_sprams(self):
+        """SPRAMs the weight memory takes when it is built from SPRAM (``"spram"``)."""
+        columns, banks = spram_tiles(self.weight_rows, 2 * self.lanes)
+        return columns * banks
 
     def to_dict(self):
         """The plan's figures as plain JSON types."""

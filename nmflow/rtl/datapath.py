@@ -60,7 +60,7 @@ class MACDatapath(wiring.Component):
         Its ``read_latency`` must be the read stage's latency.
     codes : uint8 array [rows, lanes]
         The weight memory image (pair codes).
-    memory : ``"block"`` or ``"logic"``
+    memory : ``"block"``, ``"logic"`` or ``"spram"`` (the weights; the thresholds then block RAM)
     read_stage : callable
         ``read_stage(lanes=, addr_bits=)`` returns the read stage, a component with the signature
         of :class:`~nmflow.rtl.pcsa.ReadStageSignature` and a ``latency`` (:class:`PCSARead`
@@ -138,7 +138,7 @@ class MACDatapath(wiring.Component):
             {"t_hi": int(ly.t_hi[j]), "t_lo": int(ly.t_lo[j] if ly.t_lo is not None
                                                   else ly.t_hi[j])}
             for j in range(ly.n_out)], zero_thr)] or [[zero_thr] * plan.pe]
-        attrs = {"ram_style": "block" if self._memory == "block" else "logic"}
+        attrs = {"ram_style": "logic" if self._memory == "logic" else "block"}
         m.submodules.thresholds = thr_mem = Memory(
             shape=data.ArrayLayout(threshold_layout(plan), plan.pe), depth=len(thr_init),
             init=thr_init, attrs=attrs)

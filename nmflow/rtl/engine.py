@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import NmflowError
 from ..golden.hwmodel import HardwareModel
 from ..golden.injector import ErrorInjection
-from ..golden.plan import MEMORY_KINDS, EnginePlan, check_lanes, index_bits
+from ..golden.plan import MEMORY_KINDS, WEIGHT_KINDS, EnginePlan, check_lanes, index_bits
 from .activations import ActivationStore
 from .datapath import MACDatapath
 from .injector import PCSAErrorRead, error_config_layout
@@ -77,8 +77,12 @@ class InferenceEngine(wiring.Component):
         The lanes are ``first_layer_bits + 1`` bits wide (2 at least: with 1 the adder trees
         are popcounts and the first layer is bit-serial); see
         :class:`~nmflow.golden.plan.EnginePlan`.
-    memory : ``"block"`` or ``"logic"``
-        How the memories are built (:data:`~nmflow.golden.plan.MEMORY_KINDS`).
+    memory : ``"block"``, ``"logic"`` or ``"spram"``
+        How the memories are built (:data:`~nmflow.golden.plan.MEMORY_KINDS`); ``"spram"``
+        (:data:`~nmflow.golden.plan.WEIGHT_KINDS`): the weight memory from the iCE40UP5K's
+        SPRAMs, the other memories block RAM. SPRAM starts empty: the engine is then
+        ``writable``, and every weight row must be written through ``weights`` (whole rows)
+        before the first inference.
     buffers : ``"block"``, ``"logic"``, a dict or None
         How the activation store's buffers are built: the input buffer (``"inputs"``) and the two
         activation banks (``"activations"``), a kind for all or a dict ``{"inputs": kind,
@@ -138,13 +142,18 @@ class InferenceEngine(wiring.Component):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
         check_lanes(lanes)
-        buffers = memory if buffers is None else buffers
+        if memory not in WEIGHT_KINDS:
+            raise NmflowError(f"memory must be one of {', '.join(map(repr, WEIGHT_KINDS))}, "
+                              f"not {memory!r}")
+        if memory == "spram":
+            writable = True                 # the rows come at run time, through ``weights``
+        buffers = (memory if memory != "spram" else "block") if buffers is None else buffers
         if isinstance(buffers, str):
             buffers = {"inputs": buffers, "activations": buffers}
         if not isinstance(buffers, dict) or set(buffers) != {"inputs", "activations"}:
             raise NmflowError(f"buffers must be a memory kind or a dict with the keys 'inputs' and "
                              f"'activations', not {buffers!r}")
-        kinds = [("memory", memory)] + [(f"buffers[{k!r}]", v) for k, v in buffers.items()]
+        kinds = [(f"buffers[{k!r}]", v) for k, v in buffers.items()]
         for name, kind in kinds:
             if kind not in MEMORY_KINDS:
                 raise NmflowError(f"{name} must be one of {', '.join(map(repr, MEMORY_KINDS))}, "

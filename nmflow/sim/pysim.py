@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from .streams import stream_get, stream_put, watchdog_cycles
 
-__all__ = ["run_benches", "EngineRun", "EngineStalled", "run_engine"]
+__all__ = ["run_benches", "EngineRun", "EngineStalled", "run_engine", "write_weight_rows"]
 
 #: Clock period of the harness, in seconds (only waves show it).
 PERIOD = 1e-6
@@ -55,6 +55,18 @@ def run_benches(dut, producer, consumer, watch):
     sim.add_testbench(consumer)
     sim.add_testbench(watch, background=True)
     sim.run()
+
+
+async def write_weight_rows(ctx, port, codes):
+    """Write every row of pair codes ``codes`` ([rows, lanes]) through a weight memory's write
+    ``port``, a whole row per cycle (an engine's ``weights`` while it is idle)."""
+    lanes = codes.shape[1]
+    for row, lane_codes in enumerate(codes):
+        ctx.set(port.addr, row)
+        ctx.set(port.data, [{"blb": int(c) & 1, "bl": int(c) >> 1} for c in lane_codes])
+        ctx.set(port.en, (1 << lanes) - 1)
+        await ctx.tick()
+    ctx.set(port.en, 0)
 
 
 def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
@@ -106,6 +118,8 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
     m.d.sync += cycle.eq(cycle + 1)
 
     async def producer(ctx):
+        if getattr(engine, "memory", None) == "spram":   # the rows first, as a host loads them
+            await write_weight_rows(ctx, engine.weights, engine.plan.memory_codes())
         for image, vector in enumerate(inputs):
             for position, value in enumerate(vector):
                 await stream_put(ctx, engine.i, int(value), rng=gaps, valid=valid)
