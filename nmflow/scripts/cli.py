@@ -361,8 +361,9 @@ def parser():
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes, a power of two (default: 16)")
     ranged(p, "--pe", PE, default=1, help=PE_HELP)
     ranged(p, "--first-layer-bits", FIRST_BITS, help=FIRST_LAYER_HELP)
-    p.add_argument("--memory", choices=("block", "logic"), default="block",
-                   help="weight memory kind (default: block)")
+    p.add_argument("--memory", choices=("block", "logic", "spram"), default="block",
+                   help="weight memory kind (default: block; spram: the iCE40UP5K's SPRAMs, "
+                        "loaded at run time: the testbench writes every row first)")
     p.add_argument("--out", help="output folder (default: RUN/rtl)")
     _add_errors(p, "'nmflow sim' then checks against the golden model with the same errors")
 

@@ -14,6 +14,9 @@ Run through :func:`nmflow.sim.engine_sim.simulate_engine`. Settings come from th
 ``NMFLOW_TB_SEED``      seed of the ready and gap patterns (default 0)
 ``NMFLOW_TB_PROGRESS``  file to append ``images_done sim_cycles seconds`` lines to, now and then
 
+An engine whose weights are in SPRAM (``memory`` ``"spram"`` in ``engine.json``) starts empty: the
+testbench first writes every row of the weight memory image through its ``weights`` port.
+
 The shape is cocotb's matrix_multiplier example. A :class:`~nmflow.sim.harness.Driver` offers the
 input vectors on the engine's input stream ``i``, holding ``valid`` high whenever it has a value,
 whether or not the engine is ready (the next vector waits there while the engine computes), after
@@ -43,10 +46,12 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Event, First, Timer
+from cocotb.triggers import Event, FallingEdge, First, Timer
 
 from nmflow.fileio import atomic_path
 from nmflow.golden import hwmodel
+from nmflow.golden.pairs import pack_rows
+from nmflow.golden.plan import EnginePlan
 from nmflow.golden.reference import reference
 from nmflow.rtl.engine import result_layout, trace_layout
 from nmflow.rtl.verilog import engine_read_function
@@ -185,6 +190,19 @@ async def wait_for_inferences(inferences, budget):
             f"{inferences.images} done)")
 
 
+async def load_weight_rows(dut, plan):
+    """Write every row of the weight memory image through the engine's ``weights`` port, a
+    whole row per cycle, from a falling edge (where the testbenches drive) to a falling edge."""
+    rows = pack_rows(plan.memory_codes())
+    enable = (1 << plan.lanes) - 1
+    for row, bits in enumerate(rows):
+        dut.weights__addr.value = row
+        dut.weights__data.value = int(bits)
+        dut.weights__en.value = enable
+        await FallingEdge(dut.clk)
+    dut.weights__en.value = 0
+
+
 def write_outputs(path, inferences, sim_cycles):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -224,7 +242,13 @@ async def engine_matches_golden(dut):
     idle = {"i__valid": 0, "o__ready": 0}
     if read is not None:
         idle["errors__valid"] = 0           # the configuration after reset stays
+    spram = config.get("memory") == "spram"
+    if spram:
+        idle.update({"weights__en": 0, "pairs__en": 0})
     await start(dut, **idle)
+    if spram:                               # SPRAM starts empty: every row first, as a host does
+        await load_weight_rows(dut, EnginePlan(model, config["lanes"], pe=pe,
+                                               first_layer_bits=config.get("first_layer_bits")))
     progress.started = time.monotonic()
     Monitor(stream_i, inferences.input_beat, passive=True).start()
     Monitor(stream_o, inferences.result_beat, rng=random.Random(f"{seed}/ready"),
