@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """HostLink + InferenceEngine at the byte-stream level, against the protocol's golden twin.
 
 Every reply is compared byte for byte with :class:`nmflow.protocol.LinkModel` (which runs
@@ -447,3 +448,85 @@ def test_errors_set_at_run_time_match_the_golden_twin(mode):
     assert replies[-1] == replies[3]                        # ERRORS restarts the sources
     if mode == 1:
         assert replies[3:6] == replies[6:9]                 # a static map
+
+
+class WeightsBench(LinkBench):
+    """HostLink and an engine whose weights are in SPRAM: WEIGHTS writes its rows; the twin
+    infers from the memory image as written (all zero codes, 0 weights, before any write: the
+    simulated SPRAM starts cleared)."""
+
+    def __init__(self, model=MODEL, *, lanes=8, seed=0):
+        self.model, self.seed = model, seed
+        self.engine = InferenceEngine(model, lanes=lanes, memory="spram")
+        plan = self.engine.plan
+        self.tail = protocol.WeightsInfo(plan.weight_rows, lanes)
+        self.link = HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
+                             timeout=TIMEOUT, weights=self.tail)
+        self.image = plan.memory_codes()
+        self.memory = np.zeros_like(self.image)
+
+        def infer(values):
+            trace = reference(model, np.array(values, dtype=np.int64), lanes=lanes,
+                              codes=self.memory)
+            return int(trace.classes[0]), [int(s) for s in trace.scores[0]]
+
+        def write(row, codes):
+            self.memory[row] = codes
+
+        self.golden = LinkModel(model.n_inputs, model.input_bits, model.n_classes,
+                                model.score_bits, infer, weights=self.tail, write=write)
+        self.m = Module()
+        self.m.submodules.engine = self.engine
+        self.m.submodules.link = self.link
+        wiring.connect(self.m, self.link.engine_i, self.engine.i)
+        wiring.connect(self.m, self.engine.o, self.link.engine_o)
+        wiring.connect(self.m, self.link.weights, self.engine.weights)
+        self.m.d.comb += self.link.engine_idle.eq(self.engine.idle)
+
+    def expected(self, bursts):
+        self.memory[:] = 0
+        return super().expected(bursts)
+
+
+def test_weights_link_parameters():
+    tail = protocol.WeightsInfo(45, 8)
+    link = HostLink(16, 4, 5, 14, timeout=100, weights=tail)
+    assert link.info == protocol.Info(protocol.WEIGHTS_VERSION, 16, 5, 4, 2, 0, None, tail)
+    refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, weights=protocol.WeightsInfo(0, 8)),
+            ValueError, "weight rows must be 1 to 65535 on the link, not 0")
+    refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, weights=(45, 8)), TypeError,
+            "weights must be a WeightsInfo, not tuple")
+
+
+def test_weights_written_over_the_link_are_the_ones_the_engine_reads():
+    bench = WeightsBench(seed=11)
+    rows, lanes = bench.tail.rows, bench.tail.lanes
+    rng = np.random.default_rng(4)
+    vector = good_vector(1)
+    other = rng.integers(0, 4, (rows, lanes))
+    bursts = ([protocol.info_request(), protocol.infer_request(vector)]      # before any row
+              + [protocol.weights_request(r, lanes, bench.image[r]) for r in range(rows)]
+              + [protocol.infer_request(vector)]
+              + [protocol.weights_request(r, lanes, other[r]) for r in range(0, rows, 3)]
+              + [protocol.infer_request(vector),
+                 protocol.weights_request(rows, lanes, other[0]),           # past the last row
+                 protocol.encode_frame(Command.WEIGHTS, bytes(3)),           # one byte short
+                 protocol.infer_request(vector)])
+    replies, fed = bench.run(bursts)
+    assert replies[0] == protocol.info_reply(bench.link.info)
+    assert replies[2:2 + rows] == [protocol.weights_reply()] * rows
+    assert replies[-3:-1] == [protocol.error_reply(ErrorCode.BAD_VALUE),
+                              protocol.error_reply(ErrorCode.BAD_LENGTH)]
+    assert (replies, fed) == bench.expected(bursts)
+    # with every row loaded the board answers as the model; the rewritten rows change it
+    loaded = replies[2 + rows]
+    assert loaded == reference_reply(vector)
+    assert replies[1] != loaded and replies[-1] != loaded
+    assert len(bench.golden.written) == rows + len(range(0, rows, 3))
+
+
+def test_weights_refused_by_a_link_without_them():
+    bench = LinkBench(seed=3)
+    burst = protocol.weights_request(0, 16, [1] * 16)
+    replies, _ = bench.run([burst])
+    assert replies == [protocol.error_reply(ErrorCode.BAD_COMMAND)] == bench.expected([burst])[0]

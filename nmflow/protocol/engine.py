@@ -16,11 +16,18 @@ Requests and replies::
                                                                      metaplastic unit)
     0x02  INFER   n_inputs   one byte per input, < 2**input_bits     class, then every score
     0x03  ERRORS  17         t1, t2, t3, seed (u32 LE), mode (u8)    - (applied)
+    0x07  WEIGHTS 2 + rb     row (u16 LE), the row's pair codes      - (written)
 
 ERRORS exists on boards built with the read-error injector (INFO's ``rate_bits`` is not 0): the
 injector then holds ``t1``, ``t12 = t1 + t2`` and ``t3`` (fractions of ``2**rate_bits``) and its
 sources restart from ``seed``, so the next inference draws exactly as a fresh
 :class:`~nmflow.golden.injector.InjectedRead` of the same configuration.
+
+WEIGHTS exists on boards whose weight memory is written at run time (SPRAM on the iCE40UP5K,
+which the bitstream cannot initialise): INFO then reports version :data:`WEIGHTS_VERSION` with the
+memory's ``rows`` and ``lanes`` (:class:`WeightsInfo`), and the host writes every row before the
+first INFER. A row's ``rb = ceil(lanes / 4)`` bytes hold lane ``p``'s pair code at bits
+``2p + 1 : 2p`` (little-endian), the layout of :func:`nmflow.golden.pairs.pack_rows`.
 """
 
 from dataclasses import dataclass
@@ -37,13 +44,19 @@ __all__ = ["VERSION", "Command", "Reply", "Info", "INFO_BYTES", "MAX_CLASSES", "
            "MAX_SCORE_BITS", "score_bytes", "info_request", "infer_request", "info_reply",
            "infer_reply", "encode_info", "decode_info", "encode_result", "decode_result",
            "LinkModel", "ErrorsConfig", "ERRORS_BYTES", "MODES", "SEED_BITS", "encode_errors",
-           "decode_errors", "errors_request", "errors_reply"]
+           "decode_errors", "errors_request", "errors_reply", "WEIGHTS_VERSION",
+           "WEIGHTS_INFO_BYTES", "WeightsInfo", "encode_weight_row", "weights_request",
+           "weights_reply"]
 
 #: Protocol version reported by INFO (a board with the metaplastic unit reports
 #: :data:`~nmflow.protocol.metaplastic.METAPLASTIC_VERSION`).
 VERSION = 2
 #: Payload bytes of an INFO reply.
 INFO_BYTES = 8
+#: Protocol version reported by a board whose weight memory is written at run time (the engine's
+#: version 2 plus WEIGHTS and the INFO tail of :class:`WeightsInfo`), and its INFO payload bytes.
+WEIGHTS_VERSION = 5
+WEIGHTS_INFO_BYTES = INFO_BYTES + 4
 #: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
 ERRORS_BYTES = 17
 #: ERRORS modes, by their byte value.
@@ -62,6 +75,7 @@ class Command(enum.IntEnum, shape=8):
     INFO = 0x01
     INFER = 0x02
     ERRORS = 0x03
+    WEIGHTS = 0x07
 
 
 #: Reply commands (board to host): a request's command with bit 7 set, or ``ERROR``.
@@ -71,6 +85,64 @@ Reply = reply_enum("Reply", Command, error=True, module=__name__)
 def score_bytes(score_bits):
     """Bytes per score on the link: ``ceil(score_bits / 8)``, sign-extended two's complement."""
     return (score_bits + 7) // 8
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a board whose weights are written at run time tells in the tail of its INFO reply.
+
+    Members
+    -------
+    rows : int
+        Rows of the weight memory, 1 to 65535 (WEIGHTS addresses ``0 .. rows - 1``).
+    lanes : int
+        Pair codes per row, 1 to 1024.
+    """
+    rows: int
+    lanes: int
+
+    @property
+    def row_bytes(self):
+        """Bytes of a row on the link: ``ceil(lanes / 4)``."""
+        return -(-self.lanes // 4)
+
+    @property
+    def length(self):
+        """Payload bytes of a WEIGHTS request."""
+        return 2 + self.row_bytes
+
+    def problem(self):
+        """Why this cannot be a link's tail (one line), or ``None``."""
+        if not 1 <= self.rows <= 0xFFFF:
+            return f"weight rows must be 1 to 65535 on the link, not {self.rows}"
+        if not 1 <= self.lanes <= 1024:
+            return f"weight lanes must be 1 to 1024 on the link, not {self.lanes}"
+        return None
+
+    def encode(self):
+        return self.rows.to_bytes(2, "little") + self.lanes.to_bytes(2, "little")
+
+
+def encode_weight_row(lanes, codes):
+    """A row of ``lanes`` pair codes (0 to 3) as the ``ceil(lanes / 4)`` bytes of WEIGHTS."""
+    codes = list(codes)
+    if len(codes) != lanes:
+        raise NmflowError(f"a weight row must hold lanes = {lanes} pair codes, not {len(codes)}")
+    word = 0
+    for p, code in enumerate(codes):
+        word |= (int(code) & 3) << (2 * p)
+    return word.to_bytes(-(-lanes // 4), "little")
+
+
+def weights_request(row, lanes, codes):
+    """A WEIGHTS request writing ``codes`` (``lanes`` pair codes) into row ``row``."""
+    return encode_frame(Command.WEIGHTS, int(row).to_bytes(2, "little")
+                        + encode_weight_row(lanes, codes))
+
+
+def weights_reply():
+    """The WEIGHTS reply frame (the acknowledgement, empty payload)."""
+    return encode_frame(Reply.WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -95,6 +167,10 @@ class Info:
     metaplastic : :class:`~nmflow.protocol.metaplastic.MetaplasticInfo` or None
         The metaplastic unit's sizes, ``None`` if the board has no unit (and refuses UPDATE,
         LOAD and READ).
+    weights : :class:`WeightsInfo` or None
+        The weight memory's rows and lanes if the board's weights are written at run time (it
+        then accepts WEIGHTS, and every row must be written before the first INFER), ``None``
+        if they come with the bitstream (WEIGHTS refused).
     """
     version: int
     n_inputs: int
@@ -103,6 +179,7 @@ class Info:
     score_bytes: int
     rate_bits: int = 0
     metaplastic: MetaplasticInfo = None
+    weights: WeightsInfo = None
 
     @property
     def infer_reply_length(self):
@@ -119,23 +196,29 @@ def encode_info(info):
            + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
     if info.metaplastic is not None:
         out += info.metaplastic.encode()
+    if info.weights is not None:
+        out += info.weights.encode()
     return out
 
 
 def decode_info(payload):
-    """The :class:`Info` of an INFO reply payload: 8 bytes, or 18 for version 4 (metaplastic
-    unit); :class:`NmflowError` otherwise."""
+    """The :class:`Info` of an INFO reply payload: 8 bytes, 18 for version 4 (metaplastic
+    unit), 12 for version 5 (weights written at run time); :class:`NmflowError` otherwise."""
     payload = bytes(payload)
-    metaplastic = bool(payload) and payload[0] == METAPLASTIC_VERSION
-    expected = METAPLASTIC_INFO_BYTES if metaplastic else INFO_BYTES
+    version = payload[0] if payload else None
+    expected = {METAPLASTIC_VERSION: METAPLASTIC_INFO_BYTES,
+                WEIGHTS_VERSION: WEIGHTS_INFO_BYTES}.get(version, INFO_BYTES)
     if len(payload) != expected:
-        what = f"of version {METAPLASTIC_VERSION} " if metaplastic else ""
+        what = f"of version {version} " if expected != INFO_BYTES else ""
         raise NmflowError(f"INFO reply payload {what}must hold {expected} bytes, not "
                           f"{len(payload)}")
-    tail = MetaplasticInfo.decode(payload[INFO_BYTES:]) if metaplastic else None
+    tail = MetaplasticInfo.decode(payload[INFO_BYTES:]) \
+        if version == METAPLASTIC_VERSION else None
+    weights = WeightsInfo(u16(payload, INFO_BYTES), u16(payload, INFO_BYTES + 2)) \
+        if version == WEIGHTS_VERSION else None
     return Info(version=payload[0], n_inputs=u16(payload, 1), n_classes=u16(payload, 3),
                 input_bits=payload[5], score_bytes=payload[6], rate_bits=payload[7],
-                metaplastic=tail)
+                metaplastic=tail, weights=weights)
 
 
 @dataclass(frozen=True)
@@ -255,12 +338,27 @@ class LinkModel(FrameModel):
     read : callable or None
         ``read(row, count) -> codes`` for each accepted READ: ``count`` rows of
         ``engine_lanes`` pair codes of the engine's memory as it is then.
+    weights : :class:`WeightsInfo` or None
+        The weight memory's sizes if it is written at run time: the link then reports version
+        5 with the INFO tail and accepts WEIGHTS; ``None`` (the default) refuses it.
+    write : callable or None
+        ``write(row, codes)`` for each accepted WEIGHTS (``codes`` a list of ``lanes`` pair
+        codes), before its reply.
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, infer, *, rate_bits=0,
-                 configure=None, metaplastic=None, apply=None, read=None):
-        self.info = Info(VERSION if metaplastic is None else METAPLASTIC_VERSION, n_inputs,
-                         n_classes, input_bits, score_bytes(score_bits), rate_bits, metaplastic)
+                 configure=None, metaplastic=None, apply=None, read=None, weights=None,
+                 write=None):
+        if metaplastic is not None and weights is not None:
+            raise NmflowError("a link has either the metaplastic unit or run-time weights, "
+                              "not both")
+        version = (METAPLASTIC_VERSION if metaplastic is not None
+                   else WEIGHTS_VERSION if weights is not None else VERSION)
+        self.info = Info(version, n_inputs, n_classes, input_bits, score_bytes(score_bits),
+                         rate_bits, metaplastic, weights)
+        self._write = write
+        #: Every accepted WEIGHTS so far, in order: ``(row, codes)``.
+        self.written = []
         self._infer = infer
         self._configure = configure
         self._apply = apply
@@ -277,6 +375,8 @@ class LinkModel(FrameModel):
             return True
         if command == Command.ERRORS:
             return bool(self.info.rate_bits)
+        if command == Command.WEIGHTS:
+            return self.info.weights is not None
         return self.info.metaplastic is not None and command in set(MetaplasticCommand)
 
     def length_ok(self, command, length):
@@ -284,7 +384,8 @@ class LinkModel(FrameModel):
         if command in set(MetaplasticCommand):
             return length == info.metaplastic.length(command)
         return length == {Command.INFO: 0, Command.INFER: info.n_inputs,
-                          Command.ERRORS: ERRORS_BYTES}[command]
+                          Command.ERRORS: ERRORS_BYTES,
+                          Command.WEIGHTS: info.weights and info.weights.length}[command]
 
     def byte_ok(self, command, index, value):
         return command != Command.INFER or not value >> self.info.input_bits
@@ -301,6 +402,16 @@ class LinkModel(FrameModel):
             if self._configure is not None:
                 self._configure(config)
             return Reply.ERRORS, b""
+        if command == Command.WEIGHTS:
+            tail = info.weights
+            row, word = u16(payload, 0), int.from_bytes(payload[2:], "little")
+            if row >= tail.rows or word >> (2 * tail.lanes):
+                return ErrorCode.BAD_VALUE
+            codes = [(word >> (2 * p)) & 3 for p in range(tail.lanes)]
+            self.written.append((row, codes))
+            if self._write is not None:
+                self._write(row, codes)
+            return Reply.WEIGHTS, b""
         if command == Command.INFER:
             values = list(payload)
             self.fed.append(values)

@@ -10,7 +10,7 @@ there and its CRC from ``protocol.CRC.create()``;
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
@@ -23,7 +23,7 @@ from .framing import add_framing, check_timeout
 from .injector import error_config_layout
 from .metaplastic import OP_LOAD, OP_UPDATE, beat_layout
 from .onehot import OneHotFSM
-from .weights import PairReadSignature
+from .weights import PairReadSignature, pair_row
 
 __all__ = ["HostLink", "check_parameters"]
 
@@ -67,6 +67,11 @@ class HostLink(wiring.Component):
         ``metaplastic_i``, ``metaplastic_o`` and ``pairs`` ports. ``None`` (the default): no
         unit, UPDATE, LOAD and READ are refused with BAD_COMMAND and the link is built exactly
         as without this option.
+    weights : :class:`~nmflow.protocol.WeightsInfo` or None
+        The engine's weight memory's rows and lanes when it is written at run time (SPRAM): the
+        link then reports protocol version 5 (INFO with the tail), accepts WEIGHTS requests and
+        has the ``weights`` and ``engine_idle`` ports. ``None`` (the default): WEIGHTS is
+        refused with BAD_COMMAND. Not with ``metaplastic``.
     buffer : ``"block"`` or ``"logic"``
         Where the INFER input buffer lives: block RAM (the default) or flip-flops (when the block
         RAMs are all taken, as on the iCE40UP5K with the metaplastic unit).
@@ -100,6 +105,11 @@ class HostLink(wiring.Component):
     pairs : Out(:class:`~nmflow.rtl.weights.PairReadSignature`), if metaplastic
         To the engine's ``pairs``: one row read per READ row, each after the previous row's
         bytes are out, with the engine idle (no request is then in flight).
+    weights : In(WritePort.Signature(index_bits(rows), pair_row(lanes), granularity=1)), if weights
+        To the engine's ``weights``: one whole row written per accepted WEIGHTS request (after
+        its CRC and range checks, before its reply), in a cycle where ``engine_idle`` is high.
+    engine_idle : In(1), if weights
+        The engine's ``idle``.
 
     Timing: an INFER payload is fed to the engine at one value per cycle (when the engine is
     ready) right after its CRC byte; the reply header is then handed to the transmitter while the
@@ -109,7 +119,7 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout, rate_bits=None,
-                 metaplastic=None, buffer="block"):
+                 metaplastic=None, weights=None, buffer="block"):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
         if rate_bits is not None:
             check_int("rate_bits", rate_bits, 4, max_rate_bits())
@@ -121,6 +131,15 @@ class HostLink(wiring.Component):
             if unit.problem() is not None:
                 raise NmflowError(unit.problem())
         self._unit_info = unit
+        if weights is not None:
+            if not isinstance(weights, protocol.WeightsInfo):
+                raise TypeError(f"weights must be a WeightsInfo, not {type(weights).__name__}")
+            if weights.problem() is not None:
+                raise NmflowError(weights.problem())
+            if unit is not None:
+                raise NmflowError("a link has either the metaplastic unit or run-time weights, "
+                                  "not both")
+        self._weights_info = weights
         self._buffer = check_choice("buffer", buffer, ("block", "logic"))
         self._rate_bits = rate_bits
         self._n_inputs = n_inputs
@@ -145,6 +164,11 @@ class HostLink(wiring.Component):
             members["metaplastic_o"] = In(stream.Signature(data.ArrayLayout(signed(unit.w_bits),
                                                                      unit.lanes)))
             members["pairs"] = Out(PairReadSignature(index_bits(unit.rows), unit.engine_lanes))
+        if weights is not None:
+            members["weights"] = In(WritePort.Signature(addr_width=index_bits(weights.rows),
+                                                         shape=pair_row(weights.lanes),
+                                                         granularity=1))
+            members["engine_idle"] = In(1)
         super().__init__(members)
 
     n_inputs = property(lambda self: self._n_inputs)
@@ -154,15 +178,18 @@ class HostLink(wiring.Component):
     timeout = property(lambda self: self._timeout)
     rate_bits = property(lambda self: self._rate_bits)
     metaplastic = property(lambda self: self._unit_info)
+    weights_info = property(lambda self: self._weights_info)
     buffer = property(lambda self: self._buffer)
 
     @property
     def info(self):
         """The :class:`~nmflow.protocol.Info` this link reports."""
-        unit = self._unit_info
-        return protocol.Info(protocol.VERSION if unit is None else protocol.METAPLASTIC_VERSION,
-                             self._n_inputs, self._n_classes, self._input_bits,
-                             protocol.score_bytes(self._score_bits), self._rate_bits or 0, unit)
+        unit, tail = self._unit_info, self._weights_info
+        version = (protocol.METAPLASTIC_VERSION if unit is not None
+                   else protocol.WEIGHTS_VERSION if tail is not None else protocol.VERSION)
+        return protocol.Info(version, self._n_inputs, self._n_classes, self._input_bits,
+                             protocol.score_bytes(self._score_bits), self._rate_bits or 0, unit,
+                             tail)
 
     @property
     def request_bytes(self):
@@ -191,12 +218,16 @@ class HostLink(wiring.Component):
             accepted |= frame.is_errors_cmd
         if requests.unit is not None:
             accepted |= frame.is_update_cmd | frame.is_load_cmd | frame.is_read_cmd
+        if requests.weights is not None:
+            accepted |= frame.is_weights_cmd
         args_ok = Const(1)
         if requests.errors is not None:
             args_ok = ~frame.is_errors | requests.errors.ok
         if requests.unit is not None:
             args_ok &= ~frame.is_group | requests.unit.group_ok
             args_ok &= ~frame.is_read | requests.unit.read_ok
+        if requests.weights is not None:
+            args_ok &= ~frame.is_weights | requests.weights.ok
         m.d.comb += [
             receiver.cmd_ok.eq(accepted),
             receiver.len_ok.eq(frame.len_ok),
@@ -216,14 +247,16 @@ class _Frame:
         self.m = m
         n_inputs = link.n_inputs
         has_errors, unit = link.rate_bits is not None, link.metaplastic
+        tail = link.weights_info
         self.lengths = {"errors": protocol.ERRORS_BYTES if has_errors else 0,
                         "update": unit.update_length if unit else 0,
                         "load": unit.load_length if unit else 0,
-                        "read": protocol.READ_BYTES if unit else 0}
+                        "read": protocol.READ_BYTES if unit else 0,
+                        "weights": tail.length if tail else 0}
         # the command of the frame (set at CMD), and the flags of the byte taken last
-        for name in ("infer", "errors", "group", "load", "read"):
+        for name in ("infer", "errors", "group", "load", "read", "weights"):
             setattr(self, f"is_{name}", Signal(name=f"is_{name}"))
-        for name in ("info", "infer", "errors", "update", "load", "read"):
+        for name in ("info", "infer", "errors", "update", "load", "read", "weights"):
             setattr(self, f"is_{name}_cmd", Signal(name=f"is_{name}_cmd"))
         self.len_ok, self.value_ok = Signal(), Signal()
         self.count = Signal(range(max(n_inputs, *self.lengths.values(), 2)))
@@ -244,8 +277,11 @@ class _Frame:
                 m.d.sync += [self.is_update_cmd.eq(incoming == MetaplasticCommand.UPDATE),
                              self.is_load_cmd.eq(incoming == MetaplasticCommand.LOAD),
                              self.is_read_cmd.eq(incoming == MetaplasticCommand.READ)]
+            if tail:
+                m.d.sync += self.is_weights_cmd.eq(incoming == Command.WEIGHTS)
         other = ([self.is_errors] if has_errors else []) + \
-                ([self.is_group, self.is_read] if unit else [])
+                ([self.is_group, self.is_read] if unit else []) + \
+                ([self.is_weights] if tail else [])
         self.not_infer = Const(0)
         for flag in other:
             self.not_infer = self.not_infer | flag
@@ -263,6 +299,10 @@ class _Frame:
                              self.is_load.eq(self.is_load_cmd), self.is_read.eq(self.is_read_cmd)]
                 if n_inputs == 1:
                     m.d.sync += self.count_last.eq(self.is_infer_cmd)
+            if tail:
+                m.d.sync += self.is_weights.eq(self.is_weights_cmd)
+                if n_inputs == 1:
+                    m.d.sync += self.count_last.eq(self.is_infer_cmd)
         with m.If(receiver.at_payload):
             self.set_count(zero=False)
             with m.If(self.count_last):
@@ -274,6 +314,8 @@ class _Frame:
         if lengths["read"]:
             expected = Mux(self.is_group, Mux(self.is_load, lengths["load"], lengths["update"]),
                            Mux(self.is_read, lengths["read"], expected))
+        if lengths["weights"]:
+            expected = Mux(self.is_weights, lengths["weights"], expected)
         return expected
 
     def set_count(self, zero):
@@ -287,6 +329,8 @@ class _Frame:
             last = Mux(self.is_group, count == Mux(self.is_load, lengths["load"] - 2,
                                                   lengths["update"] - 2), last)
             last = Mux(self.is_read, count == lengths["read"] - 2, last)
+        if lengths["weights"]:
+            last = Mux(self.is_weights, count == lengths["weights"] - 2, last)
         self.m.d.sync += [count.eq(0 if zero else count + 1),
                           self.count_last.eq(self.n_inputs == 1 if zero else last)]
 
@@ -337,6 +381,25 @@ class _ErrorsPayload:
                     if at < len(field):
                         with m.Case(k):
                             m.d.sync += field[at:at + 8].eq(receiver.byte)
+
+
+class _WeightsPayload:
+    """The WEIGHTS payload: row (u16 LE), then the row's pair codes. The bytes shift in from the
+    top of ``buffer``; the range check (``ok``: row < rows, no bit set above the lanes' codes)
+    is registered every cycle, ready long before the CRC byte arrives; the link's ``weights``
+    port carries the row."""
+
+    def __init__(self, m, link, receiver, frame):
+        tail = link.weights_info
+        self.buffer = Signal(8 * tail.length)
+        with m.If(receiver.at_payload & frame.is_weights):
+            m.d.sync += self.buffer.eq(Cat(self.buffer[8:], receiver.byte))
+        row, codes = self.buffer[:16], self.buffer[16:16 + 2 * tail.lanes]
+        above = self.buffer[16 + 2 * tail.lanes:]
+        self.ok = Signal()
+        m.d.sync += self.ok.eq((row < tail.rows) & ((above == 0) if len(above) else 1))
+        port = link.weights
+        m.d.comb += [port.addr.eq(row), port.data.eq(codes)]
 
 
 class _UnitPayload:
@@ -392,6 +455,8 @@ class _Requests:
         self.errors = _ErrorsPayload(m, link, receiver, frame) \
             if link.rate_bits is not None else None
         self.unit = _UnitPayload(m, link, receiver, frame) if unit is not None else None
+        self.weights = _WeightsPayload(m, link, receiver, frame) \
+            if link.weights_info is not None else None
         n_reply = unit.reply_length if unit else 0
         n_row = unit.row_bytes if unit else 0
         # the body byte counter, with its end-of-count tests kept in registers (set a cycle
@@ -447,6 +512,9 @@ class _Requests:
                 shift = (unit.row_bytes - 1).bit_length()
                 m.d.comb += [sender.cmd.eq(MetaplasticReply.READ),
                              sender.length.eq(self.unit.row_count << shift)]
+        if self.weights is not None:
+            with m.Elif(frame.is_weights):
+                m.d.comb += [sender.cmd.eq(Reply.WEIGHTS), sender.empty.eq(1)]
         with m.Else():
             m.d.comb += [sender.cmd.eq(Reply.INFO), sender.length.eq(len(self.info_bytes))]
 
@@ -458,7 +526,8 @@ class _Requests:
         m, frame, receiver = self.m, self.frame, self.receiver
         unit = self.unit
         fsm = OneHotFSM(m, ["IDLE", "FEED", "INFO", "CLASS", "SCORE"]
-                        + (["GROUP", "GROUP_REPLY", "ROWS"] if unit is not None else []),
+                        + (["GROUP", "GROUP_REPLY", "ROWS"] if unit is not None else [])
+                        + (["WRITE"] if self.weights is not None else []),
                         init="IDLE", name="request")
         with fsm.State("IDLE"):
             with m.If(receiver.accepted):
@@ -467,6 +536,9 @@ class _Requests:
                 if unit is not None:
                     with m.Elif(frame.is_group):
                         fsm.next("GROUP")
+                if self.weights is not None:
+                    with m.Elif(frame.is_weights):
+                        fsm.next("WRITE")
                 with m.Else():
                     # INFO, ERRORS (no body: the sender ends the reply) or READ
                     self.reply()
@@ -503,6 +575,13 @@ class _Requests:
         self._result(fsm)
         if unit is not None:
             self._metaplastic(fsm)
+        if self.weights is not None:
+            with fsm.State("WRITE"):
+                # The row is written in a cycle where the engine is idle, then acknowledged.
+                with m.If(self.link.engine_idle):
+                    m.d.comb += self.link.weights.en.eq(-1)
+                    self.reply()
+                    fsm.next("IDLE")
         return fsm
 
     def _result(self, fsm):
