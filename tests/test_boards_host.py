@@ -159,7 +159,7 @@ def test_wrong_reply_command_and_version_are_refused():
     v1 = Info(1, 16, 5, 4, 3)
     with ScriptedServer(lambda frame: protocol.info_reply(v1)) as server:
         with EngineLink(server.url, timeout=1.0) as link:
-            with pytest.raises(NmflowError, match=r"^board protocol version must be 2 or 4, not 1 "):
+            with pytest.raises(NmflowError, match=r"^board protocol version must be 2, 4 or 5, not 1 "):
                 link.info()
 
 
@@ -335,3 +335,29 @@ def test_host_step_without_errors_reads_a_board_with_injector_ideally(tmp_path):
     golden = reference(MODEL, x)
     assert as_built.tolist() != golden.scores[:1].tolist()
     assert result["mismatches"] == 0 and result["errors"] is None
+
+
+def test_host_step_loads_the_weights_of_a_board_with_spram(tmp_path):
+    # A board whose weights are in SPRAM starts empty (INFO version 5 with rows, lanes and pe):
+    # `nmflow host` writes every row of the model first, then its answers are the model's.
+    hwmodel.save(MODEL, tmp_path / "hwmodel")
+    x = np.random.default_rng(6).integers(0, 16, size=(3, 16))
+    np.savez(tmp_path / "x.npz", x=x)
+    golden = reference(MODEL, x)
+    with simulated_board(MODEL, lanes=8, pe=2, divisor=4, memory="spram") as url:
+        with EngineLink(url, timeout=30) as link:
+            info = link.info()
+            # 16-12-8-5 over simd 4, pe 2: 4 * 6 + 3 * 4 + 2 * 3 rows
+            assert (info.version, info.weights) == (5, protocol.WeightsInfo(42, 8, 2))
+            _, empty = link.infer_many(x[:1])           # before the rows: all weights 0
+        assert empty.tolist() != golden.scores[:1].tolist()
+        result = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30)
+    assert result["weight_rows_written"] == 42
+    assert result["mismatches"] == 0 and result["images"] == 3
+
+
+def test_writing_weights_to_a_board_that_holds_them_is_refused(board):
+    with EngineLink(board.url, timeout=10) as link:
+        with pytest.raises(NmflowError, match=r"^the board at .* holds its weights in its "
+                                              r"bitstream: nothing to write$"):
+            link.write_weights(MODEL)

@@ -192,12 +192,22 @@ def test_design_too_big_for_the_board_refused(capsys, tmp_path):
     # 256x16 blocks that is 2 blocks wide and ceil(18752 / 256) = 74 deep: 148 blocks for the
     # weights alone, of the device's 30.
     hwmodel.save(random_model([64, 512, 512, 10], input_bits=5, seed=2), tmp_path / "hwmodel")
-    line = error_line(capsys, ["build", "--run", str(tmp_path), "--board", "icebreaker"])
+    line = error_line(capsys, ["build", "--run", str(tmp_path), "--board", "icebreaker",
+                               "--memory", "block"])
     match = re.fullmatch(r"nmflow: error: design does not fit icebreaker \(iCE40UP5K\): the engine "
                          r"needs (\d+) block RAMs \(ICESTORM_RAM\) with its buffers in logic, "
                          r"148 of them for the weights "
                          r"\(18752 rows of 32 bits\); the device has 30", line)
     assert match and int(match.group(1)) > 148, line
+    assert not (tmp_path / "icebreaker").exists()
+    # 64-1024-1024-10: 70,272 rows, in neither the block RAMs nor 2 x 5 SPRAMs (auto tries both)
+    hwmodel.save(random_model([64, 1024, 1024, 10], input_bits=5, seed=2), tmp_path / "hwmodel")
+    line = error_line(capsys, ["build", "--run", str(tmp_path), "--board", "icebreaker"])
+    assert re.fullmatch(r"nmflow: error: design does not fit icebreaker \(iCE40UP5K\): the engine "
+                        r"needs \d+ block RAMs \(ICESTORM_RAM\) with its buffers in logic, \d+ of "
+                        r"them for the weights \(70272 rows of 32 bits\); the device has 30; nor "
+                        r"in SPRAM: the weights \(70272 rows of 32 bits\) need 10 SPRAMs of 16K x "
+                        r"16, the device has 4", line), line
     assert not (tmp_path / "icebreaker").exists()
 
 
@@ -568,3 +578,54 @@ def test_bench_sweep_refuses_a_bad_point(tmp_path):
         "nmflow: error: bench: --sweep pe must be a power of two with pe * pe <= lanes = 16 "
         "(each of the pe neurons over simd = lanes / pe >= pe lanes), not 8 (see nmflow bench "
         "--help)")
+
+
+def test_weights_that_fit_no_block_ram_go_to_spram():
+    # The MNIST-size TNN 784-256-256-10 (268,800 pair codes) over 32 lanes: 8528 rows of 64 bits,
+    # 4 x 34 = 136 block RAMs of 256 x 16 (the UP5K has 30) or 4 SPRAMs of 16K x 16 side by side.
+    from nmflow.boards.build import get_board
+    from nmflow.flow import choose_memory, fit_memories
+    model = random_model([784, 256, 256, 10], input_bits=8, weight_kind="ternary", seed=2)
+    ice, ecp5 = get_board("icebreaker"), get_board("ulx3s")
+    assert ice.sprams == 4 and ecp5.sprams == 0
+    with pytest.raises(NmflowError, match=r"^design does not fit icebreaker \(iCE40UP5K\): the "
+                                          r"engine needs \d+ block RAMs \(ICESTORM_RAM\) with its "
+                                          r"buffers in logic, 136 of them for the weights \(8528 "
+                                          r"rows of 64 bits\); the device has 30$"):
+        fit_memories(model, 32, ice)
+    kind, needed, buffers = choose_memory(model, 32, ice)
+    assert kind == "spram" and "weights" not in needed
+    assert sum(needed.values()) <= 30
+    # 64 lanes: rows of 128 bits need 8 SPRAMs side by side
+    with pytest.raises(NmflowError, match=r"; the device has 30; nor in SPRAM: the weights "
+                                          r"\(4392 rows of 128 bits\) need 8 SPRAMs of 16K x 16, "
+                                          r"the device has 4$"):
+        choose_memory(model, 64, ice)
+    with pytest.raises(NmflowError, match=r"^design does not fit icebreaker \(iCE40UP5K\): the "
+                                          r"weights \(4392 rows of 128 bits\) need 8 SPRAMs of "
+                                          r"16K x 16, the device has 4$"):
+        choose_memory(model, 64, ice, memory="spram")
+    with pytest.raises(NmflowError, match=r"^memory 'spram' needs a device with SPRAM: ulx3s "
+                                          r"\(LFE5U-85F\) has none$"):
+        choose_memory(model, 32, ecp5, memory="spram")
+    # the digits TNN fits block RAM: auto keeps it there; spram when asked
+    small = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
+    assert choose_memory(small, 16, ice)[0] == "block"
+    kind, needed, _ = choose_memory(small, 16, ice, memory="spram")
+    assert kind == "spram" and "weights" not in needed
+    with pytest.raises(NmflowError, match=r"^memory must be one of auto, block, spram, not 'x'$"):
+        choose_memory(small, 16, ice, memory="x")
+    with pytest.raises(NmflowError, match=r"the device has 4 \(the metaplastic unit's hidden "
+                                          r"weights take 4\)$"):
+        fit_memories(small, 16, ice, memory="spram", unit_sprams=4)
+
+
+def test_spram_weights_and_the_metaplastic_unit_refused_together(capsys, tmp_path):
+    hwmodel.save(random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3),
+                 tmp_path / "hwmodel")
+    line = error_line(capsys, ["build", "--run", str(tmp_path), "--metaplastic", "5",
+                               "--memory", "spram"])
+    assert line == ("nmflow: error: memory 'spram' is taken on icebreaker: the metaplastic unit "
+                    "keeps its hidden weights in the SPRAMs (4 of 4); the engine's weights must "
+                    "fit block RAM")
+    assert not (tmp_path / "icebreaker").exists()

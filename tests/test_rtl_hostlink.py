@@ -455,18 +455,18 @@ class WeightsBench(LinkBench):
     infers from the memory image as written (all zero codes, 0 weights, before any write: the
     simulated SPRAM starts cleared)."""
 
-    def __init__(self, model=MODEL, *, lanes=8, seed=0):
+    def __init__(self, model=MODEL, *, lanes=8, pe=2, seed=0):
         self.model, self.seed = model, seed
-        self.engine = InferenceEngine(model, lanes=lanes, memory="spram")
+        self.engine = InferenceEngine(model, lanes=lanes, pe=pe, memory="spram")
         plan = self.engine.plan
-        self.tail = protocol.WeightsInfo(plan.weight_rows, lanes)
+        self.tail = protocol.WeightsInfo(plan.weight_rows, lanes, pe)
         self.link = HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                              timeout=TIMEOUT, weights=self.tail)
         self.image = plan.memory_codes()
         self.memory = np.zeros_like(self.image)
 
         def infer(values):
-            trace = reference(model, np.array(values, dtype=np.int64), lanes=lanes,
+            trace = reference(model, np.array(values, dtype=np.int64), lanes=lanes, pe=pe,
                               codes=self.memory)
             return int(trace.classes[0]), [int(s) for s in trace.scores[0]]
 
@@ -489,7 +489,7 @@ class WeightsBench(LinkBench):
 
 
 def test_weights_link_parameters():
-    tail = protocol.WeightsInfo(45, 8)
+    tail = protocol.WeightsInfo(45, 8, 2)
     link = HostLink(16, 4, 5, 14, timeout=100, weights=tail)
     assert link.info == protocol.Info(protocol.WEIGHTS_VERSION, 16, 5, 4, 2, 0, None, tail)
     refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, weights=protocol.WeightsInfo(0, 8)),

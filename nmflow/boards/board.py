@@ -60,6 +60,9 @@ class Board:
         The widest read of one block RAM in one cycle, in bits (using both ports on ECP5).
     dsps : int
         Multiplier blocks (iCE40 ``SB_MAC16``, ECP5 ``MULT18X18D``).
+    sprams : int
+        Single-port 16K x 16 RAMs (the iCE40UP5K's ``SB_SPRAM256KA``; 0 elsewhere): where an
+        engine whose weights do not fit the block RAMs keeps them (``memory="spram"``).
     dsp_type : str
         The nextpnr cell type counting them (``ICESTORM_DSP``, ``MULT18X18D``).
     tools : tuple of str
@@ -124,6 +127,7 @@ class Board:
     run_clocks_mhz: dict = None
     engine_folding: tuple = (16, 1, None)
     folding_clocks_mhz: dict = None
+    sprams: int = 0
 
     def __post_init__(self):
         for depth, width in self.block_ram_modes:

@@ -61,10 +61,11 @@ class EngineLink(LinkDriver):
         if self._info is None:
             payload = self._transport.request(Command.INFO, b"", Reply.INFO)
             info = protocol.decode_info(payload)
-            if info.version not in (protocol.VERSION, protocol.METAPLASTIC_VERSION):
-                raise NmflowError(f"board protocol version must be {protocol.VERSION} or "
-                                  f"{protocol.METAPLASTIC_VERSION}, not "
-                                  f"{info.version} (port {self.port!r})")
+            versions = (protocol.VERSION, protocol.METAPLASTIC_VERSION,
+                        protocol.WEIGHTS_VERSION)
+            if info.version not in versions:
+                raise NmflowError(f"board protocol version must be {versions[0]}, {versions[1]} "
+                                  f"or {versions[2]}, not {info.version} (port {self.port!r})")
             self._info = info
         return self._info
 
@@ -210,6 +211,47 @@ class EngineLink(LinkDriver):
                                         protocol.MetaplasticReply.READ)
             out += protocol.decode_read_reply(payload, unit, n)
         return np.array(out, dtype=np.uint8).reshape(int(count), unit.engine_lanes)
+
+    def write_weights(self, model, *, progress=None):
+        """Write the weight memory of a board whose weights are loaded at run time (INFO
+        version 5, SPRAM): every row of ``model``'s memory image (a
+        :class:`~nmflow.golden.hwmodel.HardwareModel` laid out over the board's lanes and pe, as
+        INFO tells), one WEIGHTS request per row. ``progress(rows_done, rows)`` now and then.
+
+        Returns
+        -------
+        int
+            The rows written.
+
+        Raises
+        ------
+        NmflowError
+            If the board's weights come with its bitstream, its rows are not the model's at its
+            lanes and pe, or a request fails (see :meth:`info`).
+        """
+        from ..golden.plan import EnginePlan
+        tail = self.info().weights
+        if tail is None:
+            raise NmflowError(f"the board at {self.port} holds its weights in its bitstream: "
+                              f"nothing to write")
+        lanes, pe = tail.lanes, tail.pe
+        plan = EnginePlan(model, lanes, pe=pe)
+        if plan.weight_rows != tail.rows:
+            raise NmflowError(f"model does not match the board: layers "
+                              f"{'-'.join(map(str, model.sizes))} at {lanes} lanes and pe {pe} "
+                              f"take {plan.weight_rows} rows, the board has {tail.rows}")
+        codes = plan.memory_codes()
+        transport = self._transport
+        for row, lane_codes in enumerate(codes):
+            payload = transport.request(Command.WEIGHTS, int(row).to_bytes(2, "little")
+                                        + protocol.encode_weight_row(lanes, lane_codes),
+                                        Reply.WEIGHTS)
+            if payload:
+                raise NmflowError(f"WEIGHTS reply payload must be empty, not {len(payload)} "
+                                  f"bytes")
+            if progress is not None and (row % 256 == 255 or row == len(codes) - 1):
+                progress(row + 1, len(codes))
+        return len(codes)
 
     def read_weights(self, model):
         """The ternary weights the engine reads now, per layer (``[out, in]`` int8 arrays, the

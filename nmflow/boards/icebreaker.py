@@ -40,6 +40,7 @@ BOARD = Board(
     block_ram_port_bits=16,
     dsps=8,
     dsp_type="ICESTORM_DSP",
+    sprams=4,
     tools=("yosys", "nextpnr-ice40", "icepack"),
     target_mhz=50.0,
     bitstream_suffix=".bin",

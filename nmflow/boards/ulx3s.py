@@ -45,6 +45,7 @@ BOARD = Board(
     block_ram_port_bits=36,
     dsps=156,
     dsp_type="MULT18X18D",
+    sprams=0,
     # Amaranth's ULX3S platform also lists openFPGALoader, which a build never runs (nmflow
     # program does).
     tools=("yosys", "nextpnr-ecp5", "ecppack"),

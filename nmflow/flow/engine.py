@@ -370,7 +370,7 @@ _BUFFERS = {"inputs": ("inputs",), "activations": ("activations",)}
 
 
 def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, link_buffer=True,
-                 margin=0):
+                 margin=0, memory="block", unit_sprams=0):
     """Where the engine's memories go on the board: refuse, before synthesis, an engine whose
     memories cannot fit the board's block RAM.
 
@@ -382,6 +382,9 @@ def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, li
     width)}``, e.g. the metaplastic unit's); ``link_buffer=False`` leaves out the host link's
     input buffer (kept in logic). ``margin`` block RAMs are kept free: what Yosys maps beyond
     the estimate (a memory written a lane at a time can take more blocks than the fewest).
+    With ``memory="spram"`` the weights go to the board's SPRAMs instead
+    (:attr:`~nmflow.golden.plan.EnginePlan.weight_sprams` of them, beside the ``unit_sprams`` the
+    metaplastic unit takes), refused with the counts when they do not fit.
 
     Returns
     -------
@@ -392,6 +395,15 @@ def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, li
     from ..golden.plan import EnginePlan
     plan = EnginePlan(hw, lanes, pe=pe, first_layer_bits=first_layer_bits)   # a bad plan: one line
     memories = dict(plan.memories, **(extra or {}))
+    if memory == "spram":
+        del memories["weights"]
+        if plan.weight_sprams + unit_sprams > info.sprams:
+            taken = (f" (the metaplastic unit's hidden weights take {unit_sprams})"
+                     if unit_sprams else "")
+            raise NmflowError(
+                f"design does not fit {info.name} ({info.device}): the weights ({plan.weight_rows} "
+                f"rows of {2 * lanes} bits) need {plan.weight_sprams} SPRAMs of 16K x 16, the "
+                f"device has {info.sprams}{taken}")
     if link_buffer:
         memories["host link buffer"] = (hw.n_inputs, hw.input_bits)
     needed = {name: info.block_rams_needed(depth, width)
@@ -408,10 +420,40 @@ def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, li
             return kept, {group: "logic" if group in moved else "block" for group in _BUFFERS}
     total = sum(kept.values()) + margin
     depth, width = plan.memories["weights"]
+    where = (f"{needed['weights']} of them for the weights ({depth} rows of {width} bits)"
+             if "weights" in needed else f"its weights in {plan.weight_sprams} SPRAMs")
     raise NmflowError(
         f"design does not fit {info.name} ({info.device}): the engine needs {total} block "
-        f"RAMs ({info.block_ram_type}) with its buffers in logic, {needed['weights']} of them "
-        f"for the weights ({depth} rows of {width} bits); the device has {info.block_rams}")
+        f"RAMs ({info.block_ram_type}) with its buffers in logic, {where}; the device has "
+        f"{info.block_rams}")
+
+
+def choose_memory(hw, lanes, info, *, pe=1, first_layer_bits=None, memory="auto", **fit):
+    """``(memory, needed, buffers)``: the weight memory kind of an engine build and what
+    :func:`fit_memories` says of it. ``"auto"``: block RAM when the engine fits there, else the
+    board's SPRAMs when it has them and they hold the weights; ``"block"`` or ``"spram"`` as
+    asked. Refused with the numbers of the last kind tried."""
+    if memory not in ("auto", "block", "spram"):
+        raise NmflowError(f"memory must be one of auto, block, spram, not {memory!r}")
+    if memory == "spram" and not info.sprams:
+        raise NmflowError(f"memory 'spram' needs a device with SPRAM: {info.name} "
+                          f"({info.device}) has none")
+    kinds = ["block", "spram"] if memory == "auto" and info.sprams else \
+        ["block" if memory == "auto" else memory]
+    refusals = []
+    for kind in kinds:
+        try:
+            needed, buffers = fit_memories(hw, lanes, info, pe=pe,
+                                           first_layer_bits=first_layer_bits, memory=kind, **fit)
+        except NmflowError as error:
+            refusals.append(str(error))
+            continue
+        return kind, needed, buffers
+    if len(refusals) == 1:
+        raise NmflowError(refusals[0])
+    # auto: the block RAM refusal, and why the SPRAMs do not help either
+    spram = refusals[1].split(": ", 1)[1]
+    raise NmflowError(f"{refusals[0]}; nor in SPRAM: {spram}")
 
 
 def clock_options(clock, board, *units, baud=BAUD, folding=None):
@@ -457,7 +499,8 @@ def clock_options(clock, board, *units, baud=BAUD, folding=None):
 
 
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first_layer_bits=None,
-               out=None, seed=None, errors=None, metaplastic=None, clock="auto", baud=BAUD):
+               out=None, seed=None, errors=None, metaplastic=None, clock="auto", baud=BAUD,
+               memory="auto"):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
@@ -467,7 +510,9 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     starting from the board's measured clock for its units), ``"board"`` (the oscillator, no
     PLL) or a frequency in MHz (the PLL's nearest output at or below it); see
     :func:`nmflow.boards.build.build`. ``baud`` is the UART's (recorded in ``build.json``; the
-    host must use the same)."""
+    host must use the same). ``memory`` is the weight memory (:func:`choose_memory`): block RAM,
+    or, on the iCE40UP5K, its SPRAMs (loaded over the link by ``nmflow host``) when the weights
+    do not fit the block RAMs (``"auto"``), or as asked."""
     from ..boards.build import DoesNotFit, build, get_board
     from ..golden import hwmodel
     from ..rtl.top import HostTop, check_host_top
@@ -481,11 +526,12 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
         unit = {"m": metaplastic, "storage": "spram" if info.family == "ice40" else "memory"}
 
     buffers = None
+    kind = "block"
 
     def make(clk_freq):
         return HostTop(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, clk_freq=clk_freq,
                        errors=errors, metaplastic=unit,
-                       buffers=buffers, baud=baud)
+                       buffers=buffers, baud=baud, memory=kind)
 
     units = ("engine",) + (("injector",) if errors is not None else ()) + (
         ("metaplastic",) if unit is not None else ())
@@ -501,7 +547,18 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
         raise NmflowError(str(error)) from None
     fit = {} if probe is None else dict(extra=probe.unit.memories,
                                         link_buffer=probe.link_buffer == "block")
-    needed, buffers = fit_memories(hw, lanes, info, pe=pe, first_layer_bits=first_layer_bits, **fit)
+    if unit is not None and unit["storage"] == "spram":
+        # who gets the SPRAMs: the unit's hidden weights; the engine's weights stay in block RAM
+        if memory == "spram":
+            raise NmflowError(f"memory 'spram' is taken on {info.name}: the metaplastic unit "
+                              f"keeps its hidden weights in the SPRAMs ({probe.unit.sprams} of "
+                              f"{info.sprams}); the engine's weights must fit block RAM")
+        memory = "block"
+    kind, needed, buffers = choose_memory(hw, lanes, info, pe=pe,
+                                          first_layer_bits=first_layer_bits, memory=memory, **fit)
+    if kind == "spram":
+        check_host_top(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits,
+                       clk_freq=first_hz, baud=baud, memory=kind)
     start = time.monotonic()
     try:
         result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
@@ -511,7 +568,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
             raise
         margin = error.block_rams - sum(needed.values())
         needed, buffers = fit_memories(hw, lanes, info, pe=pe, first_layer_bits=first_layer_bits,
-                                       margin=max(margin, 1), **fit)
+                                       margin=max(margin, 1), memory=kind, **fit)
         result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
@@ -522,6 +579,10 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     summary["model_checksum"] = hwmodel.model_checksum(hw)
     summary["baud"] = baud
     summary["lanes"], summary["pe"], summary["first_layer_bits"] = lanes, pe, first_layer_bits
+    summary["memory"] = kind
+    if kind == "spram":
+        from ..golden.plan import EnginePlan
+        summary["weight_sprams"] = EnginePlan(hw, lanes, pe=pe).weight_sprams
     write_json(out / "build.json", summary)
     return summary
 
@@ -541,7 +602,9 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
     ``errors``, a board with an injector has its rates set to 0 first. A board with the
     metaplastic unit (protocol version 3) has its weight memory read back first (READ), and
     ``weight_mismatches`` counts the synapses whose weight differs from the model's (``None``
-    for other boards). Writes ``board.json``; returns it.
+    for other boards). A board whose weights are in SPRAM (protocol version 5) has every row of
+    the model's memory image written first (WEIGHTS, at the lanes and pe its INFO tells). Writes
+    ``board.json``; returns it.
 
     ``port`` ``"auto"`` finds the UART of ``board`` (any known board if ``None``) among the serial
     ports (:func:`nmflow.boards.ports.find_port`). With ``check``, only INFO and the first vector
@@ -587,6 +650,14 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
             board_weights = link.read_weights(hw)
             weight_mismatches = int(sum((b != layer.weights).sum()
                                         for b, layer in zip(board_weights, hw.layers)))
+        weight_rows = None
+        if info.weights is not None:
+            # Weights in SPRAM come after configuration: every row of the model, first.
+            if errors is not None and (info.weights.lanes, info.weights.pe) != (lanes, pe):
+                raise NmflowError(f"lanes and pe must be the board's {info.weights.lanes} and "
+                                  f"{info.weights.pe}, not {lanes} and {pe}")
+            weight_rows = link.write_weights(hw, progress=lambda done, rows: report(
+                                                 progress, "weights", done, rows, "rows"))
         if errors is not None:
             link.set_errors(errors)
         elif info.rate_bits:
@@ -608,7 +679,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
         "errors": None if errors is None else dict(errors.to_dict(), lanes=lanes, pe=pe),
         "mismatches": len(class_mismatches) + len(score_mismatches),
         "class_mismatches": class_mismatches, "score_mismatches": score_mismatches,
-        "weight_mismatches": weight_mismatches,
+        "weight_mismatches": weight_mismatches, "weight_rows_written": weight_rows,
         "accuracy": None if y is None else float((classes == y).mean()),
         "seconds": round(seconds, 2),
         "inferences_per_second": round(len(x) / seconds, 2) if seconds else None,

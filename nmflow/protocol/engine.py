@@ -25,7 +25,7 @@ sources restart from ``seed``, so the next inference draws exactly as a fresh
 
 WEIGHTS exists on boards whose weight memory is written at run time (SPRAM on the iCE40UP5K,
 which the bitstream cannot initialise): INFO then reports version :data:`WEIGHTS_VERSION` with the
-memory's ``rows`` and ``lanes`` (:class:`WeightsInfo`), and the host writes every row before the
+memory's ``rows``, ``lanes`` and ``pe`` (:class:`WeightsInfo`), and the host writes every row before the
 first INFER. A row's ``rb = ceil(lanes / 4)`` bytes hold lane ``p``'s pair code at bits
 ``2p + 1 : 2p`` (little-endian), the layout of :func:`nmflow.golden.pairs.pack_rows`.
 """
@@ -56,7 +56,7 @@ INFO_BYTES = 8
 #: Protocol version reported by a board whose weight memory is written at run time (the engine's
 #: version 2 plus WEIGHTS and the INFO tail of :class:`WeightsInfo`), and its INFO payload bytes.
 WEIGHTS_VERSION = 5
-WEIGHTS_INFO_BYTES = INFO_BYTES + 4
+WEIGHTS_INFO_BYTES = INFO_BYTES + 5
 #: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
 ERRORS_BYTES = 17
 #: ERRORS modes, by their byte value.
@@ -97,9 +97,13 @@ class WeightsInfo:
         Rows of the weight memory, 1 to 65535 (WEIGHTS addresses ``0 .. rows - 1``).
     lanes : int
         Pair codes per row, 1 to 1024.
+    pe : int
+        Neurons per row (the memory map's layout, :class:`~nmflow.golden.pairs.MemoryMap`), 1
+        to 255.
     """
     rows: int
     lanes: int
+    pe: int = 1
 
     @property
     def row_bytes(self):
@@ -117,10 +121,13 @@ class WeightsInfo:
             return f"weight rows must be 1 to 65535 on the link, not {self.rows}"
         if not 1 <= self.lanes <= 1024:
             return f"weight lanes must be 1 to 1024 on the link, not {self.lanes}"
+        if not 1 <= self.pe <= 255:
+            return f"weight pe must be 1 to 255 on the link, not {self.pe}"
         return None
 
     def encode(self):
-        return self.rows.to_bytes(2, "little") + self.lanes.to_bytes(2, "little")
+        return (self.rows.to_bytes(2, "little") + self.lanes.to_bytes(2, "little")
+                + bytes([self.pe]))
 
 
 def encode_weight_row(lanes, codes):
@@ -203,7 +210,7 @@ def encode_info(info):
 
 def decode_info(payload):
     """The :class:`Info` of an INFO reply payload: 8 bytes, 18 for version 4 (metaplastic
-    unit), 12 for version 5 (weights written at run time); :class:`NmflowError` otherwise."""
+    unit), 13 for version 5 (weights written at run time); :class:`NmflowError` otherwise."""
     payload = bytes(payload)
     version = payload[0] if payload else None
     expected = {METAPLASTIC_VERSION: METAPLASTIC_INFO_BYTES,
@@ -214,7 +221,8 @@ def decode_info(payload):
                           f"{len(payload)}")
     tail = MetaplasticInfo.decode(payload[INFO_BYTES:]) \
         if version == METAPLASTIC_VERSION else None
-    weights = WeightsInfo(u16(payload, INFO_BYTES), u16(payload, INFO_BYTES + 2)) \
+    weights = WeightsInfo(u16(payload, INFO_BYTES), u16(payload, INFO_BYTES + 2),
+                          payload[INFO_BYTES + 4]) \
         if version == WEIGHTS_VERSION else None
     return Info(version=payload[0], n_inputs=u16(payload, 1), n_classes=u16(payload, 3),
                 input_bits=payload[5], score_bytes=payload[6], rate_bits=payload[7],

@@ -280,6 +280,11 @@ class MetaplasticUnit(wiring.Component):
         })
 
     @property
+    def sprams(self):
+        """SPRAMs the unit takes: two banks per lane with ``storage="spram"``, else 0."""
+        return 2 * self.lanes if self.storage == "spram" else 0
+
+    @property
     def memories(self):
         """The unit's block RAM memories as ``{name: (depth, width)}`` (for board fit checks):
         one f_meta table per lane, and the hidden weights with ``storage="memory"`` (the SPRAMs

@@ -14,9 +14,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.hwmodel import HardwareModel
-from ..golden.plan import check_pe
-from ..errors import NmflowError, check_number
-from ..protocol import METAPLASTIC_VERSION, VERSION, Info, MetaplasticInfo, score_bytes
+from ..golden.plan import WEIGHT_KINDS, EnginePlan, check_pe
+from ..errors import NmflowError, check_choice, check_number
+from ..protocol import (METAPLASTIC_VERSION, VERSION, WEIGHTS_VERSION, Info, MetaplasticInfo,
+                        WeightsInfo, score_bytes)
 from ..protocol.framing import BAUD
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
@@ -83,7 +84,7 @@ def uart_timing(clk_freq, baud, timeout):
 
 
 def check_host_top(model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, baud=BAUD,
-                   timeout=0.02):
+                   timeout=0.02, memory="block"):
     """Check the parameters of :class:`HostTop` without building it.
 
     Returns
@@ -104,6 +105,12 @@ def check_host_top(model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, ba
             or not 1 <= first_layer_bits <= model.input_bits):
         raise NmflowError(f"first_layer_bits must be an integer from 1 to input_bits = "
                           f"{model.input_bits}, not {first_layer_bits!r}")
+    check_choice("memory", memory, WEIGHT_KINDS)
+    if memory == "spram":
+        rows = EnginePlan(model, lanes, pe=pe).weight_rows
+        problem = WeightsInfo(rows, lanes, pe).problem()
+        if problem is not None:
+            raise NmflowError(f"the weights cannot be loaded over the link: {problem}")
     divisor, timeout_cycles = uart_timing(clk_freq, baud, timeout)
     check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                      timeout=timeout_cycles)
@@ -164,8 +171,16 @@ class HostCore(wiring.Component):
     """
 
     def __init__(self, model, *, lanes, timeout_cycles, errors, metaplastic, buffers, pe=1,
-                 first_layer_bits=None):
+                 first_layer_bits=None, memory="block"):
         self._model, self._lanes, self._errors = model, lanes, errors
+        self._memory = memory
+        self._weights = None
+        if memory == "spram":
+            if metaplastic is not None:
+                raise NmflowError("the metaplastic unit needs the engine's weights in block RAM "
+                                  "(it writes single lanes; an SPRAM nibble holds two), not "
+                                  "memory 'spram'")
+            self._weights = WeightsInfo(EnginePlan(model, lanes, pe=pe).weight_rows, lanes, pe)
         self._pe, self._first_layer_bits = pe, first_layer_bits
         self._buffers = buffers
         self._timeout_cycles = timeout_cycles
@@ -199,19 +214,23 @@ class HostCore(wiring.Component):
     metaplastic = property(lambda self: self._unit_info)
     link_buffer = property(lambda self: self._buffer)
     buffers = property(lambda self: self._buffers)
+    memory = property(lambda self: self._memory)
+    weights = property(lambda self: self._weights)
+    """The :class:`~nmflow.protocol.WeightsInfo` of run-time weights (SPRAM), or ``None``."""
 
     def elaborate(self, platform):
         m = Module()
         model = self._model
         engine = self._engine or InferenceEngine(model, lanes=self._lanes, pe=self._pe,
                                                  first_layer_bits=self._first_layer_bits,
-                                                 errors=self._errors, buffers=self._buffers)
+                                                 errors=self._errors, buffers=self._buffers,
+                                                 memory=self._memory)
         m.submodules.engine = engine
         m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
                                             model.score_bits, timeout=self._timeout_cycles,
                                             rate_bits=None if self._errors is None
                                             else self._errors.rate_bits, metaplastic=self._unit_info,
-                                            buffer=self._buffer)
+                                            weights=self._weights, buffer=self._buffer)
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
         # The link's input beats come out of its state machine; the engine acts on them with its
@@ -233,6 +252,9 @@ class HostCore(wiring.Component):
                          engine.i.payload.eq(feed.o.payload),
                          feed.o.ready.eq(engine.i.ready & ~unit.busy)]
         wiring.connect(m, engine.o, link.engine_o)
+        if self._weights is not None:
+            wiring.connect(m, link.weights, engine.weights)
+            m.d.comb += link.engine_idle.eq(engine.idle)
         if self._errors is not None:
             wiring.connect(m, link.errors, engine.errors)
         m.d.comb += [self.idle.eq(link.idle), self.receiving.eq(link.receiving)]
@@ -278,6 +300,10 @@ class HostTop(UARTTop):
     buffers : str, dict or None
         The engine's ``buffers`` (where its activation store's buffers live; see
         :class:`~nmflow.rtl.engine.InferenceEngine`).
+    memory : ``"block"``, ``"logic"`` or ``"spram"``
+        The engine's weight memory kind. With ``"spram"`` (the iCE40UP5K's SPRAMs, empty after
+        configuration) the link reports protocol version 5 and takes WEIGHTS requests, one row
+        each, which the host sends before the first INFER (not with ``metaplastic``).
 
     Members
     -------
@@ -285,16 +311,17 @@ class HostTop(UARTTop):
     """
 
     def __init__(self, model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, baud=BAUD,
-                 timeout=0.02, errors=None, metaplastic=None, buffers=None):
+                 timeout=0.02, errors=None, metaplastic=None, buffers=None, memory="block"):
         divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, pe=pe,
                                                        first_layer_bits=first_layer_bits,
                                                        clk_freq=clk_freq, baud=baud,
-                                                       timeout=timeout)
+                                                       timeout=timeout, memory=memory)
         self._model, self._lanes, self._errors = model, lanes, errors
         self._pe = pe
         super().__init__(HostCore(model, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits,
                                   timeout_cycles=self._timeout_cycles,
-                                  errors=errors, metaplastic=metaplastic, buffers=buffers),
+                                  errors=errors, metaplastic=metaplastic, buffers=buffers,
+                                  memory=memory),
                          divisor)
 
     model = property(lambda self: self._model)
@@ -307,12 +334,16 @@ class HostTop(UARTTop):
     """Where the link's input buffer lives: ``"block"`` or ``"logic"``."""
     buffers = property(lambda self: self.core.buffers)
     """The engine's ``buffers``, as given."""
+    memory = property(lambda self: self.core.memory)
+    """The engine's weight memory kind."""
     timeout_cycles = property(lambda self: self._timeout_cycles)
 
     @property
     def info(self):
         """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
-        model, unit = self._model, self.core.metaplastic
-        return Info(VERSION if unit is None else METAPLASTIC_VERSION, model.n_inputs,
-                    model.n_classes, model.input_bits, score_bytes(model.score_bits),
-                    0 if self._errors is None else self._errors.rate_bits, unit)
+        model, unit, tail = self._model, self.core.metaplastic, self.core.weights
+        version = (METAPLASTIC_VERSION if unit is not None
+                   else WEIGHTS_VERSION if tail is not None else VERSION)
+        return Info(version, model.n_inputs, model.n_classes, model.input_bits,
+                    score_bytes(model.score_bits),
+                    0 if self._errors is None else self._errors.rate_bits, unit, tail)

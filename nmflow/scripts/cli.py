@@ -219,15 +219,16 @@ def cmd_build(args):
     summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, pe=args.pe,
                          first_layer_bits=args.first_layer_bits, out=args.out,
                          seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic,
-                         clock=args.clock, baud=args.baud)
+                         clock=args.clock, baud=args.baud, memory=args.memory)
     shown = {key: summary[key] for key in ("board", "device", "bitstream", "lanes", "pe",
-                                           "first_layer_bits",
+                                           "first_layer_bits", "memory",
                                            "logic_cells",
                                            "logic_cells_total", "block_rams", "dsps",
                                            "fmax_mhz", "run_clock_mhz", "clock_margin",
                                            "baud", "seconds")}
-    if args.metaplastic is not None:
+    if args.metaplastic is not None or summary["memory"] == "spram":
         shown["sprams"] = summary["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
+    if args.metaplastic is not None:
         shown["metaplastic"] = summary["metaplastic"]
     _print_json(shown)
 
@@ -405,6 +406,10 @@ def parser():
     ranged(p, "--clock", CLOCK, default="auto", help=CLOCK_HELP)
     ranged(p, "--baud", integer(1, limits.BAUD), default=BAUD,
            help=f"the UART's baud rate (default: {BAUD}; 'nmflow host' must use the same)")
+    p.add_argument("--memory", choices=("auto", "block", "spram"), default="auto",
+                   help="the weight memory: block RAM, or the iCE40UP5K's SPRAMs, which 'nmflow "
+                        "host' loads over the link before the first inference (default: auto, "
+                        "block RAM when the weights fit there)")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     _add_errors(p, "the rates hold from reset")
     p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",

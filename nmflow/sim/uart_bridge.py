@@ -153,13 +153,15 @@ class SimulatedBoard:
         self.url = None
 
     @classmethod
-    def engine(cls, model, *, lanes=16, divisor=4, timeout=None, errors=None, metaplastic=None):
-        """The engine's board: ``HostTop(model, lanes=lanes, errors=errors,
-        metaplastic=metaplastic)`` (a :class:`~nmflow.golden.hwmodel.HardwareModel`, the engine's
-        lanes, the read-error injector's :class:`~nmflow.golden.injector.ErrorInjection` and the
-        metaplastic unit's arguments: see :class:`~nmflow.rtl.top.HostTop`)."""
-        return cls(lambda **link: HostTop(model, lanes=lanes, errors=errors,
-                                          metaplastic=metaplastic, **link),
+    def engine(cls, model, *, lanes=16, pe=1, divisor=4, timeout=None, errors=None,
+               metaplastic=None, memory="block"):
+        """The engine's board: ``HostTop(model, lanes=lanes, pe=pe, errors=errors,
+        metaplastic=metaplastic, memory=memory)`` (a
+        :class:`~nmflow.golden.hwmodel.HardwareModel`, the engine's folding, the read-error
+        injector's :class:`~nmflow.golden.injector.ErrorInjection`, the metaplastic unit's
+        arguments and the weight memory kind: see :class:`~nmflow.rtl.top.HostTop`)."""
+        return cls(lambda **link: HostTop(model, lanes=lanes, pe=pe, errors=errors,
+                                          metaplastic=metaplastic, memory=memory, **link),
                    divisor=divisor, timeout=timeout)
 
     @classmethod
