@@ -20,8 +20,8 @@ from numbers import Integral
 from .errors import NmflowError
 
 __all__ = ["SEED", "EPOCHS", "BATCH", "WIDTH", "LAYERS", "VECTORS", "LANES", "PE", "BAUD", "CLOCK_MHZ", "TIMEOUT",
-           "BENCH_IMAGES", "PCSA_SAMPLES", "PCSA_WINDOW_NS", "PASSES", "PER_DECADE", "RATE_BITS",
-           "SETTLING_STEPS", "SEEDS", "LEARNING_RATE", "check_widths", "usable_cores", "memory_total",
+           "BENCH_IMAGES", "SIM_JOBS", "PCSA_SAMPLES", "PCSA_WINDOW_NS", "PASSES", "PER_DECADE",
+           "RATE_BITS", "SETTLING_STEPS", "SEEDS", "LEARNING_RATE", "check_widths", "usable_cores", "memory_total",
            "memory_budget", "check_memory", "size_text"]
 
 #: Largest seed (random generators, training, nextpnr placement, error draws): 31 bits.
@@ -49,6 +49,10 @@ CLOCK_MHZ = 400.0
 TIMEOUT = 3600.0
 #: Most test images ``nmflow bench`` simulates under cocotb for its speed figures.
 BENCH_IMAGES = 10_000
+#: Most simulator processes one ``nmflow sim`` runs side by side (``--jobs``): each is a simulator
+#: with its Python testbench (Icarus on the digits engine: 134 MB at most), so 64 of them fit
+#: this machine's memory (and a 64-core one's cores), while more would only queue for cores.
+SIM_JOBS = 64
 #: Samples of the PCSA Monte Carlo per condition and corner: from 2 (a standard error needs two)
 #: to 20 million (about 4 GB and a few minutes here).
 PCSA_SAMPLES = (2, 20_000_000)

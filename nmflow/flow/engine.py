@@ -207,7 +207,7 @@ def _test_vectors(hw, inputs, limit):
 
 def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=None, waves=False,
              out=None,
-             rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None):
+             rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None, jobs=1):
     """Simulate the engine's Verilog under cocotb on every test vector; return the summary.
 
     Simulates ``rtl/engine.v`` as the ``verilog`` step wrote it. If neither ``engine.v`` nor
@@ -218,10 +218,18 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
     simulated, labels when known). ``progress`` (:mod:`nmflow.flow.progress`) hears of the images
     simulated while the simulation runs. The summary's ``passed`` says whether every output
     matched.
+
+    ``jobs`` simulators (1 to :data:`~nmflow.limits.SIM_JOBS`, or ``"auto"``: one per usable
+    core; no more than there are vectors) run side by side on contiguous chunks of the vectors
+    and their outputs are merged (:func:`~nmflow.sim.engine_sim.simulate_engine`); the summary
+    records ``jobs``, each chunk's seconds, the wall seconds and the simulated cycles per
+    second. A chunk that does not finish fails the step with one line naming it, and leaves
+    only the work folder.
     """
     from ..golden import hwmodel
-    from ..sim.engine_sim import simulate_engine
+    from ..sim.engine_sim import check_jobs, simulate_engine
 
+    jobs = check_jobs(jobs)                     # a bad value: one line, before any work
     run_dir = Path(run_dir)
     model_path = _model_path(run_dir, model)
     hw = hwmodel.load(model_path)
@@ -241,7 +249,7 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
                                       progress=lambda done, images, rate: report(
                                           progress, "sim", done, images,
                                           f"images, {rate:,.0f} cycles/s"),
-                                      wall_seconds=wall_seconds)
+                                      wall_seconds=wall_seconds, jobs=jobs)
         except NmflowError as error:            # Verilog that does not compile: keep its log
             outputs.keep(staging / "work")
             raise NmflowError(outputs.final(str(error))) from None
@@ -252,9 +260,12 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
         if not summary["passed"] and summary["outputs"] is None:
             outputs.keep(staging / "work")
             reason = next((message for message in summary["failures"] if message), None)
+            chunk = summary.get("failed_chunk")
             if summary.get("killed_after") is not None:
-                reason = (f"the simulator was killed after {summary['killed_after']:g} s "
-                          f"(wall-clock limit)")
+                reason = (f"{chunk + ': ' if chunk else ''}the simulator was killed after "
+                          f"{summary['killed_after']:g} s (wall-clock limit)")
+            elif reason is None and chunk:
+                reason = f"{chunk} ended without its outputs"
             raise NmflowError(f"simulation did not finish{': ' + reason if reason else ''} "
                               f"(see {summary['log']})")
     if y is None:                               # labels of earlier vectors
@@ -320,7 +331,7 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
                           f"verified")
     acts_names = tuple(f"acts{k}" for k in range(len(hw.layers) - 1))
     rtl = read_npz(outputs, "simulation outputs", required=("classes", "scores", *acts_names),
-                   optional=("cycles", "finish"))
+                   optional=("cycles", "finish", "chunks"))
     # the golden model reads its weights as the simulated engine did (with its injector's twin)
     golden = reference(hw, x, lanes=config["lanes"], pe=config["pe"],
                        read=engine_read_function(config))
@@ -358,7 +369,15 @@ def compare_step(run_dir, model=None, *, sim=None, out=None, rtl=None):
             result["accuracy"] = float((rtl["classes"] == y).mean())
     if "cycles" in rtl:
         from ..sim.engine_sim import cycle_figures
-        result.update(cycle_figures(rtl["cycles"], rtl.get("finish")))
+        chunks = rtl.get("chunks")
+        if chunks is not None and not (
+                chunks.ndim == 1 and np.issubdtype(chunks.dtype, np.integer) and len(chunks)
+                and chunks[0] == 0 and (np.diff(chunks) > 0).all() and chunks[-1] < len(x)):
+            raise NmflowError(f"simulation outputs {str(outputs)!r} must hold in 'chunks' the "
+                              f"first image of each simulator's chunk (increasing from 0, below "
+                              f"{len(x)}), not {chunks.reshape(-1)[:6].tolist()!r}"
+                              f"{'...' if chunks.size > 6 else ''}")
+        result.update(cycle_figures(rtl["cycles"], rtl.get("finish"), chunks))
     write_json(Path(out or run_dir / ARTIFACTS["compare"]), result)
     return result
 

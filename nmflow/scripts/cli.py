@@ -15,7 +15,8 @@ from pathlib import Path
 from ..errors import NmflowError
 from .. import limits
 from ..protocol.framing import BAUD
-from .options import CLOCK, CLOCK_HELP, FIRST_BITS, HIDDEN, LANES, PE, SEED, VECTORS, integer, number, ranged
+from .options import (CLOCK, CLOCK_HELP, FIRST_BITS, HIDDEN, LANES, PE, SEED, SIM_JOBS, VECTORS,
+                      integer, number, ranged)
 from .progress import bars
 
 DEFAULT_RUN = "build/run"
@@ -177,7 +178,7 @@ def _sim(args, console, quiet=False):
     with bars(console, quiet=quiet) as progress:
         return sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
                         lanes=args.lanes, pe=args.pe, waves=args.waves, out=args.out,
-                        rtl=args.rtl,
+                        rtl=args.rtl, jobs=args.jobs,
                         progress=progress)
 
 
@@ -383,6 +384,10 @@ def parser():
     ranged(p, "--pe", PE, help="neurons per cycle of the Verilog generated when RUN/rtl is "
            "empty; otherwise that of engine.json (default: 1)")
     p.add_argument("--waves", action="store_true", help="record waves (FST/VCD) in RUN/sim/work")
+    ranged(p, "--jobs", SIM_JOBS, default=1,
+           help="simulators run side by side, each on a contiguous chunk of the vectors (in "
+           "RUN/sim/work/chunk<k>; the Verilog compiled once), their outputs merged in order; "
+           "auto: one per usable core; at most one per vector (default: 1)")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
 
     p = _step_parser(sub, "compare", cmd_compare, "compare RTL outputs with the golden model (==)",

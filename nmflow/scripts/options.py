@@ -11,8 +11,8 @@ import math
 from .. import limits
 from ..errors import int_rule, number_rule
 
-__all__ = ["integer", "number", "widths", "clock", "ranged", "HIDDEN", "SEED", "VECTORS", "LANES",
-           "CLOCK", "CLOCK_HELP"]
+__all__ = ["integer", "number", "widths", "clock", "jobs", "ranged", "HIDDEN", "SEED", "VECTORS",
+           "LANES", "CLOCK", "CLOCK_HELP", "SIM_JOBS"]
 
 
 class integer:
@@ -116,6 +116,29 @@ class clock:
         return "clock"
 
 
+class jobs:
+    """Processes to run side by side: ``auto`` (the usable cores, at most ``high``) or an
+    integer from 1 to ``high``."""
+
+    def __init__(self, high):
+        self.count = integer(1, high)
+
+    def bound(self):
+        return f"auto or {self.count.bound()}"
+
+    def __call__(self, text):
+        if text == "auto":
+            return min(limits.usable_cores(), self.count.high)
+        try:
+            return self.count(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be auto or an integer from 1 to "
+                                             f"{self.count.high}, not {text!r}") from None
+
+    def __repr__(self):
+        return "jobs"
+
+
 def ranged(p, option, kind, help, **kwargs):
     """``p.add_argument(option, type=kind, ...)`` with ``kind``'s bound added to ``help``
     (before its "(default: ...)" if it has one)."""
@@ -133,6 +156,7 @@ LANES = integer(1, limits.LANES)
 PE = integer(1, limits.PE)
 FIRST_BITS = integer(1, 8)
 CLOCK = clock(1, limits.CLOCK_MHZ)
+SIM_JOBS = jobs(limits.SIM_JOBS)
 CLOCK_HELP = ("run clock: auto (a PLL clock the design meets with a 5 %% margin over nextpnr's "
               "Fmax, from the clock measured for its units down), board (the board's oscillator, "
               "no PLL) or MHz (the PLL's nearest output at or below) (default: auto)")

@@ -2,40 +2,78 @@
 
 The Verilog comes from :func:`nmflow.rtl.verilog.write_engine_verilog` (the ``verilog`` step):
 simulation reads it, checked against its ``engine.json``, and never writes it.
+
+A long run can be split over the cores (``jobs``): the vectors are cut into contiguous chunks,
+the Verilog is compiled once, and one simulator per chunk runs it side by side, each in a work
+folder of its own. Their outputs are merged, in the order of the vectors, into one
+``rtl_outputs.npz`` whose classes, scores and activations are those a single simulator gives.
+Each chunk starts from reset, so its first inference finds the engine idle: the cycle figures
+(:func:`cycle_figures`) count every chunk's first inference as one from idle and measure the
+intervals between inferences within a chunk only.
 """
 
-import threading
+import math
 import os
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .. import limits
+from ..errors import NmflowError, check_int
 from ..fileio import atomic_path, make_folder, write_bytes, write_json
 from ..rtl.verilog import read_engine_verilog
-from .runner import run_cocotb
+from .runner import build_cocotb, run_cocotb
 
-__all__ = ["simulate_engine", "read_progress"]
+__all__ = ["simulate_engine", "read_progress", "cycle_figures", "chunk_starts", "check_jobs"]
 
 
-
-def cycle_figures(cycles, finish=None):
+def cycle_figures(cycles, finish=None, chunks=None):
     """What a simulation measured of the engine's speed, from each inference's cycles (first
-    input beat to last result beat) and ``finish`` (the cycle of its last result beat):
+    input beat to last result beat), ``finish`` (the cycle of its last result beat, counted
+    from its simulator's reset) and ``chunks`` (the first inference of each simulator's chunk,
+    ``[0]`` if not given: one simulator ran them all):
 
-    * ``cycles_per_inference``: the first inference's cycles (it found the engine idle);
-    * ``cycles_back_to_back``: the mean of the later ones' (offered behind another, their inputs
-      load while it computes, so they take longer from their first beat), ``None`` for one;
-    * ``interval_cycles``: the mean cycles between consecutive last result beats (the
-      throughput), ``None`` for one inference or without ``finish``.
+    * ``cycles_per_inference``: the cycles of each chunk's first inference (it found the engine
+      idle), their mean over the chunks;
+    * ``cycles_back_to_back``: the mean of the other ones' (offered behind another, their
+      inputs load while it computes, so they take longer from their first beat), ``None`` if
+      there are none;
+    * ``interval_cycles``: the mean cycles between the last result beats of consecutive
+      inferences of one chunk (the throughput), ``None`` without two such inferences or
+      without ``finish``.
     """
     cycles = np.asarray(cycles)
-    out = {"cycles_per_inference": float(cycles[0]) if len(cycles) else None,
-           "cycles_back_to_back": float(cycles[1:].mean()) if len(cycles) > 1 else None,
+    first = np.zeros(len(cycles), dtype=bool)
+    starts = [0] if chunks is None else [int(start) for start in np.asarray(chunks).reshape(-1)]
+    first[[start for start in starts if 0 <= start < len(cycles)]] = True
+    out = {"cycles_per_inference": float(cycles[first].mean()) if first.any() else None,
+           "cycles_back_to_back": float(cycles[~first].mean()) if (~first).any() else None,
            "interval_cycles": None}
-    if finish is not None and len(finish) > 1:
-        out["interval_cycles"] = float(np.diff(np.asarray(finish)).mean())
+    if finish is not None and len(finish) == len(cycles) > 1:
+        within = np.diff(np.asarray(finish))[~first[1:]]
+        if len(within):
+            out["interval_cycles"] = float(within.mean())
     return out
+
+
+def check_jobs(jobs, images=None):
+    """The simulators to run side by side for ``jobs``: an integer from 1 to
+    :data:`~nmflow.limits.SIM_JOBS`, or ``"auto"`` (the usable cores); else one line. With
+    ``images``, no more than there are vectors (a chunk holds at least one)."""
+    if jobs == "auto":
+        jobs = min(limits.usable_cores(), limits.SIM_JOBS)
+    jobs = check_int("jobs", jobs, 1, limits.SIM_JOBS,
+                     rule=f"auto or an integer from 1 to {limits.SIM_JOBS}")
+    return jobs if images is None else max(1, min(jobs, images))
+
+
+def chunk_starts(images, jobs):
+    """The first vector of each of ``jobs`` contiguous chunks of ``images`` vectors, and
+    ``images`` after the last: chunk ``k`` is ``starts[k]`` to ``starts[k + 1] - 1``. Their
+    sizes differ by one at most."""
+    return [k * images // jobs for k in range(jobs)] + [images]
 
 
 def read_progress(path):
@@ -55,34 +93,106 @@ def read_progress(path):
         return None
 
 
-def _run_watching(run, progress_path, images, progress, poll=0.25):
-    """Run ``run()`` in a thread; meanwhile call ``progress(done, images, cycles_per_second)``
-    whenever the testbench's progress file says something new. Returns what ``run`` returned."""
-    box = {}
 
-    def target():
+
+class _Chunk:
+    """One simulator's share of a run: vectors ``first`` to ``first + images - 1``, simulated
+    in ``folder`` (``work`` itself when one simulator runs them all, else
+    ``work/chunk<number>``)."""
+
+    def __init__(self, number, first, images, folder, named):
+        self.number, self.first, self.images, self.folder = number, first, images, folder
+        self.name = f"chunk {number} (images {first} to {first + images - 1})" if named else None
+        self.outputs = folder / "outputs.npz"
+        self.progress = folder / "progress.txt"
+        self.result = self.error = None
+        self.seconds = None
+
+    def prefixed(self, message):
+        return f"{self.name}: {message}" if self.name else message
+
+    @property
+    def finished(self):
+        """Whether its testbench wrote its outputs (every inference came out)."""
+        return self.error is None and self.result is not None and \
+            not self.result.cancelled and self.outputs.is_file()
+
+    @property
+    def failed(self):
+        """Whether it failed on its own (not stopped because another chunk failed)."""
+        if self.error is not None:
+            return True
+        return self.result is not None and not self.result.cancelled and \
+            not (self.result.passed and self.outputs.is_file())
+
+
+def _run_chunks(chunks, run, progress, images, poll=0.25):
+    """Run ``run(chunk, cancel)`` for every chunk, each in a thread of its own (the simulator
+    itself is a child process), and wait for them all. A chunk that ends without its outputs
+    (stalled, killed, crashed, or raising) sets ``cancel``, which ends the others: the run
+    has failed. Meanwhile call ``progress(done, images, cycles_per_second)`` whenever the
+    testbenches' progress files say something new: the images done and the speeds summed over
+    the chunks still running. An interruption (Ctrl-C) ends every simulator before it goes on."""
+    cancel = threading.Event()
+
+    def target(chunk):
+        start = time.monotonic()
         try:
-            box["result"] = run()
+            chunk.result = run(chunk, cancel)
         except BaseException as error:           # handed over to the caller's thread
-            box["error"] = error
+            chunk.error = error
+        chunk.seconds = time.monotonic() - start
+        if not chunk.finished:
+            cancel.set()
 
-    thread = threading.Thread(target=target, name="nmflow-sim", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=target, args=(chunk,), daemon=True,
+                                name=f"nmflow-sim-{chunk.number}") for chunk in chunks]
     last = None
-    while thread.is_alive():
-        thread.join(poll)
-        state = read_progress(progress_path)
-        if state is not None and state != last:
-            done, cycles, seconds = state
-            progress(done, images, round(cycles / seconds, 1) if seconds > 0 else 0.0)
-            last = state
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    try:
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            next(thread for thread in threads if thread.is_alive()).join(poll)
+            if progress is None:
+                continue
+            states = [(read_progress(chunk.progress), chunk.images) for chunk in chunks]
+            state = [(s, n) for s, n in states if s is not None]
+            if state and state != last:
+                done = sum(s[0] for s, _ in state)
+                # the speed of the simulators still running (of them all at the end)
+                running = [s for s, n in state if s[0] < n] or [s for s, _ in state]
+                rate = sum(s[1] / s[2] for s in running if s[2] > 0)
+                progress(done, images, round(rate, 1))
+                last = state
+    except BaseException:
+        cancel.set()                            # every simulator ends with its thread
+        for thread in threads:
+            thread.join()
+        raise
+
+
+def _merge_outputs(chunks, out_path):
+    """Write the chunks' outputs, in their order, to ``out_path`` (atomically): classes,
+    scores, ``acts{n}``, cycles and finish of every vector; ``sim_cycles`` summed;
+    ``chunks`` (each chunk's first vector) and ``chunk_sim_cycles``. Returns the latter."""
+    parts = []
+    for chunk in chunks:
+        with np.load(chunk.outputs) as f:
+            parts.append({name: f[name] for name in f.files})
+    names = [name for name in parts[0] if name != "sim_cycles"]
+    merged = {name: np.concatenate([part[name] for part in parts]) for name in names}
+    sim_cycles = np.array([int(part["sim_cycles"]) for part in parts], dtype=np.int64)
+    merged.update(sim_cycles=np.int64(sim_cycles.sum()), chunk_sim_cycles=sim_cycles,
+                  chunks=np.array([chunk.first for chunk in chunks], dtype=np.int64))
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **merged)
+    return sim_cycles
 
 
 def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None, pe=None,
-                    waves=False, ready=1.0, valid=1.0, seed=0, progress=None, wall_seconds=None):
+                    waves=False, ready=1.0, valid=1.0, seed=0, progress=None, wall_seconds=None,
+                    jobs=1):
     """Run the engine testbench (:mod:`nmflow.sim.tb_engine`) on ``inputs``; return a summary.
 
     Parameters
@@ -103,36 +213,56 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     pe : int, optional
         If given, the neurons per cycle the Verilog must have been generated with.
     waves : bool
-        Record waves (FST with Icarus) in ``sim_dir/work``.
+        Record waves (FST with Icarus) in ``sim_dir/work`` (one file per chunk, in its folder).
     ready, valid : float
         Probabilities that the result stream is ready in a cycle (random backpressure) and that
         the driver offers its next input beat in a cycle (random gaps).
     seed : int
-        Seed of both patterns.
+        Seed of both patterns; a chunk's come from ``seed`` and its first vector (from ``seed``
+        alone for the chunk that starts at vector 0, as for a run in one simulator).
     progress : callable, optional
         ``progress(images_done, images, sim_cycles_per_second)``, called from this thread while
-        the simulation runs (in another thread) whenever the testbench reports progress.
+        the simulation runs (in other threads) whenever a testbench reports progress: the
+        images done and the speeds summed over the chunks.
     wall_seconds : float, optional
-        Kill the simulator after this long: the last resort behind the testbench's cycle
-        watchdog (a simulator stuck in a zero-delay loop never reaches it). By default 60 s
-        for start-up and compilation plus one second per 1,000 cycles the inputs should take
-        (the simulation runs at 6,000-14,000 cycles per second).
+        Kill a simulator after this long: the last resort behind the testbench's cycle
+        watchdog (a simulator stuck in a zero-delay loop never reaches it). It holds for each
+        chunk's simulator (and, with several chunks, for the compilation before them). By
+        default 60 s for start-up and compilation plus one second per 1,000 cycles the chunk's
+        inputs should take (the simulation runs at 6,000-14,000 cycles per second), times the
+        chunks that share a core.
+    jobs : int or "auto"
+        Simulators to run side by side, 1 to :data:`~nmflow.limits.SIM_JOBS` (``"auto"``: one
+        per usable core), each on a contiguous chunk of the vectors (their sizes differ by one
+        at most) in ``sim_dir/work/chunk<k>``, all running the Verilog compiled once in
+        ``sim_dir/work``; never more than there are vectors. With 1, the one simulator
+        compiles and runs in ``sim_dir/work``.
 
     Returns
     -------
     dict
-        ``images``, ``passed``, ``tests``, ``failed``, ``failures`` (messages), ``log``,
-        ``seconds`` (wall clock, compilation included), ``outputs`` (``rtl_outputs.npz`` with
-        classes, scores, ``acts{n}``, cycles and sim_cycles, or ``None`` if the testbench did not
-        finish), ``lanes``, ``verilog`` and ``verilog_sha256`` (the file simulated and the
-        checksum of what was compiled), ``ready``, ``valid``, ``seed``, and when the outputs
-        exist the :func:`cycle_figures`, ``sim_cycles``, ``sim_cycles_per_second``.
+        ``images``, ``passed``, ``tests``, ``failed``, ``failures`` (messages, those of
+        ``failed_chunk`` first; with several chunks, each starts with the chunk's name,
+        ``chunk 1 (images 180 to 359): ...``),
+        ``log`` (that of the first chunk that failed, else of the first chunk), ``seconds``
+        (wall clock, compilation included), ``outputs`` (``rtl_outputs.npz`` with classes,
+        scores, ``acts{n}``, cycles, finish, sim_cycles, chunks and chunk_sim_cycles, or
+        ``None`` unless every chunk finished), ``lanes``, ``verilog`` and ``verilog_sha256``
+        (the file simulated and the checksum of what was compiled), ``ready``, ``valid``,
+        ``seed``, ``killed_after`` and ``failed_chunk`` (the chunk that failed the run, by name
+        when there are several: the first that did not finish, else the first that failed),
+        ``jobs`` (the simulators run), ``compile_seconds`` (with several),
+        ``chunks`` (each one's ``first`` vector, ``images``, ``seconds``, ``passed``,
+        ``sim_cycles`` and ``log``), and when the outputs exist the :func:`cycle_figures`,
+        ``sim_cycles`` (summed over the chunks) and ``sim_cycles_per_second`` (that sum over
+        the wall clock).
     """
     from ..golden import hwmodel
 
     model = hwmodel.load(model_path) if model is None else model
     verilog = read_engine_verilog(verilog_dir, model=model, lanes=lanes, pe=pe)
     inputs = np.asarray(inputs, dtype=np.int64)
+    jobs = check_jobs(jobs, len(inputs))
     sim_dir = Path(sim_dir).resolve()
     work = sim_dir / "work"
     inputs_path = sim_dir / "vectors.npz"
@@ -146,44 +276,90 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     write_json(config, verilog.config)
     out_path = sim_dir / "rtl_outputs.npz"
     out_path.unlink(missing_ok=True)
-    progress_path = work / "progress.txt"
-    progress_path.unlink(missing_ok=True)
-    env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
-           "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_OUT": out_path,
-           "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid, "NMFLOW_TB_SEED": seed,
-           "NMFLOW_TB_PROGRESS": progress_path}
+    starts = chunk_starts(len(inputs), jobs)
+    chunks = [_Chunk(k, starts[k], starts[k + 1] - starts[k],
+                     work if jobs == 1 else work / f"chunk{k}", named=jobs > 1)
+              for k in range(jobs)]
+    for chunk in chunks:
+        make_folder(chunk.folder)
+        chunk.outputs.unlink(missing_ok=True)
+        chunk.progress.unlink(missing_ok=True)
 
-    if wall_seconds is None:
-        expected = len(inputs) * verilog.config["cycles_per_inference"] / (ready * valid)
-        wall_seconds = 60 + expected / 1000
+    share = math.ceil(jobs / limits.usable_cores())     # chunks per core
 
-    def run():
-        return run_cocotb(source, verilog.config["toplevel"], "nmflow.sim.tb_engine", work,
-                          waves=waves, env=env, wall_seconds=wall_seconds)
+    def limit(images):
+        if wall_seconds is not None:
+            return wall_seconds
+        expected = images * verilog.config["cycles_per_inference"] / (ready * valid)
+        return (60 + expected / 1000) * share
 
+    toplevel = verilog.config["toplevel"]
     start = time.monotonic()
-    if progress is None:
-        result = run()
-    else:
-        result = _run_watching(run, progress_path, len(inputs), progress)
+    compile_seconds = None
+    if jobs > 1:
+        killed = build_cocotb(source, toplevel, work, waves=waves,
+                              wall_seconds=limit(len(inputs)))
+        compile_seconds = round(time.monotonic() - start, 2)
+        if killed is not None:
+            raise NmflowError(f"{source} did not compile within {killed:g} s (wall-clock "
+                              f"limit) (see {work / 'build.log'})")
+
+    def run(chunk, cancel):
+        env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
+               "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_FIRST": chunk.first,
+               "NMFLOW_TB_COUNT": chunk.images, "NMFLOW_TB_OUT": chunk.outputs,
+               "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid, "NMFLOW_TB_SEED": seed,
+               "NMFLOW_TB_PROGRESS": chunk.progress}
+        return run_cocotb(source, toplevel, "nmflow.sim.tb_engine", work, waves=waves, env=env,
+                          wall_seconds=limit(chunk.images), test_dir=chunk.folder,
+                          build=jobs == 1, cancel=cancel)
+
+    _run_chunks(chunks, run, progress, len(inputs))
+    for chunk in chunks:                        # an error in a chunk: the first one's, named
+        if chunk.error is not None:
+            if isinstance(chunk.error, NmflowError):
+                raise NmflowError(chunk.prefixed(str(chunk.error))) from None
+            raise chunk.error
+    finished = all(chunk.finished for chunk in chunks)
+    sim_cycles = _merge_outputs(chunks, out_path) if finished else None
     seconds = time.monotonic() - start
-    summary = {"images": int(len(inputs)), "passed": result.passed, "tests": result.tests,
-               "failed": result.failed, "failures": result.failures, "log": str(result.log),
+    # The chunk that failed the run: the first that did not finish, else the first that failed.
+    failed = next((chunk for chunk in chunks if chunk.failed and not chunk.finished),
+                  next((chunk for chunk in chunks if chunk.failed), None))
+    ordered = ([failed] if failed else []) + [chunk for chunk in chunks if chunk is not failed]
+    results = [chunk.result for chunk in chunks]
+    summary = {"images": int(len(inputs)),
+               "passed": finished and all(result.passed for result in results),
+               "tests": sum(result.tests for result in results),
+               "failed": sum(result.failed for result in results),
+               "failures": [chunk.prefixed(message) for chunk in ordered
+                            for message in chunk.result.failures],
+               "log": str((failed or chunks[0]).result.log),
                "seconds": round(seconds, 2),
-               "outputs": str(out_path) if out_path.is_file() else None,
-               "lanes": verilog.config["lanes"], "pe": verilog.config["pe"], "verilog": str(verilog.path.resolve()),
+               "outputs": str(out_path) if finished else None,
+               "lanes": verilog.config["lanes"], "pe": verilog.config["pe"],
+               "verilog": str(verilog.path.resolve()),
                "verilog_sha256": verilog.sha256, "ready": ready, "valid": valid, "seed": seed,
-               "killed_after": result.killed_after}
-    if out_path.is_file():
+               "killed_after": None if failed is None else failed.result.killed_after,
+               "failed_chunk": None if failed is None else failed.name,
+               "jobs": jobs, "compile_seconds": compile_seconds,
+               "chunks": [{"first": chunk.first, "images": chunk.images,
+                           "seconds": round(chunk.seconds, 2),
+                           "passed": chunk.finished and chunk.result.passed,
+                           "sim_cycles": None if sim_cycles is None else int(sim_cycles[k]),
+                           "log": str(chunk.result.log)} for k, chunk in enumerate(chunks)]}
+    if finished:
         with np.load(out_path) as f:
-            summary.update(cycle_figures(f["cycles"], f["finish"] if "finish" in f else None))
-            summary["sim_cycles"] = int(f["sim_cycles"])
-            summary["sim_cycles_per_second"] = round(int(f["sim_cycles"]) / seconds, 1)
-        # The testbench's own clock (from reset to the last result): the simulator's speed
-        # without its compilation.
-        state = read_progress(progress_path)
-        if state is not None and state[2] > 0:
+            summary.update(cycle_figures(f["cycles"], f["finish"], f["chunks"]))
+        summary["sim_cycles"] = int(sim_cycles.sum())
+        summary["sim_cycles_per_second"] = round(int(sim_cycles.sum()) / seconds, 1)
+        # The testbenches' own clocks (from reset to the last result): the simulators' speed
+        # without their compilation, all cycles over the longest chunk's seconds.
+        states = [read_progress(chunk.progress) for chunk in chunks]
+        if all(state is not None for state in states) and max(s[2] for s in states) > 0:
+            longest = max(state[2] for state in states)
             summary["simulator"] = os.environ.get("SIM", "icarus")
-            summary["testbench_seconds"] = round(state[2], 2)
-            summary["testbench_cycles_per_second"] = round(state[1] / state[2], 1)
+            summary["testbench_seconds"] = round(longest, 2)
+            summary["testbench_cycles_per_second"] = round(
+                sum(state[1] for state in states) / longest, 1)
     return summary

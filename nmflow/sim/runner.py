@@ -12,14 +12,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
 from ..errors import NmflowError
 
-__all__ = ["simulator", "simulator_environment", "verilator_root", "run_cocotb", "CocotbResult",
-           "VERILATOR_ARGS"]
+__all__ = ["simulator", "simulator_environment", "verilator_root", "build_cocotb", "run_cocotb",
+           "CocotbResult", "VERILATOR_ARGS"]
 
 _SIMULATORS = {
     "icarus": ("iverilog", "apt-get install iverilog"),
@@ -101,6 +102,8 @@ class CocotbResult:
         The first line of each failed test's message (``"engine stalled: ..."``).
     killed_after : float or None
         Seconds after which the simulator was killed by the wall-clock limit, if it was.
+    cancelled : bool
+        Whether the simulator was ended early because the caller's ``cancel`` event was set.
     """
     tests: int
     failed: int
@@ -108,6 +111,7 @@ class CocotbResult:
     log: Path
     failures: list = field(default_factory=list)
     killed_after: float | None = None
+    cancelled: bool = False
 
     @property
     def passed(self):
@@ -139,31 +143,53 @@ def _results(path):
 _BUILD_FAILED = 3
 
 
-def _run_test(sim, build, test, wall_seconds):
-    """Run ``get_runner(sim)``'s ``build(**build)`` and ``test(**test)`` in a child Python
-    process that leads a session (and so a process group) of its own, with the compiler and the
-    simulator below it. Past ``wall_seconds``, end the whole group and return True: the last
-    resort against a simulator that never returns (a zero-delay loop runs Icarus for ever
-    without advancing time, so no cycle watchdog in the testbench ever runs). Verilog that does
-    not compile is a one-line :class:`~nmflow.errors.NmflowError`."""
+def _end_group(child):
+    """End ``child``'s whole process group (the compiler or simulator below it too) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def _run_test(sim, build, test, wall_seconds, cancel=None, poll=0.2):
+    """Run ``get_runner(sim)``'s ``build(**build)`` and ``test(**test)`` (either may be
+    ``None``: compile only, or run what an earlier build compiled) in a child Python process
+    that leads a session (and so a process group) of its own, with the compiler and the
+    simulator below it. Past ``wall_seconds``, end the whole group and return ``"killed"``: the
+    last resort against a simulator that never returns (a zero-delay loop runs Icarus for ever
+    without advancing time, so no cycle watchdog in the testbench ever runs). Once the
+    ``threading.Event`` ``cancel`` is set, end it the same way and return ``"cancelled"``.
+    Otherwise return ``None``. Verilog that does not compile is a one-line
+    :class:`~nmflow.errors.NmflowError`."""
     request = json.dumps({"sim": sim, "build": build, "test": test})
     child = subprocess.Popen([sys.executable, "-c", "import nmflow.sim.runner as r; r._child()"],
                              stdin=subprocess.PIPE, start_new_session=True,
                              env=dict(os.environ, **simulator_environment(sim)))
+    deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
     try:
-        child.communicate(request.encode(), timeout=wall_seconds)
-    except BaseException as error:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-        if isinstance(error, subprocess.TimeoutExpired):
-            return True
+        with contextlib.suppress(BrokenPipeError):     # a child that died at once: its status
+            child.stdin.write(request.encode())
+            child.stdin.close()
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                child.wait(left if cancel is None else min(poll, poll if left is None else left))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel is not None and cancel.is_set():
+                _end_group(child)
+                return "cancelled"
+            if deadline is not None and time.monotonic() >= deadline:
+                _end_group(child)
+                return "killed"
+    except BaseException:
+        _end_group(child)
         raise
     if child.returncode == _BUILD_FAILED:
         first = first_error_line(build["log_file"])
         raise NmflowError(f"{build['sources'][0]} does not compile ({sim})"
                           f"{': ' + first if first else ''} (see {build['log_file']})")
-    return False
+    return None
 
 
 def first_error_line(log):
@@ -189,24 +215,58 @@ def _child():
     request = json.loads(sys.stdin.read())
     runner = get_runner(request["sim"])
     build = request["build"]
-    build["sources"] = [Path(source) for source in build["sources"]]
-    build["timescale"] = tuple(build["timescale"])
-    try:
-        runner.build(**build)
-    except (SystemExit, RuntimeError, OSError):
-        sys.exit(_BUILD_FAILED)
-    with contextlib.suppress(SystemExit, RuntimeError):
-        runner.test(**request["test"])
+    if build is not None:
+        build["sources"] = [Path(source) for source in build["sources"]]
+        build["timescale"] = tuple(build["timescale"])
+        try:
+            runner.build(**build)
+        except (SystemExit, RuntimeError, OSError):
+            sys.exit(_BUILD_FAILED)
+    if request["test"] is not None:
+        with contextlib.suppress(SystemExit, RuntimeError):
+            runner.test(**request["test"])
+
+
+def _build_request(sim, verilog_path, toplevel, build_dir, waves):
+    build = {"sources": [str(Path(verilog_path).resolve())], "hdl_toplevel": toplevel,
+             "build_dir": str(build_dir), "timescale": ["1ns", "1ps"], "waves": waves,
+             "always": True, "log_file": str(build_dir / "build.log")}
+    if sim == "verilator":
+        build["build_args"] = list(VERILATOR_ARGS)
+    return build
+
+
+def build_cocotb(verilog_path, toplevel, build_dir, *, waves=False, wall_seconds=None):
+    """Compile ``verilog_path`` into ``build_dir`` (its compiler's output in
+    ``build_dir/build.log``) for :func:`run_cocotb` calls with ``build=False`` to run, as many
+    times and side by side as wanted. Verilog that does not compile is one
+    :class:`~nmflow.errors.NmflowError` line.
+
+    Returns
+    -------
+    float or None
+        ``wall_seconds`` if the compiler was killed after that long, else ``None``.
+    """
+    sim = simulator()
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    build = _build_request(sim, verilog_path, toplevel, build_dir, waves)
+    return wall_seconds if _run_test(sim, build, None, wall_seconds) == "killed" else None
 
 
 def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, waves=False,
-               testcase=None, wall_seconds=None):
+               testcase=None, wall_seconds=None, test_dir=None, build=True, cancel=None):
     """Compile ``verilog_path`` and run the cocotb ``test_module`` on ``toplevel``.
 
     ``env`` passes file paths and settings to the testbench (values are turned into strings).
-    The simulator's output goes to ``build_dir/sim.log``. Blocks until the simulator exits (run
-    it in a thread to watch a testbench's progress file meanwhile), or until ``wall_seconds``
-    have passed: then the simulator is killed and the result says so (``killed_after``).
+    The simulator runs in ``test_dir`` (``build_dir`` if not given) and its output goes to
+    ``test_dir/sim.log``. With ``build=False`` nothing is compiled: the simulator runs what
+    :func:`build_cocotb` compiled into ``build_dir`` (several such runs may share one build,
+    each in a ``test_dir`` of its own; with ``waves`` each records its own). Blocks until the
+    simulator exits (run it in a thread to watch a testbench's progress file meanwhile), until
+    ``wall_seconds`` have passed (then the simulator is killed and the result says so:
+    ``killed_after``), or until the ``threading.Event`` ``cancel`` is set (then it is killed
+    too, and the result is ``cancelled``).
 
     Returns
     -------
@@ -214,24 +274,28 @@ def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, wave
     """
     sim = simulator()
     build_dir = Path(build_dir).resolve()
+    test_dir = build_dir if test_dir is None else Path(test_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    log = build_dir / "sim.log"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    log = test_dir / "sim.log"
     project_root = str(Path(__file__).resolve().parents[2])
     extra_env = {"PYTHONPATH": os.pathsep.join(
         [project_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     extra_env.update({key: str(value) for key, value in (env or {}).items()})
-    results = build_dir / "results.xml"
+    results = test_dir / "results.xml"
     results.unlink(missing_ok=True)
-    build = {"sources": [str(Path(verilog_path).resolve())], "hdl_toplevel": toplevel,
-             "build_dir": str(build_dir), "timescale": ["1ns", "1ps"], "waves": waves,
-             "always": True, "log_file": str(build_dir / "build.log")}
-    if sim == "verilator":
-        build["build_args"] = list(VERILATOR_ARGS)
-    test = {"test_module": test_module, "hdl_toplevel": toplevel, "build_dir": str(build_dir),
-            "test_dir": str(build_dir), "extra_env": extra_env, "waves": waves,
-            "testcase": testcase, "log_file": str(log), "results_xml": str(results)}
-    killed = _run_test(sim, build, test, wall_seconds)
+    request = _build_request(sim, verilog_path, toplevel, build_dir, waves) if build else None
+    # Icarus writes its waves where the build said (build_dir) unless told otherwise.
+    plusargs = [f"+dumpfile_path={test_dir / (toplevel + '.fst')}"] if (
+        waves and sim == "icarus") else []
+    test = {"test_module": test_module, "hdl_toplevel": toplevel, "hdl_toplevel_lang": "verilog",
+            "build_dir": str(build_dir), "test_dir": str(test_dir), "extra_env": extra_env,
+            "waves": waves, "testcase": testcase, "log_file": str(log),
+            "results_xml": str(results), "plusargs": plusargs}
+    stopped = _run_test(sim, request, test, wall_seconds, cancel)
     tests, failed, failures = _results(results)
-    if killed:
+    if stopped == "killed":
         return CocotbResult(0, 0, results, log, [], killed_after=wall_seconds)
+    if stopped == "cancelled":
+        return CocotbResult(0, 0, results, log, [], cancelled=True)
     return CocotbResult(tests, failed, results, log, failures)

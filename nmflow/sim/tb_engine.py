@@ -7,12 +7,19 @@ Run through :func:`nmflow.sim.engine_sim.simulate_engine`. Settings come from th
 ``NMFLOW_TB_CONFIG``    ``engine.json`` of the Verilog (lanes, ``cycles_per_inference``, the read-error
                         injection the golden model then reads with: its bit-exact twin)
 ``NMFLOW_TB_INPUTS``    .npz with ``x`` [N, n_inputs]
+``NMFLOW_TB_FIRST``     the first vector of ``x`` to simulate (default 0): a chunk of a run split
+                        over several simulators (:func:`~nmflow.sim.engine_sim.simulate_engine`)
+``NMFLOW_TB_COUNT``     how many vectors from there (default: all the rest)
 ``NMFLOW_TB_OUT``       .npz written with what the RTL produced (classes, scores, acts, cycles,
                         finish: the clock period of each inference's last result beat)
 ``NMFLOW_TB_READY``     probability that the result stream is ready in a cycle (default 1.0)
 ``NMFLOW_TB_VALID``     probability that the driver offers its next beat in a cycle (default 1.0)
-``NMFLOW_TB_SEED``      seed of the ready and gap patterns (default 0)
+``NMFLOW_TB_SEED``      seed of the ready and gap patterns (default 0); a chunk's patterns come
+                        from the seed and its first vector, so they do not depend on how many
+                        chunks run or in which order
 ``NMFLOW_TB_PROGRESS``  file to append ``images_done sim_cycles seconds`` lines to, now and then
+
+Messages number the images of ``x`` from 0 whichever chunk is simulated (``image 183: ...``).
 
 An engine whose weights are in SPRAM (``memory`` ``"spram"`` in ``engine.json``) starts empty: the
 testbench first writes every row of the weight memory image through its ``weights`` port.
@@ -64,10 +71,10 @@ class Model:
     """The golden model on each input vector the input monitor saw: queues the result and trace
     beats the engine must show for it in the scoreboard."""
 
-    def __init__(self, model, lanes, scoreboard, read=None, pe=1):
+    def __init__(self, model, lanes, scoreboard, read=None, pe=1, first=0):
         self.model, self.lanes, self.scoreboard, self.read = model, lanes, scoreboard, read
         self.pe = pe
-        self.images = 0
+        self.images = first                     # the number of the next image in messages
 
     def __call__(self, vector):
         golden = reference(self.model, np.array([vector]), lanes=self.lanes, pe=self.pe,
@@ -217,11 +224,16 @@ async def engine_matches_golden(dut):
     """Stream every input vector through the engine; every output equals the golden model's."""
     model = hwmodel.load(os.environ["NMFLOW_TB_MODEL"])
     config = json.loads(Path(os.environ["NMFLOW_TB_CONFIG"]).read_text())
+    first = int(os.environ.get("NMFLOW_TB_FIRST", "0"))
     with np.load(os.environ["NMFLOW_TB_INPUTS"]) as f:
         inputs = f["x"].astype(np.int64)
+    count = int(os.environ.get("NMFLOW_TB_COUNT", len(inputs) - first))
+    inputs = inputs[first:first + count]
     ready = float(os.environ.get("NMFLOW_TB_READY", "1.0"))
     valid = float(os.environ.get("NMFLOW_TB_VALID", "1.0"))
     seed = int(os.environ.get("NMFLOW_TB_SEED", "0"))
+    # The patterns of a chunk from its first vector on (those of a whole run, from 0, as ever).
+    pattern = f"{seed}" if first == 0 else f"{seed}/{first}"
     hidden = [layer.n_out for layer in model.layers[:-1]]
     # The layouts of the engine's ports; the harness checks their widths against the design.
     stream_i = Stream(dut, "i", model.input_bits)
@@ -233,11 +245,11 @@ async def engine_matches_golden(dut):
     progress = ProgressFile(os.environ.get("NMFLOW_TB_PROGRESS"), len(inputs))
     scoreboard = Scoreboard("golden model", log=dut._log)
     read = engine_read_function(config)     # the injector's twin, if the engine has one
-    golden = Model(model, config["lanes"], scoreboard, read, pe=pe)
+    golden = Model(model, config["lanes"], scoreboard, read, pe=pe, first=first)
     inferences = Inferences(model, len(inputs), scoreboard, golden, on_inference=progress, pe=pe)
     values = [int(v) for v in inputs.reshape(-1)]
     for n, value in enumerate(values):
-        scoreboard.expect("i", value, f"image {n // model.n_inputs}: input beat "
+        scoreboard.expect("i", value, f"image {first + n // model.n_inputs}: input beat "
                                       f"{n % model.n_inputs}")
     idle = {"i__valid": 0, "o__ready": 0}
     if read is not None:
@@ -251,10 +263,10 @@ async def engine_matches_golden(dut):
                                                first_layer_bits=config.get("first_layer_bits")))
     progress.started = time.monotonic()
     Monitor(stream_i, inferences.input_beat, passive=True).start()
-    Monitor(stream_o, inferences.result_beat, rng=random.Random(f"{seed}/ready"),
+    Monitor(stream_o, inferences.result_beat, rng=random.Random(f"{pattern}/ready"),
             ready=ready).start()
     Monitor(stream_trace, inferences.trace_beat).start()
-    Driver(stream_i, rng=random.Random(f"{seed}/gaps"), valid=valid).start(values)
+    Driver(stream_i, rng=random.Random(f"{pattern}/gaps"), valid=valid).start(values)
 
     await wait_for_inferences(inferences, watchdog_cycles(config["cycles_per_inference"],
                                                           ready=ready, valid=valid))
