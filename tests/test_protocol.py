@@ -98,6 +98,14 @@ def test_the_examples_of_the_contract():
     assert protocol.info_reply(Info(4, 64, 10, 5, 4, 0, protocol.MetaplasticInfo(
         2, 12928, 16, 12, 16, 15, 16, 1))).hex(" ") == (
         "a5 81 12 00 04 40 00 0a 00 05 04 00 02 80 32 10 0c 10 0f 10 00 01 db")
+    version5 = Info(5, 784, 10, 8, 2, 0, None, protocol.WeightsInfo(8528, 32, 1))
+    assert protocol.info_reply(version5).hex(" ") == (
+        "a5 81 0d 00 05 10 03 0a 00 08 02 00 50 21 20 00 01 27")
+    assert protocol.decode_info(bytes.fromhex("05 10 03 0a 00 08 02 00 50 21 20 00 01")) \
+        == version5
+    assert protocol.weights_request(2, 4, [0b10, 0b01, 0b00, 0b11]).hex(" ") == (
+        "a5 07 03 00 02 00 c6 f3")
+    assert protocol.weights_reply().hex(" ") == "a5 87 00 00 1d"
     assert [protocol.error_reply(code).hex(" ") for code in ErrorCode] == [
         "a5 ff 01 00 01 bd", "a5 ff 01 00 02 b4", "a5 ff 01 00 03 b3", "a5 ff 01 00 04 a6",
         "a5 ff 01 00 05 a1"]
