@@ -629,3 +629,45 @@ def test_spram_weights_and_the_metaplastic_unit_refused_together(capsys, tmp_pat
                     "keeps its hidden weights in the SPRAMs (4 of 4); the engine's weights must "
                     "fit block RAM")
     assert not (tmp_path / "icebreaker").exists()
+
+
+def _write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_bench_mnist_section_on_idx_files_the_test_writes(tmp_path):
+    # A small network on MNIST-format files written here (the real set is a benchmark): trained,
+    # built for the iCEBreaker, simulated under Verilator and compared; the section is merged
+    # into an existing bench.json.
+    from nmflow.scripts.bench import run_mnist
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 10)
+    images = rng.integers(0, 60, (100, 6, 6))
+    for c in range(10):
+        images[labels == c, c // 6, c % 6] = 250          # one bright pixel per class
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    _write_idx(folder / "t10k-images-idx3-ubyte", images, 0x00000803)
+    _write_idx(folder / "t10k-labels-idx1-ubyte", labels, 0x00000801)
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"boards": {"kept": True}}))
+    result = run_mnist(tmp_path / "run", folder, lanes=8, hidden=(12,), epochs=3, images=6,
+                       jobs=2, out=out)
+    section = json.loads(out.read_text())["mnist_spram"]
+    assert json.loads(out.read_text())["boards"] == {"kept": True}
+    assert section == result["mnist_spram"]
+    assert section["sizes"] == [36, 12, 10] and section["test_images"] == 20
+    assert section["fits"] and section["memory"] == "block"     # small: block RAM holds it
+    assert section["mismatches"] == 0 and section["simulated_images"] == 6
+    assert section["images_per_second_at_run_clock"] == round(
+        section["run_clock_mhz"] * 1e6 / section["cycles_per_inference"], 1)
+    assert section["measured_interval_cycles"] == section["cycles_per_inference"]
+
+
+def test_bench_mnist_refuses_a_folder_without_the_files(capsys, tmp_path):
+    line = error_line(capsys, ["bench", "--run", str(tmp_path / "run"), "--mnist",
+                               str(tmp_path)])
+    assert line == (f"nmflow: error: mnist folder {str(tmp_path)!r} must hold "
+                    f"t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], "
+                    f"train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]")

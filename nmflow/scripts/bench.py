@@ -343,3 +343,94 @@ def _plot_sweep(result, path):
     with staged_outputs() as outputs:
         fig.savefig(outputs.file(path), dpi=120)
     plt.close(fig)
+
+
+# -- the MNIST-size network on the iCEBreaker, from SPRAM -------------------------------------------
+
+#: IDX file names ``nmflow bench --mnist DIR`` looks for, gzipped or raw (the test set first).
+MNIST_FILES = (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+               ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+
+
+def _mnist_files(folder):
+    """``(images, labels)`` of the first MNIST pair found in ``folder``; one line if none is."""
+    folder = Path(folder)
+    for images, labels in MNIST_FILES:
+        for suffix in (".gz", ""):
+            pair = folder / (images + suffix), folder / (labels + suffix)
+            if pair[0].is_file() and pair[1].is_file():
+                return tuple(str(p) for p in pair)
+    names = ", ".join(f"{i}[.gz] and {lb}[.gz]" for i, lb in MNIST_FILES)
+    raise NmflowError(f"mnist folder {str(folder)!r} must hold {names}")
+
+
+def run_mnist(run_dir, mnist_dir, *, board="icebreaker", lanes=32, hidden=(256, 256),
+              epochs=30, images=2000, jobs="auto", out=None):
+    """The ``mnist_spram`` section of ``bench.json``: a TNN ``784-hidden-10`` trained on 80 % of
+    the MNIST IDX files in ``mnist_dir`` (stratified split) and tested on the rest, built for
+    ``board`` with its weights where they fit (``--memory auto``: the iCE40UP5K's SPRAMs for the
+    MNIST-size network), its RTL (weights in SPRAM, loaded by the testbench) simulated under
+    Verilator on ``images`` test images over ``jobs`` processes and compared with the golden
+    model. A network that does not fit is recorded (``fits`` false, the reason), not an error.
+    The section is merged into ``out`` (``RUN/bench.json``), keeping its other sections."""
+    import json
+
+    from ..boards.build import DoesNotFit
+    from ..flow import (DatasetSpec, build_step, compare_step, export_step, sim_step, train_step,
+                        verilog_step)
+    from ..golden import hwmodel
+    from ..golden.plan import EnginePlan
+    from ..golden.train import TrainConfig
+
+    check_int("images", images, 1, limits.BENCH_IMAGES)
+    image_file, label_file = _mnist_files(mnist_dir)
+    run_dir = Path(run_dir)
+    spec = DatasetSpec("idx", images=image_file, labels=label_file)
+    start = time.monotonic()
+    train_step(run_dir, TrainConfig.tnn(hidden=tuple(hidden), epochs=epochs), spec)
+    golden = export_step(run_dir)
+    model = hwmodel.load(run_dir / "hwmodel")
+    plan = EnginePlan(model, lanes)
+    section = {"board": board, "sizes": model.sizes, "lanes": lanes, "pe": 1,
+               "test_images": golden["test_images"], "float_accuracy": golden["float_accuracy"],
+               "int_accuracy": golden["int_accuracy"], "ideal_cycles": plan.ideal_cycles,
+               "cycles_per_inference": plan.interval_cycles,
+               "train_seconds": round(time.monotonic() - start, 1)}
+    try:
+        build = build_step(run_dir, board=board, lanes=lanes)
+    except (DoesNotFit, NmflowError) as error:
+        section.update({"fits": False, "refused": str(error), "fmax_mhz": None,
+                        "run_clock_mhz": None, "images_per_second_at_run_clock": None})
+        memory = "spram"
+    else:
+        memory = build["memory"]
+        section.update({
+            "fits": True, "memory": memory, "sprams": build.get("weight_sprams", 0),
+            "logic_cells": build["logic_cells"], "logic_cells_total": build["logic_cells_total"],
+            "block_rams": build["block_rams"], "dsps": build["dsps"],
+            "fmax_mhz": build["fmax_mhz"], "run_clock_mhz": build["run_clock_mhz"],
+            "clock_margin": build["clock_margin"], "build_seconds": build["seconds"],
+            "images_per_second_at_run_clock": round(
+                build["run_clock_mhz"] * 1e6 / plan.interval_cycles, 1)})
+    verilog_step(run_dir, lanes=lanes, memory=memory, out=run_dir / "rtl")
+    with _simulator("verilator"):
+        sim = sim_step(run_dir, limit=images, jobs=jobs)
+    compared = compare_step(run_dir)
+    section.update({
+        "simulated_images": compared["images"], "outputs_checked": compared["outputs_checked"],
+        "mismatches": compared["mismatches"], "accuracy": compared.get("accuracy"),
+        "simulation_seconds": sim["seconds"], "simulation_jobs": sim.get("jobs", 1),
+        "simulation_cycles_per_second": sim.get("sim_cycles_per_second"),
+        "measured_interval_cycles": compared.get("interval_cycles")})
+    out = Path(out or run_dir / "bench.json")
+    result = {}
+    if out.is_file():
+        try:
+            result = json.loads(out.read_text())
+        except (OSError, ValueError):
+            result = {}
+        if not isinstance(result, dict):
+            result = {}
+    result["mnist_spram"] = section
+    write_json(out, result)
+    return result

@@ -289,6 +289,13 @@ def cmd_bench(args):
                                f"{entry['limit']}"))
         _print_json(result)
         return
+    if args.mnist is not None:
+        from ..scripts.bench import run_mnist
+        result = run_mnist(Path(args.run) / "mnist", args.mnist,
+                           lanes=32 if args.lanes is None else args.lanes,
+                           images=args.mnist_images, out=args.out or Path(args.run) / "bench.json")
+        _print_json(result["mnist_spram"])
+        return
     result = run_bench(Path(args.run), lanes=args.lanes, pe=args.pe,
                        first_layer_bits=args.first_layer_bits, images=args.images,
                        boards=args.boards, out=args.out, injector=not args.no_injector,
@@ -495,6 +502,13 @@ def parser():
                    "(LANESxPE[dBITS],...; default: each board's sweep from 16 lanes to past what "
                    "it holds) and write their cycles, logic, block RAMs, Fmax, images/s and the "
                    "limit each hits to RUN/sweep.json and a plot beside it")
+    p.add_argument("--mnist", metavar="DIR", help="instead of the benchmark, the MNIST-size "
+                   "TNN 784-256-256-10 on the iCEBreaker (weights in SPRAM): trained on 80 %% "
+                   "of the IDX files in DIR (t10k-images-idx3-ubyte[.gz], ...), tested on the "
+                   "rest, built, simulated under Verilator and compared; the section "
+                   "mnist_spram of RUN/bench.json")
+    ranged(p, "--mnist-images", integer(1, limits.BENCH_IMAGES), default=2000,
+           help="test images the MNIST benchmark simulates (default: 2000)")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json, or RUN/sweep.json)")
 
     from . import bersweep, continual, eqprop, pcsa
