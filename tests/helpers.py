@@ -1,8 +1,10 @@
 """Helpers shared by the test modules (imported as ``helpers``: pytest puts tests/ on the path)."""
 
+import contextlib
 import gc
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +63,17 @@ def error_line(capsys, argv):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     return err[0]
+
+
+def running_with(path):
+    """Live processes (not zombies) whose command line names ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if not entry.name.isdigit():
+                continue
+            stat = (entry / "stat").read_text()
+            if stat[stat.rfind(")") + 2] != "Z" and \
+                    str(path).encode() in (entry / "cmdline").read_bytes():
+                found.append(entry.name)
+    return found

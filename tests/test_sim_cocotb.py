@@ -1,6 +1,5 @@
 """cocotb testbenches under Icarus (or SIM): unit blocks and the engine, exact against the models."""
 
-import contextlib
 import json
 import re
 import time
@@ -17,6 +16,8 @@ from nmflow.rtl.verilog import read_engine_verilog, sha256_bytes, write_engine_v
 from nmflow.sim import runner
 from nmflow.sim.engine_sim import read_progress, simulate_engine
 from nmflow.sim.units import simulate_popcount, simulate_threshold
+
+from helpers import running_with
 
 pytestmark = pytest.mark.slow       # runs cocotb under Icarus
 
@@ -154,19 +155,6 @@ def test_watchdog_ends_a_stalled_design(tmp_path):
         sim_step(tmp_path, inputs=tmp_path / "x.npz")
 
 
-def _running_with(path):
-    """Live processes (not zombies) whose command line names ``path``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if not entry.name.isdigit():
-                continue
-            stat = (entry / "stat").read_text()
-            if stat[stat.rfind(")") + 2] != "Z" and \
-                    str(path).encode() in (entry / "cmdline").read_bytes():
-                found.append(entry.name)
-    return found
-
 
 def test_wall_clock_limit_ends_a_simulator_that_never_returns(tmp_path):
     # A zero-delay loop keeps Icarus busy at one instant for ever: no clock edge, so the
@@ -188,7 +176,7 @@ def test_wall_clock_limit_ends_a_simulator_that_never_returns(tmp_path):
     # the simulator went with its process group: nothing of this run is left running, once
     # the kernel has delivered the kill (a few milliseconds)
     deadline = time.monotonic() + 10
-    while (left := _running_with(tmp_path)) and time.monotonic() < deadline:
+    while (left := running_with(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == []
     from nmflow.flow import sim_step

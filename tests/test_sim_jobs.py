@@ -1,7 +1,6 @@
 """``nmflow sim --jobs``: the vectors split over several simulators, their outputs merged, exact
 against one simulator and the golden model; bad values and a failing chunk in one line."""
 
-import contextlib
 import json
 import re
 import time
@@ -19,7 +18,7 @@ from nmflow.rtl.verilog import sha256_bytes, write_engine_verilog
 from nmflow.sim import engine_sim
 from nmflow.sim.engine_sim import chunk_starts, cycle_figures, simulate_engine
 
-from helpers import error_line
+from helpers import error_line, running_with
 
 ARRAYS = ("classes", "scores", "acts0", "acts1")
 
@@ -206,19 +205,6 @@ def test_a_chunk_that_disagrees_fails_the_step_naming_it(tmp_path, capsys):
     assert compare_step(tmp_path)["mismatches"] > 0
 
 
-def _running_with(path):
-    """Live processes (not zombies) whose command line names ``path``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if not entry.name.isdigit():
-                continue
-            stat = (entry / "stat").read_text()
-            if stat[stat.rfind(")") + 2] != "Z" and \
-                    str(path).encode() in (entry / "cmdline").read_bytes():
-                found.append(entry.name)
-    return found
-
 
 @pytest.mark.slow
 def test_a_chunk_that_does_not_finish_fails_the_step_and_writes_nothing(tmp_path, monkeypatch):
@@ -241,7 +227,7 @@ def test_a_chunk_that_does_not_finish_fails_the_step_and_writes_nothing(tmp_path
     assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == ["work"]
     assert not list((tmp_path / "sim").rglob("*.npz"))
     deadline = time.monotonic() + 10
-    while (left := _running_with(tmp_path)) and time.monotonic() < deadline:
+    while (left := running_with(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == []
 

@@ -338,7 +338,6 @@ def _add_errors(p, then):
 
 
 def parser():
-    from ..boards.catalog import BOARDS
     top = _Parser(
         prog="nmflow", description="Binarized and ternary networks from PyTorch to verified, "
         "synthesized near-memory engines on open FPGA boards.")
@@ -406,6 +405,19 @@ def parser():
                    "(default: RUN/rtl)")
     p.add_argument("--out", help="output file (default: RUN/compare.json)")
 
+    _add_board_parsers(sub)
+
+    from . import bersweep, continual, eqprop, pcsa
+    pcsa.add_parser(sub)
+    bersweep.add_parser(sub)
+    continual.add_parser(sub)
+    eqprop.add_parser(sub)
+    return top
+
+
+def _add_board_parsers(sub):
+    """The steps on a board and the benchmarks: build, program, host, demo, bench."""
+    from ..boards.catalog import BOARDS
     p = _step_parser(sub, "build", cmd_build, "synthesize a bitstream with Yosys and nextpnr",
                      "Build the engine with its UART host link for a board.")
     p.add_argument("--model", help="hardware model (default: RUN/hwmodel.json)")
@@ -510,13 +522,6 @@ def parser():
     ranged(p, "--mnist-images", integer(1, limits.BENCH_IMAGES), default=2000,
            help="test images the MNIST benchmark simulates (default: 2000)")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json, or RUN/sweep.json)")
-
-    from . import bersweep, continual, eqprop, pcsa
-    pcsa.add_parser(sub)
-    bersweep.add_parser(sub)
-    continual.add_parser(sub)
-    eqprop.add_parser(sub)
-    return top
 
 
 def main(argv=None):

@@ -323,12 +323,23 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     finished = all(chunk.finished for chunk in chunks)
     sim_cycles = _merge_outputs(chunks, out_path) if finished else None
     seconds = time.monotonic() - start
+    return _summary(chunks, verilog, out_path, sim_cycles, seconds,
+                    {"images": int(len(inputs)), "ready": ready, "valid": valid, "seed": seed,
+                     "jobs": jobs, "compile_seconds": compile_seconds})
+
+
+def _summary(chunks, verilog, out_path, sim_cycles, seconds, settings):
+    """The summary of :func:`simulate_engine` from its finished (or failed) chunks: pass or
+    fail, the failing chunk named, the Verilog simulated, the merged cycle figures and the
+    simulators' speeds; ``settings`` (images, ready, valid, seed, jobs, compile_seconds) as
+    given."""
+    finished = all(chunk.finished for chunk in chunks)
     # The chunk that failed the run: the first that did not finish, else the first that failed.
     failed = next((chunk for chunk in chunks if chunk.failed and not chunk.finished),
                   next((chunk for chunk in chunks if chunk.failed), None))
     ordered = ([failed] if failed else []) + [chunk for chunk in chunks if chunk is not failed]
     results = [chunk.result for chunk in chunks]
-    summary = {"images": int(len(inputs)),
+    summary = {"images": settings["images"],
                "passed": finished and all(result.passed for result in results),
                "tests": sum(result.tests for result in results),
                "failed": sum(result.failed for result in results),
@@ -339,10 +350,11 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
                "outputs": str(out_path) if finished else None,
                "lanes": verilog.config["lanes"], "pe": verilog.config["pe"],
                "verilog": str(verilog.path.resolve()),
-               "verilog_sha256": verilog.sha256, "ready": ready, "valid": valid, "seed": seed,
+               "verilog_sha256": verilog.sha256, "ready": settings["ready"],
+               "valid": settings["valid"], "seed": settings["seed"],
                "killed_after": None if failed is None else failed.result.killed_after,
                "failed_chunk": None if failed is None else failed.name,
-               "jobs": jobs, "compile_seconds": compile_seconds,
+               "jobs": settings["jobs"], "compile_seconds": settings["compile_seconds"],
                "chunks": [{"first": chunk.first, "images": chunk.images,
                            "seconds": round(chunk.seconds, 2),
                            "passed": chunk.finished and chunk.result.passed,
