@@ -361,6 +361,13 @@ class EnginePlan:
         return (self.interval_cycles + self.cycles_per_inference - self.n_inputs
                 - self.layer_cycles[0])
 
+    def batch_cycles(self, count):
+        """Cycles from the first input value of ``count`` inferences offered back to back (the
+        inputs always valid, the results always taken, as a board's batch runs them) to the
+        last result beat, both counted: the first takes :attr:`cycles_per_inference`, each
+        later one :attr:`interval_cycles` more."""
+        return self.cycles_per_inference + (count - 1) * self.interval_cycles
+
     @property
     def memories(self):
         """The engine's block RAM memories as ``{name: (depth, width)}``, each read a whole row

@@ -17,6 +17,8 @@ Requests and replies::
     0x02  INFER   n_inputs   one byte per input, < 2**input_bits     class, then every score
     0x03  ERRORS  17         t1, t2, t3, seed (u32 LE), mode (u8)    - (applied)
     0x07  WEIGHTS 2 + rb     row (u16 LE), the row's pair codes      - (written)
+    0x08  BATCH   k*n_inputs k input vectors, one byte per input     cycles (u32 LE), then each
+                                                                     vector's class and scores
 
 ERRORS exists on boards built with the read-error injector (INFO's ``rate_bits`` is not 0): the
 injector then holds ``t1``, ``t12 = t1 + t2`` and ``t3`` (fractions of ``2**rate_bits``) and its
@@ -28,6 +30,20 @@ which the bitstream cannot initialise): INFO then reports version :data:`WEIGHTS
 memory's ``rows``, ``lanes`` and ``pe`` (:class:`WeightsInfo`), and the host writes every row before the
 first INFER. A row's ``rb = ceil(lanes / 4)`` bytes hold lane ``p``'s pair code at bits
 ``2p + 1 : 2p`` (little-endian), the layout of :func:`nmflow.golden.pairs.pack_rows`.
+
+BATCH exists on boards built with a batch memory (INFO version :data:`BATCH_VERSION`, whose
+:class:`BatchInfo` gives its ``capacity`` in vectors): the board stores the ``k`` vectors of the
+payload (``1 <= k <= capacity``; a length outside ``n_inputs .. capacity * n_inputs`` is
+``BAD_LENGTH``, one that is not a multiple of ``n_inputs`` ``BAD_VALUE`` after the CRC), runs them
+through the engine back to back at the engine's clock, and replies with the cycles from the first
+input value the engine took to the last result beat it gave (both counted, so one inference alone
+takes the engine's ``cycles_per_inference``), then each vector's INFER reply payload in order.
+The board thus measures the engine's own rate, which the link (far slower) cannot show.
+
+INFO versions: 2 (the engine's commands), 4 (with the metaplastic unit's tail), 5 (with the
+run-time weights' tail), and :data:`BATCH_VERSION` for a board with a batch memory: the 8 bytes
+of version 2, a byte of :data:`FEATURES` flags, then the tail of each feature present, in the
+order of the flags (metaplastic, weights, batch).
 """
 
 from dataclasses import dataclass
@@ -46,7 +62,8 @@ __all__ = ["VERSION", "Command", "Reply", "Info", "INFO_BYTES", "MAX_CLASSES", "
            "LinkModel", "ErrorsConfig", "ERRORS_BYTES", "MODES", "SEED_BITS", "encode_errors",
            "decode_errors", "errors_request", "errors_reply", "WEIGHTS_VERSION",
            "WEIGHTS_INFO_BYTES", "WeightsInfo", "encode_weight_row", "weights_request",
-           "weights_reply"]
+           "weights_reply", "BATCH_VERSION", "FEATURES", "BatchInfo", "link_version",
+           "batch_request", "encode_batch", "decode_batch", "batch_reply", "MAX_CYCLES"]
 
 #: Protocol version reported by INFO (a board with the metaplastic unit reports
 #: :data:`~nmflow.protocol.metaplastic.METAPLASTIC_VERSION`).
@@ -57,6 +74,14 @@ INFO_BYTES = 8
 #: version 2 plus WEIGHTS and the INFO tail of :class:`WeightsInfo`), and its INFO payload bytes.
 WEIGHTS_VERSION = 5
 WEIGHTS_INFO_BYTES = INFO_BYTES + 5
+#: Protocol version reported by a board with a batch memory (BATCH); its INFO payload is the
+#: version 2 bytes, a byte of :data:`FEATURES` flags and the tail of each feature present.
+BATCH_VERSION = 6
+#: The features of a version 6 INFO reply, by their flag bit (bit 0 first), in the order their
+#: tails follow the flags byte.
+FEATURES = ("metaplastic", "weights", "batch")
+#: The largest cycle count a BATCH reply carries (u32); a longer batch reports this.
+MAX_CYCLES = 0xFFFFFFFF
 #: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
 ERRORS_BYTES = 17
 #: ERRORS modes, by their byte value.
@@ -76,6 +101,7 @@ class Command(enum.IntEnum, shape=8):
     INFER = 0x02
     ERRORS = 0x03
     WEIGHTS = 0x07
+    BATCH = 0x08
 
 
 #: Reply commands (board to host): a request's command with bit 7 set, or ``ERROR``.
@@ -153,6 +179,47 @@ def weights_reply():
 
 
 @dataclass(frozen=True)
+class BatchInfo:
+    """What a board with a batch memory tells in the tail of its INFO reply (version 6).
+
+    Members
+    -------
+    capacity : int
+        Input vectors a BATCH request may carry, 1 to 65535 (the board also needs
+        ``capacity * n_inputs`` and the reply, ``4 + capacity * (1 + n_classes * score_bytes)``
+        bytes, within a frame's 65535: :meth:`problem`).
+    """
+    capacity: int
+
+    def problem(self, n_inputs=1, reply_length=1):
+        """Why a link of ``n_inputs`` inputs and INFER replies of ``reply_length`` bytes cannot
+        carry batches of this capacity (one line), or ``None``."""
+        if not 1 <= self.capacity <= 0xFFFF:
+            return f"batch capacity must be 1 to 65535 vectors, not {self.capacity}"
+        if self.capacity * n_inputs > 0xFFFF:
+            return (f"batch capacity must be at most 65535 // n_inputs = {0xFFFF // n_inputs} "
+                    f"vectors (a request's payload), not {self.capacity}")
+        if 4 + self.capacity * reply_length > 0xFFFF:
+            return (f"batch capacity must be at most (65535 - 4) // {reply_length} = "
+                    f"{(0xFFFF - 4) // reply_length} vectors (a reply's payload), not "
+                    f"{self.capacity}")
+        return None
+
+    def encode(self):
+        return self.capacity.to_bytes(2, "little")
+
+
+def link_version(metaplastic=None, weights=None, batch=None):
+    """The INFO version of a link with these features: 6 with a batch memory, else 4 with the
+    metaplastic unit, 5 with run-time weights, 2 with neither."""
+    if batch is not None:
+        return BATCH_VERSION
+    if metaplastic is not None:
+        return METAPLASTIC_VERSION
+    return WEIGHTS_VERSION if weights is not None else VERSION
+
+
+@dataclass(frozen=True)
 class Info:
     """What an INFO reply tells: the protocol version and the engine's sizes.
 
@@ -178,6 +245,9 @@ class Info:
         The weight memory's rows and lanes if the board's weights are written at run time (it
         then accepts WEIGHTS, and every row must be written before the first INFER), ``None``
         if they come with the bitstream (WEIGHTS refused).
+    batch : :class:`BatchInfo` or None
+        The batch memory's capacity if the board has one (it then accepts BATCH), ``None`` if
+        not (BATCH refused).
     """
     version: int
     n_inputs: int
@@ -187,6 +257,7 @@ class Info:
     rate_bits: int = 0
     metaplastic: MetaplasticInfo = None
     weights: WeightsInfo = None
+    batch: BatchInfo = None
 
     @property
     def infer_reply_length(self):
@@ -197,22 +268,32 @@ class Info:
 def encode_info(info):
     """INFO reply payload: ``version, n_inputs (u16 LE), n_classes (u16 LE), input_bits,
     score_bytes, rate_bits``, then, with a metaplastic unit, ``lanes, groups (u16 LE), w_bits,
-    w_frac, u_bits, u_frac, engine_lanes (u16 LE)``."""
+    w_frac, u_bits, u_frac, engine_lanes (u16 LE), engine_pe``; with run-time weights, ``rows
+    (u16 LE), lanes (u16 LE), pe``; at version 6 the :data:`FEATURES` flags come first, and
+    with a batch memory ``capacity (u16 LE)`` last."""
     out = (bytes([info.version]) + info.n_inputs.to_bytes(2, "little")
            + info.n_classes.to_bytes(2, "little")
            + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
+    if info.version == BATCH_VERSION:
+        out += bytes([sum(1 << k for k, name in enumerate(FEATURES)
+                          if getattr(info, name) is not None)])
     if info.metaplastic is not None:
         out += info.metaplastic.encode()
     if info.weights is not None:
         out += info.weights.encode()
+    if info.batch is not None:
+        out += info.batch.encode()
     return out
 
 
 def decode_info(payload):
     """The :class:`Info` of an INFO reply payload: 8 bytes, 18 for version 4 (metaplastic
-    unit), 13 for version 5 (weights written at run time); :class:`NmflowError` otherwise."""
+    unit), 13 for version 5 (weights written at run time), 9 plus the tails its flags name for
+    version 6 (batch memory); :class:`NmflowError` otherwise."""
     payload = bytes(payload)
     version = payload[0] if payload else None
+    if version == BATCH_VERSION:
+        return _decode_features(payload)
     expected = {METAPLASTIC_VERSION: METAPLASTIC_INFO_BYTES,
                 WEIGHTS_VERSION: WEIGHTS_INFO_BYTES}.get(version, INFO_BYTES)
     if len(payload) != expected:
@@ -221,12 +302,46 @@ def decode_info(payload):
                           f"{len(payload)}")
     tail = MetaplasticInfo.decode(payload[INFO_BYTES:]) \
         if version == METAPLASTIC_VERSION else None
-    weights = WeightsInfo(u16(payload, INFO_BYTES), u16(payload, INFO_BYTES + 2),
-                          payload[INFO_BYTES + 4]) \
-        if version == WEIGHTS_VERSION else None
+    weights = _decode_weights(payload, INFO_BYTES) if version == WEIGHTS_VERSION else None
+    return _base_info(payload, metaplastic=tail, weights=weights)
+
+
+def _base_info(payload, **tails):
     return Info(version=payload[0], n_inputs=u16(payload, 1), n_classes=u16(payload, 3),
-                input_bits=payload[5], score_bytes=payload[6], rate_bits=payload[7],
-                metaplastic=tail, weights=weights)
+                input_bits=payload[5], score_bytes=payload[6], rate_bits=payload[7], **tails)
+
+
+def _decode_weights(payload, at):
+    return WeightsInfo(u16(payload, at), u16(payload, at + 2), payload[at + 4])
+
+
+#: Bytes of each feature's INFO tail at version 6.
+_TAIL_BYTES = {"metaplastic": METAPLASTIC_INFO_BYTES - INFO_BYTES,
+               "weights": WEIGHTS_INFO_BYTES - INFO_BYTES, "batch": 2}
+
+
+def _decode_features(payload):
+    """A version 6 INFO payload: the flags byte, then the tails it names."""
+    if len(payload) <= INFO_BYTES:
+        raise NmflowError(f"INFO reply payload of version {BATCH_VERSION} must hold at least "
+                          f"{INFO_BYTES + 1} bytes, not {len(payload)}")
+    flags = payload[INFO_BYTES]
+    if flags >> len(FEATURES) or not flags & 4:
+        raise NmflowError(f"INFO reply of version {BATCH_VERSION} must flag the batch memory "
+                          f"(bit 2) and no bit above {len(FEATURES) - 1}, not flags {flags:#04x}")
+    present = [name for k, name in enumerate(FEATURES) if flags >> k & 1]
+    expected = INFO_BYTES + 1 + sum(_TAIL_BYTES[name] for name in present)
+    if len(payload) != expected:
+        raise NmflowError(f"INFO reply payload of version {BATCH_VERSION} with flags "
+                          f"{flags:#04x} must hold {expected} bytes, not {len(payload)}")
+    tails, at = {}, INFO_BYTES + 1
+    for name in present:
+        chunk = payload[at:at + _TAIL_BYTES[name]]
+        tails[name] = (MetaplasticInfo.decode(chunk) if name == "metaplastic"
+                       else _decode_weights(payload, at) if name == "weights"
+                       else BatchInfo(u16(payload, at)))
+        at += _TAIL_BYTES[name]
+    return _base_info(payload, **tails)
 
 
 @dataclass(frozen=True)
@@ -284,6 +399,37 @@ def decode_result(payload, n_classes, n_bytes):
     if len(payload) != expected:
         raise NmflowError(f"INFER reply payload must hold {expected} bytes, not {len(payload)}")
     return payload[0], signed_words(payload, n_bytes, n_classes, offset=1)
+
+
+def encode_batch(cycles, results, n_bytes):
+    """BATCH reply payload: ``cycles`` (u32 LE), then each ``(cls, scores)`` of ``results`` as
+    an INFER reply payload (:func:`encode_result`)."""
+    return (int(cycles).to_bytes(4, "little")
+            + b"".join(encode_result(cls, scores, n_bytes) for cls, scores in results))
+
+
+def decode_batch(payload, n_classes, n_bytes):
+    """``(cycles, [(cls, scores), ...])`` of a BATCH reply payload."""
+    payload = bytes(payload)
+    each = 1 + n_classes * n_bytes
+    if len(payload) < 4 + each or (len(payload) - 4) % each:
+        raise NmflowError(f"BATCH reply payload must hold 4 + k * {each} bytes for k >= 1 "
+                          f"vectors, not {len(payload)}")
+    results = [decode_result(payload[at:at + each], n_classes, n_bytes)
+               for at in range(4, len(payload), each)]
+    return int.from_bytes(payload[:4], "little"), results
+
+
+def batch_request(vectors):
+    """A BATCH request carrying ``vectors`` (each a sequence of input values, one byte each,
+    not range-checked here), back to back."""
+    return encode_frame(Command.BATCH, b"".join(bytes(int(v) for v in vector)
+                                                for vector in vectors))
+
+
+def batch_reply(cycles, results, n_bytes):
+    """The BATCH reply frame for a cycle count and each vector's ``(cls, scores)``."""
+    return encode_frame(Reply.BATCH, encode_batch(cycles, results, n_bytes))
 
 
 def info_request():
@@ -352,18 +498,25 @@ class LinkModel(FrameModel):
     write : callable or None
         ``write(row, codes)`` for each accepted WEIGHTS (``codes`` a list of ``lanes`` pair
         codes), before its reply.
+    batch : :class:`BatchInfo` or None
+        The batch memory's capacity: the link then reports version 6 and accepts BATCH;
+        ``None`` (the default) refuses it.
+    cycles : callable or None
+        ``cycles(k) -> int``: the cycles a batch of ``k`` vectors takes on the engine (its
+        plan's figures, :meth:`~nmflow.golden.plan.EnginePlan.batch_cycles`), reported in each
+        BATCH reply (capped at :data:`MAX_CYCLES`); each vector's result comes from ``infer``.
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, infer, *, rate_bits=0,
                  configure=None, metaplastic=None, apply=None, read=None, weights=None,
-                 write=None):
+                 write=None, batch=None, cycles=None):
         if metaplastic is not None and weights is not None:
             raise NmflowError("a link has either the metaplastic unit or run-time weights, "
                               "not both")
-        version = (METAPLASTIC_VERSION if metaplastic is not None
-                   else WEIGHTS_VERSION if weights is not None else VERSION)
-        self.info = Info(version, n_inputs, n_classes, input_bits, score_bytes(score_bits),
-                         rate_bits, metaplastic, weights)
+        self.info = Info(link_version(metaplastic, weights, batch), n_inputs, n_classes,
+                         input_bits, score_bytes(score_bits), rate_bits, metaplastic, weights,
+                         batch)
+        self._cycles = cycles
         self._write = write
         #: Every accepted WEIGHTS so far, in order: ``(row, codes)``.
         self.written = []
@@ -385,18 +538,23 @@ class LinkModel(FrameModel):
             return bool(self.info.rate_bits)
         if command == Command.WEIGHTS:
             return self.info.weights is not None
+        if command == Command.BATCH:
+            return self.info.batch is not None
         return self.info.metaplastic is not None and command in set(MetaplasticCommand)
 
     def length_ok(self, command, length):
         info = self.info
         if command in set(MetaplasticCommand):
             return length == info.metaplastic.length(command)
+        if command == Command.BATCH:
+            return info.n_inputs <= length <= info.batch.capacity * info.n_inputs
         return length == {Command.INFO: 0, Command.INFER: info.n_inputs,
                           Command.ERRORS: ERRORS_BYTES,
                           Command.WEIGHTS: info.weights and info.weights.length}[command]
 
     def byte_ok(self, command, index, value):
-        return command != Command.INFER or not value >> self.info.input_bits
+        return command not in (Command.INFER, Command.BATCH) \
+            or not value >> self.info.input_bits
 
     def execute(self, command, payload):
         info = self.info
@@ -425,6 +583,17 @@ class LinkModel(FrameModel):
             self.fed.append(values)
             cls, scores = self._infer(values)
             return Reply.INFER, encode_result(cls, scores, info.score_bytes)
+        if command == Command.BATCH:
+            n = info.n_inputs
+            if len(payload) % n:
+                return ErrorCode.BAD_VALUE
+            vectors = [list(payload[at:at + n]) for at in range(0, len(payload), n)]
+            results = []
+            for values in vectors:
+                self.fed.append(values)
+                results.append(self._infer(values))
+            cycles = min(int(self._cycles(len(vectors))), MAX_CYCLES)
+            return Reply.BATCH, encode_batch(cycles, results, info.score_bytes)
         return self._execute_metaplastic(MetaplasticCommand(command), payload)
 
     def _execute_metaplastic(self, command, payload):

@@ -10,7 +10,7 @@ there and its CRC from ``protocol.CRC.create()``;
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory, WritePort
+from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
@@ -23,9 +23,15 @@ from .framing import add_framing, check_timeout
 from .injector import error_config_layout
 from .metaplastic import OP_LOAD, OP_UPDATE, beat_layout
 from .onehot import OneHotFSM
+from .store import STORE_KINDS, Store
 from .weights import PairReadSignature, pair_row
 
 __all__ = ["HostLink", "check_parameters"]
+
+
+def _result_entry_bits(n_classes, score_bits):
+    """Bits of a result beat in the batch's result store: score, class, last."""
+    return score_bits + index_bits(n_classes) + 1
 
 
 def check_parameters(n_inputs, input_bits, n_classes, score_bits, *, timeout):
@@ -72,9 +78,20 @@ class HostLink(wiring.Component):
         link then reports protocol version 5 (INFO with the tail), accepts WEIGHTS requests and
         has the ``weights`` and ``engine_idle`` ports. ``None`` (the default): WEIGHTS is
         refused with BAD_COMMAND. Not with ``metaplastic``.
-    buffer : ``"block"`` or ``"logic"``
-        Where the INFER input buffer lives: block RAM (the default) or flip-flops (when the block
-        RAMs are all taken, as on the iCE40UP5K with the metaplastic unit).
+    batch : :class:`~nmflow.protocol.BatchInfo` or None
+        The batch memory's capacity in input vectors: the link then reports protocol version 6
+        (INFO with the features' flags and the tails) and accepts BATCH requests, whose vectors
+        it keeps in its input buffer (``capacity * n_inputs`` values) and whose results it keeps
+        in a result store (``capacity * n_classes`` beats) while the engine runs them back to
+        back; a 32-bit counter measures the cycles. ``None`` (the default): BATCH is refused
+        with BAD_COMMAND and the link is built exactly as without this option.
+    buffer : ``"block"``, ``"logic"`` or ``"spram"``
+        Where the input buffer (and the batch's result store) lives: block RAM (the default),
+        flip-flops (when the block RAMs are all taken, as on the iCE40UP5K with the metaplastic
+        unit) or the iCE40UP5K's SPRAMs (a batch memory beside an engine that fills the block
+        RAM; :attr:`sprams`).
+    spram_depth : int
+        Words of each SPRAM bank with ``buffer="spram"`` (:class:`~nmflow.rtl.store.Store`).
 
     Members
     -------
@@ -119,7 +136,8 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, *, timeout, rate_bits=None,
-                 metaplastic=None, weights=None, buffer="block"):
+                 metaplastic=None, weights=None, batch=None, buffer="block",
+                 spram_depth=None):
         check_parameters(n_inputs, input_bits, n_classes, score_bits, timeout=timeout)
         if rate_bits is not None:
             check_int("rate_bits", rate_bits, 4, max_rate_bits())
@@ -140,7 +158,15 @@ class HostLink(wiring.Component):
                 raise NmflowError("a link has either the metaplastic unit or run-time weights, "
                                   "not both")
         self._weights_info = weights
-        self._buffer = check_choice("buffer", buffer, ("block", "logic"))
+        if batch is not None:
+            if not isinstance(batch, protocol.BatchInfo):
+                raise TypeError(f"batch must be a BatchInfo, not {type(batch).__name__}")
+            problem = batch.problem(n_inputs, 1 + n_classes * protocol.score_bytes(score_bits))
+            if problem is not None:
+                raise NmflowError(problem)
+        self._batch = batch
+        self._buffer = check_choice("buffer", buffer, STORE_KINDS)
+        self._spram_depth = spram_depth
         self._rate_bits = rate_bits
         self._n_inputs = n_inputs
         self._input_bits = input_bits
@@ -180,16 +206,38 @@ class HostLink(wiring.Component):
     metaplastic = property(lambda self: self._unit_info)
     weights_info = property(lambda self: self._weights_info)
     buffer = property(lambda self: self._buffer)
+    batch = property(lambda self: self._batch)
 
     @property
     def info(self):
         """The :class:`~nmflow.protocol.Info` this link reports."""
-        unit, tail = self._unit_info, self._weights_info
-        version = (protocol.METAPLASTIC_VERSION if unit is not None
-                   else protocol.WEIGHTS_VERSION if tail is not None else protocol.VERSION)
-        return protocol.Info(version, self._n_inputs, self._n_classes, self._input_bits,
+        unit, tail, batch = self._unit_info, self._weights_info, self._batch
+        return protocol.Info(protocol.link_version(unit, tail, batch), self._n_inputs,
+                             self._n_classes, self._input_bits,
                              protocol.score_bytes(self._score_bits), self._rate_bits or 0, unit,
-                             tail)
+                             tail, batch)
+
+    @property
+    def capacity(self):
+        """Input vectors the input buffer holds: the batch capacity, or 1."""
+        return self._batch.capacity if self._batch is not None else 1
+
+    def stores(self):
+        """The link's memories as :class:`~nmflow.rtl.store.Store` s: ``{"inputs": ...}``,
+        and ``"results"`` with a batch memory."""
+        kw = {} if self._spram_depth is None else {"spram_depth": self._spram_depth}
+        out = {"inputs": Store(self.capacity * self._n_inputs, self._input_bits,
+                               kind=self._buffer, **kw)}
+        if self._batch is not None:
+            out["results"] = Store(self._batch.capacity * self._n_classes,
+                                   _result_entry_bits(self._n_classes, self._score_bits),
+                                   kind=self._buffer, **kw)
+        return out
+
+    @property
+    def sprams(self):
+        """SPRAMs the link's memories take on the silicon (with ``buffer="spram"``)."""
+        return sum(store.sprams for store in self.stores().values())
 
     @property
     def request_bytes(self):
@@ -214,6 +262,8 @@ class HostLink(wiring.Component):
     def _verdicts(self, m, receiver, frame, requests):
         """The handler's answers to the receiver, field by field (docs/contracts.md, 5.6)."""
         accepted = frame.is_info_cmd | frame.is_infer_cmd
+        if requests.batch is not None:
+            accepted |= frame.is_batch_cmd
         if requests.errors is not None:
             accepted |= frame.is_errors_cmd
         if requests.unit is not None:
@@ -228,6 +278,8 @@ class HostLink(wiring.Component):
             args_ok &= ~frame.is_read | requests.unit.read_ok
         if requests.weights is not None:
             args_ok &= ~frame.is_weights | requests.weights.ok
+        if requests.batch is not None:
+            args_ok &= ~frame.is_batch | requests.batch.whole
         m.d.comb += [
             receiver.cmd_ok.eq(accepted),
             receiver.len_ok.eq(frame.len_ok),
@@ -247,19 +299,22 @@ class _Frame:
         self.m = m
         n_inputs = link.n_inputs
         has_errors, unit = link.rate_bits is not None, link.metaplastic
-        tail = link.weights_info
+        tail, batch = link.weights_info, link.batch
+        self.batch = batch
         self.lengths = {"errors": protocol.ERRORS_BYTES if has_errors else 0,
                         "update": unit.update_length if unit else 0,
                         "load": unit.load_length if unit else 0,
                         "read": protocol.READ_BYTES if unit else 0,
                         "weights": tail.length if tail else 0}
         # the command of the frame (set at CMD), and the flags of the byte taken last
-        for name in ("infer", "errors", "group", "load", "read", "weights"):
+        for name in ("infer", "errors", "group", "load", "read", "weights", "batch"):
             setattr(self, f"is_{name}", Signal(name=f"is_{name}"))
-        for name in ("info", "infer", "errors", "update", "load", "read", "weights"):
+        for name in ("info", "infer", "errors", "update", "load", "read", "weights", "batch"):
             setattr(self, f"is_{name}_cmd", Signal(name=f"is_{name}_cmd"))
         self.len_ok, self.value_ok = Signal(), Signal()
-        self.count = Signal(range(max(n_inputs, *self.lengths.values(), 2)))
+        self.count = Signal(range(max(n_inputs * link.capacity, *self.lengths.values(), 2)))
+        # a BATCH payload's length less 2, for its last-byte test (kept from LEN on)
+        self.length_m2 = Signal(17) if batch else None
         self.count_last = Signal(init=n_inputs == 1)        # count == length - 1
         self.n_inputs = n_inputs
         incoming = receiver.incoming
@@ -279,13 +334,19 @@ class _Frame:
                              self.is_read_cmd.eq(incoming == MetaplasticCommand.READ)]
             if tail:
                 m.d.sync += self.is_weights_cmd.eq(incoming == Command.WEIGHTS)
+            if batch:
+                length = Cat(receiver.len_lo, incoming)
+                m.d.sync += self.is_batch_cmd.eq(incoming == Command.BATCH)
+                with m.If(self.is_batch):
+                    m.d.sync += self.len_ok.eq((length >= n_inputs)
+                                               & (length <= batch.capacity * n_inputs))
         other = ([self.is_errors] if has_errors else []) + \
                 ([self.is_group, self.is_read] if unit else []) + \
                 ([self.is_weights] if tail else [])
         self.not_infer = Const(0)
         for flag in other:
             self.not_infer = self.not_infer | flag
-        self.has_payload = self.is_infer | self.not_infer
+        self.has_payload = self.is_infer | self.not_infer | self.is_batch
         with m.If(receiver.start):
             self.set_count(zero=True)
         with m.If(receiver.at_cmd):
@@ -303,6 +364,14 @@ class _Frame:
                 m.d.sync += self.is_weights.eq(self.is_weights_cmd)
                 if n_inputs == 1:
                     m.d.sync += self.count_last.eq(self.is_infer_cmd)
+            if batch:
+                m.d.sync += self.is_batch.eq(self.is_batch_cmd)
+                if n_inputs == 1:
+                    m.d.sync += self.count_last.eq(self.is_infer_cmd)
+        if batch:
+            with m.If(receiver.at_len_hi & self.is_batch):
+                length = Cat(receiver.len_lo, receiver.byte)
+                m.d.sync += [self.length_m2.eq(length - 2), self.count_last.eq(length == 1)]
         with m.If(receiver.at_payload):
             self.set_count(zero=False)
             with m.If(self.count_last):
@@ -331,8 +400,14 @@ class _Frame:
             last = Mux(self.is_read, count == lengths["read"] - 2, last)
         if lengths["weights"]:
             last = Mux(self.is_weights, count == lengths["weights"] - 2, last)
+        if self.batch:
+            last = Mux(self.is_batch, count == self.length_m2, last)
+        first = self.n_inputs == 1
+        if self.batch and zero:                 # a BATCH of one value (its FEED)
+            first = Mux(self.is_batch, self.length_m2 == (1 << len(self.length_m2)) - 1,
+                        first)
         self.m.d.sync += [count.eq(0 if zero else count + 1),
-                          self.count_last.eq(self.n_inputs == 1 if zero else last)]
+                          self.count_last.eq(first if zero else last)]
 
 
 class _ErrorsPayload:
@@ -402,6 +477,88 @@ class _WeightsPayload:
         m.d.comb += [port.addr.eq(row), port.data.eq(codes)]
 
 
+class _BatchPayload:
+    """BATCH: the vectors counted as the payload arrives (``whole``: the length is a whole
+    number of vectors; :attr:`reply_length`), the results captured into the result store while
+    the engine runs them (``capturing``, from the request's acceptance to the last result
+    beat), a 32-bit cycle counter from the first input value taken to the last result beat
+    (both counted), and the result store read back for the reply, an entry at a time."""
+
+    def __init__(self, m, link, receiver, frame, results):
+        self.m, self.results = m, results
+        n, capacity = link.n_inputs, link.batch.capacity
+        cw = index_bits(link.n_classes)
+        self.pix = Signal(range(max(n, 2)))
+        self.whole = Signal(init=1)
+        self.images = Signal(range(capacity + 1))
+        self.reply_length = Signal(16)
+        with m.If(receiver.start):
+            m.d.sync += [self.pix.eq(0), self.whole.eq(1), self.images.eq(0),
+                         self.reply_length.eq(4)]
+        with m.If(receiver.at_payload & frame.is_batch):
+            wrap = self.pix == n - 1
+            m.d.sync += [self.pix.eq(Mux(wrap, 0, self.pix + 1)), self.whole.eq(wrap)]
+            with m.If(wrap):
+                m.d.sync += [self.images.eq(self.images + 1),
+                             self.reply_length.eq(self.reply_length
+                                                  + link.info.infer_reply_length)]
+        # the run: results captured, cycles counted
+        self.capturing, self.armed, self.counting = Signal(), Signal(), Signal()
+        self.cycles = Signal(32)
+        self.left, self.left_one = Signal(range(capacity + 1)), Signal()
+        self.waddr = Signal(range(max(capacity * link.n_classes, 2)))
+        self.raddr = Signal.like(self.waddr)
+        eo = link.engine_o
+        with m.If(self.counting):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        captured = self.capturing & eo.valid
+        m.d.comb += [results.we.eq(captured),
+                     results.wdata.eq(Cat(eo.payload.score, eo.payload.cls, eo.payload.last)),
+                     results.addr.eq(Mux(self.capturing, self.waddr, self.raddr))]
+        with m.If(captured):
+            m.d.sync += self.waddr.eq(self.waddr + 1)
+            with m.If(eo.payload.last):
+                self.next_vector()
+                with m.If(self.left_one):
+                    m.d.sync += [self.capturing.eq(0), self.counting.eq(0)]
+        # the reply: an entry read (one cycle), then held on ``rdata`` until the next read
+        self.asked, self.have = Signal(), Signal()
+        entry = results.rdata
+        self.entry_score = entry[:link.score_bits].as_signed()
+        self.entry_cls = entry[link.score_bits:link.score_bits + cw]
+        self.entry_last = entry[-1]
+
+    def start(self):
+        """The request is accepted: capture from now on, count from the first value taken."""
+        self.m.d.sync += [self.capturing.eq(1), self.armed.eq(1), self.waddr.eq(0),
+                          self.left.eq(self.images), self.left_one.eq(self.images == 1)]
+
+    def fed(self):
+        """An input value is taken (in FEED): the first one starts the counter."""
+        with self.m.If(self.armed):
+            self.m.d.sync += [self.armed.eq(0), self.counting.eq(1), self.cycles.eq(1)]
+
+    def rewind(self):
+        """The run is over: read the results back from the first."""
+        self.m.d.sync += [self.raddr.eq(0), self.asked.eq(0), self.have.eq(0),
+                          self.left.eq(self.images), self.left_one.eq(self.images == 1)]
+
+    def next_vector(self):
+        self.m.d.sync += [self.left.eq(self.left - 1), self.left_one.eq(self.left == 2)]
+
+    def read_entry(self):
+        """Read the entry at ``raddr`` once; ``have`` from the next cycle on."""
+        m = self.m
+        with m.If(~self.have):
+            m.d.comb += self.results.re.eq(~self.asked)
+            m.d.sync += self.asked.eq(1)
+            with m.If(self.asked):
+                m.d.sync += self.have.eq(1)
+
+    def next_entry(self):
+        self.m.d.sync += [self.raddr.eq(self.raddr + 1), self.asked.eq(0), self.have.eq(0)]
+
+
 class _UnitPayload:
     """The metaplastic unit's payloads: UPDATE and LOAD (group u16 LE, mask u8, one value per
     lane LE) and READ (row u16 LE, count u16 LE). The bytes shift in from the top of ``buffer``,
@@ -457,6 +614,11 @@ class _Requests:
         self.unit = _UnitPayload(m, link, receiver, frame) if unit is not None else None
         self.weights = _WeightsPayload(m, link, receiver, frame) \
             if link.weights_info is not None else None
+        stores = link.stores()
+        for name, store in stores.items():
+            m.submodules[name] = store
+        self.batch = _BatchPayload(m, link, receiver, frame, stores.get("results")) \
+            if link.batch is not None else None
         n_reply = unit.reply_length if unit else 0
         n_row = unit.row_bytes if unit else 0
         # the body byte counter, with its end-of-count tests kept in registers (set a cycle
@@ -465,23 +627,21 @@ class _Requests:
         self.want_result = Signal()
         self.idx = Signal(range(max(8, len(self.info_bytes), n_reply, n_row)))
         marks = (len(self.info_bytes) - 1, info.score_bytes - 1) + \
-            ((n_reply - 1, n_row - 1) if unit else ())
+            ((n_reply - 1, n_row - 1) if unit else ()) + ((3,) if link.batch else ())
         self.idx_is = {k: Signal(init=k == 0, name=f"idx_is_{k}") for k in set(marks)}
         if unit is not None:                    # READ: the row being read and the rows left
             self.row = Signal(range(max(unit.rows, 2)))
             self.rows_left = Signal(16)
             self.row_last = Signal()            # rows_left == 1, kept in a register
         # the input buffer: the engine sees a payload only after its CRC checked
-        m.submodules.buffer = buffer = Memory(shape=unsigned(link.input_bits),
-                                              depth=link.n_inputs, init=[],
-                                              attrs={"ram_style": link.buffer})
-        wr, rd = buffer.write_port(), buffer.read_port()
+        buffer = stores["inputs"]
         ei = link.engine_i
         self.feed = ei.valid & ei.ready
-        m.d.comb += [wr.addr.eq(frame.count), wr.data.eq(receiver.byte),
-                     wr.en.eq(receiver.at_payload & frame.is_infer),
-                     rd.addr.eq(frame.count + self.feed),   # buffer[count] in FEED
-                     ei.payload.eq(rd.data)]
+        writing = receiver.at_payload & (frame.is_infer | frame.is_batch)
+        m.d.comb += [buffer.we.eq(writing), buffer.wdata.eq(receiver.byte), buffer.re.eq(1),
+                     # buffer[count] in FEED
+                     buffer.addr.eq(Mux(writing, frame.count, frame.count + self.feed)),
+                     ei.payload.eq(buffer.rdata)]
 
     def set_idx(self, zero):
         self.m.d.sync += self.idx.eq(0 if zero else self.idx + 1)
@@ -500,6 +660,10 @@ class _Requests:
         with m.If(frame.is_infer):
             m.d.comb += [sender.cmd.eq(Reply.INFER),
                          sender.length.eq(self.link.info.infer_reply_length)]
+        if self.batch is not None:
+            with m.Elif(frame.is_batch):
+                m.d.comb += [sender.cmd.eq(Reply.BATCH),
+                             sender.length.eq(self.batch.reply_length)]
         if self.errors is not None:
             with m.Elif(frame.is_errors):
                 m.d.comb += [sender.cmd.eq(Reply.ERRORS), sender.empty.eq(1)]
@@ -525,14 +689,20 @@ class _Requests:
     def execute(self):
         m, frame, receiver = self.m, self.frame, self.receiver
         unit = self.unit
+        batch = self.batch
         fsm = OneHotFSM(m, ["IDLE", "FEED", "INFO", "CLASS", "SCORE"]
                         + (["GROUP", "GROUP_REPLY", "ROWS"] if unit is not None else [])
-                        + (["WRITE"] if self.weights is not None else []),
+                        + (["WRITE"] if self.weights is not None else [])
+                        + (["RUN", "CYCLES", "BATCH_CLASS", "BATCH_SCORE"] if batch else []),
                         init="IDLE", name="request")
         with fsm.State("IDLE"):
             with m.If(receiver.accepted):
                 with m.If(frame.is_infer):
                     fsm.next("FEED")
+                if batch is not None:
+                    with m.Elif(frame.is_batch):
+                        batch.start()
+                        fsm.next("FEED")
                 if unit is not None:
                     with m.Elif(frame.is_group):
                         fsm.next("GROUP")
@@ -559,11 +729,21 @@ class _Requests:
             m.d.comb += self.link.engine_i.valid.eq(1)
             with m.If(self.feed):
                 frame.set_count(zero=False)
+                if batch is not None:
+                    batch.fed()
                 with m.If(frame.count_last):
                     frame.set_count(zero=True)
-                    self.reply()
-                    m.d.sync += self.want_result.eq(1)
-                    fsm.next("CLASS")
+                    if batch is not None:
+                        with m.If(frame.is_batch):
+                            fsm.next("RUN")
+                        with m.Else():
+                            self.reply()
+                            m.d.sync += self.want_result.eq(1)
+                            fsm.next("CLASS")
+                    else:
+                        self.reply()
+                        m.d.sync += self.want_result.eq(1)
+                        fsm.next("CLASS")
         with fsm.State("INFO"):
             last = self.idx_is[len(self.info_bytes) - 1]
 
@@ -573,6 +753,8 @@ class _Requests:
                     fsm.next("IDLE")
             self.send(Array(Const(b, 8) for b in self.info_bytes)[self.idx], last, next_info)
         self._result(fsm)
+        if batch is not None:
+            self._batch(fsm)
         if unit is not None:
             self._metaplastic(fsm)
         if self.weights is not None:
@@ -592,7 +774,7 @@ class _Requests:
         m, eo, sb = self.m, self.link.engine_o, self.link.info.score_bytes
         want = self.want_result
         score, cls, beat_last = Signal(signed(8 * sb)), Signal(8), Signal()
-        m.d.comb += eo.ready.eq(want)
+        m.d.comb += eo.ready.eq(want if self.batch is None else want | self.batch.capturing)
         with m.If(want & eo.valid):
             m.d.sync += [want.eq(0), score.eq(eo.payload.score), cls.eq(eo.payload.cls),
                          beat_last.eq(eo.payload.last)]
@@ -615,6 +797,48 @@ class _Requests:
                         with m.Else():
                             m.d.sync += want.eq(1)
                 self.send(score.word_select(self.idx, 8), beat_last & end, after_score)
+
+    def _batch(self, fsm):
+        """RUN, CYCLES, BATCH_CLASS and BATCH_SCORE: a BATCH's vectors run (fed from the input
+        buffer in FEED, their results captured as they come), then its reply: the cycle count,
+        then each vector's class and scores read back from the result store."""
+        m, batch, sb = self.m, self.batch, self.link.info.score_bytes
+        with fsm.State("RUN"):
+            with m.If(~batch.capturing):
+                self.reply()
+                batch.rewind()
+                fsm.next("CYCLES")
+        with fsm.State("CYCLES"):
+            def counted():
+                self.set_idx(zero=True)
+                fsm.next("BATCH_CLASS")
+            self._send_held(Const(1), batch.cycles, self.idx_is[3], 0, counted)
+        with fsm.State("BATCH_CLASS"):
+            batch.read_entry()
+            with m.If(batch.have):
+                def after_class():
+                    self.set_idx(zero=True)
+                    fsm.next("BATCH_SCORE")
+                self.send(batch.entry_cls, 0, after_class)
+        with fsm.State("BATCH_SCORE"):
+            batch.read_entry()
+            end = self.idx_is[sb - 1]
+            score = Signal(signed(8 * sb))
+            m.d.comb += score.eq(batch.entry_score)
+            with m.If(batch.have):
+                def after_score():
+                    self.set_idx(zero=False)
+                    with m.If(end):
+                        self.set_idx(zero=True)
+                        batch.next_entry()
+                        with m.If(batch.entry_last):
+                            with m.If(batch.left_one):
+                                fsm.next("IDLE")
+                            with m.Else():
+                                batch.next_vector()
+                                fsm.next("BATCH_CLASS")
+                self.send(score.word_select(self.idx, 8),
+                          batch.entry_last & batch.left_one & end, after_score)
 
     def _send_held(self, held, value, end, body_last, then):
         """Send the low byte of ``value`` (a reply field held in a register; ``held`` says it
