@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The host driver, against scripted servers and against simulated gateware.
 
 ``EngineLink`` talks to ``HostTop`` running in Amaranth's simulator through
@@ -159,7 +160,8 @@ def test_wrong_reply_command_and_version_are_refused():
     v1 = Info(1, 16, 5, 4, 3)
     with ScriptedServer(lambda frame: protocol.info_reply(v1)) as server:
         with EngineLink(server.url, timeout=1.0) as link:
-            with pytest.raises(NmflowError, match=r"^board protocol version must be 2, 4 or 5, not 1 "):
+            with pytest.raises(NmflowError, match=r"^board protocol version must be one of 2, 4, "
+                                                  r"5, 6, not 1 "):
                 link.info()
 
 
@@ -361,3 +363,45 @@ def test_writing_weights_to_a_board_that_holds_them_is_refused(board):
         with pytest.raises(NmflowError, match=r"^the board at .* holds its weights in its "
                                               r"bitstream: nothing to write$"):
             link.write_weights(MODEL)
+
+
+def test_host_step_runs_batches_on_a_board_with_a_batch_memory(tmp_path):
+    # A board with a batch memory (INFO version 6) runs the vectors back to back, capacity at a
+    # time, and times each batch with its cycle counter: `nmflow host` reports the engine's rate
+    # as the board measured it, which the plan predicts to the cycle (one more: the register
+    # between the link and the engine).
+    from nmflow.golden.plan import EnginePlan
+    from nmflow.rtl.top import HostTop
+    from nmflow.sim.uart_bridge import SIM_CLOCK_HZ
+    hwmodel.save(MODEL, tmp_path / "hwmodel")
+    x = np.random.default_rng(8).integers(0, 16, size=(7, 16))
+    np.savez(tmp_path / "x.npz", x=x)
+    top = HostTop(MODEL, lanes=8, pe=2, clk_freq=SIM_CLOCK_HZ, baud=SIM_CLOCK_HZ / 4, batch=3)
+    plan = EnginePlan(MODEL, 8, pe=2)
+    assert [top.batch_cycles(k) for k in (1, 3)] == [plan.cycles_per_inference + 1,
+                                                     plan.cycles_per_inference
+                                                     + 2 * plan.interval_cycles + 1]
+    with simulated_board(MODEL, lanes=8, pe=2, divisor=4, batch=3,
+                         batch_memory="spram") as url:
+        with EngineLink(url, timeout=30) as link:
+            assert link.info().batch == protocol.BatchInfo(3, SIM_CLOCK_HZ)
+            classes, scores, cycles = link.infer_batches(x[:2])
+            golden = reference(MODEL, x[:2])
+            assert classes.tolist() == golden.classes.tolist()
+            assert scores.tolist() == golden.scores.tolist()
+            assert cycles == [top.batch_cycles(2)]
+        result = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30)
+        single = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30, batch=False)
+    assert result["mismatches"] == 0 == single["mismatches"] and result["images"] == 7
+    assert result["batches"] == 3 and result["batch_capacity"] == 3
+    assert result["board_cycles"] == [top.batch_cycles(3)] * 2 + [top.batch_cycles(1)]
+    seconds = (2 * top.batch_cycles(3) + top.batch_cycles(1)) / SIM_CLOCK_HZ
+    assert result["board_images_per_second"] == round(7 / seconds, 1)
+    assert single["batches"] is None and single["board_images_per_second"] is None
+
+
+def test_batches_refused_by_a_board_without_a_batch_memory(board):
+    with EngineLink(board.url, timeout=10) as link:
+        with pytest.raises(NmflowError, match=r"^the board at .* has no batch memory: build it "
+                                              r"with --batch to run batches on the board$"):
+            link.infer_batches(np.zeros((2, 16), dtype=int))

@@ -35,7 +35,7 @@ class BatchBench(LinkBench):
         self.model, self.seed = model, seed
         self.engine = InferenceEngine(model, lanes=lanes, pe=pe)
         self.plan = EnginePlan(model, lanes, pe=pe)
-        self.tail = protocol.BatchInfo(capacity)
+        self.tail = protocol.BatchInfo(capacity, 1_000_000)
         self.link = HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                              timeout=TIMEOUT, batch=self.tail, buffer=buffer,
                              spram_depth=spram_depth)
@@ -54,11 +54,12 @@ def vectors(count, seed=0):
 
 
 def test_batch_info_and_parameters():
-    tail = protocol.BatchInfo(100)
+    tail = protocol.BatchInfo(100, 48_000_000)
     link = HostLink(16, 4, 5, 14, timeout=100, batch=tail)
     assert link.info == protocol.Info(protocol.BATCH_VERSION, 16, 5, 4, 2, 0, batch=tail)
-    # version 6: the version 2 bytes, the flags (bit 2: batch), the capacity
-    assert protocol.encode_info(link.info) == bytes([6, 16, 0, 5, 0, 4, 2, 0, 0b100, 100, 0])
+    # version 6: the version 2 bytes, the flags (bit 2: batch), the capacity, the clock
+    assert protocol.encode_info(link.info) == bytes([6, 16, 0, 5, 0, 4, 2, 0, 0b100, 100, 0,
+                                                     0x00, 0x6c, 0xdc, 0x02])
     assert protocol.decode_info(protocol.encode_info(link.info)) == link.info
     assert link.capacity == 100 and HostLink(16, 4, 5, 14, timeout=100).capacity == 1
     refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, batch=protocol.BatchInfo(4096)),
@@ -67,13 +68,15 @@ def test_batch_info_and_parameters():
     refuses(lambda: HostLink(4, 4, 5, 14, timeout=100, batch=protocol.BatchInfo(6000)),
             ValueError, "batch capacity must be at most (65535 - 4) // 11 = 5957 vectors "
                         "(a reply's payload), not 6000")
+    refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, batch=protocol.BatchInfo(8, 0)),
+            ValueError, "batch clock_hz must be 1 to 4294967295 Hz, not 0")
     refuses(lambda: HostLink(16, 4, 5, 14, timeout=100, batch=8), TypeError,
             "batch must be a BatchInfo, not int")
 
 
 def test_info_of_every_feature_set_round_trips():
     unit = protocol.MetaplasticInfo(2, 64, 16, 12, 16, 15, 16, 1)
-    weights, batch = protocol.WeightsInfo(300, 32, 2), protocol.BatchInfo(9)
+    weights, batch = protocol.WeightsInfo(300, 32, 2), protocol.BatchInfo(9, 12_000_000)
     for tails in ({}, {"metaplastic": unit}, {"weights": weights}, {"batch": batch},
                   {"metaplastic": unit, "batch": batch}, {"weights": weights, "batch": batch}):
         version = protocol.link_version(**tails)
@@ -83,7 +86,7 @@ def test_info_of_every_feature_set_round_trips():
     good = protocol.encode_info(protocol.Info(6, 64, 10, 5, 2, 0, weights=weights, batch=batch))
     assert good[8] == 0b110
     refuses(lambda: protocol.decode_info(good[:-1]), ValueError,
-            "INFO reply payload of version 6 with flags 0x06 must hold 16 bytes, not 15")
+            "INFO reply payload of version 6 with flags 0x06 must hold 20 bytes, not 19")
     refuses(lambda: protocol.decode_info(good[:8] + bytes([0b010]) + good[9:]), ValueError,
             "INFO reply of version 6 must flag the batch memory (bit 2) and no bit above 2, "
             "not flags 0x02")

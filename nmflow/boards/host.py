@@ -5,6 +5,8 @@
     with EngineLink("/dev/ttyUSB1") as link:          # or "socket://127.0.0.1:PORT"
         print(link.info())
         cls, scores = link.infer([3, 0, 15, ...])
+        classes, scores, cycles = link.infer_batches(x)   # boards with a batch memory: run on
+                                                       # the board back to back, timed there
         link.set_errors(ErrorInjection(ErrorRates(0, 0.01, 0.065), seed=7))   # injector boards
         hidden = link.load(0, [1234, -56])             # metaplastic boards: hidden weights of
         hidden = link.update(0, [-8, 3])               # group 0 after the load / the update
@@ -62,10 +64,11 @@ class EngineLink(LinkDriver):
             payload = self._transport.request(Command.INFO, b"", Reply.INFO)
             info = protocol.decode_info(payload)
             versions = (protocol.VERSION, protocol.METAPLASTIC_VERSION,
-                        protocol.WEIGHTS_VERSION)
+                        protocol.WEIGHTS_VERSION, protocol.BATCH_VERSION)
             if info.version not in versions:
-                raise NmflowError(f"board protocol version must be {versions[0]}, {versions[1]} "
-                                  f"or {versions[2]}, not {info.version} (port {self.port!r})")
+                raise NmflowError(f"board protocol version must be one of "
+                                  f"{', '.join(map(str, versions))}, not {info.version} "
+                                  f"(port {self.port!r})")
             self._info = info
         return self._info
 
@@ -106,6 +109,51 @@ class EngineLink(LinkDriver):
         for n, row in enumerate(x):
             classes[n], scores[n] = self._infer_one(row)
         return classes, scores
+
+    def infer_batches(self, array, *, progress=None):
+        """Run every row of ``array`` ([N, n_inputs]; every row checked first) on a board with a
+        batch memory: BATCH requests of up to its capacity, each run back to back on the board
+        and timed by its cycle counter. ``progress(rows_done, N)`` after each request.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray, list of int)
+            Classes int64 ``[N]``, scores int64 ``[N, n_classes]``, and the cycles each request
+            took on the board (from its first input value to its last result beat; the board's
+            clock is ``info().batch.clock_hz``).
+
+        Raises
+        ------
+        NmflowError
+            If the board has no batch memory, a row is out of range, or a request fails (see
+            :meth:`info`).
+        """
+        x = self._check(array, batch=True)
+        info = self.info()
+        if info.batch is None:
+            raise NmflowError(f"the board at {self.port} has no batch memory: build it with "
+                              f"--batch to run batches on the board")
+        capacity = info.batch.capacity
+        classes = np.zeros(len(x), dtype=np.int64)
+        scores = np.zeros((len(x), info.n_classes), dtype=np.int64)
+        cycles = []
+        for start in range(0, len(x), capacity):
+            rows = x[start:start + capacity]
+            payload = self._transport.request(Command.BATCH, rows.astype(np.uint8).tobytes(),
+                                              Reply.BATCH)
+            count, results = protocol.decode_batch(payload, info.n_classes, info.score_bytes)
+            if len(results) != len(rows):
+                raise NmflowError(f"BATCH reply must hold {len(rows)} results, not "
+                                  f"{len(results)}")
+            for n, (cls, row_scores) in enumerate(results, start):
+                if cls >= info.n_classes:
+                    raise NmflowError(f"reply class must be below n_classes = "
+                                      f"{info.n_classes}, not {cls}")
+                classes[n], scores[n] = cls, row_scores
+            cycles.append(count)
+            if progress is not None:
+                progress(start + len(rows), len(x))
+        return classes, scores, cycles
 
     def set_errors(self, injection):
         """Set the board's read-error injector (ERRORS request): rates, seed and mode of an

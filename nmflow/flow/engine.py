@@ -608,8 +608,21 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
 
 # -- host: the board over its UART ------------------------------------------------------------------
 
+def _board_rate(tail, cycles, images):
+    """``board.json``'s figures of the batches a board ran and timed: their count, the cycles
+    each took, the board's clock and the images per second it measured (``None`` without)."""
+    if cycles is None:
+        return {"batches": None, "board_cycles": None, "board_clock_hz": None,
+                "board_images_per_second": None}
+    seconds = tail.seconds(sum(cycles))
+    return {"batches": len(cycles), "batch_capacity": tail.capacity, "board_cycles": cycles,
+            "board_clock_hz": tail.clock_hz,
+            "board_images_per_second": round(images / seconds, 1) if seconds else None}
+
+
 def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BAUD, timeout=2.0,
-              out=None, progress=None, errors=None, lanes=16, pe=1, check=False, board=None):
+              out=None, progress=None, errors=None, lanes=16, pe=1, check=False, board=None,
+              batch=True):
     """Send test vectors to a board over its UART and compare every reply with the golden model.
 
     ``port`` is a serial device (``/dev/ttyUSB1``) or any pyserial URL (``socket://host:port``,
@@ -622,8 +635,11 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
     metaplastic unit (protocol version 3) has its weight memory read back first (READ), and
     ``weight_mismatches`` counts the synapses whose weight differs from the model's (``None``
     for other boards). A board whose weights are in SPRAM (protocol version 5) has every row of
-    the model's memory image written first (WEIGHTS, at the lanes and pe its INFO tells). Writes
-    ``board.json``; returns it.
+    the model's memory image written first (WEIGHTS, at the lanes and pe its INFO tells). A
+    board with a batch memory (protocol version 6) runs the vectors in BATCH requests (unless
+    ``batch`` is false): back to back on the board, timed by its cycle counter, so that
+    ``board_images_per_second`` is the engine's rate as the board measured it, beside
+    ``inferences_per_second``, the rate through the link. Writes ``board.json``; returns it.
 
     ``port`` ``"auto"`` finds the UART of ``board`` (any known board if ``None``) among the serial
     ports (:func:`nmflow.boards.ports.find_port`). With ``check``, only INFO and the first vector
@@ -685,11 +701,16 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
             from ..golden.injector import ErrorInjection
             link.set_errors(ErrorInjection(rate_bits=info.rate_bits))
         start = time.monotonic()
-        classes = np.zeros(len(x), dtype=np.int64)
-        scores = np.zeros((len(x), hw.n_classes), dtype=np.int64)
-        for n, row in enumerate(x):
-            classes[n], scores[n] = link.infer(row)
-            report(progress, "host", n + 1, len(x), "vectors")
+        board_cycles = None
+        if batch and info.batch is not None and not check:
+            classes, scores, board_cycles = link.infer_batches(
+                x, progress=lambda done, total: report(progress, "host", done, total, "vectors"))
+        else:
+            classes = np.zeros(len(x), dtype=np.int64)
+            scores = np.zeros((len(x), hw.n_classes), dtype=np.int64)
+            for n, row in enumerate(x):
+                classes[n], scores[n] = link.infer(row)
+                report(progress, "host", n + 1, len(x), "vectors")
         seconds = time.monotonic() - start
     class_mismatches = [int(n) for n in np.flatnonzero(classes != golden.classes)]
     score_mismatches = [[int(n), int(j)] for n, j in zip(*np.nonzero(scores != golden.scores))]
@@ -703,6 +724,7 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
         "seconds": round(seconds, 2),
         "inferences_per_second": round(len(x) / seconds, 2) if seconds else None,
     }
+    result.update(_board_rate(info.batch, board_cycles, len(x)))
     if check:
         result["info"] = {"version": info.version, "inputs": info.n_inputs,
                           "classes": info.n_classes, "input_bits": info.input_bits,

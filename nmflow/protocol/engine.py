@@ -188,14 +188,24 @@ class BatchInfo:
         Input vectors a BATCH request may carry, 1 to 65535 (the board also needs
         ``capacity * n_inputs`` and the reply, ``4 + capacity * (1 + n_classes * score_bytes)``
         bytes, within a frame's 65535: :meth:`problem`).
+    clock_hz : int
+        The engine's clock in Hz (what a BATCH reply's cycles count), 1 to 2**32 - 1: the host
+        turns the cycles into seconds with it.
     """
     capacity: int
+    clock_hz: int = 1
+
+    def seconds(self, cycles):
+        """``cycles`` of the engine's clock in seconds."""
+        return cycles / self.clock_hz
 
     def problem(self, n_inputs=1, reply_length=1):
         """Why a link of ``n_inputs`` inputs and INFER replies of ``reply_length`` bytes cannot
         carry batches of this capacity (one line), or ``None``."""
         if not 1 <= self.capacity <= 0xFFFF:
             return f"batch capacity must be 1 to 65535 vectors, not {self.capacity}"
+        if not 1 <= self.clock_hz <= MAX_CYCLES:
+            return f"batch clock_hz must be 1 to {MAX_CYCLES} Hz, not {self.clock_hz}"
         if self.capacity * n_inputs > 0xFFFF:
             return (f"batch capacity must be at most 65535 // n_inputs = {0xFFFF // n_inputs} "
                     f"vectors (a request's payload), not {self.capacity}")
@@ -206,7 +216,7 @@ class BatchInfo:
         return None
 
     def encode(self):
-        return self.capacity.to_bytes(2, "little")
+        return self.capacity.to_bytes(2, "little") + self.clock_hz.to_bytes(4, "little")
 
 
 def link_version(metaplastic=None, weights=None, batch=None):
@@ -270,7 +280,7 @@ def encode_info(info):
     score_bytes, rate_bits``, then, with a metaplastic unit, ``lanes, groups (u16 LE), w_bits,
     w_frac, u_bits, u_frac, engine_lanes (u16 LE), engine_pe``; with run-time weights, ``rows
     (u16 LE), lanes (u16 LE), pe``; at version 6 the :data:`FEATURES` flags come first, and
-    with a batch memory ``capacity (u16 LE)`` last."""
+    with a batch memory ``capacity (u16 LE), clock_hz (u32 LE)`` last."""
     out = (bytes([info.version]) + info.n_inputs.to_bytes(2, "little")
            + info.n_classes.to_bytes(2, "little")
            + bytes([info.input_bits, info.score_bytes, info.rate_bits]))
@@ -317,7 +327,7 @@ def _decode_weights(payload, at):
 
 #: Bytes of each feature's INFO tail at version 6.
 _TAIL_BYTES = {"metaplastic": METAPLASTIC_INFO_BYTES - INFO_BYTES,
-               "weights": WEIGHTS_INFO_BYTES - INFO_BYTES, "batch": 2}
+               "weights": WEIGHTS_INFO_BYTES - INFO_BYTES, "batch": 6}
 
 
 def _decode_features(payload):
@@ -339,7 +349,8 @@ def _decode_features(payload):
         chunk = payload[at:at + _TAIL_BYTES[name]]
         tails[name] = (MetaplasticInfo.decode(chunk) if name == "metaplastic"
                        else _decode_weights(payload, at) if name == "weights"
-                       else BatchInfo(u16(payload, at)))
+                       else BatchInfo(u16(payload, at),
+                                      int.from_bytes(payload[at + 2:at + 6], "little")))
         at += _TAIL_BYTES[name]
     return _base_info(payload, **tails)
 

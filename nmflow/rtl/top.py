@@ -16,16 +16,16 @@ from amaranth.lib.wiring import In, Out
 from ..golden.hwmodel import HardwareModel
 from ..golden.plan import WEIGHT_KINDS, EnginePlan, check_pe
 from ..errors import NmflowError, check_choice, check_number
-from ..protocol import (METAPLASTIC_VERSION, VERSION, WEIGHTS_VERSION, Info, MetaplasticInfo,
-                        WeightsInfo, score_bytes)
+from ..protocol import BatchInfo, Info, MetaplasticInfo, WeightsInfo, link_version, score_bytes
 from ..protocol.framing import BAUD
 from .engine import InferenceEngine
 from .hostlink import HostLink, check_parameters
 from .lanes import check_lanes
 from .pipe import StreamRegister
+from .store import STORE_KINDS
 from .uart import UARTRx, UARTTx
 
-__all__ = ["UARTTop", "HostCore", "HostTop", "check_host_top", "uart_divisor", "uart_timing",
+__all__ = ["UARTTop", "HostCore", "HostTop", "check_host_top", "batch_info", "uart_divisor", "uart_timing",
            "BAUD_TOLERANCE", "MIN_TIMEOUT_CHARS"]
 
 #: Largest relative baud error accepted between the requested and the generated baud rate.
@@ -84,7 +84,7 @@ def uart_timing(clk_freq, baud, timeout):
 
 
 def check_host_top(model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, baud=BAUD,
-                   timeout=0.02, memory="block"):
+                   timeout=0.02, memory="block", batch=None, batch_memory="block"):
     """Check the parameters of :class:`HostTop` without building it.
 
     Returns
@@ -114,7 +114,21 @@ def check_host_top(model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, ba
     divisor, timeout_cycles = uart_timing(clk_freq, baud, timeout)
     check_parameters(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
                      timeout=timeout_cycles)
+    if batch is not None:
+        check_choice("batch_memory", batch_memory, STORE_KINDS)
+        problem = batch_info(batch, clk_freq).problem(
+            model.n_inputs, 1 + model.n_classes * score_bytes(model.score_bits))
+        if problem is not None:
+            raise NmflowError(problem)
     return divisor, timeout_cycles
+
+
+def batch_info(capacity, clk_freq):
+    """The :class:`~nmflow.protocol.BatchInfo` of a board's batch memory of ``capacity`` vectors
+    on a ``clk_freq`` clock."""
+    if not isinstance(capacity, int) or isinstance(capacity, bool):
+        raise NmflowError(f"batch must be a whole number of vectors, not {capacity!r}")
+    return BatchInfo(capacity, round(clk_freq))
 
 
 class UARTTop(wiring.Component):
@@ -171,8 +185,9 @@ class HostCore(wiring.Component):
     """
 
     def __init__(self, model, *, lanes, timeout_cycles, errors, metaplastic, buffers, pe=1,
-                 first_layer_bits=None, memory="block"):
+                 first_layer_bits=None, memory="block", batch=None, batch_memory="block"):
         self._model, self._lanes, self._errors = model, lanes, errors
+        self._batch, self._batch_memory = batch, batch_memory
         self._memory = memory
         self._weights = None
         if memory == "spram":
@@ -217,6 +232,17 @@ class HostCore(wiring.Component):
     memory = property(lambda self: self._memory)
     weights = property(lambda self: self._weights)
     """The :class:`~nmflow.protocol.WeightsInfo` of run-time weights (SPRAM), or ``None``."""
+    batch = property(lambda self: self._batch)
+    """The :class:`~nmflow.protocol.BatchInfo` of the batch memory, or ``None``."""
+
+    def link(self):
+        """The :class:`~nmflow.rtl.hostlink.HostLink` this core builds (a new one each call)."""
+        model = self._model
+        return HostLink(model.n_inputs, model.input_bits, model.n_classes, model.score_bits,
+                        timeout=self._timeout_cycles,
+                        rate_bits=None if self._errors is None else self._errors.rate_bits,
+                        metaplastic=self._unit_info, weights=self._weights, batch=self._batch,
+                        buffer=self._batch_memory if self._batch is not None else self._buffer)
 
     def elaborate(self, platform):
         m = Module()
@@ -226,11 +252,7 @@ class HostCore(wiring.Component):
                                                  errors=self._errors, buffers=self._buffers,
                                                  memory=self._memory)
         m.submodules.engine = engine
-        m.submodules.link = link = HostLink(model.n_inputs, model.input_bits, model.n_classes,
-                                            model.score_bits, timeout=self._timeout_cycles,
-                                            rate_bits=None if self._errors is None
-                                            else self._errors.rate_bits, metaplastic=self._unit_info,
-                                            weights=self._weights, buffer=self._buffer)
+        m.submodules.link = link = self.link()
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
         # The link's input beats come out of its state machine; the engine acts on them with its
@@ -304,6 +326,12 @@ class HostTop(UARTTop):
         The engine's weight memory kind. With ``"spram"`` (the iCE40UP5K's SPRAMs, empty after
         configuration) the link reports protocol version 5 and takes WEIGHTS requests, one row
         each, which the host sends before the first INFER (not with ``metaplastic``).
+    batch : int or None
+        A batch memory of this many input vectors: the link reports protocol version 6 with the
+        capacity and ``clk_freq`` and takes BATCH requests, run back to back on the board and
+        timed by its cycle counter. ``None`` (the default): no batch memory.
+    batch_memory : ``"block"``, ``"logic"`` or ``"spram"``
+        Where the batch memory (the link's input buffer and result store) lives.
 
     Members
     -------
@@ -311,17 +339,20 @@ class HostTop(UARTTop):
     """
 
     def __init__(self, model, *, lanes=16, pe=1, first_layer_bits=None, clk_freq, baud=BAUD,
-                 timeout=0.02, errors=None, metaplastic=None, buffers=None, memory="block"):
+                 timeout=0.02, errors=None, metaplastic=None, buffers=None, memory="block",
+                 batch=None, batch_memory="block"):
         divisor, self._timeout_cycles = check_host_top(model, lanes=lanes, pe=pe,
                                                        first_layer_bits=first_layer_bits,
                                                        clk_freq=clk_freq, baud=baud,
-                                                       timeout=timeout, memory=memory)
+                                                       timeout=timeout, memory=memory,
+                                                       batch=batch, batch_memory=batch_memory)
         self._model, self._lanes, self._errors = model, lanes, errors
-        self._pe = pe
+        self._pe, self._first_layer_bits = pe, first_layer_bits
         super().__init__(HostCore(model, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits,
                                   timeout_cycles=self._timeout_cycles,
                                   errors=errors, metaplastic=metaplastic, buffers=buffers,
-                                  memory=memory),
+                                  memory=memory, batch_memory=batch_memory,
+                                  batch=None if batch is None else batch_info(batch, clk_freq)),
                          divisor)
 
     model = property(lambda self: self._model)
@@ -342,8 +373,21 @@ class HostTop(UARTTop):
     def info(self):
         """The :class:`~nmflow.protocol.Info` the board reports to INFO."""
         model, unit, tail = self._model, self.core.metaplastic, self.core.weights
-        version = (METAPLASTIC_VERSION if unit is not None
-                   else WEIGHTS_VERSION if tail is not None else VERSION)
-        return Info(version, model.n_inputs, model.n_classes, model.input_bits,
-                    score_bytes(model.score_bits),
-                    0 if self._errors is None else self._errors.rate_bits, unit, tail)
+        batch = self.core.batch
+        return Info(link_version(unit, tail, batch), model.n_inputs, model.n_classes,
+                    model.input_bits, score_bytes(model.score_bits),
+                    0 if self._errors is None else self._errors.rate_bits, unit, tail, batch)
+
+    def batch_cycles(self, count):
+        """The cycles a BATCH of ``count`` vectors reports: the engine's
+        (:meth:`~nmflow.golden.plan.EnginePlan.batch_cycles`), counted from the first input
+        value the link hands out, one register (:class:`~nmflow.rtl.pipe.StreamRegister`)
+        before the engine takes it."""
+        plan = EnginePlan(self._model, self._lanes, pe=self._pe,
+                          first_layer_bits=self._first_layer_bits)
+        return plan.batch_cycles(count) + StreamRegister.latency
+
+    @property
+    def sprams(self):
+        """SPRAMs the link's batch memory takes (with ``batch_memory="spram"``)."""
+        return self.core.link().sprams if self.core.batch is not None else 0

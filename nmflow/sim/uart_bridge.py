@@ -154,14 +154,16 @@ class SimulatedBoard:
 
     @classmethod
     def engine(cls, model, *, lanes=16, pe=1, divisor=4, timeout=None, errors=None,
-               metaplastic=None, memory="block"):
+               metaplastic=None, memory="block", batch=None, batch_memory="block"):
         """The engine's board: ``HostTop(model, lanes=lanes, pe=pe, errors=errors,
-        metaplastic=metaplastic, memory=memory)`` (a
+        metaplastic=metaplastic, memory=memory, batch=batch, batch_memory=batch_memory)`` (a
         :class:`~nmflow.golden.hwmodel.HardwareModel`, the engine's folding, the read-error
         injector's :class:`~nmflow.golden.injector.ErrorInjection`, the metaplastic unit's
-        arguments and the weight memory kind: see :class:`~nmflow.rtl.top.HostTop`)."""
+        arguments, the weight memory kind and the batch memory: see
+        :class:`~nmflow.rtl.top.HostTop`)."""
         return cls(lambda **link: HostTop(model, lanes=lanes, pe=pe, errors=errors,
-                                          metaplastic=metaplastic, memory=memory, **link),
+                                          metaplastic=metaplastic, memory=memory, batch=batch,
+                                          batch_memory=batch_memory, **link),
                    divisor=divisor, timeout=timeout)
 
     @classmethod
