@@ -620,6 +620,40 @@ def test_weights_that_fit_no_block_ram_go_to_spram():
         fit_memories(small, 16, ice, memory="spram", unit_sprams=4)
 
 
+def test_batch_memory_goes_where_it_fits():
+    # digits TNN 64-128-128-10: a batch of 256 vectors is 16,384 inputs of 5 bits and 2,560
+    # result beats; on the iCE40UP5K it goes to the free SPRAMs, on the ECP5 to block RAM.
+    from functools import partial
+    from nmflow.boards.build import get_board
+    from nmflow.flow import batch_memories, choose_batch, fit_memories
+    small = random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3)
+    ice, ecp5 = get_board("icebreaker"), get_board("ulx3s")
+    assert batch_memories(small, 256) == {"host link buffer": (16384, 5),
+                                          "batch results": (2560, small.score_bits + 4 + 1)}
+    fit_ice = partial(lambda hw, info, memories: fit_memories(hw, 16, info,
+                                                                link_memories=memories),
+                      small, ice)
+    assert choose_batch(small, ice, "auto", sprams_free=4, fit=fit_ice)[:2] == (256, "spram")
+    assert choose_batch(small, ice, 0, sprams_free=4, fit=fit_ice) == (None, None, None)
+    # no SPRAM left (the MNIST weights hold them): the block RAMs the engine leaves free
+    capacity, kind, (needed, buffers) = choose_batch(small, ice, "auto", sprams_free=0,
+                                                     fit=fit_ice)
+    assert kind == "block" and capacity < 256 and sum(needed.values()) <= 30
+    assert buffers == fit_memories(small, 16, ice)[1]       # the engine's buffers stay put
+    capacity, kind, (needed, _) = choose_batch(
+        small, ecp5, "auto", sprams_free=0,
+        fit=lambda memories: fit_memories(small, 16, ecp5, link_memories=memories))
+    assert (capacity, kind) == (256, "block") and needed["host link buffer"] >= 5
+    with pytest.raises(NmflowError, match=r"^a batch memory of 1000 vectors does not fit "
+                                          r"icebreaker beside the engine: the engine needs \d+ "
+                                          r"block RAMs .*; nor in its 0 free SPRAMs \(it needs "
+                                          r"\d+\)$"):
+        choose_batch(small, ice, 1000, sprams_free=0, fit=fit_ice)
+    with pytest.raises(NmflowError, match=r"^batch capacity must be at most 65535 // n_inputs "
+                                          r"= 1023 vectors \(a request's payload\), not 2000$"):
+        choose_batch(small, ice, 2000, sprams_free=4, fit=fit_ice)
+
+
 def test_spram_weights_and_the_metaplastic_unit_refused_together(capsys, tmp_path):
     hwmodel.save(random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3),
                  tmp_path / "hwmodel")

@@ -106,6 +106,18 @@ def test_the_examples_of_the_contract():
     assert protocol.weights_request(2, 4, [0b10, 0b01, 0b00, 0b11]).hex(" ") == (
         "a5 07 03 00 02 00 c6 f3")
     assert protocol.weights_reply().hex(" ") == "a5 87 00 00 1d"
+    version6 = Info(6, 64, 10, 5, 2, 0, batch=protocol.BatchInfo(256, 42_000_000))
+    assert protocol.info_reply(version6).hex(" ") == (
+        "a5 81 0f 00 06 40 00 0a 00 05 02 00 04 00 01 80 de 80 02 bf")
+    both = Info(6, 784, 10, 8, 2, 0, weights=protocol.WeightsInfo(8528, 32, 1),
+                batch=protocol.BatchInfo(32, 38_250_000))
+    assert protocol.info_reply(both).hex(" ") == (
+        "a5 81 14 00 06 10 03 0a 00 08 02 00 06 50 21 20 00 01 20 00 10 a6 47 02 3c")
+    assert protocol.decode_info(protocol.decode_frame(protocol.info_reply(both))[1]) == both
+    assert protocol.batch_request([[3, 0, 16, 7], [1, 2, 3, 4]]).hex(" ") == (
+        "a5 08 08 00 03 00 10 07 01 02 03 04 d0")
+    assert protocol.batch_reply(1234, [(2, [-5, 300]), (0, [7, -1])], 2).hex(" ") == (
+        "a5 88 0e 00 d2 04 00 00 02 fb ff 2c 01 00 07 00 ff ff 10")
     assert [protocol.error_reply(code).hex(" ") for code in ErrorCode] == [
         "a5 ff 01 00 01 bd", "a5 ff 01 00 02 b4", "a5 ff 01 00 03 b3", "a5 ff 01 00 04 a6",
         "a5 ff 01 00 05 a1"]

@@ -13,10 +13,10 @@ nmflow's Python API (also importable from :mod:`nmflow` itself, see the README's
 * :mod:`~nmflow.flow.outputs`: how every step writes its files (all or none).
 """
 
-from .engine import (ARTIFACTS, DatasetSpec, build_step, choose_memory, compare_step, export_step,
-                     fit_memories, host_step, load_dataset, program_step, sim_step, train_step,
+from .engine import (ARTIFACTS, DatasetSpec, batch_memories, build_step, choose_batch,
+                     choose_memory, compare_step, export_step, fit_memories, host_step, load_dataset, program_step, sim_step, train_step,
                      verilog_step)
 
 __all__ = ["ARTIFACTS", "DatasetSpec", "load_dataset", "train_step", "export_step",
            "verilog_step", "sim_step", "compare_step", "build_step", "host_step", "program_step",
-           "fit_memories", "choose_memory"]
+           "fit_memories", "choose_memory", "choose_batch", "batch_memories"]

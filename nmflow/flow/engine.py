@@ -389,7 +389,7 @@ _BUFFERS = {"inputs": ("inputs",), "activations": ("activations",)}
 
 
 def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, link_buffer=True,
-                 margin=0, memory="block", unit_sprams=0):
+                 margin=0, memory="block", unit_sprams=0, link_memories=None):
     """Where the engine's memories go on the board: refuse, before synthesis, an engine whose
     memories cannot fit the board's block RAM.
 
@@ -399,7 +399,8 @@ def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, li
     moved to logic, first the input buffer, then the activation banks, then both, until the rest
     fits. ``extra`` adds other block RAM memories beside the engine (``{name: (depth,
     width)}``, e.g. the metaplastic unit's); ``link_buffer=False`` leaves out the host link's
-    input buffer (kept in logic). ``margin`` block RAMs are kept free: what Yosys maps beyond
+    input buffer (kept in logic), and ``link_memories`` (``{name: (depth, width)}``) replaces it
+    with the link's batch memory. ``margin`` block RAMs are kept free: what Yosys maps beyond
     the estimate (a memory written a lane at a time can take more blocks than the fewest).
     With ``memory="spram"`` the weights go to the board's SPRAMs instead
     (:attr:`~nmflow.golden.plan.EnginePlan.weight_sprams` of them, beside the ``unit_sprams`` the
@@ -424,7 +425,7 @@ def fit_memories(hw, lanes, info, *, pe=1, first_layer_bits=None, extra=None, li
                 f"rows of {2 * lanes} bits) need {plan.weight_sprams} SPRAMs of 16K x 16, the "
                 f"device has {info.sprams}{taken}")
     if link_buffer:
-        memories["host link buffer"] = (hw.n_inputs, hw.input_bits)
+        memories.update(link_memories or {"host link buffer": (hw.n_inputs, hw.input_bits)})
     needed = {name: info.block_rams_needed(depth, width)
               for name, (depth, width) in memories.items()}
 
@@ -475,6 +476,65 @@ def choose_memory(hw, lanes, info, *, pe=1, first_layer_bits=None, memory="auto"
     raise NmflowError(f"{refusals[0]}; nor in SPRAM: {spram}")
 
 
+#: The batch capacities ``nmflow build --batch auto`` tries, largest first.
+BATCH_AUTO = (256, 128, 64, 32, 16, 8)
+
+
+def batch_memories(hw, capacity):
+    """The host link's batch memories for ``capacity`` vectors, ``{name: (depth, width)}``:
+    its input buffer and its result store (:meth:`~nmflow.rtl.hostlink.HostLink.stores`)."""
+    from ..golden.plan import index_bits
+    return {"host link buffer": (capacity * hw.n_inputs, hw.input_bits),
+            "batch results": (capacity * hw.n_classes,
+                              hw.score_bits + index_bits(hw.n_classes) + 1)}
+
+
+def choose_batch(hw, info, batch, *, sprams_free, fit):
+    """``(capacity, kind, fitted)``: the board's batch memory for ``nmflow build --batch``.
+
+    ``batch`` is ``"auto"``, a number of vectors, or 0 (none: ``(None, None, None)``). The
+    memory goes to the SPRAMs left free (``sprams_free``) when it fits there, else to block
+    RAM if ``fit(link_memories)`` (:func:`fit_memories` with the batch memories as the link's)
+    succeeds; ``fitted`` is then what it returned. ``"auto"`` tries :data:`BATCH_AUTO` (within
+    the protocol's limits), and in block RAM only where the engine's buffers stay where they
+    are without a batch; it builds none if nothing fits. A number that fits nowhere is refused
+    with the numbers."""
+    from ..golden.plan import spram_tiles
+    from ..protocol import BatchInfo, score_bytes
+    if batch == 0:
+        return None, None, None
+    reply = 1 + hw.n_classes * score_bytes(hw.score_bits)
+    if batch == "auto":
+        candidates = [c for c in BATCH_AUTO if BatchInfo(c).problem(hw.n_inputs, reply) is None]
+    else:
+        problem = BatchInfo(batch).problem(hw.n_inputs, reply) \
+            if isinstance(batch, int) and not isinstance(batch, bool) else \
+            f"batch must be auto or a whole number of vectors, not {batch!r}"
+        if problem is not None:
+            raise NmflowError(problem)
+        candidates = [batch]
+    plain = fit({"host link buffer": (hw.n_inputs, hw.input_bits)}) if batch == "auto" else None
+    refusal = None
+    for capacity in candidates:
+        memories = batch_memories(hw, capacity)
+        sprams = sum(c * b for c, b in (spram_tiles(*shape) for shape in memories.values()))
+        if info.sprams and sprams <= sprams_free:
+            return capacity, "spram", None
+        try:
+            fitted = fit(memories)
+        except NmflowError as error:
+            refusal = (f"a batch memory of {capacity} vectors does not fit {info.name} beside "
+                       f"the engine: {str(error).split(': ', 1)[1]}"
+                       + (f"; nor in its {sprams_free} free SPRAMs (it needs {sprams})"
+                          if info.sprams else ""))
+            continue
+        if plain is None or fitted[1] == plain[1]:
+            return capacity, "block", fitted
+    if batch == "auto":
+        return None, None, None
+    raise NmflowError(refusal)
+
+
 def clock_options(clock, board, *units, baud=BAUD, folding=None):
     """``(options, hz)``: the ``clock_mhz``/``first_clock_mhz``/``accept_clock`` arguments of
     :func:`nmflow.boards.build.build` for a flow's ``clock`` (``"auto"``, ``"board"`` or MHz) and
@@ -519,7 +579,7 @@ def clock_options(clock, board, *units, baud=BAUD, folding=None):
 
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first_layer_bits=None,
                out=None, seed=None, errors=None, metaplastic=None, clock="auto", baud=BAUD,
-               memory="auto"):
+               memory="auto", batch="auto"):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
@@ -531,9 +591,13 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     :func:`nmflow.boards.build.build`. ``baud`` is the UART's (recorded in ``build.json``; the
     host must use the same). ``memory`` is the weight memory (:func:`choose_memory`): block RAM,
     or, on the iCE40UP5K, its SPRAMs (loaded over the link by ``nmflow host``) when the weights
-    do not fit the block RAMs (``"auto"``), or as asked."""
+    do not fit the block RAMs (``"auto"``), or as asked. ``batch`` is the board's batch
+    memory (:func:`choose_batch`): ``"auto"`` (the largest of :data:`BATCH_AUTO` that fits the
+    free SPRAMs or, without moving the engine's buffers, the block RAM; none if nothing fits),
+    a number of vectors, or 0 for none."""
     from ..boards.build import DoesNotFit, build, get_board
     from ..golden import hwmodel
+    from ..golden.plan import EnginePlan
     from ..rtl.top import HostTop, check_host_top
 
     run_dir = Path(run_dir)
@@ -546,11 +610,13 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
 
     buffers = None
     kind = "block"
+    capacity = batch_kind = None
 
     def make(clk_freq):
         return HostTop(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, clk_freq=clk_freq,
                        errors=errors, metaplastic=unit,
-                       buffers=buffers, baud=baud, memory=kind)
+                       buffers=buffers, baud=baud, memory=kind, batch=capacity,
+                       batch_memory=batch_kind or "block")
 
     units = ("engine",) + (("injector",) if errors is not None else ()) + (
         ("metaplastic",) if unit is not None else ())
@@ -578,6 +644,28 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     if kind == "spram":
         check_host_top(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits,
                        clk_freq=first_hz, baud=baud, memory=kind)
+    sprams_free = info.sprams - (probe.unit.sprams if probe is not None else 0) - (
+        EnginePlan(hw, lanes, pe=pe).weight_sprams if kind == "spram" else 0)
+    if probe is not None and probe.link_buffer != "block":
+        fit_link = None                         # no block RAM left for the link at all
+    else:
+        def fit_link(memories):
+            return fit_memories(hw, lanes, info, pe=pe, first_layer_bits=first_layer_bits,
+                                memory=kind, link_memories=memories, **fit)
+    if fit_link is None and batch not in (0, "auto"):
+        raise NmflowError(f"batch {batch} does not fit {info.name} with the metaplastic unit: "
+                          f"its tables and the engine take every block RAM and SPRAM")
+    if fit_link is not None:
+        capacity, batch_kind, fitted = choose_batch(hw, info, batch, sprams_free=sprams_free,
+                                                    fit=fit_link)
+        if fitted is not None:
+            needed, buffers = fitted
+        if batch_kind == "spram":
+            fit["link_buffer"] = False
+            needed, buffers = fit_memories(hw, lanes, info, pe=pe,
+                                           first_layer_bits=first_layer_bits, memory=kind, **fit)
+        elif batch_kind == "block":
+            fit["link_memories"] = batch_memories(hw, capacity)
     start = time.monotonic()
     try:
         result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
@@ -600,8 +688,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     summary["lanes"], summary["pe"], summary["first_layer_bits"] = lanes, pe, first_layer_bits
     summary["memory"] = kind
     if kind == "spram":
-        from ..golden.plan import EnginePlan
         summary["weight_sprams"] = EnginePlan(hw, lanes, pe=pe).weight_sprams
+    summary["batch"], summary["batch_memory"] = capacity, batch_kind
     write_json(out / "build.json", summary)
     return summary
 

@@ -80,7 +80,7 @@ BATCH_VERSION = 6
 #: The features of a version 6 INFO reply, by their flag bit (bit 0 first), in the order their
 #: tails follow the flags byte.
 FEATURES = ("metaplastic", "weights", "batch")
-#: The largest cycle count a BATCH reply carries (u32); a longer batch reports this.
+#: The largest cycle count a BATCH reply carries (u32); the board's counter wraps beyond it.
 MAX_CYCLES = 0xFFFFFFFF
 #: Payload bytes of an ERRORS request: t1, t2, t3, seed (u32 LE each) and mode (u8).
 ERRORS_BYTES = 17
@@ -515,7 +515,7 @@ class LinkModel(FrameModel):
     cycles : callable or None
         ``cycles(k) -> int``: the cycles a batch of ``k`` vectors takes on the engine (its
         plan's figures, :meth:`~nmflow.golden.plan.EnginePlan.batch_cycles`), reported in each
-        BATCH reply (capped at :data:`MAX_CYCLES`); each vector's result comes from ``infer``.
+        BATCH reply (modulo ``2**32``, as the board's 32-bit counter); each vector's result comes from ``infer``.
     """
 
     def __init__(self, n_inputs, input_bits, n_classes, score_bits, infer, *, rate_bits=0,
@@ -603,7 +603,7 @@ class LinkModel(FrameModel):
             for values in vectors:
                 self.fed.append(values)
                 results.append(self._infer(values))
-            cycles = min(int(self._cycles(len(vectors))), MAX_CYCLES)
+            cycles = int(self._cycles(len(vectors))) & MAX_CYCLES     # the board's counter wraps
             return Reply.BATCH, encode_batch(cycles, results, info.score_bytes)
         return self._execute_metaplastic(MetaplasticCommand(command), payload)
 

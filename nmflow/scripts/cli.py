@@ -15,8 +15,8 @@ from pathlib import Path
 from ..errors import NmflowError
 from .. import limits
 from ..protocol.framing import BAUD
-from .options import (CLOCK, CLOCK_HELP, FIRST_BITS, HIDDEN, LANES, PE, SEED, SIM_JOBS, VECTORS,
-                      integer, number, ranged)
+from .options import (BATCH, CLOCK, CLOCK_HELP, FIRST_BITS, HIDDEN, LANES, PE, SEED, SIM_JOBS,
+                      VECTORS, integer, number, ranged)
 from .progress import bars
 
 DEFAULT_RUN = "build/run"
@@ -220,14 +220,16 @@ def cmd_build(args):
     summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, pe=args.pe,
                          first_layer_bits=args.first_layer_bits, out=args.out,
                          seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic,
-                         clock=args.clock, baud=args.baud, memory=args.memory)
+                         clock=args.clock, baud=args.baud, memory=args.memory,
+                         batch=args.batch)
     shown = {key: summary[key] for key in ("board", "device", "bitstream", "lanes", "pe",
-                                           "first_layer_bits", "memory",
+                                           "first_layer_bits", "memory", "batch",
+                                           "batch_memory",
                                            "logic_cells",
                                            "logic_cells_total", "block_rams", "dsps",
                                            "fmax_mhz", "run_clock_mhz", "clock_margin",
                                            "baud", "seconds")}
-    if args.metaplastic is not None or summary["memory"] == "spram":
+    if args.metaplastic is not None or "spram" in (summary["memory"], summary["batch_memory"]):
         shown["sprams"] = summary["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
     if args.metaplastic is not None:
         shown["metaplastic"] = summary["metaplastic"]
@@ -240,7 +242,8 @@ def cmd_host(args):
         result = host_step(args.run, args.port, args.model, inputs=args.inputs,
                            limit=args.limit, baudrate=args.baud, timeout=args.timeout,
                            out=args.out, errors=_injection(args), lanes=args.lanes, pe=args.pe,
-                           progress=progress, check=args.check, board=args.board)
+                           progress=progress, check=args.check, board=args.board,
+                           batch=not args.no_batch)
     if args.check:
         _print_json({key: result[key] for key in ("check", "port", "info", "images",
                                                   "seconds")})
@@ -434,6 +437,11 @@ def _add_board_parsers(sub):
                    help="the weight memory: block RAM, or the iCE40UP5K's SPRAMs, which 'nmflow "
                         "host' loads over the link before the first inference (default: auto, "
                         "block RAM when the weights fit there)")
+    ranged(p, "--batch", BATCH, default="auto",
+           help="the board's batch memory, in vectors: 'nmflow host' sends that many at a time, "
+                "the board runs them back to back and times them (0: none; default: auto, the "
+                "largest of 256, 128, ... 8 that fits the free SPRAMs, or the block RAMs without "
+                "moving the engine's buffers)")
     p.add_argument("--out", help="output folder (default: RUN/<board>)")
     _add_errors(p, "the rates hold from reset")
     p.add_argument("--metaplastic", type=_metaplastic_m, metavar="M",
@@ -474,6 +482,9 @@ def _add_board_parsers(sub):
     ranged(p, "--timeout", number(high=limits.TIMEOUT, above=0), default=2.0,
            help="seconds to wait for each reply (default: 2)")
     p.add_argument("--out", help="output file (default: RUN/board.json)")
+    p.add_argument("--no-batch", action="store_true",
+                   help="on a board with a batch memory, send one INFER per vector all the same "
+                        "(default: BATCH requests, timed on the board)")
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes the board was built with, for "
            "the golden model of its read errors (default: 16)")
     ranged(p, "--pe", PE, default=1, help="neurons per cycle the board was built with, for "

@@ -12,7 +12,7 @@ from .. import limits
 from ..errors import int_rule, number_rule
 
 __all__ = ["integer", "number", "widths", "clock", "jobs", "ranged", "HIDDEN", "SEED", "VECTORS",
-           "LANES", "CLOCK", "CLOCK_HELP", "SIM_JOBS"]
+           "LANES", "CLOCK", "CLOCK_HELP", "SIM_JOBS", "BATCH", "batch"]
 
 
 class integer:
@@ -116,6 +116,28 @@ class clock:
         return "clock"
 
 
+class batch:
+    """A board's batch memory: ``auto`` or a number of vectors from 0 (none) to ``high``."""
+
+    def __init__(self, high):
+        self.count = integer(0, high)
+
+    def bound(self):
+        return f"auto or {self.count.bound()}"
+
+    def __call__(self, text):
+        if text == "auto":
+            return text
+        try:
+            return self.count(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be auto or an integer from 0 to "
+                                             f"{self.count.high}, not {text!r}") from None
+
+    def __repr__(self):
+        return "batch"
+
+
 class jobs:
     """Processes to run side by side: ``auto`` (the usable cores, at most ``high``) or an
     integer from 1 to ``high``."""
@@ -157,6 +179,7 @@ PE = integer(1, limits.PE)
 FIRST_BITS = integer(1, 8)
 CLOCK = clock(1, limits.CLOCK_MHZ)
 SIM_JOBS = jobs(limits.SIM_JOBS)
+BATCH = batch(0xFFFF)
 CLOCK_HELP = ("run clock: auto (a PLL clock the design meets with a 5 %% margin over nextpnr's "
               "Fmax, from the clock measured for its units down), board (the board's oscillator, "
               "no PLL) or MHz (the PLL's nearest output at or below) (default: auto)")
