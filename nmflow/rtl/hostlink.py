@@ -521,12 +521,10 @@ class _BatchPayload:
                 self.next_vector()
                 with m.If(self.left_one):
                     m.d.sync += [self.capturing.eq(0), self.counting.eq(0)]
-        # the reply: an entry read (one cycle), then held on ``rdata`` until the next read
-        self.asked, self.have = Signal(), Signal()
-        entry = results.rdata
-        self.entry_score = entry[:link.score_bits].as_signed()
-        self.entry_cls = entry[link.score_bits:link.score_bits + cw]
-        self.entry_last = entry[-1]
+        # the reply: each entry read in turn (one cycle) into the link's result registers
+        self.asked = Signal()
+        self.entry_layout = data.StructLayout({"score": signed(link.score_bits),
+                                               "cls": unsigned(cw), "last": 1})
 
     def start(self):
         """The request is accepted: capture from now on, count from the first value taken."""
@@ -540,23 +538,21 @@ class _BatchPayload:
 
     def rewind(self):
         """The run is over: read the results back from the first."""
-        self.m.d.sync += [self.raddr.eq(0), self.asked.eq(0), self.have.eq(0),
+        self.m.d.sync += [self.raddr.eq(0), self.asked.eq(0),
                           self.left.eq(self.images), self.left_one.eq(self.images == 1)]
 
     def next_vector(self):
         self.m.d.sync += [self.left.eq(self.left - 1), self.left_one.eq(self.left == 2)]
 
-    def read_entry(self):
-        """Read the entry at ``raddr`` once; ``have`` from the next cycle on."""
+    def fetch(self):
+        """Read the entry at ``raddr`` (once: ``asked`` is high in the next cycle, with the
+        entry on the store's output), then move to the next one. Returns the entry's view."""
         m = self.m
-        with m.If(~self.have):
-            m.d.comb += self.results.re.eq(~self.asked)
-            m.d.sync += self.asked.eq(1)
-            with m.If(self.asked):
-                m.d.sync += self.have.eq(1)
-
-    def next_entry(self):
-        self.m.d.sync += [self.raddr.eq(self.raddr + 1), self.asked.eq(0), self.have.eq(0)]
+        m.d.comb += self.results.re.eq(~self.asked)
+        m.d.sync += self.asked.eq(~self.asked)
+        with m.If(self.asked):
+            m.d.sync += self.raddr.eq(self.raddr + 1)
+        return self.entry_layout(self.results.rdata)
 
 
 class _UnitPayload:
@@ -693,7 +689,7 @@ class _Requests:
         fsm = OneHotFSM(m, ["IDLE", "FEED", "INFO", "CLASS", "SCORE"]
                         + (["GROUP", "GROUP_REPLY", "ROWS"] if unit is not None else [])
                         + (["WRITE"] if self.weights is not None else [])
-                        + (["RUN", "CYCLES", "BATCH_CLASS", "BATCH_SCORE"] if batch else []),
+                        + (["RUN", "CYCLES"] if batch else []),
                         init="IDLE", name="request")
         with fsm.State("IDLE"):
             with m.If(receiver.accepted):
@@ -767,15 +763,30 @@ class _Requests:
         return fsm
 
     def _result(self, fsm):
-        """CLASS and SCORE: the engine's result beats, held in registers, sent class first, then
-        every score. The engine's ``ready`` is the register ``want_result`` alone (set when the
-        inputs are fed and after each beat's last score byte), so no state decoding reaches the
-        engine's handshake (it drives the score registers' clock enable)."""
-        m, eo, sb = self.m, self.link.engine_o, self.link.info.score_bytes
+        """CLASS and SCORE: the result beats, held in registers, sent class first, then every
+        score: the engine's, as they come (INFER), or a BATCH's from the result store, each
+        vector's class first. The engine's ``ready`` is the register ``want_result`` alone (set
+        when the inputs are fed and after each beat's last score byte) or, during a batch, the
+        capture's, so no state decoding reaches the engine's handshake (it drives the score
+        registers' clock enable)."""
+        m, eo, sb, batch = self.m, self.link.engine_o, self.link.info.score_bytes, self.batch
         want = self.want_result
         score, cls, beat_last = Signal(signed(8 * sb)), Signal(8), Signal()
-        m.d.comb += eo.ready.eq(want if self.batch is None else want | self.batch.capturing)
-        with m.If(want & eo.valid):
+        final = beat_last                       # the beat ends the reply
+        if batch is None:
+            m.d.comb += eo.ready.eq(want)
+            fetch = want
+        else:
+            from_store = self.frame.is_batch    # held from the frame's CMD to the next frame
+            m.d.comb += eo.ready.eq(want & ~from_store | batch.capturing)
+            fetch = want & ~from_store
+            final = beat_last & (~from_store | batch.left_one)
+            with m.If(want & from_store):
+                entry = batch.fetch()
+                with m.If(batch.asked):
+                    m.d.sync += [want.eq(0), score.eq(entry.score), cls.eq(entry.cls),
+                                 beat_last.eq(entry.last)]
+        with m.If(fetch & eo.valid):
             m.d.sync += [want.eq(0), score.eq(eo.payload.score), cls.eq(eo.payload.cls),
                          beat_last.eq(eo.payload.last)]
 
@@ -792,17 +803,21 @@ class _Requests:
                     self.set_idx(zero=False)
                     with m.If(end):
                         self.set_idx(zero=True)
-                        with m.If(beat_last):
+                        with m.If(final):
                             fsm.next("IDLE")
                         with m.Else():
                             m.d.sync += want.eq(1)
-                self.send(score.word_select(self.idx, 8), beat_last & end, after_score)
+                            if batch is not None:
+                                with m.If(beat_last):     # a batch's next vector
+                                    batch.next_vector()
+                                    fsm.next("CLASS")
+                self.send(score.word_select(self.idx, 8), final & end, after_score)
 
     def _batch(self, fsm):
-        """RUN, CYCLES, BATCH_CLASS and BATCH_SCORE: a BATCH's vectors run (fed from the input
-        buffer in FEED, their results captured as they come), then its reply: the cycle count,
-        then each vector's class and scores read back from the result store."""
-        m, batch, sb = self.m, self.batch, self.link.info.score_bytes
+        """RUN and CYCLES: a BATCH's vectors run (fed from the input buffer in FEED, their
+        results captured as they come), then its reply begins with the cycle count; CLASS and
+        SCORE send each vector's class and scores from the result store (:meth:`_result`)."""
+        m, batch = self.m, self.batch
         with fsm.State("RUN"):
             with m.If(~batch.capturing):
                 self.reply()
@@ -810,35 +825,12 @@ class _Requests:
                 fsm.next("CYCLES")
         with fsm.State("CYCLES"):
             def counted():
-                self.set_idx(zero=True)
-                fsm.next("BATCH_CLASS")
-            self._send_held(Const(1), batch.cycles, self.idx_is[3], 0, counted)
-        with fsm.State("BATCH_CLASS"):
-            batch.read_entry()
-            with m.If(batch.have):
-                def after_class():
+                self.set_idx(zero=False)
+                with m.If(self.idx_is[3]):
                     self.set_idx(zero=True)
-                    fsm.next("BATCH_SCORE")
-                self.send(batch.entry_cls, 0, after_class)
-        with fsm.State("BATCH_SCORE"):
-            batch.read_entry()
-            end = self.idx_is[sb - 1]
-            score = Signal(signed(8 * sb))
-            m.d.comb += score.eq(batch.entry_score)
-            with m.If(batch.have):
-                def after_score():
-                    self.set_idx(zero=False)
-                    with m.If(end):
-                        self.set_idx(zero=True)
-                        batch.next_entry()
-                        with m.If(batch.entry_last):
-                            with m.If(batch.left_one):
-                                fsm.next("IDLE")
-                            with m.Else():
-                                batch.next_vector()
-                                fsm.next("BATCH_CLASS")
-                self.send(score.word_select(self.idx, 8),
-                          batch.entry_last & batch.left_one & end, after_score)
+                    m.d.sync += self.want_result.eq(1)
+                    fsm.next("CLASS")
+            self.send(batch.cycles.word_select(self.idx[:2], 8), 0, counted)
 
     def _send_held(self, held, value, end, body_last, then):
         """Send the low byte of ``value`` (a reply field held in a register; ``held`` says it
