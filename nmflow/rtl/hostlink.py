@@ -349,6 +349,14 @@ class _Frame:
         self.has_payload = self.is_infer | self.not_infer | self.is_batch
         with m.If(receiver.start):
             self.set_count(zero=True)
+        # the request is answered at once when accepted (INFO, ERRORS, READ): known from CMD on,
+        # kept in a register so that the reply's start waits on no decoding of the command
+        self.direct = Signal()
+        waits = self.is_infer_cmd       # (the flags of commands the link lacks stay 0)
+        for name in ("update", "load", "weights", "batch"):
+            waits = waits | getattr(self, f"is_{name}_cmd")
+        with m.If(receiver.at_cmd):
+            m.d.sync += self.direct.eq(~waits)
         with m.If(receiver.at_cmd):
             m.d.sync += self.is_infer.eq(self.is_infer_cmd)
             if has_errors:
@@ -692,7 +700,7 @@ class _Requests:
                         + (["RUN", "CYCLES"] if batch else []),
                         init="IDLE", name="request")
         with fsm.State("IDLE"):
-            with m.If(receiver.accepted):
+            with m.If(receiver.accepted & ~frame.direct):
                 with m.If(frame.is_infer):
                     fsm.next("FEED")
                 if batch is not None:
@@ -705,22 +713,22 @@ class _Requests:
                 if self.weights is not None:
                     with m.Elif(frame.is_weights):
                         fsm.next("WRITE")
-                with m.Else():
-                    # INFO, ERRORS (no body: the sender ends the reply) or READ
-                    self.reply()
-                    is_info = Const(1)
-                    if self.errors is not None:
-                        m.d.comb += self.link.errors.valid.eq(frame.is_errors)
-                        is_info = ~frame.is_errors
-                    if unit is not None:
-                        is_info &= ~frame.is_read
-                        with m.If(frame.is_read):
-                            m.d.sync += [self.row.eq(unit.first_row),
-                                         self.rows_left.eq(unit.row_count),
-                                         self.row_last.eq(unit.row_count == 1)]
-                            fsm.next("ROWS")
-                    with m.If(is_info):
-                        fsm.next("INFO")
+            with m.If(receiver.accepted & frame.direct):
+                # INFO, ERRORS (no body: the sender ends the reply) or READ
+                self.reply()
+                is_info = Const(1)
+                if self.errors is not None:
+                    m.d.comb += self.link.errors.valid.eq(frame.is_errors)
+                    is_info = ~frame.is_errors
+                if unit is not None:
+                    is_info &= ~frame.is_read
+                    with m.If(frame.is_read):
+                        m.d.sync += [self.row.eq(unit.first_row),
+                                     self.rows_left.eq(unit.row_count),
+                                     self.row_last.eq(unit.row_count == 1)]
+                        fsm.next("ROWS")
+                with m.If(is_info):
+                    fsm.next("INFO")
         with fsm.State("FEED"):
             m.d.comb += self.link.engine_i.valid.eq(1)
             with m.If(self.feed):
