@@ -537,6 +537,8 @@ def test_bench_writes_its_figures(tmp_path):
     ops = 64 * 128 + 128 * 128 + 128 * 10
     assert board["synapse_ops_per_cell_cycle"] == round(
         ops / board["cycles_per_inference"] / board["logic_cells"], 4)
+    # the board's batch memory: 256 vectors in the free SPRAMs of the iCE40UP5K
+    assert (board["batch"], board["batch_memory"], board["sprams"]) == (256, "spram", 3)
     speed = bench["simulation"]
     assert speed["testbench_images"] == 3 and "test_set_seconds" not in speed
     for simulator in ("icarus", "verilator"):
@@ -652,6 +654,41 @@ def test_batch_memory_goes_where_it_fits():
     with pytest.raises(NmflowError, match=r"^batch capacity must be at most 65535 // n_inputs "
                                           r"= 1023 vectors \(a request's payload\), not 2000$"):
         choose_batch(small, ice, 2000, sprams_free=4, fit=fit_ice)
+
+
+def test_auto_batch_is_dropped_when_its_logic_does_not_fit(tmp_path, monkeypatch):
+    # `--batch auto` adds a batch memory where its memory fits; when place and route then finds
+    # no room for its logic, the build is made again without it, and build.json says why.
+    import nmflow.boards.build as boards_build
+    from nmflow.boards.build import DoesNotFit, get_board
+    from nmflow.flow import build_step
+    hwmodel.save(random_model([64, 128, 128, 10], input_bits=5, weight_kind="ternary", seed=3),
+                 tmp_path / "hwmodel")
+    seen = []
+
+    class Built:
+        def to_dict(self):
+            return {"board": "icebreaker"}
+
+    def fake_build(make, board, out, **kwargs):
+        top = make(42e6)
+        seen.append(None if top.core.batch is None else top.core.batch.capacity)
+        if len(seen) == 1:
+            raise DoesNotFit("design does not fit icebreaker: 5391 ICESTORM_LC of 5280",
+                             board=get_board("icebreaker"), needs={"ICESTORM_LC": (5391, 5280)})
+        return Built()
+
+    monkeypatch.setattr(boards_build, "build", fake_build)
+    summary = build_step(tmp_path, out=tmp_path / "out")
+    assert seen == [256, None]
+    assert summary["batch"] is None and summary["batch_memory"] is None
+    assert summary["batch_dropped"] == ("batch 256 dropped: design does not fit icebreaker: "
+                                        "5391 ICESTORM_LC of 5280")
+    # asked for, a batch that does not fit is an error, not dropped
+    seen.clear()
+    with pytest.raises(DoesNotFit):
+        build_step(tmp_path, out=tmp_path / "out", batch=64)
+    assert seen == [64]
 
 
 def test_spram_weights_and_the_metaplastic_unit_refused_together(capsys, tmp_path):

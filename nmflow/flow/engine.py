@@ -595,7 +595,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     memory (:func:`choose_batch`): ``"auto"`` (the largest of :data:`BATCH_AUTO` that fits the
     free SPRAMs or, without moving the engine's buffers, the block RAM; none if nothing fits),
     a number of vectors, or 0 for none."""
-    from ..boards.build import DoesNotFit, build, get_board
+    from ..boards.build import build, get_board
     from ..golden import hwmodel
     from ..golden.plan import EnginePlan
     from ..rtl.top import HostTop, check_host_top
@@ -655,6 +655,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     if fit_link is None and batch not in (0, "auto"):
         raise NmflowError(f"batch {batch} does not fit {info.name} with the metaplastic unit: "
                           f"its tables and the engine take every block RAM and SPRAM")
+    without = (needed, buffers, dict(fit))        # the build without a batch memory
     if fit_link is not None:
         capacity, batch_kind, fitted = choose_batch(hw, info, batch, sprams_free=sprams_free,
                                                     fit=fit_link)
@@ -666,17 +667,30 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
                                            first_layer_bits=first_layer_bits, memory=kind, **fit)
         elif batch_kind == "block":
             fit["link_memories"] = batch_memories(hw, capacity)
-    start = time.monotonic()
-    try:
-        result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
-    except DoesNotFit as error:
-        # Yosys mapped more block RAMs than estimated: once, move more buffers to logic.
-        if error.block_rams is None or set(buffers.values()) == {"logic"}:
-            raise
-        margin = error.block_rams - sum(needed.values())
+
+    def refit(margin):
+        nonlocal needed, buffers                # ``make`` builds with the new buffers
         needed, buffers = fit_memories(hw, lanes, info, pe=pe, first_layer_bits=first_layer_bits,
-                                       margin=max(margin, 1), memory=kind, **fit)
-        result = build(make, board, out, name="nmflow_top", seed=seed, **clocking)
+                                       margin=margin, memory=kind, **fit)
+        return needed, buffers
+
+    start = time.monotonic()
+    dropped = None
+    try:
+        result, needed, buffers = _build_fitting(
+            lambda: build(make, board, out, name="nmflow_top", seed=seed, **clocking),
+            needed, buffers, refit)
+    except NmflowError as error:
+        from ..boards.build import TooSlow
+        if batch != "auto" or capacity is None or isinstance(error, TooSlow):
+            raise
+        # The batch memory's logic is what did not fit or place: auto builds without it.
+        dropped = f"batch {capacity} dropped: {error}"
+        capacity = batch_kind = None
+        needed, buffers, fit = without
+        result, needed, buffers = _build_fitting(
+            lambda: build(make, board, out, name="nmflow_top", seed=seed, **clocking),
+            needed, buffers, refit)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)
     summary["errors"] = None if errors is None else errors.to_dict()
@@ -690,8 +704,23 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     if kind == "spram":
         summary["weight_sprams"] = EnginePlan(hw, lanes, pe=pe).weight_sprams
     summary["batch"], summary["batch_memory"] = capacity, batch_kind
+    summary["batch_dropped"] = dropped
     write_json(out / "build.json", summary)
     return summary
+
+
+def _build_fitting(run, needed, buffers, refit):
+    """``(result, needed, buffers)`` of ``run()``, a build; when Yosys mapped more block RAMs
+    than estimated, once more with more buffers in logic (``refit(margin)`` gives the new
+    ``(needed, buffers)``)."""
+    from ..boards.build import DoesNotFit
+    try:
+        return run(), needed, buffers
+    except DoesNotFit as error:
+        if error.block_rams is None or set(buffers.values()) == {"logic"}:
+            raise
+        needed, buffers = refit(max(error.block_rams - sum(needed.values()), 1))
+        return run(), needed, buffers
 
 
 # -- host: the board over its UART ------------------------------------------------------------------
@@ -817,7 +846,8 @@ def host_step(run_dir, port, model=None, *, inputs=None, limit=None, baudrate=BA
         result["info"] = {"version": info.version, "inputs": info.n_inputs,
                           "classes": info.n_classes, "input_bits": info.input_bits,
                           "injector": bool(info.rate_bits),
-                          "metaplastic": info.metaplastic is not None}
+                          "metaplastic": info.metaplastic is not None,
+                          "batch": None if info.batch is None else info.batch.capacity}
         if weight_mismatches:
             raise NmflowError(f"the check failed: the board's weights differ from the model's "
                               f"in {weight_mismatches} synapses: load this model's bitstream "

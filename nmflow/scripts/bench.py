@@ -178,7 +178,9 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
         entry.update({key: build[key] for key in ("logic_cells", "logic_cells_total",
                                                   "block_rams", "block_rams_total", "dsps",
                                                   "fmax_mhz", "run_clock_mhz", "clock_margin",
-                                                  "oscillator_mhz", "seconds")})
+                                                  "oscillator_mhz", "seconds", "batch",
+                                                  "batch_memory")})
+        entry["sprams"] = build["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
         entry["logic_cell_fraction"] = round(build["logic_cells"] / build["logic_cells_total"], 4)
         # Back to back, one inference starts every ``interval_cycles`` (the next one's inputs
         # load while the current one computes).
