@@ -629,6 +629,7 @@ class _Requests:
         # ahead with the counter) so that no comparison sits on the paths into the machine
         # the engine's result is wanted (its ``ready``): from the last input fed to the next beat
         self.want_result = Signal()
+        self.want_store = Signal()              # a batch's next result beat, from its store
         self.idx = Signal(range(max(8, len(self.info_bytes), n_reply, n_row)))
         marks = (len(self.info_bytes) - 1, info.score_bytes - 1) + \
             ((n_reply - 1, n_row - 1) if unit else ()) + ((3,) if link.batch else ())
@@ -781,32 +782,33 @@ class _Requests:
         want = self.want_result
         score, cls, beat_last = Signal(signed(8 * sb)), Signal(8), Signal()
         final = beat_last                       # the beat ends the reply
+        waiting = want                          # for the next beat
         if batch is None:
             m.d.comb += eo.ready.eq(want)
-            fetch = want
         else:
+            # a batch's beats come from the result store, each wanted by ``want_store``
             from_store = self.frame.is_batch    # held from the frame's CMD to the next frame
-            m.d.comb += eo.ready.eq(want & ~from_store | batch.capturing)
-            fetch = want & ~from_store
+            m.d.comb += eo.ready.eq(want | batch.capturing)
+            waiting = want | self.want_store
             final = beat_last & (~from_store | batch.left_one)
-            with m.If(want & from_store):
+            with m.If(self.want_store):
                 entry = batch.fetch()
                 with m.If(batch.asked):
-                    m.d.sync += [want.eq(0), score.eq(entry.score), cls.eq(entry.cls),
-                                 beat_last.eq(entry.last)]
-        with m.If(fetch & eo.valid):
+                    m.d.sync += [self.want_store.eq(0), score.eq(entry.score),
+                                 cls.eq(entry.cls), beat_last.eq(entry.last)]
+        with m.If(want & eo.valid):
             m.d.sync += [want.eq(0), score.eq(eo.payload.score), cls.eq(eo.payload.cls),
                          beat_last.eq(eo.payload.last)]
 
         with fsm.State("CLASS"):
-            with m.If(~want):
+            with m.If(~waiting):
                 def after_class():
                     self.set_idx(zero=True)
                     fsm.next("SCORE")
                 self.send(cls, 0, after_class)
         with fsm.State("SCORE"):
             end = self.idx_is[sb - 1]
-            with m.If(~want):
+            with m.If(~waiting):
                 def after_score():
                     self.set_idx(zero=False)
                     with m.If(end):
@@ -814,8 +816,13 @@ class _Requests:
                         with m.If(final):
                             fsm.next("IDLE")
                         with m.Else():
-                            m.d.sync += want.eq(1)
-                            if batch is not None:
+                            if batch is None:
+                                m.d.sync += want.eq(1)
+                            else:
+                                with m.If(from_store):
+                                    m.d.sync += self.want_store.eq(1)
+                                with m.Else():
+                                    m.d.sync += want.eq(1)
                                 with m.If(beat_last):     # a batch's next vector
                                     batch.next_vector()
                                     fsm.next("CLASS")
@@ -836,7 +843,7 @@ class _Requests:
                 self.set_idx(zero=False)
                 with m.If(self.idx_is[3]):
                     self.set_idx(zero=True)
-                    m.d.sync += self.want_result.eq(1)
+                    m.d.sync += self.want_store.eq(1)
                     fsm.next("CLASS")
             self.send(batch.cycles.word_select(self.idx[:2], 8), 0, counted)
 
