@@ -660,32 +660,35 @@ class _Requests:
 
     def header(self):
         """The reply's command and length, from the frame's flags (held from the frame's CMD
-        until the next frame, so through the header)."""
+        until the next frame, so through the header), kept in registers: the sender reads them
+        from the header's second byte on, at least two cycles after the frame's last byte."""
         m, frame, sender, unit = self.m, self.frame, self.sender, self.link.metaplastic
+        d = m.d.sync
         with m.If(frame.is_infer):
-            m.d.comb += [sender.cmd.eq(Reply.INFER),
-                         sender.length.eq(self.link.info.infer_reply_length)]
+            d += [sender.cmd.eq(Reply.INFER), sender.empty.eq(0),
+                  sender.length.eq(self.link.info.infer_reply_length)]
         if self.batch is not None:
             with m.Elif(frame.is_batch):
-                m.d.comb += [sender.cmd.eq(Reply.BATCH),
-                             sender.length.eq(self.batch.reply_length)]
+                d += [sender.cmd.eq(Reply.BATCH), sender.empty.eq(0),
+                      sender.length.eq(self.batch.reply_length)]
         if self.errors is not None:
             with m.Elif(frame.is_errors):
-                m.d.comb += [sender.cmd.eq(Reply.ERRORS), sender.empty.eq(1)]
+                d += [sender.cmd.eq(Reply.ERRORS), sender.empty.eq(1), sender.length.eq(0)]
         if unit is not None:
             with m.Elif(frame.is_group):
-                m.d.comb += [sender.cmd.eq(Mux(frame.is_load, MetaplasticReply.LOAD,
-                                               MetaplasticReply.UPDATE)),
-                             sender.length.eq(unit.reply_length)]
+                d += [sender.cmd.eq(Mux(frame.is_load, MetaplasticReply.LOAD,
+                                        MetaplasticReply.UPDATE)),
+                      sender.empty.eq(0), sender.length.eq(unit.reply_length)]
             with m.Elif(frame.is_read):
                 shift = (unit.row_bytes - 1).bit_length()
-                m.d.comb += [sender.cmd.eq(MetaplasticReply.READ),
-                             sender.length.eq(self.unit.row_count << shift)]
+                d += [sender.cmd.eq(MetaplasticReply.READ), sender.empty.eq(0),
+                      sender.length.eq(self.unit.row_count << shift)]
         if self.weights is not None:
             with m.Elif(frame.is_weights):
-                m.d.comb += [sender.cmd.eq(Reply.WEIGHTS), sender.empty.eq(1)]
+                d += [sender.cmd.eq(Reply.WEIGHTS), sender.empty.eq(1), sender.length.eq(0)]
         with m.Else():
-            m.d.comb += [sender.cmd.eq(Reply.INFO), sender.length.eq(len(self.info_bytes))]
+            d += [sender.cmd.eq(Reply.INFO), sender.empty.eq(0),
+                  sender.length.eq(len(self.info_bytes))]
 
     def send(self, data, last, then):
         """Offer ``data`` as a body byte (``last`` ends the body); ``then()`` once taken."""
