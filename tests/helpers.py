@@ -77,3 +77,17 @@ def running_with(path):
                     str(path).encode() in (entry / "cmdline").read_bytes():
                 found.append(entry.name)
     return found
+
+
+def assert_back_to_back(cycles, plan):
+    """``cycles`` of inferences offered as soon as the engine could take them: the first takes
+    ``cycles_per_inference``, the later ones ``cycles_back_to_back``; when the last layer
+    stalls (:attr:`~nmflow.golden.plan.EnginePlan.stalls_last_layer`), from the third on, the
+    second between the two."""
+    cycles = list(cycles)
+    settled = 2 if plan.stalls_last_layer else 1
+    assert cycles[:1] == [plan.cycles_per_inference], (cycles, plan.cycles_per_inference)
+    assert cycles[settled:] == [plan.cycles_back_to_back] * len(cycles[settled:]), (
+        cycles, plan.cycles_back_to_back)
+    if settled == 2 and len(cycles) > 1:
+        assert plan.cycles_per_inference < cycles[1] <= plan.cycles_back_to_back, cycles

@@ -216,7 +216,10 @@ def test_block_ram_estimate_matches_nextpnr(run):
     from nmflow.boards.build import get_board
     from nmflow.flow import fit_memories
     build = json.loads((run / "icebreaker" / "build.json").read_text())
-    needed, buffers = fit_memories(hwmodel.load(run / "hwmodel"), 16, get_board("icebreaker"))
+    # the demo board keeps its batch memory (and so the link's input buffer) in SPRAM
+    assert build["batch_memory"] == "spram"
+    needed, buffers = fit_memories(hwmodel.load(run / "hwmodel"), 16, get_board("icebreaker"),
+                                   link_buffer=False)
     assert needed["weights"] == 2 * 7            # 1616 rows of 32 bits in 256x16 blocks
     assert buffers == {"inputs": "block", "activations": "block"}
     assert sum(needed.values()) == build["block_rams"]
@@ -524,11 +527,12 @@ def test_bench_writes_its_figures(tmp_path):
     assert cycles["measured_latency_cycles"] == cycles["latency_cycles"]
     assert cycles["latency_cycles"] == sum(cycles["breakdown"].values()) + 1
     assert board["memory_bound"]["bits_per_cycle"] == 30 * 16
-    # back to back, the next inference's inputs load while the current one computes: the row
-    # reads, the drains and one cycle to start
+    # back to back, the next inference's inputs load while the current one computes, and its
+    # first layer runs while the last layer drains: the row reads, the drains between layers
+    # and one cycle to start
     breakdown = cycles["breakdown"]
     assert board["cycles_per_inference"] == (breakdown["row_issue"]
-                                             + breakdown["pipeline_drain"] + 1)
+                                             + breakdown["layer_drains"] + 1)
     assert cycles["measured_interval_cycles"] == board["cycles_per_inference"]
     assert board["ratio_to_ideal"] == round(board["cycles_per_inference"]
                                             / board["ideal_cycles"], 4)

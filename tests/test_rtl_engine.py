@@ -16,7 +16,7 @@ from nmflow.rtl.engine import InferenceEngine, result_layout, trace_layout
 from nmflow.rtl.lanes import GXNORPopcount
 from nmflow.sim.pysim import EngineStalled, run_engine
 
-from helpers import refuses
+from helpers import assert_back_to_back, refuses
 
 
 def check_against_reference(engine, inputs, **kwargs):
@@ -49,8 +49,7 @@ def test_engine_matches_reference(sizes, kind, lanes):
     run = check_against_reference(engine, inputs)
     # The harness offers each vector as soon as it can: the first inference takes
     # cycles_per_inference, every later one is offered right behind another.
-    assert run.cycles.tolist() == [engine.cycles_per_inference] + [
-        engine.plan.cycles_back_to_back] * (len(inputs) - 1)
+    assert_back_to_back(run.cycles, engine.plan)
 
 
 @pytest.mark.parametrize("sizes, kind, lanes, pe", [
@@ -72,8 +71,7 @@ def test_folded_engine_matches_reference(sizes, kind, lanes, pe):
                                       for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     inputs = random_inputs(model, 6, seed=lanes + pe)
     run = check_against_reference(engine, inputs)
-    assert run.cycles.tolist() == [engine.cycles_per_inference] + [
-        engine.plan.cycles_back_to_back] * (len(inputs) - 1)
+    assert_back_to_back(run.cycles, engine.plan)
 
 
 @pytest.mark.parametrize("sizes, kind, lanes, pe, bits, digit", [
@@ -100,8 +98,7 @@ def test_digit_serial_first_layer_matches_reference(sizes, kind, lanes, pe, bits
     inputs = np.concatenate([np.full((1, sizes[0]), top), np.zeros((1, sizes[0]), np.int64),
                              random_inputs(model, 4, seed=lanes + bits)])
     run = check_against_reference(engine, inputs)
-    assert run.cycles.tolist() == [engine.cycles_per_inference] + [
-        engine.plan.cycles_back_to_back] * (len(inputs) - 1)
+    assert_back_to_back(run.cycles, engine.plan)
 
 
 def test_folded_engine_ties_within_and_across_groups():

@@ -22,6 +22,8 @@ from nmflow.rtl.weights import WeightMemory
 from nmflow.sim.pysim import run_engine
 from nmflow.sim.streams import stream_get, stream_put
 
+from helpers import assert_back_to_back
+
 
 class FlipOddRows(ReadFunction):
     """Golden twin of :class:`FlipOddRowsRead`: weights of odd rows read with their sign flipped,
@@ -76,8 +78,7 @@ def test_stand_in_read_stage_matches_the_reference_with_its_twin(latency):
     # the stand-in really reads differently from the ideal read
     assert golden.scores.tolist() != reference(model, inputs, lanes=4).scores.tolist()
     run = check(engine, inputs, golden)
-    assert run.cycles.tolist() == ([engine.cycles_per_inference]
-                                   + [engine.plan.cycles_back_to_back] * (len(inputs) - 1))
+    assert_back_to_back(run.cycles, engine.plan)
     assert engine.cycles_per_inference == EnginePlan(model, 4).cycles_per_inference + 3 * latency
 
 
@@ -233,20 +234,23 @@ def test_read_stage_latency_must_be_an_integer():
 
 
 @pytest.mark.parametrize("sizes, lanes, interval", [
-    # rows 60 + 18, drains 9 + 11: the reads and drains of one inference, plus one cycle
-    ([24, 10, 6], 4, 60 + 18 + 9 + 11 + 1),
-    # rows 10 + 18, drains 8 + 10
-    ([3, 5, 6], 2, 10 + 18 + 8 + 10 + 1),
-    # rows 24 + 16 + 5, drains 10 + 10 + 11
-    ([16, 12, 8, 5], 8, 24 + 16 + 5 + 10 + 10 + 11 + 1),
+    # rows 60 + 18, drains 9 (+ 11, the last layer's, under the next inference's first layer):
+    # the reads and the drains between layers of one inference, plus one cycle
+    ([24, 10, 6], 4, 60 + 18 + 9 + 1),
+    # rows 10 + 18, drains 8 (+ 10)
+    ([3, 5, 6], 2, 10 + 18 + 8 + 1),
+    # rows 24 + 16 + 5, drains 10 + 10 (+ 11)
+    ([16, 12, 8, 5], 8, 24 + 16 + 5 + 10 + 10 + 1),
     # 40 inputs load after the first layer's 10 rows: the input load is the bound
     ([40, 2, 2], 8, 10 + 40),
-    # one layer: the next inference waits for the results (4 beats) to go out
+    # one layer: the next inference waits for the scores (16 rows, 10 cycles of drain) to be
+    # stored and the results (4 beats) to go out
     ([7, 4], 2, 16 + 10 + 4 + 2),
 ])
 def test_back_to_back_inferences_start_every_interval(sizes, lanes, interval):
-    # The next inference's inputs load while the current one computes its later layers: back to
-    # back, the engine reads its weight memory all but the drains and a cycle per inference.
+    # The next inference's inputs load while the current one computes its later layers, and its
+    # first layer runs while the current one's last layer drains: back to back, the engine reads
+    # its weight memory all but the drains between layers and a cycle per inference.
     model = random_model(sizes, weight_kind="ternary", input_bits=3, seed=len(sizes) + lanes)
     engine = InferenceEngine(model, lanes=lanes)
     plan = engine.plan
@@ -273,8 +277,7 @@ def test_interval_figures_hold_on_random_networks():
         run = check(engine, inputs, reference(model, inputs))
         assert np.diff(run.starts).tolist() == ([plan.first_interval_cycles]
                                                 + [plan.interval_cycles] * 2), (sizes, lanes)
-        assert run.cycles.tolist() == ([plan.cycles_per_inference]
-                                       + [plan.cycles_back_to_back] * 3), (sizes, lanes)
+        assert_back_to_back(run.cycles, plan)
 
 
 @pytest.mark.parametrize("sizes, lanes", [([1, 1, 12], 1), ([2, 1, 16], 4), ([3, 9], 4)])
@@ -285,9 +288,17 @@ def test_results_are_never_overwritten(sizes, lanes):
     model = random_model(sizes, weight_kind="ternary", input_bits=3, seed=5)
     engine = InferenceEngine(model, lanes=lanes)
     plan = engine.plan
-    assert plan.waits_for_results
-    inputs = random_inputs(model, 5, seed=2)
+    assert plan.waits_for_results == (len(sizes) == 2)     # one layer: before it starts
+    inputs = random_inputs(model, 8, seed=2)
     run = check(engine, inputs, reference(model, inputs))
-    compute = plan.ideal_cycles + sum(plan.drain_cycles)
-    assert plan.interval_cycles == compute + sizes[-1] + 2
-    assert np.diff(run.starts).tolist()[1:] == [plan.interval_cycles] * 3
+    # the last layer's rows and drain, the result beats and two cycles, from one last layer to
+    # the next: longer than the rest of an inference
+    compute = plan.ideal_cycles + sum(plan.drain_cycles[:-1]) + 1
+    assert plan.interval_cycles == plan.last_layer_gap == (
+        plan.layer_rows[-1] + plan.drain_cycles[-1] + sizes[-1] + 2) > compute
+    # the steady state from the third inference on (a deeper network's second one starts
+    # before its last layer must wait)
+    settled = 1 if plan.waits_for_results else 2
+    assert plan.stalls_last_layer == (not plan.waits_for_results)
+    assert np.diff(run.starts).tolist()[settled:] == [plan.interval_cycles] * (7 - settled)
+    assert_back_to_back(run.cycles, plan)

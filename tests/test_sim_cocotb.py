@@ -11,13 +11,14 @@ import pytest
 from nmflow.errors import NmflowError
 from nmflow.golden import hwmodel
 from nmflow.golden.reference import reference
+from nmflow.golden.plan import EnginePlan
 from nmflow.golden.synthetic import random_inputs, random_model
 from nmflow.rtl.verilog import read_engine_verilog, sha256_bytes, write_engine_verilog
 from nmflow.sim import runner
 from nmflow.sim.engine_sim import read_progress, simulate_engine
 from nmflow.sim.units import simulate_popcount, simulate_threshold
 
-from helpers import running_with
+from helpers import assert_back_to_back, running_with
 
 pytestmark = pytest.mark.slow       # runs cocotb under Icarus
 
@@ -86,12 +87,17 @@ def test_engine_without_stalls_takes_cycles_per_inference(tmp_path, sizes):
     summary = simulate_engine(tmp_path / "hw", random_inputs(model, 6, seed=9), tmp_path / "sim",
                               verilog_dir=tmp_path / "rtl")
     assert summary["passed"], Path(summary["log"]).read_text()[-3000:]
+    plan = EnginePlan(model, 4)
+    assert (plan.cycles_per_inference, plan.cycles_back_to_back) == (
+        config["cycles_per_inference"], config["cycles_back_to_back"])
     with np.load(summary["outputs"]) as out:
-        assert out["cycles"].tolist() == [config["cycles_per_inference"]] + [
-            config["cycles_back_to_back"]] * 5
+        assert_back_to_back(out["cycles"], plan)
     assert config["cycles_back_to_back"] > config["cycles_per_inference"]
-    assert config["cycles_back_to_back"] - config["cycles_per_inference"] == (
-        config["interval_cycles"] - config["first_interval_cycles"])
+    # [3, 6, 5]: the last layer (6 rows) is so long that the next one's waits for its scores
+    assert plan.stalls_last_layer == (sizes == [3, 6, 5])
+    if not plan.stalls_last_layer:
+        assert config["cycles_back_to_back"] - config["cycles_per_inference"] == (
+            config["interval_cycles"] - config["first_interval_cycles"])
 
 
 def test_engine_testbench_catches_a_wrong_model(tmp_path):

@@ -317,33 +317,36 @@ class EnginePlan:
 
     @property
     def waits_for_results(self):
-        """Whether an inference must wait, before it starts, for the previous one's result beats
-        to go out (the score unit holds one set of scores). Only when its last layer could
-        otherwise begin while they go out: a one-layer network, or layers before the last so
-        short (their rows and drains) that they pass in fewer than ``n_classes + 1`` cycles."""
-        rows, drains = self.layer_cycles, self.drain_cycles
-        before_last = sum(rows[:-1]) + sum(drains[:-1])
-        return self.n_layers == 1 or before_last < self.n_classes + 1
+        """Whether an inference must wait, before it starts, for the previous one's scores to be
+        stored and sent (the score unit holds one set of scores): a one-layer network, whose
+        first layer is its last. In a deeper network the last layer waits instead, when the
+        layers before it pass in fewer cycles than :attr:`last_layer_gap`."""
+        return self.n_layers == 1
+
+    @property
+    def last_layer_gap(self):
+        """Cycles from the start of an inference's last layer to the earliest start of the next
+        inference's last layer: its rows, its drain (the scores stored), the result beats, and
+        two cycles of hand-over."""
+        return self.layer_cycles[-1] + self.drain_cycles[-1] + self.n_classes + 2
 
     @property
     def interval_cycles(self):
         """Cycles between the starts of back-to-back inferences (the throughput), with streams
         that never stall. The next inference's inputs load while the current one computes its
-        later layers, so the engine reads its weight memory nearly all the time. It is the
-        largest of:
+        later layers, and its first layers run while the current one's last layer drains, so
+        the engine reads its weight memory nearly all the time. It is the largest of:
 
-        * the row reads and drains of one inference, plus a cycle to start the next;
+        * the row reads of one inference and the drains between its layers (not the last
+          layer's), plus a cycle to start the next;
         * the first layer's rows plus the input load of the next inference (the input buffer is
           free once the first layer's rows are issued);
-        * if the next inference :attr:`waits_for_results`: the row reads, the drains and the
-          result beats, plus two cycles.
+        * :attr:`last_layer_gap`: the next inference's last layer waits until this one's
+          scores are stored and sent.
         """
         rows, drains = self.layer_cycles, self.drain_cycles
-        compute = self.issue_cycles + sum(drains)
-        bounds = [compute + 1, rows[0] + self.n_inputs]
-        if self.waits_for_results:
-            bounds.append(compute + self.n_classes + 2)
-        return max(bounds)
+        return max(self.issue_cycles + sum(drains[:-1]) + 1, rows[0] + self.n_inputs,
+                   self.last_layer_gap)
 
     @property
     def first_interval_cycles(self):
@@ -356,10 +359,28 @@ class EnginePlan:
     @property
     def cycles_back_to_back(self):
         """Cycles from the first input beat to the last result beat of an inference whose inputs
-        were offered as soon as the engine could take them, behind another (with streams that
-        never stall): its inputs wait, loaded, while the other finishes."""
-        return (self.interval_cycles + self.cycles_per_inference - self.n_inputs
-                - self.layer_cycles[0])
+        were offered as soon as the engine could take them, behind others (with streams that
+        never stall): its inputs wait, loaded, while the one before finishes its first layers;
+        when the interval is :attr:`last_layer_gap`, its last layer also waits for the scores
+        of the one before (in the steady state, from the third inference on)."""
+        rows, drains = self.layer_cycles, self.drain_cycles
+        interval = self.interval_cycles
+        before_last = sum(rows[:-1]) + sum(drains[:-1])
+        if self.stalls_last_layer:
+            # it begins right after the last layer's rows of the one before, then waits
+            before_last = interval - rows[-1] - 1
+        latency = before_last + rows[-1] + drains[-1] + self.n_classes + 1
+        return interval + latency - rows[0]
+
+    @property
+    def stalls_last_layer(self):
+        """Whether, back to back, an inference's last layer waits for the scores of the one
+        before (a network of two or more layers whose interval is :attr:`last_layer_gap`).
+        Its inferences then settle from the third on: the second, which starts behind one that
+        did not wait, takes a little less than :attr:`cycles_back_to_back`."""
+        rows, drains = self.layer_cycles, self.drain_cycles
+        return (self.n_layers > 1 and self.interval_cycles == self.last_layer_gap
+                and self.interval_cycles - rows[-1] - 1 > sum(rows[:-1]) + sum(drains[:-1]))
 
     def batch_cycles(self, count):
         """Cycles from the first input value of ``count`` inferences offered back to back (the

@@ -294,7 +294,8 @@ class InferenceEngine(wiring.Component):
                          self.trace.payload.acts[q].eq(Mux(traced[q], threshold.o.payload.act, 0))]
 
         m.d.comb += [
-            seq.completed.eq(written.valid | scores.stored),
+            seq.completed.eq(written.valid),
+            seq.scored.eq(scores.stored),
             scores.start.eq(seq.emit),
             seq.busy.eq(scores.busy),
         ]

@@ -40,11 +40,13 @@ class Sequencer(wiring.Component):
     The *runner* starts an inference as soon as a complete vector is in (``IDLE``), on the cycle
     of its last beat. ``RUN`` issues every row of a layer (layer after layer, group after group,
     chunk after chunk: the weight-memory address counts up, as the memory map lays the rows);
-    ``DRAIN`` waits until every issued group has completed before the next layer reads its
-    inputs. After the last layer it has the score unit send the results (``emit``) and goes back
-    to ``IDLE``. The last layer does not begin while the score unit is still sending the results
-    of the previous inference (``busy``), so that the scores being sent are never overwritten:
-    when the plan says the last layer could come that soon
+    ``DRAIN`` waits until every issued hidden group has completed before the next layer reads its
+    inputs. After the last layer's rows it goes back to ``IDLE`` at once, so that the next
+    inference's first layers run while the last layer's groups are still in the pipeline; the
+    *finisher* counts those groups apart (``scored``) and, once every one is stored, has the score
+    unit send the results (``emit``). The last layer does not begin while the scores of the
+    previous inference are still being stored or sent (``finishing``, ``busy``), so that they
+    are never overwritten: when the plan says the last layer could come that soon
     (:attr:`~nmflow.golden.plan.EnginePlan.waits_for_results`), ``WAIT`` holds the inference
     before it starts.
 
@@ -64,14 +66,16 @@ class Sequencer(wiring.Component):
     cmd : Out(stream.Signature(command_layout(plan), always_ready=True))
         One row per cycle while running.
     completed : In(1)
-        Strobe: a group issued earlier has completed (activations written, or scores stored).
+        Strobe: a hidden group issued earlier has completed (its activations written).
+    scored : In(1)
+        Strobe: a group of the last layer issued earlier has completed (its scores stored).
     emit : Out(1)
         Strobe: every score is stored; send the results.
     busy : In(1)
         The score unit is still sending results (a register).
     idle : Out(1)
-        No inference is running and no input beat of the next one has been taken: nothing reads
-        the weight memory.
+        No inference is running or finishing and no input beat of the next one has been taken:
+        nothing reads the weight memory.
     """
 
     def __init__(self, plan):
@@ -84,6 +88,7 @@ class Sequencer(wiring.Component):
             }), always_ready=True)),
             "cmd": Out(stream.Signature(command_layout(plan), always_ready=True)),
             "completed": In(1),
+            "scored": In(1),
             "emit": Out(1),
             "busy": In(1),
             "idle": Out(1),
@@ -132,6 +137,12 @@ class Sequencer(wiring.Component):
         hidden_index = Signal(plan.hidden_bits)
         pending = Signal(range(max(groups) + 2))
         drained = Signal(init=1)
+        # the last layer's groups in flight, counted apart; ``finishing`` from its last row to
+        # the results' start, and ``handoff`` the cycle after (the score unit not yet ``busy``)
+        pending_last = Signal(range(groups[-1] + 2))
+        scored_all = Signal(init=1)
+        finishing, handoff = Signal(), Signal()
+        scores_taken = self.busy | finishing | handoff
         issue = Signal()
         issued_neuron = Signal()
 
@@ -167,18 +178,18 @@ class Sequencer(wiring.Component):
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
-                m.d.comb += self.idle.eq((in_count == 0) & ~have)
+                m.d.comb += self.idle.eq((in_count == 0) & ~have & ~finishing)
                 with m.If(have | last_beat):
                     begin()
                     if plan.waits_for_results:
-                        with m.If(self.busy):
+                        with m.If(scores_taken):
                             m.next = "WAIT"
                         with m.Else():
                             m.next = "RUN"
                     else:
                         m.next = "RUN"
             with m.State("WAIT"):               # the results of the last inference go out
-                with m.If(~self.busy):
+                with m.If(~scores_taken):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
@@ -192,7 +203,11 @@ class Sequencer(wiring.Component):
                     with m.If(neuron_end):
                         m.d.sync += neuron.eq(0)
                         m.d.comb += first_done.eq(layer == 0)
-                        m.next = "DRAIN"
+                        with m.If(cur_final):
+                            m.d.sync += finishing.eq(1)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += [neuron.eq(neuron + 1),
                                      neuron_end.eq(neuron + 1 == cur_out_last)]
@@ -200,29 +215,37 @@ class Sequencer(wiring.Component):
                     m.d.sync += [chunk.eq(chunk + 1), chunk_end.eq(chunk + 1 == cur_per_last)]
                 with m.If(plane_end):
                     m.d.sync += [addr.eq(addr + 1), plane.eq(0), plane_end.eq(single)]
-            with m.State("DRAIN"):
-                with m.If(drained):             # nothing in flight, so nothing completes
-                    with m.If(cur_final):
-                        m.d.comb += self.emit.eq(1)
-                        m.next = "IDLE"
-                    with m.Elif((layer == max(n_layers - 2, 0)) & self.busy):
-                        # The last layer waits for the results to go. It never does unless the
-                        # plan is wrong about ``waits_for_results``: the figures' tests tell.
+            with m.State("DRAIN"):              # (hidden layers only)
+                with m.If(drained):             # no hidden group in flight
+                    with m.If(((layer == n_layers - 2) if n_layers >= 2 else 0)
+                              & scores_taken):
+                        # The last layer waits for the last inference's scores to be stored and
+                        # sent: the plan's interval counts the cycles (``last_layer_gap``).
                         pass
                     with m.Else():
                         enter_layer(layer + 1)
                         m.next = "RUN"
 
+        # -- the finisher: the results go once every group of the last layer is stored ----------
+        m.d.sync += handoff.eq(0)
+        with m.If(finishing & scored_all):
+            m.d.comb += self.emit.eq(1)
+            m.d.sync += [finishing.eq(0), handoff.eq(1)]
+
         # Groups issued but not yet completed; ``drained`` is ``pending == 0`` kept in a
         # register (computed from the next count), off the sequencer's decision paths.
-        pending_next = Signal.like(pending)
-        with m.If(issued_neuron & ~self.completed):
-            m.d.comb += pending_next.eq(pending + 1)
-        with m.Elif(~issued_neuron & self.completed):
-            m.d.comb += pending_next.eq(pending - 1)
-        with m.Else():
-            m.d.comb += pending_next.eq(pending)
-        m.d.sync += [pending.eq(pending_next), drained.eq(pending_next == 0)]
+        for count, done, issued, strobe in ((pending, drained, issued_neuron & ~cur_final,
+                                             self.completed),
+                                            (pending_last, scored_all, issued_neuron & cur_final,
+                                             self.scored)):
+            following = Signal.like(count)
+            with m.If(issued & ~strobe):
+                m.d.comb += following.eq(count + 1)
+            with m.Elif(~issued & strobe):
+                m.d.comb += following.eq(count - 1)
+            with m.Else():
+                m.d.comb += following.eq(count)
+            m.d.sync += [count.eq(following), done.eq(following == 0)]
 
         cmd = self.cmd.payload
         m.d.comb += [
