@@ -32,8 +32,9 @@ small on purpose: bounded model checking grows steeply with the state of the des
     Every row issued (``cmd.valid``) lies within ``[base, base + rows)`` of the layer in its tag,
     that layer is the one being computed (the harness counts rows issued since the inference
     began: rows go out in memory order, layer after layer), and no row is issued past the plan's
-    last row; ``emit`` comes only once every row has been issued and every issued neuron has
-    completed. Completions are free, but never more than the neurons issued.
+    last row; ``emit`` comes only for an inference whose rows have all been issued, once every
+    issued neuron of the last layer has completed (``scored``; the next inference's first layers
+    may already run). Completions are free, but never more than the neurons issued.
 ``"idle"``
     With a datapath that completes each neuron ``latency`` cycles after its last row and a score
     unit that is never busy: at most two complete input vectors are ever held (one computing, one
@@ -211,13 +212,14 @@ class SequencerProof(Elaboratable):
         self.seq = sequencer_class(plan)
         self.i_valid = Signal()
         self.completed = Signal()
+        self.scored = Signal()
         self.busy = Signal()
 
     @property
     def ports(self):
         free = [self.i_valid]
         if self.check == "rows":
-            free += [self.completed, self.busy]
+            free += [self.completed, self.scored, self.busy]
         return free
 
     def elaborate(self, platform):
@@ -230,27 +232,39 @@ class SequencerProof(Elaboratable):
         ends = [mmap.layer_rows(k).stop for k in range(n_layers)]
         cmd = seq.cmd.payload
         m.d.comb += [seq.i.valid.eq(self.i_valid), seq.i.payload.eq(0)]
-        issued = seq.cmd.valid & cmd.tag.last       # a neuron's last row
-        completed = Signal()
+        group_done = seq.cmd.valid & cmd.tag.last   # a neuron's last row
+        final = cmd.tag.layer == n_layers - 1
+        issued, issued_last = group_done & ~final, group_done & final
+        completed, scored = Signal(), Signal()
         if self.check == "rows":
-            m.d.comb += [completed.eq(self.completed), seq.busy.eq(self.busy)]
+            m.d.comb += [completed.eq(self.completed), scored.eq(self.scored),
+                         seq.busy.eq(self.busy)]
         else:
-            delay = Signal(self.latency)
-            m.d.sync += delay.eq((delay << 1) | issued)
-            m.d.comb += [completed.eq(delay[-1]), seq.busy.eq(0)]
-        m.d.comb += seq.completed.eq(completed)
+            delay, delay_last = Signal(self.latency), Signal(self.latency)
+            m.d.sync += [delay.eq((delay << 1) | issued),
+                         delay_last.eq((delay_last << 1) | issued_last)]
+            m.d.comb += [completed.eq(delay[-1]), scored.eq(delay_last[-1]), seq.busy.eq(0)]
+        m.d.comb += [seq.completed.eq(completed), seq.scored.eq(scored)]
 
-        # Neurons issued and not yet completed; completions never outnumber issues.
+        # Neurons issued and not yet completed, hidden and last layer apart; completions never
+        # outnumber issues.
         outstanding = Signal(range(plan.max_out + 2))
-        m.d.sync += outstanding.eq(outstanding + issued - completed)
-        m.d.comb += Assume(~completed | (outstanding != 0))
+        outstanding_last = Signal(range(plan.max_out + 2))
+        m.d.sync += [outstanding.eq(outstanding + issued - completed),
+                     outstanding_last.eq(outstanding_last + issued_last - scored)]
+        m.d.comb += [Assume(~completed | (outstanding != 0)),
+                     Assume(~scored | (outstanding_last != 0))]
 
-        # Rows issued since the inference began.
+        # Rows issued since the inference began (the next one may begin before the results of
+        # the last go out), and inferences whose rows are all issued but not yet emitted.
         row = Signal(range(rows + 2))
-        with m.If(seq.emit):
+        unemitted = Signal(range(4))
+        ended = seq.cmd.valid & (row == rows - 1)
+        with m.If(ended):
             m.d.sync += row.eq(0)
-        with m.Elif(seq.cmd.valid & (row <= rows)):
+        with m.Elif(seq.cmd.valid & (row < rows)):
             m.d.sync += row.eq(row + 1)
+        m.d.sync += unemitted.eq(unemitted + ended - seq.emit)
 
         if self.check == "rows":
             with m.If(seq.cmd.valid):
@@ -264,7 +278,7 @@ class SequencerProof(Elaboratable):
                         ]
                 m.d.comb += Assert(cmd.addr == row)
             with m.If(seq.emit):
-                m.d.comb += Assert((row == rows) & (outstanding == 0))
+                m.d.comb += Assert((unemitted != 0) & (outstanding_last == 0))
 
         if self.check == "idle":
             # Vectors whose last beat was taken and whose results have not been emitted (the
