@@ -28,6 +28,20 @@ def command_layout(plan):
     })
 
 
+def _count_in_flight(m, count, empty, issued, completed):
+    """Groups issued and not yet completed: ``count`` goes up on ``issued``, down on
+    ``completed``; ``empty`` is ``count == 0`` kept in a register (computed from the next
+    count), off the sequencer's decision paths."""
+    following = Signal.like(count)
+    with m.If(issued & ~completed):
+        m.d.comb += following.eq(count + 1)
+    with m.Elif(~issued & completed):
+        m.d.comb += following.eq(count - 1)
+    with m.Else():
+        m.d.comb += following.eq(count)
+    m.d.sync += [count.eq(following), empty.eq(following == 0)]
+
+
 class Sequencer(wiring.Component):
     """Walks the memory map of an :class:`~nmflow.golden.plan.EnginePlan`, one row per cycle
     (one chunk of a group of ``pe`` neurons).
@@ -232,25 +246,13 @@ class Sequencer(wiring.Component):
             m.d.comb += self.emit.eq(1)
             m.d.sync += [finishing.eq(0), handoff.eq(1)]
 
-        # Groups issued but not yet completed; ``drained`` is ``pending == 0`` kept in a
-        # register (computed from the next count), off the sequencer's decision paths.
-        for count, done, issued, strobe in ((pending, drained, issued_neuron & ~cur_final,
-                                             self.completed),
-                                            (pending_last, scored_all, issued_neuron & cur_final,
-                                             self.scored)):
-            following = Signal.like(count)
-            with m.If(issued & ~strobe):
-                m.d.comb += following.eq(count + 1)
-            with m.Elif(~issued & strobe):
-                m.d.comb += following.eq(count - 1)
-            with m.Else():
-                m.d.comb += following.eq(count)
-            m.d.sync += [count.eq(following), done.eq(following == 0)]
+        # Hidden and last-layer groups in flight (``drained``, ``scored_all``: none).
+        _count_in_flight(m, pending, drained, issued_neuron & ~cur_final, self.completed)
+        _count_in_flight(m, pending_last, scored_all, issued_neuron & cur_final, self.scored)
 
         cmd = self.cmd.payload
         m.d.comb += [
-            self.cmd.valid.eq(issue),
-            cmd.addr.eq(addr), cmd.chunk.eq(chunk),
+            self.cmd.valid.eq(issue), cmd.addr.eq(addr), cmd.chunk.eq(chunk),
             cmd.tag.layer.eq(layer), cmd.tag.group.eq(neuron), cmd.tag.hidden.eq(hidden_index),
             cmd.tag.first.eq((chunk == 0) & (plane == 0)), cmd.tag.last.eq(chunk_end & plane_end),
             cmd.tag.end.eq(neuron_end), cmd.tag.plane.eq(plane),
