@@ -241,10 +241,9 @@ class Sequencer(wiring.Component):
                         m.next = "RUN"
 
         # -- the finisher: the results go once every group of the last layer is stored ----------
-        m.d.sync += handoff.eq(0)
+        m.d.sync += handoff.eq(finishing & scored_all)      # the cycle after the emit
         with m.If(finishing & scored_all):
-            m.d.comb += self.emit.eq(1)
-            m.d.sync += [finishing.eq(0), handoff.eq(1)]
+            m.d.sync += finishing.eq(0)
 
         # Hidden and last-layer groups in flight (``drained``, ``scored_all``: none).
         _count_in_flight(m, pending, drained, issued_neuron & ~cur_final, self.completed)
@@ -253,6 +252,7 @@ class Sequencer(wiring.Component):
         cmd = self.cmd.payload
         m.d.comb += [
             self.cmd.valid.eq(issue), cmd.addr.eq(addr), cmd.chunk.eq(chunk),
+            self.emit.eq(finishing & scored_all),
             cmd.tag.layer.eq(layer), cmd.tag.group.eq(neuron), cmd.tag.hidden.eq(hidden_index),
             cmd.tag.first.eq((chunk == 0) & (plane == 0)), cmd.tag.last.eq(chunk_end & plane_end),
             cmd.tag.end.eq(neuron_end), cmd.tag.plane.eq(plane),
