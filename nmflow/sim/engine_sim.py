@@ -24,9 +24,15 @@ from .. import limits
 from ..errors import NmflowError, check_int
 from ..fileio import atomic_path, make_folder, write_bytes, write_json
 from ..rtl.verilog import read_engine_verilog
-from .runner import build_cocotb, run_cocotb
+from .runner import cached_build, run_cocotb
 
-__all__ = ["simulate_engine", "read_progress", "cycle_figures", "chunk_starts", "check_jobs"]
+__all__ = ["simulate_engine", "read_progress", "cycle_figures", "chunk_starts", "check_jobs",
+           "check_testbench", "TESTBENCHES"]
+
+#: The engine's testbenches: ``bulk`` (:mod:`nmflow.sim.tb_engine_bulk`: stimulus, backpressure
+#: and captures in gateware, Python woken a few times per run) and ``beat``
+#: (:mod:`nmflow.sim.tb_engine`: Python drivers and monitors woken per beat).
+TESTBENCHES = ("bulk", "beat")
 
 
 def cycle_figures(cycles, finish=None, chunks=None):
@@ -67,6 +73,14 @@ def check_jobs(jobs, images=None):
     jobs = check_int("jobs", jobs, 1, limits.SIM_JOBS,
                      rule=f"auto or an integer from 1 to {limits.SIM_JOBS}")
     return jobs if images is None else max(1, min(jobs, images))
+
+
+def check_testbench(testbench):
+    """``testbench`` if it is one of :data:`TESTBENCHES`, else one line."""
+    if testbench not in TESTBENCHES:
+        raise NmflowError(f"testbench must be one of {', '.join(TESTBENCHES)}, not "
+                          f"{testbench!r}")
+    return testbench
 
 
 def chunk_starts(images, jobs):
@@ -192,8 +206,8 @@ def _merge_outputs(chunks, out_path):
 
 def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None, pe=None,
                     waves=False, ready=1.0, valid=1.0, seed=0, progress=None, wall_seconds=None,
-                    jobs=1):
-    """Run the engine testbench (:mod:`nmflow.sim.tb_engine`) on ``inputs``; return a summary.
+                    jobs=1, testbench="bulk"):
+    """Run the engine testbench on ``inputs``; return a summary.
 
     Parameters
     ----------
@@ -236,7 +250,14 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         per usable core), each on a contiguous chunk of the vectors (their sizes differ by one
         at most) in ``sim_dir/work/chunk<k>``, all running the Verilog compiled once in
         ``sim_dir/work``; never more than there are vectors. With 1, the one simulator
-        compiles and runs in ``sim_dir/work``.
+        runs in ``sim_dir/work``.
+    testbench : ``"bulk"`` or ``"beat"``
+        :mod:`nmflow.sim.tb_engine_bulk` (the default: the engine's Verilog inside
+        :class:`~nmflow.sim.bulk.BulkBench`, ``sim_dir/work/bulk.v``, built for the largest
+        chunk rounded up to a power of two) or :mod:`nmflow.sim.tb_engine`. Either way the
+        compiled simulation is taken from the cache when its sources, toplevel and options are
+        unchanged (:func:`~nmflow.sim.runner.cached_build`; ``compile_cached``), its
+        compiler's output in ``sim_dir/work/build.log``.
 
     Returns
     -------
@@ -251,7 +272,8 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         (the file simulated and the checksum of what was compiled), ``ready``, ``valid``,
         ``seed``, ``killed_after`` and ``failed_chunk`` (the chunk that failed the run, by name
         when there are several: the first that did not finish, else the first that failed),
-        ``jobs`` (the simulators run), ``compile_seconds`` (with several),
+        ``jobs`` (the simulators run), ``testbench``, ``compile_seconds`` and
+        ``compile_cached`` (the compilation, or taking it from the cache),
         ``chunks`` (each one's ``first`` vector, ``images``, ``seconds``, ``passed``,
         ``sim_cycles`` and ``log``), and when the outputs exist the :func:`cycle_figures`,
         ``sim_cycles`` (summed over the chunks) and ``sim_cycles_per_second`` (that sum over
@@ -259,6 +281,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     """
     from ..golden import hwmodel
 
+    testbench = check_testbench(testbench)
     model = hwmodel.load(model_path) if model is None else model
     verilog = read_engine_verilog(verilog_dir, model=model, lanes=lanes, pe=pe)
     inputs = np.asarray(inputs, dtype=np.int64)
@@ -293,26 +316,31 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         expected = images * verilog.config["cycles_per_inference"] / (ready * valid)
         return (60 + expected / 1000) * share
 
-    toplevel = verilog.config["toplevel"]
+    toplevel, module, sources = verilog.config["toplevel"], "nmflow.sim.tb_engine", [source]
+    capacity = max(chunk.images for chunk in chunks)
     start = time.monotonic()
-    compile_seconds = None
-    if jobs > 1:
-        killed = build_cocotb(source, toplevel, work, waves=waves,
-                              wall_seconds=limit(len(inputs)))
-        compile_seconds = round(time.monotonic() - start, 2)
-        if killed is not None:
-            raise NmflowError(f"{source} did not compile within {killed:g} s (wall-clock "
-                              f"limit) (see {work / 'build.log'})")
+    if testbench == "bulk":
+        from .bulk import MEMORY_VERILOG, TOPLEVEL, bulk_verilog, capacity_for
+        capacity = capacity_for(capacity)
+        bulk_verilog(verilog.config, model, capacity, work / "bulk.v")
+        toplevel, module = TOPLEVEL, "nmflow.sim.tb_engine_bulk"
+        sources = [source, MEMORY_VERILOG, work / "bulk.v"]
+    build_dir, cached, killed = cached_build(sources, toplevel, work / "build.log", waves=waves,
+                                             wall_seconds=limit(len(inputs)), ports_only=True)
+    compile_seconds = round(time.monotonic() - start, 2)
+    if killed is not None:
+        raise NmflowError(f"{source} did not compile within {killed:g} s (wall-clock "
+                          f"limit) (see {work / 'build.log'})")
 
     def run(chunk, cancel):
         env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
                "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_FIRST": chunk.first,
                "NMFLOW_TB_COUNT": chunk.images, "NMFLOW_TB_OUT": chunk.outputs,
                "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid, "NMFLOW_TB_SEED": seed,
-               "NMFLOW_TB_PROGRESS": chunk.progress}
-        return run_cocotb(source, toplevel, "nmflow.sim.tb_engine", work, waves=waves, env=env,
+               "NMFLOW_TB_PROGRESS": chunk.progress, "NMFLOW_TB_CAPACITY": capacity}
+        return run_cocotb(sources, toplevel, module, build_dir, waves=waves, env=env,
                           wall_seconds=limit(chunk.images), test_dir=chunk.folder,
-                          build=jobs == 1, cancel=cancel)
+                          build=False, cancel=cancel)
 
     _run_chunks(chunks, run, progress, len(inputs))
     for chunk in chunks:                        # an error in a chunk: the first one's, named
@@ -325,14 +353,15 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     seconds = time.monotonic() - start
     return _summary(chunks, verilog, out_path, sim_cycles, seconds,
                     {"images": int(len(inputs)), "ready": ready, "valid": valid, "seed": seed,
-                     "jobs": jobs, "compile_seconds": compile_seconds})
+                     "jobs": jobs, "compile_seconds": compile_seconds,
+                     "compile_cached": cached, "testbench": testbench})
 
 
 def _summary(chunks, verilog, out_path, sim_cycles, seconds, settings):
     """The summary of :func:`simulate_engine` from its finished (or failed) chunks: pass or
     fail, the failing chunk named, the Verilog simulated, the merged cycle figures and the
     simulators' speeds; ``settings`` (images, ready, valid, seed, jobs, compile_seconds) as
-    given."""
+    given, with testbench and compile_cached."""
     finished = all(chunk.finished for chunk in chunks)
     # The chunk that failed the run: the first that did not finish, else the first that failed.
     failed = next((chunk for chunk in chunks if chunk.failed and not chunk.finished),
@@ -354,7 +383,9 @@ def _summary(chunks, verilog, out_path, sim_cycles, seconds, settings):
                "valid": settings["valid"], "seed": settings["seed"],
                "killed_after": None if failed is None else failed.result.killed_after,
                "failed_chunk": None if failed is None else failed.name,
-               "jobs": settings["jobs"], "compile_seconds": settings["compile_seconds"],
+               "jobs": settings["jobs"], "testbench": settings["testbench"],
+               "compile_seconds": settings["compile_seconds"],
+               "compile_cached": settings["compile_cached"],
                "chunks": [{"first": chunk.first, "images": chunk.images,
                            "seconds": round(chunk.seconds, 2),
                            "passed": chunk.finished and chunk.result.passed,

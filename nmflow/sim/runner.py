@@ -5,6 +5,8 @@ simulator is an error with a one-line install hint, never a skipped test.
 """
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -20,7 +22,7 @@ from xml.etree import ElementTree
 from ..errors import NmflowError
 
 __all__ = ["simulator", "simulator_environment", "verilator_root", "build_cocotb", "run_cocotb",
-           "CocotbResult", "VERILATOR_ARGS"]
+           "cached_build", "cache_root", "CocotbResult", "VERILATOR_ARGS", "CACHE_ENTRIES"]
 
 _SIMULATORS = {
     "icarus": ("iverilog", "apt-get install iverilog"),
@@ -36,6 +38,12 @@ _VERILATOR_TOOLS = {"g++": "apt-get install g++", "make": "apt-get install make"
 #: (combinational loops through different bits of one wire, not real loops) and Amaranth's
 #: output width and style lints, none of which may stop the build.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-UNOPTFLAT", "-O3")
+
+#: Verilator's options for a testbench that only touches the top module's ports (the engine's):
+#: cocotb's runner makes every signal public (``--public-flat-rw``), which keeps Verilator from
+#: optimising them away; with the top module's signals alone public the engine's simulation
+#: compiles in 9 s instead of 11 and runs 1.7x faster.
+VERILATOR_PORTS_ONLY = ("--no-public-flat-rw", "--public-depth", "1")
 
 
 def verilator_root():
@@ -61,8 +69,11 @@ def simulator_environment(name):
     # never advances time. The wheel's verilated.mk leaves the flag that includes the
     # precompiled header empty, so a design Verilator splits over several C++ files does not
     # compile ("Vtop__pch.h.fast: linker input file not found"); make takes it from MAKEFLAGS.
+    # With ccache on PATH (set-up installs it), the C++ of Verilator's run-time library, the same
+    # for every design, compiles once (8 of the 11 s of a small design's build).
     makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
-                                       "CFG_CXXFLAGS_PCH_I=-include"]))
+                                       "CFG_CXXFLAGS_PCH_I=-include",
+                                       "OBJCACHE=ccache" if shutil.which("ccache") else ""]))
     return {"VERILATOR_ROOT": str(root),
             "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")]),
             "MAKEFLAGS": makeflags}
@@ -227,12 +238,18 @@ def _child():
             runner.test(**request["test"])
 
 
-def _build_request(sim, verilog_path, toplevel, build_dir, waves):
-    build = {"sources": [str(Path(verilog_path).resolve())], "hdl_toplevel": toplevel,
+def _sources(verilog_path):
+    """``verilog_path`` (a path or a list of paths) as a list of resolved paths."""
+    paths = [verilog_path] if isinstance(verilog_path, (str, os.PathLike)) else verilog_path
+    return [Path(path).resolve() for path in paths]
+
+
+def _build_request(sim, verilog_path, toplevel, build_dir, waves, log_file=None, args=()):
+    build = {"sources": [str(path) for path in _sources(verilog_path)], "hdl_toplevel": toplevel,
              "build_dir": str(build_dir), "timescale": ["1ns", "1ps"], "waves": waves,
-             "always": True, "log_file": str(build_dir / "build.log")}
+             "always": True, "log_file": str(log_file or build_dir / "build.log")}
     if sim == "verilator":
-        build["build_args"] = list(VERILATOR_ARGS)
+        build["build_args"] = list(VERILATOR_ARGS) + list(args)
     return build
 
 
@@ -252,6 +269,111 @@ def build_cocotb(verilog_path, toplevel, build_dir, *, waves=False, wall_seconds
     build_dir.mkdir(parents=True, exist_ok=True)
     build = _build_request(sim, verilog_path, toplevel, build_dir, waves)
     return wall_seconds if _run_test(sim, build, None, wall_seconds) == "killed" else None
+
+
+#: Compiled simulations :func:`cached_build` keeps (the least recently used go first).
+CACHE_ENTRIES = 12
+
+
+def cache_root():
+    """Where :func:`cached_build` keeps compiled simulations: ``NMFLOW_SIM_CACHE``, else
+    ``$XDG_CACHE_HOME/nmflow/sim`` (``~/.cache/nmflow/sim``)."""
+    if os.environ.get("NMFLOW_SIM_CACHE"):
+        return Path(os.environ["NMFLOW_SIM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nmflow" / "sim"
+
+
+def _tool_versions(sim):
+    """The versions a compiled simulation depends on besides its sources and options."""
+    from importlib import metadata
+    versions = {"cocotb": metadata.version("cocotb"), "python": sys.version}
+    if sim == "verilator":
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions["verilator"] = metadata.version("verilator")
+    else:
+        tool = shutil.which("iverilog")
+        versions["iverilog"] = tool and subprocess.run(
+            [tool, "-V"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    return versions
+
+
+def build_key(sim, verilog_path, toplevel, waves, args=()):
+    """The SHA-256 that names a compiled simulation: the simulator and its version, cocotb's,
+    the bytes of every source in order, the toplevel, the waves and the compiler options."""
+    digest = hashlib.sha256(json.dumps({
+        "sim": sim, "toplevel": toplevel, "waves": bool(waves),
+        "options": list(VERILATOR_ARGS) + list(args) if sim == "verilator" else [],
+        "versions": _tool_versions(sim)}, sort_keys=True).encode())
+    for path in _sources(verilog_path):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _prune(root, keep, idle_seconds=3600):
+    """Remove the compiled simulations in ``root`` beyond the ``keep`` most recently used that
+    have not been used for ``idle_seconds`` (a simulator may still be running one it took a
+    while ago; one another process is building is left too)."""
+    entries = sorted((folder for folder in root.iterdir() if (folder / "complete").is_file()),
+                     key=lambda folder: (folder / "complete").stat().st_mtime, reverse=True)
+    now = time.time()
+    for folder in entries[keep:]:
+        if now - (folder / "complete").stat().st_mtime < idle_seconds:
+            continue
+        with open(root / f"{folder.name}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def cached_build(verilog_path, toplevel, log_file, *, waves=False, wall_seconds=None,
+                 ports_only=False):
+    """Compile ``verilog_path`` (a path or a list) once per content: the build is kept in
+    :func:`cache_root` under :func:`build_key`, and a later call with the same sources,
+    toplevel, waves, options and tools takes it as it is. Its compiler's output is copied to
+    ``log_file`` either way (a failed build's stays there and the build is dropped). Processes
+    that ask for the same build at once wait for the first (a file lock). ``ports_only``: the
+    testbench touches the top module's ports only (:data:`VERILATOR_PORTS_ONLY`).
+
+    Returns
+    -------
+    (Path, bool, float or None)
+        The build folder (for :func:`run_cocotb` with ``build=False``), whether it was there
+        already, and ``wall_seconds`` if the compiler was killed after that long.
+    """
+    sim = simulator()
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    args = VERILATOR_PORTS_ONLY if ports_only else ()
+    key = build_key(sim, verilog_path, toplevel, waves, args)
+    folder = root / f"{sim}-{key[:24]}"
+    log_file = Path(log_file)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{folder.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        complete = folder / "complete"
+        if complete.is_file():
+            complete.touch()                    # used now: pruned last
+            shutil.copyfile(folder / "build.log", log_file)
+            return folder, True, None
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        build = _build_request(sim, verilog_path, toplevel, folder, waves, log_file, args)
+        try:
+            killed = _run_test(sim, build, None, wall_seconds) == "killed"
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if killed:
+            shutil.rmtree(folder, ignore_errors=True)
+            return folder, False, wall_seconds
+        shutil.copyfile(log_file, folder / "build.log")
+        complete.write_text(json.dumps({"toplevel": toplevel, "sources": [
+            str(path) for path in _sources(verilog_path)]}))
+    _prune(root, CACHE_ENTRIES)
+    return folder, False, None
 
 
 def run_cocotb(verilog_path, toplevel, test_module, build_dir, *, env=None, waves=False,
