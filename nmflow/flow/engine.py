@@ -207,7 +207,8 @@ def _test_vectors(hw, inputs, limit):
 
 def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=None, waves=False,
              out=None,
-             rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None, jobs=1):
+             rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None, jobs=1,
+             testbench="bulk"):
     """Simulate the engine's Verilog under cocotb on every test vector; return the summary.
 
     Simulates ``rtl/engine.v`` as the ``verilog`` step wrote it. If neither ``engine.v`` nor
@@ -224,12 +225,14 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
     and their outputs are merged (:func:`~nmflow.sim.engine_sim.simulate_engine`); the summary
     records ``jobs``, each chunk's seconds, the wall seconds and the simulated cycles per
     second. A chunk that does not finish fails the step with one line naming it, and leaves
-    only the work folder.
+    only the work folder. ``testbench`` (``"bulk"``, the default, or ``"beat"``) chooses the
+    engine's testbench (:data:`~nmflow.sim.engine_sim.TESTBENCHES`).
     """
     from ..golden import hwmodel
-    from ..sim.engine_sim import check_jobs, simulate_engine
+    from ..sim.engine_sim import check_jobs, check_testbench, simulate_engine
 
     jobs = check_jobs(jobs)                     # a bad value: one line, before any work
+    testbench = check_testbench(testbench)
     run_dir = Path(run_dir)
     model_path = _model_path(run_dir, model)
     hw = hwmodel.load(model_path)
@@ -249,7 +252,8 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
                                       progress=lambda done, images, rate: report(
                                           progress, "sim", done, images,
                                           f"images, {rate:,.0f} cycles/s"),
-                                      wall_seconds=wall_seconds, jobs=jobs)
+                                      wall_seconds=wall_seconds, jobs=jobs,
+                                      testbench=testbench)
         except NmflowError as error:            # Verilog that does not compile: keep its log
             outputs.keep(staging / "work")
             raise NmflowError(outputs.final(str(error))) from None

@@ -178,7 +178,7 @@ def _sim(args, console, quiet=False):
     with bars(console, quiet=quiet) as progress:
         return sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
                         lanes=args.lanes, pe=args.pe, waves=args.waves, out=args.out,
-                        rtl=args.rtl, jobs=args.jobs,
+                        rtl=args.rtl, jobs=args.jobs, testbench=args.testbench,
                         progress=progress)
 
 
@@ -397,6 +397,10 @@ def parser():
            help="simulators run side by side, each on a contiguous chunk of the vectors (in "
            "RUN/sim/work/chunk<k>; the Verilog compiled once), their outputs merged in order; "
            "auto: one per usable core; at most one per vector (default: 1)")
+    p.add_argument("--testbench", choices=("bulk", "beat"), default="bulk",
+                   help="bulk: stimulus, backpressure and captures in gateware around the "
+                   "engine, checked in bulk at the end (the simulator sets the pace); beat: "
+                   "Python drivers and monitors woken per beat (default: bulk)")
     p.add_argument("--out", help="simulation folder (default: RUN/sim)")
 
     p = _step_parser(sub, "compare", cmd_compare, "compare RTL outputs with the golden model (==)",

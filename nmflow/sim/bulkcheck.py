@@ -115,8 +115,8 @@ class BulkCheck:
     compared : int
         Beats compared (result and trace beats expected, and any beyond).
     mismatches : list of str
-        One line per wrong beat (a missing or unexpected beat too), in stream order, results
-        first.
+        One line per wrong beat (a missing or unexpected beat too), image by image, each
+        image's trace beats before its result beats (the engine's order).
     outputs : dict
         ``classes`` [N], ``scores`` [N, n_classes], ``acts{n}`` [N, size] (int8), ``cycles``
         and ``finish`` [N]: what the RTL produced, in the golden model's shapes.
@@ -149,13 +149,14 @@ def _compare(got, expected, labels, reference, order):
         wrong |= diff.reshape(len(wrong), -1).any(axis=1)
     lines = []
     for k in np.flatnonzero(wrong):
+        k = int(k)
         parts = []
         for name in order:
             g, e = got[name][k], expected[name][k]
             if np.any(g != e):
                 g, e = (g.tolist(), e.tolist())
                 parts.append(f"{name} is {g!r}, {reference} {e!r}")
-        lines.append(f"{labels[k]}: {'; '.join(parts)}")
+        lines.append((k, f"{labels[k]}: {'; '.join(parts)}"))
     return lines
 
 
@@ -175,7 +176,7 @@ class _Labels:
 def _stream(got, expected, per, first, what, stream, reference, order):
     """Compare a stream's beats (``got``: field arrays over the beats taken) with the beats
     expected (field arrays [images * per, ...]); a beat missing or beyond them is a mismatch.
-    Returns ``(compared, lines)``."""
+    Returns ``(compared, [(beat, line), ...])``."""
     taken = len(got[order[0]])
     wanted = len(expected[order[0]])
     common = min(taken, wanted)
@@ -183,11 +184,11 @@ def _stream(got, expected, per, first, what, stream, reference, order):
                      {k: v[:common] for k, v in expected.items()},
                      _Labels(common, per, first, what), reference, order)
     for k in range(common, wanted):
-        lines.append(f"{what(first + k // per, k % per)}: never came ({taken} {stream} beats "
-                     f"of {wanted})")
+        lines.append((k, f"{what(first + k // per, k % per)}: never came ({taken} {stream} "
+                         f"beats of {wanted})"))
     for k in range(wanted, taken):
-        lines.append(f"{stream} beat {k}: no beat expected ({taken} {stream} beats of "
-                     f"{wanted})")
+        lines.append((k, f"{stream} beat {k}: no beat expected ({taken} {stream} beats of "
+                         f"{wanted})"))
     return max(taken, wanted), lines
 
 
@@ -224,15 +225,18 @@ def check_beats(model, golden, results, traces, *, pe=1, first=0, starts=None, f
     check = BulkCheck()
     layer_of = want_traces["layer"]
     group_of = want_traces["group"]
-    for got, want, count, what, stream, order in (
-            (results, flat_results, n_classes, lambda i, k: f"image {i}: result beat {k}", "o",
-             ("index", "score", "cls", "last")),
+    found = []
+    # An inference's trace beats come before its result beats: mismatches in that order.
+    for rank, (got, want, count, what, stream, order) in enumerate((
             (traces, flat_traces, per, lambda i, k: (
                 f"image {i}: layer {layer_of[k]} activations {group_of[k] * pe} to "
-                f"{group_of[k] * pe + pe - 1}"), "trace", ("layer", "group", "acts"))):
+                f"{group_of[k] * pe + pe - 1}"), "trace", ("layer", "group", "acts")),
+            (results, flat_results, n_classes, lambda i, k: f"image {i}: result beat {k}", "o",
+             ("index", "score", "cls", "last")))):
         compared, lines = _stream(got, want, count, first, what, stream, reference, order)
         check.compared += compared
-        check.mismatches += lines
+        found += [(beat // max(count, 1), rank, beat, line) for beat, line in lines]
+    check.mismatches = [line for *_, line in sorted(found)]
     check.outputs = _outputs(model, results, traces, images, pe, starts, finishes)
     return check
 

@@ -26,7 +26,6 @@ cycles (<done> of <images> done)`` when no inference finishes within
 import json
 import os
 import random
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
