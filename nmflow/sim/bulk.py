@@ -74,13 +74,16 @@ def capacity_for(images):
     return capacity
 
 
-def _draw_source(m, name, go, seed):
-    """An LFSR register that takes ``seed`` while ``go`` is low and draws every cycle after;
-    returns its draw (:data:`PROBABILITY_BITS` bits, combinational)."""
+def _draws(m, name, go, seed, threshold):
+    """Whether a cycle's draw is below ``threshold``: an LFSR register that takes ``seed``
+    while ``go`` is low and draws every cycle after; it stands still when ``threshold`` lets
+    every draw through (``2**16``), so that a run without gaps or backpressure simulates no
+    LFSR at all."""
     register = BULK_LFSR.register()
     m.submodules[name] = register
-    m.d.comb += [register.seed.eq(seed), register.load.eq(~go), register.en.eq(go)]
-    return register.draw
+    always = threshold[PROBABILITY_BITS]
+    m.d.comb += [register.seed.eq(seed), register.load.eq(~go), register.en.eq(go & ~always)]
+    return always | (register.draw < threshold)
 
 
 class BulkStimulus(wiring.Component):
@@ -134,13 +137,12 @@ class BulkStimulus(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        draw = _draw_source(m, "gaps", self.go, self.seed)
         pointer = Signal.like(self.addr)
         word = Signal(range(max(2, self._n_inputs)))      # of the next word to offer
         image = Signal(COUNT_BITS)                        # of the next word to offer
         due = self.go & (image < self.images)
         free = ~self.o.valid | self.o.ready               # the output register may take a word
-        offer = free & due & (draw < self.valid_threshold)
+        offer = free & due & _draws(m, "gaps", self.go, self.seed, self.valid_threshold)
         taken = self.o.valid & self.o.ready
 
         m.d.comb += self.addr.eq(Mux(offer, pointer + 1, pointer))
@@ -202,8 +204,8 @@ class StreamCapture(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self._ready:
-            draw = _draw_source(m, "backpressure", self.go, self.seed)
-            m.d.comb += self.i.ready.eq(self.go & (draw < self.ready_threshold))
+            m.d.comb += self.i.ready.eq(self.go & _draws(m, "backpressure", self.go, self.seed,
+                                                         self.ready_threshold))
         m.d.comb += [
             self.taken.eq(self.i.valid & self.i.ready),
             self.we.eq(self.taken & (self.count < (1 << self._addr_bits))),
@@ -214,14 +216,15 @@ class StreamCapture(wiring.Component):
         return m
 
 
-def _memory(m, name, width, addr_bits, file, load, dump, count):
-    """An ``nmflow_bulk_memory`` instance; returns its ports (raddr, rdata, we, waddr, wdata)."""
+def _memory(m, name, width, addr_bits, file, load, dump, count, read=False):
+    """An ``nmflow_bulk_memory`` instance (with its read port if ``read``); returns its ports
+    (raddr, rdata, we, waddr, wdata)."""
     ports = {"raddr": Signal(addr_bits, name=f"{name}_raddr"),
              "rdata": Signal(width, name=f"{name}_rdata"),
              "we": Signal(name=f"{name}_we"), "waddr": Signal(addr_bits, name=f"{name}_waddr"),
              "wdata": Signal(width, name=f"{name}_wdata")}
     m.submodules[name] = Instance(
-        "nmflow_bulk_memory", p_WIDTH=width, p_ABITS=addr_bits, p_FILE=file,
+        "nmflow_bulk_memory", p_WIDTH=width, p_ABITS=addr_bits, p_FILE=file, p_READ=int(read),
         i_clk=ClockSignal(), i_load=load, i_dump=dump, i_count=count,
         i_raddr=ports["raddr"], o_rdata=ports["rdata"], i_we=ports["we"],
         i_waddr=ports["waddr"], i_wdata=ports["wdata"])
@@ -311,7 +314,7 @@ class BulkBench(wiring.Component):
         capacity = self._capacity
         input_width = len(Value.cast(ports.i.payload))
         inputs = _memory(m, "inputs", input_width, _bits(capacity * self._n_inputs), INPUTS_FILE,
-                         self.load, 0, self.images * self._n_inputs)
+                         self.load, 0, self.images * self._n_inputs, read=True)
         m.submodules.stimulus = stimulus = BulkStimulus(input_width, self._n_inputs,
                                                         len(inputs["raddr"]))
         m.d.comb += [stimulus.go.eq(self.go), stimulus.images.eq(self.images),

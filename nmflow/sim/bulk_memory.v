@@ -2,13 +2,15 @@
 // writes back to one, so that the testbench's Python hands over its vectors and reads every
 // captured beat at once instead of a value per clock.
 //
-// One synchronous read port (rdata is mem[raddr] of the last rising edge) and one write port.
+// One synchronous read port (rdata is mem[raddr] of the last rising edge; READ = 0 leaves it
+// out: a capture memory is read back through its file) and one write port.
 // A rising edge of `load` reads words 0 to count - 1 from FILE ($readmemh); a rising edge of
 // `dump` writes them to FILE ($writememh). FILE is relative to the simulator's folder.
 module nmflow_bulk_memory #(
     parameter WIDTH = 8,
     parameter ABITS = 8,
-    parameter FILE = "memory.hex"
+    parameter FILE = "memory.hex",
+    parameter READ = 1
 ) (
     input clk,
     input load,
@@ -22,11 +24,16 @@ module nmflow_bulk_memory #(
 );
     reg [WIDTH-1:0] mem [0:(1 << ABITS) - 1];
 
-    always @(posedge clk) begin
+    always @(posedge clk)
         if (we)
             mem[waddr] <= wdata;
-        rdata <= mem[raddr];
-    end
+
+    generate
+        if (READ) begin : read_port
+            always @(posedge clk)
+                rdata <= mem[raddr];
+        end
+    endgenerate
 
     always @(posedge load)
         if (count != 0)

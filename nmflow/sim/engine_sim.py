@@ -324,9 +324,11 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         capacity = capacity_for(capacity)
         bulk_verilog(verilog.config, model, capacity, work / "bulk.v")
         toplevel, module = TOPLEVEL, "nmflow.sim.tb_engine_bulk"
-        sources = [source, MEMORY_VERILOG, work / "bulk.v"]
+        # the engine last: the compiler's first error is then in it if it is cut short
+        sources = [MEMORY_VERILOG, work / "bulk.v", source]
     build_dir, cached, killed = cached_build(sources, toplevel, work / "build.log", waves=waves,
-                                             wall_seconds=limit(len(inputs)), ports_only=True)
+                                             wall_seconds=limit(len(inputs)), ports_only=True,
+                                             subject=source)
     compile_seconds = round(time.monotonic() - start, 2)
     if killed is not None:
         raise NmflowError(f"{source} did not compile within {killed:g} s (wall-clock "

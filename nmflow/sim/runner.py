@@ -198,7 +198,7 @@ def _run_test(sim, build, test, wall_seconds, cancel=None, poll=0.2):
         raise
     if child.returncode == _BUILD_FAILED:
         first = first_error_line(build["log_file"])
-        raise NmflowError(f"{build['sources'][0]} does not compile ({sim})"
+        raise NmflowError(f"{build.get('subject') or build['sources'][0]} does not compile ({sim})"
                           f"{': ' + first if first else ''} (see {build['log_file']})")
     return None
 
@@ -227,6 +227,7 @@ def _child():
     runner = get_runner(request["sim"])
     build = request["build"]
     if build is not None:
+        build.pop("subject", None)              # for the parent's messages only
         build["sources"] = [Path(source) for source in build["sources"]]
         build["timescale"] = tuple(build["timescale"])
         try:
@@ -244,8 +245,9 @@ def _sources(verilog_path):
     return [Path(path).resolve() for path in paths]
 
 
-def _build_request(sim, verilog_path, toplevel, build_dir, waves, log_file=None, args=()):
-    build = {"sources": [str(path) for path in _sources(verilog_path)], "hdl_toplevel": toplevel,
+def _build_request(sim, verilog_path, toplevel, build_dir, waves, log_file=None, args=(),
+                   subject=None):
+    build = {"subject": None if subject is None else str(subject),"sources": [str(path) for path in _sources(verilog_path)], "hdl_toplevel": toplevel,
              "build_dir": str(build_dir), "timescale": ["1ns", "1ps"], "waves": waves,
              "always": True, "log_file": str(log_file or build_dir / "build.log")}
     if sim == "verilator":
@@ -329,13 +331,14 @@ def _prune(root, keep, idle_seconds=3600):
 
 
 def cached_build(verilog_path, toplevel, log_file, *, waves=False, wall_seconds=None,
-                 ports_only=False):
+                 ports_only=False, subject=None):
     """Compile ``verilog_path`` (a path or a list) once per content: the build is kept in
     :func:`cache_root` under :func:`build_key`, and a later call with the same sources,
     toplevel, waves, options and tools takes it as it is. Its compiler's output is copied to
     ``log_file`` either way (a failed build's stays there and the build is dropped). Processes
     that ask for the same build at once wait for the first (a file lock). ``ports_only``: the
-    testbench touches the top module's ports only (:data:`VERILATOR_PORTS_ONLY`).
+    testbench touches the top module's ports only (:data:`VERILATOR_PORTS_ONLY`). ``subject``:
+    the source a compiler error names as not compiling (the first source by default).
 
     Returns
     -------
@@ -360,7 +363,8 @@ def cached_build(verilog_path, toplevel, log_file, *, waves=False, wall_seconds=
             return folder, True, None
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
-        build = _build_request(sim, verilog_path, toplevel, folder, waves, log_file, args)
+        build = _build_request(sim, verilog_path, toplevel, folder, waves, log_file, args,
+                               subject)
         try:
             killed = _run_test(sim, build, None, wall_seconds) == "killed"
         except BaseException:
