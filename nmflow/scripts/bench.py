@@ -69,6 +69,35 @@ def synapse_ops(model):
     return sum(layer.n_in * layer.n_out for layer in model.layers)
 
 
+def _simulation_speed(run_dir, rtl, sim_images):
+    """Simulation speed: cocotb on Icarus and on Verilator, the whole digits test set each
+    (``sim_images`` of it), with the bulk testbench (the testbench's own seconds and cycles per
+    second, the wall time with compilation and that compilation, cached or not), and the beat
+    testbench on Verilator beside it (``beat``)."""
+    from ..flow import sim_step
+    speed = {"testbench": "bulk", "cycles_per_second": {}, "testbench_seconds": {},
+             "wall_seconds": {}, "compile_seconds": {}, "compile_cached": {}}
+    for simulator, testbench in (("icarus", "bulk"), ("verilator", "bulk"),
+                                 ("verilator", "beat")):
+        with _simulator(simulator):
+            run_sim = sim_step(run_dir, rtl=rtl,
+                               out=run_dir / f"sim_{simulator}_{testbench}", limit=sim_images,
+                               testbench=testbench)
+        if not run_sim["passed"]:
+            raise NmflowError(f"benchmark simulation ({simulator}, {testbench} testbench) "
+                              f"disagrees with the golden model: {run_sim['log']}")
+        figures = speed if testbench == "bulk" else speed.setdefault("beat", {
+            "cycles_per_second": {}, "testbench_seconds": {}, "wall_seconds": {},
+            "compile_seconds": {}, "compile_cached": {}})
+        figures["cycles_per_second"][simulator] = run_sim.get("testbench_cycles_per_second")
+        figures["testbench_seconds"][simulator] = run_sim.get("testbench_seconds")
+        figures["wall_seconds"][simulator] = run_sim["seconds"]
+        figures["compile_seconds"][simulator] = run_sim.get("compile_seconds")
+        figures["compile_cached"][simulator] = run_sim.get("compile_cached")
+        speed["testbench_images"] = run_sim["images"]
+    return speed
+
+
 def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
               boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None):
     from ..boards.build import get_board
@@ -132,30 +161,8 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
         })
     first = plans[infos[0].name]
 
-    # Simulation speed: cocotb on Icarus and on Verilator, the whole digits test set each, with
-    # the bulk testbench (the testbench's own seconds and cycles per second, the wall time with
-    # compilation and that compilation, cached or not), the beat testbench on Verilator beside
-    # it, and Amaranth's simulator on the benchmark images.
-    speed = {"testbench": "bulk", "cycles_per_second": {}, "testbench_seconds": {},
-             "wall_seconds": {}, "compile_seconds": {}, "compile_cached": {}}
-    for simulator, testbench in (("icarus", "bulk"), ("verilator", "bulk"),
-                                 ("verilator", "beat")):
-        with _simulator(simulator):
-            run_sim = sim_step(run_dir, rtl=run_dir / f"rtl_{tag(first)}",
-                               out=run_dir / f"sim_{simulator}_{testbench}", limit=sim_images,
-                               testbench=testbench)
-        if not run_sim["passed"]:
-            raise NmflowError(f"benchmark simulation ({simulator}, {testbench} testbench) "
-                              f"disagrees with the golden model: {run_sim['log']}")
-        figures = speed if testbench == "bulk" else speed.setdefault("beat", {
-            "cycles_per_second": {}, "testbench_seconds": {}, "wall_seconds": {},
-            "compile_seconds": {}, "compile_cached": {}})
-        figures["cycles_per_second"][simulator] = run_sim.get("testbench_cycles_per_second")
-        figures["testbench_seconds"][simulator] = run_sim.get("testbench_seconds")
-        figures["wall_seconds"][simulator] = run_sim["seconds"]
-        figures["compile_seconds"][simulator] = run_sim.get("compile_seconds")
-        figures["compile_cached"][simulator] = run_sim.get("compile_cached")
-        speed["testbench_images"] = run_sim["images"]
+    # Simulation speed under cocotb, and Amaranth's simulator on the benchmark images.
+    speed = _simulation_speed(run_dir, run_dir / f"rtl_{tag(first)}", sim_images)
     test_set = len(load_dataset(DatasetSpec("digits")).x_test)
     if speed["testbench_images"] == test_set:
         speed["test_set_seconds"] = dict(speed["testbench_seconds"])

@@ -316,23 +316,11 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         expected = images * verilog.config["cycles_per_inference"] / (ready * valid)
         return (60 + expected / 1000) * share
 
-    toplevel, module, sources = verilog.config["toplevel"], "nmflow.sim.tb_engine", [source]
-    capacity = max(chunk.images for chunk in chunks)
     start = time.monotonic()
-    if testbench == "bulk":
-        from .bulk import MEMORY_VERILOG, TOPLEVEL, bulk_verilog, capacity_for
-        capacity = capacity_for(capacity)
-        bulk_verilog(verilog.config, model, capacity, work / "bulk.v")
-        toplevel, module = TOPLEVEL, "nmflow.sim.tb_engine_bulk"
-        # the engine last: the compiler's first error is then in it if it is cut short
-        sources = [MEMORY_VERILOG, work / "bulk.v", source]
-    build_dir, cached, killed = cached_build(sources, toplevel, work / "build.log", waves=waves,
-                                             wall_seconds=limit(len(inputs)), ports_only=True,
-                                             subject=source)
+    design = _compile(testbench, verilog, model, work, max(chunk.images for chunk in chunks),
+                      waves, limit(len(inputs)))
+    toplevel, module, sources, capacity, build_dir, cached = design
     compile_seconds = round(time.monotonic() - start, 2)
-    if killed is not None:
-        raise NmflowError(f"{source} did not compile within {killed:g} s (wall-clock "
-                          f"limit) (see {work / 'build.log'})")
 
     def run(chunk, cancel):
         env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
@@ -357,6 +345,30 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
                     {"images": int(len(inputs)), "ready": ready, "valid": valid, "seed": seed,
                      "jobs": jobs, "compile_seconds": compile_seconds,
                      "compile_cached": cached, "testbench": testbench})
+
+
+def _compile(testbench, verilog, model, work, images, waves, wall_seconds):
+    """Compile the simulation of ``testbench`` on ``work/engine.v`` (or take it from the cache);
+    for the bulk testbench, first write ``work/bulk.v`` for ``images`` rounded up to a power of
+    two. Returns ``(toplevel, test module, sources, capacity, build folder, cached)``; a
+    compiler killed after ``wall_seconds`` is one line."""
+    source = work / "engine.v"
+    toplevel, module, sources = verilog.config["toplevel"], "nmflow.sim.tb_engine", [source]
+    capacity = images
+    if testbench == "bulk":
+        from .bulk import MEMORY_VERILOG, TOPLEVEL, bulk_verilog, capacity_for
+        capacity = capacity_for(images)
+        bulk_verilog(verilog.config, model, capacity, work / "bulk.v")
+        toplevel, module = TOPLEVEL, "nmflow.sim.tb_engine_bulk"
+        # the engine last: the compiler's first error is then in it if it is cut short
+        sources = [MEMORY_VERILOG, work / "bulk.v", source]
+    build_dir, cached, killed = cached_build(sources, toplevel, work / "build.log", waves=waves,
+                                             wall_seconds=wall_seconds, ports_only=True,
+                                             subject=source)
+    if killed is not None:
+        raise NmflowError(f"{source} did not compile within {killed:g} s (wall-clock "
+                          f"limit) (see {work / 'build.log'})")
+    return toplevel, module, sources, capacity, build_dir, cached
 
 
 def _summary(chunks, verilog, out_path, sim_cycles, seconds, settings):
