@@ -46,9 +46,11 @@ def test_threshold_unit_at_and_around_thresholds(tmp_path):
     assert result.passed, result.log.read_text()[-3000:]
 
 
-def test_engine_with_backpressure_and_gaps(tmp_path):
+@pytest.mark.parametrize("testbench", ["bulk", "beat"])
+def test_engine_with_backpressure_and_gaps(tmp_path, testbench):
     # Random backpressure on the results and random gaps on the inputs: the engine stalls (more
-    # cycles than cycles_per_inference) and every output still matches the golden model.
+    # cycles than cycles_per_inference) and every output still matches the golden model, under
+    # either testbench.
     model = random_model([24, 20, 12, 6], input_bits=4, weight_kind="ternary", seed=4)
     hwmodel.save(model, tmp_path / "hw")
     verilog = write_engine_verilog(model, tmp_path / "rtl", lanes=8)
@@ -56,8 +58,10 @@ def test_engine_with_backpressure_and_gaps(tmp_path):
     progress = []
     summary = simulate_engine(tmp_path / "hw", inputs, tmp_path / "sim",
                               verilog_dir=tmp_path / "rtl", ready=0.3, valid=0.6, seed=1,
-                              waves=True, progress=lambda *state: progress.append(state))
+                              waves=True, progress=lambda *state: progress.append(state),
+                              testbench=testbench)
     assert summary["passed"], Path(summary["log"]).read_text()[-3000:]
+    assert summary["testbench"] == testbench
     assert summary["verilog_sha256"] == verilog.config["verilog_sha256"] == verilog.sha256
     waves = list((tmp_path / "sim").rglob("*.fst"))
     assert len(waves) == 1 and waves[0].stat().st_size > 1000
