@@ -89,7 +89,7 @@ async def wait_until_done(dut, images, budget, progress):
             f"{images} done)")
 
 
-def read_captures(dut, model, pe, offset):
+def read_captures(model, pe, offset):
     """The captured beats' fields and the cycles of each inference's first input beat and
     last result beat (in :func:`~nmflow.sim.harness.cycle` numbers: ``offset`` added)."""
     hidden = [layer.n_out for layer in model.layers[:-1]]
@@ -147,7 +147,7 @@ async def engine_matches_golden_in_bulk(dut):
     dut.dump.value = 1                      # the simulator writes the captures
     await FallingEdge(dut.clk)
 
-    results, traces, starts, finishes = read_captures(dut, model, pe, offset)
+    results, traces, starts, finishes = read_captures(model, pe, offset)
     golden = reference(model, s.inputs, lanes=config["lanes"], pe=pe, read=read)
     check = check_beats(model, golden, results, traces, pe=pe, first=s.first,
                         starts=_fit(starts, images), finishes=_fit(finishes, images))
