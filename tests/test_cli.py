@@ -528,11 +528,11 @@ def test_bench_writes_its_figures(tmp_path):
     assert cycles["latency_cycles"] == sum(cycles["breakdown"].values()) + 1
     assert board["memory_bound"]["bits_per_cycle"] == 30 * 16
     # back to back, the next inference's inputs load while the current one computes, and its
-    # first layer runs while the last layer drains: the row reads, the drains between layers
+    # first layer runs while the last layer drains: the row reads, the gaps between layers
     # and one cycle to start
     breakdown = cycles["breakdown"]
     assert board["cycles_per_inference"] == (breakdown["row_issue"]
-                                             + breakdown["layer_drains"] + 1)
+                                             + breakdown["layer_gaps"] + 1)
     assert cycles["measured_interval_cycles"] == board["cycles_per_inference"]
     assert board["ratio_to_ideal"] == round(board["cycles_per_inference"]
                                             / board["ideal_cycles"], 4)

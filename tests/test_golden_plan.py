@@ -39,7 +39,10 @@ def test_default_engine_figures():
     assert plan.weight_bits == 1616 * 32
     assert plan.popcount_latency == 5
     assert plan.drain_cycles == [11, 11, 13]
-    assert plan.cycles_per_inference == 64 + 1616 + 35 + 10 + 1 == 1726
+    # a hidden layer's 8 chunks are read a cycle apart, the last written by the layer before's
+    # last group: the next layer begins 7 cycles into the drain of 11
+    assert plan.layer_gaps == [11 - 7, 11 - 7]
+    assert plan.cycles_per_inference == 64 + 1616 + 4 + 4 + 13 + 10 + 1 == 1712
     assert plan.memories["weights"] == (1616, 32)
     assert plan.memories["inputs"] == (4, 80)
     assert plan.memories["activations"] == (16, 32)     # two banks of 8 rows

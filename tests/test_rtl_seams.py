@@ -234,13 +234,16 @@ def test_read_stage_latency_must_be_an_integer():
 
 
 @pytest.mark.parametrize("sizes, lanes, interval", [
-    # rows 60 + 18, drains 9 (+ 11, the last layer's, under the next inference's first layer):
-    # the reads and the drains between layers of one inference, plus one cycle
-    ([24, 10, 6], 4, 60 + 18 + 9 + 1),
-    # rows 10 + 18, drains 8 (+ 10)
-    ([3, 5, 6], 2, 10 + 18 + 8 + 1),
-    # rows 24 + 16 + 5, drains 10 + 10 (+ 11)
-    ([16, 12, 8, 5], 8, 24 + 16 + 5 + 10 + 10 + 1),
+    # rows 60 + 18; drain 9 between the layers, of which the second layer's first group overlaps
+    # 2: it reads its 3 chunks a cycle apart, the last one written by the first layer's last
+    # group; the last layer's drain runs under the next inference's first layer. So: the reads,
+    # the gaps between layers of one inference, plus one cycle
+    ([24, 10, 6], 4, 60 + 18 + (9 - 2) + 1),
+    # rows 10 + 6, drain 8, overlap 2 (3 chunks)
+    ([3, 5, 2], 2, 10 + 6 + (8 - 2) + 1),
+    # rows 24 + 16 + 5, drains 10 + 10: the second layer reads 2 chunks (overlap 1), the third
+    # one chunk (none)
+    ([16, 12, 8, 5], 8, 24 + 16 + 5 + (10 - 1) + 10 + 1),
     # 40 inputs load after the first layer's 10 rows: the input load is the bound
     ([40, 2, 2], 8, 10 + 40),
     # one layer: the next inference waits for the scores (16 rows, 10 cycles of drain) to be
@@ -293,7 +296,7 @@ def test_results_are_never_overwritten(sizes, lanes):
     run = check(engine, inputs, reference(model, inputs))
     # the last layer's rows and drain, the result beats and two cycles, from one last layer to
     # the next: longer than the rest of an inference
-    compute = plan.ideal_cycles + sum(plan.drain_cycles[:-1]) + 1
+    compute = plan.ideal_cycles + sum(plan.layer_gaps) + 1
     assert plan.interval_cycles == plan.last_layer_gap == (
         plan.layer_rows[-1] + plan.drain_cycles[-1] + sizes[-1] + 2) > compute
     # the steady state from the third inference on (a deeper network's second one starts

@@ -298,11 +298,29 @@ class EnginePlan:
         return [self.latency("hidden")] * (self.n_layers - 1) + [self.latency("last")]
 
     @property
+    def layer_gaps(self):
+        """Cycles between a layer's last row read and the next layer's first (none issued), per
+        layer but the last: the drain, less what the next layer's first group may overlap it. That group reads
+        its chunks of activations in order, a cycle each, and chunk ``c`` is complete once the
+        group holding its last value has completed (the groups complete in order, ``per * passes``
+        cycles apart): the next layer may begin as early as every chunk is then written by the
+        cycle it is read. At least one cycle (the sequencer's drain state)."""
+        gaps = []
+        for k in range(self.n_layers - 1):
+            drain = self.drain_cycles[k]
+            last_group, step = self.groups[k] - 1, self.per[k] * self.passes[k]
+            slack = min(c + (last_group - min(last_group, ((c + 1) * self.simd - 1) // self.pe))
+                        * step for c in range(self.per[k + 1]))
+            gaps.append(drain - min(slack, drain - 1))
+        return gaps
+
+    @property
     def cycles_per_inference(self):
         """Cycles from the first input beat to the last result beat, with streams that never
-        stall: the input load, the row reads, the drains, the result beats and one cycle to load
-        the first result beat."""
-        return self.n_inputs + self.issue_cycles + sum(self.drain_cycles) + self.n_classes + 1
+        stall: the input load, the row reads, the gaps between layers, the last layer's drain,
+        the result beats and one cycle to load the first result beat."""
+        return (self.n_inputs + self.issue_cycles + sum(self.layer_gaps) + self.drain_cycles[-1]
+                + self.n_classes + 1)
 
     @property
     def layer_rows(self):
@@ -337,15 +355,15 @@ class EnginePlan:
         later layers, and its first layers run while the current one's last layer drains, so
         the engine reads its weight memory nearly all the time. It is the largest of:
 
-        * the row reads of one inference and the drains between its layers (not the last
-          layer's), plus a cycle to start the next;
+        * the row reads of one inference and the gaps between its layers (:attr:`layer_gaps`;
+          not the last layer's drain), plus a cycle to start the next;
         * the first layer's rows plus the input load of the next inference (the input buffer is
           free once the first layer's rows are issued);
         * :attr:`last_layer_gap`: the next inference's last layer waits until this one's
           scores are stored and sent.
         """
-        rows, drains = self.layer_cycles, self.drain_cycles
-        return max(self.issue_cycles + sum(drains[:-1]) + 1, rows[0] + self.n_inputs,
+        rows = self.layer_cycles
+        return max(self.issue_cycles + sum(self.layer_gaps) + 1, rows[0] + self.n_inputs,
                    self.last_layer_gap)
 
     @property
@@ -365,7 +383,7 @@ class EnginePlan:
         of the one before (in the steady state, from the third inference on)."""
         rows, drains = self.layer_cycles, self.drain_cycles
         interval = self.interval_cycles
-        before_last = sum(rows[:-1]) + sum(drains[:-1])
+        before_last = sum(rows[:-1]) + sum(self.layer_gaps)
         if self.stalls_last_layer:
             # it begins right after the last layer's rows of the one before, then waits
             before_last = interval - rows[-1] - 1
@@ -378,9 +396,9 @@ class EnginePlan:
         before (a network of two or more layers whose interval is :attr:`last_layer_gap`).
         Its inferences then settle from the third on: the second, which starts behind one that
         did not wait, takes a little less than :attr:`cycles_back_to_back`."""
-        rows, drains = self.layer_cycles, self.drain_cycles
+        rows = self.layer_cycles
         return (self.n_layers > 1 and self.interval_cycles == self.last_layer_gap
-                and self.interval_cycles - rows[-1] - 1 > sum(rows[:-1]) + sum(drains[:-1]))
+                and self.interval_cycles - rows[-1] - 1 > sum(rows[:-1]) + sum(self.layer_gaps))
 
     def batch_cycles(self, count):
         """Cycles from the first input value of ``count`` inferences offered back to back (the
@@ -419,7 +437,7 @@ class EnginePlan:
             "layer_bases": list(self.mmap.bases), "rows_per_group": list(self.per),
             "groups": list(self.groups),
             "ideal_cycles_per_inference": self.ideal_cycles,
-            "drain_cycles": self.drain_cycles,
+            "drain_cycles": self.drain_cycles, "layer_gaps": self.layer_gaps,
             "cycles_per_inference": self.cycles_per_inference,
             "interval_cycles": self.interval_cycles,
             "memories": {name: list(shape) for name, shape in self.memories.items()},

@@ -54,8 +54,10 @@ class Sequencer(wiring.Component):
     The *runner* starts an inference as soon as a complete vector is in (``IDLE``), on the cycle
     of its last beat. ``RUN`` issues every row of a layer (layer after layer, group after group,
     chunk after chunk: the weight-memory address counts up, as the memory map lays the rows);
-    ``DRAIN`` waits until every issued hidden group has completed before the next layer reads its
-    inputs. After the last layer's rows it goes back to ``IDLE`` at once, so that the next
+    ``DRAIN`` waits :attr:`~nmflow.golden.plan.EnginePlan.layer_gaps` cycles from a layer's last
+    row to the next layer's first: the pipeline has a fixed latency, and the next layer's first
+    group reads its chunks in order, so it may begin before the last groups of the layer before
+    have completed, as long as each chunk is written by the cycle it is read. After the last layer's rows it goes back to ``IDLE`` at once, so that the next
     inference's first layers run while the last layer's groups are still in the pipeline; the
     *finisher* counts those groups apart (``scored``) and, once every one is stored, has the score
     unit send the results (``emit``). The last layer does not begin while the scores of the
@@ -80,7 +82,8 @@ class Sequencer(wiring.Component):
     cmd : Out(stream.Signature(command_layout(plan), always_ready=True))
         One row per cycle while running.
     completed : In(1)
-        Strobe: a hidden group issued earlier has completed (its activations written).
+        Strobe: a hidden group issued earlier has completed (its activations written). The
+        sequencer keeps to the plan's gaps instead; the strobe is for testbenches and probes.
     scored : In(1)
         Strobe: a group of the last layer issued earlier has completed (its scores stored).
     emit : Out(1)
@@ -149,8 +152,12 @@ class Sequencer(wiring.Component):
         chunk = Signal(range(max(max(per), 2)))
         addr = Signal(plan.addr_bits)
         hidden_index = Signal(plan.hidden_bits)
-        pending = Signal(range(max(groups) + 2))
-        drained = Signal(init=1)
+        # DRAIN's countdown (it lasts ``layer_gaps[layer]`` cycles): ``wait`` cycles left after
+        # this one, ``wait_end`` when none (registers)
+        gap_of = Array(Const(g - 1, range(max(plan.layer_gaps + [2])))
+                       for g in plan.layer_gaps + [1])
+        wait = Signal(range(max(plan.layer_gaps + [2])))
+        wait_end = Signal()
         # the last layer's groups in flight, counted apart; ``finishing`` from its last row to
         # the results' start, and ``handoff`` the cycle after (the score unit not yet ``busy``)
         pending_last = Signal(range(groups[-1] + 2))
@@ -221,6 +228,7 @@ class Sequencer(wiring.Component):
                             m.d.sync += finishing.eq(1)
                             m.next = "IDLE"
                         with m.Else():
+                            m.d.sync += [wait.eq(gap_of[layer]), wait_end.eq(gap_of[layer] == 0)]
                             m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += [neuron.eq(neuron + 1),
@@ -230,7 +238,9 @@ class Sequencer(wiring.Component):
                 with m.If(plane_end):
                     m.d.sync += [addr.eq(addr + 1), plane.eq(0), plane_end.eq(single)]
             with m.State("DRAIN"):              # (hidden layers only)
-                with m.If(drained):             # no hidden group in flight
+                with m.If(~wait_end):
+                    m.d.sync += [wait.eq(wait - 1), wait_end.eq(wait == 1)]
+                with m.Else():                  # the next layer's chunks are written in time
                     with m.If(((layer == n_layers - 2) if n_layers >= 2 else 0)
                               & scores_taken):
                         # The last layer waits for the last inference's scores to be stored and
@@ -245,8 +255,7 @@ class Sequencer(wiring.Component):
         with m.If(finishing & scored_all):
             m.d.sync += finishing.eq(0)
 
-        # Hidden and last-layer groups in flight (``drained``, ``scored_all``: none).
-        _count_in_flight(m, pending, drained, issued_neuron & ~cur_final, self.completed)
+        # Last-layer groups in flight (``scored_all``: none).
         _count_in_flight(m, pending_last, scored_all, issued_neuron & cur_final, self.scored)
 
         cmd = self.cmd.payload

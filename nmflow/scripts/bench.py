@@ -58,7 +58,7 @@ def _figures(plan):
         "ratio_to_ideal": round(plan.interval_cycles / plan.ideal_cycles, 4),
         "latency_cycles": plan.cycles_per_inference,
         "breakdown": {"input_load": plan.n_inputs, "row_issue": plan.issue_cycles,
-                      "layer_drains": sum(plan.drain_cycles[:-1]),
+                      "layer_gaps": sum(plan.layer_gaps),
                       "last_drain": plan.drain_cycles[-1],
                       "result_beats": plan.n_classes},
     }
