@@ -283,6 +283,11 @@ def _sweep_points(text):
 
 def cmd_bench(args):
     from ..scripts.bench import run_bench, run_sweep
+    if args.table:
+        from ..scripts.bench_table import read_bench, read_sweeps, render
+        print(render(read_bench(Path(args.out or Path(args.run) / "bench.json")),
+                     read_sweeps(Path(args.run))), end="")
+        return
     if args.sweep is not False:
         console = _console()
         result = run_sweep(Path(args.run), boards=args.boards, points=args.sweep, out=args.out,
@@ -536,6 +541,9 @@ def _add_board_parsers(sub):
                    "mnist_spram of RUN/bench.json")
     ranged(p, "--mnist-images", integer(1, limits.BENCH_IMAGES), default=2000,
            help="test images the MNIST benchmark simulates (default: 2000)")
+    p.add_argument("--table", action="store_true", help="instead of the benchmark, print "
+                   "RUN/bench.json (or --out), with the sweeps RUN/sweep*.json if there, as the "
+                   "Markdown tables of the README's benchmark section")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json, or RUN/sweep.json)")
 
 
