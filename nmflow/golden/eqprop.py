@@ -44,6 +44,16 @@ nudged states. Every estimate approximates ``-dL/dtheta``; the step is ``theta +
 :func:`bptt_gradient` computes the exact ``dL/dtheta`` of the loss after ``T`` free steps by
 back-propagation through time (torch autograd through the same dynamics), and
 :func:`gradient_check` compares the two.
+
+Training with BPTT (:func:`train`) departs from that exact gradient in two ways, both needed with
+the squared error and the hard sigmoid (issue 20; digits, docs/eqprop.md). (1) It back-propagates
+through the last ``K`` of the ``T`` free steps only, from the state before them held fixed, as
+the thesis' code does (``T1 - T2`` steps detached): through all steps the gradient of a sample
+that has not settled (one leaving a saddle) grows with every step unrolled, and one such SGD step
+(a batch gradient 14 times EP's estimate) ruined the network. (2) The output's clip at the last
+step passes the error straight through: the default initialisation leaves some outputs clipped at
+0 for almost every sample of their class, where the exact gradient is 0 and the class is never
+learned (EP at small beta neither; EP's finite beta nudges the target across the clip).
 """
 
 import math
@@ -222,16 +232,32 @@ def _drive(net, x, s, k, beta, y1h):
     return a
 
 
-def _step(net, x, s, beta, y1h):
+def _straight(name, a):
+    """The activation of ``a`` whose derivative is the slope of its linear part everywhere (1 for
+    ``hard``, 1/2 for ``hard_half``): the straight-through clip. The logistic is left as is."""
+    value = _act(name, a)
+    if name == "logistic":
+        return value
+    linear = a if name == "hard" else 0.5 * a
+    return linear + (value - linear).detach()
+
+
+def _step(net, x, s, beta, y1h, straight=False):
+    """One time step; with ``straight`` the last state layer takes the straight-through clip."""
     act = net.config.activation
     N = len(s)
+
+    def new(s, k):
+        a = _drive(net, x, s, k, beta, y1h)
+        return _straight(act, a) if straight and k == N else _act(act, a)
+
     if net.config.order == "sync":
-        return [_act(act, _drive(net, x, s, k, beta, y1h)) for k in range(1, N + 1)]
+        return [new(s, k) for k in range(1, N + 1)]
     s = list(s)
     for parity in (1, 0):                      # odd layers first, then even layers
         for k in range(1, N + 1):
             if k % 2 == parity:
-                s[k - 1] = _act(act, _drive(net, x, s, k, beta, y1h))
+                s[k - 1] = new(s, k)
     return s
 
 
@@ -305,15 +331,29 @@ def ep_estimate(net, x, y, estimate, beta=None, K=None, rng=None, s_free=None):
         return [(p - f) / beta for p, f in zip(g_plus, g_free)]
 
 
-def bptt_gradient(net, x, y, steps=None):
-    """``(loss, dL/dtheta)``: the exact gradient of the loss after ``steps`` (default ``T``) free
-    steps from 0, by back-propagation through time (autograd through the same dynamics)."""
+def bptt_gradient(net, x, y, steps=None, window=None, straight_through=False):
+    """``(loss, dL/dtheta)`` by back-propagation through time: autograd through the same dynamics.
+
+    The loss is the one after ``steps`` (default ``T``) free steps from 0. The gradient flows
+    through the last ``window`` of them (default: all), from the state before them held fixed:
+    ``window = K`` is the truncated BPTT that EP's ``K`` nudged steps from ``s*`` estimate (the
+    GDU property, [T] ch. 3). With the defaults the gradient is exact. ``straight_through``
+    (``squared`` loss with a clip activation only) lets the output's clip at the last step pass
+    the error ``s_L - y`` unchanged: the gradient then differs from the exact one only where an
+    output is clipped on the wrong side of its target (a target output at 0, another output at
+    1), where the exact one is 0.
+    """
     torch = _torch()
+    steps = net.config.T if steps is None else check_int("steps", steps, 1)
+    window = steps if window is None else min(check_int("window", window, 1), steps)
     params = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
     n = net.config.n_states
     shadow = EqPropNet(net.config, params[:n], params[n:2 * n],
                        params[2 * n] if net.W_out is not None else None)
-    s = free_phase(shadow, x, steps)
+    with torch.no_grad():
+        s = relax(net, x, _zeros(net, x.shape[0]), steps - window)
+    s = relax(shadow, x, s, window - 1)
+    s = _step(shadow, x, s, 0.0, None, straight=straight_through and net.W_out is None)
     loss = loss_of(shadow, s, y)
     grads = torch.autograd.grad(loss, params)
     return float(loss.detach()), [g.detach() for g in grads]
@@ -407,7 +447,9 @@ def train(config, method, x_train, y_train, x_test, y_test, progress=None):
     """Train a fresh network (seed ``config.seed``) with ``method`` (one of :data:`METHODS`).
 
     ``x_*`` are float inputs in [0, 1] (:func:`prepare_inputs`), ``y_*`` labels. Plain SGD with
-    the layer learning rates; the same initialisation and batch order for every method. Returns
+    the layer learning rates; the same initialisation and batch order for every method. BPTT
+    back-propagates through the last ``K`` free steps with the straight-through output clip
+    (:func:`bptt_gradient`, ``window=K, straight_through=True``; see the module notes). Returns
     ``(net, history)``: per epoch the train loss (mean over batches, at the free state before the
     update), the test accuracy and loss, and the seconds.
     """
@@ -436,7 +478,8 @@ def train(config, method, x_train, y_train, x_test, y_test, progress=None):
             xb = torch.as_tensor(x_train[idx], dtype=dtype)
             yb = torch.as_tensor(y_train[idx], dtype=torch.int64)
             if method == "bptt":
-                loss, grads = bptt_gradient(net, xb, yb)
+                loss, grads = bptt_gradient(net, xb, yb, window=config.K,
+                                            straight_through=True)
                 steps = [-g for g in grads]
             else:
                 with torch.no_grad():
