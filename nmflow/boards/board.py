@@ -74,6 +74,8 @@ class Board:
         ``".bin"`` (iCE40) or ``".bit"`` (ECP5).
     synth_opts : tuple of str
         Options added to Yosys' ``synth_<family>`` command.
+    nextpnr_opts : tuple of str
+        Options every nextpnr run of the board gets (before a build's own).
     uart_usb : tuple of (int, int, int)
         The USB bridge of the board's UART: vendor ID, product ID and the interface that is the
         UART (``--port auto`` finds it among the serial ports).
@@ -121,6 +123,7 @@ class Board:
     target_mhz: float
     bitstream_suffix: str
     synth_opts: tuple = ()
+    nextpnr_opts: tuple = ()
     uart_usb: tuple = (0x0403, 0x6010, 1)
     loader_board: str = ""
     loads_sram: bool = True

@@ -524,7 +524,7 @@ def _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts, nextp
     overrides = {"nextpnr_opts": ["--timing-allow-fail", "--freq", f"{target_mhz:g}",
                                   "--report", f"{name}_report.json",
                                   *(["--seed", str(seed)] if seed is not None else []),
-                                  *nextpnr_opts]}
+                                  *board.nextpnr_opts, *nextpnr_opts]}
     if synth_opts:
         overrides["synth_opts"] = list(synth_opts)
     if pll_settings is None:

@@ -53,6 +53,9 @@ BOARD = Board(
     bitstream_suffix=".bit",
     # synth_ecp5 infers MULT18X18D by default; nothing to add.
     synth_opts=(),
+    # router2: the default router (router1) spent over an hour ripping up and rerouting the
+    # 512 x 8 engine (17,890 cells) against the 130 MHz target without converging.
+    nextpnr_opts=("--router", "router2"),
     # FT231X: one interface, the UART; openFPGALoader drives its JTAG by bit-banging.
     uart_usb=(0x0403, 0x6015, 0),
     loader_board="ulx3s",
