@@ -158,3 +158,16 @@ def test_a_baud_the_oscillator_cannot_make_is_refused_with_clock_board():
         clock_options("board", BOARDS["ulx3s"], "engine", baud=3_000_000)
     options, hz = clock_options("auto", BOARDS["ulx3s"], "engine", baud=3_000_000)
     assert hz == 112.5e6 and uart_divisor(hz, 3_000_000) == 38      # 2.96 Mbaud, 1.3 % off
+
+
+def test_a_first_layer_of_all_the_input_bits_is_the_parallel_folding():
+    # bench and sweep pass the plan's resolved first_layer_bits (5 for 5-bit pixels): the
+    # build must still start at the clock measured for the parallel folding
+    from nmflow.flow.engine import folding_key
+    from nmflow.golden.synthetic import random_model
+    model = random_model([64, 16, 10], input_bits=5, seed=0)
+    board = BOARDS["icebreaker"]
+    assert folding_key(model, 64, 4, 5) == folding_key(model, 64, 4, None) == (64, 4, None)
+    assert board.first_clock_mhz(folding=folding_key(model, 64, 4, 5)) == \
+        board.folding_clocks_mhz[(64, 4, None)]
+    assert folding_key(model, 64, 4, 1) == (64, 4, 1)

@@ -539,6 +539,14 @@ def choose_batch(hw, info, batch, *, sprams_free, fit):
     raise NmflowError(refusal)
 
 
+def folding_key(model, lanes, pe, first_layer_bits):
+    """The folding ``(lanes, pe, first_layer_bits)`` as boards list their measured clocks
+    (:attr:`~nmflow.boards.board.Board.folding_clocks_mhz`): a first layer that takes all the
+    input bits a cycle is the parallel one, ``None``."""
+    parallel = first_layer_bits is None or first_layer_bits >= model.input_bits
+    return lanes, pe, None if parallel else first_layer_bits
+
+
 def clock_options(clock, board, *units, baud=BAUD, folding=None):
     """``(options, hz)``: the ``clock_mhz``/``first_clock_mhz``/``accept_clock`` arguments of
     :func:`nmflow.boards.build.build` for a flow's ``clock`` (``"auto"``, ``"board"`` or MHz) and
@@ -625,7 +633,7 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     units = ("engine",) + (("injector",) if errors is not None else ()) + (
         ("metaplastic",) if unit is not None else ())
     clocking, first_hz = clock_options(clock, info, *units, baud=baud,
-                                       folding=(lanes, pe, first_layer_bits))
+                                       folding=folding_key(hw, lanes, pe, first_layer_bits))
     try:
         check_host_top(hw, lanes=lanes, pe=pe, first_layer_bits=first_layer_bits, clk_freq=first_hz,
                        baud=baud)
