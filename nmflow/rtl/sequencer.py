@@ -28,6 +28,30 @@ def command_layout(plan):
     })
 
 
+def _gap_table(plan):
+    """DRAIN's countdown after each layer, ``layer_gaps[k] - 1`` (0 after the last), and the
+    counter's shape."""
+    shape = range(max(plan.layer_gaps + [2]))
+    return Array(Const(g - 1, shape) for g in plan.layer_gaps + [1]), shape
+
+
+def _finish(m, finishing, handoff, scored_all):
+    """``finishing`` falls once every score is stored (the emit); ``handoff`` is the cycle
+    after."""
+    m.d.sync += handoff.eq(finishing & scored_all)
+    with m.If(finishing & scored_all):
+        m.d.sync += finishing.eq(0)
+
+
+def _count_inputs(m, take, count, end, n_inputs):
+    """Input beats of a vector: ``count`` goes up on ``take`` and back to 0 after the last;
+    ``end`` is ``count == n_inputs - 1`` kept in a register."""
+    with m.If(take):
+        m.d.sync += [count.eq(count + 1), end.eq(count == n_inputs - 2)]
+        with m.If(end):
+            m.d.sync += [count.eq(0), end.eq(n_inputs == 1)]
+
+
 def _count_in_flight(m, count, empty, issued, completed):
     """Groups issued and not yet completed: ``count`` goes up on ``issued``, down on
     ``completed``; ``empty`` is ``count == 0`` kept in a register (computed from the next
@@ -154,10 +178,8 @@ class Sequencer(wiring.Component):
         hidden_index = Signal(plan.hidden_bits)
         # DRAIN's countdown (it lasts ``layer_gaps[layer]`` cycles): ``wait`` cycles left after
         # this one, ``wait_end`` when none (registers)
-        gap_of = Array(Const(g - 1, range(max(plan.layer_gaps + [2])))
-                       for g in plan.layer_gaps + [1])
-        wait = Signal(range(max(plan.layer_gaps + [2])))
-        wait_end = Signal()
+        gap_of, wait_shape = _gap_table(plan)
+        wait, wait_end = Signal(wait_shape), Signal()
         # the last layer's groups in flight, counted apart; ``finishing`` from its last row to
         # the results' start, and ``handoff`` the cycle after (the score unit not yet ``busy``)
         pending_last = Signal(range(groups[-1] + 2))
@@ -182,10 +204,7 @@ class Sequencer(wiring.Component):
                      self.load.payload.index.eq(in_count),
                      self.load.payload.value.eq(self.i.payload),
                      self.i.ready.eq(loading)]
-        with m.If(take):
-            m.d.sync += [in_count.eq(in_count + 1), in_end.eq(in_count == n_inputs - 2)]
-            with m.If(in_end):
-                m.d.sync += [in_count.eq(0), in_end.eq(n_inputs == 1)]
+        _count_inputs(m, take, in_count, in_end, n_inputs)
         m.d.comb += [have_next.eq((have | last_beat) & ~start),
                      in_use_next.eq((in_use | start) & ~first_done)]
         m.d.sync += [have.eq(have_next), in_use.eq(in_use_next),
@@ -251,9 +270,7 @@ class Sequencer(wiring.Component):
                         m.next = "RUN"
 
         # -- the finisher: the results go once every group of the last layer is stored ----------
-        m.d.sync += handoff.eq(finishing & scored_all)      # the cycle after the emit
-        with m.If(finishing & scored_all):
-            m.d.sync += finishing.eq(0)
+        _finish(m, finishing, handoff, scored_all)
 
         # Last-layer groups in flight (``scored_all``: none).
         _count_in_flight(m, pending_last, scored_all, issued_neuron & cur_final, self.scored)
