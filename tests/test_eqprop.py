@@ -33,12 +33,16 @@ def test_hard_sigmoid_errors_are_small_but_not_second_order():
     assert r["one_sided"][-1] < r["one_sided"][0]
 
 
-def test_bptt_gradient_equals_finite_differences():
-    config = ep.EqPropConfig(sizes=(5, 6, 3), activation="logistic", T=30, K=5, dtype="float64",
+def _tiny_logistic_net(T, K, seed):
+    """A 5-6-3 float64 network with the logistic activation and four random inputs."""
+    config = ep.EqPropConfig(sizes=(5, 6, 3), activation="logistic", T=T, K=K, dtype="float64",
                              lrs=(1.0, 1.0))
-    net = ep.EqPropNet.init(config)
-    rng = np.random.default_rng(0)
-    x = torch.tensor(rng.random((4, 5)))
+    x = torch.tensor(np.random.default_rng(seed).random((4, 5)))
+    return ep.EqPropNet.init(config), x
+
+
+def test_bptt_gradient_equals_finite_differences():
+    net, x = _tiny_logistic_net(T=30, K=5, seed=0)
     y = torch.tensor([0, 1, 2, 1])
     _, grads = ep.bptt_gradient(net, x, y)
     for p, g in zip(net.parameters(), grads):
@@ -57,11 +61,7 @@ def test_bptt_window_holds_the_earlier_state_fixed():
     # window = k: the gradient of the loss after T steps through the last k of them only, the
     # state after T - k steps held fixed; T = 6 is too short to settle, so the earlier steps
     # matter and the full gradient differs.
-    config = ep.EqPropConfig(sizes=(5, 6, 3), activation="logistic", T=6, K=2, dtype="float64",
-                             lrs=(1.0, 1.0))
-    net = ep.EqPropNet.init(config)
-    rng = np.random.default_rng(1)
-    x = torch.tensor(rng.random((4, 5)))
+    net, x = _tiny_logistic_net(T=6, K=2, seed=1)
     y = torch.tensor([2, 0, 1, 2])
     _, grads = ep.bptt_gradient(net, x, y, window=2)
     _, full = ep.bptt_gradient(net, x, y)
