@@ -354,7 +354,7 @@ def test_ulx3s_pll_clock(tmp_path):
     assert re.search(r'^FREQUENCY NET "core\.clk" 130000000\.0 HZ;$', lpf, re.M)
 
 
-def test_auto_clock_steps_down_to_what_the_design_meets(tmp_path):
+def test_auto_clock_steps_down_to_what_the_design_meets(tmp_path, monkeypatch):
     """A first clock far above the design's Fmax: the second place and route runs at the
     PLL's highest output at or below Fmax / 1.05, and that one is kept."""
     out_dir = tmp_path / "icebreaker"
@@ -369,6 +369,35 @@ def test_auto_clock_steps_down_to_what_the_design_meets(tmp_path):
     assert result.clock_mhz == second["clock_mhz"] and result.fmax_mhz >= 1.05 * result.clock_mhz
     assert factory.clocks == [270e6, second["clock_mhz"] * 1e6]
     assert json.loads((out_dir / "build.json").read_text())["clock_attempts"] == [first, second]
+    assert result.reused is False
+    check_reuse(out_dir, result, dict(seed=1, clock_mhz="auto", first_clock_mhz=270),
+                monkeypatch)
+
+
+def check_reuse(out_dir, result, request, monkeypatch):
+    """``reuse=True`` takes the build in ``out_dir`` for the same request (running no tool)
+    and for nothing else: another seed, first clock or design, or a changed bitstream."""
+    import nmflow.boards.build as build_module
+
+    def no_tools(*args, **kwargs):
+        raise AssertionError("a tool ran")
+    monkeypatch.setattr(build_module, "_run", no_tools)
+    again = build(Recorder(), "icebreaker", out_dir, reuse=True, **request)
+    assert again.reused is True
+    assert {k: v for k, v in again.to_dict().items() if k != "reused"} == {
+        k: v for k, v in result.to_dict().items() if k != "reused"}
+    for changed, factory in (
+            (dict(request, seed=2), Recorder()),
+            (dict(request, first_clock_mhz=200), Recorder()),
+            (request, lambda clk_freq: StandIn(clk_freq=clk_freq, depth=128))):
+        with pytest.raises(AssertionError, match="a tool ran"):
+            build(factory, "icebreaker", out_dir, reuse=True, **changed)
+    assert (out_dir / "build.json").is_file()          # the failed attempts left the build
+    bitstream = out_dir / "top.bin"
+    data = bitstream.read_bytes()
+    bitstream.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(AssertionError, match="a tool ran"):
+        build(Recorder(), "icebreaker", out_dir, reuse=True, **request)
 
 
 def test_a_clock_the_design_misses_is_refused_in_one_line(tmp_path):

@@ -500,6 +500,8 @@ def test_bench_writes_its_figures(tmp_path):
     # The benchmark's JSON holds every figure it promises, consistent with each other (the
     # figures themselves are measured by `nmflow bench`, not asserted here).
     out = tmp_path / "bench.json"
+    # the MNIST benchmark's section, written first, stays
+    out.write_text(json.dumps({"mnist_spram": {"fits": True}, "boards": {"old": {}}}))
     # a small folding (the board's own is a long place and route): 16 lanes, two neurons a
     # cycle, a bit-serial first layer (the injector's second build must fit too)
     result = nmflow("bench", "--run", tmp_path / "bench", "--images", "2", "--sim-images", "3",
@@ -507,6 +509,7 @@ def test_bench_writes_its_figures(tmp_path):
                     "--first-layer-bits", "1", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads(out.read_text())
+    assert bench["mnist_spram"] == {"fits": True} and list(bench["boards"]) == ["icebreaker"]
     board = bench["boards"]["icebreaker"]
     simd, pe = board["simd"], board["pe"]
     assert (simd, pe, board["first_layer_bits"]) == (8, 2, 1)
@@ -575,6 +578,31 @@ def test_bench_sweep_records_each_folding_and_its_limit(tmp_path):
     assert wide["refused"] == "memory" and wide["limit"] == "memory"
     assert "logic_cells" not in wide and wide["error"].startswith("design does not fit")
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+    # Resumed: the build in its folder is taken as it is (no Yosys, no nextpnr), the same rows.
+    again = tmp_path / "again.json"
+    result = nmflow("bench", "--run", tmp_path / "run", "--boards", "icebreaker", "--sweep",
+                    "16x1,256x8d1", "--out", again, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(again.read_text()) == sweep
+    build = json.loads((tmp_path / "run" / "sweep_icebreaker_16x1d5" / "build.json").read_text())
+    assert build["reused"] is True
+
+
+def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path):
+    from nmflow.scripts.bench import run_sweep
+    seen = []
+
+    def stop(board, tag, entry):
+        seen.append(tag)
+        raise KeyboardInterrupt
+    out = tmp_path / "sweep.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tmp_path / "run", boards="icebreaker", points=((256, 8, 1), (16, 1, None)),
+                  out=out, progress=stop)
+    assert seen == ["256x8d1"]
+    (row,) = json.loads(out.read_text())["boards"]["icebreaker"]
+    assert row["refused"] == "memory" and row["ideal_cycles"] == 2 * 16 + 4 * 16 + 4 * 2
 
 
 def test_bench_sweep_refuses_a_bad_point(tmp_path):

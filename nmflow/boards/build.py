@@ -118,6 +118,9 @@ class BuildResult:
     clock_attempts : list of dict
         With ``clock_mhz="auto"``: each place and route tried, ``{"clock_mhz", "fmax_mhz"}``, the
         last one the build's.
+    reused : bool
+        True if :func:`build` (``reuse=True``) found this build already in ``out_dir``, made from
+        the same inputs, and ran no tool; the figures and ``seconds`` are that build's.
     utilisation : dict
         Every line of nextpnr's device utilisation: cell type -> ``{"used", "total", "percent"}``.
     seconds : float
@@ -155,6 +158,7 @@ class BuildResult:
     oscillator_mhz: float | None = None
     pll: dict | None = None
     clock_attempts: list = field(default_factory=list)
+    reused: bool = False
 
     @property
     def meets_clock(self):
@@ -263,7 +267,7 @@ def _first_error(path):
 
 def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None,
           synth_opts=(), nextpnr_opts=(), check_timing=True, timeout=None, clock_mhz=None,
-          first_clock_mhz=None, accept_clock=None):
+          first_clock_mhz=None, accept_clock=None, reuse=False):
     """Synthesise, place, route and pack a design for a board; return what nextpnr reported.
 
     Parameters
@@ -305,6 +309,12 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
         below a request that it accepts is taken.
     timeout : float, optional
         Seconds each tool may run, unlimited when None.
+    reuse : bool
+        Return the build already in ``out_dir`` instead of running the tools again, if it has
+        its bitstream (with the SHA-256 its ``build.json`` records) and was made from exactly the
+        inputs this call prepares (RTLIL, Yosys script, constraints, tool commands with the seed
+        and the timing target, at the run clock that build ended at, from the same first clock):
+        an interrupted benchmark or sweep resumes without redoing its finished builds.
 
     Returns
     -------
@@ -323,12 +333,19 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     target_mhz = _check_args(name, seed, target_mhz, board, timeout)
     synth_opts = board.synth_opts + _options(synth_opts, "synth_opts")
     nextpnr_opts = _options(nextpnr_opts, "nextpnr_opts")
+    settings = None
     if clock_mhz == "auto":
         first = board.first_clock_mhz() if first_clock_mhz is None else first_clock_mhz
         settings = _solve(board, _clock_number("first_clock_mhz", first) * 1e6,
                           accept=accept_clock)
     elif clock_mhz is not None:
         settings = pll_for(board, clock_mhz, accept=accept_clock)
+    if reuse:
+        reused = _reused(top_factory, board, Path(out_dir), name=name, target_mhz=target_mhz,
+                         seed=seed, synth_opts=synth_opts, nextpnr_opts=nextpnr_opts,
+                         clock_mhz=clock_mhz, settings=settings, accept_clock=accept_clock)
+        if reused is not None:
+            return reused
     started = time.monotonic()
     tool_environment()
     tool_paths = check_tools(board.tools)
@@ -371,6 +388,59 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
 
 def _mhz(settings):
     return round(settings.output_mhz, 6)
+
+
+#: The inputs :func:`_install` keeps beside a bitstream, which :func:`_reused` compares.
+_INPUTS = ("{}.il", "{}.ys", "{}.pcf", "{}.lpf", "build_{}.sh")
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _reused(top_factory, board, out_dir, *, name, target_mhz, seed, synth_opts, nextpnr_opts,
+            clock_mhz, settings, accept_clock):
+    """The :class:`BuildResult` of the build in ``out_dir`` if this request would make it again
+    (see :func:`build`'s ``reuse``), else None."""
+    bitstream = out_dir / f"{name}{board.bitstream_suffix}"
+    try:
+        recorded = json.loads((out_dir / "build.json").read_text())
+        if (not isinstance(recorded, dict) or recorded.get("board") != board.name
+                or recorded.get("bitstream_sha256") != _sha256(bitstream)):
+            return None
+        if clock_mhz is None:
+            final = None
+        elif clock_mhz == "auto":
+            attempts = recorded.get("clock_attempts") or [{}]
+            if attempts[0].get("clock_mhz") != _mhz(settings):
+                return None
+            final = None if recorded.get("pll") is None else pll_for(
+                board, recorded["clock_mhz"], accept=accept_clock)
+        else:
+            final = settings
+        if (None if final is None else final.to_dict()) != recorded.get("pll"):
+            return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, NmflowError):
+        return None
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.reuse-", dir=out_dir.parent))
+    try:
+        _prepare(top_factory, board, work, name, target_mhz, seed, synth_opts, nextpnr_opts,
+                 final)
+        for pattern in _INPUTS:
+            made, kept = work / pattern.format(name), out_dir / pattern.format(name)
+            if made.exists() != kept.exists() or (
+                    made.exists() and made.read_bytes() != kept.read_bytes()):
+                return None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    paths = {"bitstream": bitstream, "out_dir": out_dir, "yosys_log": out_dir / "yosys.log",
+             "nextpnr_log": out_dir / "nextpnr.log", "build_log": out_dir / "build.log"}
+    fields = {key: recorded[key] for key in BuildResult.__dataclass_fields__
+              if key in recorded and key not in paths and key != "reused"}
+    try:
+        return BuildResult(**fields, **paths, reused=True)
+    except TypeError:                       # a build.json without a field BuildResult needs
+        return None
 
 
 def _clock_number(parameter, value, others=""):
@@ -575,9 +645,8 @@ def _install(work, out_dir, name, board, logs, *, success):
         "build.log": "build.log",
         f"{name}_report.json": "nextpnr_report.json",
     }
-    for source in (f"{name}.il", f"{name}.ys", f"{name}.pcf", f"{name}.lpf",
-                   f"build_{name}.sh"):
-        renames[source] = source
+    for pattern in _INPUTS:
+        renames[pattern.format(name)] = pattern.format(name)
     for source, target in renames.items():
         if (work / source).exists():
             os.replace(work / source, out_dir / target)

@@ -591,7 +591,7 @@ def clock_options(clock, board, *units, baud=BAUD, folding=None):
 
 def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first_layer_bits=None,
                out=None, seed=None, errors=None, metaplastic=None, clock="auto", baud=BAUD,
-               memory="auto", batch="auto"):
+               memory="auto", batch="auto", reuse=False):
     """Build the board bitstream (engine + UART host link, with the read-error injector in the
     configuration ``errors`` if given, and with the metaplastic update unit of metaplasticity
     ``metaplastic`` if given: its hidden weights in SPRAM on an iCE40, in block RAM otherwise,
@@ -606,7 +606,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     do not fit the block RAMs (``"auto"``), or as asked. ``batch`` is the board's batch
     memory (:func:`choose_batch`): ``"auto"`` (the largest of :data:`BATCH_AUTO` that fits the
     free SPRAMs or, without moving the engine's buffers, the block RAM; none if nothing fits),
-    a number of vectors, or 0 for none."""
+    a number of vectors, or 0 for none. ``reuse``: a build already in ``out`` made from the
+    same inputs is taken as it is (see :func:`nmflow.boards.build.build`)."""
     from ..boards.build import build, get_board
     from ..golden import hwmodel
     from ..golden.plan import EnginePlan
@@ -690,7 +691,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
     dropped = None
     try:
         result, needed, buffers = _build_fitting(
-            lambda: build(make, board, out, name="nmflow_top", seed=seed, **clocking),
+            lambda: build(make, board, out, name="nmflow_top", seed=seed, reuse=reuse,
+                                **clocking),
             needed, buffers, refit)
     except NmflowError as error:
         from ..boards.build import TooSlow
@@ -701,7 +703,8 @@ def build_step(run_dir, model=None, *, board="icebreaker", lanes=16, pe=1, first
         capacity = batch_kind = None
         needed, buffers, fit = without
         result, needed, buffers = _build_fitting(
-            lambda: build(make, board, out, name="nmflow_top", seed=seed, **clocking),
+            lambda: build(make, board, out, name="nmflow_top", seed=seed, reuse=reuse,
+                                **clocking),
             needed, buffers, refit)
     summary = result.to_dict()
     summary["wall_seconds"] = round(time.monotonic() - start, 1)

@@ -98,8 +98,26 @@ def _simulation_speed(run_dir, rtl, sim_images):
     return speed
 
 
+def _merge_write(out, result, keep=("mnist_spram",)):
+    """Write ``result`` to ``out`` atomically, keeping the sections ``keep`` of the file there
+    (``nmflow bench --mnist`` adds its section to the main benchmark's file)."""
+    import json
+    try:
+        before = json.loads(out.read_text())
+    except (OSError, ValueError):
+        before = {}
+    if isinstance(before, dict):
+        result = dict(result, **{key: before[key] for key in keep
+                                 if key in before and key not in result})
+    write_json(out, result)
+    return result
+
+
 def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
-              boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None):
+              boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None, resume=False):
+    """The benchmark (see the module): ``bench.json`` is written after each section (cycles,
+    simulation speed, each board), so an interrupted run leaves what it measured; with
+    ``resume``, a board build already in its folder from the same inputs is taken as it is."""
     from ..boards.build import get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
@@ -159,6 +177,8 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
             "measured_latency_cycles": sim["cycles_per_inference"],
             "measured_interval_cycles": sim["interval_cycles"],
         })
+    out = Path(out or run_dir / "bench.json")
+    _merge_write(out, result)
     first = plans[infos[0].name]
 
     # Simulation speed under cocotb, and Amaranth's simulator on the benchmark images.
@@ -177,6 +197,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
         "amaranth_cycles_per_second": round(int(run.cycles.sum()) / pysim_seconds, 1),
         "amaranth_seconds": round(pysim_seconds, 2),
     })
+    _merge_write(out, result)
 
     errors = None
     if injector:
@@ -191,7 +212,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
         entry = {"device": info.device, "memory_bound": memory_bound(info, plan)}
         entry.update(_figures(plan))
         build = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
-                           first_layer_bits=plan.first_layer_bits)
+                           first_layer_bits=plan.first_layer_bits, reuse=resume)
         entry.update({key: build[key] for key in ("logic_cells", "logic_cells_total",
                                                   "block_rams", "block_rams_total", "dsps",
                                                   "fmax_mhz", "run_clock_mhz", "clock_margin",
@@ -214,7 +235,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
             # The cost of the read-error injector (rates settable through the host link).
             with_errors = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
                                      first_layer_bits=plan.first_layer_bits, errors=errors,
-                                     out=run_dir / f"{info.name}_errors")
+                                     out=run_dir / f"{info.name}_errors", reuse=resume)
             entry["injector"] = {
                 "logic_cells": with_errors["logic_cells"], "fmax_mhz": with_errors["fmax_mhz"],
                 "run_clock_mhz": with_errors["run_clock_mhz"],
@@ -226,8 +247,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
                 entry["injector"]["fmax_ratio"] = round(with_errors["fmax_mhz"]
                                                         / build["fmax_mhz"], 4)
         result["boards"][info.name] = entry
-
-    write_json(Path(out or run_dir / "bench.json"), result)
+        result = _merge_write(out, result)
     return result
 
 
@@ -274,11 +294,13 @@ def _limit(info, plan, entry, first_mhz):
 
 
 def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot=None,
-              progress=None):
+              progress=None, resume=False):
     """Build the default digits TNN at each folding on each board: cycles (the plan's, which
     the tests hold the RTL to), logic, block RAMs, DSPs, Fmax, run clock, images per second and
     the limit each point hits; write ``sweep.json`` and a plot. A point that does not fit is
-    recorded with what overflowed, not an error."""
+    recorded with what overflowed, not an error. ``sweep.json`` is rewritten after each point
+    (the points so far); with ``resume``, a point whose build is already in its folder, made
+    from the same inputs, is taken as it is."""
     from ..boards.build import DoesNotFit, get_board
     from ..flow import DatasetSpec, build_step, export_step, train_step
     from ..golden import hwmodel
@@ -293,8 +315,9 @@ def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot
     model = hwmodel.load(run_dir / "hwmodel")
     result = {"network": {"sizes": model.sizes, "weight_kind": model.weight_kind,
                           "synapse_ops": synapse_ops(model)}, "boards": {}}
+    out = Path(out or run_dir / "sweep.json")
     for info in infos:
-        rows = []
+        rows = result["boards"][info.name] = []
         first_mhz = info.first_clock_mhz("engine")
         for lanes, pe, bits in (points or SWEEP_POINTS.get(info.name, SWEEP_POINTS["ulx3s"])):
             plan = EnginePlan(model, lanes, pe=pe, first_layer_bits=bits)
@@ -303,7 +326,8 @@ def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot
             tag = f"{lanes}x{pe}d{plan.first_layer_bits}"
             try:
                 build = build_step(run_dir, board=info.name, lanes=lanes, pe=pe,
-                                   first_layer_bits=bits, out=run_dir / f"sweep_{info.name}_{tag}")
+                                   first_layer_bits=bits, out=run_dir / f"sweep_{info.name}_{tag}",
+                                   reuse=resume)
             except DoesNotFit as error:
                 entry["refused"] = "memory" if error.block_rams is not None else "logic"
                 entry["error"] = str(error)
@@ -322,11 +346,9 @@ def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot
                     synapse_ops(model) / plan.interval_cycles / build["logic_cells"], 4)
             entry["limit"] = _limit(info, plan, entry, first_mhz)
             rows.append(entry)
+            write_json(out, result)
             if progress:
                 progress(info.name, tag, entry)
-        result["boards"][info.name] = rows
-    out = Path(out or run_dir / "sweep.json")
-    write_json(out, result)
     _plot_sweep(result, Path(plot) if plot else out.with_suffix(".png"))
     return result
 
@@ -384,14 +406,15 @@ def _mnist_files(folder):
 
 
 def run_mnist(run_dir, mnist_dir, *, board="icebreaker", lanes=32, hidden=(256, 256),
-              epochs=30, images=2000, jobs="auto", out=None):
+              epochs=30, images=2000, jobs="auto", out=None, resume=False):
     """The ``mnist_spram`` section of ``bench.json``: a TNN ``784-hidden-10`` trained on 80 % of
     the MNIST IDX files in ``mnist_dir`` (stratified split) and tested on the rest, built for
     ``board`` with its weights where they fit (``--memory auto``: the iCE40UP5K's SPRAMs for the
     MNIST-size network), its RTL (weights in SPRAM, loaded by the testbench) simulated under
     Verilator on ``images`` test images over ``jobs`` processes and compared with the golden
     model. A network that does not fit is recorded (``fits`` false, the reason), not an error.
-    The section is merged into ``out`` (``RUN/bench.json``), keeping its other sections."""
+    The section is merged into ``out`` (``RUN/bench.json``), keeping its other sections. With
+    ``resume``, the build already in its folder from the same inputs is taken as it is."""
     import json
 
     from ..boards.build import DoesNotFit
@@ -416,7 +439,7 @@ def run_mnist(run_dir, mnist_dir, *, board="icebreaker", lanes=32, hidden=(256, 
                "cycles_per_inference": plan.interval_cycles,
                "train_seconds": round(time.monotonic() - start, 1)}
     try:
-        build = build_step(run_dir, board=board, lanes=lanes)
+        build = build_step(run_dir, board=board, lanes=lanes, reuse=resume)
     except (DoesNotFit, NmflowError) as error:
         section.update({"fits": False, "refused": str(error), "fmax_mhz": None,
                         "run_clock_mhz": None, "images_per_second_at_run_clock": None})

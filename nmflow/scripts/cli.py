@@ -291,7 +291,7 @@ def cmd_bench(args):
     if args.sweep is not False:
         console = _console()
         result = run_sweep(Path(args.run), boards=args.boards, points=args.sweep, out=args.out,
-                           progress=lambda board, tag, entry: console.print(
+                           resume=args.resume, progress=lambda board, tag, entry: console.print(
                                f"{board} {tag}: {entry.get('images_per_second_at_run_clock', '-')}"
                                f" images/s, {entry.get('logic_cells', '-')} cells, limit "
                                f"{entry['limit']}"))
@@ -301,13 +301,14 @@ def cmd_bench(args):
         from ..scripts.bench import run_mnist
         result = run_mnist(Path(args.run) / "mnist", args.mnist,
                            lanes=32 if args.lanes is None else args.lanes,
-                           images=args.mnist_images, out=args.out or Path(args.run) / "bench.json")
+                           images=args.mnist_images, out=args.out or Path(args.run) / "bench.json",
+                           resume=args.resume)
         _print_json(result["mnist_spram"])
         return
     result = run_bench(Path(args.run), lanes=args.lanes, pe=args.pe,
                        first_layer_bits=args.first_layer_bits, images=args.images,
                        boards=args.boards, out=args.out, injector=not args.no_injector,
-                       sim_images=args.sim_images)
+                       sim_images=args.sim_images, resume=args.resume)
     _print_json(result)
 
 
@@ -545,6 +546,10 @@ def _add_board_parsers(sub):
                    "RUN/bench.json (or --out), with the sweeps RUN/sweep*.json if there, as the "
                    "Markdown tables of the README's benchmark section")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json, or RUN/sweep.json)")
+    p.add_argument("--resume", action="store_true", help="take each board build already in its "
+                   "folder under RUN, made from the same inputs (design, constraints, seed, "
+                   "clock), instead of running Yosys and nextpnr again: an interrupted benchmark "
+                   "or sweep goes on where it stopped")
 
 
 def main(argv=None):
