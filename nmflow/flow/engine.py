@@ -184,6 +184,10 @@ def _test_vectors(hw, inputs, limit):
             raise NmflowError("the hardware model names no dataset: pass --inputs FILE.npz")
         dataset = load_dataset(DatasetSpec.from_dict(source))
         x, y = dataset.x_test, dataset.y_test
+        if hw.meta.get("import"):
+            # an imported graph's input Quant makes the engine's integers of the raw values
+            from ..golden.qonnx import quantize_inputs
+            x = quantize_inputs(x, hw.meta["import"])
     if limit is not None:
         if limit < 1:
             raise NmflowError(f"limit must be a positive integer, not {limit}")

@@ -130,6 +130,11 @@ def cmd_export(args):
     _print_json(export_step(args.run, args.checkpoint, args.out))
 
 
+def cmd_import(args):
+    from ..flow import import_step
+    _print_json(import_step(args.run, args.onnx, dataset_spec(args), out=args.out))
+
+
 def _injection(args):
     """The read-error injection the options ask for, or ``None``."""
     if args.errors is None:
@@ -369,6 +374,15 @@ def parser():
                      "Export a checkpoint to hwmodel.{npz,json} and check the "
                      "integer model against the float model on the test split.")
     p.add_argument("--checkpoint", help="checkpoint to export (default: RUN/model.pt)")
+    p.add_argument("--out", help="hardware model stem (default: RUN/hwmodel)")
+
+    p = _step_parser(sub, "import", cmd_import, "import a QONNX network (Brevitas, FINN)",
+                     "Read a binary or ternary QONNX graph (Brevitas's export_qonnx, FINN's "
+                     "files) into RUN/hwmodel.{npz,json} and check it against the graph "
+                     "executed by qonnx on the dataset's test split: every class and output "
+                     "equal, or nothing is written.")
+    p.add_argument("onnx", metavar="FILE.onnx", help="the QONNX graph")
+    add_dataset_options(p, "test")
     p.add_argument("--out", help="hardware model stem (default: RUN/hwmodel)")
 
     p = _step_parser(sub, "verilog", cmd_verilog, "generate the engine's Verilog with Amaranth",
