@@ -134,6 +134,7 @@ def random_net(seed, sizes=(12, 9, 7, 5), activation="ternary", weights="ternary
     return g.model(), x
 
 
+@pytest.mark.slow       # qonnx's executor, a training run or the command line
 @pytest.mark.parametrize("kwargs", [
     dict(),
     dict(activation="bipolar", weights="bipolar"),
@@ -155,6 +156,7 @@ def test_imported_graphs_equal_their_execution(kwargs):
     assert model.weight_kind == kind and model.sizes == [12, 9, 7, 5]
 
 
+@pytest.mark.slow       # qonnx's executor, a training run or the command line
 def test_the_hidden_activations_equal_the_graphs():
     # Every hidden neuron's activation, from the graph's own execution, on inputs around the
     # thresholds: the integer thresholds are exact.
@@ -255,6 +257,7 @@ def test_bad_files_are_one_line(tmp_path):
         import_qonnx(bad)
 
 
+@pytest.mark.slow       # qonnx's executor, a training run or the command line
 def test_the_command_refuses_in_one_line_and_writes_nothing(tmp_path):
     path = tmp_path / "relu.onnx"
     onnx.save(small(extra=relu), path)
@@ -394,6 +397,7 @@ def brevitas_files(tmp_path_factory):
     return {kind: brevitas_onnx(folder / f"{kind}.onnx", kind) for kind in ("bnn", "tnn")}
 
 
+@pytest.mark.slow       # qonnx's executor, a training run or the command line
 @pytest.mark.parametrize("kind", ["bnn", "tnn"])
 def test_a_brevitas_network_goes_through_the_flow(brevitas_files, kind, tmp_path):
     run = tmp_path / "run"
@@ -416,3 +420,46 @@ def test_a_brevitas_network_goes_through_the_flow(brevitas_files, kind, tmp_path
     assert compared["mismatches"] == 0 and compared["images"] == 40
     # the RTL's classes are the graph's: the compare is against the imported model, which
     # equals the graph's execution on every test image (above)
+
+
+# -- export -------------------------------------------------------------------------------------
+
+@pytest.mark.slow       # qonnx's executor
+@pytest.mark.parametrize("kind", ["binary", "ternary"])
+def test_exported_graphs_compute_the_integer_model(kind):
+    """Random models (thresholds, scales and offsets the tests choose, offsets past 2**24) as
+    QONNX graphs, executed by qonnx's own executor here: every score and class equal."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from nmflow.golden.qonnx import to_qonnx
+    from nmflow.golden.synthetic import random_model
+    from nmflow.golden.hwmodel import HardwareModel, Layer
+    model = random_model([20, 16, 12, 6], input_bits=3, weight_kind=kind, seed=4)
+    rng = np.random.default_rng(0)
+    last = model.layers[-1]
+    offsets = rng.integers(-2 ** 30, 2 ** 30, last.n_out)      # past float32's 2**24
+    model = HardwareModel(3, kind, model.layers[:-1] + (
+        Layer(last.weights, "none", scale=last.scale, offset=offsets),))
+    x = rng.integers(0, 8, (200, 20))
+    trace = reference(model, x)
+    from qonnx.transformation.infer_shapes import InferShapes
+    wrapper = ModelWrapper(to_qonnx(model)).transform(InferShapes())
+    assert {n.op_type for n in wrapper.graph.node} == {
+        "Quant", "MatMul", "MultiThreshold", "Cast", "Mul", "Add",
+        "BipolarQuant" if kind == "binary" else "Quant"}
+    for i in range(len(x)):
+        out = execute_onnx(wrapper, {"x": x[i:i + 1].astype(np.float32)})["scores"]
+        assert out.dtype == np.int64 and (out[0] == trace.scores[i]).all()
+    assert np.abs(trace.scores).max() > 2 ** 24
+
+
+@pytest.mark.slow       # a training run and qonnx's executor
+def test_export_format_qonnx_writes_a_checked_graph(tmp_path):
+    run = tmp_path / "run"
+    for step in (["train", "--epochs", "2", "--hidden", "16"], ["export", "--format", "qonnx"]):
+        result = nmflow(*step, "--run", run)
+        assert result.returncode == 0, result.stderr[-3000:]
+    golden = json.loads((run / "golden.json").read_text())
+    assert golden["qonnx"]["mismatches"] == 0 and golden["qonnx"]["images"] == 360
+    proto = onnx.load(run / "hwmodel.onnx")
+    assert proto.graph.output[0].name == "scores"

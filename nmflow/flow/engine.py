@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NmflowError
-from ..fileio import read_npz, staged_outputs, write_json
+from ..errors import NmflowError, check_choice
+from ..fileio import read_npz, staged_outputs, write_bytes, write_json
 from ..protocol.framing import BAUD
 from .progress import report
 
@@ -100,14 +100,18 @@ def train_step(run_dir, config, spec, *, progress=None):
 
 # -- export ----------------------------------------------------------------------------------------
 
-def export_step(run_dir, checkpoint=None, out=None):
+def export_step(run_dir, checkpoint=None, out=None, *, format="hwmodel"):
     """Fold the checkpoint into the integer hardware model; check it against the float model on
-    the test split. Writes ``hwmodel.{npz,json}`` and ``golden.json``; returns the golden dict."""
+    the test split. Writes ``hwmodel.{npz,json}`` and ``golden.json``; returns the golden dict.
+    With ``format="qonnx"`` also ``hwmodel.onnx``, the model as a QONNX graph
+    (:func:`nmflow.golden.qonnx.to_qonnx`), executed by qonnx on the test split: every score and
+    class equal to the integer model's, or nothing is written (``golden["qonnx"]``)."""
     from ..golden import hwmodel
     from ..golden.export import export, training_meta
     from ..golden.reference import reference
     from ..golden.train import load_checkpoint, predict
 
+    check_choice("format", format, ("hwmodel", "qonnx"))
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint or run_dir / ARTIFACTS["checkpoint"])
     ckpt = load_checkpoint(checkpoint)
@@ -129,9 +133,21 @@ def export_step(run_dir, checkpoint=None, out=None):
         "agreement": float((trace.classes == float_pred).mean()),
         "hwmodel": str(out.with_suffix(".json")),
     }
+    proto = None
+    if format == "qonnx":
+        from ..golden.qonnx import check_export, to_qonnx
+        proto = to_qonnx(model)
+        check = check_export(proto, model, dataset.x_test)
+        if check["mismatches"]:
+            raise NmflowError(f"the QONNX graph differs from the integer model on "
+                              f"{check['mismatches']} of {check['images']} test images, first "
+                              f"at image {check['first_mismatch']}")
+        golden["qonnx"] = dict(check, file=str(out.with_suffix(".onnx")))
     with staged_outputs() as outputs:          # the model and golden.json: both or neither
         hwmodel.save(model, outputs.folder(out.parent) / out.name)
         write_json(outputs.file(run_dir / ARTIFACTS["golden"]), golden)
+        if proto is not None:
+            write_bytes(outputs.file(out.with_suffix(".onnx")), proto.SerializeToString())
     return golden
 
 

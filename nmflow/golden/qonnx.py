@@ -50,8 +50,8 @@ from ..errors import NmflowError
 from .export import FLOAT32_EXACT, MAX_FRAC_BITS, _settle
 from .hwmodel import OFFSET_LIMIT, SCALE_LIMIT, HardwareModel, Layer, preact_bound
 
-__all__ = ["import_qonnx", "execute", "quantize_inputs", "check_import", "QONNX_DOMAINS",
-           "MAX_ONNX_BYTES"]
+__all__ = ["import_qonnx", "to_qonnx", "check_export", "execute", "quantize_inputs",
+           "check_import", "QONNX_DOMAINS", "MAX_ONNX_BYTES"]
 
 #: Domains of the QONNX custom ops (FINN's older files use the ``finn`` ones).
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "finn")
@@ -620,7 +620,8 @@ def import_qonnx(source, *, meta=None):
 
 def execute(source, x, input_scale=1.0):
     """Run the QONNX graph on inputs ``x`` [N, inputs] times ``input_scale`` (1: ``x`` as the
-    graph takes it) with qonnx's executor; return its outputs, float32 [N, classes]."""
+    graph takes it) with qonnx's executor; return its outputs [N, classes] in the graph's
+    output type."""
     try:
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.core.onnx_exec import execute_onnx
@@ -642,8 +643,12 @@ def execute(source, x, input_scale=1.0):
     rows = []
     for row in values:
         feed = row.reshape(shape) if shape else row.reshape(1, -1)
-        rows.append(np.asarray(execute_onnx(model, {name: feed})[out]).reshape(-1))
-    return np.stack(rows).astype(np.float32)
+        try:
+            rows.append(np.asarray(execute_onnx(model, {name: feed})[out]).reshape(-1))
+        except Exception as error:              # qonnx and onnxruntime raise anything
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise NmflowError(f"qonnx cannot execute the graph: {first}") from None
+    return np.stack(rows)
 
 
 def quantize_inputs(x, info):
@@ -698,3 +703,82 @@ def check_import(source, model, x):
             "score_max_error": float(error.max(initial=0.0)),
             "first_mismatch": min(first) if first else None,
             "onnx_classes": classes, "classes": trace.classes}
+
+
+# -- export -------------------------------------------------------------------------------------
+
+def to_qonnx(model, *, name="nmflow"):
+    """The hardware model as a QONNX graph that qonnx (and FINN) read and execute.
+
+    Input: float ``[1, inputs]`` (one image, as FINN takes it) holding the engine's integers, through a ``Quant`` (unsigned,
+    ``input_bits``, scale 1). Each layer: ``MatMul`` with its weights through ``BipolarQuant``
+    (binary) or a 2-bit narrow ``Quant`` (ternary), scale 1; a hidden layer's activation is a
+    ``MultiThreshold`` on the integer pre-activation (``[t_hi]`` with out_scale 2 and out_bias -1
+    for sign, ``[t_lo, t_hi]`` with out_scale 1 and out_bias -1 for ternary: the engine's rule at
+    the thresholds, ``a >= t``); the last layer's scores are ``Cast`` to int64, times ``scale``
+    plus ``offset`` in int64, exactly the engine's (float32 would round them above 2**24).
+    Every value the float ops carry is an integer below 2**24: the execution is exact."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    nodes, inits = [], []
+
+    def const(value, dtype, label):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), label))
+        return label
+
+    def node(op, inputs, label, domain="", **attrs):
+        nodes.append(helper.make_node(op, inputs, [label], name=label, domain=domain, **attrs))
+        return label
+
+    domain = QONNX_DOMAINS[0]
+    data = node("Quant", ["x", const(1.0, np.float32, "in_scale"), const(0.0, np.float32, "zero"),
+                          const(float(model.input_bits), np.float32, "in_bits")], "in_quant",
+                domain, signed=0, narrow=0, rounding_mode="ROUND")
+    last = len(model.layers) - 1
+    for index, layer in enumerate(model.layers):
+        w = const(layer.weights.T.astype(np.float32), np.float32, f"w{index}")
+        if model.weight_kind == "binary":
+            wq = node("BipolarQuant", [w, const(1.0, np.float32, f"w{index}_scale")],
+                      f"w{index}_quant", domain)
+        else:
+            wq = node("Quant", [w, const(1.0, np.float32, f"w{index}_scale"), "zero",
+                                const(2.0, np.float32, f"w{index}_bits")], f"w{index}_quant",
+                      domain, signed=1, narrow=1, rounding_mode="ROUND")
+        data = node("MatMul", [data, wq], f"a{index}")
+        if index < last:
+            if layer.activation == "sign":
+                thresholds, scale = layer.t_hi[:, None], 2.0
+            else:
+                thresholds, scale = np.stack([layer.t_lo, layer.t_hi], axis=1), 1.0
+            data = node("MultiThreshold",
+                        [data, const(thresholds.astype(np.float32), np.float32, f"t{index}")],
+                        f"h{index}", domain, out_scale=scale, out_bias=-1.0,
+                        out_dtype="BIPOLAR" if layer.activation == "sign" else "INT2",
+                        data_layout="NC")
+    data = node("Cast", [data], "a_int", to=TensorProto.INT64)
+    data = node("Mul", [data, const(model.layers[-1].scale, np.int64, "score_scale")], "scaled")
+    data = node("Add", [data, const(model.layers[-1].offset, np.int64, "score_offset")], "scores")
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                    [1, model.n_inputs])],
+        [helper.make_tensor_value_info("scores", TensorProto.INT64, [1, model.n_classes])],
+        inits)
+    proto = helper.make_model(graph, producer_name="nmflow",
+                              opset_imports=[helper.make_opsetid("", 13),
+                                             helper.make_opsetid(domain, 1)])
+    proto.ir_version = min(proto.ir_version, 10)
+    return proto
+
+
+def check_export(proto, model, x):
+    """The QONNX graph of :func:`to_qonnx` executed by qonnx on integer inputs ``x`` against
+    ``model``: every score (int64) and class with ``==``."""
+    from .reference import argmax_lowest, reference
+    trace = reference(model, x)
+    out = execute(proto, x)
+    if out.dtype != np.int64:
+        raise NmflowError(f"the exported graph's scores must be int64, not {out.dtype}")
+    bad = np.flatnonzero((out != trace.scores).any(axis=1)
+                         | (argmax_lowest(out) != trace.classes))
+    return {"images": int(len(x)), "mismatches": int(len(bad)),
+            "first_mismatch": int(bad[0]) if len(bad) else None}

@@ -127,7 +127,7 @@ def cmd_train(args):
 
 def cmd_export(args):
     from ..flow import export_step
-    _print_json(export_step(args.run, args.checkpoint, args.out))
+    _print_json(export_step(args.run, args.checkpoint, args.out, format=args.format))
 
 
 def cmd_import(args):
@@ -375,6 +375,10 @@ def parser():
                      "integer model against the float model on the test split.")
     p.add_argument("--checkpoint", help="checkpoint to export (default: RUN/model.pt)")
     p.add_argument("--out", help="hardware model stem (default: RUN/hwmodel)")
+    p.add_argument("--format", choices=("hwmodel", "qonnx"), default="hwmodel",
+                   help="hwmodel: the hardware model only; qonnx: also STEM.onnx, the model as a "
+                   "QONNX graph for qonnx and FINN, checked against qonnx's execution on the "
+                   "test split (default: hwmodel)")
 
     p = _step_parser(sub, "import", cmd_import, "import a QONNX network (Brevitas, FINN)",
                      "Read a binary or ternary QONNX graph (Brevitas's export_qonnx, FINN's "
