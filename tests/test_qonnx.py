@@ -463,3 +463,22 @@ def test_export_format_qonnx_writes_a_checked_graph(tmp_path):
     assert golden["qonnx"]["mismatches"] == 0 and golden["qonnx"]["images"] == 360
     proto = onnx.load(run / "hwmodel.onnx")
     assert proto.graph.output[0].name == "scores"
+
+
+@pytest.mark.slow       # qonnx's executor
+def test_an_exported_graph_imports_back_to_the_same_model():
+    from nmflow.golden.qonnx import to_qonnx
+    from nmflow.golden.synthetic import random_model
+    for kind in ("binary", "ternary"):
+        model = random_model([20, 16, 12, 6], input_bits=3, weight_kind=kind, seed=5)
+        proto = to_qonnx(model)
+        back = import_qonnx(proto)
+        assert back.weight_kind == kind and back.input_bits == 3
+        for a, b in zip(model.layers, back.layers):
+            assert a.activation == b.activation
+            for name in ("weights", "t_hi", "t_lo", "scale", "offset"):
+                x, y = getattr(a, name), getattr(b, name)
+                assert (x is None and y is None) or (x == y).all(), name
+        x = np.random.default_rng(1).integers(0, 8, (60, 20))
+        check = check_import(proto, back, x)
+        assert check["class_mismatches"] == 0 and check["score_mismatches"] == 0

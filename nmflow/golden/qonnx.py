@@ -105,6 +105,7 @@ class _LayerGraph:
     steps: list = field(default_factory=list)
     activation: tuple = None                # (kind, params) or None for the last layer
     out_scale: float = None
+    int_tail: list = None                   # scores in integers: [(kind, int64 value)]
 
 
 class _Graph:
@@ -509,6 +510,9 @@ def _walk(graph):
             data, node = node.output[0], graph.next(node.output[0])
         layers.append(layer)
         n_in = w.shape[0]
+        if node is not None and node.op_type == "Cast":
+            _integer_tail(graph, node, layer)
+            return input_bits, input_scale, layers
         if node is None:
             return input_bits, input_scale, layers
         if node.op_type not in _ACTIVATIONS:
@@ -518,6 +522,33 @@ def _walk(graph):
                           f"({', '.join(_ACTIVATIONS)}) or the graph's output")
         layer.activation = _activation(graph, node, w.shape[0])
         c = layer.activation[2]
+        data, node = node.output[0], graph.next(node.output[0])
+
+
+def _integer_tail(graph, node, layer):
+    """Scores in integers (what :func:`to_qonnx` writes): the last product ``Cast`` to int64 or
+    int32, then ``Mul`` and ``Add`` by integer constants, then the graph's output."""
+    _check_domain(node)
+    to = _attrs(node).get("to")
+    if to not in (6, 7):                    # TensorProto.INT32, INT64
+        _refuse(node, f"to must be int32 or int64 (integer scores), not type {to}")
+    if layer.steps or not _power_of_two(layer.k) or not (layer.k == 1).all():
+        _refuse(node, "must take the layer's integer product itself (input and weight scales "
+                      "of 1, no op between)")
+    layer.int_tail = []
+    data, node = node.output[0], graph.next(node.output[0])
+    n_out = layer.weights.shape[0]
+    while node is not None:
+        _check_domain(node)
+        if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
+            _refuse(node, "is not supported after integer scores: Mul and Add by integer "
+                          "constants, then the graph's output")
+        value = graph.constant(node, 1 if node.input[0] == data else 0, "operand")
+        if value.dtype.kind not in "iu" or value.size not in (1, n_out):
+            _refuse(node, f"operand must be one integer or one per class ({n_out}), not "
+                          f"{value.dtype} of shape {list(value.shape)}")
+        layer.int_tail.append((node.op_type, np.broadcast_to(
+            value.astype(np.int64).reshape(-1), (n_out,)).copy()))
         data, node = node.output[0], graph.next(node.output[0])
 
 
@@ -547,6 +578,22 @@ def _scores(layer, index):
     """The last layer: ``(Layer, frac_bits, exact)``; scores ``a`` when every class has the same
     increasing map, else a per-class fixed-point affine."""
     n_out = layer.weights.shape[0]
+    if layer.int_tail is not None:
+        scale, offset = np.ones(n_out, dtype=object), np.zeros(n_out, dtype=object)
+        for kind, value in layer.int_tail:         # exact: Python integers
+            if kind == "Mul":
+                scale, offset = scale * value.astype(object), offset * value.astype(object)
+            else:
+                offset = offset + value.astype(object)
+        sign = np.where(scale < 0, -1, 1)
+        scale = np.abs(scale)
+        if (scale >= SCALE_LIMIT).any() or (np.abs(offset) >= OFFSET_LIMIT).any():
+            raise NmflowError(f"layer {index} integer scores must have scales below "
+                              f"{SCALE_LIMIT} and offsets below {OFFSET_LIMIT} in magnitude, "
+                              f"not {int(scale.max())} and {int(np.abs(offset).max())}")
+        w = (layer.weights.astype(np.int64) * sign[:, None].astype(np.int64)).astype(np.int8)
+        return (Layer(w, "none", scale=scale.astype(np.int64), offset=offset.astype(np.int64)),
+                0, True)
     a_coef, b_coef = _slope(layer.steps, n_out)
     gain = a_coef * layer.k
     if (gain == gain[0]).all() and gain[0] > 0 and (b_coef == b_coef[0]).all():
@@ -682,6 +729,16 @@ def check_import(source, model, x):
     ints = quantize_inputs(x, model.meta["import"])
     trace = reference(model, ints)
     out = execute(graph_model, x, 1.0)
+    if last.int_tail is not None:               # integer scores: the engine's own
+        classes = argmax_lowest(out)
+        bad_class = np.flatnonzero(classes != trace.classes)
+        bad_score = np.flatnonzero((out != trace.scores).any(axis=1))
+        first = [int(i) for i in (bad_class[:1].tolist() + bad_score[:1].tolist())]
+        return {"images": int(len(x)), "class_mismatches": int(len(bad_class)),
+                "score_mismatches": int(len(bad_score)), "exact_scores_compared": True,
+                "score_max_error": float(np.abs(out - trace.scores).max(initial=0)),
+                "first_mismatch": min(first) if first else None,
+                "onnx_classes": classes, "classes": trace.classes}
     gain = _slope(last.steps, last.weights.shape[0])[0] * last.k
     sign = 1 if model.meta["import"].get("exact_scores") else np.where(gain < 0, -1, 1)
     a = trace.preacts[-1] * sign
