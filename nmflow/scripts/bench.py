@@ -6,7 +6,8 @@ nextpnr on iCE40UP5K and ECP5-85F; simulation speed (cocotb on Icarus and on Ver
 whole digits test set, and Amaranth's simulator);
 images per second = Fmax (or the PLL run clock the build chose) / cycles per inference; the
 logic cells and Fmax the read-error
-injector costs (``injector``, a second build with ``--errors``; ``--no-injector`` skips it).
+injector costs (``injector``, a second build with ``--errors``, on the boards ``--injector-boards``
+names, all by default; ``--no-injector`` skips it).
 """
 
 import contextlib
@@ -117,7 +118,9 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
               boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None, resume=False):
     """The benchmark (see the module): ``bench.json`` is written after each section (cycles,
     simulation speed, each board), so an interrupted run leaves what it measured; with
-    ``resume``, a board build already in its folder from the same inputs is taken as it is."""
+    ``resume``, a board build already in its folder from the same inputs is taken as it is.
+    ``injector`` is True (the injector's second build on every board), False (none) or the
+    boards to build it on."""
     from ..boards.build import get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
@@ -231,7 +234,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
                                                          / interval, 1)
         entry["synapse_ops_per_cell_cycle"] = round(
             synapse_ops(model) / interval / build["logic_cells"], 4)
-        if errors is not None:
+        if errors is not None and (injector is True or info.name in injector):
             # The cost of the read-error injector (rates settable through the host link).
             with_errors = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
                                      first_layer_bits=plan.first_layer_bits, errors=errors,
