@@ -487,3 +487,11 @@ def test_an_exported_graph_imports_back_to_the_same_model():
         x = np.random.default_rng(1).integers(0, 8, (60, 20))
         check = check_import(proto, back, x)
         assert check["class_mismatches"] == 0 and check["score_mismatches"] == 0
+
+
+def test_the_read_error_sweep_feeds_an_imported_model_its_integers():
+    from nmflow.flow.sweep import _model_inputs
+    model = import_qonnx(random_net(3)[0])          # input Quant: 4 bits, scale 0.5
+    x = np.array([[0.0, 0.3, 1.0, 7.4, 7.6, 100.0] * 2])
+    assert _model_inputs(model, x).tolist() == [[0, 1, 2, 15, 15, 15] * 2]
+    assert model.meta["import"]["input_scale"] == 0.5

@@ -74,9 +74,19 @@ def _evaluate(job):
 
     key, rates, passes, seed = job
     model = _WORKER["models"][key[0]]
-    mean, std = accuracy_with_errors(model, _WORKER["x"], _WORKER["y"], ErrorRates(**rates),
+    mean, std = accuracy_with_errors(model, _WORKER["x"][key[0]], _WORKER["y"],
+                                     ErrorRates(**rates),
                                      passes=passes, seed=seed)
     return key, mean, std
+
+
+def _model_inputs(model, x):
+    """The test inputs as ``model`` takes them: an imported graph's input Quant makes its
+    integers of the raw values."""
+    if not model.meta.get("import"):
+        return x
+    from ..golden.qonnx import quantize_inputs
+    return quantize_inputs(x, model.meta["import"])
 
 
 def _load_model(option, path, kind):
@@ -166,7 +176,7 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
         if model.n_inputs != x.shape[1]:
             raise NmflowError(f"--{kind} model has {model.n_inputs} inputs, the dataset "
                               f"{dataset.name!r} {x.shape[1]} features")
-        check_inputs(model, x)
+        check_inputs(model, _model_inputs(model, x))
     missing = [kind for kind in CURVES if kind not in models]
     if missing:
         models.update(_train(out, spec, epochs, hidden, missing, progress))
@@ -179,9 +189,10 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
                    for kind_type in types for rate in rates]
     points += [(("tnn", "chip", condition), chip_rates[condition]) for condition in CONDITIONS]
     points += [(("tnn", "table42", condition), TABLE_42[condition]) for condition in CONDITIONS]
+    inputs = {kind: _model_inputs(model, x) for kind, model in models.items()}
     results = {}
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(models, x, y)) as pool:
+                             initargs=(models, inputs, y)) as pool:
         futures = [pool.submit(_evaluate, (key, point_rates, passes, seed))
                    for key, point_rates in points]
         try:
