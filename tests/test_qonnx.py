@@ -91,10 +91,13 @@ class GraphMaker:
 
 
 def random_net(seed, sizes=(12, 9, 7, 5), activation="ternary", weights="ternary", op="Gemm",
-               po2=True, domain=QONNX, last_bn=True, input_bits=4):
-    """A random network of the kinds the importer takes, and its raw test inputs."""
+               po2=True, domain=QONNX, last_bn=True, input_bits=4, image=False):
+    """A random network of the kinds the importer takes, and its raw test inputs (``image``:
+    a [1, 1, 3, 4] input flattened first)."""
     rng = np.random.default_rng(seed)
     g = GraphMaker(sizes[0], domain)
+    if image:
+        g.data = g.node("Flatten", ["x"], axis=1)
     in_scale = 0.5 if po2 else 0.37
     g.quant(in_scale, input_bits, 0, 0)
     for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -131,7 +134,7 @@ def random_net(seed, sizes=(12, 9, 7, 5), activation="ternary", weights="ternary
             t = np.sort(rng.normal(size=(n_out, 2)), axis=1).astype(np.float32)
             g.step("MultiThreshold", t, domain=domain, out_scale=1.0, out_bias=-1.0)
     x = rng.uniform(0, (2 ** input_bits) * in_scale, (400, sizes[0])).astype(np.float32)
-    return g.model(), x
+    return g.model([1, 1, 3, 4] if image else None), x
 
 
 @pytest.mark.slow       # qonnx's executor, a training run or the command line
@@ -142,7 +145,9 @@ def random_net(seed, sizes=(12, 9, 7, 5), activation="ternary", weights="ternary
     dict(po2=False),
     dict(po2=False, activation="bipolar", weights="bipolar", domain="finn.custom_op.general"),
     dict(last_bn=False),
-], ids=["tnn", "bnn", "multithreshold-matmul", "other-scales", "finn-domain", "plain-scores"])
+    dict(image=True),
+], ids=["tnn", "bnn", "multithreshold-matmul", "other-scales", "finn-domain", "plain-scores",
+        "flatten"])
 def test_imported_graphs_equal_their_execution(kwargs):
     model_proto, x = random_net(1, **kwargs)
     model = import_qonnx(model_proto)
