@@ -14,15 +14,14 @@ import csv
 import io
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .. import limits
 from ..errors import NmflowError, check_int
 from ..fileio import make_folder
 from ..golden.device import printed_rates
+from .jobs import Job, cluster_address, run_jobs
 from .outputs import write_outputs
-from .progress import report
 
 __all__ = ["run_sweep", "check_rates", "TABLE_42", "CONDITIONS", "CURVES", "DEFAULT_OUT",
            "DEFAULT_HIDDEN"]
@@ -49,9 +48,6 @@ CONDITIONS = ("100us", "1us")
 TABLE_42 = {condition: printed_rates(condition) for condition in CONDITIONS}
 
 
-_WORKER = {}
-
-
 def check_rates(name, rates):
     """``rates`` sorted and without repeats, if each is a fraction in [0, 1] and there is one at
     least; else one-line :class:`~nmflow.errors.NmflowError` naming ``name``."""
@@ -63,21 +59,16 @@ def check_rates(name, rates):
     return sorted(set(rates))
 
 
-def _init_worker(models, x, y):
-    _WORKER.update(models=models, x=x, y=y)
-
-
-def _evaluate(job):
-    """One point: ``job`` is ``(key, rates_dict, passes, seed)``; returns ``(key, mean, std)``."""
+def _evaluate(shared, kind, rates, passes, seed):
+    """One point of the sweep (a job): ``[mean, std]`` of model ``kind`` under ``rates``.
+    ``shared`` is ``(models, inputs per model, labels)``."""
     from ..golden.bersweep import accuracy_with_errors
     from ..golden.readerrors import ErrorRates
 
-    key, rates, passes, seed = job
-    model = _WORKER["models"][key[0]]
-    mean, std = accuracy_with_errors(model, _WORKER["x"][key[0]], _WORKER["y"],
-                                     ErrorRates(**rates),
+    models, inputs, y = shared
+    mean, std = accuracy_with_errors(models[kind], inputs[kind], y, ErrorRates(**rates),
                                      passes=passes, seed=seed)
-    return key, mean, std
+    return [mean, std]
 
 
 def _model_inputs(model, x):
@@ -137,13 +128,17 @@ def jobs_rule():
 
 
 def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=0, epochs=50,
-              hidden=DEFAULT_HIDDEN, limit=None, jobs=None, chip_samples=200_000, progress=None):
+              hidden=DEFAULT_HIDDEN, limit=None, jobs=None, chip_samples=200_000, progress=None,
+              cluster=None, resume=False):
     """Run the sweep and write ``out/ber.{json,csv,png}``; return the JSON dict.
 
     ``tnn`` / ``bnn`` are hardware-model paths (trained into ``out/tnn`` / ``out/bnn`` when
     None); ``spec`` the evaluation dataset (a :class:`~nmflow.flow.DatasetSpec`, digits by
     default); ``rates`` the error rates of each curve (the default log grid when None);
     ``epochs`` and ``hidden`` (hidden layer sizes) configure the networks trained here.
+    The points are jobs of :func:`nmflow.flow.jobs.run_jobs` (``jobs`` local processes, or the
+    Dask cluster ``cluster``), each written to ``out/.jobs`` as it finishes; ``resume`` keeps
+    the networks already trained there and runs only the points missing.
     """
     from .engine import DatasetSpec, load_dataset
     from ..golden.bersweep import rate_grid
@@ -178,6 +173,12 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
                               f"{dataset.name!r} {x.shape[1]} features")
         check_inputs(model, _model_inputs(model, x))
     missing = [kind for kind in CURVES if kind not in models]
+    if resume:
+        for kind in list(missing):
+            path = Path(out) / kind / "hwmodel.json"
+            if path.is_file():
+                models[kind] = _load_model(f"--{kind}", path, kind)
+                missing.remove(kind)
     if missing:
         models.update(_train(out, spec, epochs, hidden, missing, progress))
     train_seconds = time.monotonic() - start
@@ -190,20 +191,11 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     points += [(("tnn", "chip", condition), chip_rates[condition]) for condition in CONDITIONS]
     points += [(("tnn", "table42", condition), TABLE_42[condition]) for condition in CONDITIONS]
     inputs = {kind: _model_inputs(model, x) for kind, model in models.items()}
-    results = {}
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(models, inputs, y)) as pool:
-        futures = [pool.submit(_evaluate, (key, point_rates, passes, seed))
-                   for key, point_rates in points]
-        try:
-            for future in as_completed(futures):
-                key, mean, std = future.result()
-                results[key] = (mean, std)
-                report(progress, "ber-sweep", len(results), len(points), "points")
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    counts = {}
+    results = run_jobs(
+        [Job(key, _evaluate, (key[0], point_rates, passes, seed)) for key, point_rates in points],
+        folder=Path(out) / ".jobs", shared=(models, inputs, y), workers=jobs, cluster=cluster,
+        resume=resume, progress=progress, what="points", counts=counts)
 
     result = {kind: {kind_type: [[rate, *results[(kind, kind_type, rate)]] for rate in rates]
                      for kind_type in types} for kind, types in CURVES.items()}
@@ -217,17 +209,20 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     result["settings"] = {
         "passes": passes, "seed": seed, "epochs": epochs, "hidden": list(hidden), "rates": rates,
         "test_images": int(len(y)),
-        "dataset": spec.to_dict(), "chip_samples": chip_samples, "jobs": jobs,
+        "dataset": spec.to_dict(), "chip_samples": chip_samples,
         "models": {kind: {"sizes": models[kind].sizes, "weight_kind": models[kind].weight_kind,
-                          "path": str(paths[kind] or out / kind / "hwmodel.json")}
+                          "path": str(paths[kind] or Path(kind) / "hwmodel.json")}
                    for kind in CURVES},
-        "train_seconds": round(train_seconds, 2),
-        "seconds": round(time.monotonic() - start, 2),
         "std": "sample standard deviation over passes (ddof=1; 0 for one pass)",
         "accuracy": "fraction of the test images classified right",
     }
-    write_outputs(out, {"ber.json": result, "ber.csv": _csv(result), "ber.png": _png(result)})
-    return result
+    # where and how long it ran: beside the results, which do not depend on it
+    run = {"jobs": jobs, "cluster": cluster_address(cluster), "points_run": counts["ran"],
+           "points_resumed": counts["reused"], "train_seconds": round(train_seconds, 2),
+           "seconds": round(time.monotonic() - start, 2)}
+    write_outputs(out, {"ber.json": result, "ber.csv": _csv(result), "ber.png": _png(result),
+                        "ber_run.json": run})
+    return dict(result, run=run)
 
 
 def _csv(result):

@@ -85,12 +85,14 @@ def cmd_ber_sweep(args):
         result = run_sweep(args.out, tnn=args.tnn, bnn=args.bnn, spec=spec, rates=rates,
                            passes=args.passes, seed=args.seed, epochs=args.epochs,
                            hidden=args.hidden, limit=args.limit, jobs=args.jobs,
-                           chip_samples=args.chip_samples, progress=progress)
+                           chip_samples=args.chip_samples, progress=progress,
+                           cluster=args.cluster, resume=args.resume)
 
     def at(curve, rate):
         return min(curve, key=lambda point: abs(point[0] - rate))[1]
 
-    summary = {"out": str(Path(args.out) / "ber.json"), "seconds": result["settings"]["seconds"],
+    summary = {"out": str(Path(args.out) / "ber.json"), "seconds": result["run"]["seconds"],
+               "points_run": result["run"]["points_run"],
                "clean": result["clean"], "chip": result["chip"],
                "table42": {c: result["table42"][c]["mean"] for c in CONDITIONS},
                "at_1e-2": {f"{kind} {t}": at(result[kind][t], 1e-2)
@@ -139,6 +141,12 @@ def add_parser(sub):
            help="worker processes (default: the usable cores)")
     ranged(p, "--chip-samples", integer(*limits.PCSA_SAMPLES), default=200_000,
            help="device pairs the device model samples for the chip rates (default: 200000)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the points on this Dask scheduler's workers (tcp://HOST:PORT; "
+                   "default: $NMFLOW_CLUSTER, else this machine's cores)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the networks and the points already in DIR (after a crash, a "
+                   "Ctrl-C or a lost worker) and run only what is missing")
     p.set_defaults(func=cmd_ber_sweep)
     return p
 
