@@ -579,7 +579,10 @@ def test_bench_sweep_records_each_folding_and_its_limit(tmp_path):
     assert "logic_cells" not in wide and wide["error"].startswith("design does not fit")
     assert out.with_suffix(".png").stat().st_size > 10_000
 
-    # Resumed: the build in its folder is taken as it is (no Yosys, no nextpnr), the same rows.
+    # Resumed with the 16x1 point's result gone: that point runs again and takes the build in
+    # its folder as it is (no Yosys, no nextpnr); the same rows.
+    from nmflow.flow.jobs import _result_file
+    (_result_file(tmp_path / "run" / ".sweep_jobs", ("icebreaker", 16, 1, None))).unlink()
     again = tmp_path / "again.json"
     result = nmflow("bench", "--run", tmp_path / "run", "--boards", "icebreaker", "--sweep",
                     "16x1,256x8d1", "--out", again, "--resume")
@@ -590,19 +593,25 @@ def test_bench_sweep_records_each_folding_and_its_limit(tmp_path):
 
 
 def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path):
+    # The first point (refused: its rows are wider than the block RAMs give) finishes, then the
+    # sweep is interrupted; resumed, it runs only the other point.
     from nmflow.scripts.bench import run_sweep
-    seen = []
+    points = ((256, 8, 1), (512, 8, None))
 
-    def stop(board, tag, entry):
-        seen.append(tag)
-        raise KeyboardInterrupt
-    out = tmp_path / "sweep.json"
+    def stop(what, done, total, note):
+        if done == 1:
+            raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(tmp_path / "run", boards="icebreaker", points=((256, 8, 1), (16, 1, None)),
-                  out=out, progress=stop)
-    assert seen == ["256x8d1"]
-    (row,) = json.loads(out.read_text())["boards"]["icebreaker"]
-    assert row["refused"] == "memory" and row["ideal_cycles"] == 2 * 16 + 4 * 16 + 4 * 2
+        run_sweep(tmp_path / "run", boards="icebreaker", points=points, progress=stop)
+    assert not (tmp_path / "run" / "sweep.json").exists()
+    assert len(list((tmp_path / "run" / ".sweep_jobs").glob("*.json"))) == 1
+    seen = []
+    result = run_sweep(tmp_path / "run", boards="icebreaker", points=points, resume=True,
+                       progress=lambda what, done, total, note: seen.append(done))
+    assert seen == [1, 2]                      # one point found done, one run
+    first, second = result["boards"]["icebreaker"]
+    assert first["refused"] == second["refused"] == "memory"
+    assert first["ideal_cycles"] == 2 * 16 + 4 * 16 + 4 * 2
 
 
 def test_bench_sweep_refuses_a_bad_point(tmp_path):

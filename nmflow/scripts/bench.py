@@ -296,18 +296,57 @@ def _limit(info, plan, entry, first_mhz):
     return "none"
 
 
+def _sweep_point(shared, board, lanes, pe, bits):
+    """One point of the sweep (a job of :func:`nmflow.flow.jobs.run_jobs`): the build of the
+    folding ``(lanes, pe, bits)`` on ``board`` and its figures."""
+    from ..boards.build import DoesNotFit, get_board
+    from ..flow import build_step
+    from ..golden import hwmodel
+    from ..golden.plan import EnginePlan
+
+    run_dir = Path(shared["run_dir"])
+    info = get_board(board)
+    model = hwmodel.load(run_dir / "hwmodel")
+    plan = EnginePlan(model, lanes, pe=pe, first_layer_bits=bits)
+    entry = _figures(plan)
+    del entry["breakdown"]
+    tag = f"{lanes}x{pe}d{plan.first_layer_bits}"
+    try:
+        build = build_step(run_dir, board=board, lanes=lanes, pe=pe, first_layer_bits=bits,
+                           out=run_dir / f"sweep_{board}_{tag}", reuse=shared["resume"])
+    except DoesNotFit as error:
+        entry["refused"] = "memory" if error.block_rams is not None else "logic"
+        entry["error"] = str(error)
+    except NmflowError as error:
+        entry["refused"] = "memory" if "block RAM" in str(error) else "other"
+        entry["error"] = str(error)
+    else:
+        entry.update({key: build[key] for key in (
+            "logic_cells", "logic_cells_total", "block_rams", "block_rams_total", "dsps",
+            "fmax_mhz", "run_clock_mhz")})
+        entry["logic_cell_fraction"] = round(build["logic_cells"] / build["logic_cells_total"], 4)
+        entry["images_per_second_at_run_clock"] = round(
+            build["run_clock_mhz"] * 1e6 / plan.interval_cycles, 1)
+        entry["synapse_ops_per_cell_cycle"] = round(
+            synapse_ops(model) / plan.interval_cycles / build["logic_cells"], 4)
+    entry["limit"] = _limit(info, plan, entry, info.first_clock_mhz("engine"))
+    return entry
+
+
 def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot=None,
-              progress=None, resume=False):
+              progress=None, resume=False, workers=1, cluster=None):
     """Build the default digits TNN at each folding on each board: cycles (the plan's, which
     the tests hold the RTL to), logic, block RAMs, DSPs, Fmax, run clock, images per second and
     the limit each point hits; write ``sweep.json`` and a plot. A point that does not fit is
-    recorded with what overflowed, not an error. ``sweep.json`` is rewritten after each point
-    (the points so far); with ``resume``, a point whose build is already in its folder, made
-    from the same inputs, is taken as it is."""
-    from ..boards.build import DoesNotFit, get_board
-    from ..flow import DatasetSpec, build_step, export_step, train_step
+    recorded with what overflowed, not an error. The points are jobs of
+    :func:`nmflow.flow.jobs.run_jobs` (``workers`` local builds at a time, or the Dask cluster
+    ``cluster``, whose workers must share ``run_dir``'s file system), each written to
+    ``RUN/.sweep_jobs`` as it finishes; with ``resume``, the points done are kept and a point
+    whose build is already in its folder, made from the same inputs, is taken as it is."""
+    from ..boards.build import get_board
+    from ..flow import DatasetSpec, export_step, train_step
+    from ..flow.jobs import Job, run_jobs
     from ..golden import hwmodel
-    from ..golden.plan import EnginePlan
     from ..golden.train import TrainConfig
 
     run_dir = Path(run_dir)
@@ -319,39 +358,16 @@ def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot
     result = {"network": {"sizes": model.sizes, "weight_kind": model.weight_kind,
                           "synapse_ops": synapse_ops(model)}, "boards": {}}
     out = Path(out or run_dir / "sweep.json")
-    for info in infos:
-        rows = result["boards"][info.name] = []
-        first_mhz = info.first_clock_mhz("engine")
-        for lanes, pe, bits in (points or SWEEP_POINTS.get(info.name, SWEEP_POINTS["ulx3s"])):
-            plan = EnginePlan(model, lanes, pe=pe, first_layer_bits=bits)
-            entry = _figures(plan)
-            del entry["breakdown"]
-            tag = f"{lanes}x{pe}d{plan.first_layer_bits}"
-            try:
-                build = build_step(run_dir, board=info.name, lanes=lanes, pe=pe,
-                                   first_layer_bits=bits, out=run_dir / f"sweep_{info.name}_{tag}",
-                                   reuse=resume)
-            except DoesNotFit as error:
-                entry["refused"] = "memory" if error.block_rams is not None else "logic"
-                entry["error"] = str(error)
-            except NmflowError as error:
-                entry["refused"] = "memory" if "block RAM" in str(error) else "other"
-                entry["error"] = str(error)
-            else:
-                entry.update({key: build[key] for key in (
-                    "logic_cells", "logic_cells_total", "block_rams", "block_rams_total", "dsps",
-                    "fmax_mhz", "run_clock_mhz")})
-                entry["logic_cell_fraction"] = round(build["logic_cells"]
-                                                     / build["logic_cells_total"], 4)
-                entry["images_per_second_at_run_clock"] = round(
-                    build["run_clock_mhz"] * 1e6 / plan.interval_cycles, 1)
-                entry["synapse_ops_per_cell_cycle"] = round(
-                    synapse_ops(model) / plan.interval_cycles / build["logic_cells"], 4)
-            entry["limit"] = _limit(info, plan, entry, first_mhz)
-            rows.append(entry)
-            write_json(out, result)
-            if progress:
-                progress(info.name, tag, entry)
+    jobs = [Job((info.name, lanes, pe, bits), _sweep_point, (info.name, lanes, pe, bits))
+            for info in infos
+            for lanes, pe, bits in (points or SWEEP_POINTS.get(info.name, SWEEP_POINTS["ulx3s"]))]
+    entries = run_jobs(jobs, folder=run_dir / ".sweep_jobs",
+                       shared={"run_dir": str(run_dir.resolve()), "resume": resume},
+                       workers=workers, cluster=cluster, resume=resume, progress=progress,
+                       what="sweep points")
+    for job in jobs:
+        result["boards"].setdefault(job.key[0], []).append(entries[job.key])
+    write_json(out, result)
     _plot_sweep(result, Path(plot) if plot else out.with_suffix(".png"))
     return result
 

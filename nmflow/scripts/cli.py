@@ -295,11 +295,15 @@ def cmd_bench(args):
         return
     if args.sweep is not False:
         console = _console()
-        result = run_sweep(Path(args.run), boards=args.boards, points=args.sweep, out=args.out,
-                           resume=args.resume, progress=lambda board, tag, entry: console.print(
-                               f"{board} {tag}: {entry.get('images_per_second_at_run_clock', '-')}"
-                               f" images/s, {entry.get('logic_cells', '-')} cells, limit "
-                               f"{entry['limit']}"))
+        with bars(console) as progress:
+            result = run_sweep(Path(args.run), boards=args.boards, points=args.sweep,
+                               out=args.out, resume=args.resume, progress=progress,
+                               workers=args.jobs, cluster=args.cluster)
+        for board, rows in result["boards"].items():
+            for row in rows:
+                console.print(f"{board} {row['lanes']}x{row['pe']}d{row['first_layer_bits']}: "
+                              f"{row.get('images_per_second_at_run_clock', '-')} images/s, "
+                              f"{row.get('logic_cells', '-')} cells, limit {row['limit']}")
         _print_json(result)
         return
     if args.mnist is not None:
@@ -570,6 +574,12 @@ def _add_board_parsers(sub):
                    "RUN/bench.json (or --out), with the sweeps RUN/sweep*.json if there, as the "
                    "Markdown tables of the README's benchmark section")
     p.add_argument("--out", help="JSON output (default: RUN/bench.json, or RUN/sweep.json)")
+    ranged(p, "--jobs", integer(1, limits.SIM_JOBS), default=1,
+           help="with --sweep: builds run at a time on this machine (default: 1)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="with --sweep: build the points on this Dask scheduler's workers "
+                   "(tcp://HOST:PORT; they must share RUN's file system; default: "
+                   "$NMFLOW_CLUSTER, else this machine)")
     p.add_argument("--resume", action="store_true", help="take each board build already in its "
                    "folder under RUN, made from the same inputs (design, constraints, seed, "
                    "clock), instead of running Yosys and nextpnr again: an interrupted benchmark "
