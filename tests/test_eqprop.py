@@ -201,6 +201,16 @@ def test_eqprop_train_writes_its_files(tmp_path, capsys):
     assert header.startswith("loss,method,seed_index,epoch,test_accuracy")
     assert (out / "eqprop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(capsys.readouterr().out)["out"].endswith("eqprop.json")
+    assert result["timings"]["trainings_run"] == 2 * 4 + 1
+    # resumed: nothing runs again, the same results; one job at a time: the same results
+    assert cli.main(["eqprop", "train", "--out", str(out), *TINY, "--resume"]) == 0
+    again = json.loads((out / "eqprop.json").read_text())
+    assert again["timings"]["trainings_run"] == 0 and again["timings"]["trainings_resumed"] == 9
+    assert cli.main(["eqprop", "train", "--out", str(tmp_path / "one"), *TINY, "--jobs", "1"]) == 0
+    one = json.loads((tmp_path / "one" / "eqprop.json").read_text())
+    for other in (again, one):
+        assert other["test_accuracy_by_loss"] == result["test_accuracy_by_loss"]
+        assert other["fixed_point"]["test_accuracy"] == result["fixed_point"]["test_accuracy"]
 
 
 def test_eqprop_train_on_idx_files(tmp_path, capsys):

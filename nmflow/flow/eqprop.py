@@ -12,8 +12,8 @@ from .. import limits
 from ..errors import NmflowError
 from ..fileio import make_folder
 from ..protocol.framing import BAUD
+from .jobs import Job, run_jobs
 from .outputs import write_outputs
-from .progress import report
 
 __all__ = ["run_train", "run_unit_sim", "build_unit", "run_host", "DEFAULT_OUT", "LOSS_NAMES"]
 
@@ -22,14 +22,6 @@ DEFAULT_OUT = "build/eqprop"
 
 
 LOSS_NAMES = ("squared", "cross_entropy")
-
-
-def _epochs(progress):
-    """The golden trainers' ``(method, epoch, epochs, record)`` as :mod:`nmflow.flow.progress`."""
-    def hear(method, epoch, epochs, record):
-        report(progress, f"eqprop {method}", epoch, epochs,
-               f"epochs, {100 * record['test_accuracy']:.1f}%")
-    return hear
 
 
 #: Neurons and batch of the gradient check's network (:func:`nmflow.golden.eqprop.gradient_check`).
@@ -49,20 +41,47 @@ def planned_bytes(sizes, settings, images):
             + 10 * 8 * weights + 8 * images * sizes[0])
 
 
-def run_train(out, spec, settings, progress=None):
-    """Train everything the settings ask for; write ``out/eqprop.{json,csv,png}``; return the
-    result dictionary."""
+def _train_float(shared, loss, method, seed):
+    """One float training (a job): its history, epoch by epoch."""
+    import torch
+
+    from ..golden import eqprop as ep
+    torch.set_num_threads(1)
+    settings = shared["settings"]
+    config = ep.EqPropConfig(
+        sizes=shared["sizes"], loss=loss, activation=settings["activation"],
+        order=settings["order"], T=settings["T"], K=settings["K"], beta=settings["beta"],
+        lrs=tuple(settings["lrs"]), batch=settings["batch"], epochs=settings["epochs"],
+        seed=seed)
+    _, history = ep.train(config, method, shared["x_train"], shared["y_train"], shared["x_test"],
+                          shared["y_test"])
+    return history
+
+
+def _train_fixed(shared):
+    """The fixed-point twin's training (a job): its configuration, history and accuracy."""
     import dataclasses
 
+    from ..golden import eqprop_fixed as fx
+    fconfig = dataclasses.replace(shared["settings"]["fixed"], sizes=shared["sizes"])
+    fx_train = fx.inputs_to_raw(shared["raw_train"], shared["scale"], fconfig.state)
+    fx_test = fx.inputs_to_raw(shared["raw_test"], shared["scale"], fconfig.state)
+    _, history = fx.train(fconfig, fx_train, shared["y_train"], fx_test, shared["y_test"])
+    return {"config": fconfig.to_dict(), "history": history,
+            "test_accuracy": history[-1]["test_accuracy"]}
+
+
+def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None, resume=False):
+    """Train everything the settings ask for; write ``out/eqprop.{json,csv,png}``; return the
+    result dictionary. Each training (loss x method x seed, and the fixed-point twin) is a job
+    of :func:`nmflow.flow.jobs.run_jobs` (``workers`` local processes, or the Dask cluster
+    ``cluster``), written to ``out/.jobs`` as it finishes; ``resume`` runs only the missing."""
     import numpy as np
-    import torch
 
     from .engine import load_dataset
     from ..golden import eqprop as ep
-    from ..golden import eqprop_fixed as fx
 
     start = time.monotonic()
-    torch.set_num_threads(1)
     data = load_dataset(spec)
     classes = data.n_classes
     sizes = (data.n_features, *settings["hidden"], classes)
@@ -73,22 +92,24 @@ def run_train(out, spec, settings, progress=None):
     out = make_folder(out)
     scale = max(int(data.x_train.max(initial=0)), 1)
     x_train, x_test = ep.prepare_inputs(data.x_train, scale), ep.prepare_inputs(data.x_test, scale)
+    shared = {"settings": settings, "sizes": sizes, "scale": scale, "x_train": x_train,
+              "x_test": x_test, "y_train": data.y_train, "y_test": data.y_test,
+              "raw_train": data.x_train, "raw_test": data.x_test}
+    seeds = range(settings["seed"], settings["seed"] + settings["seeds"])
+    jobs = [Job(("float", loss, method, seed), _train_float, (loss, method, seed))
+            for loss in settings["losses"] for method in settings["methods"] for seed in seeds]
+    if settings["fixed"] is not None:
+        jobs.append(Job(("fixed_point", "symmetric"), _train_fixed, ()))
+    counts = {}
+    done = run_jobs(jobs, folder=out / ".jobs", shared=shared, workers=workers, cluster=cluster,
+                    resume=resume, progress=progress, what="trainings", counts=counts)
     by_loss, histories, timings = {}, {}, {}
     for loss in settings["losses"]:
         by_loss[loss], histories[loss] = {}, {}
         for method in settings["methods"]:
-            runs, hist, seconds = [], [], []
-            for seed in range(settings["seed"], settings["seed"] + settings["seeds"]):
-                config = ep.EqPropConfig(
-                    sizes=sizes, loss=loss, activation=settings["activation"],
-                    order=settings["order"], T=settings["T"], K=settings["K"],
-                    beta=settings["beta"], lrs=tuple(settings["lrs"]), batch=settings["batch"],
-                    epochs=settings["epochs"], seed=seed)
-                _, history = ep.train(config, method, x_train, data.y_train, x_test,
-                                      data.y_test, progress=_epochs(progress))
-                runs.append(history[-1]["test_accuracy"])
-                hist.append(history)
-                seconds.append(float(np.mean([r["seconds"] for r in history])))
+            hist = [done[("float", loss, method, seed)] for seed in seeds]
+            runs = [history[-1]["test_accuracy"] for history in hist]
+            seconds = [float(np.mean([r["seconds"] for r in history])) for history in hist]
             by_loss[loss][method] = {"mean": float(np.mean(runs)),
                                      "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0,
                                      "runs": runs,
@@ -99,15 +120,9 @@ def run_train(out, spec, settings, progress=None):
 
     fixed = None
     if settings["fixed"] is not None:
-        fconfig = dataclasses.replace(settings["fixed"], sizes=sizes)
-        fx_train = fx.inputs_to_raw(data.x_train, scale, fconfig.state)
-        fx_test = fx.inputs_to_raw(data.x_test, scale, fconfig.state)
-        _, fhistory = fx.train(fconfig, fx_train, data.y_train, fx_test, data.y_test,
-                               progress=_epochs(progress))
-        fixed = {"config": fconfig.to_dict(), "history": fhistory,
-                 "test_accuracy": fhistory[-1]["test_accuracy"]}
+        fixed = done[("fixed_point", "symmetric")]
         timings["fixed_point/symmetric"] = round(float(np.mean([r["seconds"]
-                                                               for r in fhistory])), 4)
+                                                               for r in fixed["history"]])), 4)
 
     check_start = time.monotonic()
     check = ep.gradient_check(activation="logistic", T=settings["check_T"],
@@ -140,7 +155,8 @@ def run_train(out, spec, settings, progress=None):
         "fixed_point": fixed,
         "history": histories,
         "timings": {"seconds_per_epoch": timings,
-                    "total_seconds": round(time.monotonic() - start, 2)},
+                    "total_seconds": round(time.monotonic() - start, 2),
+                    "trainings_run": counts["ran"], "trainings_resumed": counts["reused"]},
     }
     write_outputs(out, {"eqprop.json": result, "eqprop.csv": _csv(result),
                         "eqprop.png": _png(result)})

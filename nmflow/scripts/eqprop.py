@@ -181,8 +181,10 @@ def cmd_train(args):
     from .cli import dataset_spec
     spec = dataset_spec(args, resolve=True)
     settings = _settings(args)
+    workers = _int("--jobs", args.jobs, 1, None, 4 * limits.usable_cores())
     with bars() as progress:
-        result = run_train(args.out, spec, settings, progress=progress)
+        result = run_train(args.out, spec, settings, progress=progress, workers=workers,
+                           cluster=args.cluster, resume=args.resume)
     summary = {"out": str(Path(args.out) / "eqprop.json"),
                "test_accuracy": result["test_accuracy"],
                "test_accuracy_by_loss": {loss: {m: v["mean"] for m, v in methods.items()}
@@ -350,6 +352,13 @@ def add_parser(sub):
     ):
         t.add_argument(option, help=text)
     t.add_argument("--no-fixed", action="store_true", help="skip the fixed-point twin")
+    t.add_argument("--jobs", help="trainings run at a time on this machine [1 to four per "
+                   "usable core] (default: the usable cores)")
+    t.add_argument("--cluster", metavar="ADDRESS", help="run the trainings on this Dask "
+                   "scheduler's workers (tcp://HOST:PORT; default: $NMFLOW_CLUSTER, else this "
+                   "machine)")
+    t.add_argument("--resume", action="store_true", help="keep the trainings already finished "
+                   "in DIR and run only the missing")
     t.set_defaults(func=cmd_train)
 
     u = _unit_parser(
