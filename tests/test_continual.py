@@ -411,6 +411,15 @@ def test_cli_continual_writes_files(tmp_path, capsys):
     assert row["mean_fixed"] == data["runs"][2]["mean_final"]
     printed = capsys.readouterr().out
     assert "task1" in printed and "meta m=3" in printed and "fixed point m=3" in printed
+    # one run at a time: the same accuracies (each run seeds itself, not the order it runs in)
+    code = cli.main(["continual", "--out", str(tmp_path / "one"), "--tasks", "2", "--steps", "8",
+                     "--batch", "50", "--hidden", "16", "--m", "0,3", "--methods",
+                     "plain,meta,ewc,lr_decay", "--fisher-samples", "10", "--fixed-point",
+                     "--quiet", "--jobs", "1"])
+    assert code == 0
+    one = json.loads((tmp_path / "one" / "continual.json").read_text())
+    assert [r["final"] for r in one["runs"]] == [r["final"] for r in data["runs"]]
+    assert [r["matrix"] for r in one["runs"]] == [r["matrix"] for r in data["runs"]]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -8,8 +8,9 @@ import io
 import math
 import time
 
+from ..fileio import make_folder
+from .jobs import Job, run_jobs
 from .outputs import write_outputs
-from .progress import report
 
 __all__ = ["run_continual_step", "matrix_text", "DEFAULT_OUT"]
 
@@ -21,18 +22,32 @@ _NAMES = {"plain": "plain", "ewc": "ewc", "random": "random consolidation",
           "lr_decay": "lr_decay", "complex": "complex"}
 
 
-def run_continual_step(out, config, dataset, *, stream=None, progress=None, files=None):
+def _run(shared, method, m, fixed):
+    """One run (a job): method ``method`` at metaplasticity ``m``, fixed point or not."""
+    from ..golden.continual import continual_run
+    config, dataset = shared
+    return continual_run(config, dataset, method, m, fixed)
+
+
+def run_continual_step(out, config, dataset, *, stream=None, progress=None, files=None,
+                       workers=None, cluster=None, resume=False):
     """Run the continual-learning experiments of ``config`` (a
     :class:`~nmflow.golden.continual.ContinualConfig`) on ``dataset`` (a loaded data set), and
     with ``stream`` (a number of subsets) stream learning as well; write ``out/continual.json``,
     ``continual.csv``, ``continual.png`` (and ``stream.png``) together; return the result.
-    ``progress`` (:mod:`nmflow.flow.progress`) hears of every task learned; ``files`` (the IDX
-    paths) are recorded in the JSON's dataset."""
-    from ..golden.continual import run_continual, run_stream
+    Each run (method x m) is a job of :func:`nmflow.flow.jobs.run_jobs` (``workers`` local
+    processes, or the Dask cluster ``cluster``), written to ``out/.jobs`` as it finishes;
+    ``resume`` runs only the missing. ``progress`` (:mod:`nmflow.flow.progress`) hears of every
+    run finished; ``files`` (the IDX paths) are recorded in the JSON's dataset."""
+    from ..golden.continual import continual_plan, continual_result, run_stream
 
     start = time.perf_counter()
-    result = run_continual(config, dataset, progress=lambda method, m, done, tasks: report(
-        progress, f"{method} m={m:g}", done, tasks, "tasks learned"))
+    plan = continual_plan(config, dataset)
+    jobs = [Job((method, m, fixed), _run, (method, m, fixed)) for method, m, fixed in plan]
+    done = run_jobs(jobs, folder=make_folder(out) / ".jobs", shared=(config, dataset),
+                    workers=workers, cluster=cluster, resume=resume, progress=progress,
+                    what="continual runs")
+    result = continual_result(config, dataset, [done[job.key] for job in jobs])
     if stream is not None:
         metaplastic_m = max(config.ms) if config.ms else 0.0
         result["stream"] = run_stream(dataset, subsets=stream, steps=config.steps,

@@ -61,7 +61,7 @@ from .metaplastic import (COMPLEX_SHORT_TASKS, DEFAULT_WEIGHT_DECAY, ComplexSyna
                           MetaplasticAdam, check_m, layer_groups)
 
 __all__ = ["DEFAULT_METHODS", "ContinualConfig", "ContinualNet", "permutations", "run_continual",
-           "run_stream",
+           "continual_plan", "continual_run", "continual_result", "run_stream",
            "fisher_binary", "shuffle_importance", "class_balanced_subsets", "METHODS",
            "BN_STATS"]
 
@@ -401,13 +401,17 @@ def run_continual(config, dataset, progress=None):
     with ``fixed_point`` also ``fixed_vs_float``: per m the fixed-point rule's settings, its table
     error and the mean / task-1 final accuracy of the float and fixed-point runs.
     """
+    runs = [continual_run(config, dataset, method, m, fixed, progress)
+            for method, m, fixed in continual_plan(config, dataset)]
+    return continual_result(config, dataset, runs)
+
+
+def continual_plan(config, dataset):
+    """The runs of ``config``, in order: ``(method, m, fixed_point)``; refuses a bad config or
+    data set in one line."""
     if not isinstance(config, ContinualConfig):
         raise NmflowError(f"config must be a ContinualConfig, not {type(config).__name__}")
     _check_dataset(dataset)
-    torch.set_num_threads(1)
-    classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
-    perms = permutations(config.tasks, np.asarray(dataset.x_train).shape[1], config.seed)
-    runs = []
     plan = []
     for method in config.methods:
         if method == "meta":
@@ -416,8 +420,21 @@ def run_continual(config, dataset, progress=None):
                 plan.extend(("meta", m, True) for m in config.ms)
         else:
             plan.append((method, 0.0, False))
-    for method, m, fixed in plan:
-        runs.append(_one_run(config, dataset, method, m, perms, classes, progress, fixed))
+    return plan
+
+
+def continual_run(config, dataset, method, m, fixed, progress=None):
+    """One run of :func:`run_continual` (each run draws from its own seeds: runs can go in any
+    order, or in parallel)."""
+    torch.set_num_threads(1)
+    classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
+    perms = permutations(config.tasks, np.asarray(dataset.x_train).shape[1], config.seed)
+    return _one_run(config, dataset, method, m, perms, classes, progress, fixed)
+
+
+def continual_result(config, dataset, runs):
+    """The result of :func:`run_continual` from its runs, in :func:`continual_plan`'s order."""
+    classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
     info = dataset.info() if hasattr(dataset, "info") else {}
     result = {"dataset": info, "settings": config.to_dict(), "chance": 1.0 / classes,
               "runs": runs}

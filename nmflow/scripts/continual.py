@@ -121,7 +121,8 @@ def cmd_continual(args):
         raise NmflowError(f"--out must be a folder, not the file {str(out)!r}")
     with bars(quiet=args.quiet) as progress:
         result = run_continual_step(out, config, dataset, stream=args.stream,
-                                    progress=progress, files=_dataset_files(args))
+                                    progress=progress, files=_dataset_files(args),
+                                    workers=args.jobs, cluster=args.cluster, resume=args.resume)
     for run in result["runs"]:
         print(matrix_text(run))
     for row in result.get("fixed_vs_float", []):
@@ -184,4 +185,10 @@ def add_parser(sub):
     p.add_argument("--fixed-point", action="store_true",
                    help="also run each meta m with the fixed-point twin of the rule in the loop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    ranged(p, "--jobs", integer(1, 4 * limits.usable_cores()),
+           help="runs at a time on this machine (default: the usable cores)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run on this Dask scheduler's workers "
+                   "(tcp://HOST:PORT; default: $NMFLOW_CLUSTER, else this machine)")
+    p.add_argument("--resume", action="store_true", help="keep the runs already finished in "
+                   "--out and run only the missing")
     p.set_defaults(func=cmd_continual)
