@@ -267,6 +267,7 @@ GUARDS = {
     "build": lambda p: ["--model", p],
     "host": lambda p: ["--model", p],
     "program": lambda p: ["--model", p],
+    "import": lambda p: [p],
 }
 REFUSED = {"demo": ["--lanes", "x"], "bench": ["--images", "0"], "pcsa": ["--samples", "x"],
            "ber-sweep": ["--passes", "x"], "continual": ["--tasks", "x"],
