@@ -500,3 +500,39 @@ def test_the_read_error_sweep_feeds_an_imported_model_its_integers():
     x = np.array([[0.0, 0.3, 1.0, 7.4, 7.6, 100.0] * 2])
     assert _model_inputs(model, x).tolist() == [[0, 1, 2, 15, 15, 15] * 2]
     assert model.meta["import"]["input_scale"] == 0.5
+
+
+def gemm_trans_a(g):
+    g.nodes[-2].attribute.append(helper.make_attribute("transA", 1))
+
+
+def zero_point(g):
+    g.nodes[0].input[2] = g.const(1.0)
+
+
+def constant_minus_data(g):
+    g.step("Sub", np.float32(1.0), data_first=False)
+
+
+def odd_multithreshold(g):
+    g.step("MultiThreshold", np.zeros((4, 1), dtype=np.float32), domain=QONNX, out_scale=1.0,
+           out_bias=-1.0)
+
+
+def bad_rounding(g):
+    g.nodes[0].attribute[2].CopyFrom(helper.make_attribute("rounding_mode", "SIDEWAYS"))
+
+
+@pytest.mark.parametrize("hook, line", [
+    (gemm_trans_a, r"node 'Gemm_\d+' \(Gemm\) transA must be 0, not 1"),
+    (zero_point, r"node 'Quant_\d+' \(Quant\) zero point must be 0, not \[1.0\]"),
+    (constant_minus_data, r"node 'Sub_\d+' \(Sub\) must take the data as its first input"),
+    (odd_multithreshold, r"node 'MultiThreshold_\d+' \(MultiThreshold\) out_scale and out_bias "
+                         r"must give \{-c, \+c\} or \{-c, 0, \+c\} \(out_bias = -out_scale / 2 "
+                         r"for one threshold, -out_scale for two\), not 1.0 and -1.0"),
+    (bad_rounding, r"node 'Quant_\d+' \(Quant\) rounding_mode must be one of ROUND, HALF_EVEN, "
+                   r"CEIL, FLOOR, UP, DOWN, HALF_UP, HALF_DOWN, not 'SIDEWAYS'"),
+])
+def test_more_refusals_name_the_node_and_the_rule(hook, line):
+    with pytest.raises(NmflowError, match=f"^{line}"):
+        import_qonnx(small(extra=hook))
