@@ -202,11 +202,13 @@ def _check_domain(node):
 
 def _quant_params(graph, node):
     """``(kind, scale, zeropt, bits, signed, narrow, rounding)`` of a Quant or BipolarQuant."""
-    if node.op_type == "BipolarQuant":
-        scale = graph.constant(node, 1, "scale")
-        return ("bipolar", scale.astype(np.float32), 0.0, 1, True, False, "ROUND")
-    attrs = _attrs(node)
     scale = graph.constant(node, 1, "scale").astype(np.float32)
+    if scale.size == 0 or not (scale > 0).all():
+        bad = scale.ravel()[~(scale.ravel() > 0)]
+        _refuse(node, f"scale must be positive, not {float(bad[0]) if bad.size else 'empty'}")
+    if node.op_type == "BipolarQuant":
+        return ("bipolar", scale, 0.0, 1, True, False, "ROUND")
+    attrs = _attrs(node)
     zeropt = graph.constant(node, 2, "zero point")
     bits = graph.constant(node, 3, "bit width")
     if bits.size != 1 or float(bits.ravel()[0]) != int(bits.ravel()[0]):
