@@ -148,7 +148,7 @@ def test_help_states_the_bounds():
 
 @pytest.mark.parametrize("argv, line", [
     ([], "a command is required (see nmflow --help)"),
-    (["frobnicate"], "command must be one of train, export, verilog, sim, compare, build, program, host, "
+    (["frobnicate"], "command must be one of train, export, import, verilog, sim, compare, build, program, host, "
                      "demo, bench, pcsa, ber-sweep, continual, eqprop, not 'frobnicate' (see "
                      "nmflow --help)"),
     (["train", "--epochs", "0"],
