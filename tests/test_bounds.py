@@ -179,8 +179,9 @@ def test_exported_raw_pickle_and_eqprop_print_no_library_warnings(tmp_path):
                     "--losses", "squared", "--no-fixed")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr == ""                          # not even a blank line
+    # the outputs, and the finished trainings kept for --resume
     assert sorted(p.name for p in (tmp_path / "eq").iterdir()) == [
-        "eqprop.csv", "eqprop.json", "eqprop.png"]
+        ".jobs", "eqprop.csv", "eqprop.json", "eqprop.png"]
 
 
 # -- a full disk ----------------------------------------------------------------------------------

@@ -53,9 +53,10 @@ BOARD = Board(
     bitstream_suffix=".bit",
     # synth_ecp5 infers MULT18X18D by default; nothing to add.
     synth_opts=(),
-    # router2: the default router (router1) spent over an hour ripping up and rerouting the
-    # 512 x 8 engine (17,890 cells) against the 130 MHz target without converging.
-    nextpnr_opts=("--router", "router2"),
+    # nextpnr's default router (router1). On the 512 x 8 engine (17,973 LUTs) router2 diverged
+    # (overused wires 6,700 -> 9,100 over iterations 10-22, 40 minutes), router1 placed and
+    # routed it in 34 minutes (routing 27) beside the test suite; busier, it did not in an hour.
+    nextpnr_opts=(),
     # FT231X: one interface, the UART; openFPGALoader drives its JTAG by bit-banging.
     uart_usb=(0x0403, 0x6015, 0),
     loader_board="ulx3s",
