@@ -105,3 +105,18 @@ def test_a_missing_or_malformed_bench_file_is_one_line(tmp_path, capsys):
     line = error_line(capsys, ["bench", "--table", "--run", str(tmp_path)])
     assert line == "nmflow: error: sweep_x.json must hold the boards of an nmflow bench --sweep, " \
                    "not ['points']"
+
+
+def test_the_injector_row_says_when_it_does_not_fit(tmp_path, capsys):
+    board = dict(BENCH["boards"]["icebreaker"], injector={
+        "fits": False, "refused": "design does not fit", "logic_cells_needed": 11253})
+    fitting = dict(BENCH["boards"]["icebreaker"], device="LFE5U-85F", injector={
+        "fits": True, "logic_cells": 5000, "logic_cell_ratio": 1.264, "fmax_mhz": 38.5,
+        "run_clock_mhz": 36.0})
+    bench = dict(BENCH, boards={"icebreaker": board, "ulx3s": fitting})
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    assert main(["bench", "--table", "--run", str(tmp_path)]) in (None, 0)
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| with the read-error injector"))
+    assert row == ("| with the read-error injector: logic cells, Fmax, run clock | does not fit: "
+                   "needs 11,253 logic cells | 5,000 (x1.26), 38.50 MHz, 36.00 MHz |")

@@ -121,7 +121,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
     ``resume``, a board build already in its folder from the same inputs is taken as it is.
     ``injector`` is True (the injector's second build on every board), False (none) or the
     boards to build it on."""
-    from ..boards.build import get_board
+    from ..boards.build import DoesNotFit, get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
     from ..golden import hwmodel
@@ -236,10 +236,18 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
             synapse_ops(model) / interval / build["logic_cells"], 4)
         if errors is not None and (injector is True or info.name in injector):
             # The cost of the read-error injector (rates settable through the host link).
-            with_errors = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
-                                     first_layer_bits=plan.first_layer_bits, errors=errors,
-                                     out=run_dir / f"{info.name}_errors", reuse=resume)
-            entry["injector"] = {
+            try:
+                with_errors = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
+                                         first_layer_bits=plan.first_layer_bits, errors=errors,
+                                         out=run_dir / f"{info.name}_errors", reuse=resume)
+            except DoesNotFit as error:     # at this folding the injector's lanes do not fit
+                entry["injector"] = {"fits": False, "refused": str(error),
+                                     "logic_cells_needed": (error.needs.get(
+                                         info.logic_cell_type, (None, None))[0])}
+                result["boards"][info.name] = entry
+                result = _merge_write(out, result)
+                continue
+            entry["injector"] = {"fits": True,
                 "logic_cells": with_errors["logic_cells"], "fmax_mhz": with_errors["fmax_mhz"],
                 "run_clock_mhz": with_errors["run_clock_mhz"],
                 "block_rams": with_errors["block_rams"],

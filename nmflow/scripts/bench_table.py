@@ -112,6 +112,8 @@ def _boards_table(bench):
     if any("injector" in boards[n] for n in names):
         rows.append(row("with the read-error injector: logic cells, Fmax, run clock",
                         lambda b, c: "-" if "injector" not in b else
+                        f"does not fit: needs {_num(b['injector'].get('logic_cells_needed'))} "
+                        f"logic cells" if b["injector"].get("fits") is False else
                         f"{_num(b['injector'].get('logic_cells'))} "
                         f"(x{_num(b['injector'].get('logic_cell_ratio'), 2)}), "
                         f"{_num(b['injector'].get('fmax_mhz'), 2, 'MHz')}, "
