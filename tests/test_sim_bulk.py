@@ -304,6 +304,20 @@ def test_an_unchanged_design_is_compiled_once(tmp_path, monkeypatch):
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 3
 
 
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_a_compiled_simulation_is_not_shared_by_another_environment(tmp_path, monkeypatch, sim):
+    """A Verilator binary finds cocotb's libraries by the absolute path it was linked with: a
+    clone with its own .venv (same versions) must not take it from the cache."""
+    import cocotb
+    from nmflow.sim.runner import build_key
+    source = tmp_path / "a.v"
+    source.write_text("module a; endmodule\n")
+    here = build_key(sim, source, "a", False)
+    assert build_key(sim, source, "a", False) == here
+    monkeypatch.setattr(cocotb, "__file__", str(tmp_path / "other" / "cocotb" / "__init__.py"))
+    assert build_key(sim, source, "a", False) != here
+
+
 def test_unknown_testbench_refused(tmp_path):
     with pytest.raises(NmflowError, match=r"^testbench must be one of bulk, beat, not 'fast'$"):
         simulate_engine(tmp_path / "hw", np.zeros((1, 4)), tmp_path / "sim",

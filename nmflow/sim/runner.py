@@ -287,9 +287,14 @@ def cache_root():
 
 
 def _tool_versions(sim):
-    """The versions a compiled simulation depends on besides its sources and options."""
+    """The versions a compiled simulation depends on besides its sources and options, and where
+    cocotb's libraries are."""
     from importlib import metadata
-    versions = {"cocotb": metadata.version("cocotb"), "python": sys.version}
+    import cocotb
+    # A Verilator binary links cocotb's libraries by their absolute path (its RUNPATH): the same
+    # versions in another environment (another clone's .venv) need a build of their own.
+    versions = {"cocotb": metadata.version("cocotb"), "python": sys.version,
+                "cocotb_libs": str(Path(cocotb.__file__).resolve().parent / "libs")}
     if sim == "verilator":
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions["verilator"] = metadata.version("verilator")
