@@ -206,3 +206,61 @@ def test_the_read_error_sweep_on_a_cluster_writes_the_local_files(cluster, tmp_p
     assert cli.main(common + ["--out", str(tmp_path / "many"), "--resume"]) == 0
     again = json.loads((tmp_path / "many" / "ber_run.json").read_text())
     assert again["points_run"] == 0 and again["points_resumed"] == run["points_run"]
+
+
+# -- a nextpnr seed sweep -------------------------------------------------------------------------
+
+def test_the_seed_kept_is_the_fastest_run_clock_then_fmax_then_the_lowest_seed():
+    from nmflow.flow.seeds import best_seed
+    rows = [{"seed": 1, "run_clock_mhz": 36.75, "fmax_mhz": 40.1},
+            {"seed": 2, "error": "timing not met"},
+            {"seed": 3, "run_clock_mhz": 42.0, "fmax_mhz": 44.3},
+            {"seed": 4, "run_clock_mhz": 42.0, "fmax_mhz": 45.0},
+            {"seed": 5, "run_clock_mhz": 42.0, "fmax_mhz": 45.0}]
+    assert best_seed(rows)["seed"] == 4
+    assert best_seed(rows[:3])["seed"] == 3
+    assert best_seed([rows[1]]) is None
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["build", "--seeds", "1"], "build: --seeds must be an integer from 2 to 64, not '1'"),
+    (["build", "--seeds", "2", "--seed", "3"], "build: --seed and --seeds exclude each other"),
+    (["build", "--jobs", "2"], "build: --jobs, --cluster and --resume go with --seeds"),
+])
+def test_seed_sweep_options_refused_in_one_line(capsys, tmp_path, argv, line):
+    assert cli.main([*argv, "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line in err, err
+
+
+@pytest.mark.slow       # two real builds (Yosys and nextpnr)
+def test_a_seed_sweep_keeps_the_best_build_and_resumes(tmp_path):
+    hwmodel.save(random_model([16, 8, 4], input_bits=2, weight_kind="ternary", seed=4),
+                 tmp_path / "hwmodel")
+    argv = [sys.executable, "-m", "nmflow.scripts.cli", "build", "--run", str(tmp_path),
+            "--lanes", "4", "--batch", "0", "--seeds", "2", "--jobs", "2"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "icebreaker"
+    # every seed built in its own folder, with the seed nextpnr was given
+    seeds = {k: json.loads((out / "seeds" / f"seed{k}" / "build.json").read_text())
+             for k in (1, 2)}
+    assert {k: build["seed"] for k, build in seeds.items()} == {1: 1, 2: 2}
+    summary = json.loads((out / "build.json").read_text())
+    rows = {row["seed"]: row for row in summary["seed_sweep"]["seeds"]}
+    assert {k: rows[k]["fmax_mhz"] for k in rows} == {k: b["fmax_mhz"] for k, b in seeds.items()}
+    best = max(seeds, key=lambda k: (seeds[k]["run_clock_mhz"], seeds[k]["fmax_mhz"], -k))
+    assert summary["seed_sweep"]["chosen"] == best == summary["seed"]
+    assert summary["fmax_mhz"] == seeds[best]["fmax_mhz"]
+    # the kept products are the chosen seed's, and build.json points at them
+    assert (out / "nmflow_top.bin").read_bytes() == (
+        out / "seeds" / f"seed{best}" / "nmflow_top.bin").read_bytes()
+    assert Path(summary["bitstream"]) == out / "nmflow_top.bin"
+    # resumed, no seed is built again
+    stamps = {k: (out / "seeds" / f"seed{k}" / "nmflow_top.bin").stat().st_mtime_ns
+              for k in (1, 2)}
+    again = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {k: (out / "seeds" / f"seed{k}" / "nmflow_top.bin").stat().st_mtime_ns
+            for k in (1, 2)} == stamps
+    assert json.loads((out / "build.json").read_text())["seed_sweep"] == summary["seed_sweep"]

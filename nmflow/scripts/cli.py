@@ -222,11 +222,23 @@ def cmd_build(args):
     from ..flow import build_step
     if args.clock not in ("auto", "board"):
         pll_for(args.board, args.clock, "--clock")
-    summary = build_step(args.run, args.model, board=args.board, lanes=args.lanes, pe=args.pe,
-                         first_layer_bits=args.first_layer_bits, out=args.out,
-                         seed=args.seed, errors=_injection(args), metaplastic=args.metaplastic,
-                         clock=args.clock, baud=args.baud, memory=args.memory,
-                         batch=args.batch)
+    options = dict(board=args.board, lanes=args.lanes, pe=args.pe,
+                   first_layer_bits=args.first_layer_bits, out=args.out,
+                   errors=_injection(args), metaplastic=args.metaplastic, clock=args.clock,
+                   baud=args.baud, memory=args.memory, batch=args.batch)
+    if args.seeds is not None:
+        from ..flow.seeds import build_seeds_step
+        if args.seed is not None:
+            raise NmflowError("build: --seed and --seeds exclude each other (--seeds N builds "
+                              "with seeds 1 to N)")
+        with bars() as progress:
+            summary = build_seeds_step(args.run, args.model, seeds=range(1, args.seeds + 1),
+                                       workers=args.jobs, cluster=args.cluster,
+                                       resume=args.resume, progress=progress, **options)
+    else:
+        if args.jobs is not None or args.cluster is not None or args.resume:
+            raise NmflowError("build: --jobs, --cluster and --resume go with --seeds")
+        summary = build_step(args.run, args.model, seed=args.seed, **options)
     shown = {key: summary[key] for key in ("board", "device", "bitstream", "lanes", "pe",
                                            "first_layer_bits", "memory", "batch",
                                            "batch_memory",
@@ -234,6 +246,10 @@ def cmd_build(args):
                                            "logic_cells_total", "block_rams", "dsps",
                                            "fmax_mhz", "run_clock_mhz", "clock_margin",
                                            "baud", "seconds")}
+    if "seed_sweep" in summary:
+        shown["seed"] = summary["seed_sweep"]["chosen"]
+        shown["seeds"] = {row["seed"]: row.get("fmax_mhz", row.get("error"))
+                          for row in summary["seed_sweep"]["seeds"]}
     if args.metaplastic is not None or "spram" in (summary["memory"], summary["batch_memory"]):
         shown["sprams"] = summary["utilisation"].get("ICESTORM_SPRAM", {}).get("used", 0)
     if args.metaplastic is not None:
@@ -464,6 +480,17 @@ def _add_board_parsers(sub):
     ranged(p, "--pe", PE, default=1, help=PE_HELP)
     ranged(p, "--first-layer-bits", FIRST_BITS, help=FIRST_LAYER_HELP)
     ranged(p, "--seed", SEED, help="nextpnr placement seed")
+    ranged(p, "--seeds", integer(2, 64), help="a seed sweep: build with nextpnr seeds 1 to N "
+           "(each in OUT/seeds/seed<k>) and keep the highest run clock, then Fmax; build.json "
+           "lists every seed under seed_sweep")
+    ranged(p, "--jobs", integer(1, limits.SIM_JOBS),
+           help="with --seeds: builds run at a time on this machine (default: every core)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="with --seeds: build on this Dask scheduler's workers (tcp://HOST:PORT; "
+                   "they must share RUN's file system; default: $NMFLOW_CLUSTER, else this "
+                   "machine)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --seeds: keep the seeds already built from the same inputs")
     ranged(p, "--clock", CLOCK, default="auto", help=CLOCK_HELP)
     ranged(p, "--baud", integer(1, limits.BAUD), default=BAUD,
            help=f"the UART's baud rate (default: {BAUD}; 'nmflow host' must use the same)")
