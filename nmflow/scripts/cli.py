@@ -480,7 +480,8 @@ def _add_board_parsers(sub):
     ranged(p, "--pe", PE, default=1, help=PE_HELP)
     ranged(p, "--first-layer-bits", FIRST_BITS, help=FIRST_LAYER_HELP)
     ranged(p, "--seed", SEED, help="nextpnr placement seed")
-    ranged(p, "--seeds", integer(2, 64), help="a seed sweep: build with nextpnr seeds 1 to N "
+    from ..flow.seeds import MAX_SEEDS
+    ranged(p, "--seeds", integer(2, MAX_SEEDS), help="a seed sweep: build with nextpnr seeds 1 to N "
            "(each in OUT/seeds/seed<k>) and keep the highest run clock, then Fmax; build.json "
            "lists every seed under seed_sweep")
     ranged(p, "--jobs", integer(1, limits.SIM_JOBS),
