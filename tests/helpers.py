@@ -2,7 +2,11 @@
 
 import contextlib
 import gc
+import os
 import re
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -91,3 +95,47 @@ def assert_back_to_back(cycles, plan):
         cycles, plan.cycles_back_to_back)
     if settled == 2 and len(cycles) > 1:
         assert plan.cycles_per_inference < cycles[1] <= plan.cycles_back_to_back, cycles
+
+
+# -- a real local Dask cluster --------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A Dask scheduler and two single-threaded workers on 127.0.0.1; yields the address and
+    the worker processes."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get(
+        "PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    scheduler = subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", str(port),
+                                         "--no-dashboard"], env=env, cwd=tmp_path,
+                                 stdout=open(logs / "scheduler.log", "w"),
+                                 stderr=subprocess.STDOUT)
+    workers = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                 "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
+                                env=env, cwd=tmp_path,
+                                stdout=open(logs / f"worker{i}.log", "w"),
+                                stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        from distributed import Client
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address, workers
+    finally:
+        for process in workers + [scheduler]:
+            if process.poll() is None:
+                process.terminate()
+        for process in workers + [scheduler]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()

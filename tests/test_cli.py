@@ -581,7 +581,7 @@ def test_bench_sweep_records_each_folding_and_its_limit(tmp_path):
 
     # Resumed with the 16x1 point's result gone: that point runs again and takes the build in
     # its folder as it is (no Yosys, no nextpnr); the same rows.
-    from nmflow.flow.jobs import _result_file
+    from nmflow.jobs import _result_file
     (_result_file(tmp_path / "run" / ".sweep_jobs", ("icebreaker", 16, 1, None))).unlink()
     again = tmp_path / "again.json"
     result = nmflow("bench", "--run", tmp_path / "run", "--boards", "icebreaker", "--sweep",

@@ -1,10 +1,9 @@
-"""Many independent jobs, one mechanism (nmflow.flow.jobs): local processes and a real local Dask
+"""Many independent jobs, one mechanism (nmflow.jobs): local processes and a real local Dask
 cluster (a scheduler and two workers on 127.0.0.1, started and stopped here)."""
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,12 @@ import numpy as np
 import pytest
 
 from nmflow.errors import NmflowError
-from nmflow.flow.jobs import Job, cluster_address, run_jobs
+from nmflow.jobs import Job, cluster_address, run_jobs
 from nmflow.golden import hwmodel
 from nmflow.golden.synthetic import random_model
 from nmflow.scripts import cli
 
-TESTS = Path(__file__).resolve().parent
+from helpers import cluster  # noqa: F401 (a fixture)
 
 
 # -- jobs (module-level: workers import them) ---------------------------------------------------
@@ -47,6 +46,13 @@ def die_once(shared, name, n):
     if n == 2 and not marker.exists():
         marker.write_text("")
         os._exit(1)
+    return draw(shared, name, n)
+
+
+def long_unless_first(shared, name, n):
+    """Job 0 returns at once; the others take a minute."""
+    if n:
+        time.sleep(60)
     return draw(shared, name, n)
 
 
@@ -102,6 +108,20 @@ def test_an_interrupted_run_resumes_with_only_the_missing_jobs(tmp_path):
     assert counts["ran"] == 6
 
 
+def test_an_interruption_does_not_wait_for_the_running_jobs(tmp_path):
+    # Ctrl-C (here: from the progress callback) interrupts the jobs the workers are running
+    # rather than waiting a minute for them; the job that finished is kept.
+    def stop(what, done, total, note):
+        if done == 1:
+            raise KeyboardInterrupt
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs_of(long_unless_first, "abc"), folder=tmp_path, shared={"seed": 1},
+                 workers=2, progress=stop)
+    assert time.monotonic() - start < 30
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+
 def test_a_dead_local_worker_has_its_jobs_run_again(tmp_path):
     result = run_jobs(jobs_of(die_once), folder=tmp_path / "r",
                       shared={"seed": 3, "folder": str(tmp_path)}, workers=2)
@@ -124,48 +144,6 @@ def test_bad_keys_and_clusters_are_one_line(tmp_path, monkeypatch):
 
 
 # -- a real local Dask cluster --------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    """A Dask scheduler and two single-threaded workers on 127.0.0.1; yields the address and
-    the worker processes."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get(
-        "PYTHONPATH", "")]), OMP_NUM_THREADS="1")
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    scheduler = subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", str(port),
-                                         "--no-dashboard"], env=env, cwd=tmp_path,
-                                 stdout=open(logs / "scheduler.log", "w"),
-                                 stderr=subprocess.STDOUT)
-    workers = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                 "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
-                                env=env, cwd=tmp_path,
-                                stdout=open(logs / f"worker{i}.log", "w"),
-                                stderr=subprocess.STDOUT) for i in range(2)]
-    try:
-        from distributed import Client
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address, workers
-    finally:
-        for process in workers + [scheduler]:
-            if process.poll() is None:
-                process.terminate()
-        for process in workers + [scheduler]:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
 
 @pytest.mark.slow       # starts a Dask scheduler and two workers
 def test_a_cluster_gives_the_local_results_even_when_a_worker_is_killed(cluster, tmp_path):

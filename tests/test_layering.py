@@ -9,12 +9,13 @@ layer table below::
     sim                         base, golden, rtl, sim
     rtl                         base, golden, rtl
     golden                      base, golden
-    base                        base: nmflow.errors, fileio, fixedpoint, lfsr, limits, protocol
-                                (a package), toolchain
+    base                        base: nmflow.errors, fileio, fixedpoint, jobs, lfsr, limits,
+                                protocol (a package), toolchain
 
-The host protocol (:mod:`nmflow.protocol`), the LFSRs (:mod:`nmflow.lfsr`) and the toolchain
-(:mod:`nmflow.toolchain`) are base modules, so the gateware, the simulation and the boards all
-share them without reaching up.
+The host protocol (:mod:`nmflow.protocol`), the LFSRs (:mod:`nmflow.lfsr`), the toolchain
+(:mod:`nmflow.toolchain`) and the one way to run many jobs (:mod:`nmflow.jobs`: the chunked
+simulation fans out through it as the flow's sweeps do) are base modules, so the gateware, the
+simulation and the boards all share them without reaching up.
 
 Every file of ``nmflow/`` and ``tests/`` is also checked for private Amaranth names: an import of
 a module path with a component starting with ``_`` under ``amaranth`` (``amaranth._toolchain``,
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "nmflow"
 
 #: Modules below every layer: plain Python each layer may import.
-BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.lfsr",
-        "nmflow.limits", "nmflow.toolchain"}
+BASE = {"nmflow", "nmflow.errors", "nmflow.fileio", "nmflow.fixedpoint", "nmflow.jobs",
+        "nmflow.lfsr", "nmflow.limits", "nmflow.toolchain"}
 #: Module (or package) -> its layer.
 LAYER_OF = {"nmflow.protocol": "base", "nmflow.golden": "golden", "nmflow.rtl": "rtl",
             "nmflow.sim": "sim", "nmflow.boards": "boards", "nmflow.scripts": "scripts",

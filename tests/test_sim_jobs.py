@@ -18,7 +18,9 @@ from nmflow.rtl.verilog import sha256_bytes, write_engine_verilog
 from nmflow.sim import engine_sim
 from nmflow.sim.engine_sim import chunk_starts, cycle_figures, simulate_engine
 
-from helpers import error_line, running_with
+from nmflow.scripts import cli
+
+from helpers import cluster, error_line, running_with  # noqa: F401 (cluster: a fixture)
 
 ARRAYS = ("classes", "scores", "acts0", "acts1")
 
@@ -208,8 +210,9 @@ def test_a_chunk_that_disagrees_fails_the_step_naming_it(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_chunk_that_does_not_finish_fails_the_step_and_writes_nothing(tmp_path, monkeypatch):
-    # Chunk 1's simulator is killed by a short wall-clock limit: the step fails naming it, the
-    # other chunk's simulator is ended too, and only the work folder (the logs) is left.
+    # Chunk 1's simulator is killed by a short wall-clock limit: the step fails naming it once
+    # the other chunk is done (its result kept for --resume), and only the work folder (the
+    # logs) is left.
     small_run(tmp_path, vectors=4)
     real = engine_sim.run_cocotb
 
@@ -249,3 +252,64 @@ def test_verilog_that_does_not_compile_with_jobs_is_one_line(tmp_path):
         sim_step(tmp_path, inputs=tmp_path / "x.npz", jobs=3)
     assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == ["work"]
     assert not list((tmp_path / "sim" / "work").glob("chunk*/sim.log"))
+
+
+# -- resumed, and on a cluster ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_failed_run_resumes_with_only_the_chunks_it_did_not_finish(tmp_path, monkeypatch):
+    # Three chunks; the last one's simulator is killed by a short wall-clock limit. The others'
+    # results stay in RUN/.sim_jobs; --resume simulates only the last chunk, and the merged
+    # outputs are those of one simulator and of the golden model.
+    model, inputs = small_run(tmp_path, vectors=6)
+    real = engine_sim.run_cocotb
+
+    def short_for_chunk2(*args, test_dir, wall_seconds, **kwargs):
+        return real(*args, test_dir=test_dir, **kwargs,
+                    wall_seconds=0.5 if Path(test_dir).name == "chunk2" else wall_seconds)
+    monkeypatch.setattr(engine_sim, "run_cocotb", short_for_chunk2)
+    with pytest.raises(NmflowError, match=r"^simulation did not finish: chunk 2 \(images 4 to "
+                                          r"5\): the simulator was killed after 0\.5 s"):
+        sim_step(tmp_path, inputs=tmp_path / "x.npz", jobs=3)
+    assert len(list((tmp_path / ".sim_jobs").glob("*.json"))) == 2
+    monkeypatch.setattr(engine_sim, "run_cocotb", real)
+    summary = sim_step(tmp_path, inputs=tmp_path / "x.npz", jobs=3, resume=True)
+    assert summary["passed"] and summary["chunks_reused"] == 2
+    assert not (tmp_path / ".sim_jobs").exists()            # every chunk came out
+    assert all(Path(chunk["log"]).is_file() for chunk in summary["chunks"])
+    resumed = outputs(tmp_path / "sim" / "rtl_outputs.npz")
+    golden = reference(model, inputs)
+    assert (resumed["classes"] == golden.classes).all()
+    assert (resumed["scores"] == golden.scores).all()
+    fresh = simulate_engine(tmp_path / "hwmodel", inputs, tmp_path / "fresh",
+                            verilog_dir=tmp_path / "rtl", jobs=3)
+    assert fresh["chunks_reused"] == 0
+    fresh = outputs(fresh["outputs"])
+    assert sorted(resumed) == sorted(fresh)
+    for name in fresh:
+        assert resumed[name].dtype == fresh[name].dtype and (resumed[name] == fresh[name]).all()
+    assert compare_step(tmp_path)["mismatches"] == 0
+    # a resumed run of another simulation (another seed: other patterns) takes nothing
+    again = sim_step(tmp_path, inputs=tmp_path / "x.npz", jobs=3, resume=True, seed=1)
+    assert again["passed"] and again["chunks_reused"] == 0
+
+
+@pytest.mark.slow       # starts a Dask scheduler and two workers
+def test_chunks_on_a_cluster_merge_to_the_local_run(cluster, tmp_path):
+    # nmflow sim --cluster: the workers get the Verilog, the model and the vectors (not paths),
+    # compile in their own folders and send back each chunk's outputs and log.
+    address, _ = cluster
+    model, inputs = small_run(tmp_path, vectors=5)
+    local = simulate_engine(tmp_path / "hwmodel", inputs, tmp_path / "local",
+                            verilog_dir=tmp_path / "rtl", jobs=1)
+    assert cli.main(["sim", "--run", str(tmp_path), "--inputs", str(tmp_path / "x.npz"),
+                     "--jobs", "2", "--cluster", address]) == 0
+    summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert summary["passed"] and summary["cluster"] == address and summary["jobs"] == 2
+    for chunk in summary["chunks"]:                 # each worker's log, written here
+        assert "PASS" in Path(chunk["log"]).read_text()
+    remote = outputs(tmp_path / "sim" / "rtl_outputs.npz")
+    one = outputs(local["outputs"])
+    for name in ARRAYS:
+        assert remote[name].dtype == one[name].dtype and (remote[name] == one[name]).all()
+    assert compare_step(tmp_path)["mismatches"] == 0

@@ -9,7 +9,7 @@ import math
 import time
 
 from ..fileio import make_folder
-from .jobs import Job, run_jobs
+from ..jobs import Job, run_jobs
 from .outputs import write_outputs
 
 __all__ = ["run_continual_step", "matrix_text", "DEFAULT_OUT"]
@@ -35,7 +35,7 @@ def run_continual_step(out, config, dataset, *, stream=None, progress=None, file
     :class:`~nmflow.golden.continual.ContinualConfig`) on ``dataset`` (a loaded data set), and
     with ``stream`` (a number of subsets) stream learning as well; write ``out/continual.json``,
     ``continual.csv``, ``continual.png`` (and ``stream.png``) together; return the result.
-    Each run (method x m) is a job of :func:`nmflow.flow.jobs.run_jobs` (``workers`` local
+    Each run (method x m) is a job of :func:`nmflow.jobs.run_jobs` (``workers`` local
     processes, or the Dask cluster ``cluster``), written to ``out/.jobs`` as it finishes;
     ``resume`` runs only the missing. ``progress`` (:mod:`nmflow.flow.progress`) hears of every
     run finished; ``files`` (the IDX paths) are recorded in the JSON's dataset."""

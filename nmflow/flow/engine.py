@@ -15,6 +15,7 @@ Artifacts in a run folder (``build/<run>/``)::
 """
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,7 +229,7 @@ def _test_vectors(hw, inputs, limit):
 def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=None, waves=False,
              out=None,
              rtl=None, ready=1.0, seed=0, progress=None, wall_seconds=None, jobs=1,
-             testbench="bulk"):
+             testbench="bulk", cluster=None, resume=False):
     """Simulate the engine's Verilog under cocotb on every test vector; return the summary.
 
     Simulates ``rtl/engine.v`` as the ``verilog`` step wrote it. If neither ``engine.v`` nor
@@ -247,6 +248,11 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
     second. A chunk that does not finish fails the step with one line naming it, and leaves
     only the work folder. ``testbench`` (``"bulk"``, the default, or ``"beat"``) chooses the
     engine's testbench (:data:`~nmflow.sim.engine_sim.TESTBENCHES`).
+
+    The chunks are jobs of :func:`nmflow.jobs.run_jobs`: this machine's processes, or the Dask
+    cluster ``cluster`` (default ``$NMFLOW_CLUSTER``). Each chunk's result is kept in
+    ``.<sim folder name>_jobs`` beside the simulation folder until every chunk has finished, so
+    that ``resume`` simulates only the chunks a stopped or failed run did not finish.
     """
     from ..golden import hwmodel
     from ..sim.engine_sim import check_jobs, check_testbench, simulate_engine
@@ -264,6 +270,8 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
                        pe=1 if pe is None else pe)
     # Staged: the vectors, outputs, summary and work folder appear together; a simulation that
     # did not finish leaves only its work folder (the log its error names).
+    # the chunks' results outlive a failed run's staging folder, for --resume
+    jobs_folder = sim_dir.parent / f".{sim_dir.name}_jobs"
     with staged_outputs() as outputs:
         staging = outputs.folder(sim_dir)
         try:
@@ -273,7 +281,8 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
                                           progress, "sim", done, images,
                                           f"images, {rate:,.0f} cycles/s"),
                                       wall_seconds=wall_seconds, jobs=jobs,
-                                      testbench=testbench)
+                                      testbench=testbench, cluster=cluster, resume=resume,
+                                      jobs_folder=jobs_folder)
         except NmflowError as error:            # Verilog that does not compile: keep its log
             outputs.keep(staging / "work")
             raise NmflowError(outputs.final(str(error))) from None
@@ -292,6 +301,7 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
                 reason = f"{chunk} ended without its outputs"
             raise NmflowError(f"simulation did not finish{': ' + reason if reason else ''} "
                               f"(see {summary['log']})")
+    shutil.rmtree(jobs_folder, ignore_errors=True)      # every chunk came out
     if y is None:                               # labels of earlier vectors
         (sim_dir / "labels.npy").unlink(missing_ok=True)
     return summary

@@ -12,7 +12,7 @@ from .. import limits
 from ..errors import NmflowError
 from ..fileio import make_folder
 from ..protocol.framing import BAUD
-from .jobs import Job, run_jobs
+from ..jobs import Job, run_jobs
 from .outputs import write_outputs
 
 __all__ = ["run_train", "run_unit_sim", "build_unit", "run_host", "DEFAULT_OUT", "LOSS_NAMES"]
@@ -74,7 +74,7 @@ def _train_fixed(shared):
 def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None, resume=False):
     """Train everything the settings ask for; write ``out/eqprop.{json,csv,png}``; return the
     result dictionary. Each training (loss x method x seed, and the fixed-point twin) is a job
-    of :func:`nmflow.flow.jobs.run_jobs` (``workers`` local processes, or the Dask cluster
+    of :func:`nmflow.jobs.run_jobs` (``workers`` local processes, or the Dask cluster
     ``cluster``), written to ``out/.jobs`` as it finishes; ``resume`` runs only the missing."""
     import numpy as np
 

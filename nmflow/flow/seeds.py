@@ -3,7 +3,7 @@
 nextpnr's placement is a search from a random start: the same netlist reaches Fmax figures far
 apart from one seed to the next (the ULX3S's 512 x 8 engine: 83.7 and 102.7 MHz). Closing timing
 the way FPGA engineers do, :func:`build_seeds_step` builds the design once per seed, as jobs of
-:func:`nmflow.flow.jobs.run_jobs` (this machine's cores or a Dask cluster whose workers share the
+:func:`nmflow.jobs.run_jobs` (this machine's cores or a Dask cluster whose workers share the
 run folder), each in ``OUT/seeds/seed<k>``, and keeps the build with the highest run clock, then
 the highest Fmax, then the lowest seed: its products are copied into ``OUT``, whose
 ``build.json`` lists every seed's figures under ``seed_sweep``.
@@ -56,7 +56,7 @@ def build_seeds_step(run_dir, model=None, *, seeds, out=None, board="icebreaker"
     A seed whose build is refused (timing not met even at the lowest clock, ...) is listed
     with its line; if every seed is refused, the first one's line is the error."""
     from ..boards.build import get_board
-    from .jobs import Job, run_jobs
+    from ..jobs import Job, run_jobs
 
     seeds = list(seeds)
     if not 2 <= len(seeds) <= MAX_SEEDS or len(set(seeds)) != len(seeds):

@@ -20,7 +20,7 @@ from .. import limits
 from ..errors import NmflowError, check_int
 from ..fileio import make_folder
 from ..golden.device import printed_rates
-from .jobs import Job, cluster_address, run_jobs
+from ..jobs import Job, cluster_address, run_jobs
 from .outputs import write_outputs
 
 __all__ = ["run_sweep", "check_rates", "TABLE_42", "CONDITIONS", "CURVES", "DEFAULT_OUT",
@@ -136,7 +136,7 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     None); ``spec`` the evaluation dataset (a :class:`~nmflow.flow.DatasetSpec`, digits by
     default); ``rates`` the error rates of each curve (the default log grid when None);
     ``epochs`` and ``hidden`` (hidden layer sizes) configure the networks trained here.
-    The points are jobs of :func:`nmflow.flow.jobs.run_jobs` (``jobs`` local processes, or the
+    The points are jobs of :func:`nmflow.jobs.run_jobs` (``jobs`` local processes, or the
     Dask cluster ``cluster``), each written to ``out/.jobs`` as it finishes; ``resume`` keeps
     the networks already trained there and runs only the points missing.
     """

@@ -305,7 +305,7 @@ def _limit(info, plan, entry, first_mhz):
 
 
 def _sweep_point(shared, board, lanes, pe, bits):
-    """One point of the sweep (a job of :func:`nmflow.flow.jobs.run_jobs`): the build of the
+    """One point of the sweep (a job of :func:`nmflow.jobs.run_jobs`): the build of the
     folding ``(lanes, pe, bits)`` on ``board`` and its figures."""
     from ..boards.build import DoesNotFit, get_board
     from ..flow import build_step
@@ -347,13 +347,13 @@ def run_sweep(run_dir, *, boards="icebreaker,ulx3s", points=None, out=None, plot
     the tests hold the RTL to), logic, block RAMs, DSPs, Fmax, run clock, images per second and
     the limit each point hits; write ``sweep.json`` and a plot. A point that does not fit is
     recorded with what overflowed, not an error. The points are jobs of
-    :func:`nmflow.flow.jobs.run_jobs` (``workers`` local builds at a time, or the Dask cluster
+    :func:`nmflow.jobs.run_jobs` (``workers`` local builds at a time, or the Dask cluster
     ``cluster``, whose workers must share ``run_dir``'s file system), each written to
     ``RUN/.sweep_jobs`` as it finishes; with ``resume``, the points done are kept and a point
     whose build is already in its folder, made from the same inputs, is taken as it is."""
     from ..boards.build import get_board
     from ..flow import DatasetSpec, export_step, train_step
-    from ..flow.jobs import Job, run_jobs
+    from ..jobs import Job, run_jobs
     from ..golden import hwmodel
     from ..golden.train import TrainConfig
 

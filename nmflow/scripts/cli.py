@@ -184,7 +184,7 @@ def _sim(args, console, quiet=False):
         return sim_step(args.run, args.model, inputs=args.inputs, limit=args.limit,
                         lanes=args.lanes, pe=args.pe, waves=args.waves, out=args.out,
                         rtl=args.rtl, jobs=args.jobs, testbench=args.testbench,
-                        progress=progress)
+                        cluster=args.cluster, resume=args.resume, progress=progress)
 
 
 def cmd_sim(args):
@@ -443,6 +443,12 @@ def parser():
            help="simulators run side by side, each on a contiguous chunk of the vectors (in "
            "RUN/sim/work/chunk<k>; the Verilog compiled once), their outputs merged in order; "
            "auto: one per usable core; at most one per vector (default: 1)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the chunks on this Dask scheduler's workers (tcp://HOST:PORT; "
+                   "default: $NMFLOW_CLUSTER, else this machine's cores)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the chunks a stopped or failed run of the same simulation "
+                   "finished (in RUN/.sim_jobs) and simulate only the others")
     p.add_argument("--testbench", choices=("bulk", "beat"), default="bulk",
                    help="bulk: stimulus, backpressure and captures in gateware around the "
                    "engine, checked in bulk at the end (the simulator sets the pace); beat: "

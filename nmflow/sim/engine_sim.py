@@ -12,6 +12,10 @@ Each chunk starts from reset, so its first inference finds the engine idle: the 
 intervals between inferences within a chunk only.
 """
 
+import base64
+import contextlib
+import hashlib
+import io
 import math
 import os
 import threading
@@ -23,8 +27,9 @@ import numpy as np
 from .. import limits
 from ..errors import NmflowError, check_int
 from ..fileio import atomic_path, make_folder, write_bytes, write_json
+from ..jobs import Job, cluster_address, forget_result, run_jobs
 from ..rtl.verilog import read_engine_verilog
-from .runner import cached_build, run_cocotb
+from .runner import cached_build, run_cocotb, simulator
 
 __all__ = ["simulate_engine", "read_progress", "cycle_figures", "chunk_starts", "check_jobs",
            "check_testbench", "TESTBENCHES"]
@@ -112,15 +117,14 @@ def read_progress(path):
 class _Chunk:
     """One simulator's share of a run: vectors ``first`` to ``first + images - 1``, simulated
     in ``folder`` (``work`` itself when one simulator runs them all, else
-    ``work/chunk<number>``)."""
+    ``work/chunk<number>``). ``result`` is what its job returned (:func:`_simulate_chunk`),
+    ``error`` the one line of a job that raised."""
 
     def __init__(self, number, first, images, folder, named):
         self.number, self.first, self.images, self.folder = number, first, images, folder
         self.name = f"chunk {number} (images {first} to {first + images - 1})" if named else None
-        self.outputs = folder / "outputs.npz"
         self.progress = folder / "progress.txt"
         self.result = self.error = None
-        self.seconds = None
 
     def prefixed(self, message):
         return f"{self.name}: {message}" if self.name else message
@@ -128,71 +132,136 @@ class _Chunk:
     @property
     def finished(self):
         """Whether its testbench wrote its outputs (every inference came out)."""
-        return self.error is None and self.result is not None and \
-            not self.result.cancelled and self.outputs.is_file()
+        return self.result is not None and self.result["outputs"] is not None
 
     @property
     def failed(self):
-        """Whether it failed on its own (not stopped because another chunk failed)."""
-        if self.error is not None:
-            return True
-        return self.result is not None and not self.result.cancelled and \
-            not (self.result.passed and self.outputs.is_file())
+        """Whether it did not finish, or finished with a failed test."""
+        return not (self.finished and self.result["passed"])
+
+    @property
+    def seconds(self):
+        return None if self.result is None else self.result["seconds"]
+
+    @property
+    def log(self):
+        return self.result["log"] if self.result is not None else str(self.folder / "sim.log")
 
 
-def _run_chunks(chunks, run, progress, images, poll=0.25):
-    """Run ``run(chunk, cancel)`` for every chunk, each in a thread of its own (the simulator
-    itself is a child process), and wait for them all. A chunk that ends without its outputs
-    (stalled, killed, crashed, or raising) sets ``cancel``, which ends the others: the run
-    has failed. Meanwhile call ``progress(done, images, cycles_per_second)`` whenever the
-    testbenches' progress files say something new: the images done and the speeds summed over
-    the chunks still running. An interruption (Ctrl-C) ends every simulator before it goes on."""
-    cancel = threading.Event()
+def _encode_npz(path):
+    """The arrays of the ``.npz`` file at ``path``, compressed, as base64 text (a job's result
+    is JSON)."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    def target(chunk):
-        start = time.monotonic()
-        try:
-            chunk.result = run(chunk, cancel)
-        except BaseException as error:           # handed over to the caller's thread
-            chunk.error = error
-        chunk.seconds = time.monotonic() - start
-        if not chunk.finished:
-            cancel.set()
 
-    threads = [threading.Thread(target=target, args=(chunk,), daemon=True,
-                                name=f"nmflow-sim-{chunk.number}") for chunk in chunks]
-    last = None
+def _decode_npz(text):
+    """The arrays of a ``.npz`` given as base64 text, by name."""
+    with np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False) as f:
+        return {name: f[name] for name in f.files}
+
+
+def _chunk_design(shared, work):
+    """The compiled simulation and the files a chunk's testbench reads: those of ``shared``
+    where the job runs beside the run's folder, else (on a cluster's worker) written from the
+    texts ``shared`` carries to ``work`` and compiled there (or taken from that machine's
+    cache). Returns ``(sources, toplevel, module, build folder, environment)``."""
+    if "build_dir" in shared:
+        return (shared["sources"], shared["toplevel"], shared["module"], shared["build_dir"],
+                shared["env"])
+    from ..golden import hwmodel
+
+    files = {}
+    for name, data in shared["files"].items():
+        files[name] = work / name
+        write_bytes(files[name], data)
+    hwmodel.save(shared["model"], work / "hwmodel")
+    sources = [files[name] if name in files else Path(name) for name in shared["sources"]]
+    build_dir, _, killed = cached_build(sources, shared["toplevel"], work / "build.log",
+                                        waves=shared["waves"], wall_seconds=shared["limit"],
+                                        ports_only=True, subject=files["engine.v"])
+    if killed is not None:
+        raise NmflowError(f"engine.v did not compile within {killed:g} s on this worker")
+    env = dict(shared["env"], NMFLOW_TB_MODEL=work / "hwmodel", NMFLOW_TB_CONFIG=files[
+        "engine.json"], NMFLOW_TB_INPUTS=files["vectors.npz"])
+    return sources, shared["toplevel"], shared["module"], build_dir, env
+
+
+def _simulate_chunk(shared, first, images, folder, wall_seconds):
+    """A job of :func:`~nmflow.jobs.run_jobs`: simulate vectors ``first`` to ``first +
+    images - 1`` in ``folder`` (``None`` on a cluster's worker: a temporary folder there) and
+    return what came of it, as JSON: ``passed``, ``tests``, ``failed``, ``failures``,
+    ``killed_after``, ``seconds``, ``log`` (its path) and ``log_text`` (its last 64 kB, for a run that
+    took the result from a worker elsewhere or from an earlier run), ``progress`` (the testbench's last progress line) and ``outputs`` (the
+    testbench's ``.npz`` as base64, ``None`` if it did not write it)."""
+    import shutil
+    import tempfile
+
+    start = time.monotonic()
+    here = folder is not None
+    work = Path(folder) if here else Path(tempfile.mkdtemp(prefix="nmflow-sim-"))
     try:
-        for thread in threads:
-            thread.start()
-        while any(thread.is_alive() for thread in threads):
-            next(thread for thread in threads if thread.is_alive()).join(poll)
-            if progress is None:
-                continue
-            states = [(read_progress(chunk.progress), chunk.images) for chunk in chunks]
-            state = [(s, n) for s, n in states if s is not None]
-            if state and state != last:
-                done = sum(s[0] for s, _ in state)
-                # the speed of the simulators still running (of them all at the end)
-                running = [s for s, n in state if s[0] < n] or [s for s, _ in state]
-                rate = sum(s[1] / s[2] for s in running if s[2] > 0)
-                progress(done, images, round(rate, 1))
-                last = state
-    except BaseException:
-        cancel.set()                            # every simulator ends with its thread
-        for thread in threads:
-            thread.join()
-        raise
+        make_folder(work)
+        sources, toplevel, module, build_dir, env = _chunk_design(shared, work)
+        outputs, progress = work / "outputs.npz", work / "progress.txt"
+        outputs.unlink(missing_ok=True)
+        progress.unlink(missing_ok=True)
+        env = dict(env, NMFLOW_TB_FIRST=first, NMFLOW_TB_COUNT=images, NMFLOW_TB_OUT=outputs,
+                   NMFLOW_TB_PROGRESS=progress)
+        result = run_cocotb(sources, toplevel, module, build_dir, waves=shared["waves"],
+                            env=env, wall_seconds=wall_seconds, test_dir=work, build=False)
+        state = read_progress(progress)
+        done = {"passed": result.passed, "tests": result.tests, "failed": result.failed,
+                "failures": list(result.failures), "killed_after": result.killed_after,
+                "seconds": round(time.monotonic() - start, 2), "log": str(result.log),
+                "progress": None if state is None else list(state),
+                "outputs": _encode_npz(outputs) if outputs.is_file() else None}
+        outputs.unlink(missing_ok=True)         # they travel in the result
+        with contextlib.suppress(OSError):
+            done["log_text"] = Path(result.log).read_bytes()[-65536:].decode(errors="replace")
+        return done
+    finally:
+        if not here:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _watch_progress(chunks, progress, images, stop, poll=0.25):
+    """Until ``stop`` is set, call ``progress(done, images, cycles_per_second)`` whenever the
+    testbenches' progress files (or the chunks' results) say something new: the images done and
+    the speeds summed over the chunks still running."""
+    last, stopped = None, False
+    while not stopped:
+        stopped = stop.wait(poll)               # once more after the last result
+        states = []
+        for chunk in chunks:
+            if chunk.result is not None and chunk.result["progress"] is not None:
+                states.append((tuple(chunk.result["progress"]), chunk.images))
+            else:
+                state = read_progress(chunk.progress)
+                if state is not None:
+                    states.append((state, chunk.images))
+        if states and states != last:
+            done = sum(s[0] for s, _ in states)
+            running = [s for s, n in states if s[0] < n] or [s for s, _ in states]
+            rate = sum(s[1] / s[2] for s in running if s[2] > 0)
+            progress(done, images, round(rate, 1))
+            last = states
 
 
 def _merge_outputs(chunks, out_path):
     """Write the chunks' outputs, in their order, to ``out_path`` (atomically): classes,
     scores, ``acts{n}``, cycles and finish of every vector; ``sim_cycles`` summed;
-    ``chunks`` (each chunk's first vector) and ``chunk_sim_cycles``. Returns the latter."""
-    parts = []
-    for chunk in chunks:
-        with np.load(chunk.outputs) as f:
-            parts.append({name: f[name] for name in f.files})
+    ``chunks`` (each chunk's first vector) and ``chunk_sim_cycles``. Every chunk must hold
+    exactly its images (so every vector is there once). Returns ``chunk_sim_cycles``."""
+    parts = [_decode_npz(chunk.result["outputs"]) for chunk in chunks]
+    for chunk, part in zip(chunks, parts):
+        rows = {len(value) for name, value in part.items() if name != "sim_cycles"}
+        if rows != {chunk.images}:
+            raise NmflowError(chunk.prefixed(f"the outputs must hold {chunk.images} images, "
+                                             f"not {sorted(rows)}"))
     names = [name for name in parts[0] if name != "sim_cycles"]
     merged = {name: np.concatenate([part[name] for part in parts]) for name in names}
     sim_cycles = np.array([int(part["sim_cycles"]) for part in parts], dtype=np.int64)
@@ -206,7 +275,7 @@ def _merge_outputs(chunks, out_path):
 
 def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lanes=None, pe=None,
                     waves=False, ready=1.0, valid=1.0, seed=0, progress=None, wall_seconds=None,
-                    jobs=1, testbench="bulk"):
+                    jobs=1, testbench="bulk", cluster=None, resume=False, jobs_folder=None):
     """Run the engine testbench on ``inputs``; return a summary.
 
     Parameters
@@ -250,7 +319,21 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         per usable core), each on a contiguous chunk of the vectors (their sizes differ by one
         at most) in ``sim_dir/work/chunk<k>``, all running the Verilog compiled once in
         ``sim_dir/work``; never more than there are vectors. With 1, the one simulator
-        runs in ``sim_dir/work``.
+        runs in ``sim_dir/work``. Each chunk is a job of :func:`~nmflow.jobs.run_jobs`, seeded
+        from its first vector, so where and in what order the chunks run changes nothing.
+    cluster : str, optional
+        A Dask scheduler (``tcp://HOST:PORT``; default ``$NMFLOW_CLUSTER``, else this
+        machine): its workers get the Verilog, the model and the vectors, compile the
+        simulation (or take it from their own cache) in a temporary folder, and send back each
+        chunk's outputs and log (written to the chunk's folder here). The progress is then
+        counted by chunk.
+    resume : bool
+        Keep the chunks already simulated in ``jobs_folder`` (same simulator, Verilog, model,
+        vectors, patterns and chunking) and run only the others.
+    jobs_folder : path, optional
+        Where each chunk's result is written as it arrives (``sim_dir/work/.jobs`` if not
+        given, and removed when every chunk has finished). A chunk that did not finish leaves
+        no result, so ``resume`` runs it again; one that finished with mismatches keeps its.
     testbench : ``"bulk"`` or ``"beat"``
         :mod:`nmflow.sim.tb_engine_bulk` (the default: the engine's Verilog inside
         :class:`~nmflow.sim.bulk.BulkBench`, ``sim_dir/work/bulk.v``, built for the largest
@@ -274,6 +357,8 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         when there are several: the first that did not finish, else the first that failed),
         ``jobs`` (the simulators run), ``testbench``, ``compile_seconds`` and
         ``compile_cached`` (the compilation, or taking it from the cache),
+        ``cluster`` (the Dask scheduler the chunks ran on, ``None`` on this machine),
+        ``chunks_reused`` (those a resumed run took from ``jobs_folder``),
         ``chunks`` (each one's ``first`` vector, ``images``, ``seconds``, ``passed``,
         ``sim_cycles`` and ``log``), and when the outputs exist the :func:`cycle_figures`,
         ``sim_cycles`` (summed over the chunks) and ``sim_cycles_per_second`` (that sum over
@@ -305,7 +390,7 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
               for k in range(jobs)]
     for chunk in chunks:
         make_folder(chunk.folder)
-        chunk.outputs.unlink(missing_ok=True)
+        (chunk.folder / "outputs.npz").unlink(missing_ok=True)
         chunk.progress.unlink(missing_ok=True)
 
     share = math.ceil(jobs / limits.usable_cores())     # chunks per core
@@ -322,29 +407,88 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     toplevel, module, sources, capacity, build_dir, cached = design
     compile_seconds = round(time.monotonic() - start, 2)
 
-    def run(chunk, cancel):
-        env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
-               "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_FIRST": chunk.first,
-               "NMFLOW_TB_COUNT": chunk.images, "NMFLOW_TB_OUT": chunk.outputs,
-               "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid, "NMFLOW_TB_SEED": seed,
-               "NMFLOW_TB_PROGRESS": chunk.progress, "NMFLOW_TB_CAPACITY": capacity}
-        return run_cocotb(sources, toplevel, module, build_dir, waves=waves, env=env,
-                          wall_seconds=limit(chunk.images), test_dir=chunk.folder,
-                          build=False, cancel=cancel)
+    address = cluster_address(cluster)
+    env = {"NMFLOW_TB_MODEL": Path(model_path).resolve(), "NMFLOW_TB_CONFIG": config,
+           "NMFLOW_TB_INPUTS": inputs_path, "NMFLOW_TB_READY": ready, "NMFLOW_TB_VALID": valid,
+           "NMFLOW_TB_SEED": seed, "NMFLOW_TB_CAPACITY": capacity}
+    if address is None:
+        shared = {"sources": sources, "toplevel": toplevel, "module": module,
+                  "build_dir": build_dir, "env": env, "waves": waves}
+    else:                                       # a worker elsewhere gets the texts, not paths
+        files = {"engine.v": source.read_bytes(), "engine.json": config.read_bytes(),
+                 "vectors.npz": inputs_path.read_bytes()}
+        if (work / "bulk.v").is_file():
+            files["bulk.v"] = (work / "bulk.v").read_bytes()
+        shared = {"files": files, "model": model, "toplevel": toplevel, "module": module,
+                  "waves": waves, "limit": limit(len(inputs)),
+                  "sources": [path.name if Path(path).parent == work else str(path)
+                              for path in sources],
+                  "env": {name: value for name, value in env.items()
+                          if name not in ("NMFLOW_TB_MODEL", "NMFLOW_TB_CONFIG",
+                                          "NMFLOW_TB_INPUTS")}}
+    # A chunk's key names everything its result depends on, so a resumed run takes only
+    # results of this very simulation.
+    what = [simulator(), verilog.sha256, hwmodel.model_checksum(model),
+            hashlib.sha256(inputs.tobytes() + str(inputs.shape).encode()).hexdigest(),
+            ready, valid, seed, testbench, bool(waves)]
+    jobs_list = [Job(tuple(what + [chunk.first, chunk.images]), _simulate_chunk,
+                     (chunk.first, chunk.images,
+                      None if address is not None else str(chunk.folder),
+                      limit(chunk.images)))
+                 for chunk in chunks]
+    folder = Path(jobs_folder) if jobs_folder is not None else work / ".jobs"
+    stop = threading.Event()
+    watcher = None
+    if progress is not None:
+        watcher = threading.Thread(target=_watch_progress, args=(chunks, progress, len(inputs),
+                                                                  stop), daemon=True)
+    by_first = {chunk.first: chunk for chunk in chunks}
 
-    _run_chunks(chunks, run, progress, len(inputs))
-    for chunk in chunks:                        # an error in a chunk: the first one's, named
-        if chunk.error is not None:
-            if isinstance(chunk.error, NmflowError):
-                raise NmflowError(chunk.prefixed(str(chunk.error))) from None
-            raise chunk.error
+    def arrived(job_key, result, error):
+        chunk = by_first[job_key[-2]]
+        chunk.result, chunk.error = result, error
+
+    error, counts = None, {"reused": 0}
+    try:
+        if watcher is not None:
+            watcher.start()
+        run_jobs(jobs_list, folder=folder, shared=shared, workers=len(chunks), cluster=address,
+                 resume=resume, what="simulation chunks", on_result=arrived, counts=counts)
+    except NmflowError as failed:               # a job that raised: named with its chunk
+        error = failed
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+    for chunk in chunks:                        # a job that never said (interrupted)
+        if chunk.result is None and chunk.error is None:
+            chunk.error = str(error) if error is not None else "no result"
+    for chunk in chunks:                        # every chunk's log in its folder
+        if chunk.result is not None:
+            log = chunk.folder / "sim.log"
+            if not log.is_file():               # run elsewhere, or by an earlier run
+                write_bytes(log, chunk.result.get("log_text", "").encode())
+            chunk.result["log"] = str(log)
+    raised = next((chunk for chunk in chunks if chunk.error is not None), None)
+    if raised is not None:                      # a job that raised: the first one's line, named
+        raise NmflowError(raised.prefixed(raised.error) + (
+            f" (the other chunks' results are kept in {str(folder)!r}: --resume runs only "
+            f"what is missing)" if jobs_folder is not None and len(chunks) > 1 else ""))
     finished = all(chunk.finished for chunk in chunks)
+    for chunk in chunks:                        # not finished: run again by --resume
+        if not chunk.finished:
+            job = next(job for job in jobs_list if job.key[-2] == chunk.first)
+            forget_result(folder, job.key)
     sim_cycles = _merge_outputs(chunks, out_path) if finished else None
+    if finished and jobs_folder is None:
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
     seconds = time.monotonic() - start
     return _summary(chunks, verilog, out_path, sim_cycles, seconds,
                     {"images": int(len(inputs)), "ready": ready, "valid": valid, "seed": seed,
                      "jobs": jobs, "compile_seconds": compile_seconds,
-                     "compile_cached": cached, "testbench": testbench})
+                     "compile_cached": cached, "testbench": testbench,
+                     "cluster": address, "chunks_reused": counts["reused"]})
 
 
 def _compile(testbench, verilog, model, work, images, waves, wall_seconds):
@@ -374,37 +518,38 @@ def _compile(testbench, verilog, model, work, images, waves, wall_seconds):
 def _summary(chunks, verilog, out_path, sim_cycles, seconds, settings):
     """The summary of :func:`simulate_engine` from its finished (or failed) chunks: pass or
     fail, the failing chunk named, the Verilog simulated, the merged cycle figures and the
-    simulators' speeds; ``settings`` (images, ready, valid, seed, jobs, compile_seconds) as
-    given, with testbench and compile_cached."""
+    simulators' speeds; ``settings`` (images, ready, valid, seed, jobs, compile_seconds,
+    cluster, chunks_reused) as given, with testbench and compile_cached."""
     finished = all(chunk.finished for chunk in chunks)
     # The chunk that failed the run: the first that did not finish, else the first that failed.
-    failed = next((chunk for chunk in chunks if chunk.failed and not chunk.finished),
+    failed = next((chunk for chunk in chunks if not chunk.finished),
                   next((chunk for chunk in chunks if chunk.failed), None))
     ordered = ([failed] if failed else []) + [chunk for chunk in chunks if chunk is not failed]
     results = [chunk.result for chunk in chunks]
     summary = {"images": settings["images"],
-               "passed": finished and all(result.passed for result in results),
-               "tests": sum(result.tests for result in results),
-               "failed": sum(result.failed for result in results),
+               "passed": finished and all(result["passed"] for result in results),
+               "tests": sum(result["tests"] for result in results),
+               "failed": sum(result["failed"] for result in results),
                "failures": [chunk.prefixed(message) for chunk in ordered
-                            for message in chunk.result.failures],
-               "log": str((failed or chunks[0]).result.log),
+                            for message in chunk.result["failures"]],
+               "log": (failed or chunks[0]).log,
                "seconds": round(seconds, 2),
                "outputs": str(out_path) if finished else None,
                "lanes": verilog.config["lanes"], "pe": verilog.config["pe"],
                "verilog": str(verilog.path.resolve()),
                "verilog_sha256": verilog.sha256, "ready": settings["ready"],
                "valid": settings["valid"], "seed": settings["seed"],
-               "killed_after": None if failed is None else failed.result.killed_after,
+               "killed_after": None if failed is None else failed.result["killed_after"],
                "failed_chunk": None if failed is None else failed.name,
                "jobs": settings["jobs"], "testbench": settings["testbench"],
+               "cluster": settings["cluster"], "chunks_reused": settings["chunks_reused"],
                "compile_seconds": settings["compile_seconds"],
                "compile_cached": settings["compile_cached"],
                "chunks": [{"first": chunk.first, "images": chunk.images,
-                           "seconds": round(chunk.seconds, 2),
-                           "passed": chunk.finished and chunk.result.passed,
+                           "seconds": chunk.seconds,
+                           "passed": chunk.finished and chunk.result["passed"],
                            "sim_cycles": None if sim_cycles is None else int(sim_cycles[k]),
-                           "log": str(chunk.result.log)} for k, chunk in enumerate(chunks)]}
+                           "log": chunk.log} for k, chunk in enumerate(chunks)]}
     if finished:
         with np.load(out_path) as f:
             summary.update(cycle_figures(f["cycles"], f["finish"], f["chunks"]))
@@ -412,7 +557,8 @@ def _summary(chunks, verilog, out_path, sim_cycles, seconds, settings):
         summary["sim_cycles_per_second"] = round(int(sim_cycles.sum()) / seconds, 1)
         # The testbenches' own clocks (from reset to the last result): the simulators' speed
         # without their compilation, all cycles over the longest chunk's seconds.
-        states = [read_progress(chunk.progress) for chunk in chunks]
+        states = [None if chunk.result["progress"] is None else tuple(chunk.result["progress"])
+                  for chunk in chunks]
         if all(state is not None for state in states) and max(s[2] for s in states) > 0:
             longest = max(state[2] for state in states)
             summary["simulator"] = os.environ.get("SIM", "icarus")

@@ -24,26 +24,29 @@ Where the jobs run
     its jobs run again elsewhere by the scheduler.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import limits
-from ..errors import NmflowError
-from ..fileio import make_folder, write_json
-from .progress import report
+from . import limits
+from .errors import NmflowError
+from .fileio import make_folder, write_json
 
-__all__ = ["Job", "run_jobs", "cluster_address", "CLUSTER_ENV", "RESTARTS"]
+__all__ = ["Job", "run_jobs", "forget_result", "cluster_address", "CLUSTER_ENV", "RESTARTS"]
 
 #: The environment variable naming a Dask scheduler when ``--cluster`` is not given.
 CLUSTER_ENV = "NMFLOW_CLUSTER"
 #: Times a local pool is started again after a worker process died.
 RESTARTS = 3
+#: Seconds an interrupted local run waits for its workers to end their jobs.
+INTERRUPT_SECONDS = 10
 #: Seconds to reach a named cluster's scheduler.
 CONNECT_SECONDS = 20
 
@@ -72,6 +75,13 @@ def cluster_address(cluster=None):
     return address
 
 
+def report(progress, task, done, total=None, note=""):
+    """Call ``progress(task, done, total, note)`` if there is one (the flow's progress
+    mechanism, :mod:`nmflow.flow.progress`, which this base module cannot import)."""
+    if progress is not None:
+        progress(task, done, total, note)
+
+
 def _key_text(key):
     return json.dumps(list(key), separators=(",", ":"))
 
@@ -79,6 +89,12 @@ def _key_text(key):
 def _result_file(folder, key):
     digest = hashlib.sha256(_key_text(key).encode()).hexdigest()[:24]
     return folder / f"{digest}.json"
+
+
+def forget_result(folder, key):
+    """Remove the result of the job ``key`` from ``folder``, so that a resumed run runs it
+    again (a result that says its work did not get done)."""
+    _result_file(Path(folder), key).unlink(missing_ok=True)
 
 
 def _as_json(value):
@@ -118,7 +134,7 @@ def _error_line(error):
 
 
 def run_jobs(jobs, *, folder, shared=None, workers=None, cluster=None, resume=False,
-             progress=None, what="jobs", counts=None):
+             progress=None, what="jobs", counts=None, on_result=None):
     """Run ``jobs`` and return ``{key: result}`` (each result in its JSON form).
 
     ``folder`` holds one result file per finished job (cleared first unless ``resume``).
@@ -126,7 +142,8 @@ def run_jobs(jobs, *, folder, shared=None, workers=None, cluster=None, resume=Fa
     local processes (default: the usable cores), or the Dask cluster ``cluster`` (see
     :func:`cluster_address`). ``progress`` gets ``(what, done, total, note)`` with the failures
     and the time left; ``counts``, a dict, gets ``ran``, ``reused`` (results a resumed run
-    found) and ``failed``. Raises :class:`NmflowError` naming how many jobs failed and the first
+    found) and ``failed``. ``on_result(key, result, error)`` hears of each job as it ends (and
+    of each result a resumed run found): its result, or ``None`` and its error's line. Raises :class:`NmflowError` naming how many jobs failed and the first
     one's key and error, after every other job has finished and been written.
     """
     jobs = list(jobs)
@@ -146,11 +163,15 @@ def run_jobs(jobs, *, folder, shared=None, workers=None, cluster=None, resume=Fa
     def finished(job, result=None, error=None):
         if error is not None:
             state["failed"][job.key] = error
+            if on_result is not None:
+                on_result(job.key, None, error)
         else:
             result = _as_json(result)
             write_json(_result_file(folder, job.key), {"key": list(job.key), "result": result})
             done[job.key] = result
             state["ran"] += 1
+            if on_result is not None:
+                on_result(job.key, result, None)
         state["done"] += 1
         elapsed = time.monotonic() - state["start"]
         ran = state["done"] - state["first"]
@@ -159,6 +180,9 @@ def run_jobs(jobs, *, folder, shared=None, workers=None, cluster=None, resume=Fa
             f"about {left:.0f} s left"
         report(progress, what, state["done"], state["total"], note)
 
+    if on_result is not None:
+        for key, result in done.items():
+            on_result(key, result, None)
     report(progress, what, state["done"], state["total"], "")
     address = cluster_address(cluster)
     if todo:
@@ -199,12 +223,27 @@ def _run_local(todo, shared, workers, finished):
             except BaseException:
                 for future in futures:
                     future.cancel()
+                _interrupt(pool, futures)
                 raise
         if not lost:
             return
         left = lost
     for job in left:
         finished(job, error=f"its worker process died {RESTARTS + 1} times")
+
+
+def _interrupt(pool, futures, seconds=INTERRUPT_SECONDS):
+    """Interrupt the jobs ``pool``'s processes are running (as Ctrl-C would), so that leaving
+    the pool does not wait for them to finish: a job ends what it started (a simulator, a
+    build) on its way out. A worker between two jobs may take the next one after the signal,
+    so it is sent again until every future is done (for ``seconds`` at most)."""
+    deadline = time.monotonic() + seconds
+    while (running := [future for future in futures if not future.done()]) and \
+            time.monotonic() < deadline:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGINT)
+        wait(running, timeout=0.2)
 
 
 def _run_cluster(todo, shared, address, finished):
