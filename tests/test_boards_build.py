@@ -361,17 +361,86 @@ def test_auto_clock_steps_down_to_what_the_design_meets(tmp_path, monkeypatch):
     factory = Recorder()
     result = build(factory, "icebreaker", out_dir, seed=1, clock_mhz="auto",
                    first_clock_mhz=270)
-    first, second = result.clock_attempts
+    first, second = result.clock_attempts[:2]
     assert first["clock_mhz"] == 270 and first["fmax_mhz"] < 270 * 1.05
     ceiling = first["fmax_mhz"] / 1.05
     # iCE40 outputs near 100 MHz step by 12 / 8 = 1.5 MHz (DIVQ 3) or finer
     assert ceiling - 1.5 < second["clock_mhz"] <= ceiling
-    assert result.clock_mhz == second["clock_mhz"] and result.fmax_mhz >= 1.05 * result.clock_mhz
-    assert factory.clocks == [270e6, second["clock_mhz"] * 1e6]
-    assert json.loads((out_dir / "build.json").read_text())["clock_attempts"] == [first, second]
+    # then, if the second run's Fmax allows a faster clock, a step back up (kept if it meets)
+    kept = [a for a in result.clock_attempts if a.get("kept", True)][-1]
+    assert result.clock_mhz == kept["clock_mhz"] and result.fmax_mhz >= 1.05 * result.clock_mhz
+    assert factory.clocks == [a["clock_mhz"] * 1e6 for a in result.clock_attempts]
+    assert json.loads((out_dir / "build.json").read_text())["clock_attempts"] == \
+        result.clock_attempts
+    assert not list(tmp_path.glob(".*step-up*"))
     assert result.reused is False
     check_reuse(out_dir, result, dict(seed=1, clock_mhz="auto", first_clock_mhz=270),
                 monkeypatch)
+
+
+def fake_builds(monkeypatch, fmax_at):
+    """Replace one place and route by a stand-in whose Fmax at each run clock is
+    ``fmax_at(mhz)``: it writes ``nextpnr.log`` and, when the clock is met, the bitstream, each
+    holding the run clock, into its ``out_dir``; returns the run clocks it was asked for."""
+    import nmflow.boards.build as build_module
+    asked = []
+
+    def once(*, out_dir, pll_settings, board, name, **_):
+        mhz = round(pll_settings.output_mhz, 6)
+        asked.append(mhz)
+        fmax = fmax_at(mhz)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.iterdir():
+            stale.unlink()
+        (out_dir / "nextpnr.log").write_text(f"{mhz}")
+        if fmax < mhz * build_module.CLOCK_MARGIN:
+            raise build_module.TooSlow(f"too slow at {mhz}", fmax_mhz=fmax)
+        bitstream = out_dir / f"{name}{board.bitstream_suffix}"
+        bitstream.write_text(f"{mhz}")
+        return build_module.BuildResult(
+            board=board.name, device=board.device, bitstream=bitstream, logic_cells=1,
+            logic_cells_total=2, block_rams=0, block_rams_total=1, dsps=0, dsps_total=1,
+            fmax_mhz=fmax, clock_mhz=mhz, target_mhz=50.0, utilisation={}, seconds=0.0,
+            seed=None, out_dir=out_dir, yosys_log=out_dir / "yosys.log",
+            nextpnr_log=out_dir / "nextpnr.log", build_log=out_dir / "build.log",
+            pll=pll_settings.to_dict())
+    monkeypatch.setattr(build_module, "_build_once", once)
+    return asked
+
+
+def test_auto_clock_steps_back_up_after_a_step_down(tmp_path, monkeypatch):
+    # 60 MHz reaches 50 (too slow); the retry at <= 47.6 MHz reaches 56, which would carry
+    # <= 53.3 MHz: the third run is there, meets it, and is kept in place of the second.
+    asked = fake_builds(monkeypatch, lambda mhz: 50.0 if mhz > 55 else 56.0 if mhz < 48 else 57.0)
+    out_dir = tmp_path / "icebreaker"
+    result = build(Recorder(), "icebreaker", out_dir, clock_mhz="auto", first_clock_mhz=60)
+    assert len(asked) == 3 and asked[0] == 60
+    assert 47.62 - 1.5 < asked[1] <= 50 / 1.05 < asked[2] <= 56 / 1.05
+    assert result.clock_mhz == asked[2] and result.fmax_mhz == 57.0
+    assert result.clock_attempts == [{"clock_mhz": 60.0, "fmax_mhz": 50.0},
+                                     {"clock_mhz": asked[1], "fmax_mhz": 56.0},
+                                     {"clock_mhz": asked[2], "fmax_mhz": 57.0}]
+    assert result.out_dir == out_dir and result.bitstream == out_dir / "top.bin"
+    assert (out_dir / "top.bin").read_text() == (out_dir / "nextpnr.log").read_text() == \
+        f"{asked[2]}"
+    assert json.loads((out_dir / "build.json").read_text())["run_clock_mhz"] == asked[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icebreaker"]
+
+
+def test_a_step_up_that_misses_its_clock_keeps_the_build_before_it(tmp_path, monkeypatch):
+    asked = fake_builds(monkeypatch, lambda mhz: 50.0 if mhz > 55 else 56.0 if mhz < 48 else 51.0)
+    out_dir = tmp_path / "icebreaker"
+    result = build(Recorder(), "icebreaker", out_dir, clock_mhz="auto", first_clock_mhz=60)
+    assert len(asked) == 3 and result.clock_mhz == asked[1] and result.fmax_mhz == 56.0
+    assert result.clock_attempts[-1] == {"clock_mhz": asked[2], "fmax_mhz": 51.0, "kept": False}
+    assert (out_dir / "top.bin").read_text() == (out_dir / "nextpnr.log").read_text() == \
+        f"{asked[1]}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icebreaker"]
+    # a first run that meets its clock, or a retry with no faster output in reach: no step up
+    asked.clear()
+    fake_builds(monkeypatch, lambda mhz: 70.0)
+    assert build(Recorder(), "icebreaker", tmp_path / "met", clock_mhz="auto",
+                 first_clock_mhz=60).clock_attempts == [{"clock_mhz": 60.0, "fmax_mhz": 70.0}]
 
 
 def check_reuse(out_dir, result, request, monkeypatch):

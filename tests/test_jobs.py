@@ -56,6 +56,13 @@ def long_unless_first(shared, name, n):
     return draw(shared, name, n)
 
 
+def allocator(shared, name, n):
+    """What the worker's allocator was set to, and the environment its nanny gave it."""
+    import nmflow.jobs
+    return {"malloc": nmflow.jobs._SHARED.get("malloc"),
+            "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_")}
+
+
 def jobs_of(fn, names=("a", "b", "c", "d", "e", "f")):
     return [Job((name, n), fn, (name, n)) for n, name in enumerate(names)]
 
@@ -160,6 +167,9 @@ def test_a_cluster_gives_the_local_results_even_when_a_worker_is_killed(cluster,
                       shared={"seed": 9, "sleep": 0.3}, cluster=address, progress=kill_one)
     assert workers[0].poll() is not None          # it was killed
     assert remote == local and seen[-1] == 10
+    # the nanny's trim threshold (every temporary a fresh mapping) is undone in the worker
+    state = run_jobs(jobs_of(allocator, "a"), folder=tmp_path / "malloc", cluster=address)
+    assert list(state.values()) == [{"malloc": True, "trim": "65536"}]
     files = sorted(p.read_bytes() for p in (tmp_path / "local").glob("*.json"))
     assert files == sorted(p.read_bytes() for p in (tmp_path / "remote").glob("*.json"))
 

@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import limits
@@ -116,8 +116,9 @@ class BuildResult:
     pll : dict or None
         The PLL settings (:meth:`nmflow.boards.pll.PllSettings.to_dict`), None on the oscillator.
     clock_attempts : list of dict
-        With ``clock_mhz="auto"``: each place and route tried, ``{"clock_mhz", "fmax_mhz"}``, the
-        last one the build's.
+        With ``clock_mhz="auto"``: each place and route tried, ``{"clock_mhz", "fmax_mhz"}``, in
+        order; the build's is the last one without ``"kept": false`` (a step back up that did
+        not meet its clock, which leaves the build before it in place).
     reused : bool
         True if :func:`build` (``reuse=True``) found this build already in ``out_dir``, made from
         the same inputs, and ran no tool; the figures and ``seconds`` are that build's.
@@ -300,6 +301,9 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
         :meth:`~nmflow.boards.board.Board.first_clock_mhz`); while the Fmax falls short of the run clock times :data:`CLOCK_MARGIN`,
         again at the highest PLL output at or below ``Fmax / CLOCK_MARGIN`` (at most
         :data:`CLOCK_ATTEMPTS` runs; the board's oscillator if the PLL cannot go that low).
+        After a step down, while runs are left, once more at the highest output at or below the
+        kept build's ``Fmax / CLOCK_MARGIN`` if that is faster (another target places
+        differently), kept only if it meets its clock.
         nextpnr is asked for ``max(target_mhz, run clock)`` on the PLL's output.
     first_clock_mhz : float, optional
         With ``clock_mhz="auto"``, the first run clock tried.
@@ -360,7 +364,7 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
     if clock_mhz is None:
         result = _build_once(pll_settings=None, **once)
     elif clock_mhz == "auto":
-        attempts = []
+        first_settings, attempts = settings, []
         for attempt in range(CLOCK_ATTEMPTS):
             try:
                 result = _build_once(pll_settings=settings, **once)
@@ -378,11 +382,52 @@ def build(top_factory, board, out_dir, *, name="top", seed=None, target_mhz=None
                                      "fmax_mhz": result.fmax_mhz})
                     break
                 settings = _solve(board, lower, accept=accept_clock)
+        if result.pll is not None:
+            result = _step_up(result, settings, first_settings, attempts, board, out_dir,
+                              accept_clock, once)
         result.clock_attempts = attempts
     else:
         result = _build_once(pll_settings=settings, **once)
     result.seconds = round(time.monotonic() - started, 3)
     write_text(out_dir / "build.json", result.to_json())
+    return result
+
+
+def _step_up(result, settings, first_settings, attempts, board, out_dir, accept, once):
+    """After the automatic clock stepped down, place and route once more at the PLL's highest
+    output at or below the kept build's ``Fmax / CLOCK_MARGIN`` (never above the first clock
+    tried) while that is faster than the kept clock and :data:`CLOCK_ATTEMPTS` allow: another
+    run at another target places differently, and often meets a clock between the two. Built
+    beside ``out_dir`` and installed there only if it meets its clock; the attempt is recorded
+    either way. Returns the build kept."""
+    while len(attempts) < CLOCK_ATTEMPTS and len(attempts) > 1:
+        ceiling = min(result.fmax_mhz * 1e6 / CLOCK_MARGIN, float(first_settings.output_hz))
+        try:
+            higher = _solve(board, ceiling, accept=accept)
+        except NmflowError:
+            return result
+        if _mhz(higher) <= _mhz(settings):
+            return result
+        side = out_dir.parent / f".{out_dir.name}.step-up"
+        shutil.rmtree(side, ignore_errors=True)
+        try:
+            tried = _build_once(pll_settings=higher, **dict(once, out_dir=side))
+        except NmflowError as error:            # too slow, or a routing failure: keep result
+            shutil.rmtree(side, ignore_errors=True)
+            attempts.append({"clock_mhz": _mhz(higher), "fmax_mhz": getattr(
+                error, "fmax_mhz", None), "kept": False})
+            return result
+        for path in side.iterdir():             # the bitstream last
+            if path.suffix != board.bitstream_suffix:
+                os.replace(path, out_dir / path.name)
+        for path in side.iterdir():
+            os.replace(path, out_dir / path.name)
+        side.rmdir()
+        moved = {name: out_dir / Path(getattr(tried, name)).name for name in (
+            "bitstream", "yosys_log", "nextpnr_log", "build_log")}
+        result = replace(tried, out_dir=out_dir, **moved)
+        attempts.append({"clock_mhz": _mhz(higher), "fmax_mhz": result.fmax_mhz})
+        settings = higher
     return result
 
 
