@@ -83,6 +83,13 @@ def test_bad_jobs_option_is_one_line(capsys, tmp_path, value):
                     f"{value!r} (see nmflow sim --help)")
 
 
+def test_a_bad_cluster_is_one_line_before_any_work(capsys, tmp_path):
+    line = error_line(capsys, ["sim", "--run", str(tmp_path), "--cluster", "nowhere"])
+    assert line == ("nmflow: error: cluster must be a Dask scheduler address such as "
+                    "tcp://127.0.0.1:8786, not 'nowhere'")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_jobs_auto_is_the_usable_cores(monkeypatch):
     from nmflow import limits
     from nmflow.scripts.options import SIM_JOBS

@@ -257,8 +257,11 @@ def sim_step(run_dir, model=None, *, inputs=None, limit=None, lanes=None, pe=Non
     from ..golden import hwmodel
     from ..sim.engine_sim import check_jobs, check_testbench, simulate_engine
 
+    from ..jobs import cluster_address
+
     jobs = check_jobs(jobs)                     # a bad value: one line, before any work
     testbench = check_testbench(testbench)
+    cluster = cluster_address(cluster)
     run_dir = Path(run_dir)
     model_path = _model_path(run_dir, model)
     hw = hwmodel.load(model_path)
