@@ -18,6 +18,8 @@ import hashlib
 import io
 import math
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -197,9 +199,6 @@ def _simulate_chunk(shared, first, images, folder, wall_seconds):
     ``killed_after``, ``seconds``, ``log`` (its path) and ``log_text`` (its last 64 kB, for a run that
     took the result from a worker elsewhere or from an earlier run), ``progress`` (the testbench's last progress line) and ``outputs`` (the
     testbench's ``.npz`` as base64, ``None`` if it did not write it)."""
-    import shutil
-    import tempfile
-
     start = time.monotonic()
     here = folder is not None
     work = Path(folder) if here else Path(tempfile.mkdtemp(prefix="nmflow-sim-"))
@@ -481,7 +480,6 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
             forget_result(folder, job.key)
     sim_cycles = _merge_outputs(chunks, out_path) if finished else None
     if finished and jobs_folder is None:
-        import shutil
         shutil.rmtree(folder, ignore_errors=True)
     seconds = time.monotonic() - start
     return _summary(chunks, verilog, out_path, sim_cycles, seconds,
