@@ -262,14 +262,20 @@ def _interrupt(pool, futures, seconds=INTERRUPT_SECONDS):
     """Interrupt the jobs ``pool``'s processes are running (as Ctrl-C would), so that leaving
     the pool does not wait for them to finish: a job ends what it started (a simulator, a
     build) on its way out. A worker between two jobs may take the next one after the signal,
-    so it is sent again until every future is done (for ``seconds`` at most)."""
+    so it is sent again until every future is done; after ``seconds``, the workers still there
+    are terminated."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     deadline = time.monotonic() + seconds
     while (running := [future for future in futures if not future.done()]) and \
             time.monotonic() < deadline:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
+        for process in processes:
             with contextlib.suppress(OSError):
                 os.kill(process.pid, signal.SIGINT)
         wait(running, timeout=0.2)
+    if any(not future.done() for future in futures):
+        for process in processes:
+            with contextlib.suppress(OSError):
+                process.terminate()
 
 
 def _run_cluster(todo, shared, address, finished):
