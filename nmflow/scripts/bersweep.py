@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import NmflowError, check_int
-from .options import HIDDEN, integer, ranged
+from .options import HIDDEN, integer, many_jobs, ranged
 from .progress import bars
 from ..flow.sweep import (CONDITIONS, CURVES, DEFAULT_HIDDEN, DEFAULT_OUT, TABLE_42, check_rates,
                           jobs_rule, max_jobs, run_sweep)
@@ -141,12 +141,8 @@ def add_parser(sub):
            help="worker processes (default: the usable cores)")
     ranged(p, "--chip-samples", integer(*limits.PCSA_SAMPLES), default=200_000,
            help="device pairs the device model samples for the chip rates (default: 200000)")
-    p.add_argument("--cluster", metavar="ADDRESS",
-                   help="run the points on this Dask scheduler's workers (tcp://HOST:PORT; "
-                   "default: $NMFLOW_CLUSTER, else this machine's cores)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the networks and the points already in DIR (after a crash, a "
-                   "Ctrl-C or a lost worker) and run only what is missing")
+    many_jobs(p, "the points", "keep the networks and the points already in DIR (after a "
+              "crash, a Ctrl-C or a lost worker) and run only what is missing")
     p.set_defaults(func=cmd_ber_sweep)
     return p
 

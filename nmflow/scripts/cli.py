@@ -16,7 +16,7 @@ from ..errors import NmflowError
 from .. import limits
 from ..protocol.framing import BAUD
 from .options import (BATCH, CLOCK, CLOCK_HELP, FIRST_BITS, HIDDEN, LANES, PE, SEED, SIM_JOBS,
-                      VECTORS, integer, number, ranged)
+                      VECTORS, integer, many_jobs, number, ranged)
 from .progress import bars
 
 DEFAULT_RUN = "build/run"
@@ -443,12 +443,8 @@ def parser():
            help="simulators run side by side, each on a contiguous chunk of the vectors (in "
            "RUN/sim/work/chunk<k>; the Verilog compiled once), their outputs merged in order; "
            "auto: one per usable core; at most one per vector (default: 1)")
-    p.add_argument("--cluster", metavar="ADDRESS",
-                   help="run the chunks on this Dask scheduler's workers (tcp://HOST:PORT; "
-                   "default: $NMFLOW_CLUSTER, else this machine's cores)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the chunks a stopped or failed run of the same simulation "
-                   "finished (in RUN/.sim_jobs) and simulate only the others")
+    many_jobs(p, "the chunks", "keep the chunks a stopped or failed run of the same "
+              "simulation finished (in RUN/.sim_jobs) and simulate only the others")
     p.add_argument("--testbench", choices=("bulk", "beat"), default="bulk",
                    help="bulk: stimulus, backpressure and captures in gateware around the "
                    "engine, checked in bulk at the end (the simulator sets the pace); beat: "
@@ -492,12 +488,8 @@ def _add_board_parsers(sub):
            "lists every seed under seed_sweep")
     ranged(p, "--jobs", integer(1, limits.SIM_JOBS),
            help="with --seeds: builds run at a time on this machine (default: every core)")
-    p.add_argument("--cluster", metavar="ADDRESS",
-                   help="with --seeds: build on this Dask scheduler's workers (tcp://HOST:PORT; "
-                   "they must share RUN's file system; default: $NMFLOW_CLUSTER, else this "
-                   "machine)")
-    p.add_argument("--resume", action="store_true",
-                   help="with --seeds: keep the seeds already built from the same inputs")
+    many_jobs(p, "the builds", "keep the seeds already built from the same inputs",
+              only_with="--seeds", shared_files=True)
     ranged(p, "--clock", CLOCK, default="auto", help=CLOCK_HELP)
     ranged(p, "--baud", integer(1, limits.BAUD), default=BAUD,
            help=f"the UART's baud rate (default: {BAUD}; 'nmflow host' must use the same)")
@@ -613,7 +605,7 @@ def _add_board_parsers(sub):
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="with --sweep: build the points on this Dask scheduler's workers "
                    "(tcp://HOST:PORT; they must share RUN's file system; default: "
-                   "$NMFLOW_CLUSTER, else this machine)")
+                   "$NMFLOW_CLUSTER, else this machine's cores)")
     p.add_argument("--resume", action="store_true", help="take each board build already in its "
                    "folder under RUN, made from the same inputs (design, constraints, seed, "
                    "clock), instead of running Yosys and nextpnr again: an interrupted benchmark "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import NmflowError, check_int
-from .options import HIDDEN, SEED, integer, ranged
+from .options import HIDDEN, SEED, integer, many_jobs, ranged
 from .progress import bars
 from ..flow.continual import DEFAULT_OUT, matrix_text, run_continual_step
 
@@ -187,8 +187,6 @@ def add_parser(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     ranged(p, "--jobs", integer(1, 4 * limits.usable_cores()),
            help="runs at a time on this machine (default: the usable cores)")
-    p.add_argument("--cluster", metavar="ADDRESS", help="run on this Dask scheduler's workers "
-                   "(tcp://HOST:PORT; default: $NMFLOW_CLUSTER, else this machine)")
-    p.add_argument("--resume", action="store_true", help="keep the runs already finished in "
-                   "--out and run only the missing")
+    many_jobs(p, "the trainings", "keep the runs already finished in --out and run only the "
+              "missing")
     p.set_defaults(func=cmd_continual)

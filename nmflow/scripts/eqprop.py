@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import limits
 from ..errors import NmflowError, int_rule, number_rule
 from ..protocol.framing import BAUD
-from .options import CLOCK, CLOCK_HELP
+from .options import CLOCK, CLOCK_HELP, many_jobs
 from .progress import bars
 from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
                            run_unit_sim)
@@ -354,11 +354,8 @@ def add_parser(sub):
     t.add_argument("--no-fixed", action="store_true", help="skip the fixed-point twin")
     t.add_argument("--jobs", help="trainings run at a time on this machine [1 to four per "
                    "usable core] (default: the usable cores)")
-    t.add_argument("--cluster", metavar="ADDRESS", help="run the trainings on this Dask "
-                   "scheduler's workers (tcp://HOST:PORT; default: $NMFLOW_CLUSTER, else this "
-                   "machine)")
-    t.add_argument("--resume", action="store_true", help="keep the trainings already finished "
-                   "in DIR and run only the missing")
+    many_jobs(t, "the trainings", "keep the trainings already finished in DIR and run only "
+              "the missing")
     t.set_defaults(func=cmd_train)
 
     u = _unit_parser(

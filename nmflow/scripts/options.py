@@ -12,7 +12,7 @@ from .. import limits
 from ..errors import int_rule, number_rule
 
 __all__ = ["integer", "number", "widths", "clock", "jobs", "ranged", "HIDDEN", "SEED", "VECTORS",
-           "LANES", "CLOCK", "CLOCK_HELP", "SIM_JOBS", "BATCH", "batch"]
+           "LANES", "CLOCK", "CLOCK_HELP", "SIM_JOBS", "BATCH", "batch", "many_jobs"]
 
 
 class integer:
@@ -183,3 +183,16 @@ BATCH = batch(0xFFFF)
 CLOCK_HELP = ("run clock: auto (a PLL clock the design meets with a 5 %% margin over nextpnr's "
               "Fmax, from the clock measured for its units down), board (the board's oscillator, "
               "no PLL) or MHz (the PLL's nearest output at or below) (default: auto)")
+
+
+def many_jobs(p, what, resume, *, only_with=None, shared_files=False):
+    """Add ``--cluster`` (run ``what`` on a Dask scheduler's workers) and ``--resume`` (help
+    ``resume``) to the parser ``p``: the options of every step that fans out through
+    :func:`nmflow.jobs.run_jobs`. ``only_with`` names the option they go with; with
+    ``shared_files`` the workers must share RUN's file system."""
+    prefix = f"with {only_with}: " if only_with else ""
+    share = "they must share RUN's file system; " if shared_files else ""
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help=f"{prefix}run {what} on this Dask scheduler's workers (tcp://HOST:PORT; "
+                   f"{share}default: $NMFLOW_CLUSTER, else this machine's cores)")
+    p.add_argument("--resume", action="store_true", help=prefix + resume)

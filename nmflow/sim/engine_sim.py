@@ -321,11 +321,9 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
         runs in ``sim_dir/work``. Each chunk is a job of :func:`~nmflow.jobs.run_jobs`, seeded
         from its first vector, so where and in what order the chunks run changes nothing.
     cluster : str, optional
-        A Dask scheduler (``tcp://HOST:PORT``; default ``$NMFLOW_CLUSTER``, else this
-        machine): its workers get the Verilog, the model and the vectors, compile the
-        simulation (or take it from their own cache) in a temporary folder, and send back each
-        chunk's outputs and log (written to the chunk's folder here). The progress is then
-        counted by chunk.
+        A Dask scheduler (default ``$NMFLOW_CLUSTER``, else this machine): its workers get
+        the texts to simulate (:func:`_shared_for_workers`), compile in a temporary folder and
+        send back each chunk's outputs and log (written to the chunk's folder here).
     resume : bool
         Keep the chunks already simulated in ``jobs_folder`` (same simulator, Verilog, model,
         vectors, patterns and chunking) and run only the others.
@@ -371,26 +369,10 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     inputs = np.asarray(inputs, dtype=np.int64)
     jobs = check_jobs(jobs, len(inputs))
     sim_dir = Path(sim_dir).resolve()
-    work = sim_dir / "work"
-    inputs_path = sim_dir / "vectors.npz"
-    make_folder(sim_dir)
-    with atomic_path(inputs_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=inputs)
-    # The simulator compiles the very bytes whose checksum was checked and is recorded.
-    source, config = work / "engine.v", work / "engine.json"
-    write_bytes(source, verilog.text)
-    write_json(config, verilog.config)
-    out_path = sim_dir / "rtl_outputs.npz"
-    out_path.unlink(missing_ok=True)
-    starts = chunk_starts(len(inputs), jobs)
-    chunks = [_Chunk(k, starts[k], starts[k + 1] - starts[k],
-                     work if jobs == 1 else work / f"chunk{k}", named=jobs > 1)
-              for k in range(jobs)]
-    for chunk in chunks:
-        make_folder(chunk.folder)
-        (chunk.folder / "outputs.npz").unlink(missing_ok=True)
-        chunk.progress.unlink(missing_ok=True)
+    work, inputs_path, out_path = sim_dir / "work", sim_dir / "vectors.npz", \
+        sim_dir / "rtl_outputs.npz"
+    chunks = _prepare_run(sim_dir, inputs, verilog, jobs)
+    config = work / "engine.json"
 
     share = math.ceil(jobs / limits.usable_cores())     # chunks per core
 
@@ -413,18 +395,9 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     if address is None:
         shared = {"sources": sources, "toplevel": toplevel, "module": module,
                   "build_dir": build_dir, "env": env, "waves": waves}
-    else:                                       # a worker elsewhere gets the texts, not paths
-        files = {"engine.v": source.read_bytes(), "engine.json": config.read_bytes(),
-                 "vectors.npz": inputs_path.read_bytes()}
-        if (work / "bulk.v").is_file():
-            files["bulk.v"] = (work / "bulk.v").read_bytes()
-        shared = {"files": files, "model": model, "toplevel": toplevel, "module": module,
-                  "waves": waves, "limit": limit(len(inputs)),
-                  "sources": [path.name if Path(path).parent == work else str(path)
-                              for path in sources],
-                  "env": {name: value for name, value in env.items()
-                          if name not in ("NMFLOW_TB_MODEL", "NMFLOW_TB_CONFIG",
-                                          "NMFLOW_TB_INPUTS")}}
+    else:
+        shared = _shared_for_workers(work, sources, toplevel, module, env, model, waves,
+                                     limit(len(inputs)))
     # A chunk's key names everything its result depends on, so a resumed run takes only
     # results of this very simulation.
     what = [simulator(), verilog.sha256, hwmodel.model_checksum(model),
@@ -436,10 +409,75 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
                       limit(chunk.images)))
                  for chunk in chunks]
     folder = Path(jobs_folder) if jobs_folder is not None else work / ".jobs"
+    reused = _run_chunk_jobs(chunks, jobs_list, shared, folder, address, resume, progress,
+                             len(inputs), keep_note=jobs_folder is not None)
+    finished = all(chunk.finished for chunk in chunks)
+    sim_cycles = _merge_outputs(chunks, out_path) if finished else None
+    if finished and jobs_folder is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    seconds = time.monotonic() - start
+    return _summary(chunks, verilog, out_path, sim_cycles, seconds,
+                    {"images": int(len(inputs)), "ready": ready, "valid": valid, "seed": seed,
+                     "jobs": jobs, "compile_seconds": compile_seconds,
+                     "compile_cached": cached, "testbench": testbench,
+                     "cluster": address, "chunks_reused": reused})
+
+
+def _prepare_run(sim_dir, inputs, verilog, jobs):
+    """Write what a run reads into ``sim_dir``: the vectors (``vectors.npz``), the very Verilog
+    bytes whose checksum was checked and is recorded, and its configuration
+    (``work/engine.v``, ``work/engine.json``); clear the outputs of an earlier run; return the
+    ``jobs`` chunks, each with its folder made and cleared."""
+    work = sim_dir / "work"
+    make_folder(sim_dir)
+    with atomic_path(sim_dir / "vectors.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=inputs)
+    write_bytes(work / "engine.v", verilog.text)
+    write_json(work / "engine.json", verilog.config)
+    (sim_dir / "rtl_outputs.npz").unlink(missing_ok=True)
+    starts = chunk_starts(len(inputs), jobs)
+    chunks = [_Chunk(k, starts[k], starts[k + 1] - starts[k],
+                     work if jobs == 1 else work / f"chunk{k}", named=jobs > 1)
+              for k in range(jobs)]
+    for chunk in chunks:
+        make_folder(chunk.folder)
+        (chunk.folder / "outputs.npz").unlink(missing_ok=True)
+        chunk.progress.unlink(missing_ok=True)
+    return chunks
+
+
+def _shared_for_workers(work, sources, toplevel, module, env, model, waves, limit):
+    """What every chunk's job on a cluster's worker gets: the texts of the Verilog, its
+    configuration and the vectors (the worker has none of this machine's paths), the model,
+    the sources by name (those of ``work``) or by path (the package's own), and the
+    testbench's settings without its paths."""
+    files = {"engine.v": (work / "engine.v").read_bytes(),
+             "engine.json": (work / "engine.json").read_bytes(),
+             "vectors.npz": Path(env["NMFLOW_TB_INPUTS"]).read_bytes()}
+    if (work / "bulk.v").is_file():
+        files["bulk.v"] = (work / "bulk.v").read_bytes()
+    return {"files": files, "model": model, "toplevel": toplevel, "module": module,
+            "waves": waves, "limit": limit,
+            "sources": [path.name if Path(path).parent == work else str(path)
+                        for path in sources],
+            "env": {name: value for name, value in env.items()
+                    if name not in ("NMFLOW_TB_MODEL", "NMFLOW_TB_CONFIG", "NMFLOW_TB_INPUTS")}}
+
+
+def _run_chunk_jobs(chunks, jobs_list, shared, folder, address, resume, progress, images,
+                    keep_note):
+    """Run the chunks' jobs (:func:`~nmflow.jobs.run_jobs`, results in ``folder``), each
+    chunk's result or error set as it arrives, the testbenches' progress reported meanwhile;
+    then every chunk's log written into its folder (from its result when it ran elsewhere or
+    earlier), and the result of every chunk that did not finish forgotten, so that a resumed
+    run simulates it again. A job that raised: one line naming its chunk (``keep_note``: with
+    where the others' results are kept). Returns the chunks a resumed run took from
+    ``folder``."""
     stop = threading.Event()
     watcher = None
     if progress is not None:
-        watcher = threading.Thread(target=_watch_progress, args=(chunks, progress, len(inputs),
+        watcher = threading.Thread(target=_watch_progress, args=(chunks, progress, images,
                                                                   stop), daemon=True)
     by_first = {chunk.first: chunk for chunk in chunks}
 
@@ -472,21 +510,11 @@ def simulate_engine(model_path, inputs, sim_dir, *, verilog_dir, model=None, lan
     if raised is not None:                      # a job that raised: the first one's line, named
         raise NmflowError(raised.prefixed(raised.error) + (
             f" (the other chunks' results are kept in {str(folder)!r}: --resume runs only "
-            f"what is missing)" if jobs_folder is not None and len(chunks) > 1 else ""))
-    finished = all(chunk.finished for chunk in chunks)
-    for chunk in chunks:                        # not finished: run again by --resume
-        if not chunk.finished:
-            job = next(job for job in jobs_list if job.key[-2] == chunk.first)
+            f"what is missing)" if keep_note and len(chunks) > 1 else ""))
+    for job in jobs_list:                       # not finished: run again by --resume
+        if not by_first[job.key[-2]].finished:
             forget_result(folder, job.key)
-    sim_cycles = _merge_outputs(chunks, out_path) if finished else None
-    if finished and jobs_folder is None:
-        shutil.rmtree(folder, ignore_errors=True)
-    seconds = time.monotonic() - start
-    return _summary(chunks, verilog, out_path, sim_cycles, seconds,
-                    {"images": int(len(inputs)), "ready": ready, "valid": valid, "seed": seed,
-                     "jobs": jobs, "compile_seconds": compile_seconds,
-                     "compile_cached": cached, "testbench": testbench,
-                     "cluster": address, "chunks_reused": counts["reused"]})
+    return counts["reused"]
 
 
 def _compile(testbench, verilog, model, work, images, waves, wall_seconds):
