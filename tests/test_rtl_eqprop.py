@@ -231,19 +231,24 @@ def test_update_cycles_of_the_plan(sizes, lanes):
 # -- cocotb: on-chip training over 50 digits ----------------------------------------------------------
 
 @pytest.mark.slow
-def test_unit_under_cocotb_trains_like_the_twin(tmp_path):
+@pytest.mark.parametrize("simulator, n_train", [("verilator", 50), ("icarus", 6)])
+def test_unit_under_cocotb_trains_like_the_twin(simulator, n_train, tmp_path, monkeypatch):
+    # Verilator takes the long run (50 samples: 42 s; Icarus took 215 s), Icarus a short one
     from nmflow.golden.datasets import load_digits
     from nmflow.sim.eqprop_sim import simulate_eqprop
+    monkeypatch.setenv("SIM", simulator)
     cfg = ef.FixedEqPropConfig(sizes=(64, 32, 10), T=16, K=6, lr_shifts=(5, 6), batch=1)
     data = load_digits()
-    x = ef.inputs_to_raw(data.x_train[:52], 16)
-    y = data.y_train[:52]
-    # 50 training samples, two inferences in between
-    samples = [(x[i], int(y[i]), 0 if i in (10, 31) else 1) for i in range(52)]
+    n = n_train + 2
+    x = ef.inputs_to_raw(data.x_train[:n], 16)
+    y = data.y_train[:n]
+    # the training samples, with two inferences in between
+    between = (n_train // 5, n_train // 2 + 4)
+    samples = [(x[i], int(y[i]), 0 if i in between else 1) for i in range(n)]
     result, report = simulate_eqprop(tmp_path, cfg, samples, lanes=4, seed=4, wall_seconds=600)
     assert result.passed, (result.failures, result.log.read_text()[-2000:])
-    assert report["samples"] == 52 and report["training_samples"] == 50
-    assert report["steps"] == 50 * (16 + 12) + 2 * 16
+    assert report["samples"] == n and report["training_samples"] == n_train
+    assert report["steps"] == n_train * (16 + 12) + 2 * 16
     # the weights after the last on-chip update equal the twin's own training run
     params, lfsr = ef.init_params(cfg), ef.Lfsr32(cfg.lfsr_seed)
     for xi, yi, train in samples:

