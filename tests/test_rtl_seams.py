@@ -233,24 +233,29 @@ def test_read_stage_latency_must_be_an_integer():
             ValueError, "read_stage must have an integer latency, not None")
 
 
-@pytest.mark.parametrize("sizes, lanes, interval", [
+@pytest.mark.parametrize("sizes, lanes, interval, banks", [
     # rows 60 + 18; drain 9 between the layers, of which the second layer's first group overlaps
     # 2: it reads its 3 chunks a cycle apart, the last one written by the first layer's last
     # group; the last layer's drain runs under the next inference's first layer. So: the reads,
     # the gaps between layers of one inference, plus one cycle
-    ([24, 10, 6], 4, 60 + 18 + (9 - 2) + 1),
+    ([24, 10, 6], 4, 60 + 18 + (9 - 2) + 1, 1),
     # rows 10 + 6, drain 8, overlap 2 (3 chunks)
-    ([3, 5, 2], 2, 10 + 6 + (8 - 2) + 1),
+    ([3, 5, 2], 2, 10 + 6 + (8 - 2) + 1, 1),
     # rows 24 + 16 + 5, drains 10 + 10: the second layer reads 2 chunks (overlap 1), the third
     # one chunk (none)
-    ([16, 12, 8, 5], 8, 24 + 16 + 5 + (10 - 1) + 10 + 1),
-    # 40 inputs load after the first layer's 10 rows: the input load is the bound
-    ([40, 2, 2], 8, 10 + 40),
+    ([16, 12, 8, 5], 8, 24 + 16 + 5 + (10 - 1) + 10 + 1, 1),
+    # 40 inputs: with one input bank they would load after the first layer's 10 rows (50
+    # cycles, more than the 10 + 2 rows and the 10-cycle drain between the layers, one chunk
+    # read: no overlap); with two they load while it runs, and the input load is the bound
+    ([40, 2, 2], 8, 40, 2),
+    # 20 inputs, rows 12 + 2: one bank would take 12 + 20; with two the rows and the gap are
+    # the bound again
+    ([20, 4, 2], 8, 12 + 2 + 10 + 1, 2),
     # one layer: the next inference waits for the scores (16 rows, 10 cycles of drain) to be
     # stored and the results (4 beats) to go out
-    ([7, 4], 2, 16 + 10 + 4 + 2),
+    ([7, 4], 2, 16 + 10 + 4 + 2, 1),
 ])
-def test_back_to_back_inferences_start_every_interval(sizes, lanes, interval):
+def test_back_to_back_inferences_start_every_interval(sizes, lanes, interval, banks):
     # The next inference's inputs load while the current one computes its later layers, and its
     # first layer runs while the current one's last layer drains: back to back, the engine reads
     # its weight memory all but the drains between layers and a cycle per inference.
@@ -259,9 +264,10 @@ def test_back_to_back_inferences_start_every_interval(sizes, lanes, interval):
     plan = engine.plan
     inputs = random_inputs(model, 5, seed=1)
     run = check(engine, inputs, reference(model, inputs))
-    assert plan.interval_cycles == interval
-    # the second vector loads once the first inference's first layer is issued
-    assert np.diff(run.starts).tolist() == ([sizes[0] + plan.layer_rows[0]]
+    assert (plan.interval_cycles, plan.input_banks) == (interval, banks)
+    # the second vector loads once the first inference's first layer is issued (with two input
+    # banks, at once)
+    assert np.diff(run.starts).tolist() == ([sizes[0] + plan.layer_rows[0] * (banks == 1)]
                                             + [plan.interval_cycles] * 3)
     assert run.cycles.tolist() == [plan.cycles_per_inference] + [plan.cycles_back_to_back] * 4
 

@@ -349,36 +349,53 @@ class EnginePlan:
         return self.layer_cycles[-1] + self.drain_cycles[-1] + self.n_classes + 2
 
     @property
+    def input_banks(self):
+        """Banks of the input buffer, 1 or 2. With one, the next inference's inputs load once the
+        current one's first layer has read them; with two, they load into the other bank while
+        the first layer runs. Two when the single bank's load would set the interval (its
+        ``layer_cycles[0] + n_inputs`` above the other bounds of :attr:`interval_cycles`): wide
+        foldings, whose first layer takes few rows and whose input load then waits; the second
+        bank doubles the input buffer's depth (``per[0]`` rows more)."""
+        others = max(self.issue_cycles + sum(self.layer_gaps) + 1, self.last_layer_gap)
+        return 2 if self.layer_cycles[0] + self.n_inputs > others else 1
+
+    @property
+    def input_load_gap(self):
+        """Cycles from an inference's start to the earliest input beat of the next one: the
+        first layer's rows with one input bank (the buffer is free once they are issued),
+        none with two."""
+        return self.layer_cycles[0] if self.input_banks == 1 else 0
+
+    @property
     def interval_cycles(self):
         """Cycles between the starts of back-to-back inferences (the throughput), with streams
-        that never stall. The next inference's inputs load while the current one computes its
-        later layers, and its first layers run while the current one's last layer drains, so
-        the engine reads its weight memory nearly all the time. It is the largest of:
+        that never stall. The next inference's inputs load while the current one computes (its
+        later layers; with two input banks, all of them), and its first layers run while the
+        current one's last layer drains, so the engine reads its weight memory nearly all the
+        time. It is the largest of:
 
         * the row reads of one inference and the gaps between its layers (:attr:`layer_gaps`;
           not the last layer's drain), plus a cycle to start the next;
-        * the first layer's rows plus the input load of the next inference (the input buffer is
-          free once the first layer's rows are issued);
+        * the input load of the next inference, after :attr:`input_load_gap`;
         * :attr:`last_layer_gap`: the next inference's last layer waits until this one's
           scores are stored and sent.
         """
-        rows = self.layer_cycles
-        return max(self.issue_cycles + sum(self.layer_gaps) + 1, rows[0] + self.n_inputs,
-                   self.last_layer_gap)
+        return max(self.issue_cycles + sum(self.layer_gaps) + 1,
+                   self.input_load_gap + self.n_inputs, self.last_layer_gap)
 
     @property
     def first_interval_cycles(self):
         """Cycles from the first input beat of an inference offered to an idle engine to the
-        first input beat of the next one (offered right behind it): the input load and the first
-        layer's rows, after which the input buffer is free. Later inferences come every
-        :attr:`interval_cycles`."""
-        return self.n_inputs + self.layer_cycles[0]
+        first input beat of the next one (offered right behind it): the input load and
+        :attr:`input_load_gap`. Later inferences come every :attr:`interval_cycles`."""
+        return self.n_inputs + self.input_load_gap
 
     @property
     def cycles_back_to_back(self):
         """Cycles from the first input beat to the last result beat of an inference whose inputs
         were offered as soon as the engine could take them, behind others (with streams that
-        never stall): its inputs wait, loaded, while the one before finishes its first layers;
+        never stall): its inputs wait, loaded, while the one before finishes its first layers
+        (with two input banks, all of its layers);
         when the interval is :attr:`last_layer_gap`, its last layer also waits for the scores
         of the one before (in the steady state, from the third inference on)."""
         rows, drains = self.layer_cycles, self.drain_cycles
@@ -388,7 +405,7 @@ class EnginePlan:
             # it begins right after the last layer's rows of the one before, then waits
             before_last = interval - rows[-1] - 1
         latency = before_last + rows[-1] + drains[-1] + self.n_classes + 1
-        return interval + latency - rows[0]
+        return interval + latency - self.input_load_gap
 
     @property
     def stalls_last_layer(self):
@@ -414,7 +431,9 @@ class EnginePlan:
         built from logic and is not listed."""
         return {
             "weights": (self.weight_rows, 2 * self.lanes),
-            "inputs": (self.per[0], self.model.input_bits * self.simd),
+            # with two input banks, the bank the top address bit
+            "inputs": (self.per[0] if self.input_banks == 1 else 2 << index_bits(self.per[0]),
+                       self.model.input_bits * self.simd),
             # both banks in one memory, the bank the top address bit
             "activations": (2 << index_bits(self.hidden_rows), 2 * self.simd),
             "thresholds": (max(self.hidden_groups, 1), 2 * self.acc_bits * self.pe),

@@ -7,12 +7,22 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.plan import index_bits
 
-__all__ = ["ActivationStore", "ActivationReadSignature", "chunk_layout", "write_layout"]
+__all__ = ["ActivationStore", "ActivationReadSignature", "chunk_layout", "write_layout",
+           "load_layout"]
 
 
 def chunk_layout(plan):
     """A chunk of ``simd`` activations as the GXNOR lanes take them (signed, ``x_bits`` each)."""
     return data.ArrayLayout(plan.x_format.shape(), plan.simd)
+
+
+def load_layout(plan):
+    """An input value of the next inference: its index, and the input bank it goes to (0 with
+    one bank: :attr:`~nmflow.golden.plan.EnginePlan.input_banks`)."""
+    return data.StructLayout({
+        "index": range(max(plan.n_inputs, 2)), "value": unsigned(plan.model.input_bits),
+        "bank": 1,
+    })
 
 
 def write_layout(plan):
@@ -41,6 +51,8 @@ class ActivationReadSignature(wiring.Signature):
     -------
     chunk : In(range(max(per)))
         The chunk (row of ``simd`` values) to read.
+    bank : In(1)
+        The input bank layer 0 reads (with two: :attr:`~nmflow.golden.plan.EnginePlan.input_banks`).
     layer : In(layer_bits)
         The layer that reads it: layer 0 reads the inputs, odd layers the buffer that even layers
         write (bank 0), even layers above 0 the other one (bank 1).
@@ -54,6 +66,7 @@ class ActivationReadSignature(wiring.Signature):
     def __init__(self, plan):
         super().__init__({
             "chunk": In(range(max(max(plan.per), 2))),
+            "bank": In(1),
             "layer": In(plan.layer_bits),
             "plane": In(plan.plane_bits),
             "x": Out(chunk_layout(plan)),
@@ -79,8 +92,9 @@ class ActivationStore(wiring.Component):
 
     Members
     -------
-    load : In(stream.Signature({"index", "value"}, always_ready=True))
-        Input value ``index`` of the next inference.
+    load : In(stream.Signature(load_layout(plan), always_ready=True))
+        Input value ``index`` of the next inference, into input bank ``bank`` (with two banks,
+        the other bank is being read meanwhile).
     write : In(stream.Signature({"layer", "group", "acts", "end"}, always_ready=True))
         The activations of a group of ``pe`` hidden neurons; layer ``k`` writes bank ``k % 2``.
         ``end`` marks the layer's last group, which also writes 0 past the layer's last output
@@ -98,10 +112,7 @@ class ActivationStore(wiring.Component):
         self._plan = plan
         self._kinds = {"inputs": inputs, "activations": activations}
         super().__init__({
-            "load": In(stream.Signature(data.StructLayout({
-                "index": range(max(plan.n_inputs, 2)),
-                "value": unsigned(plan.model.input_bits),
-            }), always_ready=True)),
+            "load": In(stream.Signature(load_layout(plan), always_ready=True)),
             "write": In(stream.Signature(write_layout(plan), always_ready=True)),
             "read": Out(ActivationReadSignature(plan)),
         })
@@ -121,7 +132,11 @@ class ActivationStore(wiring.Component):
         def lane_enable(index):
             return 1 << index[:shift] if shift else 1
 
-        in_write, in_read = buffer("inputs", unsigned(plan.model.input_bits), plan.per[0])
+        # With two input banks, the bank is the top address bit.
+        banked = plan.input_banks == 2
+        in_rows = index_bits(plan.per[0])
+        in_write, in_read = buffer("inputs", unsigned(plan.model.input_bits),
+                                   2 << in_rows if banked else plan.per[0])
         # The two activation banks share one memory, the bank the top address bit: a layer reads
         # one bank while it writes the other, through the memory's read and write ports.
         row_bits = index_bits(plan.hidden_rows)
@@ -129,7 +144,8 @@ class ActivationStore(wiring.Component):
 
         load = self.load.payload
         m.d.comb += [
-            in_write.addr.eq(load.index >> shift),
+            in_write.addr.eq(Cat((load.index >> shift)[:in_rows], load.bank) if banked
+                             else load.index >> shift),
             in_write.data.eq(load.value.replicate(lanes)),
             in_write.en.eq(Mux(self.load.valid, lane_enable(load.index), 0)),
         ]
@@ -167,7 +183,8 @@ class ActivationStore(wiring.Component):
         # Every buffer reads every cycle (only the rows the datapath tags are used): no
         # read-enable logic between a block RAM and the register behind it.
         # Layer k reads the bank layer k - 1 wrote: bank (k - 1) % 2.
-        m.d.comb += [in_read.addr.eq(self.read.chunk), in_read.en.eq(1),
+        m.d.comb += [in_read.addr.eq(Cat(self.read.chunk[:in_rows], self.read.bank) if banked
+                                     else self.read.chunk), in_read.en.eq(1),
                      acts_read.addr.eq(Cat(self.read.chunk[:row_bits], ~self.read.layer[0])),
                      acts_read.en.eq(1)]
 

@@ -153,8 +153,8 @@ class MACDatapath(wiring.Component):
 
         # -- stage 1: read the weight row and the activation chunk --------------------------------
         cmd = self.cmd.payload
-        m.d.comb += [self.acts.chunk.eq(cmd.chunk), self.acts.layer.eq(cmd.tag.layer),
-                     self.acts.plane.eq(cmd.tag.plane)]
+        m.d.comb += [self.acts.chunk.eq(cmd.chunk), self.acts.bank.eq(cmd.bank),
+                     self.acts.layer.eq(cmd.tag.layer), self.acts.plane.eq(cmd.tag.plane)]
         if self._writable:
             # Reads from outside (while idle) share the port; the engine's own reads come first.
             peek = self.pairs

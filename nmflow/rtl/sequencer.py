@@ -4,6 +4,8 @@ from amaranth.hdl import Array, Const, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .activations import load_layout
+
 __all__ = ["Sequencer", "tag_layout", "command_layout"]
 
 
@@ -21,10 +23,11 @@ def tag_layout(plan):
 
 
 def command_layout(plan):
-    """A row to compute: its weight-memory address, its chunk of activations, and its tag."""
+    """A row to compute: its weight-memory address, its chunk of activations, the input bank
+    the first layer reads (0 with one), and its tag."""
     return data.StructLayout({
         "addr": unsigned(plan.addr_bits), "chunk": range(max(max(plan.per), 2)),
-        "tag": tag_layout(plan),
+        "bank": 1, "tag": tag_layout(plan),
     })
 
 
@@ -72,8 +75,11 @@ class Sequencer(wiring.Component):
 
     Two parts. The *loader* takes ``n_inputs`` input beats into the activation store's input
     buffer whenever the buffer is free: not holding a complete vector that has not started yet,
-    and not being read (from the start of an inference to the end of its first layer's rows).
-    So the next inference's inputs load while the current one computes its later layers.
+    and, with one input bank (:attr:`~nmflow.golden.plan.EnginePlan.input_banks`), not being
+    read (from the start of an inference to the end of its first layer's rows). So the next
+    inference's inputs load while the current one computes its later layers. With two banks the
+    vectors go to the banks in turn and the next one loads while the first layer reads the
+    other bank.
 
     The *runner* starts an inference as soon as a complete vector is in (``IDLE``), on the cycle
     of its last beat. ``RUN`` issues every row of a layer (layer after layer, group after group,
@@ -101,8 +107,8 @@ class Sequencer(wiring.Component):
     -------
     i : In(stream.Signature(unsigned(input_bits)))
         Input values; ready while the input buffer is free (a register).
-    load : Out(stream.Signature({"index", "value"}, always_ready=True))
-        Each input beat taken, with its index.
+    load : Out(stream.Signature(:func:`~nmflow.rtl.activations.load_layout`, always_ready=True))
+        Each input beat taken, with its index and the input bank it goes to.
     cmd : Out(stream.Signature(command_layout(plan), always_ready=True))
         One row per cycle while running.
     completed : In(1)
@@ -123,10 +129,7 @@ class Sequencer(wiring.Component):
         self._plan = plan
         super().__init__({
             "i": In(stream.Signature(unsigned(plan.model.input_bits))),
-            "load": Out(stream.Signature(data.StructLayout({
-                "index": range(max(plan.n_inputs, 2)),
-                "value": unsigned(plan.model.input_bits),
-            }), always_ready=True)),
+            "load": Out(stream.Signature(load_layout(plan), always_ready=True)),
             "cmd": Out(stream.Signature(command_layout(plan), always_ready=True)),
             "completed": In(1),
             "scored": In(1),
@@ -207,8 +210,20 @@ class Sequencer(wiring.Component):
         _count_inputs(m, take, in_count, in_end, n_inputs)
         m.d.comb += [have_next.eq((have | last_beat) & ~start),
                      in_use_next.eq((in_use | start) & ~first_done)]
-        m.d.sync += [have.eq(have_next), in_use.eq(in_use_next),
-                     loading.eq(~have_next & ~in_use_next)]
+        m.d.sync += [have.eq(have_next), in_use.eq(in_use_next)]
+        if plan.input_banks == 2:
+            # Vectors are loaded and started in order, so the bank being read (``read_bank``,
+            # from a start on) is never the one being loaded (``load_bank``) while no vector
+            # waits: only a waiting vector stops the loader.
+            load_bank, read_bank = Signal(), Signal(init=1)
+            with m.If(last_beat):
+                m.d.sync += load_bank.eq(~load_bank)
+            with m.If(start):
+                m.d.sync += read_bank.eq(~read_bank)
+            m.d.sync += loading.eq(~have_next)
+            m.d.comb += [self.load.payload.bank.eq(load_bank), self.cmd.payload.bank.eq(read_bank)]
+        else:
+            m.d.sync += loading.eq(~have_next & ~in_use_next)
 
         # -- the runner ------------------------------------------------------------------------
         def begin():
@@ -220,16 +235,20 @@ class Sequencer(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq((in_count == 0) & ~have & ~finishing)
                 with m.If(have | last_beat):
-                    begin()
                     if plan.waits_for_results:
                         with m.If(scores_taken):
                             m.next = "WAIT"
                         with m.Else():
+                            begin()
                             m.next = "RUN"
                     else:
+                        begin()
                         m.next = "RUN"
             with m.State("WAIT"):               # the results of the last inference go out
+                # (the vector is taken when it runs: with two input banks the next one loads
+                # from then on)
                 with m.If(~scores_taken):
+                    begin()
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)

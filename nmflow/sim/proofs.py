@@ -282,15 +282,17 @@ class SequencerProof(Elaboratable):
 
         if self.check == "idle":
             # Vectors whose last beat was taken and whose results have not been emitted (the
-            # next one loads while the current one computes: at most two), and beats taken of a
-            # vector not yet complete.
-            loaded = Signal(range(3))
+            # next one loads while the current one computes: at most two; with two input banks,
+            # while the one before that finishes as well: three), and beats taken of a vector not
+            # yet complete.
+            most = plan.input_banks + 1
+            loaded = Signal(range(most + 2))
             partial = Signal(range(max(plan.n_inputs, 2)))
             last_input = seq.load.valid & (seq.load.payload.index == plan.n_inputs - 1)
             m.d.sync += loaded.eq(loaded + last_input - seq.emit)
             with m.If(seq.load.valid):
                 m.d.sync += partial.eq(Mux(last_input, 0, partial + 1))
-            m.d.comb += Assert(loaded <= 2)
+            m.d.comb += Assert(loaded <= most)
             # Progress: while a complete vector waits or computes, an emit comes within
             # ``bound`` cycles of the last emit or last complete vector.
             count = Signal(range(self.bound + 1))
