@@ -411,6 +411,24 @@ def test_idx_needs_files(capsys, tmp_path):
                     "files)")
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "cifar10"], "--dataset cifar10 needs --folder (the folder of CIFAR-10's binary "
+                               "batches, data_batch_1.bin ...)"),
+    (["--folder", "x"], "--folder goes with --dataset cifar10, not digits"),
+    (["--dataset", "cifar10", "--folder", "x", "--images", "y"],
+     "--images and --labels go with --dataset idx, not cifar10"),
+])
+def test_cifar10_options_are_checked(capsys, tmp_path, argv, message):
+    assert error_line(capsys, ["train", "--run", str(tmp_path), *argv]) == f"nmflow: error: {message}"
+
+
+def test_cifar10_folder_is_checked(capsys, tmp_path):
+    line = error_line(capsys, ["train", "--run", str(tmp_path / "run"), "--dataset", "cifar10",
+                               "--folder", str(tmp_path)])
+    assert line == (f"nmflow: error: CIFAR-10 folder {str(tmp_path)!r} must hold data_batch_1.bin "
+                    f"... data_batch_5.bin (at least one), not none of them")
+
+
 def test_argument_errors_exit_2_with_one_line():
     result = nmflow("train", "--epochs", "0")
     assert result.returncode == 2
@@ -451,6 +469,36 @@ def test_flow_from_idx_files_a_user_brings(tmp_path):
     assert compare["images"] == 12 and compare["mismatches"] == 0
     golden = json.loads((run / "golden.json").read_text())
     assert golden["test_images"] == 60 and golden["float_accuracy"] > 0.5
+
+
+def test_flow_from_cifar10_batches_a_user_brings(tmp_path):
+    # CIFAR-10's binary format written here (two training batches and a test batch; a bright
+    # 3 x 3 patch per class in the green plane): a dense TNN on the 3,072 pixels, through the
+    # RTL.
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name, count in (("data_batch_1.bin", 200), ("data_batch_2.bin", 200),
+                        ("test_batch.bin", 40)):
+        labels = np.arange(count) % 10
+        images = rng.integers(0, 60, size=(count, 3, 32, 32), dtype=np.uint8)
+        for k, label in enumerate(labels):
+            images[k, 1, 3 * label:3 * label + 3, 3 * label:3 * label + 3] = 255
+        (folder / name).write_bytes(b"".join(bytes([int(label)]) + image.tobytes()
+                                             for label, image in zip(labels, images)))
+    run = tmp_path / "run"
+    steps = [["train", "--dataset", "cifar10", "--folder", folder, "--hidden", "32",
+              "--epochs", "15"],
+             ["export"], ["verilog", "--lanes", "64"], ["sim", "--limit", "4"], ["compare"]]
+    for step in steps:
+        result = nmflow(*step, "--run", run)
+        assert result.returncode == 0, f"nmflow {step[0]} failed:\n{result.stderr[-3000:]}"
+    model = hwmodel.load(run / "hwmodel")
+    assert model.input_bits == 8 and model.sizes == [3072, 32, 10]
+    golden = json.loads((run / "golden.json").read_text())
+    assert golden["test_images"] == 40 and golden["float_accuracy"] > 0.5
+    compare = json.loads((run / "compare.json").read_text())
+    assert compare["images"] == 4 and compare["mismatches"] == 0
 
 
 def test_bnn_engine_in_rtl(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 from sklearn.datasets import load_digits as sklearn_digits
 
 from nmflow.errors import NmflowError
-from nmflow.golden.datasets import IDX_IMAGES, IDX_LABELS, load_digits, load_idx, read_idx
+from nmflow.golden.datasets import (IDX_IMAGES, IDX_LABELS, load_cifar10, load_digits, load_idx,
+                                    read_cifar10_batch, read_idx)
 
 
 def idx_bytes(array, type_byte=0x08, magic_prefix=b"\x00\x00"):
@@ -217,3 +218,86 @@ def test_load_idx_refuses_a_split_that_loses_a_class(tmp_path):
                                           r"with test_size=0.2 keeping every class") as error:
         load_idx(ipath, lpath)
     one_line(error)
+
+
+# -- CIFAR-10 binary batches, written here -----------------------------------------------------------
+
+def cifar_records(labels, seed=0):
+    """Records as CIFAR-10's binary version lays them out: a label byte, then the red, green and
+    blue planes of a 32 x 32 image, row by row. Returns (bytes, images [N, 3, 32, 32])."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+    data = b"".join(bytes([int(label)]) + image.tobytes() for label, image in zip(labels, images))
+    return data, images
+
+
+def test_read_cifar10_batch_takes_label_then_planes(tmp_path):
+    labels = np.array([3, 0, 9, 3, 7], dtype=np.uint8)
+    data, images = cifar_records(labels)
+    (tmp_path / "data_batch_1.bin").write_bytes(data)
+    x, y = read_cifar10_batch(tmp_path / "data_batch_1.bin")
+    assert x.dtype == np.uint8 and y.dtype == np.int64 and x.shape == (5, 3072)
+    assert y.tolist() == [3, 0, 9, 3, 7]
+    # the features are the red plane, then green, then blue, each row by row
+    assert x[2, 0] == images[2, 0, 0, 0] and x[2, 1024 + 33] == images[2, 1, 1, 1]
+    assert x[4, 3071] == images[4, 2, 31, 31]
+    np.testing.assert_array_equal(x.reshape(5, 3, 32, 32), images)
+
+
+def test_cifar10_folder_with_a_test_batch(tmp_path):
+    for k, seed in ((1, 1), (2, 2)):
+        (tmp_path / f"data_batch_{k}.bin").write_bytes(cifar_records(np.arange(10), seed)[0])
+    test, test_images = cifar_records(np.arange(10)[::-1], seed=3)
+    (tmp_path / "test_batch.bin").write_bytes(gzip.compress(test))     # gzip by its magic bytes
+    data = load_cifar10(tmp_path)
+    assert data.shape == (3, 32, 32) and data.input_bits == 8
+    assert data.name == f"cifar10:{tmp_path.name}" and data.n_classes == 10
+    assert data.x_train.shape == (20, 3072) and data.y_train.tolist() == list(range(10)) * 2
+    np.testing.assert_array_equal(data.x_test.reshape(10, 3, 32, 32), test_images)
+    assert data.info()["shape"] == [3, 32, 32]
+
+
+def test_cifar10_folder_without_a_test_batch_is_split(tmp_path):
+    (tmp_path / "data_batch_3.bin").write_bytes(cifar_records(np.repeat(np.arange(10), 5))[0])
+    data = load_cifar10(tmp_path, seed=1, test_size=0.2)
+    assert data.x_train.shape == (40, 3072) and data.x_test.shape == (10, 3072)
+    np.testing.assert_array_equal(np.bincount(data.y_test, minlength=10), np.ones(10))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "must hold whole records of 3073 bytes (a label and 3 x 32 x 32 pixels), not 0 bytes"),
+    (bytes(3073 * 2 - 1), "must hold whole records of 3073 bytes (a label and 3 x 32 x 32 "
+                          "pixels), not 6145 bytes"),
+    (bytes([10]) + bytes(3072), "labels must be 0 to 9, not 10 (record 0)"),
+    (bytes(3073) + bytes([255]) + bytes(3072), "labels must be 0 to 9, not 255 (record 1)"),
+    (b"\x1f\x8b" + bytes(30), "is gzip data that cannot be decompressed"),
+])
+def test_read_cifar10_batch_refuses_bad_files(tmp_path, content, message):
+    path = tmp_path / "data_batch_1.bin"
+    path.write_bytes(content)
+    with pytest.raises(NmflowError, match=f"^CIFAR-10 batch '{path}' " + re_escape(message)):
+        read_cifar10_batch(path)
+
+
+def re_escape(text):
+    import re
+    return re.escape(text)
+
+
+def test_cifar10_folder_refusals(tmp_path):
+    with pytest.raises(NmflowError, match=r"^CIFAR-10 folder '.*nowhere' does not exist$"):
+        load_cifar10(tmp_path / "nowhere")
+    (tmp_path / "test_batch.bin").write_bytes(cifar_records(np.arange(10))[0])
+    with pytest.raises(NmflowError, match=r"^CIFAR-10 folder '.*' must hold data_batch_1.bin \.\.\. "
+                                          r"data_batch_5.bin \(at least one\), not none of them$"):
+        load_cifar10(tmp_path)
+    (tmp_path / "data_batch_1.bin").write_bytes(cifar_records([1, 2])[0])
+    (tmp_path / "test_batch.bin").write_bytes(bytes(100))
+    with pytest.raises(NmflowError, match=r"test_batch.bin' must hold whole records"):
+        load_cifar10(tmp_path)
+
+
+def test_images_state_their_geometry(tmp_path):
+    assert load_digits().shape == (1, 8, 8)
+    images, labels, ipath, lpath = small_idx_pair(tmp_path)
+    assert load_idx(ipath, lpath).shape == (1, 3, 4)

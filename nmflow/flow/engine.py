@@ -36,25 +36,31 @@ ARTIFACTS = {
 }
 
 
+DATASETS = ("digits", "idx", "cifar10")
+
+
 @dataclass
 class DatasetSpec:
-    """Where a dataset comes from: ``digits`` (bundled with scikit-learn) or ``idx`` files."""
+    """Where a dataset comes from: ``digits`` (bundled with scikit-learn), ``idx`` files, or a
+    ``cifar10`` folder of binary batches."""
     name: str = "digits"
     images: str | None = None
     labels: str | None = None
     seed: int = 0
     test_size: float = 0.2
+    folder: str | None = None
 
     def to_dict(self):
         return {"name": self.name, "images": self.images, "labels": self.labels,
-                "seed": self.seed, "test_size": self.test_size}
+                "folder": self.folder, "seed": self.seed, "test_size": self.test_size}
 
     @classmethod
     def from_dict(cls, data):
-        if not isinstance(data, dict) or data.get("name") not in ("digits", "idx"):
-            raise NmflowError(f"dataset source must name 'digits' or 'idx', not {data!r}")
+        if not isinstance(data, dict) or data.get("name") not in DATASETS:
+            raise NmflowError(f"dataset source must name one of {', '.join(DATASETS)}, "
+                              f"not {data!r}")
         return cls(**{key: data.get(key, getattr(cls, key, None))
-                      for key in ("name", "images", "labels", "seed", "test_size")})
+                      for key in ("name", "images", "labels", "folder", "seed", "test_size")})
 
 
 def load_dataset(spec):
@@ -66,7 +72,11 @@ def load_dataset(spec):
             raise NmflowError("dataset idx needs --images and --labels (MNIST-format IDX files)")
         return datasets.load_idx(spec.images, spec.labels, seed=spec.seed,
                                  test_size=spec.test_size)
-    raise NmflowError(f"dataset must be 'digits' or 'idx', not {spec.name!r}")
+    if spec.name == "cifar10":
+        if not spec.folder:
+            raise NmflowError("dataset cifar10 needs --folder (CIFAR-10's binary batches)")
+        return datasets.load_cifar10(spec.folder, seed=spec.seed, test_size=spec.test_size)
+    raise NmflowError(f"dataset must be one of {', '.join(DATASETS)}, not {spec.name!r}")
 
 
 def _resolve(spec):
@@ -74,6 +84,8 @@ def _resolve(spec):
     if spec.name == "idx":
         spec.images = str(Path(spec.images).resolve()) if spec.images else None
         spec.labels = str(Path(spec.labels).resolve()) if spec.labels else None
+    if spec.name == "cifar10" and spec.folder:
+        spec.folder = str(Path(spec.folder).resolve())
     return spec
 
 

@@ -1,8 +1,11 @@
-"""Datasets for the flow: scikit-learn's bundled digits (the default) and MNIST-format IDX files.
+"""Datasets for the flow: scikit-learn's bundled digits (the default), MNIST-format IDX files and
+CIFAR-10's binary batches.
 
 Every dataset is a :class:`Dataset` of unsigned integer inputs, exactly what the hardware reads:
 ``x`` is ``uint8 [N, features]`` with values below ``2 ** input_bits``, ``y`` is ``int64 [N]``.
-Nothing here downloads anything: digits ships with scikit-learn, IDX files come from a user path.
+Nothing here downloads anything: digits ships with scikit-learn, IDX files and CIFAR-10 batches
+come from a user path. Each dataset also states its images' geometry, ``shape`` = (channels,
+height, width); ``x``'s features are the pixels in that order (channel by channel, rows in each).
 
 The split into train and test images is stratified (every class keeps its share in both parts) and
 fixed by ``seed``, so the same call gives the same split on every machine.
@@ -18,7 +21,8 @@ import numpy as np
 
 from ..errors import NmflowError
 
-__all__ = ["Dataset", "load_digits", "read_idx", "load_idx", "IDX_IMAGES", "IDX_LABELS"]
+__all__ = ["Dataset", "load_digits", "read_idx", "load_idx", "IDX_IMAGES", "IDX_LABELS",
+           "read_cifar10_batch", "load_cifar10", "CIFAR10_SHAPE"]
 
 #: Magic number of an IDX file of unsigned bytes with three dimensions (images).
 IDX_IMAGES = 0x00000803
@@ -27,6 +31,11 @@ IDX_LABELS = 0x00000801
 IDX_UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
 N_CLASSES = 10
+#: A CIFAR-10 image: 3 channels (red, green, blue) of 32 x 32 pixels.
+CIFAR10_SHAPE = (3, 32, 32)
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+CIFAR10_TRAIN = tuple(f"data_batch_{k}.bin" for k in range(1, 6))
+CIFAR10_TEST = "test_batch.bin"
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +51,11 @@ class Dataset:
     input_bits : int
         Width of the unsigned inputs (5 for digits, whose pixels are 0 to 16; 8 for MNIST).
     name : str
-        Where the data came from (``"digits"`` or ``"idx:<images file>"``).
+        Where the data came from (``"digits"``, ``"idx:<images file>"`` or
+        ``"cifar10:<folder>"``).
+    shape : tuple of int or None
+        The images' geometry, (channels, height, width), whose product is the feature count;
+        None for data that are not images.
     """
     x_train: np.ndarray
     y_train: np.ndarray
@@ -50,6 +63,7 @@ class Dataset:
     y_test: np.ndarray
     input_bits: int
     name: str
+    shape: tuple | None = None
 
     @property
     def n_features(self):
@@ -61,9 +75,12 @@ class Dataset:
 
     def info(self):
         """A JSON-serialisable summary (for checkpoints and hardware-model provenance)."""
-        return {"name": self.name, "input_bits": self.input_bits, "features": self.n_features,
+        info = {"name": self.name, "input_bits": self.input_bits, "features": self.n_features,
                 "classes": self.n_classes, "train": int(len(self.y_train)),
                 "test": int(len(self.y_test))}
+        if self.shape is not None:
+            info["shape"] = list(self.shape)
+        return info
 
 
 def _check_split(seed, test_size):
@@ -75,7 +92,7 @@ def _check_split(seed, test_size):
                           f"not {test_size!r}")
 
 
-def _split(x, y, seed, test_size, name, input_bits):
+def _split(x, y, seed, test_size, name, input_bits, shape=None):
     from sklearn.model_selection import train_test_split
 
     try:
@@ -91,7 +108,7 @@ def _split(x, y, seed, test_size, name, input_bits):
                    y_train=np.ascontiguousarray(y_train, dtype=np.int64),
                    x_test=np.ascontiguousarray(x_test, dtype=np.uint8),
                    y_test=np.ascontiguousarray(y_test, dtype=np.int64),
-                   input_bits=input_bits, name=name)
+                   input_bits=input_bits, name=name, shape=shape)
 
 
 def load_digits(seed=0, test_size=0.2):
@@ -115,19 +132,19 @@ def load_digits(seed=0, test_size=0.2):
     bunch = sklearn_digits()
     x = bunch.data.astype(np.uint8)  # pixels are the integers 0..16 stored as float64
     y = bunch.target.astype(np.int64)
-    return _split(x, y, seed, test_size, "digits", input_bits=5)
+    return _split(x, y, seed, test_size, "digits", input_bits=5, shape=(1, 8, 8))
 
 
-def _read_bytes(path):
+def _read_bytes(path, kind="IDX file"):
     path = Path(path)
     if not path.is_file():
-        raise NmflowError(f"IDX file {str(path)!r} does not exist")
+        raise NmflowError(f"{kind} {str(path)!r} does not exist")
     data = path.read_bytes()
     if data[:2] == GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as error:
-            raise NmflowError(f"IDX file {str(path)!r} is gzip data that cannot be decompressed "
+            raise NmflowError(f"{kind} {str(path)!r} is gzip data that cannot be decompressed "
                               f"(truncated or corrupt: {error})") from None
     return data
 
@@ -226,5 +243,77 @@ def load_idx(images, labels, seed=0, test_size=0.2):
         index = int(np.flatnonzero(bad)[0])
         raise NmflowError(f"IDX labels {str(labels)!r} must be 0 to {N_CLASSES - 1}, "
                           f"not {int(y[index])} (label {index})")
+    shape = (1, *x.shape[1:]) if x.ndim == 3 else None
     x = x.reshape(len(x), -1)
-    return _split(x, y.astype(np.int64), seed, test_size, f"idx:{Path(images).name}", input_bits=8)
+    return _split(x, y.astype(np.int64), seed, test_size, f"idx:{Path(images).name}",
+                  input_bits=8, shape=shape)
+
+
+def read_cifar10_batch(path):
+    """Read one batch file of CIFAR-10's binary version (``data_batch_N.bin``, ``test_batch.bin``):
+    records of one label byte (0 to 9) then 3,072 pixel bytes, the red, green and blue planes of
+    a 32 x 32 image, each row by row. Gzip is recognised by its magic bytes.
+
+    Returns
+    -------
+    (uint8 ndarray [N, 3072], int64 ndarray [N])
+        The pixels (channel, row, column order) and the labels.
+
+    Raises
+    ------
+    NmflowError
+        One line naming the file, the rule and the bad value: a missing file, an empty one, a
+        length that is not a whole number of 3,073-byte records, or a label above 9.
+    """
+    data = _read_bytes(path, "CIFAR-10 batch")
+    name = str(path)
+    if len(data) == 0 or len(data) % CIFAR10_RECORD:
+        raise NmflowError(f"CIFAR-10 batch {name!r} must hold whole records of {CIFAR10_RECORD} "
+                          f"bytes (a label and 3 x 32 x 32 pixels), not {len(data)} bytes")
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR10_RECORD)
+    y = records[:, 0].astype(np.int64)
+    bad = y >= N_CLASSES
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise NmflowError(f"CIFAR-10 batch {name!r} labels must be 0 to {N_CLASSES - 1}, "
+                          f"not {int(y[index])} (record {index})")
+    return np.ascontiguousarray(records[:, 1:]), y
+
+
+def load_cifar10(folder, seed=0, test_size=0.2):
+    """CIFAR-10 from a folder holding its binary batches, as a user has them (nothing is
+    downloaded).
+
+    The training images are every ``data_batch_1.bin`` ... ``data_batch_5.bin`` in ``folder``
+    (at least one); the test images ``test_batch.bin`` when it is there, else a stratified
+    ``test_size`` split of the training batches by ``seed`` (as for IDX files).
+
+    Returns
+    -------
+    Dataset
+        3,072 features of 0 to 255 (``input_bits`` = 8), ``shape`` (3, 32, 32),
+        ``name`` = ``"cifar10:<folder>"``.
+
+    Raises
+    ------
+    NmflowError
+        A folder that does not exist or holds no training batch, a bad batch
+        (:func:`read_cifar10_batch`), or a split that cannot keep every class in both parts.
+    """
+    _check_split(seed, test_size)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NmflowError(f"CIFAR-10 folder {str(folder)!r} does not exist")
+    batches = [folder / n for n in CIFAR10_TRAIN if (folder / n).is_file()]
+    if not batches:
+        raise NmflowError(f"CIFAR-10 folder {str(folder)!r} must hold data_batch_1.bin ... "
+                          f"data_batch_5.bin (at least one), not none of them")
+    parts = [read_cifar10_batch(path) for path in batches]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    name = f"cifar10:{folder.name}"
+    if not (folder / CIFAR10_TEST).is_file():
+        return _split(x, y, seed, test_size, name, input_bits=8, shape=CIFAR10_SHAPE)
+    x_test, y_test = read_cifar10_batch(folder / CIFAR10_TEST)
+    return Dataset(x_train=x, y_train=y, x_test=x_test, y_test=y_test, input_bits=8, name=name,
+                   shape=CIFAR10_SHAPE)

@@ -81,12 +81,16 @@ def _print_json(data):
 # -- steps -----------------------------------------------------------------------------------------
 
 def add_dataset_options(p, used_for="training"):
-    """Add --dataset, --images, --labels and --split-seed (read back by :func:`dataset_spec`)."""
-    p.add_argument("--dataset", choices=("digits", "idx"), default="digits",
-                   help=f"{used_for} data: scikit-learn's bundled digits, or MNIST-format IDX "
-                   "files (default: digits)")
+    """Add --dataset, --images, --labels, --folder and --split-seed (read back by
+    :func:`dataset_spec`)."""
+    p.add_argument("--dataset", choices=("digits", "idx", "cifar10"), default="digits",
+                   help=f"{used_for} data: scikit-learn's bundled digits, MNIST-format IDX "
+                   "files, or CIFAR-10's binary batches (default: digits)")
     p.add_argument("--images", help="IDX images file (gz or raw), with --dataset idx")
     p.add_argument("--labels", help="IDX labels file (gz or raw), with --dataset idx")
+    p.add_argument("--folder", help="with --dataset cifar10: the folder holding data_batch_1.bin "
+                   "... data_batch_5.bin (at least one) and, for the test images, test_batch.bin "
+                   "(else an 80/20 split of the training batches)")
     ranged(p, "--split-seed", SEED, default=0,
            help="seed of the stratified 80/20 split (default: 0)")
 
@@ -97,12 +101,19 @@ def dataset_spec(args, *, resolve=False):
     from ..flow import DatasetSpec
     if args.dataset == "idx" and not (args.images and args.labels):
         raise NmflowError("--dataset idx needs --images and --labels (MNIST-format IDX files)")
-    if args.dataset == "digits" and (args.images or args.labels):
-        raise NmflowError("--images and --labels go with --dataset idx, not digits")
-    images, labels = args.images, args.labels
+    if args.dataset != "idx" and (args.images or args.labels):
+        raise NmflowError(f"--images and --labels go with --dataset idx, not {args.dataset}")
+    if args.dataset == "cifar10" and not args.folder:
+        raise NmflowError("--dataset cifar10 needs --folder (the folder of CIFAR-10's binary "
+                          "batches, data_batch_1.bin ...)")
+    if args.dataset != "cifar10" and args.folder:
+        raise NmflowError(f"--folder goes with --dataset cifar10, not {args.dataset}")
+    images, labels, folder = args.images, args.labels, args.folder
     if resolve and args.dataset == "idx":
         images, labels = str(Path(images).resolve()), str(Path(labels).resolve())
-    return DatasetSpec(args.dataset, images, labels, seed=args.split_seed)
+    if resolve and folder:
+        folder = str(Path(folder).resolve())
+    return DatasetSpec(args.dataset, images, labels, seed=args.split_seed, folder=folder)
 
 
 def _train_config(args):

@@ -95,7 +95,10 @@ def _dataset(args):
 
 
 def _dataset_files(args):
-    """The IDX files of the data set as absolute paths (recorded in the JSON), or None."""
+    """The IDX files or CIFAR-10 folder of the data set as absolute paths (recorded in the
+    JSON), or None."""
+    if args.dataset == "cifar10":
+        return {"folder": str(Path(args.folder).resolve())}
     if args.dataset != "idx":
         return None
     return {"images": str(Path(args.images).resolve()),
