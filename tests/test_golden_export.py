@@ -341,7 +341,8 @@ def test_load_refuses_foreign_schema(saved):
 def test_load_refuses_wrong_version(saved):
     npz, header = saved
     rewrite(npz, header, change_header=lambda h: h.__setitem__("version", 1))
-    assert load_error(header) == f"hardware model version must be 2, not 1 (in {str(header)!r})"
+    assert load_error(header) == (f"hardware model version must be 2 or 3, not 1 "
+                                  f"(in {str(header)!r})")
 
 
 @pytest.mark.parametrize("field, value", [

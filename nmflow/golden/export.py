@@ -21,6 +21,11 @@ Hidden layers: BatchNorm folded into integer thresholds
     of it (``y`` is monotonic in ``a'``) and, if it disagrees, replaced by the exact one found by
     bisection; ``meta["export"]["threshold_corrections"]`` counts them. The integer model then
     gives the float model's hidden activations exactly, for every legal input.
+Convolutions
+    Each output channel is a neuron as above, its BatchNorm the channel's; the geometry (input
+    map, kernel, padding, pooling) goes with the layer, and the weights are taken in the hardware
+    model's order (:meth:`~nmflow.golden.layers.QuantNet.quantized_weights`). The pooling takes
+    the maximum of the activations, so the thresholds stay exact.
 Last layer: per-class fixed-point affine
     BatchNorm scales every class differently, so it stays: ``score_j = scale_j * a'_j + offset_j``
     with ``scale = round(|gamma| / sigma * 2**F)`` and ``offset = round((beta - gamma * mu / sigma)
@@ -78,6 +83,15 @@ def _batchnorm(norm, index):
     return params
 
 
+def _conv(net, index):
+    """Layer ``index``'s convolution geometry as the hardware model stores it, or None."""
+    g = None if net.geometry is None else net.geometry[index]
+    if g is None or g.kind != "conv":
+        return None
+    return {"in_shape": [int(v) for v in g.in_shape], "kernel": g.kernel, "padding": g.padding,
+            "pool": g.pool}
+
+
 class _FloatNeuron:
     """The float model's activation of layer ``index`` as a function of the stored row's integer
     pre-activation ``a'`` (``a = sign * a'``), evaluated with the model's own modules."""
@@ -88,7 +102,10 @@ class _FloatNeuron:
     @torch.no_grad()
     def __call__(self, a_stored):
         a = np.asarray(a_stored, dtype=np.int64) * self.sign
-        y = self.norm(torch.as_tensor(a, dtype=torch.float32).reshape(1, -1))
+        a = torch.as_tensor(a, dtype=torch.float32).reshape(1, -1)
+        if isinstance(self.norm, torch.nn.BatchNorm2d):      # a convolution: one per channel
+            a = a.reshape(1, -1, 1, 1)
+        y = self.norm(a)
         return self.net.activate(y).reshape(-1).numpy()
 
 
@@ -219,7 +236,8 @@ def export(net, input_bits, meta=None):
                 t_hi, t_lo, fixed = _thresholds(net, index, bn, sign, bound)
                 corrections += fixed
                 layers.append(Layer(w, net.activation, t_hi=t_hi.astype(np.int64),
-                                    t_lo=None if t_lo is None else t_lo.astype(np.int64)))
+                                    t_lo=None if t_lo is None else t_lo.astype(np.int64),
+                                    conv=_conv(net, index)))
             else:
                 scale, offset, frac_bits = _affine(bn, index)
                 layers.append(Layer(w, "none", scale=scale, offset=offset))

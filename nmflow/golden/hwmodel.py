@@ -15,6 +15,18 @@ Activations (the rule at zero is part of the contract)
     ``none``     last layer only: the integer score ``s[j] = scale[j] * a[j] + offset[j]``; the class
                  is the argmax of the scores, the lowest index on ties.
 
+Convolutions (version 3)
+    A layer may be a convolution: its weights ``[out_channels, kernel * kernel * in_channels]``
+    are applied at every pixel of its input map (stride 1, ``padding`` pixels of 0 around it),
+    each row ordered by kernel row, kernel column, then input channel; its thresholds are per
+    output channel; a ``pool`` of ``s > 1`` then keeps the maximum of the activations over
+    ``s x s`` windows (stride ``s``; the last row and column of an odd side are dropped). Maps
+    pass from layer to layer pixel by pixel (row by row), channels innermost; the next layer is
+    a convolution on that map or a fully connected layer reading it flattened in that order.
+    The model's inputs stay in the dataset's order: channel by channel, then row by row (the
+    first convolution's ``in_shape`` says how many of each). The last layer is fully connected.
+    A model with a convolution is written as version 3; one without stays version 2.
+
 Weights at zero: a binary hidden weight ``W_h >= 0`` is +1, ``W_h < 0`` is -1; a ternary hidden
 weight with ``|W_h| <= delta`` is 0 (see :mod:`nmflow.golden.layers`).
 
@@ -39,8 +51,13 @@ __all__ = ["Layer", "HardwareModel", "save", "load", "checksum", "model_checksum
 
 SCHEMA = "nmflow.hwmodel"
 #: Version 2: the checksum covers the header fields the hardware is built from (version 1 covered
-#: the arrays only).
+#: the arrays only). Version 3: layers may be convolutions (their geometry in the header, which
+#: the checksum covers); a model without one is still written, and read, as version 2.
 VERSION = 2
+CONV_VERSION = 3
+VERSIONS = (VERSION, CONV_VERSION)
+#: The geometry of a convolution layer, as stored.
+CONV_KEYS = ("in_shape", "kernel", "padding", "pool")
 #: The header fields the checksum covers besides the arrays (docs/contracts.md, section 1.5).
 COVERED = ("schema", "version", "input_bits", "weight_kind", "sizes", "layers",
            "score_frac_bits", "score_bits")
@@ -73,6 +90,9 @@ class Layer:
     activation : ``"sign"``, ``"ternary"`` or ``"none"`` (last layer only)
     t_hi, t_lo : int64 ndarray [out] or None (``t_lo`` only for ternary)
     scale, offset : int64 ndarray [out] or None (last layer only)
+    conv : dict or None
+        A convolution's geometry: ``in_shape`` [channels, height, width] of the map it reads,
+        ``kernel``, ``padding`` and ``pool`` (1 for none); None for a fully connected layer.
     """
     weights: np.ndarray
     activation: str
@@ -80,6 +100,7 @@ class Layer:
     t_lo: np.ndarray | None = None
     scale: np.ndarray | None = None
     offset: np.ndarray | None = None
+    conv: dict | None = None
 
     @property
     def n_in(self):
@@ -88,6 +109,29 @@ class Layer:
     @property
     def n_out(self):
         return self.weights.shape[0]
+
+    @property
+    def conv_shape(self):
+        """A convolution's output map before pooling, (channels, height, width)."""
+        channels, height, width = self.conv["in_shape"]
+        k, p = self.conv["kernel"], self.conv["padding"]
+        return self.n_out, height + 2 * p - k + 1, width + 2 * p - k + 1
+
+    @property
+    def out_shape(self):
+        """The map the layer hands on, (channels, height, width): after pooling for a
+        convolution, (neurons, 1, 1) for a fully connected layer."""
+        if self.conv is None:
+            return self.n_out, 1, 1
+        channels, height, width = self.conv_shape
+        pool = self.conv["pool"]
+        return channels, height // pool, width // pool
+
+    @property
+    def n_outputs(self):
+        """Activations the layer hands on."""
+        channels, height, width = self.out_shape
+        return channels * height * width
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +162,13 @@ class HardwareModel:
 
     @property
     def n_inputs(self):
-        return self.layers[0].n_in
+        first = self.layers[0]
+        return first.n_in if first.conv is None else int(np.prod(first.conv["in_shape"]))
+
+    @property
+    def has_conv(self):
+        """Whether a layer is a convolution."""
+        return any(layer.conv is not None for layer in self.layers)
 
     @property
     def n_classes(self):
@@ -164,6 +214,40 @@ def _fail(message):
     raise NmflowError(message)
 
 
+def _check_conv(name, layer, previous, last):
+    """A convolution's geometry: known keys, integers in range, a map that does not vanish,
+    the input map the previous layer hands on, and a weight row per kernel window."""
+    from .arch import MAX_KERNEL, MAX_POOL
+    conv = layer.conv
+    if not isinstance(conv, dict) or sorted(conv) != sorted(CONV_KEYS):
+        _fail(f"{name} conv must be a dict of {', '.join(CONV_KEYS)}, not {conv!r}")
+    if last:
+        _fail(f"{name} must be fully connected (the last layer gives scores), not a convolution")
+    shape = conv["in_shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+        _fail(f"{name} conv in_shape must be [channels, height, width] of positive integers, "
+              f"not {shape!r}")
+    for key, low, high in (("kernel", 1, MAX_KERNEL), ("pool", 1, MAX_POOL)):
+        value = conv[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            _fail(f"{name} conv {key} must be an integer from {low} to {high}, not {value!r}")
+    pad = conv["padding"]
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < conv["kernel"]:
+        _fail(f"{name} conv padding must be an integer from 0 to kernel - 1 = "
+              f"{conv['kernel'] - 1}, not {pad!r}")
+    channels, height, width = layer.out_shape
+    if min(layer.conv_shape[1:]) < 1 or height < 1 or width < 1:
+        _fail(f"{name} conv map must not vanish: a {conv['kernel']} x {conv['kernel']} kernel "
+              f"(padding {pad}, pool {conv['pool']}) on {list(shape)}")
+    if previous is not None and tuple(previous) != tuple(shape):
+        _fail(f"{name} conv in_shape must be {list(previous)} (the map the previous layer hands "
+              f"on), not {list(shape)}")
+    if layer.n_in != conv["kernel"] ** 2 * shape[0]:
+        _fail(f"{name} weights must have kernel * kernel * channels = "
+              f"{conv['kernel'] ** 2 * shape[0]} inputs, not {layer.n_in}")
+
+
 def validate(model):
     """Check every rule of contract 1; raise :class:`NmflowError` on the first one broken."""
     if not isinstance(model.input_bits, int) or not 1 <= model.input_bits <= 8:
@@ -180,10 +264,12 @@ def validate(model):
                   f"of shape {getattr(w, 'shape', None)}")
         if w.shape[0] < 1 or w.shape[1] < 1:
             _fail(f"{name} weights must have at least one row and one column, not shape {w.shape}")
-        if previous is not None and w.shape[1] != previous:
-            _fail(f"{name} weights must have {previous} inputs (the previous layer's outputs), "
-                  f"not {w.shape[1]}")
-        previous = w.shape[0]
+        if layer.conv is not None:
+            _check_conv(name, layer, previous, index == len(model.layers) - 1)
+        elif previous is not None and w.shape[1] != int(np.prod(previous)):
+            _fail(f"{name} weights must have {int(np.prod(previous))} inputs (the previous "
+                  f"layer's outputs), not {w.shape[1]}")
+        previous = layer.out_shape
         allowed = (-1, 1) if model.weight_kind == "binary" else (-1, 0, 1)
         bad = ~np.isin(w, allowed)
         if bad.any():
@@ -238,14 +324,20 @@ def validate(model):
 
 def header_fields(model):
     """The header fields of ``model`` that the checksum covers, as stored."""
+    layers = []
+    for layer in model.layers:
+        spec = {"in": layer.n_in, "out": layer.n_out, "activation": layer.activation}
+        if layer.conv is not None:
+            spec["conv"] = {key: list(value) if key == "in_shape" else value
+                            for key, value in layer.conv.items()}
+        layers.append(spec)
     return {
         "schema": SCHEMA,
-        "version": VERSION,
+        "version": CONV_VERSION if model.has_conv else VERSION,
         "input_bits": model.input_bits,
         "weight_kind": model.weight_kind,
         "sizes": model.sizes,
-        "layers": [{"in": layer.n_in, "out": layer.n_out, "activation": layer.activation}
-                   for layer in model.layers],
+        "layers": layers,
         "score_frac_bits": model.score_frac_bits,
         "score_bits": model.score_bits,
     }
@@ -313,9 +405,9 @@ def load(path):
     if not isinstance(header, dict) or header.get("schema") != SCHEMA:
         found = header.get("schema") if isinstance(header, dict) else type(header).__name__
         _fail(f"hardware model header {str(json_path)!r} must have schema {SCHEMA!r}, not {found!r}")
-    if header.get("version") != VERSION:
-        _fail(f"hardware model version must be {VERSION}, not {header.get('version')!r} "
-              f"(in {str(json_path)!r})")
+    if header.get("version") not in VERSIONS:
+        _fail(f"hardware model version must be {' or '.join(map(str, VERSIONS))}, not "
+              f"{header.get('version')!r} (in {str(json_path)!r})")
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -343,7 +435,11 @@ def load(path):
         if f"w{index}" not in arrays or not isinstance(spec, dict):
             _fail(f"hardware model layer {index} has no weights array 'w{index}'")
         members = {m: arrays.get(f"{m}{index}") for m in ("t_hi", "t_lo", "scale", "offset")}
-        layers.append(Layer(arrays[f"w{index}"], spec.get("activation"), **members))
+        conv = spec.get("conv")
+        if conv is not None and header.get("version") != CONV_VERSION:
+            _fail(f"hardware model layer {index} is a convolution, which version "
+                  f"{header.get('version')!r} does not have (version {CONV_VERSION} does)")
+        layers.append(Layer(arrays[f"w{index}"], spec.get("activation"), **members, conv=conv))
         if [layers[-1].n_in, layers[-1].n_out] != [spec.get("in"), spec.get("out")]:
             _fail(f"hardware model layer {index} must be {spec.get('in')}x{spec.get('out')} as the "
                   f"header says, not {layers[-1].n_in}x{layers[-1].n_out}")
@@ -353,6 +449,9 @@ def load(path):
     model = HardwareModel(input_bits=header.get("input_bits"),
                           weight_kind=header.get("weight_kind"), layers=layers,
                           score_frac_bits=header.get("score_frac_bits", 0), meta=meta or {})
+    if header.get("version") != (CONV_VERSION if model.has_conv else VERSION):
+        _fail(f"hardware model version must be {VERSION} for a model without a convolution, "
+              f"not {header.get('version')!r} (in {str(json_path)!r})")
     for name in ("sizes", "score_bits"):
         if header.get(name) != getattr(model, name):
             _fail(f"hardware model header {name} must be {getattr(model, name)!r} (what the "

@@ -28,7 +28,7 @@ from ..errors import NmflowError, check_number
 
 __all__ = ["flushing_denormals", "BinarizeWeight", "TernarizeWeight", "SignActivation",
            "TernaryActivation", "binarize", "ternarize", "sign_activation", "ternary_activation",
-           "QuantLinear", "QuantNet", "WEIGHT_KINDS", "ACTIVATIONS"]
+           "QuantLinear", "QuantConv2d", "QuantNet", "WEIGHT_KINDS", "ACTIVATIONS"]
 
 WEIGHT_KINDS = ("binary", "ternary")
 ACTIVATIONS = ("sign", "ternary")
@@ -161,30 +161,74 @@ class QuantLinear(nn.Module):
                 f"weight_kind={self.weight_kind!r}, delta={self.delta:g}")
 
 
+class QuantConv2d(nn.Module):
+    """A convolution without bias (stride 1, ``padding`` pixels of 0 around the map) whose forward
+    pass uses the quantized hidden weights.
+
+    Members
+    -------
+    weight : Parameter [out_channels, in_channels, kernel, kernel]
+        The hidden (float) weights, initialised uniform in +-:data:`INIT_RANGE`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel, padding=0, weight_kind="ternary",
+                 delta=0.05):
+        super().__init__()
+        self.weight_kind = weight_kind
+        self.delta = float(delta)
+        self.padding = int(padding)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel, kernel)
+                                   .uniform_(-INIT_RANGE, INIT_RANGE))
+
+    quantized_weight = QuantLinear.quantized_weight
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.quantized_weight(), padding=self.padding)
+
+    def extra_repr(self):
+        out, channels, kernel, _ = self.weight.shape
+        return (f"in={channels}, out={out}, kernel={kernel}, padding={self.padding}, "
+                f"weight_kind={self.weight_kind!r}, delta={self.delta:g}")
+
+
 class QuantNet(nn.Module):
-    """A feed-forward BNN or TNN: ``QuantLinear -> BatchNorm1d [-> activation]`` per layer.
+    """A feed-forward BNN or TNN: ``QuantLinear -> BatchNorm1d [-> activation]`` per layer, or,
+    from a layer string (:mod:`nmflow.golden.arch`), convolutions first:
+    ``QuantConv2d -> BatchNorm2d -> activation [-> max pooling]``.
 
     Every layer is followed by a BatchNorm (its running statistics are what the export folds into
     integer thresholds); every hidden BatchNorm is followed by the activation; the last layer has
     none, its BatchNorm outputs are the logits. The first layer reads the integer inputs as floats
-    (pixels 0 to 16 for digits), not binarized.
+    (pixels 0 to 16 for digits), not binarized. A convolutional network reads its inputs in the
+    dataset's order (channel, row, column) and pools the quantized activations (the maximum of
+    values in {-1, 0, +1}); its activations are traced, and its weights given, in the hardware's
+    order: maps pixel by pixel, channels innermost, and a convolution's weight row ordered by
+    kernel row, kernel column, then input channel.
 
     Parameters
     ----------
     sizes : sequence of int
         Neurons per layer, inputs first and classes last (for example ``(64, 128, 128, 10)``);
-        at least two entries, each positive.
+        at least two entries, each positive. With ``arch``, the inputs then each layer's
+        output channels or neurons (derived when omitted).
     weight_kind : ``"ternary"`` or ``"binary"``
     activation : ``"ternary"`` or ``"sign"``
     delta : float
         Ternary weight dead zone, ``>= 0``.
     act_threshold : float
         Ternary activation dead zone on the BatchNorm output, ``>= 0``.
+    arch : str, optional
+        A layer string (``"c16k3-p2-f64-f10"``); with it, ``in_shape``.
+    in_shape : (channels, height, width), optional
+        The images' geometry (:attr:`nmflow.golden.datasets.Dataset.shape`).
     """
 
-    def __init__(self, sizes, weight_kind="ternary", activation="ternary", delta=0.05,
-                 act_threshold=0.5):
+    def __init__(self, sizes=None, weight_kind="ternary", activation="ternary", delta=0.05,
+                 act_threshold=0.5, arch=None, in_shape=None):
         super().__init__()
+        self.arch, self.in_shape, self.geometry = None, None, None
+        if arch is not None:
+            sizes = self._conv_sizes(arch, in_shape, sizes)
         if not isinstance(sizes, (list, tuple)) or len(sizes) < 2 or any(
                 isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
                 for n in sizes):
@@ -204,9 +248,34 @@ class QuantNet(nn.Module):
         self.activation = activation
         self.delta = float(delta)
         self.act_threshold = float(act_threshold)
-        self.linears = nn.ModuleList(QuantLinear(n_in, n_out, weight_kind, delta)
-                                     for n_in, n_out in zip(sizes[:-1], sizes[1:]))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(n_out) for n_out in sizes[1:])
+        if self.geometry is None:
+            self.linears = nn.ModuleList(QuantLinear(n_in, n_out, weight_kind, delta)
+                                         for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+            self.norms = nn.ModuleList(nn.BatchNorm1d(n_out) for n_out in sizes[1:])
+        else:
+            self.linears = nn.ModuleList(
+                QuantConv2d(g.in_shape[0], g.n_out, g.kernel, g.padding, weight_kind, delta)
+                if g.kind == "conv" else QuantLinear(g.n_in, g.n_out, weight_kind, delta)
+                for g in self.geometry)
+            self.norms = nn.ModuleList(nn.BatchNorm2d(g.n_out) if g.kind == "conv"
+                                       else nn.BatchNorm1d(g.n_out) for g in self.geometry)
+
+    def _conv_sizes(self, arch, in_shape, sizes):
+        """Parse ``arch`` on ``in_shape``; the sizes it gives (checked against ``sizes``)."""
+        from .arch import arch_text, geometry, parse_arch
+        if (not isinstance(in_shape, (list, tuple)) or len(in_shape) != 3
+                or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                       for v in in_shape)):
+            raise NmflowError(f"in_shape must be (channels, height, width) of positive integers "
+                              f"for a layer string, not {in_shape!r}")
+        layers = parse_arch(arch)
+        self.arch, self.in_shape = arch_text(layers), tuple(int(v) for v in in_shape)
+        self.geometry = geometry(layers, self.in_shape)
+        derived = [int(np.prod(self.in_shape))] + [g.n_out for g in self.geometry]
+        if sizes is not None and list(sizes) != derived:
+            raise NmflowError(f"sizes must be {derived} for arch {self.arch!r} on "
+                              f"{list(self.in_shape)}, not {list(sizes)!r}")
+        return derived
 
     def activate(self, y):
         """The hidden activation applied to BatchNorm outputs ``y``."""
@@ -214,14 +283,31 @@ class QuantNet(nn.Module):
             return sign_activation(y)
         return ternary_activation(y, self.act_threshold)
 
+    def _layer(self, index, h):
+        """Layer ``index`` on ``h`` (maps [N, C, H, W] before the first fully connected layer,
+        [N, features] after): its BatchNorm output, activated and pooled unless it is the last."""
+        linear, norm = self.linears[index], self.norms[index]
+        g = None if self.geometry is None else self.geometry[index]
+        if g is not None and g.kind == "dense" and h.dim() == 4:
+            h = h.flatten(1)                     # the map, channel by channel (PyTorch's order)
+        h = norm(linear(h))
+        if index < len(self.linears) - 1:
+            h = self.activate(h)
+            if g is not None and g.pool > 1:
+                h = nn.functional.max_pool2d(h, g.pool)
+        return h
+
+    def _maps(self, x):
+        h = x
+        if self.geometry is not None and self.geometry[0].kind == "conv":
+            h = h.reshape(len(h), *self.in_shape)
+        return h
+
     def forward(self, x):
         """Logits [N, classes] of float inputs ``x`` [N, sizes[0]]."""
-        h = x
-        last = len(self.linears) - 1
-        for index, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-            h = norm(linear(h))
-            if index < last:
-                h = self.activate(h)
+        h = self._maps(x)
+        for index in range(len(self.linears)):
+            h = self._layer(index, h)
         return h
 
     @torch.no_grad()
@@ -235,31 +321,47 @@ class QuantNet(nn.Module):
 
         Returns
         -------
-        acts : list of float tensors [N, out], one per hidden layer, values in {-1, 0, +1}
+        acts : list of float tensors [N, outputs], one per hidden layer, values in {-1, 0, +1}
+            (a convolution's pooled map pixel by pixel, channels innermost)
         logits : float tensor [N, classes]
         """
         was_training = self.training
         self.eval()
         try:
-            h = torch.as_tensor(x).to(torch.float32)
+            h = self._maps(torch.as_tensor(x).to(torch.float32))
             acts = []
-            last = len(self.linears) - 1
-            for index, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-                h = norm(linear(h))
-                if index < last:
-                    h = self.activate(h)
-                    acts.append(h)
+            for index in range(len(self.linears)):
+                h = self._layer(index, h)
+                if index < len(self.linears) - 1:
+                    acts.append(h.permute(0, 2, 3, 1).flatten(1) if h.dim() == 4 else h)
             return acts, h
         finally:
             self.train(was_training)
 
     def quantized_weights(self):
-        """The quantized weights of every layer as float tensors with values in {-1, 0, +1}."""
+        """The quantized weights of every layer as float matrices [out, in] with values in
+        {-1, 0, +1}, columns in the hardware's order: a convolution's row by kernel row, kernel
+        column, then input channel; a fully connected layer behind a map by pixel, channels
+        innermost."""
         with torch.no_grad():
-            return [linear.quantized_weight() for linear in self.linears]
+            out = []
+            for index, linear in enumerate(self.linears):
+                w = linear.quantized_weight()
+                g = None if self.geometry is None else self.geometry[index]
+                if g is not None and g.kind == "conv":
+                    w = w.permute(0, 2, 3, 1).reshape(len(w), -1)
+                elif g is not None and index > 0 and self.geometry[index - 1].kind == "conv":
+                    channels, height, width = self.geometry[index - 1].out_shape
+                    w = w.reshape(len(w), channels, height, width).permute(0, 2, 3, 1)
+                    w = w.reshape(len(w), -1)
+                out.append(w)
+            return out
 
     def describe(self):
         """A JSON-serialisable description of the architecture (enough to rebuild it)."""
-        return {"sizes": list(self.sizes), "weight_kind": self.weight_kind,
-                "activation": self.activation, "delta": self.delta,
-                "act_threshold": self.act_threshold}
+        out = {"sizes": list(self.sizes), "weight_kind": self.weight_kind,
+               "activation": self.activation, "delta": self.delta,
+               "act_threshold": self.act_threshold}
+        if self.arch is not None:
+            out.update(arch=self.arch, in_shape=list(self.in_shape))
+        return out

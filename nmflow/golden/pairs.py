@@ -75,6 +75,9 @@ class MemoryMap:
         ``[n_inputs, layer 0 outputs, layer 1 outputs, ...]``.
     pe : int
         Neurons per row (1 by default: a row is a chunk of one neuron).
+    inputs : tuple of int or None
+        Each layer's inputs (weight columns) when they are not ``sizes[:-1]``: a convolution's
+        row is a kernel window (:meth:`for_model`).
     per : tuple of int
         Rows per group of each layer, ``ceil(in / simd)``.
     groups : tuple of int
@@ -87,6 +90,18 @@ class MemoryMap:
     lanes: int
     sizes: tuple
     pe: int = 1
+    inputs: tuple | None = None
+
+    @classmethod
+    def for_model(cls, model, lanes, pe=1):
+        """The memory map of a hardware model's weight matrices."""
+        inputs = tuple(layer.n_in for layer in model.layers)
+        return cls(lanes, tuple(model.sizes), pe,
+                   None if inputs == tuple(model.sizes[:-1]) else inputs)
+
+    @property
+    def layer_inputs(self):
+        return self.sizes[:-1] if self.inputs is None else self.inputs
 
     def __post_init__(self):
         if not isinstance(self.pe, int) or self.pe < 1 or self.lanes % self.pe:
@@ -99,7 +114,7 @@ class MemoryMap:
 
     @property
     def per(self):
-        return tuple(rows_per_neuron(n_in, self.simd) for n_in in self.sizes[:-1])
+        return tuple(rows_per_neuron(n_in, self.simd) for n_in in self.layer_inputs)
 
     @property
     def groups(self):
@@ -134,7 +149,7 @@ class MemoryMap:
         """A layer's ``[out, in]`` matrix laid out as its rows, ``[rows of layer, lanes]``
         (padding lanes hold ``fill``)."""
         matrix = np.asarray(matrix)
-        n_out, n_in = self.sizes[layer + 1], self.sizes[layer]
+        n_out, n_in = self.sizes[layer + 1], self.layer_inputs[layer]
         per, groups, pe, simd = self.per[layer], self.groups[layer], self.pe, self.simd
         padded = np.full((groups * pe, per * simd), fill, dtype=matrix.dtype)
         padded[:n_out, :n_in] = matrix
@@ -144,7 +159,7 @@ class MemoryMap:
     def gather(self, layer, rows):
         """The inverse of :meth:`scatter`: a layer's ``[out, in]`` matrix from its rows."""
         rows = np.asarray(rows)
-        n_out, n_in = self.sizes[layer + 1], self.sizes[layer]
+        n_out, n_in = self.sizes[layer + 1], self.layer_inputs[layer]
         per, groups, pe, simd = self.per[layer], self.groups[layer], self.pe, self.simd
         matrix = (rows.reshape(groups, per, pe, simd).transpose(0, 2, 1, 3)
                   .reshape(groups * pe, per * simd))
@@ -169,7 +184,7 @@ def pack_rows(codes):
 def memory_image(model, lanes, pe=1):
     """Return ``(rows, bases)``: the rows as Python ints (2 * lanes bits each) and each layer's
     first row."""
-    mmap = MemoryMap(lanes, tuple(model.sizes), pe)
+    mmap = MemoryMap.for_model(model, lanes, pe)
     codes = memory_codes([layer.weights for layer in model.layers], mmap)
     return pack_rows(codes), list(mmap.bases)
 

@@ -106,6 +106,11 @@ class EnginePlan:
     def __init__(self, model, lanes=16, *, pe=1, read_latency=0, first_layer_bits=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
+        if model.has_conv:
+            index = next(k for k, layer in enumerate(model.layers) if layer.conv is not None)
+            raise NmflowError(f"the engine takes fully connected layers only, not the "
+                              f"convolution of layer {index}: convolutional networks train, "
+                              f"export and run in the golden models, not yet in hardware")
         check_lanes(lanes)
         check_pe(pe, lanes)
         if not isinstance(read_latency, int) or isinstance(read_latency, bool) \

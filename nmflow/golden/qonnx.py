@@ -776,7 +776,11 @@ def to_qonnx(model, *, name="nmflow"):
     for sign, ``[t_lo, t_hi]`` with out_scale 1 and out_bias -1 for ternary: the engine's rule at
     the thresholds, ``a >= t``); the last layer's scores are ``Cast`` to int64, times ``scale``
     plus ``offset`` in int64, exactly the engine's (float32 would round them above 2**24).
-    Every value the float ops carry is an integer below 2**24: the execution is exact."""
+    Every value the float ops carry is an integer below 2**24: the execution is exact.
+    Fully connected models only: a convolution is refused in one line."""
+    if model.has_conv:
+        raise NmflowError("format qonnx takes fully connected models only, not one with a "
+                          "convolution: write it as format hwmodel")
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
     nodes, inits = [], []

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import NmflowError
 from .pairs import IdealRead, MemoryMap, memory_codes, read_weights
 
-__all__ = ["check_values", "Trace", "reference", "activate", "argmax_lowest", "check_inputs"]
+__all__ = ["check_values", "Trace", "reference", "activate", "argmax_lowest", "check_inputs",
+           "windows", "max_pool"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,8 +25,10 @@ class Trace:
 
     Members
     -------
-    preacts : list of int64 [N, out], one per layer
-    acts : list of int8 [N, out], one per hidden layer, values in {-1, 0, +1}
+    preacts : list of int64 [N, out], one per layer (a convolution's: [N, H' * W' * channels]
+        before pooling)
+    acts : list of int8 [N, out], one per hidden layer, values in {-1, 0, +1} (a convolution's:
+        its pooled map, pixel by pixel, channels innermost)
     scores : int64 [N, classes]
     classes : int64 [N]
     """
@@ -97,10 +100,14 @@ def reference(model, x, *, lanes=16, pe=1, read=None, codes=None):
         The memory image, if it differs from the model's weights (after an on-chip write, say).
     """
     h = check_inputs(model, x)
-    mmap = MemoryMap(lanes, tuple(model.sizes), pe)
+    mmap = MemoryMap.for_model(model, lanes, pe)
     if codes is None:
         codes = memory_codes([layer.weights for layer in model.layers], mmap)
     read = IdealRead() if read is None else read
+    if model.has_conv and read.per_inference:
+        raise NmflowError("a read function that draws anew per inference is not defined for "
+                          "convolutions yet (the engine's reads of a convolution's rows are not "
+                          "built): use one that does not")
     if not read.per_inference or len(h) <= 1:
         return _forward(model, h, read_weights(codes, mmap, read))
     traces = [_forward(model, h[n:n + 1], read_weights(codes, mmap, read)) for n in range(len(h))]
@@ -110,11 +117,49 @@ def reference(model, x, *, lanes=16, pe=1, read=None, codes=None):
                  np.concatenate([t.classes for t in traces]))
 
 
+def windows(maps, kernel, padding):
+    """Every ``kernel`` x ``kernel`` window of ``maps`` [N, H, W, C] (zero ``padding`` around
+    them), stride 1: [N, H', W', kernel * kernel * C], each window ordered by kernel row, kernel
+    column, then channel (a convolution's weight row, contract 1)."""
+    n, height, width, channels = maps.shape
+    padded = np.pad(maps, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h_out, w_out = height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1
+    out = np.empty((n, h_out, w_out, kernel, kernel, channels), dtype=maps.dtype)
+    for dy in range(kernel):
+        for dx in range(kernel):
+            out[:, :, :, dy, dx, :] = padded[:, dy:dy + h_out, dx:dx + w_out, :]
+    return out.reshape(n, h_out, w_out, kernel * kernel * channels)
+
+
+def max_pool(maps, size):
+    """The maximum over ``size`` x ``size`` windows, stride ``size``, of ``maps`` [N, H, W, C]
+    (an odd side's last row or column dropped)."""
+    n, height, width, channels = maps.shape
+    h_out, w_out = height // size, width // size
+    cut = maps[:, :h_out * size, :w_out * size, :]
+    return cut.reshape(n, h_out, size, w_out, size, channels).max(axis=(2, 4))
+
+
 def _forward(model, h, weights):
-    """The integer network on inputs ``h`` with the weight matrices ``weights`` as read."""
+    """The integer network on inputs ``h`` with the weight matrices ``weights`` as read.
+    Convolutions' pre-activations (before pooling) and activations (after) are flattened pixel
+    by pixel, channels innermost."""
     preacts, acts = [], []
-    for layer, w in zip(model.layers, weights):
-        a = h @ w.astype(np.int64).T
+    for index, (layer, w) in enumerate(zip(model.layers, weights)):
+        w = w.astype(np.int64)
+        if layer.conv is not None:
+            channels, height, width = layer.conv["in_shape"]
+            if index == 0:                      # the inputs: channel by channel (the dataset's)
+                maps = h.reshape(len(h), channels, height, width).transpose(0, 2, 3, 1)
+            else:
+                maps = h.reshape(len(h), height, width, channels)
+            a = windows(maps, layer.conv["kernel"], layer.conv["padding"]) @ w.T
+            preacts.append(a.reshape(len(h), -1))
+            pooled = max_pool(activate(a, layer), layer.conv["pool"])
+            h = pooled.reshape(len(h), -1).astype(np.int64)
+            acts.append(h.astype(np.int8))
+            continue
+        a = h @ w.T
         preacts.append(a)
         if layer.activation == "none":
             scores = a * layer.scale + layer.offset

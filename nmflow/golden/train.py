@@ -61,6 +61,9 @@ class TrainConfig:
     delta: float = 0.05
     #: Ternary activations: a BatchNorm output with ``|y| <= act_threshold`` gives 0.
     act_threshold: float = 0.5
+    #: A layer string (:mod:`nmflow.golden.arch`, ``"c16k3-p2-f64-f10"``) instead of ``hidden``:
+    #: convolutions, poolings and fully connected layers, the last one of one neuron per class.
+    arch: str | None = None
 
     @classmethod
     def bnn(cls, **changes):
@@ -89,15 +92,25 @@ class TrainConfig:
         check_number("lr", self.lr, high=limits.LEARNING_RATE, above=0.0)
         check_number("delta", self.delta, 0.0)
         check_number("act_threshold", self.act_threshold, 0.0)
+        if self.arch is not None:
+            from .arch import arch_text, parse_arch
+            object.__setattr__(self, "arch", arch_text(parse_arch(self.arch)))
 
-    def planned_bytes(self, inputs, classes, images):
+    def planned_bytes(self, inputs, classes, images, shape=None):
         """The memory a run on ``images`` images of ``inputs`` features and ``classes`` classes
         plans for, in bytes: float32 hidden weights with their gradients, Adam's two moments
         and the quantized copies (6 values per weight), the activations of one batch kept for
-        the backward pass (about 8 values per neuron), and the dataset itself."""
-        sizes = (inputs, *self.hidden, classes)
-        weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
-        neurons = sum(sizes)
+        the backward pass (about 8 values per neuron, every map's pixels counted), and the
+        dataset itself. ``shape`` is the images' geometry, for a layer string."""
+        if self.arch is not None and shape is not None:
+            from .arch import geometry, parse_arch
+            layers = geometry(parse_arch(self.arch), shape)
+            weights = sum(g.n_in * g.n_out for g in layers)
+            neurons = inputs + sum(int(np.prod(g.conv_shape)) for g in layers)
+        else:
+            sizes = (inputs, *self.hidden, classes)
+            weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+            neurons = sum(sizes)
         return 4 * (6 * weights + 8 * min(self.batch, images) * neurons + images * inputs)
 
     def to_dict(self):
@@ -208,19 +221,31 @@ def train(config, dataset, progress=None):
         raise NmflowError(f"config must be a TrainConfig, not {type(config).__name__}")
     _check_dataset(dataset)
     classes = int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
+    shape = getattr(dataset, "shape", None)
+    if config.arch is not None:
+        if shape is None:
+            raise NmflowError(f"arch {config.arch!r} needs images: dataset "
+                              f"{getattr(dataset, 'name', '?')!r} states no geometry")
+        units = int(config.arch.rsplit("f", 1)[1])
+        if units != classes:
+            raise NmflowError(f"arch {config.arch!r} must end with f{classes} (one neuron per "
+                              f"class of the dataset), not f{units}")
+    what = config.arch or "-".join(map(str, (dataset.n_features, *config.hidden, classes)))
     limits.check_memory(
-        f"training {'-'.join(map(str, (dataset.n_features, *config.hidden, classes)))} on "
-        f"{len(dataset.y_train)} images in batches of {config.batch}",
-        config.planned_bytes(dataset.n_features, classes, len(dataset.y_train)))
+        f"training {what} on {len(dataset.y_train)} images in batches of {config.batch}",
+        config.planned_bytes(dataset.n_features, classes, len(dataset.y_train), shape))
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)
     order = torch.Generator().manual_seed(config.seed)
 
     x = _inputs(dataset.x_train)
     y = torch.as_tensor(np.asarray(dataset.y_train), dtype=torch.int64)
-    sizes = [x.shape[1], *config.hidden, classes]
-    net = QuantNet(sizes, config.weight_kind, config.activation, config.delta,
-                   config.act_threshold)
+    if config.arch is not None:
+        net = QuantNet(None, config.weight_kind, config.activation, config.delta,
+                       config.act_threshold, arch=config.arch, in_shape=shape)
+    else:
+        net = QuantNet([x.shape[1], *config.hidden, classes], config.weight_kind,
+                       config.activation, config.delta, config.act_threshold)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     n = len(y)
     per_epoch = n // config.batch + (1 if n % config.batch >= 2 else 0)

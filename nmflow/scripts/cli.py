@@ -121,6 +121,10 @@ def _train_config(args):
     make = TrainConfig.bnn if args.kind == "bnn" else TrainConfig.tnn
     changes = {name: getattr(args, name) for name in ("hidden", "epochs", "lr", "batch", "seed")
                if getattr(args, name) is not None}
+    if getattr(args, "arch", None) is not None:
+        if args.hidden is not None:
+            raise NmflowError("--hidden and --arch name the layers twice: give one of them")
+        changes["arch"] = args.arch
     return make(**changes)
 
 
@@ -397,6 +401,10 @@ def parser():
                    help="ternary weights+activations or binary weights+sign (default: tnn)")
     add_dataset_options(p)
     ranged(p, "--hidden", HIDDEN, help="hidden layer sizes (default: 128,128)")
+    p.add_argument("--arch", help="the layers as a string instead of --hidden: c<channels>k<kernel>"
+                   "[p<padding>] a convolution, p<size> a max pooling, f<units> a fully "
+                   "connected layer, the last one of one neuron per class (for example "
+                   "c16k3-p2-c32k3-f64-f10; see the README)")
     ranged(p, "--epochs", integer(1, limits.EPOCHS), help="epochs (default: 50)")
     ranged(p, "--lr", number(high=limits.LEARNING_RATE, above=0),
            help="Adam learning rate (default: 0.005)")
