@@ -269,3 +269,39 @@ def test_symmetric_phases_both_start_from_the_free_state():
         want = (layers_p[k + 1].T @ layers_p[k] - layers_m[k + 1].T @ layers_m[k]) / 3 / 1.0
         assert torch.allclose(got[k], want)
         assert torch.allclose(got[2 + k], (layers_p[k + 1] - layers_m[k + 1]).mean(0) / 1.0)
+
+
+def test_binary_weights_are_a_scaled_sign_of_the_hidden_weights():
+    import torch
+    config = ep.EqPropConfig(sizes=(16, 8, 4), lrs=(0.1, 0.1), weights="binary")
+    net = ep.EqPropNet.init(config)
+    net.W[0][0, :3] = torch.tensor([0.0, -1e-9, 0.3])
+    alpha = 0.5 / 16 ** 0.5
+    w = net.weight(0)
+    assert w[0, :3].tolist() == pytest.approx([alpha, -alpha, alpha])
+    assert np.allclose(np.abs(net.weight(1).numpy()), 0.5 / 8 ** 0.5, rtol=1e-6, atol=0)
+    # the dynamics see only the signs: hidden weights of other magnitudes, the same states
+    x = torch.rand(5, 16)
+    scaled = ep.EqPropNet(config, [v * 7.0 for v in net.W], net.b)
+    for a, b in zip(ep.free_phase(net, x), ep.free_phase(scaled, x)):
+        assert torch.equal(a, b)
+    # BPTT's gradient reaches the hidden weights (straight through the sign)
+    _, grads = ep.bptt_gradient(net, x, torch.tensor([0, 1, 2, 3, 0]))
+    assert float(grads[0].abs().sum()) > 0
+    # a real-valued network with the same parameters settles elsewhere
+    real = ep.EqPropNet(ep.EqPropConfig(sizes=(16, 8, 4), lrs=(0.1, 0.1)), net.W, net.b)
+    assert not torch.equal(ep.free_phase(real, x)[-1], ep.free_phase(net, x)[-1])
+
+
+def test_eqprop_train_with_binary_weights(tmp_path, capsys):
+    out = tmp_path / "eq"
+    argv = ["eqprop", "train", "--out", str(out), *TINY, "--weights", "binary", "--methods",
+            "symmetric,bptt", "--losses", "squared", "--no-fixed"]
+    assert cli.main(argv) == 0
+    result = json.loads((out / "eqprop.json").read_text())
+    assert set(result["test_accuracy"]) == {"bptt", "symmetric", "binary_bptt",
+                                            "binary_symmetric", "symmetric_fixed_point"}
+    assert result["settings"]["weights"] == ["real", "binary"]
+    assert result["timings"]["trainings_run"] == 4
+    assert result["test_accuracy"]["binary_symmetric"] != result["test_accuracy"]["symmetric"]
+    assert "binary_symmetric" in (out / "eqprop.csv").read_text()

@@ -41,7 +41,7 @@ def planned_bytes(sizes, settings, images):
             + 10 * 8 * weights + 8 * images * sizes[0])
 
 
-def _train_float(shared, loss, method, seed):
+def _train_float(shared, loss, method, seed, weights="real"):
     """One float training (a job): its history, epoch by epoch."""
     import torch
 
@@ -52,7 +52,7 @@ def _train_float(shared, loss, method, seed):
         sizes=shared["sizes"], loss=loss, activation=settings["activation"],
         order=settings["order"], T=settings["T"], K=settings["K"], beta=settings["beta"],
         lrs=tuple(settings["lrs"]), batch=settings["batch"], epochs=settings["epochs"],
-        seed=seed)
+        seed=seed, weights=weights)
     _, history = ep.train(config, method, shared["x_train"], shared["y_train"], shared["x_test"],
                           shared["y_test"])
     return history
@@ -98,6 +98,15 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
     seeds = range(settings["seed"], settings["seed"] + settings["seeds"])
     jobs = [Job(("float", loss, method, seed), _train_float, (loss, method, seed))
             for loss in settings["losses"] for method in settings["methods"] for seed in seeds]
+    # the binarized network, beside the real-valued one: methods named binary_<method>
+    binary = "binary" in settings.get("weights", ("real",))
+    variants = [(method, method, ()) for method in settings["methods"]]
+    if binary:
+        jobs += [Job(("float", loss, method, seed, "binary"), _train_float,
+                     (loss, method, seed, "binary"))
+                 for loss in settings["losses"] for method in settings["methods"]
+                 for seed in seeds]
+        variants += [(f"binary_{method}", method, ("binary",)) for method in settings["methods"]]
     if settings["fixed"] is not None:
         jobs.append(Job(("fixed_point", "symmetric"), _train_fixed, ()))
     counts = {}
@@ -106,17 +115,17 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
     by_loss, histories, timings = {}, {}, {}
     for loss in settings["losses"]:
         by_loss[loss], histories[loss] = {}, {}
-        for method in settings["methods"]:
-            hist = [done[("float", loss, method, seed)] for seed in seeds]
+        for name, method, tail in variants:
+            hist = [done[("float", loss, method, seed, *tail)] for seed in seeds]
             runs = [history[-1]["test_accuracy"] for history in hist]
             seconds = [float(np.mean([r["seconds"] for r in history])) for history in hist]
-            by_loss[loss][method] = {"mean": float(np.mean(runs)),
+            by_loss[loss][name] = {"mean": float(np.mean(runs)),
                                      "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0,
                                      "runs": runs,
                                      "final_test_loss": float(np.mean([h[-1]["test_loss"]
                                                                        for h in hist]))}
-            histories[loss][method] = hist
-            timings[f"{loss}/{method}"] = round(float(np.mean(seconds)), 4)
+            histories[loss][name] = hist
+            timings[f"{loss}/{name}"] = round(float(np.mean(seconds)), 4)
 
     fixed = None
     if settings["fixed"] is not None:
@@ -131,7 +140,7 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
     timings["gradient_check"] = round(time.monotonic() - check_start, 3)
 
     primary = "squared" if "squared" in by_loss else settings["losses"][0]
-    accuracy = {method: by_loss[primary][method]["mean"] for method in settings["methods"]}
+    accuracy = {name: by_loss[primary][name]["mean"] for name, _, _ in variants}
     accuracy["symmetric_fixed_point"] = fixed["test_accuracy"] if fixed else None
     result = {
         "dataset": {**spec.to_dict(), **data.info(), "input_scale": scale},
@@ -189,7 +198,8 @@ def _png(result):
     figure = Figure(figsize=(5 * max(len(losses), 1), 4), dpi=110)
     FigureCanvasAgg(figure)
     colors = {"bptt": "black", "one_sided": "tab:purple", "random_sign": "tab:orange",
-              "symmetric": "tab:green"}
+              "symmetric": "tab:green", "binary_bptt": "dimgray", "binary_one_sided": "plum",
+              "binary_random_sign": "navajowhite", "binary_symmetric": "yellowgreen"}
     for i, loss in enumerate(losses):
         axes = figure.add_subplot(1, len(losses), i + 1)
         for method, runs in result["history"][loss].items():

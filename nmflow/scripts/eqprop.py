@@ -125,6 +125,8 @@ def _settings(args):
         "order": _choices("--order", args.order, ["alternate"], ORDERS),
         "losses": _choices("--losses", args.losses, LOSS_NAMES, LOSS_NAMES),
         "methods": _choices("--methods", args.methods, METHODS, METHODS),
+        "weights": ("real", "binary") if "binary" in _choices(
+            "--weights", args.weights, ["real"], ("real", "binary")) else ("real",),
         "check_T": _int("--check-steps", args.check_steps, 1, 200, limits.SETTLING_STEPS),
     }
     for name in ("activation", "order"):
@@ -334,6 +336,9 @@ def add_parser(sub):
             ("--order", "layer update order: alternate or sync (default: alternate)"),
             ("--losses", "squared and/or cross_entropy (default: both)"),
             ("--methods", "bptt, one_sided, random_sign, symmetric (default: all)"),
+            ("--weights", "real, or binary: each method also trains the binarized network "
+             "(weights alpha sign(W_h) in the dynamics, the hidden W_h learning), reported as "
+             "binary_<method> (default: real)"),
             ("--seeds", "seeds per method, from --seed [1 to 100] (default: 1)"),
             ("--seed", "first seed (initialisation, batch order) [0 to 2_147_483_647] (default: 0)"),
             ("--check-steps", "T = K of the gradient check [1 to 10_000] (default: 200)"),
