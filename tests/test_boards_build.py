@@ -427,6 +427,20 @@ def test_auto_clock_steps_back_up_after_a_step_down(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icebreaker"]
 
 
+def test_a_step_down_that_misses_too_is_followed_by_a_wider_step(tmp_path, monkeypatch):
+    # 60 MHz reaches 50; the retry at <= 47.6 reaches 49 (short of 1.05 x); the last run keeps
+    # the margin twice, <= 49 / 1.05**2 = 44.4 MHz, where the design reaches 50 and meets it.
+    # (With one margin, <= 46.7 MHz would reach 49 and miss by a hair, as a bench build did.)
+    asked = fake_builds(monkeypatch, lambda mhz: 50.0 if mhz > 55 else 49.0 if mhz >= 45
+                        else 50.0)
+    result = build(Recorder(), "icebreaker", tmp_path / "icebreaker", clock_mhz="auto",
+                   first_clock_mhz=60)
+    assert len(asked) == 3 and asked[0] == 60 and asked[1] <= 50 / 1.05
+    assert 49 / 1.05 ** 2 - 1.5 < asked[2] <= 49 / 1.05 ** 2
+    assert result.clock_mhz == asked[2] and result.fmax_mhz == 50.0
+    assert [a["fmax_mhz"] for a in result.clock_attempts] == [50.0, 49.0, 50.0]
+
+
 def test_a_step_up_that_misses_its_clock_keeps_the_build_before_it(tmp_path, monkeypatch):
     asked = fake_builds(monkeypatch, lambda mhz: 50.0 if mhz > 55 else 56.0 if mhz < 48 else 51.0)
     out_dir = tmp_path / "icebreaker"
