@@ -69,6 +69,23 @@ def _count_in_flight(m, count, empty, issued, completed):
     m.d.sync += [count.eq(following), empty.eq(following == 0)]
 
 
+def _input_banks(m, plan, last_beat, start, have_next, in_use_next, loading, load, cmd):
+    """The loader's ``loading`` register and, with two input banks, the banks of ``load`` and
+    ``cmd``. Vectors are loaded and started in order, so the bank being read (from a start on)
+    is never the one being loaded while no vector waits: with two banks only a waiting vector
+    stops the loader; with one, the running inference's first layer does too."""
+    if plan.input_banks == 1:
+        m.d.sync += loading.eq(~have_next & ~in_use_next)
+        return
+    load_bank, read_bank = Signal(), Signal(init=1)
+    with m.If(last_beat):
+        m.d.sync += load_bank.eq(~load_bank)
+    with m.If(start):
+        m.d.sync += read_bank.eq(~read_bank)
+    m.d.sync += loading.eq(~have_next)
+    m.d.comb += [load.bank.eq(load_bank), cmd.bank.eq(read_bank)]
+
+
 class Sequencer(wiring.Component):
     """Walks the memory map of an :class:`~nmflow.golden.plan.EnginePlan`, one row per cycle
     (one chunk of a group of ``pe`` neurons).
@@ -211,19 +228,8 @@ class Sequencer(wiring.Component):
         m.d.comb += [have_next.eq((have | last_beat) & ~start),
                      in_use_next.eq((in_use | start) & ~first_done)]
         m.d.sync += [have.eq(have_next), in_use.eq(in_use_next)]
-        if plan.input_banks == 2:
-            # Vectors are loaded and started in order, so the bank being read (``read_bank``,
-            # from a start on) is never the one being loaded (``load_bank``) while no vector
-            # waits: only a waiting vector stops the loader.
-            load_bank, read_bank = Signal(), Signal(init=1)
-            with m.If(last_beat):
-                m.d.sync += load_bank.eq(~load_bank)
-            with m.If(start):
-                m.d.sync += read_bank.eq(~read_bank)
-            m.d.sync += loading.eq(~have_next)
-            m.d.comb += [self.load.payload.bank.eq(load_bank), self.cmd.payload.bank.eq(read_bank)]
-        else:
-            m.d.sync += loading.eq(~have_next & ~in_use_next)
+        _input_banks(m, plan, last_beat, start, have_next, in_use_next, loading,
+                     self.load.payload, self.cmd.payload)
 
         # -- the runner ------------------------------------------------------------------------
         def begin():
