@@ -138,8 +138,8 @@ BROKEN = {
     # in the shared frame receiver, an unfinished frame never times out
     "idle": (nmflow.rtl.framing, "with m.Elif(quiet):", "with m.Elif(0):"),
     # a neuron's last chunk is never seen: rows run on past the layer
-    "rows": (nmflow.rtl.sequencer, "chunk_end.eq(chunk + 1 == cur_per_last)",
-             "chunk_end.eq(chunk + 2 == cur_per_last)"),
+    "rows": (nmflow.rtl.sequencer, "chunk_end.eq(chunk + 1 == self.cur_per_last)",
+             "chunk_end.eq(chunk + 2 == self.cur_per_last)"),
     # after the last layer the sequencer stays in DRAIN instead of going back to IDLE
     "seq_idle": (nmflow.rtl.sequencer, 'm.next = "IDLE"', 'm.next = "DRAIN"'),
 }

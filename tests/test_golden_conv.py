@@ -220,12 +220,8 @@ def test_bad_geometry_is_one_line(index, changes, message):
         _with(conv_model(), index, **changes)
 
 
-def test_the_engine_and_the_qonnx_export_refuse_a_convolution():
-    from nmflow.golden.plan import EnginePlan
+def test_the_qonnx_export_refuses_a_convolution():
     from nmflow.golden.qonnx import to_qonnx
-    with pytest.raises(NmflowError, match="^the engine takes fully connected layers only, not "
-                                          "the convolution of layer 0"):
-        EnginePlan(conv_model(), 16)
     with pytest.raises(NmflowError, match="^format qonnx takes fully connected models only"):
         to_qonnx(conv_model())
 
@@ -268,10 +264,12 @@ def test_the_command_line_trains_and_exports_a_conv_network(capsys, tmp_path):
     assert golden["sizes"] == [64, 4, 10] and golden["agreement"] == 1.0
     model = hwmodel.load(tmp_path / "run" / "hwmodel")
     assert model.layers[0].conv == {"in_shape": [1, 8, 8], "kernel": 3, "padding": 1, "pool": 2}
+    # the engine computes it: Verilog, and a cocotb run with every activation map compared
+    assert main(["verilog", "--run", run]) == 0
+    assert main(["sim", "--run", run, "--limit", "6"]) == 0
+    summary = json.loads((tmp_path / "run" / "sim" / "summary.json").read_text())
+    assert summary["passed"] and summary["images"] == 6
     capsys.readouterr()
-    assert error_line(capsys, ["verilog", "--run", run]).startswith(
-        "nmflow: error: the engine takes fully connected layers only, not the convolution of "
-        "layer 0")
     assert error_line(capsys, ["train", "--arch", "c4k3-f10", "--hidden", "8", "--run", run]) == \
         "nmflow: error: --hidden and --arch name the layers twice: give one of them"
     assert error_line(capsys, ["train", "--arch", "c4k3-p2", "--run", run]) == (

@@ -67,6 +67,15 @@ class MemoryMap:
     group after group, ``per = ceil(in / simd)`` rows per group; lanes past the last input or the
     last neuron hold code 0 (a zero weight adds nothing).
 
+    A layer's inputs come in *blocks* (:attr:`blocks`): a convolution's weight row is its
+    kernel window, ``kernel * kernel`` blocks of ``in_channels`` values (one block per kernel
+    position), and a fully connected layer behind a convolution reads the pooled map, one block
+    of channels per pixel. Each block starts a chunk of its own (its last chunk padded with code
+    0), as the engine's buffers hold a pixel's channels in rows of their own: input ``j`` of a
+    layer with blocks ``(count, width)`` lies in column ``(j // width) * ceil(width / simd) *
+    simd + j % width`` of the padded matrix. A fully connected layer behind another (or behind
+    the inputs) is one block of all its inputs.
+
     Members
     -------
     lanes : int
@@ -75,11 +84,11 @@ class MemoryMap:
         ``[n_inputs, layer 0 outputs, layer 1 outputs, ...]``.
     pe : int
         Neurons per row (1 by default: a row is a chunk of one neuron).
-    inputs : tuple of int or None
-        Each layer's inputs (weight columns) when they are not ``sizes[:-1]``: a convolution's
-        row is a kernel window (:meth:`for_model`).
+    blocks : tuple of (int, int) or None
+        Each layer's inputs as ``(count, width)`` blocks (:meth:`for_model`); None: one block of
+        ``sizes[k]`` for layer ``k``.
     per : tuple of int
-        Rows per group of each layer, ``ceil(in / simd)``.
+        Rows per group of each layer: ``count * ceil(width / simd)``.
     groups : tuple of int
         Groups of each layer, ``ceil(out / pe)``.
     bases : tuple of int
@@ -90,18 +99,46 @@ class MemoryMap:
     lanes: int
     sizes: tuple
     pe: int = 1
-    inputs: tuple | None = None
+    blocks: tuple | None = None
 
     @classmethod
     def for_model(cls, model, lanes, pe=1):
         """The memory map of a hardware model's weight matrices."""
-        inputs = tuple(layer.n_in for layer in model.layers)
-        return cls(lanes, tuple(model.sizes), pe,
-                   None if inputs == tuple(model.sizes[:-1]) else inputs)
+        blocks, previous = [], None
+        for layer in model.layers:
+            if layer.conv is not None:
+                k = layer.conv["kernel"]
+                blocks.append((k * k, layer.conv["in_shape"][0]))
+            elif previous is not None and previous.conv is not None:
+                channels, height, width = previous.out_shape
+                blocks.append((height * width, channels))
+            else:
+                blocks.append((1, layer.n_in))
+            previous = layer
+        blocks = tuple(blocks)
+        plain = tuple((1, n) for n in model.sizes[:-1])
+        return cls(lanes, tuple(model.sizes), pe, None if blocks == plain else blocks)
+
+    @property
+    def layer_blocks(self):
+        """``(count, width)`` of each layer's input blocks."""
+        return tuple((1, n) for n in self.sizes[:-1]) if self.blocks is None else self.blocks
 
     @property
     def layer_inputs(self):
-        return self.sizes[:-1] if self.inputs is None else self.inputs
+        """Each layer's model inputs (weight columns), ``count * width``."""
+        return tuple(count * width for count, width in self.layer_blocks)
+
+    @property
+    def block_chunks(self):
+        """Chunks of one block of each layer, ``ceil(width / simd)``."""
+        return tuple(rows_per_neuron(width, self.simd) for _, width in self.layer_blocks)
+
+    def columns(self, layer):
+        """The padded column of each of ``layer``'s inputs, int64 [inputs]."""
+        count, width = self.layer_blocks[layer]
+        j = np.arange(count * width)
+        return (j // width) * self.block_chunks[layer] * self.simd + j % width
 
     def __post_init__(self):
         if not isinstance(self.pe, int) or self.pe < 1 or self.lanes % self.pe:
@@ -114,7 +151,8 @@ class MemoryMap:
 
     @property
     def per(self):
-        return tuple(rows_per_neuron(n_in, self.simd) for n_in in self.layer_inputs)
+        return tuple(count * chunks for (count, _), chunks
+                     in zip(self.layer_blocks, self.block_chunks))
 
     @property
     def groups(self):
@@ -149,21 +187,21 @@ class MemoryMap:
         """A layer's ``[out, in]`` matrix laid out as its rows, ``[rows of layer, lanes]``
         (padding lanes hold ``fill``)."""
         matrix = np.asarray(matrix)
-        n_out, n_in = self.sizes[layer + 1], self.layer_inputs[layer]
+        n_out = self.sizes[layer + 1]
         per, groups, pe, simd = self.per[layer], self.groups[layer], self.pe, self.simd
         padded = np.full((groups * pe, per * simd), fill, dtype=matrix.dtype)
-        padded[:n_out, :n_in] = matrix
+        padded[:n_out, self.columns(layer)] = matrix
         return (padded.reshape(groups, pe, per, simd).transpose(0, 2, 1, 3)
                 .reshape(groups * per, pe * simd))
 
     def gather(self, layer, rows):
         """The inverse of :meth:`scatter`: a layer's ``[out, in]`` matrix from its rows."""
         rows = np.asarray(rows)
-        n_out, n_in = self.sizes[layer + 1], self.layer_inputs[layer]
+        n_out = self.sizes[layer + 1]
         per, groups, pe, simd = self.per[layer], self.groups[layer], self.pe, self.simd
         matrix = (rows.reshape(groups, per, pe, simd).transpose(0, 2, 1, 3)
                   .reshape(groups * pe, per * simd))
-        return matrix[:n_out, :n_in]
+        return matrix[:n_out, self.columns(layer)]
 
 
 def memory_codes(weights, mmap):

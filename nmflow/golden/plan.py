@@ -6,12 +6,14 @@ and the flow, the benchmarks and the board fit checks read their figures (cycles
 memories and their block RAM needs) from it without building a component.
 """
 
+from dataclasses import dataclass
+
 from ..errors import NmflowError
 from ..fixedpoint import FixedFormat, integer_format
 from .hwmodel import HardwareModel
 from .pairs import MemoryMap, memory_codes
 
-__all__ = ["EnginePlan", "check_lanes", "check_pe", "index_bits", "spram_tiles", "MEMORY_KINDS",
+__all__ = ["EnginePlan", "Walk", "check_lanes", "check_pe", "index_bits", "spram_tiles", "MEMORY_KINDS",
            "WEIGHT_KINDS", "SPRAM_WORDS", "SPRAM_BITS", "PIPELINE"]
 
 #: How the engine's memories are built: ``"block"`` infers block RAM (EBR on iCE40, DP16KD on
@@ -106,11 +108,6 @@ class EnginePlan:
     def __init__(self, model, lanes=16, *, pe=1, read_latency=0, first_layer_bits=None):
         if not isinstance(model, HardwareModel):
             raise TypeError(f"model must be a HardwareModel, not {type(model).__name__}")
-        if model.has_conv:
-            index = next(k for k, layer in enumerate(model.layers) if layer.conv is not None)
-            raise NmflowError(f"the engine takes fully connected layers only, not the "
-                              f"convolution of layer {index}: convolutional networks train, "
-                              f"export and run in the golden models, not yet in hardware")
         check_lanes(lanes)
         check_pe(pe, lanes)
         if not isinstance(read_latency, int) or isinstance(read_latency, bool) \
@@ -129,7 +126,7 @@ class EnginePlan:
         self.lanes = lanes
         self.read_latency = read_latency
         self.pe = pe
-        self.mmap = MemoryMap(lanes, tuple(model.sizes), pe)
+        self.mmap = MemoryMap.for_model(model, lanes, pe)
         layers = model.layers
         bound = max(model.preact_bound(index) for index in range(len(layers)))
         # Thresholds lie within the pre-activation bound plus one (contract 1).
@@ -155,6 +152,46 @@ class EnginePlan:
     def groups(self):
         """Groups of ``pe`` neurons of each layer, ``ceil(out / pe)``."""
         return self.mmap.groups
+
+    @property
+    def has_conv(self):
+        """Whether a layer is a convolution."""
+        return self.model.has_conv
+
+    @property
+    def walks(self):
+        """How the sequencer walks each layer (:class:`Walk`)."""
+        out, simd = [], self.simd
+        for k, layer in enumerate(self.model.layers):
+            chunks = self.mmap.block_chunks[k]
+            if layer.conv is None:
+                out.append(Walk(1, 1, self.per[k], 1, 0, 1, 1, 1,
+                                -(-layer.n_out // simd), self.per[k], self.groups[k]))
+                continue
+            channels, height, width = layer.conv["in_shape"]
+            _, pooled_h, pooled_w = layer.out_shape
+            out.append(Walk(height, width, chunks, layer.conv["kernel"], layer.conv["padding"],
+                            layer.conv["pool"], pooled_h, pooled_w, -(-layer.n_out // simd),
+                            self.per[k], self.groups[k]))
+        return out
+
+    @property
+    def input_rows(self):
+        """Rows of the input buffer (one bank): the first layer's chunks of inputs, a pixel's
+        channels to a row of their own when it is a convolution."""
+        walk = self.walks[0]
+        return walk.height * walk.width * walk.chunks
+
+    @property
+    def act_rows(self):
+        """Rows the sequencer may address in a buffer: the larger of :attr:`input_rows` and
+        :attr:`hidden_rows`."""
+        return max(self.input_rows, self.hidden_rows)
+
+    @property
+    def input_index_bound(self):
+        """One past the largest position (``row * simd + lane``) an input value is loaded to."""
+        return self.input_rows * self.simd
 
     @property
     def digit_serial(self):
@@ -227,8 +264,8 @@ class EnginePlan:
     @property
     def hidden_rows(self):
         """Rows of an activation buffer: the most chunks (of ``simd`` values) a hidden layer's
-        output fills."""
-        return max(self.per[1:], default=1)
+        output fills (a convolution's pooled map: a pixel's channels to rows of their own)."""
+        return max((w.out_pixels * w.out_chunks for w in self.walks[:-1]), default=1)
 
     @property
     def weight_rows(self):
@@ -288,8 +325,9 @@ class EnginePlan:
     @property
     def ideal_cycles(self):
         """Row reads per inference: sum of ``ceil(in / simd) * ceil(out / pe)`` over the
-        layers (the folding's ideal)."""
-        return self.mmap.rows
+        layers (the folding's ideal), a convolution's once per output position
+        (:attr:`layer_reads`)."""
+        return sum(self.layer_reads)
 
     @property
     def issue_cycles(self):
@@ -311,8 +349,13 @@ class EnginePlan:
         cycles apart): the next layer may begin as early as every chunk is then written by the
         cycle it is read. At least one cycle (the sequencer's drain state)."""
         gaps = []
+        walks = self.walks
         for k in range(self.n_layers - 1):
             drain = self.drain_cycles[k]
+            if walks[k].conv or walks[k + 1].conv:
+                # a convolution writes its map, or reads it, pixel by pixel: the whole drain
+                gaps.append(drain)
+                continue
             last_group, step = self.groups[k] - 1, self.per[k] * self.passes[k]
             slack = min(c + (last_group - min(last_group, ((c + 1) * self.simd - 1) // self.pe))
                         * step for c in range(self.per[k + 1]))
@@ -334,9 +377,15 @@ class EnginePlan:
                 for k in range(self.n_layers)]
 
     @property
+    def layer_reads(self):
+        """Row reads of each layer in one inference: its rows, a convolution's once per output
+        position it computes (:attr:`Walk.reads`)."""
+        return [walk.reads for walk in self.walks]
+
+    @property
     def layer_cycles(self):
         """Cycles the sequencer issues each layer's rows: its row reads times its passes."""
-        return [rows * passes for rows, passes in zip(self.layer_rows, self.passes)]
+        return [reads * passes for reads, passes in zip(self.layer_reads, self.passes)]
 
     @property
     def waits_for_results(self):
@@ -437,7 +486,8 @@ class EnginePlan:
         return {
             "weights": (self.weight_rows, 2 * self.lanes),
             # with two input banks, the bank the top address bit
-            "inputs": (self.per[0] if self.input_banks == 1 else 2 << index_bits(self.per[0]),
+            "inputs": (self.input_rows if self.input_banks == 1
+                       else 2 << index_bits(self.input_rows),
                        self.model.input_bits * self.simd),
             # both banks in one memory, the bank the top address bit
             "activations": (2 << index_bits(self.hidden_rows), 2 * self.simd),
@@ -468,6 +518,49 @@ class EnginePlan:
             "formats": {name: getattr(self, f"{name}_format").to_dict()
                         for name in ("x", "acc", "score", "scale", "offset")},
         }
+
+
+@dataclass(frozen=True)
+class Walk:
+    """How the sequencer walks one layer: a convolution pooled pixel by pooled pixel, group
+    by group, the pooling window's positions, the kernel's positions and a pixel's chunks; a
+    fully connected layer as a 1 x 1 map whose one pixel has ``per`` chunks.
+
+    Members
+    -------
+    height, width : the map it reads (1, 1 for a fully connected layer)
+    chunks : rows of the buffer one input pixel takes (``ceil(channels / simd)``)
+    kernel, padding, pool : the convolution's (1, 0, 1 for a fully connected layer)
+    out_height, out_width : the pooled map it writes (1, 1)
+    out_chunks : rows one output pixel takes in the buffer it writes
+    per, groups : rows per group and window position (``kernel**2 * chunks``), groups of ``pe``
+    """
+    height: int
+    width: int
+    chunks: int
+    kernel: int
+    padding: int
+    pool: int
+    out_height: int
+    out_width: int
+    out_chunks: int
+    per: int
+    groups: int
+
+    @property
+    def conv(self):
+        return self.kernel > 1 or self.height > 1 or self.width > 1 or self.pool > 1
+
+    @property
+    def out_pixels(self):
+        return self.out_height * self.out_width
+
+    @property
+    def reads(self):
+        """Row reads per inference: every output position computed (the pooled pixels'
+        windows; a map's odd last row or column, which the pooling drops, is not) times the
+        group's rows."""
+        return self.out_pixels * self.pool ** 2 * self.groups * self.per
 
 
 def _magnitude_format(largest):

@@ -19,19 +19,20 @@ def chunk_layout(plan):
 def load_layout(plan):
     """An input value of the next inference: its index, and the input bank it goes to (0 with
     one bank: :attr:`~nmflow.golden.plan.EnginePlan.input_banks`)."""
+    bound = plan.input_index_bound if plan.has_conv else plan.n_inputs
     return data.StructLayout({
-        "index": range(max(plan.n_inputs, 2)), "value": unsigned(plan.model.input_bits),
-        "bank": 1,
+        "index": range(max(bound, 2)), "value": unsigned(plan.model.input_bits), "bank": 1,
     })
 
 
 def write_layout(plan):
     """A group of ``pe`` hidden activations as the store takes them (``end``: the layer's last
-    group)."""
-    return data.StructLayout({
-        "layer": plan.layer_bits, "group": plan.group_bits,
-        "acts": data.ArrayLayout(signed(2), plan.pe), "end": 1,
-    })
+    group; with a convolution, an output pixel's last group, and ``row`` the buffer row)."""
+    fields = {"layer": plan.layer_bits, "group": plan.group_bits,
+              "acts": data.ArrayLayout(signed(2), plan.pe), "end": 1}
+    if plan.has_conv:
+        fields["row"] = index_bits(plan.hidden_rows)
+    return data.StructLayout(fields)
 
 
 def _register(m, value, name):
@@ -49,8 +50,10 @@ class ActivationReadSignature(wiring.Signature):
 
     Members
     -------
-    chunk : In(range(max(per)))
+    chunk : In(range(max(act_rows, 2)))
         The chunk (row of ``simd`` values) to read.
+    zero : In(1), with a convolution
+        Read 0 instead (a kernel position outside the map: padding).
     bank : In(1)
         The input bank layer 0 reads (with two: :attr:`~nmflow.golden.plan.EnginePlan.input_banks`).
     layer : In(layer_bits)
@@ -64,13 +67,16 @@ class ActivationReadSignature(wiring.Signature):
     """
 
     def __init__(self, plan):
-        super().__init__({
-            "chunk": In(range(max(max(plan.per), 2))),
+        members = {
+            "chunk": In(range(max(plan.act_rows, 2))),
             "bank": In(1),
             "layer": In(plan.layer_bits),
             "plane": In(plan.plane_bits),
             "x": Out(chunk_layout(plan)),
-        })
+        }
+        if plan.has_conv:
+            members["zero"] = In(1)
+        super().__init__(members)
 
 
 class ActivationStore(wiring.Component):
@@ -134,9 +140,9 @@ class ActivationStore(wiring.Component):
 
         # With two input banks, the bank is the top address bit.
         banked = plan.input_banks == 2
-        in_rows = index_bits(plan.per[0])
+        in_rows = index_bits(plan.input_rows)
         in_write, in_read = buffer("inputs", unsigned(plan.model.input_bits),
-                                   2 << in_rows if banked else plan.per[0])
+                                   2 << in_rows if banked else plan.input_rows)
         # The two activation banks share one memory, the bank the top address bit: a layer reads
         # one bank while it writes the other, through the memory's read and write ports.
         row_bits = index_bits(plan.hidden_rows)
@@ -161,7 +167,7 @@ class ActivationStore(wiring.Component):
         m.d.comb += group_enable.eq(Const((1 << pe) - 1, lanes) << (slot * pe) if slot_bits
                                     else (1 << pe) - 1)
         end_enable, keep = [], []
-        for ly in plan.model.layers:
+        for ly in plan.model.layers:        # (a convolution's: an output pixel's channels)
             last_slot = ((ly.n_out - 1) % lanes) // pe
             real = (ly.n_out - 1) % lanes + 1            # real lanes of the layer's last row
             end_enable.append(Const(((1 << lanes) - 1) & ~((1 << last_slot * pe) - 1), lanes))
@@ -175,7 +181,8 @@ class ActivationStore(wiring.Component):
         with m.Else():
             m.d.comb += [enable.eq(group_enable), values.eq(replicated)]
         m.d.comb += [
-            acts_write.addr.eq(Cat((act.group >> slot_bits)[:row_bits], act.layer[0])),
+            acts_write.addr.eq(Cat((act.row if plan.has_conv else act.group >> slot_bits)
+                                   [:row_bits], act.layer[0])),
             acts_write.data.eq(values),
             acts_write.en.eq(Mux(self.write.valid, enable, 0)),
         ]
@@ -199,6 +206,12 @@ class ActivationStore(wiring.Component):
             d = plan.first_layer_bits
             pixels = [(pixel >> (r_plane * d))[:d] for pixel in pixels]
         acts = _register(m, acts_read.data, "acts_data")
+        if plan.has_conv:                   # padding reads 0 (the mask travels with the read)
+            zero, r_zero = Signal(), Signal()
+            m.d.sync += [zero.eq(self.read.zero), r_zero.eq(zero)]
+            for p in range(lanes):
+                m.d.comb += self.read.x[p].eq(Mux(r_zero, 0, Mux(r_layer0, pixels[p], acts[p])))
+            return m
         for p in range(lanes):
             m.d.comb += self.read.x[p].eq(Mux(r_layer0, pixels[p], acts[p]))
         return m

@@ -155,6 +155,8 @@ class MACDatapath(wiring.Component):
         cmd = self.cmd.payload
         m.d.comb += [self.acts.chunk.eq(cmd.chunk), self.acts.bank.eq(cmd.bank),
                      self.acts.layer.eq(cmd.tag.layer), self.acts.plane.eq(cmd.tag.plane)]
+        if plan.has_conv:
+            m.d.comb += self.acts.zero.eq(cmd.zero)
         if self._writable:
             # Reads from outside (while idle) share the port; the engine's own reads come first.
             peek = self.pairs

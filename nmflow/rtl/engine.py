@@ -46,6 +46,22 @@ def trace_layout(n_layers, max_groups, pe=1):
     })
 
 
+def _pool(m, acts, valid, tag):
+    """Max pooling of a group's activations over the pooling window's positions, which come one
+    after the other (``tag.pool_first`` to ``tag.pool_last``): a register per neuron holds the
+    maximum so far. Returns the pooled activations and their write strobe (at the last
+    position)."""
+    pooled = []
+    for q, act in enumerate(acts):
+        best = Signal(signed(2), name=f"pool{q}")
+        value = Signal(signed(2), name=f"pooled{q}")
+        m.d.comb += value.eq(Mux(tag.pool_first | (act > best), act, best))
+        with m.If(valid):
+            m.d.sync += best.eq(value)
+        pooled.append(value)
+    return pooled, valid & tag.pool_last
+
+
 class InferenceEngine(wiring.Component):
     """A BNN/TNN inference engine reading its weights near memory, row by row.
 
@@ -176,6 +192,10 @@ class InferenceEngine(wiring.Component):
             raise NmflowError(f"network does not fit the memory budget: its weights need "
                              f"{plan.weight_bits} bits ({plan.weight_rows} rows of {lanes} pair "
                              f"codes), the budget is {max_weight_bits} bits")
+        if errors is not None and plan.has_conv:
+            raise NmflowError("errors: the read-error injector draws once per row in address "
+                              "order, and a convolution reads its rows once per pixel: not "
+                              "built for convolutional networks yet")
         self._plan = plan
         self._memory = memory
         self._buffers = dict(buffers)
@@ -272,15 +292,21 @@ class InferenceEngine(wiring.Component):
             scores.i.payload.end.eq(group.tag.end),
         ]
 
-        # Hidden activations go into the store (and out on the trace stream).
+        # Hidden activations go into the store (and out on the trace stream); a convolution's
+        # go through the max pooling first (:func:`_pool`).
         written = thresholds[0].o
         tag = written.payload.tag
+        acts = [threshold.o.payload.act for threshold in thresholds]
+        write = written.valid
+        if plan.has_conv:
+            acts, write = _pool(m, acts, written.valid, tag)
+            m.d.comb += store.write.payload.row.eq(tag.row)
         m.d.comb += [
-            store.write.valid.eq(written.valid),
+            store.write.valid.eq(write),
             store.write.payload.layer.eq(tag.layer),
             store.write.payload.group.eq(tag.group),
             store.write.payload.end.eq(tag.end),
-            self.trace.valid.eq(written.valid),
+            self.trace.valid.eq(write),
             self.trace.payload.layer.eq(tag.layer),
             self.trace.payload.group.eq(tag.group),
         ]
@@ -289,12 +315,12 @@ class InferenceEngine(wiring.Component):
         real = Array(Const((1 << (ly.n_out % pe or pe)) - 1, pe) for ly in layers)
         traced = Signal(pe)
         m.d.comb += traced.eq(Mux(tag.end, real[tag.layer], (1 << pe) - 1))
-        for q, threshold in enumerate(thresholds):
-            m.d.comb += [store.write.payload.acts[q].eq(threshold.o.payload.act),
-                         self.trace.payload.acts[q].eq(Mux(traced[q], threshold.o.payload.act, 0))]
+        for q, act in enumerate(acts):
+            m.d.comb += [store.write.payload.acts[q].eq(act),
+                         self.trace.payload.acts[q].eq(Mux(traced[q], act, 0))]
 
         m.d.comb += [
-            seq.completed.eq(written.valid),
+            seq.completed.eq(write),
             seq.scored.eq(scores.stored),
             scores.start.eq(seq.emit),
             seq.busy.eq(scores.busy),

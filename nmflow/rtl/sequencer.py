@@ -4,7 +4,9 @@ from amaranth.hdl import Array, Const, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.plan import index_bits
 from .activations import load_layout
+from .convwalk import ConvWalk as _ConvWalk
 
 __all__ = ["Sequencer", "tag_layout", "command_layout"]
 
@@ -14,21 +16,30 @@ def tag_layout(plan):
     the group's index among all hidden groups (for its thresholds), whether the row is the
     group's first or last, whether the group is its layer's last (whose padding neurons,
     past the layer's outputs, are not written), and the digit of a digit-serial first layer's
-    row (0 otherwise)."""
-    return data.StructLayout({
+    row (0 otherwise). With a convolution (:attr:`~nmflow.golden.plan.EnginePlan.has_conv`)
+    ``first`` and ``last`` mark a window position's rows, ``pool_first`` and ``pool_last`` the
+    pooling window's positions (the activation is written at the last), ``end`` the last group
+    of an output pixel, and ``row`` is the row of the buffer the group's activations go to."""
+    fields = {
         "layer": unsigned(plan.layer_bits), "group": unsigned(plan.group_bits),
         "hidden": unsigned(plan.hidden_bits), "first": 1, "last": 1, "end": 1,
         "plane": unsigned(plan.plane_bits),
-    })
+    }
+    if plan.has_conv:
+        fields.update({"pool_first": 1, "pool_last": 1,
+                       "row": unsigned(index_bits(plan.hidden_rows))})
+    return data.StructLayout(fields)
 
 
 def command_layout(plan):
-    """A row to compute: its weight-memory address, its chunk of activations, the input bank
-    the first layer reads (0 with one), and its tag."""
-    return data.StructLayout({
-        "addr": unsigned(plan.addr_bits), "chunk": range(max(max(plan.per), 2)),
-        "bank": 1, "tag": tag_layout(plan),
-    })
+    """A row to compute: its weight-memory address, its chunk (row) of activations, whether
+    that chunk lies outside the map (a convolution's padding: it reads 0), the input bank the
+    first layer reads (0 with one), and its tag."""
+    fields = {"addr": unsigned(plan.addr_bits), "chunk": range(max(plan.act_rows, 2)),
+              "bank": 1, "tag": tag_layout(plan)}
+    if plan.has_conv:
+        fields["zero"] = 1
+    return data.StructLayout(fields)
 
 
 def _gap_table(plan):
@@ -67,6 +78,33 @@ def _count_in_flight(m, count, empty, issued, completed):
     with m.Else():
         m.d.comb += following.eq(count)
     m.d.sync += [count.eq(following), empty.eq(following == 0)]
+
+
+def _load_index(m, plan, take, last_beat, count, index):
+    """Where input beat ``count`` goes in the input buffer, ``row * simd + lane``: the beat's
+    own index for a fully connected first layer; for a convolution's, whose inputs come channel
+    by channel (the dataset's order) and whose buffer holds a pixel's channels in rows of their
+    own, ``pixel * chunks * simd + channel`` (a register, counted as the beats come)."""
+    walk = plan.walks[0]
+    if not walk.conv:
+        m.d.comb += index.eq(count)
+        return
+    channels = plan.model.layers[0].conv["in_shape"][0]
+    pixels = walk.height * walk.width
+    stride = walk.chunks * plan.simd
+    position = Signal(range(max(plan.input_index_bound, 2)))
+    pixel = Signal(range(max(pixels, 2)))
+    channel = Signal(range(max(channels, 2)))
+    pixel_end = Signal(init=pixels == 1)
+    m.d.comb += index.eq(position)
+    with m.If(last_beat):
+        m.d.sync += [position.eq(0), pixel.eq(0), channel.eq(0), pixel_end.eq(pixels == 1)]
+    with m.Elif(take & pixel_end):      # the next channel, from the first pixel
+        m.d.sync += [position.eq(channel + 1), channel.eq(channel + 1), pixel.eq(0),
+                     pixel_end.eq(pixels == 1)]
+    with m.Elif(take):
+        m.d.sync += [position.eq(position + stride), pixel.eq(pixel + 1),
+                     pixel_end.eq(pixel + 1 == pixels - 1)]
 
 
 def _input_banks(m, plan, last_beat, start, have_next, in_use_next, loading, load, cmd):
@@ -158,61 +196,27 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         plan = self._plan
-        n_layers, n_inputs, per = plan.n_layers, plan.n_inputs, plan.per
-
-        # -- per-layer constants, held in registers while a layer runs --------------------------
-        layer = Signal(range(max(n_layers, 2)))
-        per_last_of = Array(Const(p - 1, range(max(per))) for p in per)
-        groups = plan.groups
-        out_last_of = Array(Const(g - 1, range(max(groups))) for g in groups)
-        cur_per_last = Signal(range(max(per)))
-        cur_out_last = Signal(range(max(groups)))
-        cur_final = Signal()
-        chunk_end = Signal()                # chunk == cur_per_last
-        neuron_end = Signal()               # group == cur_out_last
-        in_end = Signal(init=n_inputs == 1)  # in_count == n_inputs - 1
-        # Digits of a digit-serial first layer: each row is issued ``passes[0]`` times.
-        planes = plan.passes[0]
-        plane = Signal(plan.plane_bits)
-        plane_end = Signal()                # plane == the layer's last plane
-        single = Signal()                   # the layer takes one pass per row
-
-        def enter_layer(index):
-            """Load the registers of layer ``index`` (its first neuron, first chunk)."""
-            if isinstance(index, int):
-                per_last, out_last = Const(per[index] - 1), Const(groups[index] - 1)
-            else:
-                per_last, out_last = per_last_of[index], out_last_of[index]
-            one = (index != 0) if planes > 1 else 1
-            m.d.sync += [
-                layer.eq(index), cur_per_last.eq(per_last), cur_out_last.eq(out_last),
-                cur_final.eq(index == n_layers - 1),
-                chunk_end.eq(per_last == 0), neuron_end.eq(out_last == 0),
-                plane.eq(0), single.eq(one), plane_end.eq(one),
-            ]
-
-        in_count = Signal(range(max(n_inputs, 2)))
-        neuron = Signal(plan.group_bits)
-        chunk = Signal(range(max(max(per), 2)))
-        addr = Signal(plan.addr_bits)
-        hidden_index = Signal(plan.hidden_bits)
+        n_layers = plan.n_layers
+        walk = (_ConvWalk if plan.has_conv else _DenseWalk)(m, plan)
+        layer = walk.layer
         # DRAIN's countdown (it lasts ``layer_gaps[layer]`` cycles): ``wait`` cycles left after
         # this one, ``wait_end`` when none (registers)
         gap_of, wait_shape = _gap_table(plan)
         wait, wait_end = Signal(wait_shape), Signal()
         # the last layer's groups in flight, counted apart; ``finishing`` from its last row to
         # the results' start, and ``handoff`` the cycle after (the score unit not yet ``busy``)
-        pending_last = Signal(range(groups[-1] + 2))
+        pending_last = Signal(range(plan.groups[-1] + 2))
         scored_all = Signal(init=1)
         finishing, handoff = Signal(), Signal()
         scores_taken = self.busy | finishing | handoff
         issue = Signal()
-        issued_neuron = Signal()
 
         # -- the loader: ``have`` (a complete vector waits), ``in_use`` (the running inference
         # still reads the input buffer: from its start to its first layer's last row) and
         # ``loading`` (neither: the input stream's ready, straight from a flip-flop), each
         # register given its next value below --------------------------------------------------
+        in_count = Signal(range(max(plan.n_inputs, 2)))
+        in_end = Signal(init=plan.n_inputs == 1)    # in_count == n_inputs - 1
         have, in_use, loading = Signal(), Signal(), Signal(init=1)
         have_next, in_use_next = Signal(), Signal()
         take = Signal()                     # an input beat is taken
@@ -221,10 +225,10 @@ class Sequencer(wiring.Component):
         last_beat = take & in_end
         m.d.comb += [take.eq(self.i.valid & loading),
                      self.load.valid.eq(take),
-                     self.load.payload.index.eq(in_count),
                      self.load.payload.value.eq(self.i.payload),
                      self.i.ready.eq(loading)]
-        _count_inputs(m, take, in_count, in_end, n_inputs)
+        _count_inputs(m, take, in_count, in_end, plan.n_inputs)
+        _load_index(m, plan, take, last_beat, in_count, self.load.payload.index)
         m.d.comb += [have_next.eq((have | last_beat) & ~start),
                      in_use_next.eq((in_use | start) & ~first_done)]
         m.d.sync += [have.eq(have_next), in_use.eq(in_use_next)]
@@ -234,8 +238,7 @@ class Sequencer(wiring.Component):
         # -- the runner ------------------------------------------------------------------------
         def begin():
             m.d.comb += start.eq(1)
-            m.d.sync += [neuron.eq(0), chunk.eq(0), addr.eq(0), hidden_index.eq(0)]
-            enter_layer(0)
+            walk.begin()
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -258,29 +261,15 @@ class Sequencer(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
-                with m.If(~plane_end):          # the next bit plane of the same row
-                    m.d.sync += [plane.eq(plane + 1), plane_end.eq(plane + 1 == planes - 1)]
-                with m.Elif(chunk_end):
-                    m.d.comb += issued_neuron.eq(1)
-                    m.d.sync += [chunk.eq(0), chunk_end.eq(cur_per_last == 0)]
-                    with m.If(~cur_final):
-                        m.d.sync += hidden_index.eq(hidden_index + 1)
-                    with m.If(neuron_end):
-                        m.d.sync += neuron.eq(0)
-                        m.d.comb += first_done.eq(layer == 0)
-                        with m.If(cur_final):
-                            m.d.sync += finishing.eq(1)
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.d.sync += [wait.eq(gap_of[layer]), wait_end.eq(gap_of[layer] == 0)]
-                            m.next = "DRAIN"
+                walk.step()
+                with m.If(walk.layer_done):
+                    m.d.comb += first_done.eq(layer == 0)
+                    with m.If(walk.final):
+                        m.d.sync += finishing.eq(1)
+                        m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [neuron.eq(neuron + 1),
-                                     neuron_end.eq(neuron + 1 == cur_out_last)]
-                with m.Else():
-                    m.d.sync += [chunk.eq(chunk + 1), chunk_end.eq(chunk + 1 == cur_per_last)]
-                with m.If(plane_end):
-                    m.d.sync += [addr.eq(addr + 1), plane.eq(0), plane_end.eq(single)]
+                        m.d.sync += [wait.eq(gap_of[layer]), wait_end.eq(gap_of[layer] == 0)]
+                        m.next = "DRAIN"
             with m.State("DRAIN"):              # (hidden layers only)
                 with m.If(~wait_end):
                     m.d.sync += [wait.eq(wait - 1), wait_end.eq(wait == 1)]
@@ -291,21 +280,100 @@ class Sequencer(wiring.Component):
                         # sent: the plan's interval counts the cycles (``last_layer_gap``).
                         pass
                     with m.Else():
-                        enter_layer(layer + 1)
+                        walk.enter(layer + 1)
                         m.next = "RUN"
 
         # -- the finisher: the results go once every group of the last layer is stored ----------
         _finish(m, finishing, handoff, scored_all)
 
         # Last-layer groups in flight (``scored_all``: none).
-        _count_in_flight(m, pending_last, scored_all, issued_neuron & cur_final, self.scored)
+        _count_in_flight(m, pending_last, scored_all, walk.group_done & walk.final, self.scored)
 
-        cmd = self.cmd.payload
-        m.d.comb += [
-            self.cmd.valid.eq(issue), cmd.addr.eq(addr), cmd.chunk.eq(chunk),
-            self.emit.eq(finishing & scored_all),
-            cmd.tag.layer.eq(layer), cmd.tag.group.eq(neuron), cmd.tag.hidden.eq(hidden_index),
-            cmd.tag.first.eq((chunk == 0) & (plane == 0)), cmd.tag.last.eq(chunk_end & plane_end),
-            cmd.tag.end.eq(neuron_end), cmd.tag.plane.eq(plane),
-        ]
+        m.d.comb += [self.cmd.valid.eq(issue), self.emit.eq(finishing & scored_all)]
+        walk.drive(self.cmd.payload)
         return m
+
+
+class _DenseWalk:
+    """The rows of fully connected layers: layer after layer, group after group, chunk after
+    chunk (the weight-memory address counts up, as the memory map lays the rows; the chunk of
+    activations is the row's index within its group). Every end-of-count test is a register
+    computed a cycle ahead.
+
+    ``layer_done`` and ``group_done`` (combinational) mark the issue of a layer's and a group's
+    last row; ``final`` is the last layer (a register)."""
+
+    def __init__(self, m, plan):
+        self.m, self.plan = m, plan
+        per, groups = plan.per, plan.groups
+        self.layer = Signal(range(max(plan.n_layers, 2)))
+        self.per_last_of = Array(Const(p - 1, range(max(per))) for p in per)
+        self.out_last_of = Array(Const(g - 1, range(max(groups))) for g in groups)
+        self.cur_per_last = Signal(range(max(per)))
+        self.cur_out_last = Signal(range(max(groups)))
+        self.final = Signal()
+        self.chunk_end = Signal()                # chunk == cur_per_last
+        self.neuron_end = Signal()               # group == cur_out_last
+        # Digits of a digit-serial first layer: each row is issued ``passes[0]`` times.
+        self.planes = plan.passes[0]
+        self.plane = Signal(plan.plane_bits)
+        self.plane_end = Signal()                # plane == the layer's last plane
+        self.single = Signal()                   # the layer takes one pass per row
+        self.neuron = Signal(plan.group_bits)
+        self.chunk = Signal(range(max(max(per), 2)))
+        self.addr = Signal(plan.addr_bits)
+        self.hidden = Signal(plan.hidden_bits)
+        self.group_done, self.layer_done = Signal(), Signal()
+
+    def enter(self, index):
+        """Load the registers of layer ``index`` (its first neuron, first chunk)."""
+        plan = self.plan
+        if isinstance(index, int):
+            per_last, out_last = Const(plan.per[index] - 1), Const(plan.groups[index] - 1)
+        else:
+            per_last, out_last = self.per_last_of[index], self.out_last_of[index]
+        one = (index != 0) if self.planes > 1 else 1
+        self.m.d.sync += [
+            self.layer.eq(index), self.cur_per_last.eq(per_last),
+            self.cur_out_last.eq(out_last), self.final.eq(index == plan.n_layers - 1),
+            self.chunk_end.eq(per_last == 0), self.neuron_end.eq(out_last == 0),
+            self.plane.eq(0), self.single.eq(one), self.plane_end.eq(one),
+        ]
+
+    def begin(self):
+        self.m.d.sync += [self.neuron.eq(0), self.chunk.eq(0), self.addr.eq(0),
+                          self.hidden.eq(0)]
+        self.enter(0)
+
+    def step(self):
+        """One row issued (in ``RUN``)."""
+        m = self.m
+        plane, plane_end, chunk, neuron = self.plane, self.plane_end, self.chunk, self.neuron
+        with m.If(~plane_end):          # the next bit plane of the same row
+            m.d.sync += [plane.eq(plane + 1), plane_end.eq(plane + 1 == self.planes - 1)]
+        with m.Elif(self.chunk_end):
+            m.d.comb += self.group_done.eq(1)
+            m.d.sync += [chunk.eq(0), self.chunk_end.eq(self.cur_per_last == 0)]
+            with m.If(~self.final):
+                m.d.sync += self.hidden.eq(self.hidden + 1)
+            with m.If(self.neuron_end):
+                m.d.sync += neuron.eq(0)
+                m.d.comb += self.layer_done.eq(1)
+            with m.Else():
+                m.d.sync += [neuron.eq(neuron + 1),
+                             self.neuron_end.eq(neuron + 1 == self.cur_out_last)]
+        with m.Else():
+            m.d.sync += [chunk.eq(chunk + 1), self.chunk_end.eq(chunk + 1 == self.cur_per_last)]
+        with m.If(plane_end):
+            m.d.sync += [self.addr.eq(self.addr + 1), plane.eq(0), plane_end.eq(self.single)]
+
+    def drive(self, cmd):
+        chunk, plane = self.chunk, self.plane
+        self.m.d.comb += [
+            cmd.addr.eq(self.addr), cmd.chunk.eq(chunk),
+            cmd.tag.layer.eq(self.layer), cmd.tag.group.eq(self.neuron),
+            cmd.tag.hidden.eq(self.hidden),
+            cmd.tag.first.eq((chunk == 0) & (plane == 0)),
+            cmd.tag.last.eq(self.chunk_end & self.plane_end),
+            cmd.tag.end.eq(self.neuron_end), cmd.tag.plane.eq(plane),
+        ]

@@ -277,7 +277,7 @@ class BulkBench(wiring.Component):
         self._capacity = capacity
         plan = engine.plan
         self._n_inputs, self._n_classes = plan.n_inputs, plan.n_classes
-        self._per_inference = sum(plan.groups[:-1])
+        self._per_inference = sum(w.out_pixels * w.groups for w in plan.walks[:-1])
         passed = {name: member for name, member in engine.signature.members.items()
                   if name not in ("i", "o", "trace")}
         super().__init__({

@@ -20,7 +20,8 @@ import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["read_words", "decode_fields", "expected_beats", "check_beats", "BulkCheck"]
+__all__ = ["read_words", "decode_fields", "expected_beats", "check_beats", "BulkCheck",
+           "hidden_shapes"]
 
 
 def read_words(path):
@@ -80,11 +81,27 @@ def decode_fields(words, layout):
             for key, value in out.items()}
 
 
+def hidden_shapes(model):
+    """Each hidden layer's output as ``(pixels, channels)``: a convolution's pooled map, a
+    fully connected layer's neurons as one pixel."""
+    return [(layer.out_shape[1] * layer.out_shape[2], layer.n_out)
+            for layer in model.layers[:-1]]
+
+
+def _trace_order(hidden, pe):
+    """The trace beats of one inference as arrays ``layer, pixel, group``: layer after layer,
+    pixel after pixel, group after group (the engine's order)."""
+    order = [(k, pixel, group) for k, (pixels, channels) in enumerate(hidden)
+             for pixel in range(pixels) for group in range(-(-channels // pe))]
+    return {name: np.array([o[i] for o in order], dtype=np.int64)
+            for i, name in enumerate(("layer", "pixel", "group"))}
+
+
 def expected_beats(golden, n_classes, hidden, pe):
     """The beats the engine must show for the golden model's trace ``golden``: result fields
     ``index, score, cls, last`` as [N, n_classes] arrays and trace fields ``layer, group`` as
-    [groups] arrays (the same for every inference) and ``acts`` as [N, groups, pe] (padding
-    neurons, past a layer's outputs, trace 0)."""
+    [beats] arrays (the same for every inference) and ``acts`` as [N, beats, pe] (padding
+    neurons, past a layer's outputs, trace 0). ``hidden``: :func:`hidden_shapes`."""
     images = len(golden.classes)
     results = {"index": np.broadcast_to(np.arange(n_classes), (images, n_classes)),
                "score": np.asarray(golden.scores, dtype=np.int64),
@@ -92,16 +109,15 @@ def expected_beats(golden, n_classes, hidden, pe):
                                       (images, n_classes)),
                "last": np.broadcast_to(np.arange(n_classes) == n_classes - 1,
                                        (images, n_classes)).astype(np.int64)}
-    layers, groups, acts = [], [], []
-    for layer, size in enumerate(hidden):
-        count = -(-size // pe)
-        padded = np.zeros((images, count * pe), dtype=np.int64)
-        padded[:, :size] = golden.acts[layer]
-        acts.append(padded.reshape(images, count, pe))
-        layers.append(np.full(count, layer))
-        groups.append(np.arange(count))
-    traces = {"layer": np.concatenate(layers) if layers else np.zeros(0, dtype=np.int64),
-              "group": np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64),
+    acts = []
+    for layer, (pixels, channels) in enumerate(hidden):
+        count = -(-channels // pe)
+        padded = np.zeros((images, pixels, count * pe), dtype=np.int64)
+        padded[:, :, :channels] = np.asarray(golden.acts[layer]).reshape(images, pixels,
+                                                                         channels)
+        acts.append(padded.reshape(images, pixels * count, pe))
+    order = _trace_order(hidden, pe)
+    traces = {"layer": order["layer"], "group": order["group"],
               "acts": np.concatenate(acts, axis=1) if acts else np.zeros((images, 0, pe))}
     return results, traces
 
@@ -214,8 +230,7 @@ def check_beats(model, golden, results, traces, *, pe=1, first=0, starts=None, f
         and ``finish``; zeros without them).
     """
     images, n_classes = len(golden.classes), model.n_classes
-    hidden = [layer.n_out for layer in model.layers[:-1]]
-    want_results, want_traces = expected_beats(golden, n_classes, hidden, pe)
+    want_results, want_traces = expected_beats(golden, n_classes, hidden_shapes(model), pe)
     per = len(want_traces["layer"])
     flat_results = {k: np.asarray(v).reshape(images * n_classes) for k, v in
                     want_results.items()}
@@ -246,7 +261,6 @@ def _outputs(model, results, traces, images, pe, starts, finishes):
     the beat testbench does: a result beat belongs to the inference of the ``last`` beats
     before it; the trace beats come ``per`` to an inference."""
     n_classes = model.n_classes
-    sizes = [layer.n_out for layer in model.layers]
     classes = np.full(images, -1, dtype=np.int64)
     scores = np.zeros((images, n_classes), dtype=np.int64)
     last = np.asarray(results["last"], dtype=np.int64)
@@ -256,15 +270,18 @@ def _outputs(model, results, traces, images, pe, starts, finishes):
     ends = (last == 1) & (image < images)
     classes[image[ends]] = results["cls"][ends]
 
-    acts = [np.zeros((images, size), dtype=np.int8) for size in sizes[:-1]]
-    per = sum(-(-size // pe) for size in sizes[:-1])
+    hidden = hidden_shapes(model)
+    acts = [np.zeros((images, pixels * channels), dtype=np.int8) for pixels, channels in hidden]
+    order = _trace_order(hidden, pe)
+    per = len(order["layer"])
     beats = len(traces["layer"])
     of = np.arange(beats) // max(per, 1)
-    for layer, out in enumerate(acts):
+    pixel = order["pixel"][np.arange(beats) % max(per, 1)] if per else np.zeros(beats, int)
+    for layer, (out, (_, channels)) in enumerate(zip(acts, hidden)):
         for q in range(pe):
-            neuron = traces["group"] * pe + q
-            keep = (of < images) & (traces["layer"] == layer) & (neuron < out.shape[1])
-            out[of[keep], neuron[keep]] = traces["acts"][keep, q]
+            channel = traces["group"] * pe + q
+            keep = (of < images) & (traces["layer"] == layer) & (channel < channels)
+            out[of[keep], pixel[keep] * channels + channel[keep]] = traces["acts"][keep, q]
 
     zeros = np.zeros(images, dtype=np.int64)
     starts = zeros if starts is None else np.asarray(starts, dtype=np.int64)

@@ -9,7 +9,8 @@ from amaranth.sim import Simulator
 
 from .streams import stream_get, stream_put, watchdog_cycles
 
-__all__ = ["run_benches", "EngineRun", "EngineStalled", "run_engine", "write_weight_rows"]
+__all__ = ["run_benches", "EngineRun", "EngineStalled", "run_engine", "write_weight_rows",
+           "trace_positions"]
 
 #: Clock period of the harness, in seconds (only waves show it).
 PERIOD = 1e-6
@@ -28,8 +29,9 @@ class EngineRun:
         The activations the trace stream reported.
     cycles : int64 [N]
         Cycles from each inference's first input beat to its last result beat (both counted).
-    trace_events : list of (image, layer, group)
-        Every trace beat (a group of ``pe`` hidden activations), in order.
+    trace_events : list of (image, layer, pixel, group)
+        Every trace beat (a group of ``pe`` hidden activations; ``pixel``: a convolution's
+        pooled pixel, 0 otherwise), in order.
     starts : int64 [N]
         The cycle of each inference's first input beat (differences: the interval between
         inferences).
@@ -69,6 +71,14 @@ async def write_weight_rows(ctx, port, codes):
     ctx.set(port.en, 0)
 
 
+def trace_positions(plan):
+    """The trace beats of one inference, in the engine's order, as ``(layer, pixel, group)``:
+    layer after layer, a convolution's pooled pixel after pixel (0 for a fully connected
+    layer), group after group."""
+    return [(k, pixel, group) for k, walk in enumerate(plan.walks[:-1])
+            for pixel in range(walk.out_pixels) for group in range(walk.groups)]
+
+
 def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
     """Stream ``inputs`` ([N, n_inputs]) through ``engine``; return an :class:`EngineRun`.
 
@@ -102,7 +112,7 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
     n = len(inputs)
     classes = np.full(n, -1, dtype=np.int64)
     scores = np.zeros((n, model.n_classes), dtype=np.int64)
-    acts = [np.zeros((n, layer.n_out), dtype=np.int8) for layer in model.layers[:-1]]
+    acts = [np.zeros((n, layer.n_outputs), dtype=np.int8) for layer in model.layers[:-1]]
     cycles = np.zeros(n, dtype=np.int64)
     starts = np.zeros(n, dtype=np.int64)
     events = []
@@ -140,19 +150,23 @@ def run_engine(engine, inputs, *, ready=1.0, valid=1.0, seed=0, vcd=None):
     # Each inference traces each hidden group once, one inference after the other (the next
     # one's first layers may be traced while the results of the last go out).
     pe = engine.pe
-    per_inference = sum(engine.plan.groups[:-1])
+    positions = trace_positions(engine.plan)
+    per_inference = len(positions)
 
     async def trace_monitor(ctx):
         async for _, _, is_valid, beat in ctx.tick().sample(engine.trace.valid,
                                                             engine.trace.payload):
             if is_valid:
-                image = len(events) // per_inference
+                image, k = divmod(len(events), per_inference)
                 layer, group = int(beat.layer), int(beat.group)
-                events.append((image, layer, group))
+                _, pixel, _ = positions[k]
+                events.append((image, layer, pixel, group))
                 for q in range(pe):
-                    neuron = group * pe + q
-                    if image < n and layer < len(acts) and neuron < acts[layer].shape[1]:
-                        acts[layer][image, neuron] = beat.acts[q]
+                    channel = group * pe + q
+                    if image < n and layer < len(acts) and \
+                            channel < model.layers[layer].n_out:
+                        acts[layer][image, pixel * model.layers[layer].n_out + channel] = \
+                            beat.acts[q]
 
     async def watchdog(ctx):
         while True:

@@ -62,6 +62,7 @@ from nmflow.golden.plan import EnginePlan
 from nmflow.golden.reference import reference
 from nmflow.rtl.engine import result_layout, trace_layout
 from nmflow.rtl.verilog import engine_read_function
+from nmflow.sim.bulkcheck import hidden_shapes
 from nmflow.sim.harness import Driver, Monitor, Scoreboard, Stream, cycle
 from nmflow.sim.streams import watchdog_cycles
 from nmflow.sim.tbutil import PERIOD_NS, start
@@ -87,15 +88,20 @@ class Model:
                 "cls": int(golden.classes[0]), "last": int(index == n_classes - 1),
             }, f"image {image}: result beat {index}")
         pe = self.pe
-        for layer, acts in enumerate(golden.acts):
-            padded = np.zeros(-(-len(acts[0]) // pe) * pe, dtype=np.int64)
-            padded[:len(acts[0])] = acts[0]     # padding neurons trace 0
-            for group in range(len(padded) // pe):
-                self.scoreboard.expect("trace", {
-                    "layer": layer, "group": group,
-                    "acts": [int(v) for v in padded[group * pe:(group + 1) * pe]],
-                }, f"image {image}: layer {layer} activations {group * pe} to "
-                   f"{group * pe + pe - 1}")
+        for layer, (acts, (pixels, channels)) in enumerate(zip(golden.acts,
+                                                               hidden_shapes(self.model))):
+            # a convolution's pooled map pixel by pixel (channels innermost)
+            maps = np.asarray(acts[0]).reshape(pixels, channels)
+            for pixel in range(pixels):
+                padded = np.zeros(-(-channels // pe) * pe, dtype=np.int64)
+                padded[:channels] = maps[pixel]     # padding neurons trace 0
+                where = f"pixel {pixel} " if pixels > 1 else ""
+                for group in range(len(padded) // pe):
+                    self.scoreboard.expect("trace", {
+                        "layer": layer, "group": group,
+                        "acts": [int(v) for v in padded[group * pe:(group + 1) * pe]],
+                    }, f"image {image}: layer {layer} {where}activations {group * pe} to "
+                       f"{group * pe + pe - 1}")
 
 
 class Inferences:
@@ -113,12 +119,16 @@ class Inferences:
     def __init__(self, model, images, scoreboard, model_of, on_inference=None, pe=1):
         self.model, self.images, self.scoreboard = model, images, scoreboard
         self.model_of, self.on_inference = model_of, on_inference
-        sizes = [layer.n_out for layer in model.layers]
+        self.hidden = hidden_shapes(model)
         self.classes = np.full(images, -1, dtype=np.int64)
         self.scores = np.zeros((images, model.n_classes), dtype=np.int64)
-        self.acts = [np.zeros((images, size), dtype=np.int8) for size in sizes[:-1]]
+        self.acts = [np.zeros((images, pixels * channels), dtype=np.int8)
+                     for pixels, channels in self.hidden]
         self.pe = pe
-        self.per_inference = sum(-(-size // pe) for size in sizes[:-1])
+        # each beat's pixel, in the engine's order (layer, pixel, group)
+        self.pixels = [pixel for pixels, channels in self.hidden for pixel in range(pixels)
+                       for _ in range(-(-channels // pe))]
+        self.per_inference = len(self.pixels)
         self.cycles = np.zeros(images, dtype=np.int64)
         self.finish = np.zeros(images, dtype=np.int64)
         self.vectors, self.vector, self.first = [], [], deque()
@@ -139,14 +149,15 @@ class Inferences:
 
     def trace_beat(self, beat, period):
         self.scoreboard.observe("trace", beat)
-        image = self.traced // self.per_inference
+        image, k = divmod(self.traced, max(self.per_inference, 1))
         self.traced += 1
         layer, group = beat["layer"], beat["group"]
         if image < self.images and layer < len(self.acts):
+            channels = self.hidden[layer][1]
             for q, act in enumerate(beat["acts"]):
-                neuron = group * self.pe + q
-                if neuron < self.acts[layer].shape[1]:
-                    self.acts[layer][image, neuron] = act
+                channel = group * self.pe + q
+                if channel < channels:
+                    self.acts[layer][image, self.pixels[k] * channels + channel] = act
 
     def result_beat(self, beat, period):
         self.scoreboard.observe("o", beat)
