@@ -226,14 +226,36 @@ def test_the_qonnx_export_refuses_a_convolution():
         to_qonnx(conv_model())
 
 
-def test_a_read_drawn_per_inference_is_refused_for_a_convolution():
+def test_the_read_order_of_a_convolution():
+    """c2k3p1-p2-f3 on a 1 x 4 x 4 map, 4 lanes, pe 2, counted by hand: the 2 x 2 pooled
+    pixels, each with its one group of two channels read at the four positions of its pooling
+    window (rows 0 to 8 each time), then the dense layer's rows once."""
+    from nmflow.golden.plan import EnginePlan
+    from nmflow.golden.reference import read_order
+    from nmflow.golden.synthetic import random_conv_model
+    model = random_conv_model("c2k3p1-p2-f3", (1, 4, 4), seed=1)
+    plan = EnginePlan(model, 4, pe=2)
+    window = list(range(9))
+    # the dense layer reads 4 pixels x 1 chunk of 2 channels, 2 groups of 2 classes
+    assert read_order(plan).tolist() == window * 16 + list(range(9, 17))
+
+
+def test_a_read_that_draws_per_read_follows_the_engines_order():
     from nmflow.golden.injector import ErrorInjection, InjectedRead
     from nmflow.golden.readerrors import ErrorRates
-    read = InjectedRead(ErrorInjection(ErrorRates(0.1, 0.1, 0.1), mode="per_read"), 16)
-    with pytest.raises(NmflowError, match="not defined for convolutions yet"):
-        reference(conv_model(), np.zeros((2, 84), np.int64), read=read)
-    static = InjectedRead(ErrorInjection(ErrorRates(0.1, 0.1, 0.1), mode="static"), 16)
-    assert reference(conv_model(), np.zeros((2, 84), np.int64), read=static).classes.shape == (2,)
+    model, x = conv_model(), np.random.default_rng(0).integers(0, 32, (3, 84))
+    ideal = reference(model, x, lanes=8)
+    none = InjectedRead(ErrorInjection(ErrorRates(0.0, 0.0, 0.0), mode="per_read"), 8)
+    assert reference(model, x, lanes=8, read=none).scores.tolist() == ideal.scores.tolist()
+    rates = ErrorRates(0.2, 0.2, 0.2)
+    same = np.repeat(x[:1], 3, axis=0)
+    # static: every inference draws the same sequence; per read: each its own
+    static = reference(model, same, lanes=8,
+                       read=InjectedRead(ErrorInjection(rates, mode="static"), 8))
+    assert (static.preacts[0] == static.preacts[0][:1]).all()
+    fresh = reference(model, same, lanes=8,
+                      read=InjectedRead(ErrorInjection(rates, mode="per_read"), 8))
+    assert (fresh.preacts[0] != fresh.preacts[0][:1]).any()
 
 
 def test_arch_and_dataset_must_agree(digits):

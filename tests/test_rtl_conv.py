@@ -5,9 +5,9 @@ reference (==): every pooled activation map, every score and class, and the plan
 import numpy as np
 import pytest
 
-from nmflow.errors import NmflowError
 from nmflow.golden.hwmodel import HardwareModel, Layer
-from nmflow.golden.injector import ErrorInjection
+from nmflow.golden.injector import ErrorInjection, InjectedRead
+from nmflow.golden.readerrors import ErrorRates
 from nmflow.golden.pairs import MemoryMap
 from nmflow.golden.plan import EnginePlan
 from nmflow.golden.reference import reference
@@ -15,7 +15,7 @@ from nmflow.golden.synthetic import random_conv_model, random_inputs
 from nmflow.rtl.engine import InferenceEngine
 from nmflow.sim.pysim import run_engine
 
-from helpers import assert_back_to_back, refuses
+from helpers import assert_back_to_back
 
 
 def check(engine, inputs, **kwargs):
@@ -119,9 +119,20 @@ def test_memory_map_pads_each_pixels_channels_to_whole_chunks():
         assert padded.sum() == model.layers[layer].weights.size
 
 
-def test_conv_engine_refuses_the_read_error_injector():
-    model = random_conv_model("c2k3-f2", (1, 4, 4), seed=3)
-    refuses(lambda: InferenceEngine(model, lanes=4, errors=ErrorInjection()), NmflowError,
-            "errors: the read-error injector draws once per row in address order, and a "
-            "convolution reads its rows once per pixel: not built for convolutional networks "
-            "yet")
+@pytest.mark.parametrize("mode", ["per_read", "static"])
+def test_conv_engine_with_the_read_error_injector_matches_its_twin(mode):
+    """The injector draws per row read, and a convolution reads each of its rows once per
+    position: the twin follows the engine's read order (repeats included) and equals it."""
+    model = random_conv_model("c5k3p1-p2-c4k2-f6-f3", (2, 7, 6), seed=4)
+    injection = ErrorInjection(ErrorRates(0.1, 0.1, 0.1), seed=5, mode=mode)
+    engine = InferenceEngine(model, lanes=8, pe=2, errors=injection)
+    x = random_inputs(model, 3, seed=2)
+    run = run_engine(engine, x)
+    twin = reference(model, x, lanes=8, pe=2, read=InjectedRead(injection, 8))
+    assert run.scores.tolist() == twin.scores.tolist()
+    assert run.classes.tolist() == twin.classes.tolist()
+    for got, expected in zip(run.acts, twin.acts):
+        assert got.tolist() == expected.tolist()
+    # the errors did change what the network computes
+    ideal = reference(model, x, lanes=8, pe=2)
+    assert any((a != b).any() for a, b in zip(twin.acts, ideal.acts))

@@ -202,7 +202,8 @@ class InjectedRead(ReadFunction):
         self.injection = injection
         self.lanes = lanes
         self.per_inference = injection.mode == "per_read"
-        self.restart()
+        self.per_read = True                # every read draws (a static one, anew each
+        self.restart()                      # inference from the seed)
 
     def restart(self):
         self._state = self.injection.states(self.lanes)

@@ -237,10 +237,18 @@ class ReadFunction:
     reads (a pseudo-random error source, say) sets :attr:`per_inference`; the reference then
     calls it once per inference, as the engine reads the memory once per inference. Otherwise the
     reference may call it once for a whole batch.
+
+    A convolution's rows are read once per output position, not once per inference: a read
+    function whose result depends on the reads before it (:attr:`per_read`) defines
+    ``read_rows(codes, addr, last_row)``, which takes the rows in the engine's read order
+    (:func:`~nmflow.golden.reference.read_order`), repeats included.
     """
 
     #: True if the result depends on how many reads came before (a stateful model).
     per_inference = False
+    #: True if each read of a row draws anew (the reference then follows the engine's read
+    #: order through ``read_rows`` where a row is read more than once: convolutions).
+    per_read = False
 
     def __call__(self, codes, addr):
         raise NotImplementedError

@@ -16,7 +16,7 @@ from ..errors import NmflowError
 from .pairs import IdealRead, MemoryMap, memory_codes, read_weights
 
 __all__ = ["check_values", "Trace", "reference", "activate", "argmax_lowest", "check_inputs",
-           "windows", "max_pool"]
+           "windows", "max_pool", "read_order"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,17 +104,97 @@ def reference(model, x, *, lanes=16, pe=1, read=None, codes=None):
     if codes is None:
         codes = memory_codes([layer.weights for layer in model.layers], mmap)
     read = IdealRead() if read is None else read
-    if model.has_conv and read.per_inference:
-        raise NmflowError("a read function that draws anew per inference is not defined for "
-                          "convolutions yet (the engine's reads of a convolution's rows are not "
-                          "built): use one that does not")
+    if model.has_conv and read.per_read:
+        return _reference_per_read(model, h, lanes, pe, read, codes)
     if not read.per_inference or len(h) <= 1:
         return _forward(model, h, read_weights(codes, mmap, read))
     traces = [_forward(model, h[n:n + 1], read_weights(codes, mmap, read)) for n in range(len(h))]
-    return Trace([np.concatenate([t.preacts[k] for t in traces]) for k in range(len(model.layers))],
-                 [np.concatenate([t.acts[k] for t in traces]) for k in range(len(model.layers) - 1)],
+    return _concat(traces, len(model.layers))
+
+
+def _concat(traces, layers):
+    return Trace([np.concatenate([t.preacts[k] for t in traces]) for k in range(layers)],
+                 [np.concatenate([t.acts[k] for t in traces]) for k in range(layers - 1)],
                  np.concatenate([t.scores for t in traces]),
                  np.concatenate([t.classes for t in traces]))
+
+
+def read_order(plan):
+    """The weight-memory rows an engine of ``plan`` reads in one inference, in its order: a
+    fully connected layer's rows once each, in address order; a convolution's group rows once
+    per position of the pooling window of every pooled pixel (the sequencer's walk,
+    :class:`~nmflow.golden.plan.Walk`). int64 [reads]."""
+    out = []
+    for base, walk in zip(plan.mmap.bases, plan.walks):
+        rows = base + np.arange(walk.groups)[:, None] * walk.per + np.arange(walk.per)
+        out.append(np.broadcast_to(rows[None, :, None, :], (
+            walk.out_pixels, walk.groups, walk.pool ** 2, walk.per)).reshape(-1))
+    return np.concatenate(out)
+
+
+def _reference_per_read(model, h, lanes, pe, read, codes):
+    """:func:`reference` with a read function that draws per read (:attr:`~nmflow.golden.pairs.
+    ReadFunction.per_read`) on a network with convolutions: the rows as the engine reads them
+    (:func:`read_order`), each read with its own draw, in each inference (once for the batch
+    when the function restarts after every inference: not ``per_inference``)."""
+    from .plan import EnginePlan
+    plan = EnginePlan(model, lanes, pe=pe)
+    if codes is None:
+        codes = plan.memory_codes()
+    order = read_order(plan)
+    rows = np.asarray(codes, dtype=np.uint8)[order]
+    last = plan.mmap.rows - 1
+    if not read.per_inference:
+        return _forward_reads(model, h, plan, np.asarray(read.read_rows(rows, order, last)))
+    return _concat([_forward_reads(model, h[n:n + 1], plan,
+                                   np.asarray(read.read_rows(rows, order, last)))
+                    for n in range(len(h))], len(model.layers))
+
+
+def _forward_reads(model, h, plan, weights):
+    """The integer network on inputs ``h`` with every row read of one inference, ``weights``
+    int8 [reads, lanes] in :func:`read_order`: each output position of a convolution computed
+    with the rows as read for it. A convolution's pre-activations at the positions its pooling
+    drops (an odd side's last row or column, which the engine does not compute) are 0."""
+    simd, pe, mmap = plan.simd, plan.pe, plan.mmap
+    preacts, acts, offset = [], [], 0
+    for index, (layer, walk) in enumerate(zip(model.layers, plan.walks)):
+        s2, n_out = walk.pool ** 2, layer.n_out
+        count = walk.out_pixels * walk.groups * s2 * walk.per
+        w = (weights[offset:offset + count].astype(np.int64)
+             .reshape(walk.out_pixels, walk.groups, s2, walk.per, pe, simd)
+             .transpose(0, 2, 1, 4, 3, 5)
+             .reshape(walk.out_pixels, s2, walk.groups * pe, walk.per * simd)[:, :, :n_out])
+        offset += count
+        if layer.conv is None:
+            x = np.zeros((len(h), walk.per * simd), dtype=np.int64)
+            x[:, mmap.columns(index)] = h
+            a = x @ w[0, 0].T
+            preacts.append(a)
+            if layer.activation == "none":
+                scores = a * layer.scale + layer.offset
+                return Trace(preacts, acts, scores, argmax_lowest(scores))
+            h = activate(a, layer).astype(np.int64)
+            acts.append(h.astype(np.int8))
+            continue
+        channels, height, width = layer.conv["in_shape"]
+        maps = (h.reshape(len(h), channels, height, width).transpose(0, 2, 3, 1) if index == 0
+                else h.reshape(len(h), height, width, channels))
+        padded = np.zeros(maps.shape[:3] + (walk.chunks * simd,), dtype=np.int64)
+        padded[..., :channels] = maps
+        win = windows(padded, layer.conv["kernel"], layer.conv["padding"])
+        s, hp, wp = walk.pool, walk.out_height, walk.out_width
+        win = (win[:, :hp * s, :wp * s].reshape(len(h), hp, s, wp, s, -1)
+               .transpose(0, 1, 3, 2, 4, 5).reshape(len(h), hp * wp, s2, -1))
+        a = np.einsum("npwc,pwoc->npwo", win, w)
+        full = np.zeros((len(h),) + layer.conv_shape[1:] + (n_out,), dtype=np.int64)
+        full[:, :hp * s, :wp * s] = (a.reshape(len(h), hp, wp, s, s, n_out)
+                                     .transpose(0, 1, 3, 2, 4, 5)
+                                     .reshape(len(h), hp * s, wp * s, n_out))
+        preacts.append(full.reshape(len(h), -1))
+        h = activate(a, layer).max(axis=2).reshape(len(h), -1).astype(np.int64)
+        acts.append(h.astype(np.int8))
+    raise AssertionError("the last layer of a validated model has activation 'none'")
 
 
 def windows(maps, kernel, padding):

@@ -192,10 +192,6 @@ class InferenceEngine(wiring.Component):
             raise NmflowError(f"network does not fit the memory budget: its weights need "
                              f"{plan.weight_bits} bits ({plan.weight_rows} rows of {lanes} pair "
                              f"codes), the budget is {max_weight_bits} bits")
-        if errors is not None and plan.has_conv:
-            raise NmflowError("errors: the read-error injector draws once per row in address "
-                              "order, and a convolution reads its rows once per pixel: not "
-                              "built for convolutional networks yet")
         self._plan = plan
         self._memory = memory
         self._buffers = dict(buffers)
