@@ -510,11 +510,12 @@ class EnginePlan:
             "weight_rows": self.weight_rows, "weight_bits": self.weight_bits,
             "layer_bases": list(self.mmap.bases), "rows_per_group": list(self.per),
             "groups": list(self.groups),
-            "ideal_cycles_per_inference": self.ideal_cycles,
+            "ideal_cycles_per_inference": self.ideal_cycles, "layer_reads": self.layer_reads,
             "drain_cycles": self.drain_cycles, "layer_gaps": self.layer_gaps,
             "cycles_per_inference": self.cycles_per_inference,
             "interval_cycles": self.interval_cycles,
             "memories": {name: list(shape) for name, shape in self.memories.items()},
+            **({"walks": [dict(vars(walk)) for walk in self.walks]} if self.has_conv else {}),
             "formats": {name: getattr(self, f"{name}_format").to_dict()
                         for name in ("x", "acc", "score", "scale", "offset")},
         }

@@ -99,7 +99,7 @@ def _simulation_speed(run_dir, rtl, sim_images):
     return speed
 
 
-def _merge_write(out, result, keep=("mnist_spram",)):
+def _merge_write(out, result, keep=("mnist_spram", "conv")):
     """Write ``result`` to ``out`` atomically, keeping the sections ``keep`` of the file there
     (``nmflow bench --mnist`` adds its section to the main benchmark's file)."""
     import json

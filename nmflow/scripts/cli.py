@@ -304,7 +304,8 @@ def cmd_program(args):
 
 def cmd_demo(args):
     from ..scripts.demo import run_demo
-    run_demo(Path(args.run), lanes=args.lanes, limit=args.limit, board=args.board)
+    run_demo(Path(args.run), lanes=args.lanes, limit=args.limit, board=args.board,
+             arch=args.arch)
 
 
 def _sweep_points(text):
@@ -337,11 +338,20 @@ def cmd_bench(args):
                               f"{row.get('logic_cells', '-')} cells, limit {row['limit']}")
         _print_json(result)
         return
+    if args.conv:
+        from ..scripts.bench_conv import run_conv
+        result = run_conv(Path(args.run), boards=args.boards, mnist=args.mnist,
+                          mnist_images=1000 if args.mnist_images is None else args.mnist_images,
+                          networks=args.networks.split(",") if args.networks else None,
+                          out=args.out or Path(args.run) / "bench.json", resume=args.resume)
+        _print_json(result["conv"])
+        return
     if args.mnist is not None:
         from ..scripts.bench import run_mnist
         result = run_mnist(Path(args.run) / "mnist", args.mnist,
                            lanes=32 if args.lanes is None else args.lanes,
-                           images=args.mnist_images, out=args.out or Path(args.run) / "bench.json",
+                           images=2000 if args.mnist_images is None else args.mnist_images,
+                           out=args.out or Path(args.run) / "bench.json",
                            resume=args.resume)
         _print_json(result["mnist_spram"])
         return
@@ -578,6 +588,8 @@ def _add_board_parsers(sub):
     ranged(p, "--lanes", LANES, default=16, help="GXNOR lanes (default: 16)")
     ranged(p, "--limit", VECTORS, help="simulate only the first N test images")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker")
+    p.add_argument("--arch", help="the networks' layers as a layer string instead of "
+                   "64-128-128-10, convolutions allowed (for example c16k3p1-p2-c32k3p1-p2-f64-f10)")
 
     p = _step_parser(sub, "bench", cmd_bench,
                      "benchmarks as JSON (cycles, memory bound, Fmax, speed)",
@@ -613,8 +625,15 @@ def _add_board_parsers(sub):
                    "of the IDX files in DIR (t10k-images-idx3-ubyte[.gz], ...), tested on the "
                    "rest, built, simulated under Verilator and compared; the section "
                    "mnist_spram of RUN/bench.json")
-    ranged(p, "--mnist-images", integer(1, limits.BENCH_IMAGES), default=2000,
-           help="test images the MNIST benchmark simulates (default: 2000)")
+    ranged(p, "--mnist-images", integer(1, limits.BENCH_IMAGES), default=None,
+           help="test images the MNIST benchmark simulates (default: 2000; with --conv, 1000)")
+    p.add_argument("--conv", action="store_true", help="instead of the benchmark, the "
+                   "convolutional networks (digits TNN and BNN, a CNV-like network on random "
+                   "32 x 32 x 3 inputs, and with --mnist DIR an MNIST conv TNN): trained, "
+                   "simulated under Verilator against the golden model, built per board; the "
+                   "section conv of RUN/bench.json")
+    p.add_argument("--networks", metavar="NAMES", help="with --conv: only these networks "
+                   "(comma-separated: digits_tnn, digits_bnn, cifar_shaped, mnist_tnn)")
     p.add_argument("--table", action="store_true", help="instead of the benchmark, print "
                    "RUN/bench.json (or --out), with the sweeps RUN/sweep*.json if there, as the "
                    "Markdown tables of the README's benchmark section")

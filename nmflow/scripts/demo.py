@@ -9,7 +9,10 @@ from ..errors import NmflowError
 from ..fileio import write_json
 
 
-def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
+def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker", arch=None):
+    """The whole flow on digits: a TNN (and a BNN beside it) of 64-128-128-10, or of the layer
+    string ``arch`` (convolutions allowed: :mod:`nmflow.golden.arch`), trained, exported,
+    generated, simulated on the test images, compared and built for ``board``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -32,10 +35,12 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
         console.print(f"[green]done[/] {name} ({steps[name]} s)")
         return result
 
-    tnn = step("train TNN 64-128-128-10 on digits", train_step, run_dir, TrainConfig.tnn(), spec)
+    what = arch or "64-128-128-10"
+    tnn = step(f"train TNN {what} on digits", train_step, run_dir, TrainConfig.tnn(arch=arch),
+               spec)
     golden = step("export TNN to the integer hardware model", export_step, run_dir)
     bnn_dir = run_dir / "bnn"
-    step("train BNN 64-128-128-10 on digits", train_step, bnn_dir, TrainConfig.bnn(), spec)
+    step(f"train BNN {what} on digits", train_step, bnn_dir, TrainConfig.bnn(arch=arch), spec)
     golden_bnn = step("export BNN to the integer hardware model", export_step, bnn_dir)
     rtl = step(f"generate the engine with Amaranth ({lanes} lanes)", verilog_step, run_dir,
                lanes=lanes)
@@ -47,7 +52,7 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
 
     report = {
         "golden": {
-            "dataset": golden["dataset"], "sizes": golden["sizes"],
+            "dataset": golden["dataset"], "sizes": golden["sizes"], "arch": arch,
             "weight_kind": golden["weight_kind"],
             "float_accuracy": golden["float_accuracy"], "int_accuracy": golden["int_accuracy"],
             "agreement": golden["agreement"], "train_seconds": tnn["seconds"],
@@ -74,7 +79,7 @@ def run_demo(run_dir, *, lanes=16, limit=None, board="icebreaker"):
     }
     write_json(run_dir / "report.json", report)
 
-    table = Table(title="nmflow demo: TNN on digits, end to end")
+    table = Table(title=f"nmflow demo: TNN {what} on digits, end to end")
     table.add_column("stage")
     table.add_column("figure")
     table.add_column("value", justify="right")
