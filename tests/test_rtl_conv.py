@@ -136,3 +136,26 @@ def test_conv_engine_with_the_read_error_injector_matches_its_twin(mode):
     # the errors did change what the network computes
     ideal = reference(model, x, lanes=8, pe=2)
     assert any((a != b).any() for a, b in zip(twin.acts, ideal.acts))
+
+
+@pytest.mark.parametrize("batch", [None, 4])
+def test_host_step_on_a_simulated_conv_board_with_read_errors(tmp_path, batch):
+    """`nmflow host` against a conv network's board (HostTop in simulation behind a TCP port):
+    the injector's rates, seed and mode set over the link, every reply equal to the twin's,
+    one frame per image or the images in board-side batches."""
+    from nmflow.flow import host_step
+    from nmflow.golden import hwmodel
+    from nmflow.sim.uart_bridge import simulated_board
+    model = random_conv_model("c4k3p1-p2-f3", (1, 4, 4), input_bits=3, seed=11)
+    hwmodel.save(model, tmp_path / "hwmodel")
+    x = random_inputs(model, 5, seed=12)
+    np.savez(tmp_path / "x.npz", x=x)
+    errors = ErrorInjection(ErrorRates(0.05, 0.1, 0.1), seed=9, mode="per_read", rate_bits=8)
+    reset = ErrorInjection(ErrorRates(0, 0, 0), seed=3, rate_bits=8)
+    with simulated_board(model, lanes=8, pe=2, divisor=4, errors=reset, batch=batch) as url:
+        result = host_step(tmp_path, url, inputs=tmp_path / "x.npz", timeout=30,
+                           errors=errors, lanes=8, pe=2, batch=batch is not None)
+    assert result["images"] == 5 and result["mismatches"] == 0
+    twin = reference(model, x, lanes=8, pe=2, read=InjectedRead(errors, 8))
+    assert twin.classes.tolist() != reference(model, x, lanes=8, pe=2).classes.tolist() or \
+        twin.scores.tolist() != reference(model, x, lanes=8, pe=2).scores.tolist()
