@@ -10,7 +10,7 @@ demo: setup
 	$(VENV)/bin/nmflow demo
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -n auto
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadgroup
 
 bench: setup
 	$(VENV)/bin/nmflow bench
