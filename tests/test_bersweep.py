@@ -65,6 +65,30 @@ def test_binary_model_at_zero_rates():
     assert (scores == reference(bnn, x).scores).all()
 
 
+@pytest.mark.parametrize("kind", ["ternary", "binary"])
+def test_a_conv_network_at_zero_rates_and_with_errors(kind):
+    """Convolutions (padding, pooling, several channels) under read errors: at zero rates the
+    reference exactly; with errors, each image its own kernel, applied at every position of
+    its map (checked against the reference on a model holding that image's weights)."""
+    from nmflow.golden.hwmodel import HardwareModel, Layer
+    from nmflow.golden.synthetic import random_conv_model
+    model = random_conv_model("c4k3p1-p2-c3k2-f5", (2, 5, 6), weight_kind=kind, seed=3)
+    x = random_inputs(model, 6, seed=4)
+    scores, classes = classify_with_errors(model, x, ErrorRates(), np.random.default_rng(0))
+    golden = reference(model, x)
+    assert (scores == golden.scores).all() and (classes == golden.classes).all()
+    rates = ErrorRates(type1=0.2) if kind == "binary" else ErrorRates(0.1, 0.1, 0.1)
+    scores, _ = classify_with_errors(model, x, rates, np.random.default_rng(7))
+    drawn = read_per_image(model, len(x), rates, np.random.default_rng(7))
+    for n in range(len(x)):
+        layers = [Layer(w[n], layer.activation, t_hi=layer.t_hi, t_lo=layer.t_lo,
+                        scale=layer.scale, offset=layer.offset, conv=layer.conv)
+                  for layer, w in zip(model.layers, drawn)]
+        seen = HardwareModel(input_bits=model.input_bits, weight_kind=kind, layers=layers)
+        assert (scores[n] == reference(seen, x[n:n + 1]).scores[0]).all()
+    assert (scores != golden.scores).any()
+
+
 def test_each_image_draws_its_own_errors(tnn):
     rates = ErrorRates(type1=0.1, type2=0.1, type3=0.2)
     weights = read_per_image(tnn, 2, rates, np.random.default_rng(0))
@@ -270,3 +294,11 @@ def test_hidden_sizes_are_checked(tmp_path, fake_device):
         cli.parser().parse_args(["ber-sweep", "--hidden", "64,x"])
     assert cli.parser().parse_args(["ber-sweep"]).hidden == command.DEFAULT_HIDDEN
     assert cli.parser().parse_args(["ber-sweep", "--hidden", "32,16"]).hidden == (32, 16)
+
+
+def test_arch_and_hidden_are_one_or_the_other(tmp_path, capsys):
+    assert cli.main(["ber-sweep", "--out", str(tmp_path), "--arch", "c4k3-f10", "--hidden",
+                     "32,16"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "nmflow: error: --hidden and --arch name the layers twice: give one of them")
+    assert cli.parser().parse_args(["ber-sweep", "--arch", "c4k3-f10"]).arch == "c4k3-f10"

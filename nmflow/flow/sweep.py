@@ -97,16 +97,17 @@ def _chip_rates(samples, seed):
     return {condition: rates[condition].as_dict() for condition in CONDITIONS}
 
 
-def _train(out, spec, epochs, hidden, kinds, progress):
-    """Train and export the networks in ``kinds`` into ``out/<kind>``; return their models."""
+def _train(out, spec, epochs, hidden, kinds, progress, arch=None):
+    """Train and export the networks in ``kinds`` into ``out/<kind>`` (of the layer string
+    ``arch`` if given, else of the ``hidden`` sizes); return their models."""
     from ..golden import hwmodel
     from ..golden.train import TrainConfig
     from .engine import ARTIFACTS, export_step, train_step
 
     models = {}
     for kind in kinds:
-        config = (TrainConfig.bnn if kind == "bnn" else TrainConfig.tnn)(epochs=epochs,
-                                                                        hidden=hidden)
+        config = (TrainConfig.bnn if kind == "bnn" else TrainConfig.tnn)(
+            epochs=epochs, **({"arch": arch} if arch is not None else {"hidden": hidden}))
         run = Path(out) / kind
         train_step(run, config, spec, progress=progress)
         export_step(run)
@@ -129,13 +130,14 @@ def jobs_rule():
 
 def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=0, epochs=50,
               hidden=DEFAULT_HIDDEN, limit=None, jobs=None, chip_samples=200_000, progress=None,
-              cluster=None, resume=False):
+              cluster=None, resume=False, arch=None):
     """Run the sweep and write ``out/ber.{json,csv,png}``; return the JSON dict.
 
     ``tnn`` / ``bnn`` are hardware-model paths (trained into ``out/tnn`` / ``out/bnn`` when
     None); ``spec`` the evaluation dataset (a :class:`~nmflow.flow.DatasetSpec`, digits by
     default); ``rates`` the error rates of each curve (the default log grid when None);
-    ``epochs`` and ``hidden`` (hidden layer sizes) configure the networks trained here.
+    ``epochs`` and ``hidden`` (hidden layer sizes) configure the networks trained here, or
+    ``arch`` (a layer string, convolutions allowed) instead of ``hidden``.
     The points are jobs of :func:`nmflow.jobs.run_jobs` (``jobs`` local processes, or the
     Dask cluster ``cluster``), each written to ``out/.jobs`` as it finishes; ``resume`` keeps
     the networks already trained there and runs only the points missing.
@@ -180,7 +182,7 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
                 models[kind] = _load_model(f"--{kind}", path, kind)
                 missing.remove(kind)
     if missing:
-        models.update(_train(out, spec, epochs, hidden, missing, progress))
+        models.update(_train(out, spec, epochs, hidden, missing, progress, arch))
     train_seconds = time.monotonic() - start
 
     points = []                                       # (key, rates) in a fixed order
@@ -207,7 +209,8 @@ def run_sweep(out, *, tnn=None, bnn=None, spec=None, rates=None, passes=5, seed=
     result["table42"] = {c: {"rates": TABLE_42[c], "mean": results[("tnn", "table42", c)][0],
                              "std": results[("tnn", "table42", c)][1]} for c in CONDITIONS}
     result["settings"] = {
-        "passes": passes, "seed": seed, "epochs": epochs, "hidden": list(hidden), "rates": rates,
+        "passes": passes, "seed": seed, "epochs": epochs, "hidden": list(hidden), "arch": arch,
+        "rates": rates,
         "test_images": int(len(y)),
         "dataset": spec.to_dict(), "chip_samples": chip_samples,
         "models": {kind: {"sizes": models[kind].sizes, "weight_kind": models[kind].weight_kind,

@@ -78,6 +78,8 @@ def cmd_ber_sweep(args):
         if path is not None and not Path(path).with_suffix(".json").is_file():
             raise NmflowError(f"--{option} must name an existing hardware model file, not "
                               f"{path!r} (no such file)")
+    if args.arch is not None and args.hidden != DEFAULT_HIDDEN:
+        raise NmflowError("--hidden and --arch name the layers twice: give one of them")
     rates = _grid(args)
     from .cli import dataset_spec
     spec = dataset_spec(args, resolve=True)        # recorded in ber.json: absolute paths
@@ -86,7 +88,7 @@ def cmd_ber_sweep(args):
                            passes=args.passes, seed=args.seed, epochs=args.epochs,
                            hidden=args.hidden, limit=args.limit, jobs=args.jobs,
                            chip_samples=args.chip_samples, progress=progress,
-                           cluster=args.cluster, resume=args.resume)
+                           cluster=args.cluster, resume=args.resume, arch=args.arch)
 
     def at(curve, rate):
         return min(curve, key=lambda point: abs(point[0] - rate))[1]
@@ -137,6 +139,8 @@ def add_parser(sub):
     ranged(p, "--hidden", HIDDEN, default=DEFAULT_HIDDEN,
            help="hidden layer sizes of the networks trained here (default: "
            f"{','.join(map(str, DEFAULT_HIDDEN))})")
+    p.add_argument("--arch", help="the networks trained here as a layer string instead of "
+                   "--hidden, convolutions allowed (for example c16k3p1-p2-c32k3p1-p2-f128-f10)")
     ranged(p, "--jobs", integer(1, max_jobs(), rule=jobs_rule()),
            help="worker processes (default: the usable cores)")
     ranged(p, "--chip-samples", integer(*limits.PCSA_SAMPLES), default=200_000,
