@@ -99,7 +99,7 @@ def test_a_missing_or_malformed_bench_file_is_one_line(tmp_path, capsys):
     (tmp_path / "bench.json").write_text("{}")
     line = error_line(capsys, ["bench", "--table", "--run", str(tmp_path)])
     assert line == ("nmflow: error: bench.json must hold at least one of network, boards, "
-                    "simulation or mnist_spram, not none of them")
+                    "simulation, mnist_spram or conv, not none of them")
     (tmp_path / "bench.json").write_text(json.dumps(BENCH))
     (tmp_path / "sweep_x.json").write_text('{"points": []}')
     line = error_line(capsys, ["bench", "--table", "--run", str(tmp_path)])
@@ -120,3 +120,26 @@ def test_the_injector_row_says_when_it_does_not_fit(tmp_path, capsys):
                if line.startswith("| with the read-error injector"))
     assert row == ("| with the read-error injector: logic cells, Fmax, run clock | does not fit: "
                    "needs 11,253 logic cells | 5,000 (x1.26), 38.50 MHz, 36.00 MHz |")
+
+
+def test_the_conv_section_is_a_row_per_network_and_board(tmp_path, capsys):
+    board = {"lanes": 16, "pe": 2, "simulated_images": 360, "mismatches": 0,
+             "cycles_per_inference": 9792, "ideal_cycles": 9768, "fits": True,
+             "logic_cells": 3014, "logic_cells_total": 5280, "block_rams": 15, "sprams": 3,
+             "fmax_mhz": 39.0, "run_clock_mhz": 36.75, "images_per_second_at_run_clock": 3753.1}
+    refused = {"lanes": 64, "pe": 4, "simulated_images": 100, "mismatches": 0,
+               "cycles_per_inference": 5, "ideal_cycles": 4, "fits": False,
+               "refused": "design does not fit"}
+    conv = {"digits_tnn": {"arch": "c16k3p1-p2-f10", "accuracy": 0.9639,
+                           "boards": {"icebreaker": board}},
+            "cifar_shaped": {"arch": "c32k3-f10", "accuracy": None,
+                             "boards": {"ulx3s": refused}}}
+    (tmp_path / "bench.json").write_text(json.dumps({"conv": conv}))
+    assert main(["bench", "--table", "--run", str(tmp_path)]) in (None, 0)
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| digits") or line.startswith("| CIFAR")]
+    assert rows == [
+        "| digits TNN `c16k3p1-p2-f10` | iCEBreaker, 16 x 2 | 96.39 % | 360 (0) | 9,792 (9,768) "
+        "| 3,014 / 5,280 (57 %) | 15 | 3 | 39.00 MHz | 36.75 MHz | 3,753 |",
+        "| CIFAR-shaped BNN (random) `c32k3-f10` | ULX3S, 64 x 4 | - | 100 (0) | 5 (4) "
+        "| does not fit: design does not fit | - | - | - | - | - |"]

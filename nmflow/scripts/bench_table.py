@@ -182,6 +182,40 @@ def _mnist_table(bench):
     return _table(["figure", "value"], rows)
 
 
+#: The conv networks' names in the table.
+CONV_TITLES = {"digits_tnn": "digits TNN", "digits_bnn": "digits BNN",
+               "cifar_shaped": "CIFAR-shaped BNN (random)", "mnist_tnn": "MNIST TNN"}
+
+
+def _conv_table(bench):
+    conv = bench.get("conv")
+    if not isinstance(conv, dict):
+        return ""
+    header = ["network", "board, lanes x PE", "accuracy", "images (mismatches)",
+              "cycles (ideal)", "logic cells", "block RAMs", "SPRAMs", "Fmax", "run clock",
+              "images/s at the run clock"]
+    rows = []
+    for name, title in CONV_TITLES.items():
+        entry = conv.get(name)
+        if not isinstance(entry, dict):
+            continue
+        accuracy = entry.get("accuracy")
+        for board, b in (entry.get("boards") or {}).items():
+            fits = b.get("fits")
+            rows.append([
+                f"{title} `{entry.get('arch')}`",
+                f"{BOARD_TITLES.get(board, board)}, {b.get('lanes')} x {b.get('pe')}",
+                f"{100 * accuracy:.2f} %" if isinstance(accuracy, float) else "-",
+                f"{_num(b.get('simulated_images'))} ({_num(b.get('mismatches'))})",
+                f"{_num(b.get('cycles_per_inference'))} ({_num(b.get('ideal_cycles'))})",
+                _pct(b.get("logic_cells"), b.get("logic_cells_total")) if fits
+                else f"does not fit: {b.get('refused', '-')}",
+                _num(b.get("block_rams")), _num(b.get("sprams")),
+                _num(b.get("fmax_mhz"), 2, "MHz"), _num(b.get("run_clock_mhz"), 2, "MHz"),
+                _num(b.get("images_per_second_at_run_clock"))])
+    return _table(header, rows) if rows else ""
+
+
 def _sweep_table(sweep):
     boards = (sweep or {}).get("boards")
     if not isinstance(boards, dict) or not boards:
@@ -208,7 +242,8 @@ def _sweep_table(sweep):
 
 def render(bench, sweep=None):
     """The Markdown of the benchmark tables: the boards, the simulators, the MNIST-size network
-    from SPRAM (when ``bench`` has it) and the SIMD x PE sweep (when given)."""
+    from SPRAM and the convolutional networks (when ``bench`` has them) and the SIMD x PE sweep
+    (when given)."""
     network = bench.get("network") or {}
     parts = []
     if network:
@@ -219,10 +254,10 @@ def render(bench, sweep=None):
                      + (f", test accuracy {100 * accuracy:.2f} %" if isinstance(accuracy, float)
                         else "") + ".")
     for section in (_boards_table(bench), _simulation_table(bench), _mnist_table(bench),
-                    _sweep_table(sweep)):
+                    _conv_table(bench), _sweep_table(sweep)):
         if section:
             parts.append(section)
     if not parts:
-        raise NmflowError("bench.json must hold at least one of network, boards, simulation or "
-                          "mnist_spram, not none of them")
+        raise NmflowError("bench.json must hold at least one of network, boards, simulation, "
+                          "mnist_spram or conv, not none of them")
     return "\n\n".join(parts) + "\n"
