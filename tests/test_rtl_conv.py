@@ -159,3 +159,38 @@ def test_host_step_on_a_simulated_conv_board_with_read_errors(tmp_path, batch):
     twin = reference(model, x, lanes=8, pe=2, read=InjectedRead(errors, 8))
     assert twin.classes.tolist() != reference(model, x, lanes=8, pe=2).classes.tolist() or \
         twin.scores.tolist() != reference(model, x, lanes=8, pe=2).scores.tolist()
+
+
+def _random_network(rng):
+    """A random conv network: one or two convolutions (channels, kernel, padding, pooling
+    drawn), a fully connected layer or none, the classes; a small random map; a folding."""
+    channels = int(rng.integers(1, 4))
+    side = int(rng.integers(4, 8))
+    layers, size = [], side
+    for _ in range(int(rng.integers(1, 3))):
+        kernel = int(rng.integers(1, min(3, size) + 1))
+        padding = int(rng.integers(0, kernel))
+        out = int(rng.integers(1, 7))
+        layers.append(f"c{out}k{kernel}" + (f"p{padding}" if padding else ""))
+        size = size + 2 * padding - kernel + 1
+        if size >= 2 and rng.random() < 0.5:
+            pool = int(rng.integers(2, min(3, size) + 1))
+            layers.append(f"p{pool}")
+            size //= pool
+    if rng.random() < 0.5:
+        layers.append(f"f{int(rng.integers(2, 9))}")
+    layers.append(f"f{int(rng.integers(2, 6))}")
+    lanes = int(2 ** rng.integers(0, 6))
+    pe = int(2 ** rng.integers(0, int(np.log2(lanes)) // 2 + 1))
+    return "-".join(layers), (channels, side, side), lanes, pe
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_conv_networks_match_the_reference_and_the_plan(seed):
+    rng = np.random.default_rng(1000 + seed)
+    arch, shape, lanes, pe = _random_network(rng)
+    kind = "binary" if seed % 2 else "ternary"
+    model = random_conv_model(arch, shape, input_bits=3, weight_kind=kind, seed=seed)
+    engine = InferenceEngine(model, lanes=lanes, pe=pe)
+    run = check(engine, random_inputs(model, 3, seed=seed))
+    assert_back_to_back(run.cycles, engine.plan)
