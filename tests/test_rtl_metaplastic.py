@@ -189,3 +189,37 @@ def test_cocotb_training_step_on_digits(tmp_path):
     want, _ = hidden_groups(new, mmap, 2)        # the twin inside the training loop
     assert (np.array(report["final"]) == want).all()
     assert sum(int((a != b).sum()) for a, b in zip(hidden, new)) > 500
+
+
+def test_a_conv_engine_reads_the_signs_the_unit_consolidates():
+    """The unit's groups follow the engine's memory map, a convolution's too (each kernel
+    position's channels padded to whole chunks): after updates the engine computes the network
+    of the consolidated signs, every pooled map laid out as the reference reads it."""
+    from nmflow.golden.synthetic import random_conv_model
+    base = random_conv_model("c3k3p1-p2-c2k2-f4", (2, 4, 4), input_bits=4,
+                             weight_kind="binary", seed=5)
+    rng = np.random.default_rng(6)
+    hidden = []
+    for layer in base.layers:
+        h = rng.integers(1, 600, size=layer.weights.shape) * layer.weights.astype(np.int64)
+        hidden.append(h)
+    check_signs(hidden, base)
+    plan = EnginePlan(base, 8, pe=2)
+    words, en = hidden_groups(hidden, plan.mmap, 2)
+    kw = dict(m=2.0, lanes=2, table_size=64, storage="memory")
+    d = rng.integers(-3000, 3000, words.shape)
+    x = rng.integers(0, 16, (3, 32))
+    loads, ups = load_beats(words, en), update_beats(d, en)
+    rule = MetaFixedRule(2.0, table_size=64)
+    _, final = expected_results(rule, words, ups)
+    (_, cls0, sc0), (_, cls1, sc1) = run_with_engine(base, kw, [(loads, x), (ups, x)],
+                                                     engine_lanes=8, engine_pe=2)
+    before = reference(base, x, lanes=8, pe=2)
+    assert (sc0 == before.scores).all() and (cls0 == before.classes).all()
+    flat = final.reshape(plan.mmap.rows, 8)
+    layers = [dataclasses.replace(layer, weights=np.where(
+        plan.mmap.gather(k, flat[plan.mmap.layer_rows(k)]) >= 0, 1, -1).astype(np.int8))
+        for k, layer in enumerate(base.layers)]
+    assert sum(int((a.weights != b.weights).sum()) for a, b in zip(base.layers, layers)) > 5
+    after = reference(HardwareModel(base.input_bits, "binary", layers), x, lanes=8, pe=2)
+    assert (sc1 == after.scores).all() and (cls1 == after.classes).all()

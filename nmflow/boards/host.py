@@ -304,7 +304,7 @@ class EngineLink(LinkDriver):
     def read_weights(self, model):
         """The ternary weights the engine reads now, per layer (``[out, in]`` int8 arrays, the
         ideal PCSA read of :func:`~nmflow.golden.pairs.pcsa_read`), read back with
-        :meth:`read_rows` and laid out by ``model``'s sizes (a
+        :meth:`read_rows` and laid out by ``model``'s memory map (a
         :class:`~nmflow.golden.hwmodel.HardwareModel`: the model the board was built from).
 
         Raises
@@ -315,7 +315,7 @@ class EngineLink(LinkDriver):
         from ..golden.pairs import MemoryMap, read_weights
         unit = self._metaplastic("READ")
         sizes = (model.n_inputs,) + tuple(layer.n_out for layer in model.layers)
-        mmap = MemoryMap(unit.engine_lanes, sizes, unit.engine_pe)
+        mmap = MemoryMap.for_model(model, unit.engine_lanes, unit.engine_pe)
         if mmap.rows != unit.rows:
             raise NmflowError(f"model does not match the board: layers "
                               f"{'-'.join(map(str, sizes))} at {unit.engine_lanes} lanes and pe "
