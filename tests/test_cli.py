@@ -553,17 +553,19 @@ def test_bench_writes_its_figures(tmp_path):
     out = tmp_path / "bench.json"
     # the MNIST benchmark's section, written first, stays
     out.write_text(json.dumps({"mnist_spram": {"fits": True}, "boards": {"old": {}}}))
-    # a small folding (the board's own is a long place and route): 16 lanes, two neurons a
-    # cycle, a bit-serial first layer (the injector's second build must fit too)
+    # a small folding (the board's own is a long place and route): 8 lanes, two neurons a
+    # cycle, a bit-serial first layer (the injector's second build must fit too: at 16 lanes
+    # its place and route alone takes four minutes here); built at the board's clock, one
+    # place and route each (the automatic clock has tests of its own)
     result = nmflow("bench", "--run", tmp_path / "bench", "--images", "2", "--sim-images", "3",
-                    "--boards", "icebreaker", "--lanes", "16", "--pe", "2",
-                    "--first-layer-bits", "1", "--out", out)
+                    "--boards", "icebreaker", "--lanes", "8", "--pe", "2",
+                    "--first-layer-bits", "1", "--clock", "board", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads(out.read_text())
     assert bench["mnist_spram"] == {"fits": True} and list(bench["boards"]) == ["icebreaker"]
     board = bench["boards"]["icebreaker"]
     simd, pe = board["simd"], board["pe"]
-    assert (simd, pe, board["first_layer_bits"]) == (8, 2, 1)
+    assert (simd, pe, board["first_layer_bits"]) == (4, 2, 1)
     assert (board["lanes"], pe, board["first_layer_bits"]) == tuple(
         bench["folding"]["icebreaker"].values())
     passes = -(-5 // board["first_layer_bits"])             # digits' pixels have 5 bits

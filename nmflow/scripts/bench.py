@@ -115,12 +115,14 @@ def _merge_write(out, result, keep=("mnist_spram", "conv")):
 
 
 def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
-              boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None, resume=False):
+              boards="icebreaker,ulx3s", out=None, injector=True, sim_images=None, resume=False,
+              clock="auto"):
     """The benchmark (see the module): ``bench.json`` is written after each section (cycles,
     simulation speed, each board), so an interrupted run leaves what it measured; with
     ``resume``, a board build already in its folder from the same inputs is taken as it is.
     ``injector`` is True (the injector's second build on every board), False (none) or the
-    boards to build it on."""
+    boards to build it on. ``clock`` is the builds' run clock (``nmflow build --clock``: the
+    automatic clock by default, ``"board"`` for the board's oscillator, one place and route)."""
     from ..boards.build import DoesNotFit, get_board
     from ..flow import (DatasetSpec, build_step, export_step, load_dataset, sim_step, train_step,
                         verilog_step)
@@ -215,7 +217,7 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
         entry = {"device": info.device, "memory_bound": memory_bound(info, plan)}
         entry.update(_figures(plan))
         build = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
-                           first_layer_bits=plan.first_layer_bits, reuse=resume)
+                           first_layer_bits=plan.first_layer_bits, reuse=resume, clock=clock)
         entry.update({key: build[key] for key in ("logic_cells", "logic_cells_total",
                                                   "block_rams", "block_rams_total", "dsps",
                                                   "fmax_mhz", "run_clock_mhz", "clock_margin",
@@ -239,7 +241,8 @@ def run_bench(run_dir, *, lanes=None, pe=None, first_layer_bits=None, images=20,
             try:
                 with_errors = build_step(run_dir, board=info.name, lanes=plan.lanes, pe=plan.pe,
                                          first_layer_bits=plan.first_layer_bits, errors=errors,
-                                         out=run_dir / f"{info.name}_errors", reuse=resume)
+                                         out=run_dir / f"{info.name}_errors", reuse=resume,
+                                         clock=clock)
             except DoesNotFit as error:     # at this folding the injector's lanes do not fit
                 entry["injector"] = {"fits": False, "refused": str(error),
                                      "logic_cells_needed": (error.needs.get(

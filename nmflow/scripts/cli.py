@@ -360,7 +360,7 @@ def cmd_bench(args):
                        boards=args.boards, out=args.out,
                        injector=False if args.no_injector else (
                            args.injector_boards.split(",") if args.injector_boards else True),
-                       sim_images=args.sim_images, resume=args.resume)
+                       sim_images=args.sim_images, resume=args.resume, clock=args.clock)
     _print_json(result)
 
 
@@ -627,6 +627,7 @@ def _add_board_parsers(sub):
                    "mnist_spram of RUN/bench.json")
     ranged(p, "--mnist-images", integer(1, limits.BENCH_IMAGES), default=None,
            help="test images the MNIST benchmark simulates (default: 2000; with --conv, 1000)")
+    ranged(p, "--clock", CLOCK, default="auto", help="the builds' " + CLOCK_HELP)
     p.add_argument("--conv", action="store_true", help="instead of the benchmark, the "
                    "convolutional networks (digits TNN and BNN, a CNV-like network on random "
                    "32 x 32 x 3 inputs, and with --mnist DIR an MNIST conv TNN): trained, "
