@@ -138,7 +138,9 @@ class Sequencer(wiring.Component):
 
     The *runner* starts an inference as soon as a complete vector is in (``IDLE``), on the cycle
     of its last beat. ``RUN`` issues every row of a layer (layer after layer, group after group,
-    chunk after chunk: the weight-memory address counts up, as the memory map lays the rows);
+    chunk after chunk: the weight-memory address counts up, as the memory map lays the rows; in
+    a network with convolutions the walk of :class:`~nmflow.rtl.convwalk.ConvWalk`, a
+    convolution's group rows once per position of its pooling windows);
     ``DRAIN`` waits :attr:`~nmflow.golden.plan.EnginePlan.layer_gaps` cycles from a layer's last
     row to the next layer's first: the pipeline has a fixed latency, and the next layer's first
     group reads its chunks in order, so it may begin before the last groups of the layer before
