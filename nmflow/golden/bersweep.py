@@ -20,7 +20,7 @@ import numpy as np
 from .. import limits
 from ..errors import NmflowError, check_int
 from .readerrors import ErrorRates, inject
-from .reference import activate, argmax_lowest, check_inputs, max_pool, windows
+from .reference import activate, argmax_lowest, check_inputs, input_maps, max_pool, windows
 
 __all__ = ["read_per_image", "classify_with_errors", "accuracy_with_errors", "pass_accuracies",
            "rate_grid", "check_rates", "BATCH_WEIGHTS"]
@@ -62,10 +62,8 @@ def _forward(model, h, weights):
     convolution's kernel as that input reads it, the same at every position of its map)."""
     for index, (layer, w) in enumerate(zip(model.layers, weights)):
         if layer.conv is not None:
-            channels, height, width = layer.conv["in_shape"]
-            maps = (h.reshape(len(h), channels, height, width).transpose(0, 2, 3, 1)
-                    if index == 0 else h.reshape(len(h), height, width, channels))
-            a = np.einsum("nhwc,noc->nhwo", windows(maps, layer.conv["kernel"],
+            a = np.einsum("nhwc,noc->nhwo", windows(input_maps(h, layer, index),
+                                                    layer.conv["kernel"],
                                                     layer.conv["padding"]), w.astype(np.int64))
             h = max_pool(activate(a, layer), layer.conv["pool"]).reshape(len(h), -1)
             h = h.astype(np.int64)

@@ -16,7 +16,7 @@ from ..errors import NmflowError
 from .pairs import IdealRead, MemoryMap, memory_codes, read_weights
 
 __all__ = ["check_values", "Trace", "reference", "activate", "argmax_lowest", "check_inputs",
-           "windows", "max_pool", "read_order"]
+           "windows", "max_pool", "read_order", "input_maps"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,17 +169,12 @@ def _forward_reads(model, h, plan, weights):
         if layer.conv is None:
             x = np.zeros((len(h), walk.per * simd), dtype=np.int64)
             x[:, mmap.columns(index)] = h
-            a = x @ w[0, 0].T
-            preacts.append(a)
-            if layer.activation == "none":
-                scores = a * layer.scale + layer.offset
-                return Trace(preacts, acts, scores, argmax_lowest(scores))
-            h = activate(a, layer).astype(np.int64)
-            acts.append(h.astype(np.int8))
+            h = _dense(x @ w[0, 0].T, layer, preacts, acts)
+            if isinstance(h, Trace):
+                return h
             continue
-        channels, height, width = layer.conv["in_shape"]
-        maps = (h.reshape(len(h), channels, height, width).transpose(0, 2, 3, 1) if index == 0
-                else h.reshape(len(h), height, width, channels))
+        channels = layer.conv["in_shape"][0]
+        maps = input_maps(h, layer, index)
         padded = np.zeros(maps.shape[:3] + (walk.chunks * simd,), dtype=np.int64)
         padded[..., :channels] = maps
         win = windows(padded, layer.conv["kernel"], layer.conv["padding"])
@@ -195,6 +190,28 @@ def _forward_reads(model, h, plan, weights):
         h = activate(a, layer).max(axis=2).reshape(len(h), -1).astype(np.int64)
         acts.append(h.astype(np.int8))
     raise AssertionError("the last layer of a validated model has activation 'none'")
+
+
+def _dense(a, layer, preacts, acts):
+    """A fully connected layer's pre-activations ``a`` recorded: the :class:`Trace` when it is
+    the last layer, else its activations (int64, the next layer's inputs)."""
+    preacts.append(a)
+    if layer.activation == "none":
+        scores = a * layer.scale + layer.offset
+        return Trace(preacts, acts, scores, argmax_lowest(scores))
+    h = activate(a, layer).astype(np.int64)
+    acts.append(h.astype(np.int8))
+    return h
+
+
+def input_maps(h, layer, index):
+    """The map convolution ``layer`` (layer ``index``) reads, [N, H, W, C], from its flat
+    inputs ``h``: the network's inputs come channel by channel (the dataset's order), a
+    layer's activations pixel by pixel, channels innermost."""
+    channels, height, width = layer.conv["in_shape"]
+    if index == 0:
+        return h.reshape(len(h), channels, height, width).transpose(0, 2, 3, 1)
+    return h.reshape(len(h), height, width, channels)
 
 
 def windows(maps, kernel, padding):
@@ -228,22 +245,13 @@ def _forward(model, h, weights):
     for index, (layer, w) in enumerate(zip(model.layers, weights)):
         w = w.astype(np.int64)
         if layer.conv is not None:
-            channels, height, width = layer.conv["in_shape"]
-            if index == 0:                      # the inputs: channel by channel (the dataset's)
-                maps = h.reshape(len(h), channels, height, width).transpose(0, 2, 3, 1)
-            else:
-                maps = h.reshape(len(h), height, width, channels)
-            a = windows(maps, layer.conv["kernel"], layer.conv["padding"]) @ w.T
+            a = windows(input_maps(h, layer, index), layer.conv["kernel"], layer.conv["padding"]) @ w.T
             preacts.append(a.reshape(len(h), -1))
             pooled = max_pool(activate(a, layer), layer.conv["pool"])
             h = pooled.reshape(len(h), -1).astype(np.int64)
             acts.append(h.astype(np.int8))
             continue
-        a = h @ w.T
-        preacts.append(a)
-        if layer.activation == "none":
-            scores = a * layer.scale + layer.offset
-            return Trace(preacts, acts, scores, argmax_lowest(scores))
-        h = activate(a, layer).astype(np.int64)
-        acts.append(h.astype(np.int8))
+        h = _dense(h @ w.T, layer, preacts, acts)
+        if isinstance(h, Trace):
+            return h
     raise AssertionError("the last layer of a validated model has activation 'none'")

@@ -445,7 +445,6 @@ def run_mnist(run_dir, mnist_dir, *, board="icebreaker", lanes=32, hidden=(256, 
     model. A network that does not fit is recorded (``fits`` false, the reason), not an error.
     The section is merged into ``out`` (``RUN/bench.json``), keeping its other sections. With
     ``resume``, the build already in its folder from the same inputs is taken as it is."""
-    import json
 
     from ..boards.build import DoesNotFit
     from ..flow import (DatasetSpec, build_step, compare_step, export_step, sim_step, train_step,
@@ -494,15 +493,19 @@ def run_mnist(run_dir, mnist_dir, *, board="icebreaker", lanes=32, hidden=(256, 
         "simulation_seconds": sim["seconds"], "simulation_jobs": sim.get("jobs", 1),
         "simulation_cycles_per_second": sim.get("sim_cycles_per_second"),
         "measured_interval_cycles": compared.get("interval_cycles")})
-    out = Path(out or run_dir / "bench.json")
-    result = {}
-    if out.is_file():
-        try:
-            result = json.loads(out.read_text())
-        except (OSError, ValueError):
-            result = {}
-        if not isinstance(result, dict):
-            result = {}
-    result["mnist_spram"] = section
+    return write_section(Path(out or run_dir / "bench.json"), "mnist_spram", section)
+
+
+def write_section(out, name, section):
+    """Put ``section`` under ``name`` into the JSON file ``out`` (atomically), keeping the
+    file's other sections; return the whole file's dict."""
+    import json
+    try:
+        result = json.loads(out.read_text())
+    except (OSError, ValueError):
+        result = {}
+    if not isinstance(result, dict):
+        result = {}
+    result[name] = section
     write_json(out, result)
     return result

@@ -26,7 +26,6 @@ import numpy as np
 
 from .. import limits
 from ..errors import NmflowError, check_int
-from ..fileio import write_json
 
 __all__ = ["run_conv", "CONV_ARCHS", "CONV_FOLDINGS", "CONV_REFERENCES"]
 
@@ -150,26 +149,12 @@ def _network(folder, name, arch, boards, prepare, images, jobs, resume):
     return entry
 
 
-def _write(out, section):
-    """Put ``section`` as ``conv`` into ``out``, keeping the file's other sections."""
-    import json
-    try:
-        result = json.loads(out.read_text())
-    except (OSError, ValueError):
-        result = {}
-    if not isinstance(result, dict):
-        result = {}
-    result["conv"] = section
-    write_json(out, result)
-    return result
-
-
 def run_conv(run_dir, *, boards="icebreaker,ulx3s", mnist=None, epochs=30, mnist_images=1000,
              cifar_images=100, jobs="auto", out=None, resume=False, networks=None):
     """The section ``conv`` of ``bench.json`` (see the module); written after each network.
     ``networks`` restricts it to some of ``digits_tnn, digits_bnn, cifar_shaped, mnist_tnn``."""
     from ..flow import DatasetSpec
-    from .bench import _mnist_files
+    from .bench import _mnist_files, write_section
     run_dir = Path(run_dir)
     board_names = [b.strip() for b in str(boards).split(",") if b.strip()]
     for board in board_names:
@@ -208,5 +193,5 @@ def run_conv(run_dir, *, boards="icebreaker,ulx3s", mnist=None, epochs=30, mnist
         folder = run_dir / "conv" / name
         section[name] = _network(folder, name, arch, boards_of, lambda: prepare(folder),
                                  images, jobs, resume)
-        _write(out, section)
-    return _write(out, section)
+        write_section(out, "conv", section)
+    return write_section(out, "conv", section)
