@@ -296,12 +296,21 @@ def test_binary_weights_are_a_scaled_sign_of_the_hidden_weights():
 def test_eqprop_train_with_binary_weights(tmp_path, capsys):
     out = tmp_path / "eq"
     argv = ["eqprop", "train", "--out", str(out), *TINY, "--weights", "binary", "--methods",
-            "symmetric,bptt", "--losses", "squared", "--no-fixed"]
+            "symmetric,bptt", "--losses", "squared"]
     assert cli.main(argv) == 0
     result = json.loads((out / "eqprop.json").read_text())
     assert set(result["test_accuracy"]) == {"bptt", "symmetric", "binary_bptt",
-                                            "binary_symmetric", "symmetric_fixed_point"}
+                                            "binary_symmetric", "symmetric_fixed_point",
+                                            "binary_symmetric_fixed_point"}
     assert result["settings"]["weights"] == ["real", "binary"]
-    assert result["timings"]["trainings_run"] == 4
+    assert result["timings"]["trainings_run"] == 6
+    # the binarized twin: alpha sign(W_h) in the dynamics, its own accuracy
+    binary = result["binary_fixed_point"]
+    assert binary["config"]["weights"] == "binary"
+    assert binary["config"]["binary_alphas_raw"] == [round(0.5 / 8 * 2 ** 13),
+                                                     round(0.5 / 8 ** 0.5 * 2 ** 13)]
+    assert result["fixed_point"]["config"]["weights"] == "real"
+    assert binary["history"] != result["fixed_point"]["history"]
+    assert "binary_symmetric_fixed_point" in (out / "eqprop.csv").read_text()
     assert result["test_accuracy"]["binary_symmetric"] != result["test_accuracy"]["symmetric"]
     assert "binary_symmetric" in (out / "eqprop.csv").read_text()

@@ -31,7 +31,20 @@ class RefLfsr:
         return self.s & 0xFFFF
 
 
+def ref_dynamics_weights(cfg, W):
+    """The weights the dynamics use: W itself, or +-alpha_k (alpha_k = 1 / (2 sqrt(n_k)) in the
+    weight format, nearest with ties to even) by the hidden weight's sign (W_h = 0 gives +)."""
+    if cfg.weights == "real":
+        return W
+    out = []
+    for k, Wk in enumerate(W):
+        a = round(0.5 / cfg.sizes[k] ** 0.5 * 2 ** cfg.weight.frac_bits)
+        out.append([[a if w >= 0 else -a for w in row] for row in Wk])
+    return out
+
+
 def ref_relax(cfg, W, b, x, s, steps, sign, label):
+    W = ref_dynamics_weights(cfg, W)
     sizes = cfg.sizes
     N = len(sizes) - 1
     F, WF = cfg.state.frac_bits, cfg.weight.frac_bits
@@ -95,6 +108,15 @@ def ref_train_step(cfg, W, b, xs, labels, lfsr):
         free.append(star)
     halve = 1 if cfg.estimate == "symmetric" else 0
     wmin, wmax = -2 ** (cfg.weight.width - 1), 2 ** (cfg.weight.width - 1) - 1
+    rule = fx.meta_rule(cfg) if cfg.m > 0 else None
+
+    def new_weight(w, dw):
+        """Plain: w + dw. Metaplastic, where dw moves w toward 0: the step times the table's
+        f_meta(m, |w|) (2**-12 units), rounded to nearest with ties up, taken off as -d."""
+        if rule is not None and w * dw < 0:
+            f = int(rule.table[min(abs(w) >> rule.shift, len(rule.table) - 1)])
+            dw = -((-dw * f + 2 ** 11) // 2 ** 12)
+        return min(max(w + dw, wmin), wmax)
     newW, newb = [], []
     for k in range(N):
         e = cfg.lr_shifts[k]
@@ -106,8 +128,7 @@ def ref_train_step(cfg, W, b, xs, labels, lfsr):
             for i in range(sizes[k]):
                 D = sum(P[k + 1][j] * P[k][i] - O[k + 1][j] * O[k][i]
                         for P, O in zip(plus, other))
-                row.append(min(max(W[k][j][i] + ref_round(D, rW, cfg.update_rounding, lfsr),
-                                   wmin), wmax))
+                row.append(new_weight(W[k][j][i], ref_round(D, rW, cfg.update_rounding, lfsr)))
             Wk.append(row)
         bk = []
         for j in range(sizes[k + 1]):
@@ -138,7 +159,10 @@ def cases(draw):
         lr_shifts=tuple(draw(st.integers(0, 14)) for _ in range(len(sizes) - 1)),
         half=draw(st.booleans()), estimate=draw(st.sampled_from(fx.FIXED_ESTIMATES)),
         update_rounding=draw(st.sampled_from(fx.UPDATE_ROUNDINGS)),
-        batch=draw(st.sampled_from([1, 2, 4])), lfsr_seed=draw(st.integers(1, 2 ** 32 - 1)))
+        batch=draw(st.sampled_from([1, 2, 4])), lfsr_seed=draw(st.integers(1, 2 ** 32 - 1)),
+        **draw(st.sampled_from([{}, {"weights": "binary"}, {"weights": "binary", "m": 0.5},
+                                {"weights": "binary", "m": 3.0},
+                                {"weights": "binary", "m": 20.0}])))
     scale = draw(st.sampled_from(["full", "small", "zero"]))
     if scale == "zero":
         weight_raw = st.just(0)
@@ -365,3 +389,70 @@ def test_stochastic_rounding_rule_exhaustively(r):
             expect.append(-3 + (1 if u * 2 ** r < rest * 2 ** 16 else 0))
     got = fx.round_shift(np.array(values), r, "stochastic", np.array(draws))
     assert got.tolist() == expect
+
+
+# -- binary weights and metaplastic consolidation ---------------------------------------------------
+
+def test_binary_alphas_are_the_scaled_sign_magnitudes():
+    cfg = fx.FixedEqPropConfig(sizes=(64, 128, 10), weights="binary")
+    # 1 / (2 sqrt(64)) = 1/16 is 512 in s2.13; 1 / (2 sqrt(128)) = 0.04419 is 362.04 -> 362
+    assert cfg.binary_alphas == (512, 362)
+    assert cfg.to_dict()["binary_alphas_raw"] == [512, 362]
+
+
+def _meta_case(m):
+    """A 4-3-2 binary network with large hidden weights of both signs, learning rate 1 (every
+    update moves weights by whole steps), and one sample to learn."""
+    cfg = fx.FixedEqPropConfig(sizes=(4, 3, 2), T=6, K=4, beta_shift=0, lr_shifts=(0, 0),
+                               update_rounding="nearest_up", weights="binary", m=m)
+    big = 3 << 12                                       # 1.5: f_meta(20, 1.5) rounds to 0
+    W = [[[big, -big, big, -big], [-big, big, -big, big], [big, big, -big, -big]],
+         [[big, -big, big], [-big, big, -big]]]
+    b = [[1 << 12, 1 << 12, 1 << 12], [0, 0]]
+    return cfg, W, b
+
+
+@pytest.mark.parametrize("m", [0.0, 0.5, 20.0])
+def test_metaplastic_step_equals_reference_on_directed_case(m):
+    cfg, W, b = _meta_case(m)
+    for x, label in (([255, 0, 255, 0], 1), ([0, 255, 0, 255], 0), ([255] * 4, 1)):
+        _check_step(cfg, W, b, [x], [label])
+
+
+def test_consolidated_hidden_weights_resist_steps_toward_zero():
+    plain_cfg, W, b = _meta_case(0.0)
+    meta_cfg = _meta_case(20.0)[0]
+    x = np.array([[255, 0, 255, 0]])
+    plain, _ = fx.train_step(plain_cfg, _params(W, b), x, np.array([1]), fx.Lfsr32(1))
+    meta, _ = fx.train_step(meta_cfg, _params(W, b), x, np.array([1]), fx.Lfsr32(1))
+    before = _params(W, b)["W"]
+    moved_in = 0
+    for w0, wp, wm in zip(before, plain["W"], meta["W"]):
+        toward = (wp - w0) * w0 < 0                      # the plain step shrinks |W_h|
+        away = (wp - w0) * w0 > 0
+        moved_in += int(toward.sum())
+        assert (wm[toward] == w0[toward]).all()          # f_meta(20, 1.5) is 0 in the table
+        assert (wm[away] == wp[away]).all()              # growing steps are never scaled
+    assert moved_in > 0
+    assert [v.tolist() for v in meta["b"]] == [v.tolist() for v in plain["b"]]
+
+
+def test_binary_dynamics_only_see_the_signs():
+    cfg = fx.FixedEqPropConfig(sizes=(5, 4, 3), T=5, weights="binary")
+    params = fx.init_params(cfg)
+    scaled = {"W": [w * 7 + np.sign(w) for w in params["W"]], "b": params["b"]}
+    x = np.random.default_rng(1).integers(0, 256, (6, 5))
+    for a, c in zip(fx.free_phase(cfg, params, x), fx.free_phase(cfg, scaled, x)):
+        assert (a == c).all()
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"m": 1.0}, "m must be 0 unless weights is 'binary'"),
+    ({"weights": "ternary"}, "weights must be"),
+    ({"weights": "binary", "m": -1.0}, "m must be"),
+    ({"weights": "binary", "sizes": (5000, 3, 2), "weight": FixedFormat(True, 2, 2)},
+     "alpha_0"),
+])
+def test_impossible_binary_settings_are_refused(changes, words):
+    with pytest.raises(NmflowError, match=words):
+        fx.FixedEqPropConfig(**changes)

@@ -58,12 +58,14 @@ def _train_float(shared, loss, method, seed, weights="real"):
     return history
 
 
-def _train_fixed(shared):
-    """The fixed-point twin's training (a job): its configuration, history and accuracy."""
+def _train_fixed(shared, weights="real"):
+    """The fixed-point twin's training (a job): its configuration, history and accuracy;
+    ``weights="binary"`` trains the twin of the binarized network."""
     import dataclasses
 
     from ..golden import eqprop_fixed as fx
-    fconfig = dataclasses.replace(shared["settings"]["fixed"], sizes=shared["sizes"])
+    fconfig = dataclasses.replace(shared["settings"]["fixed"], sizes=shared["sizes"],
+                                  weights=weights)
     fx_train = fx.inputs_to_raw(shared["raw_train"], shared["scale"], fconfig.state)
     fx_test = fx.inputs_to_raw(shared["raw_test"], shared["scale"], fconfig.state)
     _, history = fx.train(fconfig, fx_train, shared["y_train"], fx_test, shared["y_test"])
@@ -109,6 +111,8 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
         variants += [(f"binary_{method}", method, ("binary",)) for method in settings["methods"]]
     if settings["fixed"] is not None:
         jobs.append(Job(("fixed_point", "symmetric"), _train_fixed, ()))
+        if binary:
+            jobs.append(Job(("fixed_point", "symmetric", "binary"), _train_fixed, ("binary",)))
     counts = {}
     done = run_jobs(jobs, folder=out / ".jobs", shared=shared, workers=workers, cluster=cluster,
                     resume=resume, progress=progress, what="trainings", counts=counts)
@@ -127,11 +131,15 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
             histories[loss][name] = hist
             timings[f"{loss}/{name}"] = round(float(np.mean(seconds)), 4)
 
-    fixed = None
+    fixed = binary_fixed = None
     if settings["fixed"] is not None:
         fixed = done[("fixed_point", "symmetric")]
         timings["fixed_point/symmetric"] = round(float(np.mean([r["seconds"]
                                                                for r in fixed["history"]])), 4)
+        if binary:
+            binary_fixed = done[("fixed_point", "symmetric", "binary")]
+            timings["fixed_point/binary_symmetric"] = round(float(np.mean(
+                [r["seconds"] for r in binary_fixed["history"]])), 4)
 
     check_start = time.monotonic()
     check = ep.gradient_check(activation="logistic", T=settings["check_T"],
@@ -142,6 +150,9 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
     primary = "squared" if "squared" in by_loss else settings["losses"][0]
     accuracy = {name: by_loss[primary][name]["mean"] for name, _, _ in variants}
     accuracy["symmetric_fixed_point"] = fixed["test_accuracy"] if fixed else None
+    if binary:
+        accuracy["binary_symmetric_fixed_point"] = \
+            binary_fixed["test_accuracy"] if binary_fixed else None
     result = {
         "dataset": {**spec.to_dict(), **data.info(), "input_scale": scale},
         "test_accuracy": accuracy,
@@ -162,6 +173,7 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
                      "accuracy": "fraction of the test images classified right, after the "
                                  "last epoch, mean over seeds"},
         "fixed_point": fixed,
+        **({"binary_fixed_point": binary_fixed} if binary else {}),
         "history": histories,
         "timings": {"seconds_per_epoch": timings,
                     "total_seconds": round(time.monotonic() - start, 2),
@@ -183,10 +195,11 @@ def _csv(result):
                 for r in history:
                     writer.writerow([loss, method, i, r["epoch"], r["test_accuracy"],
                                      r["test_loss"], r["train_loss"], r["seconds"]])
-    if result["fixed_point"]:
-        for r in result["fixed_point"]["history"]:
-            writer.writerow(["squared", "symmetric_fixed_point", 0, r["epoch"],
-                             r["test_accuracy"], "", "", r["seconds"]])
+    for key, method in (("fixed_point", "symmetric_fixed_point"),
+                        ("binary_fixed_point", "binary_symmetric_fixed_point")):
+        for r in (result.get(key) or {}).get("history", []):
+            writer.writerow(["squared", method, 0, r["epoch"], r["test_accuracy"], "", "",
+                             r["seconds"]])
     return buffer.getvalue()
 
 
@@ -208,11 +221,13 @@ def _png(result):
                           [100 * r["test_accuracy"] for r in history],
                           color=colors.get(method, "gray"), linewidth=1,
                           label=method if j == 0 else None)
-        if loss == "squared" and result["fixed_point"]:
-            h = result["fixed_point"]["history"]
-            axes.plot([r["epoch"] for r in h], [100 * r["test_accuracy"] for r in h],
-                      color="tab:green", linestyle="--", linewidth=1,
-                      label="symmetric, fixed point")
+        for key, color, label in (("fixed_point", "tab:green", "symmetric, fixed point"),
+                                  ("binary_fixed_point", "yellowgreen",
+                                   "binary symmetric, fixed point")):
+            if loss == "squared" and result.get(key):
+                h = result[key]["history"]
+                axes.plot([r["epoch"] for r in h], [100 * r["test_accuracy"] for r in h],
+                          color=color, linestyle="--", linewidth=1, label=label)
         axes.set_title(f"{loss.replace('_', '-')} loss", fontsize=9)
         axes.set_xlabel("epoch")
         axes.set_ylabel("test accuracy (%)")

@@ -110,6 +110,9 @@ class EqPropConfig:
     seed: int = 0
     dtype: str = "float32"
     weights: str = "real"
+    #: Metaplasticity of the hidden weights (binary weights only): a step that moves ``W_h``
+    #: toward 0 is scaled by ``f_meta(m, W_h) = 1 - tanh^2(m W_h)`` (Laborieux et al. 2021).
+    m: float = 0.0
 
     def __post_init__(self):
         sizes = check_sizes(self.sizes)
@@ -133,6 +136,10 @@ class EqPropConfig:
         check_int("epochs", self.epochs, 1)
         check_int("seed", self.seed, 0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        object.__setattr__(self, "m", check_number("m", self.m, 0))
+        if self.m > 0 and self.weights != "binary":
+            raise NmflowError(f"m must be 0 unless weights is 'binary' (metaplasticity "
+                              f"consolidates binary synapses), not {self.m}")
         object.__setattr__(self, "sizes", tuple(int(n) for n in sizes))
         object.__setattr__(self, "lrs", tuple(float(lr) for lr in lrs))
 
@@ -463,6 +470,22 @@ def mean_loss(net, x, y, chunk=1024):
     return _over_chunks(net, x, y, chunk, loss) / max(len(y), 1)
 
 
+def apply_steps(net, steps, lrs):
+    """``theta += lr * step`` for every parameter; with ``m > 0`` the hidden weights take the
+    metaplastic rule instead (:func:`nmflow.golden.metaplastic.metaplastic_update` with ``U =
+    -step``: a step toward 0 scaled by ``f_meta(m, W_h)``), the biases the plain step."""
+    torch = _torch()
+    m = net.config.m
+    n = len(net.W) if m > 0 else 0
+    with torch.no_grad():
+        for i, (p, d, lr) in enumerate(zip(net.parameters(), steps, lrs)):
+            if i < n:
+                from .metaplastic import metaplastic_update
+                p.copy_(metaplastic_update(p, -d, lr, m))
+            else:
+                p.add_(lr * d)
+
+
 def train(config, method, x_train, y_train, x_test, y_test, progress=None):
     """Train a fresh network (seed ``config.seed``) with ``method`` (one of :data:`METHODS`).
 
@@ -507,9 +530,7 @@ def train(config, method, x_train, y_train, x_test, y_test, progress=None):
                     loss = float(loss_of(net, s_free, yb))
                 steps = ep_estimate(net, xb, yb, method, rng=sign_rng, s_free=s_free)
             losses.append(loss)
-            with torch.no_grad():
-                for p, d, lr in zip(net.parameters(), steps, lrs):
-                    p.add_(lr * d)
+            apply_steps(net, steps, lrs)
         seconds = time.perf_counter() - start
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                   "test_accuracy": accuracy(net, x_test, y_test),

@@ -54,6 +54,22 @@ The update (symmetric estimate, [T] eq. 3.12), per weight layer ``k`` (``s_0 = x
 The one-sided estimate ([T] Alg. 4 with a fixed sign) is the same with ``s*`` in place of ``s-``
 and one shift less (``1 / beta`` instead of ``1 / (2 beta)``).
 
+Binary weights and metaplastic consolidation (``weights="binary"``, ``m``)
+-------------------------------------------------------------------------
+With ``weights="binary"`` the stored ``W`` are hidden weights ``W_h`` and the dynamics (steps 1-3)
+use ``alpha_k sign(W_h)`` in their place: ``+a_k`` where ``W_h >= 0``, else ``-a_k``, with
+``a_k`` the raw weight-format value of ``alpha_k = 1 / (2 sqrt(n_k))`` (:attr:`binary_alphas`;
+64 inputs: 1/16, raw 512). A row's sum is then ``a_k * sum_i (+-s_i)``: additions and
+subtractions of states and one product per neuron. Biases stay real. The update (steps 4-5)
+is computed from the states as before and moves the hidden weights.
+
+With ``m > 0`` (binary weights only) step 6 of the weights is the metaplastic rule of
+:mod:`nmflow.golden.metafixed` on the hidden weights (Laborieux et al. 2021, the integer rule of
+the metaplastic unit) with ``d = -dW`` in the weight format: where ``dW`` moves ``W_h`` toward 0
+(``dW * W_h < 0``) it is scaled by the ``f_meta(m, W_h)`` table entry and rounded to nearest
+(ties up); elsewhere it is added whole; then saturated. ``m = 0`` is step 6 as above. Biases
+always take the plain step.
+
 Random source (stochastic rounding)
 -----------------------------------
 :class:`Lfsr32`: a 32-bit Galois LFSR, shifting right: ``lsb = s & 1; s >>= 1; if lsb: s ^=
@@ -71,14 +87,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import NmflowError, check_choice, check_int
+from ..errors import NmflowError, check_choice, check_int, check_number
 from ..fixedpoint import FixedFormat, shift_right
 from ..lfsr import Lfsr, LfsrSource
 from .eqprop import check_sizes
 
 __all__ = ["STATE_FORMAT", "WEIGHT_FORMAT", "LFSR", "LFSR_MASK", "UPDATE_ROUNDINGS",
            "FIXED_ESTIMATES", "FixedEqPropConfig", "Lfsr32", "accumulator_format", "init_params",
-           "from_float", "inputs_to_raw", "relax", "free_phase", "predict", "accuracy", "update",
+           "from_float", "dynamics_params", "meta_rule", "WEIGHT_KINDS", "inputs_to_raw", "relax", "free_phase", "predict", "accuracy", "update",
            "train_step", "train", "round_shift"]
 
 #: Neuron states (and inputs): unsigned 8-bit fraction over [0, 1); round to nearest, ties up;
@@ -89,6 +105,8 @@ WEIGHT_FORMAT = FixedFormat(True, 2, 13, rounding="nearest_even", overflow="satu
 #: Galois mask of the LFSR (taps 32, 22, 2, 1).
 LFSR_MASK = 0x80200003
 UPDATE_ROUNDINGS = ("stochastic", "nearest_up", "floor")
+#: ``real``: the weights are the parameters; ``binary``: the dynamics use ``a_k sign(W_h)``.
+WEIGHT_KINDS = ("real", "binary")
 FIXED_ESTIMATES = ("symmetric", "one_sided")
 DRAW_BITS = 16
 #: The random source of stochastic rounding (:class:`nmflow.lfsr.Lfsr`), one description for the
@@ -114,6 +132,8 @@ class FixedEqPropConfig:
     epochs: int = 30
     seed: int = 0
     lfsr_seed: int = 1
+    weights: str = "real"
+    m: float = 0.0
 
     def __post_init__(self):
         sizes = check_sizes(self.sizes)
@@ -151,9 +171,26 @@ class FixedEqPropConfig:
         check_int("epochs", self.epochs, 1)
         check_int("seed", self.seed, 0)
         check_int("lfsr_seed", self.lfsr_seed, 1, 2 ** 32 - 1)
+        check_choice("weights", self.weights, WEIGHT_KINDS)
+        object.__setattr__(self, "m", float(check_number("m", self.m, 0)))
+        if self.m > 0 and self.weights != "binary":
+            raise NmflowError(f"m must be 0 unless weights is 'binary' (metaplasticity "
+                              f"consolidates binary synapses), not {self.m}")
         object.__setattr__(self, "sizes", tuple(int(n) for n in sizes))
         object.__setattr__(self, "lr_shifts", tuple(int(e) for e in lr))
         accumulator_format(self)                      # refuses layers too wide for int64
+        if self.weights == "binary":
+            for k, a in enumerate(self.binary_alphas):
+                if a < 1:
+                    raise NmflowError(f"weight format must resolve alpha_{k} = 1 / (2 sqrt("
+                                      f"{sizes[k]})) of the binary weights, not "
+                                      f"{w.describe()} (it rounds to 0)")
+
+    @property
+    def binary_alphas(self):
+        """``a_k``, the raw weight-format value of ``alpha_k = 1 / (2 sqrt(n_k))`` per weight
+        layer (nearest, ties to even): the magnitude of a binary weight in the dynamics."""
+        return tuple(int(self.weight.quantize(0.5 / math.sqrt(n))) for n in self.sizes[:-1])
 
     @property
     def beta(self):
@@ -184,6 +221,9 @@ class FixedEqPropConfig:
                 "estimate": self.estimate, "update_rounding": self.update_rounding,
                 "batch": self.batch, "epochs": self.epochs, "seed": self.seed,
                 "lfsr_seed": self.lfsr_seed, "order": "alternate (odd layers, then even)",
+                "weights": self.weights, "m": self.m,
+                **({"binary_alphas_raw": list(self.binary_alphas)}
+                   if self.weights == "binary" else {}),
                 "update_shifts": [list(self.update_shifts(k))
                                   for k in range(len(self.sizes) - 1)]}
 
@@ -307,9 +347,20 @@ def _bottom_up(config, params, x, s, k):
     return below @ params["W"][k - 1].T + (params["b"][k - 1] << config.state.frac_bits)
 
 
+def dynamics_params(config, params):
+    """The weights the dynamics use: ``params`` itself, or with binary weights
+    ``{"W": [+-a_k], "b": b}`` (``+a_k`` where the hidden weight is >= 0)."""
+    if config.weights == "real":
+        return params
+    return {"W": [np.where(w >= 0, a, -a).astype(np.int64)
+                  for w, a in zip(params["W"], config.binary_alphas)], "b": params["b"]}
+
+
 def relax(config, params, x, s, steps, sign=0, y=None):
     """``steps`` alternating time steps from the state list ``s`` (raw int64 arrays); ``sign``
-    is 0 (free), +1 (``+beta``) or -1 (``-beta``), then ``y`` holds the labels."""
+    is 0 (free), +1 (``+beta``) or -1 (``-beta``), then ``y`` holds the labels. ``params`` are
+    the stored ones (hidden weights with binary weights)."""
+    params = dynamics_params(config, params)
     N = len(s)
     y_raw = None
     if sign:
@@ -346,10 +397,28 @@ def accuracy(config, params, x, y, chunk=2048):
     return right / max(len(y), 1)
 
 
+_META_RULES = {}
+
+
+def meta_rule(config):
+    """The :class:`~nmflow.golden.metafixed.MetaFixedRule` of step 6 (``m > 0``): the hidden
+    weights in the weight format, the update ``d = -dW`` in a 48-bit format with the same
+    fraction bits (the plain branch adds it whole), the table's defaults."""
+    from .metafixed import MetaFixedRule
+    key = (config.m, config.weight)
+    if key not in _META_RULES:
+        w = config.weight
+        u = FixedFormat(True, 47 - w.frac_bits, w.frac_bits, rounding="nearest_up",
+                        overflow="saturate")
+        _META_RULES[key] = MetaFixedRule(config.m, w_format=w, u_format=u)
+    return _META_RULES[key]
+
+
 def update(config, params, x, s_plus, s_other, lfsr):
     """Steps 4-6: new ``params`` from the ``+beta`` state and ``s-`` (symmetric) or ``s*``
     (one-sided). Draws come from ``lfsr`` (an :class:`Lfsr32`) when rounding is stochastic."""
     W, b = params["W"], params["b"]
+    rule = meta_rule(config) if config.m > 0 else None
     layers_p, layers_o = [x, *s_plus], [x, *s_other]
     w = config.weight
     new_W, new_b = [], []
@@ -362,7 +431,10 @@ def update(config, params, x, s_plus, s_other, lfsr):
                          lfsr.draws(dW.size) if stochastic else None)
         db = round_shift(db, r_b, config.update_rounding,
                          lfsr.draws(db.size) if stochastic else None)
-        new_W.append(np.clip(W[k] + dW, w.min_raw, w.max_raw))
+        if rule is None:
+            new_W.append(np.clip(W[k] + dW, w.min_raw, w.max_raw))
+        else:
+            new_W.append(rule.update(W[k], -dW))
         new_b.append(np.clip(b[k] + db, w.min_raw, w.max_raw))
     return {"W": new_W, "b": new_b}
 
