@@ -111,8 +111,11 @@ def ref_train_step(cfg, W, b, xs, labels, lfsr):
     rule = fx.meta_rule(cfg) if cfg.m > 0 else None
 
     def new_weight(w, dw):
-        """Plain: w + dw. Metaplastic, where dw moves w toward 0: the step times the table's
-        f_meta(m, |w|) (2**-12 units), rounded to nearest with ties up, taken off as -d."""
+        """Plain: w + dw. Decay: dw less w / 2**d, rounded to nearest with ties up. Metaplastic,
+        where dw moves w toward 0: the step times the table's f_meta(m, |w|) (2**-12 units),
+        rounded to nearest with ties up, taken off as -d."""
+        if cfg.decay_shift:
+            dw -= (2 * w + 2 ** cfg.decay_shift) // 2 ** (cfg.decay_shift + 1)
         if rule is not None and w * dw < 0:
             f = int(rule.table[min(abs(w) >> rule.shift, len(rule.table) - 1)])
             dw = -((-dw * f + 2 ** 11) // 2 ** 12)
@@ -160,6 +163,7 @@ def cases(draw):
         half=draw(st.booleans()), estimate=draw(st.sampled_from(fx.FIXED_ESTIMATES)),
         update_rounding=draw(st.sampled_from(fx.UPDATE_ROUNDINGS)),
         batch=draw(st.sampled_from([1, 2, 4])), lfsr_seed=draw(st.integers(1, 2 ** 32 - 1)),
+        decay_shift=draw(st.sampled_from([0, 0, 1, 3, 10])),
         **draw(st.sampled_from([{}, {"weights": "binary"}, {"weights": "binary", "m": 0.5},
                                 {"weights": "binary", "m": 3.0},
                                 {"weights": "binary", "m": 20.0}])))

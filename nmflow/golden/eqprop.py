@@ -113,6 +113,10 @@ class EqPropConfig:
     #: Metaplasticity of the hidden weights (binary weights only): a step that moves ``W_h``
     #: toward 0 is scaled by ``f_meta(m, W_h) = 1 - tanh^2(m W_h)`` (Laborieux et al. 2021).
     m: float = 0.0
+    #: Decay of the weights (hidden weights with binary weights): every update also takes
+    #: ``decay * W`` off (through the metaplastic rule when ``m > 0``: a consolidated hidden
+    #: weight does not decay). It keeps unconsolidated weights small and so plastic.
+    decay: float = 0.0
 
     def __post_init__(self):
         sizes = check_sizes(self.sizes)
@@ -137,6 +141,7 @@ class EqPropConfig:
         check_int("seed", self.seed, 0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         object.__setattr__(self, "m", check_number("m", self.m, 0))
+        object.__setattr__(self, "decay", check_number("decay", self.decay, 0, 1))
         if self.m > 0 and self.weights != "binary":
             raise NmflowError(f"m must be 0 unless weights is 'binary' (metaplasticity "
                               f"consolidates binary synapses), not {self.m}")
@@ -471,17 +476,21 @@ def mean_loss(net, x, y, chunk=1024):
 
 
 def apply_steps(net, steps, lrs):
-    """``theta += lr * step`` for every parameter; with ``m > 0`` the hidden weights take the
-    metaplastic rule instead (:func:`nmflow.golden.metaplastic.metaplastic_update` with ``U =
-    -step``: a step toward 0 scaled by ``f_meta(m, W_h)``), the biases the plain step."""
+    """``theta += lr * step`` for every parameter, the weights less ``decay * W``; with ``m > 0``
+    the weights (hidden weights) take the metaplastic rule instead
+    (:func:`nmflow.golden.metaplastic.metaplastic_update` with ``U = -step + decay W / lr``: a
+    step toward 0, the decay's included, scaled by ``f_meta(m, W_h)``). Biases take the plain
+    step."""
     torch = _torch()
-    m = net.config.m
-    n = len(net.W) if m > 0 else 0
+    m, decay = net.config.m, net.config.decay
+    n = len(net.W)
     with torch.no_grad():
         for i, (p, d, lr) in enumerate(zip(net.parameters(), steps, lrs)):
-            if i < n:
+            if i < n and m > 0:
                 from .metaplastic import metaplastic_update
-                p.copy_(metaplastic_update(p, -d, lr, m))
+                p.copy_(metaplastic_update(p, -d + (decay / lr) * p, lr, m))
+            elif i < n and decay > 0:
+                p.add_(lr * d - decay * p)
             else:
                 p.add_(lr * d)
 

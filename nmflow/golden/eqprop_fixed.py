@@ -70,6 +70,11 @@ the metaplastic unit) with ``d = -dW`` in the weight format: where ``dW`` moves 
 (ties up); elsewhere it is added whole; then saturated. ``m = 0`` is step 6 as above. Biases
 always take the plain step.
 
+Decay (``decay_shift = d > 0``): before step 6 the weights' step also takes ``W * 2**-d`` off,
+``dW -= (W + 2**(d-1)) >> d`` (nearest, ties up; a weight below ``2**(d-1)`` raw does not decay),
+so that with ``m > 0`` the decay of a consolidated hidden weight is scaled like any step toward
+0. ``decay_shift = 0`` (default): no decay.
+
 Random source (stochastic rounding)
 -----------------------------------
 :class:`Lfsr32`: a 32-bit Galois LFSR, shifting right: ``lsb = s & 1; s >>= 1; if lsb: s ^=
@@ -134,6 +139,7 @@ class FixedEqPropConfig:
     lfsr_seed: int = 1
     weights: str = "real"
     m: float = 0.0
+    decay_shift: int = 0
 
     def __post_init__(self):
         sizes = check_sizes(self.sizes)
@@ -172,6 +178,7 @@ class FixedEqPropConfig:
         check_int("seed", self.seed, 0)
         check_int("lfsr_seed", self.lfsr_seed, 1, 2 ** 32 - 1)
         check_choice("weights", self.weights, WEIGHT_KINDS)
+        check_int("decay_shift", self.decay_shift, 0, 62)
         object.__setattr__(self, "m", float(check_number("m", self.m, 0)))
         if self.m > 0 and self.weights != "binary":
             raise NmflowError(f"m must be 0 unless weights is 'binary' (metaplasticity "
@@ -221,7 +228,7 @@ class FixedEqPropConfig:
                 "estimate": self.estimate, "update_rounding": self.update_rounding,
                 "batch": self.batch, "epochs": self.epochs, "seed": self.seed,
                 "lfsr_seed": self.lfsr_seed, "order": "alternate (odd layers, then even)",
-                "weights": self.weights, "m": self.m,
+                "weights": self.weights, "m": self.m, "decay_shift": self.decay_shift,
                 **({"binary_alphas_raw": list(self.binary_alphas)}
                    if self.weights == "binary" else {}),
                 "update_shifts": [list(self.update_shifts(k))
@@ -431,6 +438,9 @@ def update(config, params, x, s_plus, s_other, lfsr):
                          lfsr.draws(dW.size) if stochastic else None)
         db = round_shift(db, r_b, config.update_rounding,
                          lfsr.draws(db.size) if stochastic else None)
+        if config.decay_shift:
+            d = config.decay_shift
+            dW = dW - ((W[k] + (1 << (d - 1))) >> d)
         if rule is None:
             new_W.append(np.clip(W[k] + dW, w.min_raw, w.max_raw))
         else:

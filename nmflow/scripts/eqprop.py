@@ -198,6 +198,54 @@ def cmd_train(args):
     print(json.dumps(summary, indent=2))
 
 
+# -- tasks in sequence: binarized EP with metaplastic consolidation ----------------------------------
+
+def _continual_config(args):
+    """The options of ``eqprop continual`` as an EqPropContinualConfig (every one checked)."""
+    from ..golden.eqprop_continual import EqPropContinualConfig
+    hidden = _widths(args.hidden, [128], "128")
+    layers = len(hidden) + 1
+    ms = _list("--ms", args.ms, [10.0, 20.0], float, "comma-separated values of m, each >= 0")
+    if not ms or any(not math.isfinite(m) or m < 0 for m in ms):
+        raise NmflowError(f"--ms must give values of m, each a finite number >= 0, not "
+                          f"{args.ms!r}")
+    lrs = _list("--lrs", args.lrs, [0.2] + [0.1] * (layers - 1), float,
+                "comma-separated learning rates above 0")
+    if len(lrs) != layers or not all(math.isfinite(v) and 0 < v <= limits.LEARNING_RATE
+                                     for v in lrs):
+        raise NmflowError(f"--lrs must give {layers} learning rates above 0 and at most "
+                          f"{limits.LEARNING_RATE:g} (one per weight layer), not {args.lrs!r}")
+    shifts = _list("--lr-shifts", args.lr_shifts, [2] + [3] * (layers - 1), int,
+                   "comma-separated shifts (learning rate 2**-n)")
+    if len(shifts) != layers or any(not 0 <= e <= 40 for e in shifts):
+        raise NmflowError(f"--lr-shifts must give {layers} shifts from 0 to 40 (one per weight "
+                          f"layer), not {args.lr_shifts!r}")
+    decay_shift = _int("--decay-shift", args.decay_shift, 0, 10, 62)
+    return EqPropContinualConfig(
+        tasks=_int("--tasks", args.tasks, 1, 5, 64),
+        epochs=_int("--epochs", args.epochs, 1, 10, limits.EPOCHS), hidden=tuple(hidden),
+        lrs=tuple(lrs), lr_shifts=tuple(shifts), ms=tuple(ms),
+        decay=2.0 ** -decay_shift if decay_shift else 0.0, decay_shift=decay_shift,
+        task_biases=not args.shared_biases, seed=_int("--seed", args.seed, 0, 0, limits.SEED))
+
+
+def cmd_continual(args):
+    from ..flow.eqprop_continual import label, run_eqprop_continual
+    from ..golden.datasets import load_digits
+    config = _continual_config(args)
+    bp_m = _float("--bp-m", args.bp_m, 40.0)
+    workers = _int("--jobs", args.jobs, 1, None, 4 * limits.usable_cores())
+    with bars() as progress:
+        result = run_eqprop_continual(args.out, config, load_digits(), bp_m=bp_m,
+                                      baselines=not args.no_baselines, progress=progress,
+                                      workers=workers, cluster=args.cluster,
+                                      resume=args.resume)
+    print(json.dumps({"out": str(Path(args.out) / "eqprop_continual.json"),
+                      "final": {label(run): [round(100 * a, 1) for a in run["final"]]
+                                for run in result["runs"]},
+                      "seconds": result["seconds"]}, indent=2))
+
+
 # -- the hardware unit: sim, build, host ----------------------------------------------------------
 
 def _unit_settings(args, default_samples):
@@ -362,6 +410,38 @@ def add_parser(sub):
     many_jobs(t, "the trainings", "keep the trainings already finished in DIR and run only "
               "the missing")
     t.set_defaults(func=cmd_train)
+
+    c = inner.add_parser(
+        "continual", help="permuted digits tasks in sequence: binarized EP with metaplastic "
+        "consolidation, float and fixed point, beside backpropagation",
+        description="Learn permuted digits tasks one after the other with binarized EqProp "
+        "(alpha sign(W_h)), m = 0 and each --ms (f_meta(m, W_h) scales the steps that move a "
+        "hidden weight toward 0), in float and in the fixed-point twin, beside "
+        "backpropagation (plain, metaplastic, EWC). Writes DIR/eqprop_continual.json, .csv "
+        "and .png.")
+    c.add_argument("--out", default="build/eqprop_continual", metavar="DIR",
+                   help="output folder (default: build/eqprop_continual)")
+    for option, text in (
+            ("--tasks", "tasks (task 1 unpermuted) [1 to 64] (default: 5)"),
+            ("--epochs", "epochs per task [1 to 10_000] (default: 10)"),
+            ("--hidden", "hidden layer sizes, comma-separated (default: 128)"),
+            ("--ms", "values of m, one metaplastic run each besides m = 0 (default: 10,20)"),
+            ("--lrs", "float learning rates, one per weight layer (default: 0.2,0.1)"),
+            ("--lr-shifts", "the twin's learning rates 2**-n, one n per layer (default: 2,3)"),
+            ("--decay-shift", "hidden-weight decay 2**-n per update, 0 for none [0 to 62] "
+             "(default: 10)"),
+            ("--bp-m", "m of the metaplastic backpropagation baseline (default: 40)"),
+            ("--seed", "seed of the weights, batch order and permutations (default: 0)"),
+    ):
+        c.add_argument(option, help=text)
+    c.add_argument("--shared-biases", action="store_true",
+                   help="one set of biases for every task (default: each task its own)")
+    c.add_argument("--no-baselines", action="store_true",
+                   help="skip the backpropagation runs")
+    c.add_argument("--jobs", help="runs at a time on this machine [1 to four per usable core] "
+                   "(default: the usable cores)")
+    many_jobs(c, "the runs", "keep the runs already finished in DIR and run only the missing")
+    c.set_defaults(func=cmd_continual)
 
     u = _unit_parser(
         inner, "sim", "check the EP unit bit for bit against the twin under cocotb",
