@@ -68,7 +68,7 @@ class EqPropContinualConfig:
     K: int = 15
     beta: float = 0.25
     #: Values of m, one metaplastic run each (m = 0 is always run).
-    ms: tuple = (10.0, 20.0)
+    ms: tuple = (10.0, 15.0)
     #: Decay of the hidden weights per update (float); the twin's ``2**-decay_shift``.
     decay: float = 2.0 ** -10
     decay_shift: int = 10

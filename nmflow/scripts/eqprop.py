@@ -205,7 +205,7 @@ def _continual_config(args):
     from ..golden.eqprop_continual import EqPropContinualConfig
     hidden = _widths(args.hidden, [128], "128")
     layers = len(hidden) + 1
-    ms = _list("--ms", args.ms, [10.0, 20.0], float, "comma-separated values of m, each >= 0")
+    ms = _list("--ms", args.ms, [10.0, 15.0], float, "comma-separated values of m, each >= 0")
     if not ms or any(not math.isfinite(m) or m < 0 for m in ms):
         raise NmflowError(f"--ms must give values of m, each a finite number >= 0, not "
                           f"{args.ms!r}")
@@ -425,7 +425,7 @@ def add_parser(sub):
             ("--tasks", "tasks (task 1 unpermuted) [1 to 64] (default: 5)"),
             ("--epochs", "epochs per task [1 to 10_000] (default: 10)"),
             ("--hidden", "hidden layer sizes, comma-separated (default: 128)"),
-            ("--ms", "values of m, one metaplastic run each besides m = 0 (default: 10,20)"),
+            ("--ms", "values of m, one metaplastic run each besides m = 0 (default: 10,15)"),
             ("--lrs", "float learning rates, one per weight layer (default: 0.2,0.1)"),
             ("--lr-shifts", "the twin's learning rates 2**-n, one n per layer (default: 2,3)"),
             ("--decay-shift", "hidden-weight decay 2**-n per update, 0 for none [0 to 62] "
