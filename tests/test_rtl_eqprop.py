@@ -3,6 +3,7 @@ memory layout, the refusals, bit-exact runs in Amaranth's simulator on small net
 state after every step, every weight after every update, predictions), the cycles per settling
 step, and a cocotb run of on-chip training of a 64-32-10 network on 50 digits."""
 
+import dataclasses
 import numpy as np
 import pytest
 
@@ -231,13 +232,19 @@ def test_update_cycles_of_the_plan(sizes, lanes):
 # -- cocotb: on-chip training over 50 digits ----------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator, n_train", [("verilator", 50), ("icarus", 6)])
-def test_unit_under_cocotb_trains_like_the_twin(simulator, n_train, tmp_path, monkeypatch):
-    # Verilator takes the long run (50 samples: 42 s; Icarus took 215 s), Icarus a short one
+@pytest.mark.parametrize("simulator, n_train, binary", [("verilator", 50, False),
+                                                         ("icarus", 6, False),
+                                                         ("icarus", 6, True)])
+def test_unit_under_cocotb_trains_like_the_twin(simulator, n_train, binary, tmp_path,
+                                                monkeypatch):
+    # Verilator takes the long run (50 samples: 42 s; Icarus took 215 s), Icarus short ones;
+    # binary: the binarized network with metaplastic consolidation and decay
     from nmflow.golden.datasets import load_digits
     from nmflow.sim.eqprop_sim import simulate_eqprop
     monkeypatch.setenv("SIM", simulator)
-    cfg = ef.FixedEqPropConfig(sizes=(64, 32, 10), T=16, K=6, lr_shifts=(5, 6), batch=1)
+    extra = dict(weights="binary", m=10.0, decay_shift=4) if binary else {}
+    cfg = ef.FixedEqPropConfig(sizes=(64, 32, 10), T=16, K=6, lr_shifts=(5, 6) if not binary
+                               else (1, 2), batch=1, **extra)
     data = load_digits()
     n = n_train + 2
     x = ef.inputs_to_raw(data.x_train[:n], 16)
@@ -276,3 +283,43 @@ def test_rescale_ties_round_up():
         ties += int((acc % 8192 == 4096).sum())
     assert ties > 5
     run_and_compare(cfg, 4, params, samples, seed=2)
+
+
+# -- binary weights, decay and metaplastic consolidation (issue 20) ----------------------------------
+
+BINARY_CASES = {
+    # sizes, lanes, lr_shifts, weight scale, m, decay_shift
+    "binary, 4 lanes": ((8, 8, 3), 4, (0, 2), 1, 0.0, 0),
+    "binary, decay, two hidden, 2 lanes": ((8, 4, 8, 3), 2, (0, 0, 0), 1, 0.0, 3),
+    "metaplastic m = 3, 8 lanes": ((16, 8, 5), 8, (0, 1), 1, 3.0, 0),
+    "metaplastic m = 20 with decay, 1 lane": ((4, 3), 1, (0,), 1, 20.0, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(BINARY_CASES))
+def test_binary_unit_matches_the_twin_step_by_step(name):
+    sizes, lanes, lr, scale, m, decay = BINARY_CASES[name]
+    cfg = ef.FixedEqPropConfig(sizes=sizes, T=4, K=3, lr_shifts=lr, batch=1, beta_shift=0,
+                               seed=5, lfsr_seed=0xACE1, weights="binary", m=m,
+                               decay_shift=decay)
+    rng = np.random.default_rng(len(name))
+    samples = [(rng.integers(0, 256, sizes[0]), int(rng.integers(0, sizes[-1])), train)
+               for train in (1, 1, 0, 1, 1, 1)]
+    params = scaled_params(cfg, scale)
+    params["W"][0][0, :] = 0                     # W_h = 0 is a binary +1: neuron 0 sees +a_0
+    traces, final = run_and_compare(cfg, lanes, params, samples, seed=len(name))
+    # not vacuous: hidden weights moved, states inside (0, max); without m some binary weights
+    # flipped sign, with m the consolidation changed the outcome (against the twin at m = 0)
+    moved = sum(int((a != b).sum()) for a, b in zip(params["W"], final["W"]))
+    assert moved > 0
+    if m == 0:
+        assert sum(int(((a >= 0) != (b >= 0)).sum()) for a, b in zip(params["W"], final["W"]))
+    else:
+        plain_cfg = dataclasses.replace(cfg, m=0.0)
+        plain, lfsr = params, ef.Lfsr32(cfg.lfsr_seed)
+        for x, y, train in samples:
+            plain = expected_trace(plain_cfg, plain, x, y, train, lfsr)[1]
+        assert any((a != b).any() for a, b in zip(plain["W"], final["W"]))
+    inside = [v for t in traces for step in t.states for layer in step for v in layer
+              if 0 < v < cfg.state.max_raw]
+    assert len(inside) > 10

@@ -61,7 +61,10 @@ class EqPropPlan:
     acc_register_format : :class:`FixedFormat`
         The accumulator register: ``acc_format`` and one more integer bit.
     product_format : :class:`FixedFormat`
-        A lane's product of a weight and a state.
+        A lane's product of a weight and a state; with binary weights ``+-s``.
+    chunk_sum_format : :class:`FixedFormat` or None
+        With binary weights: a chunk's sum of ``+-s`` over the lanes, before the product with
+        the weight layer's ``a_k`` (``config.binary_alphas``).
     delta_format : :class:`FixedFormat`
         The update's ``D = s+_r s+_i - s-_r s-_i`` (and a bias's ``s+_r - s-_r``).
     error_format : :class:`FixedFormat`
@@ -98,8 +101,16 @@ class EqPropPlan:
         w = self.weight_format = config.weight
         acc = self.acc_format = accumulator_format(config)
         self.acc_register_format = FixedFormat(True, acc.int_bits + 1, acc.frac_bits)
-        self.product_format = FixedFormat(True, w.int_bits + s.int_bits + 1,
-                                          w.frac_bits + s.frac_bits)
+        if config.weights == "binary":
+            # a lane adds or subtracts its state; the chunk's sum (a state times up to L, signed)
+            # is multiplied once by the weight layer's alpha (binary_alphas)
+            self.product_format = FixedFormat(True, s.int_bits + 1, s.frac_bits)
+            self.chunk_sum_format = FixedFormat(True, s.int_bits + lanes.bit_length(),
+                                                s.frac_bits)
+        else:
+            self.product_format = FixedFormat(True, w.int_bits + s.int_bits + 1,
+                                              w.frac_bits + s.frac_bits)
+            self.chunk_sum_format = None
         self.delta_format = FixedFormat(True, 2 * s.int_bits + 1, 2 * s.frac_bits)
         self.error_format = FixedFormat(True, 2, s.frac_bits)
         self.draw_bits = DRAW_BITS

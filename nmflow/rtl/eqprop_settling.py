@@ -52,11 +52,13 @@ def settling_command_layout(plan):
 
 
 def _tag_layout(plan):
-    """What travels with a command down the pipeline."""
-    return data.StructLayout({
-        "valid": 1, "self_read": 1, "first": 1, "last": 1, "top": 1,
-        "waddr": state_addr_shape(plan), "neuron": neuron_shape(plan),
-    })
+    """What travels with a command down the pipeline (with binary weights also ``wlayer``, the
+    weight layer whose ``a_k`` scales the chunk)."""
+    fields = {"valid": 1, "self_read": 1, "first": 1, "last": 1, "top": 1,
+              "waddr": state_addr_shape(plan), "neuron": neuron_shape(plan)}
+    if plan.config.weights == "binary":
+        fields["wlayer"] = range(max(plan.N, 2))
+    return data.StructLayout(fields)
 
 
 class SettlingDatapath(wiring.Component):
@@ -117,6 +119,7 @@ class SettlingDatapath(wiring.Component):
         """The addresses of the command's reads, and its tag (stage ``issue``)."""
         plan, lay, cmd = self._plan, self._plan.layout, self.cmd.payload
         L, lg, N, sizes = plan.lanes, plan.lane_bits, plan.N, plan.sizes
+        binary = plan.config.weights == "binary"
         region, neuron, chunk = self.region, cmd.neuron, cmd.chunk
         m.d.comb += [issued.valid.eq(self.cmd.valid), issued.neuron.eq(neuron),
                      issued.last.eq(cmd.last)]
@@ -128,6 +131,8 @@ class SettlingDatapath(wiring.Component):
                 with m.If(cmd.part == SELF):
                     m.d.comb += [issued.self_read.eq(1), self.states.addr.eq(own_row)]
                 with m.Elif(cmd.part == ROW):
+                    if binary:
+                        m.d.comb += issued.wlayer.eq(k - 1)
                     row_addr = lay.wbase[k - 1] + neuron * rows + chunk
                     m.d.comb += [a.eq(row_addr) for a in self.weights.addr]
                     m.d.comb += self.states.addr.eq(chunk if k == 1
@@ -136,6 +141,8 @@ class SettlingDatapath(wiring.Component):
                     m.d.comb += issued.first.eq(chunk == 0)
                 if cols:
                     with m.Else():
+                        if binary:
+                            m.d.comb += issued.wlayer.eq(k)
                         # column chunk: bank b holds W_k[chunk L + (b - j) mod L, j]
                         stride = sizes[k] // L
                         for b in range(L):
@@ -177,6 +184,17 @@ class SettlingDatapath(wiring.Component):
         product_bias = Signal(weight, name="product_bias")
         product_own = Signal(state, name="product_own_state")
         m.d.sync += [products.eq(operands), product_bias.eq(bias), product_own.eq(own_state)]
+        if plan.config.weights == "binary":
+            # +-s by the hidden weight's sign (W_h >= 0: +), summed over the lanes here; the
+            # accumulator multiplies the chunk's sum by a_k once
+            chunk_sum = Signal(plan.chunk_sum_format.shape(), name="chunk_sum")
+            signed_states = [Mux(lane_weight[b][-1], -lane_state[b], lane_state[b])
+                             for b in range(L)]
+            total = signed_states[0]
+            for term in signed_states[1:]:
+                total = total + term
+            m.d.sync += chunk_sum.eq(total)
+            return products, [chunk_sum], product_bias, product_own
         m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
         return products, lane_product, product_bias, product_own
 
@@ -191,6 +209,11 @@ class SettlingDatapath(wiring.Component):
         total = lane_product[0]
         for product in lane_product[1:]:
             total = total + product
+        if plan.config.weights == "binary":
+            alphas = plan.config.binary_alphas
+            alpha = Array([Const(a, unsigned(max(a.bit_length(), 1))) for a in alphas])[
+                products.wlayer] if len(alphas) > 1 else Const(alphas[0])
+            total = total * alpha
         acc_next = Signal(acc_shape)
         m.d.comb += acc_next.eq(Mux(products.first, bias << plan.state_format.frac_bits, acc)
                                 + total)

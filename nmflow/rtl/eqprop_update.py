@@ -7,13 +7,21 @@ a 16-bit draw of the 32-bit Galois LFSR (16 steps per parameter) and ``rest`` th
 out (a left shift when ``r <= 0``). The sum with the old value saturates to the weight format
 and is written back in the next cycle (:data:`~nmflow.golden.eqprop_plan.UPDATE_PIPELINE`).
 The LFSR persists across samples, as in the twin's training run.
+
+With a decay (``decay_shift = d``) a weight's change also takes ``(W + 2^(d-1)) >> d`` off; with
+metaplasticity (``m > 0``, binary weights) a weight's change that moves it toward 0 is scaled by
+the ``f_meta`` table entry of ``|W|`` (read from a table memory at the issue, its address
+``min(|W| >> shift, size - 1)``): ``-(((-change) f + 2^(F-1)) >> F)`` with ``F`` the table's
+fraction bits (the twin's :func:`~nmflow.golden.eqprop_fixed.meta_rule`). Biases take the plain
+change.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.eqprop_fixed import LFSR
+from ..golden.eqprop_fixed import LFSR, meta_rule
 from .eqprop_memories import state_words, update_addr_shape, weight_words, write_signature
 from .eqprop_settling import bank_of, neuron_shape
 
@@ -150,6 +158,19 @@ class UpdateDatapath(wiring.Component):
         m.d.sync += [issued["valid"].eq(issuing), issued["kind"].eq(ctl.kind),
                      issued["delta"].eq(delta), issued["old"].eq(old),
                      issued["bank"].eq(bank), issued["addr"].eq(ctl.addr)]
+        if plan.config.m > 0:
+            # the f_meta table entry of |old|, read at the issue, there with the issued value
+            rule = meta_rule(plan.config)
+            table = Memory(shape=unsigned(max(int(rule.table.max()).bit_length(), 1)),
+                           depth=len(rule.table), init=[int(v) for v in rule.table])
+            m.submodules.meta_table = table
+            port = table.read_port()
+            magnitude = Signal(plan.weight_format.width + 1)
+            m.d.comb += magnitude.eq(Mux(old < 0, -old, old))
+            index = magnitude >> rule.shift
+            m.d.comb += port.addr.eq(Mux(index > len(rule.table) - 1, len(rule.table) - 1,
+                                         index))
+            issued["fmeta"] = port.data
         with m.If(issuing):
             m.d.sync += [lfsr.eq(lfsr_next), issued["draw"].eq(lfsr_next[:plan.draw_bits])]
         if self._seedable:
@@ -173,11 +194,23 @@ class UpdateDatapath(wiring.Component):
                         rest = delta.as_unsigned()[:shift]
                         up = Cat(Const(0, shift), draw) < Cat(Const(0, draw_bits), rest)
                         m.d.comb += change.eq((delta >> shift) + up)
-        total = Signal(signed(delta_bits + 50))
-        m.d.comb += total.eq(issued["old"] + change)
+        old, is_bias = issued["old"], issued["kind"][0]
+        if cfg.decay_shift:
+            d = cfg.decay_shift
+            decayed = Signal(signed(delta_bits + 49))
+            m.d.comb += decayed.eq(change - ((old + (1 << (d - 1))) >> d))
+            change = Mux(is_bias, change, decayed)
+        if cfg.m > 0:
+            f_bits = meta_rule(cfg).f_bits
+            shrink = ((old > 0) & (change < 0)) | ((old < 0) & (change > 0))
+            scaled = Signal(signed(delta_bits + 50 + f_bits + 2))
+            m.d.comb += scaled.eq(-(((-change) * issued["fmeta"] + (1 << (f_bits - 1)))
+                                    >> f_bits))
+            change = Mux(~is_bias & shrink, scaled, change)
+        total = Signal(signed(delta_bits + 50 + 16))
+        m.d.comb += total.eq(old + change)
         new_param = Signal(plan.weight_format.shape())
         m.d.comb += new_param.eq(Mux(total < wmin, wmin, Mux(total > wmax, wmax, total)))
-        is_bias = issued["kind"][0]
         m.d.comb += [self.weight_write.addr.eq(issued["addr"]), self.weight_write.data.eq(new_param),
                      self.bias_write.addr.eq(issued["addr"]), self.bias_write.data.eq(new_param),
                      self.bias_write.en.eq(issued["valid"] & is_bias)]

@@ -272,10 +272,22 @@ def _unit_settings(args, default_samples):
     T = _int("--T", args.T, 1, 40, limits.SETTLING_STEPS)
     K = _int("--K", args.K, 1, 15, limits.SETTLING_STEPS)
     board = get_board(args.board)
+    weights = _choices("--weights", args.weights, ["real"], ("real", "binary"))
+    if len(weights) != 1:
+        raise NmflowError(f"--weights must name one choice, not {args.weights!r}")
+    try:
+        m = float(args.m) if args.m is not None else 0.0
+    except ValueError:
+        m = math.nan
+    if not math.isfinite(m) or m < 0 or (m > 0 and weights[0] != "binary"):
+        raise NmflowError(f"--m must be a number >= 0, and 0 unless --weights binary, not "
+                          f"{args.m!r}")
+    decay_shift = _int("--decay-shift", args.decay_shift, 0, 0, 62)
     data = load_digits()
     try:
         config = FixedEqPropConfig(sizes=(data.n_features, *hidden, data.n_classes), T=T, K=K,
-                                   lr_shifts=tuple(lr), batch=1)
+                                   lr_shifts=tuple(lr), batch=1, weights=weights[0], m=m,
+                                   decay_shift=decay_shift)
         EqPropPlan(config, lanes).check_fit(board)
     except NmflowError as error:
         raise NmflowError(f"--hidden {','.join(map(str, hidden))} with --lanes {lanes}: "
@@ -340,6 +352,12 @@ def _unit_options(p, samples, board_help):
     p.add_argument("--K", help="steps of each nudged phase [1 to 10_000] (default: 15)")
     p.add_argument("--lr-shifts", help="learning rates 2**-n, one n per weight layer "
                    "(default: 5,6)")
+    p.add_argument("--weights", help="real, or binary (alpha sign(W_h) in the dynamics, the "
+                   "hidden W_h learning) (default: real)")
+    p.add_argument("--m", help="metaplasticity of the hidden weights, binary only [>= 0] "
+                   "(default: 0)")
+    p.add_argument("--decay-shift", help="hidden-weight decay 2**-n per update, 0 for none "
+                   "[0 to 62] (default: 0)")
     if samples:
         p.add_argument("--samples", help=f"digits training samples [1 to 10_000_000] (default: "
                        f"{samples})")

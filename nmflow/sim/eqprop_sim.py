@@ -70,7 +70,9 @@ def input_beats(x, lanes):
 def config_to_json(config):
     return json.dumps({"sizes": list(config.sizes), "T": config.T, "K": config.K,
                        "beta_shift": config.beta_shift, "lr_shifts": list(config.lr_shifts),
-                       "half": config.half, "seed": config.seed, "lfsr_seed": config.lfsr_seed})
+                       "half": config.half, "seed": config.seed, "lfsr_seed": config.lfsr_seed,
+                       "weights": config.weights, "m": config.m,
+                       "decay_shift": config.decay_shift})
 
 
 def config_from_json(text):
@@ -78,7 +80,9 @@ def config_from_json(text):
     return ef.FixedEqPropConfig(sizes=tuple(fields["sizes"]), T=fields["T"], K=fields["K"],
                                 beta_shift=fields["beta_shift"],
                                 lr_shifts=tuple(fields["lr_shifts"]), half=fields["half"],
-                                seed=fields["seed"], lfsr_seed=fields["lfsr_seed"], batch=1)
+                                seed=fields["seed"], lfsr_seed=fields["lfsr_seed"], batch=1,
+                                weights=fields.get("weights", "real"), m=fields.get("m", 0.0),
+                                decay_shift=fields.get("decay_shift", 0))
 
 
 def compare(layout, config, trace, observed):
