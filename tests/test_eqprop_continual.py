@@ -157,6 +157,9 @@ def test_eqprop_continual_command_writes_its_files(tmp_path, capsys):
     (["--tasks", "0"], "--tasks must be"),
     (["--decay-shift", "63"], "--decay-shift must be"),
     (["--bp-m", "0"], "--bp-m must be"),
+    (["--port", "sim"], "--port needs --board-samples"),
+    (["--board-samples", "5", "--board-lanes", "3"], "--board-lanes must be a power of two"),
+    (["--board-samples", "0"], "--board-samples must be"),
 ])
 def test_eqprop_continual_bad_options(tmp_path, capsys, argv, words):
     out = tmp_path / "bad"
@@ -164,3 +167,49 @@ def test_eqprop_continual_bad_options(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# -- through a simulated board ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_board_run_equals_the_twin_in_every_task(tmp_path):
+    from nmflow.flow.eqprop_continual import run_eqprop_continual
+    config = ec.EqPropContinualConfig(tasks=2, epochs=1, hidden=(4,), T=4, K=2, fixed_batch=1,
+                                      lr_shifts=(1, 2), ms=(10.0,), decay_shift=6)
+    data = Subset(24, 20)
+    board = {"config": config, "port": "sim", "lanes": 4, "samples": 3, "baudrate": 1_000_000,
+             "timeout": 120.0, "ms": (10.0,)}
+    result = run_eqprop_continual(tmp_path, config, data, baselines=False, board=board,
+                                  workers=1)
+    boards = [r for r in result["runs"] if r["where"] == "board"]
+    assert [r["m"] for r in boards] == [10.0]
+    assert result["board_equals_twin"] is True
+    for run in boards:
+        assert len(run["board_mismatches"]) == 2 and run["board_equals_twin"]
+        assert run["board_samples_per_task"] == 3
+        # the board run is the twin's run at batch 1: the same matrix
+        alone, _ = ec.run_fixed(config, data, run["m"])
+        assert run["after"] == alone["after"]
+    assert result["board"]["lanes"] == 4
+
+
+def test_a_board_that_differs_is_counted():
+    config = ec.EqPropContinualConfig(tasks=2, epochs=1, hidden=(8,), T=4, K=2, fixed_batch=1,
+                                      lr_shifts=(1, 2), ms=(10.0,))
+
+    def off_by_one(params, state, xs, ys):
+        W = [w.copy() for w in params["W"]]
+        W[0][0, 0] = -W[0][0, 0] - 1                   # one hidden weight, and its sign
+        return {"W": W, "b": [b + 1 for b in params["b"]]}
+
+    record, _ = ec.run_fixed(config, Subset(24, 20), 10.0, board=off_by_one, board_samples=2)
+    assert record["where"] == "board" and record["board_equals_twin"] is False
+    first = record["board_mismatches"][0]
+    assert first["binary_weights"] >= 1 and first["hidden_weights"] >= 1
+    assert first["biases"] == 8 + 10
+
+
+def test_a_board_run_needs_batch_one():
+    config = ec.EqPropContinualConfig(tasks=2, epochs=1, hidden=(8,), fixed_batch=4)
+    with pytest.raises(NmflowError, match="fixed_batch must be 1 for a board run"):
+        ec.run_fixed(config, Subset(24, 20), 0.0, board=lambda *a: None)

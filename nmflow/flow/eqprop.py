@@ -323,6 +323,20 @@ def build_unit(out, config, lanes, board, *, baud=BAUD, seed=None, clock="auto")
     return summary
 
 
+def check_board(info, config, lanes):
+    """Refuse (one line) a board whose INFO differs from what ``config`` and ``lanes`` ask."""
+    expected = (tuple(config.sizes), lanes, config.T, config.K, config.beta_shift,
+                tuple(config.lr_shifts))
+    got = (tuple(info.sizes), info.lanes, info.T, info.K, info.beta_shift,
+           tuple(info.lr_shifts))
+    if got != expected:
+        raise NmflowError(f"the board runs sizes {list(info.sizes)}, lanes {info.lanes}, "
+                          f"T {info.T}, K {info.K}, beta_shift {info.beta_shift}, lr shifts "
+                          f"{list(info.lr_shifts)}; the options ask for {list(expected[0])}, "
+                          f"{lanes}, {config.T}, {config.K}, {config.beta_shift}, "
+                          f"{list(config.lr_shifts)}")
+
+
 def run_host(out, port, config, lanes, samples, *, baudrate=BAUD, timeout=60.0):
     """Load the twin's initial weights onto the board at ``port`` (``"sim"``: a simulated board
     started here with all-zero weights), reseed its LFSR, train ``samples`` digits, read the
@@ -344,17 +358,7 @@ def run_host(out, port, config, lanes, samples, *, baudrate=BAUD, timeout=60.0):
             zero = {"W": [w * 0 for w in init["W"]], "b": [b * 0 for b in init["b"]]}
             url = stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=zero))
         link = stack.enter_context(EqPropLink(url, baudrate=baudrate, timeout=timeout))
-        info = link.info()
-        expected = (tuple(config.sizes), lanes, config.T, config.K, config.beta_shift,
-                    tuple(config.lr_shifts))
-        got = (tuple(info.sizes), info.lanes, info.T, info.K, info.beta_shift,
-               tuple(info.lr_shifts))
-        if got != expected:
-            raise NmflowError(f"the board runs sizes {list(info.sizes)}, lanes {info.lanes}, "
-                              f"T {info.T}, K {info.K}, beta_shift {info.beta_shift}, lr shifts "
-                              f"{list(info.lr_shifts)}; the options ask for {list(expected[0])}, "
-                              f"{lanes}, {config.T}, {config.K}, {config.beta_shift}, "
-                              f"{list(config.lr_shifts)}")
+        check_board(link.info(), config, lanes)
         link.seed(config.lfsr_seed)
         link.load(ef.init_params(config))
         loaded = _param_mismatches(config, link.read(), ef.init_params(config))

@@ -9,6 +9,8 @@ import io
 import math
 import time
 
+import numpy as np
+
 from ..fileio import make_folder
 from ..jobs import Job, run_jobs
 from .outputs import write_outputs
@@ -27,6 +29,40 @@ def _ep_run(shared, where, m):
     if where == "float":
         return ec.run_float(config, dataset, m)
     return ec.run_fixed(config, dataset, m)[0]
+
+
+def _board_run(shared, m):
+    """One EP run through a board (a job): the twin at batch 1 with the first samples of every
+    task trained on the board (``port``; ``"sim"``: a simulated board started here)."""
+    import contextlib
+
+    from ..boards.eqprop_host import EqPropLink
+    from ..golden import eqprop_continual as ec
+    from .eqprop import check_board
+    config, dataset, board = shared["board_config"], shared["dataset"], shared["board"]
+    features, classes = np.asarray(dataset.x_train).shape[1], \
+        int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
+    fconfig = ec.fixed_config(config, features, classes, m)
+    with contextlib.ExitStack() as stack:
+        url = board["port"]
+        if url == "sim":
+            from ..sim.uart_bridge import eqprop_simulated_board
+            url = stack.enter_context(eqprop_simulated_board(fconfig, lanes=board["lanes"]))
+        link = stack.enter_context(EqPropLink(url, baudrate=board["baudrate"],
+                                              timeout=board["timeout"]))
+        check_board(link.info(), fconfig, board["lanes"])
+
+        def train_on_board(params, lfsr_state, xs, ys):
+            link.seed(int(lfsr_state))
+            link.load(params)
+            for x, y in zip(xs, ys):
+                link.train(x, int(y))
+            return link.read()
+
+        record, _ = ec.run_fixed(config, dataset, m, board=train_on_board,
+                                 board_samples=board["samples"])
+    record.update(port=board["port"], lanes=board["lanes"])
+    return record
 
 
 def _bp_run(shared, method, m):
@@ -55,19 +91,26 @@ def bp_config(config, n_train, m):
                            seed=config.seed)
 
 
-def run_eqprop_continual(out, config, dataset, *, bp_m=40.0, baselines=True, progress=None,
-                         workers=None, cluster=None, resume=False):
+def run_eqprop_continual(out, config, dataset, *, bp_m=40.0, baselines=True, board=None,
+                         progress=None, workers=None, cluster=None, resume=False):
     """Every run of ``config`` (an :class:`~nmflow.golden.eqprop_continual.EqPropContinualConfig`)
     on ``dataset``: EP float and fixed point at m = 0 and each m, and (``baselines``)
-    backpropagation plain, metaplastic (``bp_m``) and EWC. Each run is a job of
-    :func:`nmflow.jobs.run_jobs`; ``resume`` runs only the missing. Writes and returns
-    ``out/eqprop_continual.json``."""
+    backpropagation plain, metaplastic (``bp_m``) and EWC. With ``board`` (a dict: ``config``,
+    the sequence at batch 1; ``port``, ``"sim"`` or a serial port; ``lanes``; ``samples`` per
+    task; ``baudrate``; ``timeout``; ``ms``, default m = 0 and every m) also those m through the
+    board (``where="board"``). Each
+    run is a job of :func:`nmflow.jobs.run_jobs`; ``resume`` runs only the missing. Writes and
+    returns ``out/eqprop_continual.json``."""
     from ..golden import eqprop_continual as ec
 
     start = time.perf_counter()
     jobs = [Job(("ep", where, m), _ep_run, (where, m))
             for where in ec.WHERE for m in config.all_ms]
     shared = {"config": config, "dataset": dataset}
+    if board is not None:
+        shared["board_config"], shared["board"] = board["config"], board
+        jobs += [Job(("board", m), _board_run, (m,))
+                 for m in board.get("ms", board["config"].all_ms)]
     if baselines:
         shared["bp_config"] = bp_config(config, len(dataset.y_train), bp_m)
         jobs += [Job(("bp", method, bp_m if method == "meta" else 0.0), _bp_run,
@@ -81,9 +124,14 @@ def run_eqprop_continual(out, config, dataset, *, bp_m=40.0, baselines=True, pro
         "dataset": info, "settings": config.to_dict(),
         "baselines": shared["bp_config"].to_dict() if baselines else None,
         "runs": runs, "summary": ec.summary(runs),
-        "board_equals_twin": None,
-        "board": "not run: the on-chip learning unit (binary EqProp with the metaplastic "
-                 "update) is not built yet",
+        "board_equals_twin": None if board is None else all(
+            r["board_equals_twin"] for r in runs if r["where"] == "board"),
+        "board": "not run (--board-samples)" if board is None else {
+            "port": board["port"], "lanes": board["lanes"], "samples_per_task": board["samples"],
+            "settings": board["config"].to_dict(),
+            "how": "the twin at batch 1; the first samples of every task's first epoch trained "
+                   "on the board from the twin's parameters and LFSR state, read back, compared "
+                   "with the twin's and continued from"},
         "seconds": round(time.perf_counter() - start, 2),
     }
     write_outputs(out, {"eqprop_continual.json": result,

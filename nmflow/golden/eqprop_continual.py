@@ -207,9 +207,17 @@ def run_float(config, dataset, m, progress=None):
                        mean_abs_hidden=[float(w.abs().mean()) for w in net.W])
 
 
-def run_fixed(config, dataset, m, progress=None, params=None):
+def run_fixed(config, dataset, m, progress=None, params=None, board=None, board_samples=50):
     """The fixed-point twin's run with metaplasticity ``m`` (integer only); also returns the
-    final parameters. ``params`` starts from given ones (default: the twin's initialisation)."""
+    final parameters. ``params`` starts from given ones (default: the twin's initialisation).
+
+    ``board`` (``fixed_batch`` 1 only): a callable ``board(params, lfsr_state, xs, ys)`` that
+    trains a board from ``params`` and the LFSR state on the samples ``xs`` (raw) with labels
+    ``ys`` in order and returns the parameters read back. It takes the first ``board_samples``
+    samples of each task's first epoch; the twin computes the same samples, the two are
+    compared (every hidden weight and bias, and so every binary weight's sign), and the run
+    goes on from the board's parameters. The record is then ``where="board"`` with
+    ``board_mismatches`` per task and ``board_equals_twin``."""
     from . import eqprop_fixed as fx
     features, classes = _check(dataset)
     fconfig = fixed_config(config, features, classes, m)
@@ -219,12 +227,28 @@ def run_fixed(config, dataset, m, progress=None, params=None):
     order_rng = np.random.default_rng(config.seed + 1000)
     y_train = np.asarray(dataset.y_train)
     tests = [fx.inputs_to_raw(x_test, scale, fconfig.state) for _, x_test in tasks]
-    after, biases, start = [], [], time.perf_counter()
+    if board is not None and config.fixed_batch != 1:
+        raise NmflowError(f"fixed_batch must be 1 for a board run (the unit learns sample by "
+                          f"sample), not {config.fixed_batch}")
+    board_samples = check_int("board_samples", board_samples, 1)
+    after, biases, mismatches, start = [], [], [], time.perf_counter()
     for t, (x_train, _) in enumerate(tasks):
         x = fx.inputs_to_raw(x_train, scale, fconfig.state)
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
             order = order_rng.permutation(len(y_train))
-            for first in range(0, len(order), config.fixed_batch):
+            skip = 0
+            if board is not None and epoch == 0:
+                prefix = order[:board_samples]
+                before, state = params, lfsr.state
+                for i in prefix:
+                    params, _ = fx.train_step(fconfig, params, x[i:i + 1], y_train[i:i + 1],
+                                              lfsr)
+                got = board(before, state, x[prefix], y_train[prefix])
+                mismatches.append(_mismatches(params, got))
+                params = {"W": [np.asarray(w, dtype=np.int64) for w in got["W"]],
+                          "b": [np.asarray(b, dtype=np.int64) for b in got["b"]]}
+                skip = len(prefix)
+            for first in range(skip, len(order), config.fixed_batch):
                 idx = order[first:first + config.fixed_batch]
                 params, _ = fx.train_step(fconfig, params, x[idx], y_train[idx], lfsr)
         biases.append([b.copy() for b in params["b"]])
@@ -234,10 +258,31 @@ def run_fixed(config, dataset, m, progress=None, params=None):
         if progress is not None:
             progress("fixed", m, t + 1, config.tasks)
     w_scale = 2.0 ** fconfig.weight.frac_bits
-    record = _run_record("fixed", m, after, time.perf_counter() - start,
+    extra = {} if board is None else {
+        "board_samples_per_task": int(min(board_samples, len(y_train))),
+        "board_mismatches": mismatches, "board_equals_twin": not any(
+            sum(v.values()) for v in mismatches)}
+    record = _run_record("board" if board is not None else "fixed", m, after,
+                         time.perf_counter() - start,
                          mean_abs_hidden=[float(np.abs(w).mean() / w_scale)
-                                          for w in params["W"]])
+                                          for w in params["W"]], **extra)
     return record, dict(params, task_biases=biases)
+
+
+def _mismatches(twin, board):
+    """Hidden weights, binary weights (their signs) and biases that differ between the twin's
+    parameters and a board's."""
+    out = {"hidden_weights": 0, "binary_weights": 0, "biases": 0}
+    for a, b in zip(twin["W"], board["W"]):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            raise NmflowError(f"board weights must have the twin's shape {a.shape}, not "
+                              f"{b.shape}")
+        out["hidden_weights"] += int((a != b).sum())
+        out["binary_weights"] += int(((a >= 0) != (b >= 0)).sum())
+    for a, b in zip(twin["b"], board["b"]):
+        out["biases"] += int((np.asarray(a) != np.asarray(b)).sum())
+    return out
 
 
 def _run_record(where, m, after, seconds, **extra):

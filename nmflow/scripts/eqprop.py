@@ -229,16 +229,46 @@ def _continual_config(args):
         task_biases=not args.shared_biases, seed=_int("--seed", args.seed, 0, 0, limits.SEED))
 
 
+def _board_settings(args, config):
+    """The board run of ``eqprop continual`` (``--board-samples``), or None: the sequence at
+    batch 1 with the board's learning rates and decay, the port, lanes and samples per task."""
+    import dataclasses
+    if args.board_samples is None:
+        for option in ("port", "board_lanes", "board_lr_shifts", "board_decay_shift"):
+            if getattr(args, option) is not None:
+                raise NmflowError(f"--{option.replace('_', '-')} needs --board-samples, not "
+                                  f"alone")
+        return None
+    layers = len(config.hidden) + 1
+    shifts = _list("--board-lr-shifts", args.board_lr_shifts, [7] + [8] * (layers - 1), int,
+                   "comma-separated shifts (learning rate 2**-n)")
+    if len(shifts) != layers or any(not 0 <= e <= 40 for e in shifts):
+        raise NmflowError(f"--board-lr-shifts must give {layers} shifts from 0 to 40, not "
+                          f"{args.board_lr_shifts!r}")
+    lanes = _int("--board-lanes", args.board_lanes, 1, 16, 64)
+    sizes = (64, *config.hidden)
+    if lanes & (lanes - 1) or any(n % lanes for n in sizes):
+        raise NmflowError(f"--board-lanes must be a power of two dividing the input count and "
+                          f"every hidden size {list(sizes)}, not {args.board_lanes!r}")
+    decay = _int("--board-decay-shift", args.board_decay_shift, 0, 15, 62)
+    board_config = dataclasses.replace(config, fixed_batch=1, lr_shifts=tuple(shifts),
+                                       decay_shift=decay)
+    return {"config": board_config, "port": str(args.port or "sim"), "lanes": lanes,
+            "samples": _int("--board-samples", args.board_samples, 1, 50, limits.VECTORS),
+            "baudrate": BAUD, "timeout": 600.0}
+
+
 def cmd_continual(args):
     from ..flow.eqprop_continual import label, run_eqprop_continual
     from ..golden.datasets import load_digits
     config = _continual_config(args)
     bp_m = _float("--bp-m", args.bp_m, 40.0)
+    board = _board_settings(args, config)
     workers = _int("--jobs", args.jobs, 1, None, 4 * limits.usable_cores())
     with bars() as progress:
         result = run_eqprop_continual(args.out, config, load_digits(), bp_m=bp_m,
-                                      baselines=not args.no_baselines, progress=progress,
-                                      workers=workers, cluster=args.cluster,
+                                      baselines=not args.no_baselines, board=board,
+                                      progress=progress, workers=workers, cluster=args.cluster,
                                       resume=args.resume)
     print(json.dumps({"out": str(Path(args.out) / "eqprop_continual.json"),
                       "final": {label(run): [round(100 * a, 1) for a in run["final"]]
@@ -449,6 +479,13 @@ def add_parser(sub):
             ("--decay-shift", "hidden-weight decay 2**-n per update, 0 for none [0 to 62] "
              "(default: 10)"),
             ("--bp-m", "m of the metaplastic backpropagation baseline (default: 40)"),
+            ("--board-samples", "also run the sequence through a board at batch 1: the first N "
+             "samples of every task on the board, compared with the twin [1 to 10_000_000] "
+             "(default: no board run)"),
+            ("--port", "the board's serial port, or sim (a simulated board) (default: sim)"),
+            ("--board-lanes", "lanes of the board's unit, a power of two (default: 16)"),
+            ("--board-lr-shifts", "learning rates 2**-n of the batch-1 run (default: 7,8)"),
+            ("--board-decay-shift", "decay 2**-n per update of the batch-1 run (default: 15)"),
             ("--seed", "seed of the weights, batch order and permutations (default: 0)"),
     ):
         c.add_argument(option, help=text)
