@@ -50,6 +50,18 @@ def update_control_signature(plan):
     })
 
 
+def _change_bits(plan):
+    """Bits of a parameter's change before the decay (signed): the largest ``|D|`` (a weight's
+    ``s+ s+ - s- s-``, a bias's ``s+ - s-``) shifted by the layer's ``r``, one for the rounding's
+    step up, the sign; at least the weight's width (the decay's term fits beside it)."""
+    cfg, top = plan.config, plan.state_format.max_raw
+    largest = 1
+    for k in range(plan.N):
+        for bound, shift in zip((top * top, top), cfg.update_shifts(k)):
+            largest = max(largest, (bound >> shift) + 1 if shift > 0 else bound << -shift)
+    return max(largest.bit_length(), plan.weight_format.width) + 1
+
+
 class UpdateDatapath(wiring.Component):
     """Operand registers, ``D``, the LFSR draw, rounding, saturation and the write-back.
 
@@ -184,7 +196,7 @@ class UpdateDatapath(wiring.Component):
         wmin, wmax = plan.weight_format.min_raw, plan.weight_format.max_raw
         draw_bits, delta_bits = plan.draw_bits, plan.delta_format.width
         delta, draw = issued["delta"], issued["draw"]
-        change = Signal(signed(delta_bits + 48))
+        change = Signal(signed(_change_bits(plan)))
         for k in range(plan.N):
             for is_bias, shift in enumerate(cfg.update_shifts(k)):
                 with m.If(issued["kind"] == 2 * k + is_bias):
@@ -197,17 +209,17 @@ class UpdateDatapath(wiring.Component):
         old, is_bias = issued["old"], issued["kind"][0]
         if cfg.decay_shift:
             d = cfg.decay_shift
-            decayed = Signal(signed(delta_bits + 49))
+            decayed = Signal(signed(len(change) + 1))
             m.d.comb += decayed.eq(change - ((old + (1 << (d - 1))) >> d))
             change = Mux(is_bias, change, decayed)
         if cfg.m > 0:
             f_bits = meta_rule(cfg).f_bits
             shrink = ((old > 0) & (change < 0)) | ((old < 0) & (change > 0))
-            scaled = Signal(signed(delta_bits + 50 + f_bits + 2))
+            scaled = Signal(signed(len(change) + 1))
             m.d.comb += scaled.eq(-(((-change) * issued["fmeta"] + (1 << (f_bits - 1)))
                                     >> f_bits))
             change = Mux(~is_bias & shrink, scaled, change)
-        total = Signal(signed(delta_bits + 50 + 16))
+        total = Signal(signed(max(len(change), plan.weight_format.width) + 1))
         m.d.comb += total.eq(old + change)
         new_param = Signal(plan.weight_format.shape())
         m.d.comb += new_param.eq(Mux(total < wmin, wmin, Mux(total > wmax, wmax, total)))
