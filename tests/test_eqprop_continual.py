@@ -137,7 +137,7 @@ def test_eqprop_continual_command_writes_its_files(tmp_path, capsys):
     for run in result["runs"]:
         assert run["weights"] == "binary" and len(run["final"]) == 2
         assert all(0.0 <= a <= 1.0 for a in run["final"])
-    assert result["board_equals_twin"] is None and "not built" in result["board"]
+    assert result["board_equals_twin"] is None and "not run" in result["board"]
     assert result["settings"]["hidden"] == [8] and result["baselines"]["steps"] == 15
     rows = (out / "eqprop_continual.csv").read_text().splitlines()
     assert rows[0] == "method,m,where,after_task,task,accuracy" and len(rows) == 1 + 7 * 4

@@ -272,7 +272,8 @@ GUARDS = {
 REFUSED = {"demo": ["--lanes", "x"], "bench": ["--images", "0"], "pcsa": ["--samples", "x"],
            "ber-sweep": ["--passes", "x"], "continual": ["--tasks", "x"],
            "eqprop train": ["--epochs", "x"], "eqprop sim": ["--samples", "x"],
-           "eqprop build": ["--lanes", "x"], "eqprop host": ["--samples", "x"]}
+           "eqprop build": ["--lanes", "x"], "eqprop host": ["--samples", "x"],
+           "eqprop continual": ["--tasks", "x"]}
 
 
 def _options(command):
