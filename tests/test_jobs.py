@@ -145,6 +145,8 @@ def test_bad_keys_and_clusters_are_one_line(tmp_path, monkeypatch):
         cluster_address("nowhere")
     monkeypatch.setenv("NMFLOW_CLUSTER", "tcp://127.0.0.1:9")
     assert cluster_address() == "tcp://127.0.0.1:9"
+    import nmflow.jobs
+    monkeypatch.setattr(nmflow.jobs, "CONNECT_SECONDS", 2)   # nothing listens: no need for 20
     with pytest.raises(NmflowError, match=r"^cannot reach the Dask scheduler at "
                                           r"tcp://127.0.0.1:9: "):
         run_jobs(jobs_of(draw), folder=tmp_path, shared={"seed": 1})

@@ -179,10 +179,10 @@ def test_wall_clock_limit_ends_a_simulator_that_never_returns(tmp_path):
     config = dict(verilog.config, verilog_sha256=sha256_bytes(text))
     (tmp_path / "rtl" / "engine.json").write_text(json.dumps(config))
     summary = simulate_engine(tmp_path / "hwmodel", random_inputs(model, 2, seed=11),
-                              tmp_path / "sim", verilog_dir=tmp_path / "rtl", wall_seconds=15)
+                              tmp_path / "sim", verilog_dir=tmp_path / "rtl", wall_seconds=6)
     assert not summary["passed"] and summary["outputs"] is None
-    assert summary["killed_after"] == 15
-    assert 15 <= summary["seconds"] < 60
+    assert summary["killed_after"] == 6
+    assert 6 <= summary["seconds"] < 60
     # the simulator went with its process group: nothing of this run is left running, once
     # the kernel has delivered the kill (a few milliseconds)
     deadline = time.monotonic() + 10
@@ -192,8 +192,8 @@ def test_wall_clock_limit_ends_a_simulator_that_never_returns(tmp_path):
     from nmflow.flow import sim_step
     np.savez(tmp_path / "x.npz", x=random_inputs(model, 1, seed=12))
     with pytest.raises(NmflowError, match=r"^simulation did not finish: the simulator was killed "
-                                          r"after 10 s \(wall-clock limit\) \(see .*sim\.log\)$"):
-        sim_step(tmp_path, inputs=tmp_path / "x.npz", wall_seconds=10)
+                                          r"after 6 s \(wall-clock limit\) \(see .*sim\.log\)$"):
+        sim_step(tmp_path, inputs=tmp_path / "x.npz", wall_seconds=6)
 
 
 def test_verilog_that_does_not_compile_is_one_line(tmp_path):
