@@ -199,11 +199,13 @@ def test_cycles_per_step_of_the_default_configuration():
     assert unit.issue_cycles_per_step(nudged=True) / ideal <= 1.1
 
 
-@pytest.mark.parametrize("sizes, lanes", [((8, 8, 3), 4), ((8, 4, 8, 3), 2), ((4, 3), 1)])
-def test_update_cycles_of_the_plan(sizes, lanes):
+@pytest.mark.parametrize("sizes, lanes, extra", [
+    ((8, 8, 3), 4, {}), ((8, 4, 8, 3), 2, {}), ((4, 3), 1, {}),
+    ((8, 8, 3), 4, {"weights": "binary", "m": 5.0}), ((4, 3), 1, {"decay_shift": 4})])
+def test_update_cycles_of_the_plan(sizes, lanes, extra):
     from amaranth.sim import Simulator
     cfg = ef.FixedEqPropConfig(sizes=sizes, T=2, K=1, batch=1,
-                               lr_shifts=(1,) * (len(sizes) - 1))
+                               lr_shifts=(1,) * (len(sizes) - 1), **extra)
     unit = EqPropUnit(cfg, lanes=lanes)
     pulses, done = [], []
 

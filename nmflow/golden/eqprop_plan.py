@@ -184,16 +184,24 @@ class EqPropPlan:
         return commands + sum(self.drain_after) * PIPELINE_DEPTH + STEP_CONTROL_CYCLES
 
     @property
+    def update_latency(self):
+        """Cycles from a parameter's issue to its write: 1 (:data:`UPDATE_PIPELINE`), 2 with a
+        decay or metaplasticity (the change is registered before the decay, the ``f_meta``
+        product, the choice and the saturation)."""
+        return 2 if (self.config.m > 0 or self.config.decay_shift) else 1
+
+    @property
     def update_cycles(self):
         """Cycles of a training sample's update (observation off), from the ``step`` pulse of
         the last ``-beta`` step to the prediction on ``o``: one to end the phase; per weight
         row three cycles to read ``s+_r`` and ``s-_r``, per chunk three to read the weights and
         the ``s+`` and ``s-`` chunks and then one parameter a cycle, per bias three cycles;
-        one for the last write, one to finish, and the prediction's register."""
+        one for the last write (two with :attr:`update_latency` 2), one to finish, and the
+        prediction's register."""
         L = self.lanes
         walk = sum(self.sizes[k + 1] * (3 + self.sizes[k] // L * (3 + L) + 3)
                    for k in range(self.N))
-        return 1 + walk + 3
+        return 1 + walk + 2 + self.update_latency
 
     # -- memories and block RAM ----------------------------------------------------------------
     @property

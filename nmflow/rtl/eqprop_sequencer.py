@@ -120,10 +120,14 @@ class EqPropSequencer(wiring.Component):
             self._copy(m, r)
             for k in range(plan.N):
                 self._update_layer(m, r, k)
+            after = "WDUMP_READ" if self._observe else "FINISH"
             with m.State("U_DONE"):
                 # the last write leaves the update pipeline
                 m.d.sync += r.count.eq(0)
-                m.next = "WDUMP_READ" if self._observe else "FINISH"
+                m.next = "U_DONE2" if plan.update_latency > 1 else after
+            if plan.update_latency > 1:
+                with m.State("U_DONE2"):
+                    m.next = after
             if self._observe:
                 self._dump_parameters(m, r)
             with m.State("FINISH"):

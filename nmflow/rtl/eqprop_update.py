@@ -207,6 +207,15 @@ class UpdateDatapath(wiring.Component):
                         up = Cat(Const(0, shift), draw) < Cat(Const(0, draw_bits), rest)
                         m.d.comb += change.eq((delta >> shift) + up)
         old, is_bias = issued["old"], issued["kind"][0]
+        if plan.update_latency > 1:
+            # a register between the rounding and the rest (decay, f_meta, saturation)
+            staged = {name: Signal.like(value, name=f"staged_{name}")
+                      for name, value in issued.items() if name not in ("delta", "draw")}
+            staged_change = Signal.like(change, name="staged_change")
+            m.d.sync += [staged[name].eq(issued[name]) for name in staged]
+            m.d.sync += staged_change.eq(change)
+            issued = dict(issued, **staged)
+            change, old, is_bias = staged_change, staged["old"], staged["kind"][0]
         if cfg.decay_shift:
             d = cfg.decay_shift
             decayed = Signal(signed(len(change) + 1))
