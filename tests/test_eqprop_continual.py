@@ -213,3 +213,18 @@ def test_a_board_run_needs_batch_one():
     config = ec.EqPropContinualConfig(tasks=2, epochs=1, hidden=(8,), fixed_batch=4)
     with pytest.raises(NmflowError, match="fixed_batch must be 1 for a board run"):
         ec.run_fixed(config, Subset(24, 20), 0.0, board=lambda *a: None)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--m", "3"], "--m must be a number >= 0, and 0 unless --weights binary"),
+    (["--weights", "binary", "--m", "-1"], "--m must be a number >= 0"),
+    (["--weights", "binary", "--m", "x"], "--m must be a finite number"),
+    (["--weights", "ternary"], "--weights must be"),
+    (["--decay-shift", "70"], "--decay-shift must be"),
+])
+def test_unit_commands_refuse_bad_binary_options(tmp_path, capsys, argv, words):
+    out = tmp_path / "bad"
+    assert cli.main(["eqprop", "sim", "--out", str(out), *argv]) != 0
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

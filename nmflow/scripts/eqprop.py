@@ -52,7 +52,8 @@ def _float(option, text, default, above=0.0, maximum=None):
         value = float(text)
     except (TypeError, ValueError):
         raise NmflowError(f"{option} must be {rule}, not {text!r}") from None
-    if not math.isfinite(value) or value <= above or (maximum is not None and value > maximum):
+    if not math.isfinite(value) or (above is not None and value <= above) \
+            or (maximum is not None and value > maximum):
         raise NmflowError(f"{option} must be {rule}, not {text!r}")
     return value
 
@@ -305,11 +306,8 @@ def _unit_settings(args, default_samples):
     weights = _choices("--weights", args.weights, ["real"], ("real", "binary"))
     if len(weights) != 1:
         raise NmflowError(f"--weights must name one choice, not {args.weights!r}")
-    try:
-        m = float(args.m) if args.m is not None else 0.0
-    except ValueError:
-        m = math.nan
-    if not math.isfinite(m) or m < 0 or (m > 0 and weights[0] != "binary"):
+    m = _float("--m", args.m, 0.0, above=None)
+    if m < 0 or (m > 0 and weights[0] != "binary"):
         raise NmflowError(f"--m must be a number >= 0, and 0 unless --weights binary, not "
                           f"{args.m!r}")
     decay_shift = _int("--decay-shift", args.decay_shift, 0, 0, 62)
