@@ -84,6 +84,17 @@ def _list(option, text, default, parse, rule):
     return values
 
 
+def _shifts(option, text, first, rest, layers):
+    """Learning-rate shifts (``2**-n``), one per weight layer, each from 0 to 40; default
+    ``first`` for the first layer and ``rest`` for the others."""
+    values = _list(option, text, [first] + [rest] * (layers - 1), int,
+                   "comma-separated shifts (learning rate 2**-n), one per weight layer")
+    if len(values) != layers or any(not 0 <= e <= 40 for e in values):
+        raise NmflowError(f"{option} must give {layers} shifts from 0 to 40 (one per weight "
+                          f"layer), not {text!r}")
+    return values
+
+
 def _choices(option, text, default, allowed):
     if text is None:
         return list(default)
@@ -216,11 +227,7 @@ def _continual_config(args):
                                      for v in lrs):
         raise NmflowError(f"--lrs must give {layers} learning rates above 0 and at most "
                           f"{limits.LEARNING_RATE:g} (one per weight layer), not {args.lrs!r}")
-    shifts = _list("--lr-shifts", args.lr_shifts, [2] + [3] * (layers - 1), int,
-                   "comma-separated shifts (learning rate 2**-n)")
-    if len(shifts) != layers or any(not 0 <= e <= 40 for e in shifts):
-        raise NmflowError(f"--lr-shifts must give {layers} shifts from 0 to 40 (one per weight "
-                          f"layer), not {args.lr_shifts!r}")
+    shifts = _shifts("--lr-shifts", args.lr_shifts, 2, 3, layers)
     decay_shift = _int("--decay-shift", args.decay_shift, 0, 10, 62)
     return EqPropContinualConfig(
         tasks=_int("--tasks", args.tasks, 1, 5, 64),
@@ -241,11 +248,7 @@ def _board_settings(args, config):
                                   f"alone")
         return None
     layers = len(config.hidden) + 1
-    shifts = _list("--board-lr-shifts", args.board_lr_shifts, [7] + [8] * (layers - 1), int,
-                   "comma-separated shifts (learning rate 2**-n)")
-    if len(shifts) != layers or any(not 0 <= e <= 40 for e in shifts):
-        raise NmflowError(f"--board-lr-shifts must give {layers} shifts from 0 to 40, not "
-                          f"{args.board_lr_shifts!r}")
+    shifts = _shifts("--board-lr-shifts", args.board_lr_shifts, 7, 8, layers)
     lanes = _int("--board-lanes", args.board_lanes, 1, 16, 64)
     sizes = (64, *config.hidden)
     if lanes & (lanes - 1) or any(n % lanes for n in sizes):
@@ -293,11 +296,7 @@ def _unit_settings(args, default_samples):
     if lanes & (lanes - 1) or lanes > 64:
         raise NmflowError(f"--lanes must be a power of two from 1 to 64, not {args.lanes!r}")
     layers = len(hidden) + 1
-    lr = _list("--lr-shifts", args.lr_shifts, [5] + [6] * (layers - 1), int,
-               "comma-separated shifts (learning rate 2**-n), one per weight layer")
-    if len(lr) != layers or any(not 0 <= e <= 40 for e in lr):
-        raise NmflowError(f"--lr-shifts must give {layers} shifts from 0 to 40 (one per weight "
-                          f"layer), not {args.lr_shifts!r}")
+    lr = _shifts("--lr-shifts", args.lr_shifts, 5, 6, layers)
     samples = _int("--samples", getattr(args, "samples", None), 1, default_samples,
                    limits.VECTORS)
     T = _int("--T", args.T, 1, 40, limits.SETTLING_STEPS)
