@@ -9,8 +9,6 @@ import io
 import math
 import time
 
-import numpy as np
-
 from ..fileio import make_folder
 from ..jobs import Job, run_jobs
 from .outputs import write_outputs
@@ -40,9 +38,7 @@ def _board_run(shared, m):
     from ..golden import eqprop_continual as ec
     from .eqprop import check_board
     config, dataset, board = shared["board_config"], shared["dataset"], shared["board"]
-    features, classes = np.asarray(dataset.x_train).shape[1], \
-        int(max(np.max(dataset.y_train), np.max(dataset.y_test))) + 1
-    fconfig = ec.fixed_config(config, features, classes, m)
+    fconfig = ec.fixed_config(config, *ec.features_and_classes(dataset), m)
     with contextlib.ExitStack() as stack:
         url = board["port"]
         if url == "sim":

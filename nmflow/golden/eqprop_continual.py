@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import NmflowError, check_choice, check_int, check_number
 
 __all__ = ["EqPropContinualConfig", "WHERE", "run_float", "run_fixed", "fixed_config",
+           "features_and_classes",
            "float_config", "task_data", "summary"]
 
 WHERE = ("float", "fixed")
@@ -161,7 +162,8 @@ def task_data(dataset, config):
     return [(x_train[:, p], x_test[:, p]) for p in perms], scale
 
 
-def _check(dataset):
+def features_and_classes(dataset):
+    """The data set's input count and class count (refused in one line without its arrays)."""
     for name in ("x_train", "y_train", "x_test", "y_test"):
         if not hasattr(dataset, name):
             raise NmflowError(f"dataset must have {name}, not {type(dataset).__name__}")
@@ -175,7 +177,7 @@ def run_float(config, dataset, m, progress=None):
 
     from . import eqprop as ep
     torch.set_num_threads(1)
-    features, classes = _check(dataset)
+    features, classes = features_and_classes(dataset)
     econfig = float_config(config, features, classes, m)
     tasks, scale = task_data(dataset, config)
     net = ep.EqPropNet.init(econfig)
@@ -219,7 +221,7 @@ def run_fixed(config, dataset, m, progress=None, params=None, board=None, board_
     goes on from the board's parameters. The record is then ``where="board"`` with
     ``board_mismatches`` per task and ``board_equals_twin``."""
     from . import eqprop_fixed as fx
-    features, classes = _check(dataset)
+    features, classes = features_and_classes(dataset)
     fconfig = fixed_config(config, features, classes, m)
     tasks, scale = task_data(dataset, config)
     params = fx.init_params(fconfig) if params is None else params
