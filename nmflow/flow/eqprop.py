@@ -295,11 +295,12 @@ def run_unit_sim(out, config, lanes, samples, *, seed=0):
     return summary
 
 
-def build_unit(out, config, lanes, board, *, baud=BAUD, seed=None, clock="auto"):
+def build_unit(out, config, lanes, board, *, baud=BAUD, seed=None, clock="auto", reuse=False):
     """Build :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` (UART, link, the unit with the twin's
     initial weights) for ``board`` (a :class:`~nmflow.boards.board.Board`, whose block RAM the
     unit's memories must fit) at the run clock ``clock`` (see
-    :func:`~nmflow.flow.engine.build_step`); write ``out/build.json`` and return the summary."""
+    :func:`~nmflow.flow.engine.build_step`); write ``out/build.json`` and return the summary.
+    ``reuse``: a build already in ``out`` made from the same inputs is taken as it is."""
     from ..boards.build import build
     from ..rtl.eqprop_link import EqPropHostTop
     from ..rtl.top import uart_divisor
@@ -316,7 +317,8 @@ def build_unit(out, config, lanes, board, *, baud=BAUD, seed=None, clock="auto")
         return EqPropHostTop(config, lanes=lanes, clk_freq=clk_freq, baud=baud, board=board)
 
     start = time.monotonic()
-    summary = build(top, board, out, name="nmflow_eqprop", seed=seed, **clocking).to_dict()
+    summary = build(top, board, out, name="nmflow_eqprop", seed=seed, reuse=reuse,
+                    **clocking).to_dict()
     summary.update({"wall_seconds": round(time.monotonic() - start, 1), "lanes": lanes,
                     "baud": baud, "config": config.to_dict()})
     write_outputs(out, {"build.json": summary})

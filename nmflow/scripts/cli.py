@@ -346,6 +346,16 @@ def cmd_bench(args):
                           out=args.out or Path(args.run) / "bench.json", resume=args.resume)
         _print_json(result["conv"])
         return
+    if args.learning:
+        from ..scripts.bench_learning import run_learning
+        console = _console()
+        result = run_learning(Path(args.run), boards=args.boards, lanes=args.learning_lanes,
+                              cpu_samples=args.cpu_samples,
+                              out=args.out or Path(args.run) / "bench.json",
+                              resume=args.resume, clock=args.clock,
+                              progress=lambda text: console.print(text))
+        _print_json(result)
+        return
     if args.mnist is not None:
         from ..scripts.bench import run_mnist
         result = run_mnist(Path(args.run) / "mnist", args.mnist,
@@ -633,6 +643,17 @@ def _add_board_parsers(sub):
                    "32 x 32 x 3 inputs, and with --mnist DIR an MNIST conv TNN): trained, "
                    "simulated under Verilator against the golden model, built per board; the "
                    "section conv of RUN/bench.json")
+    p.add_argument("--learning", action="store_true", help="instead of the benchmark, the "
+                   "learning units: the EqProp unit (binarized, metaplastic) and the engine with "
+                   "the metaplastic unit built per board, their cycles per step measured in "
+                   "simulation, and training samples per second on the board against the "
+                   "fixed-point and float twins on this CPU; the section learning of "
+                   "RUN/bench.json")
+    ranged(p, "--learning-lanes", integer(1, 64), default=None,
+           help="with --learning: the EqProp unit's lanes, a power of two (default: 8 on the "
+           "iCEBreaker, 16 on the ULX3S)")
+    ranged(p, "--cpu-samples", integer(1, limits.VECTORS), default=200,
+           help="with --learning: training samples the CPU twins are timed on (default: 200)")
     p.add_argument("--networks", metavar="NAMES", help="with --conv: only these networks "
                    "(comma-separated: digits_tnn, digits_bnn, cifar_shaped, mnist_tnn)")
     p.add_argument("--table", action="store_true", help="instead of the benchmark, print "

@@ -121,10 +121,12 @@ def compare(layout, config, trace, observed):
     return problems
 
 
-def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_000):
-    """Run ``unit`` (without ``observe``, only the predictions are read) in Amaranth's simulator on ``samples`` (a list
-    of ``(x, label, train)``). Returns ``(observed per sample, step_cycles)``: the dicts
-    :func:`compare` takes, and the cycle numbers of the ``step`` pulses."""
+def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_000,
+              done=None):
+    """Run ``unit`` (without ``observe``, only the predictions are read) in Amaranth's simulator
+    on ``samples`` (a list of ``(x, label, train)``). Returns ``(observed per sample,
+    step_cycles)``: the dicts :func:`compare` takes, and the cycle numbers of the ``step``
+    pulses. ``done``, a list, gets the cycle number of every prediction taken from ``o``."""
     from amaranth.hdl import Const, signed
     from .pysim import run_benches
     from .streams import stream_get, stream_put
@@ -167,10 +169,13 @@ def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_0
 
     async def watch(ctx):
         cycle = 0
-        async for _, _, step in ctx.tick().sample(unit.step):
+        async for _, _, step, o_valid, o_ready in ctx.tick().sample(unit.step, unit.o.valid,
+                                                                     unit.o.ready):
             cycle += 1
             if step:
                 pulses.append(cycle)
+            if done is not None and o_valid and o_ready:
+                done.append(cycle)
             if cycle > max_cycles:
                 raise RuntimeError(f"the unit did not finish within {max_cycles} cycles")
 
