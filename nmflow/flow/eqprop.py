@@ -339,9 +339,30 @@ def check_board(info, config, lanes):
                           f"{list(config.lr_shifts)}")
 
 
+#: The ``port`` values that start a simulated board here instead of opening a serial port:
+#: ``sim``, the link core compiled by Verilator (fast: a task sequence in minutes), and
+#: ``pysim``, the whole board top with its UART in Amaranth's simulator (exact to the bit on the
+#: wire, a few thousand cycles a second).
+SIMULATED_PORTS = ("sim", "pysim")
+
+
+def board_url(stack, port, config, lanes, params=None):
+    """The URL of the board at ``port`` for :class:`~nmflow.boards.eqprop_host.EqPropLink`: a
+    serial port as it is, or a simulated board of ``config`` and ``lanes`` (weights ``params``
+    after reset) started on ``stack`` (a :class:`contextlib.ExitStack`) for
+    :data:`SIMULATED_PORTS`."""
+    if port == "sim":
+        from ..sim.verilated_board import eqprop_verilated_board
+        return stack.enter_context(eqprop_verilated_board(config, lanes=lanes, params=params))
+    if port == "pysim":
+        from ..sim.uart_bridge import eqprop_simulated_board
+        return stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=params))
+    return port
+
+
 def run_host(out, port, config, lanes, samples, *, baudrate=BAUD, timeout=60.0):
-    """Load the twin's initial weights onto the board at ``port`` (``"sim"``: a simulated board
-    started here with all-zero weights), reseed its LFSR, train ``samples`` digits, read the
+    """Load the twin's initial weights onto the board at ``port`` (one of
+    :data:`SIMULATED_PORTS`: a simulated board started here with all-zero weights), reseed its LFSR, train ``samples`` digits, read the
     weights back and compare them with the twin's (==); write and return ``out/board.json``."""
     import contextlib
 
@@ -353,12 +374,9 @@ def run_host(out, port, config, lanes, samples, *, baudrate=BAUD, timeout=60.0):
     twin, twin_pred = _twin_after(config, x, y)
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
-        url = port
-        if port == "sim":
-            from ..sim.uart_bridge import eqprop_simulated_board
-            init = ef.init_params(config)
-            zero = {"W": [w * 0 for w in init["W"]], "b": [b * 0 for b in init["b"]]}
-            url = stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=zero))
+        init = ef.init_params(config)
+        zero = {"W": [w * 0 for w in init["W"]], "b": [b * 0 for b in init["b"]]}
+        url = board_url(stack, port, config, lanes, zero)
         link = stack.enter_context(EqPropLink(url, baudrate=baudrate, timeout=timeout))
         check_board(link.info(), config, lanes)
         link.seed(config.lfsr_seed)

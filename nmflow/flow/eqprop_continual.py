@@ -31,19 +31,17 @@ def _ep_run(shared, where, m):
 
 def _board_run(shared, m):
     """One EP run through a board (a job): the twin at batch 1 with the first samples of every
-    task trained on the board (``port``; ``"sim"``: a simulated board started here)."""
+    task trained on the board (``port``; ``"sim"`` or ``"pysim"``: a simulated board started
+    here, see :data:`~nmflow.flow.eqprop.SIMULATED_PORTS`)."""
     import contextlib
 
     from ..boards.eqprop_host import EqPropLink
     from ..golden import eqprop_continual as ec
-    from .eqprop import check_board
+    from .eqprop import board_url, check_board
     config, dataset, board = shared["board_config"], shared["dataset"], shared["board"]
     fconfig = ec.fixed_config(config, *ec.features_and_classes(dataset), m)
     with contextlib.ExitStack() as stack:
-        url = board["port"]
-        if url == "sim":
-            from ..sim.uart_bridge import eqprop_simulated_board
-            url = stack.enter_context(eqprop_simulated_board(fconfig, lanes=board["lanes"]))
+        url = board_url(stack, board["port"], fconfig, board["lanes"])
         link = stack.enter_context(EqPropLink(url, baudrate=board["baudrate"],
                                               timeout=board["timeout"]))
         check_board(link.info(), fconfig, board["lanes"])
@@ -92,7 +90,7 @@ def run_eqprop_continual(out, config, dataset, *, bp_m=40.0, baselines=True, boa
     """Every run of ``config`` (an :class:`~nmflow.golden.eqprop_continual.EqPropContinualConfig`)
     on ``dataset``: EP float and fixed point at m = 0 and each m, and (``baselines``)
     backpropagation plain, metaplastic (``bp_m``) and EWC. With ``board`` (a dict: ``config``,
-    the sequence at batch 1; ``port``, ``"sim"`` or a serial port; ``lanes``; ``samples`` per
+    the sequence at batch 1; ``port``, ``"sim"``, ``"pysim"`` or a serial port; ``lanes``; ``samples`` per
     task; ``baudrate``; ``timeout``; ``ms``, default m = 0 and every m) also those m through the
     board (``where="board"``). Each
     run is a job of :func:`nmflow.jobs.run_jobs`; ``resume`` runs only the missing. Writes and

@@ -9,7 +9,8 @@ The hardware unit: ``nmflow eqprop sim`` checks :class:`~nmflow.rtl.eqprop.EqPro
 bit against the twin under cocotb (``DIR/eqprop_sim.json``); ``nmflow eqprop build`` builds
 :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` for a board (``DIR/build.json``); ``nmflow eqprop
 host`` trains on the board over its UART and compares the weights read back with the twin's
-(``DIR/board.json``; ``--port sim`` runs a simulated board instead, slow, for tests and demos).
+(``DIR/board.json``; ``--port sim`` runs a simulated board instead: the link core compiled by
+Verilator, or with ``--port pysim`` the whole top with its UART in Amaranth's simulator, slow).
 """
 
 import argparse
@@ -479,7 +480,9 @@ def add_parser(sub):
             ("--board-samples", "also run the sequence through a board at batch 1: the first N "
              "samples of every task on the board, compared with the twin [1 to 10_000_000] "
              "(default: no board run)"),
-            ("--port", "the board's serial port, or sim (a simulated board) (default: sim)"),
+            ("--port", "the board's serial port, or sim (a simulated board compiled by "
+                       "Verilator), or pysim (the top with its UART in Amaranth's simulator, "
+                       "slow) (default: sim)"),
             ("--board-lanes", "lanes of the board's unit, a power of two (default: 16)"),
             ("--board-lr-shifts", "learning rates 2**-n of the batch-1 run (default: 7,8)"),
             ("--board-decay-shift", "decay 2**-n per update of the batch-1 run (default: 15)"),
@@ -522,8 +525,10 @@ def add_parser(sub):
         "compare them with the twin's (==). Writes DIR/board.json.",
         "build/eqprop_host", 20, "the board on the port (its block RAM the network must fit)")
     h.add_argument("--port", required=True,
-                   help="serial port (/dev/ttyUSB1), pyserial URL, sim (a simulated board), or "
-                   "auto (the --board's UART among the serial ports, by its USB ids)")
+                   help="serial port (/dev/ttyUSB1), pyserial URL, sim (a simulated board: the "
+                   "link core compiled by Verilator), pysim (the top with its UART in Amaranth's "
+                   "simulator, slow), or auto (the --board's UART among the serial ports, by its "
+                   "USB ids)")
     h.add_argument("--baud", help=f"baud rate: the build's [1 to 12_000_000] (default: {BAUD})")
     h.add_argument("--timeout", help="seconds to wait for each reply [above 0, at most 3600] "
                    "(default: 60)")
