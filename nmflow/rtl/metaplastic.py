@@ -19,18 +19,27 @@ for an update, the new ``W_h`` in ``w_format`` for a load; the low bits of the f
 update with ``d = 0`` reads the hidden weights back unchanged. One beat of ``o``: the hidden
 weights of the group after the beat (the stored ones in lanes whose ``en`` is 0).
 
-Pipeline (no stall inside; ``o`` has a FIFO and ``i.ready`` keeps room for every beat in flight)::
+Pipeline (no stall inside; ``o`` has a FIFO and a beat issues only with a free FIFO slot, a
+credit, for it). A beat taken from ``i`` waits in an input register until it can issue (the
+engine idle, a credit, no hazard, no bank conflict); every stage ends in a register::
 
-    cycle t     beat accepted, hidden word read (address to the memory)
-    cycle t+1   W_h out of the memory; |W_h|, table index (clamped) to the f_meta ROM
-    cycle t+2   f out of the ROM; p = d * f registered, plain = round(d, s_plain) registered
-    cycle t+3   scaled = round(p, s_scaled), delta, saturating W_h - delta: W_h' written to the
-                hidden memory, pair code to the engine's memory, W_h' pushed into the FIFO
-    cycle t+4   (at the earliest) the beat on ``o``
+    cycle t     beat issued from the input register: hidden word read (address to the memory)
+    cycle t+1   W_h out of the memory, registered
+    cycle t+2   |W_h|, table index (clamped) to the f_meta ROM; the shrink test registered
+    cycle t+3   f out of the ROM, registered (the multiplier's input register)
+    cycle t+4   p = d * f registered (the DSP on the iCE40); plain = round(d, s_plain), or for a
+                load the new weight, registered
+    cycle t+5   scaled = round(p, s_scaled); delta = scaled or plain, registered
+    cycle t+6   saturating W_h - delta (a load: the value; a disabled lane: W_h), registered as W_h'
+    cycle t+7   W_h' written to the hidden memory, pair code to the engine's memory, W_h' pushed
+                into the FIFO
+    cycle t+8   (at the earliest) the beat on ``o``
 
-Latency: the write of a beat taken in cycle ``t`` happens in cycle ``t + 3`` (:attr:`latency`);
-its result can be on ``o`` from cycle ``t + 4``. Throughput: one beat (``lanes`` synapses) per
-cycle for consecutive groups, when ``o`` is drained.
+Latency: the write of a beat issued in cycle ``t`` happens in cycle ``t + 7`` (:attr:`latency`);
+its result can be on ``o`` from cycle ``t + 8``; a beat taken from ``i`` issues a cycle later at
+the earliest. Throughput: one beat (``lanes`` synapses) per cycle for consecutive groups, when
+``o`` is drained and the FIFO has ``latency + 2`` slots or more (a beat holds its credit from
+issue to pop; the default depth, 16, has them).
 
 Storage (``storage``):
 
@@ -39,17 +48,20 @@ Storage (``storage``):
 * ``"spram"``: single-port 16K x 16 SPRAMs (``SB_SPRAM256KA`` on the iCE40UP5K; the behavioural
   :class:`SPRAMModel` elsewhere, in Amaranth's simulator and in Verilog for Icarus). Each lane
   has two banks: even groups in bank 0, odd groups in bank 1, at address ``g >> 1``. The pipeline
-  latency is odd (3), so for consecutive groups the read of cycle ``c`` (group ``g``) and the
-  write of cycle ``c`` (group ``g - 3``) always hit different banks; a beat whose bank is being
-  written in its cycle waits (``i.ready`` low for that cycle). SPRAM cannot be initialised by the
-  bitstream: load the hidden weights with ``OP_LOAD`` beats (:func:`load_beats`).
+  latency is odd (7), so for consecutive groups the read of cycle ``c`` (group ``g``) and the
+  write of cycle ``c`` (group ``g - 7``) always hit different banks; a beat whose bank is being
+  written in its cycle waits in the input register for that cycle. SPRAM cannot be initialised
+  by the bitstream: load the hidden weights with ``OP_LOAD`` beats (:func:`load_beats`).
 
-Hazards: a beat whose group is still in the pipeline (cycles t+1 .. t+3) waits until it is
-written, so a read always sees every earlier write. ``i.ready`` therefore depends on ``i.valid``'s
-payload (the group), never the other way round, as ``amaranth.lib.stream`` allows.
+Hazards: a beat whose group is still in the pipeline (stages 1 .. 7) waits in the input
+register until it is written, so a read always sees every earlier write. The comparisons are made
+when the beat enters the input register (its group against the issuing beat and stages 1 .. 6),
+and the match bits then shift along with the pipeline: the issue decision only ORs registers.
+``i.ready`` is ``~(input register full) | issue``: it does not depend on ``i``'s payload.
 
-The engine: accept beats only while the engine is ``idle`` (input ``idle``) and start no
-inference while ``busy`` is high (the integrator gates the engine's input with it).
+The engine: beats issue only while the engine is ``idle`` (input ``idle``); start no inference
+while ``busy`` is high (the integrator gates the engine's input with it). ``busy`` is a register:
+high while the input register or a stage holds a beat.
 """
 
 import numpy as np
@@ -188,8 +200,10 @@ class MetaplasticUnit(wiring.Component):
     storage : ``"memory"`` or ``"spram"``
     init : int array [groups, lanes], optional
         Initial hidden weights (``"memory"`` only; see :func:`hidden_groups`).
-    fifo_depth : int
-        Depth of the result FIFO (>= 4; 8 keeps a drained ``o`` at full throughput).
+    fifo_depth : int, optional
+        Depth of the result FIFO, a power of two >= 4; default the smallest with
+        ``latency + 2`` slots (16), which keeps a drained ``o`` at full throughput. A producer
+        that waits for each result (the host link) needs only 4.
     spram_depth : int
         Words of each simulated SPRAM (the model only; the silicon has 16,384).
 
@@ -202,14 +216,14 @@ class MetaplasticUnit(wiring.Component):
     idle : In(1)
         The engine's ``idle``: beats are taken only while it is high.
     busy : Out(1)
-        A beat is in the pipeline (its writes are not all done).
+        A beat is in the input register or the pipeline (its writes are not all done).
     """
 
-    latency = 3
+    latency = 7
 
     def __init__(self, mmap, m, *, lanes=2, w_format=DEFAULT_W_FORMAT,
                  u_format=DEFAULT_U_FORMAT, table_size=512, input_bits=None, f_bits=12,
-                 kind="tanh", storage="memory", init=None, fifo_depth=8,
+                 kind="tanh", storage="memory", init=None, fifo_depth=None,
                  spram_depth=SPRAM_WORDS):
         if isinstance(mmap, EnginePlan):
             mmap = mmap.mmap
@@ -230,6 +244,8 @@ class MetaplasticUnit(wiring.Component):
             raise NmflowError(f"w_format is too narrow for the update: {wf.describe()} spans "
                               f"[-{2 ** wf.int_bits}, {2 ** wf.int_bits}), an update of "
                               f"{uf.describe()} up to {2 ** uf.int_bits}")
+        if fifo_depth is None:
+            fifo_depth = 1 << (self.latency + 1).bit_length()
         if not _is_pow2(fifo_depth) or fifo_depth < 4:
             raise NmflowError(f"fifo_depth must be a power of two >= 4, not {fifo_depth!r}")
         self.mmap, self.lanes, self.storage = mmap, lanes, storage
@@ -297,54 +313,89 @@ class MetaplasticUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rule, U = self.rule, self.lanes
+        rule, U, L = self.rule, self.lanes, self.latency
         wf, uf = rule.w_format, rule.u_format
         ww, uw = wf.width, uf.width
         mag_bits = ww - 1
         beat = self.i.payload
 
-        # -- pipeline registers (stage n holds the beat taken n cycles ago) --------------------
-        v1, v2, v3 = Signal(), Signal(), Signal()
-        g1, g2, g3 = (Signal(self.group_bits, name=f"g{n}") for n in (1, 2, 3))
-        op1, op2, op3 = Signal(), Signal(), Signal()
-        en1, en2, en3 = (Signal(U, name=f"en{n}") for n in (1, 2, 3))
-        val1 = [Signal(signed(self.value_bits), name=f"val1_{p}") for p in range(U)]
-        val2 = [Signal(signed(self.value_bits), name=f"val2_{p}") for p in range(U)]
-        val3 = [Signal(signed(self.value_bits), name=f"val3_{p}") for p in range(U)]
+        def stage_regs(name, shape, count, first=1):
+            """Pipeline data registers (no reset: only the valid bits need one)."""
+            return {n: Signal(shape, name=f"{name}{n}", reset_less=True)
+                    for n in range(first, first + count)}
+
+        # -- the input register: the beat waits here until it can issue --------------------------
+        r_valid = Signal()
+        r_addr = Signal(self.group_bits, reset_less=True)
+        r_op = Signal(reset_less=True)
+        r_en = Signal(U, reset_less=True)
+        r_val = [Signal(signed(self.value_bits), name=f"r_val_{p}", reset_less=True)
+                 for p in range(U)]
+
+        # -- pipeline registers (stage n holds the beat issued n cycles ago) --------------------
+        v = {n: Signal(name=f"v{n}") for n in range(1, L + 1)}
+        g = stage_regs("g", self.group_bits, L)
+        op = stage_regs("op", 1, L)
+        en = stage_regs("en", U, L)
+        val = [stage_regs(f"val_{p}_", signed(self.value_bits), 4) for p in range(U)]
 
         fifo = _RegisterFIFO(U * ww, self.fifo_depth)
         m.submodules.fifo = fifo
-        inflight = v1 + v2 + v3
-        room = (fifo.level + inflight) < self.fifo_depth
-        hazard = ((v1 & (g1 == beat.addr)) | (v2 & (g2 == beat.addr))
-                  | (v3 & (g3 == beat.addr)))
-        ready = self.idle & room & ~hazard
-        if self.storage == "spram":
-            ready = ready & ~(v3 & (en3 != 0) & (g3[0] == beat.addr[0]))
-        take = Signal()
-        m.d.comb += [self.i.ready.eq(ready), take.eq(self.i.valid & ready),
-                     self.busy.eq(v1 | v2 | v3)]
-        m.d.sync += [v1.eq(take), v2.eq(v1), v3.eq(v2),
-                     g1.eq(beat.addr), g2.eq(g1), g3.eq(g2),
-                     op1.eq(beat.op), op2.eq(op1), op3.eq(op2),
-                     en1.eq(beat.en), en2.eq(en1), en3.eq(en2)]
-        for p in range(U):
-            m.d.sync += [val1[p].eq(beat.value[p]), val2[p].eq(val1[p]), val3[p].eq(val2[p])]
 
-        # -- hidden storage: read in cycle t (data in t+1), write in t+3 -----------------------
-        w_new = [Signal(signed(ww), name=f"w_new_{p}") for p in range(U)]
+        # Credits: every issued beat holds one FIFO slot from issue to pop.
+        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
+        pop = fifo.r_en & fifo.r_rdy
+        # match[n]: the beat in stage n has the waiting beat's group (computed when the beat
+        # enters the input register, then shifted along with the pipeline).
+        match = {n: Signal(name=f"match{n}") for n in range(1, L + 1)}
+        hazard = Cat(*match.values()).any()
+        go = Signal()
+        conflict = Const(0)
+        if self.storage == "spram":
+            # the write of this cycle takes the bank the waiting beat would read
+            conflict = v[L] & (en[L] != 0) & (g[L][0] == r_addr[0])
+        m.d.comb += go.eq(r_valid & self.idle & (credits != 0) & ~hazard & ~conflict)
+        load = Signal()
+        m.d.comb += [self.i.ready.eq(~r_valid | go), load.eq(self.i.valid & self.i.ready)]
+        with m.If(load):
+            m.d.sync += [r_valid.eq(1), r_addr.eq(beat.addr), r_op.eq(beat.op), r_en.eq(beat.en),
+                         match[1].eq(go & (r_addr == beat.addr))]
+            m.d.sync += [match[n].eq(v[n - 1] & (g[n - 1] == beat.addr)) for n in range(2, L + 1)]
+            m.d.sync += [r_val[p].eq(beat.value[p]) for p in range(U)]
+        with m.Else():
+            m.d.sync += [match[1].eq(0)] + [match[n].eq(match[n - 1]) for n in range(2, L + 1)]
+            with m.If(go):
+                m.d.sync += r_valid.eq(0)
+        m.d.sync += credits.eq(credits - go + pop)
+        # busy, registered: the input register or a stage holds a beat in the next cycle
+        busy = Signal()
+        r_next = load | (r_valid & ~go)
+        m.d.sync += busy.eq(r_next | go | Cat(*(v[n] for n in range(1, L))).any())
+        m.d.comb += self.busy.eq(busy)
+
+        m.d.sync += [v[1].eq(go), g[1].eq(r_addr), op[1].eq(r_op), en[1].eq(r_en)]
+        m.d.sync += [val[p][1].eq(r_val[p]) for p in range(U)]
+        for n in range(2, L + 1):
+            m.d.sync += [v[n].eq(v[n - 1]), g[n].eq(g[n - 1]), op[n].eq(op[n - 1]),
+                         en[n].eq(en[n - 1])]
+        for p in range(U):
+            m.d.sync += [val[p][n].eq(val[p][n - 1]) for n in range(2, 5)]
+
+        # -- hidden storage: read in the issue cycle (data in stage 1), write in stage L -------
+        w_new = [Signal(signed(ww), name=f"w_new_{p}", reset_less=True) for p in range(U)]
         w1 = [Signal(signed(ww), name=f"w1_{p}") for p in range(U)]
         write_en = [Signal(name=f"wen_{p}") for p in range(U)]
         for p in range(U):
-            m.d.comb += write_en[p].eq(v3 & en3[p])
+            m.d.comb += write_en[p].eq(v[L] & en[L][p])
         if self.storage == "memory":
             init = [] if self.init is None else [
-                [int(v) for v in row] for row in self.init]
+                [int(x) for x in row] for row in self.init]
             mem = Memory(shape=data.ArrayLayout(signed(ww), U), depth=self.groups, init=init)
             m.submodules.hidden = mem
+            # reading every cycle is harmless: stage 1 only takes the data of an issued beat
             rd = mem.read_port(transparent_for=())
             wr = mem.write_port(granularity=1)
-            m.d.comb += [rd.addr.eq(beat.addr), rd.en.eq(take), wr.addr.eq(g3)]
+            m.d.comb += [rd.addr.eq(r_addr), rd.en.eq(1), wr.addr.eq(g[L])]
             for p in range(U):
                 m.d.comb += [w1[p].eq(rd.data[p]), wr.data[p].eq(w_new[p]),
                              wr.en[p].eq(write_en[p])]
@@ -354,65 +405,81 @@ class MetaplasticUnit(wiring.Component):
                 for b in range(2):
                     ram = SPRAM(self.spram_depth)
                     m.submodules[f"spram_l{p}_b{b}"] = ram
-                    write = write_en[p] & (g3[0] == b)
-                    read = take & (beat.addr[0] == b)
+                    write = write_en[p] & (g[L][0] == b)
                     m.d.comb += [
-                        ram.ADDRESS.eq(Mux(write, g3[1:], beat.addr[1:])),
+                        ram.ADDRESS.eq(Mux(write, g[L][1:], r_addr[1:])),
                         ram.DATAIN.eq(w_new[p].as_unsigned()),
                         ram.MASKWREN.eq(0b1111), ram.WREN.eq(write),
-                        ram.CHIPSELECT.eq(write | read),
+                        ram.CHIPSELECT.eq(1),
                         ram.STANDBY.eq(0), ram.SLEEP.eq(0), ram.POWEROFF.eq(1)]
                     outs.append(ram.DATAOUT[:ww].as_signed())
-                m.d.comb += w1[p].eq(Mux(g1[0], outs[1], outs[0]))
+                m.d.comb += w1[p].eq(Mux(g[1][0], outs[1], outs[0]))
 
         # -- per lane: the rule ----------------------------------------------------------------
-        table = [int(v) for v in rule.table]
+        table = [int(x) for x in rule.table]
         f_shape = unsigned(max(1, max(table).bit_length()))
-        w3s = []
+        index_width = max(1, (rule.table_size - 1).bit_length())
         for p in range(U):
-            d1 = val1[p][:uw].as_signed()
-            # cycle t+1: |w|, index, ROM address; shrink
+            w = stage_regs(f"w_{p}_", signed(ww), L - 2, first=2)      # w2 .. w{L-1}
+            # stage 1: the stored word out of the memory, registered
+            m.d.sync += w[2].eq(w1[p])
+            for n in range(3, L):
+                m.d.sync += w[n].eq(w[n - 1])
+            # stage 2: |W_h|, the clamped table index to the ROM; the shrink test
+            d2 = val[p][2][:uw].as_signed()
             a = Signal(unsigned(mag_bits + 1), name=f"a_{p}")
-            m.d.comb += a.eq(Mux(w1[p] < 0, -w1[p], w1[p]))
-            raw_index = a >> rule.shift
+            m.d.comb += a.eq(Mux(w[2][-1], -w[2], w[2]))
+            raw_index = Signal(unsigned(max(1, mag_bits + 1 - rule.shift)), name=f"raw_index_{p}")
+            m.d.comb += raw_index.eq(a >> rule.shift)
             index = Signal(range(rule.table_size), name=f"index_{p}")
-            m.d.comb += index.eq(Mux(raw_index > rule.table_size - 1, rule.table_size - 1,
-                                     raw_index))
+            if rule.table_size == 1 << index_width and len(raw_index) > index_width:
+                beyond = raw_index[index_width:].any()
+            else:
+                beyond = raw_index > rule.table_size - 1
+            m.d.comb += index.eq(Mux(beyond, rule.table_size - 1, raw_index))
             rom = Memory(shape=f_shape, depth=rule.table_size, init=table)
             m.submodules[f"fmeta_{p}"] = rom
             rp = rom.read_port(transparent_for=())
             m.d.comb += [rp.addr.eq(index), rp.en.eq(1)]
-            w2, w3 = Signal(signed(ww), name=f"w2_{p}"), Signal(signed(ww), name=f"w3_{p}")
-            sh2, sh3 = Signal(name=f"shrink2_{p}"), Signal(name=f"shrink3_{p}")
-            shrink = ((w1[p] > 0) & (d1 > 0)) | ((w1[p] < 0) & (d1 < 0))
-            m.d.sync += [w2.eq(w1[p]), sh2.eq(shrink), w3.eq(w2), sh3.eq(sh2)]
-            w3s.append(w3)
-            # cycle t+2: product and the plain step, registered
-            d2 = val2[p][:uw].as_signed()
-            prod = Signal(signed(uw + f_shape.width + 1), name=f"prod_{p}")
-            plain_w = uw + max(0, -rule.s_plain) + 1
-            plain = Signal(signed(plain_w), name=f"plain_{p}")
-            m.d.sync += [prod.eq(d2 * rp.data), plain.eq(_round_shift(d2, rule.s_plain))]
-            # cycle t+3: round, choose, saturating subtract
+            sh = stage_regs(f"shrink_{p}_", 1, 3, first=3)              # shrink3 .. shrink5
+            w_pos, w_neg = ~w[2][-1] & w[2].any(), w[2][-1]
+            d_pos, d_neg = ~d2[-1] & d2.any(), d2[-1]
+            m.d.sync += [sh[3].eq(((w_pos & d_pos) | (w_neg & d_neg)) & (op[2] == OP_UPDATE)),
+                         sh[4].eq(sh[3]), sh[5].eq(sh[4])]
+            # stage 3: f out of the ROM, registered (the multiplier's input register)
+            f4 = Signal(f_shape, name=f"f4_{p}", reset_less=True)
+            m.d.sync += f4.eq(rp.data)
+            # stage 4: p = d * f registered; the plain step (or, for a load, the new weight)
+            d4 = val[p][4][:uw].as_signed()
+            prod = Signal(signed(uw + f_shape.width + 1), name=f"prod5_{p}", reset_less=True)
+            plain_w = max(ww, uw + max(0, -rule.s_plain) + 1)
+            plain = Signal(signed(plain_w), name=f"plain5_{p}", reset_less=True)
+            m.d.sync += [prod.eq(d4 * f4),
+                         plain.eq(Mux(op[4], val[p][4][:ww].as_signed(),
+                                      _round_shift(d4, rule.s_plain)))]
+            # stage 5: round the product, choose the step
             scaled = _round_shift(prod, rule.s_scaled)
-            delta = Mux(sh3, scaled, plain)
+            delta = Signal(signed(max(len(scaled), plain_w) + 1), name=f"delta6_{p}",
+                           reset_less=True)
+            m.d.sync += delta.eq(Mux(sh[5], scaled, plain))
+            # stage 6: saturating subtract; a load takes the value, a disabled lane keeps W_h
             diff = Signal(signed(max(ww, len(delta)) + 2), name=f"diff_{p}")
-            m.d.comb += diff.eq(w3 - delta)
-            upd = Mux(diff > wf.max_raw, wf.max_raw, Mux(diff < wf.min_raw, wf.min_raw, diff))
-            loaded = val3[p][:ww].as_signed()
-            m.d.comb += w_new[p].eq(Mux(op3, loaded, upd))
+            m.d.comb += diff.eq(w[L - 1] - delta)
+            top = diff[ww - 1:]                     # in range iff these are all equal
+            upd = Mux(top.all() | ~top.any(), diff[:ww].as_signed(),
+                      Mux(diff[-1], wf.min_raw, wf.max_raw))
+            m.d.sync += w_new[p].eq(Mux(en[L - 1][p],
+                                        Mux(op[L - 1], delta[:ww].as_signed(), upd), w[L - 1]))
 
-        # -- cycle t+3: pair codes to the engine, the result into the FIFO ----------------------
-        seg = g3[:self.k.bit_length() - 1] if self.k > 1 else Const(0, 1)
-        m.d.comb += self.weights.addr.eq(g3 >> (self.k.bit_length() - 1))
+        # -- stage L: pair codes to the engine, the result into the FIFO ------------------------
+        seg = g[L][:self.k.bit_length() - 1] if self.k > 1 else Const(0, 1)
+        m.d.comb += self.weights.addr.eq(g[L] >> (self.k.bit_length() - 1))
         for q in range(self.engine_lanes):
             p = q % U
-            code = Mux(w_new[p] >= 0, PLUS, MINUS)
+            code = Mux(w_new[p][-1], MINUS, PLUS)
             m.d.comb += [self.weights.data[q].as_value().eq(code),
                          self.weights.en[q].eq(write_en[p] & (seg == q // U))]
-        # lanes not enabled report the stored weight (read in t+1)
-        out = [Mux(en3[p], w_new[p], w3s[p]).as_unsigned()[:ww] for p in range(U)]
-        m.d.comb += [fifo.w_data.eq(Cat(*out)), fifo.w_en.eq(v3),
+        m.d.comb += [fifo.w_data.eq(Cat(*(x.as_unsigned() for x in w_new))), fifo.w_en.eq(v[L]),
                      self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready),
                      self.o.payload.as_value().eq(fifo.r_data)]
         return m

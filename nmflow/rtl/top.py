@@ -214,7 +214,9 @@ class HostCore(wiring.Component):
         self._engine = InferenceEngine(self._model, lanes=self._lanes, pe=self._pe,
                                        first_layer_bits=self._first_layer_bits, errors=self._errors,
                                        writable=True, buffers=self._buffers)
-        self._unit = MetaplasticUnit(self._engine.plan, **metaplastic)
+        # The link hands the unit one beat and waits for its result before the next: a 4-deep
+        # result FIFO is plenty (the unit's default keeps a stream of beats at full rate).
+        self._unit = MetaplasticUnit(self._engine.plan, **{"fifo_depth": 4, **metaplastic})
         self._unit_info = MetaplasticInfo.of_unit(self._unit)
         # Built here to check the configuration and to tell INFO's sizes, elaborated with
         # the top (the first line of this file keeps an unused top from warning about them).
