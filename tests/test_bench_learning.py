@@ -13,6 +13,7 @@ import pytest
 from nmflow.errors import NmflowError
 from nmflow.golden.plan import EnginePlan
 from nmflow.protocol.framing import BAUD
+from nmflow.rtl.metaplastic import MetaplasticUnit
 from nmflow.scripts import bench_learning as bl
 from nmflow.sim.metaplastic_sim import binary_model
 
@@ -43,7 +44,8 @@ def test_the_metaplastic_unit_updates_a_group_a_cycle():
         groups = (32 * 64 + 10 * 32) // 2           # every synapse (no padding at 16 lanes), 2 a beat
         assert (meta["lanes"], meta["synapses"], meta["ideal_cycles_per_step"]) == (
             2, 2 * groups, groups)
-        assert groups < meta["cycles_per_step"] <= groups + 8     # the pipeline's latency
+        # one beat a cycle, plus the input register, the pipeline's latency and the FIFO
+        assert groups < meta["cycles_per_step"] <= groups + MetaplasticUnit.latency + 2
         assert meta["ratio_to_ideal"] == round(meta["cycles_per_step"] / groups, 4)
 
 
