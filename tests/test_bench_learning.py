@@ -96,7 +96,7 @@ def test_the_section_from_the_builds(tmp_path, monkeypatch):
     section = bl.run_learning(tmp_path / "run", boards="icebreaker", hidden=(8,), T=4, K=2,
                               cpu_samples=7, out=out, clock="board", progress=lambda text: None)
     assert built == [("eqprop", "icebreaker", 8, "board"),
-                     ("metaplastic", "icebreaker", 64, "board")]
+                     ("metaplastic", "icebreaker", 16, "board")]
     saved = json.loads(out.read_text())
     assert saved["boards"] == {"kept": 1} and saved["learning"] == section
     eq, meta = section["icebreaker"]["eqprop"], section["icebreaker"]["metaplastic"]

@@ -13,7 +13,7 @@ The section ``learning`` of ``bench.json``:
   ``cycles_per_sample``: one training sample at batch 1 (load, free phase, both nudged phases,
   update), measured the same way; ``samples_per_second_at_run_clock``;
 * ``<board>.metaplastic``: the engine's board top with the metaplastic update unit
-  (``nmflow build --metaplastic``) at the board's engine folding: the same build figures;
+  (``nmflow build --metaplastic``) at :data:`META_FOLDING`: the same build figures;
   ``cycles_per_step``: one update of every hidden weight of the network (one beat per group of
   ``lanes`` synapses), measured in Amaranth's simulator and checked against the unit's twin,
   against ``ideal_cycles_per_step`` (the groups);
@@ -33,6 +33,11 @@ from .. import limits
 from ..errors import NmflowError, check_int
 
 __all__ = ["run_learning", "LEARNING_LANES", "learning_config"]
+
+#: The engine's folding (lanes, pe, first_layer_bits) beside the metaplastic unit on every
+#: board: ``nmflow build --metaplastic``'s default (at the iCE40's fastest folding, 64 x 4, the
+#: engine and the unit need 7,020 logic cells of its 5,280).
+META_FOLDING = (16, 1, None)
 
 #: The EqProp unit's lanes per board (the most whose memories fit the iCE40's block RAM at the
 #: default network; a power of two dividing every layer's inputs).
@@ -227,7 +232,7 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
         eq["samples_per_second_at_run_clock"] = round(
             build["run_clock_mhz"] * 1e6 / eq["cycles_per_sample"], 1)
         entry = {"eqprop": eq}
-        e_lanes, e_pe, e_bits = info.engine_folding
+        e_lanes, e_pe, e_bits = META_FOLDING
         storage = "spram" if info.family == "ice40" else "memory"
         plan = EnginePlan(hw, e_lanes, pe=e_pe, first_layer_bits=e_bits)
         progress(f"learning: building the engine with the metaplastic unit for {info.name}")
