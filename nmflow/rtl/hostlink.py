@@ -643,9 +643,15 @@ class _Requests:
         ei = link.engine_i
         self.feed = ei.valid & ei.ready
         writing = receiver.at_payload & (frame.is_infer | frame.is_batch)
-        m.d.comb += [buffer.we.eq(writing), buffer.wdata.eq(receiver.byte), buffer.re.eq(1),
-                     # buffer[count] in FEED
-                     buffer.addr.eq(Mux(writing, frame.count, frame.count + self.feed)),
+        # buffer[count] in FEED: read at count before FEED (so it is there when FEED begins),
+        # then at count + 1 with the read enabled only by a feed (the word stays until then).
+        # The engine's ready reaches the read's enable, not its address: with the buffer in
+        # flip-flops the address feeds a wide multiplexer.
+        ahead = Signal.like(frame.count)
+        m.d.comb += [ahead.eq(frame.count + 1),
+                     buffer.we.eq(writing), buffer.wdata.eq(receiver.byte),
+                     buffer.re.eq(~ei.valid | ei.ready),
+                     buffer.addr.eq(Mux(~writing & ei.valid, ahead, frame.count)),
                      ei.payload.eq(buffer.rdata)]
 
     def set_idx(self, zero):
