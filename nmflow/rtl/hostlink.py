@@ -646,10 +646,13 @@ class _Requests:
         # buffer[count] in FEED: read at count before FEED (so it is there when FEED begins),
         # then at count + 1 with the read enabled only by a feed (the word stays until then).
         # The engine's ready reaches the read's enable, not its address: with the buffer in
-        # flip-flops the address feeds a wide multiplexer.
-        ahead = Signal.like(frame.count)
-        m.d.comb += [ahead.eq(frame.count + 1),
-                     buffer.we.eq(writing), buffer.wdata.eq(receiver.byte),
+        # flip-flops the address feeds a wide multiplexer. count + 1 comes from a register,
+        # `ahead`: it follows count a cycle late outside FEED (count is still for many cycles
+        # before FEED, from the payload's last byte through the CRC) and steps with the feeds
+        # in FEED, where count does the same.
+        ahead = Signal.like(frame.count, init=1)
+        m.d.sync += ahead.eq(Mux(ei.valid, ahead + self.feed, frame.count + 1))
+        m.d.comb += [buffer.we.eq(writing), buffer.wdata.eq(receiver.byte),
                      buffer.re.eq(~ei.valid | ei.ready),
                      buffer.addr.eq(Mux(~writing & ei.valid, ahead, frame.count)),
                      ei.payload.eq(buffer.rdata)]
