@@ -18,21 +18,37 @@ from .eqprop_fixed import DRAW_BITS, FixedEqPropConfig, accumulator_format
 from .eqprop_layout import EqPropLayout
 
 __all__ = ["EqPropPlan", "SETTLING_PIPELINE", "UPDATE_PIPELINE", "PIPELINE_DEPTH",
-           "STEP_CONTROL_CYCLES", "FREE", "PLUS", "MINUS"]
+           "ADDRESS_STAGES", "WRITE_TO_READ", "STEP_CONTROL_CYCLES", "FREE", "PLUS", "MINUS"]
 
 #: The phases of a training sample, as the unit numbers them: the free phase, the ``+beta``
 #: phase and the ``-beta`` phase (also the nudge a phase applies to the output layer).
 FREE, PLUS, MINUS = 0, 1, 2
 
-#: The settling pipeline, stage by stage; every stage after the issue takes one cycle.
-SETTLING_PIPELINE = ("issue (addresses)", "memory read and rotation", "products",
-                     "adder tree and accumulator", "nudge, rounding, clip and state write")
+#: The settling pipeline, stage by stage; every stage after the issue takes one cycle. The issue
+#: registers the memory addresses, so the memories take them one cycle later
+#: (:data:`ADDRESS_STAGES`).
+SETTLING_PIPELINE = ("issue (addresses, registered)", "memory read", "rotation onto the lanes",
+                     "products", "adder tree (binary: the chunk sum times a_k)",
+                     "accumulator and nudge", "rounding and clip", "state write and argmax")
 
-#: Cycles from a settling command's issue to its state write (the length of a drain).
+#: Cycles from a settling command's issue to its state write.
 PIPELINE_DEPTH = len(SETTLING_PIPELINE) - 1
 
-#: The update pipeline: one parameter per cycle, written back in the cycle after its issue.
-UPDATE_PIPELINE = ("issue (D, old value, address)", "draw, rounding, saturation and write")
+#: Cycles from a settling command's issue to the cycle whose end the memories take its
+#: addresses in.
+ADDRESS_STAGES = 1
+
+#: The smallest distance, in issue cycles, from a command whose neuron's state is written to a
+#: command that reads that state's row and must see the new value (the memories' read ports are
+#: not transparent: the write must be done at a clock edge before the one that takes the read's
+#: address).
+WRITE_TO_READ = PIPELINE_DEPTH - ADDRESS_STAGES + 1
+
+#: The update pipeline: one parameter per cycle; the stages a configuration does not need (the
+#: decay without ``decay_shift``, the ``f_meta`` stages without metaplasticity) are left out
+#: (:attr:`EqPropPlan.update_stages`).
+UPDATE_PIPELINE = ("issue (products, old value, address, draw)", "D", "stochastic rounding",
+                   "decay", "f_meta product", "f_meta choice", "sum, saturation and write")
 
 #: Cycles of a settling step spent on neither commands nor drains (the sequencer's STEP_END and
 #: STEP_NEXT).
@@ -74,8 +90,14 @@ class EqPropPlan:
     layer_order : tuple of int
         State layers in the order a settling step computes them: odd layers, then even ones.
     drain_after : tuple of bool
-        For each layer of ``layer_order``, whether the pipeline drains after it (at the end of
-        each group of layers, as the next group reads what this one wrote).
+        For each layer of ``layer_order``, whether it ends a group of layers (the next group
+        reads what this one wrote).
+    drain_cycles : tuple of int
+        For each layer of ``layer_order``, the cycles the sequencer waits after it before the
+        next layer's first command: 0 inside a group; between two groups, what the next group
+        needs for every state it reads to have been written (:meth:`_drain_before`, often 0:
+        the next group reads the last rows written only after a few commands); after the last
+        group :data:`PIPELINE_DEPTH` (every write and the argmax done before ``STEP_END``).
 
     Raises
     ------
@@ -120,6 +142,7 @@ class EqPropPlan:
         order = self.layer_order
         self.drain_after = tuple(index + 1 == len(order) or order[index + 1] % 2 != k % 2
                                  for index, k in enumerate(order))
+        self.drain_cycles = self._drains()
 
     # -- sizes ---------------------------------------------------------------------------------
     sizes = property(lambda self: self.config.sizes)
@@ -163,6 +186,45 @@ class EqPropPlan:
         ``L`` per chunk (the last layer's padded); none for the output layer."""
         return self.layout.chunks[k + 1] if k < self.N else 0
 
+    # -- schedule ------------------------------------------------------------------------------
+    def neuron_commands(self, k, nudged=False):
+        """The settling commands of one neuron of state layer ``k`` in a step, as the state rows
+        they read: ``(layer, row)`` (layer 0 is the input ``x``), in issue order (the self-read
+        of a nudged phase's output neuron is ``None``: it reads only the neuron's own old
+        state)."""
+        cmds = [None] if (nudged and k == self.N) else []
+        cmds += [(k - 1, c) for c in range(self.row_chunks(k))]
+        cmds += [(k + 1, c) for c in range(self.column_chunks(k))]
+        return cmds
+
+    def _drains(self):
+        """:attr:`drain_cycles`: walk a step's commands (free and nudged), and before each group
+        of layers but the first wait as long as needed for its reads of a row written in this
+        step to come :data:`WRITE_TO_READ` cycles or more after the command that wrote it."""
+        order, L = self.layer_order, self.lanes
+        drains = [0] * len(order)
+        for nudged in (False, True):
+            written, t = {}, 0          # (layer, row) -> issue cycle of its last write
+            for index, k in enumerate(order):
+                if index and self.drain_after[index - 1]:
+                    reads, u = [], 0
+                    for i in range(index, len(order)):
+                        for _ in range(self.sizes[order[i]]):
+                            for row in self.neuron_commands(order[i], nudged):
+                                if row in written:
+                                    reads.append((written[row] + WRITE_TO_READ, u))
+                                u += 1
+                        if self.drain_after[i]:
+                            break
+                    need = max([0] + [w - (t + u) for w, u in reads])
+                    drains[index - 1] = max(drains[index - 1], need)
+                    t += drains[index - 1]
+                for n in range(self.sizes[k]):
+                    t += len(self.neuron_commands(k, nudged))
+                    written[(k, n // L)] = t - 1
+        drains[-1] = PIPELINE_DEPTH
+        return tuple(drains)
+
     # -- cycles --------------------------------------------------------------------------------
     def ideal_cycles_per_step(self):
         """Multiply-accumulates of a settling step divided by the lanes: the sum over state
@@ -174,21 +236,32 @@ class EqPropPlan:
     def issue_cycles_per_step(self, nudged=False):
         """Cycles of one settling step as the unit schedules it: one per command (row and
         column chunks of every neuron, and in a nudged phase one self-read per output neuron),
-        a drain of :data:`PIPELINE_DEPTH` after each group of layers, and
-        :data:`STEP_CONTROL_CYCLES`."""
+        the drains (:attr:`drain_cycles`), and :data:`STEP_CONTROL_CYCLES`."""
         N = self.N
         commands = sum(self.sizes[k] * (self.row_chunks(k) + self.column_chunks(k))
                        for k in range(1, N + 1))
         if nudged:
             commands += self.sizes[N]
-        return commands + sum(self.drain_after) * PIPELINE_DEPTH + STEP_CONTROL_CYCLES
+        return commands + sum(self.drain_cycles) + STEP_CONTROL_CYCLES
+
+    @property
+    def update_stages(self):
+        """The stages of :data:`UPDATE_PIPELINE` this configuration has: the decay only with
+        ``decay_shift``, the ``f_meta`` product and choice only with ``m > 0``."""
+        cfg = self.config
+        skip = set()
+        if not cfg.decay_shift:
+            skip.add("decay")
+        if not cfg.m > 0:
+            skip.update(("f_meta product", "f_meta choice"))
+        return tuple(stage for stage in UPDATE_PIPELINE if stage not in skip)
 
     @property
     def update_latency(self):
-        """Cycles from a parameter's issue to its write: 1 (:data:`UPDATE_PIPELINE`), 2 with a
-        decay or metaplasticity (the change is registered before the decay, the ``f_meta``
-        product, the choice and the saturation)."""
-        return 2 if (self.config.m > 0 or self.config.decay_shift) else 1
+        """Cycles from a parameter's issue to its write: one per stage of
+        :attr:`update_stages` after the issue (4 for real weights, 5 with a decay, 7 with a
+        decay and metaplasticity)."""
+        return len(self.update_stages) - 1
 
     @property
     def update_cycles(self):
@@ -196,8 +269,8 @@ class EqPropPlan:
         the last ``-beta`` step to the prediction on ``o``: one to end the phase; per weight
         row three cycles to read ``s+_r`` and ``s-_r``, per chunk three to read the weights and
         the ``s+`` and ``s-`` chunks and then one parameter a cycle, per bias three cycles;
-        one for the last write (two with :attr:`update_latency` 2), one to finish, and the
-        prediction's register."""
+        :attr:`update_latency` for the last write, one to finish, and the prediction's
+        register."""
         L = self.lanes
         walk = sum(self.sizes[k + 1] * (3 + self.sizes[k] // L * (3 + L) + 3)
                    for k in range(self.N))
@@ -235,6 +308,7 @@ class EqPropPlan:
         return {
             "sizes": list(self.sizes), "lanes": self.lanes,
             "layer_order": list(self.layer_order), "pipeline_depth": PIPELINE_DEPTH,
+            "drain_cycles": list(self.drain_cycles), "update_latency": self.update_latency,
             "ideal_cycles_per_step": self.ideal_cycles_per_step(),
             "issue_cycles_per_step": {"free": self.issue_cycles_per_step(),
                                       "nudged": self.issue_cycles_per_step(nudged=True)},

@@ -17,16 +17,19 @@ Architecture (docs/eqprop_rtl.md has the figures)
   the ``L`` states of one row; lane ``b`` takes bank ``(b - j) mod L`` (a rotation by ``j mod L``)
   for both row and column chunks, which is the state its weight multiplies.
 * Biases sit in one bias memory, read alongside a neuron's first chunk.
-* Pipeline of a settling command: issue (addresses) -> memory read, rotation -> products ->
-  adder tree and accumulator -> nudge, rounding, clip and state write (``PIPELINE_DEPTH`` = 4
-  cycles from issue to write). The output layer in a nudged phase takes one more command per
-  neuron, which reads its old state for the nudge.
-* Order: the twin's alternating order, odd state layers then even layers, with a drain of the
-  pipeline between the two groups (the even layers read what the odd ones wrote).
+* Pipeline of a settling command: issue (addresses, registered) -> memory read -> rotation ->
+  products -> adder tree -> accumulator and nudge -> rounding and clip -> state write and argmax
+  (``PIPELINE_DEPTH`` = 7 cycles from issue to write). The output layer in a nudged phase takes
+  one more command per neuron, which reads its old state for the nudge.
+* Order: the twin's alternating order, odd state layers then even layers; between the two
+  groups the sequencer waits as long as the even layers' first reads of what the odd ones wrote
+  need (``EqPropPlan.drain_cycles``, 0 for 64-32-10 on 4 lanes), after the last group the whole
+  pipeline drains.
 * Update (symmetric estimate): weight layer by layer, rows ``r`` in order, chunks in order,
   one parameter per cycle in the twin's order (row-major, then the biases), each with one
   16-bit draw of the 32-bit Galois LFSR (16 steps per cycle); ``D = s+_r s+_i - s-_r s-_i``,
-  stochastic rounding of the shift ``r_W`` (``r_b`` for biases), saturation, written back.
+  stochastic rounding of the shift ``r_W`` (``r_b`` for biases), saturation, written back,
+  one pipeline stage each (``EqPropPlan.update_stages``).
 * Inference and learning share the datapath: an inference is the free phase; the prediction is
   the argmax of the output states after it, the lowest index on ties (the twin's ``predict``).
 

@@ -6,7 +6,8 @@ rows); ``CLEAR`` zeroes region A (the free phase starts from ``s = 0``). A phase
 (free) or ``K`` (nudged) settling steps; a step issues the settling commands of every state
 layer in :attr:`~nmflow.golden.eqprop_plan.EqPropPlan.layer_order` (``LAYERk``: each neuron's
 self-read in a nudged phase's output layer, its row chunks, its column chunks) with a drain
-after each group of layers (``DRAINi``), then ``STEP_END`` (the ``step`` pulse; with
+after a group of layers where the plan has one (``DRAINi``, :attr:`~nmflow.golden.eqprop_plan.
+EqPropPlan.drain_cycles`), then ``STEP_END`` (the ``step`` pulse; with
 observation the states go out on ``obs``) and ``STEP_NEXT`` (the next step, or the phase's end).
 After the free phase an inference sends its prediction; a training sample copies region A into
 region B (``COPY``) for the ``+beta`` phase, then into region C for the ``-beta`` phase, and
@@ -18,7 +19,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.eqprop_plan import FREE, PIPELINE_DEPTH, PLUS
+from ..golden.eqprop_plan import FREE, PLUS
 from .eqprop_memories import (bias_addr_shape, host_words, read_signature, state_addr_shape,
                               state_words, weight_addr_shape, weight_words, write_signature)
 from .eqprop_settling import COLUMN, ROW, SELF, chunk_shape, neuron_shape, settling_command_layout
@@ -101,7 +102,7 @@ class EqPropSequencer(wiring.Component):
             neuron=neuron_shape(plan), chunk=chunk_shape(plan), part=2,
             steps_left=range(max(cfg.T, cfg.K) + 1), train=1, o_valid=1, obs_valid=1,
             obs_data=host_words(plan), row=neuron_shape(plan), lane=range(max(plan.lanes, 2)),
-            count=range(max(lay.sdepth, lay.wdepth, lay.bdepth, PIPELINE_DEPTH) + 2))
+            count=range(max(lay.sdepth, lay.wdepth, lay.bdepth, *plan.drain_cycles) + 2))
         r.obs_ready = self.obs.ready if self._observe else Const(1)
         if self._observe:
             m.d.comb += [self.obs.valid.eq(r.obs_valid), self.obs.payload.eq(r.obs_data)]
@@ -121,13 +122,12 @@ class EqPropSequencer(wiring.Component):
             for k in range(plan.N):
                 self._update_layer(m, r, k)
             after = "WDUMP_READ" if self._observe else "FINISH"
-            with m.State("U_DONE"):
-                # the last write leaves the update pipeline
-                m.d.sync += r.count.eq(0)
-                m.next = "U_DONE2" if plan.update_latency > 1 else after
-            if plan.update_latency > 1:
-                with m.State("U_DONE2"):
-                    m.next = after
+            # the last write leaves the update pipeline: one state per cycle of its latency
+            waits = ["U_DONE"] + [f"U_DONE{n}" for n in range(2, plan.update_latency + 1)]
+            for state, following in zip(waits, waits[1:] + [after]):
+                with m.State(state):
+                    m.d.sync += r.count.eq(0)
+                    m.next = following
             if self._observe:
                 self._dump_parameters(m, r)
             with m.State("FINISH"):
@@ -207,7 +207,8 @@ class EqPropSequencer(wiring.Component):
         order = plan.layer_order
         k = order[index]
         rows, cols = plan.row_chunks(k), plan.column_chunks(k)
-        if plan.drain_after[index]:
+        drain = plan.drain_cycles[index]
+        if drain:
             target, enter = f"DRAIN{index}", [r.count.eq(0)]
         else:
             target, enter = f"LAYER{order[index + 1]}", self._start_layer(r, order[index + 1])
@@ -240,10 +241,10 @@ class EqPropSequencer(wiring.Component):
                         next_neuron()
                     with m.Else():
                         m.d.sync += r.chunk.eq(r.chunk + 1)
-        if plan.drain_after[index]:
+        if drain:
             with m.State(f"DRAIN{index}"):
                 m.d.sync += r.count.eq(r.count + 1)
-                with m.If(r.count == PIPELINE_DEPTH - 1):
+                with m.If(r.count == drain - 1):
                     m.d.sync += r.count.eq(0)
                     if index + 1 < len(order):
                         m.d.sync += self._start_layer(r, order[index + 1])

@@ -2,18 +2,20 @@
 
 A settling command is one chunk of one neuron's pre-activation (or, in a nudged phase, the
 read of an output neuron's old state). Its stages (:data:`~nmflow.golden.eqprop_plan.
-SETTLING_PIPELINE`): the issue computes the memory addresses; the memories read and the states
-are rotated onto the lanes; the lanes multiply; the adder tree sums the products into the
-accumulator; after the neuron's last command the nudge is added, the sum rounded, clipped and
-written back as the neuron's new state. :data:`~nmflow.golden.eqprop_plan.PIPELINE_DEPTH`
-cycles from the issue to the write.
+SETTLING_PIPELINE`), one cycle each: the issue computes the memory addresses and registers them;
+the memories read; the states are rotated onto the lanes; the lanes multiply; the adder tree sums
+the products (binary weights: the chunk's sum times ``a_k``); the accumulator adds the sum (a
+self-read instead registers the output neuron's nudge); after the neuron's last command the
+nudge and the rounding's half are added, the sum shifted and clipped, and the new state written
+back in the next cycle. :data:`~nmflow.golden.eqprop_plan.PIPELINE_DEPTH` cycles from the issue
+to the write.
 """
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.eqprop_plan import MINUS, PLUS
+from ..golden.eqprop_plan import FREE, MINUS, PLUS
 from .eqprop_memories import (read_signature, state_addr_shape, state_words, weight_addr_shape,
                               weight_words, bias_addr_shape, write_signature)
 
@@ -109,18 +111,23 @@ class SettlingDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        issued = Signal(_tag_layout(self._plan))
-        self._issue(m, issued)
-        acc_sum, result = self._accumulate(m, self._read_and_multiply(m, issued))
+        addressed = self._issue(m)
+        stage = self._read_and_multiply(m, addressed)
+        acc_sum, result = self._accumulate(m, self._adder_tree(m, stage))
         self._write(m, acc_sum, result)
         return m
 
-    def _issue(self, m, issued):
-        """The addresses of the command's reads, and its tag (stage ``issue``)."""
+    def _issue(self, m):
+        """Stage ``issue``: the addresses of the command's reads, registered into the memory
+        ports (zero after a cycle without a command), and its tag; returns the registered tag."""
         plan, lay, cmd = self._plan, self._plan.layout, self.cmd.payload
         L, lg, N, sizes = plan.lanes, plan.lane_bits, plan.N, plan.sizes
         binary = plan.config.weights == "binary"
         region, neuron, chunk = self.region, cmd.neuron, cmd.chunk
+        issued = Signal(_tag_layout(plan))
+        weights = Signal.like(self.weights.addr, name="issue_weight_addr")
+        biases = Signal.like(self.biases.addr, name="issue_bias_addr")
+        states = Signal.like(self.states.addr, name="issue_state_addr")
         m.d.comb += [issued.valid.eq(self.cmd.valid), issued.neuron.eq(neuron),
                      issued.last.eq(cmd.last)]
         for k in range(1, N + 1):
@@ -129,15 +136,15 @@ class SettlingDatapath(wiring.Component):
             with m.If(cmd.layer[k - 1]):
                 m.d.comb += [issued.top.eq(k == N), issued.waddr.eq(own_row)]
                 with m.If(cmd.part == SELF):
-                    m.d.comb += [issued.self_read.eq(1), self.states.addr.eq(own_row)]
+                    m.d.comb += [issued.self_read.eq(1), states.eq(own_row)]
                 with m.Elif(cmd.part == ROW):
                     if binary:
                         m.d.comb += issued.wlayer.eq(k - 1)
                     row_addr = lay.wbase[k - 1] + neuron * rows + chunk
-                    m.d.comb += [a.eq(row_addr) for a in self.weights.addr]
-                    m.d.comb += self.states.addr.eq(chunk if k == 1
-                                                    else region + lay.soff[k - 1] + chunk)
-                    m.d.comb += self.biases.addr.eq(lay.bbase[k - 1] + neuron)
+                    m.d.comb += [a.eq(row_addr) for a in weights]
+                    m.d.comb += states.eq(chunk if k == 1
+                                          else region + lay.soff[k - 1] + chunk)
+                    m.d.comb += biases.eq(lay.bbase[k - 1] + neuron)
                     m.d.comb += issued.first.eq(chunk == 0)
                 if cols:
                     with m.Else():
@@ -148,10 +155,16 @@ class SettlingDatapath(wiring.Component):
                         for b in range(L):
                             offsets = Array([Const(((b - t) % L) * stride, 16)
                                              for t in range(L)])
-                            m.d.comb += self.weights.addr[b].eq(
+                            m.d.comb += weights[b].eq(
                                 lay.wbase[k] + chunk * sizes[k] + (neuron >> lg)
                                 + offsets[bank_of(neuron, plan)])
-                        m.d.comb += self.states.addr.eq(region + lay.soff[k + 1] + chunk)
+                        m.d.comb += states.eq(region + lay.soff[k + 1] + chunk)
+        # the registers of the issue: the memories take the addresses in the next cycle
+        m.d.sync += [self.weights.addr.eq(weights), self.biases.addr.eq(biases),
+                     self.states.addr.eq(states)]
+        addressed = Signal(_tag_layout(plan))
+        m.d.sync += addressed.eq(issued)
+        return addressed
 
     def _read_and_multiply(self, m, issued):
         """Stages ``memory read and rotation`` and ``products``: lane ``b`` takes state bank
@@ -198,14 +211,11 @@ class SettlingDatapath(wiring.Component):
         m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
         return products, lane_product, product_bias, product_own
 
-    def _accumulate(self, m, stage):
-        """Stage ``adder tree and accumulator``: the first row chunk starts from the bias; a
-        self-read keeps the output neuron's old state; the last command hands the sum on."""
+    def _adder_tree(self, m, stage):
+        """Stage ``adder tree``: the lanes' products summed (binary weights: the chunk's sum
+        times the weight layer's ``a_k``), registered with the tag, the bias and the own state."""
         products, lane_product, bias, own_state = stage
         plan = self._plan
-        acc_shape = plan.acc_register_format.shape()
-        acc = Signal(acc_shape, name="acc")
-        old_state = Signal(plan.state_format.shape(), name="old_state")
         total = lane_product[0]
         for product in lane_product[1:]:
             total = total + product
@@ -214,56 +224,86 @@ class SettlingDatapath(wiring.Component):
             alpha = Array([Const(a, unsigned(max(a.bit_length(), 1))) for a in alphas])[
                 products.wlayer] if len(alphas) > 1 else Const(alphas[0])
             total = total * alpha
+        summed = Signal.like(products, name="summed")
+        tree_sum = Signal(plan.acc_register_format.shape(), name="tree_sum")
+        tree_bias = Signal.like(bias, name="tree_bias")
+        tree_own = Signal.like(own_state, name="tree_own_state")
+        m.d.sync += [summed.eq(products), tree_sum.eq(total), tree_bias.eq(bias),
+                     tree_own.eq(own_state)]
+        return summed, tree_sum, tree_bias, tree_own
+
+    def _accumulate(self, m, stage):
+        """Stage ``accumulator and nudge``: the first row chunk starts from the bias; a
+        self-read takes the output neuron's old state and registers its nudge (with the
+        rounding's half: ``2^(h-1) +- (y - s) << (13 - beta_shift)`` in a nudged phase); the last
+        command hands the sum and the nudge on."""
+        summed, total, bias, own_state = stage
+        plan, cfg = self._plan, self._plan.config
+        acc_shape = plan.acc_register_format.shape()
+        acc_bits = plan.acc_register_format.width
+        sfrac, wfrac = plan.state_format.frac_bits, plan.weight_format.frac_bits
+        h = cfg.rescale_shift
+        acc = Signal(acc_shape, name="acc")
         acc_next = Signal(acc_shape)
-        m.d.comb += acc_next.eq(Mux(products.first, bias << plan.state_format.frac_bits, acc)
-                                + total)
+        m.d.comb += acc_next.eq(Mux(summed.first, bias << sfrac, acc) + total)
+        # the nudge of an output neuron in a nudged phase, from its old state
+        target = Mux(summed.neuron == self.label, 1 << sfrac, 0)
+        error = Signal(plan.error_format.shape())
+        m.d.comb += error.eq(target - own_state)
+        half = 1 << (h - 1)
+        nudge = Signal(signed(acc_bits + 1), name="nudge")       # with the rounding's half
+        nudge_next = Signal.like(nudge)
+        m.d.comb += nudge_next.eq(half)
+        with m.If(self.phase == PLUS):
+            m.d.comb += nudge_next.eq(half + (error << (wfrac - cfg.beta_shift)))
+        with m.Elif(self.phase == MINUS):
+            m.d.comb += nudge_next.eq(half - (error << (wfrac - cfg.beta_shift)))
         result = {"valid": Signal(name="result_valid"), "top": Signal(name="result_top"),
-                  "old": Signal(plan.state_format.shape(), name="result_old"),
+                  "nudge": Signal.like(nudge, name="result_nudge"),
                   "waddr": Signal(state_addr_shape(plan), name="result_waddr"),
                   "neuron": Signal(neuron_shape(plan), name="result_neuron")}
         acc_sum = Signal(acc_shape)
         m.d.sync += result["valid"].eq(0)
-        with m.If(products.valid):
-            with m.If(products.self_read):
-                m.d.sync += old_state.eq(own_state)
+        with m.If(summed.valid):
+            with m.If(summed.self_read):
+                m.d.sync += nudge.eq(nudge_next)
             with m.Else():
                 m.d.sync += acc.eq(acc_next)
-                with m.If(products.last):
+                with m.If(summed.last):
                     m.d.sync += [result["valid"].eq(1), acc_sum.eq(acc_next),
-                                 result["old"].eq(old_state), result["waddr"].eq(products.waddr),
-                                 result["neuron"].eq(products.neuron),
-                                 result["top"].eq(products.top)]
+                                 result["nudge"].eq(Mux(summed.top & (self.phase != FREE),
+                                                        nudge, half)),
+                                 result["waddr"].eq(summed.waddr),
+                                 result["neuron"].eq(summed.neuron),
+                                 result["top"].eq(summed.top)]
         return acc_sum, result
 
     def _write(self, m, acc_sum, result):
-        """Stage ``nudge, rounding, clip and state write``: ``(acc + nudge + 2^(h-1)) >> h``
-        clipped to the state range; the argmax of the output layer follows the writes."""
+        """Stages ``rounding and clip`` (``(acc + nudge + 2^(h-1)) >> h`` clipped to the state
+        range, registered) and ``state write and argmax`` (the argmax of the output layer
+        follows the writes)."""
         plan, cfg = self._plan, self._plan.config
         L, lg = plan.lanes, plan.lane_bits
-        sfrac, wfrac = plan.state_format.frac_bits, plan.weight_format.frac_bits
         smax, h = plan.state_format.max_raw, cfg.rescale_shift
         acc_bits = plan.acc_register_format.width
-        top, neuron = result["top"], result["neuron"]
-        target = Mux(neuron == self.label, 1 << sfrac, 0)
-        error = Signal(plan.error_format.shape())
-        m.d.comb += error.eq(target - result["old"])
-        nudge = Signal(signed(acc_bits))
-        with m.If(top & (self.phase == PLUS)):
-            m.d.comb += nudge.eq(error << (wfrac - cfg.beta_shift))
-        with m.Elif(top & (self.phase == MINUS)):
-            m.d.comb += nudge.eq(-(error << (wfrac - cfg.beta_shift)))
-        biased = Signal(signed(acc_bits + 1))
-        m.d.comb += biased.eq(acc_sum + nudge + (1 << (h - 1)))
-        shifted = Signal(signed(acc_bits + 1))
+        biased = Signal(signed(acc_bits + 2))
+        m.d.comb += biased.eq(acc_sum + result["nudge"])
+        shifted = Signal(signed(acc_bits + 2))
         m.d.comb += shifted.eq(biased >> h)
-        new_state = Signal(plan.state_format.shape())
-        m.d.comb += new_state.eq(Mux(shifted < 0, 0, Mux(shifted > smax, smax, shifted)))
+        clipped = Signal(plan.state_format.shape())
+        m.d.comb += clipped.eq(Mux(shifted < 0, 0, Mux(shifted > smax, smax, shifted)))
+        new_state = Signal(plan.state_format.shape(), name="new_state")
+        valid, top = Signal(name="write_valid"), Signal(name="write_top")
+        waddr = Signal(state_addr_shape(plan), name="write_addr")
+        neuron = Signal(neuron_shape(plan), name="write_neuron")
+        m.d.sync += [new_state.eq(clipped), valid.eq(result["valid"]), top.eq(result["top"]),
+                     waddr.eq(result["waddr"]), neuron.eq(result["neuron"])]
 
-        m.d.comb += [self.writing.eq(result["valid"]), self.state_write.addr.eq(result["waddr"])]
+        m.d.comb += [self.writing.eq(valid), self.state_write.addr.eq(waddr)]
         for b in range(L):
             m.d.comb += [self.state_write.en[b].eq(bank_of(neuron, plan) == b if lg else 1),
                          self.state_write.data[b].eq(new_state)]
         best_state = Signal(plan.state_format.shape())
-        with m.If(result["valid"] & top):
+        with m.If(valid & top):
             with m.If((neuron == 0) | (new_state > best_state)):
                 m.d.sync += [best_state.eq(new_state), self.prediction.eq(neuron)]

@@ -5,15 +5,18 @@ For weight ``W_k[r, i]``: ``D = s+_r s+_i - s-_r s-_i``; for bias ``b_k[r]``: ``
 layer's ``r_W`` (``r_b``) with stochastic rounding: up iff ``(u << r) < (rest << 16)``, ``u``
 a 16-bit draw of the 32-bit Galois LFSR (16 steps per parameter) and ``rest`` the bits shifted
 out (a left shift when ``r <= 0``). The sum with the old value saturates to the weight format
-and is written back in the next cycle (:data:`~nmflow.golden.eqprop_plan.UPDATE_PIPELINE`).
+and is written back. One stage per cycle (:data:`~nmflow.golden.eqprop_plan.UPDATE_PIPELINE`):
+the issue registers the two products of ``D``, the old value and the draw; then ``D``; the
+rounding; the decay; the ``f_meta`` product and choice; the sum, saturation and write
+(:attr:`~nmflow.golden.eqprop_plan.EqPropPlan.update_stages`: the stages a configuration uses).
 The LFSR persists across samples, as in the twin's training run.
 
 With a decay (``decay_shift = d``) a weight's change also takes ``(W + 2^(d-1)) >> d`` off; with
 metaplasticity (``m > 0``, binary weights) a weight's change that moves it toward 0 is scaled by
 the ``f_meta`` table entry of ``|W|`` (read from a table memory at the issue, its address
-``min(|W| >> shift, size - 1)``): ``-(((-change) f + 2^(F-1)) >> F)`` with ``F`` the table's
-fraction bits (the twin's :func:`~nmflow.golden.eqprop_fixed.meta_rule`). Biases take the plain
-change.
+``min(|W| >> shift, size - 1)`` formed when the weight chunk is loaded):
+``-(((-change) f + 2^(F-1)) >> F)`` with ``F`` the table's fraction bits (the twin's
+:func:`~nmflow.golden.eqprop_fixed.meta_rule`). Biases take the plain change.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -102,14 +105,34 @@ class UpdateDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        operands = self._operands(m)
-        issue = self._issue(m, operands)
-        self._round_and_write(m, issue)
+        plan = self._plan
+        stages = plan.update_stages
+        ops = self._operands(m)
+        s = self._issue(m, ops)
+        s = self._delta(m, s)
+        s = self._rounding(m, s)
+        if "decay" in stages:
+            s = self._decay(m, s)
+        if "f_meta product" in stages:
+            s = self._meta_product(m, s)
+            s = self._meta_choice(m, s)
+        self._write(m, s)
         return m
 
+    @staticmethod
+    def _register(m, values, stage):
+        """The next stage's registers of ``values`` (a dict of values), named after it."""
+        out = {}
+        for name, value in values.items():
+            out[name] = Signal.like(value, name=f"{stage}_{name}") if isinstance(value, Signal) \
+                else Signal(value.shape(), name=f"{stage}_{name}")
+            m.d.sync += out[name].eq(value)
+        return out
+
     def _operands(self, m):
-        """The registers the sequencer loads: ``s+_r``, ``s-_r``, the weight chunk, the ``s+``
-        and ``s-`` chunks, the old bias."""
+        """The registers the sequencer loads: ``s+_r``, ``s-_r``, the weight chunk (with, for
+        metaplasticity, each weight's ``f_meta`` table address), the ``s+`` and ``s-`` chunks,
+        the old bias."""
         plan, ctl = self._plan, self.ctl
         L = plan.lanes
         weight, state = plan.weight_format.shape(), plan.state_format.shape()
@@ -135,105 +158,151 @@ class UpdateDatapath(wiring.Component):
             m.d.sync += [ops["minus_chunk"][b].eq(self.state_words[b]) for b in range(L)]
         with m.If(ctl.take_old_bias):
             m.d.sync += ops["old_bias"].eq(self.bias_word)
+        if plan.config.m > 0:
+            # the f_meta table address of each weight of the chunk: min(|W| >> shift, size - 1)
+            rule = meta_rule(plan.config)
+            size = len(rule.table)
+            ops["meta_index"] = [Signal(range(size), name=f"meta_index{b}") for b in range(L)]
+            for b in range(L):
+                word = self.weight_words[b]
+                magnitude = Signal(plan.weight_format.width + 1, name=f"magnitude{b}")
+                m.d.comb += magnitude.eq(Mux(word < 0, -word, word))
+                index = magnitude >> rule.shift
+                with m.If(ctl.take_plus_chunk):
+                    m.d.sync += ops["meta_index"][b].eq(Mux(index > size - 1, size - 1, index))
         return ops
 
     def _issue(self, m, ops):
-        """The issue: ``D``, the old value and the bank of the parameter, registered with its
-        kind, its address and a fresh draw of the LFSR."""
+        """Stage ``issue``: the two products of ``D`` (a bias: ``s+_r`` and ``s-_r``), the old
+        value and the bank of the parameter, its kind and address and a fresh draw of the LFSR,
+        registered; the ``f_meta`` table read of the weight's entry."""
         plan, ctl = self._plan, self.ctl
-        lg = plan.lane_bits
-        delta_shape = plan.delta_format.shape()
+        lg, sw = plan.lane_bits, plan.state_format.width
         issuing = Signal()
-        delta = Signal(delta_shape, name="delta")
+        p_plus = Signal(2 * sw, name="product_plus")
+        p_minus = Signal(2 * sw, name="product_minus")
         old = Signal(plan.weight_format.shape(), name="old_value")
         bank = Signal(range(max(plan.lanes, 2)))
         m.d.comb += issuing.eq(ctl.issue_weight | ctl.issue_bias)
+        weight_bank = bank_of(ctl.lane + ctl.row, plan)
         with m.If(ctl.issue_weight):
-            weight_bank = bank_of(ctl.lane + ctl.row, plan)
             plus_i = Array(ops["plus_chunk"])[ctl.lane] if lg else ops["plus_chunk"][0]
             minus_i = Array(ops["minus_chunk"])[ctl.lane] if lg else ops["minus_chunk"][0]
-            m.d.comb += [delta.eq(ops["plus_row"] * plus_i - ops["minus_row"] * minus_i),
+            m.d.comb += [p_plus.eq(ops["plus_row"] * plus_i),
+                         p_minus.eq(ops["minus_row"] * minus_i),
                          old.eq(Array(ops["weights"])[weight_bank] if lg else ops["weights"][0]),
                          bank.eq(weight_bank)]
         with m.If(ctl.issue_bias):
-            m.d.comb += [delta.eq(ops["plus_row"] - ops["row_state"]), old.eq(ops["old_bias"])]
+            m.d.comb += [p_plus.eq(ops["plus_row"]), p_minus.eq(ops["row_state"]),
+                         old.eq(ops["old_bias"])]
 
         lfsr = Signal(32, init=plan.config.lfsr_seed)
         lfsr_next = LFSR.next(lfsr, LFSR.draw_steps)       # a draw: 16 steps in one cycle
-        issued = {"valid": Signal(name="issued_valid"),
-                  "kind": Signal.like(ctl.kind, name="issued_kind"),
-                  "delta": Signal(delta_shape, name="issued_delta"),
-                  "draw": Signal(plan.draw_bits, name="issued_draw"),
-                  "old": Signal(plan.weight_format.shape(), name="issued_old"),
-                  "bank": Signal.like(bank, name="issued_bank"),
-                  "addr": Signal.like(ctl.addr, name="issued_addr")}
-        m.d.sync += [issued["valid"].eq(issuing), issued["kind"].eq(ctl.kind),
-                     issued["delta"].eq(delta), issued["old"].eq(old),
-                     issued["bank"].eq(bank), issued["addr"].eq(ctl.addr)]
+        draw = Signal(plan.draw_bits, name="issue_draw")
+        with m.If(issuing):
+            m.d.sync += [lfsr.eq(lfsr_next), draw.eq(lfsr_next[:plan.draw_bits])]
+        if self._seedable:
+            with m.If(self.seed_we):
+                m.d.sync += lfsr.eq(self.seed)
+        issued = self._register(m, {"valid": issuing, "kind": ctl.kind, "addr": ctl.addr,
+                                    "bank": bank, "old": old, "p_plus": p_plus,
+                                    "p_minus": p_minus}, "issued")
+        issued["draw"] = draw
         if plan.config.m > 0:
-            # the f_meta table entry of |old|, read at the issue, there with the issued value
+            # the f_meta table entry of |old|, read at the issue (one cycle)
             rule = meta_rule(plan.config)
             table = Memory(shape=unsigned(max(int(rule.table.max()).bit_length(), 1)),
                            depth=len(rule.table), init=[int(v) for v in rule.table])
             m.submodules.meta_table = table
             port = table.read_port()
-            magnitude = Signal(plan.weight_format.width + 1)
-            m.d.comb += magnitude.eq(Mux(old < 0, -old, old))
-            index = magnitude >> rule.shift
-            m.d.comb += port.addr.eq(Mux(index > len(rule.table) - 1, len(rule.table) - 1,
-                                         index))
+            index = ops["meta_index"]
+            m.d.comb += port.addr.eq(Array(index)[weight_bank] if lg else index[0])
             issued["fmeta"] = port.data
-        with m.If(issuing):
-            m.d.sync += [lfsr.eq(lfsr_next), issued["draw"].eq(lfsr_next[:plan.draw_bits])]
-        if self._seedable:
-            with m.If(self.seed_we):
-                m.d.sync += lfsr.eq(self.seed)
         return issued
 
-    def _round_and_write(self, m, issued):
-        """Stochastic rounding of ``D`` by the layer's shift, saturation, write-back."""
+    def _delta(self, m, s):
+        """Stage ``D``: ``s+_r s+_i - s-_r s-_i`` (a bias: ``s+_r - s-_r``); with a decay also
+        its term ``(W + 2^(d-1)) >> d`` of the old value."""
         plan, cfg = self._plan, self._plan.config
-        wmin, wmax = plan.weight_format.min_raw, plan.weight_format.max_raw
-        draw_bits, delta_bits = plan.draw_bits, plan.delta_format.width
-        delta, draw = issued["delta"], issued["draw"]
-        change = Signal(signed(_change_bits(plan)))
+        delta = Signal(plan.delta_format.shape(), name="delta")
+        m.d.comb += delta.eq(s["p_plus"] - s["p_minus"])
+        values = {name: s[name] for name in ("valid", "kind", "addr", "bank", "old", "draw")}
+        values["delta"] = delta
+        if "fmeta" in s:
+            values["fmeta"] = s["fmeta"]
+        if cfg.decay_shift:
+            d = cfg.decay_shift
+            term = Signal(signed(plan.weight_format.width + 1), name="decay_term")
+            m.d.comb += term.eq((s["old"] + (1 << (d - 1))) >> d)
+            values["decay_term"] = term
+        return self._register(m, values, "delta")
+
+    def _rounding(self, m, s):
+        """Stage ``stochastic rounding``: ``D`` shifted by the layer's ``r`` (``r_W``, ``r_b``),
+        up iff ``(u << r) < (rest << 16)``."""
+        plan, cfg = self._plan, self._plan.config
+        draw_bits = plan.draw_bits
+        delta, draw = s["delta"], s["draw"]
+        change = Signal(signed(_change_bits(plan)), name="change")
         for k in range(plan.N):
             for is_bias, shift in enumerate(cfg.update_shifts(k)):
-                with m.If(issued["kind"] == 2 * k + is_bias):
+                with m.If(s["kind"] == 2 * k + is_bias):
                     if shift <= 0:
                         m.d.comb += change.eq(delta << -shift)
                     else:
                         rest = delta.as_unsigned()[:shift]
                         up = Cat(Const(0, shift), draw) < Cat(Const(0, draw_bits), rest)
                         m.d.comb += change.eq((delta >> shift) + up)
-        old, is_bias = issued["old"], issued["kind"][0]
-        if plan.update_latency > 1:
-            # a register between the rounding and the rest (decay, f_meta, saturation)
-            staged = {name: Signal.like(value, name=f"staged_{name}")
-                      for name, value in issued.items() if name not in ("delta", "draw")}
-            staged_change = Signal.like(change, name="staged_change")
-            m.d.sync += [staged[name].eq(issued[name]) for name in staged]
-            m.d.sync += staged_change.eq(change)
-            issued = dict(issued, **staged)
-            change, old, is_bias = staged_change, staged["old"], staged["kind"][0]
-        if cfg.decay_shift:
-            d = cfg.decay_shift
-            decayed = Signal(signed(len(change) + 1))
-            m.d.comb += decayed.eq(change - ((old + (1 << (d - 1))) >> d))
-            change = Mux(is_bias, change, decayed)
-        if cfg.m > 0:
-            f_bits = meta_rule(cfg).f_bits
-            shrink = ((old > 0) & (change < 0)) | ((old < 0) & (change > 0))
-            scaled = Signal(signed(len(change) + 1))
-            m.d.comb += scaled.eq(-(((-change) * issued["fmeta"] + (1 << (f_bits - 1)))
-                                    >> f_bits))
-            change = Mux(~is_bias & shrink, scaled, change)
+        values = {name: value for name, value in s.items() if name not in ("delta", "draw")}
+        values["change"] = change
+        return self._register(m, values, "rounded")
+
+    def _decay(self, m, s):
+        """Stage ``decay``: a weight's change takes ``(W + 2^(d-1)) >> d`` off."""
+        change = s["change"]
+        decayed = Signal(signed(len(change) + 1), name="decayed")
+        m.d.comb += decayed.eq(Mux(s["kind"][0], change, change - s["decay_term"]))
+        values = {name: value for name, value in s.items() if name != "decay_term"}
+        values["change"] = decayed
+        return self._register(m, values, "decayed")
+
+    def _meta_product(self, m, s):
+        """Stage ``f_meta product``: the change times the table's entry, and whether the change
+        moves the weight toward 0."""
+        old, change = s["old"], s["change"]
+        product = Signal(signed(len(change) + len(s["fmeta"]) + 1), name="meta_product")
+        m.d.comb += product.eq(change * s["fmeta"])
+        shrink = Signal(name="shrink")
+        m.d.comb += shrink.eq(((old > 0) & (change < 0)) | ((old < 0) & (change > 0)))
+        values = {name: value for name, value in s.items() if name != "fmeta"}
+        values.update(product=product, shrink=shrink)
+        return self._register(m, values, "meta")
+
+    def _meta_choice(self, m, s):
+        """Stage ``f_meta choice``: a weight's change toward 0 becomes
+        ``-(((-change) f + 2^(F-1)) >> F)``, which is ``(change f + 2^(F-1) - 1) >> F``."""
+        f_bits = meta_rule(self._plan.config).f_bits
+        change = s["change"]
+        scaled = Signal(signed(len(change) + 1), name="scaled")
+        m.d.comb += scaled.eq((s["product"] + ((1 << (f_bits - 1)) - 1)) >> f_bits)
+        chosen = Signal(signed(len(change) + 1), name="chosen")
+        m.d.comb += chosen.eq(Mux(~s["kind"][0] & s["shrink"], scaled, change))
+        values = {name: value for name, value in s.items() if name not in ("product", "shrink")}
+        values["change"] = chosen
+        return self._register(m, values, "chosen")
+
+    def _write(self, m, s):
+        """Stage ``sum, saturation and write``: the old value plus the change, saturated to the
+        weight format, to the parameter's memory."""
+        plan = self._plan
+        wmin, wmax = plan.weight_format.min_raw, plan.weight_format.max_raw
+        old, change, is_bias = s["old"], s["change"], s["kind"][0]
         total = Signal(signed(max(len(change), plan.weight_format.width) + 1))
         m.d.comb += total.eq(old + change)
         new_param = Signal(plan.weight_format.shape())
         m.d.comb += new_param.eq(Mux(total < wmin, wmin, Mux(total > wmax, wmax, total)))
-        m.d.comb += [self.weight_write.addr.eq(issued["addr"]), self.weight_write.data.eq(new_param),
-                     self.bias_write.addr.eq(issued["addr"]), self.bias_write.data.eq(new_param),
-                     self.bias_write.en.eq(issued["valid"] & is_bias)]
-        m.d.comb += [self.weight_write.en[b].eq(issued["valid"] & ~is_bias & (issued["bank"] == b))
+        m.d.comb += [self.weight_write.addr.eq(s["addr"]), self.weight_write.data.eq(new_param),
+                     self.bias_write.addr.eq(s["addr"]), self.bias_write.data.eq(new_param),
+                     self.bias_write.en.eq(s["valid"] & is_bias)]
+        m.d.comb += [self.weight_write.en[b].eq(s["valid"] & ~is_bias & (s["bank"] == b))
                      for b in range(plan.lanes)]
