@@ -9,7 +9,7 @@ injector and metaplastic unit); :class:`~nmflow.rtl.eqprop_link.EqPropHostTop` w
 unit's link.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -268,13 +268,24 @@ class HostCore(wiring.Component):
             # inference starts while the unit's writes are pending.
             m.submodules.unit = unit = self._unit
             wiring.connect(m, unit.weights, engine.weights)
-            wiring.connect(m, link.metaplastic_i, unit.i)
+            # The link's beat reaches the unit through a register whose ready is a register
+            # too (~held): the unit's issue decision (the engine's idle, its hazards and
+            # credits) no longer runs into the link's state machine, nor the link's payload
+            # into the unit. It takes a beat every other cycle; the link sends one a request.
+            beat, held = Signal.like(unit.i.payload), Signal()
+            mi = link.metaplastic_i
+            m.d.comb += [mi.ready.eq(~held), unit.i.valid.eq(held), unit.i.payload.eq(beat)]
+            with m.If(~held & mi.valid):
+                m.d.sync += [held.eq(1), beat.eq(mi.payload)]
+            with m.Elif(held & unit.i.ready):
+                m.d.sync += held.eq(0)
             wiring.connect(m, unit.o, link.metaplastic_o)
             wiring.connect(m, link.pairs, engine.pairs)
+            busy = unit.busy | held
             m.d.comb += [unit.idle.eq(engine.idle),
-                         engine.i.valid.eq(feed.o.valid & ~unit.busy),
+                         engine.i.valid.eq(feed.o.valid & ~busy),
                          engine.i.payload.eq(feed.o.payload),
-                         feed.o.ready.eq(engine.i.ready & ~unit.busy)]
+                         feed.o.ready.eq(engine.i.ready & ~busy)]
         wiring.connect(m, engine.o, link.engine_o)
         if self._weights is not None:
             wiring.connect(m, link.weights, engine.weights)
