@@ -649,12 +649,13 @@ class _Requests:
         # flip-flops the address feeds a wide multiplexer. count + 1 comes from a register,
         # `ahead`: it follows count a cycle late outside FEED (count is still for many cycles
         # before FEED, from the payload's last byte through the CRC) and steps with the feeds
-        # in FEED, where count does the same.
+        # in FEED, where count does the same. FEED's state bit alone picks the address: no
+        # payload byte is written in FEED (the receiver is BUSY while a request executes).
         ahead = Signal.like(frame.count, init=1)
         m.d.sync += ahead.eq(Mux(ei.valid, ahead + self.feed, frame.count + 1))
         m.d.comb += [buffer.we.eq(writing), buffer.wdata.eq(receiver.byte),
                      buffer.re.eq(~ei.valid | ei.ready),
-                     buffer.addr.eq(Mux(~writing & ei.valid, ahead, frame.count)),
+                     buffer.addr.eq(Mux(ei.valid, ahead, frame.count)),
                      ei.payload.eq(buffer.rdata)]
 
     def set_idx(self, zero):
