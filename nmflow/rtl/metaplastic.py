@@ -56,17 +56,12 @@ Storage (``storage``):
 Hazards: a beat whose group is still in the pipeline (stages 1 .. 7) waits in the input
 register until it is written, so a read always sees every earlier write. The comparisons are made
 when the beat enters the input register (its group against the issuing beat and stages 1 .. 6),
-and the match bits then shift along with the pipeline; their OR, the hazard, and the SPRAM bank
-conflict are registers computed a cycle ahead, so the issue decision is an AND of registers and
-the credit count. ``i.ready`` is ``~(input register full) | issue``: it does not depend on
-``i``'s payload.
+and the match bits then shift along with the pipeline: the issue decision only ORs registers.
+``i.ready`` is ``~(input register full) | issue``: it does not depend on ``i``'s payload.
 
 The engine: beats issue only while the engine is ``idle`` (input ``idle``); start no inference
-while ``busy`` is high (the integrator gates the engine's input with it). ``busy`` is high while
-``i.valid`` is, and while the input register or a stage holds a beat (that part a register).
-The unit registers ``idle`` and issues on its value of the previous cycle: a beat spends at
-least that cycle in the input register, with ``busy`` high, so the engine cannot have left
-``idle`` since (it leaves it only by taking an input).
+while ``busy`` is high (the integrator gates the engine's input with it). ``busy`` is a register:
+high while the input register or a stage holds a beat.
 """
 
 import numpy as np
@@ -221,8 +216,7 @@ class MetaplasticUnit(wiring.Component):
     idle : In(1)
         The engine's ``idle``: beats are taken only while it is high.
     busy : Out(1)
-        A beat is offered on ``i``, waits in the input register or is in the pipeline (its
-        writes are not all done).
+        A beat is in the input register or the pipeline (its writes are not all done).
     """
 
     latency = 7
@@ -352,42 +346,32 @@ class MetaplasticUnit(wiring.Component):
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         pop = fifo.r_en & fifo.r_rdy
         # match[n]: the beat in stage n has the waiting beat's group (computed when the beat
-        # enters the input register, then shifted along with the pipeline); hazard: any of
-        # them, and conflict: the write of this cycle takes the bank the waiting beat would
-        # read (SPRAM), both kept in registers computed a cycle ahead.
+        # enters the input register, then shifted along with the pipeline).
         match = {n: Signal(name=f"match{n}") for n in range(1, L + 1)}
-        hazard, conflict = Signal(), Signal()
-        # idle_r: the engine's idle a cycle ago. A beat waits in the input register for at
-        # least a cycle, and ``busy`` is high in that cycle (it covers ``i.valid``), so the
-        # engine cannot have started since: idle then means idle now.
-        idle_r = Signal()
-        m.d.sync += idle_r.eq(self.idle)
+        hazard = Cat(*match.values()).any()
         go = Signal()
-        m.d.comb += go.eq(r_valid & idle_r & (credits != 0) & ~hazard & ~conflict)
+        conflict = Const(0)
+        if self.storage == "spram":
+            # the write of this cycle takes the bank the waiting beat would read
+            conflict = v[L] & (en[L] != 0) & (g[L][0] == r_addr[0])
+        m.d.comb += go.eq(r_valid & self.idle & (credits != 0) & ~hazard & ~conflict)
         load = Signal()
         m.d.comb += [self.i.ready.eq(~r_valid | go), load.eq(self.i.valid & self.i.ready)]
-        entering = [go & (r_addr == beat.addr)] + \
-            [v[n - 1] & (g[n - 1] == beat.addr) for n in range(2, L + 1)]
         with m.If(load):
-            m.d.sync += [r_valid.eq(1), r_addr.eq(beat.addr), r_op.eq(beat.op), r_en.eq(beat.en)]
-            m.d.sync += [match[n].eq(entering[n - 1]) for n in range(1, L + 1)]
+            m.d.sync += [r_valid.eq(1), r_addr.eq(beat.addr), r_op.eq(beat.op), r_en.eq(beat.en),
+                         match[1].eq(go & (r_addr == beat.addr))]
+            m.d.sync += [match[n].eq(v[n - 1] & (g[n - 1] == beat.addr)) for n in range(2, L + 1)]
             m.d.sync += [r_val[p].eq(beat.value[p]) for p in range(U)]
         with m.Else():
             m.d.sync += [match[1].eq(0)] + [match[n].eq(match[n - 1]) for n in range(2, L + 1)]
             with m.If(go):
                 m.d.sync += r_valid.eq(0)
-        m.d.sync += hazard.eq(Mux(load, Cat(*entering).any(),
-                                  Cat(*(match[n] for n in range(1, L))).any()))
-        if self.storage == "spram":
-            waiting_bank = Mux(load, beat.addr[0], r_addr[0])
-            m.d.sync += conflict.eq(v[L - 1] & (en[L - 1] != 0) & (g[L - 1][0] == waiting_bank))
         m.d.sync += credits.eq(credits - go + pop)
-        # busy: the producer offers a beat, or the input register or a stage holds one (a
-        # register, set a cycle ahead)
+        # busy, registered: the input register or a stage holds a beat in the next cycle
         busy = Signal()
         r_next = load | (r_valid & ~go)
         m.d.sync += busy.eq(r_next | go | Cat(*(v[n] for n in range(1, L))).any())
-        m.d.comb += self.busy.eq(busy | self.i.valid)
+        m.d.comb += self.busy.eq(busy)
 
         m.d.sync += [v[1].eq(go), g[1].eq(r_addr), op[1].eq(r_op), en[1].eq(r_en)]
         m.d.sync += [val[p][1].eq(r_val[p]) for p in range(U)]
