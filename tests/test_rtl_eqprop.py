@@ -73,15 +73,15 @@ def test_plan_block_rams_on_the_boards(sizes, lanes, ice40, ecp5):
 @pytest.mark.parametrize("sizes, lanes, drains, free, nudged", [
     # 64-32-10 on 4 lanes: the output layer reads the hidden layer's last row only at its 8th
     # command, late enough for no drain between the groups
-    ((64, 32, 10), 4, (0, 7), 32 * 19 + 10 * 8 + 7 + 2, 32 * 19 + 10 * 9 + 7 + 2),
+    ((64, 32, 10), 4, (0, 8), 32 * 19 + 10 * 8 + 8 + 2, 32 * 19 + 10 * 9 + 8 + 2),
     # 8-8-3 on 4 lanes: the output layer reads the hidden layer's last row at its 2nd command
-    ((8, 8, 3), 4, (5, 7), 8 * 3 + 3 * 2 + 5 + 7 + 2, 8 * 3 + 3 * 3 + 5 + 7 + 2),
-    ((8, 4, 8, 3), 2, (0, 3, 7), None, None)])
+    ((8, 8, 3), 4, (6, 8), 8 * 3 + 3 * 2 + 6 + 8 + 2, 8 * 3 + 3 * 3 + 6 + 8 + 2),
+    ((8, 4, 8, 3), 2, (0, 4, 8), None, None)])
 def test_plan_drains_only_what_the_next_group_reads(sizes, lanes, drains, free, nudged):
     from nmflow.golden.eqprop_plan import PIPELINE_DEPTH, WRITE_TO_READ, EqPropPlan
     plan = EqPropPlan(ef.FixedEqPropConfig(sizes=sizes, batch=1,
                                            lr_shifts=(1,) * (len(sizes) - 1)), lanes)
-    assert (PIPELINE_DEPTH, WRITE_TO_READ) == (7, 7)
+    assert (PIPELINE_DEPTH, WRITE_TO_READ) == (8, 8)
     assert plan.drain_cycles == drains
     if free is not None:
         assert (plan.issue_cycles_per_step(), plan.issue_cycles_per_step(nudged=True)) \

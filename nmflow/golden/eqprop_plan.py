@@ -28,8 +28,9 @@ FREE, PLUS, MINUS = 0, 1, 2
 #: registers the memory addresses, so the memories take them one cycle later
 #: (:data:`ADDRESS_STAGES`).
 SETTLING_PIPELINE = ("issue (addresses, registered)", "memory read", "rotation onto the lanes",
-                     "products", "adder tree (binary: the chunk sum times a_k)",
-                     "accumulator and nudge", "rounding and clip", "state write and argmax")
+                     "products (binary: +-s)", "adder tree (real: the pairs; binary: the chunk sum)",
+                     "tree's last sum (binary: the chunk sum times a_k)", "accumulator and nudge",
+                     "rounding and clip", "state write and argmax")
 
 #: Cycles from a settling command's issue to its state write.
 PIPELINE_DEPTH = len(SETTLING_PIPELINE) - 1

@@ -3,8 +3,9 @@
 A settling command is one chunk of one neuron's pre-activation (or, in a nudged phase, the
 read of an output neuron's old state). Its stages (:data:`~nmflow.golden.eqprop_plan.
 SETTLING_PIPELINE`), one cycle each: the issue computes the memory addresses and registers them;
-the memories read; the states are rotated onto the lanes; the lanes multiply; the adder tree sums
-the products (binary weights: the chunk's sum times ``a_k``); the accumulator adds the sum (a
+the memories read; the states are rotated onto the lanes; the lanes multiply (binary weights:
+take ``+-s``); the adder tree sums them in pairs and then the pairs (binary weights: all of them,
+then the chunk's sum times ``a_k``); the accumulator adds the sum (a
 self-read instead registers the output neuron's nudge); after the neuron's last command the
 nudge and the rounding's half are added, the sum shifted and clipped, and the new state written
 back in the next cycle. :data:`~nmflow.golden.eqprop_plan.PIPELINE_DEPTH` cycles from the issue
@@ -198,38 +199,53 @@ class SettlingDatapath(wiring.Component):
         product_own = Signal(state, name="product_own_state")
         m.d.sync += [products.eq(operands), product_bias.eq(bias), product_own.eq(own_state)]
         if plan.config.weights == "binary":
-            # +-s by the hidden weight's sign (W_h >= 0: +), summed over the lanes here; the
-            # accumulator multiplies the chunk's sum by a_k once
-            chunk_sum = Signal(plan.chunk_sum_format.shape(), name="chunk_sum")
-            signed_states = [Mux(lane_weight[b][-1], -lane_state[b], lane_state[b])
-                             for b in range(L)]
-            total = signed_states[0]
-            for term in signed_states[1:]:
-                total = total + term
-            m.d.sync += chunk_sum.eq(total)
-            return products, [chunk_sum], product_bias, product_own
-        m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
+            # +-s by the hidden weight's sign (W_h >= 0: +); the adder tree sums them and the
+            # stage after it multiplies the chunk's sum by a_k once
+            m.d.sync += [lane_product[b].eq(Mux(lane_weight[b][-1], -lane_state[b],
+                                                lane_state[b])) for b in range(L)]
+        else:
+            m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
         return products, lane_product, product_bias, product_own
 
     def _adder_tree(self, m, stage):
-        """Stage ``adder tree``: the lanes' products summed (binary weights: the chunk's sum
-        times the weight layer's ``a_k``), registered with the tag, the bias and the own state."""
+        """Stages ``adder tree`` and ``tree's last sum``: real weights sum the products in pairs,
+        then the pairs; binary weights sum the lanes' ``+-s`` into the chunk's sum, then
+        multiply it by the weight layer's ``a_k``. Each registered with the tag, the bias and
+        the own state."""
         products, lane_product, bias, own_state = stage
         plan = self._plan
-        total = lane_product[0]
-        for product in lane_product[1:]:
-            total = total + product
-        if plan.config.weights == "binary":
+        binary = plan.config.weights == "binary"
+        if binary:
+            total = lane_product[0]
+            for product in lane_product[1:]:
+                total = total + product
+            terms = [total]
+        else:
+            terms = [sum(lane_product[i:i + 2][1:], lane_product[i])
+                     for i in range(0, len(lane_product), 2)]
+        first = Signal.like(products, name="tree")
+        first_terms = [Signal(plan.chunk_sum_format.shape() if binary
+                              else signed(plan.product_format.width + 1), name=f"tree_term{i}")
+                       for i in range(len(terms))]
+        first_bias = Signal.like(bias, name="tree_bias")
+        first_own = Signal.like(own_state, name="tree_own_state")
+        m.d.sync += [first.eq(products), first_bias.eq(bias), first_own.eq(own_state)]
+        m.d.sync += [reg.eq(term) for reg, term in zip(first_terms, terms)]
+        if binary:
             alphas = plan.config.binary_alphas
             alpha = Array([Const(a, unsigned(max(a.bit_length(), 1))) for a in alphas])[
-                products.wlayer] if len(alphas) > 1 else Const(alphas[0])
-            total = total * alpha
+                first.wlayer] if len(alphas) > 1 else Const(alphas[0])
+            total = first_terms[0] * alpha
+        else:
+            total = first_terms[0]
+            for term in first_terms[1:]:
+                total = total + term
         summed = Signal.like(products, name="summed")
         tree_sum = Signal(plan.acc_register_format.shape(), name="tree_sum")
-        tree_bias = Signal.like(bias, name="tree_bias")
-        tree_own = Signal.like(own_state, name="tree_own_state")
-        m.d.sync += [summed.eq(products), tree_sum.eq(total), tree_bias.eq(bias),
-                     tree_own.eq(own_state)]
+        tree_bias = Signal.like(bias, name="summed_bias")
+        tree_own = Signal.like(own_state, name="summed_own_state")
+        m.d.sync += [summed.eq(first), tree_sum.eq(total), tree_bias.eq(first_bias),
+                     tree_own.eq(first_own)]
         return summed, tree_sum, tree_bias, tree_own
 
     def _accumulate(self, m, stage):

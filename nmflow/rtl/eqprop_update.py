@@ -14,7 +14,7 @@ The LFSR persists across samples, as in the twin's training run.
 With a decay (``decay_shift = d``) a weight's change also takes ``(W + 2^(d-1)) >> d`` off; with
 metaplasticity (``m > 0``, binary weights) a weight's change that moves it toward 0 is scaled by
 the ``f_meta`` table entry of ``|W|`` (read from a table memory at the issue, its address
-``min(|W| >> shift, size - 1)`` formed when the weight chunk is loaded):
+``min(|W| >> shift, size - 1)`` registered after the weight chunk is loaded):
 ``-(((-change) f + 2^(F-1)) >> F)`` with ``F`` the table's fraction bits (the twin's
 :func:`~nmflow.golden.eqprop_fixed.meta_rule`). Biases take the plain change.
 """
@@ -141,7 +141,7 @@ class UpdateDatapath(wiring.Component):
         ops = {
             "plus_row": Signal(state, name="plus_row_state"),
             "minus_row": Signal(state, name="minus_row_state"),
-            "weights": [Signal(weight, name=f"weight_chunk{b}") for b in range(L)],
+            "weights": [Signal(weight, name=f"weight_chunk{b}") for b in range(L)],   # by lane
             "plus_chunk": [Signal(state, name=f"plus_chunk{b}") for b in range(L)],
             "minus_chunk": [Signal(state, name=f"minus_chunk{b}") for b in range(L)],
             "old_bias": Signal(weight, name="old_bias"),
@@ -152,24 +152,32 @@ class UpdateDatapath(wiring.Component):
         with m.If(ctl.take_minus_row):
             m.d.sync += ops["minus_row"].eq(row_state)
         with m.If(ctl.take_plus_chunk):
-            m.d.sync += [ops["weights"][b].eq(self.weight_words[b]) for b in range(L)]
+            # the weight of column ``chunk L + l`` (lane l) is in bank ``(l + row) mod L``:
+            # rotated here, so that the issue selects it by the lane as it does the states
+            rotation = bank_of(ctl.row, plan)
+            for lane in range(L):
+                bank = bank_of(Const(lane, plan.lane_bits + 1) + rotation, plan) \
+                    if plan.lane_bits else 0
+                m.d.sync += ops["weights"][lane].eq(Array(self.weight_words)[bank]
+                                                    if plan.lane_bits else self.weight_words[0])
             m.d.sync += [ops["plus_chunk"][b].eq(self.state_words[b]) for b in range(L)]
         with m.If(ctl.take_minus_chunk):
             m.d.sync += [ops["minus_chunk"][b].eq(self.state_words[b]) for b in range(L)]
         with m.If(ctl.take_old_bias):
             m.d.sync += ops["old_bias"].eq(self.bias_word)
         if plan.config.m > 0:
-            # the f_meta table address of each weight of the chunk: min(|W| >> shift, size - 1)
+            # the f_meta table address of each weight of the chunk, min(|W| >> shift, size - 1),
+            # registered from the chunk's registers (ready in the cycle after take_plus_chunk,
+            # while take_minus_chunk loads the s- chunk)
             rule = meta_rule(plan.config)
             size = len(rule.table)
             ops["meta_index"] = [Signal(range(size), name=f"meta_index{b}") for b in range(L)]
             for b in range(L):
-                word = self.weight_words[b]
+                word = ops["weights"][b]
                 magnitude = Signal(plan.weight_format.width + 1, name=f"magnitude{b}")
                 m.d.comb += magnitude.eq(Mux(word < 0, -word, word))
                 index = magnitude >> rule.shift
-                with m.If(ctl.take_plus_chunk):
-                    m.d.sync += ops["meta_index"][b].eq(Mux(index > size - 1, size - 1, index))
+                m.d.sync += ops["meta_index"][b].eq(Mux(index > size - 1, size - 1, index))
         return ops
 
     def _issue(self, m, ops):
@@ -190,7 +198,7 @@ class UpdateDatapath(wiring.Component):
             minus_i = Array(ops["minus_chunk"])[ctl.lane] if lg else ops["minus_chunk"][0]
             m.d.comb += [p_plus.eq(ops["plus_row"] * plus_i),
                          p_minus.eq(ops["minus_row"] * minus_i),
-                         old.eq(Array(ops["weights"])[weight_bank] if lg else ops["weights"][0]),
+                         old.eq(Array(ops["weights"])[ctl.lane] if lg else ops["weights"][0]),
                          bank.eq(weight_bank)]
         with m.If(ctl.issue_bias):
             m.d.comb += [p_plus.eq(ops["plus_row"]), p_minus.eq(ops["row_state"]),
@@ -216,7 +224,7 @@ class UpdateDatapath(wiring.Component):
             m.submodules.meta_table = table
             port = table.read_port()
             index = ops["meta_index"]
-            m.d.comb += port.addr.eq(Array(index)[weight_bank] if lg else index[0])
+            m.d.comb += port.addr.eq(Array(index)[ctl.lane] if lg else index[0])
             issued["fmeta"] = port.data
         return issued
 
