@@ -14,7 +14,7 @@ host port; READ streams words from that port into the reply; INFER's output stat
 from the free phase's region of the state banks.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -113,12 +113,14 @@ class _EqPropRequests:
         self.is_read = is_[EqCommand.READ_W] | is_[EqCommand.READ_B]
         self.is_bias = is_[EqCommand.LOAD_B] | is_[EqCommand.READ_B]
         self.is_sample = is_[EqCommand.TRAIN] | is_[EqCommand.INFER]
-        self.length = Signal(16)
+        self.last_count = Signal(16)        # the payload's last byte: length - 1
         self.count = Signal(16)
         self.arg = Signal(32)               # payload bytes 0..3 (start, count or seed)
         self.nrows = Signal(16)             # rows or biases of a LOAD or READ
         self.label = Signal(8)
         self.pred = Signal(8)
+        self.reply_byte = Signal(8)         # a body byte, loaded before it is offered
+        self.reply_last = Signal()
         self.buf = Memory(shape=8, depth=g.buffer_bytes, init=[])
         m.submodules.buffer = self.buf
         self.bw, self.br = self.buf.write_port(), self.buf.read_port()
@@ -156,31 +158,37 @@ class _EqPropRequests:
         """The verdicts on each field, and the payload into the buffer."""
         m, receiver, g, byte = self.m, self.receiver, self.g, self.receiver.byte
         is_ = self.is_
+        # the checks of a byte are registered in the cycle it is taken (``incoming``) and read
+        # in the cycle of its strobe (the count and the command do not change in between)
+        incoming = receiver.incoming
         length = Signal(16)
-        m.d.comb += length.eq(Cat(receiver.len_lo, byte))
+        m.d.comb += length.eq(Cat(receiver.len_lo, incoming))
         body = Signal(17)
         m.d.comb += body.eq(length - 2)
         value_bad = Signal()
         sw, n0 = self.sw, g.n_inputs
         m.d.comb += value_bad.eq(self.is_sample & (
-            ((self.count < n0) & (byte >> sw != 0) if sw < 8 else Const(0))
-            | (is_[EqCommand.TRAIN] & (self.count == n0) & (byte >= g.n_classes))))
-        m.d.comb += [
-            receiver.cmd_ok.eq((byte >= min(EqCommand)) & (byte <= max(EqCommand))),
-            receiver.len_ok.eq(self._length_ok(length, body)),
-            receiver.has_payload.eq(length != 0),
-            receiver.value_ok.eq(~value_bad),
-            receiver.last.eq(self.count == self.length - 1),
-            receiver.args_ok.eq(~self._arg_bad()),
-        ]
+            ((self.count < n0) & (incoming >> sw != 0) if sw < 8 else Const(0))
+            | (is_[EqCommand.TRAIN] & (self.count == n0) & (incoming >= g.n_classes))))
+        checks = {"cmd_ok": (incoming >= min(EqCommand)) & (incoming <= max(EqCommand)),
+                  "len_ok": self._length_ok(length, body), "has_payload": length != 0,
+                  "value_ok": ~value_bad, "last": self.count == self.last_count}
+        last_count, nrows = Signal(16), Signal(16)
+        with m.If(receiver.take):
+            m.d.sync += [getattr(receiver, name).eq(check) for name, check in checks.items()]
+            m.d.sync += [last_count.eq(length - 1),
+                         nrows.eq(Mux(is_[EqCommand.LOAD_W], body >> self.rb_shift,
+                                      body >> self.wb_shift))]
+        # the argument check, registered (see _arg_bad)
+        args_bad = Signal()
+        m.d.sync += args_bad.eq(self._arg_bad())
+        m.d.comb += receiver.args_ok.eq(~args_bad)
         with m.If(receiver.start):
             m.d.sync += [self.count.eq(0), self.arg.eq(0)]
         with m.If(receiver.at_cmd):
             m.d.sync += self.cmd.eq(byte)
         with m.If(receiver.at_len_hi):
-            m.d.sync += [self.length.eq(length),
-                         self.nrows.eq(Mux(is_[EqCommand.LOAD_W], body >> self.rb_shift,
-                                           body >> self.wb_shift))]
+            m.d.sync += [self.last_count.eq(last_count), self.nrows.eq(nrows)]
         with m.If(receiver.at_payload):
             m.d.comb += self.bw.en.eq(1)
             with m.Switch(self.count):
@@ -212,21 +220,27 @@ class _EqPropRequests:
         return ok
 
     def _arg_bad(self):
-        """The BAD_VALUE rule after the CRC (``LinkGeometry.argument_problem``, SEED of 0)."""
+        """The BAD_VALUE rule after the CRC (``LinkGeometry.argument_problem``, SEED of 0), in
+        two registered steps: the room left after ``start`` in the memory addressed (``start``
+        is complete two bytes before the count of a READ, or from the LOAD's length), then the
+        comparisons with the count (the CRC byte comes two cycles after the last argument
+        byte at the earliest)."""
         m, g, lay = self.m, self.g, self.lay
         start, rcount = self.arg[:16], self.arg[16:]
+        room_w, room_b = Signal(signed(18)), Signal(signed(18))     # depth - start
+        m.d.sync += [room_w.eq(lay.wdepth - start), room_b.eq(lay.bdepth - start)]
         bad = Signal()
         with m.Switch(self.cmd):
             with m.Case(EqCommand.LOAD_W):
-                m.d.comb += bad.eq(start + self.nrows > lay.wdepth)
+                m.d.comb += bad.eq(self.nrows > room_w)
             with m.Case(EqCommand.LOAD_B):
-                m.d.comb += bad.eq(start + self.nrows > lay.bdepth)
+                m.d.comb += bad.eq(self.nrows > room_b)
             with m.Case(EqCommand.READ_W):
                 m.d.comb += bad.eq((rcount == 0) | (rcount > g.rows_per_frame)
-                                   | (start + rcount > lay.wdepth))
+                                   | (rcount > room_w))
             with m.Case(EqCommand.READ_B):
                 m.d.comb += bad.eq((rcount == 0) | (rcount > g.biases_per_frame)
-                                   | (start + rcount > lay.bdepth))
+                                   | (rcount > room_b))
             with m.Case(EqCommand.SEED):
                 m.d.comb += bad.eq(self.arg == 0)
         return bad
@@ -247,7 +261,10 @@ class _EqPropRequests:
             m.d.comb += length.eq(1)
         with m.Elif(is_[EqCommand.INFER]):
             m.d.comb += length.eq(1 + self.g.n_classes)
-        m.d.comb += [sender.cmd.eq(self.cmd | 0x80), sender.length.eq(length),
+        # registered: the sender needs LEN two header bytes after the reply starts
+        length_r = Signal(16)
+        m.d.sync += length_r.eq(length)
+        m.d.comb += [sender.cmd.eq(self.cmd | 0x80), sender.length.eq(length_r),
                      sender.empty.eq(self.is_load | is_[EqCommand.SEED])]
 
     def send(self, data, last, then):
@@ -287,9 +304,10 @@ class _EqPropRequests:
             with m.If(flag):                # one command: the flags exclude each other
                 m.next = state
 
-    def _gather(self, read, take, register, end, then):
+    def _gather(self, read, take, register, end, then, entering=()):
         """States ``read`` and ``take``: shift payload bytes from the buffer into the top of
-        ``register``, one every other cycle, until ``end`` (on ``k``); then state ``then``."""
+        ``register``, one every other cycle, until ``end`` (on ``k``); then state ``then``
+        (with the statements ``entering``)."""
         m, br = self.m, self.br
         with m.State(read):
             m.next = take
@@ -297,7 +315,7 @@ class _EqPropRequests:
             m.d.sync += [register.eq(Cat(register[8:], br.data)), self.ridx.eq(self.ridx + 1),
                          self.k.eq(self.k + 1)]
             with m.If(end):
-                m.d.sync += self.k.eq(0)
+                m.d.sync += [self.k.eq(0), *entering]
                 m.next = then
             with m.Else():
                 m.next = read
@@ -318,10 +336,17 @@ class _EqPropRequests:
     def _sample(self):
         """TRAIN / INFER: buffer -> input beats -> prediction."""
         m, unit = self.m, self.unit
-        self._gather("F_READ", "F_TAKE", self.xrow, self.k == self.L - 1, "F_BEAT")
+        # the beat's valid is a register, set on entering F_BEAT and cleared as the unit takes
+        # the beat; the state moves on in the cycle after (the unit's ready reaches only the
+        # register, not the request's state machine)
+        beat = Signal()
+        m.d.comb += unit.i.valid.eq(beat)
+        self._gather("F_READ", "F_TAKE", self.xrow, self.k == self.L - 1, "F_BEAT",
+                     entering=[beat.eq(1)])
         with m.State("F_BEAT"):
-            m.d.comb += unit.i.valid.eq(1)
             with m.If(unit.i.ready):
+                m.d.sync += beat.eq(0)
+            with m.If(~beat):
                 with m.If(self.ridx == self.g.n_inputs):
                     m.next = "F_WAIT"
                 with m.Else():
@@ -337,13 +362,6 @@ class _EqPropRequests:
         words (weights sign-extended to whole bytes, biases in lane 0)."""
         m, unit, L, lay, nN = self.m, self.unit, self.L, self.lay, self.g.n_classes
         is_, wb, lg = self.is_, self.wb, L.bit_length() - 1
-        with m.State("INFO_BODY"):
-            def after_info():
-                m.d.sync += self.idx.eq(self.idx + 1)
-                with m.If(self.idx == len(self.info_bytes) - 1):
-                    m.next = "IDLE"
-            self.send(Array(Const(v, 8) for v in self.info_bytes)[self.idx],
-                      self.idx == len(self.info_bytes) - 1, after_info)
         with m.State("PRED"):
             def after_pred():
                 with m.If(is_[EqCommand.INFER]):
@@ -353,41 +371,71 @@ class _EqPropRequests:
                 with m.Else():
                     m.next = "IDLE"
             self.send(self.pred, is_[EqCommand.TRAIN], after_pred)
-        with m.State("ST_WAIT"):
-            m.next = "ST_SEND"
-        with m.State("ST_SEND"):
-            def after_state():
-                m.d.sync += self.j.eq(self.j + 1)
-                with m.If(self.j == nN - 1):
-                    m.next = "IDLE"
-                with m.Elif(self.j[:lg] == L - 1 if lg else Const(1)):
-                    m.d.sync += self.paddr.eq(self.paddr + 1)
-                    m.next = "ST_WAIT"
-            state_byte = Array(unit.p_rdata[b][:8] for b in range(L))[self.j[:lg]] if lg \
-                else unit.p_rdata[0][:8]
-            self.send(state_byte, self.j == nN - 1, after_state)
-        with m.State("RD_WAIT"):
-            m.next = "RD_SEND"
-        with m.State("RD_SEND"):
-            word_end = self.k == wb - 1
-            row_end = self.is_bias | (self.lane == L - 1)
 
-            def after_word_byte():
-                m.d.sync += self.k.eq(self.k + 1)
-                with m.If(word_end):
-                    m.d.sync += [self.k.eq(0), self.lane.eq(self.lane + 1)]
-                    with m.If(row_end):
-                        m.d.sync += [self.lane.eq(0), self.paddr.eq(self.paddr + 1),
-                                     self.nrows.eq(self.nrows - 1)]
-                        with m.If(self.nrows == 1):
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.next = "RD_WAIT"
-            words = [unit.p_rdata[b][:self.ww].as_signed() for b in range(L)]
-            word = Signal(8 * wb)
-            m.d.comb += word.eq(Mux(self.is_bias, words[0], Array(words)[self.lane]))
-            self.send(word.word_select(self.k[:max(self.wb_shift, 1)], 8) if wb > 1 else word,
-                      word_end & row_end & (self.nrows == 1), after_word_byte)
+        def after_info():
+            m.d.sync += self.idx.eq(self.idx + 1)
+            with m.If(self.idx == len(self.info_bytes) - 1):
+                m.next = "IDLE"
+        self._load_and_send("INFO_BODY", "INFO_SEND",
+                            Array(Const(v, 8) for v in self.info_bytes)[self.idx],
+                            self.idx == len(self.info_bytes) - 1, after_info)
+        # the unit's read data, registered: a row is read in *_WAIT, in the register after
+        # *_WAIT2, and its bytes are loaded from the register
+        rdata = Signal.like(unit.p_rdata, name="rdata")
+        m.d.sync += rdata.eq(unit.p_rdata)
+        with m.State("ST_WAIT"):
+            m.next = "ST_WAIT2"
+        with m.State("ST_WAIT2"):
+            m.next = "ST_LOAD"
+
+        def after_state():
+            m.d.sync += self.j.eq(self.j + 1)
+            with m.If(self.j == nN - 1):
+                m.next = "IDLE"
+            with m.Elif(self.j[:lg] == L - 1 if lg else Const(1)):
+                m.d.sync += self.paddr.eq(self.paddr + 1)
+                m.next = "ST_WAIT"
+        state_byte = Array(rdata[b][:8] for b in range(L))[self.j[:lg]] if lg \
+            else rdata[0][:8]
+        self._load_and_send("ST_LOAD", "ST_SEND", state_byte, self.j == nN - 1, after_state)
+        with m.State("RD_WAIT"):
+            m.next = "RD_WAIT2"
+        with m.State("RD_WAIT2"):
+            m.next = "RD_LOAD"
+        word_end = self.k == wb - 1
+        row_end = self.is_bias | (self.lane == L - 1)
+
+        def after_word_byte():
+            m.d.sync += self.k.eq(self.k + 1)
+            with m.If(word_end):
+                m.d.sync += [self.k.eq(0), self.lane.eq(self.lane + 1)]
+                with m.If(row_end):
+                    m.d.sync += [self.lane.eq(0), self.paddr.eq(self.paddr + 1),
+                                 self.nrows.eq(self.nrows - 1)]
+                    with m.If(self.nrows == 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "RD_WAIT"
+        words = [rdata[b][:self.ww].as_signed() for b in range(L)]
+        word = Signal(8 * wb)
+        m.d.comb += word.eq(Mux(self.is_bias, words[0], Array(words)[self.lane]))
+        self._load_and_send("RD_LOAD", "RD_SEND",
+                            word.word_select(self.k[:max(self.wb_shift, 1)], 8) if wb > 1
+                            else word, word_end & row_end & (self.nrows == 1), after_word_byte)
+
+    def _load_and_send(self, load, send, data, last, then):
+        """States ``load`` (register the body byte ``data`` and ``last``) and ``send`` (offer
+        them; once taken, ``then()``, else back to ``load`` for the next byte): the byte's
+        multiplexers end in a register, not in the sender's CRC and shift register."""
+        m = self.m
+        with m.State(load):
+            m.d.sync += [self.reply_byte.eq(data), self.reply_last.eq(last)]
+            m.next = send
+        with m.State(send):
+            def taken():
+                m.next = load
+                then()
+            self.send(self.reply_byte, self.reply_last, taken)
 
 
 class EqPropHostTop(UARTTop):
