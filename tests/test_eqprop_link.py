@@ -202,7 +202,7 @@ def _cli(argv):
     (["eqprop", "sim", "--hidden", "30"], ["--hidden", "multiple of lanes"]),
     (["eqprop", "sim", "--T", "70000"], ["--T", "from 1 to 10000", "'70000'"]),
     (["eqprop", "build", "--hidden", "200"], ["--hidden", "block RAMs"]),
-    (["eqprop", "build", "--baud", "5000000"], ["--baud", "5000000"]),
+    (["eqprop", "build", "--baud", "12000000"], ["--baud", "12000000"]),
     (["eqprop", "build", "--lr-shifts", "1"], ["--lr-shifts", "2 shifts"]),
     (["eqprop", "build", "--clock", "9"], ["--clock", "16.125 MHz", "not 9 MHz"]),
     (["eqprop", "build", "--clock", "fast"], ["--clock", "auto, board", "'fast'"]),
