@@ -95,12 +95,12 @@ def test_the_section_from_the_builds(tmp_path, monkeypatch):
     out.write_text(json.dumps({"boards": {"kept": 1}}))
     section = bl.run_learning(tmp_path / "run", boards="icebreaker", hidden=(8,), T=4, K=2,
                               cpu_samples=7, out=out, clock="board", progress=lambda text: None)
-    assert built == [("eqprop", "icebreaker", 8, "board"),
+    assert built == [("eqprop", "icebreaker", 4, "board"),
                      ("metaplastic", "icebreaker", 16, "board")]
     saved = json.loads(out.read_text())
     assert saved["boards"] == {"kept": 1} and saved["learning"] == section
     eq, meta = section["icebreaker"]["eqprop"], section["icebreaker"]["metaplastic"]
-    assert (eq["lanes"], eq["logic_cells"], eq["sprams"], eq["run_clock_mhz"]) == (8, 4000, 4,
+    assert (eq["lanes"], eq["logic_cells"], eq["sprams"], eq["run_clock_mhz"]) == (4, 4000, 4,
                                                                                   20.0)
     assert eq["samples_per_second_at_run_clock"] == round(20e6 / eq["cycles_per_sample"], 1)
     assert meta["fits"] and meta["storage"] == "spram" and meta["logic_cells"] == 5000
@@ -133,3 +133,35 @@ def test_learning_config_is_the_digits_network_with_binary_metaplastic_weights()
     with pytest.raises(NmflowError):
         bl.learning_config((32,), m=-1)
     assert np.isclose(bl._float_config(config).decay, 2.0 ** -10)
+
+
+def test_a_unit_that_does_not_fit_is_recorded_not_fatal(tmp_path, monkeypatch):
+    # The EqProp build refused by place and route: the section says so, the board's rate is
+    # null, the metaplastic build still runs.
+    import nmflow.flow as flow
+    import nmflow.flow.eqprop as flow_eqprop
+    from nmflow.boards.build import DoesNotFit
+    from nmflow.golden import hwmodel
+    model, _ = binary_model((64, 16, 10), seed=3)
+
+    def refuse(out, config, lanes, info, **kwargs):
+        raise DoesNotFit("design does not fit icebreaker (iCE40UP5K): needs 6669 logic cells",
+                         board=info, needs={"ICESTORM_LC": (6669, 5280)})
+
+    monkeypatch.setattr(flow_eqprop, "build_unit", refuse)
+    monkeypatch.setattr(flow, "build_step", lambda run_dir, **kwargs: {
+        "logic_cells": 4600, "run_clock_mhz": 30.0, "fmax_mhz": 33.0})
+    monkeypatch.setattr(flow, "train_step", lambda *a, **k: None)
+    monkeypatch.setattr(flow, "export_step", lambda *a, **k: None)
+    monkeypatch.setattr(hwmodel, "load", lambda path: model)
+    monkeypatch.setattr(bl, "twin_rates", lambda config, samples: {
+        "fixed_twin_cpu": 400.0, "float_twin_cpu": 200.0, "cpu_samples": samples})
+    section = bl.run_learning(tmp_path / "run", boards="icebreaker", hidden=(8,), T=3, K=2,
+                              cpu_samples=3, out=tmp_path / "bench.json", clock="board",
+                              progress=lambda text: None)
+    eq = section["icebreaker"]["eqprop"]
+    assert eq["fits"] is False and "6669 logic cells" in eq["refused"]
+    assert "samples_per_second_at_run_clock" not in eq and eq["cycles_per_sample"] > 0
+    assert section["icebreaker"]["metaplastic"]["logic_cells"] == 4600
+    rates = section["samples_per_second"]
+    assert rates["board"] is None and "board_over_fixed_twin" not in rates

@@ -39,9 +39,10 @@ __all__ = ["run_learning", "LEARNING_LANES", "learning_config"]
 #: engine and the unit need 7,020 logic cells of its 5,280).
 META_FOLDING = (16, 1, None)
 
-#: The EqProp unit's lanes per board (the most whose memories fit the iCE40's block RAM at the
-#: default network; a power of two dividing every layer's inputs).
-LEARNING_LANES = {"icebreaker": 8, "ulx3s": 16}
+#: The EqProp unit's lanes per board (a power of two dividing every layer's inputs): on the
+#: iCE40 the most that fit its logic with the default network (the pipelined binary unit at 8
+#: lanes needs 6,669 logic cells of 5,280; at 4, 4,782).
+LEARNING_LANES = {"icebreaker": 4, "ulx3s": 16}
 
 
 def learning_config(hidden=(32,), m=10.0, decay_shift=10, T=40, K=15):
@@ -91,6 +92,9 @@ def unit_cycles(config, lanes, samples=2):
         nudged += np.diff(p[config.T:config.T + config.K]).tolist()
         nudged += np.diff(p[config.T + config.K:]).tolist()
     plan = EqPropPlan(config, lanes)
+    if not free or not nudged:
+        raise NmflowError(f"T and K must be at least 2 for the bench to time a step between two "
+                          f"others, not T {config.T}, K {config.K}")
     step = int(np.median(free))
     return {"cycles_per_step": step, "cycles_per_nudged_step": int(np.median(nudged)),
             "ideal_cycles_per_step": plan.ideal_cycles_per_step(),
@@ -225,12 +229,15 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
     for info in infos:
         n = board_lanes[info.name]
         progress(f"learning: building the EqProp unit for {info.name} ({n} lanes)")
-        build = build_unit(run_dir / f"{info.name}_eqprop", config, n, info, clock=clock,
-                           reuse=resume)
-        eq = dict(_build_figures(build), lanes=n, **cycles[n])
+        try:
+            build = build_unit(run_dir / f"{info.name}_eqprop", config, n, info, clock=clock,
+                               reuse=resume)
+            eq = dict(_build_figures(build), fits=True, lanes=n, **cycles[n])
+            eq["samples_per_second_at_run_clock"] = round(
+                build["run_clock_mhz"] * 1e6 / eq["cycles_per_sample"], 1)
+        except DoesNotFit as error:
+            eq = dict(fits=False, refused=str(error), lanes=n, **cycles[n])
         eq.pop("predictions_equal_twin")
-        eq["samples_per_second_at_run_clock"] = round(
-            build["run_clock_mhz"] * 1e6 / eq["cycles_per_sample"], 1)
         entry = {"eqprop": eq}
         e_lanes, e_pe, e_bits = META_FOLDING
         storage = "spram" if info.family == "ice40" else "memory"
@@ -253,12 +260,13 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
         section[info.name] = entry
         write_section(out, "learning", section)
 
-    board = section.get("icebreaker", section[infos[0].name])["eqprop"]
-    rates.update(board=board["samples_per_second_at_run_clock"],
-                 board_name="icebreaker" if "icebreaker" in section else infos[0].name,
-                 board_run_clock_mhz=board["run_clock_mhz"], board_lanes=board["lanes"],
+    name = "icebreaker" if "icebreaker" in section else infos[0].name
+    board = section[name]["eqprop"]
+    rates.update(board=board.get("samples_per_second_at_run_clock"), board_name=name,
+                 board_run_clock_mhz=board.get("run_clock_mhz"), board_lanes=board["lanes"],
                  link_bound=link_bound(config, BAUD), link_baud=BAUD)
-    rates["board_over_fixed_twin"] = round(rates["board"] / rates["fixed_twin_cpu"], 2)
-    rates["board_over_float_twin"] = round(rates["board"] / rates["float_twin_cpu"], 2)
+    if rates["board"] is not None:
+        rates["board_over_fixed_twin"] = round(rates["board"] / rates["fixed_twin_cpu"], 2)
+        rates["board_over_float_twin"] = round(rates["board"] / rates["float_twin_cpu"], 2)
     section["samples_per_second"] = rates
     return write_section(out, "learning", section)["learning"]
