@@ -601,6 +601,12 @@ def _add_board_parsers(sub):
     p.add_argument("--arch", help="the networks' layers as a layer string instead of "
                    "64-128-128-10, convolutions allowed (for example c16k3p1-p2-c32k3p1-p2-f64-f10)")
 
+    _add_bench_parser(sub)
+
+
+def _add_bench_parser(sub):
+    """``nmflow bench`` and its variants (sweep, MNIST, conv, learning, table)."""
+    from ..boards.catalog import BOARDS
     p = _step_parser(sub, "bench", cmd_bench,
                      "benchmarks as JSON (cycles, memory bound, Fmax, speed)",
                      "Measure cycles per inference against the ideal, the memory "
