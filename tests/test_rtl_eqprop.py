@@ -322,6 +322,8 @@ BINARY_CASES = {
     "binary, decay, two hidden, 2 lanes": ((8, 4, 8, 3), 2, (0, 0, 0), 1, 0.0, 3),
     "metaplastic m = 3, 8 lanes": ((16, 8, 5), 8, (0, 1), 1, 3.0, 0),
     "metaplastic m = 20 with decay, 1 lane": ((4, 3), 1, (0,), 1, 20.0, 2),
+    # the decay's shift above the step's (r_W 5 and 6): the numerator's D is shifted up
+    "metaplastic m = 5, decay 2^-12, 4 lanes": ((8, 8, 3), 4, (1, 2), 1, 5.0, 12),
 }
 
 

@@ -70,10 +70,13 @@ the metaplastic unit) with ``d = -dW`` in the weight format: where ``dW`` moves 
 (ties up); elsewhere it is added whole; then saturated. ``m = 0`` is step 6 as above. Biases
 always take the plain step.
 
-Decay (``decay_shift = d > 0``): before step 6 the weights' step also takes ``W * 2**-d`` off,
-``dW -= (W + 2**(d-1)) >> d`` (nearest, ties up; a weight below ``2**(d-1)`` raw does not decay),
-so that with ``m > 0`` the decay of a consolidated hidden weight is scaled like any step toward
-0. ``decay_shift = 0`` (default): no decay.
+Decay (``decay_shift = d > 0``): the weights' step also takes ``W * 2**-d`` off, rounded with
+the step in one rounding of step 5: ``dW = round(N / 2**R)`` with ``R = max(r_W, d)`` and
+``N = (D << (R - r_W)) - (W << (R - d))`` (:func:`decay_numerator`), so that a weight decays by
+``W * 2**-d`` on average however small that is against the weight's last bit (rounded on its
+own, to nearest, a weight below ``2**(d-1)`` raw would never decay: at ``d = 15``, every hidden
+weight under 2.0). With ``m > 0`` the decay of a consolidated hidden weight is scaled like any
+step toward 0. ``decay_shift = 0`` (default): no decay.
 
 Random source (stochastic rounding)
 -----------------------------------
@@ -100,7 +103,7 @@ from .eqprop import check_sizes
 __all__ = ["STATE_FORMAT", "WEIGHT_FORMAT", "LFSR", "LFSR_MASK", "UPDATE_ROUNDINGS",
            "FIXED_ESTIMATES", "FixedEqPropConfig", "Lfsr32", "accumulator_format", "init_params",
            "from_float", "dynamics_params", "meta_rule", "WEIGHT_KINDS", "inputs_to_raw", "relax", "free_phase", "predict", "accuracy", "update",
-           "train_step", "train", "round_shift"]
+           "train_step", "train", "round_shift", "decay_numerator"]
 
 #: Neuron states (and inputs): unsigned 8-bit fraction over [0, 1); round to nearest, ties up;
 #: saturate (the clip of the hard sigmoid).
@@ -270,6 +273,17 @@ class Lfsr32(LfsrSource):
         return super().draws(check_int("n", n, 0)).astype(np.int64)
 
 
+def decay_numerator(D, W, r, d):
+    """The weights' step with the decay, over one power of two, before its rounding (step 5):
+    ``D * 2**-r - W * 2**-d`` is ``N * 2**-R`` with ``R = max(r, d)`` and
+    ``N = (D << (R - r)) - (W << (R - d))``; returns ``(N, R)`` (``(D, r)`` when ``d = 0``)."""
+    if not d:
+        return D, r
+    R = max(r, d)
+    D = np.asarray(D, dtype=np.int64) << (R - r)
+    return D - (np.asarray(W, dtype=np.int64) << (R - d)), R
+
+
 def round_shift(value, r, rounding, draws=None):
     """``value / 2**r`` rounded to integers by ``rounding`` (step 5); ``draws`` (int64, one per
     element, 16 bits) for ``stochastic``. A negative ``r`` is an exact left shift."""
@@ -434,13 +448,11 @@ def update(config, params, x, s_plus, s_other, lfsr):
         db = layers_p[k + 1].sum(axis=0) - layers_o[k + 1].sum(axis=0)
         r_W, r_b = config.update_shifts(k)
         stochastic = config.update_rounding == "stochastic"
+        dW, r_W = decay_numerator(dW, W[k], r_W, config.decay_shift)
         dW = round_shift(dW, r_W, config.update_rounding,
                          lfsr.draws(dW.size) if stochastic else None)
         db = round_shift(db, r_b, config.update_rounding,
                          lfsr.draws(db.size) if stochastic else None)
-        if config.decay_shift:
-            d = config.decay_shift
-            dW = dW - ((W[k] + (1 << (d - 1))) >> d)
         if rule is None:
             new_W.append(np.clip(W[k] + dW, w.min_raw, w.max_raw))
         else:

@@ -48,8 +48,9 @@ WRITE_TO_READ = PIPELINE_DEPTH - ADDRESS_STAGES + 1
 #: The update pipeline: one parameter per cycle; the stages a configuration does not need (the
 #: decay without ``decay_shift``, the ``f_meta`` stages without metaplasticity) are left out
 #: (:attr:`EqPropPlan.update_stages`).
-UPDATE_PIPELINE = ("issue (products, old value, address, draw)", "D", "stochastic rounding",
-                   "decay", "f_meta product", "f_meta choice", "sum, saturation and write")
+UPDATE_PIPELINE = ("issue (products, old value, address, draw)", "D", "decay",
+                   "stochastic rounding", "f_meta product", "f_meta choice",
+                   "sum, saturation and write")
 
 #: Cycles of a settling step spent on neither commands nor drains (the sequencer's STEP_END and
 #: STEP_NEXT).

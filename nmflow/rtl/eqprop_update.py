@@ -7,11 +7,13 @@ a 16-bit draw of the 32-bit Galois LFSR (16 steps per parameter) and ``rest`` th
 out (a left shift when ``r <= 0``). The sum with the old value saturates to the weight format
 and is written back. One stage per cycle (:data:`~nmflow.golden.eqprop_plan.UPDATE_PIPELINE`):
 the issue registers the two products of ``D``, the old value and the draw; then ``D``; the
-rounding; the decay; the ``f_meta`` product and choice; the sum, saturation and write
+decay; the rounding; the ``f_meta`` product and choice; the sum, saturation and write
 (:attr:`~nmflow.golden.eqprop_plan.EqPropPlan.update_stages`: the stages a configuration uses).
 The LFSR persists across samples, as in the twin's training run.
 
-With a decay (``decay_shift = d``) a weight's change also takes ``(W + 2^(d-1)) >> d`` off; with
+With a decay (``decay_shift = d``) a weight's change also takes ``W 2^-d`` off, rounded with the
+step in the one stochastic rounding: the ``decay`` stage (before the rounding) makes the
+numerator ``(D << (R - r_W)) - (W << (R - d))`` over ``2^R``, ``R = max(r_W, d)``; with
 metaplasticity (``m > 0``, binary weights) a weight's change that moves it toward 0 is scaled by
 the ``f_meta`` table entry of ``|W|`` (read from a table memory at the issue, its address
 ``min(|W| >> shift, size - 1)`` registered after the weight chunk is loaded):
@@ -53,16 +55,30 @@ def update_control_signature(plan):
     })
 
 
+def _weight_shifts(plan, k):
+    """``(R, a, b)`` of layer ``k``'s weights: the change is the numerator
+    ``(D << a) - (W << b)`` shifted right by ``R`` (the twin's
+    :func:`~nmflow.golden.eqprop_fixed.decay_numerator`: ``R = max(r_W, d)``, ``a = R - r_W``,
+    ``b = R - d``); without a decay ``(r_W, 0, None)``."""
+    r, d = plan.config.update_shifts(k)[0], plan.config.decay_shift
+    if not d:
+        return r, 0, None
+    R = max(r, d)
+    return R, R - r, R - d
+
+
 def _change_bits(plan):
-    """Bits of a parameter's change before the decay (signed): the largest ``|D|`` (a weight's
+    """Bits of a parameter's change (signed): the largest ``|D|`` (a weight's
     ``s+ s+ - s- s-``, a bias's ``s+ - s-``) shifted by the layer's ``r``, one for the rounding's
-    step up, the sign; at least the weight's width (the decay's term fits beside it)."""
+    step up, the sign; at least the weight's width; with a decay one more (its term,
+    ``|W| 2^-d``, is below ``2^(width - 1)``)."""
     cfg, top = plan.config, plan.state_format.max_raw
     largest = 1
     for k in range(plan.N):
         for bound, shift in zip((top * top, top), cfg.update_shifts(k)):
             largest = max(largest, (bound >> shift) + 1 if shift > 0 else bound << -shift)
-    return max(largest.bit_length(), plan.weight_format.width) + 1
+    return max(largest.bit_length(), plan.weight_format.width) + 1 + (1 if cfg.decay_shift
+                                                                       else 0)
 
 
 class UpdateDatapath(wiring.Component):
@@ -110,9 +126,9 @@ class UpdateDatapath(wiring.Component):
         ops = self._operands(m)
         s = self._issue(m, ops)
         s = self._delta(m, s)
-        s = self._rounding(m, s)
         if "decay" in stages:
             s = self._decay(m, s)
+        s = self._rounding(m, s)
         if "f_meta product" in stages:
             s = self._meta_product(m, s)
             s = self._meta_choice(m, s)
@@ -229,31 +245,49 @@ class UpdateDatapath(wiring.Component):
         return issued
 
     def _delta(self, m, s):
-        """Stage ``D``: ``s+_r s+_i - s-_r s-_i`` (a bias: ``s+_r - s-_r``); with a decay also
-        its term ``(W + 2^(d-1)) >> d`` of the old value."""
-        plan, cfg = self._plan, self._plan.config
+        """Stage ``D``: ``s+_r s+_i - s-_r s-_i`` (a bias: ``s+_r - s-_r``)."""
+        plan = self._plan
         delta = Signal(plan.delta_format.shape(), name="delta")
         m.d.comb += delta.eq(s["p_plus"] - s["p_minus"])
         values = {name: s[name] for name in ("valid", "kind", "addr", "bank", "old", "draw")}
         values["delta"] = delta
         if "fmeta" in s:
             values["fmeta"] = s["fmeta"]
-        if cfg.decay_shift:
-            d = cfg.decay_shift
-            term = Signal(signed(plan.weight_format.width + 1), name="decay_term")
-            m.d.comb += term.eq((s["old"] + (1 << (d - 1))) >> d)
-            values["decay_term"] = term
         return self._register(m, values, "delta")
 
+    def _decay(self, m, s):
+        """Stage ``decay``: a weight's numerator ``(D << a) - (W << b)`` over ``2^R``
+        (:func:`_weight_shifts`), so that the step and the decay are rounded together; a bias's
+        is ``D``."""
+        plan = self._plan
+        delta, old = s["delta"], s["old"]
+        shifts = [_weight_shifts(plan, k) for k in range(plan.N)]
+        a_top = max(a for _, a, _ in shifts)
+        b_top = max(b for _, _, b in shifts)
+        width = max(len(delta) + a_top, plan.weight_format.width + b_top) + 1
+        scaled = Signal(signed(len(delta) + a_top), name="scaled_delta")
+        term = Signal(signed(plan.weight_format.width + b_top), name="decay_term")
+        m.d.comb += scaled.eq(delta)
+        for k, (_, a, b) in enumerate(shifts):
+            with m.If(s["kind"] == 2 * k):
+                m.d.comb += [scaled.eq(delta << a), term.eq(old << b)]
+        numerator = Signal(signed(width), name="numerator")
+        m.d.comb += numerator.eq(scaled - term)
+        values = {name: value for name, value in s.items() if name != "delta"}
+        values["delta"] = numerator
+        return self._register(m, values, "decay")
+
     def _rounding(self, m, s):
-        """Stage ``stochastic rounding``: ``D`` shifted by the layer's ``r`` (``r_W``, ``r_b``),
-        up iff ``(u << r) < (rest << 16)``."""
+        """Stage ``stochastic rounding``: ``D`` (with a decay, a weight's numerator) shifted by
+        the layer's ``r`` (``r_W``, ``r_b``; with a decay a weight's ``R``), up iff
+        ``(u << r) < (rest << 16)``."""
         plan, cfg = self._plan, self._plan.config
         draw_bits = plan.draw_bits
         delta, draw = s["delta"], s["draw"]
         change = Signal(signed(_change_bits(plan)), name="change")
         for k in range(plan.N):
-            for is_bias, shift in enumerate(cfg.update_shifts(k)):
+            shifts = (_weight_shifts(plan, k)[0], cfg.update_shifts(k)[1])
+            for is_bias, shift in enumerate(shifts):
                 with m.If(s["kind"] == 2 * k + is_bias):
                     if shift <= 0:
                         m.d.comb += change.eq(delta << -shift)
@@ -264,15 +298,6 @@ class UpdateDatapath(wiring.Component):
         values = {name: value for name, value in s.items() if name not in ("delta", "draw")}
         values["change"] = change
         return self._register(m, values, "rounded")
-
-    def _decay(self, m, s):
-        """Stage ``decay``: a weight's change takes ``(W + 2^(d-1)) >> d`` off."""
-        change = s["change"]
-        decayed = Signal(signed(len(change) + 1), name="decayed")
-        m.d.comb += decayed.eq(Mux(s["kind"][0], change, change - s["decay_term"]))
-        values = {name: value for name, value in s.items() if name != "decay_term"}
-        values["change"] = decayed
-        return self._register(m, values, "decayed")
 
     def _meta_product(self, m, s):
         """Stage ``f_meta product``: the change times the table's entry, and whether the change
