@@ -26,7 +26,6 @@ the gateware is busy it runs as fast as it can.
 
 import contextlib
 import queue
-import socket
 import threading
 
 from amaranth.sim import Simulator
@@ -34,6 +33,7 @@ from amaranth.sim import Simulator
 from ..rtl.eqprop_link import EqPropHostTop
 from ..rtl.top import HostTop
 from ..rtl.uart import check_divisor
+from .loopback import POLL_SECONDS, listen, serve_connections
 
 __all__ = ["SimulatedBoard", "simulated_board", "eqprop_simulated_board", "SIM_CLOCK_HZ"]
 
@@ -45,7 +45,7 @@ DEFAULT_TIMEOUT_CHARS = 40
 _WAIT_CHUNK = 16
 _WAIT_SECONDS = 0.002
 #: Longest wait of any thread on anything, so that stop requests are seen promptly.
-_POLL = 0.05
+_POLL = POLL_SECONDS
 #: How long stop() waits for each thread.
 _JOIN_SECONDS = 10.0
 
@@ -183,12 +183,8 @@ class SimulatedBoard:
         sim = Simulator(self.top)
         sim.add_clock(1 / SIM_CLOCK_HZ)
         sim.add_testbench(self._testbench)
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(1)
-        self._server.settimeout(_POLL)
-        port = self._server.getsockname()[1]
-        self.url = f"socket://127.0.0.1:{port}"
+        self._server, self.url = listen()
+        port = self.url.rsplit(":", 1)[1]
         self._threads = [
             threading.Thread(target=self._simulate, args=(sim,), name=f"nmflow-sim-{port}",
                              daemon=True),
@@ -231,28 +227,15 @@ class SimulatedBoard:
 
     def _serve(self):
         try:
-            while not self._stop.is_set():
-                try:
-                    conn, _ = self._server.accept()
-                except socket.timeout:
-                    continue
-                conn.settimeout(_POLL)
-                with self._conn_lock:
-                    self._conn = conn
-                while not self._stop.is_set():
-                    try:
-                        data = conn.recv(4096)
-                    except socket.timeout:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    self._incoming.put(data)
-                self._close_connection()
+            serve_connections(self._server, self._stop, attach=self._attach,
+                              deliver=self._incoming.put, detach=self._close_connection)
         except OSError as error:
             if not self._stop.is_set():
                 self._error = error
+
+    def _attach(self, conn):
+        with self._conn_lock:
+            self._conn = conn
 
     def _send(self, byte):
         with self._conn_lock:

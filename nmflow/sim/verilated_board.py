@@ -23,13 +23,13 @@ import fcntl
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 from ..errors import NmflowError
+from .loopback import listen, serve_connections
 
 __all__ = ["VerilatedBoard", "eqprop_verilated_board", "HARNESS"]
 
@@ -40,7 +40,6 @@ _WAIT_CYCLES = 16
 _WAIT_MS = 2
 #: The link core's inter-byte timeout in cycles (about 0.5 s of waiting for the rest of a frame).
 TIMEOUT_CYCLES = 4000
-_POLL = 0.05
 _JOIN_SECONDS = 10.0
 _OPTIONS = ("-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-UNOPTFLAT", "--x-assign",
             "fast", "--x-initial", "fast")
@@ -140,12 +139,8 @@ class VerilatedBoard:
             self._process.kill()
             raise NmflowError(f"the simulated board {self.name} did not start: "
                               f"{line.decode(errors='replace').strip() or 'no output'}")
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(1)
-        self._server.settimeout(_POLL)
-        port = self._server.getsockname()[1]
-        self.url = f"socket://127.0.0.1:{port}"
+        self._server, self.url = listen()
+        port = self.url.rsplit(":", 1)[1]
         self._conn = None
         self._threads = [threading.Thread(target=self._to_board, daemon=True,
                                           name=f"nmflow-vboard-in-{port}"),
@@ -158,28 +153,19 @@ class VerilatedBoard:
     def _to_board(self):
         """Socket -> the harness's stdin, one connection after another."""
         try:
-            while not self._stop.is_set():
-                try:
-                    conn, _ = self._server.accept()
-                except socket.timeout:
-                    continue
-                conn.settimeout(_POLL)
-                self._conn = conn
-                while not self._stop.is_set():
-                    try:
-                        data = conn.recv(4096)
-                    except socket.timeout:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    self._process.stdin.write(data)
-                self._conn = None
-                conn.close()
+            serve_connections(self._server, self._stop, attach=self._attach,
+                              deliver=self._process.stdin.write, detach=self._detach)
         except (OSError, ValueError) as error:
             if not self._stop.is_set():
                 self._errors.append(error)
+
+    def _attach(self, conn):
+        self._conn = conn
+
+    def _detach(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _from_board(self):
         """The harness's stdout -> the connected socket (bytes with no one connected are
