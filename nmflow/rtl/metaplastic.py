@@ -64,6 +64,8 @@ while ``busy`` is high (the integrator gates the engine's input with it). ``busy
 high while the input register or a stage holds a beat.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -313,17 +315,25 @@ class MetaplasticUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rule, U, L = self.rule, self.lanes, self.latency
-        wf, uf = rule.w_format, rule.u_format
-        ww, uw = wf.width, uf.width
-        mag_bits = ww - 1
+        pipe = self._issue(m)
+        self._storage(m, pipe)
+        for p in range(self.lanes):
+            self._rule_lane(m, pipe, p)
+        self._outputs(m, pipe)
+        return m
+
+    @staticmethod
+    def _stage_regs(name, shape, count, first=1):
+        """Pipeline data registers (no reset: only the valid bits need one)."""
+        return {n: Signal(shape, name=f"{name}{n}", reset_less=True)
+                for n in range(first, first + count)}
+
+    def _issue(self, m):
+        """The input register, the issue decision (the engine idle, a credit, no hazard, no bank
+        conflict), ``busy`` and the stage registers every lane shares (valid, group, op, enables,
+        the beat's values up to stage 4). Returns them as a namespace for the other parts."""
+        U, L = self.lanes, self.latency
         beat = self.i.payload
-
-        def stage_regs(name, shape, count, first=1):
-            """Pipeline data registers (no reset: only the valid bits need one)."""
-            return {n: Signal(shape, name=f"{name}{n}", reset_less=True)
-                    for n in range(first, first + count)}
-
         # -- the input register: the beat waits here until it can issue --------------------------
         r_valid = Signal()
         r_addr = Signal(self.group_bits, reset_less=True)
@@ -334,12 +344,12 @@ class MetaplasticUnit(wiring.Component):
 
         # -- pipeline registers (stage n holds the beat issued n cycles ago) --------------------
         v = {n: Signal(name=f"v{n}") for n in range(1, L + 1)}
-        g = stage_regs("g", self.group_bits, L)
-        op = stage_regs("op", 1, L)
-        en = stage_regs("en", U, L)
-        val = [stage_regs(f"val_{p}_", signed(self.value_bits), 4) for p in range(U)]
+        g = self._stage_regs("g", self.group_bits, L)
+        op = self._stage_regs("op", 1, L)
+        en = self._stage_regs("en", U, L)
+        val = [self._stage_regs(f"val_{p}_", signed(self.value_bits), 4) for p in range(U)]
 
-        fifo = _RegisterFIFO(U * ww, self.fifo_depth)
+        fifo = _RegisterFIFO(U * self.rule.w_format.width, self.fifo_depth)
         m.submodules.fifo = fifo
 
         # Credits: every issued beat holds one FIFO slot from issue to pop.
@@ -381,12 +391,20 @@ class MetaplasticUnit(wiring.Component):
         for p in range(U):
             m.d.sync += [val[p][n].eq(val[p][n - 1]) for n in range(2, 5)]
 
-        # -- hidden storage: read in the issue cycle (data in stage 1), write in stage L -------
+        ww = self.rule.w_format.width
         w_new = [Signal(signed(ww), name=f"w_new_{p}", reset_less=True) for p in range(U)]
         w1 = [Signal(signed(ww), name=f"w1_{p}") for p in range(U)]
         write_en = [Signal(name=f"wen_{p}") for p in range(U)]
         for p in range(U):
             m.d.comb += write_en[p].eq(v[L] & en[L][p])
+        return SimpleNamespace(r_addr=r_addr, v=v, g=g, op=op, en=en, val=val, fifo=fifo,
+                               w_new=w_new, w1=w1, write_en=write_en)
+
+    def _storage(self, m, pipe):
+        """The hidden weights: read in the issue cycle (the word in ``w1``, stage 1), written in
+        stage L (``w_new`` where ``write_en``)."""
+        U, L, ww = self.lanes, self.latency, self.rule.w_format.width
+        g, r_addr = pipe.g, pipe.r_addr
         if self.storage == "memory":
             init = [] if self.init is None else [
                 [int(x) for x in row] for row in self.init]
@@ -397,92 +415,102 @@ class MetaplasticUnit(wiring.Component):
             wr = mem.write_port(granularity=1)
             m.d.comb += [rd.addr.eq(r_addr), rd.en.eq(1), wr.addr.eq(g[L])]
             for p in range(U):
-                m.d.comb += [w1[p].eq(rd.data[p]), wr.data[p].eq(w_new[p]),
-                             wr.en[p].eq(write_en[p])]
-        else:
-            for p in range(U):
-                outs = []
-                for b in range(2):
-                    ram = SPRAM(self.spram_depth)
-                    m.submodules[f"spram_l{p}_b{b}"] = ram
-                    write = write_en[p] & (g[L][0] == b)
-                    m.d.comb += [
-                        ram.ADDRESS.eq(Mux(write, g[L][1:], r_addr[1:])),
-                        ram.DATAIN.eq(w_new[p].as_unsigned()),
-                        ram.MASKWREN.eq(0b1111), ram.WREN.eq(write),
-                        ram.CHIPSELECT.eq(1),
-                        ram.STANDBY.eq(0), ram.SLEEP.eq(0), ram.POWEROFF.eq(1)]
-                    outs.append(ram.DATAOUT[:ww].as_signed())
-                m.d.comb += w1[p].eq(Mux(g[1][0], outs[1], outs[0]))
+                m.d.comb += [pipe.w1[p].eq(rd.data[p]), wr.data[p].eq(pipe.w_new[p]),
+                             wr.en[p].eq(pipe.write_en[p])]
+            return
+        for p in range(U):
+            outs = []
+            for b in range(2):
+                ram = SPRAM(self.spram_depth)
+                m.submodules[f"spram_l{p}_b{b}"] = ram
+                write = pipe.write_en[p] & (g[L][0] == b)
+                m.d.comb += [
+                    ram.ADDRESS.eq(Mux(write, g[L][1:], r_addr[1:])),
+                    ram.DATAIN.eq(pipe.w_new[p].as_unsigned()),
+                    ram.MASKWREN.eq(0b1111), ram.WREN.eq(write),
+                    ram.CHIPSELECT.eq(1),
+                    ram.STANDBY.eq(0), ram.SLEEP.eq(0), ram.POWEROFF.eq(1)]
+                outs.append(ram.DATAOUT[:ww].as_signed())
+            m.d.comb += pipe.w1[p].eq(Mux(g[1][0], outs[1], outs[0]))
 
-        # -- per lane: the rule ----------------------------------------------------------------
+    def _rule_lane(self, m, pipe, p):
+        """Lane ``p``'s rule, stages 1 to L - 1 (see the module text): the table index and the
+        shrink test, the ROM, the product and the plain step, the rounding and the choice, the
+        saturating subtract into ``w_new[p]``."""
+        rule, L = self.rule, self.latency
+        wf = rule.w_format
+        ww, uw = wf.width, rule.u_format.width
+        mag_bits = ww - 1
+        op, en, val = pipe.op, pipe.en, pipe.val
         table = [int(x) for x in rule.table]
         f_shape = unsigned(max(1, max(table).bit_length()))
         index_width = max(1, (rule.table_size - 1).bit_length())
-        for p in range(U):
-            w = stage_regs(f"w_{p}_", signed(ww), L - 2, first=2)      # w2 .. w{L-1}
-            # stage 1: the stored word out of the memory, registered
-            m.d.sync += w[2].eq(w1[p])
-            for n in range(3, L):
-                m.d.sync += w[n].eq(w[n - 1])
-            # stage 2: |W_h|, the clamped table index to the ROM; the shrink test
-            d2 = val[p][2][:uw].as_signed()
-            a = Signal(unsigned(mag_bits + 1), name=f"a_{p}")
-            m.d.comb += a.eq(Mux(w[2][-1], -w[2], w[2]))
-            raw_index = Signal(unsigned(max(1, mag_bits + 1 - rule.shift)), name=f"raw_index_{p}")
-            m.d.comb += raw_index.eq(a >> rule.shift)
-            index = Signal(range(rule.table_size), name=f"index_{p}")
-            if rule.table_size == 1 << index_width and len(raw_index) > index_width:
-                beyond = raw_index[index_width:].any()
-            else:
-                beyond = raw_index > rule.table_size - 1
-            m.d.comb += index.eq(Mux(beyond, rule.table_size - 1, raw_index))
-            rom = Memory(shape=f_shape, depth=rule.table_size, init=table)
-            m.submodules[f"fmeta_{p}"] = rom
-            rp = rom.read_port(transparent_for=())
-            m.d.comb += [rp.addr.eq(index), rp.en.eq(1)]
-            sh = stage_regs(f"shrink_{p}_", 1, 3, first=3)              # shrink3 .. shrink5
-            w_pos, w_neg = ~w[2][-1] & w[2].any(), w[2][-1]
-            d_pos, d_neg = ~d2[-1] & d2.any(), d2[-1]
-            m.d.sync += [sh[3].eq(((w_pos & d_pos) | (w_neg & d_neg)) & (op[2] == OP_UPDATE)),
-                         sh[4].eq(sh[3]), sh[5].eq(sh[4])]
-            # stage 3: f out of the ROM, registered (the multiplier's input register)
-            f4 = Signal(f_shape, name=f"f4_{p}", reset_less=True)
-            m.d.sync += f4.eq(rp.data)
-            # stage 4: p = d * f registered; the plain step (or, for a load, the new weight)
-            d4 = val[p][4][:uw].as_signed()
-            prod = Signal(signed(uw + f_shape.width + 1), name=f"prod5_{p}", reset_less=True)
-            plain_w = max(ww, uw + max(0, -rule.s_plain) + 1)
-            plain = Signal(signed(plain_w), name=f"plain5_{p}", reset_less=True)
-            m.d.sync += [prod.eq(d4 * f4),
-                         plain.eq(Mux(op[4], val[p][4][:ww].as_signed(),
-                                      _round_shift(d4, rule.s_plain)))]
-            # stage 5: round the product, choose the step
-            scaled = _round_shift(prod, rule.s_scaled)
-            delta = Signal(signed(max(len(scaled), plain_w) + 1), name=f"delta6_{p}",
-                           reset_less=True)
-            m.d.sync += delta.eq(Mux(sh[5], scaled, plain))
-            # stage 6: saturating subtract; a load takes the value, a disabled lane keeps W_h
-            diff = Signal(signed(max(ww, len(delta)) + 2), name=f"diff_{p}")
-            m.d.comb += diff.eq(w[L - 1] - delta)
-            top = diff[ww - 1:]                     # in range iff these are all equal
-            upd = Mux(top.all() | ~top.any(), diff[:ww].as_signed(),
-                      Mux(diff[-1], wf.min_raw, wf.max_raw))
-            m.d.sync += w_new[p].eq(Mux(en[L - 1][p],
-                                        Mux(op[L - 1], delta[:ww].as_signed(), upd), w[L - 1]))
+        w = self._stage_regs(f"w_{p}_", signed(ww), L - 2, first=2)      # w2 .. w{L-1}
+        # stage 1: the stored word out of the memory, registered
+        m.d.sync += w[2].eq(pipe.w1[p])
+        for n in range(3, L):
+            m.d.sync += w[n].eq(w[n - 1])
+        # stage 2: |W_h|, the clamped table index to the ROM; the shrink test
+        d2 = val[p][2][:uw].as_signed()
+        a = Signal(unsigned(mag_bits + 1), name=f"a_{p}")
+        m.d.comb += a.eq(Mux(w[2][-1], -w[2], w[2]))
+        raw_index = Signal(unsigned(max(1, mag_bits + 1 - rule.shift)), name=f"raw_index_{p}")
+        m.d.comb += raw_index.eq(a >> rule.shift)
+        index = Signal(range(rule.table_size), name=f"index_{p}")
+        if rule.table_size == 1 << index_width and len(raw_index) > index_width:
+            beyond = raw_index[index_width:].any()
+        else:
+            beyond = raw_index > rule.table_size - 1
+        m.d.comb += index.eq(Mux(beyond, rule.table_size - 1, raw_index))
+        rom = Memory(shape=f_shape, depth=rule.table_size, init=table)
+        m.submodules[f"fmeta_{p}"] = rom
+        rp = rom.read_port(transparent_for=())
+        m.d.comb += [rp.addr.eq(index), rp.en.eq(1)]
+        sh = self._stage_regs(f"shrink_{p}_", 1, 3, first=3)              # shrink3 .. shrink5
+        w_pos, w_neg = ~w[2][-1] & w[2].any(), w[2][-1]
+        d_pos, d_neg = ~d2[-1] & d2.any(), d2[-1]
+        m.d.sync += [sh[3].eq(((w_pos & d_pos) | (w_neg & d_neg)) & (op[2] == OP_UPDATE)),
+                     sh[4].eq(sh[3]), sh[5].eq(sh[4])]
+        # stage 3: f out of the ROM, registered (the multiplier's input register)
+        f4 = Signal(f_shape, name=f"f4_{p}", reset_less=True)
+        m.d.sync += f4.eq(rp.data)
+        # stage 4: p = d * f registered; the plain step (or, for a load, the new weight)
+        d4 = val[p][4][:uw].as_signed()
+        prod = Signal(signed(uw + f_shape.width + 1), name=f"prod5_{p}", reset_less=True)
+        plain_w = max(ww, uw + max(0, -rule.s_plain) + 1)
+        plain = Signal(signed(plain_w), name=f"plain5_{p}", reset_less=True)
+        m.d.sync += [prod.eq(d4 * f4),
+                     plain.eq(Mux(op[4], val[p][4][:ww].as_signed(),
+                                  _round_shift(d4, rule.s_plain)))]
+        # stage 5: round the product, choose the step
+        scaled = _round_shift(prod, rule.s_scaled)
+        delta = Signal(signed(max(len(scaled), plain_w) + 1), name=f"delta6_{p}",
+                       reset_less=True)
+        m.d.sync += delta.eq(Mux(sh[5], scaled, plain))
+        # stage 6: saturating subtract; a load takes the value, a disabled lane keeps W_h
+        diff = Signal(signed(max(ww, len(delta)) + 2), name=f"diff_{p}")
+        m.d.comb += diff.eq(w[L - 1] - delta)
+        top = diff[ww - 1:]                     # in range iff these are all equal
+        upd = Mux(top.all() | ~top.any(), diff[:ww].as_signed(),
+                  Mux(diff[-1], wf.min_raw, wf.max_raw))
+        m.d.sync += pipe.w_new[p].eq(Mux(en[L - 1][p],
+                                         Mux(op[L - 1], delta[:ww].as_signed(), upd), w[L - 1]))
 
-        # -- stage L: pair codes to the engine, the result into the FIFO ------------------------
+    def _outputs(self, m, pipe):
+        """Stage L: the pair codes to the engine's memory, the result into the FIFO, the FIFO
+        onto ``o``."""
+        U, L = self.lanes, self.latency
+        g, fifo, w_new = pipe.g, pipe.fifo, pipe.w_new
         seg = g[L][:self.k.bit_length() - 1] if self.k > 1 else Const(0, 1)
         m.d.comb += self.weights.addr.eq(g[L] >> (self.k.bit_length() - 1))
         for q in range(self.engine_lanes):
             p = q % U
             code = Mux(w_new[p][-1], MINUS, PLUS)
             m.d.comb += [self.weights.data[q].as_value().eq(code),
-                         self.weights.en[q].eq(write_en[p] & (seg == q // U))]
-        m.d.comb += [fifo.w_data.eq(Cat(*(x.as_unsigned() for x in w_new))), fifo.w_en.eq(v[L]),
-                     self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready),
-                     self.o.payload.as_value().eq(fifo.r_data)]
-        return m
+                         self.weights.en[q].eq(pipe.write_en[p] & (seg == q // U))]
+        m.d.comb += [fifo.w_data.eq(Cat(*(x.as_unsigned() for x in w_new))),
+                     fifo.w_en.eq(pipe.v[L]), self.o.valid.eq(fifo.r_rdy),
+                     fifo.r_en.eq(self.o.ready), self.o.payload.as_value().eq(fifo.r_data)]
 
 
 class MetaplasticSynthTop(wiring.Component):
