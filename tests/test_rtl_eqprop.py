@@ -70,22 +70,69 @@ def test_plan_block_rams_on_the_boards(sizes, lanes, ice40, ecp5):
         assert plan.check_fit(BOARDS["icebreaker"]) == ice40
 
 
-@pytest.mark.parametrize("sizes, lanes, drains, free, nudged", [
+@pytest.mark.parametrize("sizes, lanes, push, drains, free, nudged", [
     # 64-32-10 on 4 lanes: the output layer reads the hidden layer's last row only at its 8th
     # command, late enough for no drain between the groups
-    ((64, 32, 10), 4, (0, 8), 32 * 19 + 10 * 8 + 8 + 2, 32 * 19 + 10 * 9 + 8 + 2),
+    ((64, 32, 10), 4, False, (0, 8), 32 * 19 + 10 * 8 + 8 + 2, 32 * 19 + 10 * 9 + 8 + 2),
     # 8-8-3 on 4 lanes: the output layer reads the hidden layer's last row at its 2nd command
-    ((8, 8, 3), 4, (6, 8), 8 * 3 + 3 * 2 + 6 + 8 + 2, 8 * 3 + 3 * 3 + 6 + 8 + 2),
-    ((8, 4, 8, 3), 2, (0, 4, 8), None, None)])
-def test_plan_drains_only_what_the_next_group_reads(sizes, lanes, drains, free, nudged):
-    from nmflow.golden.eqprop_plan import PIPELINE_DEPTH, WRITE_TO_READ, EqPropPlan
+    ((8, 8, 3), 4, False, (6, 8), 8 * 3 + 3 * 2 + 6 + 8 + 2, 8 * 3 + 3 * 3 + 6 + 8 + 2),
+    ((8, 4, 8, 3), 2, False, (0, 4, 8), None, None),
+    # with the push: 3 outputs x 2 chunks, then 8 neurons x 2 rows, then 3 x 2. Feedback row 0
+    # is written by push command 2 and read by the hidden layer's first command, 4 later
+    # (FEEDBACK_TO_READ 5: one drain cycle); the outputs as without the push
+    ((8, 8, 3), 4, True, (1, 6, 8), 6 + 8 * 2 + 3 * 2 + 1 + 6 + 8 + 2,
+     6 + 8 * 2 + 3 * 3 + 1 + 6 + 8 + 2),
+    # N = 3 odd: layers 1 and 3 (4 x (4 + 4), 3 x 4), the push (3 x 4 chunks), layer 2
+    # (8 x 2). The push's output 2 reads s_3's row 1, written by layer 3's last command,
+    # at its 3rd command: 8 - 3 = 5 cycles of drain; layer 2 reads feedback row 0 ten cycles
+    # after its write
+    ((8, 4, 8, 3), 2, True, (0, 5, 0, 8), 32 + 12 + 12 + 16 + 5 + 8 + 2,
+     32 + 15 + 12 + 16 + 5 + 8 + 2),
+    # 64-32-10 on 4 lanes with the push: 10 x 8 push commands for 32 x 3 column chunks
+    ((64, 32, 10), 4, True, (0, 0, 8), 80 + 32 * 16 + 10 * 8 + 8 + 2,
+     80 + 32 * 16 + 10 * 9 + 8 + 2),
+    # 32 lanes: one chunk; feedback row 0 written by the last push command, read at once (4
+    # cycles of drain); the outputs read the hidden layer's only row at once (7)
+    ((64, 32, 10), 32, True, (4, 7, 8), 10 + 32 * 2 + 10 + 4 + 7 + 8 + 2,
+     10 + 32 * 2 + 20 + 4 + 7 + 8 + 2)])
+def test_plan_drains_only_what_the_next_group_reads(sizes, lanes, push, drains, free, nudged):
+    from nmflow.golden.eqprop_plan import (FEEDBACK_TO_READ, PIPELINE_DEPTH, WRITE_TO_READ,
+                                           EqPropPlan)
     plan = EqPropPlan(ef.FixedEqPropConfig(sizes=sizes, batch=1,
-                                           lr_shifts=(1,) * (len(sizes) - 1)), lanes)
-    assert (PIPELINE_DEPTH, WRITE_TO_READ) == (8, 8)
+                                           lr_shifts=(1,) * (len(sizes) - 1)), lanes, push)
+    assert (PIPELINE_DEPTH, WRITE_TO_READ, FEEDBACK_TO_READ) == (8, 8, 5)
+    assert plan.push == push
     assert plan.drain_cycles == drains
     if free is not None:
         assert (plan.issue_cycles_per_step(), plan.issue_cycles_per_step(nudged=True)) \
             == (free, nudged)
+
+
+@pytest.mark.parametrize("sizes, lanes, push, free", [
+    # without the push: 128 x (16 + 3) + 10 x 32 and 128 x (8 + 2) + 10 x 16 commands, under
+    # 1.05 x the ideal at 4 lanes (2688), over it at 8 (1344)
+    ((64, 128, 10), 4, False, 128 * 19 + 10 * 32 + 8 + 2),
+    ((64, 32, 10), 4, False, 32 * 19 + 10 * 16 + 8 + 2 - 80),
+    # with it: every command a multiply-accumulate of L lanes (the ideal), the drains (the
+    # outputs' first neuron reads the hidden layer's last row at its command C - 1: 8 - C
+    # cycles for C < 8 rows) and 2
+    ((64, 128, 10), 8, True, 1344 + 8 + 2),
+    ((64, 128, 10), 16, True, 672 + 8 + 2),
+    ((64, 128, 10), 32, True, 336 + 4 + 8 + 2),
+    ((64, 32, 10), 8, True, 336 + 4 + 8 + 2),
+    ((64, 32, 10), 16, True, 168 + 6 + 8 + 2),
+    # 64-32-10 on 32 lanes: the push's only feedback row read at once, too (4 more)
+    ((64, 32, 10), 32, True, 84 + 4 + 7 + 8 + 2),
+    # 16-8-5 on 8 lanes: the push (47) would not shorten the step (46)
+    ((16, 8, 5), 8, False, 8 * 3 + 5 + 7 + 8 + 2)])
+def test_plan_pushes_where_it_pays(sizes, lanes, push, free):
+    from nmflow.golden.eqprop_plan import EqPropPlan
+    cfg = ef.FixedEqPropConfig(sizes=sizes, batch=1, lr_shifts=(1, 1), weights="binary", m=10.0,
+                               decay_shift=10)
+    plan = EqPropPlan(cfg, lanes)
+    assert plan.push == push and plan.issue_cycles_per_step() == free
+    if sizes == (64, 128, 10):
+        assert plan.issue_cycles_per_step() <= 1.05 * plan.ideal_cycles_per_step()
 
 
 @pytest.mark.parametrize("extra, stages", [
@@ -141,6 +188,10 @@ def config(**kwargs):
     (lambda: EqPropUnit(config(state=FixedFormat(False, 0, 1, overflow="saturate"))),
      NmflowError, "state format must have at least 2 bits, not 1"),
     (lambda: EqPropUnit(object()), NmflowError, "config must be a FixedEqPropConfig, not object"),
+    (lambda: EqPropUnit(config(sizes=(4, 3), lr_shifts=(2,)), lanes=1, push=True), NmflowError,
+     "push needs a hidden layer below the output layer, not sizes 4-3"),
+    (lambda: EqPropUnit(config(), push="yes"), NmflowError,
+     "push must be True, False or None (the plan decides), not 'yes'"),
 ])
 def test_impossible_settings_are_refused(make, error, message):
     refuses(make, error, message)
@@ -155,8 +206,8 @@ def scaled_params(cfg, scale):
             "b": [np.clip(v * scale, w.min_raw, w.max_raw) for v in p["b"]]}
 
 
-def run_and_compare(cfg, lanes, params, samples, seed=0):
-    unit = EqPropUnit(cfg, lanes=lanes, params=params, observe=True)
+def run_and_compare(cfg, lanes, params, samples, seed=0, push=None):
+    unit = EqPropUnit(cfg, lanes=lanes, params=params, observe=True, push=push)
     observed, _ = run_pysim(unit, samples, seed=seed, valid=0.7, ready=0.6)
     assert len(observed) == len(samples)
     lfsr = ef.Lfsr32(cfg.lfsr_seed)
@@ -224,6 +275,23 @@ def test_cycles_per_step_of_the_default_configuration():
     assert ideal == (32 * (64 + 10) + 10 * 32) / 4
     assert unit.issue_cycles_per_step() / ideal <= 1.1
     assert unit.issue_cycles_per_step(nudged=True) / ideal <= 1.1
+
+
+@pytest.mark.parametrize("sizes, lanes, push", [
+    # by hand in test_plan_pushes_where_it_pays
+    ((64, 32, 10), 16, True), ((64, 32, 10), 32, True), ((64, 32, 10), 8, True)])
+def test_cycles_per_step_with_the_push(sizes, lanes, push):
+    cfg = ef.FixedEqPropConfig(sizes=sizes, T=3, K=2, batch=1, weights="binary", m=10.0,
+                               decay_shift=10, lr_shifts=(1, 1))
+    unit = EqPropUnit(cfg, lanes=lanes)
+    assert unit.plan.push == push
+    x = np.random.default_rng(0).integers(0, 256, 64)
+    _, pulses = run_pysim(unit, [(x, 3, 1)], valid=1.0, ready=1.0)
+    steps = np.diff(pulses)
+    free, nudged = steps[:cfg.T - 1], steps[cfg.T:cfg.T + cfg.K - 1]
+    expected = {16: (184, 194), 32: (105, 115), 8: (350, 360)}[lanes]
+    assert (set(free.tolist()), set(nudged.tolist())) == ({expected[0]}, {expected[1]})
+    assert (unit.issue_cycles_per_step(), unit.issue_cycles_per_step(nudged=True)) == expected
 
 
 @pytest.mark.parametrize("sizes, lanes, extra", [
@@ -352,5 +420,41 @@ def test_binary_unit_matches_the_twin_step_by_step(name):
             plain = expected_trace(plain_cfg, plain, x, y, train, lfsr)[1]
         assert any((a != b).any() for a, b in zip(plain["W"], final["W"]))
     inside = [v for t in traces for step in t.states for layer in step for v in layer
+              if 0 < v < cfg.state.max_raw]
+    assert len(inside) > 10
+
+
+# -- the output layer's push (8, 16, 32 lanes) --------------------------------------------------------
+
+PUSH_CASES = {
+    # sizes, lanes, weights, m, decay_shift, push; N = 2 pushes at a step's start, N = 3 after
+    # the first group
+    "8 lanes, one hidden, real": ((16, 16, 5), 8, "real", 0.0, 0, True),
+    "8 lanes, two hidden, binary, m = 3, decay": ((16, 8, 8, 3), 8, "binary", 3.0, 3, True),
+    "16 lanes, one hidden, binary, m = 5, decay": ((32, 32, 10), 16, "binary", 5.0, 4, True),
+    "16 lanes, two hidden, real": ((32, 16, 16, 5), 16, "real", 0.0, 0, True),
+    # one feedback row, read at once: the push's drain
+    "32 lanes, one hidden, real": ((32, 32, 3), 32, "real", 0.0, 0, True),
+    "32 lanes, one hidden, binary, m = 20, decay": ((64, 32, 3), 32, "binary", 20.0, 2, True),
+    "32 lanes, two hidden, binary": ((32, 32, 32, 3), 32, "binary", 0.0, 0, True),
+    # the same network without it: the padded column chunks
+    "8 lanes, two hidden, binary, no push": ((16, 8, 8, 3), 8, "binary", 3.0, 3, False),
+}
+
+
+@pytest.mark.parametrize("name", list(PUSH_CASES))
+def test_unit_with_the_push_matches_the_twin_step_by_step(name):
+    sizes, lanes, weights, m, decay, push = PUSH_CASES[name]
+    cfg = ef.FixedEqPropConfig(sizes=sizes, T=3, K=2, lr_shifts=(1,) * (len(sizes) - 1),
+                               batch=1, beta_shift=0 if weights == "binary" else 1, seed=5,
+                               lfsr_seed=0xACE1, weights=weights, m=m, decay_shift=decay)
+    rng = np.random.default_rng(len(name))
+    samples = [(rng.integers(0, 256, sizes[0]), int(rng.integers(0, sizes[-1])), train)
+               for train in (1, 0, 1)]
+    params = scaled_params(cfg, 1 if weights == "binary" else 2)
+    traces, final = run_and_compare(cfg, lanes, params, samples, seed=len(name), push=push)
+    moved = sum(int((a != b).sum()) for a, b in zip(params["W"], final["W"]))
+    assert moved > 0
+    inside = [v for t in traces for step in t.states for layer in step[-2:] for v in layer
               if 0 < v < cfg.state.max_raw]
     assert len(inside) > 10

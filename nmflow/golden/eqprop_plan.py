@@ -18,7 +18,8 @@ from .eqprop_fixed import DRAW_BITS, FixedEqPropConfig, accumulator_format
 from .eqprop_layout import EqPropLayout
 
 __all__ = ["EqPropPlan", "SETTLING_PIPELINE", "UPDATE_PIPELINE", "PIPELINE_DEPTH",
-           "ADDRESS_STAGES", "WRITE_TO_READ", "STEP_CONTROL_CYCLES", "FREE", "PLUS", "MINUS"]
+           "ADDRESS_STAGES", "WRITE_TO_READ", "FEEDBACK_DEPTH", "FEEDBACK_TO_READ",
+           "STEP_CONTROL_CYCLES", "PUSH", "PUSH_TARGET", "FREE", "PLUS", "MINUS"]
 
 #: The phases of a training sample, as the unit numbers them: the free phase, the ``+beta``
 #: phase and the ``-beta`` phase (also the nudge a phase applies to the output layer).
@@ -45,6 +46,22 @@ ADDRESS_STAGES = 1
 #: address).
 WRITE_TO_READ = PIPELINE_DEPTH - ADDRESS_STAGES + 1
 
+#: Cycles from a push command's issue to the feedback memory's write of its chunk's sums (issue,
+#: memory read, rotation, products, the lanes' feedback sums; the write in the next cycle).
+FEEDBACK_DEPTH = 5
+
+#: The smallest distance, in issue cycles, from the last push command of a chunk to a settling
+#: command that reads that chunk's feedback word (the feedback memory's read port is not
+#: transparent either).
+FEEDBACK_TO_READ = FEEDBACK_DEPTH - ADDRESS_STAGES + 1
+
+#: The block of a step's schedule (:attr:`EqPropPlan.blocks`) that is the output layer's push.
+PUSH = "push"
+
+#: Without ``push`` given, the plan pushes where the step without the push takes more than this
+#: many times the ideal and the push shortens it (:meth:`EqPropPlan.issue_cycles_per_step`).
+PUSH_TARGET = 1.05
+
 #: The update pipeline: one parameter per cycle; the stages a configuration does not need (the
 #: decay without ``decay_shift``, the ``f_meta`` stages without metaplasticity) are left out
 #: (:attr:`EqPropPlan.update_stages`).
@@ -67,6 +84,23 @@ class EqPropPlan:
     lanes : int
         Multiply-accumulate lanes (a power of two from 1 to 64; every size but the last a
         multiple of it).
+    push : bool or None
+        The output-side push (below). None: where the free step without it takes more than
+        :data:`PUSH_TARGET` times :meth:`ideal_cycles_per_step` and the push makes it shorter
+        (none of the 4-lane builds: 64-32-10 takes 698 cycles for an ideal 672 without it).
+
+    The output-side push: instead of every neuron of layer ``N - 1`` reading
+    ``ceil(n_N / L)`` column chunks of ``W_{N-1}^T s_N`` padded to ``L`` lanes, the output layer
+    pushes. For each chunk ``c`` of layer ``N - 1`` and each output neuron ``o``, one command
+    reads the row chunk ``W_{N-1}[o, cL ... cL + L-1]`` (the output's own forward row chunk)
+    and broadcasts ``s_N[o]``; lane ``l`` adds its product to a feedback sum of neuron
+    ``cL + l`` (binary weights: ``+-s_o``, scaled by ``a_{N-1}`` when the neuron takes it).
+    After the last ``o`` the ``L`` sums go to the feedback memory (row ``c``); a neuron of
+    layer ``N - 1`` then reads only its row chunks and takes its feedback word with its bias.
+    ``n_N n_{N-1} / L`` push commands replace ``n_{N-1} ceil(n_N / L)`` column commands. The
+    push reads the states of layer ``N`` the twin's order gives layer ``N - 1``: with ``N``
+    even at the start of a step (the previous step's), with ``N`` odd after the first group
+    of layers (which writes layer ``N``).
 
     Members
     -------
@@ -91,14 +125,19 @@ class EqPropPlan:
         Bits of one LFSR draw (one per parameter).
     layer_order : tuple of int
         State layers in the order a settling step computes them: odd layers, then even ones.
+    push : bool
+        Whether the output layer pushes its feedback (above).
+    blocks : tuple
+        The blocks of a step in issue order: ``layer_order``, with :data:`PUSH` inserted before
+        the group that holds layer ``N - 1`` when the plan pushes.
     drain_after : tuple of bool
-        For each layer of ``layer_order``, whether it ends a group of layers (the next group
-        reads what this one wrote).
+        For each block, whether it ends a group (the next block reads what this one wrote):
+        the last layer of a group, the push, and the block before the push.
     drain_cycles : tuple of int
-        For each layer of ``layer_order``, the cycles the sequencer waits after it before the
-        next layer's first command: 0 inside a group; between two groups, what the next group
-        needs for every state it reads to have been written (:meth:`_drain_before`, often 0:
-        the next group reads the last rows written only after a few commands); after the last
+        For each block, the cycles the sequencer waits after it before the next block's first
+        command: 0 inside a group; between two groups, what the next group needs for every
+        state and feedback word it reads to have been written (:meth:`_drains`, often 0: the
+        next group reads the last rows written only after a few commands); after the last
         group :data:`PIPELINE_DEPTH` (every write and the argmax done before ``STEP_END``).
 
     Raises
@@ -107,7 +146,7 @@ class EqPropPlan:
         A configuration the unit cannot run, or a lane count that does not fit the sizes.
     """
 
-    def __init__(self, config, lanes):
+    def __init__(self, config, lanes, push=None):
         if not isinstance(config, FixedEqPropConfig):
             raise NmflowError(f"config must be a FixedEqPropConfig, not {type(config).__name__}")
         if config.batch != 1:
@@ -142,8 +181,36 @@ class EqPropPlan:
         self.layer_order = tuple([k for k in range(1, N + 1) if k % 2 == 1]
                                  + [k for k in range(1, N + 1) if k % 2 == 0])
         order = self.layer_order
-        self.drain_after = tuple(index + 1 == len(order) or order[index + 1] % 2 != k % 2
-                                 for index, k in enumerate(order))
+        if push not in (None, True, False):
+            raise NmflowError(f"push must be True, False or None (the plan decides), not "
+                              f"{push!r}")
+        if push and N < 2:
+            raise NmflowError(f"push needs a hidden layer below the output layer, not sizes "
+                              f"{'-'.join(map(str, self.sizes))}")
+        if push is None:
+            self._schedule(False)
+            plain = self.issue_cycles_per_step()
+            if N >= 2 and plain > PUSH_TARGET * self.ideal_cycles_per_step():
+                self._schedule(True)
+                if self.issue_cycles_per_step() < plain:
+                    return
+            self._schedule(False)
+        else:
+            self._schedule(push)
+
+    def _schedule(self, push):
+        """Set :attr:`push`, :attr:`blocks`, :attr:`drain_after` and :attr:`drain_cycles`."""
+        self.push, order, N = push, self.layer_order, self.N
+        blocks = list(order)
+        if push:
+            # before the group that holds layer N - 1: at the step's start for N even (layer
+            # N - 1 is odd), after the first group (which writes layer N) for N odd
+            blocks.insert(0 if N % 2 == 0 else blocks.index(min(k for k in order if k % 2 == 0)),
+                          PUSH)
+        self.blocks = tuple(blocks)
+        self.drain_after = tuple(
+            index + 1 == len(blocks) or PUSH in (block, blocks[index + 1])
+            or blocks[index + 1] % 2 != block % 2 for index, block in enumerate(blocks))
         self.drain_cycles = self._drains()
 
     # -- sizes ---------------------------------------------------------------------------------
@@ -185,8 +252,29 @@ class EqPropPlan:
 
     def column_chunks(self, k):
         """Column chunks of a neuron of state layer ``k``: its feedback from layer ``k + 1``,
-        ``L`` per chunk (the last layer's padded); none for the output layer."""
-        return self.layout.chunks[k + 1] if k < self.N else 0
+        ``L`` per chunk (the last layer's padded); none for the output layer, nor for layer
+        ``N - 1`` when the output layer pushes."""
+        if k == self.N or (self.push and k == self.N - 1):
+            return 0
+        return self.layout.chunks[k + 1]
+
+    @property
+    def push_chunks(self):
+        """Chunks of layer ``N - 1`` the push walks (the feedback memory's rows); 0 without
+        the push."""
+        return self.sizes[self.N - 1] // self.lanes if self.push else 0
+
+    @property
+    def push_commands(self):
+        """Commands of the push in a step: one per chunk of layer ``N - 1`` and output neuron."""
+        return self.push_chunks * self.n_classes
+
+    @property
+    def feedback_format(self):
+        """A lane's feedback sum of the push and a word of the feedback memory: the sum of
+        ``n_N`` products (binary weights: of ``+-s``, before ``a_{N-1}``), exact."""
+        p = self.product_format
+        return FixedFormat(True, p.int_bits + self.n_classes.bit_length(), p.frac_bits)
 
     # -- schedule ------------------------------------------------------------------------------
     def neuron_commands(self, k, nudged=False):
@@ -199,31 +287,53 @@ class EqPropPlan:
         cmds += [(k + 1, c) for c in range(self.column_chunks(k))]
         return cmds
 
+    def block_commands(self, block, nudged=False):
+        """The commands of a block of :attr:`blocks` in issue order, each as ``(reads,
+        write)``: ``reads`` the ``(what, distance)`` it reads (``what`` a state row ``(layer,
+        row)`` or a feedback row ``(PUSH, c)``; ``distance`` the issue cycles it must come
+        after the command that wrote it), ``write`` what it completes (a neuron's last command
+        its state row, a chunk's last push command its feedback row) or None."""
+        L, N = self.lanes, self.N
+        if block == PUSH:
+            return [([((N, o // L), WRITE_TO_READ)],
+                     (PUSH, c) if o == self.n_classes - 1 else None)
+                    for c in range(self.push_chunks) for o in range(self.n_classes)]
+        cmds = []
+        for n in range(self.sizes[block]):
+            rows = self.neuron_commands(block, nudged)
+            for index, row in enumerate(rows):
+                reads = [] if row is None else [(row, WRITE_TO_READ)]
+                if self.push and block == N - 1 and index == 0:
+                    reads.append(((PUSH, n // L), FEEDBACK_TO_READ))
+                cmds.append((reads, (block, n // L) if index == len(rows) - 1 else None))
+        return cmds
+
     def _drains(self):
         """:attr:`drain_cycles`: walk a step's commands (free and nudged), and before each group
-        of layers but the first wait as long as needed for its reads of a row written in this
-        step to come :data:`WRITE_TO_READ` cycles or more after the command that wrote it."""
-        order, L = self.layer_order, self.lanes
-        drains = [0] * len(order)
+        but the first wait as long as needed for its reads of a row written in this step to
+        come its distance (:data:`WRITE_TO_READ`, :data:`FEEDBACK_TO_READ`) or more after the
+        command that wrote it."""
+        blocks = self.blocks
+        drains = [0] * len(blocks)
         for nudged in (False, True):
-            written, t = {}, 0          # (layer, row) -> issue cycle of its last write
-            for index, k in enumerate(order):
+            written, t = {}, 0          # state or feedback row -> issue cycle of its last write
+            for index, block in enumerate(blocks):
                 if index and self.drain_after[index - 1]:
                     reads, u = [], 0
-                    for i in range(index, len(order)):
-                        for _ in range(self.sizes[order[i]]):
-                            for row in self.neuron_commands(order[i], nudged):
-                                if row in written:
-                                    reads.append((written[row] + WRITE_TO_READ, u))
-                                u += 1
+                    for i in range(index, len(blocks)):
+                        for cmd_reads, _ in self.block_commands(blocks[i], nudged):
+                            reads += [(written[row] + distance, u)
+                                      for row, distance in cmd_reads if row in written]
+                            u += 1
                         if self.drain_after[i]:
                             break
                     need = max([0] + [w - (t + u) for w, u in reads])
                     drains[index - 1] = max(drains[index - 1], need)
                     t += drains[index - 1]
-                for n in range(self.sizes[k]):
-                    t += len(self.neuron_commands(k, nudged))
-                    written[(k, n // L)] = t - 1
+                for _, write in self.block_commands(block, nudged):
+                    if write is not None:
+                        written[write] = t
+                    t += 1
         drains[-1] = PIPELINE_DEPTH
         return tuple(drains)
 
@@ -237,11 +347,11 @@ class EqPropPlan:
 
     def issue_cycles_per_step(self, nudged=False):
         """Cycles of one settling step as the unit schedules it: one per command (row and
-        column chunks of every neuron, and in a nudged phase one self-read per output neuron),
-        the drains (:attr:`drain_cycles`), and :data:`STEP_CONTROL_CYCLES`."""
+        column chunks of every neuron, the push's, and in a nudged phase one self-read per
+        output neuron), the drains (:attr:`drain_cycles`), and :data:`STEP_CONTROL_CYCLES`."""
         N = self.N
         commands = sum(self.sizes[k] * (self.row_chunks(k) + self.column_chunks(k))
-                       for k in range(1, N + 1))
+                       for k in range(1, N + 1)) + self.push_commands
         if nudged:
             commands += self.sizes[N]
         return commands + sum(self.drain_cycles) + STEP_CONTROL_CYCLES
@@ -308,8 +418,9 @@ class EqPropPlan:
     def to_dict(self):
         """The plan's figures as plain JSON types."""
         return {
-            "sizes": list(self.sizes), "lanes": self.lanes,
-            "layer_order": list(self.layer_order), "pipeline_depth": PIPELINE_DEPTH,
+            "sizes": list(self.sizes), "lanes": self.lanes, "push": self.push,
+            "layer_order": list(self.layer_order), "blocks": list(self.blocks),
+            "pipeline_depth": PIPELINE_DEPTH,
             "drain_cycles": list(self.drain_cycles), "update_latency": self.update_latency,
             "ideal_cycles_per_step": self.ideal_cycles_per_step(),
             "issue_cycles_per_step": {"free": self.issue_cycles_per_step(),

@@ -25,6 +25,10 @@ Architecture (docs/eqprop_rtl.md has the figures)
   groups the sequencer waits as long as the even layers' first reads of what the odd ones wrote
   need (``EqPropPlan.drain_cycles``, 0 for 64-32-10 on 4 lanes), after the last group the whole
   pipeline drains.
+* Output-side push (``EqPropPlan.push``, where the output layer's padded column chunks cost
+  more than it): the output layer pushes ``W_{N-1}^T s_N`` chunk by chunk of layer ``N - 1``
+  into a small feedback memory, one command per output neuron and chunk, and a neuron of layer
+  ``N - 1`` takes its word with its bias instead of reading column chunks.
 * Update (symmetric estimate): weight layer by layer, rows ``r`` in order, chunks in order,
   one parameter per cycle in the twin's order (row-major, then the biases), each with one
   16-bit draw of the 32-bit Galois LFSR (16 steps per cycle); ``D = s+_r s+_i - s-_r s-_i``,
@@ -105,6 +109,9 @@ class EqPropUnit(wiring.Component):
         than it has (:meth:`~nmflow.golden.eqprop_plan.EqPropPlan.check_fit`). None: no check.
     host_port : bool
         Add the parameter port of the host link (below); without it the unit is unchanged.
+    push : bool or None
+        The output layer's push (:class:`~nmflow.golden.eqprop_plan.EqPropPlan`); None: where
+        the plan finds it worth it.
 
     Members
     -------
@@ -122,8 +129,8 @@ class EqPropUnit(wiring.Component):
     """
 
     def __init__(self, config, *, lanes=4, params=None, observe=False, board=None,
-                 host_port=False):
-        self.plan = plan = EqPropPlan(config, lanes)
+                 host_port=False, push=None):
+        self.plan = plan = EqPropPlan(config, lanes, push)
         if board is not None:
             plan.check_fit(board)
         self.params = init_params(config) if params is None else params

@@ -4,9 +4,10 @@ prediction.
 ``IDLE`` takes the first input beat, ``LOAD`` the others (``x`` into the state banks' first
 rows); ``CLEAR`` zeroes region A (the free phase starts from ``s = 0``). A phase is ``T``
 (free) or ``K`` (nudged) settling steps; a step issues the settling commands of every state
-layer in :attr:`~nmflow.golden.eqprop_plan.EqPropPlan.layer_order` (``LAYERk``: each neuron's
-self-read in a nudged phase's output layer, its row chunks, its column chunks) with a drain
-after a group of layers where the plan has one (``DRAINi``, :attr:`~nmflow.golden.eqprop_plan.
+layer in :attr:`~nmflow.golden.eqprop_plan.EqPropPlan.blocks` (``LAYERk``: each neuron's
+self-read in a nudged phase's output layer, its row chunks, its column chunks; ``PUSH``: the
+output layer's push, chunk by chunk of layer ``N - 1``, output neuron by output neuron) with a
+drain after a group where the plan has one (``DRAINi``, :attr:`~nmflow.golden.eqprop_plan.
 EqPropPlan.drain_cycles`), then ``STEP_END`` (the ``step`` pulse; with
 observation the states go out on ``obs``) and ``STEP_NEXT`` (the next step, or the phase's end).
 After the free phase an inference sends its prediction; a training sample copies region A into
@@ -19,10 +20,11 @@ from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.eqprop_plan import FREE, PLUS
+from ..golden.eqprop_plan import FREE, PLUS, PUSH as PUSH_BLOCK
 from .eqprop_memories import (bias_addr_shape, host_words, read_signature, state_addr_shape,
                               state_words, weight_addr_shape, weight_words, write_signature)
-from .eqprop_settling import COLUMN, ROW, SELF, chunk_shape, neuron_shape, settling_command_layout
+from .eqprop_settling import (COLUMN, PUSH, ROW, SELF, chunk_shape, neuron_shape,
+                              settling_command_layout)
 from .eqprop_update import update_control_signature
 
 __all__ = ["EqPropSequencer", "input_layout", "prediction_layout"]
@@ -115,8 +117,11 @@ class EqPropSequencer(wiring.Component):
 
         with m.FSM(name="seq"):
             self._load(m, r)
-            for index in range(len(plan.layer_order)):
-                self._settle_layer(m, r, index)
+            for index, block in enumerate(plan.blocks):
+                if block == PUSH_BLOCK:
+                    self._push(m, r, index)
+                else:
+                    self._settle_layer(m, r, index)
             self._step_end(m, r)
             self._copy(m, r)
             for k in range(plan.N):
@@ -142,8 +147,42 @@ class EqPropSequencer(wiring.Component):
         return Mux(self.phase != FREE, SELF, ROW) if k == self._plan.N else ROW
 
     def _start_layer(self, r, k):
-        """Statements that enter state layer ``k``'s first neuron."""
+        """Statements that enter block ``k`` of the step: state layer ``k``'s first neuron, or
+        the push's first command."""
+        if k == PUSH_BLOCK:
+            return [r.neuron.eq(0), r.chunk.eq(0), r.part.eq(PUSH)]
         return [r.neuron.eq(0), r.chunk.eq(0), r.part.eq(self._first_part(k))]
+
+    @staticmethod
+    def _block_state(k):
+        """The state that issues block ``k``."""
+        return "PUSH" if k == PUSH_BLOCK else f"LAYER{k}"
+
+    def _leave_block(self, m, r, index):
+        """Statements and next state after the last command of block ``index``: its drain, or
+        the next block."""
+        order = self._plan.blocks
+        if self._plan.drain_cycles[index]:
+            m.d.sync += r.count.eq(0)
+            m.next = f"DRAIN{index}"
+        else:
+            m.d.sync += self._start_layer(r, order[index + 1])
+            m.next = self._block_state(order[index + 1])
+
+    def _push(self, m, r, index):
+        """``PUSH``: one command a cycle, ``neuron`` the output neuron (inner), ``chunk`` the
+        chunk of layer ``N - 1`` (outer); then the drain or the next block."""
+        plan = self._plan
+        with m.State("PUSH"):
+            m.d.comb += [self.settle.valid.eq(1), self.settle.payload.layer[plan.N - 1].eq(1)]
+            with m.If(r.neuron == plan.n_classes - 1):
+                m.d.comb += self.settle.payload.last.eq(1)
+                m.d.sync += [r.neuron.eq(0), r.chunk.eq(r.chunk + 1)]
+                with m.If(r.chunk == plan.push_chunks - 1):
+                    self._leave_block(m, r, index)
+            with m.Else():
+                m.d.sync += r.neuron.eq(r.neuron + 1)
+        self._drain(m, r, index)
 
     def _write_row(self, m, addr, words):
         """Write a whole state row (every bank) at ``addr``."""
@@ -170,7 +209,7 @@ class EqPropSequencer(wiring.Component):
         """``IDLE``, ``LOAD``: the input beats into the state banks' first rows; ``CLEAR``."""
         plan, lay, cfg = self._plan, self._plan.layout, self._plan.config
         beat = self.i.payload
-        first_layer = plan.layer_order[0]
+        first_layer = plan.blocks[0]
         with m.State("IDLE"):
             m.d.comb += [self.idle.eq(1), self.i.ready.eq(~r.o_valid)]
             m.d.sync += r.count.eq(0)
@@ -198,25 +237,18 @@ class EqPropSequencer(wiring.Component):
             with m.If(r.count == lay.region_rows - 1):
                 m.d.sync += [self.region.eq(lay.region_base(0)), self.phase.eq(FREE),
                              r.steps_left.eq(cfg.T), *self._start_layer(r, first_layer)]
-                m.next = f"LAYER{first_layer}"
+                m.next = self._block_state(first_layer)
 
     def _settle_layer(self, m, r, index):
-        """``LAYERk`` (``k = layer_order[index]``): one command a cycle, neuron by neuron; then
+        """``LAYERk`` (``k = blocks[index]``): one command a cycle, neuron by neuron; then
         the next layer of the group, or ``DRAINi``."""
         plan = self._plan
-        order = plan.layer_order
-        k = order[index]
+        k = plan.blocks[index]
         rows, cols = plan.row_chunks(k), plan.column_chunks(k)
-        drain = plan.drain_cycles[index]
-        if drain:
-            target, enter = f"DRAIN{index}", [r.count.eq(0)]
-        else:
-            target, enter = f"LAYER{order[index + 1]}", self._start_layer(r, order[index + 1])
 
         def next_neuron():
             with m.If(r.neuron == plan.sizes[k] - 1):
-                m.d.sync += enter
-                m.next = target
+                self._leave_block(m, r, index)
             with m.Else():
                 m.d.sync += [r.neuron.eq(r.neuron + 1), r.chunk.eq(0),
                              r.part.eq(self._first_part(k))]
@@ -241,6 +273,12 @@ class EqPropSequencer(wiring.Component):
                         next_neuron()
                     with m.Else():
                         m.d.sync += r.chunk.eq(r.chunk + 1)
+        self._drain(m, r, index)
+
+    def _drain(self, m, r, index):
+        """``DRAINi`` after block ``index`` (if the plan drains there): wait, then the next
+        block or ``STEP_END``."""
+        order, drain = self._plan.blocks, self._plan.drain_cycles[index]
         if drain:
             with m.State(f"DRAIN{index}"):
                 m.d.sync += r.count.eq(r.count + 1)
@@ -248,7 +286,7 @@ class EqPropSequencer(wiring.Component):
                     m.d.sync += r.count.eq(0)
                     if index + 1 < len(order):
                         m.d.sync += self._start_layer(r, order[index + 1])
-                        m.next = f"LAYER{order[index + 1]}"
+                        m.next = self._block_state(order[index + 1])
                     else:
                         m.next = "STEP_END"
 
@@ -256,7 +294,7 @@ class EqPropSequencer(wiring.Component):
         """``STEP_END``, the state dump (``SDUMP_*``), ``STEP_NEXT``: the next step, or the end
         of the phase (the prediction after the free phase; the next phase or the update)."""
         plan, lay = self._plan, self._plan.layout
-        first_layer = plan.layer_order[0]
+        first_layer = plan.blocks[0]
         with m.State("STEP_END"):
             m.d.comb += self.step.eq(1)
             m.d.sync += [r.steps_left.eq(r.steps_left - 1), r.count.eq(0)]
@@ -270,7 +308,7 @@ class EqPropSequencer(wiring.Component):
         with m.State("STEP_NEXT"):
             with m.If(r.steps_left != 0):
                 m.d.sync += self._start_layer(r, first_layer)
-                m.next = f"LAYER{first_layer}"
+                m.next = self._block_state(first_layer)
             with m.Elif(self.phase == FREE):
                 m.d.sync += self.o.payload.label.eq(self.prediction)
                 with m.If(r.train):
@@ -290,7 +328,8 @@ class EqPropSequencer(wiring.Component):
         """``COPY_*``: region A (``s*``) into the region in ``region``, row by row, then the
         nudged phase there."""
         plan, lay = self._plan, self._plan.layout
-        first_layer = plan.layer_order[0]
+        first_layer = plan.blocks[0]
+        first_part = PUSH if first_layer == PUSH_BLOCK else SELF if first_layer == plan.N else ROW
         with m.State("COPY_READ"):
             m.d.comb += self.states.addr.eq(lay.region_base(0) + r.count)
             m.next = "COPY_WRITE"
@@ -301,9 +340,8 @@ class EqPropSequencer(wiring.Component):
                 # the output layer of a nudged phase starts with its self-read (``phase`` is
                 # only being set in this cycle)
                 m.d.sync += [r.steps_left.eq(plan.config.K), *self._start_layer(r, first_layer),
-                             r.part.eq(SELF if first_layer == plan.N else ROW),
-                             self.phase.eq(self.phase + 1)]
-                m.next = f"LAYER{first_layer}"
+                             r.part.eq(first_part), self.phase.eq(self.phase + 1)]
+                m.next = self._block_state(first_layer)
             with m.Else():
                 m.next = "COPY_READ"
 

@@ -10,23 +10,33 @@ self-read instead registers the output neuron's nudge); after the neuron's last 
 nudge and the rounding's half are added, the sum shifted and clipped, and the new state written
 back in the next cycle. :data:`~nmflow.golden.eqprop_plan.PIPELINE_DEPTH` cycles from the issue
 to the write.
+
+With the plan's output-side push (:attr:`~nmflow.golden.eqprop_plan.EqPropPlan.push`) a
+:data:`PUSH` command reads an output neuron's row chunk of weights and its state; the rotation
+turns the weights (lane ``l`` takes bank ``(l + o) mod L``: neuron ``cL + l``) and broadcasts
+the state, the lanes multiply as for any chunk, and each lane adds its product to its feedback
+sum; after the chunk's last output neuron the ``L`` sums go to the feedback memory (row ``c``,
+:data:`~nmflow.golden.eqprop_plan.FEEDBACK_DEPTH` cycles after the issue), which layer
+``N - 1``'s first row chunk reads like the bias (binary weights: the word times ``a_{N-1}``).
 """
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.eqprop_plan import FREE, MINUS, PLUS
 from .eqprop_memories import (read_signature, state_addr_shape, state_words, weight_addr_shape,
                               weight_words, bias_addr_shape, write_signature)
 
-__all__ = ["SettlingDatapath", "settling_command_layout", "SELF", "ROW", "COLUMN",
+__all__ = ["SettlingDatapath", "settling_command_layout", "SELF", "ROW", "COLUMN", "PUSH",
            "neuron_shape", "chunk_shape", "bank_of"]
 
 #: ``part`` of a settling command: the output neuron's old state (for the nudge), a row chunk
 #: (``W_{k-1} s_{k-1}``, ``L`` inputs from below), a column chunk (``W_k^T s_{k+1}``, ``L``
-#: feedbacks from above).
-SELF, ROW, COLUMN = 0, 1, 2
+#: feedbacks from above), a push (output neuron ``neuron``'s state times its row chunk
+#: ``chunk`` of weights, into the feedback sums of layer ``N - 1``).
+SELF, ROW, COLUMN, PUSH = 0, 1, 2, 3
 
 
 def neuron_shape(plan):
@@ -61,6 +71,9 @@ def _tag_layout(plan):
               "waddr": state_addr_shape(plan), "neuron": neuron_shape(plan)}
     if plan.config.weights == "binary":
         fields["wlayer"] = range(max(plan.N, 2))
+    if plan.push:
+        # a push command; a first row chunk of layer N - 1 (takes its feedback word)
+        fields.update({"push": 1, "feedback": 1})
     return data.StructLayout(fields)
 
 
@@ -112,8 +125,18 @@ class SettlingDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        plan = self._plan
+        self._feedback = None
+        if plan.push:
+            # the push's feedback memory: row c holds the L feedback sums of chunk c
+            m.submodules.feedback = memory = Memory(
+                shape=data.ArrayLayout(plan.feedback_format.shape(), plan.lanes),
+                depth=max(plan.push_chunks, 2), init=[])
+            self._feedback = (memory.read_port(), memory.write_port())
         addressed = self._issue(m)
         stage = self._read_and_multiply(m, addressed)
+        if plan.push:
+            self._push_sums(m, stage)
         acc_sum, result = self._accumulate(m, self._adder_tree(m, stage))
         self._write(m, acc_sum, result)
         return m
@@ -131,6 +154,9 @@ class SettlingDatapath(wiring.Component):
         states = Signal.like(self.states.addr, name="issue_state_addr")
         m.d.comb += [issued.valid.eq(self.cmd.valid), issued.neuron.eq(neuron),
                      issued.last.eq(cmd.last)]
+        if plan.push:
+            feedback_addr = Signal.like(self._feedback[0].addr, name="issue_feedback_addr")
+            m.d.sync += self._feedback[0].addr.eq(feedback_addr)
         for k in range(1, N + 1):
             rows, cols = plan.row_chunks(k), plan.column_chunks(k)
             own_row = region + lay.soff[k] + (neuron >> lg)
@@ -147,6 +173,17 @@ class SettlingDatapath(wiring.Component):
                                           else region + lay.soff[k - 1] + chunk)
                     m.d.comb += biases.eq(lay.bbase[k - 1] + neuron)
                     m.d.comb += issued.first.eq(chunk == 0)
+                    if plan.push and k == N - 1:
+                        m.d.comb += [feedback_addr.eq(neuron >> lg),
+                                     issued.feedback.eq(chunk == 0)]
+                if plan.push and k == N:
+                    with m.Elif(cmd.part == PUSH):
+                        # output neuron ``neuron``'s row chunk ``chunk`` and its state row; the
+                        # feedback row ``chunk`` rides in ``waddr``
+                        m.d.comb += [a.eq(lay.wbase[N - 1] + neuron * rows + chunk)
+                                     for a in weights]
+                        m.d.comb += [states.eq(own_row), issued.push.eq(1),
+                                     issued.first.eq(neuron == 0), issued.waddr.eq(chunk)]
                 if cols:
                     with m.Else():
                         if binary:
@@ -185,12 +222,26 @@ class SettlingDatapath(wiring.Component):
         bias = Signal(weight, name="operand_bias")
         own_state = Signal(state, name="operand_own_state")
         rotation = bank_of(reading.neuron, plan)
+        own_word = Array(words)[rotation] if lg else words[0]
         for b in range(L):
             source = Array(words)[bank_of(Const(b + L, lg + 2) - rotation, plan)] if lg \
                 else words[0]
             m.d.sync += [lane_weight[b].eq(self.weights.data[b]), lane_state[b].eq(source)]
-        m.d.sync += [operands.eq(reading), bias.eq(self.biases.data),
-                     own_state.eq(Array(words)[rotation] if lg else words[0])]
+            if plan.push:
+                # a push: lane b takes the weight of neuron cL + b (bank (b + o) mod L) and
+                # the output neuron's state
+                pushed = Array(self.weights.data)[bank_of(Const(b, lg + 1) + rotation, plan)] \
+                    if lg else self.weights.data[0]
+                with m.If(reading.push):
+                    m.d.sync += [lane_weight[b].eq(pushed), lane_state[b].eq(own_word)]
+        m.d.sync += [operands.eq(reading), bias.eq(self.biases.data), own_state.eq(own_word)]
+        feedback = None
+        if plan.push:
+            row = self._feedback[0].data
+            feedback = Signal(plan.feedback_format.shape(), name="operand_feedback")
+            m.d.sync += feedback.eq(0)
+            with m.If(reading.feedback):
+                m.d.sync += feedback.eq(Array(row)[rotation] if lg else row[0])
         # stage: products
         products = Signal(tag)
         lane_product = [Signal(plan.product_format.shape(), name=f"lane_product{b}")
@@ -198,6 +249,10 @@ class SettlingDatapath(wiring.Component):
         product_bias = Signal(weight, name="product_bias")
         product_own = Signal(state, name="product_own_state")
         m.d.sync += [products.eq(operands), product_bias.eq(bias), product_own.eq(own_state)]
+        self._feedback_word = feedback
+        if plan.push:
+            self._feedback_word = Signal.like(feedback, name="product_feedback")
+            m.d.sync += self._feedback_word.eq(feedback)
         if plan.config.weights == "binary":
             # +-s by the hidden weight's sign (W_h >= 0: +); the adder tree sums them and the
             # stage after it multiplies the chunk's sum by a_k once
@@ -246,7 +301,36 @@ class SettlingDatapath(wiring.Component):
         tree_own = Signal.like(own_state, name="summed_own_state")
         m.d.sync += [summed.eq(first), tree_sum.eq(total), tree_bias.eq(first_bias),
                      tree_own.eq(first_own)]
+        self._start = None
+        if plan.push:
+            # what a neuron's first row chunk starts from: its bias and (layer N - 1) its
+            # feedback word, times a_{N-1} with binary weights; exact, as the twin's sum
+            tree_feedback = Signal.like(self._feedback_word, name="tree_feedback")
+            m.d.sync += tree_feedback.eq(self._feedback_word)
+            term = tree_feedback * Const(plan.config.binary_alphas[plan.N - 1]) if binary \
+                else tree_feedback
+            self._start = Signal(plan.acc_register_format.shape(), name="summed_start")
+            m.d.sync += self._start.eq((first_bias << plan.state_format.frac_bits) + term)
         return summed, tree_sum, tree_bias, tree_own
+
+    def _push_sums(self, m, stage):
+        """The push's lanes (stage ``adder tree`` of a push command): lane ``l`` adds its
+        product to the feedback sum of neuron ``cL + l`` (from 0 at the chunk's first output
+        neuron); after the last, the ``L`` sums go to feedback row ``c`` in the next cycle."""
+        products, lane_product = stage[0], stage[1]
+        plan, L = self._plan, self._plan.lanes
+        read, write = self._feedback
+        sums = [Signal(plan.feedback_format.shape(), name=f"push_sum{b}") for b in range(L)]
+        nexts = [Mux(products.first, 0, sums[b]) + lane_product[b] for b in range(L)]
+        with m.If(products.valid & products.push):
+            m.d.sync += [sums[b].eq(nexts[b]) for b in range(L)]
+        we = Signal(name="feedback_we")
+        waddr = Signal.like(write.addr, name="feedback_waddr")
+        wdata = Signal.like(write.data, name="feedback_wdata")
+        m.d.sync += [we.eq(products.valid & products.push & products.last),
+                     waddr.eq(products.waddr)]
+        m.d.sync += [wdata[b].eq(nexts[b]) for b in range(L)]
+        m.d.comb += [write.addr.eq(waddr), write.data.eq(wdata), write.en.eq(we)]
 
     def _accumulate(self, m, stage):
         """Stage ``accumulator and nudge``: the first row chunk starts from the bias; a
@@ -261,7 +345,8 @@ class SettlingDatapath(wiring.Component):
         h = cfg.rescale_shift
         acc = Signal(acc_shape, name="acc")
         acc_next = Signal(acc_shape)
-        m.d.comb += acc_next.eq(Mux(summed.first, bias << sfrac, acc) + total)
+        start = bias << sfrac if self._start is None else self._start
+        m.d.comb += acc_next.eq(Mux(summed.first, start, acc) + total)
         # the nudge of an output neuron in a nudged phase, from its old state
         target = Mux(summed.neuron == self.label, 1 << sfrac, 0)
         error = Signal(plan.error_format.shape())
@@ -280,7 +365,7 @@ class SettlingDatapath(wiring.Component):
                   "neuron": Signal(neuron_shape(plan), name="result_neuron")}
         acc_sum = Signal(acc_shape)
         m.d.sync += result["valid"].eq(0)
-        with m.If(summed.valid):
+        with m.If(summed.valid & ~summed.push if plan.push else summed.valid):
             with m.If(summed.self_read):
                 m.d.sync += nudge.eq(nudge_next)
             with m.Else():
