@@ -34,16 +34,12 @@ def _final_codes_agree(unit, writes, final):
         assert code == (PLUS if final[g, p] >= 0 else MINUS), (row, q, code, final[g, p])
 
 
-@pytest.mark.parametrize("storage, m, lanes, bank_words", [
-    ("memory", 10.0, 2, None), ("spram", 10.0, 2, None), ("spram", 1.35, 1, None),
-    ("memory", 5.0, 4, None),
-    ("memory", 10.0, 2, 8)])         # 5 banks of hidden weights, the last one part full
-def test_unit_matches_twin(storage, m, lanes, bank_words):
+@pytest.mark.parametrize("storage, m, lanes", [("memory", 10.0, 2), ("spram", 10.0, 2),
+                                               ("spram", 1.35, 1), ("memory", 5.0, 4)])
+def test_unit_matches_twin(storage, m, lanes):
     mmap = MemoryMap(4, (8, 6, 3))
     unit = MetaplasticUnit(mmap, m, lanes=lanes, storage=storage, table_size=64,
-                           spram_depth=64, bank_words=bank_words)
-    if bank_words:
-        assert -(-unit.groups // bank_words) == 5 and unit.groups % bank_words
+                           spram_depth=64)
     beats = stress_beats(unit.rule, unit.groups, lanes, 700, seed=lanes)
     want, final = expected_results(unit.rule, np.zeros((unit.groups, lanes), int), beats)
     got, writes, _ = run_pysim(unit, beats, seed=7, idle=0.9)
@@ -65,12 +61,10 @@ def test_memory_init_and_readback():
     model, hidden = binary_model((8, 4, 3), seed=2)
     plan = EnginePlan(model, 4)
     words, en = hidden_groups(hidden, plan.mmap, 2)
+    unit = MetaplasticUnit(plan, 3.0, lanes=2, table_size=32, init=words)
     zero = update_beats(np.zeros_like(words), np.ones_like(en))   # d = 0 reads back
-    for bank_words in (None, 4):                                 # one bank; 4-word banks
-        unit = MetaplasticUnit(plan, 3.0, lanes=2, table_size=32, init=words,
-                               bank_words=bank_words)
-        got, _, _ = run_pysim(unit, zero)
-        assert got == words.tolist()
+    got, _, _ = run_pysim(unit, zero)
+    assert got == words.tolist()
 
 
 def test_spram_banking_keeps_full_throughput():

@@ -35,12 +35,8 @@ engine idle, a credit, no hazard, no bank conflict); every stage ends in a regis
                 into the FIFO
     cycle t+8   (at the earliest) the beat on ``o``
 
-With ``storage="memory"`` the read takes two stages (:attr:`read_stages`): in cycle t+1 every
-bank of hidden weights (:data:`BANK_WORDS` words each) puts out its word into a register, in
-t+2 the beat's bank is chosen, and every later stage comes a cycle later (latency 8).
-
-Latency: the write of a beat issued in cycle ``t`` happens in cycle ``t + 7`` (:attr:`latency`;
-``t + 8`` with ``storage="memory"``); its result can be on ``o`` a cycle later; a beat taken from ``i`` issues a cycle later at
+Latency: the write of a beat issued in cycle ``t`` happens in cycle ``t + 7`` (:attr:`latency`);
+its result can be on ``o`` from cycle ``t + 8``; a beat taken from ``i`` issues a cycle later at
 the earliest. Throughput: one beat (``lanes`` synapses) per cycle for consecutive groups, when
 ``o`` is drained and the FIFO has ``latency + 2`` slots or more (a beat holds its credit from
 issue to pop; the default depth, 16, has them).
@@ -212,9 +208,6 @@ class MetaplasticUnit(wiring.Component):
         that waits for each result (the host link) needs only 4.
     spram_depth : int
         Words of each simulated SPRAM (the model only; the silicon has 16,384).
-    bank_words : int, optional
-        Words of one hidden-weight bank with ``storage="memory"``, a power of two (default
-        :data:`BANK_WORDS`, one ECP5 block RAM deep; smaller only to test the banking).
 
     Members
     -------
@@ -228,16 +221,12 @@ class MetaplasticUnit(wiring.Component):
         A beat is in the input register or the pipeline (its writes are not all done).
     """
 
-    #: Cycles from a beat's issue to its write with ``storage="spram"`` (odd: see the module
-    #: text); ``storage="memory"`` takes one more (:attr:`read_stages`).
     latency = 7
-    #: Words of one hidden-weight bank with ``storage="memory"``: an ECP5 DP16KD as 1,024 x 18.
-    BANK_WORDS = 1024
 
     def __init__(self, mmap, m, *, lanes=2, w_format=DEFAULT_W_FORMAT,
                  u_format=DEFAULT_U_FORMAT, table_size=512, input_bits=None, f_bits=12,
                  kind="tanh", storage="memory", init=None, fifo_depth=None,
-                 spram_depth=SPRAM_WORDS, bank_words=None):
+                 spram_depth=SPRAM_WORDS):
         if isinstance(mmap, EnginePlan):
             mmap = mmap.mmap
         if not isinstance(mmap, MemoryMap):
@@ -257,15 +246,6 @@ class MetaplasticUnit(wiring.Component):
             raise NmflowError(f"w_format is too narrow for the update: {wf.describe()} spans "
                               f"[-{2 ** wf.int_bits}, {2 ** wf.int_bits}), an update of "
                               f"{uf.describe()} up to {2 ** uf.int_bits}")
-        #: Stages of the hidden weights' read: 1 (the SPRAM's output, its bank chosen in
-        #: stage 1), 2 with ``storage="memory"`` (every bank's output registered in stage 1, the
-        #: bank chosen in stage 2: no block RAM output drives logic).
-        self.read_stages = 1 if storage == "spram" else 2
-        bank_words = self.BANK_WORDS if bank_words is None else bank_words
-        if not _is_pow2(bank_words):
-            raise NmflowError(f"bank_words must be a power of two, not {bank_words!r}")
-        self.bank_words = bank_words
-        self.latency = type(self).latency + self.read_stages - 1
         if fifo_depth is None:
             fifo_depth = 1 << (self.latency + 1).bit_length()
         if not _is_pow2(fifo_depth) or fifo_depth < 4:
@@ -367,9 +347,7 @@ class MetaplasticUnit(wiring.Component):
         g = self._stage_regs("g", self.group_bits, L)
         op = self._stage_regs("op", 1, L)
         en = self._stage_regs("en", U, L)
-        last_val = 3 + self.read_stages               # the rule's product takes d there
-        val = [self._stage_regs(f"val_{p}_", signed(self.value_bits), last_val)
-               for p in range(U)]
+        val = [self._stage_regs(f"val_{p}_", signed(self.value_bits), 4) for p in range(U)]
 
         fifo = _RegisterFIFO(U * self.rule.w_format.width, self.fifo_depth)
         m.submodules.fifo = fifo
@@ -411,7 +389,7 @@ class MetaplasticUnit(wiring.Component):
             m.d.sync += [v[n].eq(v[n - 1]), g[n].eq(g[n - 1]), op[n].eq(op[n - 1]),
                          en[n].eq(en[n - 1])]
         for p in range(U):
-            m.d.sync += [val[p][n].eq(val[p][n - 1]) for n in range(2, last_val + 1)]
+            m.d.sync += [val[p][n].eq(val[p][n - 1]) for n in range(2, 5)]
 
         ww = self.rule.w_format.width
         w_new = [Signal(signed(ww), name=f"w_new_{p}", reset_less=True) for p in range(U)]
@@ -423,44 +401,22 @@ class MetaplasticUnit(wiring.Component):
                                w_new=w_new, w1=w1, write_en=write_en)
 
     def _storage(self, m, pipe):
-        """The hidden weights: read in the issue cycle (the word in ``w1`` in the last read
-        stage, :attr:`read_stages`), written in stage L (``w_new`` where ``write_en``).
-
-        With ``storage="memory"`` the groups are split into banks of :data:`BANK_WORDS` words
-        (group ``g`` in bank ``g // BANK_WORDS``); every bank is read each cycle and its output
-        registered, and stage 2 picks the beat's bank from the registers. A deep memory left to
-        Yosys is the same block RAMs with the choice as a LUT tree after their outputs, the
-        slowest path of the ECP5 metaplastic top (12.1 ns)."""
+        """The hidden weights: read in the issue cycle (the word in ``w1``, stage 1), written in
+        stage L (``w_new`` where ``write_en``)."""
         U, L, ww = self.lanes, self.latency, self.rule.w_format.width
         g, r_addr = pipe.g, pipe.r_addr
         if self.storage == "memory":
-            words = self.bank_words
-            banks = -(-self.groups // words)
-            low = max(1, (min(words, self.groups) - 1).bit_length())
-            init = None if self.init is None else [[int(x) for x in row] for row in self.init]
-            outs = []
-            for b in range(banks):
-                depth = min(words, self.groups - b * words)
-                mem = Memory(shape=data.ArrayLayout(signed(ww), U), depth=depth,
-                             init=[] if init is None else init[b * words:b * words + depth])
-                m.submodules[f"hidden_b{b}"] = mem
-                # reading every cycle is harmless: stage 1 only takes the data of an issued beat
-                rd = mem.read_port(transparent_for=())
-                wr = mem.write_port(granularity=1)
-                here = (g[L] >> low) == b if banks > 1 else Const(1)
-                m.d.comb += [rd.addr.eq(r_addr[:low]), rd.en.eq(1), wr.addr.eq(g[L][:low])]
-                for p in range(U):
-                    m.d.comb += [wr.data[p].eq(pipe.w_new[p]),
-                                 wr.en[p].eq(pipe.write_en[p] & here)]
-                word = Signal(data.ArrayLayout(signed(ww), U), name=f"hidden_q{b}")
-                m.d.sync += word.eq(rd.data)
-                outs.append(word)
-            bank = g[2] >> low if banks > 1 else Const(0)
+            init = [] if self.init is None else [
+                [int(x) for x in row] for row in self.init]
+            mem = Memory(shape=data.ArrayLayout(signed(ww), U), depth=self.groups, init=init)
+            m.submodules.hidden = mem
+            # reading every cycle is harmless: stage 1 only takes the data of an issued beat
+            rd = mem.read_port(transparent_for=())
+            wr = mem.write_port(granularity=1)
+            m.d.comb += [rd.addr.eq(r_addr), rd.en.eq(1), wr.addr.eq(g[L])]
             for p in range(U):
-                chosen = outs[0][p]
-                for b in range(1, banks):
-                    chosen = Mux(bank == b, outs[b][p], chosen)
-                m.d.comb += pipe.w1[p].eq(chosen)
+                m.d.comb += [pipe.w1[p].eq(rd.data[p]), wr.data[p].eq(pipe.w_new[p]),
+                             wr.en[p].eq(pipe.write_en[p])]
             return
         for p in range(U):
             outs = []
@@ -482,7 +438,6 @@ class MetaplasticUnit(wiring.Component):
         shrink test, the ROM, the product and the plain step, the rounding and the choice, the
         saturating subtract into ``w_new[p]``."""
         rule, L = self.rule, self.latency
-        o = self.read_stages - 1                   # the rule's stages come this much later
         wf = rule.w_format
         ww, uw = wf.width, rule.u_format.width
         mag_bits = ww - 1
@@ -490,16 +445,15 @@ class MetaplasticUnit(wiring.Component):
         table = [int(x) for x in rule.table]
         f_shape = unsigned(max(1, max(table).bit_length()))
         index_width = max(1, (rule.table_size - 1).bit_length())
-        w = self._stage_regs(f"w_{p}_", signed(ww), L - 2 - o, first=2 + o)  # .. w{L-1}
-        # stage 1 (+ o): the stored word out of the memory, registered
-        m.d.sync += w[2 + o].eq(pipe.w1[p])
-        for n in range(3 + o, L):
+        w = self._stage_regs(f"w_{p}_", signed(ww), L - 2, first=2)      # w2 .. w{L-1}
+        # stage 1: the stored word out of the memory, registered
+        m.d.sync += w[2].eq(pipe.w1[p])
+        for n in range(3, L):
             m.d.sync += w[n].eq(w[n - 1])
-        # stage 2 (+ o): |W_h|, the clamped table index to the ROM; the shrink test
-        d2 = val[p][2 + o][:uw].as_signed()
-        w2 = w[2 + o]
+        # stage 2: |W_h|, the clamped table index to the ROM; the shrink test
+        d2 = val[p][2][:uw].as_signed()
         a = Signal(unsigned(mag_bits + 1), name=f"a_{p}")
-        m.d.comb += a.eq(Mux(w2[-1], -w2, w2))
+        m.d.comb += a.eq(Mux(w[2][-1], -w[2], w[2]))
         raw_index = Signal(unsigned(max(1, mag_bits + 1 - rule.shift)), name=f"raw_index_{p}")
         m.d.comb += raw_index.eq(a >> rule.shift)
         index = Signal(range(rule.table_size), name=f"index_{p}")
@@ -512,27 +466,27 @@ class MetaplasticUnit(wiring.Component):
         m.submodules[f"fmeta_{p}"] = rom
         rp = rom.read_port(transparent_for=())
         m.d.comb += [rp.addr.eq(index), rp.en.eq(1)]
-        sh = self._stage_regs(f"shrink_{p}_", 1, 3, first=3 + o)          # shrink3 .. shrink5
-        w_pos, w_neg = ~w2[-1] & w2.any(), w2[-1]
+        sh = self._stage_regs(f"shrink_{p}_", 1, 3, first=3)              # shrink3 .. shrink5
+        w_pos, w_neg = ~w[2][-1] & w[2].any(), w[2][-1]
         d_pos, d_neg = ~d2[-1] & d2.any(), d2[-1]
-        m.d.sync += [sh[3 + o].eq(((w_pos & d_pos) | (w_neg & d_neg)) & (op[2 + o] == OP_UPDATE)),
-                     sh[4 + o].eq(sh[3 + o]), sh[5 + o].eq(sh[4 + o])]
-        # stage 3 (+ o): f out of the ROM, registered (the multiplier's input register)
+        m.d.sync += [sh[3].eq(((w_pos & d_pos) | (w_neg & d_neg)) & (op[2] == OP_UPDATE)),
+                     sh[4].eq(sh[3]), sh[5].eq(sh[4])]
+        # stage 3: f out of the ROM, registered (the multiplier's input register)
         f4 = Signal(f_shape, name=f"f4_{p}", reset_less=True)
         m.d.sync += f4.eq(rp.data)
-        # stage 4 (+ o): p = d * f registered; the plain step (or, for a load, the new weight)
-        d4 = val[p][4 + o][:uw].as_signed()
+        # stage 4: p = d * f registered; the plain step (or, for a load, the new weight)
+        d4 = val[p][4][:uw].as_signed()
         prod = Signal(signed(uw + f_shape.width + 1), name=f"prod5_{p}", reset_less=True)
         plain_w = max(ww, uw + max(0, -rule.s_plain) + 1)
         plain = Signal(signed(plain_w), name=f"plain5_{p}", reset_less=True)
         m.d.sync += [prod.eq(d4 * f4),
-                     plain.eq(Mux(op[4 + o], val[p][4 + o][:ww].as_signed(),
+                     plain.eq(Mux(op[4], val[p][4][:ww].as_signed(),
                                   _round_shift(d4, rule.s_plain)))]
         # stage 5: round the product, choose the step
         scaled = _round_shift(prod, rule.s_scaled)
         delta = Signal(signed(max(len(scaled), plain_w) + 1), name=f"delta6_{p}",
                        reset_less=True)
-        m.d.sync += delta.eq(Mux(sh[5 + o], scaled, plain))
+        m.d.sync += delta.eq(Mux(sh[5], scaled, plain))
         # stage 6: saturating subtract; a load takes the value, a disabled lane keeps W_h
         diff = Signal(signed(max(ww, len(delta)) + 2), name=f"diff_{p}")
         m.d.comb += diff.eq(w[L - 1] - delta)
