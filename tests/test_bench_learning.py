@@ -118,7 +118,9 @@ def test_the_section_from_the_builds(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, words", [
     (["--learning-lanes", "3"], "lanes must be a power of two from 1 to 64, not 3"),
     (["--learning-lanes", "16", "--boards", "icebreaker"],
-     "network 64-32-10 with 16 lanes needs 33 block RAMs"),
+     # 16 code banks, 16 hidden-weight banks (16 single-port RAMs would be too many), 16 state
+     # banks and the biases, one block RAM each
+     "network 64-32-10 with 16 lanes needs 49 block RAMs"),
 ])
 def test_bench_learning_refuses_in_one_line(capsys, tmp_path, argv, words):
     line = error_line(capsys, ["bench", "--learning", "--run", str(tmp_path / "run"), *argv])

@@ -187,6 +187,37 @@ def test_simulated_board_trains_like_the_twin():
     assert cls == int(out.argmax()) and states.tolist() == out.tolist()
 
 
+def test_simulated_board_with_spram_hidden_weights_learns_like_the_twin():
+    # binary weights, metaplastic, hidden weights in single-port RAMs as the iCEBreaker keeps
+    # them: zero after reset, loaded over the link (LOAD_W writes the pair codes with them);
+    # the update's chunk reads wait for its writes
+    from nmflow.boards.eqprop_host import EqPropLink
+    from nmflow.sim.uart_bridge import eqprop_simulated_board
+
+    cfg = ef.FixedEqPropConfig(sizes=(8, 8, 3), T=3, K=2, batch=1, lr_shifts=(0, 1), seed=3,
+                               weights="binary", m=5.0, decay_shift=3)
+    rng = np.random.default_rng(5)
+    params = ef.init_params(cfg)
+    twin, lfsr = params, ef.Lfsr32(cfg.lfsr_seed)
+    with eqprop_simulated_board(cfg, lanes=LANES, storage="spram") as url:
+        with EqPropLink(url, timeout=60) as link:
+            link.load(params)
+            for _ in range(3):
+                x, y = rng.integers(0, 256, 8), int(rng.integers(0, 3))
+                prediction = link.train(x, y)
+                twin, s_star = ef.train_step(cfg, twin, x.reshape(1, -1), [y], lfsr)
+                assert prediction == int(s_star[-1][0].argmax())
+            back = link.read()
+            cls, states = link.infer(x)
+    assert any(((a >= 0) != (b >= 0)).any() or (a != b).any()
+               for a, b in zip(twin["W"], params["W"]))
+    for k in range(2):
+        assert (back["W"][k] == twin["W"][k]).all() and (back["b"][k] == twin["b"][k]).all()
+    # the inference reads the pair codes the updates wrote
+    out = ef.free_phase(cfg, twin, x.reshape(1, -1))[-1][0]
+    assert cls == int(out.argmax()) and states.tolist() == out.tolist()
+
+
 # -- command line ------------------------------------------------------------------------------
 
 def _cli(argv):

@@ -70,6 +70,27 @@ def test_plan_block_rams_on_the_boards(sizes, lanes, ice40, ecp5):
         assert plan.check_fit(BOARDS["icebreaker"]) == ice40
 
 
+def test_binary_64_128_10_fits_the_icebreaker_with_spram_hidden_weights():
+    # 4 code banks of 2,432 x 2 bits (2 iCE40 block RAMs each in 2048 x 2), 4 state banks of
+    # 16 + 3 x 35 = 121 x 8 (1 each), biases 138 x 16 (1): 13 block RAMs; the hidden weights
+    # in block RAM would add 4 banks of 2,432 x 16 (10 each in 256 x 16): 53 of 30
+    from nmflow.golden.eqprop_plan import EqPropPlan
+    from nmflow.rtl.eqprop import choose_plan
+    cfg = ef.FixedEqPropConfig(sizes=(64, 128, 10), batch=1, lr_shifts=(5, 6), weights="binary",
+                               m=10.0, decay_shift=10)
+    ice40, ecp5 = BOARDS["icebreaker"], BOARDS["ulx3s"]
+    assert EqPropPlan(cfg, 4).block_rams(ice40) == 53
+    plan = choose_plan(cfg, 4, board=ice40)
+    assert (plan.storage, plan.sprams, plan.check_fit(ice40)) == ("spram", 4, 13)
+    # on the ECP5 (no SPRAM) the hidden banks stay block RAM: 4 x 1 + 4 x 1 + 1 + 4 x 3
+    plan = choose_plan(cfg, 4, board=ecp5)
+    assert (plan.storage, plan.sprams, plan.check_fit(ecp5)) == ("memory", 0, 21)
+    # the push's feedback memory, beside them: 64-128-10 at 16 lanes pushes, 8 rows of 16 sums
+    pushed = EqPropPlan(cfg, 16)
+    assert pushed.push and pushed.feedback_memory == (8, 16 * pushed.feedback_format.width)
+    assert EqPropPlan(cfg, 4).feedback_memory is None
+
+
 @pytest.mark.parametrize("sizes, lanes, push, drains, free, nudged", [
     # 64-32-10 on 4 lanes: the output layer reads the hidden layer's last row only at its 8th
     # command, late enough for no drain between the groups
@@ -192,6 +213,17 @@ def config(**kwargs):
      "push needs a hidden layer below the output layer, not sizes 4-3"),
     (lambda: EqPropUnit(config(), push="yes"), NmflowError,
      "push must be True, False or None (the plan decides), not 'yes'"),
+    (lambda: EqPropUnit(config(weights="binary"), storage="flash"), NmflowError,
+     "storage must be one of memory, spram, not 'flash'"),
+    (lambda: EqPropUnit(config(), storage="spram"), NmflowError,
+     "storage 'spram' holds hidden weights: weights must be 'binary', not 'real'"),
+    (lambda: EqPropUnit(config(sizes=(64, 1024, 10), weights="binary"), storage="spram"),
+     NmflowError, "storage 'spram' holds a weight bank in one 16384-word RAM: network "
+     "64-1024-10 at 4 lanes needs 19456 words a bank"),
+    (lambda: EqPropUnit(config(sizes=(64, 128, 10), weights="binary"), storage="spram",
+                        board=BOARDS["ulx3s"]), NmflowError,
+     "network 64-128-10 with 4 lanes keeps its hidden weights in 4 single-port RAMs (storage "
+     "'spram'), the ULX3S-85F has 0"),
 ])
 def test_impossible_settings_are_refused(make, error, message):
     refuses(make, error, message)
@@ -206,9 +238,15 @@ def scaled_params(cfg, scale):
             "b": [np.clip(v * scale, w.min_raw, w.max_raw) for v in p["b"]]}
 
 
-def run_and_compare(cfg, lanes, params, samples, seed=0, push=None):
-    unit = EqPropUnit(cfg, lanes=lanes, params=params, observe=True, push=push)
-    observed, _ = run_pysim(unit, samples, seed=seed, valid=0.7, ready=0.6)
+def run_and_compare(cfg, lanes, params, samples, seed=0, push=None, storage=None):
+    """Run the unit on ``samples`` from ``params`` and compare it with the twin at every step;
+    with single-port hidden banks the hidden weights go in through the host port (the unit's
+    own initial parameters, from ``init_params``, differ from ``params``)."""
+    spram = storage == "spram"
+    unit = EqPropUnit(cfg, lanes=lanes, params=None if spram else params, observe=True,
+                      push=push, storage=storage, host_port=spram)
+    observed, _ = run_pysim(unit, samples, seed=seed, valid=0.7, ready=0.6,
+                            load=params if spram else None)
     assert len(observed) == len(samples)
     lfsr = ef.Lfsr32(cfg.lfsr_seed)
     traces = []
@@ -294,14 +332,22 @@ def test_cycles_per_step_with_the_push(sizes, lanes, push):
     assert (unit.issue_cycles_per_step(), unit.issue_cycles_per_step(nudged=True)) == expected
 
 
+SPRAM = {"weights": "binary", "m": 5.0, "decay_shift": 3, "storage": "spram"}
+
+
 @pytest.mark.parametrize("sizes, lanes, extra", [
     ((8, 8, 3), 4, {}), ((8, 4, 8, 3), 2, {}), ((4, 3), 1, {}),
-    ((8, 8, 3), 4, {"weights": "binary", "m": 5.0}), ((4, 3), 1, {"decay_shift": 4})])
+    ((8, 8, 3), 4, {"weights": "binary", "m": 5.0}), ((4, 3), 1, {"decay_shift": 4}),
+    # single-port hidden banks: the chunk reads that wait for the writes
+    ((8, 8, 3), 4, SPRAM), ((8, 4, 8, 3), 2, SPRAM), ((4, 3), 1, SPRAM),
+    ((16, 8, 5), 8, SPRAM)])
 def test_update_cycles_of_the_plan(sizes, lanes, extra):
     from amaranth.sim import Simulator
+    extra = dict(extra)
+    storage = extra.pop("storage", None)
     cfg = ef.FixedEqPropConfig(sizes=sizes, T=2, K=1, batch=1,
                                lr_shifts=(1,) * (len(sizes) - 1), **extra)
-    unit = EqPropUnit(cfg, lanes=lanes)
+    unit = EqPropUnit(cfg, lanes=lanes, storage=storage)
     pulses, done = [], []
 
     async def bench(ctx):
@@ -353,6 +399,8 @@ def test_unit_under_cocotb_trains_like_the_twin(simulator, n_train, binary, tmp_
     assert result.passed, (result.failures, result.log.read_text()[-2000:])
     assert report["samples"] == n and report["training_samples"] == n_train
     assert report["steps"] == n_train * (16 + 12) + 2 * 16
+    # binary: every update's pair codes compared too (64 x 32 + 32 x 10 a dump)
+    assert report["pair_codes"] == (n_train * (64 * 32 + 32 * 10) if binary else 0)
     # the weights after the last on-chip update equal the twin's own training run
     params, lfsr = ef.init_params(cfg), ef.Lfsr32(cfg.lfsr_seed)
     for xi, yi, train in samples:
@@ -392,12 +440,16 @@ BINARY_CASES = {
     "metaplastic m = 20 with decay, 1 lane": ((4, 3), 1, (0,), 1, 20.0, 2),
     # the decay's shift above the step's (r_W 5 and 6): the numerator's D is shifted up
     "metaplastic m = 5, decay 2^-12, 4 lanes": ((8, 8, 3), 4, (1, 2), 1, 5.0, 12),
+    # single-port hidden banks (the iCE40's SPRAM), loaded through the host port
+    "spram, metaplastic m = 5, decay, 4 lanes": ((8, 8, 3), 4, (1, 2), 1, 5.0, 3, "spram"),
+    "spram, two hidden, 2 lanes": ((8, 4, 8, 3), 2, (0, 0, 0), 1, 0.0, 3, "spram"),
+    "spram, metaplastic m = 20, 1 lane": ((4, 3), 1, (0,), 1, 20.0, 2, "spram"),
 }
 
 
 @pytest.mark.parametrize("name", list(BINARY_CASES))
 def test_binary_unit_matches_the_twin_step_by_step(name):
-    sizes, lanes, lr, scale, m, decay = BINARY_CASES[name]
+    sizes, lanes, lr, scale, m, decay, *storage = BINARY_CASES[name]
     cfg = ef.FixedEqPropConfig(sizes=sizes, T=4, K=3, lr_shifts=lr, batch=1, beta_shift=0,
                                seed=5, lfsr_seed=0xACE1, weights="binary", m=m,
                                decay_shift=decay)
@@ -406,7 +458,8 @@ def test_binary_unit_matches_the_twin_step_by_step(name):
                for train in (1, 1, 0, 1, 1, 1)]
     params = scaled_params(cfg, scale)
     params["W"][0][0, :] = 0                     # W_h = 0 is a binary +1: neuron 0 sees +a_0
-    traces, final = run_and_compare(cfg, lanes, params, samples, seed=len(name))
+    traces, final = run_and_compare(cfg, lanes, params, samples, seed=len(name),
+                                    storage=storage[0] if storage else None)
     # not vacuous: hidden weights moved, states inside (0, max); without m some binary weights
     # flipped sign, with m the consolidation changed the outcome (against the twin at m = 0)
     moved = sum(int((a != b).sum()) for a, b in zip(params["W"], final["W"]))

@@ -17,7 +17,7 @@ from ..fixedpoint import FixedFormat
 from .eqprop_fixed import DRAW_BITS, FixedEqPropConfig, accumulator_format
 from .eqprop_layout import EqPropLayout
 
-__all__ = ["EqPropPlan", "SETTLING_PIPELINE", "UPDATE_PIPELINE", "PIPELINE_DEPTH",
+__all__ = ["EqPropPlan", "STORAGES", "SPRAM_WORDS", "CODE_BITS", "SETTLING_PIPELINE", "UPDATE_PIPELINE", "PIPELINE_DEPTH",
            "ADDRESS_STAGES", "WRITE_TO_READ", "FEEDBACK_DEPTH", "FEEDBACK_TO_READ",
            "STEP_CONTROL_CYCLES", "PUSH", "PUSH_TARGET", "FREE", "PLUS", "MINUS"]
 
@@ -73,6 +73,17 @@ UPDATE_PIPELINE = ("issue (products, old value, address, draw)", "D", "decay",
 #: STEP_NEXT).
 STEP_CONTROL_CYCLES = 2
 
+#: Where the hidden weights of a binary unit live (``EqPropPlan(storage=...)``): ``"memory"``,
+#: ``L`` dual-port memories (block RAM); ``"spram"``, one single-port 16K x 16 RAM per bank (the
+#: iCE40UP5K's ``SB_SPRAM256KA``), which the bitstream cannot initialise.
+STORAGES = ("memory", "spram")
+
+#: Words of one single-port RAM (``SB_SPRAM256KA``: 16,384 words of 16 bits).
+SPRAM_WORDS = 16384
+
+#: Bits of a pair code (``BL << 1 | BLb``, :mod:`nmflow.golden.pairs`).
+CODE_BITS = 2
+
 
 class EqPropPlan:
     """Everything about an EqProp unit that follows from its configuration and lane count.
@@ -88,6 +99,14 @@ class EqPropPlan:
         The output-side push (below). None: where the free step without it takes more than
         :data:`PUSH_TARGET` times :meth:`ideal_cycles_per_step` and the push makes it shorter
         (none of the 4-lane builds: 64-32-10 takes 698 cycles for an ideal 672 without it).
+    storage : str
+        Binary weights only: where the hidden weights live (:data:`STORAGES`). The dynamics read
+        the binary weights as pair codes from ``L`` code banks (2 bits a weight, block RAM);
+        the update reads and writes the hidden weights, ``L`` 16-bit banks beside them, and
+        rewrites a weight's pair code with its hidden weight. With ``"spram"`` the hidden banks
+        are single-port: the update's read of a weight chunk waits while a write to them is in
+        the same cycle (:attr:`update_cycles` counts the waits), and the host must load the
+        hidden weights before training (the pair codes come with the bitstream).
 
     The output-side push: instead of every neuron of layer ``N - 1`` reading
     ``ceil(n_N / L)`` column chunks of ``W_{N-1}^T s_N`` padded to ``L`` lanes, the output layer
@@ -146,7 +165,7 @@ class EqPropPlan:
         A configuration the unit cannot run, or a lane count that does not fit the sizes.
     """
 
-    def __init__(self, config, lanes, push=None):
+    def __init__(self, config, lanes, push=None, storage="memory"):
         if not isinstance(config, FixedEqPropConfig):
             raise NmflowError(f"config must be a FixedEqPropConfig, not {type(config).__name__}")
         if config.batch != 1:
@@ -160,6 +179,16 @@ class EqPropPlan:
         self.config = config
         self.layout = EqPropLayout(config.sizes, lanes)
         self.lanes = lanes
+        if storage not in STORAGES:
+            raise NmflowError(f"storage must be one of {', '.join(STORAGES)}, not {storage!r}")
+        if storage == "spram" and config.weights != "binary":
+            raise NmflowError(f"storage 'spram' holds hidden weights: weights must be 'binary', "
+                              f"not {config.weights!r}")
+        if storage == "spram" and self.layout.wdepth > SPRAM_WORDS:
+            raise NmflowError(f"storage 'spram' holds a weight bank in one {SPRAM_WORDS}-word "
+                              f"RAM: network {'-'.join(map(str, config.sizes))} at {lanes} lanes "
+                              f"needs {self.layout.wdepth} words a bank")
+        self.storage = storage
         s = self.state_format = config.state
         w = self.weight_format = config.weight
         acc = self.acc_format = accumulator_format(config)
@@ -382,23 +411,68 @@ class EqPropPlan:
         row three cycles to read ``s+_r`` and ``s-_r``, per chunk three to read the weights and
         the ``s+`` and ``s-`` chunks and then one parameter a cycle, per bias three cycles;
         :attr:`update_latency` for the last write, one to finish, and the prediction's
-        register."""
+        register. With single-port hidden banks (``storage="spram"``) a chunk's read also
+        waits while a parameter is written (:meth:`update_waits`)."""
         L = self.lanes
         walk = sum(self.sizes[k + 1] * (3 + self.sizes[k] // L * (3 + L) + 3)
                    for k in range(self.N))
-        return 1 + walk + 2 + self.update_latency
+        return 1 + walk + 2 + self.update_latency + self.update_waits()
+
+    def update_waits(self):
+        """Cycles the update's chunk reads wait for the single-port hidden banks: the walk of
+        :attr:`update_cycles`, where a weight issued in cycle ``t`` is written in cycle
+        ``t + update_latency`` and a chunk's read (its first cycle) cannot share a cycle with a
+        write. 0 with ``storage="memory"``."""
+        if self.storage != "spram":
+            return 0
+        L, lat = self.lanes, self.update_latency
+        t = waits = 0
+        writes = set()                           # cycles in which a weight is written
+        for k in range(self.N):
+            for _ in range(self.sizes[k + 1]):
+                t += 3                                           # the row's states
+                for _ in range(self.sizes[k] // L):
+                    while t in writes:
+                        t, waits = t + 1, waits + 1
+                    t += 3                                       # weights, s+ and s- chunks
+                    writes.update(range(t + lat, t + lat + L))
+                    t += L
+            t += 3 * self.sizes[k + 1]                           # the biases
+        return waits
 
     # -- memories and block RAM ----------------------------------------------------------------
     @property
     def memories(self):
-        """The unit's memories as ``{name: (depth, width)}``: ``L`` weight banks, ``L`` state
-        banks and the bias memory, each read one word at a time."""
+        """The unit's memories as ``{name: (depth, width)}``, each read one word at a time:
+        ``L`` weight banks (binary weights: ``L`` pair-code banks, and ``L`` hidden-weight
+        banks unless they are in single-port RAMs, :attr:`sprams`), ``L`` state banks and the
+        bias memory (the push's small feedback memory is :attr:`feedback_memory`)."""
         lay, L = self.layout, self.lanes
         ww, sw = self.weight_format.width, self.state_format.width
-        out = {f"weight bank {b}": (lay.wdepth, ww) for b in range(L)}
+        if self.config.weights == "binary":
+            out = {f"code bank {b}": (lay.wdepth, CODE_BITS) for b in range(L)}
+            if self.storage == "memory":
+                out.update({f"hidden bank {b}": (lay.wdepth, ww) for b in range(L)})
+        else:
+            out = {f"weight bank {b}": (lay.wdepth, ww) for b in range(L)}
         out.update({f"state bank {b}": (lay.sdepth, sw) for b in range(L)})
         out["biases"] = (lay.bdepth, ww)
         return out
+
+    @property
+    def feedback_memory(self):
+        """The push's feedback memory as ``(depth, width)`` (one word of ``L`` sums a row of
+        :attr:`push_chunks`), or None without the push. Not in :attr:`memories` nor counted in
+        block RAM: a few rows deep, synthesis keeps it in LUT RAM or flip-flops (distributed
+        RAM on the ECP5)."""
+        if not self.push:
+            return None
+        return (self.push_chunks, self.lanes * self.feedback_format.width)
+
+    @property
+    def sprams(self):
+        """Single-port 16K x 16 RAMs: one per hidden-weight bank with ``storage="spram"``."""
+        return self.lanes if self.storage == "spram" else 0
 
     def block_rams(self, board):
         """Block RAMs the memories take on ``board`` (its ``block_rams_needed`` for each)."""
@@ -407,18 +481,24 @@ class EqPropPlan:
 
     def check_fit(self, board):
         """Refuse (one-line :class:`NmflowError`) a unit whose memories need more block RAMs
-        than ``board`` has; return the block RAMs needed."""
+        (or single-port RAMs) than ``board`` has; return the block RAMs needed."""
         needed = self.block_rams(board)
+        net = f"network {'-'.join(map(str, self.sizes))} with {self.lanes} lanes"
         if needed > board.block_rams:
-            raise NmflowError(f"network {'-'.join(map(str, self.sizes))} with {self.lanes} lanes "
-                              f"needs {needed} block RAMs of {board.block_ram_bits / 1024:g} "
-                              f"kbit, the {board.title} has {board.block_rams}")
+            raise NmflowError(f"{net} needs {needed} block RAMs of "
+                              f"{board.block_ram_bits / 1024:g} kbit, the {board.title} has "
+                              f"{board.block_rams}")
+        if self.sprams > getattr(board, "sprams", 0):
+            raise NmflowError(f"{net} keeps its hidden weights in {self.sprams} single-port "
+                              f"RAMs (storage 'spram'), the {board.title} has "
+                              f"{getattr(board, 'sprams', 0)}")
         return needed
 
     def to_dict(self):
         """The plan's figures as plain JSON types."""
         return {
             "sizes": list(self.sizes), "lanes": self.lanes, "push": self.push,
+            "storage": self.storage, "sprams": self.sprams,
             "layer_order": list(self.layer_order), "blocks": list(self.blocks),
             "pipeline_depth": PIPELINE_DEPTH,
             "drain_cycles": list(self.drain_cycles), "update_latency": self.update_latency,
@@ -427,6 +507,7 @@ class EqPropPlan:
                                       "nudged": self.issue_cycles_per_step(nudged=True)},
             "update_cycles": self.update_cycles,
             "memories": {name: list(shape) for name, shape in self.memories.items()},
+            "feedback_memory": list(self.feedback_memory) if self.push else None,
             "formats": {name: getattr(self, f"{name}_format").to_dict()
                         for name in ("state", "weight", "acc", "product", "delta")},
         }

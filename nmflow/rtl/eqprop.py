@@ -72,7 +72,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.eqprop_fixed import LFSR, init_params
 from ..golden.eqprop_layout import EqPropLayout
-from ..golden.eqprop_plan import PIPELINE_DEPTH, EqPropPlan
+from ..golden.eqprop_plan import PIPELINE_DEPTH, SPRAM_WORDS, EqPropPlan
 from .eqprop_memories import EqPropMemories, host_words, weight_words
 from .eqprop_sequencer import EqPropSequencer, input_layout, prediction_layout
 from .eqprop_settling import SettlingDatapath
@@ -87,7 +87,7 @@ def lfsr_jump_columns(steps):
 
 
 __all__ = ["EqPropLayout", "EqPropPlan", "EqPropUnit", "EqPropSynthTop", "PIPELINE_DEPTH",
-           "lfsr_jump_columns"]
+           "lfsr_jump_columns", "choose_plan"]
 
 
 class EqPropUnit(wiring.Component):
@@ -112,6 +112,12 @@ class EqPropUnit(wiring.Component):
     push : bool or None
         The output layer's push (:class:`~nmflow.golden.eqprop_plan.EqPropPlan`); None: where
         the plan finds it worth it.
+    storage : str or None
+        Binary weights: where the hidden weights live (``"memory"`` or ``"spram"``,
+        :data:`~nmflow.golden.eqprop_plan.STORAGES`). None: ``"memory"``, or ``"spram"`` when
+        ``board`` has single-port RAMs and the hidden weights do not fit its block RAMs beside
+        the rest. With ``"spram"`` the hidden weights are 0 after configuration: load them
+        through the host port before training (the pair codes come from ``params``).
 
     Members
     -------
@@ -123,14 +129,15 @@ class EqPropUnit(wiring.Component):
         High for one cycle at the end of every settling step.
     p_sel, p_addr, p_we, p_wdata, p_rdata, p_seed, p_seed_we : only with ``host_port``
         While the sequencer is idle: ``p_addr`` addresses the weight banks (``p_sel`` 0, a write
-        ``p_we`` stores ``p_wdata[b]`` in bank ``b``), the biases (1, ``p_wdata[0]``) or the
-        state banks (2, read only); ``p_rdata`` is the raw word(s) at the previous cycle's
-        address. ``p_seed_we`` loads ``p_seed`` into the LFSR.
+        ``p_we`` stores ``p_wdata[b]`` in bank ``b``, binary weights: and its pair code), the
+        biases (1, ``p_wdata[0]``), the state banks (2, read only) or the pair codes (3, read
+        only); ``p_rdata`` is the raw word(s) at the previous cycle's address. ``p_seed_we``
+        loads ``p_seed`` into the LFSR.
     """
 
     def __init__(self, config, *, lanes=4, params=None, observe=False, board=None,
-                 host_port=False, push=None):
-        self.plan = plan = EqPropPlan(config, lanes, push)
+                 host_port=False, push=None, storage=None):
+        self.plan = plan = choose_plan(config, lanes, push, storage, board)
         if board is not None:
             plan.check_fit(board)
         self.params = init_params(config) if params is None else params
@@ -194,15 +201,28 @@ class EqPropUnit(wiring.Component):
         m.d.comb += [settle.region.eq(seq.region), settle.phase.eq(seq.phase),
                      settle.label.eq(seq.label), seq.prediction.eq(settle.prediction)]
 
-        # reads: the sequencer's and the settling datapath's addresses (each zero when idle)
-        m.d.comb += [mem.weights.addr[b].eq(seq.weights.addr | settle.weights.addr[b])
-                     for b in range(L)]
+        # reads: the sequencer's and the settling datapath's addresses (each zero when idle);
+        # with binary weights the settling datapath reads the pair codes, the sequencer (for
+        # the update and the dump) the hidden weights, and with observation the codes too
         m.d.comb += [mem.biases.addr.eq(seq.biases.addr | settle.biases.addr),
                      mem.states.addr.eq(seq.states.addr | settle.states.addr)]
         for client in (seq, settle):
-            m.d.comb += [client.weights.data.eq(mem.weights.data),
-                         client.biases.data.eq(mem.biases.data),
+            m.d.comb += [client.biases.data.eq(mem.biases.data),
                          client.states.data.eq(mem.states.data)]
+        if plan.config.weights == "binary":
+            dump = seq.codes.addr if self.observe else 0
+            m.d.comb += [mem.weights.addr[b].eq(seq.weights.addr) for b in range(L)]
+            m.d.comb += [mem.codes.addr[b].eq(dump | settle.weights.addr[b]) for b in range(L)]
+            m.d.comb += [seq.weights.data.eq(mem.weights.data),
+                         settle.weights.data.eq(mem.codes.data)]
+            if self.observe:
+                m.d.comb += seq.codes.data.eq(mem.codes.data)
+        else:
+            m.d.comb += [mem.weights.addr[b].eq(seq.weights.addr | settle.weights.addr[b])
+                         for b in range(L)]
+            m.d.comb += [client.weights.data.eq(mem.weights.data) for client in (seq, settle)]
+        if plan.storage == "spram":
+            m.d.comb += seq.weight_writing.eq(update.weight_write.en.any())
         m.d.comb += [update.weight_words.eq(mem.weights.data),
                      update.bias_word.eq(mem.biases.data),
                      update.state_words.eq(mem.states.data)]
@@ -222,6 +242,19 @@ class EqPropUnit(wiring.Component):
                          self.p_rdata.eq(mem.p_rdata), update.seed.eq(self.p_seed),
                          update.seed_we.eq(seq.idle & self.p_seed_we)]
         return m
+
+
+def choose_plan(config, lanes, push=None, storage=None, board=None):
+    """The unit's :class:`EqPropPlan`; ``storage`` None: ``"memory"``, or ``"spram"`` when the
+    weights are binary, the memories with block-RAM hidden weights need more block RAMs than
+    ``board`` has, and it has a single-port RAM for every bank."""
+    plan = EqPropPlan(config, lanes, push, storage or "memory")
+    if storage is None and board is not None and config.weights == "binary" \
+            and plan.block_rams(board) > board.block_rams \
+            and lanes <= getattr(board, "sprams", 0) \
+            and plan.layout.wdepth <= SPRAM_WORDS:
+        plan = EqPropPlan(config, lanes, push, "spram")
+    return plan
 
 
 def _write(port, writer):

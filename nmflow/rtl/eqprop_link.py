@@ -68,10 +68,11 @@ class EqPropLinkCore(wiring.Component):
     """
 
     def __init__(self, config, lanes=4, *, timeout, params=None, buffer_bytes=BUFFER_BYTES,
-                 board=None):
+                 board=None, storage=None):
         check_timeout(timeout)
         self.geometry = link_geometry(config, lanes, buffer_bytes)
-        self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True, board=board)
+        self.unit = EqPropUnit(config, lanes=lanes, params=params, host_port=True, board=board,
+                               storage=storage)
         self.config, self.lanes, self.timeout = config, lanes, timeout
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "idle": Out(1), "receiving": Out(1)})
@@ -443,16 +444,17 @@ class EqPropHostTop(UARTTop):
     :class:`~nmflow.rtl.top.UARTTop`).
 
     ``EqPropHostTop(config, lanes=4, clk_freq=..., baud=BAUD, timeout=0.02, params=None,
-    board=None)``; ``clk_freq`` is the ``sync`` clock (a :class:`~nmflow.boards.top.BoardTop`
-    factory passes the board's), ``board`` the board built for (as for the link core).
+    board=None, storage=None)``; ``clk_freq`` is the ``sync`` clock (a
+    :class:`~nmflow.boards.top.BoardTop` factory passes the board's), ``board`` the board built
+    for and ``storage`` where binary hidden weights live (as for the unit).
     Members: ``rx: In(1)``, ``tx: Out(1)``, ``idle``, ``receiving: Out(1)``.
     """
 
     def __init__(self, config, *, lanes=4, clk_freq, baud=BAUD, timeout=0.02, params=None,
-                 board=None):
+                 board=None, storage=None):
         divisor, self.timeout_cycles = uart_timing(clk_freq, baud, timeout)   # NmflowError
         super().__init__(EqPropLinkCore(config, lanes, timeout=self.timeout_cycles,
-                                        params=params, board=board), divisor)
+                                        params=params, board=board, storage=storage), divisor)
 
     @property
     def geometry(self):

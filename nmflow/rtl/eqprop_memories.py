@@ -1,21 +1,33 @@
 """The EqProp unit's memories: ``L`` weight banks, the bias memory, ``L`` state banks, and the
 host parameter port that reaches them while the unit is idle.
 
+With binary weights the weight banks hold the hidden weights and ``L`` code banks beside them
+hold the binary weights as pair codes (:mod:`nmflow.golden.pairs`: ``PLUS`` where ``W_h >= 0``,
+else ``MINUS``), as the engine keeps its weights: the dynamics read the codes, the update reads
+the hidden weights and writes both. The hidden banks are block RAM (``storage="memory"``) or one
+single-port 16K x 16 RAM each (``"spram"``: a write takes the port for its cycle; the sequencer
+never reads in that cycle).
+
 The memory map is :class:`~nmflow.golden.eqprop_layout.EqPropLayout`'s. Every memory has one
 synchronous read port and one write port; a read's word comes out in the cycle after its
 address. The signatures below are seen from a client (it drives the address).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["EqPropMemories", "read_signature", "write_signature", "HOST_WEIGHTS", "HOST_BIASES",
-           "HOST_STATES"]
+from ..golden.eqprop_plan import CODE_BITS
+from ..golden.pairs import MINUS, PLUS
+from .spram import SPRAM
 
-#: ``p_sel`` of the host port: the weight banks, the biases, the state banks (read only).
-HOST_WEIGHTS, HOST_BIASES, HOST_STATES = 0, 1, 2
+__all__ = ["EqPropMemories", "read_signature", "write_signature", "HOST_WEIGHTS", "HOST_BIASES",
+           "HOST_STATES", "HOST_CODES", "code_words", "pair_code"]
+
+#: ``p_sel`` of the host port: the weight banks, the biases, the state banks (read only), the
+#: code banks (binary weights; read only: a weight's write writes its code).
+HOST_WEIGHTS, HOST_BIASES, HOST_STATES, HOST_CODES = 0, 1, 2, 3
 
 
 def read_signature(addr_shape, data_shape):
@@ -55,26 +67,44 @@ def state_words(plan):
     return data.ArrayLayout(plan.state_format.shape(), plan.lanes)
 
 
+def code_words(plan):
+    """The pair codes of a chunk, one per bank."""
+    return data.ArrayLayout(CODE_BITS, plan.lanes)
+
+
+def pair_code(weight):
+    """The pair code of the binary weight ``sign(weight)`` (``+1`` at zero): ``PLUS`` or
+    ``MINUS`` by the sign bit of a (signed) hidden weight."""
+    return Mux(weight[-1], MINUS, PLUS)
+
+
 def host_words(plan):
     """Raw words of the host port's read data (and of the observation stream), one per bank."""
     return data.ArrayLayout(plan.word_bits, plan.lanes)
 
 
 class EqPropMemories(wiring.Component):
-    """The weight banks, the bias memory and the state banks, with the host port's muxing.
+    """The weight banks (with binary weights also the code banks), the bias memory and the state
+    banks, with the host port's muxing.
 
     Parameters
     ----------
     plan : :class:`~nmflow.golden.eqprop_plan.EqPropPlan`
+        Its ``storage`` says where binary hidden weights live.
     params : dict
-        The raw weights and biases after reset (``{"W": [...], "b": [...]}``).
+        The raw weights and biases after reset (``{"W": [...], "b": [...]}``); with
+        ``storage="spram"`` only the pair codes and the biases take them (the host loads the
+        hidden weights).
     host_port : bool
         Add the host port.
 
     Members
     -------
     weights : In(read_signature(one address per bank, weight_words))
+        The weights (binary: the hidden weights).
+    codes : In(read_signature(one address per bank, code_words)), binary weights only
     weight_write : In(write_signature(update_addr_shape, one weight, one enable per bank))
+        Binary weights: the hidden weight, and its pair code to the code bank.
     biases : In(read_signature(bias_addr_shape, one weight))
     bias_write : In(write_signature(update_addr_shape, one weight))
     states : In(read_signature(state_addr_shape, state_words)), one address for every bank
@@ -83,15 +113,17 @@ class EqPropMemories(wiring.Component):
         The host port may use the memories (the sequencer is idle, nothing is in flight).
     p_sel, p_addr, p_we, p_wdata, p_rdata : only with ``host_port``
         While ``host``: ``p_addr`` replaces every read address; ``p_we`` writes ``p_wdata[b]``
-        to weight bank ``b`` (``p_sel`` :data:`HOST_WEIGHTS`) or ``p_wdata[0]`` to the biases
-        (:data:`HOST_BIASES`), over the client's write. ``p_rdata`` is the raw words the memory
-        chosen by the previous cycle's ``p_sel`` reads (the bias in word 0, the others 0).
+        to weight bank ``b`` (``p_sel`` :data:`HOST_WEIGHTS`; binary: its code too) or
+        ``p_wdata[0]`` to the biases (:data:`HOST_BIASES`), over the client's write.
+        ``p_rdata`` is the raw words the memory chosen by the previous cycle's ``p_sel`` reads
+        (the bias in word 0, the others 0; :data:`HOST_CODES`: the codes).
     """
 
     def __init__(self, plan, params, *, host_port=False):
         self._plan = plan
         self._params = params
         self._host_port = bool(host_port)
+        self._binary = plan.config.weights == "binary"
         L = plan.lanes
         weight = plan.weight_format.shape()
         members = {
@@ -104,6 +136,9 @@ class EqPropMemories(wiring.Component):
             "state_write": In(write_signature(state_addr_shape(plan), state_words(plan), L)),
             "host": In(1),
         }
+        if self._binary:
+            members["codes"] = In(read_signature(data.ArrayLayout(weight_addr_shape(plan), L),
+                                                 code_words(plan)))
         if host_port:
             members.update({
                 "p_sel": In(2),
@@ -119,13 +154,13 @@ class EqPropMemories(wiring.Component):
         plan, L, lay = self._plan, self._plan.lanes, self._plan.layout
         weight, state = plan.weight_format.shape(), plan.state_format.shape()
 
-        weight_image = lay.weight_image(self._params)
-        weight_reads, weight_writes = [], []
-        for b in range(L):
-            mem = Memory(shape=weight, depth=lay.wdepth, init=weight_image[b])
-            m.submodules[f"wbank{b}"] = mem
-            weight_reads.append(mem.read_port())
-            weight_writes.append(mem.write_port())
+        # the weight ports (binary: the hidden weights' and the codes'), driven below by the
+        # clients and, while ``host``, by the host port
+        weight_reads = [_ReadPort(weight_addr_shape(plan), weight, f"wread{b}")
+                        for b in range(L)]
+        weight_writes = [_WritePort(update_addr_shape(plan), weight, f"wwrite{b}")
+                         for b in range(L)]
+        code_reads = self._weight_banks(m, weight_reads, weight_writes)
         bias_mem = Memory(shape=weight, depth=lay.bdepth, init=lay.bias_image(self._params))
         m.submodules.bias = bias_mem
         bias_read, bias_write = bias_mem.read_port(), bias_mem.write_port()
@@ -156,15 +191,50 @@ class EqPropMemories(wiring.Component):
             bias_write.en.eq(self.bias_write.en),
         ]
         if self._host_port:
-            self._host(m, weight_reads, weight_writes, bias_read, bias_write, state_reads)
+            self._host(m, weight_reads + code_reads, weight_writes, bias_read, bias_write,
+                       state_reads, code_reads)
         return m
 
-    def _host(self, m, weight_reads, weight_writes, bias_read, bias_write, state_reads):
-        """The host port: its address and writes replace the clients' while ``host``; its read
-        data follows the previous cycle's ``p_sel``."""
+    def _weight_banks(self, m, reads, writes):
+        """The weight banks behind the ports ``reads`` and ``writes`` (one of each per bank);
+        with binary weights the code banks too: their reads at the ``codes`` addresses (the
+        host's while ``host``), their writes the codes of the weight writes. Returns the code
+        banks' read ports (none without binary weights)."""
+        plan, L, lay = self._plan, self._plan.lanes, self._plan.layout
+        code_reads = []
+        image = lay.weight_image(self._params)
+        for b in range(L):
+            if plan.storage == "spram":
+                m.submodules[f"hbank{b}"] = ram = SPRAM(depth=lay.wdepth)
+                # one port: a write takes it for its cycle
+                m.d.comb += [ram.ADDRESS.eq(Mux(writes[b].en, writes[b].addr, reads[b].addr)),
+                             ram.DATAIN.eq(writes[b].data), ram.MASKWREN.eq(0b1111),
+                             ram.WREN.eq(writes[b].en), ram.CHIPSELECT.eq(1),
+                             ram.POWEROFF.eq(1), reads[b].data.eq(ram.DATAOUT)]
+            else:
+                name = "hbank" if self._binary else "wbank"
+                mem = Memory(shape=plan.weight_format.shape(), depth=lay.wdepth, init=image[b])
+                m.submodules[f"{name}{b}"] = mem
+                _connect(m, mem.read_port(), mem.write_port(), reads[b], writes[b])
+            if self._binary:
+                codes = Memory(shape=CODE_BITS, depth=lay.wdepth,
+                               init=[MINUS if w < 0 else PLUS for w in image[b]])
+                m.submodules[f"cbank{b}"] = codes
+                read, write = codes.read_port(), codes.write_port()
+                code_reads.append(read)
+                m.d.comb += [read.addr.eq(self.codes.addr[b]), self.codes.data[b].eq(read.data),
+                             write.addr.eq(writes[b].addr), write.en.eq(writes[b].en),
+                             write.data.eq(pair_code(writes[b].data))]
+        return code_reads
+
+    def _host(self, m, reads, weight_writes, bias_read, bias_write, state_reads, code_reads):
+        """The host port: its address (to every port of ``reads``, the state banks' and the
+        bias memory's) and writes replace the clients' while ``host``; its read data follows
+        the previous cycle's ``p_sel``."""
         L = self._plan.lanes
+        weight_reads = reads[:L]
         with m.If(self.host):
-            m.d.comb += [port.addr.eq(self.p_addr) for port in weight_reads + state_reads]
+            m.d.comb += [port.addr.eq(self.p_addr) for port in reads + state_reads]
             m.d.comb += bias_read.addr.eq(self.p_addr)
             with m.If(self.p_we & (self.p_sel == HOST_WEIGHTS)):
                 for b in range(L):
@@ -182,5 +252,31 @@ class EqPropMemories(wiring.Component):
                     m.d.comb += self.p_rdata[b].eq(weight_reads[b].data.as_unsigned())
                 with m.Case(HOST_BIASES):
                     m.d.comb += self.p_rdata[b].eq(bias_read.data.as_unsigned() if b == 0 else 0)
+                with m.Case(HOST_CODES):
+                    m.d.comb += self.p_rdata[b].eq(code_reads[b].data if code_reads else 0)
                 with m.Default():
                     m.d.comb += self.p_rdata[b].eq(state_reads[b].data)
+
+
+class _ReadPort:
+    """The signals of a synchronous read port (``addr``, ``data`` a cycle later)."""
+
+    def __init__(self, addr_shape, data_shape, name):
+        self.addr = Signal(addr_shape, name=f"{name}_addr")
+        self.data = Signal(data_shape, name=f"{name}_data")
+
+
+class _WritePort:
+    """The signals of a write port (``addr``, ``data``, ``en``)."""
+
+    def __init__(self, addr_shape, data_shape, name):
+        self.addr = Signal(addr_shape, name=f"{name}_addr")
+        self.data = Signal(data_shape, name=f"{name}_data")
+        self.en = Signal(name=f"{name}_en")
+
+
+def _connect(m, read, write, read_signals, write_signals):
+    """Drive a memory's ports ``read`` and ``write`` from the port signals."""
+    m.d.comb += [read.addr.eq(read_signals.addr), read_signals.data.eq(read.data),
+                 write.addr.eq(write_signals.addr), write.data.eq(write_signals.data),
+                 write.en.eq(write_signals.en)]

@@ -13,7 +13,9 @@ observation the states go out on ``obs``) and ``STEP_NEXT`` (the next step, or t
 After the free phase an inference sends its prediction; a training sample copies region A into
 region B (``COPY``) for the ``+beta`` phase, then into region C for the ``-beta`` phase, and
 then walks the parameters for the update (``Uk_*``, layer by layer, row by row, chunk by chunk,
-then the layer's biases), dumps the parameters with observation, and sends its prediction.
+then the layer's biases; with single-port hidden banks a chunk's read waits in ``Uk_CH0`` while
+a weight is written), dumps the parameters with observation (binary weights: then the pair
+codes), and sends its prediction.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, unsigned
@@ -21,8 +23,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.eqprop_plan import FREE, PLUS, PUSH as PUSH_BLOCK
-from .eqprop_memories import (bias_addr_shape, host_words, read_signature, state_addr_shape,
-                              state_words, weight_addr_shape, weight_words, write_signature)
+from .eqprop_memories import (bias_addr_shape, code_words, host_words, read_signature,
+                              state_addr_shape, state_words, weight_addr_shape, weight_words,
+                              write_signature)
 from .eqprop_settling import (COLUMN, PUSH, ROW, SELF, chunk_shape, neuron_shape,
                               settling_command_layout)
 from .eqprop_update import update_control_signature
@@ -67,6 +70,10 @@ class EqPropSequencer(wiring.Component):
         The settling datapath's argmax, taken at the end of the free phase.
     update : Out(update_control_signature(plan))
     weights : Out(read_signature(one address for every bank, weight_words))
+    codes : Out(read_signature(one address for every bank, code_words)), binary weights with
+        ``observe`` only (the dump of the pair codes)
+    weight_writing : In(1), with ``storage="spram"`` only
+        A weight is written in this cycle (the single-port hidden banks cannot read).
     biases, states : Out(read_signature(...))
     state_write : Out(write_signature(state row address, state_words, one enable per bank))
         The sequencer's own memory accesses (input load, clear, copy, update reads, dumps);
@@ -92,6 +99,10 @@ class EqPropSequencer(wiring.Component):
         }
         if observe:
             members["obs"] = Out(stream.Signature(host_words(plan)))
+            if plan.config.weights == "binary":
+                members["codes"] = Out(read_signature(weight_addr_shape(plan), code_words(plan)))
+        if plan.storage == "spram":
+            members["weight_writing"] = In(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -373,7 +384,12 @@ class EqPropSequencer(wiring.Component):
             m.next = f"U{k}_CH0"
         with m.State(f"U{k}_CH0"):
             m.d.comb += [self.states.addr.eq(chunk_states(1)), self.weights.addr.eq(weight_addr)]
-            m.next = f"U{k}_CH1"
+            if plan.storage == "spram":
+                # the hidden banks' one port is the write's in this cycle: read in the next
+                with m.If(~self.weight_writing):
+                    m.next = f"U{k}_CH1"
+            else:
+                m.next = f"U{k}_CH1"
         with m.State(f"U{k}_CH1"):
             m.d.comb += [self.states.addr.eq(chunk_states(2)), ctl.take_plus_chunk.eq(1)]
             m.next = f"U{k}_CH2"
@@ -415,19 +431,13 @@ class EqPropSequencer(wiring.Component):
                 m.next = f"U{k}_B0"
 
     def _dump_parameters(self, m, r):
-        """``WDUMP*``, ``BDUMP*``: the weights (rows ``r < n_{k+1}`` of every layer, in address
-        order), then the biases, one beat each on ``obs``."""
+        """``WDUMP*``, ``BDUMP*`` (binary weights: then ``CDUMP*``): the weights (rows
+        ``r < n_{k+1}`` of every layer, in address order), the biases, and the pair codes in the
+        weights' order, one beat each on ``obs``."""
         plan, lay = self._plan, self._plan.layout
-        sizes, N, L = plan.sizes, plan.N, plan.lanes
-        for k in range(N):
-            start, n = lay.wbase[k], sizes[k + 1] * (sizes[k] // L)
-            with m.State(f"WDUMP{k}_READ"):
-                m.d.comb += self.weights.addr.eq(start + r.count)
-                m.next = f"WDUMP{k}_HOLD"
-            with m.State(f"WDUMP{k}_HOLD"):
-                words = [w.as_unsigned() for w in self.weights.data]
-                self._dump(m, r, words, n - 1,
-                           f"WDUMP{k + 1}_READ" if k + 1 < N else "BDUMP_READ", f"WDUMP{k}_READ")
+        L = plan.lanes
+        binary = plan.config.weights == "binary"
+        self._dump_banks(m, r, "W", self.weights, "BDUMP_READ")
         with m.State("WDUMP_READ"):
             m.next = "WDUMP0_READ"
         with m.State("BDUMP_READ"):
@@ -435,7 +445,27 @@ class EqPropSequencer(wiring.Component):
             m.next = "BDUMP_HOLD"
         with m.State("BDUMP_HOLD"):
             words = [self.biases.data.as_unsigned()] + [0] * (L - 1)
-            self._dump(m, r, words, lay.bdepth - 1, "FINISH", "BDUMP_READ")
+            self._dump(m, r, words, lay.bdepth - 1, "CDUMP0_READ" if binary else "FINISH",
+                       "BDUMP_READ")
+        if binary:
+            self._dump_banks(m, r, "C", self.codes, "FINISH")
+
+    def _dump_banks(self, m, r, prefix, port, then):
+        """``{prefix}DUMPk_*``: the words ``port`` reads at the weights' addresses (rows
+        ``r < n_{k+1}`` of every layer ``k``), word ``b`` of a beat from bank ``b``; then
+        ``then``."""
+        plan, lay = self._plan, self._plan.layout
+        sizes, N, L = plan.sizes, plan.N, plan.lanes
+        for k in range(N):
+            start, n = lay.wbase[k], sizes[k + 1] * (sizes[k] // L)
+            with m.State(f"{prefix}DUMP{k}_READ"):
+                m.d.comb += port.addr.eq(start + r.count)
+                m.next = f"{prefix}DUMP{k}_HOLD"
+            with m.State(f"{prefix}DUMP{k}_HOLD"):
+                words = [w.as_unsigned() for w in port.data]
+                self._dump(m, r, words, n - 1,
+                           f"{prefix}DUMP{k + 1}_READ" if k + 1 < N else then,
+                           f"{prefix}DUMP{k}_READ")
 
 
 class _Registers:

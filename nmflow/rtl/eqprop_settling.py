@@ -4,7 +4,7 @@ A settling command is one chunk of one neuron's pre-activation (or, in a nudged 
 read of an output neuron's old state). Its stages (:data:`~nmflow.golden.eqprop_plan.
 SETTLING_PIPELINE`), one cycle each: the issue computes the memory addresses and registers them;
 the memories read; the states are rotated onto the lanes; the lanes multiply (binary weights:
-take ``+-s``); the adder tree sums them in pairs and then the pairs (binary weights: all of them,
+the pair codes' ``+s``, ``-s`` or 0 as the ideal sense amplifier reads them); the adder tree sums them in pairs and then the pairs (binary weights: all of them,
 then the chunk's sum times ``a_k``); the accumulator adds the sum (a
 self-read instead registers the output neuron's nudge); after the neuron's last command the
 nudge and the rounding's half are added, the sum shifted and clipped, and the new state written
@@ -26,8 +26,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.eqprop_plan import FREE, MINUS, PLUS
-from .eqprop_memories import (read_signature, state_addr_shape, state_words, weight_addr_shape,
-                              weight_words, bias_addr_shape, write_signature)
+from ..golden.pairs import MINUS as CODE_MINUS
+from ..golden.pairs import PLUS as CODE_PLUS
+from .eqprop_memories import (bias_addr_shape, code_words, read_signature, state_addr_shape,
+                              state_words, weight_addr_shape, weight_words, write_signature)
 
 __all__ = ["SettlingDatapath", "settling_command_layout", "SELF", "ROW", "COLUMN", "PUSH",
            "neuron_shape", "chunk_shape", "bank_of"]
@@ -95,8 +97,9 @@ class SettlingDatapath(wiring.Component):
     label : In(label_bits)
         The sample's class (the nudge's target).
     weights, biases, states : Out(read_signature(...))
-        The memory reads of the issued command: one address per weight bank, the bias of the
-        neuron (with its first row chunk), one state row. Zero while ``cmd`` is not valid.
+        The memory reads of the issued command: one address per weight bank (binary weights:
+        per code bank, the pair codes), the bias of the neuron (with its first row chunk), one
+        state row. Zero while ``cmd`` is not valid.
     state_write : Out(write_signature(state row address, state_words, one enable per bank))
         The new state of a neuron, to its bank; taken while ``writing``.
     writing : Out(1)
@@ -114,8 +117,9 @@ class SettlingDatapath(wiring.Component):
             "region": In(state_addr_shape(plan)),
             "phase": In(2),
             "label": In(plan.label_bits),
-            "weights": Out(read_signature(data.ArrayLayout(weight_addr_shape(plan), L),
-                                          weight_words(plan))),
+            "weights": Out(read_signature(
+                data.ArrayLayout(weight_addr_shape(plan), L),
+                code_words(plan) if plan.config.weights == "binary" else weight_words(plan))),
             "biases": Out(read_signature(bias_addr_shape(plan), plan.weight_format.shape())),
             "states": Out(read_signature(state_addr_shape(plan), state_words(plan))),
             "state_write": Out(write_signature(state_addr_shape(plan), state_words(plan), L)),
@@ -217,7 +221,8 @@ class SettlingDatapath(wiring.Component):
         m.d.sync += reading.eq(issued)
         # stage: rotation; the operands of the lanes
         operands = Signal(tag)
-        lane_weight = [Signal(weight, name=f"lane_weight{b}") for b in range(L)]
+        lane_weight = [Signal(self.weights.data[b].shape(), name=f"lane_weight{b}")
+                       for b in range(L)]
         lane_state = [Signal(state, name=f"lane_state{b}") for b in range(L)]
         bias = Signal(weight, name="operand_bias")
         own_state = Signal(state, name="operand_own_state")
@@ -254,10 +259,17 @@ class SettlingDatapath(wiring.Component):
             self._feedback_word = Signal.like(feedback, name="product_feedback")
             m.d.sync += self._feedback_word.eq(feedback)
         if plan.config.weights == "binary":
-            # +-s by the hidden weight's sign (W_h >= 0: +); the adder tree sums them and the
-            # stage after it multiplies the chunk's sum by a_k once
-            m.d.sync += [lane_product[b].eq(Mux(lane_weight[b][-1], -lane_state[b],
-                                                lane_state[b])) for b in range(L)]
+            # +s, -s or 0 by the pair code (the ideal PCSA read: BL's LRS wins +1, BLb's -1,
+            # neither or both 0); the adder tree sums them and the stage after it multiplies
+            # the chunk's sum by a_k once
+            for b in range(L):
+                with m.Switch(lane_weight[b]):
+                    with m.Case(CODE_PLUS):
+                        m.d.sync += lane_product[b].eq(lane_state[b])
+                    with m.Case(CODE_MINUS):
+                        m.d.sync += lane_product[b].eq(-lane_state[b])
+                    with m.Default():
+                        m.d.sync += lane_product[b].eq(0)
         else:
             m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
         return products, lane_product, product_bias, product_own

@@ -6,7 +6,8 @@ The section ``learning`` of ``bench.json``:
 * ``network``: the EqProp network every figure is for (digits, ``sizes``, binary weights with
   metaplasticity ``m`` and the decay ``2**-decay_shift``, ``T`` free and ``K`` nudged steps);
 * ``<board>.eqprop``: the EqProp unit behind its UART link (``EqPropHostTop``) built for the
-  board at ``lanes``: ``logic_cells``, ``block_rams``, ``sprams``, ``dsps``, ``fmax_mhz``,
+  board at ``lanes`` (``storage``: where its hidden weights live, block RAM or SPRAM):
+  ``logic_cells``, ``block_rams``, ``sprams``, ``dsps``, ``fmax_mhz``,
   ``run_clock_mhz``; ``cycles_per_step`` (a free-phase settling step) and
   ``cycles_per_nudged_step``, measured in Amaranth's simulator on real digits (no stall on the
   streams), against ``ideal_cycles_per_step`` (multiply-accumulates of a step over the lanes);
@@ -64,21 +65,23 @@ def _float_config(config):
                         decay=2.0 ** -config.decay_shift if config.decay_shift else 0.0)
 
 
-def unit_cycles(config, lanes, samples=2):
+def unit_cycles(config, lanes, samples=2, storage="memory"):
     """Cycles of the EqProp unit in Amaranth's simulator on the first ``samples`` digits, all
     training, the streams never stalling: the free and nudged settling steps (the median of the
     intervals between their ends, within a phase), the cycles per training sample (between the predictions, the next sample's load
-    included) and whether the predictions equal the twin's."""
+    included) and whether the predictions equal the twin's. ``storage``: the hidden weights'
+    (``"spram"``: loaded through the host port first, as the host link does)."""
     from ..flow.eqprop import _digits, _twin_after
-    from ..golden.eqprop_plan import EqPropPlan
+    from ..golden.eqprop_fixed import init_params
     from ..rtl.eqprop import EqPropUnit
     from ..sim.eqprop_sim import run_pysim
 
     x, y = _digits(samples)
     done = []
-    observed, pulses = run_pysim(EqPropUnit(config, lanes=lanes),
-                                 [(x[i], y[i], 1) for i in range(len(y))], valid=1.0, ready=1.0,
-                                 done=done)
+    spram = storage == "spram"
+    unit = EqPropUnit(config, lanes=lanes, storage=storage, host_port=spram)
+    observed, pulses = run_pysim(unit, [(x[i], y[i], 1) for i in range(len(y))], valid=1.0,
+                                 ready=1.0, done=done, load=init_params(config) if spram else None)
     _, twin = _twin_after(config, x, y)
     steps = config.T + 2 * config.K
     if len(pulses) != steps * len(y) or len(done) != len(y):
@@ -91,7 +94,7 @@ def unit_cycles(config, lanes, samples=2):
         free += np.diff(p[:config.T]).tolist()
         nudged += np.diff(p[config.T:config.T + config.K]).tolist()
         nudged += np.diff(p[config.T + config.K:]).tolist()
-    plan = EqPropPlan(config, lanes)
+    plan = unit.plan
     if not free or not nudged:
         raise NmflowError(f"T and K must be at least 2 for the bench to time a step between two "
                           f"others, not T {config.T}, K {config.K}")
@@ -193,8 +196,8 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
     from ..flow import DatasetSpec, build_step, export_step, train_step
     from ..flow.eqprop import build_unit
     from ..golden import hwmodel
-    from ..golden.eqprop_plan import EqPropPlan
     from ..golden.plan import EnginePlan
+    from ..rtl.eqprop import choose_plan
     from ..golden.train import TrainConfig
     from ..protocol.framing import BAUD
     from .bench import write_section
@@ -207,8 +210,10 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
     check_int("cpu_samples", cpu_samples, 1, limits.VECTORS)
     config = learning_config(tuple(hidden), m=m, decay_shift=decay_shift, T=T, K=K)
     board_lanes = {info.name: lanes or LEARNING_LANES.get(info.name, 4) for info in infos}
+    plans = {info.name: choose_plan(config, board_lanes[info.name], board=info)
+             for info in infos}
     for info in infos:
-        EqPropPlan(config, board_lanes[info.name]).check_fit(info)     # NmflowError
+        plans[info.name].check_fit(info)                                # NmflowError
     section = {"network": {"dataset": "digits", "sizes": list(config.sizes),
                            "weights": config.weights, "m": config.m,
                            "decay_shift": config.decay_shift, "T": config.T, "K": config.K,
@@ -216,10 +221,11 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
     progress("learning: training samples per second of the twins on this CPU")
     rates = twin_rates(config, cpu_samples)
     cycles = {}
-    for n in sorted(set(board_lanes.values())):
-        progress(f"learning: the EqProp unit at {n} lanes in Amaranth's simulator")
-        cycles[n] = unit_cycles(config, n)
-        if not cycles[n]["predictions_equal_twin"]:
+    for n, storage in sorted({(p.lanes, p.storage) for p in plans.values()}):
+        progress(f"learning: the EqProp unit at {n} lanes ({storage} hidden weights) in "
+                 f"Amaranth's simulator")
+        cycles[n, storage] = unit_cycles(config, n, storage=storage)
+        if not cycles[n, storage]["predictions_equal_twin"]:
             raise NmflowError(f"benchmark: the EqProp unit at {n} lanes predicts otherwise "
                               f"than its twin")
 
@@ -227,16 +233,18 @@ def run_learning(run_dir, *, boards="icebreaker,ulx3s", lanes=None, hidden=(32,)
     export_step(run_dir)
     hw = hwmodel.load(run_dir / "hwmodel")
     for info in infos:
-        n = board_lanes[info.name]
+        n, hidden = board_lanes[info.name], plans[info.name].storage
         progress(f"learning: building the EqProp unit for {info.name} ({n} lanes)")
         try:
             build = build_unit(run_dir / f"{info.name}_eqprop", config, n, info, clock=clock,
                                reuse=resume)
-            eq = dict(_build_figures(build), fits=True, lanes=n, **cycles[n])
+            eq = dict(_build_figures(build), fits=True, lanes=n, storage=hidden,
+                      **cycles[n, hidden])
             eq["samples_per_second_at_run_clock"] = round(
                 build["run_clock_mhz"] * 1e6 / eq["cycles_per_sample"], 1)
         except DoesNotFit as error:
-            eq = dict(fits=False, refused=str(error), lanes=n, **cycles[n])
+            eq = dict(fits=False, refused=str(error), lanes=n, storage=hidden,
+                      **cycles[n, hidden])
         eq.pop("predictions_equal_twin")
         entry = {"eqprop": eq}
         e_lanes, e_pe, e_bits = META_FOLDING

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..golden import eqprop_fixed as ef
 
-__all__ = ["SampleTrace", "expected_trace", "input_beats", "run_pysim", "simulate_eqprop",
+__all__ = ["SampleTrace", "expected_trace", "input_beats", "run_pysim", "host_load", "simulate_eqprop",
            "config_to_json", "config_from_json", "compare"]
 
 
@@ -107,6 +107,8 @@ def compare(layout, config, trace, observed):
                 problems.append(f"step {step} layer {k}: padding states {pad} are not 0")
     if observed["prediction"] != trace.prediction:
         problems.append(f"prediction: unit {observed['prediction']}, twin {trace.prediction}")
+    if trace.params is not None and config.weights == "binary":
+        problems += _compare_codes(layout, trace.params, observed.get("codes"))
     if trace.params is not None:
         W, b = layout.decode_weights(observed["weights"], observed["biases"])
         for k in range(N):
@@ -121,12 +123,53 @@ def compare(layout, config, trace, observed):
     return problems
 
 
+def _compare_codes(layout, params, beats):
+    """Mismatch messages between the pair codes a binary unit dumped (``beats``, in the
+    weights' order) and the codes of the twin's hidden weights (``PLUS`` where ``W_h >= 0``,
+    else ``MINUS``)."""
+    from ..golden.pairs import MINUS, PLUS
+    if beats is None:
+        return ["no pair codes observed"]
+    codes, _ = layout.decode_weights(beats, [0] * layout.bdepth)
+    problems = []
+    for k, w in enumerate(params["W"]):
+        want = np.where(np.asarray(w) < 0, MINUS, PLUS)
+        bad = np.argwhere(codes[k] != want)
+        if len(bad):
+            r, i = bad[0]
+            problems.append(f"codes{k}: {len(bad)} pair codes differ, first [{r}, {i}]: unit "
+                            f"{codes[k][r, i]:02b}, twin {want[r, i]:02b}")
+    return problems
+
+
+def host_load(unit, params):
+    """A testbench process body (``await host_load(unit, params)(ctx)``) that writes the hidden
+    weights ``params["W"]`` (raw) into the idle ``unit`` through its host port, one address of
+    every bank a cycle, as the host link's LOAD does: how a unit with single-port hidden banks
+    (``storage="spram"``) gets its weights."""
+    from ..rtl.eqprop_memories import HOST_WEIGHTS
+    image = unit.layout.weight_image(params)
+
+    async def load(ctx):
+        ctx.set(unit.p_sel, HOST_WEIGHTS)
+        for addr in range(unit.layout.wdepth):
+            ctx.set(unit.p_addr, addr)
+            for b in range(unit.lanes):
+                ctx.set(unit.p_wdata[b], image[b][addr])
+            ctx.set(unit.p_we, 1)
+            await ctx.tick()
+        ctx.set(unit.p_we, 0)
+    return load
+
+
 def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_000,
-              done=None):
+              done=None, load=None):
     """Run ``unit`` (without ``observe``, only the predictions are read) in Amaranth's simulator
     on ``samples`` (a list of ``(x, label, train)``). Returns ``(observed per sample,
     step_cycles)``: the dicts :func:`compare` takes, and the cycle numbers of the ``step``
-    pulses. ``done``, a list, gets the cycle number of every prediction taken from ``o``."""
+    pulses. ``done``, a list, gets the cycle number of every prediction taken from ``o``.
+    ``load``: parameters written through the host port (:func:`host_load`) before the first
+    sample."""
     from amaranth.hdl import Const, signed
     from .pysim import run_benches
     from .streams import stream_get, stream_put
@@ -138,6 +181,8 @@ def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_0
     pulses = []
 
     async def producer(ctx):
+        if load is not None:
+            await host_load(unit, load)(ctx)
         for x, label, train in samples:
             for beat in input_beats(x, unit.lanes):
                 await stream_put(ctx, unit.i, {"x": beat, "label": int(label),
@@ -163,6 +208,11 @@ def run_pysim(unit, samples, *, seed=0, valid=0.7, ready=0.6, max_cycles=5_000_0
                 for _ in range(nb):
                     beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
                     record["biases"].append(Const(beat[0], weight).value)
+                if cfg.weights == "binary":
+                    record["codes"] = []
+                    for _ in range(nw):
+                        beat = await stream_get(ctx, unit.obs, rng=rng_out, ready=ready)
+                        record["codes"].append([int(beat[b]) for b in range(unit.lanes)])
             beat = await stream_get(ctx, unit.o, rng=rng_out, ready=ready)
             record["prediction"] = int(beat.label)
             observed.append(record)

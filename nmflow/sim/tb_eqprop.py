@@ -28,6 +28,7 @@ import numpy as np
 from amaranth.hdl import signed
 
 from nmflow.golden import eqprop_fixed as ef
+from nmflow.golden.pairs import MINUS, PLUS
 from nmflow.rtl.eqprop import EqPropUnit
 from nmflow.sim.eqprop_sim import config_from_json, expected_trace, input_beats
 from nmflow.sim.harness import Codec, Driver, Monitor, Scoreboard, Stream, cycle, port_shape
@@ -44,19 +45,26 @@ def state_beats(layout, states):
     return beats
 
 
-def dump_beats(layout, params, word):
+def dump_beats(layout, params, word, binary=False):
     """The ``obs`` beats of a parameter dump as ``(beat, label)``: the weight banks' words row by
     row (:meth:`~nmflow.golden.eqprop_layout.EqPropLayout.decode_weights` reads them back), then
-    each bias in lane 0; ``word`` turns a raw parameter into the port's word."""
+    each bias in lane 0; ``word`` turns a raw parameter into the port's word. With ``binary``
+    weights the pair codes follow in the weights' order (``PLUS`` where ``W_h >= 0``)."""
     L, beats = layout.lanes, []
+
+    def rows(w, value, name):
+        for r in range(w.shape[0]):
+            for c in range(w.shape[1] // L):
+                yield ([value(int(w[r, c * L + (bank - r) % L])) for bank in range(L)],
+                       f"{name} row {r} chunk {c}")
+
     for k, w in enumerate(params["W"]):
-        rows, cols = w.shape
-        for r in range(rows):
-            for c in range(cols // L):
-                beats.append(([word(int(w[r, c * L + (bank - r) % L])) for bank in range(L)],
-                              f"W{k} row {r} chunk {c}"))
+        beats += rows(w, word, f"W{k}")
     for k, b in enumerate(params["b"]):
         beats += [([word(int(v))] + [0] * (L - 1), f"b{k}[{i}]") for i, v in enumerate(b)]
+    if binary:
+        for k, w in enumerate(params["W"]):
+            beats += rows(w, lambda v: MINUS if v < 0 else PLUS, f"pair codes {k}")
     return beats
 
 
@@ -69,7 +77,7 @@ class Twin:
         self.word = Codec(signed(config.weight.width)).encode
         self.params, self.lfsr = ef.init_params(config), ef.Lfsr32(config.lfsr_seed)
         self.report = {"samples": 0, "training_samples": 0, "steps": 0, "states": 0,
-                       "weights": 0, "predictions_right": 0}
+                       "weights": 0, "pair_codes": 0, "predictions_right": 0}
         self.obs_per_sample, self.trained = [], []
 
     def sample(self, index, x, label, train):
@@ -81,7 +89,8 @@ class Twin:
                 expect("obs", beat, f"sample {index}: step {step} row {row}")
                 obs += 1
         if train:
-            for beat, label_ in dump_beats(self.layout, self.params, self.word):
+            for beat, label_ in dump_beats(self.layout, self.params, self.word,
+                                           self.config.weights == "binary"):
                 expect("obs", beat, f"sample {index}: {label_}")
                 obs += 1
         expect("o", {"label": trace.prediction}, f"sample {index}: prediction")
@@ -94,6 +103,8 @@ class Twin:
         r["states"] += len(trace.states) * sum(sizes[1:])
         r["weights"] += (sum(w.size + b.size for w, b in zip(self.params["W"], self.params["b"]))
                          if train else 0)
+        r["pair_codes"] += (sum(w.size for w in self.params["W"])
+                            if train and self.config.weights == "binary" else 0)
         r["predictions_right"] += int(trace.prediction == label)
 
     def budget(self, unit, p_ready, p_valid):
@@ -112,8 +123,9 @@ def final_params(layout, twin, observed, weight_bits):
     last = max(n for n, t in enumerate(twin.trained) if t)
     end = sum(twin.obs_per_sample[:last + 1])
     nw, nb = layout.dump_words()
+    nc = nw if twin.config.weights == "binary" else 0       # the pair codes at the end
     raw = Codec(signed(weight_bits)).decode
-    dump = observed[end - nw - nb:end]
+    dump = observed[end - nw - nb - nc:end - nc]
     W, b = layout.decode_weights([[raw(v) for v in beat] for beat in dump[:nw]],
                                  [raw(beat[0]) for beat in dump[nw:]])
     return {"W": [w.tolist() for w in W], "b": [v.tolist() for v in b]}

@@ -167,9 +167,11 @@ class SimulatedBoard:
                    divisor=divisor, timeout=timeout)
 
     @classmethod
-    def eqprop(cls, config, *, lanes=4, params=None, divisor=4, timeout=None):
-        """The EqProp unit's board: ``EqPropHostTop(config, lanes=lanes, params=params)``."""
-        return cls(lambda **link: EqPropHostTop(config, lanes=lanes, params=params, **link),
+    def eqprop(cls, config, *, lanes=4, params=None, divisor=4, timeout=None, storage=None):
+        """The EqProp unit's board: ``EqPropHostTop(config, lanes=lanes, params=params,
+        storage=storage)``."""
+        return cls(lambda **link: EqPropHostTop(config, lanes=lanes, params=params,
+                                                storage=storage, **link),
                    divisor=divisor, timeout=timeout)
 
     @property

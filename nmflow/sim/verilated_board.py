@@ -218,12 +218,13 @@ class VerilatedBoard:
 
 
 @contextlib.contextmanager
-def eqprop_verilated_board(config, *, lanes=4, params=None):
+def eqprop_verilated_board(config, *, lanes=4, params=None, storage=None):
     """The EqProp unit's link core (:class:`~nmflow.rtl.eqprop_link.EqPropLinkCore` of
-    ``config``, ``lanes`` and the weights ``params`` after reset) compiled by Verilator behind a
-    loopback TCP port; yield its ``socket://`` URL."""
+    ``config``, ``lanes``, the weights ``params`` after reset and the hidden weights'
+    ``storage``) compiled by Verilator behind a loopback TCP port; yield its ``socket://``
+    URL."""
     from ..rtl.eqprop_link import EqPropLinkCore
     _verilator()                            # refused before the gateware is made
-    core = EqPropLinkCore(config, lanes, timeout=TIMEOUT_CYCLES, params=params)
+    core = EqPropLinkCore(config, lanes, timeout=TIMEOUT_CYCLES, params=params, storage=storage)
     with VerilatedBoard(core, "nmflow_eqprop_link") as board:
         yield board.url
