@@ -11,6 +11,11 @@ Architecture (docs/eqprop_rtl.md has the figures)
   different banks, so both ``W_{k-1} s_{k-1}`` and the transposed ``W_k^T s_{k+1}`` stream one
   chunk per cycle. A row chunk reads every bank at one address; a column chunk reads bank ``b``
   at ``wbase_k + (c L + ((b - j) mod L)) (n_k / L) + j // L`` for neuron ``j``.
+* Binary weights: the weight banks hold the hidden weights and ``L`` code banks beside them
+  (same addresses) the binary weights as pair codes; settling reads the codes, the update the
+  hidden weights, and a hidden weight's write writes its code. The hidden banks are block RAM
+  or, with ``storage="spram"``, one single-port RAM each (the host loads them; an update's chunk
+  read waits while a weight is written).
 * States ``u0.F`` live in ``L`` state banks (state ``i`` of a vector in bank ``i mod L``, row
   ``i // L``): the input ``x`` and three copies of the layers, regions ``A`` (free phase, ``s*``),
   ``B`` (``+beta``, ends as ``s+``) and ``C`` (``-beta``, ends as ``s-``). A chunk read gives

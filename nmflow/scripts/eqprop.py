@@ -286,11 +286,11 @@ def cmd_continual(args):
 def _unit_settings(args, default_samples):
     """The network, unit and sample options of sim/build/host, every one checked before work:
     the network is the digits data set's (its features in, its classes out) and its memories
-    must fit the block RAM of ``--board``."""
+    must fit the block RAM of ``--board`` (binary hidden weights: or its single-port RAMs)."""
     from ..boards.catalog import get_board
     from ..golden.datasets import load_digits
     from ..golden.eqprop_fixed import FixedEqPropConfig
-    from ..golden.eqprop_plan import EqPropPlan
+    from ..rtl.eqprop import choose_plan
 
     hidden = _widths(args.hidden, [32], "32,16")
     lanes = _int("--lanes", args.lanes, 1, 4)
@@ -316,7 +316,7 @@ def _unit_settings(args, default_samples):
         config = FixedEqPropConfig(sizes=(data.n_features, *hidden, data.n_classes), T=T, K=K,
                                    lr_shifts=tuple(lr), batch=1, weights=weights[0], m=m,
                                    decay_shift=decay_shift)
-        EqPropPlan(config, lanes).check_fit(board)
+        choose_plan(config, lanes, board=board).check_fit(board)
     except NmflowError as error:
         raise NmflowError(f"--hidden {','.join(map(str, hidden))} with --lanes {lanes}: "
                           f"{error}") from None
