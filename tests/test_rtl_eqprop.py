@@ -158,10 +158,14 @@ def test_plan_pushes_where_it_pays(sizes, lanes, push, free):
 
 @pytest.mark.parametrize("extra, stages", [
     ({}, 4), ({"decay_shift": 4}, 5), ({"weights": "binary", "m": 10.0}, 6),
-    ({"weights": "binary", "m": 10.0, "decay_shift": 10}, 7)])
+    ({"weights": "binary", "m": 10.0, "decay_shift": 10}, 7),
+    # the write's register in front of the SPRAMs
+    ({"weights": "binary", "m": 10.0, "decay_shift": 10, "storage": "spram"}, 8)])
 def test_plan_update_stages(extra, stages):
     from nmflow.golden.eqprop_plan import EqPropPlan
-    plan = EqPropPlan(ef.FixedEqPropConfig(sizes=(8, 8, 3), batch=1, **extra), 4)
+    extra = dict(extra)
+    storage = extra.pop("storage", "memory")
+    plan = EqPropPlan(ef.FixedEqPropConfig(sizes=(8, 8, 3), batch=1, **extra), 4, storage=storage)
     assert len(plan.update_stages) == stages and plan.update_latency == stages - 1
 
 

@@ -63,11 +63,12 @@ PUSH = "push"
 PUSH_TARGET = 1.05
 
 #: The update pipeline: one parameter per cycle; the stages a configuration does not need (the
-#: decay without ``decay_shift``, the ``f_meta`` stages without metaplasticity) are left out
+#: decay without ``decay_shift``, the ``f_meta`` stages without metaplasticity, the write's
+#: register without single-port hidden banks) are left out
 #: (:attr:`EqPropPlan.update_stages`).
 UPDATE_PIPELINE = ("issue (products, old value, address, draw)", "D", "decay",
                    "stochastic rounding", "f_meta product", "f_meta choice",
-                   "sum, saturation and write")
+                   "sum, saturation and write", "write register")
 
 #: Cycles of a settling step spent on neither commands nor drains (the sequencer's STEP_END and
 #: STEP_NEXT).
@@ -388,9 +389,10 @@ class EqPropPlan:
     @property
     def update_stages(self):
         """The stages of :data:`UPDATE_PIPELINE` this configuration has: the decay only with
-        ``decay_shift``, the ``f_meta`` product and choice only with ``m > 0``."""
+        ``decay_shift``, the ``f_meta`` product and choice only with ``m > 0``, the write's
+        register only with ``storage="spram"`` (the write data to RAMs at the die's edge)."""
         cfg = self.config
-        skip = set()
+        skip = set() if self.storage == "spram" else {"write register"}
         if not cfg.decay_shift:
             skip.add("decay")
         if not cfg.m > 0:
@@ -400,8 +402,8 @@ class EqPropPlan:
     @property
     def update_latency(self):
         """Cycles from a parameter's issue to its write: one per stage of
-        :attr:`update_stages` after the issue (4 for real weights, 5 with a decay, 7 with a
-        decay and metaplasticity)."""
+        :attr:`update_stages` after the issue (3 for real weights, 4 with a decay, 6 with a
+        decay and metaplasticity, one more with SPRAM hidden weights)."""
         return len(self.update_stages) - 1
 
     @property

@@ -326,7 +326,9 @@ class UpdateDatapath(wiring.Component):
 
     def _write(self, m, s):
         """Stage ``sum, saturation and write``: the old value plus the change, saturated to the
-        weight format, to the parameter's memory."""
+        weight format, to the parameter's memory; with single-port hidden banks
+        (``storage="spram"``, stage ``write register``) registered first: the RAMs sit at the
+        die's edge."""
         plan = self._plan
         wmin, wmax = plan.weight_format.min_raw, plan.weight_format.max_raw
         old, change, is_bias = s["old"], s["change"], s["kind"][0]
@@ -334,8 +336,14 @@ class UpdateDatapath(wiring.Component):
         m.d.comb += total.eq(old + change)
         new_param = Signal(plan.weight_format.shape())
         m.d.comb += new_param.eq(Mux(total < wmin, wmin, Mux(total > wmax, wmax, total)))
-        m.d.comb += [self.weight_write.addr.eq(s["addr"]), self.weight_write.data.eq(new_param),
-                     self.bias_write.addr.eq(s["addr"]), self.bias_write.data.eq(new_param),
-                     self.bias_write.en.eq(s["valid"] & is_bias)]
-        m.d.comb += [self.weight_write.en[b].eq(s["valid"] & ~is_bias & (s["bank"] == b))
+        addr, valid, bank = s["addr"], s["valid"], s["bank"]
+        if "write register" in plan.update_stages:
+            r = self._register(m, {"new": new_param, "addr": addr, "valid": valid,
+                                   "is_bias": is_bias, "bank": bank}, "write")
+            new_param, addr, valid, is_bias, bank = (r["new"], r["addr"], r["valid"],
+                                                     r["is_bias"], r["bank"])
+        m.d.comb += [self.weight_write.addr.eq(addr), self.weight_write.data.eq(new_param),
+                     self.bias_write.addr.eq(addr), self.bias_write.data.eq(new_param),
+                     self.bias_write.en.eq(valid & is_bias)]
+        m.d.comb += [self.weight_write.en[b].eq(valid & ~is_bias & (bank == b))
                      for b in range(plan.lanes)]
