@@ -186,6 +186,8 @@ def test_board_run_equals_the_twin_in_every_task(tmp_path):
     assert result["board_equals_twin"] is True
     for run in boards:
         assert len(run["board_mismatches"]) == 2 and run["board_equals_twin"]
+        # the pair codes read back (READ_C) were compared in every task
+        assert all(m["pair_codes"] == 0 for m in run["board_mismatches"])
         assert run["board_samples_per_task"] == 3
         # the board run is the twin's run at batch 1: the same matrix
         alone, _ = ec.run_fixed(config, data, run["m"])
@@ -207,6 +209,28 @@ def test_a_board_that_differs_is_counted():
     first = record["board_mismatches"][0]
     assert first["binary_weights"] >= 1 and first["hidden_weights"] >= 1
     assert first["biases"] == 8 + 10
+    assert "pair_codes" not in first                    # this board read back no codes
+
+
+def test_a_pair_code_that_differs_is_counted():
+    # the board trains exactly as the twin (hidden weights equal) but one pair code read back
+    # is not its hidden weight's sign
+    config = ec.EqPropContinualConfig(tasks=1, epochs=1, hidden=(8,), T=4, K=2, fixed_batch=1,
+                                      lr_shifts=(1, 2), ms=(10.0,))
+    fixed = ec.fixed_config(config, 64, 10, 10.0)
+
+    def one_code_off(params, state, xs, ys):
+        lfsr = fx.Lfsr32(int(state))
+        for x, y in zip(xs, ys):
+            params, _ = fx.train_step(fixed, params, x.reshape(1, -1), [y], lfsr)
+        codes = [np.where(w < 0, 0b01, 0b10) for w in params["W"]]
+        codes[1][2, 3] ^= 0b11
+        return dict(params, codes=codes)
+
+    record, _ = ec.run_fixed(config, Subset(24, 20), 10.0, board=one_code_off, board_samples=2)
+    assert record["board_equals_twin"] is False
+    assert record["board_mismatches"] == [
+        {"hidden_weights": 0, "binary_weights": 0, "biases": 0, "pair_codes": 1}]
 
 
 def test_a_board_run_needs_batch_one():

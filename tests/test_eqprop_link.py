@@ -59,9 +59,10 @@ def _frames(rng, geometry):
             n = int(rng.integers(1, RB + 1))
             frame = encode_frame(EqCommand.LOAD_B, _u16(rng.integers(0, lay.bdepth - n + 1))
                                  + words(n))
-        elif kind == 7:
+        elif kind == 7:         # binary units: the pair codes as often as the weights
             n = int(rng.integers(1, R + 1))
-            frame = encode_frame(EqCommand.READ_W, _u16(rng.integers(0, lay.wdepth - n + 1), n))
+            read = EqCommand.READ_C if g.binary and rng.integers(0, 2) else EqCommand.READ_W
+            frame = encode_frame(read, _u16(rng.integers(0, lay.wdepth - n + 1), n))
         elif kind == 8:
             n = int(rng.integers(1, RB + 1))
             frame = encode_frame(EqCommand.READ_B, _u16(rng.integers(0, lay.bdepth - n + 1), n))
@@ -73,7 +74,9 @@ def _frames(rng, geometry):
                      encode_frame(EqCommand.READ_B, _u16(lay.bdepth - 1, 2)),
                      encode_frame(EqCommand.LOAD_W, _u16(lay.wdepth - 1) + words(2 * LANES)),
                      encode_frame(EqCommand.LOAD_B, _u16(lay.bdepth) + words(1)),
-                     encode_frame(EqCommand.READ_W, _u16(0, 0))][int(rng.integers(0, 6))]
+                     encode_frame(EqCommand.READ_W, _u16(0, 0)),
+                     encode_frame(EqCommand.READ_C, _u16(lay.wdepth - 1, 2))][
+                int(rng.integers(0, 7 if g.binary else 6))]
         elif kind == 11:        # wrong length
             cmd = int(rng.integers(0x31, 0x39))
             frame = encode_frame(cmd, bytes(int(rng.integers(0, 256))
@@ -133,9 +136,18 @@ def test_info_encoding_round_trips():
     assert (g.rows_per_frame, g.biases_per_frame) == (7, 11)
 
 
-def test_link_answers_like_the_model_over_random_frames():
-    core = EqPropLinkCore(CFG, LANES, timeout=TIMEOUT, buffer_bytes=BUFFER)
-    model = EqPropLinkModel(link_geometry(CFG, LANES, BUFFER), EqPropBoardTwin(CFG, LANES))
+BINARY = ef.FixedEqPropConfig(sizes=(8, 8, 3), T=3, K=2, batch=1, lr_shifts=(0, 1), seed=3,
+                              weights="binary", m=5.0, decay_shift=3)
+
+
+@pytest.mark.parametrize("cfg, storage", [(CFG, None), (BINARY, "spram")],
+                         ids=["real", "binary with SPRAM hidden weights"])
+def test_link_answers_like_the_model_over_random_frames(cfg, storage):
+    # real weights: READ_C (0x39) is an unknown command; binary: it reads the pair codes, and
+    # with SPRAM the hidden weights are 0 after reset while the codes are the initial ones
+    core = EqPropLinkCore(cfg, LANES, timeout=TIMEOUT, buffer_bytes=BUFFER, storage=storage)
+    model = EqPropLinkModel(link_geometry(cfg, LANES, BUFFER),
+                            EqPropBoardTwin(cfg, LANES, storage=storage or "memory"))
     bursts = _frames(np.random.default_rng(5), core.geometry)
     got = _run_core(core, bursts, seed=6)
     codes = set()
@@ -148,7 +160,10 @@ def test_link_answers_like_the_model_over_random_frames():
                 codes.add(ErrorCode(payload[0]))
     # the random frames reached every error and changed the weights
     assert codes == set(ErrorCode) - set(), codes
-    assert any((w != w0).any() for w, w0 in zip(model.board.params["W"], ef.init_params(CFG)["W"]))
+    assert any((w != w0).any() for w, w0 in zip(model.board.params["W"], ef.init_params(cfg)["W"]))
+    if cfg.weights == "binary":
+        read_codes = [b for b in bursts if b[1:2] == bytes([EqCommand.READ_C])]
+        assert len(read_codes) > 2
 
 
 def test_model_refuses_without_touching_the_weights():
@@ -208,11 +223,13 @@ def test_simulated_board_with_spram_hidden_weights_learns_like_the_twin():
                 twin, s_star = ef.train_step(cfg, twin, x.reshape(1, -1), [y], lfsr)
                 assert prediction == int(s_star[-1][0].argmax())
             back = link.read()
+            codes = link.read_codes()
             cls, states = link.infer(x)
-    assert any(((a >= 0) != (b >= 0)).any() or (a != b).any()
-               for a, b in zip(twin["W"], params["W"]))
+    assert any(((a >= 0) != (b >= 0)).any() for a, b in zip(twin["W"], params["W"]))
     for k in range(2):
         assert (back["W"][k] == twin["W"][k]).all() and (back["b"][k] == twin["b"][k]).all()
+        # PLUS (0b10) where W_h >= 0, MINUS (0b01) elsewhere
+        assert (codes[k] == np.where(twin["W"][k] < 0, 0b01, 0b10)).all()
     # the inference reads the pair codes the updates wrote
     out = ef.free_phase(cfg, twin, x.reshape(1, -1))[-1][0]
     assert cls == int(out.argmax()) and states.tolist() == out.tolist()

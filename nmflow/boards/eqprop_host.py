@@ -9,6 +9,7 @@ specified in docs/eqprop_protocol.md).
         prediction = link.train(x, label)
         prediction, states = link.infer(x)
         params = link.read()
+        codes = link.read_codes()                  # binary units: the pair codes
 
 Frames, error replies, corrupted replies and time-outs are handled by the shared
 :class:`~nmflow.boards.transport.FramedTransport`; every failure is one-line
@@ -80,17 +81,31 @@ class EqPropLink(LinkDriver):
             chunk = biases[first:first + info.biases_per_frame]
             self._ask(EqCommand.LOAD_B, first.to_bytes(2, "little") + encode_words(chunk, wb))
 
-    def read(self):
-        """The board's parameters, ``{"W": [...], "b": [...]}`` (int64)."""
-        info, lay = self.info(), self.layout
+    def _read_banks(self, command):
+        """Every row of the weight banks (READ_W) or the pair-code banks (READ_C), as banks."""
+        info = self.info()
         L, wb = info.lanes, info.word_bytes
         banks = [[0] * info.wdepth for _ in range(L)]
         for first in range(0, info.wdepth, info.rows_per_frame):
             n = min(info.rows_per_frame, info.wdepth - first)
-            words = self._read_words(EqCommand.READ_W, first, n, n * L, wb, info.weight_bits)
+            words = self._read_words(command, first, n, n * L, wb, info.weight_bits)
             for row in range(n):
                 for b in range(L):
                     banks[b][first + row] = words[row * L + b]
+        return banks
+
+    def read_codes(self):
+        """The pair codes of a binary unit's weights, one int64 matrix per layer (``PLUS`` 2,
+        ``MINUS`` 1; :mod:`nmflow.golden.pairs`). A unit of real weights refuses (BAD_COMMAND)."""
+        lay = self.layout
+        return image_to_params(lay, self._read_banks(EqCommand.READ_C),
+                               [0] * self.info().bdepth)["W"]
+
+    def read(self):
+        """The board's parameters, ``{"W": [...], "b": [...]}`` (int64)."""
+        info, lay = self.info(), self.layout
+        wb = info.word_bytes
+        banks = self._read_banks(EqCommand.READ_W)
         biases = []
         for first in range(0, info.bdepth, info.biases_per_frame):
             n = min(info.biases_per_frame, info.bdepth - first)

@@ -51,7 +51,7 @@ def _board_run(shared, m):
             link.load(params)
             for x, y in zip(xs, ys):
                 link.train(x, int(y))
-            return link.read()
+            return dict(link.read(), codes=link.read_codes())
 
         record, _ = ec.run_fixed(config, dataset, m, board=train_on_board,
                                  board_samples=board["samples"])

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import NmflowError, check_choice, check_int, check_number
+from .pairs import MINUS, PLUS
 
 __all__ = ["EqPropContinualConfig", "WHERE", "run_float", "run_fixed", "fixed_config",
            "features_and_classes",
@@ -215,7 +216,8 @@ def run_fixed(config, dataset, m, progress=None, params=None, board=None, board_
 
     ``board`` (``fixed_batch`` 1 only): a callable ``board(params, lfsr_state, xs, ys)`` that
     trains a board from ``params`` and the LFSR state on the samples ``xs`` (raw) with labels
-    ``ys`` in order and returns the parameters read back. It takes the first ``board_samples``
+    ``ys`` in order and returns the parameters read back (with ``"codes"``, the pair codes read
+    back, compared too). It takes the first ``board_samples``
     samples of each task's first epoch; the twin computes the same samples, the two are
     compared (every hidden weight and bias, and so every binary weight's sign), and the run
     goes on from the board's parameters. The record is then ``where="board"`` with
@@ -272,9 +274,15 @@ def run_fixed(config, dataset, m, progress=None, params=None, board=None, board_
 
 
 def _mismatches(twin, board):
-    """Hidden weights, binary weights (their signs) and biases that differ between the twin's
-    parameters and a board's."""
+    """Hidden weights, binary weights (their signs), biases and, where the board's read-back
+    has them (``board["codes"]``), pair codes that differ between the twin's parameters and a
+    board's."""
     out = {"hidden_weights": 0, "binary_weights": 0, "biases": 0}
+    if "codes" in board:
+        out["pair_codes"] = 0
+        for a, codes in zip(twin["W"], board["codes"]):
+            out["pair_codes"] += int((np.where(np.asarray(a) < 0, MINUS, PLUS)
+                                      != np.asarray(codes)).sum())
     for a, b in zip(twin["W"], board["W"]):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:

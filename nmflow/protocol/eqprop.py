@@ -21,6 +21,8 @@ Requests (``n0`` inputs, ``nN`` classes, ``L`` lanes, ``WB`` bytes per weight wo
     0x36  TRAIN   n0 + 1                   n0 input states (u0.F, one byte each), the label
     0x37  INFER   n0                       n0 input states
     0x38  SEED    4                        the LFSR state (u32 LE, nonzero)
+    0x39  READ_C  4                        binary units only: start row (u16 LE), n rows (u16
+                                           LE, 1..R) of the pair-code banks
 
 Replies::
 
@@ -33,9 +35,11 @@ Replies::
     0xB7  INFER   1 + nN                   the prediction, then the nN output states of the
                                            free phase (u0.F bytes)
     0xB8  SEED    0
+    0xB9  READ_C  n L WB                   the rows as in READ_W, each word a pair code (0..3)
     0xFF  ERROR   1                        an ErrorCode
 
-Checks, in the order the link makes them: BAD_COMMAND (CMD); BAD_LENGTH (LEN against the rule
+Checks, in the order the link makes them: BAD_COMMAND (CMD; READ_C to a unit of real-valued
+weights, which has no pair codes); BAD_LENGTH (LEN against the rule
 above); BAD_VALUE on arrival of a TRAIN/INFER payload byte (an input with bits at or above
 ``state_bits``, a label ``>= nN``); TIMEOUT; BAD_CHECKSUM; then, after the CRC, BAD_VALUE for a
 LOAD or READ that runs past its memory (``start + n > depth``), a READ count of 0 or above
@@ -70,6 +74,7 @@ class EqCommand(enum.IntEnum, shape=8):
     TRAIN = 0x36
     INFER = 0x37
     SEED = 0x38
+    READ_C = 0x39
 
 
 #: Replies: the request byte with bit 7 set, or ERROR (payload: an ErrorCode).
@@ -120,6 +125,9 @@ class LinkGeometry:
         learning-rate shifts (reported by INFO).
     wdepth, bdepth : int
         Rows of the weight banks and biases.
+    binary : bool
+        The unit's weights are binary: it keeps pair codes beside the hidden weights, and
+        answers READ_C.
     buffer_bytes : int
         The link's payload buffer (at least ``sizes[0] + 1`` bytes are kept).
 
@@ -131,8 +139,11 @@ class LinkGeometry:
     """
 
     def __init__(self, *, sizes, lanes, state_format, weight_format, T, K, beta_shift, half,
-                 lr_shifts, wdepth, bdepth, buffer_bytes=BUFFER_BYTES):
+                 lr_shifts, wdepth, bdepth, binary=False, buffer_bytes=BUFFER_BYTES):
         self.lanes, self.sizes = lanes, tuple(sizes)
+        self.binary = bool(binary)
+        #: the requests the link takes (the others are BAD_COMMAND)
+        self.commands = frozenset(c for c in EqCommand if binary or c != EqCommand.READ_C)
         self.wdepth, self.bdepth = wdepth, bdepth
         if state_format.width > 8:
             raise NmflowError(f"state format must have at most 8 bits (one byte per input on "
@@ -160,7 +171,7 @@ class LinkGeometry:
         L, wb = self.lanes, self.word_bytes
         if command == EqCommand.INFO:
             return length == 0
-        if command in (EqCommand.READ_W, EqCommand.READ_B, EqCommand.SEED):
+        if command in (EqCommand.READ_W, EqCommand.READ_B, EqCommand.READ_C, EqCommand.SEED):
             return length == 4
         if command == EqCommand.INFER:
             return length == self.n_inputs
@@ -183,10 +194,11 @@ class LinkGeometry:
     def argument_problem(self, command, first, count):
         """Why a LOAD or READ of ``count`` rows (biases) from ``first`` is refused after its CRC
         (BAD_VALUE), or ``None``."""
-        weights = command in (EqCommand.LOAD_W, EqCommand.READ_W)
+        weights = command in (EqCommand.LOAD_W, EqCommand.READ_W, EqCommand.READ_C)
         depth, most = (self.wdepth, self.rows_per_frame) if weights \
             else (self.bdepth, self.biases_per_frame)
-        if command in (EqCommand.READ_W, EqCommand.READ_B) and not 1 <= count <= most:
+        if command in (EqCommand.READ_W, EqCommand.READ_B, EqCommand.READ_C) \
+                and not 1 <= count <= most:
             return f"count must be from 1 to {most}, not {count}"
         if first + count > depth:
             return f"start + count must be at most {depth}, not {first + count}"
@@ -196,8 +208,9 @@ class LinkGeometry:
         L, wb = self.lanes, self.word_bytes
         return {EqCommand.INFO: len(encode_info(self.info)), EqCommand.LOAD_W: 0,
                 EqCommand.LOAD_B: 0, EqCommand.READ_W: count * L * wb,
-                EqCommand.READ_B: count * wb, EqCommand.TRAIN: 1,
-                EqCommand.INFER: 1 + self.n_classes, EqCommand.SEED: 0}[command]
+                EqCommand.READ_C: count * L * wb, EqCommand.READ_B: count * wb,
+                EqCommand.TRAIN: 1, EqCommand.INFER: 1 + self.n_classes,
+                EqCommand.SEED: 0}[command]
 
 
 def encode_info(info):
@@ -236,14 +249,14 @@ class EqPropLinkModel(FrameModel):
     rules of :class:`~nmflow.protocol.framing.FrameModel`), for a link of ``geometry`` (a
     :class:`LinkGeometry`) in front of ``board``: what the board holds and does, without bytes
     (:class:`nmflow.golden.eqprop_board.EqPropBoardTwin`: ``write_rows``, ``write_biases``,
-    ``read_rows``, ``read_biases``, ``seed``, ``train``, ``infer``).
+    ``read_rows``, ``read_biases``, ``read_codes``, ``seed``, ``train``, ``infer``).
     """
 
     def __init__(self, geometry, board):
         self.geometry, self.board = geometry, board
 
     def accepts(self, command):
-        return command in set(EqCommand)
+        return command in self.geometry.commands
 
     def length_ok(self, command, length):
         return self.geometry.length_ok(EqCommand(command), length)
@@ -281,12 +294,14 @@ class EqPropLinkModel(FrameModel):
             else:
                 board.write_biases(first, words)
             return b""
-        if command in (EqCommand.READ_W, EqCommand.READ_B):
+        if command in (EqCommand.READ_W, EqCommand.READ_B, EqCommand.READ_C):
             first, count = u16(payload, 0), u16(payload, 2)
             if g.argument_problem(command, first, count) is not None:
                 return ErrorCode.BAD_VALUE
             if command == EqCommand.READ_W:
                 words = [w for row in board.read_rows(first, count) for w in row]
+            elif command == EqCommand.READ_C:
+                words = [w for row in board.read_codes(first, count) for w in row]
             else:
                 words = board.read_biases(first, count)
             return encode_words(words, wb)

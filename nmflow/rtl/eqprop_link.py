@@ -10,7 +10,8 @@ The link buffers a request's payload (one block RAM of :data:`~nmflow.protocol.e
 checked: a refused LOAD writes nothing, a refused TRAIN does not touch the unit. TRAIN and INFER
 feed the buffered inputs to the unit ``L`` per beat and wait for its prediction; LOAD copies the
 buffer into the weight banks (one row of ``L`` words per write) or the biases through the unit's
-host port; READ streams words from that port into the reply; INFER's output states are read
+host port (binary weights: their pair codes with them); READ streams words from that port into
+the reply (READ_C: the pair codes, binary units only); INFER's output states are read
 from the free phase's region of the state banks.
 """
 
@@ -23,6 +24,7 @@ from ..golden.eqprop_layout import EqPropLayout
 from ..protocol.eqprop import BUFFER_BYTES, EqCommand, LinkGeometry, encode_info
 from ..protocol.framing import BAUD
 from .eqprop import EqPropUnit
+from .eqprop_memories import HOST_CODES
 from .framing import add_framing, check_timeout
 from .top import UARTTop, uart_timing
 
@@ -37,7 +39,7 @@ def link_geometry(config, lanes, buffer_bytes=BUFFER_BYTES):
                         weight_format=config.weight, T=config.T, K=config.K,
                         beta_shift=config.beta_shift, half=config.half,
                         lr_shifts=config.lr_shifts, wdepth=layout.wdepth, bdepth=layout.bdepth,
-                        buffer_bytes=buffer_bytes)
+                        binary=config.weights == "binary", buffer_bytes=buffer_bytes)
 
 
 class EqPropLinkCore(wiring.Component):
@@ -111,7 +113,7 @@ class _EqPropRequests:
             m.d.comb += flag.eq(self.cmd == c)
         is_ = self.is_
         self.is_load = is_[EqCommand.LOAD_W] | is_[EqCommand.LOAD_B]
-        self.is_read = is_[EqCommand.READ_W] | is_[EqCommand.READ_B]
+        self.is_read = is_[EqCommand.READ_W] | is_[EqCommand.READ_B] | is_[EqCommand.READ_C]
         self.is_bias = is_[EqCommand.LOAD_B] | is_[EqCommand.READ_B]
         self.is_sample = is_[EqCommand.TRAIN] | is_[EqCommand.INFER]
         self.last_count = Signal(16)        # the payload's last byte: length - 1
@@ -171,7 +173,7 @@ class _EqPropRequests:
         m.d.comb += value_bad.eq(self.is_sample & (
             ((self.count < n0) & (incoming >> sw != 0) if sw < 8 else Const(0))
             | (is_[EqCommand.TRAIN] & (self.count == n0) & (incoming >= g.n_classes))))
-        checks = {"cmd_ok": (incoming >= min(EqCommand)) & (incoming <= max(EqCommand)),
+        checks = {"cmd_ok": (incoming >= min(g.commands)) & (incoming <= max(g.commands)),
                   "len_ok": self._length_ok(length, body), "has_payload": length != 0,
                   "value_ok": ~value_bad, "last": self.count == self.last_count}
         last_count, nrows = Signal(16), Signal(16)
@@ -207,7 +209,7 @@ class _EqPropRequests:
         with m.Switch(self.cmd):
             with m.Case(EqCommand.INFO):
                 m.d.comb += ok.eq(length == 0)
-            with m.Case(EqCommand.READ_W, EqCommand.READ_B, EqCommand.SEED):
+            with m.Case(EqCommand.READ_W, EqCommand.READ_B, EqCommand.READ_C, EqCommand.SEED):
                 m.d.comb += ok.eq(length == 4)
             with m.Case(EqCommand.INFER):
                 m.d.comb += ok.eq(length == g.n_inputs)
@@ -236,7 +238,7 @@ class _EqPropRequests:
                 m.d.comb += bad.eq(self.nrows > room_w)
             with m.Case(EqCommand.LOAD_B):
                 m.d.comb += bad.eq(self.nrows > room_b)
-            with m.Case(EqCommand.READ_W):
+            with m.Case(EqCommand.READ_W, EqCommand.READ_C):
                 m.d.comb += bad.eq((rcount == 0) | (rcount > g.rows_per_frame)
                                    | (rcount > room_w))
             with m.Case(EqCommand.READ_B):
@@ -254,7 +256,7 @@ class _EqPropRequests:
         length = Signal(16)
         with m.If(is_[EqCommand.INFO]):
             m.d.comb += length.eq(len(self.info_bytes))
-        with m.Elif(is_[EqCommand.READ_W]):
+        with m.Elif(is_[EqCommand.READ_W] | is_[EqCommand.READ_C]):
             m.d.comb += length.eq(self.nrows << self.rb_shift)
         with m.Elif(is_[EqCommand.READ_B]):
             m.d.comb += length.eq(self.nrows << self.wb_shift)
@@ -278,7 +280,9 @@ class _EqPropRequests:
             with m.State("IDLE"):
                 with m.If(receiver.accepted):
                     m.d.sync += [self.idx.eq(0), self.k.eq(0), self.lane.eq(0),
-                                 self.paddr.eq(self.arg[:16]), self.psel.eq(self.is_bias)]
+                                 self.paddr.eq(self.arg[:16]),
+                                 self.psel.eq(Mux(is_[EqCommand.READ_C], HOST_CODES,
+                                                  self.is_bias))]
                     with m.If(self.is_read):
                         m.d.sync += self.nrows.eq(self.arg[16:])
                     with m.If(is_[EqCommand.SEED]):
