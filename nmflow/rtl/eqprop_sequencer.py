@@ -115,7 +115,8 @@ class EqPropSequencer(wiring.Component):
             neuron=neuron_shape(plan), chunk=chunk_shape(plan), part=2,
             steps_left=range(max(cfg.T, cfg.K) + 1), train=1, o_valid=1, obs_valid=1,
             obs_data=host_words(plan), row=neuron_shape(plan), lane=range(max(plan.lanes, 2)),
-            count=range(max(lay.sdepth, lay.wdepth, lay.bdepth, *plan.drain_cycles) + 2))
+            count=range(max(lay.sdepth, lay.wdepth, lay.bdepth, *plan.drain_cycles) + 2),
+            waddr=weight_addr_shape(plan))
         r.obs_ready = self.obs.ready if self._observe else Const(1)
         if self._observe:
             m.d.comb += [self.obs.valid.eq(r.obs_valid), self.obs.payload.eq(r.obs_data)]
@@ -359,11 +360,14 @@ class EqPropSequencer(wiring.Component):
     def _update_layer(self, m, r, k):
         """``Uk_*``: the weights of layer ``k`` row by row (``TOP``: read ``s+_r``, ``s-_r``;
         ``CH``: read a chunk of weights and the ``s+``, ``s-`` chunks; ``T``: one weight a
-        cycle), then its biases (``B``); then the next layer or ``U_DONE``."""
+        cycle), then its biases (``B``); then the next layer or ``U_DONE``. The chunk's weight
+        address ``wbase_k + row chunks + chunk`` is a register (``waddr``), set at the row's
+        start and counted up chunk by chunk: the read address goes to the memories (the SPRAMs
+        at the die's edge) straight from it."""
         plan, lay = self._plan, self._plan.layout
         lg, ctl = plan.lane_bits, self.update
         chunks, rows = plan.sizes[k] // plan.lanes, plan.sizes[k + 1]
-        weight_addr = lay.wbase[k] + r.row * chunks + r.chunk
+        weight_addr = r.waddr
 
         def row_state(region):
             return lay.region_base(region) + lay.soff[k + 1] + (r.row >> lg)
@@ -377,7 +381,7 @@ class EqPropSequencer(wiring.Component):
             m.next = f"U{k}_TOP1"
         with m.State(f"U{k}_TOP1"):
             m.d.comb += [self.states.addr.eq(row_state(2)), ctl.take_plus_row.eq(1)]
-            m.d.sync += r.chunk.eq(0)
+            m.d.sync += [r.chunk.eq(0), r.waddr.eq(lay.wbase[k] + r.row * chunks)]
             m.next = f"U{k}_TOP2"
         with m.State(f"U{k}_TOP2"):
             m.d.comb += ctl.take_minus_row.eq(1)
@@ -409,7 +413,7 @@ class EqPropSequencer(wiring.Component):
                         m.d.sync += r.row.eq(r.row + 1)
                         m.next = f"U{k}_TOP0"
                 with m.Else():
-                    m.d.sync += r.chunk.eq(r.chunk + 1)
+                    m.d.sync += [r.chunk.eq(r.chunk + 1), r.waddr.eq(r.waddr + 1)]
                     m.next = f"U{k}_CH0"
         # the biases of layer k
         with m.State(f"U{k}_B0"):
