@@ -114,7 +114,9 @@ class EqPropMemories(wiring.Component):
     p_sel, p_addr, p_we, p_wdata, p_rdata : only with ``host_port``
         While ``host``: ``p_addr`` replaces every read address; ``p_we`` writes ``p_wdata[b]``
         to weight bank ``b`` (``p_sel`` :data:`HOST_WEIGHTS`; binary: its code too) or
-        ``p_wdata[0]`` to the biases (:data:`HOST_BIASES`), over the client's write.
+        ``p_wdata[0]`` to the biases (:data:`HOST_BIASES`), over the client's write (with
+        ``storage="spram"`` a weight write is registered and lands in the next cycle: read no
+        weight in that cycle).
         ``p_rdata`` is the raw words the memory chosen by the previous cycle's ``p_sel`` reads
         (the bias in word 0, the others 0; :data:`HOST_CODES`: the codes).
     """
@@ -233,14 +235,24 @@ class EqPropMemories(wiring.Component):
         the previous cycle's ``p_sel``."""
         L = self._plan.lanes
         weight_reads = reads[:L]
+        write_weights = self.host & self.p_we & (self.p_sel == HOST_WEIGHTS)
+        addr, words = self.p_addr, self.p_wdata
+        if self._plan.storage == "spram":
+            # the host's weight writes registered on their way to the SPRAMs at the die's edge
+            # (they land a cycle later; the update's are registered in its last stage)
+            registered = Signal(name="host_write")
+            addr = Signal.like(self.p_addr, name="host_write_addr")
+            words = Signal.like(self.p_wdata, name="host_write_data")
+            m.d.sync += [registered.eq(write_weights), addr.eq(self.p_addr),
+                         words.eq(self.p_wdata)]
+            write_weights = registered
+        with m.If(write_weights):
+            for b in range(L):
+                m.d.comb += [weight_writes[b].addr.eq(addr), weight_writes[b].data.eq(words[b]),
+                             weight_writes[b].en.eq(1)]
         with m.If(self.host):
             m.d.comb += [port.addr.eq(self.p_addr) for port in reads + state_reads]
             m.d.comb += bias_read.addr.eq(self.p_addr)
-            with m.If(self.p_we & (self.p_sel == HOST_WEIGHTS)):
-                for b in range(L):
-                    m.d.comb += [weight_writes[b].addr.eq(self.p_addr),
-                                 weight_writes[b].data.eq(self.p_wdata[b]),
-                                 weight_writes[b].en.eq(1)]
             with m.If(self.p_we & (self.p_sel == HOST_BIASES)):
                 m.d.comb += [bias_write.addr.eq(self.p_addr), bias_write.data.eq(self.p_wdata[0]),
                              bias_write.en.eq(1)]
