@@ -160,6 +160,13 @@ def test_eqprop_continual_command_writes_its_files(tmp_path, capsys):
     (["--port", "sim"], "--port needs --board-samples"),
     (["--board-samples", "5", "--board-lanes", "3"], "--board-lanes must be a power of two"),
     (["--board-samples", "0"], "--board-samples must be"),
+    (["--board-storage", "spram"], "--board-storage needs --board-samples"),
+    (["--board-samples", "5", "--board-storage", "flash"],
+     "--board-storage must be memory or spram, not 'flash'"),
+    (["--board-samples", "5", "--board-storage", "spram", "--port", "/dev/ttyUSB1"],
+     "--board-storage is for a simulated board"),
+    (["--board-samples", "5", "--board-storage", "spram"],
+     "--board-lanes must be at most 4, not 16"),
 ])
 def test_eqprop_continual_bad_options(tmp_path, capsys, argv, words):
     out = tmp_path / "bad"
@@ -172,13 +179,16 @@ def test_eqprop_continual_bad_options(tmp_path, capsys, argv, words):
 # -- through a simulated board ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_board_run_equals_the_twin_in_every_task(tmp_path):
+@pytest.mark.parametrize("storage", ["memory", "spram"])
+def test_board_run_equals_the_twin_in_every_task(tmp_path, storage):
+    # spram: the hidden weights in single-port RAMs as the iCEBreaker keeps them, loaded over
+    # the link before each task's samples
     from nmflow.flow.eqprop_continual import run_eqprop_continual
     config = ec.EqPropContinualConfig(tasks=2, epochs=1, hidden=(4,), T=4, K=2, fixed_batch=1,
                                       lr_shifts=(1, 2), ms=(10.0,), decay_shift=6)
     data = Subset(24, 20)
     board = {"config": config, "port": "sim", "lanes": 4, "samples": 3, "baudrate": 1_000_000,
-             "timeout": 120.0, "ms": (10.0,)}
+             "timeout": 120.0, "ms": (10.0,), "storage": storage}
     result = run_eqprop_continual(tmp_path, config, data, baselines=False, board=board,
                                   workers=1)
     boards = [r for r in result["runs"] if r["where"] == "board"]
@@ -192,7 +202,8 @@ def test_board_run_equals_the_twin_in_every_task(tmp_path):
         # the board run is the twin's run at batch 1: the same matrix
         alone, _ = ec.run_fixed(config, data, run["m"])
         assert run["after"] == alone["after"]
-    assert result["board"]["lanes"] == 4
+    assert result["board"]["lanes"] == 4 and result["board"]["storage"] == storage
+    assert all(run["storage"] == storage for run in boards)
 
 
 def test_a_board_that_differs_is_counted():

@@ -346,17 +346,19 @@ def check_board(info, config, lanes):
 SIMULATED_PORTS = ("sim", "pysim")
 
 
-def board_url(stack, port, config, lanes, params=None):
+def board_url(stack, port, config, lanes, params=None, storage=None):
     """The URL of the board at ``port`` for :class:`~nmflow.boards.eqprop_host.EqPropLink`: a
     serial port as it is, or a simulated board of ``config`` and ``lanes`` (weights ``params``
-    after reset) started on ``stack`` (a :class:`contextlib.ExitStack`) for
-    :data:`SIMULATED_PORTS`."""
+    after reset, binary hidden weights in ``storage``) started on ``stack`` (a
+    :class:`contextlib.ExitStack`) for :data:`SIMULATED_PORTS`."""
     if port == "sim":
         from ..sim.verilated_board import eqprop_verilated_board
-        return stack.enter_context(eqprop_verilated_board(config, lanes=lanes, params=params))
+        return stack.enter_context(eqprop_verilated_board(config, lanes=lanes, params=params,
+                                                          storage=storage))
     if port == "pysim":
         from ..sim.uart_bridge import eqprop_simulated_board
-        return stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=params))
+        return stack.enter_context(eqprop_simulated_board(config, lanes=lanes, params=params,
+                                                          storage=storage))
     return port
 
 

@@ -41,7 +41,8 @@ def _board_run(shared, m):
     config, dataset, board = shared["board_config"], shared["dataset"], shared["board"]
     fconfig = ec.fixed_config(config, *ec.features_and_classes(dataset), m)
     with contextlib.ExitStack() as stack:
-        url = board_url(stack, board["port"], fconfig, board["lanes"])
+        url = board_url(stack, board["port"], fconfig, board["lanes"],
+                        storage=board.get("storage"))
         link = stack.enter_context(EqPropLink(url, baudrate=board["baudrate"],
                                               timeout=board["timeout"]))
         check_board(link.info(), fconfig, board["lanes"])
@@ -55,7 +56,8 @@ def _board_run(shared, m):
 
         record, _ = ec.run_fixed(config, dataset, m, board=train_on_board,
                                  board_samples=board["samples"])
-    record.update(port=board["port"], lanes=board["lanes"])
+    record.update(port=board["port"], lanes=board["lanes"],
+                  storage=board.get("storage", "memory"))
     return record
 
 
@@ -121,7 +123,8 @@ def run_eqprop_continual(out, config, dataset, *, bp_m=40.0, baselines=True, boa
         "board_equals_twin": None if board is None else all(
             r["board_equals_twin"] for r in runs if r["where"] == "board"),
         "board": "not run (--board-samples)" if board is None else {
-            "port": board["port"], "lanes": board["lanes"], "samples_per_task": board["samples"],
+            "port": board["port"], "lanes": board["lanes"],
+            "storage": board.get("storage", "memory"), "samples_per_task": board["samples"],
             "settings": board["config"].to_dict(),
             "how": "the twin at batch 1; the first samples of every task's first epoch trained "
                    "on the board from the twin's parameters and LFSR state, read back, compared "

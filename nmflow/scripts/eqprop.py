@@ -23,8 +23,8 @@ from ..errors import NmflowError, int_rule, number_rule
 from ..protocol.framing import BAUD
 from .options import CLOCK, CLOCK_HELP, many_jobs
 from .progress import bars
-from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, build_unit, run_host, run_train,
-                           run_unit_sim)
+from ..flow.eqprop import (DEFAULT_OUT, LOSS_NAMES, SIMULATED_PORTS, build_unit, run_host,
+                           run_train, run_unit_sim)
 
 __all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT", "cmd_sim", "cmd_build",
            "cmd_host", "run_unit_sim", "run_host"]
@@ -243,7 +243,8 @@ def _board_settings(args, config):
     batch 1 with the board's learning rates and decay, the port, lanes and samples per task."""
     import dataclasses
     if args.board_samples is None:
-        for option in ("port", "board_lanes", "board_lr_shifts", "board_decay_shift"):
+        for option in ("port", "board_lanes", "board_lr_shifts", "board_decay_shift",
+                       "board_storage"):
             if getattr(args, option) is not None:
                 raise NmflowError(f"--{option.replace('_', '-')} needs --board-samples, not "
                                   f"alone")
@@ -256,9 +257,19 @@ def _board_settings(args, config):
         raise NmflowError(f"--board-lanes must be a power of two dividing the input count and "
                           f"every hidden size {list(sizes)}, not {args.board_lanes!r}")
     decay = _int("--board-decay-shift", args.board_decay_shift, 0, 15, 62)
+    port = str(args.port or "sim")
+    storage = args.board_storage or "memory"
+    if storage not in ("memory", "spram"):
+        raise NmflowError(f"--board-storage must be memory or spram, not {args.board_storage!r}")
+    if args.board_storage is not None and port not in SIMULATED_PORTS:
+        raise NmflowError(f"--board-storage is for a simulated board (--port sim or pysim; a "
+                          f"real board has what it was built with), not --port {port!r}")
+    if storage == "spram" and lanes > 4:
+        raise NmflowError(f"--board-storage spram keeps a bank in each of the iCE40UP5K's 4 "
+                          f"SPRAMs: --board-lanes must be at most 4, not {lanes}")
     board_config = dataclasses.replace(config, fixed_batch=1, lr_shifts=tuple(shifts),
                                        decay_shift=decay)
-    return {"config": board_config, "port": str(args.port or "sim"), "lanes": lanes,
+    return {"config": board_config, "port": port, "lanes": lanes, "storage": storage,
             "samples": _int("--board-samples", args.board_samples, 1, 50, limits.VECTORS),
             "baudrate": BAUD, "timeout": 600.0}
 
@@ -484,6 +495,9 @@ def add_parser(sub):
                        "Verilator), or pysim (the top with its UART in Amaranth's simulator, "
                        "slow) (default: sim)"),
             ("--board-lanes", "lanes of the board's unit, a power of two (default: 16)"),
+            ("--board-storage", "where the simulated board keeps its hidden weights: memory "
+             "(block RAM) or spram (as the iCEBreaker's 64-128-10 build: at most 4 lanes, "
+             "loaded over the link) (default: memory)"),
             ("--board-lr-shifts", "learning rates 2**-n of the batch-1 run (default: 7,8)"),
             ("--board-decay-shift", "decay 2**-n per update of the batch-1 run (default: 15)"),
             ("--seed", "seed of the weights, batch order and permutations (default: 0)"),
