@@ -244,6 +244,10 @@ def test_eqprop_train_on_idx_files(tmp_path, capsys):
     (["--dataset", "idx"], "--images"),
     (["--weight-frac", "20"], "--weight-frac"),
     (["--activation", "logistic"], "no-fixed"),
+    (["--alpha-scale", "1.25"], "--alpha-scale must be 1 unless --weights binary"),
+    (["--weights", "binary", "--alpha-scale", "0"], "--alpha-scale must be a positive finite number"),
+    (["--weights", "binary", "--alpha-scale", "x"], "--alpha-scale must be"),
+    (["--weights", "binary", "--alpha-scale", "16", "--hidden", "4"], "must hold alpha_1"),
 ])
 def test_eqprop_train_refuses_bad_arguments(tmp_path, capsys, argv, words):
     code = cli.main(["eqprop", "train", "--out", str(tmp_path / "eq"), *argv])
@@ -293,6 +297,49 @@ def test_binary_weights_are_a_scaled_sign_of_the_hidden_weights():
     assert not torch.equal(ep.free_phase(real, x)[-1], ep.free_phase(net, x)[-1])
 
 
+def test_alpha_scale_scales_the_binary_weights():
+    import torch
+    # 1.25 / (2 sqrt(16)) = 0.15625 and 1.25 / (2 sqrt(8)) = 0.2209709, both exact in float32
+    # to the tolerance below; the default scale is 1: 0.125 for 16 inputs
+    assert ep.EqPropConfig().alpha_scale == 1.0
+    config = ep.EqPropConfig(sizes=(16, 8, 4), lrs=(0.1, 0.1), weights="binary", alpha_scale=1.25)
+    net = ep.EqPropNet.init(config)
+    assert net.weight(0).abs().unique().tolist() == [0.15625]
+    assert np.allclose(net.weight(1).abs().numpy(), 0.2209709, rtol=1e-6, atol=0)
+    default = ep.EqPropNet(ep.EqPropConfig(sizes=(16, 8, 4), lrs=(0.1, 0.1), weights="binary"),
+                           net.W, net.b)
+    assert default.weight(0).abs().unique().tolist() == [0.125]
+    assert torch.equal(net.weight(0), 1.25 * default.weight(0))
+    assert config.to_dict()["alpha_scale"] == 1.25
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"alpha_scale": 0.0}, "alpha_scale must be a positive finite number, not 0.0"),
+    ({"alpha_scale": -1.25}, "alpha_scale must be a positive finite number, not -1.25"),
+    ({"alpha_scale": float("nan")}, "alpha_scale must be"),
+    ({"alpha_scale": "1.25"}, "alpha_scale must be"),
+    ({"alpha_scale": 1.25, "weights": "real"},
+     "alpha_scale must be 1 unless weights is 'binary' (it scales the binary weights), not 1.25"),
+])
+def test_config_refuses_bad_alpha_scales(changes, words):
+    with pytest.raises(NmflowError) as error:
+        ep.EqPropConfig(**{"weights": "binary", **changes})
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_train_jobs_pass_the_alpha_scale_to_binary_runs_only(monkeypatch):
+    from nmflow.flow import eqprop as flow
+    seen = []
+    monkeypatch.setattr(ep, "train", lambda config, *a, **k: seen.append(config) or (None, []))
+    settings = {"activation": "hard", "order": "alternate", "T": 3, "K": 2, "beta": 0.2,
+                "lrs": [0.2, 0.1], "batch": 4, "epochs": 1, "alpha_scale": 1.25}
+    shared = {"settings": settings, "sizes": (64, 8, 10), "x_train": None, "y_train": None,
+              "x_test": None, "y_test": None}
+    flow._train_float(shared, "squared", "symmetric", 0, "binary")
+    flow._train_float(shared, "squared", "symmetric", 0)
+    assert [(c.weights, c.alpha_scale) for c in seen] == [("binary", 1.25), ("real", 1.0)]
+
+
 def test_eqprop_train_with_binary_weights(tmp_path, capsys):
     out = tmp_path / "eq"
     argv = ["eqprop", "train", "--out", str(out), *TINY, "--weights", "binary", "--methods",
@@ -314,3 +361,18 @@ def test_eqprop_train_with_binary_weights(tmp_path, capsys):
     assert "binary_symmetric_fixed_point" in (out / "eqprop.csv").read_text()
     assert result["test_accuracy"]["binary_symmetric"] != result["test_accuracy"]["symmetric"]
     assert "binary_symmetric" in (out / "eqprop.csv").read_text()
+
+
+def test_eqprop_train_with_a_scaled_alpha(tmp_path, capsys):
+    out = tmp_path / "eq"
+    argv = ["eqprop", "train", "--out", str(out), *TINY, "--weights", "binary", "--methods",
+            "symmetric", "--losses", "squared", "--alpha-scale", "1.25"]
+    assert cli.main(argv) == 0
+    result = json.loads((out / "eqprop.json").read_text())
+    assert result["settings"]["alpha_scale"] == 1.25
+    # 1.25 / (2 sqrt(64)) = 5/64 is 640 in s2.13; 1.25 / (2 sqrt(8)) = 0.220971 is 1810.19 -> 1810
+    binary = result["binary_fixed_point"]["config"]
+    assert binary["alpha_scale"] == 1.25 and binary["binary_alphas_raw"] == [640, 1810]
+    # the real-valued twin is not scaled
+    assert result["fixed_point"]["config"]["alpha_scale"] == 1.0
+    assert "binary_alphas_raw" not in result["fixed_point"]["config"]

@@ -256,6 +256,9 @@ def test_a_board_run_needs_batch_one():
     (["--weights", "binary", "--m", "x"], "--m must be a finite number"),
     (["--weights", "ternary"], "--weights must be"),
     (["--decay-shift", "70"], "--decay-shift must be"),
+    (["--alpha-scale", "1.25"], "--alpha-scale must be 1 unless --weights binary"),
+    (["--weights", "binary", "--alpha-scale", "-1"], "--alpha-scale must be a positive finite"),
+    (["--weights", "binary", "--alpha-scale", "50"], "must hold alpha_1 = 50 / (2 sqrt(32))"),
 ])
 def test_unit_commands_refuse_bad_binary_options(tmp_path, capsys, argv, words):
     out = tmp_path / "bad"

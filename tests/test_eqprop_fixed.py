@@ -423,6 +423,34 @@ def test_binary_alphas_are_the_scaled_sign_magnitudes():
     # 1 / (2 sqrt(64)) = 1/16 is 512 in s2.13; 1 / (2 sqrt(128)) = 0.04419 is 362.04 -> 362
     assert cfg.binary_alphas == (512, 362)
     assert cfg.to_dict()["binary_alphas_raw"] == [512, 362]
+    assert cfg.alpha_scale == 1.0 and cfg.to_dict()["alpha_scale"] == 1.0
+
+
+def test_alpha_scale_scales_the_binary_alphas():
+    cfg = fx.FixedEqPropConfig(sizes=(64, 128, 10), weights="binary", alpha_scale=1.25)
+    # 1.25 / (2 sqrt(64)) = 5/64 is 640 in s2.13; 1.25 / (2 sqrt(128)) = 0.055243 is 452.55 -> 453
+    assert cfg.binary_alphas == (640, 453)
+    assert cfg.to_dict()["binary_alphas_raw"] == [640, 453]
+    assert cfg.to_dict()["alpha_scale"] == 1.25
+    # 0.5 / (2 sqrt(64)) = 1/32 is 256
+    half = fx.FixedEqPropConfig(sizes=(64, 10), lr_shifts=(7,), weights="binary", alpha_scale=0.5)
+    assert half.binary_alphas == (256,)
+    # the dynamics use them: +-640 and +-453 in place of the hidden weights
+    dyn = fx.dynamics_params(cfg, fx.init_params(cfg))
+    assert sorted(set(np.abs(dyn["W"][0]).ravel().tolist())) == [640]
+    assert sorted(set(np.abs(dyn["W"][1]).ravel().tolist())) == [453]
+
+
+def test_alpha_scale_survives_the_testbench_json():
+    from nmflow.sim.eqprop_sim import config_from_json, config_to_json
+    cfg = fx.FixedEqPropConfig(sizes=(64, 32, 10), batch=1, weights="binary", alpha_scale=1.25)
+    back = config_from_json(config_to_json(cfg))
+    assert back == cfg and back.binary_alphas == cfg.binary_alphas == (640, 905)
+    # a JSON written before the option reads as scale 1
+    import json
+    old = json.loads(config_to_json(cfg))
+    del old["alpha_scale"]
+    assert config_from_json(json.dumps(old)).binary_alphas == (512, 724)
 
 
 def _meta_case(m):
@@ -477,6 +505,16 @@ def test_binary_dynamics_only_see_the_signs():
     ({"weights": "binary", "m": -1.0}, "m must be"),
     ({"weights": "binary", "sizes": (5000, 3, 2), "weight": FixedFormat(True, 2, 2)},
      "alpha_0"),
+    ({"weights": "binary", "alpha_scale": 0.0}, "alpha_scale must be a positive finite number"),
+    ({"weights": "binary", "alpha_scale": -2.0}, "alpha_scale must be a positive finite number"),
+    ({"weights": "binary", "alpha_scale": float("inf")}, "alpha_scale must be"),
+    ({"alpha_scale": 1.25}, r"alpha_scale must be 1 unless weights is 'binary' \(it scales the "
+                            r"binary weights\), not 1.25"),
+    # 16 / (2 sqrt(4)) = 4.0 is past s2.13's largest value, 3.99988
+    ({"weights": "binary", "sizes": (4, 3, 2), "alpha_scale": 16.0},
+     r"weight format must hold alpha_0 = 16 / \(2 sqrt\(4\)\)"),
+    # 0.0005 / (2 sqrt(64)) is 0.256 raw in s2.13: rounds to 0
+    ({"weights": "binary", "alpha_scale": 0.0005}, "must resolve alpha_0 = 0.0005"),
 ])
 def test_impossible_binary_settings_are_refused(changes, words):
     with pytest.raises(NmflowError, match=words):

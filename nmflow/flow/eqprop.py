@@ -52,7 +52,8 @@ def _train_float(shared, loss, method, seed, weights="real"):
         sizes=shared["sizes"], loss=loss, activation=settings["activation"],
         order=settings["order"], T=settings["T"], K=settings["K"], beta=settings["beta"],
         lrs=tuple(settings["lrs"]), batch=settings["batch"], epochs=settings["epochs"],
-        seed=seed, weights=weights)
+        seed=seed, weights=weights,
+        alpha_scale=settings.get("alpha_scale", 1.0) if weights == "binary" else 1.0)
     _, history = ep.train(config, method, shared["x_train"], shared["y_train"], shared["x_test"],
                           shared["y_test"])
     return history
@@ -60,12 +61,13 @@ def _train_float(shared, loss, method, seed, weights="real"):
 
 def _train_fixed(shared, weights="real"):
     """The fixed-point twin's training (a job): its configuration, history and accuracy;
-    ``weights="binary"`` trains the twin of the binarized network."""
+    ``weights="binary"`` trains the twin of the binarized network (at ``alpha_scale``)."""
     import dataclasses
 
     from ..golden import eqprop_fixed as fx
     fconfig = dataclasses.replace(shared["settings"]["fixed"], sizes=shared["sizes"],
-                                  weights=weights)
+                                  weights=weights, alpha_scale=shared["settings"].get(
+                                      "alpha_scale", 1.0) if weights == "binary" else 1.0)
     fx_train = fx.inputs_to_raw(shared["raw_train"], shared["scale"], fconfig.state)
     fx_test = fx.inputs_to_raw(shared["raw_test"], shared["scale"], fconfig.state)
     _, history = fx.train(fconfig, fx_train, shared["y_train"], fx_test, shared["y_test"])
@@ -78,6 +80,8 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
     result dictionary. Each training (loss x method x seed, and the fixed-point twin) is a job
     of :func:`nmflow.jobs.run_jobs` (``workers`` local processes, or the Dask cluster
     ``cluster``), written to ``out/.jobs`` as it finishes; ``resume`` runs only the missing."""
+    import dataclasses
+
     import numpy as np
 
     from .engine import load_dataset
@@ -91,6 +95,10 @@ def run_train(out, spec, settings, progress=None, *, workers=None, cluster=None,
                         f"{settings['T']}, --K {settings['K']} and --check-steps "
                         f"{settings['check_T']}", planned_bytes(sizes, settings, len(data.y_train)
                                                                + len(data.y_test)))
+    if "binary" in settings.get("weights", ("real",)) and settings["fixed"] is not None:
+        # the binarized twin's alphas must fit its weight format: refused before any training
+        dataclasses.replace(settings["fixed"], sizes=sizes, weights="binary",
+                            alpha_scale=settings.get("alpha_scale", 1.0))
     out = make_folder(out)
     scale = max(int(data.x_train.max(initial=0)), 1)
     x_train, x_test = ep.prepare_inputs(data.x_train, scale), ep.prepare_inputs(data.x_test, scale)

@@ -58,8 +58,9 @@ Binary weights and metaplastic consolidation (``weights="binary"``, ``m``)
 -------------------------------------------------------------------------
 With ``weights="binary"`` the stored ``W`` are hidden weights ``W_h`` and the dynamics (steps 1-3)
 use ``alpha_k sign(W_h)`` in their place: ``+a_k`` where ``W_h >= 0``, else ``-a_k``, with
-``a_k`` the raw weight-format value of ``alpha_k = 1 / (2 sqrt(n_k))`` (:attr:`binary_alphas`;
-64 inputs: 1/16, raw 512). A row's sum is then ``a_k * sum_i (+-s_i)``: additions and
+``a_k`` the raw weight-format value of ``alpha_k = alpha_scale / (2 sqrt(n_k))``
+(:attr:`binary_alphas`; ``alpha_scale`` 1 by default; 64 inputs: 1/16, raw 512; at
+``alpha_scale = 1.25``, raw 640). A row's sum is then ``a_k * sum_i (+-s_i)``: additions and
 subtractions of states and one product per neuron. Biases stay real. The update (steps 4-5)
 is computed from the states as before and moves the hidden weights.
 
@@ -143,6 +144,9 @@ class FixedEqPropConfig:
     weights: str = "real"
     m: float = 0.0
     decay_shift: int = 0
+    #: Scale of the binary weights (binary weights only): ``alpha_k = alpha_scale / (2
+    #: sqrt(n_k))``, as :class:`nmflow.golden.eqprop.EqPropConfig`'s.
+    alpha_scale: float = 1.0
 
     def __post_init__(self):
         sizes = check_sizes(self.sizes)
@@ -186,21 +190,33 @@ class FixedEqPropConfig:
         if self.m > 0 and self.weights != "binary":
             raise NmflowError(f"m must be 0 unless weights is 'binary' (metaplasticity "
                               f"consolidates binary synapses), not {self.m}")
+        object.__setattr__(self, "alpha_scale",
+                           check_number("alpha_scale", self.alpha_scale, above=0))
+        if self.alpha_scale != 1.0 and self.weights != "binary":
+            raise NmflowError(f"alpha_scale must be 1 unless weights is 'binary' (it scales "
+                              f"the binary weights), not {self.alpha_scale:g}")
         object.__setattr__(self, "sizes", tuple(int(n) for n in sizes))
         object.__setattr__(self, "lr_shifts", tuple(int(e) for e in lr))
         accumulator_format(self)                      # refuses layers too wide for int64
         if self.weights == "binary":
-            for k, a in enumerate(self.binary_alphas):
+            for k, (a, n) in enumerate(zip(self.binary_alphas, sizes)):
+                alpha = f"alpha_{k} = {self.alpha_scale:g} / (2 sqrt({n}))"
                 if a < 1:
-                    raise NmflowError(f"weight format must resolve alpha_{k} = 1 / (2 sqrt("
-                                      f"{sizes[k]})) of the binary weights, not "
-                                      f"{w.describe()} (it rounds to 0)")
+                    raise NmflowError(f"weight format must resolve {alpha} of the binary "
+                                      f"weights, not {w.describe()} (it rounds to 0)")
+                if round(self._alpha(n) * 2 ** w.frac_bits) > w.max_raw:
+                    raise NmflowError(f"weight format must hold {alpha} of the binary "
+                                      f"weights, not {w.describe()} (its largest value is "
+                                      f"{w.max_value:g})")
+
+    def _alpha(self, n):
+        return self.alpha_scale * 0.5 / math.sqrt(n)
 
     @property
     def binary_alphas(self):
-        """``a_k``, the raw weight-format value of ``alpha_k = 1 / (2 sqrt(n_k))`` per weight
-        layer (nearest, ties to even): the magnitude of a binary weight in the dynamics."""
-        return tuple(int(self.weight.quantize(0.5 / math.sqrt(n))) for n in self.sizes[:-1])
+        """``a_k``, the raw weight-format value of ``alpha_k = alpha_scale / (2 sqrt(n_k))`` per
+        weight layer (nearest, ties to even): the magnitude of a binary weight in the dynamics."""
+        return tuple(int(self.weight.quantize(self._alpha(n))) for n in self.sizes[:-1])
 
     @property
     def beta(self):
@@ -232,6 +248,7 @@ class FixedEqPropConfig:
                 "batch": self.batch, "epochs": self.epochs, "seed": self.seed,
                 "lfsr_seed": self.lfsr_seed, "order": "alternate (odd layers, then even)",
                 "weights": self.weights, "m": self.m, "decay_shift": self.decay_shift,
+                "alpha_scale": self.alpha_scale,
                 **({"binary_alphas_raw": list(self.binary_alphas)}
                    if self.weights == "binary" else {}),
                 "update_shifts": [list(self.update_shifts(k))

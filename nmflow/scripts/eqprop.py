@@ -30,6 +30,10 @@ __all__ = ["add_parser", "cmd_train", "run_train", "DEFAULT_OUT", "cmd_sim", "cm
            "cmd_host", "run_unit_sim", "run_host"]
 
 
+ALPHA_SCALE_HELP = ("scale of the binary weights, alpha_k = S / (2 sqrt(n_k)), binary only "
+                    "[above 0] (default: 1)")
+
+
 # -- checks (every one a one-line NmflowError) ------------------------------------------------------
 
 def _int(option, text, minimum, default, maximum=None):
@@ -118,6 +122,15 @@ def _power_of_two_beta(option, text, default, max_shift):
     return int(shift)
 
 
+def _alpha_scale(text, binary):
+    """``--alpha-scale``: the binary weights' scale, above 0; 1 unless the weights are binary."""
+    value = _float("--alpha-scale", text, 1.0)
+    if value != 1.0 and not binary:
+        raise NmflowError(f"--alpha-scale must be 1 unless --weights binary (it scales the "
+                          f"binary weights), not {text!r}")
+    return value
+
+
 def _settings(args):
     """Every option checked and converted, before any work starts."""
     from ..fixedpoint import FixedFormat
@@ -142,6 +155,7 @@ def _settings(args):
             "--weights", args.weights, ["real"], ("real", "binary")) else ("real",),
         "check_T": _int("--check-steps", args.check_steps, 1, 200, limits.SETTLING_STEPS),
     }
+    out["alpha_scale"] = _alpha_scale(args.alpha_scale, "binary" in out["weights"])
     for name in ("activation", "order"):
         if len(out[name]) != 1:
             raise NmflowError(f"--{name} must name one choice, not {getattr(args, name)!r}")
@@ -322,11 +336,12 @@ def _unit_settings(args, default_samples):
         raise NmflowError(f"--m must be a number >= 0, and 0 unless --weights binary, not "
                           f"{args.m!r}")
     decay_shift = _int("--decay-shift", args.decay_shift, 0, 0, 62)
+    alpha_scale = _alpha_scale(args.alpha_scale, weights[0] == "binary")
     data = load_digits()
     try:
         config = FixedEqPropConfig(sizes=(data.n_features, *hidden, data.n_classes), T=T, K=K,
                                    lr_shifts=tuple(lr), batch=1, weights=weights[0], m=m,
-                                   decay_shift=decay_shift)
+                                   decay_shift=decay_shift, alpha_scale=alpha_scale)
         choose_plan(config, lanes, board=board).check_fit(board)
     except NmflowError as error:
         raise NmflowError(f"--hidden {','.join(map(str, hidden))} with --lanes {lanes}: "
@@ -397,6 +412,7 @@ def _unit_options(p, samples, board_help):
                    "(default: 0)")
     p.add_argument("--decay-shift", help="hidden-weight decay 2**-n per update, 0 for none "
                    "[0 to 62] (default: 0)")
+    p.add_argument("--alpha-scale", help=ALPHA_SCALE_HELP)
     if samples:
         p.add_argument("--samples", help=f"digits training samples [1 to 10_000_000] (default: "
                        f"{samples})")
@@ -444,6 +460,7 @@ def add_parser(sub):
             ("--weights", "real, or binary: each method also trains the binarized network "
              "(weights alpha sign(W_h) in the dynamics, the hidden W_h learning), reported as "
              "binary_<method> (default: real)"),
+            ("--alpha-scale", ALPHA_SCALE_HELP),
             ("--seeds", "seeds per method, from --seed [1 to 100] (default: 1)"),
             ("--seed", "first seed (initialisation, batch order) [0 to 2_147_483_647] (default: 0)"),
             ("--check-steps", "T = K of the gradient check [1 to 10_000] (default: 200)"),

@@ -72,7 +72,7 @@ def config_to_json(config):
                        "beta_shift": config.beta_shift, "lr_shifts": list(config.lr_shifts),
                        "half": config.half, "seed": config.seed, "lfsr_seed": config.lfsr_seed,
                        "weights": config.weights, "m": config.m,
-                       "decay_shift": config.decay_shift})
+                       "decay_shift": config.decay_shift, "alpha_scale": config.alpha_scale})
 
 
 def config_from_json(text):
@@ -82,7 +82,8 @@ def config_from_json(text):
                                 lr_shifts=tuple(fields["lr_shifts"]), half=fields["half"],
                                 seed=fields["seed"], lfsr_seed=fields["lfsr_seed"], batch=1,
                                 weights=fields.get("weights", "real"), m=fields.get("m", 0.0),
-                                decay_shift=fields.get("decay_shift", 0))
+                                decay_shift=fields.get("decay_shift", 0),
+                                alpha_scale=fields.get("alpha_scale", 1.0))
 
 
 def compare(layout, config, trace, observed):
