@@ -481,6 +481,21 @@ def test_binary_unit_matches_the_twin_step_by_step(name):
     assert len(inside) > 10
 
 
+def test_binary_unit_with_a_scaled_alpha_matches_the_twin():
+    # alpha_scale 1.25: the unit's per-layer constants a_k come from the twin's binary_alphas
+    # (8 inputs: 1.25 / (2 sqrt(8)) = 0.2210 -> 1810 raw, 8 hidden the same)
+    cfg = ef.FixedEqPropConfig(sizes=(8, 8, 3), T=4, K=3, lr_shifts=(1, 2), batch=1,
+                               beta_shift=0, seed=5, lfsr_seed=0xACE1, weights="binary", m=5.0,
+                               decay_shift=3, alpha_scale=1.25)
+    assert cfg.binary_alphas == (1810, 1810)
+    rng = np.random.default_rng(12)
+    samples = [(rng.integers(0, 256, 8), int(rng.integers(0, 3)), train)
+               for train in (1, 1, 0, 1)]
+    params = scaled_params(cfg, 1)
+    traces, final = run_and_compare(cfg, 4, params, samples, seed=3)
+    assert any((a != b).any() for a, b in zip(params["W"], final["W"]))
+
+
 # -- the output layer's push (8, 16, 32 lanes) --------------------------------------------------------
 
 PUSH_CASES = {
