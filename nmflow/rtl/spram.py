@@ -16,8 +16,10 @@ class SPRAMModel(Elaboratable):
 
     In a cycle with ``CHIPSELECT`` high and ``WREN`` high, the nibbles whose ``MASKWREN`` bit is
     set take ``DATAIN`` at ``ADDRESS``; with ``WREN`` low, ``DATAOUT`` shows the word at
-    ``ADDRESS`` from the next cycle on (one cycle of read latency). ``DATAOUT`` holds its value
-    otherwise. ``STANDBY``, ``SLEEP`` and ``POWEROFF`` (active low) are accepted and must be
+    ``ADDRESS`` from the next cycle on (one cycle of read latency). After a write ``DATAOUT`` is
+    undefined on the silicon (Yosys's simulation model of the primitive makes it ``x``): here it
+    shows the bitwise inverse of the word it held, until the next read, so that a design which
+    uses a read's word after a write fails its tests. ``DATAOUT`` holds its value otherwise. ``STANDBY``, ``SLEEP`` and ``POWEROFF`` (active low) are accepted and must be
     0, 0, 1: the model does not model power states. ``depth`` may be smaller than 16,384 to keep
     simulations light (addresses beyond it are not stored).
     """
@@ -40,9 +42,13 @@ class SPRAMModel(Elaboratable):
         wr = mem.write_port(granularity=4)
         rd = mem.read_port(transparent_for=())
         active = self.CHIPSELECT & ~self.STANDBY & ~self.SLEEP & self.POWEROFF
+        written = Signal()                  # DATAOUT undefined: a write since the last read
+        with m.If(active):
+            m.d.sync += written.eq(self.WREN)
         m.d.comb += [wr.addr.eq(self.ADDRESS), wr.data.eq(self.DATAIN), rd.addr.eq(self.ADDRESS),
                      wr.en.eq(Mux(active & self.WREN, self.MASKWREN, 0)),
-                     rd.en.eq(active & ~self.WREN), self.DATAOUT.eq(rd.data)]
+                     rd.en.eq(active & ~self.WREN),
+                     self.DATAOUT.eq(Mux(written, ~rd.data, rd.data))]
         return m
 
 
