@@ -176,6 +176,17 @@ def test_model_refuses_without_touching_the_weights():
     assert CRC.compute(b"123456789") == 0xF4
 
 
+def _train_three(link, cfg, twin, lfsr, rng):
+    """Three random training samples on the board and on the twin, the predictions compared;
+    the twin's parameters after them and the last input."""
+    for _ in range(3):
+        x, y = rng.integers(0, 256, 8), int(rng.integers(0, 3))
+        prediction = link.train(x, y)
+        twin, s_star = ef.train_step(cfg, twin, x.reshape(1, -1), [y], lfsr)
+        assert prediction == int(s_star[-1][0].argmax())
+    return twin, x
+
+
 def test_simulated_board_trains_like_the_twin():
     from nmflow.boards.eqprop_host import EqPropLink
     from nmflow.sim.uart_bridge import eqprop_simulated_board
@@ -188,11 +199,7 @@ def test_simulated_board_trains_like_the_twin():
         with EqPropLink(url, timeout=60) as link:
             assert link.info().sizes == CFG.sizes
             link.load(params)
-            for _ in range(3):
-                x, y = rng.integers(0, 256, 8), int(rng.integers(0, 3))
-                prediction = link.train(x, y)
-                twin, s_star = ef.train_step(CFG, twin, x.reshape(1, -1), [y], lfsr)
-                assert prediction == int(s_star[-1][0].argmax())
+            twin, x = _train_three(link, CFG, twin, lfsr, rng)
             back = link.read()
             cls, states = link.infer(x)
     assert any((a != b).any() for a, b in zip(twin["W"], params["W"]))
@@ -209,19 +216,14 @@ def test_simulated_board_with_spram_hidden_weights_learns_like_the_twin():
     from nmflow.boards.eqprop_host import EqPropLink
     from nmflow.sim.uart_bridge import eqprop_simulated_board
 
-    cfg = ef.FixedEqPropConfig(sizes=(8, 8, 3), T=3, K=2, batch=1, lr_shifts=(0, 1), seed=3,
-                               weights="binary", m=5.0, decay_shift=3)
+    cfg = BINARY
     rng = np.random.default_rng(5)
     params = ef.init_params(cfg)
     twin, lfsr = params, ef.Lfsr32(cfg.lfsr_seed)
     with eqprop_simulated_board(cfg, lanes=LANES, storage="spram") as url:
         with EqPropLink(url, timeout=60) as link:
             link.load(params)
-            for _ in range(3):
-                x, y = rng.integers(0, 256, 8), int(rng.integers(0, 3))
-                prediction = link.train(x, y)
-                twin, s_star = ef.train_step(cfg, twin, x.reshape(1, -1), [y], lfsr)
-                assert prediction == int(s_star[-1][0].argmax())
+            twin, x = _train_three(link, cfg, twin, lfsr, rng)
             back = link.read()
             codes = link.read_codes()
             cls, states = link.infer(x)
