@@ -12,7 +12,7 @@ import numpy as np
 
 from . import eqprop_fixed as ef
 from .eqprop_layout import EqPropLayout
-from .pairs import MINUS, PLUS
+from .pairs import MINUS, sign_codes
 
 __all__ = ["EqPropBoardTwin", "params_to_image", "image_to_params", "code_of"]
 
@@ -20,7 +20,7 @@ __all__ = ["EqPropBoardTwin", "params_to_image", "image_to_params", "code_of"]
 def code_of(word):
     """The pair code of the binary weight of hidden weight ``word``: ``PLUS`` where
     ``word >= 0`` (``sign(0) = +1``), else ``MINUS``."""
-    return MINUS if word < 0 else PLUS
+    return sign_codes(word)
 
 
 def params_to_image(layout, params):

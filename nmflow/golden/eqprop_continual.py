@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import NmflowError, check_choice, check_int, check_number
-from .pairs import MINUS, PLUS
+from .pairs import sign_codes
 
 __all__ = ["EqPropContinualConfig", "WHERE", "run_float", "run_fixed", "fixed_config",
            "features_and_classes",
@@ -281,8 +281,7 @@ def _mismatches(twin, board):
     if "codes" in board:
         out["pair_codes"] = 0
         for a, codes in zip(twin["W"], board["codes"]):
-            out["pair_codes"] += int((np.where(np.asarray(a) < 0, MINUS, PLUS)
-                                      != np.asarray(codes)).sum())
+            out["pair_codes"] += int((sign_codes(a) != np.asarray(codes)).sum())
     for a, b in zip(twin["W"], board["W"]):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:

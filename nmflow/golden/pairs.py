@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import NmflowError
 
-__all__ = ["PLUS", "MINUS", "ZERO", "encode", "pcsa_read", "rows_per_neuron", "MemoryMap",
+__all__ = ["PLUS", "MINUS", "ZERO", "encode", "sign_codes", "pcsa_read", "rows_per_neuron", "MemoryMap",
            "memory_codes", "pack_rows", "memory_image", "ReadFunction", "IdealRead",
            "read_weights"]
 
@@ -43,6 +43,14 @@ def encode(w):
     """Pair codes (uint8, 0..2) of ternary weights."""
     w = np.asarray(w)
     return np.where(w > 0, PLUS, np.where(w < 0, MINUS, ZERO)).astype(np.uint8)
+
+
+def sign_codes(hidden):
+    """Pair codes of the binary weights ``sign(hidden)`` with ``sign(0) = +1`` (a binarized
+    network's hidden weights): ``PLUS`` where ``hidden >= 0``, else ``MINUS``; an array, or an
+    int for an int."""
+    codes = np.where(np.asarray(hidden) < 0, MINUS, PLUS).astype(np.uint8)
+    return int(codes) if codes.ndim == 0 else codes
 
 
 def pcsa_read(codes):

@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.eqprop_plan import CODE_BITS
-from ..golden.pairs import MINUS, PLUS
+from ..golden.pairs import MINUS, PLUS, sign_codes
 from .spram import SPRAM
 
 __all__ = ["EqPropMemories", "read_signature", "write_signature", "HOST_WEIGHTS", "HOST_BIASES",
@@ -220,7 +220,7 @@ class EqPropMemories(wiring.Component):
                 _connect(m, mem.read_port(), mem.write_port(), reads[b], writes[b])
             if self._binary:
                 codes = Memory(shape=CODE_BITS, depth=lay.wdepth,
-                               init=[MINUS if w < 0 else PLUS for w in image[b]])
+                               init=[sign_codes(w) for w in image[b]])
                 m.submodules[f"cbank{b}"] = codes
                 read, write = codes.read_port(), codes.write_port()
                 code_reads.append(read)

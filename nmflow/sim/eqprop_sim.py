@@ -128,13 +128,13 @@ def _compare_codes(layout, params, beats):
     """Mismatch messages between the pair codes a binary unit dumped (``beats``, in the
     weights' order) and the codes of the twin's hidden weights (``PLUS`` where ``W_h >= 0``,
     else ``MINUS``)."""
-    from ..golden.pairs import MINUS, PLUS
+    from ..golden.pairs import sign_codes
     if beats is None:
         return ["no pair codes observed"]
     codes, _ = layout.decode_weights(beats, [0] * layout.bdepth)
     problems = []
     for k, w in enumerate(params["W"]):
-        want = np.where(np.asarray(w) < 0, MINUS, PLUS)
+        want = sign_codes(w)
         bad = np.argwhere(codes[k] != want)
         if len(bad):
             r, i = bad[0]

@@ -28,7 +28,7 @@ import numpy as np
 from amaranth.hdl import signed
 
 from nmflow.golden import eqprop_fixed as ef
-from nmflow.golden.pairs import MINUS, PLUS
+from nmflow.golden.pairs import sign_codes
 from nmflow.rtl.eqprop import EqPropUnit
 from nmflow.sim.eqprop_sim import config_from_json, expected_trace, input_beats
 from nmflow.sim.harness import Codec, Driver, Monitor, Scoreboard, Stream, cycle, port_shape
@@ -64,7 +64,7 @@ def dump_beats(layout, params, word, binary=False):
         beats += [([word(int(v))] + [0] * (L - 1), f"b{k}[{i}]") for i, v in enumerate(b)]
     if binary:
         for k, w in enumerate(params["W"]):
-            beats += rows(w, lambda v: MINUS if v < 0 else PLUS, f"pair codes {k}")
+            beats += rows(w, sign_codes, f"pair codes {k}")
     return beats
 
 
