@@ -1,4 +1,4 @@
-"""Bounded model checking (SymbiYosys, z3) through :mod:`nmflow.sim.formal`: the one-hot state
+"""Bounded model checking (SymbiYosys, Yices) through :mod:`nmflow.sim.formal`: the one-hot state
 machine of the host link keeps exactly one state, whatever its inputs do; the host link, on the
 shared frame receiver and sender (:mod:`nmflow.rtl.framing`), and the engine's sequencer keep the
 properties of :mod:`nmflow.sim.proofs` in small configurations. Every proof also runs on a deliberately broken copy of its block and must fail
@@ -106,10 +106,6 @@ def test_mode_is_checked(tmp_path):
 
 
 # -- the host link and the sequencer, in small configurations ------------------------------------
-# z3 4.8 stalls on Yosys's default SMT encoding of these blocks (uninterpreted state functions,
-# even at step 0); ``--unroll`` (unrolled state) solves them in seconds.
-ENGINE = "smtbmc --unroll z3"
-
 # The host link: 2 inputs of 2 bits, 2 classes, 4-bit scores (1 score byte), a 3-cycle timeout.
 # A byte is taken at most every other cycle, so an INFER request (7 bytes) has its CRC byte in
 # by cycle 12 and its 2 values fed by cycle 16.
@@ -156,7 +152,7 @@ def seq_harness(check, sequencer_class=nmflow.rtl.sequencer.Sequencer):
 
 
 def run(harness, depth, tmp_path):
-    return prove(harness, depth=depth, work_dir=tmp_path, ports=harness.ports, engine=ENGINE)
+    return prove(harness, depth=depth, work_dir=tmp_path, ports=harness.ports)
 
 
 def assert_fails(proof):

