@@ -8,6 +8,10 @@ loadgroup``).
   then fill the end of the run instead of one long test running alone on one worker.
 
 Without xdist neither changes anything but the order.
+
+pytest 9.2 keeps node IDs in a structured form that xdist 3.8's ``loadgroup`` does not write,
+so the groups are silently lost (pytest-xdist issue 1386): ``requirements.txt`` pins pytest
+9.1.1, and ``test_suite.py`` fails when the groups stop reaching the workers.
 """
 
 import pytest
@@ -29,7 +33,10 @@ def _shared_fixture(item):
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    # (first: xdist's worker turns the ``xdist_group`` marks into the node IDs' ``@group``
+    # suffix in its own hook; marks added after it are not seen)
     for item in items:
         group = _shared_fixture(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
