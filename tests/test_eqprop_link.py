@@ -176,10 +176,10 @@ def test_model_refuses_without_touching_the_weights():
     assert CRC.compute(b"123456789") == 0xF4
 
 
-def _train_three(link, cfg, twin, lfsr, rng):
-    """Three random training samples on the board and on the twin, the predictions compared;
-    the twin's parameters after them and the last input."""
-    for _ in range(3):
+def _train_three(link, cfg, twin, lfsr, rng, samples=3):
+    """Three (``samples``) random training samples on the board and on the twin, the
+    predictions compared; the twin's parameters after them and the last input."""
+    for _ in range(samples):
         x, y = rng.integers(0, 256, 8), int(rng.integers(0, 3))
         prediction = link.train(x, y)
         twin, s_star = ef.train_step(cfg, twin, x.reshape(1, -1), [y], lfsr)

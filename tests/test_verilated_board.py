@@ -12,12 +12,13 @@ import pytest
 from nmflow.errors import NmflowError
 from nmflow.golden import eqprop_fixed as ef
 from nmflow.golden.eqprop_board import EqPropBoardTwin
+from nmflow.golden.pairs import sign_codes
 from nmflow.protocol import ErrorCode, decode_frame
 from nmflow.protocol.eqprop import EqPropLinkModel
 from nmflow.rtl.eqprop_link import EqPropLinkCore, link_geometry
 from nmflow.sim import verilated_board as vb
 
-from test_eqprop_link import BUFFER, CFG, LANES, _frames
+from test_eqprop_link import BUFFER, CFG, LANES, _frames, _train_three
 
 pytestmark = pytest.mark.slow
 
@@ -73,15 +74,13 @@ def test_training_through_the_compiled_board_equals_the_twin():
         with EqPropLink(url, timeout=60) as link:
             link.seed(7)
             link.load(params)
-            for _ in range(6):
-                x, y = rng.integers(0, 256, 8), int(rng.integers(0, 3))
-                prediction = link.train(x, y)
-                twin, s_star = ef.train_step(config, twin, x.reshape(1, -1), [y], lfsr)
-                assert prediction == int(s_star[-1][0].argmax())
+            twin, _ = _train_three(link, config, twin, lfsr, rng, samples=6)
             back = link.read()
+            codes = link.read_codes()
     assert any((a != b).any() for a, b in zip(twin["W"], params["W"]))
     for k in range(2):
         assert (back["W"][k] == twin["W"][k]).all() and (back["b"][k] == twin["b"][k]).all()
+        assert (codes[k] == sign_codes(twin["W"][k])).all()
 
 
 def test_without_verilator_the_board_is_refused_in_one_line(monkeypatch):
