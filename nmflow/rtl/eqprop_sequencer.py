@@ -61,7 +61,11 @@ class EqPropSequencer(wiring.Component):
     obs : Out(stream.Signature(host_words(plan))), only with ``observe``
     busy, step, idle : Out(1)
         Running a sample; the end of a settling step (one cycle); in ``IDLE`` (the host port
-        may use the memories).
+        may use the memories). ``idle`` is a register, set on every entry into ``IDLE`` and
+        cleared on leaving it: it selects the host's addresses over the clients' in front of
+        every memory, and decoded from the state it began the longest path of the ULX3S
+        build at 16 lanes (the state decode, then the address multiplexers of the 16 code
+        banks, then their distributed RAM).
     settle : Out(stream.Signature(settling_command_layout(plan), always_ready=True))
         Settling commands, one per cycle in the ``LAYERk`` states.
     region, phase, label : Out
@@ -117,11 +121,13 @@ class EqPropSequencer(wiring.Component):
             obs_data=host_words(plan), row=neuron_shape(plan), lane=range(max(plan.lanes, 2)),
             count=range(max(lay.sdepth, lay.wdepth, lay.bdepth, *plan.drain_cycles) + 2),
             waddr=weight_addr_shape(plan))
+        r.idle = Signal(init=1, name="idle")
         r.obs_ready = self.obs.ready if self._observe else Const(1)
         if self._observe:
             m.d.comb += [self.obs.valid.eq(r.obs_valid), self.obs.payload.eq(r.obs_data)]
         m.d.comb += [self.o.valid.eq(r.o_valid), self.update.row.eq(r.row),
-                     self.update.lane.eq(r.lane), self.busy.eq(~self.idle),
+                     self.update.lane.eq(r.lane), self.idle.eq(r.idle),
+                     self.busy.eq(~r.idle),
                      self.settle.payload.neuron.eq(r.neuron),
                      self.settle.payload.chunk.eq(r.chunk), self.settle.payload.part.eq(r.part)]
         with m.If(self.o.valid & self.o.ready):
@@ -149,10 +155,16 @@ class EqPropSequencer(wiring.Component):
                 self._dump_parameters(m, r)
             with m.State("FINISH"):
                 m.d.sync += r.o_valid.eq(1)
-                m.next = "IDLE"
+                self._enter_idle(m, r)
         return m
 
     # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _enter_idle(m, r):
+        """Go to ``IDLE`` (every transition into it, so that ``idle`` is the state's register)."""
+        m.d.sync += r.idle.eq(1)
+        m.next = "IDLE"
+
     def _first_part(self, k):
         """The first command of a neuron of state layer ``k``: the self-read of an output neuron
         in a nudged phase, else its first row chunk."""
@@ -223,9 +235,10 @@ class EqPropSequencer(wiring.Component):
         beat = self.i.payload
         first_layer = plan.blocks[0]
         with m.State("IDLE"):
-            m.d.comb += [self.idle.eq(1), self.i.ready.eq(~r.o_valid)]
+            m.d.comb += self.i.ready.eq(~r.o_valid)
             m.d.sync += r.count.eq(0)
             with m.If(self.i.valid & ~r.o_valid):
+                m.d.sync += r.idle.eq(0)
                 self._write_row(m, 0, beat.x)
                 m.d.sync += [r.count.eq(1), self.label.eq(beat.label), r.train.eq(beat.train)]
                 if lay.x_rows == 1:
@@ -328,7 +341,7 @@ class EqPropSequencer(wiring.Component):
                     m.next = "COPY_READ"
                 with m.Else():
                     m.d.sync += r.o_valid.eq(1)
-                    m.next = "IDLE"
+                    self._enter_idle(m, r)
             with m.Elif(self.phase == PLUS):
                 m.d.sync += [r.count.eq(0), self.region.eq(lay.region_base(2))]
                 m.next = "COPY_READ"

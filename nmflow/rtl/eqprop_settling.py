@@ -317,12 +317,15 @@ class SettlingDatapath(wiring.Component):
         if plan.push:
             # what a neuron's first row chunk starts from: its bias and (layer N - 1) its
             # feedback word, times a_{N-1} with binary weights; exact, as the twin's sum
-            tree_feedback = Signal.like(self._feedback_word, name="tree_feedback")
-            m.d.sync += tree_feedback.eq(self._feedback_word)
-            term = tree_feedback * Const(plan.config.binary_alphas[plan.N - 1]) if binary \
-                else tree_feedback
+            # (the product by a_{N-1} registered a stage before the sum with the bias: the two
+            # in one cycle were a long path at 16 lanes on the ECP5)
+            word = self._feedback_word
+            term = word * Const(plan.config.binary_alphas[plan.N - 1]) if binary else word
+            tree_feedback = Signal(plan.acc_register_format.shape(), name="tree_feedback")
+            m.d.sync += tree_feedback.eq(term)
             self._start = Signal(plan.acc_register_format.shape(), name="summed_start")
-            m.d.sync += self._start.eq((first_bias << plan.state_format.frac_bits) + term)
+            m.d.sync += self._start.eq((first_bias << plan.state_format.frac_bits)
+                                       + tree_feedback)
         return summed, tree_sum, tree_bias, tree_own
 
     def _push_sums(self, m, stage):

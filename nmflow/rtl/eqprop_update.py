@@ -39,7 +39,8 @@ def update_control_signature(plan):
     ``take_*`` strobes load the datapath's operand registers from the memories' read data:
     ``take_plus_row`` / ``take_minus_row`` the state ``s_{k+1}[row]`` of the ``+beta`` /
     ``-beta`` region (bank ``row mod L``), ``take_plus_chunk`` a chunk of ``L`` weights and the
-    ``s+`` chunk of the layer below, ``take_minus_chunk`` the ``s-`` chunk, ``take_old_bias``
+    ``s+`` chunk of the layer below, ``take_minus_chunk`` (after it, before the chunk's first
+    issue) the ``s-`` chunk, ``take_old_bias``
     the bias. ``issue_weight`` updates the weight of column ``chunk L + lane`` of ``row`` (old
     value from the weight chunk, ``D`` from the registers), ``issue_bias`` the bias of ``row``
     (``s-_r`` from the state read data). ``kind`` is ``2 k`` (weights of layer ``k``) or
@@ -148,7 +149,16 @@ class UpdateDatapath(wiring.Component):
     def _operands(self, m):
         """The registers the sequencer loads: ``s+_r``, ``s-_r``, the weight chunk (with, for
         metaplasticity, each weight's ``f_meta`` table address), the ``s+`` and ``s-`` chunks,
-        the old bias."""
+        the old bias; and ``bank``, the bank of the weight to issue.
+
+        The ``s+`` and ``s-`` chunks are shift registers: each weight's issue shifts them down
+        one lane, so that lane 0 always holds the states of the weight being issued and the
+        products take them straight from registers (an ``L``-way multiplexer by the lane in
+        front of the 8 x 8 multipliers was the ULX3S build's critical path at 16 lanes). The
+        weight chunk stays as the banks give it (word ``b`` from bank ``b``: no rotation after
+        the block RAMs' slow output); the issue picks the old value and its table address by
+        ``bank``, a register: ``row mod L`` when the chunk is taken, counted up (mod ``L``) at
+        each issue, the bank ``(lane + row) mod L`` of column ``chunk L + lane``."""
         plan, ctl = self._plan, self.ctl
         L = plan.lanes
         weight, state = plan.weight_format.shape(), plan.state_format.shape()
@@ -157,28 +167,32 @@ class UpdateDatapath(wiring.Component):
         ops = {
             "plus_row": Signal(state, name="plus_row_state"),
             "minus_row": Signal(state, name="minus_row_state"),
-            "weights": [Signal(weight, name=f"weight_chunk{b}") for b in range(L)],   # by lane
+            "weights": [Signal(weight, name=f"weight_chunk{b}") for b in range(L)],   # by bank
             "plus_chunk": [Signal(state, name=f"plus_chunk{b}") for b in range(L)],
             "minus_chunk": [Signal(state, name=f"minus_chunk{b}") for b in range(L)],
             "old_bias": Signal(weight, name="old_bias"),
             "row_state": row_state,
+            "bank": Signal(range(max(L, 2)), name="issue_bank"),
         }
         with m.If(ctl.take_plus_row):
             m.d.sync += ops["plus_row"].eq(row_state)
         with m.If(ctl.take_minus_row):
             m.d.sync += ops["minus_row"].eq(row_state)
         with m.If(ctl.take_plus_chunk):
-            # the weight of column ``chunk L + l`` (lane l) is in bank ``(l + row) mod L``:
-            # rotated here, so that the issue selects it by the lane as it does the states
-            rotation = bank_of(ctl.row, plan)
-            for lane in range(L):
-                bank = bank_of(Const(lane, plan.lane_bits + 1) + rotation, plan) \
-                    if plan.lane_bits else 0
-                m.d.sync += ops["weights"][lane].eq(Array(self.weight_words)[bank]
-                                                    if plan.lane_bits else self.weight_words[0])
+            m.d.sync += [ops["weights"][b].eq(self.weight_words[b]) for b in range(L)]
             m.d.sync += [ops["plus_chunk"][b].eq(self.state_words[b]) for b in range(L)]
         with m.If(ctl.take_minus_chunk):
             m.d.sync += [ops["minus_chunk"][b].eq(self.state_words[b]) for b in range(L)]
+            if plan.lane_bits:
+                m.d.sync += ops["bank"].eq(bank_of(ctl.row, plan))
+        with m.If(ctl.issue_weight):
+            # the next lane's states into lane 0 (the chunk is never taken while issuing), the
+            # next lane's bank
+            m.d.sync += [regs[b].eq(regs[b + 1]) for regs in (ops["plus_chunk"],
+                                                              ops["minus_chunk"])
+                         for b in range(L - 1)]
+            if plan.lane_bits:
+                m.d.sync += ops["bank"].eq(ops["bank"] + 1)
         with m.If(ctl.take_old_bias):
             m.d.sync += ops["old_bias"].eq(self.bias_word)
         if plan.config.m > 0:
@@ -201,20 +215,20 @@ class UpdateDatapath(wiring.Component):
         value and the bank of the parameter, its kind and address and a fresh draw of the LFSR,
         registered; the ``f_meta`` table read of the weight's entry."""
         plan, ctl = self._plan, self.ctl
-        lg, sw = plan.lane_bits, plan.state_format.width
+        sw = plan.state_format.width
         issuing = Signal()
         p_plus = Signal(2 * sw, name="product_plus")
         p_minus = Signal(2 * sw, name="product_minus")
         old = Signal(plan.weight_format.shape(), name="old_value")
         bank = Signal(range(max(plan.lanes, 2)))
         m.d.comb += issuing.eq(ctl.issue_weight | ctl.issue_bias)
-        weight_bank = bank_of(ctl.lane + ctl.row, plan)
+        lg, weight_bank = plan.lane_bits, ops["bank"]
         with m.If(ctl.issue_weight):
-            plus_i = Array(ops["plus_chunk"])[ctl.lane] if lg else ops["plus_chunk"][0]
-            minus_i = Array(ops["minus_chunk"])[ctl.lane] if lg else ops["minus_chunk"][0]
-            m.d.comb += [p_plus.eq(ops["plus_row"] * plus_i),
-                         p_minus.eq(ops["minus_row"] * minus_i),
-                         old.eq(Array(ops["weights"])[ctl.lane] if lg else ops["weights"][0]),
+            # lane 0 of the states' shift registers and bank ``weight_bank`` of the weights:
+            # column ``chunk L + lane``
+            m.d.comb += [p_plus.eq(ops["plus_row"] * ops["plus_chunk"][0]),
+                         p_minus.eq(ops["minus_row"] * ops["minus_chunk"][0]),
+                         old.eq(Array(ops["weights"])[weight_bank] if lg else ops["weights"][0]),
                          bank.eq(weight_bank)]
         with m.If(ctl.issue_bias):
             m.d.comb += [p_plus.eq(ops["plus_row"]), p_minus.eq(ops["row_state"]),
@@ -240,7 +254,7 @@ class UpdateDatapath(wiring.Component):
             m.submodules.meta_table = table
             port = table.read_port()
             index = ops["meta_index"]
-            m.d.comb += port.addr.eq(Array(index)[ctl.lane] if lg else index[0])
+            m.d.comb += port.addr.eq(Array(index)[weight_bank] if lg else index[0])
             issued["fmeta"] = port.data
         return issued
 
