@@ -276,6 +276,13 @@ class _EqPropRequests:
 
     def execute(self):
         m, receiver, unit, is_ = self.m, self.receiver, self.unit, self.is_
+        # the host port's write strobes are registers (set on entering the cycle they write
+        # in), not decoded from the request's state or the receiver's verdict: they reach the
+        # unit's memories and its LFSR across the die (the ULX3S build's longest path at 16
+        # lanes ran from this state machine into the write enables of the code banks)
+        self.p_we, seed_we = Signal(name="p_we"), Signal(name="p_seed_we")
+        m.d.comb += [unit.p_we.eq(self.p_we), unit.p_seed_we.eq(seed_we)]
+        m.d.sync += seed_we.eq(0)
         with m.FSM(name="eqprop_request"):
             with m.State("IDLE"):
                 with m.If(receiver.accepted):
@@ -286,7 +293,7 @@ class _EqPropRequests:
                     with m.If(self.is_read):
                         m.d.sync += self.nrows.eq(self.arg[16:])
                     with m.If(is_[EqCommand.SEED]):
-                        m.d.comb += unit.p_seed_we.eq(1)
+                        m.d.sync += seed_we.eq(1)       # the seed (``arg``) is held
                     with m.If(self.is_load):
                         m.d.sync += self.ridx.eq(2)
                         m.next = "LD_READ"
@@ -329,9 +336,10 @@ class _EqPropRequests:
         """LOAD: buffer -> weight rows / biases, through the unit's host port."""
         m = self.m
         self._gather("LD_READ", "LD_TAKE", self.wrow,
-                     self.k == Mux(self.is_bias, self.wb, self.row_bytes) - 1, "LD_WRITE")
+                     self.k == Mux(self.is_bias, self.wb, self.row_bytes) - 1, "LD_WRITE",
+                     entering=[self.p_we.eq(1)])
         with m.State("LD_WRITE"):
-            m.d.comb += self.unit.p_we.eq(1)
+            m.d.sync += self.p_we.eq(0)             # high in this state only
             m.d.sync += [self.paddr.eq(self.paddr + 1), self.nrows.eq(self.nrows - 1)]
             with m.If(self.nrows == 1):
                 self._reply_body_next()
@@ -379,7 +387,7 @@ class _EqPropRequests:
 
         def after_info():
             m.d.sync += self.idx.eq(self.idx + 1)
-            with m.If(self.idx == len(self.info_bytes) - 1):
+            with m.If(self.reply_last):
                 m.next = "IDLE"
         self._load_and_send("INFO_BODY", "INFO_SEND",
                             Array(Const(v, 8) for v in self.info_bytes)[self.idx],
@@ -393,31 +401,36 @@ class _EqPropRequests:
         with m.State("ST_WAIT2"):
             m.next = "ST_LOAD"
 
+        state_row_end = Signal(name="reply_state_row_end")     # registered with the byte
+
         def after_state():
             m.d.sync += self.j.eq(self.j + 1)
-            with m.If(self.j == nN - 1):
+            with m.If(self.reply_last):
                 m.next = "IDLE"
-            with m.Elif(self.j[:lg] == L - 1 if lg else Const(1)):
+            with m.Elif(state_row_end):
                 m.d.sync += self.paddr.eq(self.paddr + 1)
                 m.next = "ST_WAIT"
         state_byte = Array(rdata[b][:8] for b in range(L))[self.j[:lg]] if lg \
             else rdata[0][:8]
-        self._load_and_send("ST_LOAD", "ST_SEND", state_byte, self.j == nN - 1, after_state)
+        self._load_and_send("ST_LOAD", "ST_SEND", state_byte, self.j == nN - 1, after_state,
+                            [state_row_end.eq(self.j[:lg] == L - 1 if lg else 1)])
         with m.State("RD_WAIT"):
             m.next = "RD_WAIT2"
         with m.State("RD_WAIT2"):
             m.next = "RD_LOAD"
         word_end = self.k == wb - 1
         row_end = self.is_bias | (self.lane == L - 1)
+        # both registered with the byte
+        rd_word_end, rd_row_end = Signal(name="reply_word_end"), Signal(name="reply_row_end")
 
         def after_word_byte():
             m.d.sync += self.k.eq(self.k + 1)
-            with m.If(word_end):
+            with m.If(rd_word_end):
                 m.d.sync += [self.k.eq(0), self.lane.eq(self.lane + 1)]
-                with m.If(row_end):
+                with m.If(rd_row_end):
                     m.d.sync += [self.lane.eq(0), self.paddr.eq(self.paddr + 1),
                                  self.nrows.eq(self.nrows - 1)]
-                    with m.If(self.nrows == 1):
+                    with m.If(self.reply_last):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "RD_WAIT"
@@ -426,15 +439,20 @@ class _EqPropRequests:
         m.d.comb += word.eq(Mux(self.is_bias, words[0], Array(words)[self.lane]))
         self._load_and_send("RD_LOAD", "RD_SEND",
                             word.word_select(self.k[:max(self.wb_shift, 1)], 8) if wb > 1
-                            else word, word_end & row_end & (self.nrows == 1), after_word_byte)
+                            else word, word_end & row_end & (self.nrows == 1), after_word_byte,
+                            [rd_word_end.eq(word_end), rd_row_end.eq(row_end)])
 
-    def _load_and_send(self, load, send, data, last, then):
-        """States ``load`` (register the body byte ``data`` and ``last``) and ``send`` (offer
-        them; once taken, ``then()``, else back to ``load`` for the next byte): the byte's
-        multiplexers end in a register, not in the sender's CRC and shift register."""
+    def _load_and_send(self, load, send, data, last, then, flags=()):
+        """States ``load`` (register the body byte ``data``, ``last`` and the statements
+        ``flags``, which register what ``then`` tests) and ``send`` (offer them; once taken,
+        ``then()``, else back to ``load`` for the next byte): the byte's multiplexers end in a
+        register, not in the sender's CRC and shift register, and what ``then()`` does next
+        is decided from registers (the UART's ``ready`` is its only late input; the counters'
+        comparisons after it were the ULX3S build's longest path at 16 lanes, routed between
+        the link and the transmitter at the pin)."""
         m = self.m
         with m.State(load):
-            m.d.sync += [self.reply_byte.eq(data), self.reply_last.eq(last)]
+            m.d.sync += [self.reply_byte.eq(data), self.reply_last.eq(last), *flags]
             m.next = send
         with m.State(send):
             def taken():
