@@ -136,8 +136,8 @@ class EqPropUnit(wiring.Component):
         While the sequencer is idle: ``p_addr`` addresses the weight banks (``p_sel`` 0, a write
         ``p_we`` stores ``p_wdata[b]`` in bank ``b``, binary weights: and its pair code), the
         biases (1, ``p_wdata[0]``), the state banks (2, read only) or the pair codes (3, read
-        only); ``p_rdata`` is the raw word(s) at the previous cycle's address. ``p_seed_we``
-        loads ``p_seed`` into the LFSR.
+        only); ``p_rdata`` is the raw word(s) at ``p_addr`` in the second cycle after
+        ``p_addr`` and ``p_sel`` are set and held. ``p_seed_we`` loads ``p_seed`` into the LFSR.
     """
 
     def __init__(self, config, *, lanes=4, params=None, observe=False, board=None,

@@ -392,10 +392,10 @@ class _EqPropRequests:
         self._load_and_send("INFO_BODY", "INFO_SEND",
                             Array(Const(v, 8) for v in self.info_bytes)[self.idx],
                             self.idx == len(self.info_bytes) - 1, after_info)
-        # the unit's read data, registered: a row is read in *_WAIT, in the register after
-        # *_WAIT2, and its bytes are loaded from the register
-        rdata = Signal.like(unit.p_rdata, name="rdata")
-        m.d.sync += rdata.eq(unit.p_rdata)
+        # the unit's read data: a row's address is set on entering *_WAIT and held; its words
+        # are in the host port's registers from *_LOAD on (the weight banks' registered once
+        # more, the other memories' by their read ports), and its bytes are loaded from them
+        rdata = unit.p_rdata
         with m.State("ST_WAIT"):
             m.next = "ST_WAIT2"
         with m.State("ST_WAIT2"):

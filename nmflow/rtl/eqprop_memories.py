@@ -118,7 +118,9 @@ class EqPropMemories(wiring.Component):
         ``storage="spram"`` a weight write is registered and lands in the next cycle: read no
         weight in that cycle).
         ``p_rdata`` is the raw words the memory chosen by the previous cycle's ``p_sel`` reads
-        (the bias in word 0, the others 0; :data:`HOST_CODES`: the codes).
+        (the bias in word 0, the others 0; :data:`HOST_CODES`: the codes): the words at
+        ``p_addr`` in the second cycle after ``p_addr`` and ``p_sel`` are set and held (the
+        weight banks' words pass one more register).
     """
 
     def __init__(self, plan, params, *, host_port=False):
@@ -258,10 +260,16 @@ class EqPropMemories(wiring.Component):
                              bias_write.en.eq(1)]
         read_sel = Signal(2)
         m.d.sync += read_sel.eq(self.p_sel)
+        # the weight banks' words registered once more: the block RAM's slow output (5.8 ns
+        # on the ECP5) went through the multiplexer below into the link's register across
+        # the die (the ULX3S build's longest path at 16 lanes); the other memories' words come
+        # from their read ports' registers
+        held = [Signal.like(weight_reads[b].data, name=f"host_weight{b}") for b in range(L)]
+        m.d.sync += [held[b].eq(weight_reads[b].data) for b in range(L)]
         for b in range(L):
             with m.Switch(read_sel):
                 with m.Case(HOST_WEIGHTS):
-                    m.d.comb += self.p_rdata[b].eq(weight_reads[b].data.as_unsigned())
+                    m.d.comb += self.p_rdata[b].eq(held[b].as_unsigned())
                 with m.Case(HOST_BIASES):
                     m.d.comb += self.p_rdata[b].eq(bias_read.data.as_unsigned() if b == 0 else 0)
                 with m.Case(HOST_CODES):

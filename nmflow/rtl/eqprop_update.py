@@ -346,10 +346,15 @@ class UpdateDatapath(wiring.Component):
         plan = self._plan
         wmin, wmax = plan.weight_format.min_raw, plan.weight_format.max_raw
         old, change, is_bias = s["old"], s["change"], s["kind"][0]
-        total = Signal(signed(max(len(change), plan.weight_format.width) + 1))
+        width = plan.weight_format.width
+        total = Signal(signed(max(len(change), width) + 1))
         m.d.comb += total.eq(old + change)
+        # saturated where the bits above the weight's sign are not all its sign (the same as
+        # comparing with wmin and wmax, without two more carry chains after the sum's)
+        top = total[width - 1:]
         new_param = Signal(plan.weight_format.shape())
-        m.d.comb += new_param.eq(Mux(total < wmin, wmin, Mux(total > wmax, wmax, total)))
+        m.d.comb += new_param.eq(Mux(top.all() | ~top.any(), total[:width],
+                                     Mux(total[-1], wmin, wmax)))
         addr, valid, bank = s["addr"], s["valid"], s["bank"]
         if "write register" in plan.update_stages:
             r = self._register(m, {"new": new_param, "addr": addr, "valid": valid,
