@@ -29,7 +29,7 @@ FREE, PLUS, MINUS = 0, 1, 2
 #: registers the memory addresses, so the memories take them one cycle later
 #: (:data:`ADDRESS_STAGES`).
 SETTLING_PIPELINE = ("issue (addresses, registered)", "memory read", "rotation onto the lanes",
-                     "products (binary: +-s)", "adder tree (real: the pairs; binary: the chunk sum)",
+                     "products (binary: +-s, summed in groups of 4 lanes)", "adder tree (real: the pairs; binary: the groups' sum)",
                      "tree's last sum (binary: the chunk sum times a_k)", "accumulator and nudge",
                      "rounding and clip", "state write and argmax")
 

@@ -4,8 +4,9 @@ A settling command is one chunk of one neuron's pre-activation (or, in a nudged 
 read of an output neuron's old state). Its stages (:data:`~nmflow.golden.eqprop_plan.
 SETTLING_PIPELINE`), one cycle each: the issue computes the memory addresses and registers them;
 the memories read; the states are rotated onto the lanes; the lanes multiply (binary weights:
-the pair codes' ``+s``, ``-s`` or 0 as the ideal sense amplifier reads them); the adder tree sums them in pairs and then the pairs (binary weights: all of them,
-then the chunk's sum times ``a_k``); the accumulator adds the sum (a
+the pair codes' ``+s``, ``-s`` or 0 as the ideal sense amplifier reads them, summed in
+groups of :data:`BINARY_GROUP` lanes); the adder tree sums them in pairs and then the pairs
+(binary weights: the groups, then the chunk's sum times ``a_k``); the accumulator adds the sum (a
 self-read instead registers the output neuron's nudge); after the neuron's last command the
 nudge and the rounding's half are added, the sum shifted and clipped, and the new state written
 back in the next cycle. :data:`~nmflow.golden.eqprop_plan.PIPELINE_DEPTH` cycles from the issue
@@ -33,6 +34,9 @@ from .eqprop_memories import (bias_addr_shape, code_words, read_signature, state
 
 __all__ = ["SettlingDatapath", "settling_command_layout", "SELF", "ROW", "COLUMN", "PUSH",
            "neuron_shape", "chunk_shape", "bank_of"]
+
+#: Lanes whose binary ``+-s`` the products stage sums before the adder tree sums the groups.
+BINARY_GROUP = 4
 
 #: ``part`` of a settling command: the output neuron's old state (for the nudge), a row chunk
 #: (``W_{k-1} s_{k-1}``, ``L`` inputs from below), a column chunk (``W_k^T s_{k+1}``, ``L``
@@ -258,34 +262,46 @@ class SettlingDatapath(wiring.Component):
         if plan.push:
             self._feedback_word = Signal.like(feedback, name="product_feedback")
             m.d.sync += self._feedback_word.eq(feedback)
+        groups = None
         if plan.config.weights == "binary":
             # +s, -s or 0 by the pair code (the ideal PCSA read: BL's LRS wins +1, BLb's -1,
-            # neither or both 0); the adder tree sums them and the stage after it multiplies
-            # the chunk's sum by a_k once
+            # neither or both 0), summed here in groups of up to 4 lanes; the adder tree sums
+            # the groups and the stage after it multiplies the chunk's sum by a_k once (the 16
+            # lanes' sum in the tree's one stage was the ULX3S build's longest path); the
+            # lanes' own +-s are registered only for the push's feedback sums
+            signs = [Signal(plan.product_format.shape(), name=f"lane_sign{b}") for b in range(L)]
             for b in range(L):
                 with m.Switch(lane_weight[b]):
                     with m.Case(CODE_PLUS):
-                        m.d.sync += lane_product[b].eq(lane_state[b])
+                        m.d.comb += signs[b].eq(lane_state[b])
                     with m.Case(CODE_MINUS):
-                        m.d.sync += lane_product[b].eq(-lane_state[b])
-                    with m.Default():
-                        m.d.sync += lane_product[b].eq(0)
+                        m.d.comb += signs[b].eq(-lane_state[b])
+            if plan.push:
+                m.d.sync += [lane_product[b].eq(signs[b]) for b in range(L)]
+            size = min(L, BINARY_GROUP)
+            groups = [Signal(signed(plan.product_format.width + (size - 1).bit_length()),
+                             name=f"lane_group{g}") for g in range(L // size)]
+            for g, group in enumerate(groups):
+                total = signs[g * size]
+                for sign in signs[g * size + 1:(g + 1) * size]:
+                    total = total + sign
+                m.d.sync += group.eq(total)
         else:
             m.d.sync += [lane_product[b].eq(lane_weight[b] * lane_state[b]) for b in range(L)]
-        return products, lane_product, product_bias, product_own
+        return products, lane_product, product_bias, product_own, groups
 
     def _adder_tree(self, m, stage):
         """Stages ``adder tree`` and ``tree's last sum``: real weights sum the products in pairs,
         then the pairs; binary weights sum the lanes' ``+-s`` into the chunk's sum, then
         multiply it by the weight layer's ``a_k``. Each registered with the tag, the bias and
         the own state."""
-        products, lane_product, bias, own_state = stage
+        products, lane_product, bias, own_state, groups = stage
         plan = self._plan
         binary = plan.config.weights == "binary"
         if binary:
-            total = lane_product[0]
-            for product in lane_product[1:]:
-                total = total + product
+            total = groups[0]
+            for group in groups[1:]:
+                total = total + group
             terms = [total]
         else:
             terms = [sum(lane_product[i:i + 2][1:], lane_product[i])
@@ -407,7 +423,11 @@ class SettlingDatapath(wiring.Component):
         shifted = Signal(signed(acc_bits + 2))
         m.d.comb += shifted.eq(biased >> h)
         clipped = Signal(plan.state_format.shape())
-        m.d.comb += clipped.eq(Mux(shifted < 0, 0, Mux(shifted > smax, smax, shifted)))
+        sw = plan.state_format.width
+        # the clip from the sign and the bits above the state's (the state is unsigned, smax
+        # all ones: the same as comparing with 0 and smax, without more carry chains after the
+        # sum's)
+        m.d.comb += clipped.eq(Mux(shifted[-1], 0, Mux(shifted[sw:].any(), smax, shifted[:sw])))
         new_state = Signal(plan.state_format.shape(), name="new_state")
         valid, top = Signal(name="write_valid"), Signal(name="write_top")
         waddr = Signal(state_addr_shape(plan), name="write_addr")
